@@ -1,0 +1,44 @@
+/* The paged KV cache pool: one allocation of backend memory, pages of page_tokens tokens
+ * holding every layer's MLA record and indexer key (layout in kernels/backend.h), a free
+ * list, and per-sequence page tables. (Prefix sharing, sessions and eviction come with the
+ * serving engine.) */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/model_config.h"
+#include "kernels/backend.h"
+
+#define DSV_KV_PAGE_TOKENS 64
+
+struct dsv_kv_pool {
+        struct dsv_kv_layout layout;
+        struct dsv_backend *be;
+        void *base;
+        size_t bytes;
+        int n_pages;
+        int32_t *free_pages; /* stack */
+        int n_free;
+};
+
+struct dsv_kv_seq {
+        int32_t *pages;
+        int n_pages, cap;
+        int len; /* tokens stored */
+};
+
+/* The layout for a config (n_layers main layers, without the MTP layer). */
+void dsv_kv_layout_init(struct dsv_kv_layout *L, const struct dsv_model_config *cfg, enum dsv_kv_format fmt,
+                        int page_tokens);
+/* Bytes per token over all layers (MLA records + indexer keys + key scales). */
+size_t dsv_kv_bytes_per_token(const struct dsv_kv_layout *L);
+
+int dsv_kv_pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt, int n_pages,
+                    struct dsv_kv_pool **ret);
+void dsv_kv_pool_free(struct dsv_kv_pool *pool);
+/* Grows seq's page table to hold n tokens; -ENOSPC when the pool is exhausted. */
+int dsv_kv_seq_reserve(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
+/* Returns all of seq's pages to the pool. */
+void dsv_kv_seq_release(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq);

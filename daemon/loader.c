@@ -1,0 +1,376 @@
+/* io_uring checkpoint loader (see loader.h). */
+#include "config.h"
+
+#include "daemon/loader.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/uio.h>
+
+#define ALIGN 4096u
+#define MERGE_GAP (1u << 20) /* read through gaps smaller than this */
+
+struct job {
+        int shard;
+        uint64_t off, len;  /* the aligned range this job reads */
+        uint64_t need;      /* bytes that must arrive (len clipped at end of file) */
+        uint64_t done;      /* bytes arrived so far */
+        int slot;
+};
+
+struct shard_io {
+        int fd_direct, fd_buffered;
+        bool direct_failed;
+};
+
+struct loader {
+        const struct dsv_checkpoint *ck;
+        struct dsv_load_item *items; /* sorted by (shard, offset) */
+        size_t n_items;
+        struct dsv_backend *be;
+        const struct dsv_load_opts *o;
+        struct dsv_load_stats *st;
+        struct dsv_error *err;
+        struct shard_io *io;
+        struct job *jobs;
+        size_t n_jobs, next_job;
+        uint8_t **bufs;
+        size_t chunk;
+        bool fixed; /* staging buffers registered with the ring */
+        uint64_t total, delivered, t0, last_report;
+};
+
+static int cmp_item(const void *a, const void *b) {
+        const struct dsv_load_item *x = a, *y = b;
+        if (x->t->shard != y->t->shard)
+                return x->t->shard - y->t->shard;
+        return x->t->offset < y->t->offset ? -1 : x->t->offset > y->t->offset;
+}
+
+static const char *tensor_at(const struct loader *L, int shard, uint64_t off) {
+        for (size_t i = 0; i < L->n_items; i++) {
+                const struct dsv_ckpt_tensor *t = L->items[i].t;
+                if (t->shard == shard && off < t->offset + t->nbytes && off + ALIGN > t->offset)
+                        return t->name;
+        }
+        return "(between tensors)";
+}
+
+static int add_job(struct loader *L, size_t *cap, int shard, uint64_t off, uint64_t len) {
+        if (L->n_jobs == *cap) {
+                size_t nc = *cap ? *cap * 2 : 256;
+                struct job *v = realloc(L->jobs, nc * sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                L->jobs = v;
+                *cap = nc;
+        }
+        uint64_t fsize = L->ck->shards[shard].size;
+        L->jobs[L->n_jobs++] = (struct job){.shard = shard, .off = off, .len = len,
+                                            .need = off + len > fsize ? fsize - off : len, .slot = -1};
+        return 0;
+}
+
+/* Merge the items of each shard into extents, align them, cut them into chunks. */
+static int plan(struct loader *L) {
+        size_t cap = 0;
+        for (size_t i = 0; i < L->n_items;) {
+                int shard = L->items[i].t->shard;
+                uint64_t b = L->items[i].t->offset, e = b + L->items[i].t->nbytes;
+                size_t j = i + 1;
+                while (j < L->n_items && L->items[j].t->shard == shard && L->items[j].t->offset <= e + MERGE_GAP) {
+                        uint64_t ej = L->items[j].t->offset + L->items[j].t->nbytes;
+                        e = ej > e ? ej : e;
+                        j++;
+                }
+                b = b / ALIGN * ALIGN;
+                e = ALIGN_UP(e, ALIGN);
+                for (uint64_t off = b; off < e; off += L->chunk) {
+                        int r = add_job(L, &cap, shard, off, MIN(L->chunk, e - off));
+                        if (r < 0)
+                                return r;
+                }
+                i = j;
+        }
+        return 0;
+}
+
+/* Copies what job j read to the tensors it overlaps. */
+static int deliver(struct loader *L, const struct job *j) {
+        const uint8_t *buf = L->bufs[j->slot];
+        uint64_t jb = j->off, je = j->off + j->need;
+        /* first item of this shard that may overlap: binary search on (shard, end > jb) */
+        size_t lo = 0, hi = L->n_items;
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                const struct dsv_ckpt_tensor *t = L->items[mid].t;
+                if (t->shard < j->shard || (t->shard == j->shard && t->offset + t->nbytes <= jb))
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (size_t i = lo; i < L->n_items; i++) {
+                const struct dsv_ckpt_tensor *t = L->items[i].t;
+                if (t->shard != j->shard || t->offset >= je)
+                        break;
+                uint64_t b = MAX(jb, t->offset), e = MIN(je, t->offset + t->nbytes);
+                if (b >= e)
+                        continue;
+                int r = L->be->ops->upload(L->be, (uint8_t *)L->items[i].dst + (b - t->offset), buf + (b - jb), e - b);
+                if (r < 0)
+                        return dsv_error_set(L->err, r, "Failed to copy tensor %s to %s memory: %s", t->name, L->be->ops->name,
+                                             strerror(-r));
+                L->delivered += e - b;
+        }
+        L->st->bytes_read += j->need;
+        L->st->reads++;
+        if (L->o->progress) {
+                uint64_t now = dsv_now_ns();
+                if (now - L->last_report > 250000000ull) {
+                        L->last_report = now;
+                        L->o->progress(L->o->ud, L->delivered, L->total, now - L->t0);
+                }
+        }
+        return 0;
+}
+
+static int open_shards(struct loader *L) {
+        for (size_t s = 0; s < L->ck->n_shards; s++) {
+                const char *path = L->ck->shards[s].path;
+                L->io[s].fd_direct = -1;
+                L->io[s].fd_buffered = open(path, O_RDONLY | O_CLOEXEC);
+                if (L->io[s].fd_buffered < 0)
+                        return dsv_error_set(L->err, errno, "Failed to open %s: %s", path, strerror(errno));
+                if (!L->o->no_direct) {
+                        L->io[s].fd_direct = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+                        if (L->io[s].fd_direct >= 0)
+                                L->st->direct = true;
+                }
+        }
+        return 0;
+}
+
+static int job_fd(struct loader *L, const struct job *j) {
+        struct shard_io *io = &L->io[j->shard];
+        /* O_DIRECT needs aligned offsets; a short read can leave a misaligned remainder */
+        if (io->fd_direct >= 0 && !io->direct_failed && (j->off + j->done) % ALIGN == 0 && j->done % ALIGN == 0)
+                return io->fd_direct;
+        return io->fd_buffered;
+}
+
+/* Handles one completion; returns 1 when the job is finished, 0 when it was resubmitted. */
+static int complete(struct loader *L, struct io_uring *ring, struct job *j, int res, bool was_direct) {
+        const char *file = L->ck->shards[j->shard].path;
+        if (res == -EAGAIN || res == -EINTR) {
+                L->st->retries++;
+                return 0;
+        }
+        if (res == -EINVAL && was_direct) {
+                /* the filesystem refuses O_DIRECT after all: buffered from now on */
+                L->io[j->shard].direct_failed = true;
+                L->st->retries++;
+                return 0;
+        }
+        if (res < 0)
+                return dsv_error_set(L->err, -res, "Failed to read tensor %s from %s at offset %llu: %s",
+                                     tensor_at(L, j->shard, j->off + j->done), file,
+                                     (unsigned long long)(j->off + j->done), strerror(-res));
+        if (res == 0 && j->done < j->need)
+                return dsv_error_set(L->err, EIO,
+                                     "Failed to read tensor %s from %s: unexpected end of file at offset %llu (the file shrank after it was validated?)",
+                                     tensor_at(L, j->shard, j->off + j->done), file, (unsigned long long)(j->off + j->done));
+        j->done += (uint64_t)res;
+        if (j->done < j->need) {
+                L->st->short_reads++;
+                return 0;
+        }
+        (void)ring;
+        return 1;
+}
+
+static int submit(struct loader *L, struct io_uring *ring, struct job *j) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+        if (!sqe)
+                return -EBUSY;
+        int fd = job_fd(L, j);
+        uint64_t len = fd == L->io[j->shard].fd_direct ? j->len - j->done : j->need - j->done;
+        if (L->fixed)
+                io_uring_prep_read_fixed(sqe, fd, L->bufs[j->slot] + j->done, (unsigned)len, j->off + j->done, j->slot);
+        else
+                io_uring_prep_read(sqe, fd, L->bufs[j->slot] + j->done, (unsigned)len, j->off + j->done);
+        io_uring_sqe_set_data(sqe, j);
+        return 0;
+}
+
+static int run_uring(struct loader *L, unsigned qd) {
+        struct io_uring ring;
+        struct iovec *iov = calloc(qd, sizeof(*iov));
+        int *free_slots = calloc(qd, sizeof(int));
+        unsigned n_free = qd, inflight = 0;
+        int r;
+
+        if (!iov || !free_slots) {
+                free(iov);
+                free(free_slots);
+                return -ENOMEM;
+        }
+        r = io_uring_queue_init(qd, &ring, 0);
+        if (r < 0) {
+                free(iov);
+                free(free_slots);
+                return r; /* caller falls back to pread */
+        }
+        for (unsigned i = 0; i < qd; i++) {
+                iov[i] = (struct iovec){L->bufs[i], L->chunk};
+                free_slots[i] = (int)i;
+        }
+        /* registration can fail under a small RLIMIT_MEMLOCK: plain reads then */
+        L->fixed = io_uring_register_buffers(&ring, iov, qd) == 0;
+        L->st->uring = true;
+
+        while (L->next_job < L->n_jobs || inflight > 0) {
+                while (n_free > 0 && L->next_job < L->n_jobs) {
+                        struct job *j = &L->jobs[L->next_job++];
+                        j->slot = free_slots[--n_free];
+                        if ((r = submit(L, &ring, j)) < 0)
+                                goto out;
+                        inflight++;
+                }
+                r = io_uring_submit(&ring);
+                if (r < 0)
+                        goto out;
+                struct io_uring_cqe *cqe;
+                r = io_uring_wait_cqe(&ring, &cqe);
+                if (r == -EINTR)
+                        continue;
+                if (r < 0)
+                        goto out;
+                do {
+                        struct job *j = io_uring_cqe_get_data(cqe);
+                        int res = cqe->res;
+                        bool was_direct = L->io[j->shard].fd_direct >= 0 && !L->io[j->shard].direct_failed;
+                        io_uring_cqe_seen(&ring, cqe);
+                        inflight--;
+                        r = complete(L, &ring, j, res, was_direct);
+                        if (r < 0)
+                                goto drain;
+                        if (r == 0) {
+                                if ((r = submit(L, &ring, j)) < 0)
+                                        goto drain;
+                                inflight++;
+                                continue;
+                        }
+                        if ((r = deliver(L, j)) < 0)
+                                goto drain;
+                        free_slots[n_free++] = j->slot;
+                } while (io_uring_peek_cqe(&ring, &cqe) == 0);
+        }
+        r = 0;
+        goto out;
+drain:
+        /* let reads in flight finish before their buffers go away */
+        io_uring_submit(&ring);
+        while (inflight > 0) {
+                struct io_uring_cqe *cqe;
+                if (io_uring_wait_cqe(&ring, &cqe) < 0)
+                        break;
+                io_uring_cqe_seen(&ring, cqe);
+                inflight--;
+        }
+out:
+        io_uring_queue_exit(&ring);
+        free(iov);
+        free(free_slots);
+        return r;
+}
+
+static int run_pread(struct loader *L) {
+        for (; L->next_job < L->n_jobs; L->next_job++) {
+                struct job *j = &L->jobs[L->next_job];
+                j->slot = 0;
+                while (j->done < j->need) {
+                        int fd = job_fd(L, j);
+                        bool direct = fd == L->io[j->shard].fd_direct;
+                        uint64_t len = direct ? j->len - j->done : j->need - j->done;
+                        ssize_t k = pread(fd, L->bufs[0] + j->done, len, (off_t)(j->off + j->done));
+                        int r = complete(L, NULL, j, k < 0 ? -errno : (int)k, direct);
+                        if (r < 0)
+                                return r;
+                        if (r == 1)
+                                break;
+                }
+                int r = deliver(L, j);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *items, size_t n, struct dsv_backend *be,
+                     const struct dsv_load_opts *opts, struct dsv_load_stats *stats, struct dsv_error *err) {
+        struct dsv_load_opts def = {0};
+        struct dsv_load_stats st = {0};
+        const struct dsv_load_opts *o = opts ? opts : &def;
+        struct loader L = {.ck = ck, .items = items, .n_items = n, .be = be, .o = o, .st = &st, .err = err};
+        unsigned qd = o->queue_depth ? o->queue_depth : 16;
+        int r;
+
+        L.chunk = o->chunk_size ? ALIGN_UP(o->chunk_size, ALIGN) : (4u << 20);
+        if (o->no_uring)
+                qd = 1;
+        qsort(items, n, sizeof(*items), cmp_item);
+        for (size_t i = 0; i < n; i++)
+                L.total += items[i].t->nbytes;
+        L.io = calloc(ck->n_shards, sizeof(*L.io));
+        L.bufs = calloc(qd, sizeof(*L.bufs));
+        if (!L.io || !L.bufs) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t s = 0; s < ck->n_shards; s++)
+                L.io[s].fd_direct = L.io[s].fd_buffered = -1;
+        for (unsigned i = 0; i < qd; i++)
+                if (posix_memalign((void **)&L.bufs[i], ALIGN, L.chunk) != 0) {
+                        L.bufs[i] = NULL;
+                        r = -ENOMEM;
+                        goto out;
+                }
+        if ((r = open_shards(&L)) < 0 || (r = plan(&L)) < 0)
+                goto out;
+        L.t0 = L.last_report = dsv_now_ns();
+        r = o->no_uring ? -ENOSYS : run_uring(&L, qd);
+        if (r < 0 && !st.uring && L.next_job == 0) {
+                /* io_uring unavailable here: plain pread */
+                st.uring = false;
+                L.next_job = 0;
+                r = run_pread(&L);
+        }
+        if (r < 0)
+                goto out;
+        if (L.delivered != L.total) {
+                r = dsv_error_set(err, EIO, "Loader delivered %llu of %llu tensor bytes", (unsigned long long)L.delivered,
+                                  (unsigned long long)L.total);
+                goto out;
+        }
+        st.bytes_tensors = L.delivered;
+        st.elapsed_ns = dsv_now_ns() - L.t0;
+        if (o->progress)
+                o->progress(o->ud, L.delivered, L.total, st.elapsed_ns);
+        if (stats)
+                *stats = st;
+out:
+        if (L.bufs)
+                for (unsigned i = 0; i < qd; i++)
+                        free(L.bufs[i]);
+        if (L.io)
+                for (size_t s = 0; s < ck->n_shards; s++) {
+                        if (L.io[s].fd_direct >= 0)
+                                close(L.io[s].fd_direct);
+                        if (L.io[s].fd_buffered >= 0)
+                                close(L.io[s].fd_buffered);
+                }
+        free(L.io);
+        free(L.bufs);
+        free(L.jobs);
+        return r;
+}

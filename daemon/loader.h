@@ -1,0 +1,39 @@
+/* Streams tensor bytes from checkpoint shards into backend memory with io_uring: many large
+ * aligned reads in flight (O_DIRECT where the filesystem allows, buffered otherwise) into
+ * registered staging buffers, each chunk copied out to the tensors it covers as it lands.
+ * Short reads and EAGAIN are retried; EIO or a file that shrank is an error naming the file
+ * and the tensor. Where io_uring is unavailable (seccomp, old kernel) it falls back to
+ * pread() and says so in the stats. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/checkpoint.h"
+#include "kernels/backend.h"
+
+struct dsv_load_item {
+        const struct dsv_ckpt_tensor *t;
+        void *dst; /* backend address, t->nbytes long */
+};
+
+struct dsv_load_opts {
+        unsigned queue_depth; /* reads in flight (default 16) */
+        size_t chunk_size;    /* bytes per read (default 4 MiB; multiple of 4096) */
+        bool no_direct;       /* never use O_DIRECT */
+        bool no_uring;        /* use pread() (baseline, tests) */
+        void (*progress)(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns);
+        void *ud;
+};
+
+struct dsv_load_stats {
+        uint64_t bytes_tensors; /* tensor bytes delivered */
+        uint64_t bytes_read;    /* bytes read from disk (incl. alignment and small gaps) */
+        uint64_t elapsed_ns;
+        unsigned reads, short_reads, retries;
+        bool direct;            /* at least one shard was read with O_DIRECT */
+        bool uring;             /* io_uring was used */
+};
+
+int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *items, size_t n, struct dsv_backend *be,
+                     const struct dsv_load_opts *opts, struct dsv_load_stats *stats, struct dsv_error *err);

@@ -1,0 +1,20 @@
+# daemon/: the engine core (config, checkpoint, loader, KV cache, model) as a convenience
+# library shared by the daemon, the tools and the tests; tools in daemon/tools/.
+noinst_LTLIBRARIES += libdsv32core.la
+libdsv32core_la_SOURCES = \
+	daemon/util.h daemon/util.c daemon/rng.h \
+	daemon/model_config.h daemon/model_config.c \
+	daemon/weights_spec.h daemon/weights_spec.c \
+	daemon/checkpoint.h daemon/checkpoint.c \
+	daemon/loader.h daemon/loader.c \
+	daemon/kv_cache.h daemon/kv_cache.c \
+	daemon/model.h daemon/model.c \
+	daemon/synth.h daemon/synth.c
+libdsv32core_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBURING_CFLAGS)
+libdsv32core_la_LIBADD = libdsv32kernels.la $(JANSSON_LIBS) $(LIBURING_LIBS) -lm
+
+bin_PROGRAMS += dsv32-mkmodel dsv32-run
+dsv32_mkmodel_SOURCES = daemon/tools/mkmodel.c
+dsv32_mkmodel_LDADD = libdsv32core.la
+dsv32_run_SOURCES = daemon/tools/run.c
+dsv32_run_LDADD = libdsv32core.la

@@ -1,0 +1,46 @@
+/* Counter-based random numbers (splitmix64): a stream is a key, value i is a pure function of
+ * (key, i), so any tensor or element can be generated independently and in parallel, and
+ * the same seed always gives the same bytes. */
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+static inline uint64_t dsv_mix64(uint64_t z) {
+        z += 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+}
+
+static inline uint64_t dsv_hash_str(const char *s, uint64_t seed) {
+        uint64_t h = 0xcbf29ce484222325ull ^ seed;
+        for (; *s; s++)
+                h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+        return dsv_mix64(h);
+}
+
+/* uniform in [0, 1) */
+static inline double dsv_rand_u01(uint64_t key, uint64_t i) {
+        return (double)(dsv_mix64(key ^ dsv_mix64(i)) >> 11) * 0x1p-53;
+}
+
+/* standard normal (Box-Muller on two counter values) */
+static inline double dsv_rand_normal(uint64_t key, uint64_t i) {
+        double u1 = dsv_rand_u01(key, 2 * i), u2 = dsv_rand_u01(key, 2 * i + 1);
+        if (u1 < 1e-300)
+                u1 = 1e-300;
+        return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* Fisher-Yates permutation of 0..n-1 from a key. */
+static inline void dsv_rand_perm(uint64_t key, int *p, int n) {
+        for (int i = 0; i < n; i++)
+                p[i] = i;
+        for (int i = n - 1; i > 0; i--) {
+                int j = (int)(dsv_rand_u01(key, (uint64_t)i) * (i + 1));
+                int t = p[i];
+                p[i] = p[j];
+                p[j] = t;
+        }
+}

@@ -1,0 +1,156 @@
+/* Logging, errors and small file helpers used everywhere in the daemon and the tools. */
+#include "config.h"
+
+#include "daemon/util.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <sys/stat.h>
+#include <time.h>
+
+int dsv_log_max_level = DSV_LOG_INFO;
+
+int dsv_error_set(struct dsv_error *e, int err, const char *fmt, ...) {
+        if (e) {
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+                va_end(ap);
+        }
+        return err > 0 ? -err : (err == 0 ? -EINVAL : err);
+}
+
+static void log_va(int level, const char *fmt, va_list ap) {
+        static int journal = -1;
+        char buf[2048];
+        if (level > dsv_log_max_level)
+                return;
+        if (journal < 0)
+                journal = getenv("JOURNAL_STREAM") != NULL;
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        if (journal)
+                fprintf(stderr, "<%d>%s\n", level, buf);
+        else
+                fprintf(stderr, "%s\n", buf);
+}
+
+void dsv_log(int level, const char *fmt, ...) {
+        va_list ap;
+        int e = errno;
+        va_start(ap, fmt);
+        log_va(level, fmt, ap);
+        va_end(ap);
+        errno = e;
+}
+
+int dsv_log_errno(int level, int err, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        log_va(level, fmt, ap);
+        va_end(ap);
+        return err > 0 ? -err : (err == 0 ? -EIO : err);
+}
+
+uint64_t dsv_now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int dsv_read_file(const char *path, size_t max_size, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        size_t n = 0;
+
+        if (fd < 0)
+                return dsv_negerrno();
+        if (fstat(fd, &st) < 0)
+                return dsv_negerrno();
+        if (!S_ISREG(st.st_mode))
+                return -EISDIR;
+        if ((uint64_t)st.st_size > max_size)
+                return -EFBIG;
+        buf = malloc((size_t)st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (n < (size_t)st.st_size) {
+                ssize_t k = read(fd, buf + n, (size_t)st.st_size - n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return dsv_negerrno();
+                }
+                if (k == 0)
+                        break;
+                n += (size_t)k;
+        }
+        buf[n] = 0;
+        *ret = TAKE_PTR(buf);
+        if (ret_size)
+                *ret_size = n;
+        return 0;
+}
+
+int dsv_write_file(const char *path, const void *data, size_t size) {
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        const char *p = data;
+        if (fd < 0)
+                return dsv_negerrno();
+        while (size > 0) {
+                ssize_t k = write(fd, p, size);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return dsv_negerrno();
+                }
+                p += k;
+                size -= (size_t)k;
+        }
+        return 0;
+}
+
+int dsv_mkdir_p(const char *path, unsigned mode) {
+        char buf[PATH_MAX];
+        size_t n = strlen(path);
+        if (n == 0 || n >= sizeof(buf))
+                return -EINVAL;
+        memcpy(buf, path, n + 1);
+        for (size_t i = 1; i <= n; i++) {
+                if (buf[i] == '/' || buf[i] == 0) {
+                        char c = buf[i];
+                        buf[i] = 0;
+                        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                                return dsv_negerrno();
+                        buf[i] = c;
+                }
+        }
+        return 0;
+}
+
+int dsv_parse_int(const char *s, long min, long max, long *ret) {
+        char *end;
+        long v;
+        if (!s || !*s)
+                return -EINVAL;
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (errno || *end || v < min || v > max)
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
+int dsv_parse_double(const char *s, double *ret) {
+        char *end;
+        double v;
+        if (!s || !*s)
+                return -EINVAL;
+        errno = 0;
+        v = strtod(s, &end);
+        if (errno || *end || !isfinite(v))
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}

@@ -1,0 +1,335 @@
+/* The backend interface: a vtable of memory management plus one `compute` entry that
+ * dispatches on the op type (switch in each backend). The CPU backend (kernels/cpu) is the
+ * reference and implements every op; others answer supports_op().
+ *
+ * Tensors are 2-D views (rows x columns, row stride in bytes) of backend memory; an op's
+ * extra shape (heads, head dims) is in its parameters. Activations are F32 on the CPU
+ * backend; "faithful" numerics round them to bf16 at the reference's rounding points, so a
+ * GPU backend holding real bf16 tensors computes the same values. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/dtype.h"
+
+struct dsv_tensor {
+        enum dsv_dtype type;
+        int64_t ne[2];  /* ne[0] columns (contiguous), ne[1] rows */
+        size_t stride;  /* bytes between rows */
+        void *data;     /* backend address */
+        /* F8_E4M3 weights: F32 block scales, [ceil(rows/128)] x [ceil(cols/128)], the multiplier
+         * (W = W8 * s[i/128][j/128], the checkpoint's weight_scale_inv). */
+        const struct dsv_tensor *scale;
+};
+
+static inline struct dsv_tensor dsv_tensor_2d(enum dsv_dtype t, void *data, int64_t rows, int64_t cols) {
+        struct dsv_tensor x = {.type = t, .ne = {cols, rows}, .stride = (size_t)cols * dsv_dtype_size(t), .data = data};
+        return x;
+}
+static inline void *dsv_tensor_row(const struct dsv_tensor *t, int64_t r) {
+        return (char *)t->data + (size_t)r * t->stride;
+}
+
+/* ------------------------------------------------------------------ KV cache layout
+ * The pool is an array of pages; a page holds page_tokens tokens of every layer:
+ *
+ *   page p, layer l at  base + (p * n_layers + l) * layer_page_bytes
+ *   +--------------------------------------+-------------------------------+----------------------+
+ *   | MLA records [page_tokens][mla_rec]   | indexer keys [page_tokens][D] | key scales [pt][nb]  |
+ *   +--------------------------------------+-------------------------------+----------------------+
+ *
+ * FP8 format (what serving uses), per token per layer:
+ *   MLA record (656 B at 671B sizes) = kv_lora e4m3 latent | kv_lora/128 fp32 scales | rope bf16 k_pe
+ *   indexer    (132 B)               = index_dim e4m3 key    | index_dim/128 fp32 scales
+ * F32 format (exact numerics, tests): latent f32 | k_pe f32, and f32 keys without scales.
+ * A slot is page * page_tokens + offset-in-page. */
+enum dsv_kv_format {
+        DSV_KV_FP8,
+        DSV_KV_F32,
+        DSV_KV_FORMAT_MAX,
+};
+
+struct dsv_kv_layout {
+        enum dsv_kv_format format;
+        int page_tokens;
+        int n_layers;
+        int kv_lora, rope, index_dim;
+        size_t mla_rec;          /* bytes per token of the MLA record */
+        size_t idx_rec;          /* bytes per token of the indexer key (codes, or f32) */
+        size_t idx_scale_rec;    /* bytes per token of indexer key scales (FP8 only) */
+        size_t idx_off;          /* offset of the indexer keys inside a layer page */
+        size_t idx_scale_off;    /* offset of the key scales inside a layer page */
+        size_t layer_page_bytes; /* one layer of one page */
+};
+
+struct dsv_kv_ref {
+        const struct dsv_kv_layout *layout;
+        void *base;   /* backend address of page 0 */
+        int layer;
+};
+
+/* Slot of position pos of the sequence whose block-table row is pages. */
+static inline int64_t dsv_kv_slot(const struct dsv_kv_layout *L, const int32_t *pages, int64_t pos) {
+        return (int64_t)pages[pos / L->page_tokens] * L->page_tokens + pos % L->page_tokens;
+}
+
+/* Per-token addressing of the paged cache for attention ops. */
+struct dsv_kv_index {
+        const struct dsv_tensor *tok_seq;     /* I32 [T]: row of block_table */
+        const struct dsv_tensor *tok_pos;     /* I32 [T]: position; the token sees positions 0..pos */
+        const struct dsv_tensor *block_table; /* I32 [n_seq, max_pages] */
+};
+
+/* ------------------------------------------------------------------ ops */
+enum dsv_op_type {
+        DSV_OP_EMBED,
+        DSV_OP_GET_ROWS,
+        DSV_OP_RMSNORM,
+        DSV_OP_LAYERNORM,
+        DSV_OP_LINEAR,
+        DSV_OP_ACT_QUANT,
+        DSV_OP_ROPE,
+        DSV_OP_HADAMARD,
+        DSV_OP_SWIGLU,
+        DSV_OP_ADD,
+        DSV_OP_KV_STORE,
+        DSV_OP_KV_GATHER,
+        DSV_OP_INDEXER_TOPK,
+        DSV_OP_MLA_DECODE,
+        DSV_OP_MLA_PREFILL,
+        DSV_OP_MOE_GATE,
+        DSV_OP_MOE_EXPERTS,
+        DSV_OP_MAX,
+};
+const char *dsv_op_name(enum dsv_op_type t);
+
+/* out[t] = table[ids[t]] (BF16 rows widened to F32). */
+struct dsv_op_embed {
+        struct dsv_tensor *out;
+        const struct dsv_tensor *table, *ids;
+};
+
+/* out[i] = x[rows[i]] (F32 rows). */
+struct dsv_op_get_rows {
+        struct dsv_tensor *out;
+        const struct dsv_tensor *x, *rows;
+};
+
+/* s = res + x (fp32; x or res may be absent), res := bf16(s) when res is given,
+ * out = bf16(w * (s * rsqrt(mean(s^2) + eps))). */
+struct dsv_op_rmsnorm {
+        struct dsv_tensor *out, *res;
+        const struct dsv_tensor *x, *w;
+        float eps;
+};
+
+/* out = bf16((x - mean) * rsqrt(var + eps) * w + b), biased variance. */
+struct dsv_op_layernorm {
+        struct dsv_tensor *out;
+        const struct dsv_tensor *x, *w, *b;
+        float eps;
+};
+
+/* out[T,N] = x[T,K] W[N,K]^T.
+ * F8 weights, faithful: x is act_quant'ed per 128 (ue8m0 scales), each 128-wide K block is
+ * summed in fp32 and scaled by a_scale * w_scale, the block sums accumulate in fp32 and the
+ * result is rounded to bf16 when round_out. Exact: W dequantized, fp32, no rounding. */
+struct dsv_op_linear {
+        struct dsv_tensor *out;
+        const struct dsv_tensor *x, *w;
+        bool quant_in;
+        bool round_out;
+};
+
+/* q[t, j] = e4m3(clamp(x / s, +-448)), s[t, j/128] = ue8m0 scale of that block. */
+struct dsv_op_act_quant {
+        struct dsv_tensor *q, *s;
+        const struct dsv_tensor *x;
+};
+
+/* Rotates dims [offset, offset + rope_dim) of each of n_heads heads (head_stride apart) by
+ * angle pos * inv_freq[i]. interleaved: pairs (x[2i], x[2i+1]) (MLA); otherwise half-split
+ * pairs (x[i], x[i + rope_dim/2]) (indexer). */
+struct dsv_op_rope {
+        struct dsv_tensor *x;
+        const struct dsv_tensor *pos, *inv_freq;
+        int n_heads, head_stride, offset, rope_dim;
+        bool interleaved;
+};
+
+/* Each d-wide group of x: x := H_d x / sqrt(d) (Sylvester order). */
+struct dsv_op_hadamard {
+        struct dsv_tensor *x;
+        int d;
+};
+
+/* out = bf16(silu(a) * b) */
+struct dsv_op_swiglu {
+        struct dsv_tensor *out;
+        const struct dsv_tensor *a, *b;
+};
+
+/* out = bf16(a + b) */
+struct dsv_op_add {
+        struct dsv_tensor *out;
+        const struct dsv_tensor *a, *b;
+};
+
+/* Writes each token's latent (already RMS-normed), rotated k_pe and indexer key to its
+ * slot; in FP8 format the latent and key are act_quant'ed per 128 and k_pe stored bf16. */
+struct dsv_op_kv_store {
+        struct dsv_kv_ref kv;
+        const struct dsv_tensor *slots; /* I32 [T] */
+        const struct dsv_tensor *latent, *k_pe, *idx_key;
+};
+
+/* Reads positions [0, n) of one sequence back: latent (dequantized) and k_pe as F32. */
+struct dsv_op_kv_gather {
+        struct dsv_kv_ref kv;
+        struct dsv_tensor *latent, *k_pe;
+        const struct dsv_tensor *pages; /* I32 [max_pages]: the sequence's block table row */
+        int n;
+};
+
+/* Lightning indexer + top-k. For token t at position p:
+ *   faithful: score[s] = k_scale[s] * sum_h (w[t,h] * q_scale[t,h]) * relu(q8[t,h] . k8[s])
+ *   exact:    score[s] = sum_h w[t,h] * relu(q[t,h] . k[s])
+ * for s <= p (w already includes n_heads^-0.5 * head_dim^-0.5); idx[t] = the positions of the
+ * min(topk, p+1) largest scores, ascending, padded with -1; equal scores prefer the lower
+ * position. With p + 1 <= topk every position is selected (scores are skipped unless
+ * `scores` is requested). */
+struct dsv_op_indexer_topk {
+        struct dsv_tensor *idx;          /* I32 [T, topk] */
+        struct dsv_tensor *scores;       /* optional F32 [T, max_ctx] (-inf beyond p) */
+        const struct dsv_tensor *q;      /* faithful: U8 codes [T, H*d]; exact: F32 */
+        const struct dsv_tensor *q_scale;/* faithful: F32 [T, H*(d/128)] */
+        const struct dsv_tensor *w;      /* F32 [T, H] */
+        struct dsv_kv_ref kv;
+        struct dsv_kv_index at;
+        int n_heads, head_dim, topk;
+        float w_scale1, w_scale2;
+        bool faithful;
+};
+
+/* Absorbed MLA over the selected positions (decode), per token t and head h:
+ *   q_c = W_UK[h]^T q_nope          (kv_lora)
+ *   s_j = (q_c . c_j + q_pe . kpe_j) * scale      for j in idx[t] (-1 entries skipped)
+ *   p = softmax(s);  o_c = sum_j p_j c_j;  out[t,h] = W_UV[h] o_c
+ * wkv_b is the dequantized kv_b_proj [H*(nope+v), kv_lora] (bf16-rounded in faithful mode);
+ * faithful rounds q_c, each score term, the scaled score, p, o_c and out to bf16. */
+struct dsv_op_mla_decode {
+        struct dsv_tensor *out;          /* [T, H*v] */
+        const struct dsv_tensor *q;      /* [T, H*(nope+rope)] rope part rotated */
+        const struct dsv_tensor *wkv_b;  /* F32 [H*(nope+v), kv_lora] */
+        const struct dsv_tensor *idx;    /* I32 [T, k] */
+        struct dsv_kv_ref kv;
+        struct dsv_kv_index at;
+        int n_heads, nope, rope, v, kv_lora;
+        float scale;
+        bool faithful;
+};
+
+/* Expanded MLA for a chunk of one sequence: K/V of its first n_ctx positions come expanded
+ * through kv_b_proj (kvb rows = [k_nope h0 | v h0 | k_nope h1 | ...]).
+ *   s_j = [q_nope; q_pe] . [k_nope_j; kpe_j] * scale;  p = softmax(s over idx[t]);  out = sum p_j v_j
+ * faithful rounds the dot product, the scaled score, p and out to bf16. */
+struct dsv_op_mla_prefill {
+        struct dsv_tensor *out;          /* [T, H*v] */
+        const struct dsv_tensor *q;      /* [T, H*(nope+rope)] */
+        const struct dsv_tensor *kvb;    /* [n_ctx, H*(nope+v)] */
+        const struct dsv_tensor *k_pe;   /* [n_ctx, rope] */
+        const struct dsv_tensor *idx;    /* I32 [T, k] */
+        int n_heads, nope, rope, v;
+        float scale;
+        bool faithful;
+};
+
+/* Sigmoid group-limited routing (fp32):
+ *   s = sigmoid(x W^T); b = s + bias; group score = sum of the top-2 b of each group;
+ *   keep topk_group groups; ids = top-k experts by b among them (ascending ids);
+ *   w = s[ids] / sum(s[ids]) * route_scale.
+ * forced_ids (tests): use a row's experts instead of the selection, the weights following
+ * (a row whose first id is -1 is not forced). */
+struct dsv_op_moe_gate {
+        struct dsv_tensor *ids, *weights;     /* I32 [T,k], F32 [T,k] */
+        struct dsv_tensor *scores;            /* optional F32 [T,E]: b, for diagnostics */
+        const struct dsv_tensor *x, *w, *bias, *forced_ids;
+        int n_group, topk_group, k;
+        float route_scale;
+        bool norm_topk_prob;
+};
+
+/* out[t] = sum over t's experts e, in ascending e, of weights[t,j] * expert_e(x[t]) in fp32,
+ * expert(x) = w2(bf16(silu(w1 x) * w3 x)) with bf16 linear outputs in faithful mode. */
+struct dsv_moe_expert_weights {
+        const struct dsv_tensor *w1, *w2, *w3; /* gate_proj, down_proj, up_proj */
+};
+struct dsv_op_moe_experts {
+        struct dsv_tensor *out;               /* F32 [T, D], overwritten */
+        const struct dsv_tensor *x, *ids, *weights;
+        const struct dsv_moe_expert_weights *experts; /* n_experts entries (host array) */
+        int n_experts, inter;
+        bool faithful;
+};
+
+struct dsv_op {
+        enum dsv_op_type type;
+        bool faithful; /* reference rounding points (bf16 outputs, FP8 activations) */
+        union {
+                struct dsv_op_embed embed;
+                struct dsv_op_get_rows get_rows;
+                struct dsv_op_rmsnorm rmsnorm;
+                struct dsv_op_layernorm layernorm;
+                struct dsv_op_linear linear;
+                struct dsv_op_act_quant act_quant;
+                struct dsv_op_rope rope;
+                struct dsv_op_hadamard hadamard;
+                struct dsv_op_swiglu swiglu;
+                struct dsv_op_add add;
+                struct dsv_op_kv_store kv_store;
+                struct dsv_op_kv_gather kv_gather;
+                struct dsv_op_indexer_topk indexer_topk;
+                struct dsv_op_mla_decode mla_decode;
+                struct dsv_op_mla_prefill mla_prefill;
+                struct dsv_op_moe_gate moe_gate;
+                struct dsv_op_moe_experts moe_experts;
+        };
+};
+
+/* ------------------------------------------------------------------ backend */
+struct dsv_backend;
+
+struct dsv_backend_ops {
+        const char *name;
+        void (*free)(struct dsv_backend *be);
+        /* Device memory. */
+        int (*alloc)(struct dsv_backend *be, size_t size, void **ret);
+        void (*dealloc)(struct dsv_backend *be, void *p, size_t size);
+        int (*upload)(struct dsv_backend *be, void *dst, const void *src, size_t n);
+        int (*download)(struct dsv_backend *be, void *dst, const void *src, size_t n);
+        int (*fill)(struct dsv_backend *be, void *dst, int byte, size_t n);
+        int (*synchronize)(struct dsv_backend *be);
+        bool (*supports_op)(struct dsv_backend *be, const struct dsv_op *op);
+        int (*compute)(struct dsv_backend *be, const struct dsv_op *op);
+        /* Optional (NULL when absent): host memory usable as a staging buffer for uploads. */
+        int (*alloc_host)(struct dsv_backend *be, size_t size, void **ret);
+        void (*free_host)(struct dsv_backend *be, void *p, size_t size);
+};
+
+struct dsv_backend {
+        const struct dsv_backend_ops *ops;
+        void *ctx;
+        bool host_memory; /* backend addresses are host pointers */
+        int n_threads;
+        uint64_t bytes_allocated;
+};
+
+/* CPU backend; n_threads <= 0: all online CPUs. */
+int dsv_backend_cpu_new(int n_threads, struct dsv_backend **ret);
+void dsv_backend_free(struct dsv_backend *be);
+
+static inline int dsv_backend_compute(struct dsv_backend *be, const struct dsv_op *op) {
+        return be->ops->compute(be, op);
+}

@@ -1,0 +1,216 @@
+/* The CPU backend: host memory, OpenMP threads, and the reference implementation of every
+ * op. compute() dispatches on the op type; the kernels live in kernels/cpu/<family>.c. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "kernels/cpu/cpu.h"
+
+const char *dsv_op_name(enum dsv_op_type t) {
+        static const char *const names[DSV_OP_MAX] = {
+                "embed",    "get_rows", "rmsnorm",   "layernorm",    "linear",     "act_quant",   "rope",     "hadamard", "swiglu",
+                "add",      "kv_store",  "kv_gather",    "indexer_topk", "mla_decode", "mla_prefill", "moe_gate",
+                "moe_experts",
+        };
+        return t < DSV_OP_MAX ? names[t] : "?";
+}
+
+struct cpu_ctx {
+        int n_threads;
+};
+
+static void cpu_free(struct dsv_backend *be) {
+        free(be->ctx);
+        free(be);
+}
+
+static int cpu_alloc(struct dsv_backend *be, size_t size, void **ret) {
+        void *p = NULL;
+        /* 64-byte alignment for vector loads; at least one byte so a zero-size buffer is valid */
+        if (posix_memalign(&p, 4096, size ? ALIGN_UP(size, 64) : 64) != 0)
+                return -ENOMEM;
+        be->bytes_allocated += size;
+        *ret = p;
+        return 0;
+}
+
+static void cpu_dealloc(struct dsv_backend *be, void *p, size_t size) {
+        if (!p)
+                return;
+        be->bytes_allocated -= size;
+        free(p);
+}
+
+static int cpu_copy(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        if (n)
+                memcpy(dst, src, n);
+        return 0;
+}
+
+static int cpu_fill(struct dsv_backend *be, void *dst, int byte, size_t n) {
+        memset(dst, byte, n);
+        return 0;
+}
+
+static int cpu_sync(struct dsv_backend *be) { return 0; }
+
+static bool is_act(const struct dsv_tensor *t) { return t && t->type == DSV_F32; }
+static bool rows_match(const struct dsv_tensor *a, const struct dsv_tensor *b) { return a->ne[1] == b->ne[1]; }
+static bool is_vec(const struct dsv_tensor *t, int64_t n) {
+        return t && (t->type == DSV_F32 || t->type == DSV_BF16) && t->ne[0] * t->ne[1] == n;
+}
+static bool is_weight(const struct dsv_tensor *w) {
+        if (!w)
+                return false;
+        if (w->type == DSV_F8_E4M3)
+                return w->scale && w->scale->type == DSV_F32 && w->scale->ne[1] == DIV_ROUND_UP(w->ne[1], DSV_QBLOCK) &&
+                       w->scale->ne[0] == DIV_ROUND_UP(w->ne[0], DSV_QBLOCK);
+        return w->type == DSV_BF16 || w->type == DSV_F32;
+}
+
+static bool cpu_supports(struct dsv_backend *be, const struct dsv_op *op) {
+        switch (op->type) {
+        case DSV_OP_EMBED:
+                return is_act(op->embed.out) && op->embed.table->type == DSV_BF16 &&
+                       op->embed.table->ne[0] == op->embed.out->ne[0] && op->embed.ids->type == DSV_I32;
+        case DSV_OP_GET_ROWS:
+                return is_act(op->get_rows.out) && is_act(op->get_rows.x) && op->get_rows.rows->type == DSV_I32 &&
+                       op->get_rows.out->ne[0] == op->get_rows.x->ne[0];
+        case DSV_OP_RMSNORM: {
+                const struct dsv_op_rmsnorm *p = &op->rmsnorm;
+                return is_act(p->out) && (p->x || p->res) && (!p->x || (is_act(p->x) && rows_match(p->x, p->out))) &&
+                       (!p->res || (is_act(p->res) && rows_match(p->res, p->out))) && is_vec(p->w, p->out->ne[0]);
+        }
+        case DSV_OP_LAYERNORM:
+                return is_act(op->layernorm.out) && is_act(op->layernorm.x) && is_vec(op->layernorm.w, op->layernorm.out->ne[0]) &&
+                       is_vec(op->layernorm.b, op->layernorm.out->ne[0]);
+        case DSV_OP_LINEAR: {
+                const struct dsv_op_linear *p = &op->linear;
+                return is_act(p->out) && is_act(p->x) && is_weight(p->w) && p->w->ne[0] == p->x->ne[0] &&
+                       p->w->ne[1] == p->out->ne[0] && rows_match(p->x, p->out);
+        }
+        case DSV_OP_ACT_QUANT:
+                return is_act(op->act_quant.x) && op->act_quant.q->type == DSV_U8 && op->act_quant.s->type == DSV_F32;
+        case DSV_OP_ROPE:
+                return is_act(op->rope.x) && op->rope.rope_dim % 2 == 0 && op->rope.rope_dim <= 4096 &&
+                       op->rope.offset + op->rope.rope_dim <= op->rope.head_stride &&
+                       (int64_t)op->rope.n_heads * op->rope.head_stride <= op->rope.x->ne[0];
+        case DSV_OP_HADAMARD:
+                return is_act(op->hadamard.x) && op->hadamard.d > 0 && (op->hadamard.d & (op->hadamard.d - 1)) == 0 &&
+                       op->hadamard.x->ne[0] % op->hadamard.d == 0;
+        case DSV_OP_SWIGLU:
+                return is_act(op->swiglu.out) && is_act(op->swiglu.a) && is_act(op->swiglu.b);
+        case DSV_OP_ADD:
+                return is_act(op->add.out) && is_act(op->add.a) && is_act(op->add.b);
+        case DSV_OP_KV_STORE:
+        case DSV_OP_KV_GATHER:
+                return true;
+        case DSV_OP_INDEXER_TOPK:
+                return op->indexer_topk.head_dim <= DSV_QBLOCK || !op->indexer_topk.faithful;
+        case DSV_OP_MLA_DECODE:
+                return op->mla_decode.wkv_b->type == DSV_F32;
+        case DSV_OP_MLA_PREFILL:
+                return is_act(op->mla_prefill.kvb);
+        case DSV_OP_MOE_GATE:
+                return is_act(op->moe_gate.x) && (op->moe_gate.w->type == DSV_F32 || op->moe_gate.w->type == DSV_BF16) &&
+                       op->moe_gate.w->ne[1] <= 4096;
+        case DSV_OP_MOE_EXPERTS:
+                return is_act(op->moe_experts.out) && is_act(op->moe_experts.x);
+        case DSV_OP_MAX:
+                break;
+        }
+        return false;
+}
+
+static int cpu_compute(struct dsv_backend *be, const struct dsv_op *op) {
+        const bool f = op->faithful;
+        if (!cpu_supports(be, op))
+                return -EINVAL;
+        switch (op->type) {
+        case DSV_OP_EMBED:
+                return dsv_cpu_embed(&op->embed);
+        case DSV_OP_GET_ROWS:
+                return dsv_cpu_get_rows(&op->get_rows);
+        case DSV_OP_RMSNORM:
+                return dsv_cpu_rmsnorm(&op->rmsnorm, f);
+        case DSV_OP_LAYERNORM:
+                return dsv_cpu_layernorm(&op->layernorm, f);
+        case DSV_OP_LINEAR:
+                return dsv_cpu_linear(&op->linear);
+        case DSV_OP_ACT_QUANT:
+                return dsv_cpu_act_quant(&op->act_quant);
+        case DSV_OP_ROPE:
+                return dsv_cpu_rope(&op->rope, f);
+        case DSV_OP_HADAMARD:
+                return dsv_cpu_hadamard(&op->hadamard, f);
+        case DSV_OP_SWIGLU:
+                return dsv_cpu_swiglu(&op->swiglu, f);
+        case DSV_OP_ADD:
+                return dsv_cpu_add(&op->add, f);
+        case DSV_OP_KV_STORE:
+                return dsv_cpu_kv_store(&op->kv_store);
+        case DSV_OP_KV_GATHER:
+                return dsv_cpu_kv_gather(&op->kv_gather);
+        case DSV_OP_INDEXER_TOPK:
+                return dsv_cpu_indexer_topk(&op->indexer_topk);
+        case DSV_OP_MLA_DECODE:
+                return dsv_cpu_mla_decode(&op->mla_decode);
+        case DSV_OP_MLA_PREFILL:
+                return dsv_cpu_mla_prefill(&op->mla_prefill);
+        case DSV_OP_MOE_GATE:
+                return dsv_cpu_moe_gate(&op->moe_gate);
+        case DSV_OP_MOE_EXPERTS:
+                return dsv_cpu_moe_experts(&op->moe_experts);
+        case DSV_OP_MAX:
+                break;
+        }
+        return -EOPNOTSUPP;
+}
+
+static int cpu_alloc_host(struct dsv_backend *be, size_t size, void **ret) { return cpu_alloc(be, size, ret); }
+static void cpu_free_host(struct dsv_backend *be, void *p, size_t size) { cpu_dealloc(be, p, size); }
+
+static const struct dsv_backend_ops cpu_ops = {
+        .name = "cpu",
+        .free = cpu_free,
+        .alloc = cpu_alloc,
+        .dealloc = cpu_dealloc,
+        .upload = cpu_copy,
+        .download = cpu_copy,
+        .fill = cpu_fill,
+        .synchronize = cpu_sync,
+        .supports_op = cpu_supports,
+        .compute = cpu_compute,
+        .alloc_host = cpu_alloc_host,
+        .free_host = cpu_free_host,
+};
+
+int dsv_backend_cpu_new(int n_threads, struct dsv_backend **ret) {
+        struct dsv_backend *be = calloc(1, sizeof(*be));
+        struct cpu_ctx *ctx = calloc(1, sizeof(*ctx));
+        if (!be || !ctx) {
+                free(be);
+                free(ctx);
+                return -ENOMEM;
+        }
+        if (n_threads <= 0) {
+                long n = sysconf(_SC_NPROCESSORS_ONLN);
+                n_threads = n > 0 ? (int)n : 1;
+        }
+        ctx->n_threads = n_threads;
+#ifdef _OPENMP
+        omp_set_num_threads(n_threads);
+#endif
+        be->ops = &cpu_ops;
+        be->ctx = ctx;
+        be->host_memory = true;
+        be->n_threads = n_threads;
+        *ret = be;
+        return 0;
+}
+
+void dsv_backend_free(struct dsv_backend *be) {
+        if (be)
+                be->ops->free(be);
+}

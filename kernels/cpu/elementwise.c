@@ -1,0 +1,63 @@
+/* Embedding gather, SwiGLU and residual add on the CPU. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+
+#include "kernels/cpu/cpu.h"
+
+/* out[t, :] = float(table[ids[t], :]) */
+int dsv_cpu_embed(const struct dsv_op_embed *p) {
+        const int64_t T = p->out->ne[1], D = p->out->ne[0], V = p->table->ne[1];
+        const int32_t *ids = p->ids->data;
+        for (int64_t t = 0; t < T; t++)
+                if (ids[t] < 0 || ids[t] >= V)
+                        return -EINVAL;
+        OMP(parallel for schedule(static))
+        for (int64_t t = 0; t < T; t++) {
+                const void *row = dsv_tensor_row(p->table, ids[t]);
+                float *o = dsv_tensor_row(p->out, t);
+                for (int64_t i = 0; i < D; i++)
+                        o[i] = dsv_load_f(row, p->table->type, i);
+        }
+        return 0;
+}
+
+/* out[i] = x[rows[i]] */
+int dsv_cpu_get_rows(const struct dsv_op_get_rows *p) {
+        const int64_t n = p->out->ne[1], X = p->x->ne[1];
+        const int32_t *rows = p->rows->data;
+        for (int64_t i = 0; i < n; i++) {
+                if (rows[i] < 0 || rows[i] >= X)
+                        return -EINVAL;
+                memcpy(dsv_tensor_row(p->out, i), dsv_tensor_row(p->x, rows[i]), (size_t)p->out->ne[0] * sizeof(float));
+        }
+        return 0;
+}
+
+/* out = bf16(silu(a) * b), silu(a) = a * sigmoid(a), fp32 */
+int dsv_cpu_swiglu(const struct dsv_op_swiglu *p, bool faithful) {
+        const int64_t T = p->out->ne[1], N = p->out->ne[0];
+        OMP(parallel for schedule(static))
+        for (int64_t t = 0; t < T; t++) {
+                const float *a = dsv_tensor_row(p->a, t), *b = dsv_tensor_row(p->b, t);
+                float *o = dsv_tensor_row(p->out, t);
+                for (int64_t i = 0; i < N; i++) {
+                        float s = a[i] / (1.0f + expf(-a[i]));
+                        o[i] = dsv_rnd(s * b[i], faithful);
+                }
+        }
+        return 0;
+}
+
+/* out = bf16(a + b) */
+int dsv_cpu_add(const struct dsv_op_add *p, bool faithful) {
+        const int64_t T = p->out->ne[1], N = p->out->ne[0];
+        for (int64_t t = 0; t < T; t++) {
+                const float *a = dsv_tensor_row(p->a, t), *b = dsv_tensor_row(p->b, t);
+                float *o = dsv_tensor_row(p->out, t);
+                for (int64_t i = 0; i < N; i++)
+                        o[i] = dsv_rnd(a[i] + b[i], faithful);
+        }
+        return 0;
+}
