@@ -16,6 +16,7 @@ struct job {
         uint64_t need;      /* bytes that must arrive (len clipped at end of file) */
         uint64_t done;      /* bytes arrived so far */
         int slot;
+        bool probing;       /* first try: a buffered read that must not block (page cache hit) */
 };
 
 struct shard_io {
@@ -67,7 +68,8 @@ static int add_job(struct loader *L, size_t *cap, int shard, uint64_t off, uint6
         }
         uint64_t fsize = L->ck->shards[shard].size;
         L->jobs[L->n_jobs++] = (struct job){.shard = shard, .off = off, .len = len,
-                                            .need = off + len > fsize ? fsize - off : len, .slot = -1};
+                                            .need = off + len > fsize ? fsize - off : len, .slot = -1,
+                                            .probing = true};
         return 0;
 }
 
@@ -152,6 +154,8 @@ static int open_shards(struct loader *L) {
 
 static int job_fd(struct loader *L, const struct job *j) {
         struct shard_io *io = &L->io[j->shard];
+        if (j->probing)
+                return io->fd_buffered;
         /* O_DIRECT needs aligned offsets; a short read can leave a misaligned remainder */
         if (io->fd_direct >= 0 && !io->direct_failed && (j->off + j->done) % ALIGN == 0 && j->done % ALIGN == 0)
                 return io->fd_direct;
@@ -161,6 +165,19 @@ static int job_fd(struct loader *L, const struct job *j) {
 /* Handles one completion; returns 1 when the job is finished, 0 when it was resubmitted. */
 static int complete(struct loader *L, struct io_uring *ring, struct job *j, int res, bool was_direct) {
         const char *file = L->ck->shards[j->shard].path;
+        if (j->probing) {
+                /* not (all) in the page cache: read the rest from disk, with O_DIRECT if aligned */
+                if (res == -EAGAIN || res == -EOPNOTSUPP || res == -EINVAL || res == 0 ||
+                    (res > 0 && j->done + (uint64_t)res < j->need)) {
+                        if (res > 0)
+                                j->done += (uint64_t)res;
+                        j->probing = false;
+                        return 0;
+                }
+                if (res > 0)
+                        L->st->cached_reads++;
+                was_direct = false;
+        }
         if (res == -EAGAIN || res == -EINTR) {
                 L->st->retries++;
                 return 0;
@@ -198,6 +215,8 @@ static int submit(struct loader *L, struct io_uring *ring, struct job *j) {
                 io_uring_prep_read_fixed(sqe, fd, L->bufs[j->slot] + j->done, (unsigned)len, j->off + j->done, j->slot);
         else
                 io_uring_prep_read(sqe, fd, L->bufs[j->slot] + j->done, (unsigned)len, j->off + j->done);
+        if (j->probing)
+                sqe->rw_flags = RWF_NOWAIT;
         io_uring_sqe_set_data(sqe, j);
         return 0;
 }
@@ -248,7 +267,8 @@ static int run_uring(struct loader *L, unsigned qd) {
                 do {
                         struct job *j = io_uring_cqe_get_data(cqe);
                         int res = cqe->res;
-                        bool was_direct = L->io[j->shard].fd_direct >= 0 && !L->io[j->shard].direct_failed;
+                        bool was_direct = !j->probing && L->io[j->shard].fd_direct >= 0 && !L->io[j->shard].direct_failed &&
+                                          job_fd(L, j) == L->io[j->shard].fd_direct;
                         io_uring_cqe_seen(&ring, cqe);
                         inflight--;
                         r = complete(L, &ring, j, res, was_direct);
@@ -288,6 +308,7 @@ static int run_pread(struct loader *L) {
         for (; L->next_job < L->n_jobs; L->next_job++) {
                 struct job *j = &L->jobs[L->next_job];
                 j->slot = 0;
+                j->probing = false;
                 while (j->done < j->need) {
                         int fd = job_fd(L, j);
                         bool direct = fd == L->io[j->shard].fd_direct;
@@ -312,10 +333,10 @@ int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *item
         struct dsv_load_stats st = {0};
         const struct dsv_load_opts *o = opts ? opts : &def;
         struct loader L = {.ck = ck, .items = items, .n_items = n, .be = be, .o = o, .st = &st, .err = err};
-        unsigned qd = o->queue_depth ? o->queue_depth : 16;
+        unsigned qd = o->queue_depth ? o->queue_depth : 8;
         int r;
 
-        L.chunk = o->chunk_size ? ALIGN_UP(o->chunk_size, ALIGN) : (4u << 20);
+        L.chunk = o->chunk_size ? ALIGN_UP(o->chunk_size, ALIGN) : (2u << 20);
         if (o->no_uring)
                 qd = 1;
         qsort(items, n, sizeof(*items), cmp_item);

@@ -1,6 +1,8 @@
 /* Streams tensor bytes from checkpoint shards into backend memory with io_uring: many large
- * aligned reads in flight (O_DIRECT where the filesystem allows, buffered otherwise) into
- * registered staging buffers, each chunk copied out to the tensors it covers as it lands.
+ * aligned reads in flight into registered staging buffers, each chunk copied out to the
+ * tensors it covers as it lands. Each chunk is first asked of the page cache (a buffered read
+ * with RWF_NOWAIT, which fails at once instead of blocking); what is not cached is read with
+ * O_DIRECT where the filesystem allows (no second copy in the page cache), buffered otherwise.
  * Short reads and EAGAIN are retried; EIO or a file that shrank is an error naming the file
  * and the tensor. Where io_uring is unavailable (seccomp, old kernel) it falls back to
  * pread() and says so in the stats. */
@@ -18,8 +20,8 @@ struct dsv_load_item {
 };
 
 struct dsv_load_opts {
-        unsigned queue_depth; /* reads in flight (default 16) */
-        size_t chunk_size;    /* bytes per read (default 4 MiB; multiple of 4096) */
+        unsigned queue_depth; /* reads in flight (default 8) */
+        size_t chunk_size;    /* bytes per read (default 2 MiB; multiple of 4096) */
         bool no_direct;       /* never use O_DIRECT */
         bool no_uring;        /* use pread() (baseline, tests) */
         void (*progress)(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns);
@@ -31,6 +33,7 @@ struct dsv_load_stats {
         uint64_t bytes_read;    /* bytes read from disk (incl. alignment and small gaps) */
         uint64_t elapsed_ns;
         unsigned reads, short_reads, retries;
+        unsigned cached_reads;  /* chunks served from the page cache (buffered, non-blocking) */
         bool direct;            /* at least one shard was read with O_DIRECT */
         bool uring;             /* io_uring was used */
 };

@@ -51,6 +51,7 @@ struct ws {
         void *buf;
         size_t bytes;
         int T, C, K; /* rows, max context of a prefill chunk, index list width */
+        int ctx;     /* largest context of any token (score rows for hooks) */
         int n_out, n_seqs, max_pages;
         struct dsv_tensor ids, pos, tok_seq, slots, block_table, out_rows;
         struct dsv_tensor res, h, branch, q_a, qr, q, kv_a, c, k_pe, iq, ik, iw, iq8, iqs, idx, o;
@@ -84,6 +85,7 @@ const struct dsv_checkpoint *dsv_model_get_checkpoint(const struct dsv_model *m)
 const struct dsv_load_stats *dsv_model_load_stats(const struct dsv_model *m) { return &m->load_stats; }
 enum dsv_numerics dsv_model_numerics(const struct dsv_model *m) { return m->numerics; }
 uint64_t dsv_model_weight_bytes(const struct dsv_model *m) { return m->wbytes; }
+struct dsv_backend *dsv_model_backend(const struct dsv_model *m) { return m->be; }
 void dsv_model_set_hooks(struct dsv_model *m, const struct dsv_model_hooks *h) {
         if (h)
                 m->hooks = *h;
@@ -400,7 +402,7 @@ static void ws_layout(struct dsv_model *m, struct ws *w, uint8_t *base, size_t *
         carve(&cv, &w->moe_w, DSV_F32, T, c->num_experts_per_tok);
         carve(&cv, &w->forced_ids, DSV_I32, T, c->num_experts_per_tok);
         carve(&cv, &w->rscores, DSV_F32, T, c->n_routed_experts);
-        carve(&cv, &w->iscores, DSV_F32, m->hooks.want_index_scores ? T : 1, m->hooks.want_index_scores ? w->K : 1);
+        carve(&cv, &w->iscores, DSV_F32, m->hooks.want_index_scores ? T : 1, m->hooks.want_index_scores ? w->ctx : 1);
         carve(&cv, &w->hout, DSV_F32, MAX(w->n_out, 1), c->hidden_size);
         carve(&cv, &w->logits, DSV_F32, MAX(w->n_out, 1), c->vocab_size);
         w->kv_a.ne[0] = c->kv_lora_rank + c->qk_rope_head_dim;
@@ -408,9 +410,9 @@ static void ws_layout(struct dsv_model *m, struct ws *w, uint8_t *base, size_t *
         *bytes = cv.off;
 }
 
-static int ws_prepare(struct dsv_model *m, int T, int C, int K, int n_out, int n_seqs, int max_pages) {
+static int ws_prepare(struct dsv_model *m, int T, int C, int K, int ctx, int n_out, int n_seqs, int max_pages) {
         struct ws *w = &m->ws;
-        struct ws nw = {.T = T, .C = C, .K = K, .n_out = n_out, .n_seqs = n_seqs, .max_pages = max_pages};
+        struct ws nw = {.T = T, .C = C, .K = K, .ctx = ctx, .n_out = n_out, .n_seqs = n_seqs, .max_pages = max_pages};
         size_t bytes;
         int r;
         ws_layout(m, &nw, NULL, &bytes);
@@ -521,7 +523,7 @@ static int select_topk(struct fwd *F, int layer) {
 
         size_t n = (size_t)F->T * w->K;
         int32_t *idx = malloc(n * sizeof(int32_t));
-        float *sc = hk->want_index_scores ? malloc((size_t)F->T * w->K * sizeof(float)) : NULL;
+        float *sc = hk->want_index_scores ? malloc((size_t)F->T * w->ctx * sizeof(float)) : NULL;
         bool changed = false;
         if (!idx || (hk->want_index_scores && !sc)) {
                 free(idx);
@@ -529,7 +531,7 @@ static int select_topk(struct fwd *F, int layer) {
                 return -ENOMEM;
         }
         if ((r = download(F, idx, w->idx.data, n * sizeof(int32_t))) < 0 ||
-            (sc && (r = download(F, sc, w->iscores.data, (size_t)F->T * w->K * sizeof(float))) < 0))
+            (sc && (r = download(F, sc, w->iscores.data, (size_t)F->T * w->ctx * sizeof(float))) < 0))
                 goto out;
         for (int t = 0; t < F->T; t++) {
                 int32_t *row = idx + (size_t)t * w->K;
@@ -537,7 +539,7 @@ static int select_topk(struct fwd *F, int layer) {
                         changed = true;
                 if (hk->on_topk)
                         hk->on_topk(hk->ud, layer, F->host_seq[t], F->host_pos[t], row, c->index_topk,
-                                    sc ? sc + (size_t)t * w->K : NULL, F->host_pos[t] + 1);
+                                    sc ? sc + (size_t)t * w->ctx : NULL, F->host_pos[t] + 1);
         }
         if (changed)
                 r = upload(F, w->idx.data, idx, n * sizeof(int32_t));
@@ -862,11 +864,12 @@ int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct 
                         out_idx[n_out++] = t;
         }
         {
-                int K = c->index_topk;
+                int K = c->index_topk, ctx = 1;
+                for (int t = 0; t < F.T; t++)
+                        ctx = MAX(ctx, F.host_pos[t] + 1);
                 if (m->hooks.force_dense)
-                        for (int t = 0; t < F.T; t++)
-                                K = MAX(K, F.host_pos[t] + 1);
-                if ((r = ws_prepare(m, F.T, max_chunk_ctx, K, n_out, b->n_seqs, max_pages)) < 0) {
+                        K = MAX(K, ctx);
+                if ((r = ws_prepare(m, F.T, max_chunk_ctx, K, ctx, n_out, b->n_seqs, max_pages)) < 0) {
                         r = dsv_error_set(err, r, "Cannot allocate the %s workspace for %d tokens", m->be->ops->name, F.T);
                         goto out;
                 }
@@ -907,6 +910,23 @@ int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct 
                 struct dsv_op op = {.type = DSV_OP_EMBED};
                 op.embed = (struct dsv_op_embed){.out = &w->res, .table = m->embed, .ids = &w->ids};
                 if ((r = run(&F, &op)) < 0)
+                        goto out;
+        }
+        if (m->hooks.on_embed) {
+                size_t bytes = (size_t)F.T * w->res.stride;
+                float *x = malloc(bytes);
+                if (!x) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                if ((r = download(&F, x, w->res.data, bytes)) >= 0) {
+                        for (int t = 0; t < F.T; t++)
+                                m->hooks.on_embed(m->hooks.ud, F.host_seq[t], F.host_pos[t],
+                                                  x + (size_t)t * (w->res.stride / sizeof(float)), c->hidden_size);
+                        r = upload(&F, w->res.data, x, bytes);
+                }
+                free(x);
+                if (r < 0)
                         goto out;
         }
         for (int layer = 0; layer < c->num_hidden_layers; layer++) {

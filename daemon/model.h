@@ -39,6 +39,9 @@ struct dsv_model_hooks {
         void (*on_topk)(void *ud, int layer, int seq, int pos, const int32_t *idx, int k, const float *scores, int n);
         void (*on_experts)(void *ud, int layer, int seq, int pos, const int32_t *ids, const float *w, int k,
                            const float *scores, int n_experts);
+        /* The embedded tokens (F32 rows of hidden_size, batch order of rows is internal: use
+         * seq/pos), may be modified in place (perturbation tests). */
+        void (*on_embed)(void *ud, int seq, int pos, float *x, int dim);
         /* The residual stream after a layer (fp32 sum the next norm sees), dim values. */
         void (*on_layer)(void *ud, int layer, int seq, int pos, const float *x, int dim);
         bool want_index_scores;
@@ -61,6 +64,7 @@ const struct dsv_checkpoint *dsv_model_get_checkpoint(const struct dsv_model *m)
 const struct dsv_load_stats *dsv_model_load_stats(const struct dsv_model *m);
 enum dsv_numerics dsv_model_numerics(const struct dsv_model *m);
 uint64_t dsv_model_weight_bytes(const struct dsv_model *m);
+struct dsv_backend *dsv_model_backend(const struct dsv_model *m);
 void dsv_model_set_hooks(struct dsv_model *m, const struct dsv_model_hooks *hooks);
 
 /* A batch: token i belongs to seqs[seq[i]] at position pos[i]. Each sequence's tokens must

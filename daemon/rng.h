@@ -25,12 +25,24 @@ static inline double dsv_rand_u01(uint64_t key, uint64_t i) {
         return (double)(dsv_mix64(key ^ dsv_mix64(i)) >> 11) * 0x1p-53;
 }
 
-/* standard normal (Box-Muller on two counter values) */
+/* standard normal: Box-Muller, values 2j and 2j+1 share one pair of uniforms */
 static inline double dsv_rand_normal(uint64_t key, uint64_t i) {
-        double u1 = dsv_rand_u01(key, 2 * i), u2 = dsv_rand_u01(key, 2 * i + 1);
+        uint64_t j = i >> 1;
+        double u1 = dsv_rand_u01(key, 2 * j), u2 = dsv_rand_u01(key, 2 * j + 1);
         if (u1 < 1e-300)
                 u1 = 1e-300;
-        return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+        return (i & 1) ? r * sin(a) : r * cos(a);
+}
+
+/* values 2j and 2j+1 of dsv_rand_normal at once */
+static inline void dsv_rand_normal2(uint64_t key, uint64_t j, double *even, double *odd) {
+        double u1 = dsv_rand_u01(key, 2 * j), u2 = dsv_rand_u01(key, 2 * j + 1);
+        if (u1 < 1e-300)
+                u1 = 1e-300;
+        double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+        *even = r * cos(a);
+        *odd = r * sin(a);
 }
 
 /* Fisher-Yates permutation of 0..n-1 from a key. */

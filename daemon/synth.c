@@ -17,8 +17,45 @@
 #define OMP(x)
 #endif
 
+/* Reserved residual coordinates (never written by a sublayer), at the end of the hidden
+ * state:  [D - R - 2] bias: 1 for every token (a constant input for the indexer's query and
+ *         head weights);  [D - R - 1] salience of the token as an indexer key;
+ *         [D - R, D) the router code. */
+static int route_dims(const struct dsv_model_config *c) {
+        return c->n_routed_experts + 2 <= c->hidden_size / 4 ? c->n_routed_experts : 0;
+}
+
 int dsv_synth_code_dims(const struct dsv_model_config *c) {
-        return c->n_routed_experts <= c->hidden_size / 4 ? c->n_routed_experts : 0;
+        return route_dims(c) ? route_dims(c) + 2 : 0;
+}
+
+/* Indexer conditioning: every head's query is ~ alpha * v on the non-rope dims (from the bias
+ * coordinate, through NQC constant rows of q_a), every key is LayerNorm(beta * sal * v + noise),
+ * and the head weights are positive. Keys of ordinary tokens (sal = -1) then score far below
+ * zero on every head, so relu makes them exactly 0 in every numerics and implementation (ties
+ * broken by position); the 1 in 8 salient tokens (sal in [0.5, 2]) score high. Selection
+ * boundaries thus fall between exact zeros or between well separated values, clear of FP8
+ * noise, while queries, RoPE and the key noise still shape the scores. */
+#define NQC 4
+#define IDX_ALPHA 0.38
+#define IDX_BETA 2.0
+#define IDX_QNOISE 0.2
+
+static bool token_salient(uint64_t seed, int64_t t, double *sal) {
+        uint64_t h = dsv_mix64(seed ^ 0x5a11e ^ dsv_mix64((uint64_t)t));
+        bool s = (h & 7) == 0;
+        *sal = s ? 0.5 + 1.5 * (double)(h >> 11) * 0x1p-53 : -1.0;
+        return s;
+}
+
+/* the shared key/query direction, zero-mean over the head dim */
+static void idx_direction(uint64_t seed, int d, double *v) {
+        double mean = 0;
+        for (int j = 0; j < d; j++)
+                mean += v[j] = dsv_rand_normal(dsv_mix64(seed ^ 0xd1ec), (uint64_t)j);
+        mean /= d;
+        for (int j = 0; j < d; j++)
+                v[j] -= mean;
 }
 
 struct entry {
@@ -72,15 +109,61 @@ static int gen_linear(struct gen *g, const struct entry *e, uint8_t *out) {
         const int64_t R = s->shape[0], K = s->shape[1];
         const uint64_t key = dsv_hash_str(s->name, g->o->seed);
         const double sd = linear_gain(s->name) / sqrt((double)K);
-        const bool zero_code = writes_residual(s->name) && R == g->c->hidden_size;
-        const int64_t code0 = g->c->hidden_size - g->R;
+        const struct dsv_model_config *c = g->c;
+        const bool zero_code = writes_residual(s->name) && R == c->hidden_size;
+        const int64_t code0 = c->hidden_size - g->R;
+        const bool cond = g->R > 0;
         float *w = malloc((size_t)R * (size_t)K * sizeof(float));
         if (!w)
                 return -ENOMEM;
         OMP(parallel for schedule(static))
-        for (int64_t i = 0; i < R; i++)
-                for (int64_t j = 0; j < K; j++)
-                        w[i * K + j] = (zero_code && i >= code0) ? 0.0f : (float)(sd * dsv_rand_normal(key, (uint64_t)(i * K + j)));
+        for (int64_t j = 0; j < (R * K + 1) / 2; j++) {
+                double a, b;
+                dsv_rand_normal2(key, (uint64_t)j, &a, &b);
+                w[2 * j] = (float)(sd * a);
+                if (2 * j + 1 < R * K)
+                        w[2 * j + 1] = (float)(sd * b);
+        }
+        if (zero_code)
+                memset(w + code0 * K, 0, (size_t)((R - code0) * K) * sizeof(float));
+        if (cond && strstr(s->name, "self_attn.q_a_proj") && R > NQC) {
+                /* rows 0..NQC-1: the bias coordinate, hence ~constant after q_a_layernorm */
+                for (int64_t i = 0; i < NQC; i++)
+                        for (int64_t k = 0; k < K; k++)
+                                w[i * K + k] = k == code0 ? 3.0f : w[i * K + k] * 0.1f;
+        } else if (cond && strstr(s->name, "self_attn.q_b_proj")) {
+                /* MLA queries ignore the constant rows */
+                for (int64_t i = 0; i < R; i++)
+                        for (int64_t k = 0; k < NQC && k < K; k++)
+                                w[i * K + k] = 0;
+        } else if (cond && strstr(s->name, "indexer.wq_b")) {
+                const int d = c->index_head_dim, r = c->qk_rope_head_dim;
+                double *v = malloc((size_t)d * sizeof(double));
+                if (!v) {
+                        free(w);
+                        return -ENOMEM;
+                }
+                idx_direction(g->o->seed, d, v);
+                for (int64_t i = 0; i < R; i++) {
+                        int j = (int)(i % d);
+                        for (int64_t k = 0; k < K; k++)
+                                w[i * K + k] *= (float)(IDX_QNOISE / linear_gain(s->name));
+                        for (int64_t k = 0; k < NQC && k < K; k++)
+                                w[i * K + k] = j >= r ? (float)(IDX_ALPHA * v[j] / NQC) : 0.0f;
+                }
+                free(v);
+        } else if (cond && strstr(s->name, "indexer.wk")) {
+                const int d = c->index_head_dim;
+                double *v = malloc((size_t)d * sizeof(double));
+                if (!v) {
+                        free(w);
+                        return -ENOMEM;
+                }
+                idx_direction(g->o->seed, d, v);
+                for (int64_t i = 0; i < R; i++)
+                        w[i * K + code0 + 1] = (float)(IDX_BETA * v[i % d]);
+                free(v);
+        }
         if (e->dtype == DSV_BF16) {
                 for (int64_t i = 0; i < R * K; i++)
                         put_bf16(out, (size_t)i, w[i]);
@@ -115,7 +198,7 @@ static int gen_linear(struct gen *g, const struct entry *e, uint8_t *out) {
 static int gen_entry(struct gen *g, const struct entry *e, uint8_t *out) {
         const struct dsv_model_config *c = g->c;
         const struct dsv_tensor_spec *s = e->spec;
-        const int D = c->hidden_size, R = g->R;
+        const int D = c->hidden_size, R = g->R, RR = route_dims(c);
         uint64_t key;
 
         if (e->is_scale) {
@@ -138,19 +221,30 @@ static int gen_entry(struct gen *g, const struct entry *e, uint8_t *out) {
                 return -ENOMEM;
 
         if (strstr(s->name, "embed_tokens")) {
-                /* RMS ~1; the last R coordinates hold the token's routing code: a permutation of
-                 * R evenly spaced values in [-1.5, 1.5] */
-                int *perm = malloc((size_t)MAX(R, 1) * sizeof(int));
+                /* RMS ~1; the reserved coordinates: bias 1, the token's key salience, and its
+                 * routing code: a permutation of RR evenly spaced values in [-1.5, 1.5] */
+                int *perm = malloc((size_t)MAX(RR, 1) * sizeof(int));
                 if (!perm) {
                         free(v);
                         return -ENOMEM;
                 }
                 for (int64_t t = 0; t < rows; t++) {
-                        if (R > 0)
-                                dsv_rand_perm(dsv_mix64(g->o->seed ^ 0xc0de ^ dsv_mix64((uint64_t)t)), perm, R);
-                        for (int64_t j = 0; j < cols; j++)
-                                v[t * cols + j] = j < D - R ? (float)dsv_rand_normal(key, (uint64_t)(t * cols + j))
-                                                            : (float)(3.0 * perm[j - (D - R)] / MAX(R - 1, 1) - 1.5);
+                        double sal;
+                        token_salient(g->o->seed, t, &sal);
+                        if (RR > 0)
+                                dsv_rand_perm(dsv_mix64(g->o->seed ^ 0xc0de ^ dsv_mix64((uint64_t)t)), perm, RR);
+                        for (int64_t j = 0; j < cols; j++) {
+                                float x;
+                                if (j < D - R)
+                                        x = (float)dsv_rand_normal(key, (uint64_t)(t * cols + j));
+                                else if (j == D - R)
+                                        x = 1.0f;
+                                else if (j == D - R + 1)
+                                        x = (float)sal;
+                                else
+                                        x = (float)(3.0 * perm[j - (D - RR)] / MAX(RR - 1, 1) - 1.5);
+                                v[t * cols + j] = x;
+                        }
                 }
                 free(perm);
         } else if (strstr(s->name, "lm_head") || strstr(s->name, "shared_head.head")) {
@@ -161,18 +255,20 @@ static int gen_entry(struct gen *g, const struct entry *e, uint8_t *out) {
                                                             : 0.0f;
         } else if (strstr(s->name, "mlp.gate.weight")) {
                 /* logit_e = gain * code[pi_layer(e)] + small noise from the other coordinates */
-                int *perm = malloc((size_t)MAX(R, 1) * sizeof(int));
+                int *perm = malloc((size_t)MAX(RR, 1) * sizeof(int));
                 if (!perm) {
                         free(v);
                         return -ENOMEM;
                 }
-                if (R > 0)
-                        dsv_rand_perm(dsv_mix64(g->o->seed ^ 0x9a7e ^ (uint64_t)s->layer), perm, R);
+                if (RR > 0)
+                        dsv_rand_perm(dsv_mix64(g->o->seed ^ 0x9a7e ^ (uint64_t)s->layer), perm, RR);
                 for (int64_t e2 = 0; e2 < rows; e2++)
                         for (int64_t j = 0; j < cols; j++) {
                                 double x = 0.3 / sqrt((double)D) * dsv_rand_normal(key, (uint64_t)(e2 * cols + j));
-                                if (R > 0 && j >= D - R)
-                                        x = (j - (D - R) == perm[e2 % R]) ? 2.5 : 0.0;
+                                if (RR > 0 && j >= D - RR)
+                                        x = (j - (D - RR) == perm[e2 % RR]) ? 2.5 : 0.0;
+                                else if (R > 0 && j >= D - R)
+                                        x = 0.0;
                                 v[e2 * cols + j] = (float)x;
                         }
                 free(perm);
@@ -180,8 +276,13 @@ static int gen_entry(struct gen *g, const struct entry *e, uint8_t *out) {
                 for (int64_t i = 0; i < n; i++)
                         v[i] = (float)(0.1 * dsv_rand_u01(key, (uint64_t)i) - 0.05);
         } else if (strstr(s->name, "weights_proj")) {
-                for (int64_t i = 0; i < n; i++)
+                /* positive head weights (bias coordinate) with some token dependence */
+                for (int64_t i = 0; i < n; i++) {
+                        int64_t j = i % cols;
                         v[i] = (float)(dsv_rand_normal(key, (uint64_t)i) / sqrt((double)D));
+                        if (R > 0)
+                                v[i] = j == D - R ? 2.0f : (j > D - R ? 0.0f : v[i] * 0.2f);
+                }
         } else if (strstr(s->name, "k_norm.bias")) {
                 for (int64_t i = 0; i < n; i++)
                         v[i] = (float)(0.05 * dsv_rand_normal(key, (uint64_t)i));

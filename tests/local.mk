@@ -1,1 +1,44 @@
+# tests/: unit tests (one program each), the golden-model test, fuzz replays, benchmarks.
+TEST_CORE_LIBS = libdsv32core.la
+EXTRA_DIST += tests/unit/testutil.h tests/unit/modelutil.h
 
+check_PROGRAMS += tests/unit/test-model-invariants
+tests_unit_test_model_invariants_SOURCES = tests/unit/test-model-invariants.c
+tests_unit_test_model_invariants_LDADD = $(TEST_CORE_LIBS)
+TESTS += tests/unit/test-model-invariants
+
+clean-local: clean-test-tmp
+clean-test-tmp:
+	-rm -rf tests/tmp
+.PHONY: clean-test-tmp
+
+# the C side of the golden-model test (tests/ref/ has the numpy side)
+check_PROGRAMS += tests/unit/golden-dump
+tests_unit_golden_dump_SOURCES = tests/unit/golden-dump.c
+tests_unit_golden_dump_LDADD = $(TEST_CORE_LIBS)
+
+check_PROGRAMS += tests/unit/test-numerics
+tests_unit_test_numerics_SOURCES = tests/unit/test-numerics.c
+tests_unit_test_numerics_LDADD = $(TEST_CORE_LIBS)
+TESTS += tests/unit/test-numerics
+
+check_PROGRAMS += tests/unit/test-ops
+tests_unit_test_ops_SOURCES = tests/unit/test-ops.c
+tests_unit_test_ops_LDADD = $(TEST_CORE_LIBS)
+TESTS += tests/unit/test-ops
+
+check_PROGRAMS += tests/unit/test-checkpoint
+tests_unit_test_checkpoint_SOURCES = tests/unit/test-checkpoint.c
+tests_unit_test_checkpoint_LDADD = $(TEST_CORE_LIBS)
+TESTS += tests/unit/test-checkpoint
+
+# benchmarks (make bench), not tests
+check_PROGRAMS += tests/bench/bench-core
+tests_bench_bench_core_SOURCES = tests/bench/bench-core.c
+tests_bench_bench_core_LDADD = $(TEST_CORE_LIBS)
+bench_scripts += tests/bench/bench-core.sh
+EXTRA_DIST += tests/bench/bench-core.sh
+
+# whole-model golden test against the numpy reference
+TESTS += tests/golden.sh
+EXTRA_DIST += tests/golden.sh tests/ref/ref_model.py tests/ref/compare.py tests/ref/README.md

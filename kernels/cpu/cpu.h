@@ -16,6 +16,9 @@ static inline int omp_get_thread_num(void) { return 0; }
 static inline int omp_get_max_threads(void) { return 1; }
 #endif
 
+/* Parallel regions cost microseconds: only split work worth more than this many flops. */
+#define DSV_PAR_MIN (1 << 16)
+
 static inline float dsv_rnd(float x, bool faithful) { return faithful ? dsv_round_bf16(x) : x; }
 
 /* Reads element i of a F32/BF16 vector or row as float. */

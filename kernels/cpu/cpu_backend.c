@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "kernels/cpu/cpu.h"
 
@@ -25,11 +26,21 @@ static void cpu_free(struct dsv_backend *be) {
         free(be);
 }
 
+/* Large buffers (weights, KV pool) come straight from mmap with transparent huge pages
+ * asked for: a 2 MiB page per fault instead of 512 small ones while the loader fills them. */
+#define CPU_MMAP_MIN (32u << 20)
+
 static int cpu_alloc(struct dsv_backend *be, size_t size, void **ret) {
         void *p = NULL;
-        /* 64-byte alignment for vector loads; at least one byte so a zero-size buffer is valid */
-        if (posix_memalign(&p, 4096, size ? ALIGN_UP(size, 64) : 64) != 0)
+        if (size >= CPU_MMAP_MIN) {
+                p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (p == MAP_FAILED)
+                        return -ENOMEM;
+                (void)madvise(p, size, MADV_HUGEPAGE);
+        } else if (posix_memalign(&p, 4096, size ? ALIGN_UP(size, 64) : 64) != 0) {
+                /* page alignment for O_DIRECT and vector loads; a zero-size buffer is valid */
                 return -ENOMEM;
+        }
         be->bytes_allocated += size;
         *ret = p;
         return 0;
@@ -39,7 +50,10 @@ static void cpu_dealloc(struct dsv_backend *be, void *p, size_t size) {
         if (!p)
                 return;
         be->bytes_allocated -= size;
-        free(p);
+        if (size >= CPU_MMAP_MIN)
+                munmap(p, size);
+        else
+                free(p);
 }
 
 static int cpu_copy(struct dsv_backend *be, void *dst, const void *src, size_t n) {

@@ -13,7 +13,7 @@ int dsv_cpu_embed(const struct dsv_op_embed *p) {
         for (int64_t t = 0; t < T; t++)
                 if (ids[t] < 0 || ids[t] >= V)
                         return -EINVAL;
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * D >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 const void *row = dsv_tensor_row(p->table, ids[t]);
                 float *o = dsv_tensor_row(p->out, t);
@@ -38,7 +38,7 @@ int dsv_cpu_get_rows(const struct dsv_op_get_rows *p) {
 /* out = bf16(silu(a) * b), silu(a) = a * sigmoid(a), fp32 */
 int dsv_cpu_swiglu(const struct dsv_op_swiglu *p, bool faithful) {
         const int64_t T = p->out->ne[1], N = p->out->ne[0];
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * N * 16 >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 const float *a = dsv_tensor_row(p->a, t), *b = dsv_tensor_row(p->b, t);
                 float *o = dsv_tensor_row(p->out, t);

@@ -12,7 +12,7 @@ int dsv_cpu_hadamard(const struct dsv_op_hadamard *p, bool faithful) {
         const int64_t T = p->x->ne[1], N = p->x->ne[0];
         const int d = p->d;
         const float scale = (float)(1.0 / sqrt((double)d));
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * N * 8 >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 float *row = dsv_tensor_row(p->x, t);
                 for (int64_t g = 0; g + d <= N; g += d) {

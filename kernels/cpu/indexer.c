@@ -87,7 +87,7 @@ int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p) {
         if (p->faithful != (L->format == DSV_KV_FP8))
                 return -EINVAL;
 
-        OMP(parallel for schedule(dynamic, 1))
+        OMP(parallel for schedule(dynamic, 1) if (T > 1 && T * H * d * (int64_t)pos[T - 1] >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 int32_t *out = dsv_tensor_row(p->idx, t);
                 const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);

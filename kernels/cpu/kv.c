@@ -42,7 +42,7 @@ int dsv_cpu_kv_store(const struct dsv_op_kv_store *p) {
         const int64_t T = p->slots->ne[0] * p->slots->ne[1];
         const int32_t *slots = p->slots->data;
 
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * L->kv_lora >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 const float *lat = dsv_tensor_row(p->latent, t), *pe = dsv_tensor_row(p->k_pe, t);
                 const float *key = dsv_tensor_row(p->idx_key, t);
@@ -73,7 +73,7 @@ int dsv_cpu_kv_store(const struct dsv_op_kv_store *p) {
 int dsv_cpu_kv_gather(const struct dsv_op_kv_gather *p) {
         const struct dsv_kv_layout *L = p->kv.layout;
         const int32_t *pages = p->pages->data;
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (p->n * L->kv_lora >= DSV_PAR_MIN))
         for (int64_t i = 0; i < p->n; i++)
                 dsv_kv_read_mla(&p->kv, dsv_kv_slot(L, pages, i), dsv_tensor_row(p->latent, i), dsv_tensor_row(p->k_pe, i));
         return 0;

@@ -41,7 +41,7 @@ DSV_HOT void dsv_e4m3_row_to_f32(const uint8_t *q, int64_t n, float *out) {
 
 int dsv_cpu_act_quant(const struct dsv_op_act_quant *p) {
         const int64_t T = p->x->ne[1], K = p->x->ne[0];
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * K * 8 >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++)
                 dsv_quant_row(dsv_tensor_row(p->x, t), K, dsv_tensor_row(p->q, t), dsv_tensor_row(p->s, t));
         return 0;
@@ -120,7 +120,7 @@ int dsv_cpu_linear(const struct dsv_op_linear *p) {
                         free(xs);
                         return -ENOMEM;
                 }
-                OMP(parallel for schedule(static))
+                OMP(parallel for schedule(static) if (T * K * 8 >= DSV_PAR_MIN))
                 for (int64_t t = 0; t < T; t++) {
                         uint8_t *qt = q + (size_t)t * (size_t)K;
                         dsv_quant_row(dsv_tensor_row(p->x, t), K, qt, xs + t * nbk);
@@ -133,7 +133,7 @@ int dsv_cpu_linear(const struct dsv_op_linear *p) {
                 xa_stride = p->x->stride / sizeof(float);
         }
 
-        OMP(parallel)
+        OMP(parallel if (T * N * K >= DSV_PAR_MIN))
         {
                 int nt = omp_get_max_threads(), id = omp_get_thread_num();
 #ifdef _OPENMP

@@ -58,7 +58,7 @@ int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
         const int32_t *seq = p->at.tok_seq->data;
         int err = 0;
 
-        OMP(parallel for schedule(dynamic, 1))
+        OMP(parallel for schedule(dynamic, 1) if (T > 1 && T * H * K * 256 >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 const int32_t *idx = dsv_tensor_row(p->idx, t);
                 const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
@@ -117,7 +117,7 @@ int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p) {
         const bool f = p->faithful;
         int err = 0;
 
-        OMP(parallel for schedule(dynamic, 1))
+        OMP(parallel for schedule(dynamic, 1) if (T > 1 && T * H * K * 256 >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 const int32_t *idx = dsv_tensor_row(p->idx, t);
                 const float *q = dsv_tensor_row(p->q, t);

@@ -45,7 +45,7 @@ int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
 
         if (E > 4096 || G <= 0 || E % G || K > E || p->topk_group > G)
                 return -EINVAL;
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * E * D >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 const float *x = dsv_tensor_row(p->x, t);
                 float s[4096], b[4096], gs[4096];

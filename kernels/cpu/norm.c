@@ -13,7 +13,7 @@
 
 int dsv_cpu_rmsnorm(const struct dsv_op_rmsnorm *p, bool faithful) {
         const int64_t T = p->out->ne[1], N = p->out->ne[0];
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * N * 8 >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 float *o = dsv_tensor_row(p->out, t);
                 float *res = p->res ? dsv_tensor_row(p->res, t) : NULL;
@@ -37,7 +37,7 @@ int dsv_cpu_rmsnorm(const struct dsv_op_rmsnorm *p, bool faithful) {
 
 int dsv_cpu_layernorm(const struct dsv_op_layernorm *p, bool faithful) {
         const int64_t T = p->out->ne[1], N = p->out->ne[0];
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * N * 8 >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 const float *x = dsv_tensor_row(p->x, t);
                 float *o = dsv_tensor_row(p->out, t);

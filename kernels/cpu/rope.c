@@ -17,7 +17,7 @@ int dsv_cpu_rope(const struct dsv_op_rope *p, bool faithful) {
         const float *inv_freq = p->inv_freq->data;
         const int32_t *pos = p->pos->data;
 
-        OMP(parallel for schedule(static))
+        OMP(parallel for schedule(static) if (T * p->n_heads * half * 16 >= DSV_PAR_MIN))
         for (int64_t t = 0; t < T; t++) {
                 float cs[2048], sn[2048]; /* rope_dim <= 4096 (config bound) */
                 float *row = dsv_tensor_row(p->x, t);

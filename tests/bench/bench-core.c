@@ -1,0 +1,158 @@
+/* bench-core: the engine's speed on a checkpoint (make bench runs it on the `small` preset).
+ *   1. Loader: io_uring into backend memory vs a plain sequential read() of the same shard
+ *      files (1 MiB buffer), measured in the same run, with the page cache of the shards
+ *      dropped before each cold run (posix_fadvise DONTNEED: best effort, no root needed)
+ *      and warm.
+ *   2. CPU prefill and decode tokens/s at batch 1 and 8 (faithful numerics). */
+#include "config.h"
+
+#include <fcntl.h>
+#include <math.h>
+
+#include "daemon/model.h"
+
+static void drop_cache(const struct dsv_checkpoint *ck) {
+        for (size_t i = 0; i < ck->n_shards; i++) {
+                int fd = open(ck->shards[i].path, O_RDONLY | O_CLOEXEC);
+                if (fd >= 0) {
+                        fdatasync(fd);
+                        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+                        close(fd);
+                }
+        }
+}
+
+static double seq_read(const struct dsv_checkpoint *ck, uint64_t *bytes) {
+        static char buf[1 << 20];
+        uint64_t t0 = dsv_now_ns(), n = 0;
+        for (size_t i = 0; i < ck->n_shards; i++) {
+                int fd = open(ck->shards[i].path, O_RDONLY | O_CLOEXEC);
+                ssize_t k;
+                if (fd < 0)
+                        return -1;
+                while ((k = read(fd, buf, sizeof(buf))) > 0)
+                        n += (uint64_t)k;
+                close(fd);
+        }
+        *bytes = n;
+        return (dsv_now_ns() - t0) / 1e9;
+}
+
+static double load_once(const char *dir, struct dsv_backend *be, uint64_t *bytes, struct dsv_load_stats *st) {
+        struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
+        struct dsv_error err = {{0}};
+        struct dsv_model *m;
+        if (dsv_model_load(dir, be, &mo, &m, &err) < 0) {
+                fprintf(stderr, "bench-core: %s\n", err.msg);
+                exit(1);
+        }
+        *st = *dsv_model_load_stats(m);
+        *bytes = st->bytes_tensors;
+        dsv_model_free(m);
+        return st->elapsed_ns / 1e9;
+}
+
+int main(int argc, char **argv) {
+        struct dsv_backend *be;
+        struct dsv_checkpoint *ck;
+        struct dsv_error err = {{0}};
+        const int reps = 3;
+        if (argc != 2) {
+                fprintf(stderr, "usage: bench-core MODEL_DIR\n");
+                return 2;
+        }
+        if (dsv_backend_cpu_new(0, &be) < 0 || dsv_checkpoint_open(argv[1], &ck, &err) < 0) {
+                fprintf(stderr, "bench-core: %s\n", err.msg);
+                return 1;
+        }
+        printf("checkpoint %s: %zu shards, %.1f MB of tensors; %d CPU threads\n", argv[1], ck->n_shards,
+               ck->tensor_bytes / 1e6, be->n_threads);
+
+        for (int cold = 1; cold >= 0; cold--) {
+                double best_l = 1e30, best_s = 1e30;
+                uint64_t bl = 0, bs = 0;
+                struct dsv_load_stats st = {0};
+                for (int r = 0; r < reps; r++) {
+                        if (cold)
+                                drop_cache(ck);
+                        best_s = fmin(best_s, seq_read(ck, &bs));
+                        if (cold)
+                                drop_cache(ck);
+                        best_l = fmin(best_l, load_once(argv[1], be, &bl, &st));
+                }
+                printf("load (%s page cache, best of %d): io_uring loader %.2f GB/s (%s%s, %u of %u chunks cached) vs sequential read() %.2f GB/s: ratio %.2fx\n",
+                       cold ? "dropped" : "warm", reps, bl / best_l / 1e9, st.uring ? "io_uring" : "pread",
+                       st.direct ? " O_DIRECT" : "", st.cached_reads, st.reads, bs / best_s / 1e9, (bl / best_l) / (bs / best_s));
+        }
+        dsv_checkpoint_free(ck);
+
+        /* engine speed */
+        struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
+        struct dsv_model *m;
+        if (dsv_model_load(argv[1], be, &mo, &m, &err) < 0)
+                return 1;
+        const struct dsv_model_config *c = dsv_model_get_config(m);
+        const int P = 256, G = 16;
+        int batches[] = {1, 8};
+        for (size_t bi = 0; bi < 2; bi++) {
+                int B = batches[bi];
+                struct dsv_kv_pool *kv;
+                struct dsv_kv_seq seqs[8] = {{0}};
+                struct dsv_kv_seq *sp[8];
+                int32_t *tok = malloc((size_t)B * P * sizeof(int32_t)), *pos = malloc((size_t)B * P * sizeof(int32_t)),
+                        *sq = malloc((size_t)B * P * sizeof(int32_t));
+                bool *want = calloc((size_t)B * P, 1);
+                float *logits = malloc((size_t)B * c->vocab_size * sizeof(float));
+                if (dsv_kv_pool_new(be, c, DSV_KV_FP8, B * DIV_ROUND_UP(P + G + 1, DSV_KV_PAGE_TOKENS), &kv) < 0)
+                        return 1;
+                for (int s = 0; s < B; s++) {
+                        sp[s] = &seqs[s];
+                        if (dsv_kv_seq_reserve(kv, &seqs[s], P + G + 1) < 0)
+                                return 1;
+                        for (int i = 0; i < P; i++) {
+                                tok[s * P + i] = (int32_t)((s * 7919 + i * 104729) % c->vocab_size);
+                                pos[s * P + i] = i;
+                                sq[s * P + i] = s;
+                        }
+                        want[s * P + P - 1] = true;
+                }
+                struct dsv_batch b = {.n_tokens = B * P, .token = tok, .pos = pos, .seq = sq, .want_logits = want, .n_seqs = B, .seqs = sp};
+                uint64_t t0 = dsv_now_ns();
+                if (dsv_model_forward(m, kv, &b, logits, &err) < 0) {
+                        fprintf(stderr, "bench-core: %s\n", err.msg);
+                        return 1;
+                }
+                double tp = (dsv_now_ns() - t0) / 1e9;
+                t0 = dsv_now_ns();
+                for (int g = 0; g < G; g++) {
+                        for (int s = 0; s < B; s++) {
+                                const float *l = logits + (size_t)s * c->vocab_size;
+                                int a = 0;
+                                for (int i = 1; i < c->vocab_size; i++)
+                                        a = l[i] > l[a] ? i : a;
+                                tok[s] = a;
+                                pos[s] = P + g;
+                                sq[s] = s;
+                        }
+                        struct dsv_batch d = {.n_tokens = B, .token = tok, .pos = pos, .seq = sq, .n_seqs = B, .seqs = sp};
+                        if (dsv_model_forward(m, kv, &d, logits, &err) < 0) {
+                                fprintf(stderr, "bench-core: %s\n", err.msg);
+                                return 1;
+                        }
+                }
+                double td = (dsv_now_ns() - t0) / 1e9;
+                printf("batch %d: prefill %d tokens/seq: %.1f tok/s; decode %d steps: %.2f tok/s (%.1f ms/step)\n", B, P, B * P / tp, G,
+                       B * G / td, td / G * 1e3);
+                for (int s = 0; s < B; s++)
+                        dsv_kv_seq_release(kv, &seqs[s]);
+                dsv_kv_pool_free(kv);
+                free(tok);
+                free(pos);
+                free(sq);
+                free(want);
+                free(logits);
+        }
+        dsv_model_free(m);
+        dsv_backend_free(be);
+        return 0;
+}

@@ -1,0 +1,76 @@
+/* Test helpers: checks that report file:line and keep going, a failure count, tolerance
+ * comparisons, and a tiny model generated once per build tree. Exit codes: 0 pass, 1 fail,
+ * 77 skip. */
+#pragma once
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/util.h"
+
+static int test_failures;
+
+#define CHECK(cond, ...)                                                              \
+        do {                                                                          \
+                if (!(cond)) {                                                        \
+                        fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+                        fprintf(stderr, __VA_ARGS__);                                 \
+                        fprintf(stderr, "\n");                                        \
+                        test_failures++;                                              \
+                }                                                                     \
+        } while (0)
+
+#define REQUIRE(cond, ...)                                                            \
+        do {                                                                          \
+                if (!(cond)) {                                                        \
+                        fprintf(stderr, "%s:%d: fatal: %s: ", __FILE__, __LINE__, #cond); \
+                        fprintf(stderr, __VA_ARGS__);                                 \
+                        fprintf(stderr, "\n");                                        \
+                        exit(1);                                                      \
+                }                                                                     \
+        } while (0)
+
+static inline int test_result(const char *name) {
+        if (test_failures) {
+                fprintf(stderr, "%s: %d check(s) failed\n", name, test_failures);
+                return 1;
+        }
+        printf("%s: all checks passed\n", name);
+        return 0;
+}
+
+/* Largest |a - b| over n values, and where. */
+static inline double max_abs_diff(const float *a, const float *b, size_t n, size_t *where) {
+        double m = 0;
+        size_t w = 0;
+        for (size_t i = 0; i < n; i++) {
+                double d = fabs((double)a[i] - (double)b[i]);
+                if (d != d || (a[i] != a[i]) != (b[i] != b[i]))
+                        d = INFINITY;
+                if (d > m) {
+                        m = d;
+                        w = i;
+                }
+        }
+        if (where)
+                *where = w;
+        return m;
+}
+
+static inline double max_abs(const float *a, size_t n) {
+        double m = 0;
+        for (size_t i = 0; i < n; i++)
+                m = fmax(m, fabs((double)a[i]));
+        return m;
+}
+
+/* Directory for test artifacts inside the build tree. */
+static inline const char *test_dir(void) {
+        const char *b = getenv("top_builddir");
+        static char buf[4096];
+        snprintf(buf, sizeof(buf), "%s/tests/tmp", b ? b : ".");
+        dsv_mkdir_p(buf, 0755);
+        return buf;
+}
