@@ -21,7 +21,7 @@ int dsv_error_set(struct dsv_error *e, int err, const char *fmt, ...) {
         return err > 0 ? -err : (err == 0 ? -EINVAL : err);
 }
 
-static void log_va(int level, const char *fmt, va_list ap) {
+_printf_(2, 0) static void log_va(int level, const char *fmt, va_list ap) {
         static int journal = -1;
         char buf[2048];
         if (level > dsv_log_max_level)

@@ -42,3 +42,25 @@ EXTRA_DIST += tests/bench/bench-core.sh
 # whole-model golden test against the numpy reference
 TESTS += tests/golden.sh
 EXTRA_DIST += tests/golden.sh tests/ref/ref_model.py tests/ref/compare.py tests/ref/README.md
+
+# fuzz targets: replayed over their seed corpora in `make check` (standalone driver); real
+# libFuzzer binaries with --enable-fuzzers (clang)
+FUZZ_CORE_TARGETS = fuzz-safetensors fuzz-config
+check_PROGRAMS += tests/fuzz/fuzz-safetensors-replay tests/fuzz/fuzz-config-replay
+tests_fuzz_fuzz_safetensors_replay_SOURCES = tests/fuzz/fuzz-safetensors.c tests/fuzz/standalone.c
+tests_fuzz_fuzz_safetensors_replay_LDADD = $(TEST_CORE_LIBS)
+tests_fuzz_fuzz_config_replay_SOURCES = tests/fuzz/fuzz-config.c tests/fuzz/standalone.c
+tests_fuzz_fuzz_config_replay_LDADD = $(TEST_CORE_LIBS)
+TESTS += tests/fuzz/replay-core.sh
+EXTRA_DIST += tests/fuzz/replay-core.sh tests/fuzz/corpus/safetensors tests/fuzz/corpus/config
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz-safetensors tests/fuzz/fuzz-config
+tests_fuzz_fuzz_safetensors_SOURCES = tests/fuzz/fuzz-safetensors.c
+tests_fuzz_fuzz_safetensors_CFLAGS = $(AM_CFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_safetensors_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_safetensors_LDADD = $(TEST_CORE_LIBS)
+tests_fuzz_fuzz_config_SOURCES = tests/fuzz/fuzz-config.c
+tests_fuzz_fuzz_config_CFLAGS = $(AM_CFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_config_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_config_LDADD = $(TEST_CORE_LIBS)
+endif
