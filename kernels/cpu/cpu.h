@@ -45,6 +45,12 @@ int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p);
 int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p);
 int dsv_cpu_moe_experts(const struct dsv_op_moe_experts *p);
 
+/* Per-thread scratch memory that grows and is reused across calls (no page faults and no
+ * zeroing on the hot path). slot < DSV_SCRATCH_SLOTS; the pointer stays valid until the same
+ * thread asks for the same slot again. NULL on allocation failure. */
+#define DSV_SCRATCH_SLOTS 4
+void *dsv_cpu_scratch(int slot, size_t bytes);
+
 /* Building blocks shared by several kernels. */
 /* Quantizes n values (n may end in a partial block): codes q, one ue8m0 scale per 128. */
 void dsv_quant_row(const float *x, int64_t n, uint8_t *q, float *s);

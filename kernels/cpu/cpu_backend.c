@@ -17,6 +17,24 @@ const char *dsv_op_name(enum dsv_op_type t) {
         return t < DSV_OP_MAX ? names[t] : "?";
 }
 
+static __thread struct {
+        void *p;
+        size_t n;
+} scratch[DSV_SCRATCH_SLOTS];
+
+void *dsv_cpu_scratch(int slot, size_t bytes) {
+        if (bytes > scratch[slot].n) {
+                size_t n = ALIGN_UP(MAX(bytes, scratch[slot].n * 2), 4096);
+                void *p = NULL;
+                if (posix_memalign(&p, 64, n) != 0)
+                        return NULL;
+                free(scratch[slot].p);
+                scratch[slot].p = p;
+                scratch[slot].n = n;
+        }
+        return scratch[slot].p;
+}
+
 struct cpu_ctx {
         int n_threads;
 };

@@ -47,112 +47,166 @@ int dsv_cpu_act_quant(const struct dsv_op_act_quant *p) {
         return 0;
 }
 
-static inline void load_block(const struct dsv_tensor *w, int64_t n, int64_t k0, int64_t len, float *wf) {
+/* Converts row n of W (all K columns) to fp32, zero-padded to Kp. */
+static inline void load_row(const struct dsv_tensor *w, int64_t n, int64_t K, int64_t Kp, float *out) {
         const void *row = dsv_tensor_row(w, n);
         switch (w->type) {
         case DSV_F8_E4M3:
-                dsv_e4m3_row_to_f32((const uint8_t *)row + k0, len, wf);
+                dsv_e4m3_row_to_f32(row, K, out);
                 break;
         case DSV_BF16:
                 OMP(simd)
-                for (int64_t k = 0; k < len; k++)
-                        wf[k] = dsv_bf16_to_f32(((const uint16_t *)row)[k0 + k]);
+                for (int64_t k = 0; k < K; k++)
+                        out[k] = dsv_bf16_to_f32(((const uint16_t *)row)[k]);
                 break;
         default:
-                memcpy(wf, (const float *)row + k0, (size_t)len * sizeof(float));
+                memcpy(out, row, (size_t)K * sizeof(float));
                 break;
         }
+        for (int64_t k = K; k < Kp; k++)
+                out[k] = 0;
 }
 
-DSV_HOT static float dot_f32(const float *a, const float *b, int64_t n) {
+/* 16 floats: one AVX-512 register, two AVX2 or four SSE registers depending on the clone. */
+typedef float v16 __attribute__((vector_size(64)));
+/* macros, not functions: passing 64-byte vectors by value would change the ABI per clone */
+#define ld16(p)                                         \
+        ({                                              \
+                v16 v_;                                 \
+                memcpy(&v_, (p), sizeof(v_));           \
+                v_;                                     \
+        })
+static inline float hsum16(const v16 *v) {
         float s = 0;
-        OMP(simd reduction(+ : s))
-        for (int64_t i = 0; i < n; i++)
-                s += a[i] * b[i];
+        for (int i = 0; i < 16; i++)
+                s += (*v)[i];
         return s;
 }
 
-/* Rows [n0, n1) of the output for all T tokens. xa: T x K activations (codes or values),
- * xs: T x nbk scales (NULL: 1). */
-DSV_HOT static void linear_rows(const struct dsv_op_linear *p, const float *xa, size_t xa_stride, const float *xs,
-                                int64_t nbk, int64_t n0, int64_t n1, float *acc, float *wf) {
+#define TT 4 /* tokens per tile */
+#define DSV_UNROLL _Pragma("GCC unroll 8")
+#define TN 2 /* weight rows per tile */
+
+/* Output rows [n0, n1) for all T tokens. xa: T x Kp activations (codes or values, zero
+ * padded), xs: T x nbk activation scales (NULL: 1). Each 128-wide block's products are summed
+ * in vector lanes, scaled by a_scale * w_scale and added to per-lane totals (fp32); the lanes
+ * are summed once at the end. */
+DSV_HOT static void linear_rows(const struct dsv_op_linear *p, const float *xa, int64_t Kp, const float *xs, int64_t nbk,
+                                int64_t n0, int64_t n1, float *wrow) {
         const int64_t T = p->x->ne[1], K = p->x->ne[0];
         const struct dsv_tensor *w = p->w;
         const float *ws = w->type == DSV_F8_E4M3 ? w->scale->data : NULL;
         const size_t ws_stride = w->type == DSV_F8_E4M3 ? w->scale->stride / sizeof(float) : 0;
 
-        for (int64_t n = n0; n < n1; n++) {
-                for (int64_t t = 0; t < T; t++)
-                        acc[t] = 0;
-                for (int64_t kb = 0; kb < nbk; kb++) {
-                        int64_t k0 = kb * DSV_QBLOCK, len = MIN(K - k0, DSV_QBLOCK);
-                        float wsc = ws ? ws[(size_t)(n / DSV_QBLOCK) * ws_stride + (size_t)kb] : 1.0f;
-                        load_block(w, n, k0, len, wf);
-                        for (int64_t t = 0; t < T; t++) {
-                                float d = dot_f32(xa + (size_t)t * xa_stride + k0, wf, len);
-                                acc[t] += xs ? d * (xs[t * nbk + kb] * wsc) : d * wsc;
-                        }
+        for (int64_t n = n0; n < n1; n += TN) {
+                const int nn = (int)MIN(TN, n1 - n);
+                float wsc[TN][256];
+                for (int j = 0; j < nn; j++) {
+                        load_row(w, n + j, K, Kp, wrow + (size_t)j * (size_t)Kp);
+                        for (int64_t kb = 0; kb < nbk; kb++)
+                                wsc[j][kb] = ws ? ws[(size_t)((n + j) / DSV_QBLOCK) * ws_stride + (size_t)kb] : 1.0f;
                 }
-                for (int64_t t = 0; t < T; t++) {
-                        float *o = dsv_tensor_row(p->out, t);
-                        o[n] = p->round_out ? dsv_round_bf16(acc[t]) : acc[t];
+                for (int j = nn; j < TN; j++) {
+                        memset(wrow + (size_t)j * (size_t)Kp, 0, (size_t)Kp * sizeof(float));
+                        for (int64_t kb = 0; kb < nbk; kb++)
+                                wsc[j][kb] = 0;
+                }
+                for (int64_t t = 0; t < T; t += TT) {
+                        const int tt = (int)MIN(TT, T - t);
+                        const float *xr[TT];
+                        v16 tot[TT][TN];
+                        for (int i = 0; i < TT; i++) {
+                                xr[i] = xa + (size_t)(t + MIN(i, tt - 1)) * (size_t)Kp;
+                                for (int j = 0; j < TN; j++)
+                                        tot[i][j] = (v16){0};
+                        }
+                        for (int64_t kb = 0; kb < nbk; kb++) {
+                                v16 acc[TT][TN];
+                                DSV_UNROLL
+                                for (int i = 0; i < TT; i++)
+                                        DSV_UNROLL
+                                        for (int j = 0; j < TN; j++)
+                                                acc[i][j] = (v16){0};
+                                for (int64_t k = kb * DSV_QBLOCK; k < (kb + 1) * DSV_QBLOCK; k += 16) {
+                                        v16 wv[TN];
+                                        DSV_UNROLL
+                                        for (int j = 0; j < TN; j++)
+                                                wv[j] = ld16(wrow + (size_t)j * (size_t)Kp + k);
+                                        DSV_UNROLL
+                                        for (int i = 0; i < TT; i++) {
+                                                v16 xv = ld16(xr[i] + k);
+                                                DSV_UNROLL
+                                                for (int j = 0; j < TN; j++)
+                                                        acc[i][j] += xv * wv[j];
+                                        }
+                                }
+                                DSV_UNROLL
+                                for (int i = 0; i < TT; i++) {
+                                        float as = xs ? xs[(t + MIN(i, tt - 1)) * nbk + kb] : 1.0f;
+                                        DSV_UNROLL
+                                        for (int j = 0; j < TN; j++)
+                                                tot[i][j] += acc[i][j] * (as * wsc[j][kb]);
+                                }
+                        }
+                        for (int i = 0; i < tt; i++) {
+                                float *o = dsv_tensor_row(p->out, t + i);
+                                for (int j = 0; j < nn; j++) {
+                                        float v = hsum16(&tot[i][j]);
+                                        o[n + j] = p->round_out ? dsv_round_bf16(v) : v;
+                                }
+                        }
                 }
         }
 }
 
 int dsv_cpu_linear(const struct dsv_op_linear *p) {
         const int64_t T = p->x->ne[1], K = p->x->ne[0], N = p->w->ne[1];
-        const int64_t nbk = DIV_ROUND_UP(K, DSV_QBLOCK);
+        const int64_t nbk = DIV_ROUND_UP(K, DSV_QBLOCK), Kp = nbk * DSV_QBLOCK;
         const bool quant = p->quant_in && p->w->type == DSV_F8_E4M3;
-        float *xa = NULL, *xs = NULL;
-        size_t xa_stride;
+        float *xa, *xs = NULL;
         int err = 0;
 
         if (T == 0 || N == 0)
                 return 0;
-        if (quant) {
-                uint8_t *q = malloc((size_t)T * (size_t)K);
-                xa = malloc((size_t)T * (size_t)K * sizeof(float));
-                xs = malloc((size_t)T * (size_t)nbk * sizeof(float));
-                if (!q || !xa || !xs) {
-                        free(q);
-                        free(xa);
-                        free(xs);
-                        return -ENOMEM;
+        if (nbk > 256)
+                return -E2BIG; /* K <= 32768 */
+        /* activations: act_quant'ed codes (faithful FP8) or values, zero-padded to whole blocks */
+        xa = dsv_cpu_scratch(0, (size_t)T * (size_t)Kp * sizeof(float));
+        if (quant)
+                xs = dsv_cpu_scratch(1, (size_t)T * (size_t)nbk * sizeof(float));
+        if (!xa || (quant && !xs))
+                return -ENOMEM;
+        OMP(parallel for schedule(static) if (T * K * 8 >= DSV_PAR_MIN))
+        for (int64_t t = 0; t < T; t++) {
+                const float *x = dsv_tensor_row(p->x, t);
+                float *dst = xa + (size_t)t * (size_t)Kp;
+                if (quant) {
+                        uint8_t q[32768];
+                        dsv_quant_row(x, K, q, xs + t * nbk);
+                        dsv_e4m3_row_to_f32(q, K, dst);
+                } else {
+                        memcpy(dst, x, (size_t)K * sizeof(float));
                 }
-                OMP(parallel for schedule(static) if (T * K * 8 >= DSV_PAR_MIN))
-                for (int64_t t = 0; t < T; t++) {
-                        uint8_t *qt = q + (size_t)t * (size_t)K;
-                        dsv_quant_row(dsv_tensor_row(p->x, t), K, qt, xs + t * nbk);
-                        dsv_e4m3_row_to_f32(qt, K, xa + (size_t)t * (size_t)K);
-                }
-                free(q);
-                xa_stride = (size_t)K;
-        } else {
-                xa = p->x->data;
-                xa_stride = p->x->stride / sizeof(float);
+                memset(dst + K, 0, (size_t)(Kp - K) * sizeof(float));
         }
 
         OMP(parallel if (T * N * K >= DSV_PAR_MIN))
         {
-                int nt = omp_get_max_threads(), id = omp_get_thread_num();
+                int nt = 1, id = 0;
 #ifdef _OPENMP
                 nt = omp_get_num_threads();
+                id = omp_get_thread_num();
 #endif
-                int64_t per = DIV_ROUND_UP(N, nt);
+                /* contiguous row ranges, TN-aligned */
+                int64_t per = ALIGN_UP(DIV_ROUND_UP(N, nt), TN);
                 int64_t n0 = MIN(N, per * id), n1 = MIN(N, n0 + per);
-                float *acc = malloc((size_t)T * sizeof(float) + DSV_QBLOCK * sizeof(float));
-                if (!acc) {
+                float *wrow = dsv_cpu_scratch(2, (size_t)TN * (size_t)Kp * sizeof(float));
+                if (!wrow) {
                         OMP(atomic write)
                         err = -ENOMEM;
-                } else {
-                        linear_rows(p, xa, xa_stride, quant ? xs : NULL, nbk, n0, n1, acc, acc + T);
-                        free(acc);
+                } else if (n0 < n1) {
+                        linear_rows(p, xa, Kp, xs, nbk, n0, n1, wrow);
                 }
-        }
-        if (quant) {
-                free(xa);
-                free(xs);
         }
         return err;
 }
