@@ -5,6 +5,7 @@
 #include <getopt.h>
 
 #include "daemon/synth.h"
+#include "daemon/tokenizer/tokenizer.h"
 
 static void help(void) {
         printf("Usage: dsv32-mkmodel --preset NAME --out DIR [options]\n"
@@ -22,6 +23,8 @@ static void help(void) {
                "  --shards N      number of .safetensors shards (default 2)\n"
                "  --mtp           include the multi-token-prediction layer\n"
                "  --config-only   write config.json only\n"
+               "  --no-tokenizer  do not write tokenizer.json / tokenizer_config.json (by default a\n"
+               "                  small byte-level BPE with the DeepSeek special tokens is trained)\n"
                "  -h, --help      this text\n");
 }
 
@@ -30,12 +33,14 @@ int main(int argc, char **argv) {
                 {"preset", required_argument, NULL, 'p'}, {"out", required_argument, NULL, 'o'},
                 {"seed", required_argument, NULL, 's'},   {"shards", required_argument, NULL, 'n'},
                 {"mtp", no_argument, NULL, 'm'},          {"config-only", no_argument, NULL, 'c'},
+                {"no-tokenizer", no_argument, NULL, 'T'},
                 {"help", no_argument, NULL, 'h'},         {0},
         };
         struct dsv_synth_opts so = {.seed = 1, .n_shards = 2};
         struct dsv_model_config cfg;
         struct dsv_error err = {{0}};
         const char *preset = NULL, *out = NULL;
+        bool no_tokenizer = false;
         long v;
         int c, r;
 
@@ -67,6 +72,9 @@ int main(int argc, char **argv) {
                 case 'c':
                         so.config_only = true;
                         break;
+                case 'T':
+                        no_tokenizer = true;
+                        break;
                 case 'h':
                         help();
                         return 0;
@@ -89,6 +97,15 @@ int main(int argc, char **argv) {
         if (r < 0) {
                 fprintf(stderr, "dsv32-mkmodel: %s\n", err.msg[0] ? err.msg : strerror(-r));
                 return 1;
+        }
+        /* a byte-level BPE tokenizer with the DeepSeek special tokens and exactly vocab_size ids */
+        if (!so.config_only && !no_tokenizer) {
+                r = dsv_tok_synth_write(out, cfg.vocab_size, cfg.bos_token_id, cfg.eos_token_id, so.seed, &err);
+                if (r < 0) {
+                        fprintf(stderr, "dsv32-mkmodel: Failed to write the tokenizer to %s: %s\n", out,
+                                err.msg[0] ? err.msg : strerror(-r));
+                        return 1;
+                }
         }
         return 0;
 }
