@@ -303,6 +303,41 @@ static int gen_entry(struct gen *g, const struct entry *e, uint8_t *out) {
 
 static int write_all(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n ? 0 : -EIO; }
 
+/* A growing string; err latches the first allocation failure. */
+struct strbuf {
+        char *p;
+        size_t len, cap;
+        int err;
+};
+
+_printf_(2, 3) static void sb_printf(struct strbuf *b, const char *fmt, ...) {
+        va_list ap;
+        int k;
+        if (b->err)
+                return;
+        for (;;) {
+                va_start(ap, fmt);
+                k = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+                va_end(ap);
+                if (k < 0) {
+                        b->err = -EINVAL;
+                        return;
+                }
+                if (b->p && b->len + (size_t)k < b->cap) {
+                        b->len += (size_t)k;
+                        return;
+                }
+                size_t cap = MAX(b->cap * 2, b->len + (size_t)k + 4096);
+                char *p = realloc(b->p, cap);
+                if (!p) {
+                        b->err = -ENOMEM;
+                        return;
+                }
+                b->p = p;
+                b->cap = cap;
+        }
+}
+
 int dsv_synth_write(const char *dir, const struct dsv_model_config *c, const struct dsv_synth_opts *opts,
                     struct dsv_error *err) {
         struct dsv_synth_opts def = {.seed = 1, .n_shards = 2};
@@ -375,80 +410,52 @@ int dsv_synth_write(const char *dir, const struct dsv_model_config *c, const str
 
         /* index */
         {
-                size_t cap = 1 << 16, len = 0;
+                struct strbuf sb = {0};
                 uint64_t total = 0;
-                text = malloc(cap);
-                if (!text) {
-                        r = -ENOMEM;
-                        goto out;
-                }
                 for (size_t i = 0; i < n; i++)
                         total += ents[i].nbytes;
-                len += (size_t)snprintf(text + len, cap - len, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {",
-                                        (unsigned long long)total);
-                for (size_t i = 0; i < n; i++) {
-                        if (cap - len < 512) {
-                                char *t2 = realloc(text, cap * 2);
-                                if (!t2) {
-                                        r = -ENOMEM;
-                                        goto out;
-                                }
-                                text = t2;
-                                cap *= 2;
-                        }
-                        len += (size_t)snprintf(text + len, cap - len, "%s\n    \"%s\": \"model-%05d-of-%05d.safetensors\"",
-                                                i ? "," : "", ents[i].name, ents[i].shard + 1, n_shards);
-                }
-                len += (size_t)snprintf(text + len, cap - len, "\n  }\n}\n");
+                sb_printf(&sb, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {", (unsigned long long)total);
+                for (size_t i = 0; i < n; i++)
+                        sb_printf(&sb, "%s\n    \"%s\": \"model-%05d-of-%05d.safetensors\"", i ? "," : "", ents[i].name,
+                                  ents[i].shard + 1, n_shards);
+                sb_printf(&sb, "\n  }\n}\n");
                 snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
-                if ((r = dsv_write_file(path, text, len)) < 0) {
+                r = sb.err ? sb.err : dsv_write_file(path, sb.p, sb.len);
+                free(sb.p);
+                if (r < 0) {
                         dsv_error_set(err, r, "Cannot write %s: %s", path, strerror(-r));
                         goto out;
                 }
-                free(text);
-                text = NULL;
         }
 
         for (int sh = 0; sh < n_shards; sh++) {
-                size_t cap = 1 << 16, len = 0;
+                struct strbuf sb = {0};
                 uint64_t off = 0;
                 FILE *f;
-                text = malloc(cap);
-                if (!text) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                len += (size_t)snprintf(text + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+                sb_printf(&sb, "{\"__metadata__\":{\"format\":\"pt\"}");
                 for (size_t i = 0; i < n; i++) {
                         struct entry *e = &ents[i];
                         if (e->shard != sh)
                                 continue;
-                        if (cap - len < 512) {
-                                char *t2 = realloc(text, cap * 2);
-                                if (!t2) {
-                                        r = -ENOMEM;
-                                        goto out;
-                                }
-                                text = t2;
-                                cap *= 2;
-                        }
                         e->offset = off;
+                        sb_printf(&sb, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld", e->name, dsv_dtype_name(e->dtype),
+                                  (long long)e->shape[0]);
                         if (e->ndim == 2)
-                                len += (size_t)snprintf(text + len, cap - len,
-                                                        ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]}",
-                                                        e->name, dsv_dtype_name(e->dtype), (long long)e->shape[0],
-                                                        (long long)e->shape[1], (unsigned long long)off,
-                                                        (unsigned long long)(off + e->nbytes));
-                        else
-                                len += (size_t)snprintf(text + len, cap - len,
-                                                        ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld],\"data_offsets\":[%llu,%llu]}",
-                                                        e->name, dsv_dtype_name(e->dtype), (long long)e->shape[0],
-                                                        (unsigned long long)off, (unsigned long long)(off + e->nbytes));
+                                sb_printf(&sb, ",%lld", (long long)e->shape[1]);
+                        sb_printf(&sb, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                                  (unsigned long long)(off + e->nbytes));
                         off += e->nbytes;
                 }
-                len += (size_t)snprintf(text + len, cap - len, "}");
-                while (len % 8) /* data starts 8-byte aligned, as safetensors pads with spaces */
-                        text[len++] = ' ';
+                sb_printf(&sb, "}");
+                while (!sb.err && sb.len % 8) /* data starts 8-byte aligned, as safetensors pads with spaces */
+                        sb_printf(&sb, " ");
+                if (sb.err) {
+                        free(sb.p);
+                        r = sb.err;
+                        goto out;
+                }
+                text = sb.p;
+                size_t len = sb.len;
                 snprintf(path, sizeof(path), "%s/model-%05d-of-%05d.safetensors", dir, sh + 1, n_shards);
                 f = fopen(path, "wbe");
                 if (!f) {
