@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -17,22 +18,46 @@ const char *dsv_op_name(enum dsv_op_type t) {
         return t < DSV_OP_MAX ? names[t] : "?";
 }
 
-static __thread struct {
-        void *p;
-        size_t n;
-} scratch[DSV_SCRATCH_SLOTS];
+/* Each thread's scratch lives in a block owned by a pthread key, so it is freed when the
+ * thread exits (engine threads come and go; OpenMP workers live on). */
+struct scratch {
+        void *p[DSV_SCRATCH_SLOTS];
+        size_t n[DSV_SCRATCH_SLOTS];
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v) {
+        struct scratch *s = v;
+        for (int i = 0; i < DSV_SCRATCH_SLOTS; i++)
+                free(s->p[i]);
+        free(s);
+}
+
+static void scratch_init(void) { (void)pthread_key_create(&scratch_key, scratch_free); }
 
 void *dsv_cpu_scratch(int slot, size_t bytes) {
-        if (bytes > scratch[slot].n) {
-                size_t n = ALIGN_UP(MAX(bytes, scratch[slot].n * 2), 4096);
+        struct scratch *s;
+        pthread_once(&scratch_once, scratch_init);
+        s = pthread_getspecific(scratch_key);
+        if (!s) {
+                s = calloc(1, sizeof(*s));
+                if (!s || pthread_setspecific(scratch_key, s) != 0) {
+                        free(s);
+                        return NULL;
+                }
+        }
+        if (bytes > s->n[slot]) {
+                size_t n = ALIGN_UP(MAX(bytes, s->n[slot] * 2), 4096);
                 void *p = NULL;
                 if (posix_memalign(&p, 64, n) != 0)
                         return NULL;
-                free(scratch[slot].p);
-                scratch[slot].p = p;
-                scratch[slot].n = n;
+                free(s->p[slot]);
+                s->p[slot] = p;
+                s->n[slot] = n;
         }
-        return scratch[slot].p;
+        return s->p[slot];
 }
 
 struct cpu_ctx {

@@ -1,1 +1,81 @@
-# tests/ipc
+# tests/ipc/: the rings and the codec in isolation, the daemon's units, and dsv32d end to
+# end with real processes, sockets and shared memory (each test builds the tiny model and
+# runs its own daemon on a socket in a temporary directory).
+IPC_TEST_LIBS = libdsv32ipc.la
+DAEMON_TEST_LIBS = libdsv32.la libdsv32ipc.la
+HARNESS = tests/ipc/harness.h tests/ipc/harness.c
+
+check_PROGRAMS += tests/ipc/test-ipc-ring
+tests_ipc_test_ipc_ring_SOURCES = tests/ipc/test-ipc-ring.c
+tests_ipc_test_ipc_ring_LDADD = $(IPC_TEST_LIBS)
+TESTS += tests/ipc/test-ipc-ring
+
+check_PROGRAMS += tests/ipc/test-ipc-proto
+tests_ipc_test_ipc_proto_SOURCES = tests/ipc/test-ipc-proto.c
+tests_ipc_test_ipc_proto_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
+tests_ipc_test_ipc_proto_LDADD = $(IPC_TEST_LIBS)
+TESTS += tests/ipc/test-ipc-proto
+
+check_PROGRAMS += tests/ipc/test-server-units
+tests_ipc_test_server_units_SOURCES = tests/ipc/test-server-units.c
+tests_ipc_test_server_units_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
+tests_ipc_test_server_units_LDADD = libdsv32server.la
+TESTS += tests/ipc/test-server-units
+
+check_PROGRAMS += tests/ipc/test-daemon-generate
+tests_ipc_test_daemon_generate_SOURCES = tests/ipc/test-daemon-generate.c $(HARNESS)
+tests_ipc_test_daemon_generate_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-generate
+
+# the public header compiles as C++ (and links)
+check_PROGRAMS += tests/ipc/test-header-cxx
+tests_ipc_test_header_cxx_SOURCES = tests/ipc/test-header-cxx.cc
+tests_ipc_test_header_cxx_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/client
+tests_ipc_test_header_cxx_CXXFLAGS = $(AM_CXXFLAGS) -Wall -Wextra -Werror -pedantic
+tests_ipc_test_header_cxx_LDADD = libdsv32.la
+TESTS += tests/ipc/test-header-cxx
+
+# fuzz targets of the wire protocol: frame decoder and every message decoder
+check_PROGRAMS += tests/fuzz/fuzz-ipc-msg-replay tests/fuzz/fuzz-ipc-frame-replay
+tests_fuzz_fuzz_ipc_msg_replay_SOURCES = tests/fuzz/fuzz-ipc-msg.c tests/fuzz/standalone.c
+tests_fuzz_fuzz_ipc_msg_replay_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
+tests_fuzz_fuzz_ipc_msg_replay_LDADD = $(IPC_TEST_LIBS)
+tests_fuzz_fuzz_ipc_frame_replay_SOURCES = tests/fuzz/fuzz-ipc-frame.c tests/fuzz/standalone.c
+tests_fuzz_fuzz_ipc_frame_replay_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
+tests_fuzz_fuzz_ipc_frame_replay_LDADD = $(IPC_TEST_LIBS)
+TESTS += tests/ipc/fuzz-replay.sh
+EXTRA_DIST += tests/ipc/fuzz-replay.sh tests/fuzz/corpus/ipc-msg tests/fuzz/corpus/ipc-frame
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz-ipc-msg tests/fuzz/fuzz-ipc-frame
+tests_fuzz_fuzz_ipc_msg_SOURCES = tests/fuzz/fuzz-ipc-msg.c
+tests_fuzz_fuzz_ipc_msg_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_ipc_msg_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_ipc_msg_LDADD = $(IPC_TEST_LIBS)
+tests_fuzz_fuzz_ipc_frame_SOURCES = tests/fuzz/fuzz-ipc-frame.c
+tests_fuzz_fuzz_ipc_frame_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_ipc_frame_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_ipc_frame_LDADD = $(IPC_TEST_LIBS)
+endif
+
+# `make bench`: ping latency over the rings against a Unix socketpair
+bench_scripts += tests/ipc/bench.sh
+EXTRA_DIST += tests/ipc/bench.sh
+
+check_PROGRAMS += tests/ipc/test-daemon-kill
+tests_ipc_test_daemon_kill_SOURCES = tests/ipc/test-daemon-kill.c $(HARNESS)
+tests_ipc_test_daemon_kill_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-kill
+
+check_PROGRAMS += tests/ipc/test-daemon-hostile
+tests_ipc_test_daemon_hostile_SOURCES = tests/ipc/test-daemon-hostile.c $(HARNESS)
+tests_ipc_test_daemon_hostile_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
+tests_ipc_test_daemon_hostile_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-hostile
+
+check_PROGRAMS += tests/ipc/test-daemon-signals
+tests_ipc_test_daemon_signals_SOURCES = tests/ipc/test-daemon-signals.c $(HARNESS)
+tests_ipc_test_daemon_signals_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-signals
+
+TESTS += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh
+EXTRA_DIST += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh

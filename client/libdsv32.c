@@ -1,0 +1,981 @@
+/* libdsv32: the client side of the dsv32d protocol (ipc/PROTOCOL.md) behind the public API
+ * of dsv32.h. One connection = one Unix socket (handshake, doorbells, hangup) + one memfd
+ * with the submission ring (we produce) and the completion ring (we consume). Records for
+ * requests other than the one a synchronous call waits for are queued in private memory
+ * and handed out later by dsv32_poll_events(). */
+#include "config.h"
+
+#include "client/dsv32.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ipc/proto.h"
+#include "ipc/ring.h"
+
+#define API __attribute__((visibility("default")))
+#define DEFAULT_SPIN_NS 50000u
+#define MIN_SPIN_NS 0u /* a peer that never answers during the spin gets none (probes aside) */
+#define HANDSHAKE_BUF 4096
+
+struct queued {
+        struct queued *next;
+        uint16_t type;
+        uint32_t len;
+        uint8_t *data;
+};
+
+struct held { /* an event's storage, kept until the next call */
+        uint8_t *buf;
+        struct dsv_msg msg;
+};
+
+static __thread char connect_err[DSV_ERROR_MESSAGE_MAX + 128];
+
+struct dsv32_client {
+        int fd;
+        struct dsv_shm shm;
+        struct dsv32_info info;
+        uint64_t next_id;
+        enum dsv32_wait_mode mode;
+        struct dsv_spin spin;
+        struct dsv32_wait_stats ws;
+        uint8_t *rx;
+        size_t rxcap;
+        struct dsv_wbuf wbuf;
+        struct queued *q_head, *q_tail;
+        int broken; /* negative errno once the connection is unusable */
+        char err[DSV_ERROR_MESSAGE_MAX + 128];
+        struct held *held;
+        size_t n_held, cap_held;
+};
+
+static int set_err(struct dsv32_client *c, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int set_err(struct dsv32_client *c, int e, const char *fmt, ...) {
+        va_list ap;
+        if (c) {
+                va_start(ap, fmt);
+                vsnprintf(c->err, sizeof(c->err), fmt, ap);
+                va_end(ap);
+        }
+        return e;
+}
+
+static int broken(struct dsv32_client *c, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int broken(struct dsv32_client *c, int e, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->err, sizeof(c->err), fmt, ap);
+        va_end(ap);
+        c->broken = e;
+        return e;
+}
+
+static void release_held(struct dsv32_client *c) {
+        for (size_t i = 0; i < c->n_held; i++) {
+                dsv_msg_release(&c->held[i].msg);
+                free(c->held[i].buf);
+        }
+        c->n_held = 0;
+}
+
+/* ------------------------------------------------------------------ socket */
+
+/* Reads pending datagrams: doorbells, or the daemon's final ERROR before it closes. */
+static int drain_socket(struct dsv32_client *c) {
+        uint8_t buf[DSV_ERROR_MESSAGE_MAX + 64];
+        size_t len = 0;
+        int r = dsv_ipc_doorbell_drain(c->fd, buf, sizeof(buf), &len);
+        if (len > sizeof(struct dsv_ipc_record)) {
+                struct dsv_ipc_record h;
+                struct dsv_msg m;
+                memcpy(&h, buf, sizeof(h));
+                if (h.type == DSV_MSG_ERROR && h.length <= len - sizeof(h) &&
+                    dsv_msg_decode(DSV_MSG_ERROR, buf + sizeof(h), h.length, &m, NULL, 0) == 0) {
+                        int code = m.u.error.code > 0 ? -m.u.error.code : -EPROTO;
+                        broken(c, code, "dsv32d: %.*s", (int)m.u.error.message_len, m.u.error.message ? m.u.error.message : "");
+                        dsv_msg_release(&m);
+                        return code;
+                }
+        }
+        if (r == -ECONNRESET)
+                return broken(c, -ECONNRESET, "dsv32d closed the connection");
+        if (r < 0)
+                return broken(c, r, "connection to dsv32d failed: %s", strerror(-r));
+        return 0;
+}
+
+static void ring_doorbell(struct dsv32_client *c) {
+        dsv_ipc_doorbell(c->fd);
+        c->ws.doorbells++;
+}
+
+/* ------------------------------------------------------------------ waiting */
+
+/* Waits until the completion ring has data (1), the timeout passed (0), or the connection
+ * broke (< 0). Adaptive: spin first while that pays, then sleep on the socket. */
+static int wait_completion(struct dsv32_client *c, int timeout_ms) {
+        struct dsv_ring *r = &c->shm.comp;
+        uint64_t t0 = dsv_ipc_now_ns(), budget;
+        int rc;
+
+        if (c->broken)
+                return c->broken;
+        if (!dsv_ring_empty(r))
+                return 1;
+        c->ws.waits++;
+        budget = c->mode == DSV32_WAIT_SLEEP ? 0 : dsv_spin_budget(&c->spin);
+        if (c->mode == DSV32_WAIT_SPIN) {
+                for (unsigned i = 1;; i++) {
+                        if (!dsv_ring_empty(r)) {
+                                c->ws.spins_won++;
+                                return 1;
+                        }
+                        if ((i & 4095) == 0) {
+                                uint64_t now = dsv_ipc_now_ns();
+                                /* let a peer that shares our core run (an oversubscribed machine) */
+                                sched_yield();
+                                if ((rc = drain_socket(c)) < 0)
+                                        return rc;
+                                if (timeout_ms >= 0 && now - t0 >= (uint64_t)timeout_ms * 1000000ull)
+                                        return 0;
+                        }
+                        dsv_cpu_relax();
+                }
+        }
+        if (budget) {
+                for (unsigned i = 0;; i++) {
+                        if (!dsv_ring_empty(r)) {
+                                dsv_spin_update(&c->spin, true);
+                                c->ws.spins_won++;
+                                return 1;
+                        }
+                        if ((i & 63) == 63 && dsv_ipc_now_ns() - t0 >= budget)
+                                break;
+                        dsv_cpu_relax();
+                }
+                dsv_spin_update(&c->spin, false);
+        }
+        for (;;) {
+                struct pollfd p = {.fd = c->fd, .events = POLLIN};
+                int left = -1;
+                if (dsv_ring_consumer_sleep_begin(r)) {
+                        dsv_ring_consumer_sleep_end(r);
+                        return 1;
+                }
+                if (timeout_ms >= 0) {
+                        uint64_t el = (dsv_ipc_now_ns() - t0) / 1000000ull;
+                        if (el >= (uint64_t)timeout_ms) {
+                                dsv_ring_consumer_sleep_end(r);
+                                return 0;
+                        }
+                        left = timeout_ms - (int)el;
+                }
+                c->ws.sleeps++;
+                rc = poll(&p, 1, left);
+                dsv_ring_consumer_sleep_end(r);
+                if (rc < 0 && errno != EINTR)
+                        return broken(c, -errno, "poll failed: %s", strerror(errno));
+                if (rc > 0 && (rc = drain_socket(c)) < 0)
+                        return rc;
+                if (!dsv_ring_empty(r))
+                        return 1;
+        }
+}
+
+/* ------------------------------------------------------------------ records */
+
+/* Reads one completion record into c->rx. 1, 0 (empty), < 0 broken. */
+static int ring_take(struct dsv32_client *c, struct dsv_ipc_record *h) {
+        int r = dsv_ring_read(&c->shm.comp, h, c->rx, c->rxcap);
+        if (r < 0)
+                return broken(c, -EPROTO, "the completion ring is corrupt");
+        if (r > 0 && dsv_ring_producer_needs_wake(&c->shm.comp))
+                ring_doorbell(c);
+        return r;
+}
+
+static int enqueue(struct dsv32_client *c, const struct dsv_ipc_record *h, const uint8_t *p) {
+        struct queued *q = malloc(sizeof(*q));
+        if (!q)
+                return set_err(c, -ENOMEM, "out of memory");
+        q->data = malloc(h->length ? h->length : 1);
+        if (!q->data) {
+                free(q);
+                return set_err(c, -ENOMEM, "out of memory");
+        }
+        q->next = NULL;
+        q->type = h->type;
+        q->len = h->length;
+        memcpy(q->data, p, h->length);
+        if (c->q_tail)
+                c->q_tail->next = q;
+        else
+                c->q_head = q;
+        c->q_tail = q;
+        return 0;
+}
+
+/* Moves every completion record into the private queue (while we wait for submission
+ * space, the daemon must not be stuck on a full completion ring). */
+static int drain_to_queue(struct dsv32_client *c) {
+        struct dsv_ipc_record h;
+        int r;
+        while ((r = ring_take(c, &h)) > 0)
+                if ((r = enqueue(c, &h, c->rx)) < 0)
+                        return r;
+        return r;
+}
+
+static int send_msg(struct dsv32_client *c, const struct dsv_msg *m) {
+        struct dsv_ring *r = &c->shm.sub;
+        int e;
+
+        if (c->broken)
+                return c->broken;
+        c->wbuf.len = 0;
+        c->wbuf.err = 0;
+        e = dsv_msg_encode(m, &c->wbuf);
+        if (e < 0)
+                return set_err(c, e, "cannot encode the request: %s", strerror(-e));
+        if (c->wbuf.len > r->max_record)
+                return set_err(c, -EMSGSIZE,
+                               "the request is %zu bytes; the submission ring carries at most %u per record (connect "
+                               "with a larger submit_ring_bytes, up to the daemon's max-ring-kib)",
+                               c->wbuf.len, r->max_record);
+        for (;;) {
+                e = dsv_ring_write(r, m->type, 0, c->wbuf.data, (uint32_t)c->wbuf.len);
+                if (e == 0)
+                        break;
+                if (e != -EAGAIN)
+                        return broken(c, -EPROTO, "the submission ring is corrupt");
+                if ((e = drain_to_queue(c)) < 0)
+                        return e;
+                if (!dsv_ring_producer_sleep_begin(r, dsv_ring_record_bytes((uint32_t)c->wbuf.len))) {
+                        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+                        c->ws.sleeps++;
+                        if (poll(&p, 1, 100) > 0 && (e = drain_socket(c)) < 0) {
+                                dsv_ring_producer_sleep_end(r);
+                                return e;
+                        }
+                }
+                dsv_ring_producer_sleep_end(r);
+        }
+        if (dsv_ring_consumer_needs_wake(r))
+                ring_doorbell(c);
+        return 0;
+}
+
+static uint64_t record_id(uint16_t type, const uint8_t *p, uint32_t len) {
+        (void)type;
+        return dsv_msg_peek_id(p, len);
+}
+
+/* Next record addressed to `id`: from the queue, else from the ring (others are queued).
+ * On success *buf is a malloc'ed copy of the payload that m borrows from (the caller frees
+ * it after dsv_msg_release). */
+static int take_for(struct dsv32_client *c, uint64_t id, struct dsv_msg *m, uint8_t **buf) {
+        struct dsv_ipc_record h;
+        char why[256];
+        int r;
+
+        for (struct queued **pp = &c->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+                struct queued *q = *pp;
+                if (record_id(q->type, q->data, q->len) != id)
+                        continue;
+                *pp = q->next;
+                if (c->q_tail == q)
+                        c->q_tail = prev;
+                r = dsv_msg_decode(q->type, q->data, q->len, m, why, sizeof(why));
+                if (r < 0) {
+                        free(q->data);
+                        free(q);
+                        return broken(c, -EPROTO, "bad record from dsv32d: %s", why);
+                }
+                *buf = q->data;
+                free(q);
+                return 0;
+        }
+        for (;;) {
+                r = ring_take(c, &h);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        r = wait_completion(c, -1);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (record_id(h.type, c->rx, h.length) != id) {
+                        if ((r = enqueue(c, &h, c->rx)) < 0)
+                                return r;
+                        continue;
+                }
+                *buf = malloc(h.length ? h.length : 1);
+                if (!*buf)
+                        return set_err(c, -ENOMEM, "out of memory");
+                memcpy(*buf, c->rx, h.length);
+                r = dsv_msg_decode(h.type, *buf, h.length, m, why, sizeof(why));
+                if (r < 0) {
+                        free(*buf);
+                        return broken(c, -EPROTO, "bad record from dsv32d: %s", why);
+                }
+                return 0;
+        }
+}
+
+/* An ERROR for our request: its code as a negative errno, its text in c->err. */
+static int error_of(struct dsv32_client *c, const struct dsv_msg *m) {
+        int code = m->u.error.code > 0 ? -m->u.error.code : -EIO;
+        set_err(c, code, "%.*s", (int)m->u.error.message_len, m->u.error.message ? m->u.error.message : "");
+        return code;
+}
+
+/* Sends m (whose id is `id`) and waits for the reply of type want (or an ERROR). */
+static int call(struct dsv32_client *c, const struct dsv_msg *m, uint64_t id, uint16_t want, struct dsv_msg *reply,
+                uint8_t **buf) {
+        int r = send_msg(c, m);
+        if (r < 0)
+                return r;
+        for (;;) {
+                r = take_for(c, id, reply, buf);
+                if (r < 0)
+                        return r;
+                if (reply->type == want)
+                        return 0;
+                if (reply->type == DSV_MSG_ERROR) {
+                        r = error_of(c, reply);
+                        dsv_msg_release(reply);
+                        free(*buf);
+                        return r;
+                }
+                /* anything else for this id is stale; skip it */
+                dsv_msg_release(reply);
+                free(*buf);
+        }
+}
+
+/* ------------------------------------------------------------------ connect */
+
+static int handshake(struct dsv32_client *c, const struct dsv32_connect_opts *o, const char *path) {
+        struct dsv_msg m = {.type = DSV_MSG_HELLO};
+        struct dsv_ipc_record h = {.type = DSV_MSG_HELLO};
+        uint8_t out[512], in[HANDSHAKE_BUF];
+        struct dsv_wbuf w;
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(4 * sizeof(int))];
+        } cm;
+        struct iovec iov = {.iov_base = in, .iov_len = sizeof(in)};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf)};
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int fds[4], n_fds = 0, timeout = o && o->timeout_ms ? o->timeout_ms : 10000, r;
+        char why[256];
+        ssize_t n;
+
+        m.u.hello.version_major = DSV_IPC_VERSION_MAJOR;
+        m.u.hello.version_minor = DSV_IPC_VERSION_MINOR;
+        snprintf(m.u.hello.name, sizeof(m.u.hello.name), "%s", o && o->client_name ? o->client_name : "libdsv32");
+        m.u.hello.sub_bytes = o ? o->submit_ring_bytes : 0;
+        m.u.hello.comp_bytes = o ? o->completion_ring_bytes : 0;
+        dsv_wbuf_fixed(&w, out + sizeof(h), sizeof(out) - sizeof(h));
+        if ((r = dsv_msg_encode(&m, &w)) < 0)
+                return set_err(c, r, "cannot encode HELLO");
+        h.length = (uint32_t)w.len;
+        memcpy(out, &h, sizeof(h));
+        /* a refusal may already be queued for us: read it even if this send fails */
+        if (send(c->fd, out, sizeof(h) + w.len, MSG_NOSIGNAL) < 0 && errno != EPIPE && errno != ECONNRESET)
+                return set_err(c, -errno, "cannot send HELLO to %s: %s", path, strerror(errno));
+        r = poll(&p, 1, timeout < 0 ? -1 : timeout);
+        if (r == 0)
+                return set_err(c, -ETIMEDOUT, "dsv32d at %s did not answer within %d ms", path, timeout);
+        if (r < 0)
+                return set_err(c, -errno, "poll: %s", strerror(errno));
+        n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (n < 0 && errno == ECONNRESET) {
+                /* the daemon refused us and closed before reading our HELLO: its ERROR
+                 * datagram is still queued behind the reset */
+                mh.msg_controllen = sizeof(cm.buf);
+                n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+                if (n < 0)
+                        errno = ECONNRESET;
+        }
+        if (n < 0)
+                return set_err(c, -errno, "cannot read the answer of dsv32d at %s: %s", path, strerror(errno));
+        for (struct cmsghdr *ch = CMSG_FIRSTHDR(&mh); ch; ch = CMSG_NXTHDR(&mh, ch))
+                if (ch->cmsg_level == SOL_SOCKET && ch->cmsg_type == SCM_RIGHTS) {
+                        size_t k = (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                        for (size_t i = 0; i < k && n_fds < 4; i++)
+                                memcpy(&fds[n_fds++], CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
+                }
+        r = 0;
+        if (n == 0) {
+                r = set_err(c, -ECONNRESET, "dsv32d at %s closed the connection during the handshake", path);
+        } else if ((size_t)n < sizeof(h) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+                r = set_err(c, -EPROTO, "dsv32d at %s sent a malformed handshake answer", path);
+        } else {
+                memcpy(&h, in, sizeof(h));
+                if (h.length != (size_t)n - sizeof(h)) {
+                        r = set_err(c, -EPROTO, "dsv32d at %s sent a malformed handshake answer", path);
+                } else if (h.type == DSV_MSG_ERROR) {
+                        if (dsv_msg_decode(DSV_MSG_ERROR, in + sizeof(h), h.length, &m, why, sizeof(why)) == 0) {
+                                r = error_of(c, &m);
+                                dsv_msg_release(&m);
+                        } else {
+                                r = set_err(c, -EPROTO, "dsv32d at %s refused the connection", path);
+                        }
+                } else if (h.type != DSV_MSG_WELCOME ||
+                           dsv_msg_decode(DSV_MSG_WELCOME, in + sizeof(h), h.length, &m, why, sizeof(why)) < 0) {
+                        r = set_err(c, -EPROTO, "dsv32d at %s sent no WELCOME", path);
+                } else {
+                        struct dsv_msg_welcome *wl = &m.u.welcome;
+                        struct dsv32_info *inf = &c->info;
+                        if (n_fds != 1) {
+                                r = set_err(c, -EPROTO, "dsv32d sent %d descriptors with WELCOME, expected 1", n_fds);
+                        } else if ((r = dsv_shm_attach(fds[0], &c->shm)) < 0) {
+                                set_err(c, r, "cannot map the shared memory of dsv32d: %s", strerror(-r));
+                        } else if (c->shm.size != wl->shm_size) {
+                                r = set_err(c, -EPROTO, "the shared memory has %zu bytes, WELCOME says %llu", c->shm.size,
+                                            (unsigned long long)wl->shm_size);
+                        }
+                        snprintf(inf->daemon_version, sizeof(inf->daemon_version), "%s", wl->daemon_version);
+                        inf->protocol_major = wl->version_major;
+                        inf->protocol_minor = wl->version_minor;
+                        inf->daemon_pid = wl->pid;
+                        inf->state = (enum dsv32_state)wl->state;
+                        snprintf(inf->model, sizeof(inf->model), "%s", wl->model);
+                        inf->vocab_size = wl->vocab_size;
+                        inf->bos_id = wl->bos_id;
+                        inf->eos_id = wl->eos_id;
+                        inf->max_context = wl->max_context;
+                        inf->features = wl->features;
+                        inf->max_tokens_limit = wl->max_tokens_limit;
+                        inf->max_prompt_bytes = wl->max_prompt_bytes;
+                        dsv_msg_release(&m);
+                }
+        }
+        for (int i = 0; i < n_fds; i++)
+                close(fds[i]);
+        return r;
+}
+
+API int dsv32_connect(const struct dsv32_connect_opts *opts, dsv32_client **ret) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        const char *path;
+        dsv32_client *c;
+        int r;
+
+        if (!ret || (opts && opts->struct_size < sizeof(size_t)))
+                return -EINVAL;
+        path = opts && opts->struct_size >= offsetof(struct dsv32_connect_opts, client_name) && opts->socket_path
+                       ? opts->socket_path
+                       : getenv(DSV32_SOCKET_ENV);
+        if (!path || !*path)
+                path = DSV32_DEFAULT_SOCKET;
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->next_id = 1;
+        c->mode = DSV32_WAIT_ADAPTIVE;
+        dsv_spin_init(&c->spin, MIN_SPIN_NS, DEFAULT_SPIN_NS);
+        c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (c->fd < 0) {
+                r = -errno;
+                free(c);
+                return r;
+        }
+        if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                r = -errno;
+                if (r == -EACCES)
+                        snprintf(connect_err, sizeof(connect_err),
+                                 "permission denied on the socket %s: users of dsv32d must be in group dsv32", path);
+                else
+                        snprintf(connect_err, sizeof(connect_err), "cannot connect to dsv32d at %s: %s%s", path, strerror(-r),
+                                 r == -ENOENT || r == -ECONNREFUSED
+                                         ? " (is it running? systemctl start dsv32d.socket, or set DSV32_SOCKET)"
+                                         : "");
+                close(c->fd);
+                free(c);
+                return r;
+        }
+        r = handshake(c, opts, path);
+        if (r < 0) {
+                snprintf(connect_err, sizeof(connect_err), "%s", c->err);
+                dsv32_disconnect(c);
+                return r;
+        }
+        c->rxcap = c->shm.comp.max_record;
+        c->rx = malloc(c->rxcap);
+        if (!c->rx) {
+                dsv32_disconnect(c);
+                return -ENOMEM;
+        }
+        c->info.max_request_bytes = c->shm.sub.max_record;
+        c->info.max_reply_bytes = c->shm.comp.max_record;
+        *ret = c;
+        return 0;
+}
+
+API void dsv32_disconnect(dsv32_client *c) {
+        if (!c)
+                return;
+        release_held(c);
+        free(c->held);
+        while (c->q_head) {
+                struct queued *q = c->q_head;
+                c->q_head = q->next;
+                free(q->data);
+                free(q);
+        }
+        if (c->fd >= 0)
+                close(c->fd);
+        dsv_shm_unmap(&c->shm);
+        dsv_wbuf_free(&c->wbuf);
+        free(c->rx);
+        free(c);
+}
+
+API int dsv32_get_info(dsv32_client *c, struct dsv32_info *ret) {
+        if (!c || !ret)
+                return -EINVAL;
+        *ret = c->info;
+        return 0;
+}
+
+API int dsv32_set_wait(dsv32_client *c, enum dsv32_wait_mode mode, uint32_t max_spin_ns) {
+        if (!c || mode > DSV32_WAIT_SLEEP)
+                return -EINVAL;
+        c->mode = mode;
+        dsv_spin_init(&c->spin, MIN_SPIN_NS, max_spin_ns ? max_spin_ns : DEFAULT_SPIN_NS);
+        return 0;
+}
+
+API int dsv32_get_wait_stats(dsv32_client *c, struct dsv32_wait_stats *ret) {
+        if (!c || !ret)
+                return -EINVAL;
+        *ret = c->ws;
+        return 0;
+}
+
+API int dsv32_fd(dsv32_client *c) { return c ? c->fd : -EINVAL; }
+
+API const char *dsv32_last_error(const dsv32_client *c) {
+        if (!c)
+                return connect_err[0] ? connect_err : "no error";
+        return c->err[0] ? c->err : "no error";
+}
+
+API const char *dsv32_strerror(int err) { return strerror(err < 0 ? -err : err); }
+
+API const char *dsv32_finish_name(enum dsv32_finish f) { return dsv_finish_name((unsigned)f); }
+
+API const char *dsv32_version(void) { return PACKAGE_VERSION; }
+
+API void dsv32_free(void *p) { free(p); }
+
+/* ------------------------------------------------------------------ requests */
+
+static int build_generate(struct dsv32_client *c, const struct dsv32_request *q, struct dsv_msg *m,
+                          struct dsv_chat_msg **chat, uint64_t id) {
+        struct dsv_msg_generate *g = &m->u.generate;
+        int sources;
+
+        if (!q || q->struct_size < offsetof(struct dsv32_request, session))
+                return set_err(c, -EINVAL, "struct dsv32_request: set struct_size = sizeof(struct dsv32_request)");
+        sources = (q->text != NULL) + (q->tokens != NULL && q->n_tokens > 0) + (q->messages != NULL && q->n_messages > 0);
+        if (sources != 1)
+                return set_err(c, -EINVAL, "a request needs exactly one of text, tokens or messages");
+        if (q->n_stop_tokens > DSV_MAX_STOP_TOKENS || (q->n_stop_tokens && !q->stop_tokens))
+                return set_err(c, -EINVAL, "at most %d stop tokens", DSV_MAX_STOP_TOKENS);
+        if (q->n_tokens > DSV_MAX_TOKENS_ARRAY || q->n_messages > DSV_MAX_CHAT_MESSAGES)
+                return set_err(c, -E2BIG, "the prompt has too many tokens or messages");
+        for (size_t i = 0; i < q->n_tokens; i++)
+                if (q->tokens[i] < 0)
+                        return set_err(c, -EINVAL, "token %zu is negative", i);
+        for (size_t i = 0; i < q->n_stop_tokens; i++)
+                if (q->stop_tokens[i] < 0)
+                        return set_err(c, -EINVAL, "stop token %zu is negative", i);
+        memset(m, 0, sizeof(*m));
+        m->type = DSV_MSG_GENERATE;
+        g->id = id;
+        if (q->text) {
+                size_t len = q->text_len ? q->text_len : strlen(q->text);
+                if (len > DSV_MAX_TEXT)
+                        return set_err(c, -E2BIG, "the prompt is larger than %u bytes", DSV_MAX_TEXT);
+                g->text = q->text;
+                g->text_len = (uint32_t)len;
+        }
+        g->tokens = q->tokens;
+        g->n_tokens = q->tokens ? (uint32_t)q->n_tokens : 0;
+        if (q->messages && q->n_messages) {
+                *chat = calloc(q->n_messages, sizeof(**chat));
+                if (!*chat)
+                        return set_err(c, -ENOMEM, "out of memory");
+                for (size_t i = 0; i < q->n_messages; i++) {
+                        if (!q->messages[i].role || !q->messages[i].content)
+                                return set_err(c, -EINVAL, "message %zu lacks a role or content", i);
+                        (*chat)[i].role = q->messages[i].role;
+                        (*chat)[i].role_len = (uint32_t)strlen(q->messages[i].role);
+                        (*chat)[i].content = q->messages[i].content;
+                        (*chat)[i].content_len = (uint32_t)strlen(q->messages[i].content);
+                        if ((*chat)[i].role_len > 32)
+                                return set_err(c, -EINVAL, "message %zu: role is longer than 32 bytes", i);
+                }
+                g->messages = *chat;
+                g->n_messages = (uint32_t)q->n_messages;
+        }
+        g->max_tokens = q->max_tokens ? q->max_tokens : 256;
+        g->temperature = q->temperature;
+        g->top_p = q->top_p > 0.0f ? q->top_p : 1.0f;
+        g->top_k = q->top_k;
+        g->min_p = q->min_p;
+        g->seed = q->seed;
+        g->flags = q->flags & (DSV_GEN_SEED | DSV_GEN_NO_STREAM | DSV_GEN_NO_BOS | DSV_GEN_THINKING | DSV_GEN_IGNORE_EOS);
+        g->stop_tokens = q->stop_tokens;
+        g->n_stop_tokens = (uint32_t)q->n_stop_tokens;
+        if (q->session)
+                snprintf(g->session, sizeof(g->session), "%s", q->session);
+        return 0;
+}
+
+API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t *ret_id) {
+        struct dsv_chat_msg *chat = NULL;
+        struct dsv_msg m;
+        uint64_t id;
+        int r;
+
+        if (!c)
+                return -EINVAL;
+        release_held(c);
+        id = c->next_id;
+        r = build_generate(c, req, &m, &chat, id);
+        if (r >= 0)
+                r = send_msg(c, &m);
+        free(chat);
+        if (r < 0)
+                return r;
+        c->next_id++;
+        if (ret_id)
+                *ret_id = id;
+        return 0;
+}
+
+API int dsv32_cancel(dsv32_client *c, uint64_t id) {
+        struct dsv_msg m = {.type = DSV_MSG_CANCEL};
+        if (!c || !id)
+                return -EINVAL;
+        m.u.id.id = id;
+        return send_msg(c, &m);
+}
+
+static void fill_usage(struct dsv32_usage *u, const struct dsv_msg_done *d) {
+        u->prompt_tokens = d->prompt_tokens;
+        u->completion_tokens = d->completion_tokens;
+        u->cached_tokens = d->cached_tokens;
+        u->queue_us = d->queue_us;
+        u->prefill_us = d->prefill_us;
+        u->decode_us = d->decode_us;
+}
+
+API int dsv32_generate(dsv32_client *c, const struct dsv32_request *req, dsv32_token_cb cb, void *userdata,
+                       struct dsv32_result *result) {
+        uint64_t id;
+        bool cancelled = false;
+        int r;
+
+        if (!c)
+                return -EINVAL;
+        r = dsv32_submit(c, req, &id);
+        if (r < 0)
+                return r;
+        for (;;) {
+                struct dsv_msg m;
+                uint8_t *buf = NULL;
+                r = take_for(c, id, &m, &buf);
+                if (r < 0)
+                        return r;
+                if (m.type == DSV_MSG_TOKENS) {
+                        if (cb && !cancelled && cb(userdata, m.u.tokens.tokens, m.u.tokens.n_tokens, m.u.tokens.text,
+                                                   m.u.tokens.text_len) != 0) {
+                                cancelled = true;
+                                r = dsv32_cancel(c, id);
+                        }
+                } else if (m.type == DSV_MSG_DONE) {
+                        if (result) {
+                                result->finish = (enum dsv32_finish)m.u.done.reason;
+                                fill_usage(&result->usage, &m.u.done);
+                        }
+                        dsv_msg_release(&m);
+                        free(buf);
+                        return 0;
+                } else if (m.type == DSV_MSG_ERROR) {
+                        r = error_of(c, &m);
+                        dsv_msg_release(&m);
+                        free(buf);
+                        return r;
+                }
+                dsv_msg_release(&m);
+                free(buf);
+                if (r < 0)
+                        return r;
+        }
+}
+
+static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t len, struct dsv32_event *ev) {
+        struct held *h;
+        char why[256];
+        int r;
+
+        if (c->n_held == c->cap_held) {
+                size_t cap = c->cap_held ? 2 * c->cap_held : 16;
+                struct held *v = realloc(c->held, cap * sizeof(*v));
+                if (!v) {
+                        free(buf);
+                        return set_err(c, -ENOMEM, "out of memory");
+                }
+                c->held = v;
+                c->cap_held = cap;
+        }
+        h = &c->held[c->n_held];
+        r = dsv_msg_decode(type, buf, len, &h->msg, why, sizeof(why));
+        if (r < 0) {
+                free(buf);
+                return broken(c, -EPROTO, "bad record from dsv32d: %s", why);
+        }
+        h->buf = buf;
+        c->n_held++;
+        memset(ev, 0, sizeof(*ev));
+        switch (type) {
+        case DSV_MSG_TOKENS:
+                ev->type = DSV32_EVENT_TOKENS;
+                ev->id = h->msg.u.tokens.id;
+                ev->tokens = h->msg.u.tokens.tokens;
+                ev->n_tokens = h->msg.u.tokens.n_tokens;
+                ev->text = h->msg.u.tokens.text;
+                ev->text_len = h->msg.u.tokens.text_len;
+                return 1;
+        case DSV_MSG_DONE:
+                ev->type = DSV32_EVENT_DONE;
+                ev->id = h->msg.u.done.id;
+                ev->finish = (enum dsv32_finish)h->msg.u.done.reason;
+                fill_usage(&ev->usage, &h->msg.u.done);
+                return 1;
+        case DSV_MSG_ERROR: {
+                /* NUL-terminate the message in place: it ends inside buf */
+                char *t = malloc(h->msg.u.error.message_len + 1);
+                if (!t)
+                        return set_err(c, -ENOMEM, "out of memory");
+                memcpy(t, h->msg.u.error.message ? h->msg.u.error.message : "", h->msg.u.error.message_len);
+                t[h->msg.u.error.message_len] = 0;
+                free(h->buf);
+                h->buf = (uint8_t *)t; /* the decoded strings are no longer used */
+                ev->type = DSV32_EVENT_ERROR;
+                ev->id = h->msg.u.error.id;
+                ev->error = h->msg.u.error.code > 0 ? -h->msg.u.error.code : -EIO;
+                ev->message = t;
+                return 1;
+        }
+        default:
+                return 0; /* a stray reply of a synchronous call: ignored */
+        }
+}
+
+API int dsv32_poll_events(dsv32_client *c, struct dsv32_event *events, size_t max) {
+        size_t n = 0;
+        int r;
+
+        if (!c || (!events && max))
+                return -EINVAL;
+        release_held(c);
+        while (n < max && c->q_head) {
+                struct queued *q = c->q_head;
+                c->q_head = q->next;
+                if (!c->q_head)
+                        c->q_tail = NULL;
+                r = hold(c, q->data, q->type, q->len, &events[n]);
+                free(q);
+                if (r < 0)
+                        return r;
+                n += (size_t)r;
+        }
+        while (n < max) {
+                struct dsv_ipc_record h;
+                uint8_t *buf;
+                r = ring_take(c, &h);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                buf = malloc(h.length ? h.length : 1);
+                if (!buf)
+                        return set_err(c, -ENOMEM, "out of memory");
+                memcpy(buf, c->rx, h.length);
+                r = hold(c, buf, h.type, h.length, &events[n]);
+                if (r < 0)
+                        return r;
+                n += (size_t)r;
+        }
+        if (n == 0 && c->broken)
+                return c->broken;
+        if (n == 0 && (r = drain_socket(c)) < 0)
+                return r;
+        return (int)n;
+}
+
+API int dsv32_wait(dsv32_client *c, int timeout_ms) {
+        if (!c)
+                return -EINVAL;
+        if (c->q_head)
+                return 1;
+        return wait_completion(c, timeout_ms);
+}
+
+API int dsv32_ping(dsv32_client *c, uint64_t *ret_rtt_ns) {
+        struct dsv_msg m = {.type = DSV_MSG_PING}, reply;
+        uint8_t *buf = NULL;
+        uint64_t t0;
+        int r;
+
+        if (!c)
+                return -EINVAL;
+        release_held(c);
+        m.u.ping.id = c->next_id++;
+        t0 = dsv_ipc_now_ns();
+        m.u.ping.t_ns = t0;
+        r = call(c, &m, m.u.ping.id, DSV_MSG_PONG, &reply, &buf);
+        if (r < 0)
+                return r;
+        if (ret_rtt_ns)
+                *ret_rtt_ns = dsv_ipc_now_ns() - t0;
+        dsv_msg_release(&reply);
+        free(buf);
+        return 0;
+}
+
+API int dsv32_tokenize(dsv32_client *c, const char *text, size_t len, uint32_t flags, int32_t **ret_tokens, size_t *ret_n) {
+        struct dsv_msg m = {.type = DSV_MSG_TOKENIZE}, reply;
+        uint8_t *buf = NULL;
+        int32_t *out;
+        int r;
+
+        if (!c || !text || !ret_tokens || !ret_n)
+                return -EINVAL;
+        if (len > DSV_MAX_TEXT)
+                return set_err(c, -E2BIG, "the text is larger than %u bytes", DSV_MAX_TEXT);
+        release_held(c);
+        m.u.tokenize.id = c->next_id++;
+        m.u.tokenize.text = text;
+        m.u.tokenize.text_len = (uint32_t)len;
+        m.u.tokenize.flags = flags & DSV_TOK_ADD_BOS;
+        r = call(c, &m, m.u.tokenize.id, DSV_MSG_TOKENIZE_REPLY, &reply, &buf);
+        if (r < 0)
+                return r;
+        out = malloc(reply.u.tokens.n_tokens ? reply.u.tokens.n_tokens * sizeof(int32_t) : 1);
+        if (out) {
+                memcpy(out, reply.u.tokens.tokens, reply.u.tokens.n_tokens * sizeof(int32_t));
+                *ret_tokens = out;
+                *ret_n = reply.u.tokens.n_tokens;
+        }
+        dsv_msg_release(&reply);
+        free(buf);
+        return out ? 0 : set_err(c, -ENOMEM, "out of memory");
+}
+
+API int dsv32_detokenize(dsv32_client *c, const int32_t *tokens, size_t n, char **ret_text, size_t *ret_len) {
+        struct dsv_msg m = {.type = DSV_MSG_DETOKENIZE}, reply;
+        uint8_t *buf = NULL;
+        char *out;
+        int r;
+
+        if (!c || (!tokens && n) || !ret_text || n > DSV_MAX_TOKENS_ARRAY)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (tokens[i] < 0)
+                        return set_err(c, -EINVAL, "token %zu is negative", i);
+        release_held(c);
+        m.u.tokens.id = c->next_id++;
+        m.u.tokens.tokens = tokens;
+        m.u.tokens.n_tokens = (uint32_t)n;
+        r = call(c, &m, m.u.tokens.id, DSV_MSG_DETOKENIZE_REPLY, &reply, &buf);
+        if (r < 0)
+                return r;
+        out = malloc((size_t)reply.u.detok.text_len + 1);
+        if (out) {
+                memcpy(out, reply.u.detok.text, reply.u.detok.text_len);
+                out[reply.u.detok.text_len] = 0;
+                *ret_text = out;
+                if (ret_len)
+                        *ret_len = reply.u.detok.text_len;
+        }
+        dsv_msg_release(&reply);
+        free(buf);
+        return out ? 0 : set_err(c, -ENOMEM, "out of memory");
+}
+
+API int dsv32_stats(dsv32_client *c, struct dsv32_stats *ret) {
+        struct dsv_msg m = {.type = DSV_MSG_STATS}, reply;
+        struct dsv_msg_stats_reply *s;
+        uint8_t *buf = NULL;
+        int r;
+
+        if (!c || !ret)
+                return -EINVAL;
+        release_held(c);
+        m.u.id.id = c->next_id++;
+        r = call(c, &m, m.u.id.id, DSV_MSG_STATS_REPLY, &reply, &buf);
+        if (r < 0)
+                return r;
+        s = &reply.u.stats;
+        memset(ret, 0, sizeof(*ret));
+        ret->state = (enum dsv32_state)s->state;
+        ret->daemon_pid = s->pid;
+        ret->uptime_ms = s->uptime_ms;
+        ret->load_permille = s->load_permille;
+        snprintf(ret->daemon_version, sizeof(ret->daemon_version), "%s", s->daemon_version);
+        snprintf(ret->model, sizeof(ret->model), "%s", s->model);
+        snprintf(ret->backend, sizeof(ret->backend), "%s", s->backend);
+        snprintf(ret->numerics, sizeof(ret->numerics), "%s", s->numerics);
+        ret->threads = s->threads;
+        ret->vocab_size = s->vocab_size;
+        ret->n_layers = s->n_layers;
+        ret->max_context = s->max_context;
+        ret->weight_bytes = s->weight_bytes;
+        ret->kv_pages_total = s->kv_pages_total;
+        ret->kv_pages_used = s->kv_pages_used;
+        ret->kv_page_tokens = s->kv_page_tokens;
+        ret->kv_bytes_per_token = s->kv_bytes_per_token;
+        ret->rss_bytes = s->rss_bytes;
+        ret->clients = s->clients;
+        ret->requests_running = s->requests_running;
+        ret->requests_waiting = s->requests_waiting;
+        ret->requests_parked = s->requests_parked;
+        ret->requests_total = s->requests_total;
+        ret->prompt_tokens_total = s->prompt_tokens_total;
+        ret->generated_tokens_total = s->generated_tokens_total;
+        ret->steps_total = s->steps_total;
+        ret->prefill_tokens_per_s = s->prefill_tok_s;
+        ret->decode_tokens_per_s = s->decode_tok_s;
+        ret->loop_wakeups = s->loop_wakeups;
+        ret->loop_sleeps = s->loop_sleeps;
+        ret->doorbells_sent = s->doorbells_sent;
+        ret->doorbells_received = s->doorbells_received;
+        ret->spin_us = s->spin_us;
+        ret->features = s->features;
+        if (ret->state == DSV32_STATE_READY)
+                c->info.features = s->features;
+        dsv_msg_release(&reply);
+        free(buf);
+        return 0;
+}

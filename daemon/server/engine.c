@@ -1,0 +1,973 @@
+/* The engine thread and its continuous-batching scheduler (see engine.h). */
+#include "config.h"
+
+#include "daemon/server/engine.h"
+
+#include <pthread.h>
+#include <sys/random.h>
+
+#include "daemon/model.h"
+#include "daemon/server/sampler.h"
+#include "daemon/server/text.h"
+#include "daemon/util.h"
+
+enum req_state {
+        REQ_WAITING, /* prompt not fully in the KV cache */
+        REQ_RUNNING, /* decoding */
+        REQ_FINISHING, /* final message pending */
+};
+
+struct request {
+        struct dsv_request_in *in;
+        struct dsv_conn *conn;
+        uint64_t id;
+        enum req_state state;
+        int32_t *tokens; /* prompt, then generated tokens */
+        int n_prompt, n_tokens, cap;
+        int total;       /* prompt + max_tokens, capped to the context */
+        struct dsv_kv_seq seq;
+        bool admitted;
+        struct dsv_sampling sp;
+        int n_generated;
+        /* output not yet written to the completion ring */
+        int32_t *out;
+        int n_out, cap_out;
+        char *text_out;
+        size_t n_text, cap_text;
+        struct dsv_text_stream *stream;
+        /* final message */
+        bool final_error;
+        int error_code;
+        char error_msg[512];
+        uint32_t reason;
+        bool cancel;
+        uint64_t t_submit, t_start, t_first, t_end;
+};
+
+struct cancel_rec {
+        struct dsv_conn *conn;
+        uint64_t id;
+        struct cancel_rec *next;
+};
+
+struct dsv_engine {
+        struct dsv_engine_opts opts;
+        char *model_dir, *backend_name, *numerics_name;
+        pthread_t thread;
+        bool thread_started;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        /* under lock */
+        struct dsv_request_in **incoming;
+        size_t n_incoming, cap_incoming;
+        struct cancel_rec *cancels;
+        bool stop, kicked, draining;
+        uint64_t drain_deadline_ns;
+        struct dsv_engine_tunables tun;
+        /* atomics */
+        int state;
+        unsigned load_permille;
+        uint64_t heartbeat_ns;
+        bool idle;
+        uint64_t n_requests_total, n_prompt_total, n_generated_total, n_steps;
+        uint32_t n_running, n_waiting, n_parked;
+        uint64_t kv_pages_used;
+        uint64_t prefill_mtok_s, decode_mtok_s; /* tokens per 1000 s */
+        /* engine thread only (info and text published before state READY) */
+        struct dsv_backend *be;
+        struct dsv_model *model;
+        struct dsv_kv_pool *kv;
+        struct dsv_text *text;
+        struct dsv_sampler sampler;
+        struct dsv_engine_info info;
+        struct request **reqs;
+        size_t n_reqs, cap_reqs;
+        float *logits;
+        size_t logits_rows;
+        int32_t *b_tok, *b_pos, *b_seq;
+        bool *b_want;
+        struct dsv_kv_seq **b_seqs;
+        struct request **b_req;     /* per sequence */
+        int *b_row;                 /* per sequence: logits row or -1 */
+        size_t b_cap, b_seq_cap;
+        uint64_t kv_page_tokens, kv_bytes_per_token, kv_pages_total;
+        char error[1600];
+        uint64_t rate_t0, rate_prefill, rate_decode;
+};
+
+static void notify_loop(struct dsv_engine *e) {
+        uint64_t one = 1;
+        if (e->opts.notify_fd >= 0 && write(e->opts.notify_fd, &one, sizeof(one)) < 0) {
+                /* the counter cannot overflow in practice; nothing else to do */
+        }
+}
+
+static void set_state(struct dsv_engine *e, enum dsv_daemon_state s) {
+        __atomic_store_n(&e->state, (int)s, __ATOMIC_RELEASE);
+        notify_loop(e);
+}
+
+static void heartbeat(struct dsv_engine *e) { __atomic_store_n(&e->heartbeat_ns, dsv_now_ns(), __ATOMIC_RELAXED); }
+
+/* ------------------------------------------------------------------ requests */
+
+static void request_free(struct dsv_engine *e, struct request *r) {
+        if (!r)
+                return;
+        if (e->kv)
+                dsv_kv_seq_release(e->kv, &r->seq);
+        if (r->conn && r->conn->ue)
+                __atomic_sub_fetch(&r->conn->ue->requests, 1, __ATOMIC_RELAXED);
+        dsv_conn_unref(r->conn);
+        dsv_text_stream_free(r->stream);
+        if (r->in) {
+                free(r->in->tokens);
+                free(r->in->text);
+                free(r->in->messages);
+                free(r->in);
+        }
+        free(r->tokens);
+        free(r->out);
+        free(r->text_out);
+        free(r);
+}
+
+static void finish_error(struct request *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void finish_error(struct request *r, int code, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->error_msg, sizeof(r->error_msg), fmt, ap);
+        va_end(ap);
+        r->final_error = true;
+        r->error_code = code;
+        r->state = REQ_FINISHING;
+        r->t_end = dsv_now_ns();
+}
+
+static void finish(struct request *r, uint32_t reason) {
+        r->reason = reason;
+        r->state = REQ_FINISHING;
+        r->t_end = dsv_now_ns();
+}
+
+static int push_out(struct request *r, int32_t tok) {
+        if (r->n_out == r->cap_out) {
+                int cap = r->cap_out ? 2 * r->cap_out : 16;
+                int32_t *v = realloc(r->out, (size_t)cap * sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                r->out = v;
+                r->cap_out = cap;
+        }
+        r->out[r->n_out++] = tok;
+        return 0;
+}
+
+static int push_text(struct request *r, const char *s, size_t n) {
+        if (!n)
+                return 0;
+        if (r->cap_text - r->n_text < n) {
+                size_t cap = MAX(r->cap_text * 2, r->n_text + n + 64);
+                char *v = realloc(r->text_out, cap);
+                if (!v)
+                        return -ENOMEM;
+                r->text_out = v;
+                r->cap_text = cap;
+        }
+        memcpy(r->text_out + r->n_text, s, n);
+        r->n_text += n;
+        return 0;
+}
+
+/* Writes pending output and, when finishing, the final message. Returns true when the
+ * request has nothing left to send (and may be freed if finishing). */
+static bool flush(struct dsv_engine *e, struct request *r) {
+        struct dsv_msg m;
+        int rc;
+        bool stream = !(r->in->flags & DSV_GEN_NO_STREAM);
+
+        if (dsv_conn_is_dead(r->conn))
+                return true;
+        if (r->state == REQ_FINISHING && r->stream && !r->final_error) {
+                const char *t;
+                size_t n;
+                if (dsv_text_stream_flush(r->stream, &t, &n) == 0)
+                        push_text(r, t, n);
+                dsv_text_stream_free(r->stream);
+                r->stream = NULL;
+        }
+        if ((r->n_out || r->n_text) && (stream || r->state == REQ_FINISHING)) {
+                /* a record holds at most max_record bytes: send in slices of tokens (the
+                 * text rides with the last slice; it is at most a few bytes per token) */
+                uint32_t max_tok = MAX(1u, (r->conn->shm.comp.max_record - 64) / 16);
+                while (r->n_out || r->n_text) {
+                        uint32_t k = (uint32_t)MIN((uint32_t)r->n_out, max_tok);
+                        bool last = k == (uint32_t)r->n_out;
+                        memset(&m, 0, sizeof(m));
+                        m.type = DSV_MSG_TOKENS;
+                        m.u.tokens.id = r->id;
+                        m.u.tokens.tokens = r->out;
+                        m.u.tokens.n_tokens = k;
+                        if (last && r->n_text && r->n_text + 64 + 5ull * k < r->conn->shm.comp.max_record) {
+                                m.u.tokens.text = r->text_out;
+                                m.u.tokens.text_len = (uint32_t)r->n_text;
+                        }
+                        rc = dsv_conn_send(r->conn, &m, true);
+                        if (rc == -EAGAIN)
+                                return false;
+                        if (rc < 0)
+                                return true; /* gone, or it broke its ring */
+                        memmove(r->out, r->out + k, (size_t)(r->n_out - (int)k) * sizeof(int32_t));
+                        r->n_out -= (int)k;
+                        if (m.u.tokens.text || (last && r->n_text))
+                                r->n_text = 0; /* text too long for one record is dropped; ids remain */
+                }
+        }
+        if (r->state != REQ_FINISHING)
+                return true;
+        if (r->final_error) {
+                rc = dsv_conn_send_error(r->conn, r->id, r->error_code, true, "%s", r->error_msg);
+        } else {
+                memset(&m, 0, sizeof(m));
+                m.type = DSV_MSG_DONE;
+                m.u.done.id = r->id;
+                m.u.done.reason = r->reason;
+                m.u.done.prompt_tokens = (uint32_t)r->n_prompt;
+                m.u.done.completion_tokens = (uint32_t)(r->n_tokens - r->n_prompt);
+                m.u.done.queue_us = r->t_start ? (r->t_start - r->t_submit) / 1000 : (r->t_end - r->t_submit) / 1000;
+                m.u.done.prefill_us = r->t_first && r->t_start ? (r->t_first - r->t_start) / 1000 : 0;
+                m.u.done.decode_us = r->t_first ? (r->t_end - r->t_first) / 1000 : 0;
+                rc = dsv_conn_send(r->conn, &m, true);
+        }
+        return rc != -EAGAIN;
+}
+
+/* Builds the prompt of a new request; false (with the request finishing in error) when it
+ * cannot run. */
+static bool intake(struct dsv_engine *e, struct request *r) {
+        struct dsv_request_in *in = r->in;
+        const struct dsv_engine_info *inf = &e->info;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        int rc;
+
+        for (size_t i = 0; i < e->n_reqs; i++)
+                if (e->reqs[i] != r && e->reqs[i]->conn == r->conn && e->reqs[i]->id == r->id &&
+                    e->reqs[i]->state != REQ_FINISHING) {
+                        finish_error(r, EEXIST, "request id %llu is already in flight on this connection",
+                                     (unsigned long long)r->id);
+                        return false;
+                }
+        if (in->tokens) {
+                ids = TAKE_PTR(in->tokens);
+                n = in->n_tokens;
+        } else if (in->text) {
+                if (!e->text) {
+                        finish_error(r, ENOTSUP, "%s", dsv_text_unavailable());
+                        return false;
+                }
+                rc = dsv_text_encode(e->text, in->text, in->text_len, !(in->flags & DSV_GEN_NO_BOS), &ids, &n);
+                if (rc < 0) {
+                        finish_error(r, -rc, "cannot tokenize the prompt: %s", strerror(-rc));
+                        return false;
+                }
+        } else {
+                struct dsv_error err = {{0}};
+                if (!e->text) {
+                        finish_error(r, ENOTSUP, "%s", dsv_text_unavailable());
+                        return false;
+                }
+                rc = dsv_text_chat(e->text, in->messages, in->n_messages, in->flags & DSV_GEN_THINKING, &ids, &n, &err);
+                if (rc < 0) {
+                        finish_error(r, -rc, "%s", err.msg[0] ? err.msg : strerror(-rc));
+                        return false;
+                }
+        }
+        r->tokens = ids;
+        r->n_prompt = r->n_tokens = r->cap = (int)n;
+        if (n == 0) {
+                finish_error(r, EINVAL, "the prompt is empty");
+                return false;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (ids[i] < 0 || ids[i] >= inf->vocab_size) {
+                        finish_error(r, EINVAL, "token %d at position %zu is outside the vocabulary (%d ids)", ids[i], i,
+                                     inf->vocab_size);
+                        return false;
+                }
+        if ((int64_t)n + 1 > inf->max_context) {
+                finish_error(r, E2BIG, "the prompt has %zu tokens; the context window holds %d", n, inf->max_context);
+                return false;
+        }
+        r->total = (int)MIN((int64_t)n + in->max_tokens, (int64_t)inf->max_context);
+        if ((uint64_t)r->total > e->kv_pages_total * e->kv_page_tokens) {
+                finish_error(r, ENOSPC, "the request needs %d tokens of KV cache; the pool holds %llu (kv-cache-mb)",
+                             r->total, (unsigned long long)(e->kv_pages_total * e->kv_page_tokens));
+                return false;
+        }
+        /* room for the generated tokens */
+        {
+                int32_t *v = realloc(r->tokens, (size_t)r->total * sizeof(int32_t) + sizeof(int32_t));
+                if (!v) {
+                        finish_error(r, ENOMEM, "out of memory");
+                        return false;
+                }
+                r->tokens = v;
+                r->cap = r->total + 1;
+        }
+        if (e->text && dsv_text_stream_new(e->text, &r->stream) < 0)
+                r->stream = NULL;
+        free(TAKE_PTR(in->text));
+        free(TAKE_PTR(in->messages));
+        __atomic_add_fetch(&e->n_prompt_total, (uint64_t)n, __ATOMIC_RELAXED);
+        return true;
+}
+
+static int add_request(struct dsv_engine *e, struct dsv_request_in *in) {
+        struct request *r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+        if (e->n_reqs == e->cap_reqs) {
+                size_t cap = e->cap_reqs ? 2 * e->cap_reqs : 64;
+                struct request **v = realloc(e->reqs, cap * sizeof(*v));
+                if (!v) {
+                        free(r);
+                        return -ENOMEM;
+                }
+                e->reqs = v;
+                e->cap_reqs = cap;
+        }
+        r->in = in;
+        r->conn = TAKE_PTR(in->conn);
+        r->id = in->id;
+        r->state = REQ_WAITING;
+        r->t_submit = in->t_submit_ns;
+        r->sp.temperature = in->temperature;
+        r->sp.top_p = in->top_p;
+        r->sp.top_k = in->top_k;
+        r->sp.min_p = in->min_p;
+        r->sp.seed = in->seed;
+        e->reqs[e->n_reqs++] = r;
+        __atomic_add_fetch(&e->n_requests_total, 1, __ATOMIC_RELAXED);
+        intake(e, r);
+        return 0;
+}
+
+static bool is_stop(const struct dsv_engine *e, const struct request *r, int32_t t) {
+        if (t == e->info.eos_id && !(r->in->flags & DSV_GEN_IGNORE_EOS))
+                return true;
+        for (uint32_t i = 0; i < r->in->n_stop_tokens; i++)
+                if (r->in->stop_tokens[i] == t)
+                        return true;
+        return false;
+}
+
+/* ------------------------------------------------------------------ the step */
+
+static int batch_reserve(struct dsv_engine *e, size_t n_tok, size_t n_seq, size_t vocab) {
+        if (n_tok > e->b_cap) {
+                size_t cap = MAX(n_tok, 2 * e->b_cap);
+                int32_t *a = realloc(e->b_tok, cap * sizeof(int32_t));
+                if (a)
+                        e->b_tok = a;
+                int32_t *b = realloc(e->b_pos, cap * sizeof(int32_t));
+                if (b)
+                        e->b_pos = b;
+                int32_t *c = realloc(e->b_seq, cap * sizeof(int32_t));
+                if (c)
+                        e->b_seq = c;
+                bool *d = realloc(e->b_want, cap * sizeof(bool));
+                if (d)
+                        e->b_want = d;
+                if (!a || !b || !c || !d)
+                        return -ENOMEM;
+                e->b_cap = cap;
+        }
+        if (n_seq > e->b_seq_cap) {
+                size_t cap = MAX(n_seq, 2 * e->b_seq_cap);
+                struct dsv_kv_seq **a = realloc(e->b_seqs, cap * sizeof(*a));
+                if (a)
+                        e->b_seqs = a;
+                struct request **b = realloc(e->b_req, cap * sizeof(*b));
+                if (b)
+                        e->b_req = b;
+                int *c = realloc(e->b_row, cap * sizeof(int));
+                if (c)
+                        e->b_row = c;
+                if (!a || !b || !c)
+                        return -ENOMEM;
+                e->b_seq_cap = cap;
+        }
+        if (n_seq > e->logits_rows) {
+                float *l = realloc(e->logits, n_seq * vocab * sizeof(float));
+                if (!l)
+                        return -ENOMEM;
+                e->logits = l;
+                e->logits_rows = n_seq;
+        }
+        return 0;
+}
+
+static void remove_finished(struct dsv_engine *e) {
+        size_t k = 0;
+        for (size_t i = 0; i < e->n_reqs; i++) {
+                struct request *r = e->reqs[i];
+                if (r->state == REQ_FINISHING && flush(e, r)) {
+                        request_free(e, r);
+                        continue;
+                }
+                e->reqs[k++] = r;
+        }
+        e->n_reqs = k;
+}
+
+/* One scheduling step; returns true when it did work. */
+static bool step(struct dsv_engine *e) {
+        struct dsv_engine_tunables tun;
+        int budget, n_tok = 0, n_seq = 0, rows = 0, vocab = e->info.vocab_size;
+        uint32_t running = 0, waiting = 0, parked = 0;
+        bool draining_expired;
+        struct dsv_error err = {{0}};
+        int rc;
+
+        pthread_mutex_lock(&e->lock);
+        tun = e->tun;
+        draining_expired = e->draining && dsv_now_ns() >= e->drain_deadline_ns;
+        pthread_mutex_unlock(&e->lock);
+
+        /* 1. dead clients, cancellations, shutdown */
+        for (size_t i = 0; i < e->n_reqs; i++) {
+                struct request *r = e->reqs[i];
+                if (r->state == REQ_FINISHING)
+                        continue;
+                if (dsv_conn_is_dead(r->conn))
+                        finish(r, DSV_FINISH_CANCELLED);
+                else if (r->cancel)
+                        finish(r, DSV_FINISH_CANCELLED);
+                else if (draining_expired)
+                        finish(r, DSV_FINISH_SHUTDOWN);
+        }
+        /* 2. pending output of parked streams */
+        for (size_t i = 0; i < e->n_reqs; i++) {
+                struct request *r = e->reqs[i];
+                if (r->state == REQ_RUNNING && r->n_out)
+                        flush(e, r);
+        }
+        remove_finished(e);
+
+        /* 3. the batch: decode tokens first, then prompt chunks */
+        budget = tun.batch_tokens;
+        for (size_t i = 0; i < e->n_reqs; i++) {
+                struct request *r = e->reqs[i];
+                if (r->state == REQ_RUNNING) {
+                        running++;
+                        if (r->n_out && !(r->in->flags & DSV_GEN_NO_STREAM))
+                                parked++;
+                } else if (r->state == REQ_WAITING) {
+                        waiting++;
+                }
+        }
+        if (batch_reserve(e, (size_t)(budget + (int)running + 1), e->n_reqs + 1, (size_t)vocab) < 0) {
+                log_error("Engine: out of memory building a batch");
+                return false;
+        }
+        for (size_t i = 0; i < e->n_reqs && budget > 0 && n_seq < tun.max_running; i++) {
+                struct request *r = e->reqs[i];
+                if (r->state != REQ_RUNNING || (r->n_out && !(r->in->flags & DSV_GEN_NO_STREAM)))
+                        continue;
+                e->b_tok[n_tok] = r->tokens[r->seq.len];
+                e->b_pos[n_tok] = r->seq.len;
+                e->b_seq[n_tok] = n_seq;
+                e->b_want[n_tok] = true;
+                e->b_seqs[n_seq] = &r->seq;
+                e->b_req[n_seq] = r;
+                e->b_row[n_seq] = rows++;
+                n_tok++;
+                n_seq++;
+                budget--;
+        }
+        for (size_t i = 0; i < e->n_reqs && budget > 0 && n_seq < tun.max_running; i++) {
+                struct request *r = e->reqs[i];
+                int chunk;
+                if (r->state != REQ_WAITING)
+                        continue;
+                if (!r->admitted) {
+                        rc = dsv_kv_seq_reserve(e->kv, &r->seq, r->total);
+                        if (rc == -ENOSPC)
+                                break; /* first come, first served: wait for pages */
+                        if (rc < 0) {
+                                finish_error(r, -rc, "cannot reserve the KV cache: %s", strerror(-rc));
+                                continue;
+                        }
+                        r->admitted = true;
+                        r->t_start = dsv_now_ns();
+                }
+                chunk = MIN(budget, r->n_prompt - r->seq.len);
+                for (int j = 0; j < chunk; j++) {
+                        int p = r->seq.len + j;
+                        e->b_tok[n_tok] = r->tokens[p];
+                        e->b_pos[n_tok] = p;
+                        e->b_seq[n_tok] = n_seq;
+                        e->b_want[n_tok] = p == r->n_prompt - 1;
+                        n_tok++;
+                }
+                e->b_seqs[n_seq] = &r->seq;
+                e->b_req[n_seq] = r;
+                e->b_row[n_seq] = r->seq.len + chunk == r->n_prompt ? rows++ : -1;
+                n_seq++;
+                budget -= chunk;
+        }
+        __atomic_store_n(&e->n_running, running, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->n_waiting, waiting, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->n_parked, parked, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->kv_pages_used, (uint64_t)(e->kv->n_pages - e->kv->n_free), __ATOMIC_RELAXED);
+        if (n_tok == 0)
+                return false;
+
+        /* 4. forward */
+        struct dsv_batch b = {.n_tokens = n_tok, .token = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
+                              .want_logits = e->b_want, .n_seqs = n_seq, .seqs = e->b_seqs};
+
+        rc = dsv_model_forward(e->model, e->kv, &b, e->logits, &err);
+        heartbeat(e);
+        __atomic_add_fetch(&e->n_steps, 1, __ATOMIC_RELAXED);
+        if (rc < 0) {
+                log_error("Engine: forward pass failed: %s", err.msg[0] ? err.msg : strerror(-rc));
+                for (int s = 0; s < n_seq; s++)
+                        finish_error(e->b_req[s], EIO, "the forward pass failed: %s", err.msg[0] ? err.msg : strerror(-rc));
+                remove_finished(e);
+                return true;
+        }
+        {
+                int n_decode = 0;
+                for (int s = 0; s < n_seq; s++)
+                        n_decode += e->b_req[s]->state == REQ_RUNNING;
+                e->rate_decode += (uint64_t)n_decode;
+                e->rate_prefill += (uint64_t)(n_tok - n_decode);
+                if (dsv_now_ns() - e->rate_t0 > 1000000000ull) {
+                        double sec = (dsv_now_ns() - e->rate_t0) / 1e9;
+                        __atomic_store_n(&e->decode_mtok_s, (uint64_t)(e->rate_decode * 1000.0 / sec), __ATOMIC_RELAXED);
+                        __atomic_store_n(&e->prefill_mtok_s, (uint64_t)(e->rate_prefill * 1000.0 / sec), __ATOMIC_RELAXED);
+                        e->rate_decode = e->rate_prefill = 0;
+                        e->rate_t0 = dsv_now_ns();
+                }
+        }
+
+        /* 5. sample, stream, finish */
+        for (int s = 0; s < n_seq; s++) {
+                struct request *r = e->b_req[s];
+                int32_t t;
+                if (e->b_row[s] < 0)
+                        continue;
+                if (r->state == REQ_WAITING) {
+                        r->state = REQ_RUNNING;
+                        r->t_first = dsv_now_ns();
+                }
+                t = dsv_sample(&e->sampler, e->logits + (size_t)e->b_row[s] * (size_t)vocab, &r->sp, (uint64_t)r->n_generated);
+                r->n_generated++;
+                __atomic_add_fetch(&e->n_generated_total, 1, __ATOMIC_RELAXED);
+                if (is_stop(e, r, t)) {
+                        finish(r, DSV_FINISH_STOP);
+                } else {
+                        r->tokens[r->n_tokens++] = t;
+                        if (push_out(r, t) < 0) {
+                                finish_error(r, ENOMEM, "out of memory");
+                                continue;
+                        }
+                        if (r->stream) {
+                                const char *txt;
+                                size_t n;
+                                if (dsv_text_stream_push(r->stream, t, &txt, &n) == 0)
+                                        push_text(r, txt, n);
+                        }
+                        if ((uint32_t)r->n_generated >= r->in->max_tokens)
+                                finish(r, DSV_FINISH_LENGTH);
+                        else if (r->n_tokens >= r->total)
+                                finish(r, DSV_FINISH_CONTEXT);
+                }
+                if (r->state == REQ_RUNNING && !(r->in->flags & DSV_GEN_NO_STREAM))
+                        flush(e, r);
+        }
+        remove_finished(e);
+        return true;
+}
+
+/* ------------------------------------------------------------------ thread */
+
+static void load_progress(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns) {
+        struct dsv_engine *e = ud;
+        if (total)
+                __atomic_store_n(&e->load_permille, (unsigned)(done * 999 / total), __ATOMIC_RELAXED);
+        heartbeat(e);
+}
+
+static int load(struct dsv_engine *e) {
+        struct dsv_model_opts mo = {0};
+        struct dsv_error err = {{0}};
+        const struct dsv_model_config *cfg;
+        uint64_t page_bytes;
+        int n_pages, rc;
+
+        rc = dsv_numerics_from_name(e->numerics_name);
+        mo.numerics = rc < 0 ? DSV_NUMERICS_FAITHFUL : (enum dsv_numerics)rc;
+        mo.load.progress = load_progress;
+        mo.load.ud = e;
+        if ((rc = dsv_backend_cpu_new(e->opts.threads, &e->be)) < 0) {
+                snprintf(e->error, sizeof(e->error), "cannot create the CPU backend: %s", strerror(-rc));
+                return rc;
+        }
+        if ((rc = dsv_model_load(e->model_dir, e->be, &mo, &e->model, &err)) < 0) {
+                snprintf(e->error, sizeof(e->error), "cannot load the model from %.512s: %.1000s", e->model_dir,
+                         err.msg[0] ? err.msg : strerror(-rc));
+                return rc;
+        }
+        cfg = dsv_model_get_config(e->model);
+        {
+                struct dsv_kv_layout L;
+                dsv_kv_layout_init(&L, cfg, dsv_numerics_kv_format(mo.numerics), DSV_KV_PAGE_TOKENS);
+                page_bytes = (uint64_t)L.n_layers * L.layer_page_bytes;
+                e->kv_bytes_per_token = dsv_kv_bytes_per_token(&L);
+        }
+        n_pages = (int)MIN((uint64_t)e->opts.kv_cache_mb * (1ull << 20) / MAX(page_bytes, 1ull), (uint64_t)INT32_MAX / 2);
+        if (n_pages < 1) {
+                snprintf(e->error, sizeof(e->error), "kv-cache-mb %d holds no page of %llu bytes", e->opts.kv_cache_mb,
+                         (unsigned long long)page_bytes);
+                return -EINVAL;
+        }
+        if ((rc = dsv_kv_pool_new(e->be, cfg, dsv_numerics_kv_format(mo.numerics), n_pages, &e->kv)) < 0) {
+                snprintf(e->error, sizeof(e->error), "cannot allocate the KV cache (%d pages): %s", n_pages, strerror(-rc));
+                return rc;
+        }
+        e->kv_pages_total = (uint64_t)n_pages;
+        e->kv_page_tokens = DSV_KV_PAGE_TOKENS;
+        if ((rc = dsv_sampler_init(&e->sampler, cfg->vocab_size)) < 0) {
+                snprintf(e->error, sizeof(e->error), "out of memory");
+                return rc;
+        }
+        rc = dsv_text_open(e->model_dir, &e->text, &err);
+        if (rc < 0) {
+                e->text = NULL;
+                log_notice("Text prompts are not available: %s", err.msg);
+        }
+        snprintf(e->info.model, sizeof(e->info.model), "%s (%s, %d layers, vocab %d)", e->model_dir,
+                 cfg->model_type[0] ? cfg->model_type : "deepseek_v32", cfg->num_hidden_layers, cfg->vocab_size);
+        e->info.vocab_size = cfg->vocab_size;
+        e->info.bos_id = cfg->bos_token_id;
+        e->info.eos_id = cfg->eos_token_id;
+        e->info.max_context = cfg->max_position_embeddings;
+        e->info.n_layers = cfg->num_hidden_layers;
+        e->info.weight_bytes = dsv_model_weight_bytes(e->model);
+        e->info.features = e->text ? DSV_FEATURE_TEXT | (dsv_text_has_chat(e->text) ? DSV_FEATURE_CHAT : 0) : 0;
+        e->info.backend = e->backend_name;
+        e->info.numerics = e->numerics_name;
+        e->info.threads = e->opts.threads;
+        {
+                const struct dsv_load_stats *ls = dsv_model_load_stats(e->model);
+                log_info("Loaded %s: %.1f MB of weights in %.2f s (%s); KV cache %d pages of %d tokens (%llu bytes/token)",
+                         e->model_dir, ls->bytes_tensors / 1e6, ls->elapsed_ns / 1e9, ls->uring ? "io_uring" : "pread",
+                         n_pages, DSV_KV_PAGE_TOKENS, (unsigned long long)e->kv_bytes_per_token);
+        }
+        return 0;
+}
+
+static void *engine_main(void *ud) {
+        struct dsv_engine *e = ud;
+        heartbeat(e);
+        if (load(e) < 0) {
+                log_error("%s", e->error);
+                set_state(e, DSV_STATE_FAILED);
+                /* keep answering: queued requests get the reason */
+        } else {
+                __atomic_store_n(&e->load_permille, 1000, __ATOMIC_RELAXED);
+                e->rate_t0 = dsv_now_ns();
+                set_state(e, DSV_STATE_READY);
+        }
+        for (;;) {
+                struct dsv_request_in **in = NULL;
+                struct cancel_rec *cancels;
+                size_t n_in;
+                bool stop, draining, did;
+
+                pthread_mutex_lock(&e->lock);
+                in = e->incoming;
+                n_in = e->n_incoming;
+                e->incoming = NULL;
+                e->n_incoming = e->cap_incoming = 0;
+                cancels = e->cancels;
+                e->cancels = NULL;
+                stop = e->stop;
+                draining = e->draining;
+                e->kicked = false;
+                pthread_mutex_unlock(&e->lock);
+                if (stop) {
+                        for (size_t i = 0; i < n_in; i++) {
+                                dsv_conn_unref(in[i]->conn);
+                                free(in[i]->tokens);
+                                free(in[i]->text);
+                                free(in[i]->messages);
+                                free(in[i]);
+                        }
+                        free(in);
+                        while (cancels) {
+                                struct cancel_rec *c = cancels;
+                                cancels = c->next;
+                                dsv_conn_unref(c->conn);
+                                free(c);
+                        }
+                        break;
+                }
+                for (size_t i = 0; i < n_in; i++) {
+                        if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == DSV_STATE_FAILED) {
+                                dsv_conn_send_error(in[i]->conn, in[i]->id, EIO, true, "the model failed to load: %s", e->error);
+                                if (in[i]->conn->ue)
+                                        __atomic_sub_fetch(&in[i]->conn->ue->requests, 1, __ATOMIC_RELAXED);
+                                dsv_conn_unref(in[i]->conn);
+                                free(in[i]->tokens);
+                                free(in[i]->text);
+                                free(in[i]->messages);
+                                free(in[i]);
+                                continue;
+                        }
+                        if (add_request(e, in[i]) < 0) {
+                                log_error("Engine: out of memory accepting a request");
+                                if (in[i]->conn->ue)
+                                        __atomic_sub_fetch(&in[i]->conn->ue->requests, 1, __ATOMIC_RELAXED);
+                                dsv_conn_unref(in[i]->conn);
+                                free(in[i]->tokens);
+                                free(in[i]->text);
+                                free(in[i]->messages);
+                                free(in[i]);
+                        }
+                }
+                free(in);
+                while (cancels) {
+                        struct cancel_rec *c = cancels;
+                        cancels = c->next;
+                        for (size_t i = 0; i < e->n_reqs; i++)
+                                if (e->reqs[i]->conn == c->conn && e->reqs[i]->id == c->id)
+                                        e->reqs[i]->cancel = true;
+                        dsv_conn_unref(c->conn);
+                        free(c);
+                }
+                did = false;
+                if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == DSV_STATE_READY)
+                        did = step(e);
+                else
+                        remove_finished(e);
+                heartbeat(e);
+                {
+                        bool idle = e->n_reqs == 0;
+                        bool was = __atomic_exchange_n(&e->idle, idle, __ATOMIC_ACQ_REL);
+                        if (idle && !was && draining)
+                                notify_loop(e);
+                }
+                if (did)
+                        continue;
+                /* nothing runnable: sleep until new work, a kick, or a short timeout when
+                 * parked streams or a drain deadline may need a look */
+                pthread_mutex_lock(&e->lock);
+                if (!e->n_incoming && !e->cancels && !e->stop && !e->kicked) {
+                        struct timespec ts;
+                        uint64_t wait_ns = e->n_reqs ? 2000000ull : 500000000ull;
+                        clock_gettime(CLOCK_REALTIME, &ts);
+                        ts.tv_nsec += (long)(wait_ns % 1000000000ull);
+                        ts.tv_sec += (time_t)(wait_ns / 1000000000ull) + ts.tv_nsec / 1000000000L;
+                        ts.tv_nsec %= 1000000000L;
+                        pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+                }
+                pthread_mutex_unlock(&e->lock);
+        }
+        for (size_t i = 0; i < e->n_reqs; i++)
+                request_free(e, e->reqs[i]);
+        e->n_reqs = 0;
+        return NULL;
+}
+
+int dsv_engine_start(const struct dsv_engine_opts *opts, const struct dsv_engine_tunables *tun, struct dsv_engine **ret) {
+        struct dsv_engine *e = calloc(1, sizeof(*e));
+        int rc;
+
+        if (!e)
+                return -ENOMEM;
+        e->opts = *opts;
+        e->model_dir = strdup(opts->model_dir);
+        e->backend_name = strdup(opts->backend ? opts->backend : "cpu");
+        e->numerics_name = strdup(opts->numerics ? opts->numerics : "faithful");
+        e->tun = *tun;
+        e->state = DSV_STATE_LOADING;
+        e->idle = true;
+        pthread_mutex_init(&e->lock, NULL);
+        pthread_cond_init(&e->cond, NULL);
+        if (!e->model_dir || !e->backend_name || !e->numerics_name) {
+                dsv_engine_free(e);
+                return -ENOMEM;
+        }
+        rc = -pthread_create(&e->thread, NULL, engine_main, e);
+        if (rc < 0) {
+                dsv_engine_free(e);
+                return rc;
+        }
+        e->thread_started = true;
+        *ret = e;
+        return 0;
+}
+
+void dsv_engine_free(struct dsv_engine *e) {
+        if (!e)
+                return;
+        if (e->thread_started) {
+                pthread_mutex_lock(&e->lock);
+                e->stop = true;
+                pthread_cond_signal(&e->cond);
+                pthread_mutex_unlock(&e->lock);
+                pthread_join(e->thread, NULL);
+        }
+        for (size_t i = 0; i < e->n_incoming; i++) {
+                dsv_conn_unref(e->incoming[i]->conn);
+                free(e->incoming[i]->tokens);
+                free(e->incoming[i]->text);
+                free(e->incoming[i]->messages);
+                free(e->incoming[i]);
+        }
+        free(e->incoming);
+        while (e->cancels) {
+                struct cancel_rec *c = e->cancels;
+                e->cancels = c->next;
+                dsv_conn_unref(c->conn);
+                free(c);
+        }
+        free(e->reqs);
+        free(e->logits);
+        free(e->b_tok);
+        free(e->b_pos);
+        free(e->b_seq);
+        free(e->b_want);
+        free(e->b_seqs);
+        free(e->b_req);
+        free(e->b_row);
+        dsv_sampler_done(&e->sampler);
+        dsv_text_free(e->text);
+        dsv_kv_pool_free(e->kv);
+        dsv_model_free(e->model);
+        dsv_backend_free(e->be);
+        pthread_cond_destroy(&e->cond);
+        pthread_mutex_destroy(&e->lock);
+        free(e->model_dir);
+        free(e->backend_name);
+        free(e->numerics_name);
+        free(e);
+}
+
+enum dsv_daemon_state dsv_engine_state(const struct dsv_engine *e) {
+        return (enum dsv_daemon_state)__atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+}
+unsigned dsv_engine_load_permille(const struct dsv_engine *e) { return __atomic_load_n(&e->load_permille, __ATOMIC_RELAXED); }
+const char *dsv_engine_error(const struct dsv_engine *e) { return e->error; }
+uint64_t dsv_engine_heartbeat_ns(const struct dsv_engine *e) { return __atomic_load_n(&e->heartbeat_ns, __ATOMIC_RELAXED); }
+
+void dsv_engine_submit(struct dsv_engine *e, struct dsv_request_in *r) {
+        pthread_mutex_lock(&e->lock);
+        if (e->n_incoming == e->cap_incoming) {
+                size_t cap = e->cap_incoming ? 2 * e->cap_incoming : 16;
+                struct dsv_request_in **v = realloc(e->incoming, cap * sizeof(*v));
+                if (!v) {
+                        pthread_mutex_unlock(&e->lock);
+                        dsv_conn_send_error(r->conn, r->id, ENOMEM, false, "out of memory");
+                        if (r->conn->ue)
+                                __atomic_sub_fetch(&r->conn->ue->requests, 1, __ATOMIC_RELAXED);
+                        dsv_conn_unref(r->conn);
+                        free(r->tokens);
+                        free(r->text);
+                        free(r->messages);
+                        free(r);
+                        return;
+                }
+                e->incoming = v;
+                e->cap_incoming = cap;
+        }
+        e->incoming[e->n_incoming++] = r;
+        __atomic_store_n(&e->idle, false, __ATOMIC_RELEASE);
+        pthread_cond_signal(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+}
+
+void dsv_engine_cancel(struct dsv_engine *e, struct dsv_conn *c, uint64_t id) {
+        struct cancel_rec *rec = calloc(1, sizeof(*rec));
+        if (!rec)
+                return;
+        rec->conn = dsv_conn_ref(c);
+        rec->id = id;
+        pthread_mutex_lock(&e->lock);
+        rec->next = e->cancels;
+        e->cancels = rec;
+        pthread_cond_signal(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+}
+
+void dsv_engine_kick(struct dsv_engine *e) {
+        pthread_mutex_lock(&e->lock);
+        e->kicked = true;
+        pthread_cond_signal(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+}
+
+void dsv_engine_set_tunables(struct dsv_engine *e, const struct dsv_engine_tunables *tun) {
+        pthread_mutex_lock(&e->lock);
+        e->tun = *tun;
+        pthread_mutex_unlock(&e->lock);
+}
+
+void dsv_engine_drain(struct dsv_engine *e, uint64_t deadline_ns) {
+        pthread_mutex_lock(&e->lock);
+        e->draining = true;
+        e->drain_deadline_ns = deadline_ns;
+        e->kicked = true;
+        pthread_cond_signal(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+}
+
+bool dsv_engine_idle(struct dsv_engine *e) {
+        bool idle;
+        pthread_mutex_lock(&e->lock);
+        idle = e->n_incoming == 0 && __atomic_load_n(&e->idle, __ATOMIC_ACQUIRE);
+        pthread_mutex_unlock(&e->lock);
+        return idle;
+}
+
+const struct dsv_engine_info *dsv_engine_info(const struct dsv_engine *e) {
+        return dsv_engine_state(e) == DSV_STATE_READY ? &e->info : NULL;
+}
+
+const struct dsv_text *dsv_engine_text(const struct dsv_engine *e) {
+        return dsv_engine_state(e) == DSV_STATE_READY ? e->text : NULL;
+}
+
+void dsv_engine_stats(struct dsv_engine *e, struct dsv_msg_stats_reply *s) {
+        const struct dsv_engine_info *inf = dsv_engine_info(e);
+        s->state = dsv_engine_state(e);
+        s->load_permille = dsv_engine_load_permille(e);
+        if (inf) {
+                snprintf(s->model, sizeof(s->model), "%s", inf->model);
+                s->vocab_size = inf->vocab_size;
+                s->n_layers = inf->n_layers;
+                s->max_context = inf->max_context;
+                s->weight_bytes = inf->weight_bytes;
+                s->features = inf->features;
+                s->kv_pages_total = e->kv_pages_total;
+                s->kv_page_tokens = e->kv_page_tokens;
+                s->kv_bytes_per_token = e->kv_bytes_per_token;
+        }
+        snprintf(s->backend, sizeof(s->backend), "%s", e->backend_name);
+        snprintf(s->numerics, sizeof(s->numerics), "%s", e->numerics_name);
+        s->threads = (uint32_t)e->opts.threads;
+        s->kv_pages_used = __atomic_load_n(&e->kv_pages_used, __ATOMIC_RELAXED);
+        s->requests_running = __atomic_load_n(&e->n_running, __ATOMIC_RELAXED);
+        s->requests_waiting = __atomic_load_n(&e->n_waiting, __ATOMIC_RELAXED);
+        s->requests_parked = __atomic_load_n(&e->n_parked, __ATOMIC_RELAXED);
+        s->requests_total = __atomic_load_n(&e->n_requests_total, __ATOMIC_RELAXED);
+        s->prompt_tokens_total = __atomic_load_n(&e->n_prompt_total, __ATOMIC_RELAXED);
+        s->generated_tokens_total = __atomic_load_n(&e->n_generated_total, __ATOMIC_RELAXED);
+        s->steps_total = __atomic_load_n(&e->n_steps, __ATOMIC_RELAXED);
+        s->prefill_tok_s = (float)(__atomic_load_n(&e->prefill_mtok_s, __ATOMIC_RELAXED) / 1000.0);
+        s->decode_tok_s = (float)(__atomic_load_n(&e->decode_mtok_s, __ATOMIC_RELAXED) / 1000.0);
+}

@@ -1,0 +1,35 @@
+/* Token sampling from one row of logits: greedy, temperature, top-k, top-p, min-p, with a
+ * counter-based random stream so that the same seed and the same request give the same
+ * tokens, whatever else shares the batch.
+ *
+ * Plain math (p = softmax(logits / T)):
+ *   greedy (T == 0 or top_k == 1): argmax, the lowest id on ties
+ *   keep the top_k largest p (top_k > 0), then those with p >= min_p * max p (min_p > 0),
+ *   then the smallest prefix of the rest, by descending p, whose mass reaches top_p;
+ *   renormalise and draw u = U[0,1) from (seed, step): the first token whose cumulative
+ *   probability exceeds u. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct dsv_sampling {
+        float temperature;
+        float top_p;
+        float min_p;
+        int32_t top_k;
+        uint64_t seed;
+};
+
+struct dsv_sampler {
+        int n_vocab;
+        struct dsv_cand {
+                float p;
+                int32_t id;
+        } *cand;
+};
+
+int dsv_sampler_init(struct dsv_sampler *s, int n_vocab);
+void dsv_sampler_done(struct dsv_sampler *s);
+/* Token for step `step` (0 for the first generated token). */
+int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, uint64_t step);

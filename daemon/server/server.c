@@ -1,0 +1,1175 @@
+/* The event loop of dsv32d (see server.h). One thread: it never blocks except in
+ * epoll_wait, never trusts a byte a client wrote, and answers every bad request with an
+ * ERROR (a broken ring or a malformed record also drops that client, nobody else). */
+#include "config.h"
+
+#include "daemon/server/server.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+
+#include "daemon/server/access.h"
+#include "daemon/server/conn.h"
+#include "daemon/server/engine.h"
+#include "daemon/server/text.h"
+#include "daemon/util.h"
+
+#define TAG_LISTEN 1
+#define TAG_SIGNAL 2
+#define TAG_TIMER 3
+#define TAG_ENGINE 4
+#define TICK_MS 100
+#define MAX_UIDS 4096
+#define RECORDS_PER_PASS 64
+#define HANDSHAKE_MAX 4096
+#define log_errno dsv_log_errno
+
+struct dsv_server {
+        struct dsv_server_config cfg;
+        struct dsv_server_args args;
+        struct dsv_access access;
+        int epfd, sigfd, timerfd, engine_efd, listen_fd;
+        bool listen_owned, accepting;
+        struct dsv_engine *engine;
+        struct dsv_conn *conns;
+        int n_conns;
+        struct dsv_conn **active;
+        size_t n_active, cap_active;
+        struct dsv_uid_entry **uids;
+        size_t n_uids;
+        uint8_t *rxbuf;
+        size_t rxcap;
+        uint64_t serial;
+        uint64_t t_start;
+        bool quit, draining, ready_notified;
+        int exit_code;
+        uint64_t watchdog_usec, last_watchdog, last_status, last_extend;
+        uint64_t loop_wakeups, loop_sleeps, doorbells_received;
+        struct dsv_spin spin; /* adaptive spin window, at most spin-us */
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+static int epoll_add(struct dsv_server *s, int fd, uint32_t events, uint64_t tag) {
+        struct epoll_event ev = {.events = events, .data.u64 = tag};
+        return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? dsv_negerrno() : 0;
+}
+
+static struct dsv_uid_entry *uid_entry(struct dsv_server *s, uid_t uid) {
+        struct dsv_uid_entry *e, **v;
+        for (size_t i = 0; i < s->n_uids; i++)
+                if (s->uids[i]->uid == uid)
+                        return s->uids[i];
+        if (s->n_uids >= MAX_UIDS)
+                return NULL;
+        v = realloc(s->uids, (s->n_uids + 1) * sizeof(*v));
+        if (!v)
+                return NULL;
+        s->uids = v;
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return NULL;
+        e->uid = uid;
+        s->uids[s->n_uids++] = e;
+        return e;
+}
+
+static void notify_status(struct dsv_server *s, bool force) {
+        char buf[512];
+        uint64_t now = dsv_now_ns();
+        enum dsv_daemon_state st = dsv_engine_state(s->engine);
+        if (!force && now - s->last_status < 5000000000ull)
+                return;
+        s->last_status = now;
+        if (st == DSV_STATE_LOADING) {
+                snprintf(buf, sizeof(buf), "STATUS=Loading %s: %u%%", s->cfg.model, dsv_engine_load_permille(s->engine) / 10);
+        } else {
+                struct dsv_msg_stats_reply st2 = {0};
+                dsv_engine_stats(s->engine, &st2);
+                snprintf(buf, sizeof(buf),
+                         "STATUS=%s: %d clients, %u running, %u waiting, %.1f tok/s, KV %llu/%llu pages, %llu requests served",
+                         s->draining ? "Draining" : "Ready", s->n_conns, st2.requests_running, st2.requests_waiting,
+                         st2.decode_tok_s, (unsigned long long)st2.kv_pages_used, (unsigned long long)st2.kv_pages_total,
+                         (unsigned long long)st2.requests_total);
+        }
+        sd_notify(0, buf);
+}
+
+/* ------------------------------------------------------------------ listening socket */
+
+static int create_socket(struct dsv_server *s) {
+        const char *path = s->cfg.socket;
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        char dir[sizeof(sa.sun_path)];
+        char *slash;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return log_errno(DSV_LOG_ERR, -ENAMETOOLONG, "Socket path %s is too long (at most %zu bytes)", path,
+                                 sizeof(sa.sun_path) - 1);
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        snprintf(dir, sizeof(dir), "%s", path);
+        slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+                *slash = 0;
+                if (dsv_mkdir_p(dir, 0755) < 0 && errno != EEXIST)
+                        return log_errno(DSV_LOG_ERR, dsv_negerrno(), "Cannot create %s: %m", dir);
+        }
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return log_errno(DSV_LOG_ERR, dsv_negerrno(), "Cannot create a Unix socket: %m");
+        if (lstat(path, &st) == 0) {
+                /* a socket left by a previous run is removed; a live one means another dsv32d */
+                _cleanup_close_ int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+                if (!S_ISSOCK(st.st_mode))
+                        return log_errno(DSV_LOG_ERR, -EEXIST, "%s exists and is not a socket; not touching it", path);
+                if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+                        return log_errno(DSV_LOG_ERR, -EADDRINUSE, "Another dsv32d is listening on %s", path);
+                unlink(path);
+        }
+        {
+                mode_t old = umask(0777 & ~(mode_t)s->cfg.socket_mode);
+                int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+                umask(old);
+                if (r < 0)
+                        return log_errno(DSV_LOG_ERR, dsv_negerrno(), "Cannot bind %s: %m", path);
+        }
+        s->listen_owned = true;
+        if (chmod(path, (mode_t)s->cfg.socket_mode) < 0)
+                return log_errno(DSV_LOG_ERR, dsv_negerrno(), "Cannot chmod %s: %m", path);
+        if (s->cfg.socket_group[0]) {
+                struct group gr, *res = NULL;
+                char buf[4096];
+                long gid;
+                if (dsv_parse_int(s->cfg.socket_group, 0, 0x7fffffff, &gid) < 0) {
+                        if (getgrnam_r(s->cfg.socket_group, &gr, buf, sizeof(buf), &res) != 0 || !res)
+                                return log_errno(DSV_LOG_ERR, -ENOENT, "socket-group: no group named '%s'", s->cfg.socket_group);
+                        gid = (long)res->gr_gid;
+                }
+                if (chown(path, (uid_t)-1, (gid_t)gid) < 0)
+                        return log_errno(DSV_LOG_ERR, dsv_negerrno(), "Cannot give %s to group %s: %m", path, s->cfg.socket_group);
+        }
+        if (listen(fd, 128) < 0)
+                return log_errno(DSV_LOG_ERR, dsv_negerrno(), "Cannot listen on %s: %m", path);
+        s->listen_fd = TAKE_FD(fd);
+        log_info("Listening on %s (mode 0%o)", path, (unsigned)s->cfg.socket_mode);
+        return 0;
+}
+
+static int setup_listen(struct dsv_server *s) {
+        int n = sd_listen_fds(1);
+        if (n < 0)
+                return log_errno(DSV_LOG_ERR, n, "sd_listen_fds failed: %s", strerror(-n));
+        if (n > 1)
+                log_warning("Got %d sockets from systemd; using the first", n);
+        if (n >= 1) {
+                int fd = SD_LISTEN_FDS_START;
+                if (sd_is_socket_unix(fd, SOCK_SEQPACKET, 1, NULL, 0) <= 0)
+                        return log_errno(DSV_LOG_ERR, -EINVAL,
+                                         "The socket passed by systemd is not a listening AF_UNIX SOCK_SEQPACKET socket "
+                                         "(dsv32d.socket needs ListenSequentialPacket=)");
+                if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                        return log_errno(DSV_LOG_ERR, dsv_negerrno(), "fcntl on the activated socket: %m");
+                for (int i = 1; i < n; i++)
+                        close(SD_LISTEN_FDS_START + i);
+                s->listen_fd = fd;
+                log_info("Using the socket passed by systemd");
+                return 0;
+        }
+        return create_socket(s);
+}
+
+static void stop_listening(struct dsv_server *s) {
+        if (s->listen_fd < 0)
+                return;
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+        s->accepting = false;
+        if (s->listen_owned) {
+                unlink(s->cfg.socket);
+                close(s->listen_fd);
+                s->listen_fd = -1;
+                s->listen_owned = false;
+        }
+}
+
+/* ------------------------------------------------------------------ connections */
+
+static void active_remove(struct dsv_server *s, struct dsv_conn *c) {
+        for (size_t i = 0; i < s->n_active; i++)
+                if (s->active[i] == c) {
+                        s->active[i] = s->active[--s->n_active];
+                        break;
+                }
+        c->active = false;
+}
+
+static void active_add(struct dsv_server *s, struct dsv_conn *c) {
+        if (c->active || c->state != DSV_CONN_ACTIVE)
+                return;
+        if (s->n_active == s->cap_active) {
+                size_t cap = s->cap_active ? 2 * s->cap_active : 16;
+                struct dsv_conn **v = realloc(s->active, cap * sizeof(*v));
+                if (!v)
+                        return; /* it stays on doorbells */
+                s->active = v;
+                s->cap_active = cap;
+        }
+        s->active[s->n_active++] = c;
+        c->active = true;
+}
+
+static void conn_close(struct dsv_server *s, struct dsv_conn *c) {
+        int fd;
+        if (c->state == DSV_CONN_CLOSED)
+                return;
+        pthread_mutex_lock(&c->lock);
+        __atomic_store_n(&c->dead, true, __ATOMIC_RELEASE);
+        fd = c->fd;
+        c->fd = -1;
+        pthread_mutex_unlock(&c->lock);
+        if (fd >= 0) {
+                epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+                close(fd);
+        }
+        if (c->active)
+                active_remove(s, c);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                s->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        c->state = DSV_CONN_CLOSED;
+        s->n_conns--;
+        if (c->ue)
+                c->ue->connections--;
+        log_debug("Connection %llu (pid %d uid %u) closed", (unsigned long long)c->serial, (int)c->peer.pid,
+                  (unsigned)c->peer.uid);
+        dsv_engine_kick(s->engine); /* its requests end at the next step */
+        dsv_conn_unref(c);
+}
+
+/* Sends an ERROR datagram on a socket (best effort, never blocks) before it is closed.
+ * What the peer sent and we did not read is discarded first: closing a Unix socket with
+ * unread data makes the peer's next recv fail with ECONNRESET instead of delivering our
+ * ERROR. */
+static void send_error_datagram(int fd, int code, const char *msg) {
+        uint8_t buf[DSV_ERROR_MESSAGE_MAX + 64];
+        int n;
+        for (int i = 0; i < 4096 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC) > 0; i++)
+                ;
+        n = dsv_error_datagram(buf, sizeof(buf), 0, code, msg);
+        if (n > 0 && send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+                /* the peer may be gone already */
+        }
+}
+
+static int conn_drop(struct dsv_server *s, struct dsv_conn *c, int code, const char *fmt, ...) _printf_(4, 5);
+static int conn_drop(struct dsv_server *s, struct dsv_conn *c, int code, const char *fmt, ...) {
+        char msg[DSV_ERROR_MESSAGE_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        log_warning("Dropping client pid %d uid %u '%s': %s", (int)c->peer.pid, (unsigned)c->peer.uid, c->name, msg);
+        pthread_mutex_lock(&c->lock);
+        if (c->fd >= 0)
+                send_error_datagram(c->fd, code, msg);
+        pthread_mutex_unlock(&c->lock);
+        conn_close(s, c);
+        return 0;
+}
+
+static void do_accept(struct dsv_server *s) {
+        for (int i = 0; i < 64 && s->accepting; i++) {
+                struct dsv_peer peer;
+                struct dsv_uid_entry *ue;
+                struct dsv_conn *c;
+                char who[128], msg[512];
+                int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (fd < 0) {
+                        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+                                log_warning("accept failed: %m");
+                        return;
+                }
+                if (dsv_peer_get(fd, &peer) < 0) {
+                        log_warning("Cannot read the credentials of a new connection: %m");
+                        close(fd);
+                        continue;
+                }
+                if (!dsv_access_allowed(&s->access, &peer, geteuid())) {
+                        dsv_uid_describe(peer.uid, who, sizeof(who));
+                        log_notice("Refused connection from %s, pid %d: not in allow-users or allow-groups", who, (int)peer.pid);
+                        snprintf(msg, sizeof(msg),
+                                 "permission denied: %s may not use dsv32d; an administrator can add the user to "
+                                 "group dsv32 (or to allow-users / allow-groups in %s)",
+                                 who, s->args.config_path ? s->args.config_path : DSV_CONFIG_FILE_DEFAULT);
+                        send_error_datagram(fd, EACCES, msg);
+                        close(fd);
+                        continue;
+                }
+                ue = uid_entry(s, peer.uid);
+                if (!ue || s->n_conns >= s->cfg.max_clients || ue->connections >= s->cfg.max_connections_per_uid) {
+                        dsv_uid_describe(peer.uid, who, sizeof(who));
+                        if (!ue || s->n_conns >= s->cfg.max_clients)
+                                snprintf(msg, sizeof(msg), "too many connections: dsv32d serves at most %d (max-clients)",
+                                         s->cfg.max_clients);
+                        else
+                                snprintf(msg, sizeof(msg), "too many connections: %s has %d open (max-connections-per-uid)", who,
+                                         ue->connections);
+                        log_notice("Refused connection from %s, pid %d: %s", who, (int)peer.pid, msg);
+                        send_error_datagram(fd, EUSERS, msg);
+                        close(fd);
+                        continue;
+                }
+                c = dsv_conn_new(fd);
+                if (!c) {
+                        send_error_datagram(fd, ENOMEM, "out of memory");
+                        close(fd);
+                        continue;
+                }
+                c->peer = peer;
+                c->ue = ue;
+                c->serial = ++s->serial;
+                c->state = DSV_CONN_HANDSHAKE;
+                c->t_accept_ns = dsv_now_ns();
+                if (epoll_add(s, fd, EPOLLIN | EPOLLRDHUP, (uint64_t)(uintptr_t)c) < 0) {
+                        dsv_conn_unref(c);
+                        continue;
+                }
+                ue->connections++;
+                c->next = s->conns;
+                if (s->conns)
+                        s->conns->prev = c;
+                s->conns = c;
+                s->n_conns++;
+        }
+}
+
+static int send_welcome(struct dsv_server *s, struct dsv_conn *c, int memfd) {
+        const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
+        struct dsv_msg m = {.type = DSV_MSG_WELCOME};
+        struct dsv_msg_welcome *w = &m.u.welcome;
+        uint8_t buf[2048];
+        struct dsv_ipc_record h = {.type = DSV_MSG_WELCOME};
+        struct dsv_wbuf wb;
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } cm;
+        struct iovec iov;
+        struct msghdr mh = {0};
+        struct cmsghdr *cmh;
+        int r;
+
+        w->version_major = DSV_IPC_VERSION_MAJOR;
+        w->version_minor = DSV_IPC_VERSION_MINOR;
+        snprintf(w->daemon_version, sizeof(w->daemon_version), "%s", PACKAGE_VERSION);
+        w->pid = (uint32_t)getpid();
+        w->state = s->draining ? DSV_STATE_DRAINING : dsv_engine_state(s->engine);
+        w->bos_id = w->eos_id = -1;
+        if (inf) {
+                snprintf(w->model, sizeof(w->model), "%s", inf->model);
+                w->vocab_size = inf->vocab_size;
+                w->bos_id = inf->bos_id;
+                w->eos_id = inf->eos_id;
+                w->max_context = inf->max_context;
+                w->features = inf->features;
+        }
+        w->shm_size = c->shm.size;
+        w->max_tokens_limit = (uint32_t)s->cfg.max_tokens_limit;
+        w->max_prompt_bytes = (uint32_t)s->cfg.max_prompt_bytes;
+        dsv_wbuf_fixed(&wb, buf + sizeof(h), sizeof(buf) - sizeof(h));
+        if ((r = dsv_msg_encode(&m, &wb)) < 0)
+                return r;
+        h.length = (uint32_t)wb.len;
+        memcpy(buf, &h, sizeof(h));
+        iov.iov_base = buf;
+        iov.iov_len = sizeof(h) + wb.len;
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cm.buf;
+        mh.msg_controllen = sizeof(cm.buf);
+        cmh = CMSG_FIRSTHDR(&mh);
+        cmh->cmsg_level = SOL_SOCKET;
+        cmh->cmsg_type = SCM_RIGHTS;
+        cmh->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmh), &memfd, sizeof(int));
+        if (sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+                return dsv_negerrno();
+        return 0;
+}
+
+static void handle_hello(struct dsv_server *s, struct dsv_conn *c, const uint8_t *buf, size_t n) {
+        struct dsv_ipc_record h;
+        struct dsv_msg m;
+        char why[256];
+        uint32_t limit, sub, comp;
+        int memfd = -1, r;
+
+        if (n < sizeof(h)) {
+                conn_drop(s, c, EPROTO, "the handshake must start with a HELLO record");
+                return;
+        }
+        memcpy(&h, buf, sizeof(h));
+        if (h.type != DSV_MSG_HELLO || h.length != n - sizeof(h)) {
+                conn_drop(s, c, EPROTO, "the handshake must start with a HELLO record (got type %u, %zu bytes)", h.type, n);
+                return;
+        }
+        r = dsv_msg_decode(DSV_MSG_HELLO, buf + sizeof(h), h.length, &m, why, sizeof(why));
+        if (r < 0) {
+                conn_drop(s, c, -r == ENOSYS ? EPROTO : -r, "bad HELLO: %s", why);
+                return;
+        }
+        if (m.u.hello.version_major != DSV_IPC_VERSION_MAJOR) {
+                conn_drop(s, c, EPROTONOSUPPORT, "protocol version %u is not supported; this dsv32d speaks version %u",
+                          m.u.hello.version_major, DSV_IPC_VERSION_MAJOR);
+                dsv_msg_release(&m);
+                return;
+        }
+        snprintf(c->name, sizeof(c->name), "%s", m.u.hello.name);
+        /* largest power of two within max-ring-kib */
+        limit = DSV_IPC_RING_MIN;
+        while ((uint64_t)limit * 2 <= (uint64_t)s->cfg.max_ring_kib * 1024 && limit * 2 <= DSV_IPC_RING_MAX)
+                limit *= 2;
+        sub = dsv_ring_size_clamp(m.u.hello.sub_bytes, limit);
+        comp = dsv_ring_size_clamp(m.u.hello.comp_bytes, limit);
+        dsv_msg_release(&m);
+        r = dsv_shm_create(sub, comp, &memfd, &c->shm);
+        if (r < 0) {
+                conn_drop(s, c, -r, "cannot create the shared memory: %s", strerror(-r));
+                return;
+        }
+        /* we are not looking at the ring yet: the client must ring the doorbell */
+        c->shm.sub.ctl->consumer_waiting = 1;
+        r = send_welcome(s, c, memfd);
+        close(memfd);
+        if (r < 0) {
+                log_warning("Cannot send WELCOME to pid %d: %s", (int)c->peer.pid, strerror(-r));
+                conn_close(s, c);
+                return;
+        }
+        c->state = DSV_CONN_ACTIVE;
+        log_debug("Connection %llu: pid %d uid %u '%s', rings %u/%u bytes", (unsigned long long)c->serial, (int)c->peer.pid,
+                  (unsigned)c->peer.uid, c->name, sub, comp);
+}
+
+/* ------------------------------------------------------------------ requests */
+
+/* Sends a reply of the loop; keeps it pending when the completion ring is full. */
+static void loop_reply(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg *m) {
+        int r;
+        c->pending.len = 0;
+        c->pending.err = 0;
+        r = dsv_msg_encode(m, &c->pending);
+        if (r < 0) {
+                log_error("Cannot encode a %s reply: %s", dsv_msg_type_name(m->type), strerror(-r));
+                return;
+        }
+        r = dsv_conn_send_raw(c, m->type, c->pending.data, c->pending.len, false);
+        if (r == -EAGAIN) {
+                c->loop_blocked = true;
+                c->pending_type = m->type;
+        } else if (r == -EMSGSIZE) {
+                uint64_t id = dsv_msg_peek_id(c->pending.data, c->pending.len);
+                dsv_conn_send_error(c, id, E2BIG, false,
+                                    "the reply (%zu bytes) is larger than a completion-ring record may be (%u bytes); "
+                                    "connect with a larger completion ring",
+                                    c->pending.len, c->shm.comp.max_record);
+        }
+}
+
+static int loop_error(struct dsv_server *s, struct dsv_conn *c, uint64_t id, int code, const char *fmt, ...) _printf_(5, 6);
+static int loop_error(struct dsv_server *s, struct dsv_conn *c, uint64_t id, int code, const char *fmt, ...) {
+        struct dsv_msg m = {.type = DSV_MSG_ERROR};
+        char text[DSV_ERROR_MESSAGE_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        m.u.error.id = id;
+        m.u.error.code = code;
+        m.u.error.message = text;
+        m.u.error.message_len = (uint32_t)strlen(text);
+        loop_reply(s, c, &m);
+        return 0;
+}
+
+static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg_generate *g) {
+        enum dsv_daemon_state st = dsv_engine_state(s->engine);
+        const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
+        struct dsv_request_in *in;
+        uint64_t bytes = 0;
+        int sources = (g->text != NULL) + (g->n_tokens > 0) + (g->n_messages > 0);
+        char who[128];
+
+        if (s->draining)
+                return loop_error(s, c, g->id, ESHUTDOWN, "dsv32d is shutting down and takes no new requests");
+        if (st == DSV_STATE_FAILED)
+                return loop_error(s, c, g->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
+        if (sources != 1)
+                return loop_error(s, c, g->id, EINVAL, "GENERATE needs exactly one of text, tokens or messages (got %d)", sources);
+        bytes = g->text ? g->text_len : 4ull * g->n_tokens;
+        for (uint32_t i = 0; i < g->n_messages; i++)
+                bytes += (uint64_t)g->messages[i].content_len + g->messages[i].role_len;
+        if (bytes > (uint64_t)s->cfg.max_prompt_bytes)
+                return loop_error(s, c, g->id, E2BIG, "the prompt is %llu bytes; the limit is %d (max-prompt-bytes)",
+                                  (unsigned long long)bytes, s->cfg.max_prompt_bytes);
+        if (g->max_tokens == 0)
+                return loop_error(s, c, g->id, EINVAL, "max_tokens must be at least 1");
+        if (g->max_tokens > (uint32_t)s->cfg.max_tokens_limit)
+                return loop_error(s, c, g->id, E2BIG, "max_tokens %u exceeds the limit %d (max-tokens-limit)", g->max_tokens,
+                                  s->cfg.max_tokens_limit);
+        if (!(g->temperature >= 0.0f && g->temperature <= 100.0f))
+                return loop_error(s, c, g->id, EINVAL, "temperature must be in [0, 100]");
+        if (!(g->top_p > 0.0f && g->top_p <= 1.0f))
+                return loop_error(s, c, g->id, EINVAL, "top_p must be in (0, 1]");
+        if (!(g->min_p >= 0.0f && g->min_p <= 1.0f))
+                return loop_error(s, c, g->id, EINVAL, "min_p must be in [0, 1]");
+        if (g->top_k < 0)
+                return loop_error(s, c, g->id, EINVAL, "top_k must be >= 0");
+        if (inf && !g->n_tokens && !dsv_engine_text(s->engine))
+                return loop_error(s, c, g->id, ENOTSUP, "%s", dsv_text_unavailable());
+        if (__atomic_load_n(&c->ue->requests, __ATOMIC_RELAXED) >= s->cfg.max_requests_per_uid) {
+                dsv_uid_describe(c->peer.uid, who, sizeof(who));
+                return loop_error(s, c, g->id, EAGAIN, "%s has %d generations in flight, the limit (max-requests-per-uid)", who,
+                                  s->cfg.max_requests_per_uid);
+        }
+        in = calloc(1, sizeof(*in));
+        if (!in)
+                return loop_error(s, c, g->id, ENOMEM, "out of memory");
+        if (g->n_tokens) {
+                in->tokens = malloc((size_t)g->n_tokens * sizeof(int32_t));
+                if (in->tokens)
+                        memcpy(in->tokens, g->tokens, (size_t)g->n_tokens * sizeof(int32_t));
+                in->n_tokens = g->n_tokens;
+        } else if (g->text) {
+                in->text = malloc((size_t)g->text_len + 1);
+                if (in->text) {
+                        memcpy(in->text, g->text, g->text_len);
+                        in->text[g->text_len] = 0;
+                }
+                in->text_len = g->text_len;
+        } else {
+                /* one allocation: the array, then the strings */
+                size_t sz = (size_t)g->n_messages * sizeof(struct dsv_chat_msg) + bytes + 2ull * g->n_messages;
+                in->messages = malloc(sz);
+                if (in->messages) {
+                        char *p = (char *)(in->messages + g->n_messages);
+                        for (uint32_t i = 0; i < g->n_messages; i++) {
+                                in->messages[i].role = p;
+                                in->messages[i].role_len = g->messages[i].role_len;
+                                memcpy(p, g->messages[i].role, g->messages[i].role_len);
+                                p += g->messages[i].role_len;
+                                *p++ = 0;
+                                in->messages[i].content = p;
+                                in->messages[i].content_len = g->messages[i].content_len;
+                                memcpy(p, g->messages[i].content, g->messages[i].content_len);
+                                p += g->messages[i].content_len;
+                                *p++ = 0;
+                        }
+                }
+                in->n_messages = g->n_messages;
+        }
+        if (!in->tokens && !in->text && !in->messages) {
+                free(in);
+                return loop_error(s, c, g->id, ENOMEM, "out of memory");
+        }
+        in->id = g->id;
+        in->max_tokens = g->max_tokens;
+        in->temperature = g->temperature;
+        in->top_p = g->top_p;
+        in->top_k = g->top_k;
+        in->min_p = g->min_p;
+        in->flags = g->flags;
+        in->seed = g->seed;
+        if (!(g->flags & DSV_GEN_SEED) && getrandom(&in->seed, sizeof(in->seed), GRND_NONBLOCK) != sizeof(in->seed))
+                in->seed = dsv_now_ns() ^ ((uint64_t)c->serial << 32);
+        in->n_stop_tokens = g->n_stop_tokens;
+        if (g->n_stop_tokens)
+                memcpy(in->stop_tokens, g->stop_tokens, (size_t)g->n_stop_tokens * sizeof(int32_t));
+        in->t_submit_ns = dsv_now_ns();
+        in->conn = dsv_conn_ref(c);
+        __atomic_add_fetch(&c->ue->requests, 1, __ATOMIC_RELAXED);
+        dsv_engine_submit(s->engine, in);
+        return 0;
+}
+
+static uint64_t rss_bytes(void) {
+        _cleanup_fclose_ FILE *f = fopen("/proc/self/statm", "re");
+        unsigned long size, res;
+        if (!f || fscanf(f, "%lu %lu", &size, &res) != 2)
+                return 0;
+        return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void handle_stats(struct dsv_server *s, struct dsv_conn *c, uint64_t id) {
+        struct dsv_msg m = {.type = DSV_MSG_STATS_REPLY};
+        struct dsv_msg_stats_reply *st = &m.u.stats;
+        dsv_engine_stats(s->engine, st);
+        st->id = id;
+        if (s->draining)
+                st->state = DSV_STATE_DRAINING;
+        st->pid = (uint32_t)getpid();
+        st->uptime_ms = (dsv_now_ns() - s->t_start) / 1000000;
+        snprintf(st->daemon_version, sizeof(st->daemon_version), "%s", PACKAGE_VERSION);
+        st->rss_bytes = rss_bytes();
+        st->clients = (uint32_t)s->n_conns;
+        st->loop_wakeups = s->loop_wakeups;
+        st->loop_sleeps = s->loop_sleeps;
+        st->doorbells_received = s->doorbells_received;
+        for (struct dsv_conn *x = s->conns; x; x = x->next)
+                st->doorbells_sent += __atomic_load_n(&x->doorbells_sent, __ATOMIC_RELAXED);
+        st->spin_us = (uint32_t)s->cfg.spin_us;
+        loop_reply(s, c, &m);
+}
+
+static int handle_tokenize(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg *in) {
+        const struct dsv_text *t = dsv_engine_text(s->engine);
+        struct dsv_msg m = {0};
+        uint64_t id = in->type == DSV_MSG_TOKENIZE ? in->u.tokenize.id : in->u.tokens.id;
+        int r;
+
+        if (!t)
+                return loop_error(s, c, id,
+                                  dsv_engine_state(s->engine) == DSV_STATE_LOADING ? EAGAIN : ENOTSUP, "%s",
+                                  dsv_engine_state(s->engine) == DSV_STATE_LOADING ? "the model is still loading"
+                                                                                    : dsv_text_unavailable());
+        if (in->type == DSV_MSG_TOKENIZE) {
+                _cleanup_free_ int32_t *ids = NULL;
+                size_t n = 0;
+                if (in->u.tokenize.text_len > (uint32_t)s->cfg.max_prompt_bytes)
+                        return loop_error(s, c, id, E2BIG, "the text is %u bytes; the limit is %d (max-prompt-bytes)",
+                                          in->u.tokenize.text_len, s->cfg.max_prompt_bytes);
+                r = dsv_text_encode(t, in->u.tokenize.text, in->u.tokenize.text_len, in->u.tokenize.flags & DSV_TOK_ADD_BOS,
+                                    &ids, &n);
+                if (r < 0)
+                        return loop_error(s, c, id, -r, "cannot tokenize: %s", strerror(-r));
+                m.type = DSV_MSG_TOKENIZE_REPLY;
+                m.u.tokens.id = id;
+                m.u.tokens.tokens = ids;
+                m.u.tokens.n_tokens = (uint32_t)n;
+                loop_reply(s, c, &m);
+        } else {
+                _cleanup_free_ char *text = NULL;
+                size_t n = 0;
+                r = dsv_text_decode(t, in->u.tokens.tokens, in->u.tokens.n_tokens, &text, &n);
+                if (r < 0)
+                        return loop_error(s, c, id, -r, "cannot detokenize: %s", strerror(-r));
+                m.type = DSV_MSG_DETOKENIZE_REPLY;
+                m.u.detok.id = id;
+                m.u.detok.text = text;
+                m.u.detok.text_len = (uint32_t)n;
+                loop_reply(s, c, &m);
+        }
+        return 0;
+}
+
+static int handle_record(struct dsv_server *s, struct dsv_conn *c, const struct dsv_ipc_record *h, const uint8_t *p) {
+        struct dsv_msg m;
+        char why[256];
+        int r;
+
+        c->records_in++;
+        if (h->flags & DSV_IPC_RECORD_FLAGS_CRITICAL)
+                return loop_error(s, c, dsv_msg_peek_id(p, h->length), EOPNOTSUPP,
+                                  "record flags 0x%04x are not understood by this dsv32d", h->flags);
+        r = dsv_msg_decode(h->type, p, h->length, &m, why, sizeof(why));
+        if (r == -ENOSYS || r == -EOPNOTSUPP)
+                return loop_error(s, c, dsv_msg_peek_id(p, h->length), -r, "%s", why);
+        if (r == -ENOMEM)
+                return loop_error(s, c, dsv_msg_peek_id(p, h->length), ENOMEM, "out of memory");
+        if (r < 0)
+                return conn_drop(s, c, -r, "malformed %s record: %s", dsv_msg_type_name(h->type), why);
+        switch (h->type) {
+        case DSV_MSG_PING: {
+                struct dsv_msg pong = {.type = DSV_MSG_PONG};
+                pong.u.ping.id = m.u.ping.id;
+                pong.u.ping.t_ns = m.u.ping.t_ns;
+                pong.u.ping.t_daemon_ns = dsv_now_ns();
+                loop_reply(s, c, &pong);
+                break;
+        }
+        case DSV_MSG_GENERATE:
+                handle_generate(s, c, &m.u.generate);
+                break;
+        case DSV_MSG_CANCEL:
+                dsv_engine_cancel(s->engine, c, m.u.id.id);
+                break;
+        case DSV_MSG_TOKENIZE:
+        case DSV_MSG_DETOKENIZE:
+                handle_tokenize(s, c, &m);
+                break;
+        case DSV_MSG_STATS:
+                handle_stats(s, c, m.u.id.id);
+                break;
+        case DSV_MSG_SESSION_OPEN:
+        case DSV_MSG_SESSION_CLOSE:
+        case DSV_MSG_SESSION_PIN:
+                loop_error(s, c, m.u.session.id, ENOTSUP,
+                           "sessions (KV cache kept across requests) are not implemented by this dsv32d yet; send the "
+                           "whole conversation with each GENERATE");
+                break;
+        default:
+                dsv_msg_release(&m);
+                return conn_drop(s, c, EPROTO, "%s is not a request a client may send", dsv_msg_type_name(h->type));
+        }
+        dsv_msg_release(&m);
+        return 0;
+}
+
+/* Consumes up to RECORDS_PER_PASS records of one client; true when it did something. */
+static bool conn_process(struct dsv_server *s, struct dsv_conn *c) {
+        struct dsv_ipc_record h;
+        bool did = false;
+
+        if (c->state != DSV_CONN_ACTIVE)
+                return false;
+        if (c->loop_blocked) {
+                int r = dsv_conn_send_raw(c, c->pending_type, c->pending.data, c->pending.len, false);
+                if (r == -EAGAIN)
+                        return false;
+                c->loop_blocked = false;
+                did = true;
+        }
+        dsv_conn_ref(c); /* a drop below must not free it under our feet */
+        for (int i = 0; i < RECORDS_PER_PASS && c->state == DSV_CONN_ACTIVE && !c->loop_blocked; i++) {
+                int r = dsv_ring_read(&c->shm.sub, &h, s->rxbuf, s->rxcap);
+                if (r == 0)
+                        break;
+                if (r < 0) {
+                        conn_drop(s, c, -r,
+                                  r == -EPROTO ? "the submission ring's tail moved backwards or past the capacity"
+                                               : "a record's length is larger than the ring allows or than was published");
+                        dsv_conn_unref(c);
+                        return true;
+                }
+                did = true;
+                handle_record(s, c, &h, s->rxbuf);
+        }
+        if (c->state == DSV_CONN_ACTIVE && dsv_ring_producer_needs_wake(&c->shm.sub)) {
+                pthread_mutex_lock(&c->lock);
+                if (c->fd >= 0)
+                        dsv_ipc_doorbell(c->fd);
+                pthread_mutex_unlock(&c->lock);
+        }
+        dsv_conn_unref(c);
+        return did;
+}
+
+static void conn_event(struct dsv_server *s, struct dsv_conn *c, uint32_t events) {
+        if (c->state == DSV_CONN_HANDSHAKE) {
+                uint8_t buf[HANDSHAKE_MAX];
+                ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC);
+                if (n < 0) {
+                        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                                conn_close(s, c);
+                        return;
+                }
+                if (n == 0) {
+                        conn_close(s, c);
+                        return;
+                }
+                if ((size_t)n > sizeof(buf)) {
+                        conn_drop(s, c, EMSGSIZE, "HELLO is larger than %d bytes", HANDSHAKE_MAX);
+                        return;
+                }
+                handle_hello(s, c, buf, (size_t)n);
+                return;
+        }
+        /* doorbells; end of stream is the client's death */
+        for (int i = 0; i < 1024; i++) {
+                uint8_t b[16];
+                ssize_t n = recv(c->fd, b, sizeof(b), MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EWOULDBLOCK)
+                                break;
+                        if (errno == EINTR)
+                                continue;
+                        conn_close(s, c);
+                        return;
+                }
+                if (n == 0) {
+                        conn_close(s, c);
+                        return;
+                }
+                s->doorbells_received++;
+        }
+        if (events & (EPOLLHUP | EPOLLERR)) {
+                conn_close(s, c);
+                return;
+        }
+        pthread_mutex_lock(&c->lock);
+        if (c->engine_parked) {
+                c->engine_parked = false;
+                pthread_mutex_unlock(&c->lock);
+                dsv_engine_kick(s->engine);
+        } else {
+                pthread_mutex_unlock(&c->lock);
+        }
+        dsv_conn_ref(c);
+        conn_process(s, c);
+        if (c->state == DSV_CONN_ACTIVE)
+                active_add(s, c);
+        dsv_conn_unref(c);
+}
+
+/* ------------------------------------------------------------------ signals, timers */
+
+static void reload(struct dsv_server *s) {
+        struct dsv_server_config next;
+        struct dsv_access acc;
+        char err[512], warn[1024];
+        int r;
+
+        sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(dsv_now_ns() / 1000));
+        log_info("Reloading the configuration");
+        if (dsv_config_init(&next) < 0)
+                goto done;
+        if (s->args.config_path) {
+                r = dsv_config_load_file(&next, s->args.config_path, err, sizeof(err));
+                if (r < 0 && !(r == -ENOENT && !s->args.config_explicit)) {
+                        log_error("Reload failed, keeping the current settings: %s", err);
+                        dsv_config_free(&next);
+                        goto done;
+                }
+        }
+        for (size_t i = 0; i + 1 < 2 * s->args.n_overrides; i += 2)
+                dsv_config_set(&next, s->args.overrides[i], s->args.overrides[i + 1], err, sizeof(err));
+        dsv_config_apply_reload(&s->cfg, &next);
+        dsv_config_free(&next);
+        r = dsv_access_parse(s->cfg.allow_users, s->cfg.allow_groups, &acc, warn, sizeof(warn));
+        if (r < 0) {
+                log_error("Reload: cannot parse the access lists: %s", strerror(-r));
+        } else {
+                if (warn[0])
+                        log_warning("Access lists: %s", warn);
+                dsv_access_free(&s->access);
+                s->access = acc;
+        }
+        r = dsv_log_level_from_name(s->cfg.log_level);
+        if (r >= 0)
+                dsv_log_max_level = r;
+        {
+                struct dsv_engine_tunables t = {.batch_tokens = s->cfg.batch_tokens, .max_running = s->cfg.max_running};
+                dsv_engine_set_tunables(s->engine, &t);
+        }
+done:
+        sd_notify(0, "READY=1");
+        notify_status(s, true);
+}
+
+static void begin_drain(struct dsv_server *s, const char *why) {
+        if (s->draining) {
+                log_notice("%s again: cancelling what still runs", why);
+                dsv_engine_drain(s->engine, dsv_now_ns());
+                return;
+        }
+        s->draining = true;
+        log_info("%s: finishing in-flight requests (up to %d s), then exiting", why, s->cfg.stop_timeout_s);
+        sd_notify(0, "STOPPING=1");
+        stop_listening(s);
+        dsv_engine_drain(s->engine, dsv_now_ns() + (uint64_t)s->cfg.stop_timeout_s * 1000000000ull);
+}
+
+static void on_signal(struct dsv_server *s) {
+        struct signalfd_siginfo si;
+        while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
+                switch (si.ssi_signo) {
+                case SIGTERM:
+                case SIGINT:
+                        begin_drain(s, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+                        break;
+                case SIGHUP:
+                        reload(s);
+                        break;
+                }
+        }
+}
+
+static void check_drained(struct dsv_server *s) {
+        if (s->draining && dsv_engine_idle(s->engine)) {
+                log_info("All requests finished; exiting");
+                s->quit = true;
+        }
+}
+
+static void on_engine(struct dsv_server *s) {
+        uint64_t v;
+        enum dsv_daemon_state st;
+        if (read(s->engine_efd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+                /* nothing to do */
+        }
+        st = dsv_engine_state(s->engine);
+        if (st == DSV_STATE_READY && !s->ready_notified) {
+                s->ready_notified = true;
+                sd_notify(0, "READY=1");
+                notify_status(s, true);
+                log_info("Ready: serving on %s", s->listen_owned ? s->cfg.socket : "the socket from systemd");
+        } else if (st == DSV_STATE_FAILED && !s->quit) {
+                sd_notifyf(0, "STATUS=Failed: %s\nERRNO=5", dsv_engine_error(s->engine));
+                log_error("Exiting: the model could not be loaded");
+                s->exit_code = 1;
+                s->quit = true;
+        }
+        check_drained(s);
+}
+
+static void on_timer(struct dsv_server *s) {
+        uint64_t v, now = dsv_now_ns();
+        if (read(s->timerfd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+                /* nothing to do */
+        }
+        for (struct dsv_conn *c = s->conns, *next; c; c = next) {
+                next = c->next;
+                if (c->state == DSV_CONN_HANDSHAKE &&
+                    now - c->t_accept_ns > (uint64_t)s->cfg.handshake_timeout_ms * 1000000ull)
+                        conn_drop(s, c, ETIMEDOUT, "no HELLO within %d ms", s->cfg.handshake_timeout_ms);
+                else if (c->state == DSV_CONN_ACTIVE && c->loop_blocked)
+                        conn_process(s, c);
+        }
+        if (dsv_engine_state(s->engine) == DSV_STATE_LOADING) {
+                if (now - s->last_extend >= 1000000000ull) {
+                        s->last_extend = now;
+                        sd_notify(0, "EXTEND_TIMEOUT_USEC=10000000");
+                        notify_status(s, true);
+                }
+        } else {
+                notify_status(s, false);
+        }
+        if (s->watchdog_usec && now - s->last_watchdog >= s->watchdog_usec * 500ull) {
+                /* alive means: this loop runs and the engine thread showed life recently
+                 * (it beats at least every half second when idle, and after every step) */
+                uint64_t age = now - dsv_engine_heartbeat_ns(s->engine);
+                if (age < MAX(s->watchdog_usec * 1000ull, 60000000000ull)) {
+                        sd_notify(0, "WATCHDOG=1");
+                        s->last_watchdog = now;
+                } else {
+                        log_error("The engine thread has shown no life for %.1f s; not petting the watchdog", age / 1e9);
+                }
+        }
+        check_drained(s);
+}
+
+/* ------------------------------------------------------------------ the loop */
+
+static int dispatch(struct dsv_server *s, int timeout_ms) {
+        struct epoll_event ev[64];
+        int n = epoll_wait(s->epfd, ev, (int)ARRAY_SIZE(ev), timeout_ms);
+        if (n < 0)
+                return errno == EINTR ? 0 : dsv_negerrno();
+        for (int i = 0; i < n; i++) {
+                switch (ev[i].data.u64) {
+                case TAG_LISTEN:
+                        do_accept(s);
+                        break;
+                case TAG_SIGNAL:
+                        on_signal(s);
+                        break;
+                case TAG_TIMER:
+                        on_timer(s);
+                        break;
+                case TAG_ENGINE:
+                        on_engine(s);
+                        break;
+                default: {
+                        struct dsv_conn *c = (struct dsv_conn *)(uintptr_t)ev[i].data.u64;
+                        /* a connection closed earlier in this batch is no longer in the epoll
+                         * set but its event may still be here: it is on no list then */
+                        bool live = false;
+                        for (struct dsv_conn *x = s->conns; x; x = x->next)
+                                if (x == c) {
+                                        live = true;
+                                        break;
+                                }
+                        if (live)
+                                conn_event(s, c, ev[i].events);
+                }
+                }
+        }
+        return n;
+}
+
+int dsv_server_run(struct dsv_server *s) {
+        sd_notifyf(0, "STATUS=Loading %s", s->cfg.model);
+        while (!s->quit) {
+                uint64_t spin_ns;
+                bool again = false, won = false;
+                int r;
+
+                /* spin over the rings of recently active clients: a peer that answers within
+                 * the window never pays a wakeup, and neither do we. The window adapts
+                 * (ipc/ring.h, struct dsv_spin): back to spin-us whenever a record arrives
+                 * during it, halved after runs of windows that caught nothing, so that an
+                 * idle-ish client or an oversubscribed machine does not pay for our spinning. */
+                if (s->spin.max_ns != (uint64_t)s->cfg.spin_us * 1000ull)
+                        dsv_spin_init(&s->spin, 0, (uint64_t)s->cfg.spin_us * 1000ull);
+                spin_ns = s->n_active ? dsv_spin_budget(&s->spin) : 0;
+                if (s->n_active && spin_ns) {
+                        uint64_t deadline = dsv_now_ns() + spin_ns;
+                        for (unsigned iter = 1; !s->quit && s->n_active; iter++) {
+                                bool got = false;
+                                for (size_t i = 0; i < s->n_active; i++) {
+                                        struct dsv_conn *c = s->active[i];
+                                        if (!c->loop_blocked && !dsv_ring_empty(&c->shm.sub))
+                                                got |= conn_process(s, c);
+                                }
+                                if ((iter & 63) == 0 && dispatch(s, 0) > 0)
+                                        got = true;
+                                if ((iter & 1023) == 0)
+                                        sched_yield(); /* share a busy core with the peer */
+                                if (got) {
+                                        won = true;
+                                        deadline = dsv_now_ns() + spin_ns;
+                                } else if (dsv_now_ns() >= deadline) {
+                                        break;
+                                }
+                                dsv_cpu_relax();
+                        }
+                        dsv_spin_update(&s->spin, won);
+                }
+                /* before sleeping: tell each active client to ring, then look once more */
+                for (size_t i = 0; i < s->n_active;) {
+                        struct dsv_conn *c = s->active[i];
+                        if (dsv_ring_consumer_sleep_begin(&c->shm.sub) && !c->loop_blocked) {
+                                dsv_ring_consumer_sleep_end(&c->shm.sub);
+                                again = true;
+                                conn_process(s, c);
+                                i++;
+                                continue;
+                        }
+                        active_remove(s, c); /* swaps the last one into i */
+                }
+                if (again || s->quit)
+                        continue;
+                s->loop_sleeps++;
+                r = dispatch(s, -1);
+                if (r < 0)
+                        return log_errno(DSV_LOG_ERR, r, "epoll_wait failed: %s", strerror(-r)), 1;
+                if (r > 0)
+                        s->loop_wakeups++;
+        }
+        return s->exit_code;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *args, struct dsv_server **ret) {
+        struct dsv_server *s = calloc(1, sizeof(*s));
+        struct dsv_engine_opts eo = {0};
+        struct dsv_engine_tunables tun;
+        struct itimerspec its = {.it_interval = {.tv_nsec = TICK_MS * 1000000L}, .it_value = {.tv_nsec = TICK_MS * 1000000L}};
+        sigset_t mask;
+        char warn[1024];
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        s->cfg = *cfg;
+        memset(cfg, 0, sizeof(*cfg));
+        s->args = *args;
+        s->epfd = s->sigfd = s->timerfd = s->engine_efd = s->listen_fd = -1;
+        s->t_start = dsv_now_ns();
+        r = dsv_log_level_from_name(s->cfg.log_level);
+        if (r >= 0)
+                dsv_log_max_level = r;
+        r = dsv_access_parse(s->cfg.allow_users, s->cfg.allow_groups, &s->access, warn, sizeof(warn));
+        if (r < 0)
+                goto fail;
+        if (warn[0])
+                log_notice("Access lists: %s", warn);
+        s->rxcap = DSV_IPC_RING_MAX / 2;
+        s->rxbuf = malloc(s->rxcap);
+        if (!s->rxbuf) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        /* blocked before any thread exists, so every thread inherits the mask */
+        if ((r = -pthread_sigmask(SIG_BLOCK, &mask, NULL)) < 0)
+                goto fail;
+        signal(SIGPIPE, SIG_IGN);
+        s->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        s->epfd = epoll_create1(EPOLL_CLOEXEC);
+        s->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        s->engine_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->sigfd < 0 || s->epfd < 0 || s->timerfd < 0 || s->engine_efd < 0) {
+                r = log_errno(DSV_LOG_ERR, dsv_negerrno(), "Cannot create the event loop's descriptors: %m");
+                goto fail;
+        }
+        if (timerfd_settime(s->timerfd, 0, &its, NULL) < 0) {
+                r = dsv_negerrno();
+                goto fail;
+        }
+        if ((r = setup_listen(s)) < 0)
+                goto fail;
+        if ((r = epoll_add(s, s->sigfd, EPOLLIN, TAG_SIGNAL)) < 0 || (r = epoll_add(s, s->timerfd, EPOLLIN, TAG_TIMER)) < 0 ||
+            (r = epoll_add(s, s->engine_efd, EPOLLIN, TAG_ENGINE)) < 0 ||
+            (r = epoll_add(s, s->listen_fd, EPOLLIN, TAG_LISTEN)) < 0)
+                goto fail;
+        s->accepting = true;
+        if (sd_watchdog_enabled(0, &s->watchdog_usec) <= 0)
+                s->watchdog_usec = 0;
+        else
+                log_info("Watchdog: pinging every %.3f s", s->watchdog_usec / 2e6);
+        eo.model_dir = s->cfg.model;
+        eo.backend = s->cfg.backend;
+        eo.threads = s->cfg.threads;
+        eo.numerics = s->cfg.numerics;
+        eo.kv_cache_mb = s->cfg.kv_cache_mb;
+        eo.notify_fd = s->engine_efd;
+        tun.batch_tokens = s->cfg.batch_tokens;
+        tun.max_running = s->cfg.max_running;
+        if ((r = dsv_engine_start(&eo, &tun, &s->engine)) < 0) {
+                log_error("Cannot start the engine thread: %s", strerror(-r));
+                goto fail;
+        }
+        *ret = s;
+        return 0;
+fail:
+        dsv_server_free(s);
+        return r;
+}
+
+void dsv_server_free(struct dsv_server *s) {
+        if (!s)
+                return;
+        while (s->conns)
+                conn_close(s, s->conns);
+        dsv_engine_free(s->engine); /* after the connections: it drops its references */
+        if (s->listen_owned) {
+                unlink(s->cfg.socket);
+                close(s->listen_fd);
+        }
+        if (s->epfd >= 0)
+                close(s->epfd);
+        if (s->sigfd >= 0)
+                close(s->sigfd);
+        if (s->timerfd >= 0)
+                close(s->timerfd);
+        if (s->engine_efd >= 0)
+                close(s->engine_efd);
+        for (size_t i = 0; i < s->n_uids; i++)
+                free(s->uids[i]);
+        free(s->uids);
+        free(s->active);
+        free(s->rxbuf);
+        dsv_access_free(&s->access);
+        dsv_config_free(&s->cfg);
+        free(s);
+}

@@ -1,0 +1,332 @@
+/* The settings table and everything derived from it (see config.h). */
+#include "config.h"
+
+#include "daemon/server/settings.h"
+
+#include <ctype.h>
+#include <stddef.h>
+#include <strings.h>
+
+#include "daemon/util.h"
+
+enum opt_type {
+        OPT_STRING,
+        OPT_INT,
+        OPT_MODE, /* octal file mode */
+        OPT_ENUM, /* string from a fixed list */
+};
+
+struct dsv_config_option {
+        const char *name;
+        enum opt_type type;
+        size_t offset;
+        const char *def;
+        long min, max;
+        bool reloadable;
+        const char *choices; /* OPT_ENUM: "a|b|c" */
+        const char *help;
+};
+
+#define OPT(n, t, field, d, lo, hi, rl, ch, h) {n, t, offsetof(struct dsv_server_config, field), d, lo, hi, rl, ch, h}
+
+static const struct dsv_config_option options[] = {
+        OPT("model", OPT_STRING, model, DSV_MODEL_DIR_DEFAULT, 0, 4096, false, NULL,
+            "checkpoint directory (config.json, *.safetensors)"),
+        OPT("socket", OPT_STRING, socket, DSV_SOCKET_DEFAULT, 1, 107, false, NULL,
+            "Unix socket path, used when not socket-activated"),
+        OPT("socket-group", OPT_STRING, socket_group, "", 0, 64, false, NULL,
+            "group owning a socket dsv32d creates itself (empty: the daemon's)"),
+        OPT("socket-mode", OPT_MODE, socket_mode, "0660", 0, 0777, false, NULL, "mode of a socket dsv32d creates itself"),
+        OPT("backend", OPT_ENUM, backend, "cpu", 0, 0, false, "cpu", "compute backend"),
+        OPT("threads", OPT_INT, threads, "0", 0, 1024, false, NULL, "CPU backend threads (0: all cores)"),
+        OPT("numerics", OPT_ENUM, numerics, "faithful", 0, 0, false, "faithful|exact",
+            "faithful: the reference's bf16/FP8 rounding; exact: fp32 (tests)"),
+        OPT("allow-users", OPT_STRING, allow_users, "root", 0, 4096, true, NULL,
+            "users (names or uids, comma-separated) allowed to connect; the daemon's own uid always is"),
+        OPT("allow-groups", OPT_STRING, allow_groups, "dsv32", 0, 4096, true, NULL,
+            "groups (names or gids) whose members may connect (primary or supplementary)"),
+        OPT("max-clients", OPT_INT, max_clients, "256", 1, 65536, false, NULL, "connections in total"),
+        OPT("max-connections-per-uid", OPT_INT, max_connections_per_uid, "64", 1, 65536, true, NULL,
+            "connections of one uid"),
+        OPT("max-requests-per-uid", OPT_INT, max_requests_per_uid, "64", 1, 65536, true, NULL,
+            "generations in flight of one uid"),
+        OPT("max-prompt-bytes", OPT_INT, max_prompt_bytes, "262144", 64, 16 << 20, true, NULL,
+            "largest prompt (text bytes, or 4 bytes per token id)"),
+        OPT("max-tokens-limit", OPT_INT, max_tokens_limit, "4096", 1, 1 << 20, true, NULL,
+            "largest max_tokens a request may ask for"),
+        OPT("batch-tokens", OPT_INT, batch_tokens, "256", 1, 1 << 16, true, NULL,
+            "token budget of one engine step (decode tokens + prefill chunks)"),
+        OPT("max-running", OPT_INT, max_running, "64", 1, 4096, true, NULL, "sequences in one batch"),
+        OPT("kv-cache-mb", OPT_INT, kv_cache_mb, "256", 1, 1 << 24, false, NULL, "KV cache pool size in MiB"),
+        OPT("max-ring-kib", OPT_INT, max_ring_kib, "16384", 4, 65536, true, NULL,
+            "largest ring a client may ask for, KiB (rounded down to a power of two)"),
+        OPT("spin-us", OPT_INT, spin_us, "50", 0, 100000, true, NULL,
+            "event loop: microseconds to poll active rings before sleeping"),
+        OPT("stop-timeout", OPT_INT, stop_timeout_s, "10", 0, 3600, true, NULL,
+            "SIGTERM: seconds to finish in-flight requests before cancelling them"),
+        OPT("handshake-timeout-ms", OPT_INT, handshake_timeout_ms, "5000", 10, 600000, true, NULL,
+            "a connection must send HELLO within this time"),
+        OPT("log-level", OPT_ENUM, log_level, "info", 0, 0, true, "err|warning|notice|info|debug", "log verbosity"),
+};
+
+size_t dsv_config_n_options(void) { return ARRAY_SIZE(options); }
+const char *dsv_config_option_name(size_t i) { return i < ARRAY_SIZE(options) ? options[i].name : NULL; }
+
+static const struct dsv_config_option *find(const char *name) {
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++)
+                if (strcmp(options[i].name, name) == 0)
+                        return &options[i];
+        /* the file may spell keys with underscores */
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+                const char *a = options[i].name, *b = name;
+                while (*a && (*a == *b || (*a == '-' && *b == '_')))
+                        a++, b++;
+                if (!*a && !*b)
+                        return &options[i];
+        }
+        return NULL;
+}
+
+static bool choice_ok(const char *choices, const char *v) {
+        size_t n = strlen(v);
+        for (const char *p = choices; *p;) {
+                const char *e = strchr(p, '|');
+                size_t k = e ? (size_t)(e - p) : strlen(p);
+                if (k == n && strncmp(p, v, n) == 0)
+                        return true;
+                if (!e)
+                        break;
+                p = e + 1;
+        }
+        return false;
+}
+
+static int set_opt(struct dsv_server_config *c, const struct dsv_config_option *o, const char *value, char *err,
+                   size_t errlen) {
+        void *field = (char *)c + o->offset;
+        long v;
+        char *end;
+
+        switch (o->type) {
+        case OPT_STRING:
+        case OPT_ENUM: {
+                char *s;
+                if (strlen(value) > (size_t)o->max && o->type == OPT_STRING) {
+                        snprintf(err, errlen, "%s: longer than %ld bytes", o->name, o->max);
+                        return -EINVAL;
+                }
+                if (o->type == OPT_STRING && strlen(value) < (size_t)o->min) {
+                        snprintf(err, errlen, "%s: must not be empty", o->name);
+                        return -EINVAL;
+                }
+                if (o->type == OPT_ENUM && !choice_ok(o->choices, value)) {
+                        snprintf(err, errlen, "%s: '%s' is not one of %s", o->name, value, o->choices);
+                        return -EINVAL;
+                }
+                s = strdup(value);
+                if (!s)
+                        return -ENOMEM;
+                free(*(char **)field);
+                *(char **)field = s;
+                return 0;
+        }
+        case OPT_INT:
+        case OPT_MODE:
+                errno = 0;
+                v = strtol(value, &end, o->type == OPT_MODE ? 8 : 10);
+                if (errno || end == value || *end || v < o->min || v > o->max) {
+                        if (o->type == OPT_MODE)
+                                snprintf(err, errlen, "%s: '%s' is not an octal mode in 0..0%lo", o->name, value, o->max);
+                        else
+                                snprintf(err, errlen, "%s: '%s' is not an integer in %ld..%ld", o->name, value, o->min, o->max);
+                        return -EINVAL;
+                }
+                *(int *)field = (int)v;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+int dsv_config_init(struct dsv_server_config *c) {
+        char err[256];
+        memset(c, 0, sizeof(*c));
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+                int r = set_opt(c, &options[i], options[i].def, err, sizeof(err));
+                if (r < 0) {
+                        dsv_config_free(c);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+void dsv_config_free(struct dsv_server_config *c) {
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++)
+                if (options[i].type == OPT_STRING || options[i].type == OPT_ENUM) {
+                        char **p = (char **)((char *)c + options[i].offset);
+                        free(*p);
+                        *p = NULL;
+                }
+}
+
+int dsv_config_set(struct dsv_server_config *c, const char *name, const char *value, char *err, size_t errlen) {
+        const struct dsv_config_option *o = find(name);
+        if (!o) {
+                snprintf(err, errlen, "unknown setting '%s'", name);
+                return -ENOENT;
+        }
+        return set_opt(c, o, value, err, errlen);
+}
+
+static char *strip(char *s) {
+        char *e;
+        while (isspace((unsigned char)*s))
+                s++;
+        e = s + strlen(s);
+        while (e > s && isspace((unsigned char)e[-1]))
+                *--e = 0;
+        return s;
+}
+
+int dsv_config_load_file(struct dsv_server_config *c, const char *path, char *err, size_t errlen) {
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        int r, lineno = 0;
+        char *line, *save = NULL;
+
+        {
+                /* stdio rather than a size from fstat: /dev/null (no settings) is fine too */
+                _cleanup_fclose_ FILE *f = fopen(path, "re");
+                size_t cap = 1 << 20;
+                if (!f) {
+                        r = dsv_negerrno();
+                        snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
+                        return r;
+                }
+                text = malloc(cap + 1);
+                if (!text)
+                        return -ENOMEM;
+                len = fread(text, 1, cap + 1, f);
+                if (ferror(f) || len > cap) {
+                        snprintf(err, errlen, "cannot read %s: %s", path, len > cap ? "larger than 1 MiB" : "read error");
+                        return -EINVAL;
+                }
+                text[len] = 0;
+        }
+        if (memchr(text, 0, len)) {
+                snprintf(err, errlen, "%s: contains a NUL byte", path);
+                return -EINVAL;
+        }
+        for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char *eq, *key, *val, e2[256];
+                lineno++;
+                line = strip(line);
+                if (!*line || *line == '#' || *line == ';' || *line == '[')
+                        continue;
+                eq = strchr(line, '=');
+                if (!eq) {
+                        snprintf(err, errlen, "%s:%d: expected 'name = value'", path, lineno);
+                        return -EINVAL;
+                }
+                *eq = 0;
+                key = strip(line);
+                val = strip(eq + 1);
+                if (strlen(val) >= 2 && val[0] == '"' && val[strlen(val) - 1] == '"') {
+                        val[strlen(val) - 1] = 0;
+                        val++;
+                }
+                r = dsv_config_set(c, key, val, e2, sizeof(e2));
+                if (r < 0) {
+                        snprintf(err, errlen, "%s:%d: %s", path, lineno, e2);
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+static bool opt_equal(const struct dsv_config_option *o, const struct dsv_server_config *a,
+                      const struct dsv_server_config *b) {
+        const void *fa = (const char *)a + o->offset, *fb = (const char *)b + o->offset;
+        if (o->type == OPT_STRING || o->type == OPT_ENUM)
+                return strcmp(*(char *const *)fa, *(char *const *)fb) == 0;
+        return *(const int *)fa == *(const int *)fb;
+}
+
+static void opt_format(const struct dsv_config_option *o, const struct dsv_server_config *c, char *buf, size_t n) {
+        const void *f = (const char *)c + o->offset;
+        if (o->type == OPT_STRING || o->type == OPT_ENUM)
+                snprintf(buf, n, "%s", *(char *const *)f);
+        else if (o->type == OPT_MODE)
+                snprintf(buf, n, "0%o", (unsigned)*(const int *)f);
+        else
+                snprintf(buf, n, "%d", *(const int *)f);
+}
+
+int dsv_config_apply_reload(struct dsv_server_config *cur, const struct dsv_server_config *next) {
+        int changed = 0;
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+                const struct dsv_config_option *o = &options[i];
+                char a[512], b[512];
+                if (opt_equal(o, cur, next))
+                        continue;
+                opt_format(o, cur, a, sizeof(a));
+                opt_format(o, next, b, sizeof(b));
+                if (!o->reloadable) {
+                        log_warning("Reload: %s changed from '%s' to '%s'; it takes effect at the next restart", o->name, a, b);
+                        continue;
+                }
+                if (o->type == OPT_STRING || o->type == OPT_ENUM) {
+                        char *s = strdup(*(char *const *)((const char *)next + o->offset));
+                        if (!s)
+                                continue;
+                        free(*(char **)((char *)cur + o->offset));
+                        *(char **)((char *)cur + o->offset) = s;
+                } else {
+                        *(int *)((char *)cur + o->offset) = *(const int *)((const char *)next + o->offset);
+                }
+                log_notice("Reload: %s = %s (was %s)", o->name, b, a);
+                changed++;
+        }
+        return changed;
+}
+
+void dsv_config_print_help(FILE *f) {
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+                const struct dsv_config_option *o = &options[i];
+                char arg[64], range[64] = "";
+                const char *metavar = o->type == OPT_INT    ? "N"
+                                      : o->type == OPT_MODE ? "MODE"
+                                      : o->type == OPT_ENUM ? o->choices
+                                                            : "STR";
+                snprintf(arg, sizeof(arg), "--%s %s", o->name, metavar);
+                if (o->type == OPT_INT)
+                        snprintf(range, sizeof(range), "; %ld..%ld", o->min, o->max);
+                fprintf(f, "  %s\n      %s\n      (default: %s%s%s)\n", arg, o->help, *o->def ? o->def : "\"\"", range,
+                        o->reloadable ? "; reloads on SIGHUP" : "");
+        }
+}
+
+void dsv_config_print(const struct dsv_server_config *c, FILE *f) {
+        fprintf(f, "# dsv32d settings (file: name = value; command line: --name value)\n");
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+                char v[4200];
+                opt_format(&options[i], c, v, sizeof(v));
+                fprintf(f, "# %s%s\n%s = %s\n", options[i].help, options[i].reloadable ? " (reloadable)" : "", options[i].name,
+                        v);
+        }
+}
+
+int dsv_log_level_from_name(const char *s) {
+        static const struct {
+                const char *n;
+                int l;
+        } levels[] = {{"err", DSV_LOG_ERR},
+                      {"warning", DSV_LOG_WARNING},
+                      {"notice", DSV_LOG_NOTICE},
+                      {"info", DSV_LOG_INFO},
+                      {"debug", DSV_LOG_DEBUG}};
+        for (size_t i = 0; i < ARRAY_SIZE(levels); i++)
+                if (strcasecmp(s, levels[i].n) == 0)
+                        return levels[i].l;
+        return -EINVAL;
+}

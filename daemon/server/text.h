@@ -1,0 +1,36 @@
+/* The daemon's adapter to the text layer (daemon/tokenizer): text prompts, TOKENIZE,
+ * DETOKENIZE, streaming detokenization and chat encoding. Built without the tokenizer (or
+ * with a model that has no tokenizer.json) every call answers -ENOTSUP and
+ * dsv_text_unavailable() says why in words a client can act on; token-id prompts work
+ * either way. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/util.h"
+#include "ipc/proto.h"
+
+struct dsv_text;
+struct dsv_text_stream;
+
+/* Loads model_dir/tokenizer.json. -ENOTSUP: built without the tokenizer; -ENOENT: the model
+ * has none. err says which. */
+int dsv_text_open(const char *model_dir, struct dsv_text **ret, struct dsv_error *err);
+void dsv_text_free(struct dsv_text *t);
+bool dsv_text_has_chat(const struct dsv_text *t);
+/* Why text is unavailable when t is NULL (static string). */
+const char *dsv_text_unavailable(void);
+
+int dsv_text_encode(const struct dsv_text *t, const char *s, size_t n, bool add_bos, int32_t **ret, size_t *ret_n);
+int dsv_text_decode(const struct dsv_text *t, const int32_t *ids, size_t n, char **ret, size_t *ret_len);
+/* Chat messages to prompt ids (the V3.2 encoding). */
+int dsv_text_chat(const struct dsv_text *t, const struct dsv_chat_msg *m, size_t n, bool thinking, int32_t **ret,
+                  size_t *ret_n, struct dsv_error *err);
+
+int dsv_text_stream_new(const struct dsv_text *t, struct dsv_text_stream **ret);
+void dsv_text_stream_free(struct dsv_text_stream *s);
+/* Text completed by one more id (never part of a UTF-8 character); valid until the next call. */
+int dsv_text_stream_push(struct dsv_text_stream *s, int32_t id, const char **text, size_t *len);
+int dsv_text_stream_flush(struct dsv_text_stream *s, const char **text, size_t *len);

@@ -1,0 +1,264 @@
+/* The messages of the dsv32d wire protocol (ipc/PROTOCOL.md) and their msgpack codec.
+ *
+ * Every payload is one msgpack map with small unsigned integer keys. Each message type has
+ * one field table (ipc/proto.c) that drives both the encoder and the decoder: key, type,
+ * whether it is required, its cap (string bytes, array entries) and its default. Decoding
+ * is defensive: the payload is first walked by a bounds-checking scanner (every array or
+ * map count must fit in the bytes that remain, nesting is capped) before msgpack-c
+ * allocates anything, then each field is type-checked and capped. Unknown keys below 128
+ * are ignored (optional additions of newer peers), unknown keys 128..255 are rejected
+ * (additions a peer must understand). Strings and token arrays of a decoded message borrow
+ * memory from the payload buffer and from the message's zone: valid until dsv_msg_release()
+ * and while the payload buffer lives. Strings are not NUL-terminated unless they are
+ * fixed-size char arrays (names). */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum dsv_msg_type {
+        DSV_MSG_HELLO = 1,    /* socket, client -> daemon */
+        DSV_MSG_WELCOME = 2,  /* socket, daemon -> client, with the memfd */
+        DSV_MSG_PING = 16,    /* submission ring: client -> daemon */
+        DSV_MSG_GENERATE = 17,
+        DSV_MSG_CANCEL = 18,
+        DSV_MSG_TOKENIZE = 19,
+        DSV_MSG_DETOKENIZE = 20,
+        DSV_MSG_STATS = 21,
+        DSV_MSG_SESSION_OPEN = 22,
+        DSV_MSG_SESSION_CLOSE = 23,
+        DSV_MSG_SESSION_PIN = 24,
+        DSV_MSG_PONG = 48,    /* completion ring: daemon -> client */
+        DSV_MSG_TOKENS = 49,
+        DSV_MSG_DONE = 50,
+        DSV_MSG_ERROR = 51,   /* also a datagram on the socket before the daemon closes */
+        DSV_MSG_STATS_REPLY = 52,
+        DSV_MSG_TOKENIZE_REPLY = 53,
+        DSV_MSG_DETOKENIZE_REPLY = 54,
+        DSV_MSG_SESSION_REPLY = 55,
+};
+
+#define DSV_NAME_MAX 64          /* client names, session names (bytes, without NUL) */
+#define DSV_MODEL_NAME_MAX 255
+#define DSV_ERROR_MESSAGE_MAX 1024
+#define DSV_MAX_TOKENS_ARRAY (1u << 21)
+#define DSV_MAX_STOP_TOKENS 64
+#define DSV_MAX_CHAT_MESSAGES 1024
+#define DSV_MAX_TEXT (32u << 20)
+#define DSV_MSGPACK_MAX_DEPTH 8
+
+/* daemon state (WELCOME, STATS_REPLY) */
+enum dsv_daemon_state {
+        DSV_STATE_LOADING = 0,
+        DSV_STATE_READY = 1,
+        DSV_STATE_DRAINING = 2,
+        DSV_STATE_FAILED = 3,
+        DSV_STATE_MAX,
+};
+
+/* WELCOME.features */
+#define DSV_FEATURE_TEXT 0x1u /* tokenizer: text prompts, TOKENIZE, DETOKENIZE */
+#define DSV_FEATURE_CHAT 0x2u /* chat messages */
+
+/* GENERATE.flags */
+#define DSV_GEN_SEED 0x1u       /* seed is valid (else the daemon picks one) */
+#define DSV_GEN_NO_STREAM 0x2u  /* one TOKENS record before DONE instead of one per step */
+#define DSV_GEN_NO_BOS 0x4u     /* text prompt: do not prepend BOS */
+#define DSV_GEN_THINKING 0x8u   /* chat: thinking mode */
+#define DSV_GEN_IGNORE_EOS 0x10u /* do not stop at the model's EOS (benchmarks) */
+
+/* TOKENIZE.flags */
+#define DSV_TOK_ADD_BOS 0x1u
+
+/* DONE.reason */
+enum dsv_finish {
+        DSV_FINISH_STOP = 0,      /* EOS or a stop token */
+        DSV_FINISH_LENGTH = 1,    /* max_tokens */
+        DSV_FINISH_CANCELLED = 2, /* CANCEL */
+        DSV_FINISH_CONTEXT = 3,   /* the context window is full */
+        DSV_FINISH_SHUTDOWN = 4,  /* the daemon stopped before the request finished */
+        DSV_FINISH_MAX,
+};
+
+struct dsv_msg_hello {
+        uint32_t version_major, version_minor;
+        char name[DSV_NAME_MAX + 1];
+        uint32_t sub_bytes, comp_bytes; /* ring capacities wanted (0: default) */
+        uint32_t flags;                 /* zero */
+};
+
+struct dsv_msg_welcome {
+        uint32_t version_major, version_minor;
+        char daemon_version[32];
+        uint32_t pid;
+        uint32_t state; /* enum dsv_daemon_state */
+        char model[DSV_MODEL_NAME_MAX + 1];
+        int32_t vocab_size, bos_id, eos_id, max_context;
+        uint32_t features;
+        uint64_t shm_size;
+        uint32_t max_tokens_limit; /* per-request cap for this uid */
+        uint32_t max_prompt_bytes;
+};
+
+struct dsv_msg_ping {
+        uint64_t id;
+        uint64_t t_ns;        /* client's clock, echoed */
+        uint64_t t_daemon_ns; /* PONG only */
+};
+
+struct dsv_chat_msg {
+        const char *role;
+        uint32_t role_len;
+        const char *content;
+        uint32_t content_len;
+};
+
+struct dsv_msg_generate {
+        uint64_t id;
+        const char *text;
+        uint32_t text_len;
+        const int32_t *tokens;
+        uint32_t n_tokens;
+        const struct dsv_chat_msg *messages;
+        uint32_t n_messages;
+        uint32_t max_tokens;
+        float temperature; /* default 1; 0 = greedy */
+        float top_p;       /* default 1 */
+        int32_t top_k;     /* default 0 = off */
+        float min_p;       /* default 0 = off */
+        uint64_t seed;
+        uint32_t flags;    /* DSV_GEN_* */
+        const int32_t *stop_tokens;
+        uint32_t n_stop_tokens;
+        char session[DSV_NAME_MAX + 1];
+};
+
+struct dsv_msg_id {
+        uint64_t id;
+};
+
+struct dsv_msg_tokenize {
+        uint64_t id;
+        const char *text;
+        uint32_t text_len;
+        uint32_t flags;
+};
+
+struct dsv_msg_tokens { /* DETOKENIZE, TOKENS, TOKENIZE_REPLY */
+        uint64_t id;
+        const int32_t *tokens;
+        uint32_t n_tokens;
+        const char *text; /* TOKENS: the decoded text of these tokens, when available */
+        uint32_t text_len;
+};
+
+struct dsv_msg_session {
+        uint64_t id;
+        char name[DSV_NAME_MAX + 1];
+        uint32_t flags;
+        uint32_t n_tokens; /* SESSION_REPLY: tokens cached */
+};
+
+struct dsv_msg_done {
+        uint64_t id;
+        uint32_t reason; /* enum dsv_finish */
+        uint32_t prompt_tokens, completion_tokens, cached_tokens;
+        uint64_t queue_us, prefill_us, decode_us;
+};
+
+struct dsv_msg_error {
+        uint64_t id; /* 0: the connection itself */
+        int32_t code; /* positive errno value */
+        const char *message;
+        uint32_t message_len;
+};
+
+struct dsv_msg_detokenize_reply {
+        uint64_t id;
+        const char *text;
+        uint32_t text_len;
+};
+
+struct dsv_msg_stats_reply {
+        uint64_t id;
+        uint32_t state, pid;
+        uint64_t uptime_ms;
+        uint32_t load_permille;
+        char daemon_version[32];
+        char model[DSV_MODEL_NAME_MAX + 1];
+        char backend[16];
+        char numerics[16];
+        uint32_t threads;
+        int32_t vocab_size, n_layers, max_context;
+        uint64_t weight_bytes;
+        uint64_t kv_pages_total, kv_pages_used, kv_page_tokens, kv_bytes_per_token;
+        uint64_t rss_bytes;
+        uint32_t clients, requests_running, requests_waiting, requests_parked;
+        uint64_t requests_total, prompt_tokens_total, generated_tokens_total, steps_total;
+        float prefill_tok_s, decode_tok_s;
+        uint64_t loop_wakeups, loop_sleeps, doorbells_sent, doorbells_received;
+        uint32_t spin_us;
+        uint32_t features;
+};
+
+struct dsv_msg {
+        uint16_t type;
+        union {
+                struct dsv_msg_hello hello;
+                struct dsv_msg_welcome welcome;
+                struct dsv_msg_ping ping; /* PING, PONG */
+                struct dsv_msg_generate generate;
+                struct dsv_msg_id id;     /* CANCEL, STATS */
+                struct dsv_msg_tokenize tokenize;
+                struct dsv_msg_tokens tokens; /* DETOKENIZE, TOKENS, TOKENIZE_REPLY */
+                struct dsv_msg_session session; /* SESSION_* */
+                struct dsv_msg_done done;
+                struct dsv_msg_error error;
+                struct dsv_msg_detokenize_reply detok;
+                struct dsv_msg_stats_reply stats;
+        } u;
+        msgpack_unpacked unpacked; /* decoder state; dsv_msg_release() frees it */
+        bool has_unpacked;
+};
+
+/* A growable (or fixed, when `fixed`) output buffer for the encoder. */
+struct dsv_wbuf {
+        uint8_t *data;
+        size_t len, cap;
+        bool fixed;
+        int err; /* first error (-ENOBUFS for a full fixed buffer, -ENOMEM) */
+};
+void dsv_wbuf_fixed(struct dsv_wbuf *b, void *mem, size_t cap);
+void dsv_wbuf_free(struct dsv_wbuf *b);
+
+/* Name of a message type ("GENERATE"), or NULL when unknown. */
+const char *dsv_msg_type_name(unsigned type);
+const char *dsv_finish_name(unsigned reason);
+const char *dsv_state_name(unsigned state);
+
+/* Encodes m's payload (its type selects the table) appended to out (out->len is not reset).
+ * -EINVAL for an unknown type or a field over its cap. */
+int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out);
+
+/* Decodes a payload of a message of `type`. On failure returns -ENOSYS (unknown type),
+ * -EBADMSG (not one well-formed msgpack map within the caps), -EPROTO (a field has the
+ * wrong type, is over its cap, is duplicated, or a required field is missing),
+ * -EOPNOTSUPP (an unknown critical field, key >= 128, is present) and writes a human-readable reason to why (may be NULL).
+ * On success the caller calls dsv_msg_release(). */
+int dsv_msg_decode(unsigned type, const void *payload, size_t len, struct dsv_msg *ret, char *why, size_t why_len);
+void dsv_msg_release(struct dsv_msg *m);
+
+/* Best effort: the `id` (key 0) of a payload, for an ERROR answering a message that did not
+ * decode. Returns 0 when there is none. */
+uint64_t dsv_msg_peek_id(const void *payload, size_t len);
+
+/* Bounds check of a msgpack buffer: exactly one object, at most max_depth nested
+ * containers, every count within the bytes left. 0 or -EBADMSG. */
+int dsv_msgpack_scan(const uint8_t *p, size_t len, unsigned max_depth);
+
+/* Convenience: encode m into a fresh record payload and write it to a ring; see
+ * dsv_ring_write() for the errors. */
+struct dsv_ring;
+int dsv_ring_write_msg(struct dsv_ring *r, const struct dsv_msg *m, struct dsv_wbuf *scratch);

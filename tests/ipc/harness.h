@@ -1,0 +1,55 @@
+/* Test harness for the daemon tests: a private temporary directory, the tiny model made by
+ * dsv32-mkmodel, dsv32d started on a socket inside that directory, and cleanup that runs
+ * even when a test fails (atexit, a SIGALRM watchdog, and PR_SET_PDEATHSIG in the daemon so
+ * that it dies with the test). Every check prints what it expected and what it found. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define CHECK(cond, ...)                                                                 \
+        do {                                                                             \
+                if (!(cond)) {                                                           \
+                        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+                        fprintf(stderr, __VA_ARGS__);                                    \
+                        fprintf(stderr, "\n");                                           \
+                        h_fail();                                                        \
+                }                                                                        \
+        } while (0)
+
+struct h_daemon {
+        pid_t pid;
+        char socket[300];
+        char log[320];
+};
+
+/* Creates the temporary directory (and arms a watchdog of `seconds`). */
+void h_init(const char *name, unsigned seconds);
+const char *h_tmpdir(void);
+/* Builds the tiny model once in the temporary directory; returns its path. */
+const char *h_model(void);
+/* Path of a program in the build tree ("dsv32d", "dsv32-run", "dsv32"). */
+const char *h_prog(const char *name);
+/* Starts dsv32d on the tiny model with extra arguments (NULL-terminated), a fresh socket
+ * and its log in the temporary directory; waits until it answers a STATS with state
+ * ready. env: extra "NAME=value" entries (NULL-terminated) or NULL. */
+void h_daemon_start(struct h_daemon *d, const char *const *extra_args, const char *const *env);
+/* Like h_daemon_start but does not wait. */
+void h_daemon_spawn(struct h_daemon *d, const char *const *extra_args, const char *const *env);
+void h_daemon_wait_ready(struct h_daemon *d);
+/* SIGTERM, wait up to `seconds`; returns the exit status (-1 if it had to be killed). */
+int h_daemon_stop(struct h_daemon *d, unsigned seconds);
+void h_daemon_kill(struct h_daemon *d);
+/* Number of open descriptors and VmRSS (kB) of a process. */
+int h_count_fds(pid_t pid);
+long h_rss_kb(pid_t pid);
+/* Prints the daemon log and exits 1. */
+void h_fail(void) __attribute__((noreturn));
+void h_skip(const char *why) __attribute__((noreturn));
+/* Runs dsv32-run (greedy reference) on prompt ids; writes up to n ids to out and returns
+ * how many. */
+int h_reference(const int32_t *prompt, int n_prompt, int n_gen, int32_t *out, const char *numerics);
+bool h_file_contains(const char *path, const char *needle);
+uint64_t h_now_ns(void);

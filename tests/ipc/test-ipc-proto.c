@@ -1,0 +1,295 @@
+/* The message codec: every message type round-trips with every field set; forward
+ * compatibility (unknown optional keys ignored, unknown critical keys refused); and hostile
+ * payloads (huge counts, deep nesting, truncation, trailing bytes, wrong types, duplicate
+ * keys, over-cap strings and arrays, NUL in names, negative token ids) are refused with the
+ * documented error before anything is allocated from their claims. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ipc/proto.h"
+
+static int failures;
+#define CHECK(cond, ...)                                                                 \
+        do {                                                                             \
+                if (!(cond)) {                                                           \
+                        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+                        fprintf(stderr, __VA_ARGS__);                                    \
+                        fprintf(stderr, "\n");                                           \
+                        failures++;                                                      \
+                }                                                                        \
+        } while (0)
+
+static int roundtrip(const struct dsv_msg *in, struct dsv_msg *out, struct dsv_wbuf *w) {
+        char why[256];
+        int r;
+        w->len = 0;
+        w->err = 0;
+        r = dsv_msg_encode(in, w);
+        if (r < 0)
+                return r;
+        r = dsv_msg_decode(in->type, w->data, w->len, out, why, sizeof(why));
+        if (r < 0)
+                fprintf(stderr, "decode %s: %s\n", dsv_msg_type_name(in->type), why);
+        return r;
+}
+
+static void test_roundtrips(void) {
+        struct dsv_wbuf w = {0};
+        struct dsv_msg in, out;
+        int32_t toks[5] = {0, 1, 4095, 7, 2147483647}, stop[2] = {1, 2};
+        struct dsv_chat_msg chat[2] = {{"system", 6, "be brief", 8}, {"user", 4, "hi \xe2\x82\xac", 6}};
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_HELLO;
+        in.u.hello.version_major = 1;
+        in.u.hello.version_minor = 7;
+        strcpy(in.u.hello.name, "test-client");
+        in.u.hello.sub_bytes = 1 << 20;
+        in.u.hello.comp_bytes = 1 << 16;
+        CHECK(roundtrip(&in, &out, &w) == 0, "HELLO");
+        CHECK(out.u.hello.version_minor == 7 && !strcmp(out.u.hello.name, "test-client") && out.u.hello.sub_bytes == 1 << 20 &&
+                      out.u.hello.comp_bytes == 1 << 16,
+              "HELLO fields");
+        dsv_msg_release(&out);
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_WELCOME;
+        in.u.welcome.version_major = 1;
+        strcpy(in.u.welcome.model, "tiny");
+        in.u.welcome.bos_id = 0;
+        in.u.welcome.eos_id = 1;
+        in.u.welcome.vocab_size = 4096;
+        in.u.welcome.shm_size = 1ull << 33;
+        CHECK(roundtrip(&in, &out, &w) == 0, "WELCOME");
+        CHECK(out.u.welcome.bos_id == 0 && out.u.welcome.eos_id == 1 && out.u.welcome.shm_size == 1ull << 33 &&
+                      !strcmp(out.u.welcome.model, "tiny"),
+              "WELCOME fields");
+        dsv_msg_release(&out);
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_GENERATE;
+        in.u.generate.id = UINT64_MAX;
+        in.u.generate.tokens = toks;
+        in.u.generate.n_tokens = 5;
+        in.u.generate.max_tokens = 77;
+        in.u.generate.temperature = 0.0f;
+        in.u.generate.top_p = 0.5f;
+        in.u.generate.top_k = 40;
+        in.u.generate.min_p = 0.05f;
+        in.u.generate.seed = 0xdeadbeefcafef00dull;
+        in.u.generate.flags = DSV_GEN_SEED | DSV_GEN_NO_STREAM;
+        in.u.generate.stop_tokens = stop;
+        in.u.generate.n_stop_tokens = 2;
+        strcpy(in.u.generate.session, "s1");
+        CHECK(roundtrip(&in, &out, &w) == 0, "GENERATE");
+        CHECK(out.u.generate.id == UINT64_MAX && out.u.generate.n_tokens == 5 && !memcmp(out.u.generate.tokens, toks, sizeof(toks)) &&
+                      out.u.generate.max_tokens == 77 && out.u.generate.temperature == 0.0f && out.u.generate.top_p == 0.5f &&
+                      out.u.generate.top_k == 40 && fabsf(out.u.generate.min_p - 0.05f) < 1e-7f &&
+                      out.u.generate.seed == 0xdeadbeefcafef00dull && out.u.generate.flags == (DSV_GEN_SEED | DSV_GEN_NO_STREAM) &&
+                      out.u.generate.n_stop_tokens == 2 && out.u.generate.stop_tokens[1] == 2 &&
+                      !strcmp(out.u.generate.session, "s1") && !out.u.generate.text,
+              "GENERATE fields");
+        dsv_msg_release(&out);
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_GENERATE;
+        in.u.generate.id = 3;
+        in.u.generate.messages = chat;
+        in.u.generate.n_messages = 2;
+        in.u.generate.temperature = 1;
+        in.u.generate.top_p = 1;
+        CHECK(roundtrip(&in, &out, &w) == 0, "GENERATE chat");
+        CHECK(out.u.generate.n_messages == 2 && out.u.generate.messages[1].content_len == 6 &&
+                      !memcmp(out.u.generate.messages[1].content, "hi \xe2\x82\xac", 6) &&
+                      !memcmp(out.u.generate.messages[0].role, "system", 6),
+              "chat fields");
+        dsv_msg_release(&out);
+
+        /* defaults of absent optional fields */
+        {
+                static const uint8_t minimal[] = {0x81, 0x00, 0x05}; /* {0: 5} */
+                CHECK(dsv_msg_decode(DSV_MSG_GENERATE, minimal, sizeof(minimal), &out, NULL, 0) == 0, "minimal GENERATE");
+                CHECK(out.u.generate.id == 5 && out.u.generate.max_tokens == 256 && out.u.generate.temperature == 1.0f &&
+                              out.u.generate.top_p == 1.0f && out.u.generate.top_k == 0,
+                      "defaults: max_tokens %u temperature %g", out.u.generate.max_tokens, out.u.generate.temperature);
+                dsv_msg_release(&out);
+        }
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_TOKENS;
+        in.u.tokens.id = 9;
+        in.u.tokens.tokens = toks;
+        in.u.tokens.n_tokens = 3;
+        in.u.tokens.text = "abc";
+        in.u.tokens.text_len = 3;
+        CHECK(roundtrip(&in, &out, &w) == 0, "TOKENS");
+        CHECK(out.u.tokens.n_tokens == 3 && out.u.tokens.text_len == 3 && !memcmp(out.u.tokens.text, "abc", 3), "TOKENS fields");
+        dsv_msg_release(&out);
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_TOKENS; /* an empty token list is still sent (the array is required) */
+        in.u.tokens.id = 9;
+        CHECK(roundtrip(&in, &out, &w) == 0 && out.u.tokens.n_tokens == 0, "empty TOKENS");
+        dsv_msg_release(&out);
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_DONE;
+        in.u.done.id = 12;
+        in.u.done.reason = DSV_FINISH_CONTEXT;
+        in.u.done.prompt_tokens = 3;
+        in.u.done.completion_tokens = 4;
+        in.u.done.decode_us = 1ull << 40;
+        CHECK(roundtrip(&in, &out, &w) == 0, "DONE");
+        CHECK(out.u.done.reason == DSV_FINISH_CONTEXT && out.u.done.completion_tokens == 4 && out.u.done.decode_us == 1ull << 40,
+              "DONE fields");
+        dsv_msg_release(&out);
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_ERROR;
+        in.u.error.id = 0;
+        in.u.error.code = EACCES;
+        in.u.error.message = "nope";
+        in.u.error.message_len = 4;
+        CHECK(roundtrip(&in, &out, &w) == 0, "ERROR");
+        CHECK(out.u.error.code == EACCES && out.u.error.message_len == 4, "ERROR fields");
+        dsv_msg_release(&out);
+
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_STATS_REPLY;
+        in.u.stats.id = 1000;
+        in.u.stats.kv_pages_total = 1ull << 35;
+        in.u.stats.decode_tok_s = 12.5f;
+        strcpy(in.u.stats.backend, "cpu");
+        CHECK(roundtrip(&in, &out, &w) == 0, "STATS_REPLY");
+        CHECK(out.u.stats.kv_pages_total == 1ull << 35 && out.u.stats.decode_tok_s == 12.5f && !strcmp(out.u.stats.backend, "cpu"),
+              "STATS_REPLY fields");
+        CHECK(dsv_msg_peek_id(w.data, w.len) == 1000, "peek_id of a map16 payload: %llu",
+              (unsigned long long)dsv_msg_peek_id(w.data, w.len));
+        dsv_msg_release(&out);
+
+        {
+                static const uint16_t others[] = {DSV_MSG_PING, DSV_MSG_PONG, DSV_MSG_CANCEL, DSV_MSG_STATS,
+                                                  DSV_MSG_TOKENIZE, DSV_MSG_DETOKENIZE, DSV_MSG_TOKENIZE_REPLY,
+                                                  DSV_MSG_DETOKENIZE_REPLY, DSV_MSG_SESSION_OPEN, DSV_MSG_SESSION_CLOSE,
+                                                  DSV_MSG_SESSION_PIN, DSV_MSG_SESSION_REPLY};
+                for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+                        memset(&in, 0, sizeof(in));
+                        in.type = others[i];
+                        in.u.id.id = 42 + i;
+                        if (others[i] == DSV_MSG_TOKENIZE) {
+                                in.u.tokenize.text = "x";
+                                in.u.tokenize.text_len = 1;
+                        } else if (others[i] == DSV_MSG_DETOKENIZE_REPLY) {
+                                in.u.detok.text = "y";
+                                in.u.detok.text_len = 1;
+                        } else if (others[i] >= DSV_MSG_SESSION_OPEN && others[i] <= DSV_MSG_SESSION_PIN) {
+                                strcpy(in.u.session.name, "chat");
+                        }
+                        CHECK(roundtrip(&in, &out, &w) == 0, "%s", dsv_msg_type_name(others[i]));
+                        CHECK(out.u.id.id == 42 + i && dsv_msg_peek_id(w.data, w.len) == 42 + i, "%s id",
+                              dsv_msg_type_name(others[i]));
+                        dsv_msg_release(&out);
+                }
+        }
+        dsv_wbuf_free(&w);
+}
+
+struct bad {
+        const char *name;
+        uint16_t type;
+        const uint8_t *p;
+        size_t n;
+        int want;
+};
+
+static void test_hostile(void) {
+        static const uint8_t huge_array[] = {0x82, 0x00, 0x01, 0x02, 0xdd, 0xff, 0xff, 0xff, 0xff};
+        static const uint8_t huge_map[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0x00};
+        static const uint8_t huge_str[] = {0x82, 0x00, 0x01, 0x01, 0xdb, 0x7f, 0xff, 0xff, 0xff, 'a'};
+        static const uint8_t deep[] = {0x81, 0x00, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01};
+        static const uint8_t truncated[] = {0x82, 0x00, 0x01, 0x01};
+        static const uint8_t trailing[] = {0x81, 0x00, 0x01, 0xc0};
+        static const uint8_t not_map[] = {0x93, 0x01, 0x02, 0x03};
+        static const uint8_t wrong_type[] = {0x82, 0x00, 0x01, 0x04, 0xa3, 'a', 'b', 'c'}; /* max_tokens: "abc" */
+        static const uint8_t dup[] = {0x82, 0x00, 0x01, 0x00, 0x02};
+        static const uint8_t missing[] = {0x81, 0x04, 0x01}; /* no id */
+        static const uint8_t neg_token[] = {0x82, 0x00, 0x01, 0x02, 0x91, 0xff}; /* tokens: [-1] */
+        static const uint8_t big_token[] = {0x82, 0x00, 0x01, 0x02, 0x91, 0xcf, 0, 0, 0, 1, 0, 0, 0, 0};
+        static const uint8_t nul_name[] = {0x82, 0x00, 0x01, 0x02, 0xa3, 'a', 0, 'c'};      /* HELLO name */
+        static const uint8_t crit[] = {0x82, 0x00, 0x01, 0xcc, 0xc8, 0x01};                /* key 200 */
+        static const uint8_t opt[] = {0x82, 0x00, 0x01, 0x63, 0x01};                       /* key 99 */
+        static const uint8_t ext[] = {0x82, 0x00, 0x01, 0x04, 0xd4, 0x01, 0x02};
+        static const uint8_t nan_temp[] = {0x82, 0x00, 0x01, 0x05, 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0};
+        static const uint8_t neg_key[] = {0x82, 0x00, 0x01, 0xff, 0x01};
+        static const uint8_t u32_over[] = {0x82, 0x00, 0x01, 0x04, 0xcf, 0, 0, 0, 1, 0, 0, 0, 0};
+        static const uint8_t chat_bad[] = {0x82, 0x00, 0x01, 0x03, 0x91, 0x81, 0x00, 0xa1, 'u'}; /* no content */
+        static const uint8_t empty[] = {0};
+        static const uint8_t stop_many[] = {0x82, 0x00, 0x01, 0x0a, 0xdc, 0x00, 0x41, /* 65 stop tokens */
+                                            1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+        const struct bad cases[] = {
+                {"array count 2^32-1", DSV_MSG_GENERATE, huge_array, sizeof(huge_array), -EBADMSG},
+                {"map count 2^32-1", DSV_MSG_GENERATE, huge_map, sizeof(huge_map), -EBADMSG},
+                {"string length 2^31", DSV_MSG_GENERATE, huge_str, sizeof(huge_str), -EBADMSG},
+                {"nesting deeper than the cap", DSV_MSG_GENERATE, deep, sizeof(deep), -EBADMSG},
+                {"truncated", DSV_MSG_GENERATE, truncated, sizeof(truncated), -EBADMSG},
+                {"trailing bytes", DSV_MSG_PING, trailing, sizeof(trailing), -EBADMSG},
+                {"array instead of map", DSV_MSG_PING, not_map, sizeof(not_map), -EPROTO},
+                {"string for an integer", DSV_MSG_GENERATE, wrong_type, sizeof(wrong_type), -EPROTO},
+                {"duplicate key", DSV_MSG_PING, dup, sizeof(dup), -EPROTO},
+                {"missing required id", DSV_MSG_GENERATE, missing, sizeof(missing), -EPROTO},
+                {"negative token", DSV_MSG_GENERATE, neg_token, sizeof(neg_token), -EPROTO},
+                {"token over int32", DSV_MSG_GENERATE, big_token, sizeof(big_token), -EPROTO},
+                {"NUL inside a name", DSV_MSG_HELLO, nul_name, sizeof(nul_name), -EPROTO},
+                {"unknown critical field", DSV_MSG_PING, crit, sizeof(crit), -EOPNOTSUPP},
+                {"ext type", DSV_MSG_GENERATE, ext, sizeof(ext), -EBADMSG},
+                {"NaN temperature", DSV_MSG_GENERATE, nan_temp, sizeof(nan_temp), -EPROTO},
+                {"negative key", DSV_MSG_PING, neg_key, sizeof(neg_key), -EPROTO},
+                {"u32 field over 2^32", DSV_MSG_GENERATE, u32_over, sizeof(u32_over), -EPROTO},
+                {"chat message without content", DSV_MSG_GENERATE, chat_bad, sizeof(chat_bad), -EPROTO},
+                {"empty payload", DSV_MSG_PING, empty, 0, -EBADMSG},
+                {"65 stop tokens", DSV_MSG_GENERATE, stop_many, sizeof(stop_many), -EPROTO},
+                {"unknown message type", 999, opt, sizeof(opt), -ENOSYS},
+        };
+        struct dsv_msg m;
+        char why[256];
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                int r = dsv_msg_decode(cases[i].type, cases[i].p, cases[i].n, &m, why, sizeof(why));
+                CHECK(r == cases[i].want, "%s: got %d (%s), want %d", cases[i].name, r, why, cases[i].want);
+                CHECK(r == 0 || why[0], "%s: no reason given", cases[i].name);
+                if (r == 0)
+                        dsv_msg_release(&m);
+        }
+        /* an unknown optional field is ignored */
+        CHECK(dsv_msg_decode(DSV_MSG_PING, opt, sizeof(opt), &m, why, sizeof(why)) == 0 && m.u.ping.id == 1,
+              "unknown optional key refused: %s", why);
+        dsv_msg_release(&m);
+        /* a fixed buffer that is too small reports -ENOBUFS instead of overflowing */
+        {
+                uint8_t small[8];
+                struct dsv_wbuf w;
+                struct dsv_msg in = {.type = DSV_MSG_ERROR};
+                in.u.error.code = 1;
+                in.u.error.message = "a long message that does not fit";
+                in.u.error.message_len = (uint32_t)strlen(in.u.error.message);
+                dsv_wbuf_fixed(&w, small, sizeof(small));
+                CHECK(dsv_msg_encode(&in, &w) == -ENOBUFS && w.len <= sizeof(small), "fixed buffer overflow");
+        }
+}
+
+int main(void) {
+        test_roundtrips();
+        test_hostile();
+        if (failures) {
+                fprintf(stderr, "%d checks failed\n", failures);
+                return 1;
+        }
+        return 0;
+}

@@ -1,0 +1,166 @@
+/* Units of the daemon without a daemon: the settings table (defaults, file syntax, bounds,
+ * command-line spelling, what a reload may change), the sampler (greedy, determinism of a
+ * seed, top-k/top-p/min-p restrict the support, temperature), and the access policy. */
+#include "config.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <unistd.h>
+
+#include "daemon/rng.h"
+#include "daemon/server/access.h"
+#include "daemon/server/sampler.h"
+#include "daemon/server/settings.h"
+#include "daemon/util.h"
+
+static int failures;
+#define CHECK(cond, ...)                                                                 \
+        do {                                                                             \
+                if (!(cond)) {                                                           \
+                        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+                        fprintf(stderr, __VA_ARGS__);                                    \
+                        fprintf(stderr, "\n");                                           \
+                        failures++;                                                      \
+                }                                                                        \
+        } while (0)
+
+static void test_settings(void) {
+        struct dsv_server_config c, n;
+        char err[512], path[] = "/tmp/dsv32-settings-XXXXXX";
+        int fd, r;
+
+        CHECK(dsv_config_init(&c) == 0, "init");
+        CHECK(!strcmp(c.model, "/var/lib/dsv32d/model") && !strcmp(c.socket, "/run/dsv32d/dsv32d.sock") &&
+                      c.socket_mode == 0660 && !strcmp(c.allow_groups, "dsv32") && !strcmp(c.allow_users, "root"),
+              "defaults: model %s socket %s mode %o", c.model, c.socket, (unsigned)c.socket_mode);
+        CHECK(dsv_config_set(&c, "max-tokens-limit", "0", err, sizeof(err)) == -EINVAL && strstr(err, "max-tokens-limit"),
+              "a value under the minimum must be refused: %s", err);
+        CHECK(dsv_config_set(&c, "max-tokens-limit", "12x", err, sizeof(err)) == -EINVAL, "trailing junk accepted");
+        CHECK(dsv_config_set(&c, "numerics", "fast", err, sizeof(err)) == -EINVAL && strstr(err, "faithful|exact"),
+              "enum: %s", err);
+        CHECK(dsv_config_set(&c, "no-such", "1", err, sizeof(err)) == -ENOENT, "unknown setting accepted");
+        CHECK(dsv_config_set(&c, "socket-mode", "0600", err, sizeof(err)) == 0 && c.socket_mode == 0600, "octal mode");
+        CHECK(dsv_config_set(&c, "socket-mode", "0800", err, sizeof(err)) == -EINVAL, "bad octal accepted");
+
+        fd = mkstemp(path);
+        CHECK(fd >= 0, "mkstemp");
+        dprintf(fd, "# comment\n\n  max_tokens_limit = 123  \nsocket = \"/tmp/x.sock\"\nspin-us=7\n");
+        close(fd);
+        r = dsv_config_load_file(&c, path, err, sizeof(err));
+        CHECK(r == 0 && c.max_tokens_limit == 123 && !strcmp(c.socket, "/tmp/x.sock") && c.spin_us == 7,
+              "file: r=%d %s limit=%d", r, err, c.max_tokens_limit);
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        dprintf(fd, "spin-us = 5\nbogus line\n");
+        close(fd);
+        r = dsv_config_load_file(&c, path, err, sizeof(err));
+        CHECK(r == -EINVAL && strstr(err, ":2:"), "a bad line must be reported with its number: %s", err);
+        unlink(path);
+        CHECK(dsv_config_load_file(&c, "/nonexistent/dsv32d.conf", err, sizeof(err)) == -ENOENT, "missing file");
+
+        /* reload: reloadable settings change, others keep their value */
+        CHECK(dsv_config_init(&n) == 0, "init");
+        dsv_config_set(&n, "max-tokens-limit", "999", err, sizeof(err));
+        dsv_config_set(&n, "socket", "/tmp/other.sock", err, sizeof(err));
+        dsv_config_set(&n, "allow-users", "root,daemon", err, sizeof(err));
+        r = dsv_config_apply_reload(&c, &n);
+        CHECK(c.max_tokens_limit == 999 && !strcmp(c.allow_users, "root,daemon"), "reloadable settings not applied");
+        CHECK(!strcmp(c.socket, "/tmp/x.sock"), "socket changed on reload: %s", c.socket);
+        CHECK(r >= 2, "changed %d", r);
+        dsv_config_free(&n);
+        dsv_config_free(&c);
+        CHECK(dsv_log_level_from_name("debug") == DSV_LOG_DEBUG && dsv_log_level_from_name("x") < 0, "log levels");
+}
+
+static void test_sampler(void) {
+        enum { V = 1000 };
+        struct dsv_sampler s;
+        float *logits = malloc(V * sizeof(float));
+        struct dsv_sampling p = {.temperature = 0, .top_p = 1.0f};
+        int hist[V] = {0};
+
+        CHECK(dsv_sampler_init(&s, V) == 0, "init");
+        for (int i = 0; i < V; i++)
+                logits[i] = (float)dsv_rand_normal(7, (uint64_t)i);
+        logits[500] = 10.0f;
+        logits[501] = 10.0f; /* a tie: greedy takes the lower id */
+        CHECK(dsv_sample(&s, logits, &p, 0) == 500, "greedy");
+        p.temperature = 1.0f;
+        p.top_k = 1;
+        CHECK(dsv_sample(&s, logits, &p, 3) == 500, "top_k 1 is greedy");
+        /* same seed, same step -> same token; different seeds spread */
+        p.top_k = 0;
+        p.temperature = 5.0f;
+        p.seed = 1234;
+        for (int step = 0; step < 50; step++)
+                CHECK(dsv_sample(&s, logits, &p, (uint64_t)step) == dsv_sample(&s, logits, &p, (uint64_t)step),
+                      "not deterministic");
+        {
+                int distinct = 0;
+                for (int step = 0; step < 200; step++)
+                        hist[dsv_sample(&s, logits, &p, (uint64_t)step)]++;
+                for (int i = 0; i < V; i++)
+                        distinct += hist[i] > 0;
+                CHECK(distinct > 20, "temperature 5 should spread over many tokens, got %d", distinct);
+        }
+        /* top_k restricts the support to the k largest */
+        p.top_k = 3;
+        logits[10] = 9.0f;
+        for (int step = 0; step < 300; step++) {
+                int32_t t = dsv_sample(&s, logits, &p, (uint64_t)step);
+                CHECK(t == 500 || t == 501 || t == 10, "top_k 3 drew %d", t);
+        }
+        /* top_p: a dominant token with mass > top_p is the only choice */
+        p.top_k = 0;
+        p.temperature = 1.0f;
+        logits[700] = 30.0f;
+        p.top_p = 0.5f;
+        for (int step = 0; step < 100; step++)
+                CHECK(dsv_sample(&s, logits, &p, (uint64_t)step) == 700, "top_p");
+        /* min_p 0.5 with two near-equal leaders keeps just those */
+        logits[700] = 0;
+        logits[500] = 20.0f;
+        logits[501] = 20.0f;
+        p.top_p = 1.0f;
+        p.min_p = 0.5f;
+        for (int step = 0; step < 100; step++) {
+                int32_t t = dsv_sample(&s, logits, &p, (uint64_t)step);
+                CHECK(t == 500 || t == 501, "min_p drew %d", t);
+        }
+        /* -inf logits are never drawn */
+        p.min_p = 0;
+        p.temperature = 100.0f;
+        for (int i = 0; i < V; i++)
+                logits[i] = i == 3 ? 0.0f : -INFINITY;
+        CHECK(dsv_sample(&s, logits, &p, 1) == 3, "masked logits");
+        dsv_sampler_done(&s);
+        free(logits);
+}
+
+static void test_access(void) {
+        struct dsv_access a;
+        struct dsv_peer p = {.uid = 1000, .gid = 1000, .n_groups = 2, .groups = {1000, 4242}};
+        char warn[256];
+        CHECK(dsv_access_parse("root,1234,no-such-user-x", "4242,no-such-group-y", &a, warn, sizeof(warn)) == 0, "parse");
+        CHECK(a.n_uids == 2 && a.n_gids == 1, "%zu uids %zu gids", a.n_uids, a.n_gids);
+        CHECK(strstr(warn, "no-such-user-x") && strstr(warn, "no-such-group-y"), "warnings: %s", warn);
+        CHECK(dsv_access_allowed(&a, &p, 5), "a supplementary group in the list must be allowed");
+        p.groups[1] = 7;
+        CHECK(!dsv_access_allowed(&a, &p, 5), "no listed uid or group: refused");
+        CHECK(dsv_access_allowed(&a, &p, 1000), "the daemon's own uid is always allowed");
+        p.uid = 1234;
+        CHECK(dsv_access_allowed(&a, &p, 5), "a listed uid");
+        p.uid = 0;
+        CHECK(dsv_access_allowed(&a, &p, 5), "root listed by name");
+        dsv_access_free(&a);
+}
+
+int main(void) {
+        test_settings();
+        test_sampler();
+        test_access();
+        if (failures) {
+                fprintf(stderr, "%d checks failed\n", failures);
+                return 1;
+        }
+        return 0;
+}
