@@ -17,6 +17,7 @@ struct job {
         uint64_t done;      /* bytes arrived so far */
         int slot;
         bool probing;       /* first try: a buffered read that must not block (page cache hit) */
+        uint8_t *dst;       /* read straight into this (host-memory backend, buffered reads) */
 };
 
 struct shard_io {
@@ -39,7 +40,22 @@ struct loader {
         size_t chunk;
         bool fixed; /* staging buffers registered with the ring */
         uint64_t total, delivered, t0, last_report;
+        bool use_direct;
+        bool to_dst; /* buffered reads land in the tensors themselves: one copy, no staging */
 };
+
+/* MemAvailable from /proc/meminfo in bytes, 0 if unknown. */
+static uint64_t mem_available(void) {
+        _cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
+        char line[256];
+        unsigned long long kb;
+        if (!f)
+                return 0;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+                        return (uint64_t)kb * 1024;
+        return 0;
+}
 
 static int cmp_item(const void *a, const void *b) {
         const struct dsv_load_item *x = a, *y = b;
@@ -57,7 +73,7 @@ static const char *tensor_at(const struct loader *L, int shard, uint64_t off) {
         return "(between tensors)";
 }
 
-static int add_job(struct loader *L, size_t *cap, int shard, uint64_t off, uint64_t len) {
+static int add_job(struct loader *L, size_t *cap, int shard, uint64_t off, uint64_t len, uint8_t *dst) {
         if (L->n_jobs == *cap) {
                 size_t nc = *cap ? *cap * 2 : 256;
                 struct job *v = realloc(L->jobs, nc * sizeof(*v));
@@ -69,13 +85,26 @@ static int add_job(struct loader *L, size_t *cap, int shard, uint64_t off, uint6
         uint64_t fsize = L->ck->shards[shard].size;
         L->jobs[L->n_jobs++] = (struct job){.shard = shard, .off = off, .len = len,
                                             .need = off + len > fsize ? fsize - off : len, .slot = -1,
-                                            .probing = true};
+                                            .probing = L->use_direct, .dst = dst};
         return 0;
 }
 
-/* Merge the items of each shard into extents, align them, cut them into chunks. */
+/* Merge the items of each shard into extents, align them, cut them into chunks; or, reading
+ * straight into host memory, cut each tensor into chunks. */
 static int plan(struct loader *L) {
         size_t cap = 0;
+        if (L->to_dst) {
+                for (size_t i = 0; i < L->n_items; i++) {
+                        const struct dsv_ckpt_tensor *t = L->items[i].t;
+                        for (uint64_t o = 0; o < t->nbytes; o += L->chunk) {
+                                int r = add_job(L, &cap, t->shard, t->offset + o, MIN(L->chunk, t->nbytes - o),
+                                                (uint8_t *)L->items[i].dst + o);
+                                if (r < 0)
+                                        return r;
+                        }
+                }
+                return 0;
+        }
         for (size_t i = 0; i < L->n_items;) {
                 int shard = L->items[i].t->shard;
                 uint64_t b = L->items[i].t->offset, e = b + L->items[i].t->nbytes;
@@ -88,7 +117,7 @@ static int plan(struct loader *L) {
                 b = b / ALIGN * ALIGN;
                 e = ALIGN_UP(e, ALIGN);
                 for (uint64_t off = b; off < e; off += L->chunk) {
-                        int r = add_job(L, &cap, shard, off, MIN(L->chunk, e - off));
+                        int r = add_job(L, &cap, shard, off, MIN(L->chunk, e - off), NULL);
                         if (r < 0)
                                 return r;
                 }
@@ -101,6 +130,10 @@ static int plan(struct loader *L) {
 static int deliver(struct loader *L, const struct job *j) {
         const uint8_t *buf = L->bufs[j->slot];
         uint64_t jb = j->off, je = j->off + j->need;
+        if (j->dst) {
+                L->delivered += j->need;
+                goto done;
+        }
         /* first item of this shard that may overlap: binary search on (shard, end > jb) */
         size_t lo = 0, hi = L->n_items;
         while (lo < hi) {
@@ -124,6 +157,7 @@ static int deliver(struct loader *L, const struct job *j) {
                                              strerror(-r));
                 L->delivered += e - b;
         }
+done:
         L->st->bytes_read += j->need;
         L->st->reads++;
         if (L->o->progress) {
@@ -143,7 +177,7 @@ static int open_shards(struct loader *L) {
                 L->io[s].fd_buffered = open(path, O_RDONLY | O_CLOEXEC);
                 if (L->io[s].fd_buffered < 0)
                         return dsv_error_set(L->err, errno, "Failed to open %s: %s", path, strerror(errno));
-                if (!L->o->no_direct) {
+                if (L->use_direct) {
                         L->io[s].fd_direct = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
                         if (L->io[s].fd_direct >= 0)
                                 L->st->direct = true;
@@ -211,7 +245,9 @@ static int submit(struct loader *L, struct io_uring *ring, struct job *j) {
                 return -EBUSY;
         int fd = job_fd(L, j);
         uint64_t len = fd == L->io[j->shard].fd_direct ? j->len - j->done : j->need - j->done;
-        if (L->fixed)
+        if (j->dst)
+                io_uring_prep_read(sqe, fd, j->dst + j->done, (unsigned)len, j->off + j->done);
+        else if (L->fixed)
                 io_uring_prep_read_fixed(sqe, fd, L->bufs[j->slot] + j->done, (unsigned)len, j->off + j->done, j->slot);
         else
                 io_uring_prep_read(sqe, fd, L->bufs[j->slot] + j->done, (unsigned)len, j->off + j->done);
@@ -313,7 +349,7 @@ static int run_pread(struct loader *L) {
                         int fd = job_fd(L, j);
                         bool direct = fd == L->io[j->shard].fd_direct;
                         uint64_t len = direct ? j->len - j->done : j->need - j->done;
-                        ssize_t k = pread(fd, L->bufs[0] + j->done, len, (off_t)(j->off + j->done));
+                        ssize_t k = pread(fd, (j->dst ? j->dst : L->bufs[0]) + j->done, len, (off_t)(j->off + j->done));
                         int r = complete(L, NULL, j, k < 0 ? -errno : (int)k, direct);
                         if (r < 0)
                                 return r;
@@ -350,6 +386,11 @@ int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *item
         }
         for (size_t s = 0; s < ck->n_shards; s++)
                 L.io[s].fd_direct = L.io[s].fd_buffered = -1;
+        {
+                uint64_t avail = mem_available();
+                L.use_direct = !o->no_direct && (o->direct || avail == 0 || L.total > avail / 2);
+                L.to_dst = !L.use_direct && be->host_memory;
+        }
         for (unsigned i = 0; i < qd; i++)
                 if (posix_memalign((void **)&L.bufs[i], ALIGN, L.chunk) != 0) {
                         L.bufs[i] = NULL;

@@ -1,8 +1,10 @@
 /* Streams tensor bytes from checkpoint shards into backend memory with io_uring: many large
  * aligned reads in flight into registered staging buffers, each chunk copied out to the
- * tensors it covers as it lands. Each chunk is first asked of the page cache (a buffered read
- * with RWF_NOWAIT, which fails at once instead of blocking); what is not cached is read with
- * O_DIRECT where the filesystem allows (no second copy in the page cache), buffered otherwise.
+ * tensors it covers as it lands. A checkpoint that fits in half of the available memory is
+ * read through the page cache (kernel readahead; a restart then loads from memory); a larger
+ * one with O_DIRECT where the filesystem allows it, so that it does not evict everything
+ * else, each chunk first asked of the page cache (a buffered read with RWF_NOWAIT, which fails
+ * at once instead of blocking) in case part of it is cached.
  * Short reads and EAGAIN are retried; EIO or a file that shrank is an error naming the file
  * and the tensor. Where io_uring is unavailable (seccomp, old kernel) it falls back to
  * pread() and says so in the stats. */
@@ -23,6 +25,7 @@ struct dsv_load_opts {
         unsigned queue_depth; /* reads in flight (default 8) */
         size_t chunk_size;    /* bytes per read (default 2 MiB; multiple of 4096) */
         bool no_direct;       /* never use O_DIRECT */
+        bool direct;          /* use O_DIRECT even when the checkpoint would fit in memory */
         bool no_uring;        /* use pread() (baseline, tests) */
         void (*progress)(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns);
         void *ud;

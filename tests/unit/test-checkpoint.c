@@ -258,8 +258,9 @@ static void test_loader(void) {
         struct {
                 unsigned qd;
                 size_t chunk;
-                bool no_direct, no_uring;
-        } v[] = {{16, 0, false, false}, {1, 4096, false, false}, {4, 65536, true, false}, {3, 12288, false, false}, {1, 0, false, true}};
+                bool no_direct, no_uring, direct;
+        } v[] = {{16, 0, false, false, false}, {1, 4096, false, false, true}, {4, 65536, true, false, false},
+                 {3, 12288, false, false, true}, {8, 0, false, false, true}, {1, 0, false, true, false}, {1, 0, false, true, true}};
         for (size_t k = 0; k < ARRAY_SIZE(v); k++) {
                 /* items in a scrambled order: the loader sorts them */
                 off = 0;
@@ -275,16 +276,25 @@ static void test_loader(void) {
                         items[i + 1] = tmp;
                 }
                 memset(buf, 0xa5, total);
+                if (v[k].direct && k % 2 == 0) /* evict the shards: these reads really go O_DIRECT */
+                        for (size_t s = 0; s < ck->n_shards; s++) {
+                                int fd = open(ck->shards[s].path, O_RDONLY | O_CLOEXEC);
+                                if (fd >= 0) {
+                                        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+                                        close(fd);
+                                }
+                        }
                 struct dsv_load_opts lo = {.queue_depth = v[k].qd, .chunk_size = v[k].chunk, .no_direct = v[k].no_direct,
-                                           .no_uring = v[k].no_uring};
+                                           .no_uring = v[k].no_uring, .direct = v[k].direct};
                 struct dsv_load_stats ls = {0};
                 int r = dsv_load_tensors(ck, items, ck->n_tensors, be, &lo, &ls, &err);
                 CHECK(r == 0, "load variant %zu: %s", k, err.msg);
                 CHECK(memcmp(buf, ref, total) == 0, "load variant %zu delivered different bytes", k);
                 CHECK(ls.bytes_tensors == total, "stats bytes");
                 CHECK(v[k].no_uring ? !ls.uring : true, "pread fallback");
-                printf("load qd=%u chunk=%zu%s%s: %u reads (%u from the page cache), %s%s, %u short reads, %u retries\n", v[k].qd, v[k].chunk,
-                       v[k].no_direct ? " no-direct" : "", v[k].no_uring ? " pread" : "", ls.reads, ls.cached_reads, ls.uring ? "io_uring" : "pread",
+                CHECK(!v[k].direct || ls.direct, "O_DIRECT asked for but not used");
+                printf("load qd=%u chunk=%zu%s%s%s: %u reads (%u from the page cache), %s%s, %u short reads, %u retries\n", v[k].qd, v[k].chunk,
+                       v[k].no_direct ? " no-direct" : "", v[k].direct ? " direct" : "", v[k].no_uring ? " pread" : "", ls.reads, ls.cached_reads, ls.uring ? "io_uring" : "pread",
                        ls.direct ? " O_DIRECT" : "", ls.short_reads, ls.retries);
         }
         /* the file shrinks after validation: an error naming the file and a tensor */
@@ -295,14 +305,14 @@ static void test_loader(void) {
                 REQUIRE(stat(p, &st) == 0 && truncate(p, st.st_size / 2) == 0, "truncate");
                 for (size_t i = 0; i < ck->n_tensors; i++)
                         items[i] = (struct dsv_load_item){&ck->tensors[i], buf};
-                for (int u = 0; u < 2; u++) {
-                        struct dsv_load_opts lo = {.chunk_size = 8192, .no_uring = u};
+                for (int u = 0; u < 4; u++) {
+                        struct dsv_load_opts lo = {.chunk_size = 8192, .no_uring = u & 1, .direct = u >> 1};
                         memset(&err, 0, sizeof(err));
                         /* each item into a scratch buffer large enough for any tensor */
                         int r = dsv_load_tensors(ck, items, ck->n_tensors, be, &lo, NULL, &err);
                         CHECK(r < 0 && strstr(err.msg, S2) && strstr(err.msg, "tensor") && strstr(err.msg, "end of file"),
-                              "truncated after validation (%s): %s", u ? "pread" : "io_uring", err.msg);
-                        printf("shrunk shard (%s) -> %s\n", u ? "pread" : "io_uring", err.msg);
+                              "truncated after validation (%d): %s", u, err.msg);
+                        printf("shrunk shard (%s%s) -> %s\n", (u & 1) ? "pread" : "io_uring", (u >> 1) ? ", O_DIRECT" : "", err.msg);
                 }
         }
         free(ref);
