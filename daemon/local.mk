@@ -17,4 +17,4 @@ bin_PROGRAMS += dsv32-mkmodel dsv32-run
 dsv32_mkmodel_SOURCES = daemon/tools/mkmodel.c
 dsv32_mkmodel_LDADD = libdsv32tok.la libdsv32core.la
 dsv32_run_SOURCES = daemon/tools/run.c
-dsv32_run_LDADD = libdsv32core.la
+dsv32_run_LDADD = libdsv32core.la libdsv32plugin.la

@@ -179,6 +179,41 @@ out:
         return r;
 }
 
+/* One token through the whole model on a one-page cache: every op the model needs runs once
+ * on this backend, so an op it lacks is an error at load (naming the op), not at the first
+ * request; it also warms the workspace. */
+static int probe(struct dsv_model *m, struct dsv_error *err) {
+        struct dsv_kv_pool *kv = NULL;
+        struct dsv_kv_seq seq = {0};
+        struct dsv_kv_seq *seqs[1] = {&seq};
+        int32_t tok = m->cfg.bos_token_id, pos = 0, s = 0;
+        float *logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
+        struct dsv_model_hooks saved = m->hooks;
+        int r;
+        if (!logits)
+                return -ENOMEM;
+        memset(&m->hooks, 0, sizeof(m->hooks));
+        r = dsv_kv_pool_new(m->be, &m->cfg, dsv_numerics_kv_format(m->numerics), 1, &kv);
+        if (r < 0)
+                r = dsv_error_set(err, r, "Cannot allocate a KV page on the %s backend: %s", m->be->ops->name, strerror(-r));
+        else if ((r = dsv_kv_seq_reserve(kv, &seq, 1)) >= 0) {
+                struct dsv_batch b = {.n_tokens = 1, .token = &tok, .pos = &pos, .seq = &s, .n_seqs = 1, .seqs = seqs};
+                r = dsv_model_forward(m, kv, &b, logits, err);
+                if (r == -EOPNOTSUPP) {
+                        char msg[sizeof(err->msg)];
+                        snprintf(msg, sizeof(msg), "%s", err->msg);
+                        r = dsv_error_set(err, r, "The %s backend cannot run this model yet (%s)", m->be->ops->name, msg);
+                }
+        }
+        if (kv) {
+                dsv_kv_seq_release(kv, &seq);
+                dsv_kv_pool_free(kv);
+        }
+        m->hooks = saved;
+        free(logits);
+        return r;
+}
+
 int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_model_opts *opts, struct dsv_model **ret,
                    struct dsv_error *err) {
         struct dsv_model *m = calloc(1, sizeof(*m));
@@ -323,6 +358,8 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         }
         m->softmax_scale = (float)dsv_cfg_softmax_scale(&m->cfg);
         m->n_tensors = 2 * n_specs;
+        if ((r = probe(m, err)) < 0)
+                goto fail;
         free(specs);
         free(items);
         free(ct);

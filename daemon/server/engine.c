@@ -10,6 +10,7 @@
 #include "daemon/server/sampler.h"
 #include "daemon/server/text.h"
 #include "daemon/util.h"
+#include "kernels/backend_plugin.h"
 
 enum req_state {
         REQ_WAITING, /* prompt not fully in the KV cache */
@@ -612,15 +613,31 @@ static int load(struct dsv_engine *e) {
         mo.numerics = rc < 0 ? DSV_NUMERICS_FAITHFUL : (enum dsv_numerics)rc;
         mo.load.progress = load_progress;
         mo.load.ud = e;
-        if ((rc = dsv_backend_cpu_new(e->opts.threads, &e->be)) < 0) {
-                snprintf(e->error, sizeof(e->error), "cannot create the CPU backend: %s", strerror(-rc));
+        /* "cpu", "cuda" (the dsv32-backend-cuda.so plugin) or "auto": cuda when the plugin finds a
+         * GPU and runs the whole model, else cpu */
+        if ((rc = dsv_backend_open(e->backend_name, strcmp(e->backend_name, "cuda") == 0 ? 0 : e->opts.threads, &e->be,
+                                   &err)) < 0) {
+                snprintf(e->error, sizeof(e->error), "cannot create the %s backend: %.900s", e->backend_name, err.msg);
                 return rc;
         }
-        if ((rc = dsv_model_load(e->model_dir, e->be, &mo, &e->model, &err)) < 0) {
+        rc = dsv_model_load(e->model_dir, e->be, &mo, &e->model, &err);
+        if (rc == -EOPNOTSUPP && strcmp(e->backend_name, "auto") == 0 && strcmp(e->be->ops->name, "cpu") != 0) {
+                log_notice("%s; using the CPU backend", err.msg);
+                dsv_backend_free(e->be);
+                e->be = NULL;
+                if ((rc = dsv_backend_cpu_new(e->opts.threads, &e->be)) < 0) {
+                        snprintf(e->error, sizeof(e->error), "cannot create the CPU backend: %s", strerror(-rc));
+                        return rc;
+                }
+                memset(&err, 0, sizeof(err));
+                rc = dsv_model_load(e->model_dir, e->be, &mo, &e->model, &err);
+        }
+        if (rc < 0) {
                 snprintf(e->error, sizeof(e->error), "cannot load the model from %.512s: %.1000s", e->model_dir,
                          err.msg[0] ? err.msg : strerror(-rc));
                 return rc;
         }
+        log_info("Backend %s: %s", e->be->ops->name, dsv_backend_describe(e->be));
         cfg = dsv_model_get_config(e->model);
         {
                 struct dsv_kv_layout L;
@@ -658,7 +675,7 @@ static int load(struct dsv_engine *e) {
         e->info.n_layers = cfg->num_hidden_layers;
         e->info.weight_bytes = dsv_model_weight_bytes(e->model);
         e->info.features = e->text ? DSV_FEATURE_TEXT | (dsv_text_has_chat(e->text) ? DSV_FEATURE_CHAT : 0) : 0;
-        e->info.backend = e->backend_name;
+        e->info.backend = e->be->ops->name;
         e->info.numerics = e->numerics_name;
         e->info.threads = e->opts.threads;
         {
@@ -957,7 +974,7 @@ void dsv_engine_stats(struct dsv_engine *e, struct dsv_msg_stats_reply *s) {
                 s->kv_page_tokens = e->kv_page_tokens;
                 s->kv_bytes_per_token = e->kv_bytes_per_token;
         }
-        snprintf(s->backend, sizeof(s->backend), "%s", e->backend_name);
+        snprintf(s->backend, sizeof(s->backend), "%s", e->be ? e->be->ops->name : e->backend_name);
         snprintf(s->numerics, sizeof(s->numerics), "%s", e->numerics_name);
         s->threads = (uint32_t)e->opts.threads;
         s->kv_pages_used = __atomic_load_n(&e->kv_pages_used, __ATOMIC_RELAXED);

@@ -13,7 +13,7 @@ libdsv32server_la_SOURCES = \
 # (daemon/server/text.c is the only file that knows it).
 libdsv32server_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_WITH_TOKENIZER
 libdsv32server_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(SYSTEMD_CFLAGS) $(JANSSON_CFLAGS)
-libdsv32server_la_LIBADD = libdsv32core.la libdsv32tok.la libdsv32ipc.la $(SYSTEMD_LIBS) $(MSGPACK_LIBS)
+libdsv32server_la_LIBADD = libdsv32core.la libdsv32plugin.la libdsv32tok.la libdsv32ipc.la $(SYSTEMD_LIBS) $(MSGPACK_LIBS)
 
 sbin_PROGRAMS += dsv32d
 dist_man_MANS += man/dsv32d.8

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "daemon/model.h"
+#include "kernels/backend_plugin.h"
 
 static void help(void) {
         printf("Usage: dsv32-run --model DIR --tokens ID,ID,... [options]\n"
@@ -24,6 +25,7 @@ static void help(void) {
                "  --numerics MODE        faithful (default: the reference's bf16/FP8 rounding) or\n"
                "                         exact (FP8 weights dequantized, fp32 everywhere else)\n"
                "  --threads N            CPU threads (default: all)\n"
+               "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
                "  --stats                print load and speed figures to stderr\n"
                "  -h, --help             this text\n");
 }
@@ -73,9 +75,10 @@ int main(int argc, char **argv) {
                 {"decode-one-by-one", no_argument, NULL, '1'}, {"chunk", required_argument, NULL, 'c'},
                 {"numerics", required_argument, NULL, 'n'}, {"threads", required_argument, NULL, 'j'},
                 {"stats", no_argument, NULL, 's'},          {"help", no_argument, NULL, 'h'},
+                {"backend", required_argument, NULL, 'b'},
                 {0},
         };
-        const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL;
+        const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu";
         long n_gen = 16, chunk = 0, threads = 0;
         bool one_by_one = false, stats = false;
         struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
@@ -133,6 +136,9 @@ int main(int argc, char **argv) {
                 case 's':
                         stats = true;
                         break;
+                case 'b':
+                        backend = optarg;
+                        break;
                 case 'h':
                         help();
                         return 0;
@@ -149,8 +155,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "dsv32-run: --tokens must be a comma-separated list of token ids\n");
                 return 2;
         }
-        if ((r = dsv_backend_cpu_new((int)threads, &be)) < 0) {
-                fprintf(stderr, "dsv32-run: cannot create the CPU backend: %s\n", strerror(-r));
+        if ((r = dsv_backend_open(backend, strcmp(backend, "cuda") == 0 ? 0 : (int)threads, &be, &err)) < 0) {
+                fprintf(stderr, "dsv32-run: cannot create the %s backend: %s\n", backend, err.msg);
                 goto out;
         }
         t0 = dsv_now_ns();

@@ -1,0 +1,239 @@
+/* Opening backends by name; GPU backends are dlopen'ed plugins (see backend_plugin.h).
+ *
+ * A plugin is loaded once per process and never unloaded: every backend it creates points
+ * at its vtable. Loading is serialised by a mutex; the table of loaded plugins is small and
+ * append-only. Plugins found through the compiled-in directories must not be writable by
+ * group or others (nor their directory): a daemon running as root must not execute code that
+ * an unprivileged user could replace. $DSV32_BACKEND_PATH is taken as given. */
+#include "config.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "kernels/backend_plugin.h"
+
+#ifndef DSV_PLUGIN_DIR
+#define DSV_PLUGIN_DIR ""
+#endif
+#ifndef DSV_PLUGIN_BUILDDIR
+#define DSV_PLUGIN_BUILDDIR ""
+#endif
+
+struct plugin {
+        char name[16];
+        void *handle;
+        dsv_plugin_new_fn new_backend;
+        dsv_plugin_sample_fn sample;
+        dsv_plugin_last_error_fn last_error;
+        dsv_plugin_describe_fn describe;
+};
+
+static struct plugin plugins[4];
+static int n_plugins;
+static pthread_mutex_t plugins_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int seterr(struct dsv_error *err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int seterr(struct dsv_error *err, int r, const char *fmt, ...) {
+        if (err) {
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+                va_end(ap);
+        }
+        return r;
+}
+
+/* Appends "; <what>" to a bounded list of attempts. */
+static void note(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void note(char *buf, size_t cap, const char *fmt, ...) {
+        size_t len = strlen(buf);
+        va_list ap;
+        if (len + 4 >= cap)
+                return;
+        if (len) {
+                memcpy(buf + len, "; ", 3);
+                len += 2;
+        }
+        va_start(ap, fmt);
+        vsnprintf(buf + len, cap - len, fmt, ap);
+        va_end(ap);
+}
+
+static bool safe_file(const char *path, char *why, size_t cap) {
+        struct stat st;
+        char dir[4096];
+        if (stat(path, &st) < 0) {
+                note(why, cap, "%s: %s", path, strerror(errno));
+                return false;
+        }
+        if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+                note(why, cap, "%s: not a regular file, or writable by group/others: refused", path);
+                return false;
+        }
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+                *slash = 0;
+                if (stat(dir, &st) == 0 && (st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+                        note(why, cap, "%s: directory writable by others: refused", path);
+                        return false;
+                }
+        }
+        return true;
+}
+
+/* dlopens path and resolves the entry points of plugin `name`; fills *p. */
+static bool try_load(const char *path, const char *name, bool check_perms, struct plugin *p, char *why, size_t cap) {
+        char sym[64];
+        if (check_perms && !safe_file(path, why, cap))
+                return false;
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+                const char *e = dlerror();
+                note(why, cap, "%s", e ? e : path);
+                return false;
+        }
+        dlerror();
+        dsv_plugin_abi_fn abi = (dsv_plugin_abi_fn)dlsym(h, "dsv_backend_plugin_abi");
+        snprintf(sym, sizeof(sym), "dsv_backend_%s_new", name);
+        dsv_plugin_new_fn nf = (dsv_plugin_new_fn)dlsym(h, sym);
+        if (!abi || !nf) {
+                note(why, cap, "%s: not a dsv32 %s backend plugin (no %s)", path, name, abi ? sym : "dsv_backend_plugin_abi");
+                dlclose(h);
+                return false;
+        }
+        if (abi() != DSV_BACKEND_ABI) {
+                note(why, cap, "%s: built against another backend interface (ABI %08x, this program %08x): rebuild or reinstall it",
+                     path, abi(), DSV_BACKEND_ABI);
+                dlclose(h);
+                return false;
+        }
+        memset(p, 0, sizeof(*p));
+        snprintf(p->name, sizeof(p->name), "%s", name);
+        p->handle = h;
+        p->new_backend = nf;
+        snprintf(sym, sizeof(sym), "dsv_backend_%s_sample", name);
+        p->sample = (dsv_plugin_sample_fn)dlsym(h, sym);
+        snprintf(sym, sizeof(sym), "dsv_backend_%s_last_error", name);
+        p->last_error = (dsv_plugin_last_error_fn)dlsym(h, sym);
+        snprintf(sym, sizeof(sym), "dsv_backend_%s_describe", name);
+        p->describe = (dsv_plugin_describe_fn)dlsym(h, sym);
+        return true;
+}
+
+/* The loaded plugin `name`, loading it first if needed. */
+static struct plugin *plugin_get(const char *name, char *why, size_t cap) {
+        char file[64], path[4096];
+        struct plugin *found = NULL, p;
+
+        pthread_mutex_lock(&plugins_lock);
+        for (int i = 0; i < n_plugins; i++)
+                if (strcmp(plugins[i].name, name) == 0)
+                        found = &plugins[i];
+        if (found || n_plugins == (int)(sizeof(plugins) / sizeof(plugins[0])))
+                goto out;
+        snprintf(file, sizeof(file), "dsv32-backend-%s.so", name);
+
+        const char *env = getenv("DSV32_BACKEND_PATH");
+        if (env && *env) {
+                char *list = strdup(env), *save = NULL;
+                for (char *e = list ? strtok_r(list, ":", &save) : NULL; e && !found; e = strtok_r(NULL, ":", &save)) {
+                        size_t n = strlen(e);
+                        if (n > 3 && strcmp(e + n - 3, ".so") == 0)
+                                snprintf(path, sizeof(path), "%s", e);
+                        else
+                                snprintf(path, sizeof(path), "%s/%s", e, file);
+                        if (try_load(path, name, false, &p, why, cap))
+                                found = &p;
+                }
+                free(list);
+        }
+        const char *dirs[2] = {DSV_PLUGIN_DIR, DSV_PLUGIN_BUILDDIR};
+        for (int i = 0; i < 2 && !found; i++) {
+                if (!dirs[i][0])
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dirs[i], file);
+                if (try_load(path, name, true, &p, why, cap))
+                        found = &p;
+        }
+        if (found) {
+                plugins[n_plugins] = p;
+                found = &plugins[n_plugins++];
+        }
+out:
+        pthread_mutex_unlock(&plugins_lock);
+        return found;
+}
+
+static struct plugin *plugin_of(struct dsv_backend *be) {
+        struct plugin *p = NULL;
+        if (!be || !be->ops || !be->ops->name)
+                return NULL;
+        pthread_mutex_lock(&plugins_lock);
+        for (int i = 0; i < n_plugins; i++)
+                if (strcmp(plugins[i].name, be->ops->name) == 0)
+                        p = &plugins[i];
+        pthread_mutex_unlock(&plugins_lock);
+        return p;
+}
+
+static int open_plugin(const char *name, int device, struct dsv_backend **ret, struct dsv_error *err) {
+        char why[768] = "";
+        struct plugin *p = plugin_get(name, why, sizeof(why));
+        if (!p)
+                return seterr(err, -ENOENT,
+                              "The %s backend plugin dsv32-backend-%s.so could not be loaded (%s). Install the dsv32d-%s package, or "
+                              "point DSV32_BACKEND_PATH at the directory holding it",
+                              name, name, why[0] ? why : "not found", name);
+        int r = p->new_backend(device, ret);
+        if (r < 0)
+                return seterr(err, r, "The %s backend could not start on device %d: %s%s%s", name, device, strerror(-r),
+                              p->last_error && p->last_error()[0] ? ": " : "", p->last_error ? p->last_error() : "");
+        return 0;
+}
+
+int dsv_backend_open(const char *name, int threads_or_device, struct dsv_backend **ret, struct dsv_error *err) {
+        if (!name || !ret)
+                return seterr(err, -EINVAL, "dsv_backend_open: no backend name");
+        if (strcmp(name, "cpu") == 0) {
+                int r = dsv_backend_cpu_new(threads_or_device, ret);
+                return r < 0 ? seterr(err, r, "The CPU backend could not start: %s", strerror(-r)) : 0;
+        }
+        if (strcmp(name, "auto") == 0) {
+                struct dsv_error ignored;
+                if (open_plugin("cuda", threads_or_device, ret, &ignored) == 0)
+                        return 0;
+                int r = dsv_backend_cpu_new(0, ret);
+                return r < 0 ? seterr(err, r, "The CPU backend could not start: %s", strerror(-r)) : 0;
+        }
+        for (const char *c = name; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')) || c - name >= 12)
+                        return seterr(err, -EINVAL, "Unknown backend \"%.32s\" (cpu, cuda or auto)", name);
+        return open_plugin(name, threads_or_device, ret, err);
+}
+
+int dsv_backend_sample(struct dsv_backend *be, const struct dsv_tensor *logits, const struct dsv_sample_params *params, int n,
+                       int32_t *tokens) {
+        struct plugin *p = plugin_of(be);
+        if (!p || !p->sample)
+                return -EOPNOTSUPP;
+        return p->sample(be, logits, params, n, tokens);
+}
+
+const char *dsv_backend_last_error(struct dsv_backend *be) {
+        struct plugin *p = plugin_of(be);
+        return p && p->last_error ? p->last_error() : "";
+}
+
+const char *dsv_backend_describe(struct dsv_backend *be) {
+        struct plugin *p = plugin_of(be);
+        if (p && p->describe)
+                return p->describe(be);
+        return be && be->ops && be->ops->name ? be->ops->name : "?";
+}

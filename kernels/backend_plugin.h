@@ -1,0 +1,68 @@
+/* Opening a backend by name, with the GPU backends as plugins (shared objects dlopen'ed at
+ * run time), so the core package carries no CUDA dependency.
+ *
+ *   "cpu"   the built-in reference backend (threads_or_device: worker threads, <= 0 all CPUs)
+ *   "cuda"  dsv32-backend-cuda.so (threads_or_device: the CUDA device index)
+ *   "auto"  cuda when the plugin loads and finds a GPU, else cpu (threads_or_device then
+ *           means the device index for cuda and is ignored for cpu: all CPUs)
+ *
+ * The plugin is searched in this order:
+ *   1. $DSV32_BACKEND_PATH: a colon-separated list of directories or .so files;
+ *   2. the install directory $(pkglibdir) (DSV_PLUGIN_DIR at build time);
+ *   3. the build tree (DSV_PLUGIN_BUILDDIR at build time), so tests and uninstalled builds
+ *      find it.
+ * A plugin exports
+ *   uint32_t dsv_backend_plugin_abi(void);                       must equal DSV_BACKEND_ABI
+ *   int dsv_backend_<name>_new(int device, struct dsv_backend **ret);   -ENODEV: no device
+ * and may export the optional entries below (dsv_backend_<name>_sample, _last_error, _describe).
+ * A loaded plugin stays loaded for the life of the process (its backends' vtables live in it).
+ *
+ * Sampling on the device (optional, plugin entry dsv_backend_<name>_sample): one token per
+ * row of logits [n, V] (F32, backend memory), with the semantics of the daemon's CPU sampler
+ * (daemon/server/sampler.h): greedy when temperature <= 0 or top_k == 1 (argmax, lowest id on
+ * ties), else p = softmax(logits / T) restricted to top_k, then min_p, then the smallest
+ * prefix of descending p reaching top_p, drawn with u = U[0,1) of (seed, step). */
+#pragma once
+
+#include <stdint.h>
+
+#include "daemon/util.h"
+#include "kernels/backend.h"
+
+/* Changes whenever struct dsv_op, struct dsv_tensor, the KV layout or the vtable change. */
+#define DSV_BACKEND_ABI                                                                                                    \
+        ((uint32_t)(0x44530000u ^ ((uint32_t)sizeof(struct dsv_op) << 16) ^ ((uint32_t)sizeof(struct dsv_tensor) << 8) ^     \
+                    ((uint32_t)sizeof(struct dsv_kv_layout) << 4) ^ (uint32_t)sizeof(struct dsv_backend_ops) ^                \
+                    ((uint32_t)DSV_OP_MAX << 24)))
+
+struct dsv_sample_params {
+        float temperature;
+        float top_p;
+        float min_p;
+        int32_t top_k;
+        uint64_t seed;
+        uint64_t step; /* 0 for the first generated token */
+};
+
+/* Opens a backend; on failure *ret is untouched and err says what was tried. */
+int dsv_backend_open(const char *name, int threads_or_device, struct dsv_backend **ret, struct dsv_error *err);
+
+/* Samples one token per row of logits (backend memory, F32 [n, V]) into tokens (host).
+ * -EOPNOTSUPP when the backend has no device sampler (the CPU backend: use the daemon's). */
+int dsv_backend_sample(struct dsv_backend *be, const struct dsv_tensor *logits, const struct dsv_sample_params *params, int n,
+                       int32_t *tokens);
+
+/* The plugin's description of its last failure on this thread (statement, file, line,
+ * library message), or "" when the backend keeps none. */
+const char *dsv_backend_last_error(struct dsv_backend *be);
+
+/* One line about the backend for logs and reports (device, paths chosen), or its name. */
+const char *dsv_backend_describe(struct dsv_backend *be);
+
+/* Plugin entry points, as the CUDA plugin defines them. */
+typedef uint32_t (*dsv_plugin_abi_fn)(void);
+typedef int (*dsv_plugin_new_fn)(int device, struct dsv_backend **ret);
+typedef int (*dsv_plugin_sample_fn)(struct dsv_backend *be, const struct dsv_tensor *logits,
+                                    const struct dsv_sample_params *params, int n, int32_t *tokens);
+typedef const char *(*dsv_plugin_last_error_fn)(void);
+typedef const char *(*dsv_plugin_describe_fn)(struct dsv_backend *be);

@@ -1,0 +1,476 @@
+/* The CUDA backend plugin (dsv32-backend-cuda.so): the vtable over one device and one
+ * stream, device memory (cudaMalloc), pinned host staging (cudaHostAlloc), stream-ordered
+ * copies, the op dispatch (one switch) and supports_op. Plugin entry points:
+ *   dsv_backend_plugin_abi()           must match the loader's DSV_BACKEND_ABI
+ *   dsv_backend_cuda_new(dev, &be)     -ENODEV without a usable GPU
+ *   dsv_backend_cuda_sample(...)       on-device sampling (sample.cu)
+ *   dsv_backend_cuda_last_error()      the last failure recorded by a checking macro
+ *
+ * Copy semantics: upload returns once src may be reused (pageable src: the driver staged it;
+ * pinned src from alloc_host: after the stream reached the copy); download returns with the
+ * data in dst. Both, and synchronize, report device-side errors (DCU_ERR_INDEX) as -EINVAL.
+ * A backend is used by one thread at a time. Environment: DSV_CUDA_FP8_PATH (linear.cu),
+ * DSV_CUDA_GEMV_MAX (tokens up to which the weight-streaming kernel runs, default 8),
+ * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend_plugin.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/indexer.cuh"
+
+#define DCU_EXPORT extern "C" __attribute__((visibility("default")))
+
+/* ------------------------------------------------------------------ errors */
+static __thread char errbuf[512];
+
+const char *dcu_last_error(void) { return errbuf; }
+
+static int errno_of_cuda(cudaError_t e) {
+        switch (e) {
+        case cudaErrorMemoryAllocation:
+                return -ENOMEM;
+        case cudaErrorInvalidValue:
+        case cudaErrorInvalidConfiguration:
+        case cudaErrorInvalidDevicePointer:
+        case cudaErrorInvalidPitchValue:
+                return -EINVAL;
+        case cudaErrorNoDevice:
+        case cudaErrorInsufficientDriver:
+        case cudaErrorInvalidDevice:
+                return -ENODEV;
+        default:
+                return -EIO;
+        }
+}
+
+int dcu_fail_cuda(cudaError_t e, const char *stmt, const char *file, int line) {
+        snprintf(errbuf, sizeof(errbuf), "%s failed at %s:%d: %s (%s)", stmt, file, line, cudaGetErrorString(e), cudaGetErrorName(e));
+        return errno_of_cuda(e);
+}
+
+int dcu_fail_cublas(cublasStatus_t s, const char *stmt, const char *file, int line) {
+        snprintf(errbuf, sizeof(errbuf), "%s failed at %s:%d: %s", stmt, file, line, cublasGetStatusString(s));
+        switch (s) {
+        case CUBLAS_STATUS_ALLOC_FAILED:
+                return -ENOMEM;
+        case CUBLAS_STATUS_INVALID_VALUE:
+                return -EINVAL;
+        case CUBLAS_STATUS_NOT_SUPPORTED:
+        case CUBLAS_STATUS_ARCH_MISMATCH:
+                return -EOPNOTSUPP;
+        default:
+                return -EIO;
+        }
+}
+
+int dcu_fail(int err, const char *file, int line, const char *what) {
+        snprintf(errbuf, sizeof(errbuf), "%s at %s:%d", what, file, line);
+        return err;
+}
+
+/* ------------------------------------------------------------------ helpers */
+int dcu_scratch(struct dcu_ctx *c, size_t bytes, void **ret) {
+        DCU_CUDA(cudaMallocAsync(ret, bytes ? bytes : 256, c->stream));
+        return 0;
+}
+
+void dcu_scratch_free(struct dcu_ctx *c, void *p) {
+        if (p)
+                (void)cudaFreeAsync(p, c->stream);
+}
+
+struct dcu_kv dcu_kv_of(const struct dsv_kv_ref *r) {
+        const struct dsv_kv_layout *L = r->layout;
+        struct dcu_kv k;
+        memset(&k, 0, sizeof(k));
+        k.fp8 = L->format == DSV_KV_FP8;
+        k.page_tokens = L->page_tokens;
+        k.n_layers = L->n_layers;
+        k.layer = r->layer;
+        k.kv_lora = L->kv_lora;
+        k.rope = L->rope;
+        k.index_dim = L->index_dim;
+        k.mla_rec = (int64_t)L->mla_rec;
+        k.idx_rec = (int64_t)L->idx_rec;
+        k.idx_scale_rec = (int64_t)L->idx_scale_rec;
+        k.idx_off = (int64_t)L->idx_off;
+        k.idx_scale_off = (int64_t)L->idx_scale_off;
+        k.layer_page_bytes = (int64_t)L->layer_page_bytes;
+        return k;
+}
+
+/* Reads and clears the device error word (the stream must be idle). */
+static int check_err_word(struct dcu_ctx *c) {
+        unsigned w = 0;
+        DCU_CUDA(cudaMemcpy(&w, c->err_word, sizeof(w), cudaMemcpyDeviceToHost));
+        if (w) {
+                DCU_CUDA(cudaMemset(c->err_word, 0, sizeof(w)));
+                return dcu_fail(-EINVAL, __FILE__, __LINE__, "a kernel met an index out of range (embedding id, row, slot or page)");
+        }
+        return 0;
+}
+
+/* ------------------------------------------------------------------ vtable: memory */
+static void cuda_free(struct dsv_backend *be) {
+        if (!be)
+                return;
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (c) {
+                cudaSetDevice(c->device);
+                if (c->stream)
+                        cudaStreamSynchronize(c->stream);
+                if (c->lt_ws)
+                        cudaFree(c->lt_ws);
+                if (c->err_word)
+                        cudaFree(c->err_word);
+                if (c->lt)
+                        cublasLtDestroy(c->lt);
+                if (c->blas)
+                        cublasDestroy(c->blas);
+                if (c->stream)
+                        cudaStreamDestroy(c->stream);
+                free(c);
+        }
+        free(be);
+}
+
+static int cuda_alloc(struct dsv_backend *be, size_t size, void **ret) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        void *p = NULL;
+        DCU_CUDA(cudaSetDevice(c->device));
+        DCU_CUDA(cudaMalloc(&p, size ? size : 256)); /* a zero-size buffer is valid, as on the CPU */
+        be->bytes_allocated += size;
+        *ret = p;
+        return 0;
+}
+
+static void cuda_dealloc(struct dsv_backend *be, void *p, size_t size) {
+        if (!p)
+                return;
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        cudaSetDevice(c->device);
+        cudaStreamSynchronize(c->stream); /* kernels in flight may still use it */
+        cudaFree(p);
+        be->bytes_allocated -= size;
+}
+
+static bool is_pinned(const void *p) {
+        cudaPointerAttributes a;
+        if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+                cudaGetLastError();
+                return false;
+        }
+        return a.type == cudaMemoryTypeHost;
+}
+
+static int cuda_upload(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (!n)
+                return 0;
+        DCU_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream));
+        if (is_pinned(src)) /* truly asynchronous: src must stay valid until the copy ran */
+                DCU_CUDA(cudaStreamSynchronize(c->stream));
+        return 0;
+}
+
+static int cuda_download(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (n)
+                DCU_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream));
+        DCU_CUDA(cudaStreamSynchronize(c->stream));
+        return check_err_word(c);
+}
+
+static int cuda_fill(struct dsv_backend *be, void *dst, int byte, size_t n) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (n)
+                DCU_CUDA(cudaMemsetAsync(dst, byte, n, c->stream));
+        return 0;
+}
+
+static int cuda_sync(struct dsv_backend *be) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        DCU_CUDA(cudaStreamSynchronize(c->stream));
+        return check_err_word(c);
+}
+
+static int cuda_alloc_host(struct dsv_backend *be, size_t size, void **ret) {
+        void *p = NULL;
+        DCU_CUDA(cudaHostAlloc(&p, size ? size : 64, cudaHostAllocPortable));
+        *ret = p;
+        return 0;
+}
+
+static void cuda_free_host(struct dsv_backend *be, void *p, size_t size) {
+        if (p)
+                cudaFreeHost(p);
+}
+
+/* ------------------------------------------------------------------ vtable: ops */
+static bool is_act(const struct dsv_tensor *t) { return t && t->type == DSV_F32 && t->stride % 4 == 0; }
+static bool is_i32(const struct dsv_tensor *t) { return t && t->type == DSV_I32 && t->stride % 4 == 0; }
+static bool rows_match(const struct dsv_tensor *a, const struct dsv_tensor *b) { return a->ne[1] == b->ne[1]; }
+static bool is_vec(const struct dsv_tensor *t, int64_t n) {
+        return t && (t->type == DSV_F32 || t->type == DSV_BF16) && t->ne[0] * t->ne[1] == n &&
+               (t->ne[1] == 1 || t->stride == (size_t)t->ne[0] * dsv_dtype_size(t->type));
+}
+static bool is_weight(const struct dsv_tensor *w) {
+        if (!w || w->stride % dsv_dtype_size(w->type) != 0)
+                return false;
+        if (w->type == DSV_F8_E4M3)
+                return w->scale && w->scale->type == DSV_F32 && w->scale->stride % 4 == 0 &&
+                       w->scale->ne[1] == dcu_ceil_div(w->ne[1], DCU_QBLOCK) && w->scale->ne[0] == dcu_ceil_div(w->ne[0], DCU_QBLOCK);
+        return w->type == DSV_BF16 || w->type == DSV_F32;
+}
+static bool kv_ok(const struct dsv_kv_ref *kv) {
+        const struct dsv_kv_layout *L = kv->layout;
+        if (!L || L->page_tokens <= 0 || kv->layer < 0 || kv->layer >= L->n_layers)
+                return false;
+        /* records hold fp32 scales / keys: keep them 4-byte aligned */
+        return L->mla_rec % 4 == 0 && L->idx_off % 4 == 0 && L->idx_scale_off % 4 == 0 && L->idx_scale_rec % 4 == 0 &&
+               L->layer_page_bytes % 4 == 0 && (L->format == DSV_KV_F32 || L->kv_lora % 4 == 0);
+}
+static bool dcu_index_scores_smem_ok(struct dcu_ctx *c, int H, int d) {
+        return H > 0 && d > 0 && dcu_index_scores_smem(H, d) <= c->smem_optin;
+}
+static bool at_ok(const struct dsv_kv_index *at) {
+        return is_i32(at->tok_seq) && is_i32(at->tok_pos) && is_i32(at->block_table);
+}
+
+static bool cuda_supports(struct dsv_backend *be, const struct dsv_op *op) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        switch (op->type) {
+        case DSV_OP_EMBED:
+                return is_act(op->embed.out) && op->embed.table->type == DSV_BF16 && op->embed.table->stride % 2 == 0 &&
+                       op->embed.table->ne[0] == op->embed.out->ne[0] && is_i32(op->embed.ids);
+        case DSV_OP_GET_ROWS:
+                return is_act(op->get_rows.out) && is_act(op->get_rows.x) && is_i32(op->get_rows.rows) &&
+                       op->get_rows.out->ne[0] == op->get_rows.x->ne[0];
+        case DSV_OP_RMSNORM: {
+                const struct dsv_op_rmsnorm *p = &op->rmsnorm;
+                return is_act(p->out) && (p->x || p->res) && (!p->x || (is_act(p->x) && rows_match(p->x, p->out))) &&
+                       (!p->res || (is_act(p->res) && rows_match(p->res, p->out))) && is_vec(p->w, p->out->ne[0]);
+        }
+        case DSV_OP_LAYERNORM: {
+                const struct dsv_op_layernorm *p = &op->layernorm;
+                return is_act(p->out) && is_act(p->x) && rows_match(p->x, p->out) && is_vec(p->w, p->out->ne[0]) &&
+                       is_vec(p->b, p->out->ne[0]) && p->w->type == p->b->type;
+        }
+        case DSV_OP_LINEAR: {
+                const struct dsv_op_linear *p = &op->linear;
+                return is_act(p->out) && is_act(p->x) && is_weight(p->w) && p->w->ne[0] == p->x->ne[0] &&
+                       p->w->ne[1] == p->out->ne[0] && rows_match(p->x, p->out) && p->x->ne[0] <= INT32_MAX &&
+                       p->w->ne[1] <= INT32_MAX && p->x->ne[1] <= INT32_MAX / 3;
+        }
+        case DSV_OP_ACT_QUANT:
+                return is_act(op->act_quant.x) && op->act_quant.q->type == DSV_U8 && op->act_quant.s->type == DSV_F32 &&
+                       op->act_quant.s->stride % 4 == 0;
+        case DSV_OP_ROPE:
+                return is_act(op->rope.x) && is_i32(op->rope.pos) && op->rope.rope_dim % 2 == 0 && op->rope.rope_dim <= 4096 &&
+                       op->rope.offset + op->rope.rope_dim <= op->rope.head_stride &&
+                       (int64_t)op->rope.n_heads * op->rope.head_stride <= op->rope.x->ne[0];
+        case DSV_OP_HADAMARD:
+                return is_act(op->hadamard.x) && op->hadamard.d > 0 && (op->hadamard.d & (op->hadamard.d - 1)) == 0 &&
+                       op->hadamard.d <= 8192 && op->hadamard.x->ne[0] % op->hadamard.d == 0;
+        case DSV_OP_SWIGLU:
+                return is_act(op->swiglu.out) && is_act(op->swiglu.a) && is_act(op->swiglu.b);
+        case DSV_OP_ADD:
+                return is_act(op->add.out) && is_act(op->add.a) && is_act(op->add.b);
+        case DSV_OP_KV_STORE: {
+                const struct dsv_op_kv_store *p = &op->kv_store;
+                return kv_ok(&p->kv) && is_i32(p->slots) && is_act(p->latent) && is_act(p->k_pe) && is_act(p->idx_key);
+        }
+        case DSV_OP_KV_GATHER: {
+                const struct dsv_op_kv_gather *p = &op->kv_gather;
+                return kv_ok(&p->kv) && is_i32(p->pages) && is_act(p->latent) && is_act(p->k_pe);
+        }
+        case DSV_OP_INDEXER_TOPK: {
+                const struct dsv_op_indexer_topk *p = &op->indexer_topk;
+                return kv_ok(&p->kv) && at_ok(&p->at) && is_i32(p->idx) && (!p->scores || is_act(p->scores)) && is_act(p->w) &&
+                       (p->faithful ? (p->head_dim <= DCU_QBLOCK && p->q->type == DSV_U8 && p->q_scale && p->q_scale->type == DSV_F32)
+                                    : is_act(p->q)) &&
+                       p->topk >= 0 && dcu_index_scores_smem_ok(c, p->n_heads, p->head_dim);
+        }
+        case DSV_OP_MLA_DECODE: {
+                const struct dsv_op_mla_decode *p = &op->mla_decode;
+                return kv_ok(&p->kv) && at_ok(&p->at) && is_act(p->wkv_b) && is_act(p->q) && is_act(p->out) && is_i32(p->idx) &&
+                       p->kv_lora == p->kv.layout->kv_lora && p->rope == p->kv.layout->rope;
+        }
+        case DSV_OP_MLA_PREFILL: {
+                const struct dsv_op_mla_prefill *p = &op->mla_prefill;
+                return is_act(p->kvb) && is_act(p->k_pe) && is_act(p->q) && is_act(p->out) && is_i32(p->idx) &&
+                       ((size_t)p->nope + p->rope + (size_t)p->idx->ne[0] + 32) * sizeof(float) <= c->smem_optin;
+        }
+        case DSV_OP_MOE_GATE:
+        case DSV_OP_MOE_EXPERTS: /* CUDA backend part 2 */
+        case DSV_OP_MAX:
+                break;
+        }
+        return false;
+}
+
+static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        const bool f = op->faithful;
+        if (!cuda_supports(be, op))
+                return op->type == DSV_OP_MOE_GATE || op->type == DSV_OP_MOE_EXPERTS ? -EOPNOTSUPP : -EINVAL;
+        DCU_CUDA(cudaSetDevice(c->device));
+        switch (op->type) {
+        case DSV_OP_EMBED:
+                return dcu_embed(c, &op->embed);
+        case DSV_OP_GET_ROWS:
+                return dcu_get_rows(c, &op->get_rows);
+        case DSV_OP_RMSNORM:
+                return dcu_rmsnorm(c, &op->rmsnorm, f);
+        case DSV_OP_LAYERNORM:
+                return dcu_layernorm(c, &op->layernorm, f);
+        case DSV_OP_LINEAR:
+                return dcu_linear(c, &op->linear);
+        case DSV_OP_ACT_QUANT:
+                return dcu_act_quant(c, &op->act_quant);
+        case DSV_OP_ROPE:
+                return dcu_rope(c, &op->rope, f);
+        case DSV_OP_HADAMARD:
+                return dcu_hadamard(c, &op->hadamard, f);
+        case DSV_OP_SWIGLU:
+                return dcu_swiglu(c, &op->swiglu, f);
+        case DSV_OP_ADD:
+                return dcu_add(c, &op->add, f);
+        case DSV_OP_KV_STORE:
+                return dcu_kv_store(c, &op->kv_store);
+        case DSV_OP_KV_GATHER:
+                return dcu_kv_gather(c, &op->kv_gather);
+        case DSV_OP_INDEXER_TOPK:
+                return dcu_indexer_topk(c, &op->indexer_topk);
+        case DSV_OP_MLA_DECODE:
+                return dcu_mla_decode(c, &op->mla_decode);
+        case DSV_OP_MLA_PREFILL:
+                return dcu_mla_prefill(c, &op->mla_prefill);
+        case DSV_OP_MOE_GATE:
+        case DSV_OP_MOE_EXPERTS:
+        case DSV_OP_MAX:
+                break;
+        }
+        return -EOPNOTSUPP;
+}
+
+static const struct dsv_backend_ops cuda_ops = {
+        /* .name = */ "cuda",
+        /* .free = */ cuda_free,
+        /* .alloc = */ cuda_alloc,
+        /* .dealloc = */ cuda_dealloc,
+        /* .upload = */ cuda_upload,
+        /* .download = */ cuda_download,
+        /* .fill = */ cuda_fill,
+        /* .synchronize = */ cuda_sync,
+        /* .supports_op = */ cuda_supports,
+        /* .compute = */ cuda_compute,
+        /* .alloc_host = */ cuda_alloc_host,
+        /* .free_host = */ cuda_free_host,
+};
+
+/* ------------------------------------------------------------------ plugin entry points */
+static int env_int(const char *name, int def, int lo, int hi) {
+        const char *s = getenv(name);
+        if (!s || !*s)
+                return def;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*end || v < lo || v > hi)
+                return def;
+        return (int)v;
+}
+
+static int ctx_init(struct dcu_ctx *c, int device) {
+        cudaDeviceProp prop;
+        int smem = 0;
+        c->device = device;
+        DCU_CUDA(cudaSetDevice(device));
+        DCU_CUDA(cudaGetDeviceProperties(&prop, device));
+        DCU_CUDA(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        c->n_sm = prop.multiProcessorCount;
+        c->smem_optin = (size_t)smem;
+        DCU_CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+        DCU_CUBLAS(cublasCreate(&c->blas));
+        DCU_CUBLAS(cublasSetStream(c->blas, c->stream));
+        DCU_CUBLAS(cublasLtCreate(&c->lt));
+        c->lt_ws_bytes = 32u << 20;
+        DCU_CUDA(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
+        DCU_CUDA(cudaMalloc((void **)&c->err_word, sizeof(unsigned)));
+        DCU_CUDA(cudaMemset(c->err_word, 0, sizeof(unsigned)));
+        /* scratch comes from the default pool; keep freed blocks cached instead of returning them */
+        cudaMemPool_t pool;
+        DCU_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
+        uint64_t keep = UINT64_MAX;
+        DCU_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+        c->scratch_limit = (int64_t)env_int("DSV_CUDA_SCRATCH_MB", 1024, 16, 1 << 20) << 20;
+        c->gemv_max_tokens = env_int("DSV_CUDA_GEMV_MAX", 8, 0, 16);
+        const char *path = getenv("DSV_CUDA_FP8_PATH");
+        c->fp8_path = DCU_FP8_AUTO;
+        if (path && strcmp(path, "tiled") == 0)
+                c->fp8_path = DCU_FP8_TILED;
+        else if (path && strcmp(path, "gemv") == 0)
+                c->fp8_path = DCU_FP8_GEMV;
+        else if (path && strcmp(path, "cublaslt") == 0)
+                c->fp8_path = DCU_FP8_CUBLASLT;
+        DCU_TRY(dcu_linear_init(c));
+        return 0;
+}
+
+DCU_EXPORT uint32_t dsv_backend_plugin_abi(void) { return DSV_BACKEND_ABI; }
+
+DCU_EXPORT const char *dsv_backend_cuda_last_error(void) { return errbuf; }
+
+/* Notes on the device for logs and reports: name, SMs, the FP8 GEMM path. */
+DCU_EXPORT const char *dsv_backend_cuda_describe(struct dsv_backend *be) {
+        static __thread char buf[512];
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, c->device) != cudaSuccess)
+                return "?";
+        snprintf(buf, sizeof(buf), "%s (sm_%d%d, %d SMs, %.1f GiB); FP8 linear: %s", prop.name, prop.major, prop.minor, c->n_sm,
+                 (double)prop.totalGlobalMem / (1u << 30), c->lt_fp8_note);
+        return buf;
+}
+
+DCU_EXPORT int dsv_backend_cuda_new(int device, struct dsv_backend **ret) {
+        int n = 0;
+        cudaError_t e = cudaGetDeviceCount(&n);
+        if (e != cudaSuccess || n <= 0) {
+                cudaGetLastError();
+                if (e != cudaSuccess)
+                        dcu_fail_cuda(e, "cudaGetDeviceCount", __FILE__, __LINE__);
+                else
+                        dcu_fail(-ENODEV, __FILE__, __LINE__, "no CUDA device");
+                return -ENODEV;
+        }
+        if (device < 0 || device >= n)
+                return dcu_fail(-ENODEV, __FILE__, __LINE__, "CUDA device index out of range");
+        int major = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess || major < 9) {
+                cudaGetLastError();
+                /* the plugin carries sm_90a code and compute_90 PTX: Hopper or newer */
+                return dcu_fail(-ENODEV, __FILE__, __LINE__, "the CUDA backend needs compute capability 9.0 (Hopper) or newer");
+        }
+        struct dsv_backend *be = (struct dsv_backend *)calloc(1, sizeof(*be));
+        struct dcu_ctx *c = (struct dcu_ctx *)calloc(1, sizeof(*c));
+        if (!be || !c) {
+                free(be);
+                free(c);
+                return -ENOMEM;
+        }
+        be->ops = &cuda_ops;
+        be->ctx = c;
+        be->host_memory = false;
+        be->n_threads = 1;
+        int r = ctx_init(c, device);
+        if (r < 0) {
+                cuda_free(be);
+                return r;
+        }
+        *ret = be;
+        return 0;
+}

@@ -1,0 +1,274 @@
+#!/bin/bash
+# Builds and runs everything the CUDA backend has on a machine with a GPU, in one go, with
+# nothing but a compiler and CUDA: no configure, none of the daemon's Debian libraries
+# (jansson, liburing, msgpack, pcre2, systemd). It compiles straight from kernels/,
+# tests/gpu/ and kernels/dev/:
+#   - the CPU reference backend (kernels/cpu) and the backend loader (kernels/backend_plugin.c)
+#   - the plugin dsv32-backend-cuda.so (nvcc, sm_90a + compute_90 PTX, warnings as errors)
+#   - the GPU tests (tests/gpu/test-gpu-*.c) and the CPU-side tests of this directory
+#   - the harnesses (kernels/dev/*.cu)
+# then runs every test (a skip for lack of a GPU counts as a failure here) and the harnesses
+# at the 671B shapes, and writes under $OUT (default ./device-out):
+#   report.txt   summary: device, toolchain, per-test result and time, harness table
+#   results.csv  kind,name,variant,shape,ms,value,unit,ceiling_name,ceiling,fraction,err,status
+#   build.log    compiler output, resource usage (registers, spills) of every kernel
+#   tests.log    the tests' output      harness.log  the harnesses' output
+# Exit status: 0 when everything built, passed and validated; 1 otherwise.
+#
+# Usage: tests/gpu/run-device.sh [--build-only] [--quick] [--jobs N]
+#   --build-only  build everything, then run the CPU-side tests and check that the GPU
+#                 tests and harnesses skip cleanly (exit 77) when no GPU is present
+#   --quick       fewer harness shapes (for a short lease)
+# Environment: OUT, BUILD (build directory, default /tmp/dsv32-device-build), NVCC, CC, CXX,
+# TEST_TIMEOUT (seconds per test, default 400), HARNESS_TIMEOUT (default 300).
+set -u -o pipefail
+
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-$PWD/device-out}
+BUILD=${BUILD:-/tmp/dsv32-device-build}
+CC=${CC:-gcc}
+CXX=${CXX:-g++}
+JOBS=$(nproc 2>/dev/null || echo 4)
+BUILD_ONLY=0
+QUICK=0
+while [ $# -gt 0 ]; do
+        case "$1" in
+        --build-only) BUILD_ONLY=1 ;;
+        --quick) QUICK=1 ;;
+        --jobs) shift; JOBS=$1 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+        esac
+        shift
+done
+TEST_TIMEOUT=${TEST_TIMEOUT:-400}
+HARNESS_TIMEOUT=${HARNESS_TIMEOUT:-300}
+
+mkdir -p "$OUT" "$BUILD"/obj "$BUILD"/bin "$BUILD"/tests/gpu
+REPORT=$OUT/report.txt CSV=$OUT/results.csv BLOG=$OUT/build.log TLOG=$OUT/tests.log HLOG=$OUT/harness.log
+: >"$REPORT"; : >"$BLOG"; : >"$TLOG"; : >"$HLOG"
+echo "kind,name,variant,shape,ms,value,unit,ceiling_name,ceiling,fraction,err,status" >"$CSV"
+FAILED=0
+say() { echo "$@" | tee -a "$REPORT"; }
+fail() { say "FAIL: $*"; FAILED=1; }
+
+# ---------------------------------------------------------------- toolchain
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+if [ ! -x "$NVCC" ]; then
+        fail "no nvcc (set NVCC)"
+        exit 1
+fi
+CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
+CUDA_LIB=
+for d in "$CUDA_HOME/lib64" "$CUDA_HOME/lib" "$CUDA_HOME/targets/x86_64-linux/lib" /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu; do
+        if ls "$d"/libcublasLt.so* >/dev/null 2>&1 && ls "$d"/libcudart.so* >/dev/null 2>&1; then
+                CUDA_LIB=$d
+                break
+        fi
+done
+if [ -z "$CUDA_LIB" ]; then
+        CUDA_LIB=$(dirname "$(find / -name 'libcublasLt.so*' -not -path '*/proc/*' 2>/dev/null | head -1)" 2>/dev/null)
+fi
+CUDA_LIBS="-L$CUDA_LIB -Wl,-rpath,$CUDA_LIB -lcudart -lcublasLt -lcublas"
+say "dsv32d CUDA backend: device run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+say "source $SRC, build $BUILD, output $OUT"
+say "nvcc: $("$NVCC" --version | tail -2 | head -1)"
+say "host compilers: $($CC --version | head -1); $($CXX --version | head -1)"
+say "CUDA libraries: $CUDA_LIB"
+if command -v nvidia-smi >/dev/null 2>&1; then
+        say "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1 | head -2)"
+else
+        say "GPU: no nvidia-smi"
+fi
+
+# ---------------------------------------------------------------- build
+cat >"$BUILD/config.h" <<'EOF'
+/* config.h for builds without configure (tests/gpu/run-device.sh) */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#define PACKAGE "dsv32d"
+#define PACKAGE_VERSION "device-run"
+#define VERSION "device-run"
+#define HAVE_CUDA 1
+EOF
+WERROR=${WERROR:--Werror}
+set_flags() {
+        WARN="-Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Wvla $WERROR"
+        CFLAGS_ALL="-std=gnu11 -g -O2 -fopenmp -pthread $WARN -I$BUILD -I$SRC"
+        NVCC_ARCH="-gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90"
+        if [ -n "$WERROR" ]; then
+                NVCC_WARN="-Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror,-Wno-missing-field-initializers,-Wno-unused-parameter"
+                CXX_WERROR=-Werror
+        else
+                NVCC_WARN="-Xcompiler -Wall,-Wextra,-Wno-missing-field-initializers,-Wno-unused-parameter"
+                CXX_WERROR=
+        fi
+        NVFLAGS="-std=c++17 -O3 $NVCC_ARCH $NVCC_WARN -I$SRC -I$BUILD"
+}
+set_flags
+
+# jobs file: one command per line, run in parallel (each with its own log, appended to
+# build.log in order); any failure fails the build
+run_jobs() {
+        local list=$1 rc=0 logs=$BUILD/joblogs
+        rm -rf "$logs"
+        mkdir -p "$logs"
+        nl -ba -w1 -s' ' "$list" | LOGS=$logs xargs -d '\n' -P "$JOBS" -n 1 bash -c \
+                'n=${1%% *}; cmd=${1#* }; { echo "\$ $cmd"; eval "$cmd"; } >"$LOGS/$n.log" 2>&1 || { echo "BUILD FAILED: $cmd" >>"$LOGS/$n.log"; exit 255; }' _ || rc=1
+        for f in $(ls "$logs" | sort -n); do
+                cat "$logs/$f" >>"$BLOG"
+        done
+        return $rc
+}
+write_jobs() {
+        J=$BUILD/jobs.txt
+        : >"$J"
+        CPU_OBJS=
+        for f in elementwise norm linear rope hadamard kv indexer mla moe cpu_backend; do
+                echo "$CC $CFLAGS_ALL -O3 -fopenmp-simd -c $SRC/kernels/cpu/$f.c -o $BUILD/obj/cpu_$f.o" >>"$J"
+                CPU_OBJS="$CPU_OBJS $BUILD/obj/cpu_$f.o"
+        done
+        echo "$CC $CFLAGS_ALL -c $SRC/daemon/util.c -o $BUILD/obj/util.o" >>"$J"
+        echo "$CC $CFLAGS_ALL -c $SRC/daemon/server/sampler.c -o $BUILD/obj/sampler.o" >>"$J"
+        echo "$CC $CFLAGS_ALL -DDSV_PLUGIN_DIR='\"\"' -DDSV_PLUGIN_BUILDDIR='\"$BUILD\"' -c $SRC/kernels/backend_plugin.c -o $BUILD/obj/backend_plugin.o" >>"$J"
+        PLUGIN_OBJS=
+        for f in backend_cuda elementwise norm linear kv indexer mla sample; do
+                echo "$NVCC $NVFLAGS -Xcompiler -fPIC,-fvisibility=hidden -Xptxas -v -c $SRC/kernels/cuda/$f.cu -o $BUILD/obj/cuda_$f.o" >>"$J"
+                PLUGIN_OBJS="$PLUGIN_OBJS $BUILD/obj/cuda_$f.o"
+        done
+        for h in fp8_gemm indexer_scores topk mla_decode; do
+                echo "$NVCC $NVFLAGS -c $SRC/kernels/dev/$h.cu -o $BUILD/obj/dev_$h.o" >>"$J"
+        done
+        TESTS_C="test-cuda-plan test-backend-plugin test-gpu-backend test-gpu-elementwise test-gpu-norm test-gpu-linear test-gpu-kv test-gpu-indexer test-gpu-mla test-gpu-sample"
+        for t in $TESTS_C; do
+                echo "$CC $CFLAGS_ALL -c $SRC/tests/gpu/$t.c -o $BUILD/obj/$t.o" >>"$J"
+        done
+        echo "$CXX -std=gnu++17 -g -O2 -ffp-contract=off -fno-strict-aliasing -fopenmp -Wall -Wextra $CXX_WERROR -Wno-missing-field-initializers -Wno-unused-parameter -Wno-unknown-pragmas -I$SRC/tests/gpu/emu -I$BUILD -I$SRC -c $SRC/tests/gpu/test-cuda-emu.cc -o $BUILD/obj/test-cuda-emu.o" >>"$J"
+        echo "$CC $CFLAGS_ALL -fPIC -shared -o $BUILD/tests/gpu/dsv32-backend-fake.so $SRC/tests/gpu/fake_plugin.c" >>"$J"
+        echo "$CC $CFLAGS_ALL -fPIC -shared -DDSV_FAKE_BAD_ABI -o $BUILD/tests/gpu/dsv32-backend-badabi.so $SRC/tests/gpu/fake_plugin.c" >>"$J"
+}
+
+T0=$(date +%s)
+BUILD_OK=1
+J=$BUILD/jobs.txt
+write_jobs
+if ! run_jobs "$J"; then
+        # a newer compiler's new warning must not cost the device session: report it, then
+        # build again without -Werror and run everything anyway
+        fail "the build with warnings as errors failed (first errors below); building again without -Werror"
+        grep -B2 -A8 -m3 "error" "$BLOG" | head -40 | tee -a "$REPORT"
+        WERROR=
+        set_flags
+        write_jobs
+        run_jobs "$J" || BUILD_OK=0
+fi
+if [ $BUILD_OK = 1 ]; then
+        : >"$J"
+        echo "$CXX -shared -Wl,--no-undefined -Wl,-soname,dsv32-backend-cuda.so -o $BUILD/dsv32-backend-cuda.so $PLUGIN_OBJS $CUDA_LIBS" >>"$J"
+        for h in fp8_gemm indexer_scores topk mla_decode; do
+                echo "$CXX -o $BUILD/bin/$h $BUILD/obj/dev_$h.o $CUDA_LIBS" >>"$J"
+        done
+        LOADER="$BUILD/obj/backend_plugin.o $CPU_OBJS $BUILD/obj/util.o"
+        for t in $TESTS_C; do
+                extra=
+                [ "$t" = test-gpu-sample ] && extra=$BUILD/obj/sampler.o
+                echo "$CC -fopenmp -pthread -o $BUILD/bin/$t $BUILD/obj/$t.o $extra $LOADER -ldl -lm" >>"$J"
+        done
+        echo "$CXX -fopenmp -pthread -o $BUILD/bin/test-cuda-emu $BUILD/obj/test-cuda-emu.o $LOADER -ldl -lm" >>"$J"
+        run_jobs "$J" || BUILD_OK=0
+fi
+say "build: $([ $BUILD_OK = 1 ] && echo ok || echo FAILED) in $(( $(date +%s) - T0 )) s (details: build.log)"
+if [ $BUILD_OK = 0 ]; then
+        grep -B2 -A12 -m5 "error\|BUILD FAILED" "$BLOG" | head -60 | tee -a "$REPORT"
+        exit 1
+fi
+{
+        echo "== machine code in the plugin"
+        CUOBJDUMP=$(command -v cuobjdump || echo "$CUDA_HOME/bin/cuobjdump")
+        "$CUOBJDUMP" --list-elf "$BUILD/dsv32-backend-cuda.so" 2>&1 | head -20 || true
+        "$CUOBJDUMP" --list-ptx "$BUILD/dsv32-backend-cuda.so" 2>&1 | head -5 || true
+        echo "== kernels with spills or a stack frame"
+        grep -B1 "bytes stack frame" "$BLOG" | grep -v '^--' | paste - - | grep -v " 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" | head -40 || true
+} >>"$BLOG" 2>&1
+
+# ---------------------------------------------------------------- run
+export top_builddir=$BUILD top_srcdir=$SRC DSV32_BACKEND_PATH=$BUILD OMP_NUM_THREADS=${OMP_NUM_THREADS:-$JOBS}
+[ $BUILD_ONLY = 0 ] && export DSV32_REQUIRE_GPU=1
+run_test() { # name: runs bin/name, records the result
+        local t=$1 s rc status
+        s=$(date +%s.%N)
+        echo "=== $t" >>"$TLOG"
+        timeout "$TEST_TIMEOUT" "$BUILD/bin/$t" >>"$TLOG" 2>&1
+        rc=$?
+        local secs
+        secs=$(awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+        case $rc in
+        0) status=pass ;;
+        77) status=skip ;;
+        124|137) status=timeout ;;
+        *) status=fail ;;
+        esac
+        echo "test,$t,,,$secs,,,,,,,$status" >>"$CSV"
+        printf '  %-24s %-8s %7.1f s\n' "$t" "$status" "$secs" | tee -a "$REPORT"
+        if [ $BUILD_ONLY = 1 ]; then
+                case "$t" in
+                test-cuda-plan|test-backend-plugin|test-cuda-emu) [ $rc = 0 ] || FAILED=1 ;;
+                *) [ $rc = 77 ] || [ $rc = 0 ] || FAILED=1 ;;
+                esac
+        else
+                [ $rc = 0 ] || FAILED=1
+        fi
+}
+say "tests:"
+for t in test-cuda-emu $TESTS_C; do
+        run_test "$t"
+done
+
+say "harnesses:"
+run_harness() { # name args...: appends its CSV rows
+        local h=$1 rc
+        shift
+        echo "=== $h $*" >>"$HLOG"
+        timeout "$HARNESS_TIMEOUT" "$BUILD/bin/$h" --csv "$BUILD/$h.csv" "$@" >>"$HLOG" 2>&1
+        rc=$?
+        if [ -f "$BUILD/$h.csv" ]; then
+                sed 's/^/harness,/' "$BUILD/$h.csv" >>"$CSV"
+                rm -f "$BUILD/$h.csv"
+        fi
+        if [ $BUILD_ONLY = 1 ]; then
+                [ $rc = 77 ] || [ $rc = 0 ] || { fail "$h exited $rc"; }
+        else
+                [ $rc = 0 ] || fail "$h exited $rc (see harness.log)"
+        fi
+        return 0
+}
+if [ $QUICK = 1 ]; then
+        run_harness fp8_gemm --reps 10 --shape 1,1536,7168 --shape 64,7168,16384 --shape 4096,7168,16384 --shape 4096,24576,1536
+else
+        run_harness fp8_gemm
+fi
+CEIL=$(grep '^harness,fp8_gemm,ceiling' "$CSV" | awk -F, '{print $6}' | paste -sd, -)
+if [ -n "$CEIL" ] && [ "$(echo "$CEIL" | tr ',' '\n' | wc -l)" = 3 ]; then
+        export DSV_CEILINGS=$(echo "$CEIL" | awk -F, '{printf "copy=%s,bf16=%s,fp8=%s", $1, $2, $3}')
+fi
+if [ $QUICK = 1 ]; then
+        run_harness indexer_scores --reps 10 --case 1,131072,0 --case 64,131072,0 --case 64,131072,1
+        run_harness topk --reps 10 --case 1,131072 --case 64,131072 --case 64,1048576
+        run_harness mla_decode --reps 10 --case 64,32768 --case 128,32768
+else
+        run_harness indexer_scores
+        run_harness topk
+        run_harness mla_decode
+fi
+if [ $BUILD_ONLY = 0 ]; then
+        {
+                echo
+                printf '  %-16s %-26s %-34s %10s %10s %-8s %7s %s\n' harness variant shape ms value unit "%ceil" status
+                grep '^harness,' "$CSV" | grep -v ',ceiling,' | awk -F, '{printf "  %-16s %-26s %-34s %10s %10s %-8s %6.1f%% %s\n", $2, $3, $4, $5, $6, $7, 100*$10, $12}'
+                echo
+                grep ',ceiling,' "$CSV" | awk -F, '{printf "  ceiling %-16s %s %s\n", $4, $6, $7}' | sort -u
+        } | tee -a "$REPORT"
+fi
+say "result: $([ $FAILED = 0 ] && echo PASS || echo FAIL)"
+exit $FAILED

@@ -1,0 +1,68 @@
+/* The backend loader (kernels/backend_plugin.c) without a GPU: "cpu" opens the reference
+ * backend, "auto" falls back to it when no GPU plugin starts, a plugin is found through
+ * DSV32_BACKEND_PATH (directory or file), its optional entries are resolved, an ABI mismatch
+ * and a missing plugin give errors that say what was tried and what to do, and bad names
+ * are refused. The fake plugins are built by tests/gpu/local.mk. */
+#include "config.h"
+
+#include "kernels/backend_plugin.h"
+#include "tests/unit/testutil.h"
+
+int main(void) {
+        struct dsv_backend *be = NULL;
+        struct dsv_error err;
+        const char *b = getenv("top_builddir");
+        char dir[4096], file[4200];
+        int r;
+
+        snprintf(dir, sizeof(dir), "%s/tests/gpu", b ? b : ".");
+        r = dsv_backend_open("cpu", 1, &be, &err);
+        CHECK(r == 0 && be && strcmp(be->ops->name, "cpu") == 0, "cpu backend: %d %s", r, err.msg);
+        CHECK(dsv_backend_sample(be, NULL, NULL, 0, NULL) == -EOPNOTSUPP, "no device sampler on the CPU");
+        CHECK(strcmp(dsv_backend_describe(be), "cpu") == 0, "describe cpu");
+        dsv_backend_free(be);
+
+        /* auto: cuda when it starts, else cpu; on this machine either is fine, but it must open */
+        be = NULL;
+        r = dsv_backend_open("auto", 0, &be, &err);
+        CHECK(r == 0 && be, "auto: %d %s", r, err.msg);
+        if (be)
+                printf("auto opened: %s\n", dsv_backend_describe(be));
+        dsv_backend_free(be);
+
+        /* a plugin through DSV32_BACKEND_PATH: a missing directory first, then the plugin's file
+         * (a loaded plugin stays loaded: later opens of "fake" reuse it) */
+        snprintf(file, sizeof(file), "/nonexistent/dsv32:%s/dsv32-backend-fake.so", dir);
+        setenv("DSV32_BACKEND_PATH", file, 1);
+        be = NULL;
+        r = dsv_backend_open("fake", 0, &be, &err);
+        CHECK(r == 0 && be && strcmp(be->ops->name, "fake") == 0, "fake plugin: %d %s", r, err.msg);
+        if (be) {
+                CHECK(strcmp(dsv_backend_describe(be), "fake backend for tests") == 0, "describe resolved");
+                CHECK(strcmp(dsv_backend_last_error(be), "the fake backend has no device") == 0, "last_error resolved");
+                CHECK(dsv_backend_sample(be, NULL, NULL, 0, NULL) == -EOPNOTSUPP, "no sampler in the fake plugin");
+                dsv_backend_free(be);
+        }
+        r = dsv_backend_open("fake", 1, &be, &err);
+        CHECK(r == -ENODEV, "a plugin's -ENODEV comes through: %d", r);
+        printf("fake on device 1: %s\n", err.msg);
+
+        /* ABI mismatch, found by directory */
+        setenv("DSV32_BACKEND_PATH", dir, 1);
+        r = dsv_backend_open("badabi", 0, &be, &err);
+        CHECK(r == -ENOENT && strstr(err.msg, "ABI"), "ABI mismatch refused: %d %s", r, err.msg);
+        printf("badabi: %s\n", err.msg);
+
+        /* not found at all */
+        setenv("DSV32_BACKEND_PATH", "/nonexistent", 1);
+        r = dsv_backend_open("nosuch", 0, &be, &err);
+        CHECK(r == -ENOENT && strstr(err.msg, "DSV32_BACKEND_PATH") && strstr(err.msg, "dsv32-backend-nosuch.so"),
+              "missing plugin: %d %s", r, err.msg);
+        printf("nosuch: %s\n", err.msg);
+
+        /* names */
+        CHECK(dsv_backend_open("../evil", 0, &be, &err) == -EINVAL, "path-like name refused");
+        CHECK(dsv_backend_open("averyveryverylongname", 0, &be, &err) == -EINVAL, "long name refused");
+        CHECK(dsv_backend_open(NULL, 0, &be, &err) == -EINVAL, "no name");
+        return test_result("test-backend-plugin");
+}

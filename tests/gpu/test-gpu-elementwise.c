@@ -1,0 +1,229 @@
+/* CUDA backend vs CPU reference: embedding gather, row gather, SwiGLU, add, RoPE (both
+ * pairings, large positions), Hadamard. Shapes include the 671B widths (7168, 128 heads x
+ * 192, 64 indexer heads x 128), odd sizes, strided views and single tokens. */
+#include "config.h"
+
+#include "tests/gpu/gputest.h"
+
+static struct gt g;
+static const struct gt_tol EXACT = {0, 0, 0, 0};
+/* bf16 outputs computed through libm functions (exp, cos, sin) that may differ by an ulp */
+static const struct gt_tol BF16_LIBM = {1e-8, 1e-30, 1.0 / 128, 0};
+
+static void test_embed(int64_t V, int64_t D, int64_t T) {
+        struct gbuf table, ids, out;
+        char what[128];
+        uint16_t *tb = malloc((size_t)(V * D) * 2);
+        int32_t *id = malloc((size_t)T * 4);
+        float *r0 = malloc((size_t)(T * D) * 4), *r1 = malloc((size_t)(T * D) * 4);
+        GT_REQUIRE(tb && id && r0 && r1, "oom");
+        for (int64_t i = 0; i < V * D; i++)
+                tb[i] = dsv_f32_to_bf16(gt_randn(1, (uint64_t)i));
+        for (int64_t t = 0; t < T; t++)
+                id[t] = t == 0 ? 0 : (t == 1 ? (int32_t)(V - 1) : (int32_t)(gt_u01(2, (uint64_t)t) * (double)V));
+        gb_new(&g, &table, DSV_BF16, V, D, 0);
+        gb_new(&g, &ids, DSV_I32, 1, T, 0);
+        gb_new(&g, &out, DSV_F32, T, D, 3);
+        gb_set(&g, &table, tb);
+        gb_set(&g, &ids, id);
+        gb_poison(&g, &out);
+        struct dsv_op ops[2];
+        for (int s = 0; s < 2; s++) {
+                ops[s] = (struct dsv_op){.type = DSV_OP_EMBED};
+                ops[s].embed = (struct dsv_op_embed){.out = &out.t[s], .table = &table.t[s], .ids = &ids.t[s]};
+        }
+        snprintf(what, sizeof(what), "embed V=%lld D=%lld T=%lld", (long long)V, (long long)D, (long long)T);
+        if (gt_run(&g, ops, what) == 0) {
+                gb_get(&g, &out, 0, r0, what);
+                gb_get(&g, &out, 1, r1, what);
+                gt_cmp_f32(what, r0, r1, (size_t)(T * D), EXACT);
+        }
+        gb_free(&g, &table);
+        gb_free(&g, &ids);
+        gb_free(&g, &out);
+        free(tb);
+        free(id);
+        free(r0);
+        free(r1);
+}
+
+static void test_get_rows(int64_t X, int64_t D, int64_t n) {
+        struct gbuf x, rows, out;
+        char what[128];
+        float *xv = malloc((size_t)(X * D) * 4), *r0 = malloc((size_t)(n * D) * 4), *r1 = malloc((size_t)(n * D) * 4);
+        int32_t *rv = malloc((size_t)n * 4);
+        GT_REQUIRE(xv && r0 && r1 && rv, "oom");
+        gt_fill_randn(xv, (size_t)(X * D), 1, 3);
+        for (int64_t i = 0; i < n; i++)
+                rv[i] = (int32_t)(gt_u01(4, (uint64_t)i) * (double)X);
+        gb_new(&g, &x, DSV_F32, X, D, 1);
+        gb_new(&g, &rows, DSV_I32, 1, n, 0);
+        gb_new(&g, &out, DSV_F32, n, D, 0);
+        gb_set(&g, &x, xv);
+        gb_set(&g, &rows, rv);
+        gb_poison(&g, &out);
+        struct dsv_op ops[2];
+        for (int s = 0; s < 2; s++) {
+                ops[s] = (struct dsv_op){.type = DSV_OP_GET_ROWS};
+                ops[s].get_rows = (struct dsv_op_get_rows){.out = &out.t[s], .x = &x.t[s], .rows = &rows.t[s]};
+        }
+        snprintf(what, sizeof(what), "get_rows X=%lld D=%lld n=%lld", (long long)X, (long long)D, (long long)n);
+        if (gt_run(&g, ops, what) == 0) {
+                gb_get(&g, &out, 0, r0, what);
+                gb_get(&g, &out, 1, r1, what);
+                gt_cmp_f32(what, r0, r1, (size_t)(n * D), EXACT);
+        }
+        gb_free(&g, &x);
+        gb_free(&g, &rows);
+        gb_free(&g, &out);
+        free(xv);
+        free(rv);
+        free(r0);
+        free(r1);
+}
+
+static void test_binary(enum dsv_op_type type, int64_t T, int64_t N, int64_t pad, bool faithful) {
+        struct gbuf a, b, out;
+        char what[128];
+        size_t n = (size_t)(T * N);
+        float *av = malloc(n * 4), *bv = malloc(n * 4), *r0 = malloc(n * 4), *r1 = malloc(n * 4);
+        GT_REQUIRE(av && bv && r0 && r1, "oom");
+        gt_fill_randn(av, n, 3, 5);
+        gt_fill_randn(bv, n, 1, 6);
+        if (n > 8) { /* special values travel through */
+                av[0] = INFINITY;
+                av[1] = -INFINITY;
+                av[2] = NAN;
+                bv[3] = NAN;
+                av[4] = 100.0f; /* exp(-100) underflow in silu */
+                av[5] = -100.0f;
+        }
+        gb_new(&g, &a, DSV_F32, T, N, pad);
+        gb_new(&g, &b, DSV_F32, T, N, 0);
+        gb_new(&g, &out, DSV_F32, T, N, pad);
+        gb_set(&g, &a, av);
+        gb_set(&g, &b, bv);
+        gb_poison(&g, &out);
+        struct dsv_op ops[2];
+        for (int s = 0; s < 2; s++) {
+                ops[s] = (struct dsv_op){.type = type, .faithful = faithful};
+                if (type == DSV_OP_SWIGLU)
+                        ops[s].swiglu = (struct dsv_op_swiglu){.out = &out.t[s], .a = &a.t[s], .b = &b.t[s]};
+                else
+                        ops[s].add = (struct dsv_op_add){.out = &out.t[s], .a = &a.t[s], .b = &b.t[s]};
+        }
+        snprintf(what, sizeof(what), "%s T=%lld N=%lld pad=%lld %s", type == DSV_OP_SWIGLU ? "swiglu" : "add", (long long)T,
+                 (long long)N, (long long)pad, faithful ? "faithful" : "exact");
+        if (gt_run(&g, ops, what) == 0) {
+                gb_get(&g, &out, 0, r0, what);
+                gb_get(&g, &out, 1, r1, what);
+                gt_cmp_f32(what, r0, r1, n, type == DSV_OP_SWIGLU ? (faithful ? BF16_LIBM : (struct gt_tol){1e-12, 0, 4e-7, 0}) : EXACT);
+        }
+        gb_free(&g, &a);
+        gb_free(&g, &b);
+        gb_free(&g, &out);
+        free(av);
+        free(bv);
+        free(r0);
+        free(r1);
+}
+
+static void test_rope(int64_t T, int n_heads, int head_stride, int offset, int rope_dim, bool interleaved, bool faithful,
+                      int32_t max_pos) {
+        struct gbuf x, pos, invf;
+        char what[160];
+        const int64_t cols = (int64_t)n_heads * head_stride;
+        size_t n = (size_t)(T * cols);
+        float *xv = malloc(n * 4), *r0 = malloc(n * 4), *r1 = malloc(n * 4), *fv = malloc((size_t)rope_dim / 2 * 4);
+        int32_t *pv = malloc((size_t)T * 4);
+        GT_REQUIRE(xv && r0 && r1 && fv && pv, "oom");
+        gt_fill_randn(xv, n, 1, 7);
+        if (faithful)
+                gt_round_bf16(xv, n);
+        for (int i = 0; i < rope_dim / 2; i++) /* theta 10000, a YaRN-like damping of the low frequencies */
+                fv[i] = (float)(pow(10000.0, -2.0 * i / rope_dim) * (i > rope_dim / 4 ? 1.0 / 40 : 1.0));
+        for (int64_t t = 0; t < T; t++)
+                pv[t] = t == 0 ? 0 : (t == 1 ? max_pos : (int32_t)(gt_u01(8, (uint64_t)t) * max_pos));
+        gb_new(&g, &x, DSV_F32, T, cols, 2);
+        gb_new(&g, &pos, DSV_I32, 1, T, 0);
+        gb_new(&g, &invf, DSV_F32, 1, rope_dim / 2, 0);
+        gb_set(&g, &x, xv);
+        gb_set(&g, &pos, pv);
+        gb_set(&g, &invf, fv);
+        struct dsv_op ops[2];
+        for (int s = 0; s < 2; s++) {
+                ops[s] = (struct dsv_op){.type = DSV_OP_ROPE, .faithful = faithful};
+                ops[s].rope = (struct dsv_op_rope){.x = &x.t[s], .pos = &pos.t[s], .inv_freq = &invf.t[s], .n_heads = n_heads,
+                                                   .head_stride = head_stride, .offset = offset, .rope_dim = rope_dim,
+                                                   .interleaved = interleaved};
+        }
+        snprintf(what, sizeof(what), "rope T=%lld %dx%d off=%d r=%d %s pos<=%d %s", (long long)T, n_heads, head_stride, offset,
+                 rope_dim, interleaved ? "interleaved" : "half-split", max_pos, faithful ? "faithful" : "exact");
+        if (gt_run(&g, ops, what) == 0) {
+                gb_get(&g, &x, 0, r0, what);
+                gb_get(&g, &x, 1, r1, what);
+                /* sinf/cosf of angles up to 1e6 rad: both libraries are accurate to ~1 ulp */
+                gt_cmp_f32(what, r0, r1, n, faithful ? BF16_LIBM : (struct gt_tol){1e-12, 1e-6, 1e-5, 0});
+        }
+        gb_free(&g, &x);
+        gb_free(&g, &pos);
+        gb_free(&g, &invf);
+        free(xv);
+        free(r0);
+        free(r1);
+        free(fv);
+        free(pv);
+}
+
+static void test_hadamard(int64_t T, int64_t N, int d, bool faithful) {
+        struct gbuf x;
+        char what[128];
+        size_t n = (size_t)(T * N);
+        float *xv = malloc(n * 4), *r0 = malloc(n * 4), *r1 = malloc(n * 4);
+        GT_REQUIRE(xv && r0 && r1, "oom");
+        gt_fill_randn(xv, n, 1, 9);
+        gb_new(&g, &x, DSV_F32, T, N, 5);
+        gb_set(&g, &x, xv);
+        struct dsv_op ops[2];
+        for (int s = 0; s < 2; s++) {
+                ops[s] = (struct dsv_op){.type = DSV_OP_HADAMARD, .faithful = faithful};
+                ops[s].hadamard = (struct dsv_op_hadamard){.x = &x.t[s], .d = d};
+        }
+        snprintf(what, sizeof(what), "hadamard T=%lld N=%lld d=%d %s", (long long)T, (long long)N, d, faithful ? "faithful" : "exact");
+        if (gt_run(&g, ops, what) == 0) {
+                gb_get(&g, &x, 0, r0, what);
+                gb_get(&g, &x, 1, r1, what);
+                gt_cmp_f32(what, r0, r1, n, EXACT); /* same butterflies in the same order */
+        }
+        gb_free(&g, &x);
+        free(xv);
+        free(r0);
+        free(r1);
+}
+
+int main(void) {
+        int r = gt_open(&g, "test-gpu-elementwise");
+        if (r)
+                return r;
+        test_embed(1000, 7168, 64);
+        test_embed(129280, 64, 7);
+        test_embed(5, 13, 1);
+        test_get_rows(50, 7168, 17);
+        test_get_rows(3, 1, 1);
+        for (int f = 0; f < 2; f++) {
+                test_binary(DSV_OP_SWIGLU, 64, 2048, 0, f);
+                test_binary(DSV_OP_SWIGLU, 3, 1001, 7, f);
+                test_binary(DSV_OP_ADD, 64, 7168, 0, f);
+                test_binary(DSV_OP_ADD, 1, 5, 3, f);
+                test_rope(33, 128, 192, 128, 64, true, f, 1 << 20);  /* MLA q_pe */
+                test_rope(33, 1, 64, 0, 64, true, f, 163839);        /* k_pe */
+                test_rope(17, 64, 128, 0, 64, false, f, 131071);     /* indexer q */
+                test_rope(1, 3, 10, 2, 6, false, f, 7);
+                test_hadamard(64, 64 * 128, 128, f);
+                test_hadamard(1, 128, 128, f);
+                test_hadamard(3, 4096, 4096, f);
+                test_hadamard(5, 8, 2, f);
+        }
+        gt_close(&g);
+        return gt_result("test-gpu-elementwise");
+}
