@@ -128,10 +128,12 @@ static int wait_completion(struct dsv32_client *c, int timeout_ms) {
         uint64_t t0 = dsv_ipc_now_ns(), budget;
         int rc;
 
-        if (c->broken)
-                return c->broken;
+        /* what the daemon wrote before it went away is still ours to read (a DONE "shutdown"
+         * just before its exit, say): records first, the broken connection after them */
         if (!dsv_ring_empty(r))
                 return 1;
+        if (c->broken)
+                return c->broken;
         c->ws.waits++;
         budget = c->mode == DSV32_WAIT_SLEEP ? 0 : dsv_spin_budget(&c->spin);
         if (c->mode == DSV32_WAIT_SPIN) {
@@ -145,7 +147,7 @@ static int wait_completion(struct dsv32_client *c, int timeout_ms) {
                                 /* let a peer that shares our core run (an oversubscribed machine) */
                                 sched_yield();
                                 if ((rc = drain_socket(c)) < 0)
-                                        return rc;
+                                        return dsv_ring_empty(r) ? rc : 1;
                                 if (timeout_ms >= 0 && now - t0 >= (uint64_t)timeout_ms * 1000000ull)
                                         return 0;
                         }
@@ -186,7 +188,7 @@ static int wait_completion(struct dsv32_client *c, int timeout_ms) {
                 if (rc < 0 && errno != EINTR)
                         return broken(c, -errno, "poll failed: %s", strerror(errno));
                 if (rc > 0 && (rc = drain_socket(c)) < 0)
-                        return rc;
+                        return dsv_ring_empty(r) ? rc : 1;
                 if (!dsv_ring_empty(r))
                         return 1;
         }
