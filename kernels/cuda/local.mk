@@ -46,9 +46,9 @@ NVCC_V_1 =
 
 if HAVE_CUDA
 CUDA_PLUGIN_OBJ = \
-	kernels/cuda/backend_cuda.cu.o kernels/cuda/elementwise.cu.o kernels/cuda/norm.cu.o \
-	kernels/cuda/linear.cu.o kernels/cuda/kv.cu.o kernels/cuda/indexer.cu.o kernels/cuda/mla.cu.o \
-	kernels/cuda/sample.cu.o
+	kernels/cuda/backend_cuda.o kernels/cuda/elementwise.o kernels/cuda/norm.o \
+	kernels/cuda/linear.o kernels/cuda/kv.o kernels/cuda/indexer.o kernels/cuda/mla.o \
+	kernels/cuda/sample.o
 cudaplugindir = $(pkglibdir)
 cudaplugin_DATA = kernels/cuda/dsv32-backend-cuda.so
 CUDA_DEV_BIN = kernels/dev/fp8_gemm kernels/dev/indexer_scores kernels/dev/topk kernels/dev/mla_decode
@@ -60,21 +60,21 @@ kernels/cuda/dsv32-backend-cuda.so: $(CUDA_PLUGIN_OBJ)
 	$(AM_V_CCLD)$(CXX) -shared -Wl,--no-undefined -Wl,-soname,dsv32-backend-cuda.so -o $@ \
 		$(CUDA_PLUGIN_OBJ) $(CUDA_LIBS)
 
-kernels/cuda/backend_cuda.cu.o: $(srcdir)/kernels/cuda/backend_cuda.cu $(CUDA_DEPS)
+kernels/cuda/backend_cuda.o: $(srcdir)/kernels/cuda/backend_cuda.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/backend_cuda.cu
-kernels/cuda/elementwise.cu.o: $(srcdir)/kernels/cuda/elementwise.cu $(CUDA_DEPS)
+kernels/cuda/elementwise.o: $(srcdir)/kernels/cuda/elementwise.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/elementwise.cu
-kernels/cuda/norm.cu.o: $(srcdir)/kernels/cuda/norm.cu $(CUDA_DEPS)
+kernels/cuda/norm.o: $(srcdir)/kernels/cuda/norm.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/norm.cu
-kernels/cuda/linear.cu.o: $(srcdir)/kernels/cuda/linear.cu $(CUDA_DEPS)
+kernels/cuda/linear.o: $(srcdir)/kernels/cuda/linear.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/linear.cu
-kernels/cuda/kv.cu.o: $(srcdir)/kernels/cuda/kv.cu $(CUDA_DEPS)
+kernels/cuda/kv.o: $(srcdir)/kernels/cuda/kv.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/kv.cu
-kernels/cuda/indexer.cu.o: $(srcdir)/kernels/cuda/indexer.cu $(CUDA_DEPS)
+kernels/cuda/indexer.o: $(srcdir)/kernels/cuda/indexer.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/indexer.cu
-kernels/cuda/mla.cu.o: $(srcdir)/kernels/cuda/mla.cu $(CUDA_DEPS)
+kernels/cuda/mla.o: $(srcdir)/kernels/cuda/mla.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/mla.cu
-kernels/cuda/sample.cu.o: $(srcdir)/kernels/cuda/sample.cu $(CUDA_DEPS)
+kernels/cuda/sample.o: $(srcdir)/kernels/cuda/sample.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/sample.cu
 
 # the harnesses: standalone programs around the backend's kernels (kernels/dev/README.md);
