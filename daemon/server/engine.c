@@ -677,7 +677,7 @@ static int load(struct dsv_engine *e) {
         e->info.features = e->text ? DSV_FEATURE_TEXT | (dsv_text_has_chat(e->text) ? DSV_FEATURE_CHAT : 0) : 0;
         e->info.backend = e->be->ops->name;
         e->info.numerics = e->numerics_name;
-        e->info.threads = e->opts.threads;
+        e->info.threads = e->be->n_threads; /* resolved: 0 means "all cores" in the settings */
         {
                 const struct dsv_load_stats *ls = dsv_model_load_stats(e->model);
                 log_info("Loaded %s: %.1f MB of weights in %.2f s (%s); KV cache %d pages of %d tokens (%llu bytes/token)",
@@ -974,9 +974,10 @@ void dsv_engine_stats(struct dsv_engine *e, struct dsv_msg_stats_reply *s) {
                 s->kv_page_tokens = e->kv_page_tokens;
                 s->kv_bytes_per_token = e->kv_bytes_per_token;
         }
-        snprintf(s->backend, sizeof(s->backend), "%s", e->be ? e->be->ops->name : e->backend_name);
+        /* the backend is known (and e->be stable) once the engine is ready */
+        snprintf(s->backend, sizeof(s->backend), "%s", inf ? inf->backend : e->backend_name);
         snprintf(s->numerics, sizeof(s->numerics), "%s", e->numerics_name);
-        s->threads = (uint32_t)e->opts.threads;
+        s->threads = (uint32_t)(inf ? inf->threads : e->opts.threads);
         s->kv_pages_used = __atomic_load_n(&e->kv_pages_used, __ATOMIC_RELAXED);
         s->requests_running = __atomic_load_n(&e->n_running, __ATOMIC_RELAXED);
         s->requests_waiting = __atomic_load_n(&e->n_waiting, __ATOMIC_RELAXED);
