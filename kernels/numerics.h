@@ -8,25 +8,43 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The same functions serve host C and CUDA device code (kernels/cuda), so a value rounds the
+ * same way on the GPU as in the CPU reference. */
+#if defined(__CUDACC__)
+#define DSV_HD static __host__ __device__ __forceinline__
+#else
+#define DSV_HD static inline
+#endif
+
 #define DSV_FP8_MAX 448.0f
 #define DSV_QBLOCK 128 /* quantization block: 128 contiguous values / 128x128 weights */
 
-static inline uint32_t dsv_f32_bits(float f) {
+DSV_HD uint32_t dsv_f32_bits(float f) {
+#if defined(__CUDA_ARCH__)
+        return __float_as_uint(f);
+#else
         uint32_t u;
         memcpy(&u, &f, 4);
         return u;
+#endif
 }
-static inline float dsv_bits_f32(uint32_t u) {
+DSV_HD float dsv_bits_f32(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+        return __uint_as_float(u);
+#else
         float f;
         memcpy(&f, &u, 4);
         return f;
+#endif
 }
+DSV_HD float dsv_nan(void) { return dsv_bits_f32(0x7fc00000u); }
+DSV_HD int dsv_isnan(float f) { return (dsv_f32_bits(f) & 0x7fffffffu) > 0x7f800000u; }
 
 /* bf16 -> f32 is exact. */
-static inline float dsv_bf16_to_f32(uint16_t h) { return dsv_bits_f32((uint32_t)h << 16); }
+DSV_HD float dsv_bf16_to_f32(uint16_t h) { return dsv_bits_f32((uint32_t)h << 16); }
 
 /* f32 -> bf16, round to nearest even; NaN stays NaN (quiet). */
-static inline uint16_t dsv_f32_to_bf16(float f) {
+DSV_HD uint16_t dsv_f32_to_bf16(float f) {
         uint32_t u = dsv_f32_bits(f);
         if ((u & 0x7fffffffu) > 0x7f800000u)
                 return (uint16_t)((u >> 16) | 0x40);
@@ -35,21 +53,21 @@ static inline uint16_t dsv_f32_to_bf16(float f) {
 }
 
 /* The value f takes once stored as bf16 (the reference's .to(torch.bfloat16)). */
-static inline float dsv_round_bf16(float f) { return dsv_bf16_to_f32(dsv_f32_to_bf16(f)); }
+DSV_HD float dsv_round_bf16(float f) { return dsv_bf16_to_f32(dsv_f32_to_bf16(f)); }
 
 /* e4m3fn -> f32, exact. Normals: 2^(e-7) * (1 + m/8); subnormals: m * 2^-9. */
-static inline float dsv_e4m3_to_f32(uint8_t b) {
+DSV_HD float dsv_e4m3_to_f32(uint8_t b) {
         uint32_t sign = (uint32_t)(b & 0x80u) << 24;
         uint32_t em = b & 0x7fu;
         float normal = dsv_bits_f32(sign | ((em << 20) + (120u << 23)));
         float sub = (float)(em & 7u) * 0x1p-9f;
         float v = (em >> 3) ? normal : (sign ? -sub : sub);
-        return em == 0x7fu ? NAN : v;
+        return em == 0x7fu ? dsv_nan() : v;
 }
 
 /* f32 -> e4m3fn, round to nearest even. Magnitudes >= 448 saturate to 448 (callers clamp
  * first, as the reference does); NaN maps to 0x7f. */
-static inline uint8_t dsv_f32_to_e4m3(float f) {
+DSV_HD uint8_t dsv_f32_to_e4m3(float f) {
         uint32_t u = dsv_f32_bits(f);
         uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
         u &= 0x7fffffffu;
@@ -72,9 +90,9 @@ static inline uint8_t dsv_f32_to_e4m3(float f) {
  *   scale = 2^ceil(log2(max(amax, 1e-4) * (1/448)))        (ue8m0, "round_scale")
  * computed exactly as the reference: the product in fp32, then the ceiling of its log2 read
  * off the exponent and mantissa bits. */
-static inline float dsv_act_scale(float amax) {
-        if (amax != amax)
-                return NAN;
+DSV_HD float dsv_act_scale(float amax) {
+        if (dsv_isnan(amax))
+                return dsv_nan();
         if (amax < 1e-4f)
                 amax = 1e-4f;
         float r = amax * (1.0f / DSV_FP8_MAX);
@@ -86,7 +104,7 @@ static inline float dsv_act_scale(float amax) {
 }
 
 /* Quantize one value with its block scale: e4m3(clamp(x / scale, +-448)). */
-static inline uint8_t dsv_quant_e4m3(float x, float inv_scale) {
+DSV_HD uint8_t dsv_quant_e4m3(float x, float inv_scale) {
         float y = x * inv_scale; /* scale is a power of two: exact */
         y = y > DSV_FP8_MAX ? DSV_FP8_MAX : (y < -DSV_FP8_MAX ? -DSV_FP8_MAX : y);
         return dsv_f32_to_e4m3(y);
