@@ -39,12 +39,24 @@ static void usage(FILE *f) {
                 "      --top-p P, --top-k K, --min-p P\n"
                 "      --seed N            same seed + same request = same tokens\n"
                 "      --stop ID,...       extra stop tokens\n"
-                "      --session NAME      reserved (sessions are not implemented yet)\n"
+                "      --session NAME      run on a KV-cache session: the daemon keeps this prompt's and\n"
+                "                          the output's KV cache, and a later request on NAME prefills\n"
+                "                          only what follows the previous prompt (same output as without it)\n"
+                "      --reuse-output      also reuse the cache of the tokens the session generated (less\n"
+                "                          prefill; the output may differ slightly from a run without it)\n"
                 "      --ids               print token ids even when text is available\n"
                 "      --no-stream         print everything at the end\n"
                 "      --ignore-eos        do not stop at the end-of-sequence token\n"
                 "  chat                    interactive chat (one message per line; Ctrl-D ends)\n"
                 "      --system TEXT, --max-tokens N, --temperature T, --seed N, --thinking\n"
+                "      --session NAME      keep the conversation's KV cache in session NAME (kept after\n"
+                "                          the chat ends); default: a private session closed at the end\n"
+                "      --no-session        resend and prefill the whole conversation every turn\n"
+                "      --reuse-output      reuse the cache of the replies too (see generate)\n"
+                "  session open|close|pin|unpin NAME\n"
+                "                          make, free, pin (never evict; counts against your quota) or\n"
+                "                          unpin a session; sessions live in dsv32d's memory only (they\n"
+                "                          are not saved across restarts) and close after an idle timeout\n"
                 "  tokenize [TEXT...]      print the token ids of TEXT (or stdin)\n"
                 "      --bos               prepend the BOS token\n"
                 "  detokenize ID,ID,...    print the text of token ids\n"
@@ -238,7 +250,7 @@ static int cmd_generate(int argc, char **argv) {
                 {"seed", required_argument, NULL, 's'}, {"stop", required_argument, NULL, 'S'},
                 {"session", required_argument, NULL, 'X'}, {"ids", no_argument, NULL, 'i'},
                 {"no-stream", no_argument, NULL, 'N'}, {"ignore-eos", no_argument, NULL, 'E'},
-                {"help", no_argument, NULL, 'h'}, {0},
+                {"reuse-output", no_argument, NULL, 'R'}, {"help", no_argument, NULL, 'h'}, {0},
         };
         struct dsv32_request q = {.struct_size = sizeof(q)};
         struct printer pr = {0};
@@ -320,6 +332,9 @@ static int cmd_generate(int argc, char **argv) {
                 case 'E':
                         q.flags |= DSV32_REQ_IGNORE_EOS;
                         break;
+                case 'R':
+                        q.flags |= DSV32_REQ_REUSE_OUTPUT;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -364,9 +379,12 @@ static int cmd_generate(int argc, char **argv) {
         }
         printf("\n");
         if (verbose)
-                fprintf(stderr, "[%s: %u prompt + %u generated tokens; queued %.1f ms, prefill %.1f ms, decode %.1f ms]\n",
-                        dsv32_finish_name(res.finish), res.usage.prompt_tokens, res.usage.completion_tokens,
-                        res.usage.queue_us / 1e3, res.usage.prefill_us / 1e3, res.usage.decode_us / 1e3);
+                fprintf(stderr,
+                        "[%s: %u prompt (%u reused from the session) + %u generated tokens; queued %.1f ms, prefill %.1f "
+                        "ms, decode %.1f ms]\n",
+                        dsv32_finish_name(res.finish), res.usage.prompt_tokens, res.usage.cached_tokens,
+                        res.usage.completion_tokens, res.usage.queue_us / 1e3, res.usage.prefill_us / 1e3,
+                        res.usage.decode_us / 1e3);
         ret = res.finish == DSV32_FINISH_SHUTDOWN ? EXIT_UNAVAILABLE : 0;
 out:
         dsv32_disconnect(c);
@@ -408,8 +426,12 @@ static int cmd_chat(int argc, char **argv) {
                 {"system", required_argument, NULL, 'y'}, {"max-tokens", required_argument, NULL, 'n'},
                 {"temperature", required_argument, NULL, 'T'}, {"seed", required_argument, NULL, 's'},
                 {"thinking", no_argument, NULL, 'k'}, {"session", required_argument, NULL, 'X'},
+                {"no-session", no_argument, NULL, 'Z'}, {"reuse-output", no_argument, NULL, 'R'},
                 {"help", no_argument, NULL, 'h'}, {0},
         };
+        char auto_session[64];
+        bool no_session = false, own_session = false;
+        uint64_t prefilled = 0;
         struct dsv32_request q = {.struct_size = sizeof(q), .max_tokens = 1024, .temperature = 0.6f};
         struct dsv32_chat_message *msgs = NULL;
         char **owned = NULL;
@@ -447,12 +469,22 @@ static int cmd_chat(int argc, char **argv) {
                 case 'X':
                         q.session = optarg;
                         break;
+                case 'Z':
+                        no_session = true;
+                        break;
+                case 'R':
+                        q.flags |= DSV32_REQ_REUSE_OUTPUT;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
                 default:
                         return EXIT_USAGE;
                 }
+        }
+        if (no_session && q.session) {
+                fprintf(stderr, "dsv32 chat: give --session or --no-session, not both\n");
+                return EXIT_USAGE;
         }
         if ((ret = connect_daemon(&c, 4u << 20)))
                 return ret;
@@ -470,9 +502,20 @@ static int cmd_chat(int argc, char **argv) {
                 ret = EXIT_REQUEST;
                 goto out;
         }
+        /* each turn resends the conversation; in a session the daemon prefills only what is
+         * new since the last turn (the user's message and the chat template around it) */
+        if (!no_session && !q.session && (info.features & DSV32_FEATURE_SESSIONS)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                snprintf(auto_session, sizeof(auto_session), "chat-%d-%llx", (int)getpid(),
+                         (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec);
+                q.session = auto_session;
+                own_session = true;
+        }
         signal(SIGINT, on_sigint);
         for (;;) {
                 struct reply_buf reply = {0};
+                struct dsv32_result res;
                 size_t len;
                 if (tty) {
                         fputs("> ", stdout);
@@ -506,13 +549,19 @@ static int cmd_chat(int argc, char **argv) {
                 q.messages = msgs;
                 q.n_messages = n_msgs;
                 interrupted = 0;
-                r = dsv32_generate(c, &q, collect_reply, &reply, NULL);
+                r = dsv32_generate(c, &q, collect_reply, &reply, &res);
                 printf("\n");
                 if (r < 0) {
                         free(reply.s);
                         ret = fail(c, r, "chat failed");
                         goto out;
                 }
+                prefilled += res.usage.prompt_tokens - res.usage.cached_tokens;
+                if (verbose)
+                        fprintf(stderr, "[turn: %u prompt tokens, %u reused from the session, %u prefilled (%llu in all), %u generated]\n",
+                                res.usage.prompt_tokens, res.usage.cached_tokens,
+                                res.usage.prompt_tokens - res.usage.cached_tokens, (unsigned long long)prefilled,
+                                res.usage.completion_tokens);
                 owned[n_msgs] = reply.s ? reply.s : strdup("");
                 msgs[n_msgs].role = "assistant";
                 msgs[n_msgs].content = owned[n_msgs];
@@ -520,6 +569,8 @@ static int cmd_chat(int argc, char **argv) {
         }
         ret = 0;
 out:
+        if (own_session)
+                dsv32_session_close(c, auto_session, NULL); /* frees its KV cache now, not at the idle timeout */
         for (size_t i = 0; i < n_msgs; i++)
                 free(owned[i]);
         free(owned);
@@ -638,6 +689,12 @@ static int cmd_status(int argc, char **argv) {
                (unsigned long long)s.kv_page_tokens, (unsigned long long)s.kv_bytes_per_token);
         printf("clients:    %u connected; requests %u running, %u waiting, %u parked (slow readers)\n", s.clients,
                s.requests_running, s.requests_waiting, s.requests_parked);
+        printf("sessions:   %u (%u pinned) holding %llu KV pages; prefix reuse %llu of %llu prompt tokens (%.1f%%); %llu "
+               "evictions\n",
+               s.sessions, s.sessions_pinned, (unsigned long long)s.session_pages, (unsigned long long)s.cached_tokens_total,
+               (unsigned long long)s.prompt_tokens_total,
+               s.prompt_tokens_total ? 100.0 * (double)s.cached_tokens_total / (double)s.prompt_tokens_total : 0.0,
+               (unsigned long long)s.sessions_evicted);
         printf("throughput: %.1f tok/s decode, %.1f tok/s prefill (last second); totals: %llu requests, %llu prompt and "
                "%llu generated tokens in %llu steps\n",
                s.decode_tokens_per_s, s.prefill_tokens_per_s, (unsigned long long)s.requests_total,
@@ -651,6 +708,49 @@ static int cmd_status(int argc, char **argv) {
                (unsigned long long)ws.waits, (unsigned long long)ws.spins_won, (unsigned long long)ws.sleeps);
         dsv32_disconnect(c);
         return 0;
+}
+
+static int cmd_session(int argc, char **argv) {
+        struct dsv32_session_info si;
+        dsv32_client *c;
+        const char *op;
+        int r, ret;
+
+        if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+                usage(stdout);
+                return 0;
+        }
+        if (argc != 3 || (strcmp(argv[1], "open") && strcmp(argv[1], "close") && strcmp(argv[1], "pin") &&
+                          strcmp(argv[1], "unpin"))) {
+                fprintf(stderr, "dsv32 session: open|close|pin|unpin NAME\n");
+                return EXIT_USAGE;
+        }
+        op = argv[1];
+        if ((ret = connect_daemon(&c, 0)))
+                return ret;
+        if ((ret = wait_ready(c)))
+                goto out;
+        if (strcmp(op, "open") == 0)
+                r = dsv32_session_open(c, argv[2], 0, &si);
+        else if (strcmp(op, "close") == 0)
+                r = dsv32_session_close(c, argv[2], &si);
+        else
+                r = dsv32_session_pin(c, argv[2], strcmp(op, "pin") == 0, &si);
+        if (r < 0) {
+                char what[128];
+                snprintf(what, sizeof(what), "session %s %s", op, argv[2]);
+                ret = fail(c, r, what);
+                if (r == -ENOENT)
+                        ret = EXIT_REQUEST; /* no such session (the daemon answered) */
+                goto out;
+        }
+        printf("session %s: %s; %u tokens in %u KV pages%s%s\n", argv[2],
+               strcmp(op, "close") == 0 ? "closed" : si.flags & DSV32_SESSION_CREATED ? "created" : "open", si.n_tokens,
+               si.n_pages, si.flags & DSV32_SESSION_PINNED ? ", pinned" : "",
+               si.flags & DSV32_SESSION_BUSY ? ", a request is running on it" : "");
+out:
+        dsv32_disconnect(c);
+        return ret;
 }
 
 /* ------------------------------------------------------------------ ping, bench */
@@ -864,6 +964,8 @@ int main(int argc, char **argv) {
                 return cmd_detokenize(argc, argv);
         if (strcmp(argv[0], "status") == 0)
                 return cmd_status(argc, argv);
+        if (strcmp(argv[0], "session") == 0)
+                return cmd_session(argc, argv);
         if (strcmp(argv[0], "ping") == 0)
                 return cmd_ping(argc, argv);
         if (strcmp(argv[0], "bench") == 0)

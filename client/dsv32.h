@@ -13,7 +13,8 @@
  *     max_tokens over a limit), -EMSGSIZE (a request larger than the submission ring can
  *     carry: connect with larger rings), -EAGAIN (per-user limit of requests in flight),
  *     -ENOTSUP (the daemon cannot do this, e.g. text without a tokenizer), -ESHUTDOWN
- *     (the daemon is stopping), -ECONNRESET (the daemon went away), -ETIMEDOUT.
+ *     (the daemon is stopping), -ECONNRESET (the daemon went away), -ETIMEDOUT,
+ *     -EBUSY (the session runs another request), -EDQUOT (a session quota).
  *   - Ownership: pointers passed in are only read during the call. Memory returned through
  *     an out-parameter belongs to the caller and is released with dsv32_free(). Pointers
  *     inside a struct dsv32_event (and those passed to a token callback) belong to the
@@ -65,6 +66,7 @@ enum dsv32_state {
 
 #define DSV32_FEATURE_TEXT 0x1u /* text prompts, tokenize, detokenize */
 #define DSV32_FEATURE_CHAT 0x2u /* chat messages */
+#define DSV32_FEATURE_SESSIONS 0x4u /* KV-cache sessions (older daemons ignore a session name) */
 
 struct dsv32_info {
         char daemon_version[32];
@@ -109,6 +111,7 @@ struct dsv32_chat_message {
 #define DSV32_REQ_NO_BOS 0x4u     /* text prompt: do not prepend BOS */
 #define DSV32_REQ_THINKING 0x8u   /* chat: thinking mode */
 #define DSV32_REQ_IGNORE_EOS 0x10u /* keep going past EOS (benchmarks) */
+#define DSV32_REQ_REUSE_OUTPUT 0x20u /* session: reuse the cache of generated tokens too (see sessions) */
 
 /* Exactly one prompt: text, tokens, or messages. A zeroed struct (with struct_size set)
  * means greedy decoding of up to 256 tokens. Sampling: temperature 0 is greedy; top_p 0
@@ -129,7 +132,7 @@ struct dsv32_request {
         uint32_t flags;               /* DSV32_REQ_* */
         const int32_t *stop_tokens;   /* besides the model's EOS; at most 64 */
         size_t n_stop_tokens;
-        const char *session;          /* reserved: sessions are not implemented yet */
+        const char *session;          /* NULL, or a session to run on (see "sessions" below) */
 };
 
 enum dsv32_finish {
@@ -192,6 +195,50 @@ int dsv32_poll_events(dsv32_client *c, struct dsv32_event *events, size_t max);
 /* Waits until an event is ready: 1, or 0 after timeout_ms (< 0: no timeout). */
 int dsv32_wait(dsv32_client *c, int timeout_ms);
 
+/* ------------------------------------------------------------------ sessions */
+
+/* A session keeps the daemon's KV cache of a conversation between requests. A request that
+ * names one (dsv32_request.session; created on first use) reuses the cache of the longest
+ * prefix its prompt shares with the session's history and prefills only the rest;
+ * dsv32_usage.cached_tokens says how many prompt tokens were reused. The history is the
+ * previous prompt plus the tokens generated for it, but by default only the previous
+ * prompt's part is reused: generated tokens were computed one at a time by decode steps,
+ * which round differently from a prefill, so reusing them would change the last bits of
+ * the logits (and, rarely, a token). That way the output is exactly what the same request
+ * gives without a session. DSV32_REQ_REUSE_OUTPUT reuses the generated tokens' cache too
+ * (less prefill per chat turn; outputs close to, but not always identical with, a
+ * no-session run).
+ *
+ * Names: 1..64 bytes of letters, digits and . _ : @ + = - (a daemon may allow fewer bytes,
+ * session-name-max); anything else is -EINVAL. Sessions belong to the user (uid), not to
+ * the connection: they outlive the client, other users cannot see them (the same name is
+ * another session for another uid), and the daemon closes them after an idle timeout.
+ * A session runs one request at a time (a second one fails with -EBUSY). When the daemon
+ * needs KV cache for other requests it evicts idle sessions' caches, least recently used
+ * first (the name keeps working; the next request prefills from scratch) unless they are
+ * pinned; pinned sessions count against a per-user quota (-EDQUOT). Sessions are not kept
+ * across daemon restarts. */
+#define DSV32_SESSION_EXCL 0x1u    /* dsv32_session_open: -EEXIST when the session exists */
+
+#define DSV32_SESSION_PINNED 0x1u  /* dsv32_session_info.flags */
+#define DSV32_SESSION_BUSY 0x2u    /* a request runs on it */
+#define DSV32_SESSION_CREATED 0x4u /* dsv32_session_open made it */
+
+struct dsv32_session_info {
+        uint32_t flags;    /* DSV32_SESSION_* */
+        uint32_t n_tokens; /* tokens whose KV cache it holds (before a close) */
+        uint32_t n_pages;  /* KV-cache pages it holds */
+};
+
+/* Creates a session (or finds the caller's session of that name); ret may be NULL. */
+int dsv32_session_open(dsv32_client *c, const char *name, uint32_t flags, struct dsv32_session_info *ret);
+/* Closes a session: its KV cache is freed at once (if a request runs on it, that request
+ * goes on and frees it when it ends). -ENOENT when the caller has no such session. */
+int dsv32_session_close(dsv32_client *c, const char *name, struct dsv32_session_info *ret);
+/* pin != 0: never evict its KV cache (counts against the user's quota, -EDQUOT when it is
+ * full); pin == 0: evictable again. -ENOENT when the caller has no such session. */
+int dsv32_session_pin(dsv32_client *c, const char *name, int pin, struct dsv32_session_info *ret);
+
 /* ------------------------------------------------------------------ utilities */
 
 /* One PING/PONG round trip; *ret_rtt_ns (may be NULL) gets its duration. */
@@ -223,6 +270,11 @@ struct dsv32_stats {
         uint64_t loop_wakeups, loop_sleeps, doorbells_sent, doorbells_received;
         uint32_t spin_us;
         uint32_t features;
+        /* sessions (zero from a daemon without them) */
+        uint32_t sessions, sessions_pinned;
+        uint64_t session_pages;       /* KV-cache pages held by sessions */
+        uint64_t cached_tokens_total; /* prompt tokens reused from sessions instead of prefilled */
+        uint64_t sessions_evicted;    /* times an idle session's KV cache was evicted */
 };
 int dsv32_stats(dsv32_client *c, struct dsv32_stats *ret);
 

@@ -644,11 +644,17 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
         g->top_k = q->top_k;
         g->min_p = q->min_p;
         g->seed = q->seed;
-        g->flags = q->flags & (DSV_GEN_SEED | DSV_GEN_NO_STREAM | DSV_GEN_NO_BOS | DSV_GEN_THINKING | DSV_GEN_IGNORE_EOS);
+        g->flags = q->flags & (DSV_GEN_SEED | DSV_GEN_NO_STREAM | DSV_GEN_NO_BOS | DSV_GEN_THINKING | DSV_GEN_IGNORE_EOS |
+                               DSV_GEN_SESSION_REUSE_OUTPUT);
         g->stop_tokens = q->stop_tokens;
         g->n_stop_tokens = (uint32_t)q->n_stop_tokens;
-        if (q->session)
+        if (q->session) {
+                if (!dsv_session_name_valid(q->session, strlen(q->session)))
+                        return set_err(c, -EINVAL,
+                                       "invalid session name: 1..%d bytes of letters, digits and . _ : @ + = -",
+                                       DSV_NAME_MAX);
                 snprintf(g->session, sizeof(g->session), "%s", q->session);
+        }
         return 0;
 }
 
@@ -975,9 +981,55 @@ API int dsv32_stats(dsv32_client *c, struct dsv32_stats *ret) {
         ret->doorbells_received = s->doorbells_received;
         ret->spin_us = s->spin_us;
         ret->features = s->features;
+        ret->sessions = s->sessions;
+        ret->sessions_pinned = s->sessions_pinned;
+        ret->session_pages = s->session_pages;
+        ret->cached_tokens_total = s->cached_tokens_total;
+        ret->sessions_evicted = s->sessions_evicted;
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);
         free(buf);
         return 0;
+}
+
+static int session_call(dsv32_client *c, uint16_t type, const char *name, uint32_t flags, struct dsv32_session_info *ret) {
+        struct dsv_msg m = {.type = type}, reply;
+        uint8_t *buf = NULL;
+        int r;
+
+        if (!c || !name)
+                return -EINVAL;
+        if (!dsv_session_name_valid(name, strlen(name)))
+                return set_err(c, -EINVAL, "invalid session name: 1..%d bytes of letters, digits and . _ : @ + = -",
+                               DSV_NAME_MAX);
+        release_held(c);
+        m.u.session.id = c->next_id++;
+        snprintf(m.u.session.name, sizeof(m.u.session.name), "%s", name);
+        m.u.session.flags = flags;
+        r = call(c, &m, m.u.session.id, DSV_MSG_SESSION_REPLY, &reply, &buf);
+        if (r < 0)
+                return r;
+        if (ret) {
+                ret->flags = reply.u.session.flags;
+                ret->n_tokens = reply.u.session.n_tokens;
+                ret->n_pages = reply.u.session.n_pages;
+        }
+        dsv_msg_release(&reply);
+        free(buf);
+        return 0;
+}
+
+API int dsv32_session_open(dsv32_client *c, const char *name, uint32_t flags, struct dsv32_session_info *ret) {
+        if (flags & ~DSV32_SESSION_EXCL)
+                return c ? set_err(c, -EINVAL, "unknown session flags 0x%x", flags) : -EINVAL;
+        return session_call(c, DSV_MSG_SESSION_OPEN, name, flags & DSV_SESSION_OPEN_EXCL, ret);
+}
+
+API int dsv32_session_close(dsv32_client *c, const char *name, struct dsv32_session_info *ret) {
+        return session_call(c, DSV_MSG_SESSION_CLOSE, name, 0, ret);
+}
+
+API int dsv32_session_pin(dsv32_client *c, const char *name, int pin, struct dsv32_session_info *ret) {
+        return session_call(c, DSV_MSG_SESSION_PIN, name, pin ? DSV_SESSION_PIN_SET : 0, ret);
 }

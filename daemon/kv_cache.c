@@ -91,6 +91,17 @@ int dsv_kv_seq_reserve(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
         return 0;
 }
 
+int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
+        int keep;
+        if (n < 0 || n > s->len)
+                return -EINVAL;
+        keep = DIV_ROUND_UP(n, p->layout.page_tokens);
+        while (s->n_pages > keep)
+                p->free_pages[p->n_free++] = s->pages[--s->n_pages];
+        s->len = n;
+        return 0;
+}
+
 void dsv_kv_seq_release(struct dsv_kv_pool *p, struct dsv_kv_seq *s) {
         for (int i = s->n_pages - 1; i >= 0; i--)
                 p->free_pages[p->n_free++] = s->pages[i];

@@ -1,7 +1,8 @@
 /* The paged KV cache pool: one allocation of backend memory, pages of page_tokens tokens
  * holding every layer's MLA record and indexer key (layout in kernels/backend.h), a free
- * list, and per-sequence page tables. (Prefix sharing, sessions and eviction come with the
- * serving engine.) */
+ * list, and per-sequence page tables. (Content-addressed prefix sharing comes with the
+ * serving engine; sessions keep a sequence across requests and truncate it to the prefix a
+ * new prompt shares with it.) */
 #pragma once
 
 #include <stdbool.h>
@@ -40,5 +41,10 @@ int dsv_kv_pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, 
 void dsv_kv_pool_free(struct dsv_kv_pool *pool);
 /* Grows seq's page table to hold n tokens; -ENOSPC when the pool is exhausted. */
 int dsv_kv_seq_reserve(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
+/* Keeps the first n tokens of seq (0 <= n <= seq->len; else -EINVAL): len becomes n and
+ * the pages past DIV_ROUND_UP(n, page_tokens), reserved or filled, go back to the pool.
+ * The kept tail page may still hold bytes of dropped tokens; they are overwritten before
+ * anything reads them (a forward pass writes position len before attending to it). */
+int dsv_kv_seq_truncate(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
 /* Returns all of seq's pages to the pool. */
 void dsv_kv_seq_release(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq);

@@ -178,6 +178,7 @@ static const struct field f_session_reply[] = {
         NAME(1, session_t, name, false),
         U32(2, session_t, flags, false),
         U32(3, session_t, n_tokens, false),
+        U32(4, session_t, n_pages, false),
 };
 
 typedef struct dsv_msg_done done_t;
@@ -237,7 +238,14 @@ static const struct field f_stats_reply[] = {
         U64(32, stats_t, doorbells_received, false),
         U32(33, stats_t, spin_us, false),
         U32(34, stats_t, features, false),
+        U32(35, stats_t, sessions, false),
+        U32(36, stats_t, sessions_pinned, false),
+        U64(37, stats_t, session_pages, false),
+        U64(38, stats_t, cached_tokens_total, false),
+        U64(39, stats_t, sessions_evicted, false),
 };
+/* the decoder tracks the fields it saw in one 64-bit mask */
+_Static_assert(sizeof(f_stats_reply) / sizeof(f_stats_reply[0]) <= 64, "STATS_REPLY has more than 64 fields");
 
 #define D(t, n, f) {t, n, f, sizeof(f) / sizeof(f[0])}
 static const struct desc descs[] = {
@@ -293,8 +301,8 @@ static bool field_present(const void *s, const struct field *f) {
         switch (f->type) {
         case F_STR:
                 return *CAT(s, f->off, char *) != NULL;
-        case F_NAME:
-                return CAT(s, f->off, char)[0] != 0;
+        case F_NAME: /* a required one is written even when empty, so it decodes again */
+                return f->required || CAT(s, f->off, char)[0] != 0;
         case F_TOKENS:
         case F_CHAT:
                 return f->required || *CAT(s, f->len_off, uint32_t) > 0;
@@ -540,7 +548,7 @@ static bool obj_i64(const msgpack_object *o, int64_t *v) {
 
 static bool obj_str(const msgpack_object *o, const char **p, uint32_t *n) {
         if (o->type == MSGPACK_OBJECT_STR) {
-                *p = o->via.str.ptr;
+                *p = o->via.str.ptr; /* NULL for an empty string (msgpack-c) */
                 *n = o->via.str.size;
                 return true;
         }
@@ -580,6 +588,8 @@ static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_z
                                 if (!obj_str(&kv->val, pp, pl))
                                         return why_set(why, wn, -EPROTO, "%s[%u].%s must be a string", f->name, j,
                                                        key == 0 ? "role" : "content");
+                                if (!*pp)
+                                        *pp = ""; /* an empty reply is a message; its copy must not read NULL */
                                 if (key == 0 && *pl > 32)
                                         return why_set(why, wn, -EPROTO, "%s[%u].role is longer than 32 bytes", f->name, j);
                                 *have = true;
@@ -647,7 +657,8 @@ static int decode_field(const msgpack_object *o, const struct field *f, msgpack_
                         return why_set(why, wn, -EPROTO, "field %s is %u bytes, more than %u", f->name, n, f->cap);
                 if (n && memchr(p, 0, n))
                         return why_set(why, wn, -EPROTO, "field %s contains a NUL byte", f->name);
-                memcpy(AT(s, f->off, char), p, n);
+                if (n)
+                        memcpy(AT(s, f->off, char), p, n); /* p is NULL for "" */
                 AT(s, f->off, char)[n] = 0;
                 return 0;
         case F_TOKENS: {

@@ -61,6 +61,7 @@ enum dsv_daemon_state {
 /* WELCOME.features */
 #define DSV_FEATURE_TEXT 0x1u /* tokenizer: text prompts, TOKENIZE, DETOKENIZE */
 #define DSV_FEATURE_CHAT 0x2u /* chat messages */
+#define DSV_FEATURE_SESSIONS 0x4u /* KV-cache sessions (GENERATE.session, SESSION_*) */
 
 /* GENERATE.flags */
 #define DSV_GEN_SEED 0x1u       /* seed is valid (else the daemon picks one) */
@@ -68,6 +69,29 @@ enum dsv_daemon_state {
 #define DSV_GEN_NO_BOS 0x4u     /* text prompt: do not prepend BOS */
 #define DSV_GEN_THINKING 0x8u   /* chat: thinking mode */
 #define DSV_GEN_IGNORE_EOS 0x10u /* do not stop at the model's EOS (benchmarks) */
+#define DSV_GEN_SESSION_REUSE_OUTPUT 0x20u /* session: reuse the generated tokens' KV too (not bit-exact) */
+
+/* SESSION_OPEN.flags */
+#define DSV_SESSION_OPEN_EXCL 0x1u /* fail with EEXIST when the session exists */
+/* SESSION_PIN.flags */
+#define DSV_SESSION_PIN_SET 0x1u   /* pin (counts against the uid's quota); without it: unpin */
+/* SESSION_REPLY.flags */
+#define DSV_SESSION_PINNED 0x1u
+#define DSV_SESSION_BUSY 0x2u      /* a request runs on it (CLOSE: it keeps its pages until it ends) */
+#define DSV_SESSION_CREATED 0x4u   /* OPEN: this call created it */
+
+/* Session names: 1..64 bytes of [A-Za-z0-9._:@+=-] (the daemon may set a lower cap). */
+static inline bool dsv_session_name_valid(const char *s, size_t n) {
+        if (n == 0 || n > DSV_NAME_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char ch = s[i];
+                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                      ch == '_' || ch == ':' || ch == '@' || ch == '+' || ch == '=' || ch == '-'))
+                        return false;
+        }
+        return true;
+}
 
 /* TOKENIZE.flags */
 #define DSV_TOK_ADD_BOS 0x1u
@@ -158,7 +182,8 @@ struct dsv_msg_session {
         uint64_t id;
         char name[DSV_NAME_MAX + 1];
         uint32_t flags;
-        uint32_t n_tokens; /* SESSION_REPLY: tokens cached */
+        uint32_t n_tokens; /* SESSION_REPLY: tokens whose KV it holds */
+        uint32_t n_pages;  /* SESSION_REPLY: KV pages it holds */
 };
 
 struct dsv_msg_done {
@@ -201,6 +226,11 @@ struct dsv_msg_stats_reply {
         uint64_t loop_wakeups, loop_sleeps, doorbells_sent, doorbells_received;
         uint32_t spin_us;
         uint32_t features;
+        /* sessions (protocol 1.1) */
+        uint32_t sessions, sessions_pinned;
+        uint64_t session_pages;      /* KV pages held by sessions */
+        uint64_t cached_tokens_total; /* prompt tokens reused from sessions (not prefilled) */
+        uint64_t sessions_evicted;   /* times an idle session lost its pages to make room */
 };
 
 struct dsv_msg {

@@ -32,6 +32,11 @@ tests_unit_test_checkpoint_SOURCES = tests/unit/test-checkpoint.c
 tests_unit_test_checkpoint_LDADD = $(TEST_CORE_LIBS)
 TESTS += tests/unit/test-checkpoint
 
+check_PROGRAMS += tests/unit/test-kv-cache
+tests_unit_test_kv_cache_SOURCES = tests/unit/test-kv-cache.c
+tests_unit_test_kv_cache_LDADD = $(TEST_CORE_LIBS)
+TESTS += tests/unit/test-kv-cache
+
 # benchmarks (make bench), not tests
 check_PROGRAMS += tests/bench/bench-core
 tests_bench_bench_core_SOURCES = tests/bench/bench-core.c

@@ -3,6 +3,7 @@
 
 #include "daemon/server/engine.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <sys/random.h>
 
@@ -18,6 +19,8 @@ enum req_state {
         REQ_FINISHING, /* final message pending */
 };
 
+struct session;
+
 struct request {
         struct dsv_request_in *in;
         struct dsv_conn *conn;
@@ -28,6 +31,10 @@ struct request {
         int total;       /* prompt + max_tokens, capped to the context */
         struct dsv_kv_seq seq;
         bool admitted;
+        struct session *sess; /* the session it runs on (busy), or NULL */
+        int n_cached;         /* prompt tokens whose KV came from the session */
+        int n_exact;          /* leading tokens whose KV a prefill chunk computed (see struct session) */
+        struct dsv_msg_session sreply; /* SESSION_* requests: the reply */
         struct dsv_sampling sp;
         int n_generated;
         /* output not yet written to the completion ring */
@@ -43,6 +50,31 @@ struct request {
         uint32_t reason;
         bool cancel;
         uint64_t t_submit, t_start, t_first, t_end;
+};
+
+/* A KV-cache session (engine.h). Between requests it owns `seq`, which holds the KV of
+ * tokens[0, seq.len); while a request runs on it (busy) and has been admitted, the request
+ * owns the sequence and the session's is empty.
+ *
+ * n_exact: the first n_exact tokens' KV was computed by prefill chunks (two or more tokens
+ * of the sequence in one forward pass). Only those are reused by default: a token that was
+ * alone in its pass (every generated token, fed back by a decode step) went through the
+ * absorbed MLA path (DSV_OP_MLA_DECODE), equal in exact arithmetic to the prefill path but
+ * not in the last bits, and those bits, through the FP8 rounding of the cache, can change
+ * later tokens. A request without a session prefills the same tokens, so reusing only
+ * prefill-computed entries gives exactly its output. DSV_GEN_SESSION_REUSE_OUTPUT lifts the
+ * limit (all of the shared prefix is reused, at the price of that exactness). */
+struct session {
+        struct session *prev, *next; /* LRU order: the engine's s_head is the least recently used */
+        uid_t uid;
+        char name[DSV_NAME_MAX + 1];
+        int32_t *tokens;
+        int cap;
+        struct dsv_kv_seq seq;
+        int n_exact;
+        bool pinned;
+        struct request *busy;
+        uint64_t last_used_ns;
 };
 
 struct cancel_rec {
@@ -74,6 +106,8 @@ struct dsv_engine {
         uint32_t n_running, n_waiting, n_parked;
         uint64_t kv_pages_used;
         uint64_t prefill_mtok_s, decode_mtok_s; /* tokens per 1000 s */
+        uint32_t st_sessions, st_pinned;
+        uint64_t st_session_pages, n_cached_total, n_evicted;
         /* engine thread only (info and text published before state READY) */
         struct dsv_backend *be;
         struct dsv_model *model;
@@ -83,6 +117,10 @@ struct dsv_engine {
         struct dsv_engine_info info;
         struct request **reqs;
         size_t n_reqs, cap_reqs;
+        struct dsv_engine_tunables tun_now; /* copied from tun at every loop turn */
+        struct session *s_head, *s_tail;
+        int n_sessions;
+        uint64_t last_sweep_ns;
         float *logits;
         size_t logits_rows;
         int32_t *b_tok, *b_pos, *b_seq;
@@ -112,9 +150,13 @@ static void heartbeat(struct dsv_engine *e) { __atomic_store_n(&e->heartbeat_ns,
 
 /* ------------------------------------------------------------------ requests */
 
+static void session_return(struct dsv_engine *e, struct request *r);
+
 static void request_free(struct dsv_engine *e, struct request *r) {
         if (!r)
                 return;
+        if (r->sess)
+                session_return(e, r);
         if (e->kv)
                 dsv_kv_seq_release(e->kv, &r->seq);
         if (r->conn && r->conn->ue)
@@ -180,6 +222,344 @@ static int push_text(struct request *r, const char *s, size_t n) {
         return 0;
 }
 
+/* ------------------------------------------------------------------ sessions */
+
+static void lru_unlink(struct dsv_engine *e, struct session *s) {
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                e->s_head = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        else
+                e->s_tail = s->prev;
+        s->prev = s->next = NULL;
+}
+
+static void lru_touch(struct dsv_engine *e, struct session *s) {
+        s->last_used_ns = dsv_now_ns();
+        if (e->s_tail == s)
+                return;
+        if (s->prev || s->next || e->s_head == s)
+                lru_unlink(e, s);
+        s->prev = e->s_tail;
+        if (e->s_tail)
+                e->s_tail->next = s;
+        else
+                e->s_head = s;
+        e->s_tail = s;
+}
+
+static struct session *session_find(struct dsv_engine *e, uid_t uid, const char *name) {
+        for (struct session *s = e->s_head; s; s = s->next)
+                if (s->uid == uid && strcmp(s->name, name) == 0)
+                        return s;
+        return NULL;
+}
+
+/* Tokens and pages a session holds, wherever its sequence is now. */
+static const struct dsv_kv_seq *session_seq(const struct session *s) {
+        return s->busy && s->busy->admitted ? &s->busy->seq : &s->seq;
+}
+
+/* Closes a session at once: its pages go back to the pool; a request running on it goes
+ * on without it (and frees its sequence when it ends). */
+static void session_free(struct dsv_engine *e, struct session *s) {
+        if (s->busy)
+                s->busy->sess = NULL;
+        dsv_kv_seq_release(e->kv, &s->seq);
+        lru_unlink(e, s);
+        free(s->tokens);
+        free(s);
+        e->n_sessions--;
+}
+
+/* Idle means: no request runs on it, or one waits for admission (it has not taken the
+ * pages yet, and prefills whatever is left when it is admitted). */
+static bool session_evictable(const struct session *s) {
+        return !s->pinned && s->seq.n_pages > 0 && (!s->busy || !s->busy->admitted);
+}
+
+static int64_t evictable_pages(const struct dsv_engine *e) {
+        int64_t n = 0;
+        for (const struct session *s = e->s_head; s; s = s->next)
+                if (session_evictable(s))
+                        n += s->seq.n_pages;
+        return n;
+}
+
+/* Frees the pages of idle unpinned sessions, least recently used first, until the pool
+ * has `need` free pages. */
+static void evict_pages(struct dsv_engine *e, int need) {
+        for (struct session *s = e->s_head; s && e->kv->n_free < need; s = s->next) {
+                if (!session_evictable(s))
+                        continue;
+                log_debug("Session '%s' of uid %u: evicting %d KV pages (%d tokens)", s->name, (unsigned)s->uid,
+                          s->seq.n_pages, s->seq.len);
+                dsv_kv_seq_release(e->kv, &s->seq);
+                s->n_exact = 0;
+                __atomic_add_fetch(&e->n_evicted, 1, __ATOMIC_RELAXED);
+        }
+}
+
+/* A new, empty session; at the max-sessions cap it replaces the least recently used idle
+ * unpinned one (of any uid). -EDQUOT when every session is busy or pinned. */
+static int session_new(struct dsv_engine *e, uid_t uid, const char *name, struct session **ret) {
+        struct session *s;
+        if (e->n_sessions >= e->tun_now.max_sessions) {
+                struct session *victim = NULL;
+                for (s = e->s_head; s && !victim; s = s->next)
+                        if (!s->busy && !s->pinned)
+                                victim = s;
+                if (!victim || e->n_sessions > e->tun_now.max_sessions)
+                        return -EDQUOT;
+                log_debug("Session '%s' of uid %u closed to make room (max-sessions %d)", victim->name,
+                          (unsigned)victim->uid, e->tun_now.max_sessions);
+                session_free(e, victim);
+        }
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->uid = uid;
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        lru_touch(e, s);
+        e->n_sessions++;
+        *ret = s;
+        return 0;
+}
+
+/* The request on s ends: the sequence, holding the KV of r->tokens[0, seq.len) (the prompt
+ * and the generated tokens that were fed back; the last sampled one never was), returns to
+ * the session with exactly those tokens as its history. Pages reserved for tokens that were
+ * never generated go back to the pool. */
+static void session_return(struct dsv_engine *e, struct request *r) {
+        struct session *s = r->sess;
+        r->sess = NULL;
+        s->busy = NULL;
+        if (r->admitted) {
+                int32_t *t = s->tokens;
+                assert(s->seq.n_pages == 0 && r->tokens && r->cap >= r->seq.len);
+                dsv_kv_seq_truncate(e->kv, &r->seq, r->seq.len);
+                s->tokens = r->tokens;
+                s->cap = r->cap;
+                r->tokens = t;
+                r->cap = 0;
+                s->seq = r->seq;
+                s->n_exact = MIN(r->n_exact, s->seq.len);
+                memset(&r->seq, 0, sizeof(r->seq));
+        }
+        lru_touch(e, s);
+}
+
+/* Idle unpinned sessions past the idle timeout, or over the max-sessions cap (after a
+ * reload lowered it), are closed, least recently used first. */
+static void sessions_sweep(struct dsv_engine *e) {
+        uint64_t now = dsv_now_ns(), idle = (uint64_t)e->tun_now.session_idle_timeout_s * 1000000000ull;
+        for (struct session *s = e->s_head, *next; s; s = next) {
+                next = s->next;
+                if (s->busy || s->pinned)
+                        continue;
+                if ((idle && now - s->last_used_ns >= idle) || e->n_sessions > e->tun_now.max_sessions) {
+                        log_debug("Session '%s' of uid %u closed: %s", s->name, (unsigned)s->uid,
+                                  e->n_sessions > e->tun_now.max_sessions ? "over max-sessions" : "idle");
+                        session_free(e, s);
+                }
+        }
+        e->last_sweep_ns = now;
+}
+
+static void publish_stats(struct dsv_engine *e) {
+        uint32_t n = 0, pinned = 0;
+        uint64_t pages = 0;
+        for (const struct session *s = e->s_head; s; s = s->next) {
+                n++;
+                pinned += s->pinned;
+                pages += (uint64_t)session_seq(s)->n_pages;
+        }
+        __atomic_store_n(&e->st_sessions, n, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->st_pinned, pinned, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->st_session_pages, pages, __ATOMIC_RELAXED);
+        if (e->kv)
+                __atomic_store_n(&e->kv_pages_used, (uint64_t)(e->kv->n_pages - e->kv->n_free), __ATOMIC_RELAXED);
+}
+
+static void session_reply_fill(struct request *r, const struct session *s) {
+        const struct dsv_kv_seq *q = session_seq(s);
+        r->sreply.flags |= (s->pinned ? DSV_SESSION_PINNED : 0) | (s->busy ? DSV_SESSION_BUSY : 0);
+        r->sreply.n_tokens = (uint32_t)q->len;
+        r->sreply.n_pages = (uint32_t)q->n_pages;
+}
+
+/* SESSION_OPEN, SESSION_CLOSE, SESSION_PIN: done at once; the reply goes out with flush(). */
+static void session_op(struct dsv_engine *e, struct request *r) {
+        const struct dsv_request_in *in = r->in;
+        uid_t uid = r->conn->peer.uid;
+        struct session *s;
+        int rc;
+
+        memset(&r->sreply, 0, sizeof(r->sreply));
+        r->sreply.id = r->id;
+        snprintf(r->sreply.name, sizeof(r->sreply.name), "%s", in->session);
+        s = session_find(e, uid, in->session);
+        switch (in->kind) {
+        case DSV_REQUEST_SESSION_OPEN:
+                if (s && (in->session_flags & DSV_SESSION_OPEN_EXCL)) {
+                        finish_error(r, EEXIST, "session '%s' exists already", in->session);
+                        return;
+                }
+                if (!s) {
+                        if (e->tun_now.max_sessions <= 0) {
+                                finish_error(r, ENOTSUP, "sessions are disabled on this dsv32d (max-sessions = 0)");
+                                return;
+                        }
+                        rc = session_new(e, uid, in->session, &s);
+                        if (rc == -EDQUOT) {
+                                finish_error(r, EDQUOT, "too many sessions: all %d are busy or pinned (max-sessions); close some",
+                                             e->n_sessions);
+                                return;
+                        }
+                        if (rc < 0) {
+                                finish_error(r, -rc, "cannot create session '%s': %s", in->session, strerror(-rc));
+                                return;
+                        }
+                        r->sreply.flags |= DSV_SESSION_CREATED;
+                } else {
+                        lru_touch(e, s);
+                }
+                session_reply_fill(r, s);
+                break;
+        case DSV_REQUEST_SESSION_CLOSE:
+                if (!s) {
+                        finish_error(r, ENOENT, "no session named '%s' (sessions belong to the user that made them)",
+                                     in->session);
+                        return;
+                }
+                session_reply_fill(r, s);
+                log_debug("Session '%s' of uid %u closed by its client (%u tokens, %u pages)", s->name, (unsigned)uid,
+                          r->sreply.n_tokens, r->sreply.n_pages);
+                session_free(e, s);
+                break;
+        case DSV_REQUEST_SESSION_PIN:
+                if (!s) {
+                        finish_error(r, ENOENT, "no session named '%s' (sessions belong to the user that made them)",
+                                     in->session);
+                        return;
+                }
+                if ((in->session_flags & DSV_SESSION_PIN_SET) && !s->pinned) {
+                        int pinned = 0;
+                        for (const struct session *x = e->s_head; x; x = x->next)
+                                pinned += x->uid == uid && x->pinned;
+                        if (pinned >= e->tun_now.session_pin_quota) {
+                                finish_error(r, EDQUOT,
+                                             "uid %u has %d pinned sessions, its quota (session-pin-quota %d); unpin or close one",
+                                             (unsigned)uid, pinned, e->tun_now.session_pin_quota);
+                                return;
+                        }
+                        s->pinned = true;
+                } else if (!(in->session_flags & DSV_SESSION_PIN_SET)) {
+                        s->pinned = false;
+                }
+                lru_touch(e, s);
+                session_reply_fill(r, s);
+                break;
+        default:
+                finish_error(r, EINVAL, "unknown session operation");
+                return;
+        }
+        finish(r, DSV_FINISH_STOP);
+        publish_stats(e);
+}
+
+/* Binds a GENERATE to its session (made on first use); false when it cannot run. */
+static bool session_attach(struct dsv_engine *e, struct request *r) {
+        struct session *s = session_find(e, r->conn->peer.uid, r->in->session);
+        int rc;
+        if (!s) {
+                rc = session_new(e, r->conn->peer.uid, r->in->session, &s);
+                if (rc == -EDQUOT) {
+                        finish_error(r, EDQUOT, "cannot create session '%s': all %d sessions are busy or pinned (max-sessions)",
+                                     r->in->session, e->n_sessions);
+                        return false;
+                }
+                if (rc < 0) {
+                        finish_error(r, -rc, "cannot create session '%s': %s", r->in->session, strerror(-rc));
+                        return false;
+                }
+        }
+        if (s->busy) {
+                finish_error(r, EBUSY,
+                             "session '%s' is in use by another request; a session runs one request at a time (wait for "
+                             "it, cancel it, or use another session)",
+                             s->name);
+                return false;
+        }
+        s->busy = r;
+        r->sess = s;
+        lru_touch(e, s);
+        return true;
+}
+
+/* Reserves the KV cache of a waiting request: 0 admitted; -EAGAIN wait for pages; other
+ * negative: the request failed (finishing with the error). With a session, its sequence is
+ * cut back to the prefix it shares with the prompt first; only the rest gets prefilled. */
+static int admit(struct dsv_engine *e, struct request *r) {
+        struct session *s = r->sess;
+        bool others = false;
+        int rc;
+
+        if (s) {
+                /* at most all but the last prompt token: its logits are needed */
+                bool exact = !(r->in->flags & DSV_GEN_SESSION_REUSE_OUTPUT);
+                int lcp = 0, max = MIN(exact ? s->n_exact : s->seq.len, r->n_prompt - 1);
+                while (lcp < max && s->tokens[lcp] == r->tokens[lcp])
+                        lcp++;
+                /* a one-token rest would run through the decode path (see struct session) */
+                if (exact && lcp > 0 && r->n_prompt - lcp == 1)
+                        lcp--;
+                dsv_kv_seq_truncate(e->kv, &s->seq, lcp);
+                s->n_exact = MIN(s->n_exact, lcp);
+                r->seq = s->seq;
+                r->n_exact = s->n_exact;
+                memset(&s->seq, 0, sizeof(s->seq));
+        }
+        rc = dsv_kv_seq_reserve(e->kv, &r->seq, r->total);
+        if (rc == -ENOSPC) {
+                int need = DIV_ROUND_UP(r->total, (int)e->kv_page_tokens) - r->seq.n_pages;
+                if ((int64_t)need <= (int64_t)e->kv->n_free + evictable_pages(e)) {
+                        evict_pages(e, need);
+                        rc = dsv_kv_seq_reserve(e->kv, &r->seq, r->total);
+                }
+        }
+        if (rc < 0 && s) {
+                s->seq = r->seq; /* back to the session, evictable while we wait */
+                memset(&r->seq, 0, sizeof(r->seq));
+        }
+        if (rc == -ENOSPC) {
+                /* pages come back when another request ends; when none holds any, the rest is
+                 * pinned by sessions and waiting would be forever */
+                for (size_t i = 0; i < e->n_reqs && !others; i++)
+                        others = e->reqs[i] != r && e->reqs[i]->seq.n_pages > 0;
+                if (others)
+                        return -EAGAIN;
+                finish_error(r, ENOSPC,
+                             "the request needs %d tokens of KV cache but pinned sessions hold %llu of the %llu pages; "
+                             "unpin or close sessions (or raise kv-cache-mb)",
+                             r->total, (unsigned long long)(e->kv->n_pages - e->kv->n_free),
+                             (unsigned long long)e->kv->n_pages);
+                return -ENOSPC;
+        }
+        if (rc < 0) {
+                finish_error(r, -rc, "cannot reserve the KV cache: %s", strerror(-rc));
+                return rc;
+        }
+        r->admitted = true;
+        r->n_cached = r->seq.len;
+        if (r->n_cached)
+                __atomic_add_fetch(&e->n_cached_total, (uint64_t)r->n_cached, __ATOMIC_RELAXED);
+        r->t_start = dsv_now_ns();
+        return 0;
+}
+
 /* Writes pending output and, when finishing, the final message. Returns true when the
  * request has nothing left to send (and may be freed if finishing). */
 static bool flush(struct dsv_engine *e, struct request *r) {
@@ -228,6 +608,11 @@ static bool flush(struct dsv_engine *e, struct request *r) {
                 return true;
         if (r->final_error) {
                 rc = dsv_conn_send_error(r->conn, r->id, r->error_code, true, "%s", r->error_msg);
+        } else if (r->in->kind != DSV_REQUEST_GENERATE) {
+                memset(&m, 0, sizeof(m));
+                m.type = DSV_MSG_SESSION_REPLY;
+                m.u.session = r->sreply;
+                rc = dsv_conn_send(r->conn, &m, true);
         } else {
                 memset(&m, 0, sizeof(m));
                 m.type = DSV_MSG_DONE;
@@ -235,6 +620,7 @@ static bool flush(struct dsv_engine *e, struct request *r) {
                 m.u.done.reason = r->reason;
                 m.u.done.prompt_tokens = (uint32_t)r->n_prompt;
                 m.u.done.completion_tokens = (uint32_t)(r->n_tokens - r->n_prompt);
+                m.u.done.cached_tokens = (uint32_t)r->n_cached;
                 m.u.done.queue_us = r->t_start ? (r->t_start - r->t_submit) / 1000 : (r->t_end - r->t_submit) / 1000;
                 m.u.done.prefill_us = r->t_first && r->t_start ? (r->t_first - r->t_start) / 1000 : 0;
                 m.u.done.decode_us = r->t_first ? (r->t_end - r->t_first) / 1000 : 0;
@@ -259,6 +645,10 @@ static bool intake(struct dsv_engine *e, struct request *r) {
                                      (unsigned long long)r->id);
                         return false;
                 }
+        if (in->kind != DSV_REQUEST_GENERATE) {
+                session_op(e, r);
+                return false;
+        }
         if (in->tokens) {
                 ids = TAKE_PTR(in->tokens);
                 n = in->n_tokens;
@@ -316,6 +706,8 @@ static bool intake(struct dsv_engine *e, struct request *r) {
                 r->tokens = v;
                 r->cap = r->total + 1;
         }
+        if (in->session[0] && e->tun_now.max_sessions > 0 && !session_attach(e, r))
+                return false;
         if (e->text && dsv_text_stream_new(e->text, &r->stream) < 0)
                 r->stream = NULL;
         free(TAKE_PTR(in->text));
@@ -349,7 +741,8 @@ static int add_request(struct dsv_engine *e, struct dsv_request_in *in) {
         r->sp.min_p = in->min_p;
         r->sp.seed = in->seed;
         e->reqs[e->n_reqs++] = r;
-        __atomic_add_fetch(&e->n_requests_total, 1, __ATOMIC_RELAXED);
+        if (in->kind == DSV_REQUEST_GENERATE)
+                __atomic_add_fetch(&e->n_requests_total, 1, __ATOMIC_RELAXED);
         intake(e, r);
         return 0;
 }
@@ -411,6 +804,21 @@ static int batch_reserve(struct dsv_engine *e, size_t n_tok, size_t n_seq, size_
 
 static void remove_finished(struct dsv_engine *e) {
         size_t k = 0;
+        bool freed = false;
+        /* the KV cache of a finished request is free (or back in its session), and the
+         * statistics say so, before its client hears DONE */
+        for (size_t i = 0; i < e->n_reqs; i++) {
+                struct request *r = e->reqs[i];
+                if (r->state != REQ_FINISHING || (!r->sess && !r->seq.n_pages))
+                        continue;
+                if (r->sess)
+                        session_return(e, r);
+                if (e->kv)
+                        dsv_kv_seq_release(e->kv, &r->seq);
+                freed = true;
+        }
+        if (freed)
+                publish_stats(e);
         for (size_t i = 0; i < e->n_reqs; i++) {
                 struct request *r = e->reqs[i];
                 if (r->state == REQ_FINISHING && flush(e, r)) {
@@ -489,21 +897,29 @@ static bool step(struct dsv_engine *e) {
         }
         for (size_t i = 0; i < e->n_reqs && budget > 0 && n_seq < tun.max_running; i++) {
                 struct request *r = e->reqs[i];
-                int chunk;
+                int chunk, left;
                 if (r->state != REQ_WAITING)
                         continue;
                 if (!r->admitted) {
-                        rc = dsv_kv_seq_reserve(e->kv, &r->seq, r->total);
-                        if (rc == -ENOSPC)
+                        rc = admit(e, r);
+                        if (rc == -EAGAIN)
                                 break; /* first come, first served: wait for pages */
-                        if (rc < 0) {
-                                finish_error(r, -rc, "cannot reserve the KV cache: %s", strerror(-rc));
+                        if (rc < 0)
                                 continue;
-                        }
-                        r->admitted = true;
-                        r->t_start = dsv_now_ns();
                 }
-                chunk = MIN(budget, r->n_prompt - r->seq.len);
+                /* never one token of a longer rest alone: it would take the decode path, and
+                 * the output would depend on how the prompt was cut (see struct session) */
+                left = r->n_prompt - r->seq.len;
+                chunk = MIN(budget, left);
+                if (chunk < left && left - chunk < 2)
+                        chunk = left - 2; /* leave two for the next step, not one */
+                if (chunk < 2 && left > 1) {
+                        if (tun.batch_tokens - (int)running >= 2)
+                                break; /* a later step has room for two */
+                        chunk = MIN(budget, left); /* a budget this small never will */
+                }
+                if (chunk >= 2 && r->n_exact == r->seq.len)
+                        r->n_exact += chunk;
                 for (int j = 0; j < chunk; j++) {
                         int p = r->seq.len + j;
                         e->b_tok[n_tok] = r->tokens[p];
@@ -521,9 +937,11 @@ static bool step(struct dsv_engine *e) {
         __atomic_store_n(&e->n_running, running, __ATOMIC_RELAXED);
         __atomic_store_n(&e->n_waiting, waiting, __ATOMIC_RELAXED);
         __atomic_store_n(&e->n_parked, parked, __ATOMIC_RELAXED);
-        __atomic_store_n(&e->kv_pages_used, (uint64_t)(e->kv->n_pages - e->kv->n_free), __ATOMIC_RELAXED);
-        if (n_tok == 0)
+        publish_stats(e);
+        if (n_tok == 0) {
+                remove_finished(e); /* requests that failed admission */
                 return false;
+        }
 
         /* 4. forward */
         struct dsv_batch b = {.n_tokens = n_tok, .token = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
@@ -674,7 +1092,8 @@ static int load(struct dsv_engine *e) {
         e->info.max_context = cfg->max_position_embeddings;
         e->info.n_layers = cfg->num_hidden_layers;
         e->info.weight_bytes = dsv_model_weight_bytes(e->model);
-        e->info.features = e->text ? DSV_FEATURE_TEXT | (dsv_text_has_chat(e->text) ? DSV_FEATURE_CHAT : 0) : 0;
+        e->info.features = DSV_FEATURE_SESSIONS |
+                           (e->text ? DSV_FEATURE_TEXT | (dsv_text_has_chat(e->text) ? DSV_FEATURE_CHAT : 0) : 0);
         e->info.backend = e->be->ops->name;
         e->info.numerics = e->numerics_name;
         e->info.threads = e->be->n_threads; /* resolved: 0 means "all cores" in the settings */
@@ -715,6 +1134,7 @@ static void *engine_main(void *ud) {
                 stop = e->stop;
                 draining = e->draining;
                 e->kicked = false;
+                e->tun_now = e->tun;
                 pthread_mutex_unlock(&e->lock);
                 if (stop) {
                         for (size_t i = 0; i < n_in; i++) {
@@ -767,6 +1187,11 @@ static void *engine_main(void *ud) {
                         free(c);
                 }
                 did = false;
+                if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == DSV_STATE_READY && e->s_head &&
+                    dsv_now_ns() - e->last_sweep_ns >= 1000000000ull) {
+                        sessions_sweep(e);
+                        publish_stats(e);
+                }
                 if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == DSV_STATE_READY)
                         did = step(e);
                 else
@@ -797,6 +1222,8 @@ static void *engine_main(void *ud) {
         for (size_t i = 0; i < e->n_reqs; i++)
                 request_free(e, e->reqs[i]);
         e->n_reqs = 0;
+        while (e->s_head)
+                session_free(e, e->s_head);
         return NULL;
 }
 
@@ -811,6 +1238,7 @@ int dsv_engine_start(const struct dsv_engine_opts *opts, const struct dsv_engine
         e->backend_name = strdup(opts->backend ? opts->backend : "cpu");
         e->numerics_name = strdup(opts->numerics ? opts->numerics : "faithful");
         e->tun = *tun;
+        e->tun_now = *tun;
         e->state = DSV_STATE_LOADING;
         e->idle = true;
         pthread_mutex_init(&e->lock, NULL);
@@ -988,4 +1416,9 @@ void dsv_engine_stats(struct dsv_engine *e, struct dsv_msg_stats_reply *s) {
         s->steps_total = __atomic_load_n(&e->n_steps, __ATOMIC_RELAXED);
         s->prefill_tok_s = (float)(__atomic_load_n(&e->prefill_mtok_s, __ATOMIC_RELAXED) / 1000.0);
         s->decode_tok_s = (float)(__atomic_load_n(&e->decode_mtok_s, __ATOMIC_RELAXED) / 1000.0);
+        s->sessions = __atomic_load_n(&e->st_sessions, __ATOMIC_RELAXED);
+        s->sessions_pinned = __atomic_load_n(&e->st_pinned, __ATOMIC_RELAXED);
+        s->session_pages = __atomic_load_n(&e->st_session_pages, __ATOMIC_RELAXED);
+        s->cached_tokens_total = __atomic_load_n(&e->n_cached_total, __ATOMIC_RELAXED);
+        s->sessions_evicted = __atomic_load_n(&e->n_evicted, __ATOMIC_RELAXED);
 }

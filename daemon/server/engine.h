@@ -7,7 +7,22 @@
  * event loop hands requests over through a mutex-protected queue; cancellations and dead
  * clients take effect at the next step. Output goes straight into each client's completion
  * ring (under the connection's lock); when a ring is full that request is parked (it gets
- * no decode tokens) until the client consumes, so one slow reader never stalls the batch. */
+ * no decode tokens) until the client consumes, so one slow reader never stalls the batch.
+ *
+ * Sessions: a named token history of one uid plus the KV sequence that holds it, kept
+ * between requests. A GENERATE naming a session (created on first use) runs on it: at
+ * admission its sequence is cut back to the longest prefix it shares with the new prompt
+ * (at most the prompt minus its last token, whose logits are needed; by default only tokens
+ * a prefill computed, so that the output is bit-identical to a run without the session:
+ * see struct session in engine.c) and only the rest is prefilled; when the request ends
+ * the sequence, holding the prompt and the generated tokens that were fed back, returns to
+ * the session. One request at a time per session
+ * (EBUSY). Idle unpinned sessions lose their pages, least recently used first, when an
+ * admission needs them (the name stays; the next request prefills from scratch); pinned
+ * ones never do and count against a per-uid quota. Sessions belong to the uid, not to the
+ * connection: they outlive their clients until closed, idle past the timeout, or replaced
+ * at the max-sessions cap (least recently used idle unpinned first). SESSION_OPEN, CLOSE
+ * and PIN travel the same queue as GENERATE, so one client's requests keep their order. */
 #pragma once
 
 #include <stdbool.h>
@@ -31,12 +46,27 @@ struct dsv_engine_opts {
 struct dsv_engine_tunables {
         int batch_tokens;
         int max_running;
+        int max_sessions;           /* 0: sessions off (GENERATE ignores the name) */
+        int session_pin_quota;      /* pinned sessions per uid */
+        int session_idle_timeout_s; /* 0: never */
 };
 
-/* A generation request as the event loop hands it over (the engine frees it). */
+enum dsv_request_kind {
+        DSV_REQUEST_GENERATE = 0,
+        DSV_REQUEST_SESSION_OPEN,
+        DSV_REQUEST_SESSION_CLOSE,
+        DSV_REQUEST_SESSION_PIN,
+        DSV_REQUEST_MAX,
+};
+
+/* A request as the event loop hands it over (the engine frees it): a generation, or a
+ * session operation (kind, session, session_flags; no prompt). */
 struct dsv_request_in {
         struct dsv_conn *conn; /* a reference, owned by the request */
         uint64_t id;
+        enum dsv_request_kind kind;
+        char session[DSV_NAME_MAX + 1]; /* validated name, or empty */
+        uint32_t session_flags;         /* SESSION_OPEN / SESSION_PIN flags */
         int32_t *tokens;       /* token prompt, or NULL */
         uint32_t n_tokens;
         char *text;            /* text prompt, or NULL */

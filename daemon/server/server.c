@@ -98,10 +98,11 @@ static void notify_status(struct dsv_server *s, bool force) {
                 struct dsv_msg_stats_reply st2 = {0};
                 dsv_engine_stats(s->engine, &st2);
                 snprintf(buf, sizeof(buf),
-                         "STATUS=%s: %d clients, %u running, %u waiting, %.1f tok/s, KV %llu/%llu pages, %llu requests served",
+                         "STATUS=%s: %d clients, %u running, %u waiting, %.1f tok/s, KV %llu/%llu pages, %u sessions, "
+                         "%llu requests served",
                          s->draining ? "Draining" : "Ready", s->n_conns, st2.requests_running, st2.requests_waiting,
                          st2.decode_tok_s, (unsigned long long)st2.kv_pages_used, (unsigned long long)st2.kv_pages_total,
-                         (unsigned long long)st2.requests_total);
+                         st2.sessions, (unsigned long long)st2.requests_total);
         }
         sd_notify(0, buf);
 }
@@ -507,6 +508,12 @@ static int loop_error(struct dsv_server *s, struct dsv_conn *c, uint64_t id, int
         return 0;
 }
 
+/* A session name from a client: 1..session-name-max bytes of [A-Za-z0-9._:@+=-]. */
+static bool session_name_ok(const struct dsv_server *s, const char *name) {
+        size_t n = strlen(name);
+        return n <= (size_t)s->cfg.session_name_max && dsv_session_name_valid(name, n);
+}
+
 static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg_generate *g) {
         enum dsv_daemon_state st = dsv_engine_state(s->engine);
         const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
@@ -542,6 +549,10 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                 return loop_error(s, c, g->id, EINVAL, "top_k must be >= 0");
         if (inf && !g->n_tokens && !dsv_engine_text(s->engine))
                 return loop_error(s, c, g->id, ENOTSUP, "%s", dsv_text_unavailable());
+        if (g->session[0] && !session_name_ok(s, g->session))
+                return loop_error(s, c, g->id, EINVAL,
+                                  "invalid session name: it must be 1..%d bytes of letters, digits and . _ : @ + = -",
+                                  s->cfg.session_name_max);
         if (__atomic_load_n(&c->ue->requests, __ATOMIC_RELAXED) >= s->cfg.max_requests_per_uid) {
                 dsv_uid_describe(c->peer.uid, who, sizeof(who));
                 return loop_error(s, c, g->id, EAGAIN, "%s has %d generations in flight, the limit (max-requests-per-uid)", who,
@@ -588,6 +599,8 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                 return loop_error(s, c, g->id, ENOMEM, "out of memory");
         }
         in->id = g->id;
+        in->kind = DSV_REQUEST_GENERATE;
+        snprintf(in->session, sizeof(in->session), "%s", g->session);
         in->max_tokens = g->max_tokens;
         in->temperature = g->temperature;
         in->top_p = g->top_p;
@@ -600,6 +613,49 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         in->n_stop_tokens = g->n_stop_tokens;
         if (g->n_stop_tokens)
                 memcpy(in->stop_tokens, g->stop_tokens, (size_t)g->n_stop_tokens * sizeof(int32_t));
+        in->t_submit_ns = dsv_now_ns();
+        in->conn = dsv_conn_ref(c);
+        __atomic_add_fetch(&c->ue->requests, 1, __ATOMIC_RELAXED);
+        dsv_engine_submit(s->engine, in);
+        return 0;
+}
+
+static int handle_session(struct dsv_server *s, struct dsv_conn *c, uint16_t type, const struct dsv_msg_session *m) {
+        static const uint32_t allowed[] = {
+                [DSV_REQUEST_SESSION_OPEN] = DSV_SESSION_OPEN_EXCL,
+                [DSV_REQUEST_SESSION_CLOSE] = 0,
+                [DSV_REQUEST_SESSION_PIN] = DSV_SESSION_PIN_SET,
+        };
+        enum dsv_request_kind kind = type == DSV_MSG_SESSION_OPEN    ? DSV_REQUEST_SESSION_OPEN
+                                     : type == DSV_MSG_SESSION_CLOSE ? DSV_REQUEST_SESSION_CLOSE
+                                                                     : DSV_REQUEST_SESSION_PIN;
+        struct dsv_request_in *in;
+        char who[128];
+
+        if (dsv_engine_state(s->engine) == DSV_STATE_FAILED)
+                return loop_error(s, c, m->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
+        if (!session_name_ok(s, m->name))
+                return loop_error(s, c, m->id, EINVAL,
+                                  "invalid session name: it must be 1..%d bytes of letters, digits and . _ : @ + = -",
+                                  s->cfg.session_name_max);
+        if (m->flags & ~allowed[kind])
+                return loop_error(s, c, m->id, EINVAL, "%s: unknown flags 0x%x", dsv_msg_type_name(type),
+                                  m->flags & ~allowed[kind]);
+        if (kind == DSV_REQUEST_SESSION_OPEN && s->cfg.max_sessions == 0)
+                return loop_error(s, c, m->id, ENOTSUP, "sessions are disabled on this dsv32d (max-sessions = 0)");
+        /* they queue behind the client's generations in the engine: the same limit bounds them */
+        if (__atomic_load_n(&c->ue->requests, __ATOMIC_RELAXED) >= s->cfg.max_requests_per_uid) {
+                dsv_uid_describe(c->peer.uid, who, sizeof(who));
+                return loop_error(s, c, m->id, EAGAIN, "%s has %d requests in flight, the limit (max-requests-per-uid)", who,
+                                  s->cfg.max_requests_per_uid);
+        }
+        in = calloc(1, sizeof(*in));
+        if (!in)
+                return loop_error(s, c, m->id, ENOMEM, "out of memory");
+        in->id = m->id;
+        in->kind = kind;
+        snprintf(in->session, sizeof(in->session), "%s", m->name);
+        in->session_flags = m->flags;
         in->t_submit_ns = dsv_now_ns();
         in->conn = dsv_conn_ref(c);
         __atomic_add_fetch(&c->ue->requests, 1, __ATOMIC_RELAXED);
@@ -718,9 +774,7 @@ static int handle_record(struct dsv_server *s, struct dsv_conn *c, const struct 
         case DSV_MSG_SESSION_OPEN:
         case DSV_MSG_SESSION_CLOSE:
         case DSV_MSG_SESSION_PIN:
-                loop_error(s, c, m.u.session.id, ENOTSUP,
-                           "sessions (KV cache kept across requests) are not implemented by this dsv32d yet; send the "
-                           "whole conversation with each GENERATE");
+                handle_session(s, c, h->type, &m.u.session);
                 break;
         default:
                 dsv_msg_release(&m);
@@ -828,6 +882,15 @@ static void conn_event(struct dsv_server *s, struct dsv_conn *c, uint32_t events
 
 /* ------------------------------------------------------------------ signals, timers */
 
+static void tunables_of(const struct dsv_server_config *cfg, struct dsv_engine_tunables *t) {
+        memset(t, 0, sizeof(*t));
+        t->batch_tokens = cfg->batch_tokens;
+        t->max_running = cfg->max_running;
+        t->max_sessions = cfg->max_sessions;
+        t->session_pin_quota = cfg->session_pin_quota;
+        t->session_idle_timeout_s = cfg->session_idle_timeout_s;
+}
+
 static void reload(struct dsv_server *s) {
         struct dsv_server_config next;
         struct dsv_access acc;
@@ -863,7 +926,8 @@ static void reload(struct dsv_server *s) {
         if (r >= 0)
                 dsv_log_max_level = r;
         {
-                struct dsv_engine_tunables t = {.batch_tokens = s->cfg.batch_tokens, .max_running = s->cfg.max_running};
+                struct dsv_engine_tunables t;
+                tunables_of(&s->cfg, &t);
                 dsv_engine_set_tunables(s->engine, &t);
         }
 done:
@@ -1133,8 +1197,7 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.numerics = s->cfg.numerics;
         eo.kv_cache_mb = s->cfg.kv_cache_mb;
         eo.notify_fd = s->engine_efd;
-        tun.batch_tokens = s->cfg.batch_tokens;
-        tun.max_running = s->cfg.max_running;
+        tunables_of(&s->cfg, &tun);
         if ((r = dsv_engine_start(&eo, &tun, &s->engine)) < 0) {
                 log_error("Cannot start the engine thread: %s", strerror(-r));
                 goto fail;

@@ -29,6 +29,10 @@ struct dsv_server_config {
         int batch_tokens;
         int max_running;
         int kv_cache_mb;
+        int max_sessions;
+        int session_pin_quota;
+        int session_name_max;
+        int session_idle_timeout_s;
         int max_ring_kib;
         int spin_us;
         int stop_timeout_s;

@@ -72,6 +72,12 @@ tests_ipc_test_daemon_hostile_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 tests_ipc_test_daemon_hostile_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-hostile
 
+check_PROGRAMS += tests/ipc/test-daemon-session
+tests_ipc_test_daemon_session_SOURCES = tests/ipc/test-daemon-session.c $(HARNESS)
+tests_ipc_test_daemon_session_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
+tests_ipc_test_daemon_session_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-session
+
 check_PROGRAMS += tests/ipc/test-daemon-signals
 tests_ipc_test_daemon_signals_SOURCES = tests/ipc/test-daemon-signals.c $(HARNESS)
 tests_ipc_test_daemon_signals_LDADD = $(DAEMON_TEST_LIBS)

@@ -172,6 +172,44 @@ static void test_roundtrips(void) {
               (unsigned long long)dsv_msg_peek_id(w.data, w.len));
         dsv_msg_release(&out);
 
+        /* protocol 1.1: sessions */
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_STATS_REPLY;
+        in.u.stats.id = 1;
+        in.u.stats.sessions = 3;
+        in.u.stats.sessions_pinned = 1;
+        in.u.stats.session_pages = 1ull << 33;
+        in.u.stats.cached_tokens_total = 500;
+        in.u.stats.sessions_evicted = 7;
+        CHECK(roundtrip(&in, &out, &w) == 0, "STATS_REPLY with sessions");
+        CHECK(out.u.stats.sessions == 3 && out.u.stats.sessions_pinned == 1 && out.u.stats.session_pages == 1ull << 33 &&
+                      out.u.stats.cached_tokens_total == 500 && out.u.stats.sessions_evicted == 7,
+              "STATS_REPLY session fields");
+        dsv_msg_release(&out);
+        memset(&in, 0, sizeof(in));
+        in.type = DSV_MSG_SESSION_REPLY;
+        in.u.session.id = 5;
+        strcpy(in.u.session.name, "chat-1");
+        in.u.session.flags = DSV_SESSION_PINNED | DSV_SESSION_BUSY;
+        in.u.session.n_tokens = 111;
+        in.u.session.n_pages = 2;
+        CHECK(roundtrip(&in, &out, &w) == 0, "SESSION_REPLY");
+        CHECK(!strcmp(out.u.session.name, "chat-1") && out.u.session.flags == 3 && out.u.session.n_tokens == 111 &&
+                      out.u.session.n_pages == 2,
+              "SESSION_REPLY fields");
+        dsv_msg_release(&out);
+        {
+                /* names: the characters a session name may have; the protocol's 64-byte cap */
+                char n65[66];
+                CHECK(dsv_session_name_valid("a-Z.0_9:x@y+z=w", 15), "valid name refused");
+                CHECK(!dsv_session_name_valid("", 0) && !dsv_session_name_valid("a b", 3) && !dsv_session_name_valid("a/b", 3) &&
+                              !dsv_session_name_valid("\xc3\xa9", 2) && !dsv_session_name_valid("a\nb", 3),
+                      "invalid name accepted");
+                memset(n65, 'a', 65);
+                n65[65] = 0;
+                CHECK(dsv_session_name_valid(n65, 64) && !dsv_session_name_valid(n65, 65), "64-byte cap");
+        }
+
         {
                 static const uint16_t others[] = {DSV_MSG_PING, DSV_MSG_PONG, DSV_MSG_CANCEL, DSV_MSG_STATS,
                                                   DSV_MSG_TOKENIZE, DSV_MSG_DETOKENIZE, DSV_MSG_TOKENIZE_REPLY,

@@ -1,0 +1,151 @@
+/* The KV pool's page accounting (reserve, truncate, release) and truncation under the
+ * model: a sequence cut back to a prefix and continued with other tokens gives the logits
+ * of a fresh sequence of that prefix and those tokens (the stale bytes left in the kept
+ * tail page are never read), which is what sessions rely on when a prompt diverges from
+ * the cached history. */
+#include "config.h"
+
+#include "daemon/kv_cache.h"
+#include "tests/unit/modelutil.h"
+
+#define PT DSV_KV_PAGE_TOKENS
+
+static bool pages_distinct(const struct dsv_kv_pool *p, const struct dsv_kv_seq *a, const struct dsv_kv_seq *b) {
+        /* every page is in exactly one place: the free list, a or b */
+        int *seen = calloc((size_t)p->n_pages, sizeof(int));
+        bool ok = seen != NULL;
+        for (int i = 0; ok && i < p->n_free; i++)
+                seen[p->free_pages[i]]++;
+        for (int i = 0; ok && a && i < a->n_pages; i++)
+                seen[a->pages[i]]++;
+        for (int i = 0; ok && b && i < b->n_pages; i++)
+                seen[b->pages[i]]++;
+        for (int i = 0; ok && i < p->n_pages; i++)
+                ok = seen[i] == 1;
+        free(seen);
+        return ok;
+}
+
+static void test_accounting(struct dsv_backend *be, const struct dsv_model_config *cfg) {
+        struct dsv_kv_pool *p;
+        struct dsv_kv_seq a = {0}, b = {0};
+        int32_t first[4];
+
+        REQUIRE(dsv_kv_pool_new(be, cfg, DSV_KV_F32, 8, &p) == 0, "pool");
+        REQUIRE(dsv_kv_seq_reserve(p, &a, 3 * PT + 10) == 0, "reserve");
+        CHECK(a.n_pages == 4 && p->n_free == 4, "reserve 202 tokens: %d pages, %d free", a.n_pages, p->n_free);
+        memcpy(first, a.pages, sizeof(first));
+        a.len = 3 * PT + 10; /* as if a forward pass had filled them */
+
+        CHECK(dsv_kv_seq_truncate(p, &a, a.len + 1) == -EINVAL && a.len == 3 * PT + 10 && a.n_pages == 4,
+              "truncating past len must fail and change nothing");
+        CHECK(dsv_kv_seq_truncate(p, &a, -1) == -EINVAL && a.n_pages == 4, "negative length accepted");
+        CHECK(dsv_kv_seq_truncate(p, &a, a.len) == 0 && a.n_pages == 4 && p->n_free == 4, "truncate to len");
+
+        CHECK(dsv_kv_seq_truncate(p, &a, 2 * PT + 1) == 0 && a.len == 2 * PT + 1 && a.n_pages == 3 && p->n_free == 5,
+              "truncate to 129: len %d, %d pages, %d free", a.len, a.n_pages, p->n_free);
+        CHECK(!memcmp(a.pages, first, 3 * sizeof(int32_t)), "the kept pages must stay in place");
+        CHECK(dsv_kv_seq_truncate(p, &a, 2 * PT) == 0 && a.n_pages == 2 && p->n_free == 6,
+              "truncate to a page boundary");
+        CHECK(pages_distinct(p, &a, NULL), "a page is lost or in two places");
+
+        /* the freed pages serve another sequence; growing again takes pages from the pool */
+        CHECK(dsv_kv_seq_reserve(p, &b, 5 * PT) == 0 && b.n_pages == 5 && p->n_free == 1, "second sequence");
+        CHECK(dsv_kv_seq_reserve(p, &a, 4 * PT) == -ENOSPC && a.n_pages == 2,
+              "over-reserve must fail and change nothing");
+        CHECK(dsv_kv_seq_reserve(p, &a, 3 * PT) == 0 && a.n_pages == 3 && p->n_free == 0, "grow after truncate");
+        CHECK(!memcmp(a.pages, first, 2 * sizeof(int32_t)), "growing must keep the prefix pages");
+        CHECK(pages_distinct(p, &a, &b), "a page is lost or in two places");
+
+        /* reserved but unfilled pages go too */
+        a.len = 5;
+        CHECK(dsv_kv_seq_truncate(p, &a, 5) == 0 && a.n_pages == 1 && p->n_free == 2,
+              "reserved pages past len: %d pages", a.n_pages);
+        CHECK(dsv_kv_seq_truncate(p, &a, 0) == 0 && a.n_pages == 0 && a.len == 0 && p->n_free == 3, "truncate to 0");
+        CHECK(dsv_kv_seq_truncate(p, &a, 0) == 0, "truncating an empty sequence");
+        dsv_kv_seq_release(p, &a);
+        dsv_kv_seq_release(p, &b);
+        CHECK(p->n_free == 8 && pages_distinct(p, NULL, NULL), "all pages back: %d free", p->n_free);
+        dsv_kv_pool_free(p);
+}
+
+static void forward(struct dsv_model *m, struct dsv_kv_pool *kv, struct dsv_kv_seq *q, const int32_t *toks, int n,
+                    float *logits) {
+        struct dsv_kv_seq *one[1] = {q};
+        int32_t pos[256], sq[256] = {0};
+        struct dsv_error err = {{0}};
+        REQUIRE(n <= 256, "chunk");
+        for (int i = 0; i < n; i++)
+                pos[i] = q->len + i;
+        struct dsv_batch b = {.n_tokens = n, .token = toks, .pos = pos, .seq = sq, .n_seqs = 1, .seqs = one};
+        REQUIRE(dsv_model_forward(m, kv, &b, logits, &err) == 0, "forward: %s", err.msg);
+}
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+        double d = max_abs_diff(a, b, n, NULL), s = fmax(max_abs(a, n), 1e-30);
+        return d / s;
+}
+
+static void test_model(struct dsv_backend *be) {
+        enum { N_A = 100, KEEP = 70, N_B = 50 };
+        const char *dir = fixture_tiny("kv-cache-tiny", 11);
+        struct dsv_model *m = load_model(be, dir, DSV_NUMERICS_EXACT);
+        const struct dsv_model_config *c = dsv_model_get_config(m);
+        const int V = c->vocab_size;
+        struct dsv_kv_pool *kv;
+        struct dsv_kv_seq q = {0}, fresh = {0};
+        int32_t a[N_A], bt[KEEP + N_B];
+        float *la = malloc((size_t)N_A * V * sizeof(float)), *lb = malloc((size_t)N_B * V * sizeof(float)),
+              *lf = malloc((size_t)(KEEP + N_B) * V * sizeof(float));
+        double d;
+
+        REQUIRE(la && lb && lf, "oom");
+        make_tokens(a, N_A, V, 5);
+        memcpy(bt, a, KEEP * sizeof(int32_t));
+        make_tokens(bt + KEEP, N_B, V, 6); /* diverges from a at position KEEP */
+        REQUIRE(dsv_kv_pool_new(be, c, dsv_numerics_kv_format(DSV_NUMERICS_EXACT), 8, &kv) == 0, "pool");
+
+        /* the cached history: a, prefilled as KEEP + the rest (the chunks the fresh run uses) */
+        REQUIRE(dsv_kv_seq_reserve(kv, &q, N_A) == 0, "reserve");
+        forward(m, kv, &q, a, KEEP, la);
+        forward(m, kv, &q, a + KEEP, N_A - KEEP, la);
+        CHECK(q.len == N_A, "len %d", q.len);
+        /* cut back to the shared prefix, continue with b's tail */
+        CHECK(dsv_kv_seq_truncate(kv, &q, KEEP) == 0 && q.len == KEEP && q.n_pages == DIV_ROUND_UP(KEEP, PT),
+              "truncate");
+        REQUIRE(dsv_kv_seq_reserve(kv, &q, KEEP + N_B) == 0, "reserve again");
+        forward(m, kv, &q, bt + KEEP, N_B, lb);
+
+        /* fresh sequence of b */
+        REQUIRE(dsv_kv_seq_reserve(kv, &fresh, KEEP + N_B) == 0, "reserve fresh");
+        forward(m, kv, &fresh, bt, KEEP, lf);
+        forward(m, kv, &fresh, bt + KEEP, N_B, lf + (size_t)KEEP * V);
+        d = rel_diff(lf + (size_t)KEEP * V, lb, (size_t)N_B * V);
+        printf("truncated to %d and continued vs fresh: max rel diff %.3g\n", KEEP, d);
+        CHECK(d == 0, "a truncated sequence continued with new tokens differs from a fresh one (%.3g)", d);
+        /* and it really diverged: the logits of a's tail at the same positions differ */
+        d = rel_diff(la + (size_t)0 * V, lb, (size_t)(N_A - KEEP) * V);
+        CHECK(d > 1e-3, "the test prompts do not diverge (%.3g)", d);
+
+        dsv_kv_seq_release(kv, &q);
+        dsv_kv_seq_release(kv, &fresh);
+        CHECK(kv->n_free == kv->n_pages, "pages leaked: %d of %d free", kv->n_free, kv->n_pages);
+        dsv_kv_pool_free(kv);
+        dsv_model_free(m);
+        free(la);
+        free(lb);
+        free(lf);
+}
+
+int main(void) {
+        struct dsv_backend *be;
+        struct dsv_model_config cfg;
+        struct dsv_error err = {{0}};
+
+        REQUIRE(dsv_backend_cpu_new(1, &be) == 0, "backend");
+        REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0, "%s", err.msg);
+        test_accounting(be, &cfg);
+        test_model(be);
+        dsv_backend_free(be);
+        return test_result("test-kv-cache");
+}
