@@ -213,11 +213,12 @@ int dsv32_wait(dsv32_client *c, int timeout_ms);
  * session-name-max); anything else is -EINVAL. Sessions belong to the user (uid), not to
  * the connection: they outlive the client, other users cannot see them (the same name is
  * another session for another uid), and the daemon closes them after an idle timeout.
- * A session runs one request at a time (a second one fails with -EBUSY). When the daemon
- * needs KV cache for other requests it evicts idle sessions' caches, least recently used
- * first (the name keeps working; the next request prefills from scratch) unless they are
- * pinned; pinned sessions count against a per-user quota (-EDQUOT). Sessions are not kept
- * across daemon restarts. */
+ * A session runs one request at a time (a second one fails with -EBUSY; one that was
+ * cancelled or whose client died is waited for, so cancel + resubmit needs no pause).
+ * When the daemon needs KV cache for other requests it evicts idle sessions' caches, least
+ * recently used first (the name keeps working; the next request prefills from scratch)
+ * unless they are pinned; pinned sessions count against a per-user quota (-EDQUOT).
+ * Sessions are not kept across daemon restarts. */
 #define DSV32_SESSION_EXCL 0x1u    /* dsv32_session_open: -EEXIST when the session exists */
 
 #define DSV32_SESSION_PINNED 0x1u  /* dsv32_session_info.flags */

@@ -32,6 +32,7 @@ struct request {
         struct dsv_kv_seq seq;
         bool admitted;
         struct session *sess; /* the session it runs on (busy), or NULL */
+        bool sess_wait;       /* its session is still held by a request that is going away */
         int n_cached;         /* prompt tokens whose KV came from the session */
         int n_exact;          /* leading tokens whose KV a prefill chunk computed (see struct session) */
         struct dsv_msg_session sreply; /* SESSION_* requests: the reply */
@@ -470,7 +471,15 @@ static void session_op(struct dsv_engine *e, struct request *r) {
         publish_stats(e);
 }
 
-/* Binds a GENERATE to its session (made on first use); false when it cannot run. */
+/* A request that holds its session but will release it at the next step without producing
+ * anything more: cancelled, its client gone, or finishing. */
+static bool going_away(const struct request *o) {
+        return o->state == REQ_FINISHING || o->cancel || dsv_conn_is_dead(o->conn);
+}
+
+/* Binds a GENERATE to its session (made on first use); false when it cannot run. A session
+ * held by a request that is going away (its client died a moment ago and reconnected, say)
+ * is waited for: the request stays waiting with sess_wait set and tries again each step. */
 static bool session_attach(struct dsv_engine *e, struct request *r) {
         struct session *s = session_find(e, r->conn->peer.uid, r->in->session);
         int rc;
@@ -485,6 +494,11 @@ static bool session_attach(struct dsv_engine *e, struct request *r) {
                         finish_error(r, -rc, "cannot create session '%s': %s", r->in->session, strerror(-rc));
                         return false;
                 }
+        }
+        r->sess_wait = false;
+        if (s->busy && going_away(s->busy)) {
+                r->sess_wait = true;
+                return true;
         }
         if (s->busy) {
                 finish_error(r, EBUSY,
@@ -900,6 +914,8 @@ static bool step(struct dsv_engine *e) {
                 int chunk, left;
                 if (r->state != REQ_WAITING)
                         continue;
+                if (r->sess_wait && (!session_attach(e, r) || r->sess_wait))
+                        continue; /* its session is not free yet (or it failed) */
                 if (!r->admitted) {
                         rc = admit(e, r);
                         if (rc == -EAGAIN)
@@ -1106,6 +1122,13 @@ static int load(struct dsv_engine *e) {
         return 0;
 }
 
+static void mark_cancelled(struct dsv_engine *e, const struct cancel_rec *c) {
+        for (; c; c = c->next)
+                for (size_t i = 0; i < e->n_reqs; i++)
+                        if (e->reqs[i]->conn == c->conn && e->reqs[i]->id == c->id)
+                                e->reqs[i]->cancel = true;
+}
+
 static void *engine_main(void *ud) {
         struct dsv_engine *e = ud;
         heartbeat(e);
@@ -1153,6 +1176,9 @@ static void *engine_main(void *ud) {
                         }
                         break;
                 }
+                /* cancellations first, so that a session a cancelled request holds is seen
+                 * as going away by a request for it in this batch (cancel, then ask again) */
+                mark_cancelled(e, cancels);
                 for (size_t i = 0; i < n_in; i++) {
                         if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == DSV_STATE_FAILED) {
                                 dsv_conn_send_error(in[i]->conn, in[i]->id, EIO, true, "the model failed to load: %s", e->error);
@@ -1177,12 +1203,11 @@ static void *engine_main(void *ud) {
                         }
                 }
                 free(in);
+                /* again: requests submitted in this batch may be cancelled already */
+                mark_cancelled(e, cancels);
                 while (cancels) {
                         struct cancel_rec *c = cancels;
                         cancels = c->next;
-                        for (size_t i = 0; i < e->n_reqs; i++)
-                                if (e->reqs[i]->conn == c->conn && e->reqs[i]->id == c->id)
-                                        e->reqs[i]->cancel = true;
                         dsv_conn_unref(c->conn);
                         free(c);
                 }

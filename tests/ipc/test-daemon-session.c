@@ -402,6 +402,49 @@ static void test_busy(void) {
         gen_ok(c2, &pn, &GREEDY, NULL, &on, NULL);
         CHECK(same(&o, &on), "after the cancelled request: tokens differ from a run without the session");
 
+        /* cancel and ask again at once (one ring, back to back, as `dsv32 chat` after ^C): the
+         * session the cancelled request still holds is waited for, not EBUSY */
+        for (int k = 0; k < 5; k++) {
+                struct dsv32_request q2 = {.struct_size = sizeof(q2),
+                                           .tokens = pn.t,
+                                           .n_tokens = (size_t)pn.n,
+                                           .max_tokens = GREEDY.max_tokens,
+                                           .flags = GREEDY.flags,
+                                           .session = "busy"};
+                uint64_t id2;
+                CHECK(dsv32_submit(c1, &q, &id) == 0, "submit: %s", dsv32_last_error(c1));
+                CHECK(wait_event(c1, id, DSV32_EVENT_TOKENS, NULL) == DSV32_EVENT_TOKENS, "no tokens");
+                CHECK(dsv32_cancel(c1, id) == 0 && dsv32_submit(c1, &q2, &id2) == 0, "cancel + submit: %s",
+                      dsv32_last_error(c1));
+                {
+                        /* both end (DONE or ERROR); wait_event would drop the other's events */
+                        struct dsv32_event end[2] = {{.type = DSV32_EVENT_TOKENS}, {.type = DSV32_EVENT_TOKENS}};
+                        char msg[256] = "";
+                        uint64_t t0 = h_now_ns();
+                        while (end[0].type == DSV32_EVENT_TOKENS || end[1].type == DSV32_EVENT_TOKENS) {
+                                struct dsv32_event evs[16];
+                                int n = dsv32_poll_events(c1, evs, 16);
+                                CHECK(n >= 0 && h_now_ns() - t0 < 20000000000ull, "cancel + submit: no end in 20 s");
+                                for (int i = 0; i < n; i++) {
+                                        int w = evs[i].id == id ? 0 : evs[i].id == id2 ? 1 : -1;
+                                        if (w < 0 || evs[i].type == DSV32_EVENT_TOKENS)
+                                                continue;
+                                        end[w] = evs[i];
+                                        if (evs[i].type == DSV32_EVENT_ERROR)
+                                                snprintf(msg, sizeof(msg), "%s", evs[i].message);
+                                }
+                                if (n == 0)
+                                        dsv32_wait(c1, 100);
+                        }
+                        CHECK(end[0].type == DSV32_EVENT_DONE && end[0].finish == DSV32_FINISH_CANCELLED,
+                              "the cancelled request: %s", msg);
+                        CHECK(end[1].type == DSV32_EVENT_DONE,
+                              "a request right after the cancel of the one on its session: %s", msg);
+                        CHECK(end[1].usage.cached_tokens == 20, "after cancel + submit: %u reused, want 20",
+                              end[1].usage.cached_tokens);
+                }
+        }
+
         /* CLOSE while a request runs on it: the request goes on, the pages come back when it ends */
         CHECK(dsv32_submit(c1, &q, &id) == 0, "submit: %s", dsv32_last_error(c1));
         CHECK(wait_event(c1, id, DSV32_EVENT_TOKENS, NULL) == DSV32_EVENT_TOKENS, "no tokens");
@@ -420,7 +463,7 @@ static void test_busy(void) {
         gen_ok(c2, &pn, &GREEDY, "busy", &o, &res);
         CHECK(res.usage.cached_tokens == 0, "a closed name starts afresh: %u reused", res.usage.cached_tokens);
         CHECK(dsv32_session_close(c2, "busy", NULL) == 0, "close");
-        fprintf(stderr, "busy: EBUSY for a second request, usable after a cancel, CLOSE of a busy session\n");
+        fprintf(stderr, "busy: EBUSY for a second request, usable after a cancel (also at once), CLOSE of a busy session\n");
         dsv32_disconnect(c1);
         dsv32_disconnect(c2);
 }
@@ -788,7 +831,15 @@ static void test_kill(void) {
                 close(pfd[0]);
                 kill(pid, SIGKILL);
                 waitpid(pid, NULL, 0);
-                wait_quiet(c);
+                /* once the daemon has seen the hangup, the session is ours (waited for if the
+                 * dead client's request still holds it); before that it is legitimately busy */
+                {
+                        uint64_t t0 = h_now_ns();
+                        while (stats(c).clients != base.clients) {
+                                CHECK(h_now_ns() - t0 < 10000000000ull, "the killed client is still connected after 10 s");
+                                usleep(2000);
+                        }
+                }
                 /* consistent: the next turn reuses what was prefilled and gives the exact tokens */
                 pn = p;
                 append(&pn, NULL, 4);
