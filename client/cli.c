@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "client/dsv32.h"
+#include "ipc/idlist.h"
 
 #define MIN_IDX(a, b) ((a) < (b) ? (a) : (b))
 
@@ -130,36 +131,6 @@ static int wait_ready(dsv32_client *c) {
         return 0;
 }
 
-static int parse_ids(const char *s, int32_t **ret, size_t *n) {
-        size_t cap = 16, k = 0;
-        int32_t *v = malloc(cap * sizeof(*v));
-        if (!v)
-                return -ENOMEM;
-        while (*s) {
-                char *end;
-                long x;
-                errno = 0;
-                x = strtol(s, &end, 10);
-                if (errno || end == s || x < 0 || x > INT32_MAX || (*end && *end != ',' && *end != ' ')) {
-                        free(v);
-                        return -EINVAL;
-                }
-                if (k == cap) {
-                        int32_t *v2 = realloc(v, (cap *= 2) * sizeof(*v));
-                        if (!v2) {
-                                free(v);
-                                return -ENOMEM;
-                        }
-                        v = v2;
-                }
-                v[k++] = (int32_t)x;
-                s = *end ? end + 1 : end;
-        }
-        *ret = v;
-        *n = k;
-        return 0;
-}
-
 static char *read_stdin(size_t *len) {
         size_t cap = 4096, n = 0;
         char *buf = malloc(cap);
@@ -266,7 +237,7 @@ static int cmd_generate(int argc, char **argv) {
         while ((ch = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (ch) {
                 case 't':
-                        if (parse_ids(optarg, &tokens, &n_tokens) < 0 || !n_tokens) {
+                        if (dsv_parse_id_list(optarg, &tokens, &n_tokens) < 0 || !n_tokens) {
                                 fprintf(stderr, "dsv32 generate: --tokens needs comma-separated token ids\n");
                                 return EXIT_USAGE;
                         }
@@ -315,7 +286,7 @@ static int cmd_generate(int argc, char **argv) {
                         break;
                 }
                 case 'S':
-                        if (parse_ids(optarg, &stop, &n_stop) < 0) {
+                        if (dsv_parse_id_list(optarg, &stop, &n_stop) < 0) {
                                 fprintf(stderr, "dsv32 generate: --stop needs comma-separated token ids\n");
                                 return EXIT_USAGE;
                         }
@@ -623,7 +594,7 @@ static int cmd_detokenize(int argc, char **argv) {
         dsv32_client *c;
         int r, ret;
 
-        if (argc != 2 || parse_ids(argv[1], &ids, &n) < 0) {
+        if (argc != 2 || dsv_parse_id_list(argv[1], &ids, &n) < 0) {
                 fprintf(stderr, "dsv32 detokenize: give comma-separated token ids\n");
                 return EXIT_USAGE;
         }
@@ -868,7 +839,7 @@ static int bench_unix(long count, long warmup, uint64_t *v, struct lat *l) {
 
 static int cmd_bench(int argc, char **argv) {
         long count = 20000, warmup = 2000;
-        struct lat adaptive, spin, sleep_, unix_;
+        struct lat adaptive = {0}, spin = {0}, sleep_ = {0}, unix_ = {0};
         struct dsv32_stats st;
         dsv32_client *c;
         uint64_t *v;
@@ -954,22 +925,19 @@ int main(int argc, char **argv) {
         }
         argc -= i;
         argv += i;
-        if (strcmp(argv[0], "generate") == 0)
-                return cmd_generate(argc, argv);
-        if (strcmp(argv[0], "chat") == 0)
-                return cmd_chat(argc, argv);
-        if (strcmp(argv[0], "tokenize") == 0)
-                return cmd_tokenize(argc, argv);
-        if (strcmp(argv[0], "detokenize") == 0)
-                return cmd_detokenize(argc, argv);
-        if (strcmp(argv[0], "status") == 0)
-                return cmd_status(argc, argv);
-        if (strcmp(argv[0], "session") == 0)
-                return cmd_session(argc, argv);
-        if (strcmp(argv[0], "ping") == 0)
-                return cmd_ping(argc, argv);
-        if (strcmp(argv[0], "bench") == 0)
-                return cmd_bench(argc, argv);
+        {
+                static const struct {
+                        const char *name;
+                        int (*run)(int argc, char **argv);
+                } cmds[] = {
+                        {"generate", cmd_generate}, {"chat", cmd_chat},       {"tokenize", cmd_tokenize},
+                        {"detokenize", cmd_detokenize}, {"status", cmd_status}, {"session", cmd_session},
+                        {"ping", cmd_ping},         {"bench", cmd_bench},
+                };
+                for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
+                        if (strcmp(argv[0], cmds[k].name) == 0)
+                                return cmds[k].run(argc, argv);
+        }
         fprintf(stderr, "dsv32: unknown command '%s' (try --help)\n", argv[0]);
         return EXIT_USAGE;
 }

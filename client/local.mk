@@ -10,5 +10,5 @@ libdsv32_la_LDFLAGS = $(AM_LDFLAGS) -version-info 0:0:0 -export-symbols-regex '^
 
 bin_PROGRAMS += dsv32
 dist_man_MANS += man/dsv32.1
-dsv32_SOURCES = client/cli.c
+dsv32_SOURCES = client/cli.c ipc/idlist.h ipc/idlist.c
 dsv32_LDADD = libdsv32.la -lm

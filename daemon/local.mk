@@ -16,5 +16,5 @@ libdsv32core_la_LIBADD = libdsv32kernels.la $(JANSSON_LIBS) $(LIBURING_LIBS) -lm
 bin_PROGRAMS += dsv32-mkmodel dsv32-run
 dsv32_mkmodel_SOURCES = daemon/tools/mkmodel.c
 dsv32_mkmodel_LDADD = libdsv32tok.la libdsv32core.la
-dsv32_run_SOURCES = daemon/tools/run.c
+dsv32_run_SOURCES = daemon/tools/run.c ipc/idlist.h ipc/idlist.c
 dsv32_run_LDADD = libdsv32core.la libdsv32plugin.la

@@ -154,3 +154,40 @@ int dsv_parse_double(const char *s, double *ret) {
         *ret = v;
         return 0;
 }
+
+int dsv_strbuf_reserve(struct dsv_strbuf *b, size_t extra) {
+        size_t cap;
+        char *p;
+        if (b->n + extra + 1 <= b->cap)
+                return 0;
+        if (extra > SIZE_MAX / 2 - b->n)
+                return -ENOMEM;
+        cap = b->cap ? b->cap : 256;
+        while (cap < b->n + extra + 1)
+                cap *= 2;
+        p = realloc(b->p, cap);
+        if (!p)
+                return -ENOMEM;
+        b->p = p;
+        b->cap = cap;
+        return 0;
+}
+
+int dsv_strbuf_add(struct dsv_strbuf *b, const char *s, size_t n) {
+        int r = dsv_strbuf_reserve(b, n);
+        if (r < 0)
+                return r;
+        if (n)
+                memcpy(b->p + b->n, s, n);
+        b->n += n;
+        b->p[b->n] = 0;
+        return 0;
+}
+
+int dsv_strbuf_adds(struct dsv_strbuf *b, const char *s) { return dsv_strbuf_add(b, s, strlen(s)); }
+
+void dsv_strbuf_done(struct dsv_strbuf *b) {
+        free(b->p);
+        b->p = NULL;
+        b->n = b->cap = 0;
+}

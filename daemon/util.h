@@ -97,5 +97,16 @@ static inline bool dsv_mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) {
 }
 
 /* Parse helpers for command lines: strict, whole string, in range. */
+/* A growable NUL-terminated byte string: p[0..n) plus p[n] == 0 once anything was added. */
+struct dsv_strbuf {
+        char *p;
+        size_t n, cap;
+};
+/* Makes room for `extra` more bytes (and the NUL); 0 or -ENOMEM. */
+int dsv_strbuf_reserve(struct dsv_strbuf *b, size_t extra);
+int dsv_strbuf_add(struct dsv_strbuf *b, const char *s, size_t n);
+int dsv_strbuf_adds(struct dsv_strbuf *b, const char *s);
+void dsv_strbuf_done(struct dsv_strbuf *b);
+
 int dsv_parse_int(const char *s, long min, long max, long *ret);
 int dsv_parse_double(const char *s, double *ret);

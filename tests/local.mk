@@ -1,6 +1,6 @@
 # tests/: unit tests (one program each), the golden-model test, fuzz replays, benchmarks.
 TEST_CORE_LIBS = libdsv32core.la
-EXTRA_DIST += tests/unit/testutil.h tests/unit/modelutil.h
+EXTRA_DIST += tests/check.h tests/unit/testutil.h tests/unit/modelutil.h
 
 check_PROGRAMS += tests/unit/test-model-invariants
 tests_unit_test_model_invariants_SOURCES = tests/unit/test-model-invariants.c

@@ -89,18 +89,23 @@ int dsv_conn_send(struct dsv_conn *c, const struct dsv_msg *m, bool engine) {
         return e;
 }
 
+void dsv_msg_error_v(struct dsv_msg *m, char *text, uint64_t id, int code, const char *fmt, va_list ap) {
+        vsnprintf(text, DSV_ERROR_MESSAGE_MAX, fmt, ap);
+        *m = (struct dsv_msg){.type = DSV_MSG_ERROR};
+        m->u.error.id = id;
+        m->u.error.code = code;
+        m->u.error.message = text;
+        m->u.error.message_len = (uint32_t)strlen(text);
+}
+
 int dsv_conn_send_error(struct dsv_conn *c, uint64_t id, int code, bool engine, const char *fmt, ...) {
-        struct dsv_msg m = {.type = DSV_MSG_ERROR};
+        struct dsv_msg m;
         char text[DSV_ERROR_MESSAGE_MAX];
         va_list ap;
 
         va_start(ap, fmt);
-        vsnprintf(text, sizeof(text), fmt, ap);
+        dsv_msg_error_v(&m, text, id, code, fmt, ap);
         va_end(ap);
-        m.u.error.id = id;
-        m.u.error.code = code;
-        m.u.error.message = text;
-        m.u.error.message_len = (uint32_t)strlen(text);
         return dsv_conn_send(c, &m, engine);
 }
 

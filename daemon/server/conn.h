@@ -68,6 +68,10 @@ bool dsv_conn_is_dead(struct dsv_conn *c);
 int dsv_conn_send(struct dsv_conn *c, const struct dsv_msg *m, bool engine);
 /* Same for an already encoded payload. */
 int dsv_conn_send_raw(struct dsv_conn *c, uint16_t type, const void *payload, size_t len, bool engine);
+/* Fills *m as an ERROR for request id (0: the connection) with the formatted message in
+ * text[DSV_ERROR_MESSAGE_MAX]. */
+void dsv_msg_error_v(struct dsv_msg *m, char *text, uint64_t id, int code, const char *fmt, va_list ap)
+        __attribute__((format(printf, 5, 0)));
 /* An ERROR record (code: positive errno) for request id (0: the connection). */
 int dsv_conn_send_error(struct dsv_conn *c, uint64_t id, int code, bool engine, const char *fmt, ...)
         __attribute__((format(printf, 5, 6)));

@@ -153,6 +153,18 @@ static void heartbeat(struct dsv_engine *e) { __atomic_store_n(&e->heartbeat_ns,
 
 static void session_return(struct dsv_engine *e, struct request *r);
 
+/* Frees a request that never got into the engine (stopping, the model failed, out of memory);
+ * with uncount it stops counting against its uid's in-flight limit. */
+static void request_in_free(struct dsv_request_in *in, bool uncount) {
+        if (uncount && in->conn->ue)
+                __atomic_sub_fetch(&in->conn->ue->requests, 1, __ATOMIC_RELAXED);
+        dsv_conn_unref(in->conn);
+        free(in->tokens);
+        free(in->text);
+        free(in->messages);
+        free(in);
+}
+
 static void request_free(struct dsv_engine *e, struct request *r) {
         if (!r)
                 return;
@@ -164,12 +176,8 @@ static void request_free(struct dsv_engine *e, struct request *r) {
                 __atomic_sub_fetch(&r->conn->ue->requests, 1, __ATOMIC_RELAXED);
         dsv_conn_unref(r->conn);
         dsv_text_stream_free(r->stream);
-        if (r->in) {
-                free(r->in->tokens);
-                free(r->in->text);
-                free(r->in->messages);
-                free(r->in);
-        }
+        if (r->in)
+                request_in_free(r->in, false); /* its conn went to r->conn */
         free(r->tokens);
         free(r->out);
         free(r->text_out);
@@ -1160,13 +1168,8 @@ static void *engine_main(void *ud) {
                 e->tun_now = e->tun;
                 pthread_mutex_unlock(&e->lock);
                 if (stop) {
-                        for (size_t i = 0; i < n_in; i++) {
-                                dsv_conn_unref(in[i]->conn);
-                                free(in[i]->tokens);
-                                free(in[i]->text);
-                                free(in[i]->messages);
-                                free(in[i]);
-                        }
+                        for (size_t i = 0; i < n_in; i++)
+                                request_in_free(in[i], false);
                         free(in);
                         while (cancels) {
                                 struct cancel_rec *c = cancels;
@@ -1182,24 +1185,12 @@ static void *engine_main(void *ud) {
                 for (size_t i = 0; i < n_in; i++) {
                         if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == DSV_STATE_FAILED) {
                                 dsv_conn_send_error(in[i]->conn, in[i]->id, EIO, true, "the model failed to load: %s", e->error);
-                                if (in[i]->conn->ue)
-                                        __atomic_sub_fetch(&in[i]->conn->ue->requests, 1, __ATOMIC_RELAXED);
-                                dsv_conn_unref(in[i]->conn);
-                                free(in[i]->tokens);
-                                free(in[i]->text);
-                                free(in[i]->messages);
-                                free(in[i]);
+                                request_in_free(in[i], true);
                                 continue;
                         }
                         if (add_request(e, in[i]) < 0) {
                                 log_error("Engine: out of memory accepting a request");
-                                if (in[i]->conn->ue)
-                                        __atomic_sub_fetch(&in[i]->conn->ue->requests, 1, __ATOMIC_RELAXED);
-                                dsv_conn_unref(in[i]->conn);
-                                free(in[i]->tokens);
-                                free(in[i]->text);
-                                free(in[i]->messages);
-                                free(in[i]);
+                                request_in_free(in[i], true);
                         }
                 }
                 free(in);
@@ -1292,13 +1283,8 @@ void dsv_engine_free(struct dsv_engine *e) {
                 pthread_mutex_unlock(&e->lock);
                 pthread_join(e->thread, NULL);
         }
-        for (size_t i = 0; i < e->n_incoming; i++) {
-                dsv_conn_unref(e->incoming[i]->conn);
-                free(e->incoming[i]->tokens);
-                free(e->incoming[i]->text);
-                free(e->incoming[i]->messages);
-                free(e->incoming[i]);
-        }
+        for (size_t i = 0; i < e->n_incoming; i++)
+                request_in_free(e->incoming[i], false);
         free(e->incoming);
         while (e->cancels) {
                 struct cancel_rec *c = e->cancels;
@@ -1343,13 +1329,7 @@ void dsv_engine_submit(struct dsv_engine *e, struct dsv_request_in *r) {
                 if (!v) {
                         pthread_mutex_unlock(&e->lock);
                         dsv_conn_send_error(r->conn, r->id, ENOMEM, false, "out of memory");
-                        if (r->conn->ue)
-                                __atomic_sub_fetch(&r->conn->ue->requests, 1, __ATOMIC_RELAXED);
-                        dsv_conn_unref(r->conn);
-                        free(r->tokens);
-                        free(r->text);
-                        free(r->messages);
-                        free(r);
+                        request_in_free(r, true);
                         return;
                 }
                 e->incoming = v;

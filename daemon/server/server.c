@@ -494,16 +494,12 @@ static void loop_reply(struct dsv_server *s, struct dsv_conn *c, const struct ds
 
 static int loop_error(struct dsv_server *s, struct dsv_conn *c, uint64_t id, int code, const char *fmt, ...) _printf_(5, 6);
 static int loop_error(struct dsv_server *s, struct dsv_conn *c, uint64_t id, int code, const char *fmt, ...) {
-        struct dsv_msg m = {.type = DSV_MSG_ERROR};
+        struct dsv_msg m;
         char text[DSV_ERROR_MESSAGE_MAX];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(text, sizeof(text), fmt, ap);
+        dsv_msg_error_v(&m, text, id, code, fmt, ap);
         va_end(ap);
-        m.u.error.id = id;
-        m.u.error.code = code;
-        m.u.error.message = text;
-        m.u.error.message_len = (uint32_t)strlen(text);
         loop_reply(s, c, &m);
         return 0;
 }

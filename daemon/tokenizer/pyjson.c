@@ -6,32 +6,6 @@
 #include "daemon/tokenizer/pyjson.h"
 #include "daemon/util.h"
 
-int dsv_strbuf_add(struct dsv_strbuf *b, const char *s, size_t n) {
-        if (b->n + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap : 256;
-                while (cap < b->n + n + 1)
-                        cap *= 2;
-                char *p = realloc(b->p, cap);
-                if (!p)
-                        return -ENOMEM;
-                b->p = p;
-                b->cap = cap;
-        }
-        if (n)
-                memcpy(b->p + b->n, s, n);
-        b->n += n;
-        b->p[b->n] = 0;
-        return 0;
-}
-
-int dsv_strbuf_adds(struct dsv_strbuf *b, const char *s) { return dsv_strbuf_add(b, s, strlen(s)); }
-
-void dsv_strbuf_done(struct dsv_strbuf *b) {
-        free(b->p);
-        b->p = NULL;
-        b->n = b->cap = 0;
-}
-
 int dsv_pyjson_string(struct dsv_strbuf *b, const char *s, size_t n) {
         int r = dsv_strbuf_add(b, "\"", 1);
         size_t run = 0;

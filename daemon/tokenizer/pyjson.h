@@ -6,13 +6,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
-struct dsv_strbuf {
-        char *p;
-        size_t n, cap;
-};
-int dsv_strbuf_add(struct dsv_strbuf *b, const char *s, size_t n);
-int dsv_strbuf_adds(struct dsv_strbuf *b, const char *s);
-void dsv_strbuf_done(struct dsv_strbuf *b);
+#include "daemon/util.h"
+
 
 /* Appends json.dumps(v) to b. Returns 0 or -ENOMEM (-EINVAL for a NULL value). */
 int dsv_pyjson_dump(struct dsv_strbuf *b, const json_t *v);

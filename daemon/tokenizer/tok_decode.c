@@ -7,25 +7,6 @@
 
 #include "daemon/tokenizer/tok_internal.h"
 
-struct buf {
-        char *p;
-        size_t n, cap;
-};
-
-static int buf_reserve(struct buf *b, size_t extra) {
-        if (b->n + extra + 1 <= b->cap)
-                return 0;
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + extra + 1)
-                cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-                return -ENOMEM;
-        b->p = p;
-        b->cap = cap;
-        return 0;
-}
-
 enum { U8_OK, U8_BAD, U8_SHORT };
 
 /* Classifies the character at s[0..n): complete (*len bytes), invalid (*len bytes to
@@ -44,8 +25,8 @@ static int u8_class(const uint8_t *s, size_t n, size_t *len) {
 
 /* Appends the lossy UTF-8 form of s[0..n) to out; with keep_tail, an incomplete final
  * character is not converted and its length is returned in *tail. */
-static int lossy_append(struct buf *out, const uint8_t *s, size_t n, bool keep_tail, size_t *tail) {
-        int r = buf_reserve(out, n * 3);
+static int lossy_append(struct dsv_strbuf *out, const uint8_t *s, size_t n, bool keep_tail, size_t *tail) {
+        int r = dsv_strbuf_reserve(out, n * 3);
         if (r < 0)
                 return r;
         size_t i = 0;
@@ -83,7 +64,7 @@ static bool id_text(const struct dsv_tok *tok, int32_t id, unsigned flags, const
 
 int dsv_tok_decode(const struct dsv_tok *tok, const int32_t *ids, size_t n, unsigned flags, char **ret,
                    size_t *ret_len) {
-        struct buf raw = {0}, out = {0};
+        struct dsv_strbuf raw = {0}, out = {0};
         int r;
         if (!tok || (!ids && n) || !ret)
                 return -EINVAL;
@@ -92,12 +73,12 @@ int dsv_tok_decode(const struct dsv_tok *tok, const int32_t *ids, size_t n, unsi
                 size_t k;
                 if (!id_text(tok, ids[i], flags, &p, &k))
                         continue;
-                if ((r = buf_reserve(&raw, k)) < 0)
+                if ((r = dsv_strbuf_reserve(&raw, k)) < 0)
                         goto fail;
                 memcpy(raw.p + raw.n, p, k);
                 raw.n += k;
         }
-        if ((r = buf_reserve(&out, 0)) < 0 || (r = lossy_append(&out, (const uint8_t *)raw.p, raw.n, false, NULL)) < 0)
+        if ((r = dsv_strbuf_reserve(&out, 0)) < 0 || (r = lossy_append(&out, (const uint8_t *)raw.p, raw.n, false, NULL)) < 0)
                 goto fail;
         free(raw.p);
         *ret = out.p;
@@ -115,7 +96,7 @@ struct dsv_tok_stream {
         unsigned flags;
         uint8_t pend[8]; /* an incomplete character (at most 3 bytes) */
         size_t n_pend;
-        struct buf work, out;
+        struct dsv_strbuf work, out;
 };
 
 int dsv_tok_stream_new(const struct dsv_tok *tok, unsigned flags, struct dsv_tok_stream **ret) {
@@ -143,12 +124,12 @@ int dsv_tok_stream_push(struct dsv_tok_stream *s, int32_t id, const char **text,
         size_t k, tail = 0;
         int r;
         s->out.n = 0;
-        if ((r = buf_reserve(&s->out, 0)) < 0)
+        if ((r = dsv_strbuf_reserve(&s->out, 0)) < 0)
                 return r;
         s->out.p[0] = 0;
         if (id_text(s->tok, id, s->flags, &p, &k) && k > 0) {
                 s->work.n = 0;
-                if ((r = buf_reserve(&s->work, s->n_pend + k)) < 0)
+                if ((r = dsv_strbuf_reserve(&s->work, s->n_pend + k)) < 0)
                         return r;
                 memcpy(s->work.p, s->pend, s->n_pend);
                 memcpy(s->work.p + s->n_pend, p, k);
@@ -167,7 +148,7 @@ int dsv_tok_stream_push(struct dsv_tok_stream *s, int32_t id, const char **text,
 int dsv_tok_stream_flush(struct dsv_tok_stream *s, const char **text, size_t *len) {
         int r;
         s->out.n = 0;
-        if ((r = buf_reserve(&s->out, 0)) < 0 || (r = lossy_append(&s->out, s->pend, s->n_pend, false, NULL)) < 0)
+        if ((r = dsv_strbuf_reserve(&s->out, 0)) < 0 || (r = lossy_append(&s->out, s->pend, s->n_pend, false, NULL)) < 0)
                 return r;
         s->n_pend = 0;
         *text = s->out.p;

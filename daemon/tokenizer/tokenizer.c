@@ -416,28 +416,6 @@ bool tok_has_ucd16(const uint8_t *s, size_t n) {
         return false;
 }
 
-struct pbuf {
-        char *p;
-        size_t n, cap;
-};
-
-static int pb_add(struct pbuf *b, const char *s, size_t n) {
-        if (b->n + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap * 2 : 256;
-                while (cap < b->n + n + 1)
-                        cap *= 2;
-                char *p = realloc(b->p, cap);
-                if (!p)
-                        return -ENOMEM;
-                b->p = p;
-                b->cap = cap;
-        }
-        memcpy(b->p + b->n, s, n);
-        b->n += n;
-        b->p[b->n] = 0;
-        return 0;
-}
-
 /* The category letter a \p name stands for (L M N P S), or 0 for others. */
 static char category_of(const char *name, size_t n) {
         static const struct {
@@ -453,13 +431,13 @@ static char category_of(const char *name, size_t n) {
         return 0;
 }
 
-static int add_ranges(struct pbuf *b, char cat) {
+static int add_ranges(struct dsv_strbuf *b, char cat) {
         char x[48];
         for (size_t i = 0; i < ARRAY_SIZE(tok_ucd16_added); i++) {
                 if (tok_ucd16_added[i].cat != cat)
                         continue;
                 int k = snprintf(x, sizeof(x), "\\x{%X}-\\x{%X}", tok_ucd16_added[i].lo, tok_ucd16_added[i].hi);
-                int r = pb_add(b, x, (size_t)k);
+                int r = dsv_strbuf_add(b, x, (size_t)k);
                 if (r < 0)
                         return r;
         }
@@ -472,10 +450,10 @@ static int add_ranges(struct pbuf *b, char cat) {
  * [\p{L}...], negated forms [^\p{L}...]). A negated property inside brackets stays as
  * it is. Everything else is passed through: the syntax of tokenizer patterns is common to
  * both engines. */
-static int translate_pattern(const char *p, size_t n, struct pbuf *out) {
+static int translate_pattern(const char *p, size_t n, struct dsv_strbuf *out) {
         bool in_class = false;
         size_t class_start = 0;
-        int r = pb_add(out, "", 0);
+        int r = dsv_strbuf_add(out, "", 0);
         for (size_t i = 0; i < n && r >= 0;) {
                 char c = p[i];
                 if (c == '\\' && i + 1 < n && p[i + 1] == 'Q') {
@@ -486,7 +464,7 @@ static int translate_pattern(const char *p, size_t n, struct pbuf *out) {
                                         break;
                                 }
                         size_t k = e ? (size_t)(e - (p + i)) : n - i;
-                        r = pb_add(out, p + i, k);
+                        r = dsv_strbuf_add(out, p + i, k);
                         i += k;
                         continue;
                 }
@@ -497,7 +475,7 @@ static int translate_pattern(const char *p, size_t n, struct pbuf *out) {
                         if (p[i + 2] == '{') {
                                 const char *close = memchr(p + i + 3, '}', n - i - 3);
                                 if (!close)
-                                        return pb_add(out, p + i, n - i);
+                                        return dsv_strbuf_add(out, p + i, n - i);
                                 name = p + i + 3;
                                 nl = (size_t)(close - name);
                                 total = nl + 4;
@@ -509,37 +487,37 @@ static int translate_pattern(const char *p, size_t n, struct pbuf *out) {
                         }
                         char cat = category_of(name, nl);
                         if (!cat || (neg && in_class)) {
-                                r = pb_add(out, p + i, total);
+                                r = dsv_strbuf_add(out, p + i, total);
                         } else {
                                 char prop[8] = {'\\', 'p', '{', cat, '}', 0};
                                 if (!in_class)
-                                        r = pb_add(out, neg ? "[^" : "[", neg ? 2 : 1);
+                                        r = dsv_strbuf_add(out, neg ? "[^" : "[", neg ? 2 : 1);
                                 if (r >= 0)
-                                        r = pb_add(out, prop, 5);
+                                        r = dsv_strbuf_add(out, prop, 5);
                                 if (r >= 0)
                                         r = add_ranges(out, cat);
                                 if (r >= 0 && !in_class)
-                                        r = pb_add(out, "]", 1);
+                                        r = dsv_strbuf_add(out, "]", 1);
                         }
                         i += total;
                         continue;
                 }
                 if (c == '\\') {
-                        r = pb_add(out, p + i, MIN((size_t)2, n - i));
+                        r = dsv_strbuf_add(out, p + i, MIN((size_t)2, n - i));
                         i += 2;
                         continue;
                 }
                 if (!in_class && c == '[') {
                         in_class = true;
-                        r = pb_add(out, "[", 1);
+                        r = dsv_strbuf_add(out, "[", 1);
                         i++;
                         if (i < n && p[i] == '^') {
-                                r = r < 0 ? r : pb_add(out, "^", 1);
+                                r = r < 0 ? r : dsv_strbuf_add(out, "^", 1);
                                 i++;
                         }
                         class_start = i;
                         if (i < n && p[i] == ']') { /* a leading ] is literal */
-                                r = r < 0 ? r : pb_add(out, "]", 1);
+                                r = r < 0 ? r : dsv_strbuf_add(out, "]", 1);
                                 i++;
                         }
                         continue;
@@ -547,13 +525,13 @@ static int translate_pattern(const char *p, size_t n, struct pbuf *out) {
                 if (in_class && c == '[' && i + 1 < n && p[i + 1] == ':') {
                         const char *e = strstr(p + i, ":]");
                         size_t k = e && (size_t)(e - p) < n ? (size_t)(e - (p + i)) + 2 : n - i;
-                        r = pb_add(out, p + i, k);
+                        r = dsv_strbuf_add(out, p + i, k);
                         i += k;
                         continue;
                 }
                 if (in_class && c == ']' && i > class_start)
                         in_class = false;
-                r = pb_add(out, p + i, 1);
+                r = dsv_strbuf_add(out, p + i, 1);
                 i++;
         }
         return r;
@@ -582,7 +560,7 @@ static int add_split(struct loader *L, const char *pattern, size_t plen, bool li
         } else {
                 int ec;
                 PCRE2_SIZE eo;
-                struct pbuf t = {0};
+                struct dsv_strbuf t = {0};
                 int r = translate_pattern(pattern, plen, &t);
                 if (r < 0) {
                         free(t.p);

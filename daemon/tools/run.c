@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "daemon/model.h"
+#include "ipc/idlist.h"
 #include "kernels/backend_plugin.h"
 
 static void help(void) {
@@ -28,36 +29,6 @@ static void help(void) {
                "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
                "  --stats                print load and speed figures to stderr\n"
                "  -h, --help             this text\n");
-}
-
-static int parse_tokens(const char *s, int32_t **ret, int *n) {
-        int cap = 16, k = 0;
-        int32_t *v = malloc((size_t)cap * sizeof(*v));
-        if (!v)
-                return -ENOMEM;
-        while (*s) {
-                char *end;
-                long x;
-                errno = 0;
-                x = strtol(s, &end, 10);
-                if (errno || end == s || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
-                        free(v);
-                        return -EINVAL;
-                }
-                if (k == cap) {
-                        int32_t *v2 = realloc(v, (size_t)(cap *= 2) * sizeof(*v));
-                        if (!v2) {
-                                free(v);
-                                return -ENOMEM;
-                        }
-                        v = v2;
-                }
-                v[k++] = (int32_t)x;
-                s = *end ? end + 1 : end;
-        }
-        *ret = v;
-        *n = k;
-        return 0;
 }
 
 static int argmax(const float *v, int n) {
@@ -151,10 +122,13 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "dsv32-run: --model and --tokens are required (try --help)\n");
                 return 2;
         }
-        if (parse_tokens(tokens_arg, &prompt, &n_prompt) < 0 || n_prompt == 0) {
+        size_t n_ids = 0;
+        if (dsv_parse_id_list(tokens_arg, &prompt, &n_ids) < 0 || n_ids == 0 || n_ids > INT32_MAX) {
                 fprintf(stderr, "dsv32-run: --tokens must be a comma-separated list of token ids\n");
+                free(prompt);
                 return 2;
         }
+        n_prompt = (int)n_ids;
         if ((r = dsv_backend_open(backend, strcmp(backend, "cuda") == 0 ? 0 : (int)threads, &be, &err)) < 0) {
                 fprintf(stderr, "dsv32-run: cannot create the %s backend: %s\n", backend, err.msg);
                 goto out;

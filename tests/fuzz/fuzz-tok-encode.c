@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include "daemon/tokenizer/tokenizer.h"
+#include "tests/tokenizer/utf8-check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -36,40 +37,6 @@ static void setup(void) {
                 abort();
         }
         atexit(cleanup);
-}
-
-static bool valid_utf8(const uint8_t *s, size_t n) {
-        for (size_t i = 0; i < n;) {
-                uint8_t c = s[i];
-                size_t k;
-                uint8_t lo = 0x80, hi = 0xbf;
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-                if (c >= 0xc2 && c <= 0xdf)
-                        k = 1;
-                else if (c >= 0xe0 && c <= 0xef) {
-                        k = 2;
-                        lo = c == 0xe0 ? 0xa0 : 0x80;
-                        hi = c == 0xed ? 0x9f : 0xbf;
-                } else if (c >= 0xf0 && c <= 0xf4) {
-                        k = 3;
-                        lo = c == 0xf0 ? 0x90 : 0x80;
-                        hi = c == 0xf4 ? 0x8f : 0xbf;
-                } else
-                        return false;
-                if (i + k >= n)
-                        return false;
-                for (size_t j = 1; j <= k; j++) {
-                        if (s[i + j] < lo || s[i + j] > hi)
-                                return false;
-                        lo = 0x80;
-                        hi = 0xbf;
-                }
-                i += k + 1;
-        }
-        return true;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

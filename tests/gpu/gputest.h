@@ -24,34 +24,12 @@
 #include "kernels/backend.h"
 #include "kernels/backend_plugin.h"
 #include "kernels/numerics.h"
+#include "tests/check.h"
 
 #define GT_GUARD 4096
 #define GT_GUARD_BYTE 0xa5
 #define GT_POISON 0xff
 
-static int gt_failures;
-static int gt_checks;
-
-#define GT_CHECK(cond, ...)                                                                    \
-        do {                                                                                   \
-                gt_checks++;                                                                   \
-                if (!(cond)) {                                                                 \
-                        fprintf(stderr, "%s:%d: FAIL: %s: ", __FILE__, __LINE__, #cond);       \
-                        fprintf(stderr, __VA_ARGS__);                                          \
-                        fprintf(stderr, "\n");                                                 \
-                        gt_failures++;                                                         \
-                }                                                                              \
-        } while (0)
-
-#define GT_REQUIRE(cond, ...)                                                                  \
-        do {                                                                                   \
-                if (!(cond)) {                                                                 \
-                        fprintf(stderr, "%s:%d: fatal: %s: ", __FILE__, __LINE__, #cond);      \
-                        fprintf(stderr, __VA_ARGS__);                                          \
-                        fprintf(stderr, "\n");                                                 \
-                        exit(1);                                                               \
-                }                                                                              \
-        } while (0)
 
 static inline double gt_now(void) {
         struct timespec ts;
@@ -100,15 +78,6 @@ static inline void gt_close(struct gt *g) {
         dsv_backend_free(g->be[1]);
 }
 
-static inline int gt_result(const char *test) {
-        if (gt_failures) {
-                fprintf(stderr, "%s: %d of %d checks failed\n", test, gt_failures, gt_checks);
-                return 1;
-        }
-        printf("%s: all %d checks passed\n", test, gt_checks);
-        return 0;
-}
-
 /* ------------------------------------------------------------------ random data */
 static inline double gt_u01(uint64_t key, uint64_t i) { return dsv_rand_u01(key, i); }
 /* roughly normal (Irwin-Hall of 4 uniforms), fast enough for a billion values */
@@ -148,9 +117,9 @@ static inline void gb_new(struct gt *g, struct gbuf *b, enum dsv_dtype type, int
         for (int s = 0; s < 2; s++) {
                 struct dsv_backend *be = g->be[s];
                 int r = be->ops->alloc(be, b->bytes + 2 * GT_GUARD, &b->base[s]);
-                GT_REQUIRE(r == 0, "alloc of %zu bytes on %s: %s", b->bytes + 2 * GT_GUARD, be->ops->name, strerror(-r));
+                REQUIRE(r == 0, "alloc of %zu bytes on %s: %s", b->bytes + 2 * GT_GUARD, be->ops->name, strerror(-r));
                 r = be->ops->fill(be, b->base[s], GT_GUARD_BYTE, b->bytes + 2 * GT_GUARD);
-                GT_REQUIRE(r == 0, "fill: %s", strerror(-r));
+                REQUIRE(r == 0, "fill: %s", strerror(-r));
                 b->t[s].type = type;
                 b->t[s].ne[0] = cols;
                 b->t[s].ne[1] = rows;
@@ -169,14 +138,14 @@ static inline void gb_free(struct gt *g, struct gbuf *b) {
 /* Uploads dense rows x cols elements to both sides (row padding keeps pad_byte). */
 static inline void gb_set(struct gt *g, struct gbuf *b, const void *dense) {
         uint8_t *img = malloc(b->bytes ? b->bytes : 1);
-        GT_REQUIRE(img, "oom");
+        REQUIRE(img, "oom");
         memset(img, b->pad_byte, b->bytes);
         for (int64_t r = 0; r < b->rows; r++)
                 memcpy(img + (size_t)r * b->stride, (const uint8_t *)dense + (size_t)r * (size_t)b->cols * b->esize,
                        (size_t)b->cols * b->esize);
         for (int s = 0; s < 2; s++) {
                 int rr = g->be[s]->ops->upload(g->be[s], b->t[s].data, img, b->bytes);
-                GT_REQUIRE(rr == 0, "upload: %s", strerror(-rr));
+                REQUIRE(rr == 0, "upload: %s", strerror(-rr));
         }
         free(img);
 }
@@ -186,7 +155,7 @@ static inline void gb_poison(struct gt *g, struct gbuf *b) {
         b->pad_byte = GT_POISON;
         for (int s = 0; s < 2; s++) {
                 int r = g->be[s]->ops->fill(g->be[s], b->t[s].data, GT_POISON, b->bytes);
-                GT_REQUIRE(r == 0, "fill: %s", strerror(-r));
+                REQUIRE(r == 0, "fill: %s", strerror(-r));
         }
 }
 
@@ -194,13 +163,13 @@ static inline void gb_poison(struct gt *g, struct gbuf *b) {
 static inline void gb_get(struct gt *g, struct gbuf *b, int s, void *dst, const char *what) {
         size_t total = b->bytes + 2 * GT_GUARD;
         uint8_t *img = malloc(total);
-        GT_REQUIRE(img, "oom");
+        REQUIRE(img, "oom");
         int r = g->be[s]->ops->download(g->be[s], img, b->base[s], total);
-        GT_CHECK(r == 0, "%s: download from %s: %s", what, g->be[s]->ops->name, strerror(-r));
+        CHECK(r == 0, "%s: download from %s: %s", what, g->be[s]->ops->name, strerror(-r));
         size_t bad = 0;
         for (size_t i = 0; i < GT_GUARD; i++)
                 bad += (img[i] != GT_GUARD_BYTE) + (img[GT_GUARD + b->bytes + i] != GT_GUARD_BYTE);
-        GT_CHECK(bad == 0, "%s: %zu guard bytes around the %s buffer were overwritten", what, bad, g->be[s]->ops->name);
+        CHECK(bad == 0, "%s: %zu guard bytes around the %s buffer were overwritten", what, bad, g->be[s]->ops->name);
         size_t row_bytes = (size_t)b->cols * b->esize, padbad = 0;
         for (int64_t rr = 0; rr < b->rows; rr++) {
                 const uint8_t *row = img + GT_GUARD + (size_t)rr * b->stride;
@@ -208,7 +177,7 @@ static inline void gb_get(struct gt *g, struct gbuf *b, int s, void *dst, const 
                 for (size_t i = row_bytes; i < b->stride; i++)
                         padbad += row[i] != b->pad_byte;
         }
-        GT_CHECK(padbad == 0, "%s: %zu padding bytes between rows were overwritten on %s", what, padbad, g->be[s]->ops->name);
+        CHECK(padbad == 0, "%s: %zu padding bytes between rows were overwritten on %s", what, padbad, g->be[s]->ops->name);
         free(img);
 }
 
@@ -216,13 +185,13 @@ static inline void gb_get(struct gt *g, struct gbuf *b, int s, void *dst, const 
 static inline int gt_run(struct gt *g, struct dsv_op ops[2], const char *what) {
         int rc[2];
         for (int s = 0; s < 2; s++) {
-                GT_CHECK(g->be[s]->ops->supports_op(g->be[s], &ops[s]), "%s: %s backend does not support it", what,
+                CHECK(g->be[s]->ops->supports_op(g->be[s], &ops[s]), "%s: %s backend does not support it", what,
                          g->be[s]->ops->name);
                 rc[s] = g->be[s]->ops->compute(g->be[s], &ops[s]);
                 int r = g->be[s]->ops->synchronize(g->be[s]);
                 if (rc[s] == 0)
                         rc[s] = r;
-                GT_CHECK(rc[s] == 0, "%s: %s backend: %s %s", what, g->be[s]->ops->name, strerror(-rc[s]),
+                CHECK(rc[s] == 0, "%s: %s backend: %s %s", what, g->be[s]->ops->name, strerror(-rc[s]),
                          s ? dsv_backend_last_error(g->be[s]) : "");
         }
         return rc[0] || rc[1] ? -1 : 0;
@@ -260,7 +229,7 @@ static inline bool gt_cmp_f32(const char *what, const float *ref, const float *g
         bool ok = special == 0 && nmse <= tol.nmse && bad <= tol.bad;
         printf("  %-58s n=%-9zu nmse=%.2e max|d|=%.3g at %zu (ref %.6g got %.6g) bad=%zu special=%zu %s\n", what, n, nmse, maxe,
                where, n ? ref[where] : 0.0, n ? got[where] : 0.0, bad, special, ok ? "ok" : "FAIL");
-        GT_CHECK(ok, "%s: outside tolerance (nmse %.2e > %.1e, bad %zu > %zu, or %zu NaN/inf positions differ)", what, nmse,
+        CHECK(ok, "%s: outside tolerance (nmse %.2e > %.1e, bad %zu > %zu, or %zu NaN/inf positions differ)", what, nmse,
                  tol.nmse, bad, tol.bad, special);
         return ok;
 }
@@ -274,7 +243,7 @@ static inline bool gt_cmp_bytes(const char *what, const void *ref, const void *g
         printf("  %-58s n=%-9zu differing=%zu %s\n", what, n, bad, bad <= allowed ? "ok" : "FAIL");
         if (bad)
                 printf("    first at byte %zu: ref %02x got %02x\n", first, a[first], b[first]);
-        GT_CHECK(bad <= allowed, "%s: %zu bytes differ (first at %zu)", what, bad, first);
+        CHECK(bad <= allowed, "%s: %zu bytes differ (first at %zu)", what, bad, first);
         return bad <= allowed;
 }
 

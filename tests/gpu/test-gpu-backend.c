@@ -14,36 +14,36 @@ int main(void) {
                 return r;
         struct dsv_backend *be = g.be[1];
         printf("backend: %s\n", dsv_backend_describe(be));
-        GT_CHECK(!be->host_memory, "CUDA memory is not host memory");
+        CHECK(!be->host_memory, "CUDA memory is not host memory");
 
         /* memory round trips */
         void *z = NULL, *d = NULL, *h = NULL;
-        GT_CHECK(be->ops->alloc(be, 0, &z) == 0 && z, "zero-size alloc");
+        CHECK(be->ops->alloc(be, 0, &z) == 0 && z, "zero-size alloc");
         be->ops->dealloc(be, z, 0);
         const size_t n = (3u << 20) + 13;
         uint8_t *src = malloc(n), *dst = malloc(n);
-        GT_REQUIRE(src && dst, "oom");
+        REQUIRE(src && dst, "oom");
         for (size_t i = 0; i < n; i++)
                 src[i] = (uint8_t)dsv_mix64(i);
-        GT_REQUIRE(be->ops->alloc(be, n + 64, &d) == 0, "alloc");
-        GT_CHECK(be->ops->fill(be, d, 0x5a, n + 64) == 0, "fill");
-        GT_CHECK(be->ops->upload(be, (uint8_t *)d + 7, src + 3, n - 3) == 0, "unaligned upload");
+        REQUIRE(be->ops->alloc(be, n + 64, &d) == 0, "alloc");
+        CHECK(be->ops->fill(be, d, 0x5a, n + 64) == 0, "fill");
+        CHECK(be->ops->upload(be, (uint8_t *)d + 7, src + 3, n - 3) == 0, "unaligned upload");
         memset(dst, 0, n);
-        GT_CHECK(be->ops->download(be, dst, d, 7) == 0, "download head");
+        CHECK(be->ops->download(be, dst, d, 7) == 0, "download head");
         int head_ok = 1;
         for (int i = 0; i < 7; i++)
                 head_ok &= dst[i] == 0x5a;
-        GT_CHECK(head_ok, "fill pattern before the upload kept");
-        GT_CHECK(be->ops->download(be, dst + 3, (uint8_t *)d + 7, n - 3) == 0, "unaligned download");
-        GT_CHECK(memcmp(dst + 3, src + 3, n - 3) == 0, "round trip");
+        CHECK(head_ok, "fill pattern before the upload kept");
+        CHECK(be->ops->download(be, dst + 3, (uint8_t *)d + 7, n - 3) == 0, "unaligned download");
+        CHECK(memcmp(dst + 3, src + 3, n - 3) == 0, "round trip");
         if (be->ops->alloc_host) {
-                GT_CHECK(be->ops->alloc_host(be, n, &h) == 0 && h, "alloc_host");
+                CHECK(be->ops->alloc_host(be, n, &h) == 0 && h, "alloc_host");
                 if (h) {
                         memcpy(h, src, n);
-                        GT_CHECK(be->ops->upload(be, d, h, n) == 0, "upload from pinned memory");
+                        CHECK(be->ops->upload(be, d, h, n) == 0, "upload from pinned memory");
                         memset(h, 0, n); /* upload returned: the source may be reused */
-                        GT_CHECK(be->ops->download(be, dst, d, n) == 0, "download");
-                        GT_CHECK(memcmp(dst, src, n) == 0, "pinned round trip");
+                        CHECK(be->ops->download(be, dst, d, n) == 0, "download");
+                        CHECK(memcmp(dst, src, n) == 0, "pinned round trip");
                         be->ops->free_host(be, h, n);
                 }
         }
@@ -64,34 +64,34 @@ int main(void) {
         op.embed = (struct dsv_op_embed){.out = &out.t[1], .table = &table.t[1], .ids = &ids.t[1]};
         r = be->ops->compute(be, &op);
         int s = be->ops->synchronize(be);
-        GT_CHECK(r == -EINVAL || s == -EINVAL, "an embedding id out of range is reported (compute %d, synchronize %d)", r, s);
+        CHECK(r == -EINVAL || s == -EINVAL, "an embedding id out of range is reported (compute %d, synchronize %d)", r, s);
         printf("  reported as: %s\n", dsv_backend_last_error(be));
-        GT_CHECK(be->ops->synchronize(be) == 0, "the error is reported once");
+        CHECK(be->ops->synchronize(be) == 0, "the error is reported once");
         int32_t good_ids[3] = {0, 3, 2};
         gb_set(&g, &ids, good_ids);
-        GT_CHECK(be->ops->compute(be, &op) == 0 && be->ops->synchronize(be) == 0, "the backend works on after an error");
+        CHECK(be->ops->compute(be, &op) == 0 && be->ops->synchronize(be) == 0, "the backend works on after an error");
         float o[24];
         gb_get(&g, &out, 1, o, "embed");
-        GT_CHECK(o[8] == 24.0f && o[23] == 23.0f, "embedding rows %g %g", o[8], o[23]);
+        CHECK(o[8] == 24.0f && o[23] == 23.0f, "embedding rows %g %g", o[8], o[23]);
         gb_free(&g, &table);
         gb_free(&g, &ids);
         gb_free(&g, &out);
 
         /* what part 1 leaves to part 2 */
         struct dsv_op moe = {.type = DSV_OP_MOE_EXPERTS};
-        GT_CHECK(!be->ops->supports_op(be, &moe), "moe_experts not claimed");
-        GT_CHECK(be->ops->compute(be, &moe) == -EOPNOTSUPP, "moe_experts refused");
+        CHECK(!be->ops->supports_op(be, &moe), "moe_experts not claimed");
+        CHECK(be->ops->compute(be, &moe) == -EOPNOTSUPP, "moe_experts refused");
 
         /* a second backend on the same device */
         struct dsv_backend *b2;
         struct dsv_error err;
-        GT_CHECK(dsv_backend_open("cuda", 0, &b2, &err) == 0, "second backend: %s", err.msg);
+        CHECK(dsv_backend_open("cuda", 0, &b2, &err) == 0, "second backend: %s", err.msg);
         dsv_backend_free(b2);
-        GT_CHECK(dsv_backend_open("cuda", 999, &b2, &err) < 0, "device 999 refused");
+        CHECK(dsv_backend_open("cuda", 999, &b2, &err) < 0, "device 999 refused");
         printf("  device 999: %s\n", err.msg);
 
         free(src);
         free(dst);
         gt_close(&g);
-        return gt_result("test-gpu-backend");
+        return test_result("test-gpu-backend");
 }

@@ -16,7 +16,7 @@ static void test_embed(int64_t V, int64_t D, int64_t T) {
         uint16_t *tb = malloc((size_t)(V * D) * 2);
         int32_t *id = malloc((size_t)T * 4);
         float *r0 = malloc((size_t)(T * D) * 4), *r1 = malloc((size_t)(T * D) * 4);
-        GT_REQUIRE(tb && id && r0 && r1, "oom");
+        REQUIRE(tb && id && r0 && r1, "oom");
         for (int64_t i = 0; i < V * D; i++)
                 tb[i] = dsv_f32_to_bf16(gt_randn(1, (uint64_t)i));
         for (int64_t t = 0; t < T; t++)
@@ -52,7 +52,7 @@ static void test_get_rows(int64_t X, int64_t D, int64_t n) {
         char what[128];
         float *xv = malloc((size_t)(X * D) * 4), *r0 = malloc((size_t)(n * D) * 4), *r1 = malloc((size_t)(n * D) * 4);
         int32_t *rv = malloc((size_t)n * 4);
-        GT_REQUIRE(xv && r0 && r1 && rv, "oom");
+        REQUIRE(xv && r0 && r1 && rv, "oom");
         gt_fill_randn(xv, (size_t)(X * D), 1, 3);
         for (int64_t i = 0; i < n; i++)
                 rv[i] = (int32_t)(gt_u01(4, (uint64_t)i) * (double)X);
@@ -87,7 +87,7 @@ static void test_binary(enum dsv_op_type type, int64_t T, int64_t N, int64_t pad
         char what[128];
         size_t n = (size_t)(T * N);
         float *av = malloc(n * 4), *bv = malloc(n * 4), *r0 = malloc(n * 4), *r1 = malloc(n * 4);
-        GT_REQUIRE(av && bv && r0 && r1, "oom");
+        REQUIRE(av && bv && r0 && r1, "oom");
         gt_fill_randn(av, n, 3, 5);
         gt_fill_randn(bv, n, 1, 6);
         if (n > 8) { /* special values travel through */
@@ -136,7 +136,7 @@ static void test_rope(int64_t T, int n_heads, int head_stride, int offset, int r
         size_t n = (size_t)(T * cols);
         float *xv = malloc(n * 4), *r0 = malloc(n * 4), *r1 = malloc(n * 4), *fv = malloc((size_t)rope_dim / 2 * 4);
         int32_t *pv = malloc((size_t)T * 4);
-        GT_REQUIRE(xv && r0 && r1 && fv && pv, "oom");
+        REQUIRE(xv && r0 && r1 && fv && pv, "oom");
         gt_fill_randn(xv, n, 1, 7);
         if (faithful)
                 gt_round_bf16(xv, n);
@@ -180,7 +180,7 @@ static void test_hadamard(int64_t T, int64_t N, int d, bool faithful) {
         char what[128];
         size_t n = (size_t)(T * N);
         float *xv = malloc(n * 4), *r0 = malloc(n * 4), *r1 = malloc(n * 4);
-        GT_REQUIRE(xv && r0 && r1, "oom");
+        REQUIRE(xv && r0 && r1, "oom");
         gt_fill_randn(xv, n, 1, 9);
         gb_new(&g, &x, DSV_F32, T, N, 5);
         gb_set(&g, &x, xv);
@@ -225,5 +225,5 @@ int main(void) {
                 test_hadamard(5, 8, 2, f);
         }
         gt_close(&g);
-        return gt_result("test-gpu-elementwise");
+        return test_result("test-gpu-elementwise");
 }

@@ -34,13 +34,13 @@ static void check_selection(const char *what, int64_t t, const int32_t *ref, con
                         bad_pad += got[i] != -1;
                 }
         }
-        GT_CHECK(bad_order == 0 && bad_pad == 0, "%s: query %lld: selection not ascending/in range (%d) or not -1 padded (%d)", what,
+        CHECK(bad_order == 0 && bad_pad == 0, "%s: query %lld: selection not ascending/in range (%d) or not -1 padded (%d)", what,
                  (long long)t, bad_order, bad_pad);
         if (memcmp(ref, got, (size_t)topk * 4) == 0)
                 return;
         /* sets differ: every difference must sit at the threshold */
         float *tmp = malloc((size_t)n * 4);
-        GT_REQUIRE(tmp, "oom");
+        REQUIRE(tmp, "oom");
         double amax = 0;
         for (int64_t s = 0; s < n; s++) {
                 tmp[s] = sc[s] != sc[s] ? -INFINITY : sc[s];
@@ -67,7 +67,7 @@ static void check_selection(const char *what, int64_t t, const int32_t *ref, con
         }
         printf("    query %lld: %d elements swapped at the threshold %.6g (eps %.2g), %d far from it\n", (long long)t, swaps, thr, eps,
                far);
-        GT_CHECK(far == 0, "%s: query %lld: %d selected elements differ away from the threshold", what, (long long)t, far);
+        CHECK(far == 0, "%s: query %lld: %d selected elements differ away from the threshold", what, (long long)t, far);
 }
 
 static void test_indexer(bool faithful, int H, int d, int topk, int n_seq, const int64_t *ctx, const struct iq *qs, int T,
@@ -86,7 +86,7 @@ static void test_indexer(bool faithful, int H, int d, int topk, int n_seq, const
         const size_t pool_bytes = (size_t)total_pages * (size_t)n_layers * L.layer_page_bytes;
         uint8_t *pool = calloc(pool_bytes, 1);
         int32_t *bt = malloc((size_t)(n_seq * max_pages) * 4), *perm = malloc((size_t)total_pages * 4);
-        GT_REQUIRE(pool && bt && perm, "oom (pool %zu bytes)", pool_bytes);
+        REQUIRE(pool && bt && perm, "oom (pool %zu bytes)", pool_bytes);
         for (int64_t i = 0; i < total_pages; i++)
                 perm[i] = (int32_t)i;
         for (int64_t i = total_pages - 1; i > 0; i--) {
@@ -98,7 +98,7 @@ static void test_indexer(bool faithful, int H, int d, int topk, int n_seq, const
         /* page tables and keys */
         float *kf = malloc((size_t)d * 4);
         uint8_t *kq = malloc((size_t)d);
-        GT_REQUIRE(kf && kq, "oom");
+        REQUIRE(kf && kq, "oom");
         int64_t next = 0;
         for (int s = 0; s < n_seq; s++) {
                 for (int64_t p = 0; p < max_pages; p++)
@@ -132,7 +132,7 @@ static void test_indexer(bool faithful, int H, int d, int topk, int n_seq, const
         uint8_t *q8 = malloc((size_t)T * H * d);
         float *qf = malloc((size_t)T * H * d * 4), *qsc = malloc((size_t)T * H * nbh * 4), *wv = malloc((size_t)T * H * 4);
         int32_t *seq = malloc((size_t)T * 4), *pos = malloc((size_t)T * 4);
-        GT_REQUIRE(q8 && qf && qsc && wv && seq && pos, "oom");
+        REQUIRE(q8 && qf && qsc && wv && seq && pos, "oom");
         for (int t = 0; t < T; t++) {
                 seq[t] = qs[t].seq;
                 pos[t] = qs[t].pos;
@@ -185,7 +185,7 @@ static void test_indexer(bool faithful, int H, int d, int topk, int n_seq, const
         if (gt_run(&g, ops, what) == 0) {
                 int32_t *i0 = malloc((size_t)T * topk * 4), *i1 = malloc((size_t)T * topk * 4);
                 float *s0 = malloc((size_t)(T * W) * 4), *s1 = malloc((size_t)(T * W) * 4);
-                GT_REQUIRE(i0 && i1 && s0 && s1, "oom");
+                REQUIRE(i0 && i1 && s0 && s1, "oom");
                 gb_get(&g, &gidx, 0, i0, what);
                 gb_get(&g, &gidx, 1, i1, what);
                 gb_get(&g, &gsc, 0, s0, what);
@@ -252,5 +252,5 @@ int main(void) {
                 test_indexer(f, 3, 40, 100, 1, ctx4, q4, 2, true, "odd");
         }
         gt_close(&g);
-        return gt_result("test-gpu-indexer");
+        return test_result("test-gpu-indexer");
 }

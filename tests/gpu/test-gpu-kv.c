@@ -19,7 +19,7 @@ static void test_kv(enum dsv_kv_format fmt, int n_layers, int layer, int kv_lora
         int32_t *perm = malloc((size_t)n_pages * 4), *sl = malloc((size_t)T * 4);
         float *lv = malloc((size_t)(T * kv_lora) * 4), *pv = malloc((size_t)(T * rope) * 4), *kv = malloc((size_t)(T * index_dim) * 4);
         uint8_t *p0 = malloc(pool_bytes), *p1 = malloc(pool_bytes);
-        GT_REQUIRE(perm && sl && lv && pv && kv && p0 && p1, "oom");
+        REQUIRE(perm && sl && lv && pv && kv && p0 && p1, "oom");
         for (int i = 0; i < n_pages; i++)
                 perm[i] = i;
         for (int i = n_pages - 1; i > 0; i--) {
@@ -80,7 +80,7 @@ static void test_kv(enum dsv_kv_format fmt, int n_layers, int layer, int kv_lora
         snprintf(what, sizeof(what), "kv_gather %s n=%d", fmt == DSV_KV_FP8 ? "fp8" : "f32", n_gather);
         if (gt_run(&g, ops, what) == 0) {
                 float *a = malloc((size_t)n_gather * (size_t)kv_lora * 4), *b = malloc((size_t)n_gather * (size_t)kv_lora * 4);
-                GT_REQUIRE(a && b, "oom");
+                REQUIRE(a && b, "oom");
                 gb_get(&g, &glat, 0, a, what);
                 gb_get(&g, &glat, 1, b, what);
                 gt_cmp_f32(what, a, b, (size_t)n_gather * (size_t)kv_lora, (struct gt_tol){0, 0, 0, 0});
@@ -113,12 +113,12 @@ int main(void) {
                 return r;
         struct dsv_kv_layout L;
         gt_kv_layout(&L, DSV_KV_FP8, 61, 512, 64, 128, 64);
-        GT_CHECK(L.mla_rec == 656 && L.idx_rec + L.idx_scale_rec == 132, "671B record sizes: %zu + %zu", L.mla_rec,
+        CHECK(L.mla_rec == 656 && L.idx_rec + L.idx_scale_rec == 132, "671B record sizes: %zu + %zu", L.mla_rec,
                  L.idx_rec + L.idx_scale_rec);
         test_kv(DSV_KV_FP8, 3, 1, 512, 64, 128, 40, 2000, 2000);
         test_kv(DSV_KV_FP8, 1, 0, 512, 64, 128, 2, 1, 1);
         test_kv(DSV_KV_F32, 2, 1, 512, 64, 128, 8, 300, 260);
         test_kv(DSV_KV_FP8, 2, 0, 200, 8, 48, 4, 130, 100); /* partial blocks */
         gt_close(&g);
-        return gt_result("test-gpu-kv");
+        return test_result("test-gpu-kv");
 }

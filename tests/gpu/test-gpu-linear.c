@@ -36,7 +36,7 @@ static void test_linear(int64_t T, int64_t N, int64_t K, enum dsv_dtype wt, bool
         void *wv = malloc(nw * (wt == DSV_F32 ? 4 : 2));
         float *sv = malloc((size_t)(br * bc) * 4);
         double t0 = gt_now();
-        GT_REQUIRE(xv && o0 && o1 && wv && sv, "oom");
+        REQUIRE(xv && o0 && o1 && wv && sv, "oom");
         gt_fill_randn(xv, nx, 1.0f, 20 + (uint64_t)T);
         if (faithful)
                 gt_round_bf16(xv, nx); /* activations are bf16 values at the reference's rounding points */
@@ -64,7 +64,7 @@ static void test_linear(int64_t T, int64_t N, int64_t K, enum dsv_dtype wt, bool
         op.linear = (struct dsv_op_linear){.out = &out.t[0], .x = &x.t[0], .w = &w.t[0], .quant_in = quant, .round_out = faithful};
         gb_poison(&g, &out);
         int r = g.be[0]->ops->compute(g.be[0], &op);
-        GT_CHECK(r == 0, "cpu linear: %s", strerror(-r));
+        CHECK(r == 0, "cpu linear: %s", strerror(-r));
         double t_cpu = gt_now() - t0;
         gb_get(&g, &out, 0, o0, "linear (cpu)");
         const struct gt_tol tol = lin_tol(o0, no, faithful);
@@ -77,13 +77,13 @@ static void test_linear(int64_t T, int64_t N, int64_t K, enum dsv_dtype wt, bool
                          (long long)K, faithful ? "faithful" : "exact", path_names[pi]);
                 /* the buffers belong to g.be[1]; every path backend shares the device and its memory */
                 gb_poison(&g, &out);
-                GT_REQUIRE(g.be[1]->ops->synchronize(g.be[1]) == 0, "sync"); /* another stream computes next */
+                REQUIRE(g.be[1]->ops->synchronize(g.be[1]) == 0, "sync"); /* another stream computes next */
                 op.linear = (struct dsv_op_linear){.out = &out.t[1], .x = &x.t[1], .w = &w.t[1], .quant_in = quant, .round_out = faithful};
-                GT_CHECK(be->ops->supports_op(be, &op), "%s: not supported", what);
+                CHECK(be->ops->supports_op(be, &op), "%s: not supported", what);
                 r = be->ops->compute(be, &op);
                 if (r == 0)
                         r = be->ops->synchronize(be);
-                GT_CHECK(r == 0, "%s: %s %s", what, strerror(-r), dsv_backend_last_error(be));
+                CHECK(r == 0, "%s: %s %s", what, strerror(-r), dsv_backend_last_error(be));
                 if (r)
                         continue;
                 gb_get(&g, &out, 1, o1, what);
@@ -109,7 +109,7 @@ int main(void) {
                 struct dsv_error err;
                 setenv("DSV_CUDA_FP8_PATH", path_names[pi], 1);
                 r = dsv_backend_open("cuda", 0, &paths[pi], &err);
-                GT_REQUIRE(r == 0, "opening the %s path backend: %s", path_names[pi], err.msg);
+                REQUIRE(r == 0, "opening the %s path backend: %s", path_names[pi], err.msg);
                 printf("path %-8s: %s\n", path_names[pi], dsv_backend_describe(paths[pi]));
         }
         unsetenv("DSV_CUDA_FP8_PATH");
@@ -136,5 +136,5 @@ int main(void) {
         for (int pi = 0; pi < 4; pi++)
                 dsv_backend_free(paths[pi]);
         gt_close(&g);
-        return gt_result("test-gpu-linear");
+        return test_result("test-gpu-linear");
 }

@@ -60,7 +60,7 @@ static void test_decode(bool faithful, int H, int nope, int rope, int V, int C, 
         }
         const size_t pool_bytes = (size_t)total_pages * n_layers * L.layer_page_bytes;
         int32_t *bt = malloc((size_t)(n_seq * max_pages) * 4), *slots = malloc((size_t)total_tok * 4);
-        GT_REQUIRE(bt && slots, "oom");
+        REQUIRE(bt && slots, "oom");
         int64_t next = 0, tok = 0;
         for (int s = 0; s < n_seq; s++) {
                 for (int64_t p = 0; p < max_pages; p++)
@@ -77,7 +77,7 @@ static void test_decode(bool faithful, int H, int nope, int rope, int V, int C, 
         gb_new(&g, &key, DSV_F32, total_tok, 128, 0);
         float *tmp = malloc((size_t)(total_tok * C) * 4);
         uint8_t *pb = calloc(pool_bytes, 1);
-        GT_REQUIRE(tmp && pb, "oom");
+        REQUIRE(tmp && pb, "oom");
         gb_set(&g, &pool, pb);
         gb_set(&g, &gslots, slots);
         gt_fill_randn(tmp, (size_t)(total_tok * C), 1.0f, 60);
@@ -89,14 +89,14 @@ static void test_decode(bool faithful, int H, int nope, int rope, int V, int C, 
         struct dsv_op st = {.type = DSV_OP_KV_STORE, .faithful = faithful};
         st.kv_store = (struct dsv_op_kv_store){.kv = {&L, pool.t[0].data, layer}, .slots = &gslots.t[0], .latent = &lat.t[0],
                                                .k_pe = &kpe.t[0], .idx_key = &key.t[0]};
-        GT_REQUIRE(g.be[0]->ops->compute(g.be[0], &st) == 0, "kv_store");
+        REQUIRE(g.be[0]->ops->compute(g.be[0], &st) == 0, "kv_store");
         gb_get(&g, &pool, 0, pb, "pool");
         gb_set(&g, &pool, pb);
 
         /* queries */
         int32_t *seq = malloc((size_t)T * 4), *pos = malloc((size_t)T * 4), *idx = malloc((size_t)T * K * 4);
         float *qv = malloc((size_t)T * H * qk * 4), *wv = malloc((size_t)H * (nope + V) * C * 4);
-        GT_REQUIRE(seq && pos && idx && qv && wv, "oom");
+        REQUIRE(seq && pos && idx && qv && wv, "oom");
         for (int t = 0; t < T; t++) {
                 seq[t] = qs[t].seq;
                 pos[t] = qs[t].pos;
@@ -137,7 +137,7 @@ static void test_decode(bool faithful, int H, int nope, int rope, int V, int C, 
         if (gt_run(&g, ops, what) == 0) {
                 const size_t n = (size_t)T * H * V;
                 float *o0 = malloc(n * 4), *o1 = malloc(n * 4);
-                GT_REQUIRE(o0 && o1, "oom");
+                REQUIRE(o0 && o1, "oom");
                 gb_get(&g, &gout, 0, o0, what);
                 gb_get(&g, &gout, 1, o1, what);
                 gt_cmp_f32(what, o0, o1, n, mla_tol(o0, n, faithful));
@@ -165,7 +165,7 @@ static void test_prefill(bool faithful, int H, int nope, int rope, int V, int K,
         const int64_t kvw = (int64_t)H * (nope + V);
         float *kv = malloc((size_t)(n_ctx * kvw) * 4), *pe = malloc((size_t)(n_ctx * rope) * 4), *qv = malloc((size_t)T * H * qk * 4);
         int32_t *idx = malloc((size_t)T * K * 4);
-        GT_REQUIRE(kv && pe && qv && idx, "oom");
+        REQUIRE(kv && pe && qv && idx, "oom");
         gt_fill_randn(kv, (size_t)(n_ctx * kvw), 0.5f, 70);
         gt_fill_randn(pe, (size_t)(n_ctx * rope), 1.0f, 71);
         gt_fill_randn(qv, (size_t)T * H * qk, 0.3f, 72);
@@ -199,7 +199,7 @@ static void test_prefill(bool faithful, int H, int nope, int rope, int V, int K,
         if (gt_run(&g, ops, what) == 0) {
                 const size_t n = (size_t)T * H * V;
                 float *o0 = malloc(n * 4), *o1 = malloc(n * 4);
-                GT_REQUIRE(o0 && o1, "oom");
+                REQUIRE(o0 && o1, "oom");
                 gb_get(&g, &gout, 0, o0, what);
                 gb_get(&g, &gout, 1, o1, what);
                 gt_cmp_f32(what, o0, o1, n, mla_tol(o0, n, faithful));
@@ -242,5 +242,5 @@ int main(void) {
                 test_prefill(f, 5, 24, 16, 40, 60, 70, 3, scale);
         }
         gt_close(&g);
-        return gt_result("test-gpu-mla");
+        return test_result("test-gpu-mla");
 }

@@ -19,7 +19,7 @@ static void test_rmsnorm(int64_t T, int64_t N, bool with_x, bool with_res, bool 
         float *xv = malloc(n * 4), *rv = malloc(n * 4), *wv = malloc((size_t)N * 4), *o0 = malloc(n * 4), *o1 = malloc(n * 4);
         float *s0 = malloc(n * 4), *s1 = malloc(n * 4);
         uint16_t *wb = malloc((size_t)N * 2);
-        GT_REQUIRE(xv && rv && wv && o0 && o1 && s0 && s1 && wb, "oom");
+        REQUIRE(xv && rv && wv && o0 && o1 && s0 && s1 && wb, "oom");
         gt_fill_randn(xv, n, 0.2f, 10);
         gt_fill_randn(rv, n, 1.0f, 11);
         gt_fill_randn(wv, (size_t)N, 0.3f, 12);
@@ -76,7 +76,7 @@ static void test_layernorm(int64_t T, int64_t N, bool in_place, bool faithful) {
         char what[128];
         size_t n = (size_t)(T * N);
         float *xv = malloc(n * 4), *wv = malloc((size_t)N * 4), *bv = malloc((size_t)N * 4), *o0 = malloc(n * 4), *o1 = malloc(n * 4);
-        GT_REQUIRE(xv && wv && bv && o0 && o1, "oom");
+        REQUIRE(xv && wv && bv && o0 && o1, "oom");
         gt_fill_randn(xv, n, 2.0f, 13);
         for (size_t i = 0; i < n; i++)
                 xv[i] += 0.5f; /* a mean to remove */
@@ -124,7 +124,7 @@ static void test_act_quant(int64_t T, int64_t K, bool specials) {
         size_t n = (size_t)(T * K);
         float *xv = malloc(n * 4), *s0 = malloc((size_t)(T * nb) * 4), *s1 = malloc((size_t)(T * nb) * 4);
         uint8_t *q0 = malloc(n), *q1 = malloc(n);
-        GT_REQUIRE(xv && s0 && s1 && q0 && q1, "oom");
+        REQUIRE(xv && s0 && s1 && q0 && q1, "oom");
         gt_fill_randn(xv, n, 1.0f, 16);
         for (size_t i = 0; i < n; i++) /* a spread of magnitudes over the blocks */
                 xv[i] *= ldexpf(1.0f, (int)((i / 128) % 24) - 12);
@@ -187,5 +187,5 @@ int main(void) {
         test_act_quant(1, 100, false);
         test_act_quant(3, 64 * 128, true);
         gt_close(&g);
-        return gt_result("test-gpu-norm");
+        return test_result("test-gpu-norm");
 }

@@ -29,7 +29,7 @@ int main(void) {
                 {1.0f, 1.0f, 0.0f, 0, 10, 0},    /* sampled over all-equal logits */
         };
         float *lg = malloc((size_t)n * V * 4);
-        GT_REQUIRE(lg, "oom");
+        REQUIRE(lg, "oom");
         for (int t = 0; t < n; t++) {
                 float *row = lg + (size_t)t * V;
                 for (int i = 0; i < V; i++)
@@ -49,11 +49,11 @@ int main(void) {
          * the argmax itself is inf... both must pick the same */
         void *dev;
         struct dsv_backend *be = g.be[1];
-        GT_REQUIRE(be->ops->alloc(be, (size_t)n * V * 4, &dev) == 0, "alloc");
-        GT_REQUIRE(be->ops->upload(be, dev, lg, (size_t)n * V * 4) == 0, "upload");
+        REQUIRE(be->ops->alloc(be, (size_t)n * V * 4, &dev) == 0, "alloc");
+        REQUIRE(be->ops->upload(be, dev, lg, (size_t)n * V * 4) == 0, "upload");
         struct dsv_tensor logits = dsv_tensor_2d(DSV_F32, dev, n, V);
         struct dsv_sampler smp;
-        GT_REQUIRE(dsv_sampler_init(&smp, V) == 0, "sampler");
+        REQUIRE(dsv_sampler_init(&smp, V) == 0, "sampler");
         int agree[10] = {0};
         int32_t tok[10];
         struct dsv_sample_params p[10];
@@ -66,7 +66,7 @@ int main(void) {
                 double t1 = gt_now();
                 r = dsv_backend_sample(be, &logits, p, n, tok);
                 t_gpu += gt_now() - t1;
-                GT_CHECK(r == 0, "sample: %s %s", strerror(-r), dsv_backend_last_error(be));
+                CHECK(r == 0, "sample: %s %s", strerror(-r), dsv_backend_last_error(be));
                 if (r)
                         break;
                 for (int t = 0; t < n; t++) {
@@ -82,14 +82,14 @@ int main(void) {
                 printf("  row %d (T=%.2f top_p=%.2f min_p=%.2f top_k=%d): %d/%d agree %s\n", t, base[t].temperature, base[t].top_p,
                        base[t].min_p, base[t].top_k, agree[t], steps, greedy ? "(greedy: all required)" : "");
                 if (greedy)
-                        GT_CHECK(agree[t] == steps, "row %d: greedy tokens differ", t);
+                        CHECK(agree[t] == steps, "row %d: greedy tokens differ", t);
                 else
-                        GT_CHECK(agree[t] >= steps * 99 / 100, "row %d: only %d of %d sampled tokens agree", t, agree[t], steps);
+                        CHECK(agree[t] >= steps * 99 / 100, "row %d: only %d of %d sampled tokens agree", t, agree[t], steps);
         }
         printf("  %d steps x %d rows: %.2f ms per GPU call (V=%d), %.1f s in all\n", steps, n, 1e3 * t_gpu / steps, V, gt_now() - t0);
         dsv_sampler_done(&smp);
         be->ops->dealloc(be, dev, (size_t)n * V * 4);
         free(lg);
         gt_close(&g);
-        return gt_result("test-gpu-sample");
+        return test_result("test-gpu-sample");
 }

@@ -13,18 +13,7 @@
 #include <sys/wait.h>
 
 #include "daemon/util.h"
-
-static int test_failures;
-
-#define CHECK(cond, ...)                                                         \
-        do {                                                                     \
-                if (!(cond)) {                                                   \
-                        fprintf(stderr, "%s:%d: FAIL: %s: ", __FILE__, __LINE__, #cond); \
-                        fprintf(stderr, __VA_ARGS__);                            \
-                        fprintf(stderr, "\n");                                   \
-                        test_failures++;                                         \
-                }                                                                \
-        } while (0)
+#include "tests/check.h"
 
 #define CHECK_U64(got, want)                                                                         \
         do {                                                                                         \

@@ -9,15 +9,9 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#define CHECK(cond, ...)                                                                 \
-        do {                                                                             \
-                if (!(cond)) {                                                           \
-                        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-                        fprintf(stderr, __VA_ARGS__);                                    \
-                        fprintf(stderr, "\n");                                           \
-                        h_fail();                                                        \
-                }                                                                        \
-        } while (0)
+/* a failed check stops the test at once (h_fail cleans up and exits 1) */
+#define TEST_ON_FAIL() h_fail()
+#include "tests/check.h"
 
 struct h_daemon {
         pid_t pid;

@@ -4,6 +4,7 @@
 IPC_TEST_LIBS = libdsv32ipc.la
 DAEMON_TEST_LIBS = libdsv32.la libdsv32ipc.la
 HARNESS = tests/ipc/harness.h tests/ipc/harness.c
+RAW_CLIENT = tests/ipc/raw.h tests/ipc/raw.c
 
 check_PROGRAMS += tests/ipc/test-ipc-ring
 tests_ipc_test_ipc_ring_SOURCES = tests/ipc/test-ipc-ring.c
@@ -67,13 +68,13 @@ tests_ipc_test_daemon_kill_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-kill
 
 check_PROGRAMS += tests/ipc/test-daemon-hostile
-tests_ipc_test_daemon_hostile_SOURCES = tests/ipc/test-daemon-hostile.c $(HARNESS)
+tests_ipc_test_daemon_hostile_SOURCES = tests/ipc/test-daemon-hostile.c $(HARNESS) $(RAW_CLIENT)
 tests_ipc_test_daemon_hostile_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 tests_ipc_test_daemon_hostile_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-hostile
 
 check_PROGRAMS += tests/ipc/test-daemon-session
-tests_ipc_test_daemon_session_SOURCES = tests/ipc/test-daemon-session.c $(HARNESS)
+tests_ipc_test_daemon_session_SOURCES = tests/ipc/test-daemon-session.c $(HARNESS) $(RAW_CLIENT)
 tests_ipc_test_daemon_session_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 tests_ipc_test_daemon_session_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-session

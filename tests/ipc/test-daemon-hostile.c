@@ -21,234 +21,98 @@
 #include "ipc/proto.h"
 #include "ipc/ring.h"
 #include "tests/ipc/harness.h"
+#include "tests/ipc/raw.h"
 
 static struct h_daemon d;
-
-struct raw {
-        int fd;
-        struct dsv_shm shm;
-};
-
-static int raw_socket(void) {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-        CHECK(strlen(d.socket) < sizeof(sa.sun_path), "socket path too long");
-        memcpy(sa.sun_path, d.socket, strlen(d.socket) + 1);
-        CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %s", d.socket);
-        return fd;
-}
-
-static size_t record(uint8_t *buf, uint16_t type, uint16_t flags, const struct dsv_msg *m) {
-        struct dsv_ipc_record h = {.type = type, .flags = flags};
-        struct dsv_wbuf w;
-        dsv_wbuf_fixed(&w, buf + sizeof(h), 4000);
-        CHECK(dsv_msg_encode(m, &w) == 0, "encode");
-        h.length = (uint32_t)w.len;
-        memcpy(buf, &h, sizeof(h));
-        return sizeof(h) + w.len;
-}
-
-static void raw_open(struct raw *r, uint32_t sub, uint32_t comp) {
-        struct dsv_msg m = {.type = DSV_MSG_HELLO};
-        uint8_t out[4096], in[4096];
-        union {
-                struct cmsghdr a;
-                char b[CMSG_SPACE(sizeof(int))];
-        } cm;
-        struct iovec iov = {.iov_base = in, .iov_len = sizeof(in)};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
-        struct pollfd p;
-        struct cmsghdr *ch;
-        int memfd = -1;
-        size_t n;
-
-        r->fd = raw_socket();
-        m.u.hello.version_major = 1;
-        m.u.hello.sub_bytes = sub;
-        m.u.hello.comp_bytes = comp;
-        strcpy(m.u.hello.name, "hostile");
-        n = record(out, DSV_MSG_HELLO, 0, &m);
-        CHECK(send(r->fd, out, n, MSG_NOSIGNAL) == (ssize_t)n, "send HELLO");
-        p = (struct pollfd){.fd = r->fd, .events = POLLIN};
-        CHECK(poll(&p, 1, 5000) == 1, "no WELCOME");
-        CHECK(recvmsg(r->fd, &mh, MSG_CMSG_CLOEXEC) > 8, "recvmsg WELCOME");
-        ch = CMSG_FIRSTHDR(&mh);
-        CHECK(ch && ch->cmsg_type == SCM_RIGHTS, "no memfd");
-        memcpy(&memfd, CMSG_DATA(ch), sizeof(int));
-        CHECK(dsv_shm_attach(memfd, &r->shm) == 0, "attach");
-        close(memfd);
-}
-
-static void raw_close(struct raw *r) {
-        close(r->fd);
-        dsv_shm_unmap(&r->shm);
-}
-
-static void raw_write(struct raw *r, uint16_t type, uint16_t flags, const void *p, uint32_t len) {
-        CHECK(dsv_ring_write(&r->shm.sub, type, flags, p, len) == 0, "ring write");
-        dsv_ipc_doorbell(r->fd);
-}
-
-static void raw_write_msg(struct raw *r, const struct dsv_msg *m, uint16_t flags) {
-        struct dsv_wbuf w = {0};
-        CHECK(dsv_msg_encode(m, &w) == 0, "encode");
-        raw_write(r, m->type, flags, w.data, (uint32_t)w.len);
-        dsv_wbuf_free(&w);
-}
-
-/* The daemon must send an ERROR datagram with `code` and close the connection. */
-static void expect_drop(struct raw *r, int code, const char *what) {
-        uint8_t buf[4096];
-        struct pollfd p = {.fd = r->fd, .events = POLLIN};
-        bool got_error = false, closed = false;
-        uint64_t t0 = h_now_ns();
-
-        while (!closed && h_now_ns() - t0 < 5000000000ull) {
-                ssize_t n;
-                if (poll(&p, 1, 100) <= 0)
-                        continue;
-                n = recv(r->fd, buf, sizeof(buf), MSG_DONTWAIT);
-                if (n == 0 || (n < 0 && errno == ECONNRESET)) {
-                        closed = true;
-                } else if (n > 8) {
-                        struct dsv_ipc_record h;
-                        struct dsv_msg m;
-                        memcpy(&h, buf, sizeof(h));
-                        if (h.type == DSV_MSG_ERROR && dsv_msg_decode(DSV_MSG_ERROR, buf + 8, h.length, &m, NULL, 0) == 0) {
-                                CHECK(m.u.error.code == code, "%s: error code %d (%.*s), want %d", what, m.u.error.code,
-                                      (int)m.u.error.message_len, m.u.error.message, code);
-                                got_error = true;
-                                dsv_msg_release(&m);
-                        }
-                }
-        }
-        CHECK(got_error, "%s: no ERROR datagram", what);
-        CHECK(closed, "%s: the connection was not closed", what);
-        fprintf(stderr, "ok: %s -> ERROR %d and drop\n", what, code);
-}
-
-/* The daemon must answer with an ERROR record (code) in the completion ring and keep the
- * connection; a PING afterwards gets its PONG. */
-static void expect_ring_error_then_pong(struct raw *r, int code, const char *what) {
-        uint8_t buf[1 << 16];
-        struct dsv_ipc_record h;
-        struct dsv_msg m = {.type = DSV_MSG_PING};
-        bool err = false, pong = false;
-        uint64_t t0 = h_now_ns();
-
-        m.u.ping.id = 4242;
-        raw_write_msg(r, &m, 0);
-        while (!pong && h_now_ns() - t0 < 5000000000ull) {
-                struct dsv_msg x;
-                int k = dsv_ring_read(&r->shm.comp, &h, buf, sizeof(buf));
-                CHECK(k >= 0, "%s: completion ring broken", what);
-                if (k == 0) {
-                        usleep(1000);
-                        continue;
-                }
-                CHECK(dsv_msg_decode(h.type, buf, h.length, &x, NULL, 0) == 0, "%s: bad completion record", what);
-                if (h.type == DSV_MSG_ERROR) {
-                        CHECK(x.u.error.code == code, "%s: error %d (%.*s), want %d", what, x.u.error.code,
-                              (int)x.u.error.message_len, x.u.error.message, code);
-                        err = true;
-                } else if (h.type == DSV_MSG_PONG && x.u.ping.id == 4242) {
-                        pong = true;
-                }
-                dsv_msg_release(&x);
-        }
-        CHECK(err, "%s: no ERROR record", what);
-        CHECK(pong, "%s: the connection stopped working", what);
-        fprintf(stderr, "ok: %s -> ERROR %d, connection kept\n", what, code);
-}
 
 /* ------------------------------------------------------------------ attacks */
 
 static void attack_length_past_ring(void) {
-        struct raw r;
+        struct h_raw r;
         struct dsv_ipc_record h = {.length = 0x7fffffff, .type = DSV_MSG_PING};
-        raw_open(&r, 4096, 4096);
+        h_raw_open(&r, d.socket, 4096, 4096, "hostile");
         memcpy(r.shm.sub.data, &h, sizeof(h));
         __atomic_store_n(&r.shm.sub.ctl->tail, 4096, __ATOMIC_RELEASE);
         dsv_ipc_doorbell(r.fd);
-        expect_drop(&r, EBADMSG, "record length past the ring");
-        raw_close(&r);
+        h_raw_expect_drop(&r, EBADMSG, "record length past the ring");
+        h_raw_close(&r);
 }
 
 static void attack_tail_backwards(void) {
-        struct raw r;
+        struct h_raw r;
         struct dsv_msg m = {.type = DSV_MSG_PING};
-        raw_open(&r, 4096, 4096);
+        h_raw_open(&r, d.socket, 4096, 4096, "hostile");
         m.u.ping.id = 1;
-        raw_write_msg(&r, &m, 0); /* one good record, then the tail moves back */
+        h_raw_write_msg(&r, &m, 0); /* one good record, then the tail moves back */
         usleep(50000);
         __atomic_store_n(&r.shm.sub.ctl->tail, 8, __ATOMIC_RELEASE);
         dsv_ipc_doorbell(r.fd);
-        expect_drop(&r, EPROTO, "tail moved backwards");
-        raw_close(&r);
+        h_raw_expect_drop(&r, EPROTO, "tail moved backwards");
+        h_raw_close(&r);
 }
 
 static void attack_tail_beyond(void) {
-        struct raw r;
-        raw_open(&r, 4096, 4096);
+        struct h_raw r;
+        h_raw_open(&r, d.socket, 4096, 4096, "hostile");
         __atomic_store_n(&r.shm.sub.ctl->tail, 4096 + 64, __ATOMIC_RELEASE);
         dsv_ipc_doorbell(r.fd);
-        expect_drop(&r, EPROTO, "tail beyond the capacity");
-        raw_close(&r);
+        h_raw_expect_drop(&r, EPROTO, "tail beyond the capacity");
+        h_raw_close(&r);
 }
 
 static void attack_truncated_frame(void) {
-        struct raw r;
+        struct h_raw r;
         struct dsv_ipc_record h = {.length = 100, .type = DSV_MSG_PING};
-        raw_open(&r, 4096, 4096);
+        h_raw_open(&r, d.socket, 4096, 4096, "hostile");
         memcpy(r.shm.sub.data, &h, sizeof(h));
         __atomic_store_n(&r.shm.sub.ctl->tail, 48, __ATOMIC_RELEASE);
         dsv_ipc_doorbell(r.fd);
-        expect_drop(&r, EBADMSG, "record longer than what was published");
-        raw_close(&r);
+        h_raw_expect_drop(&r, EBADMSG, "record longer than what was published");
+        h_raw_close(&r);
 }
 
 static void attack_payload(const char *what, uint16_t type, const uint8_t *p, uint32_t n, int code, bool drop) {
-        struct raw r;
-        raw_open(&r, 4096, 4096);
-        raw_write(&r, type, 0, p, n);
+        struct h_raw r;
+        h_raw_open(&r, d.socket, 4096, 4096, "hostile");
+        h_raw_write(&r, type, 0, p, n);
         if (drop)
-                expect_drop(&r, code, what);
+                h_raw_expect_drop(&r, code, what);
         else
-                expect_ring_error_then_pong(&r, code, what);
-        raw_close(&r);
+                h_raw_expect_ring_error(&r, code, what);
+        h_raw_close(&r);
 }
 
 static void attack_flags(void) {
-        struct raw r;
+        struct h_raw r;
         struct dsv_msg m = {.type = DSV_MSG_STATS};
-        raw_open(&r, 4096, 4096);
+        h_raw_open(&r, d.socket, 4096, 4096, "hostile");
         m.u.id.id = 5;
-        raw_write_msg(&r, &m, 0x0100);
-        expect_ring_error_then_pong(&r, EOPNOTSUPP, "unknown critical record flag");
-        raw_close(&r);
+        h_raw_write_msg(&r, &m, 0x0100);
+        h_raw_expect_ring_error(&r, EOPNOTSUPP, "unknown critical record flag");
+        h_raw_close(&r);
 }
 
 static void attack_client_message(void) {
-        struct raw r;
+        struct h_raw r;
         struct dsv_msg m = {.type = DSV_MSG_DONE};
-        raw_open(&r, 4096, 4096);
+        h_raw_open(&r, d.socket, 4096, 4096, "hostile");
         m.u.done.id = 5;
-        raw_write_msg(&r, &m, 0);
-        expect_drop(&r, EPROTO, "a reply type sent by a client");
-        raw_close(&r);
+        h_raw_write_msg(&r, &m, 0);
+        h_raw_expect_drop(&r, EPROTO, "a reply type sent by a client");
+        h_raw_close(&r);
 }
 
 static void attack_comp_head(void) {
-        struct raw r;
+        struct h_raw r;
         struct dsv_msg m = {.type = DSV_MSG_PING};
         struct pollfd p;
         char b[4096];
         bool closed = false;
         uint64_t t0 = h_now_ns();
-        raw_open(&r, 4096, 4096);
+        h_raw_open(&r, d.socket, 4096, 4096, "hostile");
         __atomic_store_n(&r.shm.comp.ctl->head, 1ull << 40, __ATOMIC_RELEASE);
         m.u.ping.id = 9;
-        raw_write_msg(&r, &m, 0);
+        h_raw_write_msg(&r, &m, 0);
         while (!closed && h_now_ns() - t0 < 5000000000ull) {
                 ssize_t n;
                 p = (struct pollfd){.fd = r.fd, .events = POLLIN};
@@ -259,12 +123,12 @@ static void attack_comp_head(void) {
         }
         CHECK(closed, "a client that corrupts its completion ring's head must be dropped");
         fprintf(stderr, "ok: completion head moved past the tail -> drop\n");
-        raw_close(&r);
+        h_raw_close(&r);
 }
 
 /* Rewrites the payload bytes of published records while the daemon reads them. */
 struct flipper {
-        struct raw *r;
+        struct h_raw *r;
         volatile bool stop;
 };
 
@@ -279,12 +143,12 @@ static void *flip(void *ud) {
 }
 
 static void attack_changing_records(void) {
-        struct raw r;
+        struct h_raw r;
         struct flipper f = {.r = &r};
         pthread_t t;
         struct dsv_msg m = {.type = DSV_MSG_PING};
         int written = 0;
-        raw_open(&r, 4096, 1 << 20);
+        h_raw_open(&r, d.socket, 4096, 1 << 20, "hostile");
         pthread_create(&t, NULL, flip, &f);
         for (int i = 0; i < 2000; i++) {
                 m.u.ping.id = (uint64_t)i + 1;
@@ -303,17 +167,17 @@ static void attack_changing_records(void) {
         usleep(100000);
         CHECK(kill(d.pid, 0) == 0, "dsv32d died");
         fprintf(stderr, "ok: %d records rewritten while being read; daemon alive\n", written);
-        raw_close(&r);
+        h_raw_close(&r);
 }
 
 static void attack_flood(void) {
-        struct raw r;
+        struct h_raw r;
         struct dsv_msg m = {.type = DSV_MSG_PING};
         uint8_t buf[4096];
         struct dsv_ipc_record h;
         uint64_t sent = 0, got = 0, next = 1, t0;
         /* next: the last id seen (ids start at 1, so the first real one is 2) */
-        raw_open(&r, 65536, 4096);
+        h_raw_open(&r, d.socket, 65536, 4096, "hostile");
         /* many doorbells and many PINGs while never reading: the daemon must stall this
          * connection (completion ring full), not drop replies or block anybody else */
         for (int i = 0; i < 20000; i++)
@@ -362,25 +226,25 @@ static void attack_flood(void) {
         CHECK(got == sent, "flood: %llu PINGs, %llu PONGs", (unsigned long long)sent, (unsigned long long)got);
         fprintf(stderr, "ok: flood of %llu PINGs and 20000 doorbells: stalled, then every PONG delivered\n",
                 (unsigned long long)sent);
-        raw_close(&r);
+        h_raw_close(&r);
 }
 
 static void attack_generate_flood(void) {
-        struct raw r;
+        struct h_raw r;
         struct dsv_msg m = {.type = DSV_MSG_GENERATE};
         int32_t prompt[] = {0, 1, 2};
         uint8_t buf[4096];
         struct dsv_ipc_record h;
         int eagain = 0, done = 0;
         uint64_t t0 = h_now_ns();
-        raw_open(&r, 1 << 16, 1 << 20);
+        h_raw_open(&r, d.socket, 1 << 16, 1 << 20, "hostile");
         m.u.generate.tokens = prompt;
         m.u.generate.n_tokens = 3;
         m.u.generate.max_tokens = 2;
         m.u.generate.top_p = 1;
         for (int i = 0; i < 40; i++) {
                 m.u.generate.id = (uint64_t)i + 1;
-                raw_write_msg(&r, &m, 0);
+                h_raw_write_msg(&r, &m, 0);
         }
         while (eagain + done < 40 && h_now_ns() - t0 < 20000000000ull) {
                 struct dsv_msg x;
@@ -400,23 +264,23 @@ static void attack_generate_flood(void) {
         }
         CHECK(eagain > 0 && done > 0 && eagain + done == 40, "per-uid limit: %d refused, %d done", eagain, done);
         fprintf(stderr, "ok: 40 GENERATEs at once: %d served, %d refused with EAGAIN (max-requests-per-uid)\n", done, eagain);
-        raw_close(&r);
+        h_raw_close(&r);
 }
 
 static void attack_handshake(void) {
         uint8_t junk[64];
-        struct raw r;
+        struct h_raw r;
         int fd;
         memset(junk, 0xa5, sizeof(junk));
-        r.fd = raw_socket();
+        r.fd = h_raw_socket(d.socket);
         CHECK(send(r.fd, junk, sizeof(junk), MSG_NOSIGNAL) == sizeof(junk), "send");
-        expect_drop(&r, EPROTO, "garbage instead of HELLO");
+        h_raw_expect_drop(&r, EPROTO, "garbage instead of HELLO");
         close(r.fd);
         {
                 static uint8_t big[8192];
-                r.fd = raw_socket();
+                r.fd = h_raw_socket(d.socket);
                 CHECK(send(r.fd, big, sizeof(big), MSG_NOSIGNAL) == sizeof(big), "send");
-                expect_drop(&r, EMSGSIZE, "an 8 KiB HELLO");
+                h_raw_expect_drop(&r, EMSGSIZE, "an 8 KiB HELLO");
                 close(r.fd);
         }
         {
@@ -424,20 +288,20 @@ static void attack_handshake(void) {
                 uint8_t out[512];
                 size_t n;
                 m.u.hello.version_major = 2;
-                n = record(out, DSV_MSG_HELLO, 0, &m);
-                r.fd = raw_socket();
+                n = h_raw_record(out, DSV_MSG_HELLO, 0, &m);
+                r.fd = h_raw_socket(d.socket);
                 CHECK(send(r.fd, out, n, MSG_NOSIGNAL) == (ssize_t)n, "send");
-                expect_drop(&r, EPROTONOSUPPORT, "protocol version 2");
+                h_raw_expect_drop(&r, EPROTONOSUPPORT, "protocol version 2");
                 close(r.fd);
         }
-        r.fd = raw_socket(); /* says nothing */
-        expect_drop(&r, ETIMEDOUT, "no HELLO within the handshake timeout");
+        r.fd = h_raw_socket(d.socket); /* says nothing */
+        h_raw_expect_drop(&r, ETIMEDOUT, "no HELLO within the handshake timeout");
         close(r.fd);
         /* absurd ring sizes are clamped */
-        raw_open(&r, 0xffffffffu, 0);
+        h_raw_open(&r, d.socket, 0xffffffffu, 0, "hostile");
         CHECK(r.shm.sub.capacity == (16u << 20) && r.shm.comp.capacity == DSV_IPC_RING_DEFAULT, "rings %u/%u",
               r.shm.sub.capacity, r.shm.comp.capacity);
-        raw_close(&r);
+        h_raw_close(&r);
         (void)fd;
 }
 

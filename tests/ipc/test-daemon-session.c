@@ -32,6 +32,7 @@
 #include "ipc/proto.h"
 #include "ipc/ring.h"
 #include "tests/ipc/harness.h"
+#include "tests/ipc/raw.h"
 
 #define NOBODY 65534
 
@@ -536,57 +537,6 @@ static void test_other_uid(void) {
 
 /* ------------------------------------------------------------------ hostile records */
 
-struct raw {
-        int fd;
-        struct dsv_shm shm;
-};
-
-static void raw_open(struct raw *r) {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        struct dsv_msg m = {.type = DSV_MSG_HELLO};
-        struct dsv_ipc_record h = {.type = DSV_MSG_HELLO};
-        uint8_t out[512], in[4096];
-        union {
-                struct cmsghdr a;
-                char b[CMSG_SPACE(sizeof(int))];
-        } cm;
-        struct iovec iov = {.iov_base = in, .iov_len = sizeof(in)};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
-        struct pollfd pf;
-        struct cmsghdr *ch;
-        struct dsv_wbuf w;
-        int memfd = -1;
-
-        r->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-        memcpy(sa.sun_path, da.socket, strlen(da.socket) + 1);
-        CHECK(r->fd >= 0 && connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect");
-        m.u.hello.version_major = 1;
-        m.u.hello.sub_bytes = m.u.hello.comp_bytes = 1 << 16;
-        strcpy(m.u.hello.name, "hostile-session");
-        dsv_wbuf_fixed(&w, out + sizeof(h), sizeof(out) - sizeof(h));
-        CHECK(dsv_msg_encode(&m, &w) == 0, "encode");
-        h.length = (uint32_t)w.len;
-        memcpy(out, &h, sizeof(h));
-        CHECK(send(r->fd, out, sizeof(h) + w.len, MSG_NOSIGNAL) == (ssize_t)(sizeof(h) + w.len), "send HELLO");
-        pf = (struct pollfd){.fd = r->fd, .events = POLLIN};
-        CHECK(poll(&pf, 1, 5000) == 1 && recvmsg(r->fd, &mh, MSG_CMSG_CLOEXEC) > 8, "no WELCOME");
-        ch = CMSG_FIRSTHDR(&mh);
-        CHECK(ch && ch->cmsg_type == SCM_RIGHTS, "no memfd");
-        memcpy(&memfd, CMSG_DATA(ch), sizeof(int));
-        CHECK(dsv_shm_attach(memfd, &r->shm) == 0, "attach");
-        close(memfd);
-}
-
-static void raw_close(struct raw *r) {
-        close(r->fd);
-        dsv_shm_unmap(&r->shm);
-}
-
-static void raw_write(struct raw *r, uint16_t type, const void *p, size_t len) {
-        CHECK(dsv_ring_write(&r->shm.sub, type, 0, p, (uint32_t)len) == 0, "ring write");
-        dsv_ipc_doorbell(r->fd);
-}
-
 /* msgpack by hand: {0: id, 1: name bytes (as given), [2: flags]} */
 static size_t mp_session(uint8_t *p, uint8_t id, const void *name, size_t n, bool with_flags, uint32_t flags) {
         size_t k = 0;
@@ -613,102 +563,36 @@ static size_t mp_session(uint8_t *p, uint8_t id, const void *name, size_t n, boo
         return k;
 }
 
-/* The daemon answers ERROR `code` in the ring and keeps the connection (a PING still works). */
-static void expect_ring_error(struct raw *r, int code, const char *what) {
-        uint8_t buf[1 << 16];
-        struct dsv_ipc_record h;
-        struct dsv_msg m = {.type = DSV_MSG_PING};
-        struct dsv_wbuf w = {0};
-        bool err = false, pong = false;
-        uint64_t t0 = h_now_ns();
-
-        m.u.ping.id = 99;
-        CHECK(dsv_msg_encode(&m, &w) == 0, "encode");
-        raw_write(r, DSV_MSG_PING, w.data, w.len);
-        dsv_wbuf_free(&w);
-        /* the engine answers session operations, the event loop PING: either may come first */
-        while (!(pong && err) && h_now_ns() - t0 < 5000000000ull) {
-                struct dsv_msg x;
-                int k = dsv_ring_read(&r->shm.comp, &h, buf, sizeof(buf));
-                CHECK(k >= 0, "%s: completion ring broken", what);
-                if (k == 0) {
-                        usleep(1000);
-                        continue;
-                }
-                CHECK(dsv_msg_decode(h.type, buf, h.length, &x, NULL, 0) == 0, "%s: bad record", what);
-                if (h.type == DSV_MSG_ERROR) {
-                        CHECK(x.u.error.code == code, "%s: error %d (%.*s), want %d", what, x.u.error.code,
-                              (int)x.u.error.message_len, x.u.error.message, code);
-                        err = true;
-                } else if (h.type == DSV_MSG_PONG) {
-                        pong = true;
-                } else {
-                        CHECK(0, "%s: unexpected %s", what, dsv_msg_type_name(h.type));
-                }
-                dsv_msg_release(&x);
-        }
-        CHECK(err && pong, "%s: ERROR %d then PONG expected (error %d, pong %d)", what, code, err, pong);
-}
-
-/* The daemon drops the connection with an ERROR datagram carrying `code`. */
-static void expect_drop(struct raw *r, int code, const char *what) {
-        uint8_t buf[4096];
-        struct pollfd pf = {.fd = r->fd, .events = POLLIN};
-        bool got = false, closed = false;
-        uint64_t t0 = h_now_ns();
-        while (!closed && h_now_ns() - t0 < 5000000000ull) {
-                ssize_t n;
-                if (poll(&pf, 1, 100) <= 0)
-                        continue;
-                n = recv(r->fd, buf, sizeof(buf), MSG_DONTWAIT);
-                if (n == 0 || (n < 0 && errno == ECONNRESET)) {
-                        closed = true;
-                } else if (n > 8) {
-                        struct dsv_ipc_record h;
-                        struct dsv_msg m;
-                        memcpy(&h, buf, sizeof(h));
-                        if (h.type == DSV_MSG_ERROR &&
-                            dsv_msg_decode(DSV_MSG_ERROR, buf + 8, h.length, &m, NULL, 0) == 0) {
-                                CHECK(m.u.error.code == code, "%s: error %d, want %d", what, m.u.error.code, code);
-                                got = true;
-                                dsv_msg_release(&m);
-                        }
-                }
-        }
-        CHECK(got && closed, "%s: want ERROR %d and a closed connection (error %d, closed %d)", what, code, got,
-              closed);
-}
-
 static void test_hostile(void) {
         uint8_t p[512], name[80];
-        struct raw r;
+        struct h_raw r;
         size_t n;
 
-        raw_open(&r);
+        h_raw_open(&r, da.socket, 1 << 16, 1 << 16, "hostile-session");
         n = mp_session(p, 1, "has space", 9, false, 0);
-        raw_write(&r, DSV_MSG_SESSION_OPEN, p, n);
-        expect_ring_error(&r, EINVAL, "name with a space");
+        h_raw_write(&r, DSV_MSG_SESSION_OPEN, 0, p, n);
+        h_raw_expect_ring_error(&r, EINVAL, "name with a space");
         name[0] = 'a';
         name[1] = 0xff;
         n = mp_session(p, 2, name, 2, false, 0);
-        raw_write(&r, DSV_MSG_SESSION_PIN, p, n);
-        expect_ring_error(&r, EINVAL, "name with byte 0xff");
+        h_raw_write(&r, DSV_MSG_SESSION_PIN, 0, p, n);
+        h_raw_expect_ring_error(&r, EINVAL, "name with byte 0xff");
         n = mp_session(p, 3, "", 0, false, 0);
-        raw_write(&r, DSV_MSG_SESSION_CLOSE, p, n);
-        expect_ring_error(&r, EINVAL, "empty name");
+        h_raw_write(&r, DSV_MSG_SESSION_CLOSE, 0, p, n);
+        h_raw_expect_ring_error(&r, EINVAL, "empty name");
         memset(name, 'y', 40);
         n = mp_session(p, 4, name, 40, false, 0);
-        raw_write(&r, DSV_MSG_SESSION_OPEN, p, n);
-        expect_ring_error(&r, EINVAL, "40 bytes, over session-name-max 32");
+        h_raw_write(&r, DSV_MSG_SESSION_OPEN, 0, p, n);
+        h_raw_expect_ring_error(&r, EINVAL, "40 bytes, over session-name-max 32");
         n = mp_session(p, 5, "ok", 2, true, 0x80000000u);
-        raw_write(&r, DSV_MSG_SESSION_OPEN, p, n);
-        expect_ring_error(&r, EINVAL, "unknown OPEN flags");
+        h_raw_write(&r, DSV_MSG_SESSION_OPEN, 0, p, n);
+        h_raw_expect_ring_error(&r, EINVAL, "unknown OPEN flags");
         n = mp_session(p, 6, "ok", 2, true, 0x2);
-        raw_write(&r, DSV_MSG_SESSION_CLOSE, p, n);
-        expect_ring_error(&r, EINVAL, "flags on CLOSE");
+        h_raw_write(&r, DSV_MSG_SESSION_CLOSE, 0, p, n);
+        h_raw_expect_ring_error(&r, EINVAL, "flags on CLOSE");
         n = mp_session(p, 7, "nosuch", 6, false, 0);
-        raw_write(&r, DSV_MSG_SESSION_CLOSE, p, n);
-        expect_ring_error(&r, ENOENT, "CLOSE of an unknown session");
+        h_raw_write(&r, DSV_MSG_SESSION_CLOSE, 0, p, n);
+        h_raw_expect_ring_error(&r, ENOENT, "CLOSE of an unknown session");
         {
                 struct dsv_msg m = {.type = DSV_MSG_GENERATE};
                 struct dsv_wbuf w = {0};
@@ -720,45 +604,45 @@ static void test_hostile(void) {
                 m.u.generate.top_p = 1;
                 strcpy(m.u.generate.session, "x y");
                 CHECK(dsv_msg_encode(&m, &w) == 0, "encode");
-                raw_write(&r, DSV_MSG_GENERATE, w.data, w.len);
+                h_raw_write(&r, DSV_MSG_GENERATE, 0, w.data, w.len);
                 dsv_wbuf_free(&w);
-                expect_ring_error(&r, EINVAL, "GENERATE with session 'x y'");
+                h_raw_expect_ring_error(&r, EINVAL, "GENERATE with session 'x y'");
         }
-        raw_close(&r);
+        h_raw_close(&r);
 
         /* records that do not decode: the connection is dropped */
-        raw_open(&r);
+        h_raw_open(&r, da.socket, 1 << 16, 1 << 16, "hostile-session");
         memset(name, 'z', 65);
         n = mp_session(p, 9, name, 65, false, 0);
-        raw_write(&r, DSV_MSG_SESSION_OPEN, p, n);
-        expect_drop(&r, EPROTO, "a 65-byte name");
-        raw_close(&r);
-        raw_open(&r);
+        h_raw_write(&r, DSV_MSG_SESSION_OPEN, 0, p, n);
+        h_raw_expect_drop(&r, EPROTO, "a 65-byte name");
+        h_raw_close(&r);
+        h_raw_open(&r, da.socket, 1 << 16, 1 << 16, "hostile-session");
         n = mp_session(p, 10, "a\0b", 3, false, 0);
-        raw_write(&r, DSV_MSG_SESSION_PIN, p, n);
-        expect_drop(&r, EPROTO, "a name with a NUL byte");
-        raw_close(&r);
-        raw_open(&r);
+        h_raw_write(&r, DSV_MSG_SESSION_PIN, 0, p, n);
+        h_raw_expect_drop(&r, EPROTO, "a name with a NUL byte");
+        h_raw_close(&r);
+        h_raw_open(&r, da.socket, 1 << 16, 1 << 16, "hostile-session");
         {
                 static const uint8_t huge_map[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01};
-                raw_write(&r, DSV_MSG_SESSION_OPEN, huge_map, sizeof(huge_map));
-                expect_drop(&r, EBADMSG, "SESSION_OPEN with a map of 2^32-1 entries");
+                h_raw_write(&r, DSV_MSG_SESSION_OPEN, 0, huge_map, sizeof(huge_map));
+                h_raw_expect_drop(&r, EBADMSG, "SESSION_OPEN with a map of 2^32-1 entries");
         }
-        raw_close(&r);
-        raw_open(&r);
+        h_raw_close(&r);
+        h_raw_open(&r, da.socket, 1 << 16, 1 << 16, "hostile-session");
         {
                 static const uint8_t huge_name[] = {0x82, 0x00, 0x01, 0x01, 0xdd, 0x7f, 0xff, 0xff, 0xff, 0x01};
-                raw_write(&r, DSV_MSG_SESSION_CLOSE, huge_name, sizeof(huge_name));
-                expect_drop(&r, EBADMSG, "SESSION_CLOSE whose name is an array of 2^31-1 entries");
+                h_raw_write(&r, DSV_MSG_SESSION_CLOSE, 0, huge_name, sizeof(huge_name));
+                h_raw_expect_drop(&r, EBADMSG, "SESSION_CLOSE whose name is an array of 2^31-1 entries");
         }
-        raw_close(&r);
-        raw_open(&r);
+        h_raw_close(&r);
+        h_raw_open(&r, da.socket, 1 << 16, 1 << 16, "hostile-session");
         {
                 static const uint8_t int_name[] = {0x82, 0x00, 0x01, 0x01, 0xcd, 0x12, 0x34};
-                raw_write(&r, DSV_MSG_SESSION_PIN, int_name, sizeof(int_name));
-                expect_drop(&r, EPROTO, "SESSION_PIN whose name is an integer");
+                h_raw_write(&r, DSV_MSG_SESSION_PIN, 0, int_name, sizeof(int_name));
+                h_raw_expect_drop(&r, EPROTO, "SESSION_PIN whose name is an integer");
         }
-        raw_close(&r);
+        h_raw_close(&r);
         CHECK(kill(da.pid, 0) == 0, "dsv32d died");
         {
                 dsv32_client *c = connect_to(&da);

@@ -12,17 +12,7 @@
 #include <string.h>
 
 #include "ipc/proto.h"
-
-static int failures;
-#define CHECK(cond, ...)                                                                 \
-        do {                                                                             \
-                if (!(cond)) {                                                           \
-                        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-                        fprintf(stderr, __VA_ARGS__);                                    \
-                        fprintf(stderr, "\n");                                           \
-                        failures++;                                                      \
-                }                                                                        \
-        } while (0)
+#include "tests/check.h"
 
 static int roundtrip(const struct dsv_msg *in, struct dsv_msg *out, struct dsv_wbuf *w) {
         char why[256];
@@ -325,9 +315,5 @@ static void test_hostile(void) {
 int main(void) {
         test_roundtrips();
         test_hostile();
-        if (failures) {
-                fprintf(stderr, "%d checks failed\n", failures);
-                return 1;
-        }
-        return 0;
+        return test_result("test-ipc-proto");
 }

@@ -16,17 +16,7 @@
 #include <unistd.h>
 
 #include "ipc/ring.h"
-
-static int failures;
-#define CHECK(cond, ...)                                                                    \
-        do {                                                                                \
-                if (!(cond)) {                                                              \
-                        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-                        fprintf(stderr, __VA_ARGS__);                                       \
-                        fprintf(stderr, "\n");                                              \
-                        failures++;                                                         \
-                }                                                                           \
-        } while (0)
+#include "tests/check.h"
 
 static uint8_t pattern(uint32_t size, uint32_t i) { return (uint8_t)(size * 131u + i * 7u + 1u); }
 
@@ -231,9 +221,5 @@ int main(void) {
         test_hostile_counters();
         test_wraparound(4096);
         test_wraparound(16384);
-        if (failures) {
-                fprintf(stderr, "%d checks failed\n", failures);
-                return 1;
-        }
-        return 0;
+        return test_result("test-ipc-ring");
 }

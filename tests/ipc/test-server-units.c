@@ -12,17 +12,7 @@
 #include "daemon/server/sampler.h"
 #include "daemon/server/settings.h"
 #include "daemon/util.h"
-
-static int failures;
-#define CHECK(cond, ...)                                                                 \
-        do {                                                                             \
-                if (!(cond)) {                                                           \
-                        fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-                        fprintf(stderr, __VA_ARGS__);                                    \
-                        fprintf(stderr, "\n");                                           \
-                        failures++;                                                      \
-                }                                                                        \
-        } while (0)
+#include "tests/check.h"
 
 static void test_settings(void) {
         struct dsv_server_config c, n;
@@ -158,9 +148,5 @@ int main(void) {
         test_settings();
         test_sampler();
         test_access();
-        if (failures) {
-                fprintf(stderr, "%d checks failed\n", failures);
-                return 1;
-        }
-        return 0;
+        return test_result("test-server-units");
 }

@@ -63,7 +63,7 @@ endif
 
 bench_scripts += tests/tokenizer/bench.sh
 
-EXTRA_DIST += \
+EXTRA_DIST += tests/tokenizer/utf8-check.h \
 	tests/tokenizer/README.md tests/tokenizer/oracle.sh tests/tokenizer/fuzz-replay.sh tests/tokenizer/bench.sh \
 	tests/tokenizer/setup-hook.sh tests/tokenizer/gen-corpus.js tests/tokenizer/lines.js \
 	tests/tokenizer/oracle/package.json tests/tokenizer/oracle/package-lock.json tests/tokenizer/oracle/oracle.js \

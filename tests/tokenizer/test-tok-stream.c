@@ -5,41 +5,7 @@
 #include "tests/tokenizer/tok-test.h"
 
 #include "daemon/rng.h"
-
-static bool valid_utf8(const unsigned char *s, size_t n) {
-        size_t i = 0;
-        while (i < n) {
-                unsigned char c = s[i];
-                size_t k;
-                uint32_t lo = 0x80, hi = 0xbf;
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-                if (c >= 0xc2 && c <= 0xdf)
-                        k = 1;
-                else if (c >= 0xe0 && c <= 0xef) {
-                        k = 2;
-                        lo = c == 0xe0 ? 0xa0 : 0x80;
-                        hi = c == 0xed ? 0x9f : 0xbf;
-                } else if (c >= 0xf0 && c <= 0xf4) {
-                        k = 3;
-                        lo = c == 0xf0 ? 0x90 : 0x80;
-                        hi = c == 0xf4 ? 0x8f : 0xbf;
-                } else
-                        return false;
-                if (i + k >= n)
-                        return false;
-                for (size_t j = 1; j <= k; j++) {
-                        if (s[i + j] < lo || s[i + j] > hi)
-                                return false;
-                        lo = 0x80;
-                        hi = 0xbf;
-                }
-                i += k + 1;
-        }
-        return true;
-}
+#include "tests/tokenizer/utf8-check.h"
 
 static int check_stream(const struct dsv_tok *tok, const int32_t *ids, size_t n, unsigned flags) {
         struct dsv_tok_stream *s = NULL;
@@ -56,7 +22,7 @@ static int check_stream(const struct dsv_tok *tok, const int32_t *ids, size_t n,
                 CHECK(r == 0);
                 if (r < 0)
                         break;
-                if (!valid_utf8((const unsigned char *)t, k)) {
+                if (!valid_utf8((const uint8_t *)t, k)) {
                         fprintf(stderr, "piece after id %zu is not valid UTF-8\n", i);
                         bad++;
                 }

@@ -9,37 +9,7 @@
 #include <string.h>
 
 #include "daemon/util.h"
-
-static int test_failures;
-
-#define CHECK(cond, ...)                                                              \
-        do {                                                                          \
-                if (!(cond)) {                                                        \
-                        fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-                        fprintf(stderr, __VA_ARGS__);                                 \
-                        fprintf(stderr, "\n");                                        \
-                        test_failures++;                                              \
-                }                                                                     \
-        } while (0)
-
-#define REQUIRE(cond, ...)                                                            \
-        do {                                                                          \
-                if (!(cond)) {                                                        \
-                        fprintf(stderr, "%s:%d: fatal: %s: ", __FILE__, __LINE__, #cond); \
-                        fprintf(stderr, __VA_ARGS__);                                 \
-                        fprintf(stderr, "\n");                                        \
-                        exit(1);                                                      \
-                }                                                                     \
-        } while (0)
-
-static inline int test_result(const char *name) {
-        if (test_failures) {
-                fprintf(stderr, "%s: %d check(s) failed\n", name, test_failures);
-                return 1;
-        }
-        printf("%s: all checks passed\n", name);
-        return 0;
-}
+#include "tests/check.h"
 
 /* Largest |a - b| over n values, and where. */
 static inline double max_abs_diff(const float *a, const float *b, size_t n, size_t *where) {
