@@ -6,12 +6,7 @@
 #include <math.h>
 #include <stdint.h>
 
-static inline uint64_t dsv_mix64(uint64_t z) {
-        z += 0x9e3779b97f4a7c15ull;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-}
+#include "kernels/numerics.h" /* dsv_mix64, dsv_rand_u01 */
 
 static inline uint64_t dsv_hash_str(const char *s, uint64_t seed) {
         uint64_t h = 0xcbf29ce484222325ull ^ seed;
@@ -20,10 +15,6 @@ static inline uint64_t dsv_hash_str(const char *s, uint64_t seed) {
         return dsv_mix64(h);
 }
 
-/* uniform in [0, 1) */
-static inline double dsv_rand_u01(uint64_t key, uint64_t i) {
-        return (double)(dsv_mix64(key ^ dsv_mix64(i)) >> 11) * 0x1p-53;
-}
 
 /* standard normal: Box-Muller, values 2j and 2j+1 share one pair of uniforms */
 static inline double dsv_rand_normal(uint64_t key, uint64_t i) {

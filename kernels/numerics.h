@@ -16,6 +16,19 @@
 #define DSV_HD static inline
 #endif
 
+/* Counter-based random numbers (splitmix64; daemon/rng.h builds on these): value i of the
+ * stream `key` is a pure function of (key, i), the same on the host and on the device (the
+ * GPU sampler draws exactly what the CPU one does). */
+DSV_HD uint64_t dsv_mix64(uint64_t z) {
+        z += 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+}
+
+/* uniform in [0, 1) */
+DSV_HD double dsv_rand_u01(uint64_t key, uint64_t i) { return (double)(dsv_mix64(key ^ dsv_mix64(i)) >> 11) * 0x1p-53; }
+
 #define DSV_FP8_MAX 448.0f
 #define DSV_QBLOCK 128 /* quantization block: 128 contiguous values / 128x128 weights */
 

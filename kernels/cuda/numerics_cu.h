@@ -35,13 +35,6 @@
 #define dcu_quant_e4m3 dsv_quant_e4m3
 DCU_HD float dcu_rnd(float f, int faithful) { return faithful ? dsv_round_bf16(f) : f; }
 
-/* Counter-based random numbers of daemon/rng.h (splitmix64), for on-device sampling. */
-DCU_HD uint64_t dcu_mix64(uint64_t z) {
-        z += 0x9e3779b97f4a7c15ull;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-}
-
-/* uniform in [0, 1) */
-DCU_HD double dcu_rand_u01(uint64_t key, uint64_t i) { return (double)(dcu_mix64(key ^ dcu_mix64(i)) >> 11) * 0x1p-53; }
+/* Counter-based random numbers (kernels/numerics.h), for on-device sampling. */
+#define dcu_mix64 dsv_mix64
+#define dcu_rand_u01 dsv_rand_u01
