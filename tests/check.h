@@ -30,6 +30,9 @@ static int test_checks __attribute__((unused));
                 }                                                                          \
         } while (0)
 
+/* a check whose condition says it all */
+#define EXPECT(cond) CHECK(cond, "expected to hold")
+
 #define REQUIRE(cond, ...)                                                                 \
         do {                                                                               \
                 if (!(cond)) {                                                             \

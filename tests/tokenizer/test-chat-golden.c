@@ -48,13 +48,13 @@ static int cases(void) {
                         o.n_context = (size_t)json_integer_value(v);
                 int r = dsv_chat_encode(json_object_get(c, "messages"), NULL, &o, &got, NULL, &err);
                 if (json_is_string(want)) {
-                        CHECKF(r == 0, "%s: %s", name, err.msg);
+                        CHECK(r == 0, "%s: %s", name, err.msg);
                         if (r == 0 && strcmp(got, json_string_value(want)) != 0) {
-                                CHECKF(false, "%s: prompt differs", name);
+                                CHECK(false, "%s: prompt differs", name);
                                 show_diff(json_string_value(want), got);
                         }
                 } else
-                        CHECKF(r == -EINVAL && err.msg[0], "%s: expected an error, got %d", name, r);
+                        CHECK(r == -EINVAL && err.msg[0], "%s: expected an error, got %d", name, r);
                 if (r < 0 && json_is_string(want) == false)
                         printf("%-32s rejected: %s\n", name, err.msg);
                 free(got);
@@ -86,9 +86,9 @@ static void official(const char *in, const char *out) {
         /* the official test puts the tools on messages[0]; dsv_chat_encode's tools argument
          * does the same for a leading system message */
         int r = dsv_chat_encode(msgs, tools, &o, &got, NULL, &err);
-        CHECKF(r == 0, "%s: %s", in, err.msg);
+        CHECK(r == 0, "%s: %s", in, err.msg);
         if (r == 0 && strcmp(want, got) != 0) {
-                CHECKF(false, "%s: prompt differs from %s", in, out);
+                CHECK(false, "%s: prompt differs from %s", in, out);
                 show_diff(want, got);
         }
         free(got);
@@ -104,22 +104,22 @@ static void official(const char *in, const char *out) {
                         for (size_t i = 0; i <= which[k]; i++)
                                 json_array_append(sub, json_array_get(msgs, i));
                         r = dsv_chat_encode(sub, NULL, &o, &got, NULL, &err);
-                        CHECKF(r == 0, "%s: context %zu: %s", in, which[k], err.msg);
+                        CHECK(r == 0, "%s: context %zu: %s", in, which[k], err.msg);
                         struct dsv_chat_result res = {0};
                         json_t *m = json_array_get(msgs, which[k]), *calls = json_object_get(m, "tool_calls"), *c;
-                        CHECK(r == 0 && dsv_chat_parse(got, strlen(got), DSV_CHAT_MODE_THINKING, &res) == 0);
-                        CHECK(res.n_errors == 0 && !res.reasoning_open);
-                        CHECK(strcmp(res.reasoning, json_string_value(json_object_get(m, "reasoning_content"))) == 0);
+                        EXPECT(r == 0 && dsv_chat_parse(got, strlen(got), DSV_CHAT_MODE_THINKING, &res) == 0);
+                        EXPECT(res.n_errors == 0 && !res.reasoning_open);
+                        EXPECT(strcmp(res.reasoning, json_string_value(json_object_get(m, "reasoning_content"))) == 0);
                         json_t *content = json_object_get(m, "content");
-                        CHECK(strcmp(res.content, json_is_string(content) ? json_string_value(content) : "") == 0);
-                        CHECK(res.n_calls == json_array_size(calls));
+                        EXPECT(strcmp(res.content, json_is_string(content) ? json_string_value(content) : "") == 0);
+                        EXPECT(res.n_calls == json_array_size(calls));
                         size_t i;
                         json_array_foreach(calls, i, c) {
                                 if (i >= res.n_calls)
                                         break;
                                 json_t *f = json_object_get(c, "function");
-                                CHECK(strcmp(res.calls[i].name, json_string_value(json_object_get(f, "name"))) == 0);
-                                CHECK(strcmp(res.calls[i].arguments, json_string_value(json_object_get(f, "arguments"))) == 0);
+                                EXPECT(strcmp(res.calls[i].name, json_string_value(json_object_get(f, "name"))) == 0);
+                                EXPECT(strcmp(res.calls[i].arguments, json_string_value(json_object_get(f, "arguments"))) == 0);
                         }
                         dsv_chat_result_done(&res);
                         free(got);
@@ -143,22 +143,22 @@ static void tools_argument(void) {
                                0, NULL);
         char *x = NULL, *y = NULL;
         json_object_set(json_array_get(b, 0), "tools", tools);
-        CHECK(dsv_chat_encode(a, tools, &o, &x, NULL, &err) == 0);
-        CHECK(dsv_chat_encode(b, NULL, &o, &y, NULL, &err) == 0);
-        CHECK(x && y && strcmp(x, y) == 0);
-        CHECK(x && strstr(x, "<functions>\n{\"name\": \"f\", \"parameters\": {}}\n</functions>\n<\xef\xbd\x9cUser"));
+        EXPECT(dsv_chat_encode(a, tools, &o, &x, NULL, &err) == 0);
+        EXPECT(dsv_chat_encode(b, NULL, &o, &y, NULL, &err) == 0);
+        EXPECT(x && y && strcmp(x, y) == 0);
+        EXPECT(x && strstr(x, "<functions>\n{\"name\": \"f\", \"parameters\": {}}\n</functions>\n<\xef\xbd\x9cUser"));
         free(x);
         free(y);
-        CHECK(dsv_chat_encode(b, tools, &o, &y, NULL, &err) == -EINVAL && strstr(err.msg, "twice"));
+        EXPECT(dsv_chat_encode(b, tools, &o, &y, NULL, &err) == -EINVAL && strstr(err.msg, "twice"));
         /* from JSON text */
         static const char text[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": [{\"type\": "
                                    "\"function\", \"function\": {\"name\": \"f\", \"parameters\": {}}}]}";
-        CHECK(dsv_chat_encode_json(text, strlen(text), &o, &y, NULL, &err) == 0);
-        CHECK(dsv_chat_encode(a, tools, &o, &x, NULL, &err) == 0);
-        CHECK(x && y && strcmp(x, y) == 0);
+        EXPECT(dsv_chat_encode_json(text, strlen(text), &o, &y, NULL, &err) == 0);
+        EXPECT(dsv_chat_encode(a, tools, &o, &x, NULL, &err) == 0);
+        EXPECT(x && y && strcmp(x, y) == 0);
         free(x);
         free(y);
-        CHECK(dsv_chat_encode_json("{", 1, &o, &y, NULL, &err) == -EINVAL && strstr(err.msg, "chat JSON"));
+        EXPECT(dsv_chat_encode_json("{", 1, &o, &y, NULL, &err) == -EINVAL && strstr(err.msg, "chat JSON"));
         json_decref(tools);
         json_decref(a);
         json_decref(b);
@@ -176,10 +176,10 @@ static void tokens(void) {
         char *p = NULL;
         struct dsv_tok_ids ids = {0};
         o.mode = DSV_CHAT_MODE_CHAT;
-        CHECK(dsv_chat_encode(m, NULL, &o, &p, NULL, &err) == 0);
-        CHECK(p && dsv_tok_encode(tok, p, strlen(p), 0, &ids) == 0);
+        EXPECT(dsv_chat_encode(m, NULL, &o, &p, NULL, &err) == 0);
+        EXPECT(p && dsv_tok_encode(tok, p, strlen(p), 0, &ids) == 0);
         /* <｜begin▁of▁sentence｜> <｜User｜> hi <｜Assistant｜> </ think > */
-        CHECK(ids.n >= 4 && ids.v[0] == 0 && ids.v[1] == 128803 && ids.v[3] == 128804);
+        EXPECT(ids.n >= 4 && ids.v[0] == 0 && ids.v[1] == 128803 && ids.v[3] == 128804);
         dsv_tok_ids_done(&ids);
         free(p);
         json_decref(m);
@@ -188,7 +188,7 @@ static void tokens(void) {
 
 int main(void) {
         int n = cases();
-        CHECK(n >= 12);
+        EXPECT(n >= 12);
         const char *od = getenv("DSV32_CHAT_OFFICIAL_DIR");
         if (od && *od) {
                 char in[4096], out[4096];
@@ -203,5 +203,5 @@ int main(void) {
         }
         tools_argument();
         tokens();
-        return tt_exit("test-chat-golden");
+        return test_result("test-chat-golden");
 }

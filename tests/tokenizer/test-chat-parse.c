@@ -53,27 +53,27 @@ static int parse_chunked(const char *text, size_t len, enum dsv_chat_mode mode, 
 static void check_expected(const char *name, const struct dsv_chat_result *r, json_t *want) {
         json_t *calls = json_object_get(want, "tool_calls"), *errors = json_object_get(want, "errors"), *v;
         size_t i;
-        CHECKF(strcmp(r->reasoning, json_string_value(json_object_get(want, "reasoning"))) == 0, "%s: reasoning \"%s\"", name,
+        CHECK(strcmp(r->reasoning, json_string_value(json_object_get(want, "reasoning"))) == 0, "%s: reasoning \"%s\"", name,
                r->reasoning);
-        CHECKF(strcmp(r->content, json_string_value(json_object_get(want, "content"))) == 0, "%s: content \"%s\"", name,
+        CHECK(strcmp(r->content, json_string_value(json_object_get(want, "content"))) == 0, "%s: content \"%s\"", name,
                r->content);
-        CHECKF(r->reasoning_open == json_is_true(json_object_get(want, "reasoning_open")), "%s: reasoning_open", name);
-        CHECKF(r->n_calls == json_array_size(calls), "%s: %zu tool calls", name, r->n_calls);
+        CHECK(r->reasoning_open == json_is_true(json_object_get(want, "reasoning_open")), "%s: reasoning_open", name);
+        CHECK(r->n_calls == json_array_size(calls), "%s: %zu tool calls", name, r->n_calls);
         json_array_foreach(calls, i, v) {
                 if (i >= r->n_calls)
                         break;
-                CHECKF(strcmp(r->calls[i].name, json_string_value(json_object_get(v, "name"))) == 0, "%s: call %zu name %s",
+                CHECK(strcmp(r->calls[i].name, json_string_value(json_object_get(v, "name"))) == 0, "%s: call %zu name %s",
                        name, i, r->calls[i].name);
-                CHECKF(strcmp(r->calls[i].arguments, json_string_value(json_object_get(v, "arguments"))) == 0,
+                CHECK(strcmp(r->calls[i].arguments, json_string_value(json_object_get(v, "arguments"))) == 0,
                        "%s: call %zu arguments %s", name, i, r->calls[i].arguments);
         }
-        CHECKF(r->n_errors == json_array_size(errors), "%s: %zu errors", name, r->n_errors);
+        CHECK(r->n_errors == json_array_size(errors), "%s: %zu errors", name, r->n_errors);
         json_array_foreach(errors, i, v) {
                 if (i >= r->n_errors)
                         break;
-                CHECKF(strcmp(r->errors[i].message, json_string_value(json_array_get(v, 0))) == 0, "%s: error \"%s\"", name,
+                CHECK(strcmp(r->errors[i].message, json_string_value(json_array_get(v, 0))) == 0, "%s: error \"%s\"", name,
                        r->errors[i].message);
-                CHECKF(strcmp(r->errors[i].raw, json_string_value(json_array_get(v, 1))) == 0, "%s: error raw \"%s\"", name,
+                CHECK(strcmp(r->errors[i].raw, json_string_value(json_array_get(v, 1))) == 0, "%s: error raw \"%s\"", name,
                        r->errors[i].raw);
         }
 }
@@ -95,14 +95,14 @@ int main(void) {
                                                   ? DSV_CHAT_MODE_THINKING
                                                   : DSV_CHAT_MODE_CHAT;
                 struct dsv_chat_result one = {0};
-                CHECK(dsv_chat_parse(text, len, mode, &one) == 0);
+                EXPECT(dsv_chat_parse(text, len, mode, &one) == 0);
                 check_expected(name, &one, json_object_get(c, "expected"));
 
                 /* every split point */
                 for (size_t cut = 0; cut <= len; cut++) {
                         struct dsv_chat_result r;
-                        CHECK(parse_chunked(text, len, mode, &cut, 1, &r) == 0);
-                        CHECKF(same_result(&one, &r), "%s: split at %zu differs", name, cut);
+                        EXPECT(parse_chunked(text, len, mode, &cut, 1, &r) == 0);
+                        CHECK(same_result(&one, &r), "%s: split at %zu differs", name, cut);
                         dsv_chat_result_done(&r);
                         splits++;
                 }
@@ -111,8 +111,8 @@ int main(void) {
                 for (size_t k = 0; k < len; k++)
                         cuts[k] = k;
                 struct dsv_chat_result r;
-                CHECK(parse_chunked(text, len, mode, cuts, len, &r) == 0);
-                CHECKF(same_result(&one, &r), "%s: byte by byte differs", name);
+                EXPECT(parse_chunked(text, len, mode, cuts, len, &r) == 0);
+                CHECK(same_result(&one, &r), "%s: byte by byte differs", name);
                 dsv_chat_result_done(&r);
                 /* random multi-splits */
                 for (int rep = 0; rep < 200; rep++) {
@@ -126,8 +126,8 @@ int main(void) {
                                         cuts[b] = cuts[b - 1];
                                         cuts[b - 1] = t;
                                 }
-                        CHECK(parse_chunked(text, len, mode, cuts, n, &r) == 0);
-                        CHECKF(same_result(&one, &r), "%s: random split %d differs", name, rep);
+                        EXPECT(parse_chunked(text, len, mode, cuts, n, &r) == 0);
+                        CHECK(same_result(&one, &r), "%s: random split %d differs", name, rep);
                         dsv_chat_result_done(&r);
                         splits++;
                 }
@@ -136,5 +136,5 @@ int main(void) {
         }
         printf("%zu outputs, %ld chunkings\n", json_array_size(all), splits);
         json_decref(all);
-        return tt_exit("test-chat-parse");
+        return test_result("test-chat-parse");
 }

@@ -9,7 +9,7 @@
 static void encode(const struct dsv_tok *tok, const char *s, size_t n, unsigned flags, struct dsv_tok_ids *ids) {
         ids->n = 0;
         int r = dsv_tok_encode(tok, s, n, flags, ids);
-        CHECKF(r == 0, "encode: %s", strerror(-r));
+        CHECK(r == 0, "encode: %s", strerror(-r));
 }
 
 static bool same_ids(const struct dsv_tok_ids *a, const struct dsv_tok_ids *b) {
@@ -21,8 +21,8 @@ static void round_trip(const struct dsv_tok *tok, const char *s) {
         char *out = NULL;
         size_t n = 0;
         encode(tok, s, strlen(s), 0, &ids);
-        CHECK(dsv_tok_decode(tok, ids.v, ids.n, 0, &out, &n) == 0);
-        CHECKF(out && n == strlen(s) && memcmp(out, s, n) == 0, "round trip of \"%s\" gave \"%s\"", s, out ? out : "(null)");
+        EXPECT(dsv_tok_decode(tok, ids.v, ids.n, 0, &out, &n) == 0);
+        CHECK(out && n == strlen(s) && memcmp(out, s, n) == 0, "round trip of \"%s\" gave \"%s\"", s, out ? out : "(null)");
         free(out);
         dsv_tok_ids_done(&ids);
 }
@@ -34,21 +34,21 @@ static void test_synth(void) {
         char *out = NULL;
         size_t n;
 
-        CHECK(dsv_tok_vocab_size(tok) == 4096);
-        CHECK(dsv_tok_bos_id(tok) == 0);
-        CHECK(dsv_tok_eos_id(tok) == 1);
-        CHECK(dsv_tok_is_special(tok, 0) && dsv_tok_is_special(tok, 1));
+        EXPECT(dsv_tok_vocab_size(tok) == 4096);
+        EXPECT(dsv_tok_bos_id(tok) == 0);
+        EXPECT(dsv_tok_eos_id(tok) == 1);
+        EXPECT(dsv_tok_is_special(tok, 0) && dsv_tok_is_special(tok, 1));
         int32_t think = dsv_tok_token_to_id(tok, "<think>", 7);
-        CHECK(think >= 0 && !dsv_tok_is_special(tok, think));
-        CHECK(dsv_tok_token_to_id(tok, "no such token at all", 20) == -ENOENT);
-        CHECK(dsv_tok_token_to_id(tok, "a", 1) >= 0);
+        EXPECT(think >= 0 && !dsv_tok_is_special(tok, think));
+        EXPECT(dsv_tok_token_to_id(tok, "no such token at all", 20) == -ENOENT);
+        EXPECT(dsv_tok_token_to_id(tok, "a", 1) >= 0);
 
         encode(tok, "", 0, 0, &a);
-        CHECK(a.n == 0);
+        EXPECT(a.n == 0);
         encode(tok, "", 0, DSV_TOK_ADD_SPECIAL, &a);
-        CHECK(a.n == 1 && a.v[0] == 0);
+        EXPECT(a.n == 1 && a.v[0] == 0);
         encode(tok, "hi", 2, DSV_TOK_ADD_SPECIAL, &a);
-        CHECK(a.n >= 2 && a.v[0] == 0 && a.v[a.n - 1] != 1);
+        EXPECT(a.n >= 2 && a.v[0] == 0 && a.v[a.n - 1] != 1);
 
         static const char *const texts[] = {
                 "hello world", "  leading and trailing  ", "tabs\tand\r\nCRLF\n\n\n", "12345678901234567890",
@@ -61,7 +61,7 @@ static void test_synth(void) {
                 round_trip(tok, texts[i]);
         /* NUL inside: round_trip() uses strlen, so check the full string */
         encode(tok, "a\0b", 3, 0, &a);
-        CHECK(dsv_tok_decode(tok, a.v, a.n, 0, &out, &n) == 0 && n == 3 && memcmp(out, "a\0b", 3) == 0);
+        EXPECT(dsv_tok_decode(tok, a.v, a.n, 0, &out, &n) == 0 && n == 3 && memcmp(out, "a\0b", 3) == 0);
         free(out);
 
         /* invalid UTF-8 encodes as its lossy form */
@@ -70,35 +70,35 @@ static void test_synth(void) {
                                     "d\xef\xbf\xbd\xef\xbf\xbd" "e\xef\xbf\xbd";
         encode(tok, bad, sizeof(bad) - 1, 0, &a);
         encode(tok, fixed, sizeof(fixed) - 1, 0, &b);
-        CHECK(same_ids(&a, &b));
-        CHECK(dsv_tok_decode(tok, a.v, a.n, 0, &out, &n) == 0 && n == sizeof(fixed) - 1 && memcmp(out, fixed, n) == 0);
+        EXPECT(same_ids(&a, &b));
+        EXPECT(dsv_tok_decode(tok, a.v, a.n, 0, &out, &n) == 0 && n == sizeof(fixed) - 1 && memcmp(out, fixed, n) == 0);
         free(out);
 
         /* special tokens: matched in text unless DSV_TOK_SPECIAL_AS_TEXT */
         static const char eos[] = "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>";
         encode(tok, eos, sizeof(eos) - 1, 0, &a);
-        CHECK(a.n == 1 && a.v[0] == 1);
+        EXPECT(a.n == 1 && a.v[0] == 1);
         encode(tok, eos, sizeof(eos) - 1, DSV_TOK_SPECIAL_AS_TEXT, &a);
-        CHECK(a.n > 1);
+        EXPECT(a.n > 1);
         for (size_t i = 0; i < a.n; i++)
-                CHECK(a.v[i] != 1);
-        CHECK(dsv_tok_decode(tok, a.v, a.n, 0, &out, &n) == 0 && n == sizeof(eos) - 1 && memcmp(out, eos, n) == 0);
+                EXPECT(a.v[i] != 1);
+        EXPECT(dsv_tok_decode(tok, a.v, a.n, 0, &out, &n) == 0 && n == sizeof(eos) - 1 && memcmp(out, eos, n) == 0);
         free(out);
         /* non-special added tokens still match */
         encode(tok, "<think>", 7, DSV_TOK_SPECIAL_AS_TEXT, &a);
-        CHECK(a.n == 1 && a.v[0] == think);
+        EXPECT(a.n == 1 && a.v[0] == think);
 
         /* decode: special tokens skipped on request, unknown ids always */
         int32_t ids[] = {0, think, -7, 4096, 1 << 30, 1};
-        CHECK(dsv_tok_decode(tok, ids, ARRAY_SIZE(ids), 0, &out, &n) == 0);
-        CHECK(strcmp(out, "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><think>" "<\xef\xbd\x9c"
+        EXPECT(dsv_tok_decode(tok, ids, ARRAY_SIZE(ids), 0, &out, &n) == 0);
+        EXPECT(strcmp(out, "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c><think>" "<\xef\xbd\x9c"
                           "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>") == 0);
         free(out);
-        CHECK(dsv_tok_decode(tok, ids, ARRAY_SIZE(ids), DSV_TOK_SKIP_SPECIAL, &out, &n) == 0 && strcmp(out, "<think>") == 0);
+        EXPECT(dsv_tok_decode(tok, ids, ARRAY_SIZE(ids), DSV_TOK_SKIP_SPECIAL, &out, &n) == 0 && strcmp(out, "<think>") == 0);
         free(out);
-        CHECK(dsv_tok_decode(tok, NULL, 0, 0, &out, &n) == 0 && n == 0 && out[0] == 0);
+        EXPECT(dsv_tok_decode(tok, NULL, 0, 0, &out, &n) == 0 && n == 0 && out[0] == 0);
         free(out);
-        CHECK(dsv_tok_encode(tok, NULL, 5, 0, &a) == -EINVAL);
+        EXPECT(dsv_tok_encode(tok, NULL, 5, 0, &a) == -EINVAL);
 
         dsv_tok_ids_done(&a);
         dsv_tok_ids_done(&b);
@@ -135,7 +135,7 @@ static void test_mini(void) {
         struct dsv_tok *tok = NULL;
         struct dsv_tok_ids ids = {0};
         int cases = 0;
-        CHECKF(f, "cannot open mini-expected.txt (top_srcdir=%s)", getenv("top_srcdir"));
+        CHECK(f, "cannot open mini-expected.txt (top_srcdir=%s)", getenv("top_srcdir"));
         if (!f)
                 return;
         while (fgets(line, sizeof(line), f)) {
@@ -152,7 +152,7 @@ static void test_mini(void) {
                         tok = NULL;
                         snprintf(rel, sizeof(rel), "tests/tokenizer/data/%.200s.json", line);
                         int r = dsv_tok_load(tt_srcpath(rel), NULL, &tok, &err);
-                        CHECKF(r == 0, "%s", err.msg);
+                        CHECK(r == 0, "%s", err.msg);
                         if (r < 0)
                                 break;
                         snprintf(loaded, sizeof(loaded), "%.200s", line);
@@ -163,11 +163,11 @@ static void test_mini(void) {
                 got[0] = 0;
                 for (size_t i = 0; i < ids.n && k + 16 < sizeof(got); i++)
                         k += (size_t)snprintf(got + k, sizeof(got) - k, i ? " %d" : "%d", ids.v[i]);
-                CHECKF(strcmp(got, want) == 0, "%s \"%s\": want [%s] got [%s]", line, tab1 + 1, want, got);
+                CHECK(strcmp(got, want) == 0, "%s \"%s\": want [%s] got [%s]", line, tab1 + 1, want, got);
                 cases++;
         }
         fclose(f);
-        CHECK(cases >= 200);
+        EXPECT(cases >= 200);
         dsv_tok_ids_done(&ids);
         dsv_tok_free(tok);
 }
@@ -181,15 +181,15 @@ static void test_deepseek(void) {
                 printf("DeepSeek-V3 tokenizer.json not installed (tests/tokenizer/setup-hook.sh): skipping its checks\n");
                 return;
         }
-        CHECKF(dsv_tok_load(path, NULL, &tok, &err) == 0, "%s", err.msg);
+        CHECK(dsv_tok_load(path, NULL, &tok, &err) == 0, "%s", err.msg);
         if (!tok)
                 return;
-        CHECK(dsv_tok_vocab_size(tok) == 128815);
-        CHECK(dsv_tok_bos_id(tok) == 0 && dsv_tok_eos_id(tok) == 1);
+        EXPECT(dsv_tok_vocab_size(tok) == 128815);
+        EXPECT(dsv_tok_bos_id(tok) == 0 && dsv_tok_eos_id(tok) == 1);
         encode(tok, "hello world", 11, DSV_TOK_ADD_SPECIAL, &ids);
-        CHECK(ids.n == 3 && ids.v[0] == 0 && ids.v[1] == 33310 && ids.v[2] == 2058);
+        EXPECT(ids.n == 3 && ids.v[0] == 0 && ids.v[1] == 33310 && ids.v[2] == 2058);
         encode(tok, "12345 abc", 9, 0, &ids);
-        CHECK(ids.n == 3 && ids.v[0] == 6895 && ids.v[1] == 1883 && ids.v[2] == 71490);
+        EXPECT(ids.n == 3 && ids.v[0] == 6895 && ids.v[1] == 1883 && ids.v[2] == 71490);
         dsv_tok_ids_done(&ids);
         dsv_tok_free(tok);
 }
@@ -198,5 +198,5 @@ int main(void) {
         test_synth();
         test_mini();
         test_deepseek();
-        return tt_exit("test-tok-basic");
+        return test_result("test-tok-basic");
 }

@@ -12,14 +12,14 @@ static int check_stream(const struct dsv_tok *tok, const int32_t *ids, size_t n,
         char *one = NULL, *acc = NULL;
         size_t one_n = 0, acc_n = 0;
         int bad = 0;
-        CHECK(dsv_tok_stream_new(tok, flags, &s) == 0);
-        CHECK(dsv_tok_decode(tok, ids, n, flags, &one, &one_n) == 0);
+        EXPECT(dsv_tok_stream_new(tok, flags, &s) == 0);
+        EXPECT(dsv_tok_decode(tok, ids, n, flags, &one, &one_n) == 0);
         acc = malloc(one_n + 1);
         for (size_t i = 0; i <= n; i++) {
                 const char *t;
                 size_t k;
                 int r = i < n ? dsv_tok_stream_push(s, ids[i], &t, &k) : dsv_tok_stream_flush(s, &t, &k);
-                CHECK(r == 0);
+                EXPECT(r == 0);
                 if (r < 0)
                         break;
                 if (!valid_utf8((const uint8_t *)t, k)) {
@@ -37,7 +37,7 @@ static int check_stream(const struct dsv_tok *tok, const int32_t *ids, size_t n,
                 fprintf(stderr, "stream (%zu bytes) != decode (%zu bytes)\n", acc_n, one_n);
                 bad++;
         }
-        tt_failures += bad;
+        test_failures += bad;
         free(one);
         free(acc);
         dsv_tok_stream_free(s);
@@ -55,7 +55,7 @@ static void random_sequences(const struct dsv_tok *tok, uint64_t seed, int round
                 if (id >= 0 && n_partial < ARRAY_SIZE(partial))
                         partial[n_partial++] = id;
         }
-        CHECK(n_partial == 128);
+        EXPECT(n_partial == 128);
         for (int r = 0; r < rounds; r++) {
                 int32_t ids[64];
                 size_t n = 1 + (size_t)(dsv_rand_u01(seed, (uint64_t)r * 1000) * 63);
@@ -82,7 +82,7 @@ static void texts(const struct dsv_tok *tok) {
         };
         for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
                 struct dsv_tok_ids ids = {0};
-                CHECK(dsv_tok_encode(tok, t[i], strlen(t[i]), 0, &ids) == 0);
+                EXPECT(dsv_tok_encode(tok, t[i], strlen(t[i]), 0, &ids) == 0);
                 check_stream(tok, ids.v, ids.n, 0);
                 dsv_tok_ids_done(&ids);
         }
@@ -97,7 +97,7 @@ int main(void) {
 
         if (tt_deepseek_path(path, sizeof(path))) {
                 struct dsv_error err = {{0}};
-                CHECKF(dsv_tok_load(path, NULL, &tok, &err) == 0, "%s", err.msg);
+                CHECK(dsv_tok_load(path, NULL, &tok, &err) == 0, "%s", err.msg);
                 if (tok) {
                         random_sequences(tok, 2, 3000);
                         texts(tok);
@@ -105,5 +105,5 @@ int main(void) {
                 }
         } else
                 printf("DeepSeek-V3 tokenizer.json not installed: synthetic tokenizer only\n");
-        return tt_exit("test-tok-stream");
+        return test_result("test-tok-stream");
 }

@@ -8,35 +8,7 @@
 #include <sys/stat.h>
 
 #include "daemon/tokenizer/tokenizer.h"
-
-static int tt_failures;
-
-#define CHECK(cond)                                                                          \
-        do {                                                                                 \
-                if (!(cond)) {                                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-                        tt_failures++;                                                       \
-                }                                                                            \
-        } while (0)
-
-#define CHECKF(cond, ...)                                                                    \
-        do {                                                                                 \
-                if (!(cond)) {                                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-                        fprintf(stderr, __VA_ARGS__);                                        \
-                        fputc('\n', stderr);                                                 \
-                        tt_failures++;                                                       \
-                }                                                                            \
-        } while (0)
-
-static inline int tt_exit(const char *name) {
-        if (tt_failures) {
-                fprintf(stderr, "%s: %d check(s) failed\n", name, tt_failures);
-                return 1;
-        }
-        printf("%s: ok\n", name);
-        return 0;
-}
+#include "tests/check.h"
 
 static char tt_tmp[4096];
 
