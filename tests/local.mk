@@ -40,7 +40,7 @@ TESTS += tests/unit/test-kv-cache
 # benchmarks (make bench), not tests
 check_PROGRAMS += tests/bench/bench-core
 tests_bench_bench_core_SOURCES = tests/bench/bench-core.c
-tests_bench_bench_core_LDADD = $(TEST_CORE_LIBS)
+tests_bench_bench_core_LDADD = libdsv32inspect.la -lm
 bench_scripts += tests/bench/bench-core.sh
 EXTRA_DIST += tests/bench/bench-core.sh
 

@@ -3,12 +3,16 @@
  *      files (1 MiB buffer), measured in the same run, with the page cache of the shards
  *      dropped before each cold run (posix_fadvise DONTNEED: best effort, no root needed)
  *      and warm.
- *   2. CPU prefill and decode tokens/s at batch 1 and 8 (faithful numerics). */
+ *   2. CPU prefill and decode tokens/s at batch 1 and 8 (faithful numerics), decode against
+ *      its memory-bandwidth roofline: the bytes a decode step must read (dsv32-inspect's
+ *      model of it: the fixed weights, the expected distinct routed experts, the KV cache)
+ *      over the read bandwidth of all the backend's threads, measured in the same run. */
 #include "config.h"
 
 #include <fcntl.h>
 #include <math.h>
 
+#include "daemon/inspect.h"
 #include "daemon/model.h"
 
 static void drop_cache(const struct dsv_checkpoint *ck) {
@@ -56,6 +60,29 @@ static double naive_load(const struct dsv_checkpoint *ck, uint64_t *bytes) {
         }
         *bytes = total;
         return (dsv_now_ns() - t0) / 1e9;
+}
+
+/* Read bandwidth in bytes/s of `threads` threads summing a 512 MiB buffer (best of 5). */
+static double read_bandwidth(int threads) {
+        const size_t n = (512u << 20) / sizeof(uint64_t);
+        uint64_t *v = malloc(n * sizeof(*v)), sum = 0;
+        double best = 1e30;
+        if (!v)
+                return 0;
+        for (size_t i = 0; i < n; i++)
+                v[i] = i;
+        for (int r = 0; r < 5; r++) {
+                uint64_t t0 = dsv_now_ns(), s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
+                for (size_t i = 0; i < n; i++)
+                        s += v[i];
+                best = fmin(best, (dsv_now_ns() - t0) / 1e9);
+                sum += s;
+        }
+        free(v);
+        if (sum == 42) /* keep the sums */
+                printf(" ");
+        return (double)(n * sizeof(uint64_t)) / best;
 }
 
 static double load_once(const char *dir, struct dsv_backend *be, uint64_t *bytes, struct dsv_load_stats *st) {
@@ -119,6 +146,15 @@ int main(int argc, char **argv) {
                 return 1;
         const struct dsv_model_config *c = dsv_model_get_config(m);
         const int P = 256, G = 16;
+        struct dsv_param_counts pc;
+        struct dsv_kv_costs kvc;
+        double bw = read_bandwidth(be->n_threads);
+        if (dsv_inspect_params(c, &pc) < 0 || dsv_inspect_kv_costs(c, DSV_INSPECT_KV_FP8, &kvc) < 0) {
+                fprintf(stderr, "bench-core: cannot account the model's bytes\n");
+                return 1;
+        }
+        printf("memory read bandwidth, %d threads: %.2f GB/s (the decode roofline below divides by it)\n", be->n_threads,
+               bw / 1e9);
         int batches[] = {1, 8};
         for (size_t bi = 0; bi < 2; bi++) {
                 int B = batches[bi];
@@ -167,8 +203,13 @@ int main(int argc, char **argv) {
                         }
                 }
                 double td = (dsv_now_ns() - t0) / 1e9;
+                struct dsv_decode_step ds;
+                dsv_inspect_decode_step(c, &pc, &kvc, (uint64_t)(P + G / 2), B, bw, &ds);
                 printf("batch %d: prefill %d tokens/seq: %.1f tok/s; decode %d steps: %.2f tok/s (%.1f ms/step)\n", B, P, B * P / tp, G,
                        B * G / td, td / G * 1e3);
+                printf("    decode vs the bandwidth roofline (%.1f MB read per step: %.1f routed experts per MoE layer): "
+                       "%.1f tok/s bound, ratio %.2fx\n",
+                       ds.bytes / 1e6, ds.experts_per_layer, ds.tokens_per_s, (B * G / td) / ds.tokens_per_s);
                 for (int s = 0; s < B; s++)
                         dsv_kv_seq_release(kv, &seqs[s]);
                 dsv_kv_pool_free(kv);
