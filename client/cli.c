@@ -213,6 +213,37 @@ static int parse_long(const char *s, long min, long max, long *v) {
         return errno || end == s || *end || *v < min || *v > max ? -EINVAL : 0;
 }
 
+/* Options generate and chat share: 0, or EXIT_USAGE after saying why (cmd names the command). */
+static int opt_max_tokens(const char *cmd, const char *arg, struct dsv32_request *q) {
+        long v;
+        if (parse_long(arg, 1, 1 << 20, &v) < 0) {
+                fprintf(stderr, "dsv32 %s: --max-tokens needs 1..%d\n", cmd, 1 << 20);
+                return EXIT_USAGE;
+        }
+        q->max_tokens = (uint32_t)v;
+        return 0;
+}
+
+static int opt_temperature(const char *cmd, const char *arg, struct dsv32_request *q) {
+        if (parse_float(arg, &q->temperature) < 0 || q->temperature < 0) {
+                fprintf(stderr, "dsv32 %s: --temperature needs a number >= 0\n", cmd);
+                return EXIT_USAGE;
+        }
+        return 0;
+}
+
+static int opt_seed(const char *cmd, const char *arg, struct dsv32_request *q) {
+        char *end;
+        errno = 0;
+        q->seed = strtoull(arg, &end, 10);
+        if (errno || end == arg || *end) {
+                fprintf(stderr, "dsv32 %s: --seed needs a non-negative integer\n", cmd);
+                return EXIT_USAGE;
+        }
+        q->flags |= DSV32_REQ_SEED;
+        return 0;
+}
+
 static int cmd_generate(int argc, char **argv) {
         static const struct option opts[] = {
                 {"tokens", required_argument, NULL, 't'}, {"max-tokens", required_argument, NULL, 'n'},
@@ -243,17 +274,12 @@ static int cmd_generate(int argc, char **argv) {
                         }
                         break;
                 case 'n':
-                        if (parse_long(optarg, 1, 1 << 20, &v) < 0) {
-                                fprintf(stderr, "dsv32 generate: --max-tokens needs 1..%d\n", 1 << 20);
+                        if (opt_max_tokens("generate", optarg, &q))
                                 return EXIT_USAGE;
-                        }
-                        q.max_tokens = (uint32_t)v;
                         break;
                 case 'T':
-                        if (parse_float(optarg, &q.temperature) < 0 || q.temperature < 0) {
-                                fprintf(stderr, "dsv32 generate: --temperature needs a number >= 0\n");
+                        if (opt_temperature("generate", optarg, &q))
                                 return EXIT_USAGE;
-                        }
                         break;
                 case 'p':
                         if (parse_float(optarg, &q.top_p) < 0 || q.top_p <= 0 || q.top_p > 1) {
@@ -274,17 +300,10 @@ static int cmd_generate(int argc, char **argv) {
                                 return EXIT_USAGE;
                         }
                         break;
-                case 's': {
-                        char *end;
-                        errno = 0;
-                        q.seed = strtoull(optarg, &end, 10);
-                        if (errno || end == optarg || *end) {
-                                fprintf(stderr, "dsv32 generate: --seed needs a non-negative integer\n");
+                case 's':
+                        if (opt_seed("generate", optarg, &q))
                                 return EXIT_USAGE;
-                        }
-                        q.flags |= DSV32_REQ_SEED;
                         break;
-                }
                 case 'S':
                         if (dsv_parse_id_list(optarg, &stop, &n_stop) < 0) {
                                 fprintf(stderr, "dsv32 generate: --stop needs comma-separated token ids\n");
@@ -412,7 +431,6 @@ static int cmd_chat(int argc, char **argv) {
         dsv32_client *c = NULL;
         bool tty = isatty(STDIN_FILENO);
         char line[65536];
-        long v;
         int ch, r, ret;
 
         optind = 1;
@@ -422,17 +440,16 @@ static int cmd_chat(int argc, char **argv) {
                         system = optarg;
                         break;
                 case 'n':
-                        if (parse_long(optarg, 1, 1 << 20, &v) < 0)
+                        if (opt_max_tokens("chat", optarg, &q))
                                 return EXIT_USAGE;
-                        q.max_tokens = (uint32_t)v;
                         break;
                 case 'T':
-                        if (parse_float(optarg, &q.temperature) < 0 || q.temperature < 0)
+                        if (opt_temperature("chat", optarg, &q))
                                 return EXIT_USAGE;
                         break;
                 case 's':
-                        q.seed = strtoull(optarg, NULL, 10);
-                        q.flags |= DSV32_REQ_SEED;
+                        if (opt_seed("chat", optarg, &q))
+                                return EXIT_USAGE;
                         break;
                 case 'k':
                         q.flags |= DSV32_REQ_THINKING;

@@ -981,6 +981,24 @@ static void test_cli(void) {
         CHECK(f != NULL, "write %s", in);
         fputs("hello there\nhow are you today\ntell me about the weather\n", f);
         fclose(f);
+        /* the sampling options generate and chat share: bad values are usage errors (exit 2)
+         * that name the option, in both commands */
+        {
+                static const char *const bad[][5] = {
+                        {"chat", "--seed", "12x", "--seed", NULL},
+                        {"generate", "--seed", "-", "--seed", NULL},
+                        {"chat", "--max-tokens", "0", "--max-tokens", NULL},
+                        {"generate", "--temperature", "-1", "--temperature", NULL},
+                        {"chat", "--temperature", "warm", "--temperature", NULL},
+                };
+                for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                        const char *args[] = {bad[i][0], bad[i][1], bad[i][2], "hi", NULL};
+                        rc = run_cli(NULL, o1, e1, args);
+                        slurp(e1, err_s, sizeof(err_s));
+                        CHECK(rc == 2 && strstr(err_s, bad[i][3]) && strstr(err_s, bad[i][0]),
+                              "dsv32 %s %s %s: exit %d, stderr '%s'", bad[i][0], bad[i][1], bad[i][2], rc, err_s);
+                }
+        }
         rc = run_cli(in, o1, e1, chat_s);
         CHECK(rc == 0, "dsv32 chat exit %d: %s", rc, (slurp(e1, err_s, sizeof(err_s)), err_s));
         rc = run_cli(in, o2, e2, chat_n);
