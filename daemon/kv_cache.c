@@ -5,25 +5,8 @@
 
 void dsv_kv_layout_init(struct dsv_kv_layout *L, const struct dsv_model_config *c, enum dsv_kv_format fmt,
                         int page_tokens) {
-        memset(L, 0, sizeof(*L));
-        L->format = fmt;
-        L->page_tokens = page_tokens;
-        L->n_layers = c->num_hidden_layers;
-        L->kv_lora = c->kv_lora_rank;
-        L->rope = c->qk_rope_head_dim;
-        L->index_dim = c->index_head_dim;
-        if (fmt == DSV_KV_FP8) {
-                L->mla_rec = (size_t)dsv_cfg_mla_record_fp8(c);
-                L->idx_rec = (size_t)c->index_head_dim;
-                L->idx_scale_rec = 4 * (size_t)DIV_ROUND_UP(c->index_head_dim, 128);
-        } else {
-                L->mla_rec = 4 * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim);
-                L->idx_rec = 4 * (size_t)c->index_head_dim;
-                L->idx_scale_rec = 0;
-        }
-        L->idx_off = ALIGN_UP((size_t)page_tokens * L->mla_rec, 64);
-        L->idx_scale_off = ALIGN_UP(L->idx_off + (size_t)page_tokens * L->idx_rec, 64);
-        L->layer_page_bytes = ALIGN_UP(L->idx_scale_off + (size_t)page_tokens * L->idx_scale_rec, 256);
+        dsv_kv_layout_make(L, fmt, c->num_hidden_layers, c->kv_lora_rank, c->qk_rope_head_dim, c->index_head_dim,
+                           page_tokens);
 }
 
 size_t dsv_kv_bytes_per_token(const struct dsv_kv_layout *L) {

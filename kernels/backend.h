@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/dtype.h"
 
@@ -63,6 +64,35 @@ struct dsv_kv_layout {
         size_t idx_scale_off;    /* offset of the key scales inside a layer page */
         size_t layer_page_bytes; /* one layer of one page */
 };
+
+/* The layout of a pool of pages of page_tokens tokens for these dimensions. FP8: the MLA
+ * record is the e4m3 latent, one fp32 scale per 128 latent values and the bf16 k_pe (656
+ * bytes at 671B); the indexer key is e4m3 codes plus one fp32 scale per 128. F32: everything
+ * fp32, no scales. Each part of a layer page starts 64-byte aligned, a layer page is a
+ * multiple of 256 bytes. */
+static inline void dsv_kv_layout_make(struct dsv_kv_layout *L, enum dsv_kv_format fmt, int n_layers, int kv_lora, int rope,
+                                      int index_dim, int page_tokens) {
+        const size_t pt = (size_t)page_tokens;
+        memset(L, 0, sizeof(*L));
+        L->format = fmt;
+        L->page_tokens = page_tokens;
+        L->n_layers = n_layers;
+        L->kv_lora = kv_lora;
+        L->rope = rope;
+        L->index_dim = index_dim;
+        if (fmt == DSV_KV_FP8) {
+                L->mla_rec = (size_t)kv_lora + 4 * (((size_t)kv_lora + 127) / 128) + 2 * (size_t)rope;
+                L->idx_rec = (size_t)index_dim;
+                L->idx_scale_rec = 4 * (((size_t)index_dim + 127) / 128);
+        } else {
+                L->mla_rec = 4 * (size_t)(kv_lora + rope);
+                L->idx_rec = 4 * (size_t)index_dim;
+                L->idx_scale_rec = 0;
+        }
+        L->idx_off = (pt * L->mla_rec + 63) / 64 * 64;
+        L->idx_scale_off = (L->idx_off + pt * L->idx_rec + 63) / 64 * 64;
+        L->layer_page_bytes = (L->idx_scale_off + pt * L->idx_scale_rec + 255) / 256 * 256;
+}
 
 struct dsv_kv_ref {
         const struct dsv_kv_layout *layout;

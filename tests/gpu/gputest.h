@@ -259,27 +259,3 @@ static inline void gt_make_fp8(uint8_t *q, float *sc, int64_t N, int64_t K, uint
         }
 }
 
-/* The paged KV layout of daemon/kv_cache.c's dsv_kv_layout_init (repeated here so that the GPU
- * tests need nothing but kernels/). */
-static inline void gt_kv_layout(struct dsv_kv_layout *L, enum dsv_kv_format fmt, int n_layers, int kv_lora, int rope,
-                                int index_dim, int page_tokens) {
-        memset(L, 0, sizeof(*L));
-        L->format = fmt;
-        L->page_tokens = page_tokens;
-        L->n_layers = n_layers;
-        L->kv_lora = kv_lora;
-        L->rope = rope;
-        L->index_dim = index_dim;
-        if (fmt == DSV_KV_FP8) {
-                L->mla_rec = (size_t)kv_lora + 4 * (size_t)DIV_ROUND_UP(kv_lora, 128) + 2 * (size_t)rope;
-                L->idx_rec = (size_t)index_dim;
-                L->idx_scale_rec = 4 * (size_t)DIV_ROUND_UP(index_dim, 128);
-        } else {
-                L->mla_rec = 4 * (size_t)(kv_lora + rope);
-                L->idx_rec = 4 * (size_t)index_dim;
-                L->idx_scale_rec = 0;
-        }
-        L->idx_off = ALIGN_UP((size_t)page_tokens * L->mla_rec, 64);
-        L->idx_scale_off = ALIGN_UP(L->idx_off + (size_t)page_tokens * L->idx_rec, 64);
-        L->layer_page_bytes = ALIGN_UP(L->idx_scale_off + (size_t)page_tokens * L->idx_scale_rec, 256);
-}

@@ -100,28 +100,6 @@ static void test_numerics(void) {
 }
 
 /* ------------------------------------------------------------------ KV addressing */
-static void layout(struct dsv_kv_layout *L, enum dsv_kv_format fmt, int n_layers, int kv_lora, int rope, int index_dim) {
-        /* as daemon/kv_cache.c's dsv_kv_layout_init */
-        memset(L, 0, sizeof(*L));
-        L->format = fmt;
-        L->page_tokens = 64;
-        L->n_layers = n_layers;
-        L->kv_lora = kv_lora;
-        L->rope = rope;
-        L->index_dim = index_dim;
-        if (fmt == DSV_KV_FP8) {
-                L->mla_rec = (size_t)kv_lora + 4 * (size_t)DIV_ROUND_UP(kv_lora, 128) + 2 * (size_t)rope;
-                L->idx_rec = (size_t)index_dim;
-                L->idx_scale_rec = 4 * (size_t)DIV_ROUND_UP(index_dim, 128);
-        } else {
-                L->mla_rec = 4 * (size_t)(kv_lora + rope);
-                L->idx_rec = 4 * (size_t)index_dim;
-        }
-        L->idx_off = ALIGN_UP(64 * L->mla_rec, 64);
-        L->idx_scale_off = ALIGN_UP(L->idx_off + 64 * L->idx_rec, 64);
-        L->layer_page_bytes = ALIGN_UP(L->idx_scale_off + 64 * L->idx_scale_rec, 256);
-}
-
 static struct dcu_kv kv_of(const struct dsv_kv_layout *L, int layer) {
         /* as backend_cuda.cu's dcu_kv_of */
         struct dcu_kv k = {.fp8 = L->format == DSV_KV_FP8, .page_tokens = L->page_tokens, .n_layers = L->n_layers, .layer = layer,
@@ -134,7 +112,7 @@ static struct dcu_kv kv_of(const struct dsv_kv_layout *L, int layer) {
 
 static void test_kv_addressing(enum dsv_kv_format fmt, int n_layers, int layer, int kv_lora, int rope, int index_dim) {
         struct dsv_kv_layout L;
-        layout(&L, fmt, n_layers, kv_lora, rope, index_dim);
+        dsv_kv_layout_make(&L, fmt, n_layers, kv_lora, rope, index_dim, 64);
         const int n_pages = 5, T = 40;
         const size_t bytes = (size_t)n_pages * n_layers * L.layer_page_bytes;
         uint8_t *pool = calloc(bytes, 1);
@@ -203,7 +181,7 @@ static void test_kv_addressing(enum dsv_kv_format fmt, int n_layers, int layer, 
 static void test_kv_large(void) {
         /* 1M tokens x 61 layers: offsets beyond 2^32 stay exact */
         struct dsv_kv_layout L;
-        layout(&L, DSV_KV_FP8, 61, 512, 64, 128);
+        dsv_kv_layout_make(&L, DSV_KV_FP8, 61, 512, 64, 128, 64);
         const struct dcu_kv k = kv_of(&L, 60);
         const int64_t slot = (1 << 20) - 1;
         const unsigned __int128 want = ((unsigned __int128)(slot / 64) * 61 + 60) * L.layer_page_bytes + (slot % 64) * L.mla_rec;

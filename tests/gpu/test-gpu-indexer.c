@@ -75,7 +75,7 @@ static void test_indexer(bool faithful, int H, int d, int topk, int n_seq, const
         struct dsv_kv_layout L;
         char what[200];
         const int layer = 1, n_layers = 2;
-        gt_kv_layout(&L, faithful ? DSV_KV_FP8 : DSV_KV_F32, n_layers, 128, 16, d, 64);
+        dsv_kv_layout_make(&L, faithful ? DSV_KV_FP8 : DSV_KV_F32, n_layers, 128, 16, d, 64);
         int64_t max_pages = 0, total_pages = 0;
         for (int s = 0; s < n_seq; s++) {
                 int64_t p = DIV_ROUND_UP(ctx[s], 64);

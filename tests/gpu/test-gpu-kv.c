@@ -13,7 +13,7 @@ static void test_kv(enum dsv_kv_format fmt, int n_layers, int layer, int kv_lora
         struct dsv_kv_layout L;
         struct gbuf pool, slots, lat, kpe, key, pages, glat, gkpe;
         char what[160];
-        gt_kv_layout(&L, fmt, n_layers, kv_lora, rope, index_dim, 64);
+        dsv_kv_layout_make(&L, fmt, n_layers, kv_lora, rope, index_dim, 64);
         const size_t pool_bytes = (size_t)n_pages * (size_t)n_layers * L.layer_page_bytes;
         /* a shuffled page table: position p lives in page perm[p / 64] */
         int32_t *perm = malloc((size_t)n_pages * 4), *sl = malloc((size_t)T * 4);
@@ -112,7 +112,7 @@ int main(void) {
         if (r)
                 return r;
         struct dsv_kv_layout L;
-        gt_kv_layout(&L, DSV_KV_FP8, 61, 512, 64, 128, 64);
+        dsv_kv_layout_make(&L, DSV_KV_FP8, 61, 512, 64, 128, 64);
         CHECK(L.mla_rec == 656 && L.idx_rec + L.idx_scale_rec == 132, "671B record sizes: %zu + %zu", L.mla_rec,
                  L.idx_rec + L.idx_scale_rec);
         test_kv(DSV_KV_FP8, 3, 1, 512, 64, 128, 40, 2000, 2000);

@@ -51,7 +51,7 @@ static void test_decode(bool faithful, int H, int nope, int rope, int V, int C, 
         struct dsv_kv_layout L;
         char what[200];
         const int n_layers = 2, layer = 0, qk = nope + rope;
-        gt_kv_layout(&L, faithful ? DSV_KV_FP8 : DSV_KV_F32, n_layers, C, rope, 128, 64);
+        dsv_kv_layout_make(&L, faithful ? DSV_KV_FP8 : DSV_KV_F32, n_layers, C, rope, 128, 64);
         int64_t max_pages = 0, total_pages = 0, total_tok = 0;
         for (int s = 0; s < n_seq; s++) {
                 max_pages = MAX(max_pages, DIV_ROUND_UP(ctx[s], 64));
