@@ -2,6 +2,7 @@
 #pragma once
 
 #include "kernels/cuda/plan.h"
+#include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 static __device__ __forceinline__ void st_f32_bytes(uint8_t *p, float v) {
@@ -15,30 +16,11 @@ static __device__ __forceinline__ float ld_f32_bytes(const uint8_t *p) {
         return dcu_bits_f32((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
 }
 
-/* act_quant of n <= 128 values by one warp: codes to q, the scale's bytes to s. */
+/* act_quant of n <= 128 values by one warp: codes to q, the scale's bytes to s (records are
+ * not 4-byte aligned). */
 static __device__ __forceinline__ void warp_quant(const float *x, int n, uint8_t *q, uint8_t *s) {
-        const int lane = threadIdx.x & 31;
-        float v[4], amax = 0;
-        int nan = 0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-                int k = lane + 32 * j;
-                v[j] = k < n ? x[k] : 0.0f;
-                float a = fabsf(v[j]);
-                nan |= dcu_isnan(a);
-                amax = a > amax ? a : amax;
-        }
-        amax = dcu_warp_max(amax);
-        nan = __any_sync(0xffffffffu, nan);
-        const float sc = nan ? dcu_nan() : dcu_act_scale(amax);
-        const float inv = 1.0f / sc;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-                int k = lane + 32 * j;
-                if (k < n)
-                        q[k] = nan ? (uint8_t)0x7f : dcu_quant_e4m3(v[j], inv);
-        }
-        if (lane == 0)
+        const float sc = dcu_warp_quant(x, n, q);
+        if ((threadIdx.x & 31) == 0)
                 st_f32_bytes(s, sc);
 }
 

@@ -19,7 +19,7 @@ CUDA_PLUGIN_SRC = \
 CUDA_PLUGIN_HDR = \
 	kernels/cuda/common.cuh kernels/cuda/reduce.cuh kernels/cuda/linear.cuh \
 	kernels/cuda/indexer.cuh kernels/cuda/topk.cuh kernels/cuda/mla.cuh \
-	kernels/cuda/elementwise.cuh kernels/cuda/norm.cuh kernels/cuda/kv.cuh \
+	kernels/cuda/elementwise.cuh kernels/cuda/norm.cuh kernels/cuda/kv.cuh kernels/cuda/quant.cuh \
 	kernels/cuda/numerics_cu.h kernels/cuda/plan.h
 CUDA_DEV_SRC = \
 	kernels/dev/harness.cuh kernels/dev/fp8_gemm.cu kernels/dev/indexer_scores.cu \
@@ -36,7 +36,7 @@ DSV_NVCCFLAGS = -std=c++17 -O3 $(NVCC_ARCH) $(NVCC_WARN) -Xcompiler -fPIC,-fvisi
 CUDA_DEPS = \
 	$(srcdir)/kernels/cuda/common.cuh $(srcdir)/kernels/cuda/reduce.cuh $(srcdir)/kernels/cuda/linear.cuh \
 	$(srcdir)/kernels/cuda/indexer.cuh $(srcdir)/kernels/cuda/topk.cuh $(srcdir)/kernels/cuda/mla.cuh \
-	$(srcdir)/kernels/cuda/elementwise.cuh $(srcdir)/kernels/cuda/norm.cuh $(srcdir)/kernels/cuda/kv.cuh \
+	$(srcdir)/kernels/cuda/elementwise.cuh $(srcdir)/kernels/cuda/norm.cuh $(srcdir)/kernels/cuda/kv.cuh $(srcdir)/kernels/cuda/quant.cuh \
 	$(srcdir)/kernels/cuda/numerics_cu.h $(srcdir)/kernels/cuda/plan.h $(srcdir)/kernels/backend.h \
 	$(srcdir)/kernels/dtype.h $(srcdir)/kernels/numerics.h $(srcdir)/kernels/backend_plugin.h $(srcdir)/daemon/util.h
 NVCC_V = $(NVCC_V_@AM_V@)

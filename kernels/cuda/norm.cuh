@@ -3,6 +3,7 @@
 #pragma once
 
 #include "kernels/cuda/plan.h"
+#include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 static __device__ __forceinline__ float load_w(const float *w, int64_t i) { return w[i]; }
@@ -74,29 +75,7 @@ __global__ void dcu_quant_kernel(const float *x, int64_t ldx, int64_t rows, int6
                 return;
         const int64_t r = job / nb, b = job % nb, k0 = b * DCU_QBLOCK;
         const int64_t len = cols - k0 < DCU_QBLOCK ? cols - k0 : DCU_QBLOCK;
-        const float *xr = x + r * ldx + k0;
-        float v[4];
-        float amax = 0;
-        int nan = 0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-                int k = lane + 32 * j;
-                v[j] = k < len ? xr[k] : 0.0f;
-                float a = fabsf(v[j]);
-                nan |= dcu_isnan(a);
-                amax = a > amax ? a : amax;
-        }
-        amax = dcu_warp_max(amax);
-        nan = __any_sync(0xffffffffu, nan);
-        const float sc = nan ? dcu_nan() : dcu_act_scale(amax);
-        const float inv = 1.0f / sc;
-        uint8_t *qr = q + r * ldq + k0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-                int k = lane + 32 * j;
-                if (k < len)
-                        qr[k] = nan ? (uint8_t)0x7f : dcu_quant_e4m3(v[j], inv);
-        }
+        const float sc = dcu_warp_quant(x + r * ldx + k0, (int)len, q + r * ldq + k0);
         if (lane == 0)
                 s[r * s_rs + b * s_cs] = sc;
 }
