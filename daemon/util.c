@@ -11,16 +11,6 @@
 
 int dsv_log_max_level = DSV_LOG_INFO;
 
-int dsv_error_set(struct dsv_error *e, int err, const char *fmt, ...) {
-        if (e) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
-                va_end(ap);
-        }
-        return err > 0 ? -err : (err == 0 ? -EINVAL : err);
-}
-
 _printf_(2, 0) static void log_va(int level, const char *fmt, va_list ap) {
         static int journal = -1;
         char buf[2048];

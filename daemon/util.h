@@ -1,5 +1,6 @@
-/* Small helpers shared by the daemon, the tools and the kernels: cleanup attributes,
- * error conventions (>= 0 success, -errno failure), logging, arithmetic helpers. */
+/* Helpers of the daemon and the tools, over the bottom header kernels/base.h (cleanup,
+ * errors, sizes, growable arrays): logging, the monotonic clock, whole-file helpers, strict
+ * command-line parsing and a string builder. */
 #pragma once
 
 #include <errno.h>
@@ -13,56 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define _unused_ __attribute__((unused))
-#define _likely_(x) __builtin_expect(!!(x), 1)
-#define _unlikely_(x) __builtin_expect(!!(x), 0)
-
-static inline void dsv_freep(void *p) { free(*(void **)p); }
-static inline void dsv_closep(int *fd) {
-        if (*fd >= 0) {
-                int e = errno;
-                close(*fd);
-                errno = e;
-        }
-}
-static inline void dsv_fclosep(FILE **f) {
-        if (*f)
-                fclose(*f);
-}
-#define _cleanup_free_ _cleanup_(dsv_freep)
-#define _cleanup_close_ _cleanup_(dsv_closep)
-#define _cleanup_fclose_ _cleanup_(dsv_fclosep)
-
-#define TAKE_PTR(p)                      \
-        ({                               \
-                __typeof__(p) _tp_ = (p); \
-                (p) = NULL;              \
-                _tp_;                    \
-        })
-#define TAKE_FD(fd)                   \
-        ({                            \
-                int _tfd_ = (fd);     \
-                (fd) = -1;            \
-                _tfd_;                \
-        })
-
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define DIV_ROUND_UP(a, b) (((a) + (b)-1) / (b))
-#define ALIGN_UP(a, b) (DIV_ROUND_UP(a, b) * (b))
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-
-/* Returns -errno of the last libc failure (never 0). */
-static inline int dsv_negerrno(void) { return errno > 0 ? -errno : -EIO; }
-
-/* Detailed error text for operations whose failure a user must be able to act on
- * (which file, which tensor, what was expected, what was found). */
-struct dsv_error {
-        char msg[1024];
-};
-int dsv_error_set(struct dsv_error *e, int err, const char *fmt, ...) _printf_(3, 4);
+#include "kernels/base.h"
 
 /* Logging: one line per call to stderr, with a syslog-style "<N>" prefix when stderr is
  * the journal (JOURNAL_STREAM set), so priorities survive. */
@@ -91,10 +43,6 @@ int dsv_read_file(const char *path, size_t max_size, char **ret, size_t *ret_siz
 int dsv_write_file(const char *path, const void *data, size_t size);
 int dsv_mkdir_p(const char *path, unsigned mode);
 
-/* Overflow-checked arithmetic. */
-static inline bool dsv_mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) {
-        return __builtin_mul_overflow(a, b, r);
-}
 
 /* Parse helpers for command lines: strict, whole string, in range. */
 /* A growable NUL-terminated byte string: p[0..n) plus p[n] == 0 once anything was added. */

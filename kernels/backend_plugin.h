@@ -26,7 +26,7 @@
 
 #include <stdint.h>
 
-#include "daemon/util.h"
+#include "kernels/base.h"
 #include "kernels/backend.h"
 
 /* Changes whenever struct dsv_op, struct dsv_tensor, the KV layout or the vtable change. */

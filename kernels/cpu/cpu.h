@@ -2,7 +2,7 @@
  * All functions return 0 or -errno; they trust shapes already checked by cpu_backend.c. */
 #pragma once
 
-#include "daemon/util.h"
+#include "kernels/base.h"
 #include "kernels/backend.h"
 #include "kernels/numerics.h"
 

@@ -38,7 +38,7 @@ CUDA_DEPS = \
 	$(srcdir)/kernels/cuda/indexer.cuh $(srcdir)/kernels/cuda/topk.cuh $(srcdir)/kernels/cuda/mla.cuh \
 	$(srcdir)/kernels/cuda/elementwise.cuh $(srcdir)/kernels/cuda/norm.cuh $(srcdir)/kernels/cuda/kv.cuh $(srcdir)/kernels/cuda/quant.cuh \
 	$(srcdir)/kernels/cuda/numerics_cu.h $(srcdir)/kernels/cuda/plan.h $(srcdir)/kernels/backend.h \
-	$(srcdir)/kernels/dtype.h $(srcdir)/kernels/numerics.h $(srcdir)/kernels/backend_plugin.h $(srcdir)/daemon/util.h
+	$(srcdir)/kernels/dtype.h $(srcdir)/kernels/numerics.h $(srcdir)/kernels/backend_plugin.h $(srcdir)/kernels/base.h
 NVCC_V = $(NVCC_V_@AM_V@)
 NVCC_V_ = $(NVCC_V_@AM_DEFAULT_V@)
 NVCC_V_0 = @echo "  NVCC    " $@;
