@@ -32,6 +32,10 @@ tests_unit_test_checkpoint_SOURCES = tests/unit/test-checkpoint.c
 tests_unit_test_checkpoint_LDADD = $(TEST_CORE_LIBS)
 TESTS += tests/unit/test-checkpoint
 
+check_PROGRAMS += tests/unit/test-batch-plan
+tests_unit_test_batch_plan_SOURCES = tests/unit/test-batch-plan.c
+tests_unit_test_batch_plan_LDADD = libdsv32core.la
+TESTS += tests/unit/test-batch-plan
 check_PROGRAMS += tests/unit/test-kv-cache
 tests_unit_test_kv_cache_SOURCES = tests/unit/test-kv-cache.c
 tests_unit_test_kv_cache_LDADD = $(TEST_CORE_LIBS)

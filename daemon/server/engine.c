@@ -7,7 +7,7 @@
 #include <pthread.h>
 #include <sys/random.h>
 
-#include "daemon/model.h"
+#include "daemon/model/model.h"
 #include "daemon/server/sampler.h"
 #include "daemon/server/text.h"
 #include "daemon/util.h"

@@ -6,7 +6,7 @@
 #include <getopt.h>
 #include <math.h>
 
-#include "daemon/model.h"
+#include "daemon/model/model.h"
 #include "ipc/idlist.h"
 #include "kernels/backend_plugin.h"
 

@@ -13,7 +13,7 @@
 #include <math.h>
 
 #include "daemon/inspect.h"
-#include "daemon/model.h"
+#include "daemon/model/model.h"
 
 static void drop_cache(const struct dsv_checkpoint *ck) {
         for (size_t i = 0; i < ck->n_shards; i++) {

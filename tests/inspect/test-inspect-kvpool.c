@@ -6,7 +6,7 @@
 #include "tests/inspect/inspect-test.h"
 
 #include "daemon/inspect.h"
-#include "daemon/model.h"
+#include "daemon/model/model.h"
 
 #define N_PAGES 5
 

@@ -9,7 +9,7 @@
 
 #include <getopt.h>
 
-#include "daemon/model.h"
+#include "daemon/model/model.h"
 
 struct dump {
         int T, L, D, K, E;

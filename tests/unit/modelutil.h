@@ -1,7 +1,7 @@
 /* Shared test fixture: a generated tiny checkpoint and helpers to run prompts. */
 #pragma once
 
-#include "daemon/model.h"
+#include "daemon/model/model.h"
 #include "daemon/synth.h"
 #include "tests/unit/testutil.h"
 

@@ -182,6 +182,16 @@ int main(void) {
                 REQUIRE(dsv_model_forward(m, kv, &b, batched, &err) == 0, "%s", err.msg);
                 for (int s = 0; s < S; s++)
                         CHECK(seqs[s].len == plen[s] + step_new[s], "seq %d len %d", s, seqs[s].len);
+                /* regression: one sequence repeating a position (a malformed batch) is refused,
+                 * named, and changes nothing (it crashed in the forward pass) */
+                {
+                        int32_t rt[2] = {st[1][0], st[1][1]}, rp[2] = {seqs[1].len, seqs[1].len}, rs[2] = {1, 1};
+                        struct dsv_batch rb = {.n_tokens = 2, .token = rt, .pos = rp, .seq = rs, .n_seqs = S, .seqs = sp};
+                        int len_before = seqs[1].len;
+                        CHECK(dsv_model_forward(m, kv, &rb, batched, &err) == -EINVAL && strstr(err.msg, "appears twice"),
+                              "repeated position: %s", err.msg);
+                        CHECK(seqs[1].len == len_before, "a refused batch advanced the sequence");
+                }
                 /* each alone */
                 double worst = 0;
                 for (int s = 0; s < S; s++) {

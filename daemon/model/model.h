@@ -14,6 +14,7 @@
 #include "daemon/checkpoint.h"
 #include "daemon/kv_cache.h"
 #include "daemon/loader.h"
+#include "daemon/model/plan.h"
 #include "daemon/model_config.h"
 #include "kernels/backend.h"
 
@@ -67,20 +68,10 @@ uint64_t dsv_model_weight_bytes(const struct dsv_model *m);
 struct dsv_backend *dsv_model_backend(const struct dsv_model *m);
 void dsv_model_set_hooks(struct dsv_model *m, const struct dsv_model_hooks *hooks);
 
-/* A batch: token i belongs to seqs[seq[i]] at position pos[i]. Each sequence's tokens must
- * be the consecutive positions [seqs[s]->len, ...) (any order in the batch); their pages
- * must be reserved. On success every sequence's len advances past its tokens and the logits
+/* A batch (struct dsv_batch, model/plan.h): token i belongs to seqs[seq[i]] at position
+ * pos[i]. Each sequence's tokens must be the consecutive positions [seqs[s]->len, ...), each
+ * once, in any order in the batch; their pages must be reserved. On success every sequence's len advances past its tokens and the logits
  * of the tokens with want_logits[i] (all when NULL) are written in batch order, vocab_size
  * floats each. */
-struct dsv_batch {
-        int n_tokens;
-        const int32_t *token;
-        const int32_t *pos;
-        const int32_t *seq;
-        const bool *want_logits;
-        int n_seqs;
-        struct dsv_kv_seq **seqs;
-};
-
 int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
                       struct dsv_error *err);

@@ -1,0 +1,91 @@
+/* The feed-forward half of a layer: the dense SwiGLU MLP, and the MoE (router with the test
+ * hooks, routed experts, shared expert). */
+#include "config.h"
+
+#include <math.h>
+
+#include "daemon/model/internal.h"
+
+int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *w1, const struct dsv_tensor *w2,
+               const struct dsv_tensor *w3) {
+        struct ws *w = &F->m->ws;
+        const int64_t I = w1->ne[1];
+        struct dsv_tensor g1 = dsv_view_cols(&w->g1, 0, I), g3 = dsv_view_cols(&w->g3, 0, I), gs = dsv_view_cols(&w->gs, 0, I);
+        struct dsv_op op = {.type = DSV_OP_SWIGLU};
+        int r;
+        op.swiglu = (struct dsv_op_swiglu){.out = &gs, .a = &g1, .b = &g3};
+        if ((r = dsv_fwd_linear(F, &g1, &w->h, w1)) < 0 || (r = dsv_fwd_linear(F, &g3, &w->h, w3)) < 0 || (r = dsv_fwd_run(F, &op)) < 0)
+                return r;
+        return dsv_fwd_linear(F, out, &gs, w2);
+}
+
+int dsv_fwd_moe(struct fwd *F, int layer) {
+        struct dsv_model *m = F->m;
+        struct ws *w = &m->ws;
+        const struct dsv_model_config *c = &m->cfg;
+        const struct dsv_model_hooks *hk = &m->hooks;
+        struct layer *l = &m->layers[layer];
+        const int K = c->num_experts_per_tok;
+        struct dsv_op op;
+        int r;
+        bool forced = false;
+
+        if (hk->force_experts) {
+                /* rows the hook does not force keep their own routing (first id -1) */
+                int32_t *f = malloc((size_t)F->T * K * sizeof(int32_t));
+                if (!f)
+                        return -ENOMEM;
+                for (int t = 0; t < F->T; t++) {
+                        int32_t *row = f + (size_t)t * K;
+                        if (hk->force_experts(hk->ud, layer, F->p->row_seq[t], F->p->row_pos[t], row, K))
+                                forced = true;
+                        else
+                                row[0] = -1;
+                }
+                r = forced ? dsv_fwd_upload(F, w->forced_ids.data, f, (size_t)F->T * K * sizeof(int32_t)) : 0;
+                free(f);
+                if (r < 0)
+                        return r;
+        }
+        op = (struct dsv_op){.type = DSV_OP_MOE_GATE};
+        op.moe_gate = (struct dsv_op_moe_gate){
+                .ids = &w->moe_ids, .weights = &w->moe_w, .scores = (hk->want_router_scores && hk->on_experts) ? &w->rscores : NULL,
+                .x = &w->h, .w = l->gate_w, .bias = l->gate_bias, .forced_ids = forced ? &w->forced_ids : NULL,
+                .n_group = c->n_group, .topk_group = c->topk_group, .k = K, .route_scale = (float)c->routed_scaling_factor,
+                .norm_topk_prob = c->norm_topk_prob};
+        if ((r = dsv_fwd_run(F, &op)) < 0)
+                return r;
+        if (hk->on_experts) {
+                int32_t *ids = malloc((size_t)F->T * K * sizeof(int32_t));
+                float *wt = malloc((size_t)F->T * K * sizeof(float));
+                float *sc = op.moe_gate.scores ? malloc((size_t)F->T * c->n_routed_experts * sizeof(float)) : NULL;
+                if (!ids || !wt || (op.moe_gate.scores && !sc))
+                        r = -ENOMEM;
+                else if ((r = dsv_fwd_download(F, ids, w->moe_ids.data, (size_t)F->T * K * sizeof(int32_t))) >= 0 &&
+                         (r = dsv_fwd_download(F, wt, w->moe_w.data, (size_t)F->T * K * sizeof(float))) >= 0 &&
+                         (!sc || (r = dsv_fwd_download(F, sc, w->rscores.data, (size_t)F->T * c->n_routed_experts * sizeof(float))) >= 0))
+                        for (int t = 0; t < F->T; t++)
+                                hk->on_experts(hk->ud, layer, F->p->row_seq[t], F->p->row_pos[t], ids + (size_t)t * K,
+                                               wt + (size_t)t * K, K, sc ? sc + (size_t)t * c->n_routed_experts : NULL,
+                                               c->n_routed_experts);
+                free(ids);
+                free(wt);
+                free(sc);
+                if (r < 0)
+                        return r;
+        }
+        op = (struct dsv_op){.type = DSV_OP_MOE_EXPERTS};
+        op.moe_experts = (struct dsv_op_moe_experts){.out = &w->moe_out, .x = &w->h, .ids = &w->moe_ids, .weights = &w->moe_w,
+                                                     .experts = l->experts, .n_experts = c->n_routed_experts,
+                                                     .inter = c->moe_intermediate_size, .faithful = F->f};
+        if ((r = dsv_fwd_run(F, &op)) < 0)
+                return r;
+        if (l->w1) {
+                if ((r = dsv_fwd_mlp(F, &w->shared, l->w1, l->w2, l->w3)) < 0)
+                        return r;
+        } else if ((r = m->be->ops->fill(m->be, w->shared.data, 0, (size_t)F->T * w->shared.stride)) < 0)
+                return r;
+        op = (struct dsv_op){.type = DSV_OP_ADD};
+        op.add = (struct dsv_op_add){.out = &w->branch, .a = &w->moe_out, .b = &w->shared};
+        return dsv_fwd_run(F, &op);
+}

@@ -1,0 +1,36 @@
+/* The head: the rows whose logits are wanted go through lm_head (fp32) and come back to
+ * the caller in batch order. The final RMSNorm is the forward pass's last layer call. */
+#include "config.h"
+
+#include "daemon/model/internal.h"
+
+int dsv_fwd_head(struct fwd *F, float *logits) {
+        struct dsv_model *m = F->m;
+        struct ws *w = &m->ws;
+        const struct dsv_batch_plan *p = F->p;
+        const size_t V = (size_t)m->cfg.vocab_size;
+        struct dsv_tensor hout = dsv_view_rows(&w->hout, 0, p->n_out), lg = dsv_view_rows(&w->logits, 0, p->n_out);
+        struct dsv_op op = {.type = DSV_OP_GET_ROWS};
+        float *tmp;
+        int r;
+
+        if (p->n_out == 0)
+                return 0;
+        op.get_rows = (struct dsv_op_get_rows){.out = &hout, .x = &w->h, .rows = &w->out_rows};
+        if ((r = dsv_fwd_run(F, &op)) < 0)
+                return r;
+        op = (struct dsv_op){.type = DSV_OP_LINEAR};
+        op.linear = (struct dsv_op_linear){.out = &lg, .x = &hout, .w = m->lm_head};
+        if ((r = dsv_fwd_run(F, &op)) < 0)
+                return r;
+        /* out_rows ascend in internal rows; out_dest says where each goes */
+        tmp = malloc((size_t)p->n_out * V * sizeof(float));
+        if (!tmp)
+                return -ENOMEM;
+        r = dsv_fwd_download(F, tmp, w->logits.data, (size_t)p->n_out * V * sizeof(float));
+        if (r >= 0)
+                for (int j = 0; j < p->n_out; j++)
+                        memcpy(logits + (size_t)p->out_dest[j] * V, tmp + (size_t)j * V, V * sizeof(float));
+        free(tmp);
+        return r;
+}

@@ -1,0 +1,106 @@
+/* What the parts of the model share (daemon/model/): the loaded weights of each layer, the
+ * activation workspace, the plan of one forward pass and the helpers that issue backend ops.
+ * Only the files of daemon/model/ include this; everyone else uses model.h.
+ *
+ *   load.c       checkpoint -> backend memory, tensor wiring, the load-time probe
+ *   plan.c       a batch checked and laid out in rows (pure; unit-tested)
+ *   workspace.c  activation buffers carved in fixed size buckets (stable addresses)
+ *   ops.c        one backend op per call, errors named
+ *   attention.c  MLA + lightning indexer of one layer
+ *   ffn.c        dense SwiGLU MLP and the MoE of one layer
+ *   head.c       final norm, lm_head, logits back in batch order
+ *   forward.c    the forward pass: a page of layer calls */
+#pragma once
+
+#include "daemon/model/model.h"
+#include "daemon/model/plan.h"
+#include "daemon/util.h"
+
+struct layer {
+        const struct dsv_tensor *attn_norm, *ffn_norm;
+        const struct dsv_tensor *wq_a, *q_norm, *wq_b, *wkv_a, *kv_norm, *wkv_b, *wo;
+        const struct dsv_tensor *iwq_b, *iwk, *ik_norm_w, *ik_norm_b, *iw_proj;
+        const struct dsv_tensor *w1, *w2, *w3; /* dense MLP or shared experts */
+        const struct dsv_tensor *gate_w, *gate_bias;
+        struct dsv_moe_expert_weights *experts;
+        struct dsv_tensor wkv_b_deq; /* F32 [H*(nope+v), kv_lora] for absorbed attention */
+        bool moe;
+};
+
+/* The sizes a workspace is carved for. */
+struct ws_dims {
+        int T;         /* rows (tokens) */
+        int C;         /* largest context of a prefill chunk */
+        int K;         /* index list width */
+        int ctx;       /* largest context of any token (score rows for hooks) */
+        int n_out;     /* rows whose logits are wanted */
+        int n_seqs, max_pages;
+};
+
+/* Activation workspace of one forward call. Tensors have the call's row counts; their
+ * addresses depend only on the bucket (dims rounded up, workspace.c), so consecutive
+ * decode steps of similar batches reuse the same addresses. */
+struct ws {
+        void *buf;
+        size_t bytes;
+        struct ws_dims d;      /* this call */
+        struct ws_dims bucket; /* what the addresses were carved for */
+        struct dsv_tensor ids, pos, tok_seq, slots, block_table, out_rows;
+        struct dsv_tensor res, h, branch, q_a, qr, q, kv_a, c, k_pe, iq, ik, iw, iq8, iqs, idx, o;
+        struct dsv_tensor lat, kpe, kvb;
+        struct dsv_tensor g1, g3, gs, shared, moe_out, moe_ids, moe_w;
+        struct dsv_tensor hout, logits;
+        struct dsv_tensor iscores, rscores, forced_ids;
+};
+
+struct dsv_model {
+        struct dsv_model_config cfg;
+        struct dsv_checkpoint *ck;
+        struct dsv_backend *be;
+        enum dsv_numerics numerics;
+        void *wbuf;
+        size_t wbytes;
+        struct dsv_tensor *tensors; /* every loaded tensor (weights and their scales) */
+        size_t n_tensors;
+        const struct dsv_tensor *embed, *final_norm, *lm_head;
+        struct layer *layers;
+        struct dsv_tensor inv_freq;
+        void *inv_freq_buf;
+        float softmax_scale;
+        struct dsv_load_stats load_stats;
+        struct dsv_model_hooks hooks;
+        struct ws ws;
+};
+
+/* One forward call in progress. */
+struct fwd {
+        struct dsv_model *m;
+        struct dsv_kv_pool *kv;
+        const struct dsv_batch *b;
+        const struct dsv_batch_plan *p;
+        struct dsv_error *err;
+        bool f; /* faithful */
+        int T;
+};
+
+/* workspace.c */
+int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d);
+void dsv_ws_free(struct dsv_model *m);
+
+/* ops.c: each returns 0 or a negative errno with err naming the backend and the op */
+struct dsv_tensor dsv_view_rows(const struct dsv_tensor *t, int64_t r0, int64_t n);
+struct dsv_tensor dsv_view_cols(const struct dsv_tensor *t, int64_t c0, int64_t n);
+int dsv_fwd_run(struct fwd *F, struct dsv_op *op);
+int dsv_fwd_linear(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *x, const struct dsv_tensor *w);
+int dsv_fwd_rmsnorm(struct fwd *F, struct dsv_tensor *out, struct dsv_tensor *res, const struct dsv_tensor *x,
+                    const struct dsv_tensor *w);
+int dsv_fwd_rope(struct fwd *F, struct dsv_tensor *x, int n_heads, int stride, int offset, bool interleaved);
+int dsv_fwd_download(struct fwd *F, void *dst, const void *src, size_t n);
+int dsv_fwd_upload(struct fwd *F, void *dst, const void *src, size_t n);
+
+/* attention.c, ffn.c, head.c */
+int dsv_fwd_attention(struct fwd *F, int layer);
+int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *w1, const struct dsv_tensor *w2,
+                const struct dsv_tensor *w3);
+int dsv_fwd_moe(struct fwd *F, int layer);
+int dsv_fwd_head(struct fwd *F, float *logits);

@@ -1,0 +1,354 @@
+/* Loading a model (see model.h): the checkpoint's tensors placed in one backend
+ * allocation and streamed in by the loader, the layers wired to them by name, the absorbed
+ * attention's dequantized wkv_b, and a one-token probe so that an op the backend lacks fails
+ * at load, named. */
+#include "config.h"
+
+#include <math.h>
+
+#include "daemon/model/internal.h"
+#include "daemon/weights_spec.h"
+#include "kernels/numerics.h"
+
+const char *dsv_numerics_name(enum dsv_numerics n) {
+        return n == DSV_NUMERICS_EXACT ? "exact" : n == DSV_NUMERICS_FAITHFUL ? "faithful" : "?";
+}
+
+int dsv_numerics_from_name(const char *s) {
+        if (strcmp(s, "faithful") == 0)
+                return DSV_NUMERICS_FAITHFUL;
+        if (strcmp(s, "exact") == 0)
+                return DSV_NUMERICS_EXACT;
+        return -EINVAL;
+}
+
+const struct dsv_model_config *dsv_model_get_config(const struct dsv_model *m) { return &m->cfg; }
+const struct dsv_checkpoint *dsv_model_get_checkpoint(const struct dsv_model *m) { return m->ck; }
+const struct dsv_load_stats *dsv_model_load_stats(const struct dsv_model *m) { return &m->load_stats; }
+enum dsv_numerics dsv_model_numerics(const struct dsv_model *m) { return m->numerics; }
+uint64_t dsv_model_weight_bytes(const struct dsv_model *m) { return m->wbytes; }
+struct dsv_backend *dsv_model_backend(const struct dsv_model *m) { return m->be; }
+void dsv_model_set_hooks(struct dsv_model *m, const struct dsv_model_hooks *h) {
+        if (h)
+                m->hooks = *h;
+        else
+                memset(&m->hooks, 0, sizeof(m->hooks));
+}
+
+void dsv_model_free(struct dsv_model *m) {
+        if (!m)
+                return;
+        if (m->layers) {
+                for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+                        free(m->layers[i].experts);
+                        if (m->layers[i].wkv_b_deq.data)
+                                m->be->ops->dealloc(m->be, m->layers[i].wkv_b_deq.data,
+                                                    (size_t)m->layers[i].wkv_b_deq.ne[1] * m->layers[i].wkv_b_deq.stride);
+                }
+                free(m->layers);
+        }
+        dsv_ws_free(m);
+        if (m->wbuf)
+                m->be->ops->dealloc(m->be, m->wbuf, m->wbytes);
+        if (m->inv_freq_buf)
+                m->be->ops->dealloc(m->be, m->inv_freq_buf, (size_t)m->cfg.qk_rope_head_dim / 2 * sizeof(float));
+        free(m->tensors);
+        dsv_checkpoint_free(m->ck);
+        free(m);
+}
+
+/* Tensor names -> their index in the spec list: an open-addressing hash table (the 671B
+ * model has ~45,700 tensors; a linear search per lookup took seconds). */
+struct name_index {
+        const struct dsv_tensor_spec *specs;
+        uint32_t *slot; /* spec index + 1, 0 empty */
+        size_t mask;
+};
+
+static uint64_t name_hash(const char *s) {
+        uint64_t h = 1469598103934665603ull; /* FNV-1a */
+        for (; *s; s++)
+                h = (h ^ (uint8_t)*s) * 1099511628211ull;
+        return h;
+}
+
+static int name_index_build(struct name_index *ix, const struct dsv_tensor_spec *specs, size_t n) {
+        size_t cap = 16;
+        while (cap < 2 * n)
+                cap *= 2;
+        ix->slot = calloc(cap, sizeof(uint32_t));
+        if (!ix->slot)
+                return -ENOMEM;
+        ix->specs = specs;
+        ix->mask = cap - 1;
+        for (size_t i = 0; i < n; i++) {
+                size_t h = name_hash(specs[i].name) & ix->mask;
+                while (ix->slot[h])
+                        h = (h + 1) & ix->mask;
+                ix->slot[h] = (uint32_t)i + 1;
+        }
+        return 0;
+}
+
+static const struct dsv_tensor *find_tensor(const struct dsv_model *m, const struct name_index *ix, const char *name) {
+        for (size_t h = name_hash(name) & ix->mask; ix->slot[h]; h = (h + 1) & ix->mask)
+                if (strcmp(ix->specs[ix->slot[h] - 1].name, name) == 0)
+                        return &m->tensors[ix->slot[h] - 1];
+        return NULL;
+}
+
+/* Dequantizes kv_b_proj into F32 (bf16-rounded in faithful numerics, as the reference's
+ * weight_dequant produces the default dtype). */
+static int make_wkv_b_deq(struct dsv_model *m, struct layer *l) {
+        const struct dsv_tensor *w = l->wkv_b;
+        const int64_t R = w->ne[1], K = w->ne[0];
+        size_t wbytes = (size_t)R * (size_t)w->stride, sbytes = 0;
+        float *out = malloc((size_t)R * (size_t)K * sizeof(float));
+        uint8_t *raw = malloc(wbytes);
+        float *sc = NULL;
+        int r;
+
+        if (!out || !raw) {
+                r = -ENOMEM;
+                goto out;
+        }
+        if ((r = m->be->ops->download(m->be, raw, w->data, wbytes)) < 0)
+                goto out;
+        if (w->type == DSV_F8_E4M3) {
+                sbytes = (size_t)w->scale->ne[1] * w->scale->stride;
+                sc = malloc(sbytes);
+                if (!sc) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                if ((r = m->be->ops->download(m->be, sc, w->scale->data, sbytes)) < 0)
+                        goto out;
+        }
+        for (int64_t i = 0; i < R; i++)
+                for (int64_t j = 0; j < K; j++) {
+                        float v;
+                        const uint8_t *row = raw + (size_t)i * w->stride;
+                        if (w->type == DSV_F8_E4M3)
+                                v = dsv_e4m3_to_f32(row[j]) * sc[(size_t)(i / 128) * (w->scale->stride / 4) + (size_t)(j / 128)];
+                        else if (w->type == DSV_BF16)
+                                v = dsv_bf16_to_f32(((const uint16_t *)row)[j]);
+                        else
+                                v = ((const float *)row)[j];
+                        out[i * K + j] = m->numerics == DSV_NUMERICS_FAITHFUL ? dsv_round_bf16(v) : v;
+                }
+        void *dev;
+        size_t bytes = (size_t)R * (size_t)K * sizeof(float);
+        if ((r = m->be->ops->alloc(m->be, bytes, &dev)) < 0)
+                goto out;
+        if ((r = m->be->ops->upload(m->be, dev, out, bytes)) < 0) {
+                m->be->ops->dealloc(m->be, dev, bytes);
+                goto out;
+        }
+        l->wkv_b_deq = dsv_tensor_2d(DSV_F32, dev, R, K);
+out:
+        free(out);
+        free(raw);
+        free(sc);
+        return r;
+}
+
+/* One token through the whole model on a one-page cache: every op the model needs runs once
+ * on this backend, so an op it lacks is an error at load (naming the op), not at the first
+ * request; it also warms the workspace. */
+static int probe(struct dsv_model *m, struct dsv_error *err) {
+        struct dsv_kv_pool *kv = NULL;
+        struct dsv_kv_seq seq = {0};
+        struct dsv_kv_seq *seqs[1] = {&seq};
+        int32_t tok = m->cfg.bos_token_id, pos = 0, s = 0;
+        float *logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
+        struct dsv_model_hooks saved = m->hooks;
+        int r;
+        if (!logits)
+                return -ENOMEM;
+        memset(&m->hooks, 0, sizeof(m->hooks));
+        r = dsv_kv_pool_new(m->be, &m->cfg, dsv_numerics_kv_format(m->numerics), 1, &kv);
+        if (r < 0)
+                r = dsv_error_set(err, r, "Cannot allocate a KV page on the %s backend: %s", m->be->ops->name, strerror(-r));
+        else if ((r = dsv_kv_seq_reserve(kv, &seq, 1)) >= 0) {
+                struct dsv_batch b = {.n_tokens = 1, .token = &tok, .pos = &pos, .seq = &s, .n_seqs = 1, .seqs = seqs};
+                r = dsv_model_forward(m, kv, &b, logits, err);
+                if (r == -EOPNOTSUPP) {
+                        char msg[sizeof(err->msg)];
+                        snprintf(msg, sizeof(msg), "%s", err->msg);
+                        r = dsv_error_set(err, r, "The %s backend cannot run this model yet (%s)", m->be->ops->name, msg);
+                }
+        }
+        if (kv) {
+                dsv_kv_seq_release(kv, &seq);
+                dsv_kv_pool_free(kv);
+        }
+        m->hooks = saved;
+        free(logits);
+        return r;
+}
+
+int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_model_opts *opts, struct dsv_model **ret,
+                   struct dsv_error *err) {
+        struct dsv_model *m = calloc(1, sizeof(*m));
+        struct dsv_tensor_spec *specs = NULL;
+        struct name_index ix = {0};
+        struct dsv_load_item *items = NULL;
+        size_t n_specs = 0, n_items = 0, off = 0;
+        const struct dsv_ckpt_tensor **ct = NULL, **cs = NULL;
+        char name[160];
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        m->be = be;
+        m->numerics = opts ? opts->numerics : DSV_NUMERICS_FAITHFUL;
+        r = dsv_checkpoint_open(dir, &m->ck, err);
+        if (r < 0)
+                goto fail;
+        m->cfg = m->ck->cfg;
+        if (m->numerics == DSV_NUMERICS_FAITHFUL && m->cfg.index_head_dim > 128) {
+                r = dsv_error_set(err, EINVAL,
+                                  "%s: index_head_dim = %d: faithful numerics quantize one 128-value block per indexer head; use --numerics exact",
+                                  dir, m->cfg.index_head_dim);
+                goto fail;
+        }
+        /* The MTP layer is validated by the checkpoint reader but not loaded: plain generation
+         * never needs it. */
+        r = dsv_weight_specs(&m->cfg, false, &specs, &n_specs);
+        if (r < 0)
+                goto fail;
+        m->tensors = calloc(2 * n_specs, sizeof(*m->tensors));
+        ct = calloc(n_specs, sizeof(*ct));
+        cs = calloc(n_specs, sizeof(*cs));
+        items = calloc(2 * n_specs, sizeof(*items));
+        if (!m->tensors || !ct || !cs || !items) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        /* placement: weights first, their scales after (index n_specs + i) */
+        for (size_t i = 0; i < n_specs; i++) {
+                r = dsv_checkpoint_check_spec(m->ck, &specs[i], &ct[i], &cs[i], err);
+                if (r < 0)
+                        goto fail;
+                off = ALIGN_UP(off, 256) + ct[i]->nbytes;
+                if (cs[i])
+                        off = ALIGN_UP(off, 256) + cs[i]->nbytes;
+        }
+        m->wbytes = off;
+        r = be->ops->alloc(be, m->wbytes, &m->wbuf);
+        if (r < 0) {
+                r = dsv_error_set(err, r, "Cannot allocate %llu bytes of %s memory for the weights",
+                                  (unsigned long long)m->wbytes, be->ops->name);
+                goto fail;
+        }
+        off = 0;
+        for (size_t i = 0; i < n_specs; i++) {
+                struct dsv_tensor *t = &m->tensors[i];
+                off = ALIGN_UP(off, 256);
+                *t = dsv_tensor_2d(ct[i]->dtype, (uint8_t *)m->wbuf + off, specs[i].ndim == 2 ? specs[i].shape[0] : 1,
+                                   specs[i].ndim == 2 ? specs[i].shape[1] : specs[i].shape[0]);
+                items[n_items++] = (struct dsv_load_item){ct[i], t->data};
+                off += ct[i]->nbytes;
+                if (cs[i]) {
+                        struct dsv_tensor *s = &m->tensors[n_specs + i];
+                        off = ALIGN_UP(off, 256);
+                        *s = dsv_tensor_2d(DSV_F32, (uint8_t *)m->wbuf + off, cs[i]->shape[0], cs[i]->shape[1]);
+                        items[n_items++] = (struct dsv_load_item){cs[i], s->data};
+                        off += cs[i]->nbytes;
+                        t->scale = s;
+                }
+        }
+        r = dsv_load_tensors(m->ck, items, n_items, be, opts ? &opts->load : NULL, &m->load_stats, err);
+        if (r < 0)
+                goto fail;
+
+        /* wire up the layers */
+        if ((r = name_index_build(&ix, specs, n_specs)) < 0)
+                goto fail;
+        m->embed = find_tensor(m, &ix, "model.embed_tokens.weight");
+        m->final_norm = find_tensor(m, &ix, "model.norm.weight");
+        m->lm_head = find_tensor(m, &ix, "lm_head.weight");
+        m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof(*m->layers));
+        if (!m->layers) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+                struct layer *l = &m->layers[i];
+#define T(field, fmt, ...)                                                                                \
+        do {                                                                                              \
+                snprintf(name, sizeof(name), "model.layers.%d." fmt, i, ##__VA_ARGS__);                   \
+                l->field = find_tensor(m, &ix, name);                                          \
+        } while (0)
+                T(attn_norm, "input_layernorm.weight");
+                T(ffn_norm, "post_attention_layernorm.weight");
+                T(wq_a, "self_attn.q_a_proj.weight");
+                T(q_norm, "self_attn.q_a_layernorm.weight");
+                T(wq_b, "self_attn.q_b_proj.weight");
+                T(wkv_a, "self_attn.kv_a_proj_with_mqa.weight");
+                T(kv_norm, "self_attn.kv_a_layernorm.weight");
+                T(wkv_b, "self_attn.kv_b_proj.weight");
+                T(wo, "self_attn.o_proj.weight");
+                T(iwq_b, "self_attn.indexer.wq_b.weight");
+                T(iwk, "self_attn.indexer.wk.weight");
+                T(ik_norm_w, "self_attn.indexer.k_norm.weight");
+                T(ik_norm_b, "self_attn.indexer.k_norm.bias");
+                T(iw_proj, "self_attn.indexer.weights_proj.weight");
+                l->moe = dsv_cfg_layer_is_moe(&m->cfg, i);
+                if (!l->moe) {
+                        T(w1, "mlp.gate_proj.weight");
+                        T(w2, "mlp.down_proj.weight");
+                        T(w3, "mlp.up_proj.weight");
+                } else {
+                        T(gate_w, "mlp.gate.weight");
+                        T(gate_bias, "mlp.gate.e_score_correction_bias");
+                        if (m->cfg.n_shared_experts > 0) {
+                                T(w1, "mlp.shared_experts.gate_proj.weight");
+                                T(w2, "mlp.shared_experts.down_proj.weight");
+                                T(w3, "mlp.shared_experts.up_proj.weight");
+                        }
+                        l->experts = calloc((size_t)m->cfg.n_routed_experts, sizeof(*l->experts));
+                        if (!l->experts) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        for (int e = 0; e < m->cfg.n_routed_experts; e++) {
+                                T(experts[e].w1, "mlp.experts.%d.gate_proj.weight", e);
+                                T(experts[e].w2, "mlp.experts.%d.down_proj.weight", e);
+                                T(experts[e].w3, "mlp.experts.%d.up_proj.weight", e);
+                        }
+                }
+#undef T
+                r = make_wkv_b_deq(m, l);
+                if (r < 0)
+                        goto fail;
+        }
+        {
+                int half = m->cfg.qk_rope_head_dim / 2;
+                float inv[2048];
+                dsv_cfg_rope_inv_freq(&m->cfg, inv);
+                r = be->ops->alloc(be, (size_t)half * sizeof(float), &m->inv_freq_buf);
+                if (r < 0 || (r = be->ops->upload(be, m->inv_freq_buf, inv, (size_t)half * sizeof(float))) < 0)
+                        goto fail;
+                m->inv_freq = dsv_tensor_2d(DSV_F32, m->inv_freq_buf, 1, half);
+        }
+        m->softmax_scale = (float)dsv_cfg_softmax_scale(&m->cfg);
+        m->n_tensors = 2 * n_specs;
+        if ((r = probe(m, err)) < 0)
+                goto fail;
+        free(ix.slot);
+        free(specs);
+        free(items);
+        free(ct);
+        free(cs);
+        *ret = m;
+        return 0;
+fail:
+        free(ix.slot);
+        free(specs);
+        free(items);
+        free(ct);
+        free(cs);
+        dsv_model_free(m);
+        return r;
+}

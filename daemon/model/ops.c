@@ -1,0 +1,58 @@
+/* One backend op per call (see internal.h): the helpers every part of the forward pass
+ * uses to issue ops and to name a failing op in the error. */
+#include "config.h"
+
+#include <math.h>
+
+#include "daemon/model/internal.h"
+
+struct dsv_tensor dsv_view_rows(const struct dsv_tensor *t, int64_t r0, int64_t n) {
+        struct dsv_tensor v = *t;
+        v.data = (uint8_t *)t->data + (size_t)r0 * t->stride;
+        v.ne[1] = n;
+        return v;
+}
+
+struct dsv_tensor dsv_view_cols(const struct dsv_tensor *t, int64_t c0, int64_t n) {
+        struct dsv_tensor v = *t;
+        v.data = (uint8_t *)t->data + (size_t)c0 * dsv_dtype_size(t->type);
+        v.ne[0] = n;
+        return v;
+}
+
+int dsv_fwd_run(struct fwd *F, struct dsv_op *op) {
+        op->faithful = F->f;
+        int r = dsv_backend_compute(F->m->be, op);
+        if (r < 0)
+                return dsv_error_set(F->err, r, "%s backend: op %s failed: %s", F->m->be->ops->name, dsv_op_name(op->type),
+                                     strerror(-r));
+        return 0;
+}
+
+int dsv_fwd_linear(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *x, const struct dsv_tensor *w) {
+        struct dsv_op op = {.type = DSV_OP_LINEAR};
+        op.linear = (struct dsv_op_linear){.out = out, .x = x, .w = w, .quant_in = F->f, .round_out = F->f};
+        return dsv_fwd_run(F, &op);
+}
+
+int dsv_fwd_rmsnorm(struct fwd *F, struct dsv_tensor *out, struct dsv_tensor *res, const struct dsv_tensor *x,
+                   const struct dsv_tensor *w) {
+        struct dsv_op op = {.type = DSV_OP_RMSNORM};
+        op.rmsnorm = (struct dsv_op_rmsnorm){.out = out, .res = res, .x = x, .w = w, .eps = (float)F->m->cfg.rms_norm_eps};
+        return dsv_fwd_run(F, &op);
+}
+
+int dsv_fwd_rope(struct fwd *F, struct dsv_tensor *x, int n_heads, int stride, int offset, bool interleaved) {
+        struct dsv_op op = {.type = DSV_OP_ROPE};
+        op.rope = (struct dsv_op_rope){.x = x, .pos = &F->m->ws.pos, .inv_freq = &F->m->inv_freq, .n_heads = n_heads,
+                                       .head_stride = stride, .offset = offset,
+                                       .rope_dim = F->m->cfg.qk_rope_head_dim, .interleaved = interleaved};
+        return dsv_fwd_run(F, &op);
+}
+
+int dsv_fwd_download(struct fwd *F, void *dst, const void *src, size_t n) {
+        return F->m->be->ops->download(F->m->be, dst, src, n);
+}
+int dsv_fwd_upload(struct fwd *F, void *dst, const void *src, size_t n) {
+        return F->m->be->ops->upload(F->m->be, dst, src, n);
+}

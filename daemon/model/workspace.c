@@ -1,0 +1,131 @@
+/* The activation workspace (see internal.h). Every size of a call is rounded up to a bucket
+ * (a power of two, with a floor) and the buffers are carved for the bucket, so the address
+ * of every tensor depends only on the bucket: the decode steps of a running batch see the
+ * same addresses step after step (what a captured CUDA graph needs), and the buffer grows
+ * only when a bigger bucket comes. Tensors carry the call's actual row counts. */
+#include "config.h"
+
+#include "daemon/model/internal.h"
+
+static int bucket(int n, int floor) {
+        int b = floor;
+        while (b < n && b < (1 << 30))
+                b *= 2;
+        return MAX(b, n);
+}
+
+struct carve {
+        uint8_t *base;
+        size_t off;
+};
+
+/* A tensor of rows x cols (row stride from cols) at the next 64-byte boundary, with room
+ * for alloc_rows rows. */
+static void carve(struct carve *c, struct dsv_tensor *t, enum dsv_dtype type, int64_t rows, int64_t alloc_rows, int64_t cols) {
+        c->off = ALIGN_UP(c->off, 64);
+        *t = dsv_tensor_2d(type, c->base ? c->base + c->off : NULL, rows, cols);
+        c->off += (size_t)MAX(MAX(alloc_rows, rows), 1) * t->stride;
+}
+
+static void layout(struct dsv_model *m, struct ws *w, uint8_t *base, size_t *bytes) {
+        const struct dsv_model_config *c = &m->cfg;
+        const struct ws_dims *d = &w->d, *B = &w->bucket;
+        const int T = d->T, BT = B->T, H = c->num_attention_heads;
+        const int C = MAX(d->C, 1), BC = MAX(B->C, 1);
+        const int inter = MAX(c->intermediate_size, c->n_shared_experts * c->moe_intermediate_size);
+        const int n_out = MAX(d->n_out, 1), Bn_out = MAX(B->n_out, 1);
+        const bool scores = m->hooks.want_index_scores;
+        struct carve cv = {base, 0};
+
+        carve(&cv, &w->ids, DSV_I32, 1, 1, BT);
+        w->ids.ne[0] = T;
+        carve(&cv, &w->pos, DSV_I32, 1, 1, BT);
+        w->pos.ne[0] = T;
+        carve(&cv, &w->tok_seq, DSV_I32, 1, 1, BT);
+        w->tok_seq.ne[0] = T;
+        carve(&cv, &w->slots, DSV_I32, 1, 1, BT);
+        w->slots.ne[0] = T;
+        /* the page table is as wide as the bucket (padded with page 0): a fixed stride */
+        carve(&cv, &w->block_table, DSV_I32, d->n_seqs, B->n_seqs, B->max_pages);
+        carve(&cv, &w->out_rows, DSV_I32, 1, 1, Bn_out);
+        w->out_rows.ne[0] = n_out;
+        carve(&cv, &w->res, DSV_F32, T, BT, c->hidden_size);
+        carve(&cv, &w->h, DSV_F32, T, BT, c->hidden_size);
+        carve(&cv, &w->branch, DSV_F32, T, BT, c->hidden_size);
+        carve(&cv, &w->q_a, DSV_F32, T, BT, c->q_lora_rank);
+        carve(&cv, &w->qr, DSV_F32, T, BT, c->q_lora_rank);
+        carve(&cv, &w->q, DSV_F32, T, BT, (int64_t)H * dsv_cfg_qk_head_dim(c));
+        carve(&cv, &w->kv_a, DSV_F32, T, BT, c->kv_lora_rank + c->qk_rope_head_dim);
+        carve(&cv, &w->c, DSV_F32, T, BT, c->kv_lora_rank);
+        carve(&cv, &w->iq, DSV_F32, T, BT, (int64_t)c->index_n_heads * c->index_head_dim);
+        carve(&cv, &w->ik, DSV_F32, T, BT, c->index_head_dim);
+        carve(&cv, &w->iw, DSV_F32, T, BT, c->index_n_heads);
+        carve(&cv, &w->iq8, DSV_U8, T, BT, (int64_t)c->index_n_heads * c->index_head_dim);
+        carve(&cv, &w->iqs, DSV_F32, T, BT, (int64_t)c->index_n_heads * DIV_ROUND_UP(c->index_head_dim, 128));
+        /* K is index_topk except in force-dense tests, where it follows the context */
+        cv.off = ALIGN_UP(cv.off, 64);
+        w->idx = dsv_tensor_2d(DSV_I32, base ? base + cv.off : NULL, T, d->K);
+        cv.off += (size_t)BT * (size_t)MAX(d->K, B->K) * sizeof(int32_t);
+        carve(&cv, &w->o, DSV_F32, T, BT, (int64_t)H * c->v_head_dim);
+        carve(&cv, &w->lat, DSV_F32, C, BC, c->kv_lora_rank);
+        carve(&cv, &w->kpe, DSV_F32, C, BC, c->qk_rope_head_dim);
+        carve(&cv, &w->kvb, DSV_F32, C, BC, (int64_t)H * (c->qk_nope_head_dim + c->v_head_dim));
+        carve(&cv, &w->g1, DSV_F32, T, BT, inter);
+        carve(&cv, &w->g3, DSV_F32, T, BT, inter);
+        carve(&cv, &w->gs, DSV_F32, T, BT, inter);
+        carve(&cv, &w->shared, DSV_F32, T, BT, c->hidden_size);
+        carve(&cv, &w->moe_out, DSV_F32, T, BT, c->hidden_size);
+        carve(&cv, &w->moe_ids, DSV_I32, T, BT, c->num_experts_per_tok);
+        carve(&cv, &w->moe_w, DSV_F32, T, BT, c->num_experts_per_tok);
+        carve(&cv, &w->forced_ids, DSV_I32, T, BT, c->num_experts_per_tok);
+        carve(&cv, &w->rscores, DSV_F32, T, BT, c->n_routed_experts);
+        /* index scores only for the hooks that ask for them (rows as wide as the context) */
+        cv.off = ALIGN_UP(cv.off, 64);
+        w->iscores = dsv_tensor_2d(DSV_F32, base ? base + cv.off : NULL, scores ? T : 1, scores ? d->ctx : 1);
+        cv.off += scores ? (size_t)BT * (size_t)B->ctx * sizeof(float) : sizeof(float);
+        carve(&cv, &w->hout, DSV_F32, n_out, Bn_out, c->hidden_size);
+        carve(&cv, &w->logits, DSV_F32, n_out, Bn_out, c->vocab_size);
+        w->k_pe = dsv_view_cols(&w->kv_a, c->kv_lora_rank, c->qk_rope_head_dim);
+        *bytes = cv.off;
+}
+
+int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d) {
+        struct ws *w = &m->ws;
+        struct ws nw = {.d = *d};
+        size_t bytes;
+        int r;
+
+        /* the same bucket as before when it fits: the addresses stay */
+        if (w->buf && d->T <= w->bucket.T && d->C <= w->bucket.C && d->K <= w->bucket.K && d->ctx <= w->bucket.ctx &&
+            d->n_out <= w->bucket.n_out && d->n_seqs <= w->bucket.n_seqs && d->max_pages <= w->bucket.max_pages)
+                nw.bucket = w->bucket;
+        else
+                nw.bucket = (struct ws_dims){.T = bucket(d->T, 16), .C = bucket(d->C, 64), .K = bucket(d->K, 8),
+                                             .ctx = bucket(d->ctx, 64), .n_out = bucket(d->n_out, 4),
+                                             .n_seqs = bucket(d->n_seqs, 4), .max_pages = bucket(d->max_pages, 4)};
+        layout(m, &nw, NULL, &bytes);
+        if (!w->buf || bytes > w->bytes) {
+                void *buf;
+                size_t want = MAX(bytes, w->bytes + w->bytes / 2);
+                if (w->buf)
+                        m->be->ops->dealloc(m->be, w->buf, w->bytes);
+                w->buf = NULL;
+                w->bytes = 0;
+                r = m->be->ops->alloc(m->be, want, &buf);
+                if (r < 0)
+                        return r;
+                w->buf = buf;
+                w->bytes = want;
+        }
+        nw.buf = w->buf;
+        nw.bytes = w->bytes;
+        layout(m, &nw, w->buf, &bytes);
+        *w = nw;
+        return 0;
+}
+
+void dsv_ws_free(struct dsv_model *m) {
+        if (m->ws.buf)
+                m->be->ops->dealloc(m->be, m->ws.buf, m->ws.bytes);
+        memset(&m->ws, 0, sizeof(m->ws));
+}
