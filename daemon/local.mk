@@ -15,8 +15,16 @@ libdsv32core_la_SOURCES = \
 libdsv32core_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBURING_CFLAGS)
 libdsv32core_la_LIBADD = libdsv32kernels.la $(JANSSON_LIBS) $(LIBURING_LIBS) -lm
 
+# daemon/runtime/: what runs the model (backend by name, model, KV pool, sampler), shared by
+# the engine of dsv32d and by dsv32-run.
+noinst_LTLIBRARIES += libdsv32runtime.la
+libdsv32runtime_la_SOURCES = \
+	daemon/runtime/runtime.h daemon/runtime/runtime.c \
+	daemon/runtime/sampler.h daemon/runtime/sampler.c
+libdsv32runtime_la_LIBADD = libdsv32core.la libdsv32plugin.la -lm
+
 bin_PROGRAMS += dsv32-mkmodel dsv32-run
 dsv32_mkmodel_SOURCES = daemon/tools/mkmodel.c
 dsv32_mkmodel_LDADD = libdsv32tok.la libdsv32core.la
 dsv32_run_SOURCES = daemon/tools/run.c ipc/idlist.h ipc/idlist.c
-dsv32_run_LDADD = libdsv32core.la libdsv32plugin.la
+dsv32_run_LDADD = libdsv32runtime.la

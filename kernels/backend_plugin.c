@@ -198,24 +198,35 @@ static int open_plugin(const char *name, int device, struct dsv_backend **ret, s
         return 0;
 }
 
-int dsv_backend_open(const char *name, int threads_or_device, struct dsv_backend **ret, struct dsv_error *err) {
+int dsv_backend_open(const char *name, const struct dsv_backend_opts *opts, struct dsv_backend **ret, struct dsv_error *err) {
+        const struct dsv_backend_opts dflt = {0};
+        if (!opts)
+                opts = &dflt;
+        if (err)
+                err->msg[0] = 0;
         if (!name || !ret)
                 return seterr(err, -EINVAL, "dsv_backend_open: no backend name");
+        if (opts->device < 0)
+                return seterr(err, -EINVAL, "dsv_backend_open: device %d", opts->device);
         if (strcmp(name, "cpu") == 0) {
-                int r = dsv_backend_cpu_new(threads_or_device, ret);
+                int r = dsv_backend_cpu_new(opts->threads, ret);
                 return r < 0 ? seterr(err, r, "The CPU backend could not start: %s", strerror(-r)) : 0;
         }
         if (strcmp(name, "auto") == 0) {
-                struct dsv_error ignored;
-                if (open_plugin("cuda", threads_or_device, ret, &ignored) == 0)
+                struct dsv_error why = {{0}};
+                if (open_plugin("cuda", opts->device, ret, &why) == 0)
                         return 0;
-                int r = dsv_backend_cpu_new(0, ret);
-                return r < 0 ? seterr(err, r, "The CPU backend could not start: %s", strerror(-r)) : 0;
+                int r = dsv_backend_cpu_new(opts->threads, ret);
+                if (r < 0)
+                        return seterr(err, r, "The CPU backend could not start: %s", strerror(-r));
+                if (err)
+                        snprintf(err->msg, sizeof(err->msg), "%s", why.msg);
+                return 0;
         }
         for (const char *c = name; *c; c++)
                 if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')) || c - name >= 12)
                         return seterr(err, -EINVAL, "Unknown backend \"%.32s\" (cpu, cuda or auto)", name);
-        return open_plugin(name, threads_or_device, ret, err);
+        return open_plugin(name, opts->device, ret, err);
 }
 
 int dsv_backend_sample(struct dsv_backend *be, const struct dsv_tensor *logits, const struct dsv_sample_params *params, int n,

@@ -1,10 +1,10 @@
 /* Opening a backend by name, with the GPU backends as plugins (shared objects dlopen'ed at
  * run time), so the core package carries no CUDA dependency.
  *
- *   "cpu"   the built-in reference backend (threads_or_device: worker threads, <= 0 all CPUs)
- *   "cuda"  dsv32-backend-cuda.so (threads_or_device: the CUDA device index)
- *   "auto"  cuda when the plugin loads and finds a GPU, else cpu (threads_or_device then
- *           means the device index for cuda and is ignored for cpu: all CPUs)
+ *   "cpu"   the built-in reference backend (opts->threads worker threads, <= 0 all CPUs)
+ *   "cuda"  dsv32-backend-cuda.so on GPU opts->device
+ *   "auto"  cuda when the plugin loads and finds a GPU, else cpu; err->msg then says why cuda
+ *           was not used (empty when it was)
  *
  * The plugin is searched in this order:
  *   1. $DSV32_BACKEND_PATH: a colon-separated list of directories or .so files;
@@ -19,7 +19,7 @@
  *
  * Sampling on the device (optional, plugin entry dsv_backend_<name>_sample): one token per
  * row of logits [n, V] (F32, backend memory), with the semantics of the daemon's CPU sampler
- * (daemon/server/sampler.h): greedy when temperature <= 0 or top_k == 1 (argmax, lowest id on
+ * (daemon/runtime/sampler.h): greedy when temperature <= 0 or top_k == 1 (argmax, lowest id on
  * ties), else p = softmax(logits / T) restricted to top_k, then min_p, then the smallest
  * prefix of descending p reaching top_p, drawn with u = U[0,1) of (seed, step). */
 #pragma once
@@ -44,8 +44,16 @@ struct dsv_sample_params {
         uint64_t step; /* 0 for the first generated token */
 };
 
-/* Opens a backend; on failure *ret is untouched and err says what was tried. */
-int dsv_backend_open(const char *name, int threads_or_device, struct dsv_backend **ret, struct dsv_error *err);
+/* Where a backend runs: a device for GPU backends, worker threads for the CPU. */
+struct dsv_backend_opts {
+        int device;  /* GPU index (default 0) */
+        int threads; /* CPU worker threads; <= 0: all online CPUs */
+};
+
+/* Opens a backend (opts NULL: device 0, all CPUs); on failure *ret is untouched and err says
+ * what was tried. With "auto", a success that fell back to the CPU leaves the reason the GPU
+ * backend was not used in err->msg (empty otherwise). */
+int dsv_backend_open(const char *name, const struct dsv_backend_opts *opts, struct dsv_backend **ret, struct dsv_error *err);
 
 /* Samples one token per row of logits (backend memory, F32 [n, V]) into tokens (host).
  * -EOPNOTSUPP when the backend has no device sampler (the CPU backend: use the daemon's). */

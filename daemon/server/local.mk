@@ -1,19 +1,29 @@
-# daemon/server/: the dsv32d process (settings, access policy, event loop, engine thread,
-# scheduler, sampler, text adapter) over the engine core and the ipc library.
+# daemon/engine/: continuous batching, sessions, output, metrics over the runtime; knows no
+# wire (events go to a sink the server implements).
+noinst_LTLIBRARIES += libdsv32engine.la
+libdsv32engine_la_SOURCES = \
+	daemon/engine/engine.h daemon/engine/engine.c daemon/engine/core.h \
+	daemon/engine/intake.h daemon/engine/intake.c daemon/engine/request.c \
+	daemon/engine/sessions.c daemon/engine/scheduler.c daemon/engine/output.c \
+	daemon/engine/metrics.h daemon/engine/metrics.def daemon/engine/metrics.c \
+	daemon/engine/text.h daemon/engine/text.c
+# DSV_WITH_TOKENIZER: text prompts, TOKENIZE/DETOKENIZE and chat through daemon/tokenizer
+# (daemon/engine/text.c is the only file that knows it).
+libdsv32engine_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_WITH_TOKENIZER
+libdsv32engine_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+libdsv32engine_la_LIBADD = libdsv32runtime.la libdsv32tok.la -lm
+
+# daemon/server/: the dsv32d process (settings, access policy, event loop, the engine's sink)
+# over the engine and the ipc library.
 noinst_LTLIBRARIES += libdsv32server.la
 libdsv32server_la_SOURCES = \
 	daemon/server/settings.h daemon/server/settings.c \
 	daemon/server/access.h daemon/server/access.c \
-	daemon/server/sampler.h daemon/server/sampler.c \
-	daemon/server/text.h daemon/server/text.c \
 	daemon/server/conn.h daemon/server/conn.c \
-	daemon/server/engine.h daemon/server/engine.c \
+	daemon/server/sink.h daemon/server/sink.c \
 	daemon/server/server.h daemon/server/server.c
-# DSV_WITH_TOKENIZER: text prompts, TOKENIZE/DETOKENIZE and chat through daemon/tokenizer
-# (daemon/server/text.c is the only file that knows it).
-libdsv32server_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_WITH_TOKENIZER
-libdsv32server_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(SYSTEMD_CFLAGS) $(JANSSON_CFLAGS)
-libdsv32server_la_LIBADD = libdsv32core.la libdsv32plugin.la libdsv32tok.la libdsv32ipc.la $(SYSTEMD_LIBS) $(MSGPACK_LIBS)
+libdsv32server_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(SYSTEMD_CFLAGS)
+libdsv32server_la_LIBADD = libdsv32engine.la libdsv32ipc.la $(SYSTEMD_LIBS) $(MSGPACK_LIBS)
 
 sbin_PROGRAMS += dsv32d
 dist_man_MANS += man/dsv32d.8

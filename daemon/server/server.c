@@ -21,8 +21,9 @@
 
 #include "daemon/server/access.h"
 #include "daemon/server/conn.h"
-#include "daemon/server/engine.h"
-#include "daemon/server/text.h"
+#include "daemon/engine/engine.h"
+#include "daemon/engine/text.h"
+#include "daemon/server/sink.h"
 #include "daemon/util.h"
 
 #define TAG_LISTEN 1
@@ -85,24 +86,44 @@ static struct dsv_uid_entry *uid_entry(struct dsv_server *s, uid_t uid) {
         return e;
 }
 
+/* The daemon's state on the wire. */
+static enum dsv_daemon_state wire_state(const struct dsv_server *s) {
+        if (s->draining)
+                return DSV_STATE_DRAINING;
+        switch (dsv_engine_state(s->engine)) {
+        case DSV_ENGINE_LOADING:
+                return DSV_STATE_LOADING;
+        case DSV_ENGINE_READY:
+                return DSV_STATE_READY;
+        default:
+                return DSV_STATE_FAILED;
+        }
+}
+
+static uint32_t features_of(const struct dsv_engine_info *inf) {
+        return DSV_FEATURE_SESSIONS | (inf->text ? DSV_FEATURE_TEXT : 0) | (inf->chat ? DSV_FEATURE_CHAT : 0);
+}
+
 static void notify_status(struct dsv_server *s, bool force) {
         char buf[512];
         uint64_t now = dsv_now_ns();
-        enum dsv_daemon_state st = dsv_engine_state(s->engine);
+        enum dsv_engine_state st = dsv_engine_state(s->engine);
         if (!force && now - s->last_status < 5000000000ull)
                 return;
         s->last_status = now;
-        if (st == DSV_STATE_LOADING) {
+        if (st == DSV_ENGINE_LOADING) {
                 snprintf(buf, sizeof(buf), "STATUS=Loading %s: %u%%", s->cfg.model, dsv_engine_load_permille(s->engine) / 10);
         } else {
-                struct dsv_msg_stats_reply st2 = {0};
-                dsv_engine_stats(s->engine, &st2);
+                const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
+                struct dsv_engine_metrics mt;
+                dsv_engine_metrics(s->engine, &mt);
                 snprintf(buf, sizeof(buf),
-                         "STATUS=%s: %d clients, %u running, %u waiting, %.1f tok/s, KV %llu/%llu pages, %u sessions, "
+                         "STATUS=%s: %d clients, %llu running, %llu waiting, %.1f tok/s, KV %llu/%llu pages, %llu sessions, "
                          "%llu requests served",
-                         s->draining ? "Draining" : "Ready", s->n_conns, st2.requests_running, st2.requests_waiting,
-                         st2.decode_tok_s, (unsigned long long)st2.kv_pages_used, (unsigned long long)st2.kv_pages_total,
-                         st2.sessions, (unsigned long long)st2.requests_total);
+                         s->draining ? "Draining" : "Ready", s->n_conns, (unsigned long long)mt.requests_running,
+                         (unsigned long long)(mt.requests_waiting + mt.requests_prefilling), mt.decode_tok_s,
+                         (unsigned long long)mt.kv_pages_used, (unsigned long long)(inf ? inf->kv_pages_total : 0),
+                         (unsigned long long)mt.sessions, (unsigned long long)mt.requests_total);
         }
         sd_notify(0, buf);
 }
@@ -379,7 +400,7 @@ static int send_welcome(struct dsv_server *s, struct dsv_conn *c, int memfd) {
         w->version_minor = DSV_IPC_VERSION_MINOR;
         snprintf(w->daemon_version, sizeof(w->daemon_version), "%s", PACKAGE_VERSION);
         w->pid = (uint32_t)getpid();
-        w->state = s->draining ? DSV_STATE_DRAINING : dsv_engine_state(s->engine);
+        w->state = wire_state(s);
         w->bos_id = w->eos_id = -1;
         if (inf) {
                 snprintf(w->model, sizeof(w->model), "%s", inf->model);
@@ -387,7 +408,7 @@ static int send_welcome(struct dsv_server *s, struct dsv_conn *c, int memfd) {
                 w->bos_id = inf->bos_id;
                 w->eos_id = inf->eos_id;
                 w->max_context = inf->max_context;
-                w->features = inf->features;
+                w->features = features_of(inf);
         }
         w->shm_size = c->shm.size;
         w->max_tokens_limit = (uint32_t)s->cfg.max_tokens_limit;
@@ -511,16 +532,16 @@ static bool session_name_ok(const struct dsv_server *s, const char *name) {
 }
 
 static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg_generate *g) {
-        enum dsv_daemon_state st = dsv_engine_state(s->engine);
+        enum dsv_engine_state st = dsv_engine_state(s->engine);
         const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
-        struct dsv_request_in *in;
+        struct dsv_engine_request *in;
         uint64_t bytes = 0;
         int sources = (g->text != NULL) + (g->n_tokens > 0) + (g->n_messages > 0);
         char who[128];
 
         if (s->draining)
                 return loop_error(s, c, g->id, ESHUTDOWN, "dsv32d is shutting down and takes no new requests");
-        if (st == DSV_STATE_FAILED)
+        if (st == DSV_ENGINE_FAILED)
                 return loop_error(s, c, g->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
         if (sources != 1)
                 return loop_error(s, c, g->id, EINVAL, "GENERATE needs exactly one of text, tokens or messages (got %d)", sources);
@@ -571,7 +592,7 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                 in->text_len = g->text_len;
         } else {
                 /* one allocation: the array, then the strings */
-                size_t sz = (size_t)g->n_messages * sizeof(struct dsv_chat_msg) + bytes + 2ull * g->n_messages;
+                size_t sz = (size_t)g->n_messages * sizeof(struct dsv_engine_msg) + bytes + 2ull * g->n_messages;
                 in->messages = malloc(sz);
                 if (in->messages) {
                         char *p = (char *)(in->messages + g->n_messages);
@@ -598,19 +619,25 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         in->kind = DSV_REQUEST_GENERATE;
         snprintf(in->session, sizeof(in->session), "%s", g->session);
         in->max_tokens = g->max_tokens;
-        in->temperature = g->temperature;
-        in->top_p = g->top_p;
-        in->top_k = g->top_k;
-        in->min_p = g->min_p;
-        in->flags = g->flags;
-        in->seed = g->seed;
-        if (!(g->flags & DSV_GEN_SEED) && getrandom(&in->seed, sizeof(in->seed), GRND_NONBLOCK) != sizeof(in->seed))
-                in->seed = dsv_now_ns() ^ ((uint64_t)c->serial << 32);
+        in->sampling.temperature = g->temperature;
+        in->sampling.top_p = g->top_p;
+        in->sampling.top_k = g->top_k;
+        in->sampling.min_p = g->min_p;
+        in->sampling.seed = g->seed;
+        if (!(g->flags & DSV_GEN_SEED) &&
+            getrandom(&in->sampling.seed, sizeof(in->sampling.seed), GRND_NONBLOCK) != sizeof(in->sampling.seed))
+                in->sampling.seed = dsv_now_ns() ^ ((uint64_t)c->serial << 32);
+        in->stream = !(g->flags & DSV_GEN_NO_STREAM);
+        in->add_bos = !(g->flags & DSV_GEN_NO_BOS);
+        in->thinking = g->flags & DSV_GEN_THINKING;
+        in->ignore_eos = g->flags & DSV_GEN_IGNORE_EOS;
+        in->reuse_output = g->flags & DSV_GEN_SESSION_REUSE_OUTPUT;
         in->n_stop_tokens = g->n_stop_tokens;
         if (g->n_stop_tokens)
                 memcpy(in->stop_tokens, g->stop_tokens, (size_t)g->n_stop_tokens * sizeof(int32_t));
         in->t_submit_ns = dsv_now_ns();
-        in->conn = dsv_conn_ref(c);
+        in->client = dsv_conn_ref(c);
+        in->uid = c->peer.uid;
         __atomic_add_fetch(&c->ue->requests, 1, __ATOMIC_RELAXED);
         dsv_engine_submit(s->engine, in);
         return 0;
@@ -622,13 +649,19 @@ static int handle_session(struct dsv_server *s, struct dsv_conn *c, uint16_t typ
                 [DSV_REQUEST_SESSION_CLOSE] = 0,
                 [DSV_REQUEST_SESSION_PIN] = DSV_SESSION_PIN_SET,
         };
+        /* the engine's names of the same flags */
+        static const uint32_t engine_flag[] = {
+                [DSV_REQUEST_SESSION_OPEN] = DSV_ENGINE_SESSION_EXCL,
+                [DSV_REQUEST_SESSION_CLOSE] = 0,
+                [DSV_REQUEST_SESSION_PIN] = DSV_ENGINE_SESSION_PIN,
+        };
         enum dsv_request_kind kind = type == DSV_MSG_SESSION_OPEN    ? DSV_REQUEST_SESSION_OPEN
                                      : type == DSV_MSG_SESSION_CLOSE ? DSV_REQUEST_SESSION_CLOSE
                                                                      : DSV_REQUEST_SESSION_PIN;
-        struct dsv_request_in *in;
+        struct dsv_engine_request *in;
         char who[128];
 
-        if (dsv_engine_state(s->engine) == DSV_STATE_FAILED)
+        if (dsv_engine_state(s->engine) == DSV_ENGINE_FAILED)
                 return loop_error(s, c, m->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
         if (!session_name_ok(s, m->name))
                 return loop_error(s, c, m->id, EINVAL,
@@ -651,9 +684,10 @@ static int handle_session(struct dsv_server *s, struct dsv_conn *c, uint16_t typ
         in->id = m->id;
         in->kind = kind;
         snprintf(in->session, sizeof(in->session), "%s", m->name);
-        in->session_flags = m->flags;
+        in->session_flags = m->flags & allowed[kind] ? engine_flag[kind] : 0;
         in->t_submit_ns = dsv_now_ns();
-        in->conn = dsv_conn_ref(c);
+        in->client = dsv_conn_ref(c);
+        in->uid = c->peer.uid;
         __atomic_add_fetch(&c->ue->requests, 1, __ATOMIC_RELAXED);
         dsv_engine_submit(s->engine, in);
         return 0;
@@ -667,13 +701,52 @@ static uint64_t rss_bytes(void) {
         return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* The engine's part of a STATS reply. */
+static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
+        const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
+        struct dsv_engine_metrics mt;
+
+        dsv_engine_metrics(s->engine, &mt);
+        st->state = wire_state(s);
+        st->load_permille = dsv_engine_load_permille(s->engine);
+        if (inf) {
+                snprintf(st->model, sizeof(st->model), "%s", inf->model);
+                st->vocab_size = inf->vocab_size;
+                st->n_layers = inf->n_layers;
+                st->max_context = inf->max_context;
+                st->weight_bytes = inf->weight_bytes;
+                st->features = features_of(inf);
+                st->kv_pages_total = inf->kv_pages_total;
+                st->kv_page_tokens = inf->kv_page_tokens;
+                st->kv_bytes_per_token = inf->kv_bytes_per_token;
+        }
+        /* the backend is known once the engine is ready */
+        snprintf(st->backend, sizeof(st->backend), "%s", inf ? inf->backend : s->cfg.backend);
+        snprintf(st->numerics, sizeof(st->numerics), "%s", s->cfg.numerics);
+        st->threads = (uint32_t)(inf ? inf->threads : s->cfg.threads);
+        st->kv_pages_used = mt.kv_pages_used;
+        /* a prompt being prefilled is worked on, not waiting (the wire has no field of its own) */
+        st->requests_running = (uint32_t)(mt.requests_running + mt.requests_prefilling);
+        st->requests_waiting = (uint32_t)mt.requests_waiting;
+        st->requests_parked = (uint32_t)mt.requests_parked;
+        st->requests_total = mt.requests_total;
+        st->prompt_tokens_total = mt.prompt_tokens_total;
+        st->generated_tokens_total = mt.generated_tokens_total;
+        st->steps_total = mt.steps_total;
+        st->prefill_tok_s = (float)mt.prefill_tok_s;
+        st->decode_tok_s = (float)mt.decode_tok_s;
+        st->sessions = (uint32_t)mt.sessions;
+        st->sessions_pinned = (uint32_t)mt.sessions_pinned;
+        st->session_pages = mt.session_pages;
+        st->cached_tokens_total = mt.cached_tokens_total;
+        st->sessions_evicted = mt.sessions_evicted;
+}
+
 static void handle_stats(struct dsv_server *s, struct dsv_conn *c, uint64_t id) {
         struct dsv_msg m = {.type = DSV_MSG_STATS_REPLY};
         struct dsv_msg_stats_reply *st = &m.u.stats;
-        dsv_engine_stats(s->engine, st);
+        engine_stats(s, st);
         st->id = id;
-        if (s->draining)
-                st->state = DSV_STATE_DRAINING;
         st->pid = (uint32_t)getpid();
         st->uptime_ms = (dsv_now_ns() - s->t_start) / 1000000;
         snprintf(st->daemon_version, sizeof(st->daemon_version), "%s", PACKAGE_VERSION);
@@ -696,8 +769,8 @@ static int handle_tokenize(struct dsv_server *s, struct dsv_conn *c, const struc
 
         if (!t)
                 return loop_error(s, c, id,
-                                  dsv_engine_state(s->engine) == DSV_STATE_LOADING ? EAGAIN : ENOTSUP, "%s",
-                                  dsv_engine_state(s->engine) == DSV_STATE_LOADING ? "the model is still loading"
+                                  dsv_engine_state(s->engine) == DSV_ENGINE_LOADING ? EAGAIN : ENOTSUP, "%s",
+                                  dsv_engine_state(s->engine) == DSV_ENGINE_LOADING ? "the model is still loading"
                                                                                     : dsv_text_unavailable());
         if (in->type == DSV_MSG_TOKENIZE) {
                 _cleanup_free_ int32_t *ids = NULL;
@@ -961,24 +1034,29 @@ static void on_signal(struct dsv_server *s) {
 
 static void check_drained(struct dsv_server *s) {
         if (s->draining && dsv_engine_idle(s->engine)) {
-                log_info("All requests finished; exiting");
+                uint64_t cut = dsv_engine_drain_cut(s->engine);
+                if (cut)
+                        log_notice("Stop timeout (%d s) reached: %llu requests were ended with reason shutdown; exiting",
+                                   s->cfg.stop_timeout_s, (unsigned long long)cut);
+                else
+                        log_info("All requests finished; exiting");
                 s->quit = true;
         }
 }
 
 static void on_engine(struct dsv_server *s) {
         uint64_t v;
-        enum dsv_daemon_state st;
+        enum dsv_engine_state st;
         if (read(s->engine_efd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
                 /* nothing to do */
         }
         st = dsv_engine_state(s->engine);
-        if (st == DSV_STATE_READY && !s->ready_notified) {
+        if (st == DSV_ENGINE_READY && !s->ready_notified) {
                 s->ready_notified = true;
                 sd_notify(0, "READY=1");
                 notify_status(s, true);
                 log_info("Ready: serving on %s", s->listen_owned ? s->cfg.socket : "the socket from systemd");
-        } else if (st == DSV_STATE_FAILED && !s->quit) {
+        } else if (st == DSV_ENGINE_FAILED && !s->quit) {
                 sd_notifyf(0, "STATUS=Failed: %s\nERRNO=5", dsv_engine_error(s->engine));
                 log_error("Exiting: the model could not be loaded");
                 s->exit_code = 1;
@@ -1000,7 +1078,7 @@ static void on_timer(struct dsv_server *s) {
                 else if (c->state == DSV_CONN_ACTIVE && c->loop_blocked)
                         conn_process(s, c);
         }
-        if (dsv_engine_state(s->engine) == DSV_STATE_LOADING) {
+        if (dsv_engine_state(s->engine) == DSV_ENGINE_LOADING) {
                 if (now - s->last_extend >= 1000000000ull) {
                         s->last_extend = now;
                         sd_notify(0, "EXTEND_TIMEOUT_USEC=10000000");
@@ -1191,10 +1269,10 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.backend = s->cfg.backend;
         eo.threads = s->cfg.threads;
         eo.numerics = s->cfg.numerics;
-        eo.kv_cache_mb = s->cfg.kv_cache_mb;
+        eo.kv_cache_bytes = (uint64_t)s->cfg.kv_cache_mb << 20;
         eo.notify_fd = s->engine_efd;
         tunables_of(&s->cfg, &tun);
-        if ((r = dsv_engine_start(&eo, &tun, &s->engine)) < 0) {
+        if ((r = dsv_engine_start(&eo, &tun, &dsv_server_sink, &s->engine)) < 0) {
                 log_error("Cannot start the engine thread: %s", strerror(-r));
                 goto fail;
         }

@@ -6,9 +6,8 @@
 #include <getopt.h>
 #include <math.h>
 
-#include "daemon/model/model.h"
+#include "daemon/runtime/runtime.h"
 #include "ipc/idlist.h"
-#include "kernels/backend_plugin.h"
 
 static void help(void) {
         printf("Usage: dsv32-run --model DIR --tokens ID,ID,... [options]\n"
@@ -27,16 +26,9 @@ static void help(void) {
                "                         exact (FP8 weights dequantized, fp32 everywhere else)\n"
                "  --threads N            CPU threads (default: all)\n"
                "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
+               "  --device N             GPU index for the cuda backend (default 0)\n"
                "  --stats                print load and speed figures to stderr\n"
                "  -h, --help             this text\n");
-}
-
-static int argmax(const float *v, int n) {
-        int best = 0;
-        for (int i = 1; i < n; i++)
-                if (v[i] > v[best])
-                        best = i;
-        return best;
 }
 
 int main(int argc, char **argv) {
@@ -46,17 +38,15 @@ int main(int argc, char **argv) {
                 {"decode-one-by-one", no_argument, NULL, '1'}, {"chunk", required_argument, NULL, 'c'},
                 {"numerics", required_argument, NULL, 'n'}, {"threads", required_argument, NULL, 'j'},
                 {"stats", no_argument, NULL, 's'},          {"help", no_argument, NULL, 'h'},
-                {"backend", required_argument, NULL, 'b'},
+                {"backend", required_argument, NULL, 'b'}, {"device", required_argument, NULL, 'D'},
                 {0},
         };
         const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu";
-        long n_gen = 16, chunk = 0, threads = 0;
+        long n_gen = 16, chunk = 0, threads = 0, device = 0;
         bool one_by_one = false, stats = false;
-        struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
+        struct dsv_runtime_opts ro = {.numerics = DSV_NUMERICS_FAITHFUL};
         struct dsv_error err = {{0}};
-        struct dsv_backend *be = NULL;
-        struct dsv_model *m = NULL;
-        struct dsv_kv_pool *kv = NULL;
+        struct dsv_runtime *rt = NULL;
         struct dsv_kv_seq seq = {0};
         int32_t *prompt = NULL, *gen = NULL;
         float *logits = NULL;
@@ -96,7 +86,7 @@ int main(int argc, char **argv) {
                                 fprintf(stderr, "dsv32-run: --numerics must be faithful or exact\n");
                                 return 2;
                         }
-                        mo.numerics = (enum dsv_numerics)r;
+                        ro.numerics = (enum dsv_numerics)r;
                         break;
                 case 'j':
                         if (dsv_parse_int(optarg, 1, 1024, &threads) < 0) {
@@ -109,6 +99,12 @@ int main(int argc, char **argv) {
                         break;
                 case 'b':
                         backend = optarg;
+                        break;
+                case 'D':
+                        if (dsv_parse_int(optarg, 0, 1023, &device) < 0) {
+                                fprintf(stderr, "dsv32-run: --device needs 0..1023\n");
+                                return 2;
+                        }
                         break;
                 case 'h':
                         help();
@@ -129,22 +125,25 @@ int main(int argc, char **argv) {
                 return 2;
         }
         n_prompt = (int)n_ids;
-        if ((r = dsv_backend_open(backend, strcmp(backend, "cuda") == 0 ? 0 : (int)threads, &be, &err)) < 0) {
-                fprintf(stderr, "dsv32-run: cannot create the %s backend: %s\n", backend, err.msg);
-                goto out;
-        }
+        /* the KV pool: the prompt, the generated tokens and the one fed after the last */
+        ro.model_dir = model_dir;
+        ro.backend = backend;
+        ro.where = (struct dsv_backend_opts){.device = (int)device, .threads = (int)threads};
+        ro.kv_tokens = (int64_t)n_prompt + n_gen + 1;
         t0 = dsv_now_ns();
-        if ((r = dsv_model_load(model_dir, be, &mo, &m, &err)) < 0) {
+        if ((r = dsv_runtime_open(&ro, &rt, &err)) < 0) {
                 fprintf(stderr, "dsv32-run: %s\n", err.msg[0] ? err.msg : strerror(-r));
                 goto out;
         }
-        const struct dsv_model_config *cfg = dsv_model_get_config(m);
+        const struct dsv_model_config *cfg = rt->cfg;
+        if (rt->backend_note[0])
+                fprintf(stderr, "dsv32-run: using the %s backend: %s\n", rt->be->ops->name, rt->backend_note);
         if (stats) {
-                const struct dsv_load_stats *ls = dsv_model_load_stats(m);
-                fprintf(stderr, "loaded %s: %.1f MB in %.3f s (%.2f GB/s, %s%s), %s numerics\n", model_dir,
+                const struct dsv_load_stats *ls = dsv_model_load_stats(rt->model);
+                fprintf(stderr, "loaded %s: %.1f MB in %.3f s (%.2f GB/s, %s%s), %s numerics, %s backend\n", model_dir,
                         ls->bytes_tensors / 1e6, (dsv_now_ns() - t0) / 1e9,
                         ls->elapsed_ns ? ls->bytes_tensors / (double)ls->elapsed_ns : 0.0, ls->uring ? "io_uring" : "pread",
-                        ls->direct ? ", O_DIRECT" : "", dsv_numerics_name(mo.numerics));
+                        ls->direct ? ", O_DIRECT" : "", dsv_numerics_name(rt->numerics), dsv_backend_describe(rt->be));
         }
         for (int i = 0; i < n_prompt; i++)
                 if (prompt[i] >= cfg->vocab_size) {
@@ -156,10 +155,8 @@ int main(int argc, char **argv) {
                         n_gen, cfg->max_position_embeddings);
                 goto out;
         }
-        int total = n_prompt + (int)n_gen + 1;
-        if ((r = dsv_kv_pool_new(be, cfg, dsv_numerics_kv_format(mo.numerics), DIV_ROUND_UP(total, DSV_KV_PAGE_TOKENS), &kv)) < 0 ||
-            (r = dsv_kv_seq_reserve(kv, &seq, total)) < 0) {
-                fprintf(stderr, "dsv32-run: cannot allocate the KV cache: %s\n", strerror(-r));
+        if ((r = dsv_kv_seq_reserve(rt->kv, &seq, (int)ro.kv_tokens)) < 0) {
+                fprintf(stderr, "dsv32-run: cannot reserve the KV cache: %s\n", strerror(-r));
                 goto out;
         }
         if (dump && !(df = fopen(dump, "wbe"))) {
@@ -192,7 +189,7 @@ int main(int argc, char **argv) {
                 int n_out = 0;
                 for (int i = 0; i < n; i++)
                         n_out += want[i];
-                if ((r = dsv_model_forward(m, kv, &b, logits, &err)) < 0) {
+                if ((r = dsv_runtime_forward(rt, &b, logits, &err)) < 0) {
                         fprintf(stderr, "dsv32-run: %s\n", err.msg);
                         break;
                 }
@@ -213,12 +210,12 @@ int main(int argc, char **argv) {
         t_prefill = dsv_now_ns() - tp;
         uint64_t td = dsv_now_ns();
         for (long g = 0; g < n_gen; g++) {
-                gen[g] = argmax(last, cfg->vocab_size);
+                gen[g] = dsv_sample_greedy(last, cfg->vocab_size);
                 if (g == n_gen - 1 && !df)
                         break;
                 int32_t p = n_prompt + (int)g, s0 = 0;
                 struct dsv_batch b = {.n_tokens = 1, .token = &gen[g], .pos = &p, .seq = &s0, .n_seqs = 1, .seqs = seqs};
-                if ((r = dsv_model_forward(m, kv, &b, logits, &err)) < 0) {
+                if ((r = dsv_runtime_forward(rt, &b, logits, &err)) < 0) {
                         fprintf(stderr, "dsv32-run: %s\n", err.msg);
                         goto out;
                 }
@@ -241,11 +238,9 @@ out:
                 fprintf(stderr, "dsv32-run: cannot write %s\n", dump);
                 ret = 1;
         }
-        if (kv)
-                dsv_kv_seq_release(kv, &seq);
-        dsv_kv_pool_free(kv);
-        dsv_model_free(m);
-        dsv_backend_free(be);
+        if (rt)
+                dsv_kv_seq_release(rt->kv, &seq);
+        dsv_runtime_free(rt);
         free(prompt);
         free(gen);
         free(logits);

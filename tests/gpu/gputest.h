@@ -55,7 +55,7 @@ static inline int gt_open(struct gt *g, const char *test) {
                 snprintf(dir, sizeof(dir), "%s/kernels/cuda", b);
                 setenv("DSV32_BACKEND_PATH", dir, 1);
         }
-        r = dsv_backend_open("cuda", 0, &g->be[1], &err);
+        r = dsv_backend_open("cuda", NULL, &g->be[1], &err);
         if (r == -ENODEV) {
                 const char *req = getenv("DSV32_REQUIRE_GPU");
                 fprintf(stderr, "%s: %s: %s\n", test, req && *req == '1' ? "FAIL" : "SKIP", err.msg);
@@ -65,7 +65,7 @@ static inline int gt_open(struct gt *g, const char *test) {
                 fprintf(stderr, "%s: FAIL: %s\n", test, err.msg);
                 return 1;
         }
-        r = dsv_backend_open("cpu", 0, &g->be[0], &err);
+        r = dsv_backend_open("cpu", NULL, &g->be[0], &err);
         if (r < 0) {
                 fprintf(stderr, "%s: FAIL: %s\n", test, err.msg);
                 return 1;

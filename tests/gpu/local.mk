@@ -57,6 +57,6 @@ tests_gpu_test_gpu_indexer_SOURCES = tests/gpu/test-gpu-indexer.c tests/gpu/gput
 tests_gpu_test_gpu_indexer_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_mla_SOURCES = tests/gpu/test-gpu-mla.c tests/gpu/gputest.h
 tests_gpu_test_gpu_mla_LDADD = $(GPU_TEST_LIBS)
-tests_gpu_test_gpu_sample_SOURCES = tests/gpu/test-gpu-sample.c tests/gpu/gputest.h daemon/server/sampler.c
+tests_gpu_test_gpu_sample_SOURCES = tests/gpu/test-gpu-sample.c tests/gpu/gputest.h daemon/runtime/sampler.c
 tests_gpu_test_gpu_sample_CFLAGS = $(AM_CFLAGS)
 tests_gpu_test_gpu_sample_LDADD = $(GPU_TEST_LIBS)

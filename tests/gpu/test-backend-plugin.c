@@ -16,7 +16,7 @@ int main(void) {
         int r;
 
         snprintf(dir, sizeof(dir), "%s/tests/gpu", b ? b : ".");
-        r = dsv_backend_open("cpu", 1, &be, &err);
+        r = dsv_backend_open("cpu", &(struct dsv_backend_opts){.threads = 1}, &be, &err);
         CHECK(r == 0 && be && strcmp(be->ops->name, "cpu") == 0, "cpu backend: %d %s", r, err.msg);
         CHECK(dsv_backend_sample(be, NULL, NULL, 0, NULL) == -EOPNOTSUPP, "no device sampler on the CPU");
         CHECK(strcmp(dsv_backend_describe(be), "cpu") == 0, "describe cpu");
@@ -24,11 +24,24 @@ int main(void) {
 
         /* auto: cuda when it starts, else cpu; on this machine either is fine, but it must open */
         be = NULL;
-        r = dsv_backend_open("auto", 0, &be, &err);
+        r = dsv_backend_open("auto", NULL, &be, &err);
         CHECK(r == 0 && be, "auto: %d %s", r, err.msg);
         if (be)
                 printf("auto opened: %s\n", dsv_backend_describe(be));
         dsv_backend_free(be);
+        /* regression: auto gives the GPU backend the device and the CPU backend the threads (the
+         * thread count went to the plugin as a device index and the CPU got all cores), and says
+         * why the GPU backend was not used */
+        be = NULL;
+        r = dsv_backend_open("auto", &(struct dsv_backend_opts){.device = 0, .threads = 3}, &be, &err);
+        CHECK(r == 0 && be, "auto with threads: %d %s", r, err.msg);
+        if (be && strcmp(be->ops->name, "cpu") == 0) {
+                CHECK(be->n_threads == 3, "auto fell back to the CPU with %d threads, asked for 3", be->n_threads);
+                CHECK(err.msg[0] != 0, "auto fell back to the CPU without saying why");
+                printf("auto fell back: %s\n", err.msg);
+        }
+        dsv_backend_free(be);
+        CHECK(dsv_backend_open("cpu", &(struct dsv_backend_opts){.device = -1}, &be, &err) == -EINVAL, "negative device");
 
         /* a plugin through DSV32_BACKEND_PATH: a missing directory first, then the plugin's file
          * (a loaded plugin stays loaded: later opens of "fake" reuse it) */
@@ -43,7 +56,7 @@ int main(void) {
                 CHECK(dsv_backend_sample(be, NULL, NULL, 0, NULL) == -EOPNOTSUPP, "no sampler in the fake plugin");
                 dsv_backend_free(be);
         }
-        r = dsv_backend_open("fake", 1, &be, &err);
+        r = dsv_backend_open("fake", &(struct dsv_backend_opts){.device = 1, .threads = 0}, &be, &err);
         CHECK(r == -ENODEV, "a plugin's -ENODEV comes through: %d", r);
         printf("fake on device 1: %s\n", err.msg);
 

@@ -85,9 +85,9 @@ int main(void) {
         /* a second backend on the same device */
         struct dsv_backend *b2;
         struct dsv_error err;
-        CHECK(dsv_backend_open("cuda", 0, &b2, &err) == 0, "second backend: %s", err.msg);
+        CHECK(dsv_backend_open("cuda", NULL, &b2, &err) == 0, "second backend: %s", err.msg);
         dsv_backend_free(b2);
-        CHECK(dsv_backend_open("cuda", 999, &b2, &err) < 0, "device 999 refused");
+        CHECK(dsv_backend_open("cuda", &(struct dsv_backend_opts){.device = 999}, &b2, &err) < 0, "device 999 refused");
         printf("  device 999: %s\n", err.msg);
 
         free(src);

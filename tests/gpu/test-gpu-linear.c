@@ -108,7 +108,7 @@ int main(void) {
         for (int pi = 0; pi < 4; pi++) {
                 struct dsv_error err;
                 setenv("DSV_CUDA_FP8_PATH", path_names[pi], 1);
-                r = dsv_backend_open("cuda", 0, &paths[pi], &err);
+                r = dsv_backend_open("cuda", NULL, &paths[pi], &err);
                 REQUIRE(r == 0, "opening the %s path backend: %s", path_names[pi], err.msg);
                 printf("path %-8s: %s\n", path_names[pi], dsv_backend_describe(paths[pi]));
         }

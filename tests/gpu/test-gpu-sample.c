@@ -1,12 +1,12 @@
 /* On-device sampling (dsv_backend_sample -> dsv_backend_cuda_sample) vs the daemon's CPU
- * sampler (daemon/server/sampler.c) on the vocabulary size of the 671B model: greedy rows
+ * sampler (daemon/runtime/sampler.c) on the vocabulary size of the 671B model: greedy rows
  * must agree exactly; sampled rows (temperature, top-k, top-p, min-p) draw with the same
  * (seed, step) random numbers and must agree except where a draw lands within rounding of a
  * boundary between two candidates (the GPU sums probabilities in a tree, the CPU left to
  * right), so at least 99% of them. Special rows: NaN and inf logits, all-equal logits. */
 #include "config.h"
 
-#include "daemon/server/sampler.h"
+#include "daemon/runtime/sampler.h"
 #include "tests/gpu/gputest.h"
 
 static struct gt g;

@@ -403,6 +403,39 @@ static void test_text(void) {
         dsv32_disconnect(c);
 }
 
+/* Regression: the text of a reply too long for one completion-ring record was dropped (only
+ * the ids arrived). A non-streamed reply of 1500 tokens through the smallest ring (2 KiB
+ * records) must carry all of its text: the same text as the same greedy reply streamed
+ * through a large ring (whose text test_text checks against DETOKENIZE). */
+static void test_long_text(void) {
+        struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = d.socket, .completion_ring_bytes = 4096};
+        struct dsv32_request q = {.struct_size = sizeof(q), .max_tokens = 1500, .flags = DSV32_REQ_IGNORE_EOS | DSV32_REQ_NO_STREAM};
+        static struct text_collect a, b;
+        struct dsv32_info info;
+        dsv32_client *c = NULL, *big = connect_or_die(0);
+        int32_t prompt[3] = {0, 17, 42};
+
+        CHECK(dsv32_connect(&o, &c) == 0, "connect: %s", dsv32_last_error(NULL));
+        if (!c || !big)
+                return;
+        dsv32_get_info(c, &info);
+        if (info.features & DSV32_FEATURE_TEXT) {
+                memset(&a, 0, sizeof(a));
+                memset(&b, 0, sizeof(b));
+                q.tokens = prompt;
+                q.n_tokens = 3;
+                CHECK(dsv32_generate(c, &q, text_cb, &a, NULL) == 0, "long reply: %s", dsv32_last_error(c));
+                q.flags = DSV32_REQ_IGNORE_EOS;
+                CHECK(dsv32_generate(big, &q, text_cb, &b, NULL) == 0, "long reply, streamed: %s", dsv32_last_error(big));
+                CHECK(a.ids.n == 1500 && b.ids.n == 1500 && !memcmp(a.ids.tok, b.ids.tok, 1500 * sizeof(int32_t)), "ids");
+                CHECK(b.n > 2048 && a.n == b.n && !memcmp(a.text, b.text, a.n),
+                      "the text of a long non-streamed reply: %zu bytes arrived, streamed %zu", a.n, b.n);
+                fprintf(stderr, "long text: %d tokens, %zu bytes of text through 2 KiB records\n", a.ids.n, a.n);
+        }
+        dsv32_disconnect(c);
+        dsv32_disconnect(big);
+}
+
 int main(void) {
         static const char *const args[] = {"--max-prompt-bytes", "1024", "--max-tokens-limit", "5000", NULL};
         h_init("generate", 600);
@@ -412,6 +445,7 @@ int main(void) {
         test_async_cancel();
         test_errors();
         test_text();
+        test_long_text();
         test_backpressure();
         CHECK(h_daemon_stop(&d, 10) == 0, "dsv32d did not exit 0 on SIGTERM");
         return 0;

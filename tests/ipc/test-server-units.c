@@ -9,7 +9,7 @@
 
 #include "daemon/rng.h"
 #include "daemon/server/access.h"
-#include "daemon/server/sampler.h"
+#include "daemon/runtime/sampler.h"
 #include "daemon/server/settings.h"
 #include "daemon/util.h"
 #include "tests/check.h"

@@ -1,4 +1,4 @@
-/* The daemon's adapter to the text layer (daemon/tokenizer): text prompts, TOKENIZE,
+/* The engine's adapter to the text layer (daemon/tokenizer): text prompts, TOKENIZE,
  * DETOKENIZE, streaming detokenization and chat encoding. Built without the tokenizer (or
  * with a model that has no tokenizer.json) every call answers -ENOTSUP and
  * dsv_text_unavailable() says why in words a client can act on; token-id prompts work
@@ -10,9 +10,9 @@
 #include <stdint.h>
 
 #include "daemon/util.h"
-#include "ipc/proto.h"
 
 struct dsv_text;
+struct dsv_engine_msg; /* engine.h */
 struct dsv_text_stream;
 
 /* Loads model_dir/tokenizer.json. -ENOTSUP: built without the tokenizer; -ENOENT: the model
@@ -26,7 +26,7 @@ const char *dsv_text_unavailable(void);
 int dsv_text_encode(const struct dsv_text *t, const char *s, size_t n, bool add_bos, int32_t **ret, size_t *ret_n);
 int dsv_text_decode(const struct dsv_text *t, const int32_t *ids, size_t n, char **ret, size_t *ret_len);
 /* Chat messages to prompt ids (the V3.2 encoding). */
-int dsv_text_chat(const struct dsv_text *t, const struct dsv_chat_msg *m, size_t n, bool thinking, int32_t **ret,
+int dsv_text_chat(const struct dsv_text *t, const struct dsv_engine_msg *m, size_t n, bool thinking, int32_t **ret,
                   size_t *ret_n, struct dsv_error *err);
 
 int dsv_text_stream_new(const struct dsv_text *t, struct dsv_text_stream **ret);

@@ -2,7 +2,9 @@
  * the tokenizer library is part of the build. */
 #include "config.h"
 
-#include "daemon/server/text.h"
+#include "daemon/engine/text.h"
+
+#include "daemon/engine/engine.h"
 
 #include <stdlib.h>
 
@@ -75,7 +77,7 @@ int dsv_text_decode(const struct dsv_text *t, const int32_t *ids, size_t n, char
         return dsv_tok_decode(t->tok, ids, n, 0, ret, ret_len);
 }
 
-int dsv_text_chat(const struct dsv_text *t, const struct dsv_chat_msg *m, size_t n, bool thinking, int32_t **ret,
+int dsv_text_chat(const struct dsv_text *t, const struct dsv_engine_msg *m, size_t n, bool thinking, int32_t **ret,
                   size_t *ret_n, struct dsv_error *err) {
         struct dsv_chat_opts opts = DSV_CHAT_OPTS_INIT;
         struct dsv_tok_ids ids = {0};
@@ -163,7 +165,7 @@ int dsv_text_encode(const struct dsv_text *t, const char *s, size_t n, bool add_
 int dsv_text_decode(const struct dsv_text *t, const int32_t *ids, size_t n, char **ret, size_t *ret_len) {
         return -ENOTSUP;
 }
-int dsv_text_chat(const struct dsv_text *t, const struct dsv_chat_msg *m, size_t n, bool thinking, int32_t **ret,
+int dsv_text_chat(const struct dsv_text *t, const struct dsv_engine_msg *m, size_t n, bool thinking, int32_t **ret,
                   size_t *ret_n, struct dsv_error *err) {
         return dsv_error_set(err, ENOTSUP, "%s", dsv_text_unavailable());
 }

@@ -1,10 +1,11 @@
 /* Sampling (see sampler.h). */
 #include "config.h"
 
-#include "daemon/server/sampler.h"
+#include "daemon/runtime/sampler.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "daemon/rng.h"
 #include "daemon/util.h"
@@ -12,22 +13,49 @@
 int dsv_sampler_init(struct dsv_sampler *s, int n_vocab) {
         s->n_vocab = n_vocab;
         s->cand = malloc((size_t)n_vocab * sizeof(*s->cand));
-        return s->cand ? 0 : -ENOMEM;
+        s->tmp = malloc((size_t)n_vocab * sizeof(*s->tmp));
+        if (!s->cand || !s->tmp) {
+                dsv_sampler_done(s);
+                return -ENOMEM;
+        }
+        return 0;
 }
 
 void dsv_sampler_done(struct dsv_sampler *s) {
         free(s->cand);
-        s->cand = NULL;
+        free(s->tmp);
+        s->cand = s->tmp = NULL;
 }
 
-static int cmp_desc(const void *a, const void *b) {
-        const struct dsv_cand *x = a, *y = b;
-        if (x->p != y->p)
-                return x->p > y->p ? -1 : 1;
-        return x->id < y->id ? -1 : (x->id > y->id);
+/* Sorts c[0, n) by descending p, ties by ascending id, given in ascending id order: a stable
+ * LSD radix sort (3 passes of 11 bits) on the complement of p's bits (p > 0 and finite, so
+ * the bit pattern orders like the value). Returns the buffer that holds the result. */
+static struct dsv_cand *sort_desc(struct dsv_cand *c, struct dsv_cand *t, int n) {
+        for (int shift = 0; shift < 33; shift += 11) {
+                uint32_t count[2048] = {0}, sum = 0;
+                for (int i = 0; i < n; i++) {
+                        uint32_t key;
+                        memcpy(&key, &c[i].p, 4);
+                        count[(~key >> shift) & 2047]++;
+                }
+                for (int b = 0; b < 2048; b++) {
+                        uint32_t k = count[b];
+                        count[b] = sum;
+                        sum += k;
+                }
+                for (int i = 0; i < n; i++) {
+                        uint32_t key;
+                        memcpy(&key, &c[i].p, 4);
+                        t[count[(~key >> shift) & 2047]++] = c[i];
+                }
+                struct dsv_cand *x = c;
+                c = t;
+                t = x;
+        }
+        return c;
 }
 
-static int32_t argmax(const float *v, int n) {
+int32_t dsv_sample_greedy(const float *v, int n) {
         int32_t best = 0;
         for (int i = 1; i < n; i++)
                 if (v[i] > v[best])
@@ -41,8 +69,8 @@ int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_
         double sum = 0, u, acc;
 
         if (p->temperature <= 0.0f || p->top_k == 1)
-                return argmax(logits, n);
-        mx = logits[argmax(logits, n)];
+                return dsv_sample_greedy(logits, n);
+        mx = logits[dsv_sample_greedy(logits, n)];
         inv_t = 1.0f / p->temperature;
         /* unnormalised probabilities; drop those below 1e-12 of the best, which no top-p or
          * draw in double precision can reach, to keep the sort short */
@@ -55,24 +83,24 @@ int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_
                 }
         }
         if (k == 0)
-                return argmax(logits, n);
-        qsort(s->cand, (size_t)k, sizeof(*s->cand), cmp_desc);
+                return dsv_sample_greedy(logits, n);
+        struct dsv_cand *cand = sort_desc(s->cand, s->tmp, k);
         if (p->top_k > 0 && p->top_k < k)
                 k = p->top_k;
         if (p->min_p > 0.0f) {
-                float thr = p->min_p * s->cand[0].p;
+                float thr = p->min_p * cand[0].p;
                 int j = 1;
-                while (j < k && s->cand[j].p >= thr)
+                while (j < k && cand[j].p >= thr)
                         j++;
                 k = j;
         }
         for (int i = 0; i < k; i++)
-                sum += s->cand[i].p;
+                sum += cand[i].p;
         if (p->top_p > 0.0f && p->top_p < 1.0f) { /* 0 or 1: off */
                 double want = (double)p->top_p * sum, c = 0;
                 int j = 0;
                 while (j < k) {
-                        c += s->cand[j].p;
+                        c += cand[j].p;
                         j++;
                         if (c >= want)
                                 break;
@@ -83,9 +111,9 @@ int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_
         u = dsv_rand_u01(dsv_mix64(p->seed ^ 0x5eed5eed5eedull), step) * sum;
         acc = 0;
         for (int i = 0; i < k; i++) {
-                acc += s->cand[i].p;
+                acc += cand[i].p;
                 if (u < acc)
-                        return s->cand[i].id;
+                        return cand[i].id;
         }
-        return s->cand[k - 1].id;
+        return cand[k - 1].id;
 }

@@ -1,0 +1,180 @@
+/* The engine's core: requests, sessions, scheduling and output without threads (what the
+ * parts of daemon/engine/ share). engine.c drives it from its thread; the unit tests drive
+ * it directly over a fake executor (tests/unit/test-engine-core.c).
+ *
+ * A step: requests whose client is gone, that were cancelled or that a drain cut off
+ * finish; pending output of parked streams is retried; the scheduler admits waiting
+ * requests and builds the batch; the executor runs it; output.c samples the rows that have
+ * logits, applies stop rules and streams; finished requests send their final event and go. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/engine/engine.h"
+#include "daemon/engine/metrics.h"
+#include "daemon/kv_cache.h"
+#include "daemon/model/plan.h"
+#include "daemon/runtime/sampler.h"
+#include "daemon/util.h"
+
+struct dsv_text;
+struct dsv_text_stream;
+
+/* What runs a batch: the runtime in dsv32d, a deterministic fake in tests. */
+struct dsv_exec {
+        void *ud;
+        int (*forward)(void *ud, const struct dsv_batch *b, float *logits, struct dsv_error *err);
+};
+
+enum req_state {
+        REQ_WAITING,   /* prompt not fully in the KV cache */
+        REQ_RUNNING,   /* decoding */
+        REQ_FINISHING, /* final event pending */
+};
+
+struct session;
+
+struct request {
+        struct dsv_engine_request *in;
+        void *client;
+        uint64_t id;
+        uid_t uid;
+        enum req_state state;
+        int32_t *tokens; /* prompt, then generated tokens */
+        int n_prompt, n_tokens, cap;
+        int total;       /* prompt + max_tokens, capped to the context */
+        struct dsv_kv_seq seq;
+        bool admitted;
+        struct session *sess; /* the session it runs on (busy), or NULL */
+        bool sess_wait;       /* its session is still held by a request that is going away */
+        int n_cached;         /* prompt tokens whose KV came from the session */
+        int n_exact;          /* leading tokens whose KV a prefill chunk computed (sessions.h) */
+        struct {              /* SESSION_* requests: the reply */
+                char name[DSV_ENGINE_NAME_MAX + 1];
+                uint32_t flags, n_tokens, n_pages;
+        } sreply;
+        struct dsv_sampling sp;
+        int n_generated;
+        /* output not yet delivered: ids, and their text (text_end[i]: end of token i's text) */
+        int32_t *out;
+        uint32_t *out_text_end;
+        int n_out;
+        size_t cap_out;
+        struct dsv_strbuf text_out;
+        struct dsv_text_stream *stream;
+        /* final event */
+        bool final_error;
+        int error_code;
+        char error_msg[512];
+        enum dsv_engine_finish reason;
+        bool cancel;
+        uint64_t t_submit, t_start, t_first, t_end;
+};
+
+/* A KV-cache session. Between requests it owns `seq`, which holds the KV of tokens[0,
+ * seq.len); while a request runs on it (busy) and has been admitted, the request owns the
+ * sequence and the session's is empty.
+ *
+ * n_exact: the first n_exact tokens' KV was computed by prefill chunks (two or more tokens
+ * of the sequence in one forward pass). Only those are reused by default: a token that was
+ * alone in its pass (every generated token, fed back by a decode step) went through the
+ * absorbed MLA path (DSV_OP_MLA_DECODE), equal in exact arithmetic to the prefill path but
+ * not in the last bits, and those bits, through the FP8 rounding of the cache, can change
+ * later tokens. A request without a session prefills the same tokens, so reusing only
+ * prefill-computed entries gives exactly its output. reuse_output lifts the limit (all of
+ * the shared prefix is reused, at the price of that exactness). */
+struct session {
+        struct session *prev, *next; /* LRU order: the core's s_head is the least recently used */
+        uid_t uid;
+        char name[DSV_ENGINE_NAME_MAX + 1];
+        int32_t *tokens;
+        int cap;
+        struct dsv_kv_seq seq;
+        int n_exact;
+        bool pinned;
+        struct request *busy;
+        uint64_t last_used_ns;
+};
+
+struct dsv_core_params {
+        int vocab_size, eos_id, max_context;
+        uint64_t kv_page_tokens;
+};
+
+struct dsv_core {
+        struct dsv_core_params p;
+        struct dsv_kv_pool *kv;
+        struct dsv_exec exec;
+        const struct dsv_text *text; /* or NULL: no streaming text */
+        struct dsv_engine_sink sink;
+        struct dsv_metrics_live *metrics;
+        struct dsv_sampler sampler;
+        struct dsv_engine_tunables tun; /* set by the caller before each step */
+        bool drain_expired;             /* set by the caller: end everything with "shutdown" */
+        uint64_t drain_cut;             /* requests the drain deadline ended */
+        struct request **reqs;
+        size_t n_reqs, cap_reqs;
+        /* sessions: LRU list, s_head least recently used */
+        struct session *s_head, *s_tail;
+        int n_sessions;
+        uint64_t last_sweep_ns;
+        /* the batch of a step */
+        float *logits;
+        size_t logits_rows;
+        int32_t *b_tok, *b_pos, *b_seq;
+        bool *b_want;
+        struct dsv_kv_seq **b_seqs;
+        struct request **b_req; /* per sequence */
+        int *b_row;             /* per sequence: logits row or -1 */
+        size_t b_cap, b_seq_cap;
+        int b_tokens, b_n_seqs, b_rows;
+};
+
+/* core (engine.c) */
+int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct dsv_kv_pool *kv, const struct dsv_exec *exec,
+                  const struct dsv_text *text, const struct dsv_engine_sink *sink, struct dsv_metrics_live *metrics);
+/* Ends every request without events and frees everything. */
+void dsv_core_done(struct dsv_core *c);
+/* A request whose prompt is ready (tokens) or failed to encode (err_code != 0); takes r. */
+int dsv_core_add(struct dsv_core *c, struct dsv_engine_request *r, int err_code, const char *err_msg);
+void dsv_core_cancel(struct dsv_core *c, void *client, uint64_t id);
+/* One step; true when it ran a batch or finished something. */
+bool dsv_core_step(struct dsv_core *c);
+bool dsv_core_idle(const struct dsv_core *c);
+
+/* request.c */
+void request_finish(struct request *r, enum dsv_engine_finish reason);
+void request_fail(struct request *r, int code, const char *fmt, ...) _printf_(3, 4);
+int request_push_token(struct dsv_core *c, struct request *r, int32_t tok);
+int request_push_text(struct request *r, const char *s, size_t n);
+/* Delivers pending output and, when finishing, the final event; true when nothing is left
+ * to send (a finishing request may then be freed). */
+bool request_flush(struct dsv_core *c, struct request *r);
+void request_free(struct dsv_core *c, struct request *r);
+/* Frees finished requests once their final event went out (their KV first). */
+void requests_remove_finished(struct dsv_core *c);
+bool request_parked(const struct request *r);
+/* cancelled, client gone, or finishing: it releases its session at the next step */
+bool request_going_away(const struct dsv_core *c, const struct request *r);
+
+/* sessions.c */
+void sessions_op(struct dsv_core *c, struct request *r);
+bool sessions_attach(struct dsv_core *c, struct request *r);
+void sessions_return(struct dsv_core *c, struct request *r);
+void sessions_sweep(struct dsv_core *c);
+void sessions_free_all(struct dsv_core *c);
+int64_t sessions_evictable_pages(const struct dsv_core *c);
+void sessions_evict(struct dsv_core *c, int need);
+/* the prefix of r's prompt its session holds: cut the session's sequence back to it and hand
+ * it to r */
+void sessions_take_prefix(struct dsv_core *c, struct request *r);
+void sessions_publish(struct dsv_core *c);
+
+/* scheduler.c */
+/* Builds the step's batch into c->b_*; the number of tokens (0: nothing to run). */
+int sched_build(struct dsv_core *c);
+
+/* output.c */
+/* After a forward pass: samples each sequence with a logits row, applies stop rules, streams. */
+void output_step(struct dsv_core *c);

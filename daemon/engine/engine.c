@@ -1,0 +1,646 @@
+/* The engine's threads, queues and step loop (see engine.h), and the core step (core.h).
+ *
+ * Two threads: the intake thread encodes text and chat prompts in the order requests came
+ * (intake.c), and the engine thread loads the model, then loops: take what the intake and
+ * the event loop queued (requests and cancellations, in order), run one step of the core,
+ * sleep when nothing is runnable. A request that needs no encoding skips the intake thread
+ * when nothing is queued before it. */
+#include "config.h"
+
+#include "daemon/engine/engine.h"
+
+#include <pthread.h>
+
+#include "daemon/engine/core.h"
+#include "daemon/engine/intake.h"
+#include "daemon/engine/text.h"
+#include "daemon/runtime/runtime.h"
+
+/* ------------------------------------------------------------------ the core */
+
+int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct dsv_kv_pool *kv, const struct dsv_exec *exec,
+                  const struct dsv_text *text, const struct dsv_engine_sink *sink, struct dsv_metrics_live *metrics) {
+        memset(c, 0, sizeof(*c));
+        c->p = *p;
+        c->kv = kv;
+        c->exec = *exec;
+        c->text = text;
+        c->sink = *sink;
+        c->metrics = metrics;
+        return dsv_sampler_init(&c->sampler, p->vocab_size);
+}
+
+void dsv_core_done(struct dsv_core *c) {
+        for (size_t i = 0; i < c->n_reqs; i++)
+                request_free(c, c->reqs[i]);
+        c->n_reqs = 0;
+        sessions_free_all(c);
+        free(c->reqs);
+        free(c->logits);
+        free(c->b_tok);
+        free(c->b_pos);
+        free(c->b_seq);
+        free(c->b_want);
+        free(c->b_seqs);
+        free(c->b_req);
+        free(c->b_row);
+        dsv_sampler_done(&c->sampler);
+        memset(c, 0, sizeof(*c));
+}
+
+bool dsv_core_idle(const struct dsv_core *c) { return c->n_reqs == 0; }
+
+/* Checks a new request's prompt and makes room for what it generates; false (the request
+ * finishing with an error) when it cannot run. */
+static bool intake_check(struct dsv_core *c, struct request *r) {
+        struct dsv_engine_request *in = r->in;
+        const size_t n = in->n_tokens;
+
+        for (size_t i = 0; i < c->n_reqs; i++)
+                if (c->reqs[i] != r && c->reqs[i]->client == r->client && c->reqs[i]->id == r->id &&
+                    c->reqs[i]->state != REQ_FINISHING) {
+                        request_fail(r, EEXIST, "request id %llu is already in flight on this connection", (unsigned long long)r->id);
+                        return false;
+                }
+        if (in->kind != DSV_REQUEST_GENERATE) {
+                sessions_op(c, r);
+                return false;
+        }
+        r->tokens = TAKE_PTR(in->tokens);
+        r->n_prompt = r->n_tokens = r->cap = (int)n;
+        if (n == 0) {
+                request_fail(r, EINVAL, "the prompt is empty");
+                return false;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (r->tokens[i] < 0 || r->tokens[i] >= c->p.vocab_size) {
+                        request_fail(r, EINVAL, "token %d at position %zu is outside the vocabulary (%d ids)", r->tokens[i], i,
+                                     c->p.vocab_size);
+                        return false;
+                }
+        if ((int64_t)n + 1 > c->p.max_context) {
+                request_fail(r, E2BIG, "the prompt has %zu tokens; the context window holds %d", n, c->p.max_context);
+                return false;
+        }
+        r->total = (int)MIN((int64_t)n + in->max_tokens, (int64_t)c->p.max_context);
+        if ((uint64_t)r->total > (uint64_t)c->kv->n_pages * c->p.kv_page_tokens) {
+                request_fail(r, ENOSPC, "the request needs %d tokens of KV cache; the pool holds %llu (kv-cache-mb)", r->total,
+                             (unsigned long long)((uint64_t)c->kv->n_pages * c->p.kv_page_tokens));
+                return false;
+        }
+        /* room for the generated tokens */
+        int32_t *v = realloc(r->tokens, (size_t)r->total * sizeof(int32_t) + sizeof(int32_t));
+        if (!v) {
+                request_fail(r, ENOMEM, "out of memory");
+                return false;
+        }
+        r->tokens = v;
+        r->cap = r->total + 1;
+        if (in->session[0] && c->tun.max_sessions > 0 && !sessions_attach(c, r))
+                return false;
+        if (c->text && dsv_text_stream_new(c->text, &r->stream) < 0)
+                r->stream = NULL;
+        DSV_METRIC_ADD(c->metrics, prompt_tokens_total, n);
+        return true;
+}
+
+int dsv_core_add(struct dsv_core *c, struct dsv_engine_request *in, int err_code, const char *err_msg) {
+        struct request *r = calloc(1, sizeof(*r));
+        int rc;
+        if (!r || (rc = DSV_GROW(&c->reqs, &c->cap_reqs, c->n_reqs + 1)) < 0) {
+                free(r);
+                return -ENOMEM;
+        }
+        r->in = in;
+        r->client = in->client;
+        r->id = in->id;
+        r->uid = in->uid;
+        r->state = REQ_WAITING;
+        r->t_submit = in->t_submit_ns;
+        r->sp = in->sampling;
+        c->reqs[c->n_reqs++] = r;
+        if (in->kind == DSV_REQUEST_GENERATE)
+                DSV_METRIC_ADD(c->metrics, requests_total, 1);
+        if (err_code)
+                request_fail(r, err_code, "%s", err_msg);
+        else
+                intake_check(c, r);
+        return 0;
+}
+
+void dsv_core_cancel(struct dsv_core *c, void *client, uint64_t id) {
+        for (size_t i = 0; i < c->n_reqs; i++)
+                if (c->reqs[i]->client == client && c->reqs[i]->id == id)
+                        c->reqs[i]->cancel = true;
+}
+
+bool dsv_core_step(struct dsv_core *c) {
+        struct dsv_error err = {{0}};
+        int n_tok, rc;
+
+        /* 1. dead clients, cancellations, a drain past its deadline */
+        for (size_t i = 0; i < c->n_reqs; i++) {
+                struct request *r = c->reqs[i];
+                if (r->state == REQ_FINISHING)
+                        continue;
+                if (r->cancel || c->sink.gone(c->sink.ud, r->client)) {
+                        request_finish(r, DSV_ENGINE_FINISH_CANCELLED);
+                } else if (c->drain_expired) {
+                        request_finish(r, DSV_ENGINE_FINISH_SHUTDOWN);
+                        c->drain_cut++;
+                }
+        }
+        /* 2. pending output of parked streams */
+        for (size_t i = 0; i < c->n_reqs; i++)
+                if (c->reqs[i]->state == REQ_RUNNING && c->reqs[i]->n_out)
+                        request_flush(c, c->reqs[i]);
+        requests_remove_finished(c);
+        if (c->s_head && dsv_now_ns() - c->last_sweep_ns >= 1000000000ull) {
+                sessions_sweep(c);
+                sessions_publish(c);
+        }
+
+        /* 3. the batch */
+        n_tok = sched_build(c);
+        if (n_tok == 0) {
+                requests_remove_finished(c); /* requests that failed admission */
+                return false;
+        }
+
+        /* 4. forward */
+        struct dsv_batch b = {.n_tokens = n_tok, .token = c->b_tok, .pos = c->b_pos, .seq = c->b_seq, .want_logits = c->b_want,
+                              .n_seqs = c->b_n_seqs, .seqs = c->b_seqs};
+        rc = c->exec.forward(c->exec.ud, &b, c->logits, &err);
+        DSV_METRIC_ADD(c->metrics, steps_total, 1);
+        if (rc < 0) {
+                log_error("Engine: forward pass failed: %s", err.msg[0] ? err.msg : strerror(-rc));
+                for (int s = 0; s < c->b_n_seqs; s++)
+                        request_fail(c->b_req[s], EIO, "the forward pass failed: %s", err.msg[0] ? err.msg : strerror(-rc));
+                requests_remove_finished(c);
+                return true;
+        }
+        {
+                int n_decode = 0;
+                uint64_t now = dsv_now_ns();
+                for (int s = 0; s < c->b_n_seqs; s++)
+                        n_decode += c->b_req[s]->state == REQ_RUNNING;
+                dsv_rate_add(c->metrics, &c->metrics->decode_tok_s, n_decode, now);
+                dsv_rate_add(c->metrics, &c->metrics->prefill_tok_s, n_tok - n_decode, now);
+        }
+
+        /* 5. sample, stream, finish */
+        output_step(c);
+        requests_remove_finished(c);
+        return true;
+}
+
+/* ------------------------------------------------------------------ the threads */
+
+/* A queued request (with its encoding's outcome) or cancellation, in arrival order. */
+struct item {
+        struct item *next;
+        struct dsv_engine_request *req; /* NULL: a cancellation of (client, id) */
+        void *client;
+        uint64_t id;
+        int err;
+        char msg[512];
+};
+
+struct queue {
+        struct item *head, *tail;
+};
+
+static void queue_push(struct queue *q, struct item *it) {
+        it->next = NULL;
+        if (q->tail)
+                q->tail->next = it;
+        else
+                q->head = it;
+        q->tail = it;
+}
+
+static struct item *queue_take_all(struct queue *q) {
+        struct item *h = q->head;
+        q->head = q->tail = NULL;
+        return h;
+}
+
+struct dsv_engine {
+        struct dsv_engine_opts opts;
+        char *model_dir, *backend_name, *numerics_name;
+        struct dsv_engine_sink sink;
+        pthread_t thread, intake_thread;
+        bool thread_started, intake_started;
+        pthread_mutex_t lock;
+        pthread_cond_t cond, intake_cond;
+        /* under lock */
+        struct queue intake, incoming;
+        bool intake_busy;
+        bool stop, kicked, draining;
+        uint64_t drain_deadline_ns;
+        struct dsv_engine_tunables tun;
+        /* atomics */
+        int state;
+        unsigned load_permille;
+        uint64_t heartbeat_ns;
+        bool idle;
+        uint64_t drain_cut;
+        struct dsv_metrics_live metrics;
+        /* engine thread (info and text published before state READY) */
+        struct dsv_runtime *rt;
+        struct dsv_text *text;
+        struct dsv_engine_info info;
+        struct dsv_core core;
+        bool core_ready;
+        char error[1600];
+};
+
+static void notify_loop(struct dsv_engine *e) {
+        uint64_t one = 1;
+        if (e->opts.notify_fd >= 0 && write(e->opts.notify_fd, &one, sizeof(one)) < 0) {
+                /* the counter cannot overflow in practice; nothing else to do */
+        }
+}
+
+static void set_state(struct dsv_engine *e, enum dsv_engine_state s) {
+        pthread_mutex_lock(&e->lock);
+        __atomic_store_n(&e->state, (int)s, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&e->intake_cond);
+        pthread_mutex_unlock(&e->lock);
+        notify_loop(e);
+}
+
+static void heartbeat(struct dsv_engine *e) { __atomic_store_n(&e->heartbeat_ns, dsv_now_ns(), __ATOMIC_RELAXED); }
+
+/* A request that never reaches the core (stopping, the model failed, no memory): with a
+ * message, its client gets an ERROR; its accounting and reference end. */
+static void request_drop(struct dsv_engine *e, struct dsv_engine_request *r, int code, const char *msg) {
+        if (msg) {
+                struct dsv_engine_event ev = {.type = DSV_ENGINE_EVENT_ERROR, .id = r->id};
+                ev.error.code = code;
+                ev.error.message = msg;
+                ev.error.uid = r->uid;
+                e->sink.emit(e->sink.ud, r->client, &ev);
+        }
+        e->sink.request_end(e->sink.ud, r->client);
+        e->sink.unref(e->sink.ud, r->client);
+        free(r->tokens);
+        free(r->text);
+        free(r->messages);
+        free(r);
+}
+
+/* A queued item that never reaches the core (see request_drop). */
+static void item_drop(struct dsv_engine *e, struct item *it, int code, const char *msg) {
+        if (it->req)
+                request_drop(e, it->req, code, msg);
+        else
+                e->sink.unref(e->sink.ud, it->client);
+        free(it);
+}
+
+static int exec_forward(void *ud, const struct dsv_batch *b, float *logits, struct dsv_error *err) {
+        return dsv_runtime_forward(ud, b, logits, err);
+}
+
+static void load_progress(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns) {
+        struct dsv_engine *e = ud;
+        if (total)
+                __atomic_store_n(&e->load_permille, (unsigned)(done * 999 / total), __ATOMIC_RELAXED);
+        heartbeat(e);
+}
+
+static int load(struct dsv_engine *e) {
+        struct dsv_runtime_opts ro = {0};
+        struct dsv_error err = {{0}};
+        const struct dsv_model_config *cfg;
+        int rc;
+
+        rc = dsv_numerics_from_name(e->numerics_name);
+        ro.numerics = rc < 0 ? DSV_NUMERICS_FAITHFUL : (enum dsv_numerics)rc;
+        ro.model_dir = e->model_dir;
+        ro.backend = e->backend_name;
+        ro.where = (struct dsv_backend_opts){.device = e->opts.device, .threads = e->opts.threads};
+        ro.kv_bytes = MAX(e->opts.kv_cache_bytes, 1u);
+        ro.load.progress = load_progress;
+        ro.load.ud = e;
+        if ((rc = dsv_runtime_open(&ro, &e->rt, &err)) < 0) {
+                snprintf(e->error, sizeof(e->error), "%s", err.msg[0] ? err.msg : strerror(-rc));
+                return rc;
+        }
+        if (e->rt->backend_note[0])
+                log_notice("Backend auto: using %s, not the GPU: %s", e->rt->be->ops->name, e->rt->backend_note);
+        log_info("Backend %s: %s", e->rt->be->ops->name, dsv_backend_describe(e->rt->be));
+        cfg = e->rt->cfg;
+        rc = dsv_text_open(e->model_dir, &e->text, &err);
+        if (rc < 0) {
+                e->text = NULL;
+                log_notice("Text prompts are not available: %s", err.msg);
+        }
+        snprintf(e->info.model, sizeof(e->info.model), "%s (%s, %d layers, vocab %d)", e->model_dir,
+                 cfg->model_type[0] ? cfg->model_type : "deepseek_v32", cfg->num_hidden_layers, cfg->vocab_size);
+        e->info.vocab_size = cfg->vocab_size;
+        e->info.bos_id = cfg->bos_token_id;
+        e->info.eos_id = cfg->eos_token_id;
+        e->info.max_context = cfg->max_position_embeddings;
+        e->info.n_layers = cfg->num_hidden_layers;
+        e->info.weight_bytes = dsv_model_weight_bytes(e->rt->model);
+        e->info.text = e->text != NULL;
+        e->info.chat = e->text && dsv_text_has_chat(e->text);
+        e->info.backend = e->rt->be->ops->name;
+        e->info.backend_note = e->rt->backend_note;
+        e->info.numerics = e->numerics_name;
+        e->info.threads = e->rt->be->n_threads; /* resolved: 0 means "all cores" in the settings */
+        e->info.kv_pages_total = (uint64_t)e->rt->kv->n_pages;
+        e->info.kv_page_tokens = DSV_KV_PAGE_TOKENS;
+        e->info.kv_bytes_per_token = e->rt->kv_bytes_per_token;
+        {
+                struct dsv_core_params p = {.vocab_size = cfg->vocab_size, .eos_id = cfg->eos_token_id,
+                                            .max_context = cfg->max_position_embeddings, .kv_page_tokens = DSV_KV_PAGE_TOKENS};
+                struct dsv_exec ex = {.ud = e->rt, .forward = exec_forward};
+                if ((rc = dsv_core_init(&e->core, &p, e->rt->kv, &ex, e->text, &e->sink, &e->metrics)) < 0) {
+                        snprintf(e->error, sizeof(e->error), "out of memory");
+                        return rc;
+                }
+                e->core_ready = true;
+        }
+        {
+                const struct dsv_load_stats *ls = dsv_model_load_stats(e->rt->model);
+                log_info("Loaded %s: %.1f MB of weights in %.2f s (%s); KV cache %d pages of %d tokens (%llu bytes/token)",
+                         e->model_dir, ls->bytes_tensors / 1e6, ls->elapsed_ns / 1e9, ls->uring ? "io_uring" : "pread",
+                         e->rt->kv->n_pages, DSV_KV_PAGE_TOKENS, (unsigned long long)e->rt->kv_bytes_per_token);
+        }
+        return 0;
+}
+
+/* The intake thread: encodes queued prompts in order once the model (and its tokenizer) is
+ * loaded, and moves each item to the engine's queue. */
+static void *intake_main(void *ud) {
+        struct dsv_engine *e = ud;
+        pthread_mutex_lock(&e->lock);
+        for (;;) {
+                while (!e->stop && (!e->intake.head || dsv_engine_state(e) == DSV_ENGINE_LOADING))
+                        pthread_cond_wait(&e->intake_cond, &e->lock);
+                if (e->stop)
+                        break;
+                struct item *it = e->intake.head;
+                e->intake.head = it->next;
+                if (!e->intake.head)
+                        e->intake.tail = NULL;
+                e->intake_busy = true;
+                pthread_mutex_unlock(&e->lock);
+                if (it->req && dsv_intake_needed(it->req) && dsv_engine_state(e) == DSV_ENGINE_READY)
+                        it->err = -dsv_intake_encode(e->text, it->req, it->msg, sizeof(it->msg));
+                pthread_mutex_lock(&e->lock);
+                queue_push(&e->incoming, it);
+                e->intake_busy = e->intake.head != NULL;
+                pthread_cond_signal(&e->cond);
+        }
+        pthread_mutex_unlock(&e->lock);
+        return NULL;
+}
+
+static void take_items(struct dsv_engine *e, struct item *it) {
+        while (it) {
+                struct item *next = it->next;
+                if (!it->req) {
+                        if (e->core_ready)
+                                dsv_core_cancel(&e->core, it->client, it->id);
+                        item_drop(e, it, 0, NULL);
+                } else if (dsv_engine_state(e) == DSV_ENGINE_FAILED) {
+                        char msg[1800];
+                        snprintf(msg, sizeof(msg), "the model failed to load: %s", e->error);
+                        item_drop(e, it, EIO, msg);
+                } else if (dsv_core_add(&e->core, it->req, it->err, it->msg) < 0) {
+                        log_error("Engine: out of memory accepting a request");
+                        item_drop(e, it, ENOMEM, "out of memory");
+                } else {
+                        free(it); /* the core owns the request now */
+                }
+                it = next;
+        }
+}
+
+static void *engine_main(void *ud) {
+        struct dsv_engine *e = ud;
+        heartbeat(e);
+        if (load(e) < 0) {
+                log_error("%s", e->error);
+                set_state(e, DSV_ENGINE_FAILED);
+                /* keep answering: queued requests get the reason */
+        } else {
+                __atomic_store_n(&e->load_permille, 1000, __ATOMIC_RELAXED);
+                set_state(e, DSV_ENGINE_READY);
+        }
+        for (;;) {
+                struct item *items;
+                bool stop, draining, did = false;
+
+                pthread_mutex_lock(&e->lock);
+                items = queue_take_all(&e->incoming);
+                stop = e->stop;
+                draining = e->draining;
+                e->kicked = false;
+                if (e->core_ready) {
+                        e->core.tun = e->tun;
+                        e->core.drain_expired = e->draining && dsv_now_ns() >= e->drain_deadline_ns;
+                }
+                pthread_mutex_unlock(&e->lock);
+                if (stop) {
+                        while (items) {
+                                struct item *next = items->next;
+                                item_drop(e, items, 0, NULL);
+                                items = next;
+                        }
+                        break;
+                }
+                take_items(e, items);
+                if (e->core_ready) {
+                        did = dsv_core_step(&e->core);
+                        __atomic_store_n(&e->drain_cut, e->core.drain_cut, __ATOMIC_RELAXED);
+                }
+                heartbeat(e);
+                {
+                        bool idle = !e->core_ready || dsv_core_idle(&e->core);
+                        bool was = __atomic_exchange_n(&e->idle, idle, __ATOMIC_ACQ_REL);
+                        if (idle && !was && draining)
+                                notify_loop(e);
+                }
+                if (did)
+                        continue;
+                /* nothing runnable: sleep until new work, a kick, or a short timeout when
+                 * parked streams or a drain deadline may need a look */
+                pthread_mutex_lock(&e->lock);
+                if (!e->incoming.head && !e->stop && !e->kicked) {
+                        struct timespec ts;
+                        uint64_t wait_ns = e->core_ready && !dsv_core_idle(&e->core) ? 2000000ull : 500000000ull;
+                        clock_gettime(CLOCK_REALTIME, &ts);
+                        ts.tv_nsec += (long)(wait_ns % 1000000000ull);
+                        ts.tv_sec += (time_t)(wait_ns / 1000000000ull) + ts.tv_nsec / 1000000000L;
+                        ts.tv_nsec %= 1000000000L;
+                        pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+                }
+                pthread_mutex_unlock(&e->lock);
+        }
+        if (e->core_ready)
+                dsv_core_done(&e->core);
+        e->core_ready = false;
+        return NULL;
+}
+
+int dsv_engine_start(const struct dsv_engine_opts *opts, const struct dsv_engine_tunables *tun,
+                     const struct dsv_engine_sink *sink, struct dsv_engine **ret) {
+        struct dsv_engine *e = calloc(1, sizeof(*e));
+        int rc;
+
+        if (!e)
+                return -ENOMEM;
+        e->opts = *opts;
+        e->sink = *sink;
+        e->model_dir = strdup(opts->model_dir);
+        e->backend_name = strdup(opts->backend ? opts->backend : "cpu");
+        e->numerics_name = strdup(opts->numerics ? opts->numerics : "faithful");
+        e->tun = *tun;
+        e->state = DSV_ENGINE_LOADING;
+        e->idle = true;
+        dsv_metrics_init(&e->metrics);
+        pthread_mutex_init(&e->lock, NULL);
+        pthread_cond_init(&e->cond, NULL);
+        pthread_cond_init(&e->intake_cond, NULL);
+        if (!e->model_dir || !e->backend_name || !e->numerics_name) {
+                dsv_engine_free(e);
+                return -ENOMEM;
+        }
+        rc = -pthread_create(&e->intake_thread, NULL, intake_main, e);
+        if (rc < 0) {
+                dsv_engine_free(e);
+                return rc;
+        }
+        e->intake_started = true;
+        rc = -pthread_create(&e->thread, NULL, engine_main, e);
+        if (rc < 0) {
+                dsv_engine_free(e);
+                return rc;
+        }
+        e->thread_started = true;
+        *ret = e;
+        return 0;
+}
+
+void dsv_engine_free(struct dsv_engine *e) {
+        struct item *it;
+        if (!e)
+                return;
+        pthread_mutex_lock(&e->lock);
+        e->stop = true;
+        pthread_cond_signal(&e->cond);
+        pthread_cond_broadcast(&e->intake_cond);
+        pthread_mutex_unlock(&e->lock);
+        if (e->intake_started)
+                pthread_join(e->intake_thread, NULL);
+        if (e->thread_started)
+                pthread_join(e->thread, NULL);
+        it = queue_take_all(&e->intake);
+        while (it) {
+                struct item *next = it->next;
+                item_drop(e, it, 0, NULL);
+                it = next;
+        }
+        it = queue_take_all(&e->incoming);
+        while (it) {
+                struct item *next = it->next;
+                item_drop(e, it, 0, NULL);
+                it = next;
+        }
+        dsv_text_free(e->text);
+        dsv_runtime_free(e->rt);
+        dsv_metrics_done(&e->metrics);
+        pthread_cond_destroy(&e->cond);
+        pthread_cond_destroy(&e->intake_cond);
+        pthread_mutex_destroy(&e->lock);
+        free(e->model_dir);
+        free(e->backend_name);
+        free(e->numerics_name);
+        free(e);
+}
+
+enum dsv_engine_state dsv_engine_state(const struct dsv_engine *e) {
+        return (enum dsv_engine_state)__atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+}
+unsigned dsv_engine_load_permille(const struct dsv_engine *e) { return __atomic_load_n(&e->load_permille, __ATOMIC_RELAXED); }
+const char *dsv_engine_error(const struct dsv_engine *e) { return e->error; }
+uint64_t dsv_engine_heartbeat_ns(const struct dsv_engine *e) { return __atomic_load_n(&e->heartbeat_ns, __ATOMIC_RELAXED); }
+uint64_t dsv_engine_drain_cut(const struct dsv_engine *e) { return __atomic_load_n(&e->drain_cut, __ATOMIC_RELAXED); }
+
+static void submit_item(struct dsv_engine *e, struct item *it, bool needs_intake) {
+        pthread_mutex_lock(&e->lock);
+        if (!needs_intake && !e->intake.head && !e->intake_busy) {
+                queue_push(&e->incoming, it);
+                pthread_cond_signal(&e->cond);
+        } else {
+                queue_push(&e->intake, it);
+                pthread_cond_signal(&e->intake_cond);
+        }
+        __atomic_store_n(&e->idle, false, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&e->lock);
+}
+
+void dsv_engine_submit(struct dsv_engine *e, struct dsv_engine_request *r) {
+        struct item *it = calloc(1, sizeof(*it));
+        if (!it) {
+                request_drop(e, r, ENOMEM, "out of memory");
+                return;
+        }
+        it->req = r;
+        submit_item(e, it, dsv_intake_needed(r));
+}
+
+void dsv_engine_cancel(struct dsv_engine *e, void *client, uint64_t id) {
+        struct item *it = calloc(1, sizeof(*it));
+        if (!it)
+                return;
+        e->sink.ref(e->sink.ud, client);
+        it->client = client;
+        it->id = id;
+        submit_item(e, it, false);
+}
+
+void dsv_engine_kick(struct dsv_engine *e) {
+        pthread_mutex_lock(&e->lock);
+        e->kicked = true;
+        pthread_cond_signal(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+}
+
+void dsv_engine_set_tunables(struct dsv_engine *e, const struct dsv_engine_tunables *tun) {
+        pthread_mutex_lock(&e->lock);
+        e->tun = *tun;
+        pthread_mutex_unlock(&e->lock);
+}
+
+void dsv_engine_drain(struct dsv_engine *e, uint64_t deadline_ns) {
+        pthread_mutex_lock(&e->lock);
+        e->draining = true;
+        e->drain_deadline_ns = deadline_ns;
+        e->kicked = true;
+        pthread_cond_signal(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+}
+
+bool dsv_engine_idle(struct dsv_engine *e) {
+        bool idle;
+        pthread_mutex_lock(&e->lock);
+        idle = !e->incoming.head && !e->intake.head && !e->intake_busy && __atomic_load_n(&e->idle, __ATOMIC_ACQUIRE);
+        pthread_mutex_unlock(&e->lock);
+        return idle;
+}
+
+const struct dsv_engine_info *dsv_engine_info(const struct dsv_engine *e) {
+        return dsv_engine_state(e) == DSV_ENGINE_READY ? &e->info : NULL;
+}
+
+const struct dsv_text *dsv_engine_text(const struct dsv_engine *e) {
+        return dsv_engine_state(e) == DSV_ENGINE_READY ? e->text : NULL;
+}
+
+void dsv_engine_metrics(struct dsv_engine *e, struct dsv_engine_metrics *m) { dsv_metrics_read(&e->metrics, dsv_now_ns(), m); }

@@ -1,0 +1,184 @@
+/* A request's life (see core.h): WAITING (its prompt is not all in the KV cache yet),
+ * RUNNING (decoding), FINISHING (its final event is pending), then freed. Its output waits
+ * here until the sink takes it: token ids, the text they decode to (with where each token's
+ * text ends, so the sink may cut anywhere between tokens), and the final event. */
+#include "config.h"
+
+#include "daemon/engine/core.h"
+#include "daemon/engine/text.h"
+
+void request_finish(struct request *r, enum dsv_engine_finish reason) {
+        r->reason = reason;
+        r->state = REQ_FINISHING;
+        r->t_end = dsv_now_ns();
+}
+
+void request_fail(struct request *r, int code, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->error_msg, sizeof(r->error_msg), fmt, ap);
+        va_end(ap);
+        r->final_error = true;
+        r->error_code = code;
+        r->state = REQ_FINISHING;
+        r->t_end = dsv_now_ns();
+}
+
+int request_push_text(struct request *r, const char *s, size_t n) {
+        return n ? dsv_strbuf_add(&r->text_out, s, n) : 0;
+}
+
+int request_push_token(struct dsv_core *c, struct request *r, int32_t tok) {
+        int rc;
+        if ((size_t)r->n_out == r->cap_out) {
+                size_t c1 = r->cap_out, c2 = r->cap_out;
+                if ((rc = DSV_GROW(&r->out, &c1, (size_t)r->n_out + 1)) < 0 || (rc = DSV_GROW(&r->out_text_end, &c2, c1)) < 0)
+                        return rc;
+                r->cap_out = c1;
+        }
+        r->out[r->n_out++] = tok;
+        if (r->stream) {
+                const char *txt;
+                size_t n;
+                if (dsv_text_stream_push(r->stream, tok, &txt, &n) == 0 && (rc = request_push_text(r, txt, n)) < 0)
+                        return rc;
+        }
+        r->out_text_end[r->n_out - 1] = (uint32_t)r->text_out.n;
+        (void)c;
+        return 0;
+}
+
+bool request_parked(const struct request *r) { return r->n_out > 0 && r->in->stream; }
+
+bool request_going_away(const struct dsv_core *c, const struct request *r) {
+        return r->state == REQ_FINISHING || r->cancel || c->sink.gone(c->sink.ud, r->client);
+}
+
+/* Drops the first k pending tokens and the first `text` bytes of pending text. */
+static void consume(struct request *r, int k, size_t text) {
+        text = MIN(text, r->text_out.n);
+        memmove(r->out, r->out + k, (size_t)(r->n_out - k) * sizeof(int32_t));
+        memmove(r->out_text_end, r->out_text_end + k, (size_t)(r->n_out - k) * sizeof(uint32_t));
+        r->n_out -= k;
+        for (int i = 0; i < r->n_out; i++)
+                r->out_text_end[i] = r->out_text_end[i] > text ? r->out_text_end[i] - (uint32_t)text : 0;
+        memmove(r->text_out.p, r->text_out.p + text, r->text_out.n - text);
+        r->text_out.n -= text;
+        if (r->text_out.p)
+                r->text_out.p[r->text_out.n] = 0;
+}
+
+bool request_flush(struct dsv_core *c, struct request *r) {
+        struct dsv_engine_event ev = {.id = r->id};
+        uint32_t text_sent = 0;
+        int rc;
+
+        if (c->sink.gone(c->sink.ud, r->client))
+                return true;
+        if (r->state == REQ_FINISHING && r->stream && !r->final_error) {
+                const char *t;
+                size_t n;
+                if (dsv_text_stream_flush(r->stream, &t, &n) == 0)
+                        request_push_text(r, t, n);
+                dsv_text_stream_free(r->stream);
+                r->stream = NULL;
+        }
+        if ((r->n_out || r->text_out.n) && (r->in->stream || r->state == REQ_FINISHING)) {
+                ev.type = DSV_ENGINE_EVENT_TOKENS;
+                ev.tokens.ids = r->out;
+                ev.tokens.n = (uint32_t)r->n_out;
+                ev.tokens.text = r->text_out.p;
+                ev.tokens.text_end = r->out_text_end;
+                ev.tokens.text_len = (uint32_t)r->text_out.n;
+                ev.tokens.text_sent = &text_sent;
+                rc = c->sink.emit(c->sink.ud, r->client, &ev);
+                if (rc == -EAGAIN)
+                        return false;
+                if (rc < 0)
+                        return true; /* gone, or it broke its ring */
+                consume(r, MIN(rc, r->n_out), text_sent);
+                if (r->n_out || r->text_out.n)
+                        return false; /* the rest when the client has read */
+        }
+        if (r->state != REQ_FINISHING)
+                return true;
+        memset(&ev, 0, sizeof(ev));
+        ev.id = r->id;
+        if (r->final_error) {
+                ev.type = DSV_ENGINE_EVENT_ERROR;
+                ev.error.code = r->error_code;
+                ev.error.message = r->error_msg;
+                ev.error.uid = r->uid;
+        } else if (r->in->kind != DSV_REQUEST_GENERATE) {
+                ev.type = DSV_ENGINE_EVENT_SESSION;
+                ev.session.name = r->sreply.name;
+                ev.session.flags = r->sreply.flags;
+                ev.session.n_tokens = r->sreply.n_tokens;
+                ev.session.n_pages = r->sreply.n_pages;
+        } else {
+                ev.type = DSV_ENGINE_EVENT_DONE;
+                ev.done.reason = r->reason;
+                ev.done.uid = r->uid;
+                ev.done.prompt_tokens = (uint32_t)r->n_prompt;
+                ev.done.completion_tokens = (uint32_t)(r->n_tokens - r->n_prompt);
+                ev.done.cached_tokens = (uint32_t)r->n_cached;
+                ev.done.queue_us = ((r->t_start ? r->t_start : r->t_end) - r->t_submit) / 1000;
+                ev.done.prefill_us = r->t_first && r->t_start ? (r->t_first - r->t_start) / 1000 : 0;
+                ev.done.decode_us = r->t_first ? (r->t_end - r->t_first) / 1000 : 0;
+        }
+        rc = c->sink.emit(c->sink.ud, r->client, &ev);
+        return rc != -EAGAIN;
+}
+
+static void request_in_free(struct dsv_engine_request *in) {
+        if (!in)
+                return;
+        free(in->tokens);
+        free(in->text);
+        free(in->messages);
+        free(in);
+}
+
+void request_free(struct dsv_core *c, struct request *r) {
+        if (!r)
+                return;
+        if (r->sess)
+                sessions_return(c, r);
+        dsv_kv_seq_release(c->kv, &r->seq);
+        c->sink.request_end(c->sink.ud, r->client);
+        c->sink.unref(c->sink.ud, r->client);
+        dsv_text_stream_free(r->stream);
+        request_in_free(r->in);
+        free(r->tokens);
+        free(r->out);
+        free(r->out_text_end);
+        dsv_strbuf_done(&r->text_out);
+        free(r);
+}
+
+void requests_remove_finished(struct dsv_core *c) {
+        size_t k = 0;
+        bool freed = false;
+        /* the KV cache of a finished request is free (or back in its session), and the
+         * metrics say so, before its client hears DONE */
+        for (size_t i = 0; i < c->n_reqs; i++) {
+                struct request *r = c->reqs[i];
+                if (r->state != REQ_FINISHING || (!r->sess && !r->seq.n_pages))
+                        continue;
+                if (r->sess)
+                        sessions_return(c, r);
+                dsv_kv_seq_release(c->kv, &r->seq);
+                freed = true;
+        }
+        if (freed)
+                sessions_publish(c);
+        for (size_t i = 0; i < c->n_reqs; i++) {
+                struct request *r = c->reqs[i];
+                if (r->state == REQ_FINISHING && request_flush(c, r)) {
+                        request_free(c, r);
+                        continue;
+                }
+                c->reqs[k++] = r;
+        }
+        c->n_reqs = k;
+}

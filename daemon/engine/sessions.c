@@ -1,0 +1,306 @@
+/* Named KV-cache sessions of a uid (see engine.h and struct session in core.h): creation on
+ * first use, OPEN/CLOSE/PIN, the per-uid pin quota, the max-sessions cap, LRU eviction of
+ * idle unpinned sessions' pages when an admission needs them, the idle timeout, and handing
+ * a session's sequence to the request that runs on it and back. */
+#include "config.h"
+
+#include "daemon/engine/core.h"
+
+#include <assert.h>
+
+static void lru_unlink(struct dsv_core *c, struct session *s) {
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                c->s_head = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        else
+                c->s_tail = s->prev;
+        s->prev = s->next = NULL;
+}
+
+static void lru_touch(struct dsv_core *c, struct session *s) {
+        s->last_used_ns = dsv_now_ns();
+        if (c->s_tail == s)
+                return;
+        if (s->prev || s->next || c->s_head == s)
+                lru_unlink(c, s);
+        s->prev = c->s_tail;
+        if (c->s_tail)
+                c->s_tail->next = s;
+        else
+                c->s_head = s;
+        c->s_tail = s;
+}
+
+static struct session *session_find(struct dsv_core *c, uid_t uid, const char *name) {
+        for (struct session *s = c->s_head; s; s = s->next)
+                if (s->uid == uid && strcmp(s->name, name) == 0)
+                        return s;
+        return NULL;
+}
+
+/* Tokens and pages a session holds, wherever its sequence is now. */
+static const struct dsv_kv_seq *session_seq(const struct session *s) {
+        return s->busy && s->busy->admitted ? &s->busy->seq : &s->seq;
+}
+
+/* Closes a session at once: its pages go back to the pool; a request running on it goes
+ * on without it (and frees its sequence when it ends). */
+static void session_free(struct dsv_core *c, struct session *s) {
+        if (s->busy)
+                s->busy->sess = NULL;
+        dsv_kv_seq_release(c->kv, &s->seq);
+        lru_unlink(c, s);
+        free(s->tokens);
+        free(s);
+        c->n_sessions--;
+}
+
+void sessions_free_all(struct dsv_core *c) {
+        while (c->s_head)
+                session_free(c, c->s_head);
+}
+
+/* Idle means: no request runs on it, or one waits for admission (it has not taken the
+ * pages yet, and prefills whatever is left when it is admitted). */
+static bool session_evictable(const struct session *s) {
+        return !s->pinned && s->seq.n_pages > 0 && (!s->busy || !s->busy->admitted);
+}
+
+int64_t sessions_evictable_pages(const struct dsv_core *c) {
+        int64_t n = 0;
+        for (const struct session *s = c->s_head; s; s = s->next)
+                if (session_evictable(s))
+                        n += s->seq.n_pages;
+        return n;
+}
+
+void sessions_evict(struct dsv_core *c, int need) {
+        for (struct session *s = c->s_head; s && c->kv->n_free < need; s = s->next) {
+                if (!session_evictable(s))
+                        continue;
+                log_debug("Session '%s' of uid %u: evicting %d KV pages (%d tokens)", s->name, (unsigned)s->uid,
+                          s->seq.n_pages, s->seq.len);
+                dsv_kv_seq_release(c->kv, &s->seq);
+                s->n_exact = 0;
+                DSV_METRIC_ADD(c->metrics, sessions_evicted, 1);
+        }
+}
+
+/* A new, empty session; at the max-sessions cap it replaces the least recently used idle
+ * unpinned one (of any uid). -EDQUOT when every session is busy or pinned. */
+static int session_new(struct dsv_core *c, uid_t uid, const char *name, struct session **ret) {
+        struct session *s;
+        if (c->n_sessions >= c->tun.max_sessions) {
+                struct session *victim = NULL;
+                for (s = c->s_head; s && !victim; s = s->next)
+                        if (!s->busy && !s->pinned)
+                                victim = s;
+                if (!victim || c->n_sessions > c->tun.max_sessions)
+                        return -EDQUOT;
+                log_debug("Session '%s' of uid %u closed to make room (max-sessions %d)", victim->name, (unsigned)victim->uid,
+                          c->tun.max_sessions);
+                session_free(c, victim);
+        }
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->uid = uid;
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        lru_touch(c, s);
+        c->n_sessions++;
+        *ret = s;
+        return 0;
+}
+
+/* The request on s ends: the sequence, holding the KV of r->tokens[0, seq.len) (the prompt
+ * and the generated tokens that were fed back; the last sampled one never was), returns to
+ * the session with exactly those tokens as its history. Pages reserved for tokens that were
+ * never generated go back to the pool. */
+void sessions_return(struct dsv_core *c, struct request *r) {
+        struct session *s = r->sess;
+        r->sess = NULL;
+        s->busy = NULL;
+        if (r->admitted) {
+                int32_t *t = s->tokens;
+                assert(s->seq.n_pages == 0 && r->tokens && r->cap >= r->seq.len);
+                dsv_kv_seq_truncate(c->kv, &r->seq, r->seq.len);
+                s->tokens = r->tokens;
+                s->cap = r->cap;
+                r->tokens = t;
+                r->cap = 0;
+                s->seq = r->seq;
+                s->n_exact = MIN(r->n_exact, s->seq.len);
+                memset(&r->seq, 0, sizeof(r->seq));
+        }
+        lru_touch(c, s);
+}
+
+void sessions_sweep(struct dsv_core *c) {
+        uint64_t now = dsv_now_ns(), idle = (uint64_t)c->tun.session_idle_timeout_s * 1000000000ull;
+        for (struct session *s = c->s_head, *next; s; s = next) {
+                next = s->next;
+                if (s->busy || s->pinned)
+                        continue;
+                if ((idle && now - s->last_used_ns >= idle) || c->n_sessions > c->tun.max_sessions) {
+                        log_debug("Session '%s' of uid %u closed: %s", s->name, (unsigned)s->uid,
+                                  c->n_sessions > c->tun.max_sessions ? "over max-sessions" : "idle");
+                        session_free(c, s);
+                }
+        }
+        c->last_sweep_ns = now;
+}
+
+void sessions_publish(struct dsv_core *c) {
+        uint32_t n = 0, pinned = 0;
+        uint64_t pages = 0;
+        for (const struct session *s = c->s_head; s; s = s->next) {
+                n++;
+                pinned += s->pinned;
+                pages += (uint64_t)session_seq(s)->n_pages;
+        }
+        DSV_METRIC_SET(c->metrics, sessions, n);
+        DSV_METRIC_SET(c->metrics, sessions_pinned, pinned);
+        DSV_METRIC_SET(c->metrics, session_pages, pages);
+        DSV_METRIC_SET(c->metrics, kv_pages_used, c->kv->n_pages - c->kv->n_free);
+}
+
+static void reply_fill(struct request *r, const struct session *s) {
+        const struct dsv_kv_seq *q = session_seq(s);
+        r->sreply.flags |= (s->pinned ? DSV_ENGINE_SESSION_PINNED : 0) | (s->busy ? DSV_ENGINE_SESSION_BUSY : 0);
+        r->sreply.n_tokens = (uint32_t)q->len;
+        r->sreply.n_pages = (uint32_t)q->n_pages;
+}
+
+/* SESSION_OPEN, SESSION_CLOSE, SESSION_PIN: done at once; the reply goes out with the
+ * request's final event. */
+void sessions_op(struct dsv_core *c, struct request *r) {
+        const struct dsv_engine_request *in = r->in;
+        uid_t uid = r->uid;
+        struct session *s;
+        int rc;
+
+        memset(&r->sreply, 0, sizeof(r->sreply));
+        snprintf(r->sreply.name, sizeof(r->sreply.name), "%s", in->session);
+        s = session_find(c, uid, in->session);
+        switch (in->kind) {
+        case DSV_REQUEST_SESSION_OPEN:
+                if (s && (in->session_flags & DSV_ENGINE_SESSION_EXCL)) {
+                        request_fail(r, EEXIST, "session '%s' exists already", in->session);
+                        return;
+                }
+                if (!s) {
+                        if (c->tun.max_sessions <= 0) {
+                                request_fail(r, ENOTSUP, "sessions are disabled on this dsv32d (max-sessions = 0)");
+                                return;
+                        }
+                        rc = session_new(c, uid, in->session, &s);
+                        if (rc == -EDQUOT) {
+                                request_fail(r, EDQUOT, "too many sessions: all %d are busy or pinned (max-sessions); close some",
+                                             c->n_sessions);
+                                return;
+                        }
+                        if (rc < 0) {
+                                request_fail(r, -rc, "cannot create session '%s': %s", in->session, strerror(-rc));
+                                return;
+                        }
+                        r->sreply.flags |= DSV_ENGINE_SESSION_CREATED;
+                } else {
+                        lru_touch(c, s);
+                }
+                reply_fill(r, s);
+                break;
+        case DSV_REQUEST_SESSION_CLOSE:
+                if (!s) {
+                        request_fail(r, ENOENT, "no session named '%s' (sessions belong to the user that made them)", in->session);
+                        return;
+                }
+                reply_fill(r, s);
+                log_debug("Session '%s' of uid %u closed by its client (%u tokens, %u pages)", s->name, (unsigned)uid,
+                          r->sreply.n_tokens, r->sreply.n_pages);
+                session_free(c, s);
+                break;
+        case DSV_REQUEST_SESSION_PIN:
+                if (!s) {
+                        request_fail(r, ENOENT, "no session named '%s' (sessions belong to the user that made them)", in->session);
+                        return;
+                }
+                if ((in->session_flags & DSV_ENGINE_SESSION_PIN) && !s->pinned) {
+                        int pinned = 0;
+                        for (const struct session *x = c->s_head; x; x = x->next)
+                                pinned += x->uid == uid && x->pinned;
+                        if (pinned >= c->tun.session_pin_quota) {
+                                request_fail(r, EDQUOT,
+                                             "uid %u has %d pinned sessions, its quota (session-pin-quota %d); unpin or close one",
+                                             (unsigned)uid, pinned, c->tun.session_pin_quota);
+                                return;
+                        }
+                        s->pinned = true;
+                } else if (!(in->session_flags & DSV_ENGINE_SESSION_PIN)) {
+                        s->pinned = false;
+                }
+                lru_touch(c, s);
+                reply_fill(r, s);
+                break;
+        default:
+                request_fail(r, EINVAL, "unknown session operation");
+                return;
+        }
+        request_finish(r, DSV_ENGINE_FINISH_STOP);
+        sessions_publish(c);
+}
+
+/* Binds a GENERATE to its session (made on first use); false when it cannot run. A session
+ * held by a request that is going away (its client died a moment ago and reconnected, say)
+ * is waited for: the request stays waiting with sess_wait set and tries again each step. */
+bool sessions_attach(struct dsv_core *c, struct request *r) {
+        struct session *s = session_find(c, r->uid, r->in->session);
+        int rc;
+        if (!s) {
+                rc = session_new(c, r->uid, r->in->session, &s);
+                if (rc == -EDQUOT) {
+                        request_fail(r, EDQUOT, "cannot create session '%s': all %d sessions are busy or pinned (max-sessions)",
+                                     r->in->session, c->n_sessions);
+                        return false;
+                }
+                if (rc < 0) {
+                        request_fail(r, -rc, "cannot create session '%s': %s", r->in->session, strerror(-rc));
+                        return false;
+                }
+        }
+        r->sess_wait = false;
+        if (s->busy && request_going_away(c, s->busy)) {
+                r->sess_wait = true;
+                return true;
+        }
+        if (s->busy) {
+                request_fail(r, EBUSY,
+                             "session '%s' is in use by another request; a session runs one request at a time (wait for it, "
+                             "cancel it, or use another session)",
+                             s->name);
+                return false;
+        }
+        s->busy = r;
+        r->sess = s;
+        lru_touch(c, s);
+        return true;
+}
+
+void sessions_take_prefix(struct dsv_core *c, struct request *r) {
+        struct session *s = r->sess;
+        /* at most all but the last prompt token: its logits are needed */
+        bool exact = !r->in->reuse_output;
+        int lcp = 0, max = MIN(exact ? s->n_exact : s->seq.len, r->n_prompt - 1);
+        while (lcp < max && s->tokens[lcp] == r->tokens[lcp])
+                lcp++;
+        /* a one-token rest would run through the decode path (see struct session) */
+        if (exact && lcp > 0 && r->n_prompt - lcp == 1)
+                lcp--;
+        dsv_kv_seq_truncate(c->kv, &s->seq, lcp);
+        s->n_exact = MIN(s->n_exact, lcp);
+        r->seq = s->seq;
+        r->n_exact = s->n_exact;
+        memset(&s->seq, 0, sizeof(s->seq));
+}

@@ -1,0 +1,88 @@
+/* The runtime (see runtime.h). */
+#include "config.h"
+
+#include "daemon/runtime/runtime.h"
+
+#include "daemon/util.h"
+
+void dsv_runtime_free(struct dsv_runtime *rt) {
+        if (!rt)
+                return;
+        dsv_kv_pool_free(rt->kv);
+        dsv_model_free(rt->model);
+        dsv_backend_free(rt->be);
+        free(rt);
+}
+
+/* Opens the backend and loads the model on it; with "auto", a GPU backend that cannot run
+ * the model (an op it lacks: -EOPNOTSUPP from the load-time probe) gives way to the CPU. */
+static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, struct dsv_error *err) {
+        const char *name = o->backend ? o->backend : "cpu";
+        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load};
+        struct dsv_error e = {{0}};
+        int r;
+
+        if ((r = dsv_backend_open(name, &o->where, &rt->be, &e)) < 0)
+                return dsv_error_set(err, r, "cannot create the %s backend: %.900s", name, e.msg);
+        if (strcmp(name, "auto") == 0 && e.msg[0])
+                snprintf(rt->backend_note, sizeof(rt->backend_note), "%s", e.msg);
+        memset(&e, 0, sizeof(e));
+        r = dsv_model_load(o->model_dir, rt->be, &mo, &rt->model, &e);
+        if (r == -EOPNOTSUPP && strcmp(name, "auto") == 0 && strcmp(rt->be->ops->name, "cpu") != 0) {
+                snprintf(rt->backend_note, sizeof(rt->backend_note), "%s", e.msg);
+                dsv_backend_free(rt->be);
+                rt->be = NULL;
+                if ((r = dsv_backend_cpu_new(o->where.threads, &rt->be)) < 0)
+                        return dsv_error_set(err, r, "cannot create the CPU backend: %s", strerror(-r));
+                memset(&e, 0, sizeof(e));
+                r = dsv_model_load(o->model_dir, rt->be, &mo, &rt->model, &e);
+        }
+        if (r < 0)
+                return dsv_error_set(err, r, "cannot load the model from %.512s: %.1000s", o->model_dir,
+                                     e.msg[0] ? e.msg : strerror(-r));
+        return 0;
+}
+
+int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret, struct dsv_error *err) {
+        struct dsv_runtime *rt = calloc(1, sizeof(*rt));
+        struct dsv_kv_layout L;
+        uint64_t n_pages;
+        int r;
+
+        if (!rt)
+                return -ENOMEM;
+        if ((r = open_model(rt, o, err)) < 0)
+                goto fail;
+        rt->cfg = dsv_model_get_config(rt->model);
+        rt->numerics = dsv_model_numerics(rt->model);
+        dsv_kv_layout_init(&L, rt->cfg, dsv_numerics_kv_format(rt->numerics), DSV_KV_PAGE_TOKENS);
+        rt->kv_page_bytes = (uint64_t)L.n_layers * L.layer_page_bytes;
+        rt->kv_bytes_per_token = dsv_kv_bytes_per_token(&L);
+        if (o->kv_bytes) {
+                n_pages = o->kv_bytes / MAX(rt->kv_page_bytes, 1u);
+                if (n_pages < 1) {
+                        r = dsv_error_set(err, EINVAL, "a KV cache of %llu bytes holds no page of %llu bytes (%d tokens)",
+                                          (unsigned long long)o->kv_bytes, (unsigned long long)rt->kv_page_bytes,
+                                          DSV_KV_PAGE_TOKENS);
+                        goto fail;
+                }
+        } else {
+                n_pages = (uint64_t)DIV_ROUND_UP(MAX(o->kv_tokens, 1), DSV_KV_PAGE_TOKENS);
+        }
+        n_pages = MIN(n_pages, (uint64_t)INT32_MAX / 2);
+        if ((r = dsv_kv_pool_new(rt->be, rt->cfg, dsv_numerics_kv_format(rt->numerics), (int)n_pages, &rt->kv)) < 0) {
+                r = dsv_error_set(err, r, "cannot allocate the KV cache (%llu pages of %llu bytes) in %s memory: %s",
+                                  (unsigned long long)n_pages, (unsigned long long)rt->kv_page_bytes, rt->be->ops->name,
+                                  strerror(-r));
+                goto fail;
+        }
+        *ret = rt;
+        return 0;
+fail:
+        dsv_runtime_free(rt);
+        return r;
+}
+
+int dsv_runtime_forward(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, struct dsv_error *err) {
+        return dsv_model_forward(rt->model, rt->kv, b, logits, err);
+}

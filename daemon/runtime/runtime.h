@@ -1,0 +1,43 @@
+/* The runtime: what runs the model, shared by dsv32d's engine and dsv32-run. It opens the
+ * backend by name (cpu, cuda, auto: cuda when the plugin starts a GPU and runs every op of
+ * the model, else cpu, with the reason kept), loads the model onto it, and allocates the
+ * paged KV pool in the backend's memory, sized in bytes or in tokens. One runtime is one
+ * rank (the multi-GPU layouts give each rank its own). Not thread-safe: one thread drives it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/kv_cache.h"
+#include "daemon/model/model.h"
+#include "daemon/runtime/sampler.h"
+#include "kernels/backend_plugin.h"
+
+struct dsv_runtime_opts {
+        const char *model_dir;
+        const char *backend; /* "cpu" (NULL), "cuda" or "auto" */
+        struct dsv_backend_opts where;
+        enum dsv_numerics numerics;
+        /* the KV pool: kv_bytes of backend memory, or (kv_bytes 0) pages for kv_tokens tokens */
+        uint64_t kv_bytes;
+        int64_t kv_tokens;
+        struct dsv_load_opts load; /* progress callback, I/O mode */
+};
+
+struct dsv_runtime {
+        struct dsv_backend *be;
+        struct dsv_model *model;
+        struct dsv_kv_pool *kv;
+        const struct dsv_model_config *cfg;
+        enum dsv_numerics numerics;
+        uint64_t kv_page_bytes;    /* one page of every layer */
+        uint64_t kv_bytes_per_token;
+        char backend_note[1024];   /* auto: why the GPU backend was not used ("" when it was) */
+};
+
+/* err says what failed (the backend, the checkpoint, the KV size that does not fit). */
+int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret, struct dsv_error *err);
+void dsv_runtime_free(struct dsv_runtime *rt);
+
+/* One forward pass over the runtime's KV pool (dsv_model_forward). */
+int dsv_runtime_forward(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, struct dsv_error *err);

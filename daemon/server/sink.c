@@ -1,0 +1,152 @@
+/* Engine events to the wire (see sink.h). */
+#include "config.h"
+
+#include "daemon/server/sink.h"
+
+#include "daemon/server/conn.h"
+#include "daemon/util.h"
+#include "ipc/proto.h"
+
+unsigned dsv_sink_finish_reason(enum dsv_engine_finish f) {
+        switch (f) {
+        case DSV_ENGINE_FINISH_STOP:
+                return DSV_FINISH_STOP;
+        case DSV_ENGINE_FINISH_LENGTH:
+                return DSV_FINISH_LENGTH;
+        case DSV_ENGINE_FINISH_CANCELLED:
+                return DSV_FINISH_CANCELLED;
+        case DSV_ENGINE_FINISH_CONTEXT:
+                return DSV_FINISH_CONTEXT;
+        case DSV_ENGINE_FINISH_SHUTDOWN:
+        default:
+                return DSV_FINISH_SHUTDOWN;
+        }
+}
+
+/* The longest prefix of text[0, n) that ends on a UTF-8 character boundary (at least one
+ * byte when n > 0: a malformed run is cut anywhere). */
+static uint32_t utf8_cut(const char *text, uint32_t n) {
+        uint32_t k = n;
+        while (k > 0 && n - k < 4 && ((unsigned char)text[k] & 0xc0) == 0x80)
+                k--;
+        return k ? k : n;
+}
+
+/* TOKENS records of at most max_record bytes each: as many ids per record as fit with their
+ * text (a msgpack id takes at most 5 bytes; 64 covers the map and the other fields). */
+static int emit_tokens(struct dsv_conn *c, uint64_t id, const struct dsv_engine_event *ev) {
+        const uint32_t n = ev->tokens.n, text_len = ev->tokens.text_len, max = c->shm.comp.max_record;
+        const uint32_t *end = ev->tokens.text_end;
+        uint32_t sent = 0, tsent = 0;
+        int rc = 0;
+
+        if (max <= 64 + 5)
+                return -EMSGSIZE;
+        while (sent < n || tsent < text_len) {
+                uint32_t k = 0, tend, room;
+                while (sent + k < n && 64 + 5 * (k + 1) + (end[sent + k] - tsent) <= max)
+                        k++;
+                if (k == 0 && sent < n) {
+                        /* the text of the next token alone is larger than a record: a text-only
+                         * record with a part of it, its id follows */
+                        room = max - 64;
+                        tend = tsent + utf8_cut(ev->tokens.text + tsent, MIN(room, end[sent] - tsent));
+                } else {
+                        tend = k ? end[sent + k - 1] : tsent;
+                        if (sent + k == n && tend < text_len) {
+                                room = max - 64 - 5 * k - (tend - tsent);
+                                tend += text_len - tend <= room ? text_len - tend : utf8_cut(ev->tokens.text + tend, room);
+                        }
+                }
+                struct dsv_msg m = {.type = DSV_MSG_TOKENS};
+                m.u.tokens.id = id;
+                m.u.tokens.tokens = ev->tokens.ids + sent;
+                m.u.tokens.n_tokens = k;
+                m.u.tokens.text = tend > tsent ? ev->tokens.text + tsent : NULL;
+                m.u.tokens.text_len = tend - tsent;
+                rc = dsv_conn_send(c, &m, true);
+                if (rc < 0)
+                        break;
+                sent += k;
+                tsent = tend;
+        }
+        *ev->tokens.text_sent = tsent;
+        if (rc < 0 && rc != -EAGAIN)
+                return rc; /* gone: nothing more matters */
+        if (rc == -EAGAIN && sent == 0 && tsent == 0)
+                return -EAGAIN;
+        return (int)sent;
+}
+
+static void log_request(struct dsv_conn *c, const struct dsv_engine_event *ev) {
+        if (ev->type == DSV_ENGINE_EVENT_DONE)
+                log_info("Request %llu of uid %u pid %d: %s; %u prompt tokens (%u cached), %u generated; queued %.1f ms, "
+                         "prefill %.1f ms, decode %.1f ms",
+                         (unsigned long long)ev->id, (unsigned)ev->done.uid, (int)c->peer.pid,
+                         dsv_finish_name(dsv_sink_finish_reason(ev->done.reason)), ev->done.prompt_tokens, ev->done.cached_tokens,
+                         ev->done.completion_tokens, ev->done.queue_us / 1e3, ev->done.prefill_us / 1e3,
+                         ev->done.decode_us / 1e3);
+        else if (ev->type == DSV_ENGINE_EVENT_ERROR)
+                log_info("Request %llu of uid %u pid %d refused: %s (%s)", (unsigned long long)ev->id, (unsigned)ev->error.uid,
+                         (int)c->peer.pid, ev->error.message, strerror(ev->error.code));
+}
+
+static int sink_emit(void *ud, void *client, const struct dsv_engine_event *ev) {
+        struct dsv_conn *c = client;
+        struct dsv_msg m = {0};
+        int rc;
+
+        switch (ev->type) {
+        case DSV_ENGINE_EVENT_TOKENS:
+                return emit_tokens(c, ev->id, ev);
+        case DSV_ENGINE_EVENT_DONE:
+                m.type = DSV_MSG_DONE;
+                m.u.done.id = ev->id;
+                m.u.done.reason = dsv_sink_finish_reason(ev->done.reason);
+                m.u.done.prompt_tokens = ev->done.prompt_tokens;
+                m.u.done.completion_tokens = ev->done.completion_tokens;
+                m.u.done.cached_tokens = ev->done.cached_tokens;
+                m.u.done.queue_us = ev->done.queue_us;
+                m.u.done.prefill_us = ev->done.prefill_us;
+                m.u.done.decode_us = ev->done.decode_us;
+                rc = dsv_conn_send(c, &m, true);
+                break;
+        case DSV_ENGINE_EVENT_ERROR:
+                rc = dsv_conn_send_error(c, ev->id, ev->error.code, true, "%s", ev->error.message);
+                break;
+        case DSV_ENGINE_EVENT_SESSION:
+                m.type = DSV_MSG_SESSION_REPLY;
+                m.u.session.id = ev->id;
+                snprintf(m.u.session.name, sizeof(m.u.session.name), "%s", ev->session.name);
+                m.u.session.flags = ((ev->session.flags & DSV_ENGINE_SESSION_PINNED) ? DSV_SESSION_PINNED : 0) |
+                                    ((ev->session.flags & DSV_ENGINE_SESSION_BUSY) ? DSV_SESSION_BUSY : 0) |
+                                    ((ev->session.flags & DSV_ENGINE_SESSION_CREATED) ? DSV_SESSION_CREATED : 0);
+                m.u.session.n_tokens = ev->session.n_tokens;
+                m.u.session.n_pages = ev->session.n_pages;
+                rc = dsv_conn_send(c, &m, true);
+                break;
+        default:
+                return -EINVAL;
+        }
+        if (rc != -EAGAIN)
+                log_request(c, ev);
+        return rc;
+}
+
+static bool sink_gone(void *ud, void *client) { return dsv_conn_is_dead(client); }
+static void sink_ref(void *ud, void *client) { dsv_conn_ref(client); }
+static void sink_unref(void *ud, void *client) { dsv_conn_unref(client); }
+
+static void sink_request_end(void *ud, void *client) {
+        struct dsv_conn *c = client;
+        if (c->ue)
+                __atomic_sub_fetch(&c->ue->requests, 1, __ATOMIC_RELAXED);
+}
+
+const struct dsv_engine_sink dsv_server_sink = {
+        .emit = sink_emit,
+        .gone = sink_gone,
+        .ref = sink_ref,
+        .unref = sink_unref,
+        .request_end = sink_request_end,
+};

@@ -1,0 +1,340 @@
+/* The engine's core (daemon/engine/core.h) over a fake executor: admission, batching,
+ * chunking, sessions, cancellation, parked streams and stop rules, without a model. The
+ * fake checks every batch with the forward pass's own plan (daemon/model/plan.c) and
+ * answers with logits whose greedy token is a known function of (token, position), so
+ * every expected output is computed here independently. The KV pool is a real one (pages
+ * are the resource being scheduled). */
+#include "config.h"
+
+#include "daemon/engine/core.h"
+#include "daemon/model_config.h"
+#include "tests/check.h"
+
+#define V 97
+#define EOS 1
+
+/* ------------------------------------------------------------------ fake executor */
+
+static int n_forward, max_batch_tokens, n_forward_fail;
+static bool fail_next;
+
+static int32_t next_token(int32_t tok, int pos) { return (int32_t)(2 + (tok * 31 + pos * 7) % (V - 2)); }
+
+static int fake_forward(void *ud, const struct dsv_batch *b, float *logits, struct dsv_error *err) {
+        struct dsv_batch_plan p;
+        int r = dsv_batch_plan_make(b, DSV_KV_PAGE_TOKENS, V, &p, err);
+        REQUIRE(r == 0, "the core built an invalid batch: %s", err->msg);
+        n_forward++;
+        max_batch_tokens = MAX(max_batch_tokens, b->n_tokens);
+        if (fail_next) {
+                fail_next = false;
+                n_forward_fail++;
+                dsv_batch_plan_done(&p);
+                return dsv_error_set(err, EIO, "injected failure");
+        }
+        for (int i = 0, k = 0; i < b->n_tokens; i++) {
+                if (b->want_logits && !b->want_logits[i])
+                        continue;
+                float *row = logits + (size_t)k++ * V;
+                for (int j = 0; j < V; j++)
+                        row[j] = 0;
+                row[next_token(b->token[i], b->pos[i])] = 1;
+        }
+        for (int s = 0; s < b->n_seqs; s++)
+                b->seqs[s]->len += p.count[s];
+        dsv_batch_plan_done(&p);
+        return 0;
+}
+
+/* ------------------------------------------------------------------ fake sink */
+
+struct client {
+        bool gone, full;
+        int refs, ended;
+        int32_t ids[4096];
+        int n_ids;
+        char text[64];
+        int n_done, n_error, n_session;
+        struct dsv_engine_event last; /* DONE/ERROR/SESSION */
+        char error[512];
+};
+
+static int sink_emit(void *ud, void *cl, const struct dsv_engine_event *ev) {
+        struct client *c = cl;
+        if (c->full)
+                return -EAGAIN;
+        switch (ev->type) {
+        case DSV_ENGINE_EVENT_TOKENS:
+                for (uint32_t i = 0; i < ev->tokens.n; i++)
+                        c->ids[c->n_ids++] = ev->tokens.ids[i];
+                *ev->tokens.text_sent = ev->tokens.text_len;
+                return (int)ev->tokens.n;
+        case DSV_ENGINE_EVENT_DONE:
+                c->n_done++;
+                break;
+        case DSV_ENGINE_EVENT_ERROR:
+                c->n_error++;
+                snprintf(c->error, sizeof(c->error), "%s", ev->error.message);
+                break;
+        case DSV_ENGINE_EVENT_SESSION:
+                c->n_session++;
+                break;
+        default:
+                break;
+        }
+        c->last = *ev;
+        return 0;
+}
+static bool sink_gone(void *ud, void *cl) { return ((struct client *)cl)->gone; }
+static void sink_ref(void *ud, void *cl) { ((struct client *)cl)->refs++; }
+static void sink_unref(void *ud, void *cl) { ((struct client *)cl)->refs--; }
+static void sink_end(void *ud, void *cl) { ((struct client *)cl)->ended++; }
+
+static const struct dsv_engine_sink sink = {
+        .emit = sink_emit, .gone = sink_gone, .ref = sink_ref, .unref = sink_unref, .request_end = sink_end};
+
+/* ------------------------------------------------------------------ helpers */
+
+static struct dsv_engine_request *gen(struct client *c, uint64_t id, const int32_t *prompt, int n, uint32_t max_tokens) {
+        struct dsv_engine_request *r = calloc(1, sizeof(*r));
+        REQUIRE(r, "oom");
+        r->client = c;
+        c->refs++;
+        r->uid = 1000;
+        r->id = id;
+        r->kind = DSV_REQUEST_GENERATE;
+        r->tokens = malloc((size_t)n * sizeof(int32_t));
+        REQUIRE(r->tokens, "oom");
+        memcpy(r->tokens, prompt, (size_t)n * sizeof(int32_t));
+        r->n_tokens = (uint32_t)n;
+        r->max_tokens = max_tokens;
+        r->stream = true;
+        r->ignore_eos = true;
+        r->sampling.top_p = 1.0f; /* temperature 0: greedy */
+        r->t_submit_ns = dsv_now_ns();
+        return r;
+}
+
+static struct dsv_engine_request *sess_op(struct client *c, uint64_t id, enum dsv_request_kind k, const char *name, uint32_t fl) {
+        struct dsv_engine_request *r = calloc(1, sizeof(*r));
+        REQUIRE(r, "oom");
+        r->client = c;
+        c->refs++;
+        r->uid = 1000;
+        r->id = id;
+        r->kind = k;
+        snprintf(r->session, sizeof(r->session), "%s", name);
+        r->session_flags = fl;
+        return r;
+}
+
+/* the greedy continuation of prompt, computed independently */
+static void expect(const int32_t *prompt, int n, int gen_n, int32_t *out) {
+        int32_t t = prompt[n - 1];
+        for (int g = 0; g < gen_n; g++) {
+                out[g] = next_token(t, n - 1 + g);
+                t = out[g];
+        }
+}
+
+static void run(struct dsv_core *c, int max_steps) {
+        for (int i = 0; i < max_steps && !dsv_core_idle(c); i++)
+                dsv_core_step(c);
+}
+
+static void prompt_of(int32_t *p, int n, int seed) {
+        for (int i = 0; i < n; i++)
+                p[i] = (int32_t)(2 + (seed * 13 + i * 5) % (V - 2));
+}
+
+int main(void) {
+        struct dsv_model_config cfg;
+        struct dsv_error err = {{0}};
+        struct dsv_backend *be;
+        struct dsv_kv_pool *kv;
+        struct dsv_metrics_live metrics;
+        struct dsv_core core;
+        struct dsv_exec ex = {.forward = fake_forward};
+        struct dsv_core_params prm = {.vocab_size = V, .eos_id = EOS, .max_context = 4096, .kv_page_tokens = DSV_KV_PAGE_TOKENS};
+        const int n_pages = 12;
+
+        REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0, "%s", err.msg);
+        REQUIRE(dsv_backend_cpu_new(1, &be) == 0, "cpu backend");
+        REQUIRE(dsv_kv_pool_new(be, &cfg, DSV_KV_FP8, n_pages, &kv) == 0, "pool");
+        dsv_metrics_init(&metrics);
+        REQUIRE(dsv_core_init(&core, &prm, kv, &ex, NULL, &sink, &metrics) == 0, "core");
+        core.tun = (struct dsv_engine_tunables){.batch_tokens = 64, .max_running = 16, .max_sessions = 8, .session_pin_quota = 2};
+
+        /* 1. one request: the greedy continuation, DONE with the counts */
+        {
+                struct client a = {0};
+                int32_t p[10], want[20];
+                prompt_of(p, 10, 1);
+                expect(p, 10, 20, want);
+                REQUIRE(dsv_core_add(&core, gen(&a, 1, p, 10, 20), 0, NULL) == 0, "add");
+                run(&core, 100);
+                CHECK(a.n_ids == 20 && memcmp(a.ids, want, sizeof(want)) == 0, "one request: %d tokens", a.n_ids);
+                CHECK(a.n_done == 1 && a.last.done.reason == DSV_ENGINE_FINISH_LENGTH && a.last.done.prompt_tokens == 10 &&
+                              a.last.done.completion_tokens == 20,
+                      "DONE");
+                CHECK(a.refs == 0 && a.ended == 1, "reference and accounting released: refs %d ended %d", a.refs, a.ended);
+                CHECK(kv->n_free == n_pages, "pages back: %d of %d", kv->n_free, n_pages);
+        }
+        /* 2. six concurrent requests, prompts longer than the budget (chunked): each equals alone;
+         * no step exceeds the budget plus the decode tokens */
+        {
+                struct client cl[6] = {{0}};
+                int32_t p[6][150], want[6][12];
+                int len[6] = {150, 3, 70, 2, 65, 129};
+                max_batch_tokens = 0;
+                for (int i = 0; i < 6; i++) {
+                        prompt_of(p[i], len[i], 10 + i);
+                        expect(p[i], len[i], 12, want[i]);
+                        REQUIRE(dsv_core_add(&core, gen(&cl[i], 10 + (uint64_t)i, p[i], len[i], 12), 0, NULL) == 0, "add");
+                }
+                run(&core, 500);
+                for (int i = 0; i < 6; i++)
+                        CHECK(cl[i].n_ids == 12 && memcmp(cl[i].ids, want[i], sizeof(want[i])) == 0 && cl[i].n_done == 1,
+                              "concurrent request %d: %d tokens", i, cl[i].n_ids);
+                CHECK(max_batch_tokens <= 64 + 6, "a batch of %d tokens", max_batch_tokens);
+                CHECK(kv->n_free == n_pages, "pages back: %d", kv->n_free);
+        }
+        /* 3. a pool too small for all at once: they wait for pages (first come, first served) and all finish */
+        {
+                struct client cl[5] = {{0}};
+                int32_t p[5][200], want[5][60];
+                for (int i = 0; i < 5; i++) {
+                        prompt_of(p[i], 200, 20 + i);
+                        expect(p[i], 200, 60, want[i]);
+                        /* 260 tokens: 5 pages each, 12 in the pool */
+                        REQUIRE(dsv_core_add(&core, gen(&cl[i], 20 + (uint64_t)i, p[i], 200, 60), 0, NULL) == 0, "add");
+                }
+                run(&core, 2000);
+                for (int i = 0; i < 5; i++)
+                        CHECK(cl[i].n_ids == 60 && memcmp(cl[i].ids, want[i], sizeof(want[i])) == 0,
+                              "request %d under pressure: %d tokens, error '%s'", i, cl[i].n_ids, cl[i].error);
+                CHECK(kv->n_free == n_pages, "pages back: %d", kv->n_free);
+                /* one larger than the whole pool is refused at once */
+                struct client big = {0};
+                int32_t bp[8];
+                prompt_of(bp, 8, 3);
+                REQUIRE(dsv_core_add(&core, gen(&big, 30, bp, 8, 2000), 0, NULL) == 0, "add");
+                run(&core, 10);
+                CHECK(big.n_error == 1 && strstr(big.error, "the pool holds"), "too big: %s", big.error);
+        }
+        /* 4. sessions: the second turn reuses the first's prefill; a busy session refuses another */
+        {
+                struct client a = {0}, b = {0};
+                int32_t p1[100], p2[140], want[10];
+                prompt_of(p1, 100, 40);
+                memcpy(p2, p1, sizeof(p1));
+                prompt_of(p2 + 100, 40, 41);
+                struct dsv_engine_request *r = gen(&a, 40, p1, 100, 5);
+                snprintf(r->session, sizeof(r->session), "chat");
+                REQUIRE(dsv_core_add(&core, r, 0, NULL) == 0, "add");
+                run(&core, 100);
+                CHECK(a.n_done == 1 && a.last.done.cached_tokens == 0, "first turn");
+                r = gen(&a, 41, p2, 140, 10);
+                snprintf(r->session, sizeof(r->session), "chat");
+                REQUIRE(dsv_core_add(&core, r, 0, NULL) == 0, "add");
+                struct dsv_engine_request *r2 = gen(&b, 42, p2, 140, 10);
+                snprintf(r2->session, sizeof(r2->session), "chat");
+                REQUIRE(dsv_core_add(&core, r2, 0, NULL) == 0, "add");
+                a.n_ids = 0;
+                run(&core, 100);
+                expect(p2, 140, 10, want);
+                CHECK(a.n_done == 2 && a.last.done.cached_tokens == 100 && a.n_ids == 10 && memcmp(a.ids, want, sizeof(want)) == 0,
+                      "second turn: cached %u", a.last.done.cached_tokens);
+                CHECK(b.n_error == 1 && strstr(b.error, "in use"), "busy session: %s", b.error);
+                REQUIRE(dsv_core_add(&core, sess_op(&a, 43, DSV_REQUEST_SESSION_CLOSE, "chat", 0), 0, NULL) == 0, "close");
+                run(&core, 10);
+                CHECK(a.n_session == 1 && a.last.session.n_tokens == 149, "close reply: %u tokens", a.last.session.n_tokens);
+                CHECK(kv->n_free == n_pages, "pages back after close: %d", kv->n_free);
+                REQUIRE(dsv_core_add(&core, sess_op(&a, 44, DSV_REQUEST_SESSION_CLOSE, "chat", 0), 0, NULL) == 0, "close");
+                run(&core, 10);
+                CHECK(a.n_error == 1 && strstr(a.error, "no session"), "close again: %s", a.error);
+        }
+        /* 5. cancel, a client that goes away, a parked stream that does not stall others */
+        {
+                struct client a = {0}, b = {0}, slow = {0};
+                int32_t p[20], want[30];
+                prompt_of(p, 20, 50);
+                expect(p, 20, 30, want);
+                REQUIRE(dsv_core_add(&core, gen(&a, 50, p, 20, 200), 0, NULL) == 0, "add");
+                REQUIRE(dsv_core_add(&core, gen(&b, 51, p, 20, 200), 0, NULL) == 0, "add");
+                REQUIRE(dsv_core_add(&core, gen(&slow, 52, p, 20, 30), 0, NULL) == 0, "add");
+                struct client d = {0};
+                REQUIRE(dsv_core_add(&core, gen(&d, 53, p, 20, 30), 0, NULL) == 0, "add");
+                slow.full = true;
+                for (int i = 0; i < 5; i++)
+                        dsv_core_step(&core);
+                dsv_core_cancel(&core, &a, 50);
+                b.gone = true;
+                run(&core, 200);
+                CHECK(a.n_done == 1 && a.last.done.reason == DSV_ENGINE_FINISH_CANCELLED, "cancelled");
+                CHECK(b.n_done == 0 && b.ended == 1 && b.refs == 0, "a gone client's request ends quietly");
+                CHECK(d.n_ids == 30 && memcmp(d.ids, want, sizeof(want)) == 0 && d.n_done == 1, "not stalled by the parked stream");
+                CHECK(slow.n_ids == 0 && !dsv_core_idle(&core), "the parked stream waits");
+                slow.full = false;
+                run(&core, 200);
+                CHECK(slow.n_ids == 30 && memcmp(slow.ids, want, sizeof(want)) == 0 && slow.n_done == 1,
+                      "the parked stream resumes with its tokens: %d", slow.n_ids);
+                CHECK(kv->n_free == n_pages, "pages back: %d", kv->n_free);
+        }
+        /* 6. stop rules: a stop token ends without being emitted; EOS unless ignored; context */
+        {
+                struct client a = {0}, e = {0};
+                int32_t p[6], want[8];
+                prompt_of(p, 6, 60);
+                expect(p, 6, 8, want);
+                struct dsv_engine_request *r = gen(&a, 60, p, 6, 100);
+                r->stop_tokens[0] = want[4];
+                r->n_stop_tokens = 1;
+                REQUIRE(dsv_core_add(&core, r, 0, NULL) == 0, "add");
+                run(&core, 100);
+                CHECK(a.n_ids == 4 && memcmp(a.ids, want, 4 * sizeof(int32_t)) == 0 && a.last.done.reason == DSV_ENGINE_FINISH_STOP,
+                      "stop token: %d tokens", a.n_ids);
+                /* a prompt whose next token is EOS: find one */
+                int32_t q[1] = {0};
+                for (int32_t t = 2; t < V && !q[0]; t++)
+                        if (next_token(t, 0) == EOS)
+                                q[0] = t;
+                if (q[0]) {
+                        r = gen(&e, 61, q, 1, 10);
+                        r->ignore_eos = false;
+                        REQUIRE(dsv_core_add(&core, r, 0, NULL) == 0, "add");
+                        run(&core, 50);
+                        CHECK(e.n_ids == 0 && e.last.done.reason == DSV_ENGINE_FINISH_STOP, "EOS ends at once");
+                }
+        }
+        /* 7. bad requests: empty prompt, out-of-vocabulary id, an id already in flight, an intake error,
+         * a failed forward pass */
+        {
+                struct client a = {0};
+                int32_t p[4] = {2, 3, V + 5, 4};
+                REQUIRE(dsv_core_add(&core, gen(&a, 70, p, 4, 5), 0, NULL) == 0, "add");
+                run(&core, 5);
+                CHECK(a.n_error == 1 && strstr(a.error, "outside the vocabulary"), "vocab: %s", a.error);
+                REQUIRE(dsv_core_add(&core, gen(&a, 71, p, 0, 5), 0, NULL) == 0, "add");
+                run(&core, 5);
+                CHECK(a.n_error == 2 && strstr(a.error, "empty"), "empty: %s", a.error);
+                REQUIRE(dsv_core_add(&core, gen(&a, 72, p, 2, 5), ENOTSUP, "no tokenizer here") == 0, "add");
+                run(&core, 5);
+                CHECK(a.n_error == 3 && strcmp(a.error, "no tokenizer here") == 0, "intake error: %s", a.error);
+                REQUIRE(dsv_core_add(&core, gen(&a, 73, p, 2, 50), 0, NULL) == 0, "add");
+                REQUIRE(dsv_core_add(&core, gen(&a, 73, p, 2, 50), 0, NULL) == 0, "add");
+                dsv_core_step(&core);
+                CHECK(a.n_error == 4 && strstr(a.error, "already in flight"), "duplicate id: %s", a.error);
+                fail_next = true;
+                run(&core, 100);
+                CHECK(a.n_error == 5 && strstr(a.error, "injected failure") && n_forward_fail == 1, "forward failure: %s", a.error);
+                CHECK(a.refs == 0 && a.ended == 5 && kv->n_free == n_pages, "released: refs %d ended %d pages %d", a.refs, a.ended,
+                      kv->n_free);
+        }
+        printf("%d forward passes\n", n_forward);
+        dsv_core_done(&core);
+        dsv_metrics_done(&metrics);
+        dsv_kv_pool_free(kv);
+        dsv_backend_free(be);
+        return test_result("test-engine-core");
+}
