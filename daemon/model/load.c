@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "daemon/model/internal.h"
+#include "daemon/model/tensor_index.h"
 #include "daemon/weights_spec.h"
 #include "kernels/numerics.h"
 
@@ -57,44 +58,9 @@ void dsv_model_free(struct dsv_model *m) {
         free(m);
 }
 
-/* Tensor names -> their index in the spec list: an open-addressing hash table (the 671B
- * model has ~45,700 tensors; a linear search per lookup took seconds). */
-struct name_index {
-        const struct dsv_tensor_spec *specs;
-        uint32_t *slot; /* spec index + 1, 0 empty */
-        size_t mask;
-};
-
-static uint64_t name_hash(const char *s) {
-        uint64_t h = 1469598103934665603ull; /* FNV-1a */
-        for (; *s; s++)
-                h = (h ^ (uint8_t)*s) * 1099511628211ull;
-        return h;
-}
-
-static int name_index_build(struct name_index *ix, const struct dsv_tensor_spec *specs, size_t n) {
-        size_t cap = 16;
-        while (cap < 2 * n)
-                cap *= 2;
-        ix->slot = calloc(cap, sizeof(uint32_t));
-        if (!ix->slot)
-                return -ENOMEM;
-        ix->specs = specs;
-        ix->mask = cap - 1;
-        for (size_t i = 0; i < n; i++) {
-                size_t h = name_hash(specs[i].name) & ix->mask;
-                while (ix->slot[h])
-                        h = (h + 1) & ix->mask;
-                ix->slot[h] = (uint32_t)i + 1;
-        }
-        return 0;
-}
-
-static const struct dsv_tensor *find_tensor(const struct dsv_model *m, const struct name_index *ix, const char *name) {
-        for (size_t h = name_hash(name) & ix->mask; ix->slot[h]; h = (h + 1) & ix->mask)
-                if (strcmp(ix->specs[ix->slot[h] - 1].name, name) == 0)
-                        return &m->tensors[ix->slot[h] - 1];
-        return NULL;
+static const struct dsv_tensor *find_tensor(const struct dsv_model *m, const struct dsv_tensor_index *ix, const char *name) {
+        ptrdiff_t i = dsv_tensor_index_find(ix, name);
+        return i < 0 ? NULL : &m->tensors[i];
 }
 
 /* Dequantizes kv_b_proj into F32 (bf16-rounded in faithful numerics, as the reference's
@@ -191,7 +157,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                    struct dsv_error *err) {
         struct dsv_model *m = calloc(1, sizeof(*m));
         struct dsv_tensor_spec *specs = NULL;
-        struct name_index ix = {0};
+        struct dsv_tensor_index ix = {0};
         struct dsv_load_item *items = NULL;
         size_t n_specs = 0, n_items = 0, off = 0;
         const struct dsv_ckpt_tensor **ct = NULL, **cs = NULL;
@@ -263,7 +229,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                 goto fail;
 
         /* wire up the layers */
-        if ((r = name_index_build(&ix, specs, n_specs)) < 0)
+        if ((r = dsv_tensor_index_build(&ix, specs, n_specs)) < 0)
                 goto fail;
         m->embed = find_tensor(m, &ix, "model.embed_tokens.weight");
         m->final_norm = find_tensor(m, &ix, "model.norm.weight");
@@ -336,7 +302,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         m->n_tensors = 2 * n_specs;
         if ((r = probe(m, err)) < 0)
                 goto fail;
-        free(ix.slot);
+        dsv_tensor_index_free(&ix);
         free(specs);
         free(items);
         free(ct);
@@ -344,7 +310,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         *ret = m;
         return 0;
 fail:
-        free(ix.slot);
+        dsv_tensor_index_free(&ix);
         free(specs);
         free(items);
         free(ct);
