@@ -1,7 +1,10 @@
-/* KV-cache pool and page tables (see kv_cache.h). */
+/* KV-cache pool, page tables, page sharing and the content table (see kv_cache.h). */
 #include "config.h"
 
 #include "daemon/kv_cache.h"
+
+#include "kernels/base.h"
+#include "kernels/numerics.h"
 
 void dsv_kv_layout_init(struct dsv_kv_layout *L, const struct dsv_model_config *c, enum dsv_kv_format fmt,
                         int page_tokens) {
@@ -15,27 +18,36 @@ size_t dsv_kv_bytes_per_token(const struct dsv_kv_layout *L) {
 
 int dsv_kv_pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt, int n_pages,
                     struct dsv_kv_pool **ret) {
-        struct dsv_kv_pool *p = calloc(1, sizeof(*p));
+        struct dsv_kv_pool *p;
+        size_t cap = 16;
         int r;
+
+        if (n_pages <= 0)
+                return -EINVAL;
+        p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
-        if (n_pages <= 0) {
-                free(p);
-                return -EINVAL;
-        }
         dsv_kv_layout_init(&p->layout, cfg, fmt, DSV_KV_PAGE_TOKENS);
         p->be = be;
         p->n_pages = n_pages;
-        p->bytes = (size_t)n_pages * (size_t)p->layout.n_layers * p->layout.layer_page_bytes;
+        p->page_bytes = (size_t)p->layout.n_layers * p->layout.layer_page_bytes;
+        p->bytes = (size_t)n_pages * p->page_bytes;
+        while (cap < 2 * (size_t)n_pages)
+                cap *= 2;
         p->free_pages = malloc((size_t)n_pages * sizeof(int32_t));
-        if (!p->free_pages) {
-                free(p);
+        p->page = calloc((size_t)n_pages, sizeof(*p->page));
+        p->page_tokens = malloc((size_t)n_pages * (size_t)p->layout.page_tokens * sizeof(int32_t));
+        p->table = calloc(cap, sizeof(uint32_t));
+        p->table_mask = cap - 1;
+        p->lru_head = p->lru_tail = -1;
+        if (!p->free_pages || !p->page || !p->page_tokens || !p->table) {
+                dsv_kv_pool_free(p);
                 return -ENOMEM;
         }
         r = be->ops->alloc(be, p->bytes, &p->base);
         if (r < 0) {
-                free(p->free_pages);
-                free(p);
+                p->base = NULL;
+                dsv_kv_pool_free(p);
                 return r;
         }
         /* zeroed so that unused bytes (alignment padding) are deterministic */
@@ -50,17 +62,155 @@ int dsv_kv_pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, 
 void dsv_kv_pool_free(struct dsv_kv_pool *p) {
         if (!p)
                 return;
-        p->be->ops->dealloc(p->be, p->base, p->bytes);
+        if (p->base)
+                p->be->ops->dealloc(p->be, p->base, p->bytes);
         free(p->free_pages);
+        free(p->page);
+        free(p->page_tokens);
+        free(p->table);
         free(p);
 }
 
-int dsv_kv_seq_reserve(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
-        int need = DIV_ROUND_UP(n, p->layout.page_tokens);
-        if (need <= s->n_pages)
-                return 0;
-        if (need - s->n_pages > p->n_free)
-                return -ENOSPC;
+/* ------------------------------------------------------------------ the content table */
+
+static size_t slot_of(const struct dsv_kv_pool *p, const struct dsv_kv_key *k) { return (size_t)k->h[0] & p->table_mask; }
+
+static bool key_eq(const struct dsv_kv_key *a, const struct dsv_kv_key *b) { return a->h[0] == b->h[0] && a->h[1] == b->h[1]; }
+
+static void lru_remove(struct dsv_kv_pool *p, int32_t pg) {
+        struct dsv_kv_page *m = &p->page[pg];
+        if (m->lru_prev >= 0)
+                p->page[m->lru_prev].lru_next = m->lru_next;
+        else
+                p->lru_head = m->lru_next;
+        if (m->lru_next >= 0)
+                p->page[m->lru_next].lru_prev = m->lru_prev;
+        else
+                p->lru_tail = m->lru_prev;
+        m->lru_prev = m->lru_next = -1;
+}
+
+static void lru_append(struct dsv_kv_pool *p, int32_t pg) {
+        struct dsv_kv_page *m = &p->page[pg];
+        m->lru_next = -1;
+        m->lru_prev = p->lru_tail;
+        if (p->lru_tail >= 0)
+                p->page[p->lru_tail].lru_next = pg;
+        else
+                p->lru_head = pg;
+        p->lru_tail = pg;
+}
+
+/* Takes page pg out of the table (linear probing with backward-shift deletion). */
+static void table_remove(struct dsv_kv_pool *p, int32_t pg) {
+        size_t i = slot_of(p, &p->page[pg].key);
+        while (p->table[i] && p->table[i] != (uint32_t)pg + 1)
+                i = (i + 1) & p->table_mask;
+        if (!p->table[i])
+                return;
+        p->table[i] = 0;
+        for (size_t j = (i + 1) & p->table_mask; p->table[j]; j = (j + 1) & p->table_mask) {
+                size_t home = slot_of(p, &p->page[p->table[j] - 1].key);
+                /* the entry at j may move to the hole at i when its home is not in (i, j] */
+                if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+                        p->table[i] = p->table[j];
+                        p->table[j] = 0;
+                        i = j;
+                }
+        }
+}
+
+static void unregister(struct dsv_kv_pool *p, int32_t pg) {
+        struct dsv_kv_page *m = &p->page[pg];
+        if (!m->registered)
+                return;
+        table_remove(p, pg);
+        m->registered = false;
+        p->n_registered--;
+        if (m->ref == 0) {
+                lru_remove(p, pg);
+                p->n_cached--;
+        }
+}
+
+void dsv_kv_chain_seed(uint64_t fingerprint, uint64_t scope, struct dsv_kv_key *ret) {
+        ret->h[0] = dsv_mix64(fingerprint ^ 0x6b76636861696e31ull) ^ dsv_mix64(scope + 0x1234567);
+        ret->h[1] = dsv_mix64(dsv_mix64(scope ^ 0x6b76636861696e32ull) + fingerprint);
+}
+
+void dsv_kv_chain_key(const struct dsv_kv_key *parent, const int32_t *tokens, int n, struct dsv_kv_key *ret) {
+        uint64_t a = parent->h[0], b = parent->h[1];
+        for (int i = 0; i < n; i++) {
+                uint64_t t = (uint32_t)tokens[i];
+                a = dsv_mix64(a ^ (t + 0x9e3779b97f4a7c15ull));
+                b = dsv_mix64(b + t * 0xbf58476d1ce4e5b9ull + (uint64_t)i);
+        }
+        ret->h[0] = a;
+        ret->h[1] = b ^ dsv_mix64((uint64_t)n);
+}
+
+void dsv_kv_page_register(struct dsv_kv_pool *p, int32_t pg, const struct dsv_kv_key *key, const struct dsv_kv_key *parent,
+                          const int32_t *tokens) {
+        struct dsv_kv_page *m = &p->page[pg];
+        const size_t pt = (size_t)p->layout.page_tokens;
+        size_t i;
+        if (m->registered || m->ref <= 0)
+                return;
+        for (i = slot_of(p, key); p->table[i]; i = (i + 1) & p->table_mask)
+                if (key_eq(&p->page[p->table[i] - 1].key, key))
+                        return; /* the same content is registered already */
+        m->key = *key;
+        m->parent = *parent;
+        memcpy(p->page_tokens + (size_t)pg * pt, tokens, pt * sizeof(int32_t));
+        m->registered = true;
+        p->table[i] = (uint32_t)pg + 1;
+        p->n_registered++;
+}
+
+int32_t dsv_kv_page_lookup(const struct dsv_kv_pool *p, const struct dsv_kv_key *key, const struct dsv_kv_key *parent,
+                           const int32_t *tokens) {
+        const size_t pt = (size_t)p->layout.page_tokens;
+        for (size_t i = slot_of(p, key); p->table[i]; i = (i + 1) & p->table_mask) {
+                int32_t pg = (int32_t)p->table[i] - 1;
+                if (key_eq(&p->page[pg].key, key) && key_eq(&p->page[pg].parent, parent) &&
+                    !memcmp(p->page_tokens + (size_t)pg * pt, tokens, pt * sizeof(int32_t)))
+                        return pg;
+        }
+        return -1;
+}
+
+/* ------------------------------------------------------------------ pages of sequences */
+
+/* A page for new data: a free one, else the least recently cached one. */
+static int32_t page_take(struct dsv_kv_pool *p) {
+        int32_t pg;
+        if (p->n_free > 0) {
+                pg = p->free_pages[--p->n_free];
+        } else if (p->lru_head >= 0) {
+                pg = p->lru_head;
+                unregister(p, pg);
+                p->n_reclaimed++;
+        } else {
+                return -1;
+        }
+        p->page[pg].ref = 1;
+        p->page[pg].lru_prev = p->page[pg].lru_next = -1;
+        return pg;
+}
+
+static void page_put(struct dsv_kv_pool *p, int32_t pg) {
+        struct dsv_kv_page *m = &p->page[pg];
+        if (--m->ref > 0)
+                return;
+        if (m->registered) {
+                lru_append(p, pg);
+                p->n_cached++;
+        } else {
+                p->free_pages[p->n_free++] = pg;
+        }
+}
+
+static int seq_grow(struct dsv_kv_seq *s, int need) {
         if (need > s->cap) {
                 int cap = MAX(need, 2 * s->cap);
                 int32_t *v = realloc(s->pages, (size_t)cap * sizeof(int32_t));
@@ -69,25 +219,88 @@ int dsv_kv_seq_reserve(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
                 s->pages = v;
                 s->cap = cap;
         }
+        return 0;
+}
+
+int dsv_kv_seq_reserve(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
+        int need = DIV_ROUND_UP(n, p->layout.page_tokens), r;
+        if (need <= s->n_pages)
+                return 0;
+        if (need - s->n_pages > dsv_kv_pool_available(p))
+                return -ENOSPC;
+        if ((r = seq_grow(s, need)) < 0)
+                return r;
         while (s->n_pages < need)
-                s->pages[s->n_pages++] = p->free_pages[--p->n_free];
+                s->pages[s->n_pages++] = page_take(p);
+        return 0;
+}
+
+int dsv_kv_seq_append_cached(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int32_t pg) {
+        const int pt = p->layout.page_tokens;
+        struct dsv_kv_page *m;
+        int r;
+        if (pg < 0 || pg >= p->n_pages || !p->page[pg].registered || s->len != s->n_pages * pt)
+                return -EINVAL;
+        if ((r = seq_grow(s, s->n_pages + 1)) < 0)
+                return r;
+        m = &p->page[pg];
+        if (m->ref == 0) {
+                lru_remove(p, pg);
+                p->n_cached--;
+        }
+        m->ref++;
+        s->pages[s->n_pages++] = pg;
+        s->len += pt;
         return 0;
 }
 
 int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
+        const int pt = p->layout.page_tokens;
         int keep;
         if (n < 0 || n > s->len)
                 return -EINVAL;
-        keep = DIV_ROUND_UP(n, p->layout.page_tokens);
+        keep = DIV_ROUND_UP(n, pt);
+        if (n % pt) {
+                /* the kept tail page will be written at n: it must be this sequence's alone */
+                int32_t tail = s->pages[keep - 1];
+                struct dsv_kv_page *m = &p->page[tail];
+                if (m->ref > 1) {
+                        int32_t copy;
+                        void *dst, *src = (uint8_t *)p->base + (size_t)tail * p->page_bytes;
+                        int r;
+                        if (dsv_kv_pool_available(p) < 1)
+                                return -ENOSPC;
+                        copy = page_take(p);
+                        dst = (uint8_t *)p->base + (size_t)copy * p->page_bytes;
+                        if (p->be->ops->copy) {
+                                r = p->be->ops->copy(p->be, dst, src, p->page_bytes);
+                        } else {
+                                void *tmp = malloc(p->page_bytes);
+                                r = tmp ? p->be->ops->download(p->be, tmp, src, p->page_bytes) : -ENOMEM;
+                                if (r >= 0)
+                                        r = p->be->ops->upload(p->be, dst, tmp, p->page_bytes);
+                                free(tmp);
+                        }
+                        if (r < 0) {
+                                page_put(p, copy);
+                                return r;
+                        }
+                        page_put(p, tail);
+                        s->pages[keep - 1] = copy;
+                        p->n_copied++;
+                } else if (m->registered) {
+                        unregister(p, tail);
+                }
+        }
         while (s->n_pages > keep)
-                p->free_pages[p->n_free++] = s->pages[--s->n_pages];
+                page_put(p, s->pages[--s->n_pages]);
         s->len = n;
         return 0;
 }
 
 void dsv_kv_seq_release(struct dsv_kv_pool *p, struct dsv_kv_seq *s) {
         for (int i = s->n_pages - 1; i >= 0; i--)
-                p->free_pages[p->n_free++] = s->pages[i];
+                page_put(p, s->pages[i]);
         free(s->pages);
         memset(s, 0, sizeof(*s));
 }

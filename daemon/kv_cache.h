@@ -1,8 +1,17 @@
 /* The paged KV cache pool: one allocation of backend memory, pages of page_tokens tokens
- * holding every layer's MLA record and indexer key (layout in kernels/backend.h), a free
- * list, and per-sequence page tables. (Content-addressed prefix sharing comes with the
- * serving engine; sessions keep a sequence across requests and truncate it to the prefix a
- * new prompt shares with it.) */
+ * holding every layer's MLA record and indexer key (layout in kernels/backend.h), and
+ * per-sequence page tables.
+ *
+ * Pages are reference-counted (a page may be in several sequences' tables) and full pages
+ * may be content-addressed: registered under a key (the hash chain of every token up to
+ * the page's end, see dsv_kv_chain_key) so that another sequence with the same prefix maps
+ * the page instead of computing it. A page is then in exactly one of three places:
+ *   free             on the free stack
+ *   in use           ref > 0 (held by sequences; it may also be registered)
+ *   cached           ref == 0 and registered: on an LRU list, reusable by a lookup, and
+ *                    reclaimed (least recently released first) when the free stack is empty
+ * A registered page is never written again: a sequence that truncates into a shared or
+ * registered page first gets its own copy (copy-on-write) or, sole holder, unregisters it. */
 #pragma once
 
 #include <stdbool.h>
@@ -14,14 +23,35 @@
 
 #define DSV_KV_PAGE_TOKENS 64
 
+/* The key of a full page: a 128-bit hash of the key before it and the page's tokens. */
+struct dsv_kv_key {
+        uint64_t h[2];
+};
+
+struct dsv_kv_page {
+        int32_t ref;                 /* sequences holding it */
+        bool registered;             /* in the content table under key */
+        int32_t lru_prev, lru_next;  /* cached pages (registered, ref 0); -1 ends */
+        struct dsv_kv_key key, parent;
+};
+
 struct dsv_kv_pool {
         struct dsv_kv_layout layout;
         struct dsv_backend *be;
         void *base;
         size_t bytes;
+        size_t page_bytes;   /* one page of every layer (contiguous) */
         int n_pages;
         int32_t *free_pages; /* stack */
         int n_free;
+        struct dsv_kv_page *page;
+        int32_t *page_tokens; /* [n_pages][page_tokens]: a registered page's tokens */
+        uint32_t *table;      /* open addressing, page + 1 (0 empty) */
+        size_t table_mask;
+        int32_t lru_head, lru_tail; /* least recently cached first */
+        int n_cached;         /* registered pages no sequence holds */
+        int n_registered;
+        uint64_t n_reclaimed, n_copied; /* cached pages reused for new data; copy-on-write copies */
 };
 
 struct dsv_kv_seq {
@@ -39,12 +69,37 @@ size_t dsv_kv_bytes_per_token(const struct dsv_kv_layout *L);
 int dsv_kv_pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt, int n_pages,
                     struct dsv_kv_pool **ret);
 void dsv_kv_pool_free(struct dsv_kv_pool *pool);
-/* Grows seq's page table to hold n tokens; -ENOSPC when the pool is exhausted. */
+/* Pages a reservation can take now: free ones and cached ones (reclaimed, LRU first). */
+static inline int dsv_kv_pool_available(const struct dsv_kv_pool *p) { return p->n_free + p->n_cached; }
+/* Pages held by sequences. */
+static inline int dsv_kv_pool_in_use(const struct dsv_kv_pool *p) { return p->n_pages - p->n_free - p->n_cached; }
+
+/* Grows seq's page table to hold n tokens (new pages are its own); -ENOSPC when the pool has
+ * not enough free or cached pages (then nothing changes). */
 int dsv_kv_seq_reserve(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
 /* Keeps the first n tokens of seq (0 <= n <= seq->len; else -EINVAL): len becomes n and
- * the pages past DIV_ROUND_UP(n, page_tokens), reserved or filled, go back to the pool.
- * The kept tail page may still hold bytes of dropped tokens; they are overwritten before
- * anything reads them (a forward pass writes position len before attending to it). */
+ * the pages past DIV_ROUND_UP(n, page_tokens), reserved or filled, are released. The kept
+ * tail page may still hold bytes of dropped tokens; they are overwritten before anything
+ * reads them (a forward pass writes position len before attending to it). A kept partial
+ * tail page that is shared or registered is copied first (-ENOSPC/-EIO when it cannot be:
+ * nothing changes). */
 int dsv_kv_seq_truncate(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
-/* Returns all of seq's pages to the pool. */
+/* Releases all of seq's pages (registered ones stay cached when nobody holds them). */
 void dsv_kv_seq_release(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq);
+
+/* The key of the page holding tokens[0, page_tokens) after the page whose key is parent
+ * (for the first page: the scope's seed, dsv_kv_chain_seed). */
+void dsv_kv_chain_key(const struct dsv_kv_key *parent, const int32_t *tokens, int n, struct dsv_kv_key *ret);
+/* The seed of a chain: everything a reuse must agree on besides the tokens (the model, the
+ * KV layout, who may share: a uid, or 0 for everyone). */
+void dsv_kv_chain_seed(uint64_t model_fingerprint, uint64_t scope, struct dsv_kv_key *ret);
+/* Registers page (full, held by a sequence, its content final) under key; its tokens are kept
+ * to check lookups. When another page holds the same key already, nothing happens. */
+void dsv_kv_page_register(struct dsv_kv_pool *p, int32_t page, const struct dsv_kv_key *key,
+                          const struct dsv_kv_key *parent, const int32_t *tokens);
+/* The registered page of (key, parent, tokens), or -1. */
+int32_t dsv_kv_page_lookup(const struct dsv_kv_pool *p, const struct dsv_kv_key *key, const struct dsv_kv_key *parent,
+                           const int32_t *tokens);
+/* Appends a registered page to seq, whose length must be a multiple of page_tokens and which
+ * holds no pages beyond its length: seq->len grows by page_tokens. */
+int dsv_kv_seq_append_cached(struct dsv_kv_pool *p, struct dsv_kv_seq *seq, int32_t page);

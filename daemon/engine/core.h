@@ -49,7 +49,12 @@ struct request {
         struct session *sess; /* the session it runs on (busy), or NULL */
         bool sess_wait;       /* its session is still held by a request that is going away */
         int n_cached;         /* prompt tokens whose KV came from the session */
-        int n_exact;          /* leading tokens whose KV a prefill chunk computed (sessions.h) */
+        int n_exact;          /* leading tokens whose KV a prefill chunk computed (struct session) */
+        /* the prefix cache: the first n_keyed pages of seq have known keys, the last is chain */
+        int n_keyed;
+        struct dsv_kv_key chain;
+        int priority;         /* higher first */
+        int n_preempted;      /* times its pages were taken back */
         struct {              /* SESSION_* requests: the reply */
                 char name[DSV_ENGINE_NAME_MAX + 1];
                 uint32_t flags, n_tokens, n_pages;
@@ -100,6 +105,15 @@ struct session {
 struct dsv_core_params {
         int vocab_size, eos_id, max_context;
         uint64_t kv_page_tokens;
+        uint64_t model_fingerprint; /* seeds the prefix cache's keys */
+};
+
+/* Service per uid (fairness): tokens computed for it, decaying with time. */
+struct uid_service {
+        uid_t uid;
+        double served;
+        uint64_t t_ns;
+        int sessions;
 };
 
 struct dsv_core {
@@ -113,6 +127,9 @@ struct dsv_core {
         struct dsv_engine_tunables tun; /* set by the caller before each step */
         bool drain_expired;             /* set by the caller: end everything with "shutdown" */
         uint64_t drain_cut;             /* requests the drain deadline ended */
+        bool preempted_this_step;       /* no admissions after a preemption in the same step */
+        struct uid_service *uids;
+        size_t n_uids, cap_uids;
         struct request **reqs;
         size_t n_reqs, cap_reqs;
         /* sessions: LRU list, s_head least recently used */
@@ -171,7 +188,16 @@ void sessions_evict(struct dsv_core *c, int need);
 void sessions_take_prefix(struct dsv_core *c, struct request *r);
 void sessions_publish(struct dsv_core *c);
 
+/* prefix.c */
+/* Maps the cached pages that continue r's sequence with its prompt (at admission). */
+void prefix_attach(struct dsv_core *c, struct request *r);
+/* Registers the full pages r's prefill computed (after a step). */
+void prefix_register(struct dsv_core *c, struct request *r);
+
 /* scheduler.c */
+/* The service of uid now (decayed), and adding to it. */
+double sched_served(struct dsv_core *c, uid_t uid);
+void sched_serve(struct dsv_core *c, uid_t uid, double tokens);
 /* Builds the step's batch into c->b_*; the number of tokens (0: nothing to run). */
 int sched_build(struct dsv_core *c);
 

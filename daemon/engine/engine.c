@@ -118,6 +118,7 @@ int dsv_core_add(struct dsv_core *c, struct dsv_engine_request *in, int err_code
         r->state = REQ_WAITING;
         r->t_submit = in->t_submit_ns;
         r->sp = in->sampling;
+        r->priority = in->priority;
         c->reqs[c->n_reqs++] = r;
         if (in->kind == DSV_REQUEST_GENERATE)
                 DSV_METRIC_ADD(c->metrics, requests_total, 1);
@@ -188,8 +189,11 @@ bool dsv_core_step(struct dsv_core *c) {
                 dsv_rate_add(c->metrics, &c->metrics->prefill_tok_s, n_tok - n_decode, now);
         }
 
-        /* 5. sample, stream, finish */
+        /* 5. sample, stream, finish; the pages a prefill completed go to the prefix cache */
         output_step(c);
+        for (int s = 0; s < c->b_n_seqs; s++)
+                if (c->b_req[s]->state != REQ_FINISHING || !c->b_req[s]->final_error)
+                        prefix_register(c, c->b_req[s]);
         requests_remove_finished(c);
         return true;
 }
@@ -356,7 +360,8 @@ static int load(struct dsv_engine *e) {
         e->info.kv_bytes_per_token = e->rt->kv_bytes_per_token;
         {
                 struct dsv_core_params p = {.vocab_size = cfg->vocab_size, .eos_id = cfg->eos_token_id,
-                                            .max_context = cfg->max_position_embeddings, .kv_page_tokens = DSV_KV_PAGE_TOKENS};
+                                            .max_context = cfg->max_position_embeddings, .kv_page_tokens = DSV_KV_PAGE_TOKENS,
+                                            .model_fingerprint = e->rt->fingerprint};
                 struct dsv_exec ex = {.ud = e->rt, .forward = exec_forward};
                 if ((rc = dsv_core_init(&e->core, &p, e->rt->kv, &ex, e->text, &e->sink, &e->metrics)) < 0) {
                         snprintf(e->error, sizeof(e->error), "out of memory");

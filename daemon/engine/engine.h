@@ -65,6 +65,9 @@ struct dsv_engine_tunables {
         int max_sessions;           /* 0: sessions off (GENERATE ignores the name) */
         int session_pin_quota;      /* pinned sessions per uid */
         int session_idle_timeout_s; /* 0: never */
+        int max_sessions_per_uid;   /* 0: no cap of its own */
+        bool prefix_cache;          /* content-addressed reuse of full KV pages */
+        bool prefix_cache_share;    /* across uids (else each uid has its own) */
 };
 
 enum dsv_engine_state {
@@ -117,6 +120,7 @@ struct dsv_engine_request {
         bool thinking;     /* chat: thinking mode */
         bool ignore_eos;
         bool reuse_output; /* session: reuse the generated tokens' KV too (not bit-exact) */
+        int32_t priority;  /* higher is served first and preempted last (default 0) */
         int32_t stop_tokens[DSV_ENGINE_MAX_STOP_TOKENS];
         uint32_t n_stop_tokens;
         uint64_t t_submit_ns;
@@ -166,6 +170,7 @@ struct dsv_engine_event {
                         enum dsv_engine_finish reason;
                         uint32_t prompt_tokens, completion_tokens, cached_tokens;
                         uint64_t queue_us, prefill_us, decode_us;
+                        uint32_t preempted; /* times its KV pages were taken back and recomputed */
                         uid_t uid;
                 } done;
                 struct {

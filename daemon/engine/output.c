@@ -4,7 +4,9 @@
  * without being emitted; otherwise the token goes to the request's history and its pending
  * output with the text it completes (streaming detokenization never splits a UTF-8
  * character), max_tokens and the context window end it, and a streaming request is
- * flushed to its client at once. */
+ * flushed to its client at once. A request that was preempted feeds the tokens it had
+ * generated again (scheduler.c): while the next token is one it knows, nothing is sampled
+ * or sent. */
 #include "config.h"
 
 #include "daemon/engine/core.h"
@@ -27,8 +29,11 @@ void output_step(struct dsv_core *c) {
                         continue;
                 if (r->state == REQ_WAITING) {
                         r->state = REQ_RUNNING;
-                        r->t_first = dsv_now_ns();
+                        if (!r->t_first)
+                                r->t_first = dsv_now_ns();
                 }
+                if (r->seq.len < r->n_tokens)
+                        continue; /* replaying after a preemption: the next token is known */
                 t = dsv_sample(&c->sampler, c->logits + (size_t)c->b_row[s] * V, &r->sp, (uint64_t)r->n_generated);
                 r->n_generated++;
                 DSV_METRIC_ADD(c->metrics, generated_tokens_total, 1);

@@ -125,8 +125,18 @@ bool request_flush(struct dsv_core *c, struct request *r) {
                 ev.done.queue_us = ((r->t_start ? r->t_start : r->t_end) - r->t_submit) / 1000;
                 ev.done.prefill_us = r->t_first && r->t_start ? (r->t_first - r->t_start) / 1000 : 0;
                 ev.done.decode_us = r->t_first ? (r->t_end - r->t_first) / 1000 : 0;
+                ev.done.preempted = (uint32_t)r->n_preempted;
         }
         rc = c->sink.emit(c->sink.ud, r->client, &ev);
+        if (rc != -EAGAIN && ev.type == DSV_ENGINE_EVENT_DONE) {
+                DSV_METRIC_ADD(c->metrics, requests_done_total, 1);
+                DSV_METRIC_ADD(c->metrics, queue_us_total, ev.done.queue_us);
+                if (r->t_first) {
+                        DSV_METRIC_ADD(c->metrics, ttft_us_total, (r->t_first - r->t_submit) / 1000);
+                        DSV_METRIC_ADD(c->metrics, decode_us_total, ev.done.decode_us);
+                        DSV_METRIC_ADD(c->metrics, decode_tokens_total, MAX(ev.done.completion_tokens, 1u) - 1);
+                }
+        }
         return rc != -EAGAIN;
 }
 

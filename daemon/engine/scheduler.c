@@ -1,60 +1,220 @@
-/* Admission and batching (see core.h): a waiting request is admitted when the KV pool can
- * hold its prompt plus max_tokens (idle sessions' pages are evicted for it, least recently
- * used first; first come, first served); each step's batch is one decode token of every
- * running request whose stream is not parked, then chunks of admitted prompts, up to the
- * token budget (batch_tokens) and the sequence cap (max_running). A prompt is never cut so
- * that a single token of it is left for a later step: alone in its pass it would take the
- * decode path, and the output would depend on how the prompt was cut. */
+/* Admission, batching, preemption and fairness (see core.h).
+ *
+ * Order: every step ranks the requests by priority (higher first), then by the service
+ * their uid received lately (tokens computed for it, decaying with a time constant of
+ * SERVICE_TAU_S: a uid that floods the queue delays only itself), then by arrival. Decode
+ * tokens of running requests come first in that order, then chunks of admitted prompts, up
+ * to the token budget (batch_tokens) and the sequence cap (max_running).
+ *
+ * KV pages: a request is admitted with pages for its prompt and one more token; a running
+ * request gets a page when its next token needs one. When pages run out: idle sessions lose
+ * theirs (least recently used first), cached prefix pages are reclaimed (the pool does it,
+ * least recently cached first), and then the lowest-ranked, most recent request is
+ * preempted: its pages go back (those a prefill computed stay in the prefix cache), it
+ * waits again, and when re-admitted it prefills its prompt (mostly from the cache) and
+ * feeds the tokens it had generated through the decode path, as they were computed the
+ * first time, before it samples again: its output is the same as if it had never been
+ * preempted. Nothing is admitted in a step that preempted (no ping-pong), and admission keeps
+ * one page of headroom per running request.
+ *
+ * A prompt is never cut so that a single token of it is left for a later step: alone in
+ * its pass it would take the decode path, and the output would depend on how the prompt
+ * was cut. */
 #include "config.h"
+
+#include <math.h>
 
 #include "daemon/engine/core.h"
 
-/* Reserves the KV cache of a waiting request: 0 admitted; -EAGAIN wait for pages; other
- * negative: the request failed (finishing with the error). With a session, its sequence is
- * cut back to the prefix it shares with the prompt first; only the rest gets prefilled. */
-static int admit(struct dsv_core *c, struct request *r) {
-        struct session *s = r->sess;
-        bool others = false;
-        int rc;
+#define SERVICE_TAU_S 10.0
 
-        if (s)
-                sessions_take_prefix(c, r);
-        rc = dsv_kv_seq_reserve(c->kv, &r->seq, r->total);
-        if (rc == -ENOSPC) {
-                int need = DIV_ROUND_UP(r->total, (int)c->p.kv_page_tokens) - r->seq.n_pages;
-                if ((int64_t)need <= (int64_t)c->kv->n_free + sessions_evictable_pages(c)) {
-                        sessions_evict(c, need);
-                        rc = dsv_kv_seq_reserve(c->kv, &r->seq, r->total);
+/* ------------------------------------------------------------------ service per uid */
+
+static struct uid_service *uid_get(struct dsv_core *c, uid_t uid) {
+        for (size_t i = 0; i < c->n_uids; i++)
+                if (c->uids[i].uid == uid)
+                        return &c->uids[i];
+        if (DSV_GROW(&c->uids, &c->cap_uids, c->n_uids + 1) < 0)
+                return NULL;
+        c->uids[c->n_uids] = (struct uid_service){.uid = uid, .t_ns = dsv_now_ns()};
+        return &c->uids[c->n_uids++];
+}
+
+static void decay(struct uid_service *u, uint64_t now) {
+        if (now > u->t_ns) {
+                u->served *= exp(-(double)(now - u->t_ns) / 1e9 / SERVICE_TAU_S);
+                u->t_ns = now;
+        }
+}
+
+double sched_served(struct dsv_core *c, uid_t uid) {
+        struct uid_service *u = uid_get(c, uid);
+        if (!u)
+                return 0;
+        decay(u, dsv_now_ns());
+        return u->served;
+}
+
+void sched_serve(struct dsv_core *c, uid_t uid, double tokens) {
+        struct uid_service *u = uid_get(c, uid);
+        if (!u)
+                return;
+        decay(u, dsv_now_ns());
+        u->served += tokens;
+}
+
+/* ------------------------------------------------------------------ ranking */
+
+struct ranked {
+        struct request *r;
+        double served;
+};
+
+/* negative when a goes first */
+static int rank_cmp(const struct request *a, double sa, const struct request *b, double sb) {
+        if (a->priority != b->priority)
+                return a->priority > b->priority ? -1 : 1;
+        if (sa != sb)
+                return sa < sb ? -1 : 1;
+        if (a->t_submit != b->t_submit)
+                return a->t_submit < b->t_submit ? -1 : 1;
+        return a->id < b->id ? -1 : (a->id > b->id);
+}
+
+static int ranked_cmp(const void *x, const void *y) {
+        const struct ranked *a = x, *b = y;
+        return rank_cmp(a->r, a->served, b->r, b->served);
+}
+
+/* ------------------------------------------------------------------ preemption */
+
+static void preempt(struct dsv_core *c, struct request *v) {
+        log_debug("Request %llu of uid %u preempted: %d KV pages back (%d tokens; it recomputes them later)",
+                  (unsigned long long)v->id, (unsigned)v->uid, v->seq.n_pages, v->seq.len);
+        dsv_kv_seq_release(c->kv, &v->seq);
+        if (v->sess)
+                v->sess->n_exact = 0;
+        v->admitted = false;
+        v->state = REQ_WAITING;
+        v->n_exact = 0;
+        v->n_keyed = 0;
+        v->n_preempted++;
+        DSV_METRIC_ADD(c->metrics, preemptions_total, 1);
+        c->preempted_this_step = true;
+}
+
+static bool in_batch(const struct dsv_core *c, const struct request *r);
+
+/* The request holding pages that ranks last, if it ranks below `for_r` (or for_r is NULL);
+ * never one that is in the step's batch already. */
+static struct request *victim(struct dsv_core *c, const struct request *for_r) {
+        struct request *v = NULL;
+        double sv = 0, sf = for_r ? sched_served(c, for_r->uid) : 0;
+        for (size_t i = 0; i < c->n_reqs; i++) {
+                struct request *o = c->reqs[i];
+                double so;
+                if (o == for_r || !o->admitted || o->state == REQ_FINISHING || o->seq.n_pages == 0 || in_batch(c, o))
+                        continue;
+                so = sched_served(c, o->uid);
+                if (!v || rank_cmp(o, so, v, sv) > 0) {
+                        v = o;
+                        sv = so;
                 }
         }
-        if (rc < 0 && s) {
-                s->seq = r->seq; /* back to the session, evictable while we wait */
-                memset(&r->seq, 0, sizeof(r->seq));
-        }
-        if (rc == -ENOSPC) {
-                /* pages come back when another request ends; when none holds any, the rest is
-                 * pinned by sessions and waiting would be forever */
-                for (size_t i = 0; i < c->n_reqs && !others; i++)
-                        others = c->reqs[i] != r && c->reqs[i]->seq.n_pages > 0;
-                if (others)
+        if (v && for_r && rank_cmp(v, sv, for_r, sf) < 0)
+                return NULL;
+        return v;
+}
+
+static bool others_hold_pages(const struct dsv_core *c, const struct request *r) {
+        for (size_t i = 0; i < c->n_reqs; i++)
+                if (c->reqs[i] != r && c->reqs[i]->seq.n_pages > 0)
+                        return true;
+        return false;
+}
+
+/* Pages for r's first n tokens, making room as the header says. 0; -EAGAIN: r waits (or, when
+ * may_preempt_self, r was preempted); other negative: r failed. */
+static int make_room(struct dsv_core *c, struct request *r, int n, int headroom, bool may_preempt_self) {
+        const int pt = (int)c->p.kv_page_tokens;
+        for (;;) {
+                int need = DIV_ROUND_UP(n, pt) - r->seq.n_pages;
+                if (need <= 0)
+                        return 0;
+                if (need + headroom <= dsv_kv_pool_available(c->kv))
+                        return dsv_kv_seq_reserve(c->kv, &r->seq, n);
+                if (sessions_evictable_pages(c) > 0) {
+                        sessions_evict(c, need + headroom);
+                        if (need + headroom <= dsv_kv_pool_available(c->kv))
+                                continue;
+                }
+                struct request *v = victim(c, r);
+                if (v) {
+                        preempt(c, v);
+                        continue;
+                }
+                if (headroom > 0 && need <= dsv_kv_pool_available(c->kv) && !others_hold_pages(c, r)) {
+                        headroom = 0; /* nobody else needs the headroom */
+                        continue;
+                }
+                if (!others_hold_pages(c, r)) {
+                        request_fail(r, ENOSPC,
+                                     "the request needs %d tokens of KV cache but pinned sessions hold %d of the %d pages; unpin or "
+                                     "close sessions (or raise kv-cache-mb)",
+                                     n, dsv_kv_pool_in_use(c->kv), c->kv->n_pages);
+                        return -ENOSPC;
+                }
+                if (may_preempt_self) {
+                        preempt(c, r);
                         return -EAGAIN;
-                request_fail(r, ENOSPC,
-                             "the request needs %d tokens of KV cache but pinned sessions hold %d of the %d pages; unpin or "
-                             "close sessions (or raise kv-cache-mb)",
-                             r->total, c->kv->n_pages - c->kv->n_free, c->kv->n_pages);
-                return -ENOSPC;
+                }
+                return -EAGAIN;
         }
+}
+
+/* Reserves the KV cache of a waiting request's prompt: 0 admitted; -EAGAIN wait; other
+ * negative: the request failed. Its session's history and then the prefix cache provide
+ * what they can; only the rest gets prefilled. */
+static int admit(struct dsv_core *c, struct request *r, int running) {
+        struct session *s = r->sess;
+        int rc;
+
+        int sess_len = 0;
+
+        if (c->preempted_this_step)
+                return -EAGAIN;
+        if (s) {
+                sessions_take_prefix(c, r);
+                sess_len = r->seq.len;
+        }
+        prefix_attach(c, r);
+        rc = make_room(c, r, r->n_prompt + 1, running, false);
         if (rc < 0) {
-                request_fail(r, -rc, "cannot reserve the KV cache: %s", strerror(-rc));
+                if (s) {
+                        /* back to the session (evictable while we wait) with what it had: the
+                         * history it keeps describes exactly its first sess_len tokens */
+                        dsv_kv_seq_truncate(c->kv, &r->seq, sess_len);
+                        s->seq = r->seq;
+                        s->n_exact = MIN(r->n_exact, sess_len);
+                        memset(&r->seq, 0, sizeof(r->seq));
+                } else {
+                        dsv_kv_seq_release(c->kv, &r->seq);
+                }
+                if (rc != -EAGAIN && r->state != REQ_FINISHING)
+                        request_fail(r, -rc, "cannot reserve the KV cache: %s", strerror(-rc));
                 return rc;
         }
         r->admitted = true;
-        r->n_cached = r->seq.len;
-        if (r->n_cached)
-                DSV_METRIC_ADD(c->metrics, cached_tokens_total, r->n_cached);
-        r->t_start = dsv_now_ns();
+        if (!r->n_preempted) {
+                r->n_cached = r->seq.len;
+                if (r->n_cached)
+                        DSV_METRIC_ADD(c->metrics, cached_tokens_total, r->n_cached);
+                r->t_start = dsv_now_ns();
+        }
         return 0;
 }
+
+/* ------------------------------------------------------------------ the batch */
 
 static int batch_reserve(struct dsv_core *c, size_t n_tok, size_t n_seq) {
         size_t cap, v = (size_t)c->p.vocab_size;
@@ -111,12 +271,89 @@ static void add_seq(struct dsv_core *c, struct request *r, bool row) {
         c->b_n_seqs++;
 }
 
+static bool in_batch(const struct dsv_core *c, const struct request *r) {
+        for (int s = 0; s < c->b_n_seqs; s++)
+                if (c->b_req[s] == r)
+                        return true;
+        return false;
+}
+
 int sched_build(struct dsv_core *c) {
         const struct dsv_engine_tunables *tun = &c->tun;
-        int budget = tun->batch_tokens, rc;
+        int budget, rc, running_now = 0, n_decode = 0;
         uint32_t running = 0, waiting = 0, parked = 0, prefilling = 0;
+        struct ranked *order;
+        size_t n = 0;
 
         c->b_tokens = c->b_n_seqs = c->b_rows = 0;
+        c->preempted_this_step = false;
+        order = malloc((c->n_reqs + 1) * sizeof(*order));
+        if (!order || batch_reserve(c, (size_t)tun->batch_tokens + c->n_reqs + 1, c->n_reqs + 1) < 0) {
+                free(order);
+                log_error("Engine: out of memory building a batch");
+                return 0;
+        }
+        for (size_t i = 0; i < c->n_reqs; i++)
+                if (c->reqs[i]->state != REQ_FINISHING) {
+                        order[n].r = c->reqs[i];
+                        order[n].served = sched_served(c, c->reqs[i]->uid);
+                        n++;
+                }
+        qsort(order, n, sizeof(*order), ranked_cmp);
+        for (size_t i = 0; i < n; i++) {
+                running_now += order[i].r->state == REQ_RUNNING;
+                n_decode += order[i].r->state == REQ_RUNNING && !request_parked(order[i].r);
+        }
+        n_decode = MIN(n_decode, tun->max_running);
+
+        /* prompt chunks first, in rank order (an admission may preempt lower-ranked requests),
+         * with what the decode tokens of the running requests leave of the budget */
+        budget = tun->batch_tokens - n_decode;
+        for (size_t i = 0; i < n && budget > 0 && c->b_n_seqs < tun->max_running - n_decode; i++) {
+                struct request *r = order[i].r;
+                int chunk, left;
+                if (r->state != REQ_WAITING)
+                        continue;
+                if (r->sess_wait && (!sessions_attach(c, r) || r->sess_wait))
+                        continue; /* its session is not free yet (or it failed) */
+                if (!r->admitted) {
+                        rc = admit(c, r, running_now);
+                        if (rc == -EAGAIN)
+                                break; /* in rank order: wait for pages */
+                        if (rc < 0)
+                                continue;
+                }
+                left = r->n_prompt - r->seq.len;
+                chunk = MIN(budget, left);
+                if (chunk < left && left - chunk < 2)
+                        chunk = left - 2; /* leave two for the next step, not one */
+                if (chunk < 2 && left > 1) {
+                        if (tun->batch_tokens - running_now >= 2)
+                                break; /* a later step has room for two */
+                        chunk = MIN(budget, left); /* a budget this small never will */
+                }
+                if (chunk >= 2 && r->n_exact == r->seq.len)
+                        r->n_exact += chunk;
+                for (int j = 0; j < chunk; j++) {
+                        int p = r->seq.len + j;
+                        add_token(c, r->tokens[p], p, p == r->n_prompt - 1);
+                }
+                add_seq(c, r, r->seq.len + chunk == r->n_prompt);
+                budget -= chunk;
+        }
+        /* then one decode token of every running request (a page when it needs one) */
+        for (size_t i = 0; i < n && c->b_n_seqs < tun->max_running && c->b_tokens < tun->batch_tokens; i++) {
+                struct request *r = order[i].r;
+                if (r->state != REQ_RUNNING || request_parked(r))
+                        continue;
+                rc = make_room(c, r, r->seq.len + 1, 0, true);
+                if (rc < 0)
+                        continue; /* preempted (it waits again) or failed */
+                add_token(c, r->tokens[r->seq.len], r->seq.len, true);
+                add_seq(c, r, true);
+        }
+        free(order);
+
         for (size_t i = 0; i < c->n_reqs; i++) {
                 const struct request *r = c->reqs[i];
                 if (r->state == REQ_RUNNING) {
@@ -129,51 +366,11 @@ int sched_build(struct dsv_core *c) {
                                 waiting++;
                 }
         }
-        if (batch_reserve(c, (size_t)(budget + (int)running + 1), c->n_reqs + 1) < 0) {
-                log_error("Engine: out of memory building a batch");
-                return 0;
-        }
-        /* decode tokens first */
-        for (size_t i = 0; i < c->n_reqs && budget > 0 && c->b_n_seqs < tun->max_running; i++) {
-                struct request *r = c->reqs[i];
-                if (r->state != REQ_RUNNING || request_parked(r))
-                        continue;
-                add_token(c, r->tokens[r->seq.len], r->seq.len, true);
-                add_seq(c, r, true);
-                budget--;
-        }
-        /* then prompt chunks */
-        for (size_t i = 0; i < c->n_reqs && budget > 0 && c->b_n_seqs < tun->max_running; i++) {
-                struct request *r = c->reqs[i];
-                int chunk, left;
-                if (r->state != REQ_WAITING)
-                        continue;
-                if (r->sess_wait && (!sessions_attach(c, r) || r->sess_wait))
-                        continue; /* its session is not free yet (or it failed) */
-                if (!r->admitted) {
-                        rc = admit(c, r);
-                        if (rc == -EAGAIN)
-                                break; /* first come, first served: wait for pages */
-                        if (rc < 0)
-                                continue;
-                }
-                left = r->n_prompt - r->seq.len;
-                chunk = MIN(budget, left);
-                if (chunk < left && left - chunk < 2)
-                        chunk = left - 2; /* leave two for the next step, not one */
-                if (chunk < 2 && left > 1) {
-                        if (tun->batch_tokens - (int)running >= 2)
-                                break; /* a later step has room for two */
-                        chunk = MIN(budget, left); /* a budget this small never will */
-                }
-                if (chunk >= 2 && r->n_exact == r->seq.len)
-                        r->n_exact += chunk;
-                for (int j = 0; j < chunk; j++) {
-                        int p = r->seq.len + j;
-                        add_token(c, r->tokens[p], p, p == r->n_prompt - 1);
-                }
-                add_seq(c, r, r->seq.len + chunk == r->n_prompt);
-                budget -= chunk;
+        for (int s = 0; s < c->b_n_seqs; s++) {
+                int k = 0;
+                for (int t = 0; t < c->b_tokens; t++)
+                        k += c->b_seq[t] == s;
+                sched_serve(c, c->b_req[s]->uid, k);
         }
         DSV_METRIC_SET(c->metrics, requests_running, running);
         DSV_METRIC_SET(c->metrics, requests_waiting, waiting);

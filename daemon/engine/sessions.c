@@ -78,7 +78,7 @@ int64_t sessions_evictable_pages(const struct dsv_core *c) {
 }
 
 void sessions_evict(struct dsv_core *c, int need) {
-        for (struct session *s = c->s_head; s && c->kv->n_free < need; s = s->next) {
+        for (struct session *s = c->s_head; s && dsv_kv_pool_available(c->kv) < need; s = s->next) {
                 if (!session_evictable(s))
                         continue;
                 log_debug("Session '%s' of uid %u: evicting %d KV pages (%d tokens)", s->name, (unsigned)s->uid,
@@ -93,6 +93,23 @@ void sessions_evict(struct dsv_core *c, int need) {
  * unpinned one (of any uid). -EDQUOT when every session is busy or pinned. */
 static int session_new(struct dsv_core *c, uid_t uid, const char *name, struct session **ret) {
         struct session *s;
+        if (c->tun.max_sessions_per_uid > 0) {
+                int mine = 0;
+                struct session *victim = NULL;
+                for (s = c->s_head; s; s = s->next)
+                        if (s->uid == uid) {
+                                mine++;
+                                if (!victim && !s->busy && !s->pinned)
+                                        victim = s;
+                        }
+                if (mine >= c->tun.max_sessions_per_uid) {
+                        if (!victim)
+                                return -EUSERS;
+                        log_debug("Session '%s' of uid %u closed to make room (max-sessions-per-uid %d)", victim->name,
+                                  (unsigned)uid, c->tun.max_sessions_per_uid);
+                        session_free(c, victim);
+                }
+        }
         if (c->n_sessions >= c->tun.max_sessions) {
                 struct session *victim = NULL;
                 for (s = c->s_head; s && !victim; s = s->next)
@@ -164,7 +181,8 @@ void sessions_publish(struct dsv_core *c) {
         DSV_METRIC_SET(c->metrics, sessions, n);
         DSV_METRIC_SET(c->metrics, sessions_pinned, pinned);
         DSV_METRIC_SET(c->metrics, session_pages, pages);
-        DSV_METRIC_SET(c->metrics, kv_pages_used, c->kv->n_pages - c->kv->n_free);
+        DSV_METRIC_SET(c->metrics, kv_pages_used, dsv_kv_pool_in_use(c->kv));
+        DSV_METRIC_SET(c->metrics, kv_pages_cached, c->kv->n_cached);
 }
 
 static void reply_fill(struct request *r, const struct session *s) {
@@ -197,6 +215,11 @@ void sessions_op(struct dsv_core *c, struct request *r) {
                                 return;
                         }
                         rc = session_new(c, uid, in->session, &s);
+                        if (rc == -EUSERS) {
+                                request_fail(r, EDQUOT, "uid %u has %d sessions, all busy or pinned (max-sessions-per-uid); close some",
+                                             (unsigned)uid, c->tun.max_sessions_per_uid);
+                                return;
+                        }
                         if (rc == -EDQUOT) {
                                 request_fail(r, EDQUOT, "too many sessions: all %d are busy or pinned (max-sessions); close some",
                                              c->n_sessions);
@@ -260,6 +283,12 @@ bool sessions_attach(struct dsv_core *c, struct request *r) {
         int rc;
         if (!s) {
                 rc = session_new(c, r->uid, r->in->session, &s);
+                if (rc == -EUSERS) {
+                        request_fail(r, EDQUOT,
+                                     "cannot create session '%s': uid %u has %d sessions, all busy or pinned (max-sessions-per-uid)",
+                                     r->in->session, (unsigned)r->uid, c->tun.max_sessions_per_uid);
+                        return false;
+                }
                 if (rc == -EDQUOT) {
                         request_fail(r, EDQUOT, "cannot create session '%s': all %d sessions are busy or pinned (max-sessions)",
                                      r->in->session, c->n_sessions);

@@ -43,6 +43,23 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
         return 0;
 }
 
+/* What must agree for cached KV (the prefix cache, snapshots) to be reused: config.json and
+ * the tensor index of the checkpoint, and the numerics (they set the KV format). */
+static uint64_t fingerprint(const char *dir, enum dsv_numerics num) {
+        static const char *const files[] = {"config.json", "model.safetensors.index.json"};
+        uint64_t h = 1469598103934665603ull ^ (uint64_t)num;
+        for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+                _cleanup_free_ char *path = NULL, *data = NULL;
+                size_t n = 0;
+                if (asprintf(&path, "%s/%s", dir, files[i]) < 0 || dsv_read_file(path, 64u << 20, &data, &n) < 0)
+                        continue;
+                for (size_t j = 0; j < n; j++)
+                        h = (h ^ (uint8_t)data[j]) * 1099511628211ull;
+                h ^= n;
+        }
+        return h;
+}
+
 int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret, struct dsv_error *err) {
         struct dsv_runtime *rt = calloc(1, sizeof(*rt));
         struct dsv_kv_layout L;
@@ -55,6 +72,7 @@ int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret,
                 goto fail;
         rt->cfg = dsv_model_get_config(rt->model);
         rt->numerics = dsv_model_numerics(rt->model);
+        rt->fingerprint = fingerprint(o->model_dir, rt->numerics);
         dsv_kv_layout_init(&L, rt->cfg, dsv_numerics_kv_format(rt->numerics), DSV_KV_PAGE_TOKENS);
         rt->kv_page_bytes = (uint64_t)L.n_layers * L.layer_page_bytes;
         rt->kv_bytes_per_token = dsv_kv_bytes_per_token(&L);

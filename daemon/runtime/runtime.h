@@ -33,6 +33,7 @@ struct dsv_runtime {
         uint64_t kv_page_bytes;    /* one page of every layer */
         uint64_t kv_bytes_per_token;
         char backend_note[1024];   /* auto: why the GPU backend was not used ("" when it was) */
+        uint64_t fingerprint;      /* the checkpoint (config and tensor index) and the numerics */
 };
 
 /* err says what failed (the backend, the checkpoint, the KV size that does not fit). */

@@ -958,6 +958,9 @@ static void tunables_of(const struct dsv_server_config *cfg, struct dsv_engine_t
         t->max_sessions = cfg->max_sessions;
         t->session_pin_quota = cfg->session_pin_quota;
         t->session_idle_timeout_s = cfg->session_idle_timeout_s;
+        t->max_sessions_per_uid = cfg->max_sessions_per_uid;
+        t->prefix_cache = strcmp(cfg->prefix_cache, "yes") == 0;
+        t->prefix_cache_share = strcmp(cfg->prefix_cache_share, "yes") == 0;
 }
 
 static void reload(struct dsv_server *s) {

@@ -33,6 +33,9 @@ struct dsv_server_config {
         int session_pin_quota;
         int session_name_max;
         int session_idle_timeout_s;
+        int max_sessions_per_uid;
+        char *prefix_cache;
+        char *prefix_cache_share;
         int max_ring_kib;
         int spin_us;
         int stop_timeout_s;

@@ -240,6 +240,7 @@ static const struct dsv_backend_ops cpu_ops = {
         .supports_op = cpu_supports,
         .compute = cpu_compute,
         .alloc_host = cpu_alloc_host,
+        .copy = cpu_copy,
         .free_host = cpu_free_host,
 };
 

@@ -79,6 +79,11 @@ tests_ipc_test_daemon_session_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 tests_ipc_test_daemon_session_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-session
 
+check_PROGRAMS += tests/ipc/test-daemon-prefix
+tests_ipc_test_daemon_prefix_SOURCES = tests/ipc/test-daemon-prefix.c $(HARNESS)
+tests_ipc_test_daemon_prefix_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-prefix
+
 check_PROGRAMS += tests/ipc/test-daemon-signals
 tests_ipc_test_daemon_signals_SOURCES = tests/ipc/test-daemon-signals.c $(HARNESS)
 tests_ipc_test_daemon_signals_LDADD = $(DAEMON_TEST_LIBS)

@@ -1052,7 +1052,11 @@ static void test_cli(void) {
 }
 
 int main(void) {
-        static const char *const args_a[] = {"--max-tokens-limit",
+        /* sessions alone here (the prefix cache has tests/ipc/test-daemon-prefix.c): the STATS
+         * counts of reused tokens are the sessions' */
+        static const char *const args_a[] = {"--prefix-cache",
+                                             "no",
+                                             "--max-tokens-limit",
                                              "5000",
                                              "--session-pin-quota",
                                              "2",
@@ -1063,7 +1067,7 @@ int main(void) {
                                              "--allow-users",
                                              "root,65534",
                                              NULL};
-        static const char *const args_b[] = {"--kv-cache-mb", "1", "--max-prompt-bytes", "65536", NULL};
+        static const char *const args_b[] = {"--kv-cache-mb", "1", "--max-prompt-bytes", "65536", "--prefix-cache", "no", NULL};
         static const char *const args_c[] = {"--max-sessions",
                                              "3",
                                              "--session-pin-quota",

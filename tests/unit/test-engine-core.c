@@ -3,7 +3,8 @@
  * fake checks every batch with the forward pass's own plan (daemon/model/plan.c) and
  * answers with logits whose greedy token is a known function of (token, position), so
  * every expected output is computed here independently. The KV pool is a real one (pages
- * are the resource being scheduled). */
+ * are the resource being scheduled): the prefix cache, preemption (every preempted request
+ * ends with the output it has alone), priorities and fairness across uids are checked on it. */
 #include "config.h"
 
 #include "daemon/engine/core.h"
@@ -95,12 +96,14 @@ static const struct dsv_engine_sink sink = {
 
 /* ------------------------------------------------------------------ helpers */
 
+static uid_t cur_uid = 1000;
+
 static struct dsv_engine_request *gen(struct client *c, uint64_t id, const int32_t *prompt, int n, uint32_t max_tokens) {
         struct dsv_engine_request *r = calloc(1, sizeof(*r));
         REQUIRE(r, "oom");
         r->client = c;
         c->refs++;
-        r->uid = 1000;
+        r->uid = cur_uid;
         r->id = id;
         r->kind = DSV_REQUEST_GENERATE;
         r->tokens = malloc((size_t)n * sizeof(int32_t));
@@ -214,6 +217,23 @@ int main(void) {
                         CHECK(cl[i].n_ids == 60 && memcmp(cl[i].ids, want[i], sizeof(want[i])) == 0,
                               "request %d under pressure: %d tokens, error '%s'", i, cl[i].n_ids, cl[i].error);
                 CHECK(kv->n_free == n_pages, "pages back: %d", kv->n_free);
+                /* three that fit at admission (2 pages each) and grow to 7 pages each: preemptions */
+                struct client g[3] = {{0}};
+                int32_t gp[3][100], gw[3][300];
+                for (int i = 0; i < 3; i++) {
+                        prompt_of(gp[i], 100, 25 + i);
+                        expect(gp[i], 100, 300, gw[i]);
+                        REQUIRE(dsv_core_add(&core, gen(&g[i], 25 + (uint64_t)i, gp[i], 100, 300), 0, NULL) == 0, "add");
+                }
+                run(&core, 5000);
+                for (int i = 0; i < 3; i++)
+                        CHECK(g[i].n_ids == 300 && memcmp(g[i].ids, gw[i], sizeof(gw[i])) == 0,
+                              "growing request %d: %d tokens, error '%s'", i, g[i].n_ids, g[i].error);
+                struct dsv_engine_metrics mt;
+                dsv_metrics_read(&metrics, dsv_now_ns(), &mt);
+                CHECK(mt.preemptions_total > 0, "3 requests growing to 7 pages each in 12 pages: no preemption?");
+                CHECK(kv->n_free == n_pages, "pages back: %d", kv->n_free);
+                printf("pressure: %llu preemptions\n", (unsigned long long)mt.preemptions_total);
                 /* one larger than the whole pool is refused at once */
                 struct client big = {0};
                 int32_t bp[8];
@@ -330,6 +350,104 @@ int main(void) {
                 CHECK(a.n_error == 5 && strstr(a.error, "injected failure") && n_forward_fail == 1, "forward failure: %s", a.error);
                 CHECK(a.refs == 0 && a.ended == 5 && kv->n_free == n_pages, "released: refs %d ended %d pages %d", a.refs, a.ended,
                       kv->n_free);
+        }
+        /* 8. the prefix cache: another request (no session) with the same 200-token prefix maps its
+         * three full pages (192 tokens) and gives the cold output; another uid does not hit unless
+         * sharing is on; with nothing running, no page is in use */
+        {
+                struct client a = {0}, b = {0}, o = {0}, sh = {0};
+                int32_t p1[200], p2[250], want[8];
+                core.tun.prefix_cache = true;
+                prompt_of(p1, 200, 80);
+                memcpy(p2, p1, sizeof(p1));
+                prompt_of(p2 + 200, 50, 81);
+                REQUIRE(dsv_core_add(&core, gen(&a, 80, p1, 200, 4), 0, NULL) == 0, "add");
+                run(&core, 100);
+                CHECK(a.n_done == 1 && a.last.done.cached_tokens == 0, "cold: cached %u", a.last.done.cached_tokens);
+                CHECK(dsv_kv_pool_in_use(kv) == 0 && kv->n_cached == 3, "after the first: %d in use, %d cached",
+                      dsv_kv_pool_in_use(kv), kv->n_cached);
+                expect(p2, 250, 8, want);
+                REQUIRE(dsv_core_add(&core, gen(&b, 81, p2, 250, 8), 0, NULL) == 0, "add");
+                run(&core, 100);
+                CHECK(b.n_done == 1 && b.last.done.cached_tokens == 192 && b.n_ids == 8 && !memcmp(b.ids, want, sizeof(want)),
+                      "warm: cached %u, %d tokens", b.last.done.cached_tokens, b.n_ids);
+                cur_uid = 2000;
+                REQUIRE(dsv_core_add(&core, gen(&o, 82, p2, 250, 8), 0, NULL) == 0, "add");
+                run(&core, 100);
+                CHECK(o.n_done == 1 && o.last.done.cached_tokens == 0 && !memcmp(o.ids, want, sizeof(want)),
+                      "another uid must not hit: cached %u", o.last.done.cached_tokens);
+                core.tun.prefix_cache_share = true;
+                REQUIRE(dsv_core_add(&core, gen(&sh, 83, p1, 200, 4), 0, NULL) == 0, "add");
+                run(&core, 100);
+                REQUIRE(dsv_core_add(&core, gen(&sh, 84, p2, 250, 8), 0, NULL) == 0, "add");
+                run(&core, 100);
+                CHECK(sh.n_done == 2 && sh.last.done.cached_tokens == 192, "shared across uids: cached %u",
+                      sh.last.done.cached_tokens);
+                core.tun.prefix_cache_share = false;
+                cur_uid = 1000;
+                CHECK(dsv_kv_pool_in_use(kv) == 0, "%d pages in use with nothing running", dsv_kv_pool_in_use(kv));
+        }
+        /* 9. fairness: uid 3000 queues 40 requests, then uid 4000 one: it is in the next step's batch,
+         * as on an idle engine */
+        {
+                static struct client flood[40];
+                struct client lone = {0};
+                int32_t p[40];
+                memset(flood, 0, sizeof(flood));
+                cur_uid = 3000;
+                for (int i = 0; i < 40; i++) {
+                        prompt_of(p, 40, 90 + i);
+                        REQUIRE(dsv_core_add(&core, gen(&flood[i], 100 + (uint64_t)i, p, 40, 30), 0, NULL) == 0, "add");
+                }
+                for (int i = 0; i < 3; i++)
+                        dsv_core_step(&core);
+                cur_uid = 4000;
+                prompt_of(p, 40, 99);
+                REQUIRE(dsv_core_add(&core, gen(&lone, 200, p, 40, 30), 0, NULL) == 0, "add");
+                int steps = 0;
+                while (lone.n_ids == 0 && steps < 100) {
+                        dsv_core_step(&core);
+                        steps++;
+                }
+                CHECK(steps == 1, "the lone uid's first token took %d steps behind a flood of 40 (idle: 1)", steps);
+                run(&core, 3000);
+                int done = 0;
+                for (int i = 0; i < 40; i++)
+                        done += flood[i].n_done;
+                CHECK(done == 40 && lone.n_done == 1, "all finish: %d", done);
+                cur_uid = 1000;
+        }
+        /* 10. priority: a higher-priority request takes the pages of running lower-priority ones,
+         * which end with their own output anyway */
+        {
+                struct client lo[2] = {{0}}, hi = {0};
+                int32_t p[3][300], want[3][200];
+                core.tun.prefix_cache = false;
+                for (int i = 0; i < 2; i++) {
+                        prompt_of(p[i], 300, 110 + i);
+                        expect(p[i], 300, 200, want[i]);
+                        REQUIRE(dsv_core_add(&core, gen(&lo[i], 110 + (uint64_t)i, p[i], 300, 200), 0, NULL) == 0, "add");
+                }
+                for (int i = 0; i < 12; i++)
+                        dsv_core_step(&core);
+                prompt_of(p[2], 300, 112);
+                expect(p[2], 300, 200, want[2]);
+                struct dsv_engine_request *r = gen(&hi, 112, p[2], 300, 200);
+                r->priority = 5;
+                REQUIRE(dsv_core_add(&core, r, 0, NULL) == 0, "add");
+                int steps = 0;
+                while (hi.n_ids == 0 && steps < 50) {
+                        dsv_core_step(&core);
+                        steps++;
+                }
+                CHECK(steps <= 6, "the high-priority request waited %d steps", steps);
+                run(&core, 3000);
+                for (int i = 0; i < 2; i++)
+                        CHECK(lo[i].n_ids == 200 && !memcmp(lo[i].ids, want[i], sizeof(want[i])), "low %d: %d tokens", i,
+                              lo[i].n_ids);
+                CHECK(hi.n_ids == 200 && !memcmp(hi.ids, want[2], sizeof(want[2])), "high: %d tokens", hi.n_ids);
+                CHECK(lo[0].last.done.preempted + lo[1].last.done.preempted > 0, "nobody was preempted");
+                CHECK(dsv_kv_pool_in_use(kv) == 0, "pages in use: %d", dsv_kv_pool_in_use(kv));
         }
         printf("%d forward passes\n", n_forward);
         dsv_core_done(&core);

@@ -86,6 +86,79 @@ static double rel_diff(const float *a, const float *b, size_t n) {
         return d / s;
 }
 
+/* Shared and content-addressed pages: register, look up (key, parent and tokens must all
+ * match), cached pages reclaimed least recently cached first when the free stack is empty,
+ * copy-on-write of a shared tail page (bytes copied, the original untouched), a sole holder
+ * truncating into its registered page unregisters it. */
+static void test_sharing(struct dsv_backend *be, const struct dsv_model_config *cfg) {
+        struct dsv_kv_pool *p;
+        struct dsv_kv_seq a = {0}, b = {0}, c = {0};
+        struct dsv_kv_key seed, k0, k1, other;
+        int32_t tok[2 * PT], tok2[PT];
+
+        REQUIRE(dsv_kv_pool_new(be, cfg, DSV_KV_F32, 4, &p) == 0, "pool");
+        for (int i = 0; i < 2 * PT; i++)
+                tok[i] = 10 + i;
+        for (int i = 0; i < PT; i++)
+                tok2[i] = tok[i] + (i == 17);
+        dsv_kv_chain_seed(77, 1, &seed);
+        dsv_kv_chain_key(&seed, tok, PT, &k0);
+        dsv_kv_chain_key(&k0, tok + PT, PT, &k1);
+        dsv_kv_chain_key(&seed, tok2, PT, &other);
+        CHECK(memcmp(&k0, &other, sizeof(k0)) != 0, "one token apart, same key");
+        dsv_kv_chain_seed(77, 2, &other);
+        CHECK(memcmp(&seed, &other, sizeof(seed)) != 0, "another scope, same seed");
+
+        /* a computes two pages and registers them */
+        REQUIRE(dsv_kv_seq_reserve(p, &a, 2 * PT) == 0, "reserve");
+        a.len = 2 * PT;
+        memset((uint8_t *)p->base + (size_t)a.pages[1] * p->page_bytes, 0x5a, p->page_bytes);
+        dsv_kv_page_register(p, a.pages[0], &k0, &seed, tok);
+        dsv_kv_page_register(p, a.pages[1], &k1, &k0, tok + PT);
+        CHECK(p->n_registered == 2 && dsv_kv_page_lookup(p, &k0, &seed, tok) == a.pages[0] &&
+                      dsv_kv_page_lookup(p, &k1, &k0, tok + PT) == a.pages[1],
+              "lookup of registered pages");
+        CHECK(dsv_kv_page_lookup(p, &k0, &seed, tok2) == -1 && dsv_kv_page_lookup(p, &k1, &seed, tok + PT) == -1,
+              "a lookup must match tokens and parent");
+        /* b maps both: shared, nothing allocated */
+        CHECK(dsv_kv_seq_append_cached(p, &b, a.pages[0]) == 0 && dsv_kv_seq_append_cached(p, &b, a.pages[1]) == 0 &&
+                      b.len == 2 * PT && p->n_free == 2 && p->page[a.pages[1]].ref == 2,
+              "append cached: len %d, %d free", b.len, p->n_free);
+        CHECK(dsv_kv_seq_append_cached(p, &c, 3) == -EINVAL, "an unregistered page cannot be appended");
+        /* b truncates into the shared second page: it gets a copy with the same bytes */
+        int32_t shared = b.pages[1];
+        CHECK(dsv_kv_seq_truncate(p, &b, PT + 10) == 0 && b.pages[1] != shared && p->n_copied == 1 &&
+                      p->page[shared].ref == 1 && p->page[shared].registered,
+              "copy-on-write of the shared tail");
+        CHECK(!memcmp((uint8_t *)p->base + (size_t)b.pages[1] * p->page_bytes,
+                      (uint8_t *)p->base + (size_t)shared * p->page_bytes, p->page_bytes),
+              "the copy holds the page's bytes");
+        /* a releases: its pages stay cached (registered, unreferenced) except what b holds */
+        dsv_kv_seq_release(p, &a);
+        CHECK(p->n_cached == 1 && dsv_kv_pool_in_use(p) == 2 && dsv_kv_pool_available(p) == 2,
+              "after release: %d cached, %d in use", p->n_cached, dsv_kv_pool_in_use(p));
+        dsv_kv_seq_release(p, &b);
+        CHECK(p->n_cached == 2 && p->n_free == 2 && dsv_kv_pool_in_use(p) == 0, "all released: %d cached", p->n_cached);
+        /* the free stack runs out: cached pages are reclaimed, the least recently cached first
+         * (a released the second page first; b released the first page last) */
+        REQUIRE(dsv_kv_seq_reserve(p, &c, 3 * PT) == 0, "reserve over cached pages");
+        CHECK(p->n_reclaimed == 1 && p->n_registered == 1 && dsv_kv_page_lookup(p, &k1, &k0, tok + PT) == -1 &&
+                      dsv_kv_page_lookup(p, &k0, &seed, tok) >= 0,
+              "reclaim order: %llu reclaimed", (unsigned long long)p->n_reclaimed);
+        CHECK(dsv_kv_seq_reserve(p, &c, 5 * PT) == -ENOSPC && c.n_pages == 3, "more than the pool");
+        dsv_kv_seq_release(p, &c);
+        /* a sole holder truncating into its registered page unregisters it */
+        int32_t pg = dsv_kv_page_lookup(p, &k0, &seed, tok);
+        REQUIRE(pg >= 0, "k0 still cached");
+        CHECK(dsv_kv_seq_append_cached(p, &a, pg) == 0 && dsv_kv_seq_truncate(p, &a, 10) == 0 && !p->page[pg].registered &&
+                      a.pages[0] == pg && p->n_registered == 0,
+              "truncate into a registered page held alone");
+        dsv_kv_seq_release(p, &a);
+        CHECK(p->n_free + p->n_cached == p->n_pages, "pages lost: %d free %d cached of %d", p->n_free, p->n_cached,
+              p->n_pages);
+        dsv_kv_pool_free(p);
+}
+
 static void test_model(struct dsv_backend *be) {
         enum { N_A = 100, KEEP = 70, N_B = 50 };
         const char *dir = fixture_tiny("kv-cache-tiny", 11);
@@ -145,6 +218,7 @@ int main(void) {
         REQUIRE(dsv_backend_cpu_new(1, &be) == 0, "backend");
         REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0, "%s", err.msg);
         test_accounting(be, &cfg);
+        test_sharing(be, &cfg);
         test_model(be);
         dsv_backend_free(be);
         return test_result("test-kv-cache");

@@ -1,0 +1,166 @@
+/* The prefix cache through the daemon (issue: content-addressed KV pages): a request that
+ * shares a 500-token prefix with an earlier one of the same uid (another session, or none)
+ * prefills only the rest (DONE's cached tokens: the 7 full pages, 448 tokens; the same prompt
+ * again: 8 pages, 512) and generates
+ * exactly what a daemon without the cache generates; another uid does not hit unless
+ * prefix-cache-share is on; with no request or session left, no page is in use (cached
+ * pages are not "used"). Greedy and seeded sampling. */
+#include "config.h"
+
+#include <grp.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include <sys/stat.h>
+
+#include "client/dsv32.h"
+#include "tests/ipc/harness.h"
+
+#define NOBODY 65534
+
+static struct h_daemon dcache, dcold, dshare;
+
+struct toks {
+        int32_t t[1024];
+        int n;
+};
+
+static int collect_cb(void *ud, const int32_t *t, size_t n, const char *text, size_t len) {
+        struct toks *c = ud;
+        for (size_t i = 0; i < n && c->n < 1024; i++)
+                c->t[c->n++] = t[i];
+        return 0;
+}
+
+static dsv32_client *connect_to(const struct h_daemon *d) {
+        struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = d->socket};
+        dsv32_client *c = NULL;
+        int r = dsv32_connect(&o, &c);
+        CHECK(r == 0, "connect %s: %s", d->socket, dsv32_last_error(NULL));
+        return c;
+}
+
+/* 0 on success; the reply's tokens in out, its cached prompt tokens in *cached */
+static int gen(dsv32_client *c, const struct toks *p, const char *session, bool seeded, struct toks *out, uint32_t *cached) {
+        struct dsv32_request q = {.struct_size = sizeof(q), .tokens = p->t, .n_tokens = (size_t)p->n, .max_tokens = 16,
+                                  .flags = DSV32_REQ_IGNORE_EOS, .session = session};
+        struct dsv32_result res;
+        int r;
+        if (seeded) {
+                q.temperature = 0.8f;
+                q.top_p = 0.95f;
+                q.seed = 4242;
+                q.flags |= DSV32_REQ_SEED;
+        }
+        out->n = 0;
+        r = dsv32_generate(c, &q, collect_cb, out, &res);
+        if (cached)
+                *cached = r == 0 ? res.usage.cached_tokens : 9999;
+        return r;
+}
+
+static bool same(const struct toks *a, const struct toks *b) {
+        return a->n == b->n && !memcmp(a->t, b->t, (size_t)a->n * sizeof(int32_t));
+}
+
+static void prompt(struct toks *p, int n, uint64_t seed) {
+        p->t[0] = 0;
+        for (int i = 1; i < n; i++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                p->t[i] = 2 + (int32_t)((seed >> 33) % 4000);
+        }
+        p->n = n;
+}
+
+/* as uid nobody: generates p on d and exits 0 when it reused exactly want_cached tokens */
+static void other_uid(const struct h_daemon *d, const struct toks *p, uint32_t want_cached, const char *what) {
+        pid_t pid = fork();
+        int st;
+        REQUIRE(pid >= 0, "fork");
+        if (pid == 0) {
+                struct toks o;
+                uint32_t cached;
+                if (setgroups(0, NULL) < 0 || setresgid(NOBODY, NOBODY, NOBODY) < 0 || setresuid(NOBODY, NOBODY, NOBODY) < 0)
+                        _exit(2);
+                dsv32_client *x = connect_to(d);
+                if (!x || gen(x, p, NULL, false, &o, &cached) < 0) {
+                        fprintf(stderr, "uid %d: %s\n", NOBODY, dsv32_last_error(x));
+                        _exit(1);
+                }
+                if (cached != want_cached) {
+                        fprintf(stderr, "uid %d %s: %u tokens reused, want %u\n", NOBODY, what, cached, want_cached);
+                        _exit(1);
+                }
+                _exit(0);
+        }
+        CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "another uid: %s", what);
+}
+
+int main(void) {
+        static const char *const args_cache[] = {"--socket-mode", "0666", "--allow-users", "root,65534", NULL};
+        static const char *const args_cold[] = {"--prefix-cache", "no", NULL};
+        static const char *const args_share[] = {"--socket-mode", "0666", "--allow-users", "root,65534", "--prefix-cache-share",
+                                                 "yes", NULL};
+        struct toks base, p1, p2, o1, o2, cold1, cold2;
+        struct dsv32_stats s0, s1;
+        uint32_t cached;
+        dsv32_client *c, *k, *sh;
+
+        h_init("prefix", 600);
+        chmod(h_tmpdir(), 0711);
+        h_daemon_start(&dcache, args_cache, NULL);
+        h_daemon_start(&dcold, args_cold, NULL);
+        h_daemon_start(&dshare, args_share, NULL);
+        c = connect_to(&dcache);
+        k = connect_to(&dcold);
+        sh = connect_to(&dshare);
+        REQUIRE(c && k && sh, "connect");
+        REQUIRE(dsv32_stats(c, &s0) == 0, "stats");
+
+        for (int seeded = 0; seeded < 2; seeded++) {
+                char s1n[16], s2n[16];
+                /* two prompts sharing 500 tokens */
+                prompt(&base, 500, 1 + (uint64_t)seeded);
+                p1 = base;
+                p2 = base;
+                for (int i = 0; i < 40; i++) {
+                        p1.t[p1.n++] = 100 + i;
+                        p2.t[p2.n++] = 900 + 3 * i;
+                }
+                snprintf(s1n, sizeof(s1n), "a%d", seeded);
+                snprintf(s2n, sizeof(s2n), "b%d", seeded);
+                CHECK(gen(c, &p1, s1n, seeded, &o1, &cached) == 0 && cached == 0, "first: cached %u",
+                      cached);
+                CHECK(gen(c, &p2, s2n, seeded, &o2, &cached) == 0 && cached == 448, "another session, same prefix: cached %u",
+                      cached);
+                CHECK(gen(k, &p1, NULL, seeded, &cold1, NULL) == 0 && gen(k, &p2, NULL, seeded, &cold2, NULL) == 0, "cold");
+                CHECK(same(&o1, &cold1) && same(&o2, &cold2) && o2.n == 16,
+                      "%s: a prefix-cache hit must generate what a daemon without the cache generates",
+                      seeded ? "seeded" : "greedy");
+                /* no session at all: hits too, now also the page the second prompt's prefill
+                 * completed (tokens 448..511) */
+                CHECK(gen(c, &p2, NULL, seeded, &o2, &cached) == 0 && cached == 512 && same(&o2, &cold2), "no session: cached %u",
+                      cached);
+                CHECK(dsv32_session_close(c, s1n, NULL) == 0 && dsv32_session_close(c, s2n, NULL) == 0, "close");
+        }
+        if (geteuid() == 0) {
+                other_uid(&dcache, &p2, 0, "without sharing");
+                CHECK(gen(sh, &p1, NULL, false, &o1, &cached) == 0 && cached == 0, "share daemon, first");
+                other_uid(&dshare, &p2, 448, "with prefix-cache-share");
+        } else {
+                fprintf(stderr, "SKIP part: another uid (needs root to run a client as nobody)\n");
+        }
+        REQUIRE(dsv32_stats(c, &s1) == 0, "stats");
+        CHECK(s1.kv_pages_used == s0.kv_pages_used, "KV pages in use: %llu, %llu before (nothing runs, no session)",
+              (unsigned long long)s1.kv_pages_used, (unsigned long long)s0.kv_pages_used);
+        CHECK(s1.cached_tokens_total - s0.cached_tokens_total == 2 * (448 + 512), "STATS: %llu cached tokens, want 1920",
+              (unsigned long long)(s1.cached_tokens_total - s0.cached_tokens_total));
+        fprintf(stderr, "prefix cache: 448 of 540 prompt tokens reused across sessions and requests, outputs as cold\n");
+        dsv32_disconnect(c);
+        dsv32_disconnect(k);
+        dsv32_disconnect(sh);
+        CHECK(h_daemon_stop(&dcache, 10) == 0 && h_daemon_stop(&dcold, 10) == 0 && h_daemon_stop(&dshare, 10) == 0,
+              "dsv32d did not exit 0 on SIGTERM");
+        return 0;
+}
