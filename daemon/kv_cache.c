@@ -210,6 +210,16 @@ static void page_put(struct dsv_kv_pool *p, int32_t pg) {
         }
 }
 
+void dsv_kv_page_ref(struct dsv_kv_pool *p, int32_t pg) {
+        if (pg >= 0 && pg < p->n_pages && p->page[pg].ref > 0)
+                p->page[pg].ref++;
+}
+
+void dsv_kv_page_unref(struct dsv_kv_pool *p, int32_t pg) {
+        if (pg >= 0 && pg < p->n_pages && p->page[pg].ref > 0)
+                page_put(p, pg);
+}
+
 static int seq_grow(struct dsv_kv_seq *s, int need) {
         if (need > s->cap) {
                 int cap = MAX(need, 2 * s->cap);

@@ -84,6 +84,10 @@ int dsv_kv_seq_reserve(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
  * tail page that is shared or registered is copied first (-ENOSPC/-EIO when it cannot be:
  * nothing changes). */
 int dsv_kv_seq_truncate(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
+/* One more holder of a page in use (a snapshot being written), and its release. */
+void dsv_kv_page_ref(struct dsv_kv_pool *p, int32_t page);
+void dsv_kv_page_unref(struct dsv_kv_pool *p, int32_t page);
+
 /* Releases all of seq's pages (registered ones stay cached when nobody holds them). */
 void dsv_kv_seq_release(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq);
 

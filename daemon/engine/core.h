@@ -74,6 +74,7 @@ struct request {
         char error_msg[512];
         enum dsv_engine_finish reason;
         bool cancel;
+        bool save_wait; /* SESSIONS_SAVE: waiting for the writes it queued */
         uint64_t t_submit, t_start, t_first, t_end;
 };
 
@@ -98,6 +99,7 @@ struct session {
         struct dsv_kv_seq seq;
         int n_exact;
         bool pinned;
+        bool dirty;   /* changed since its last snapshot */
         struct request *busy;
         uint64_t last_used_ns;
 };
@@ -130,6 +132,8 @@ struct dsv_core {
         bool preempted_this_step;       /* no admissions after a preemption in the same step */
         struct uid_service *uids;
         size_t n_uids, cap_uids;
+        struct dsv_snapshots *snap; /* or NULL: no state directory */
+        uint64_t last_snapshot_ns;
         struct request **reqs;
         size_t n_reqs, cap_reqs;
         /* sessions: LRU list, s_head least recently used */
@@ -187,6 +191,11 @@ void sessions_evict(struct dsv_core *c, int need);
  * it to r */
 void sessions_take_prefix(struct dsv_core *c, struct request *r);
 void sessions_publish(struct dsv_core *c);
+/* Writes the sessions (of uid, or all when uid is (uid_t)-1) that changed since their last
+ * snapshot (all of them when !only_dirty); returns how many were queued. */
+int sessions_save(struct dsv_core *c, uid_t uid, bool only_dirty);
+/* Sessions from the state directory (at start). */
+int sessions_restore(struct dsv_core *c);
 
 /* prefix.c */
 /* Maps the cached pages that continue r's sequence with its prompt (at admission). */

@@ -13,6 +13,7 @@
 
 #include "daemon/engine/core.h"
 #include "daemon/engine/intake.h"
+#include "daemon/engine/snapshot.h"
 #include "daemon/engine/text.h"
 #include "daemon/runtime/runtime.h"
 
@@ -139,11 +140,28 @@ bool dsv_core_step(struct dsv_core *c) {
         struct dsv_error err = {{0}};
         int n_tok, rc;
 
-        /* 1. dead clients, cancellations, a drain past its deadline */
+        /* 0. snapshots: completed writes, then the periodic save */
+        if (c->snap) {
+                int failed = 0;
+                dsv_snapshots_reap(c->snap, &failed);
+                if (c->tun.snapshot_interval_s > 0 &&
+                    dsv_now_ns() - c->last_snapshot_ns >= (uint64_t)c->tun.snapshot_interval_s * 1000000000ull) {
+                        sessions_save(c, (uid_t)-1, true);
+                        c->last_snapshot_ns = dsv_now_ns();
+                }
+        }
+        /* 1. dead clients, cancellations, a drain past its deadline; saves that completed */
         for (size_t i = 0; i < c->n_reqs; i++) {
                 struct request *r = c->reqs[i];
                 if (r->state == REQ_FINISHING)
                         continue;
+                if (r->save_wait) {
+                        if (dsv_snapshots_pending(c->snap) == 0) {
+                                r->save_wait = false;
+                                request_finish(r, DSV_ENGINE_FINISH_STOP);
+                        }
+                        continue;
+                }
                 if (r->cancel || c->sink.gone(c->sink.ud, r->client)) {
                         request_finish(r, DSV_ENGINE_FINISH_CANCELLED);
                 } else if (c->drain_expired) {
@@ -231,7 +249,7 @@ static struct item *queue_take_all(struct queue *q) {
 
 struct dsv_engine {
         struct dsv_engine_opts opts;
-        char *model_dir, *backend_name, *numerics_name;
+        char *model_dir, *backend_name, *numerics_name, *state_dir;
         struct dsv_engine_sink sink;
         pthread_t thread, intake_thread;
         bool thread_started, intake_started;
@@ -369,6 +387,19 @@ static int load(struct dsv_engine *e) {
                 }
                 e->core_ready = true;
         }
+        if (e->opts.state_dir && e->opts.state_dir[0]) {
+                struct dsv_snapshot_opts so = {.dir = e->opts.state_dir, .max_bytes = e->opts.snapshot_max_bytes,
+                                               .fingerprint = e->rt->fingerprint};
+                e->core.tun = e->tun;
+                if ((rc = dsv_snapshots_open(&so, e->rt->kv, &e->core.snap)) < 0) {
+                        snprintf(e->error, sizeof(e->error), "cannot use the state directory %s: %s", e->opts.state_dir,
+                                 strerror(-rc));
+                        return rc;
+                }
+                rc = sessions_restore(&e->core);
+                log_info("State directory %s: %d sessions restored", e->opts.state_dir, MAX(rc, 0));
+                e->core.last_snapshot_ns = dsv_now_ns();
+        }
         {
                 const struct dsv_load_stats *ls = dsv_model_load_stats(e->rt->model);
                 log_info("Loaded %s: %.1f MB of weights in %.2f s (%s); KV cache %d pages of %d tokens (%llu bytes/token)",
@@ -428,6 +459,7 @@ static void take_items(struct dsv_engine *e, struct item *it) {
 
 static void *engine_main(void *ud) {
         struct dsv_engine *e = ud;
+        bool saved_at_stop = false;
         heartbeat(e);
         if (load(e) < 0) {
                 log_error("%s", e->error);
@@ -463,10 +495,20 @@ static void *engine_main(void *ud) {
                 if (e->core_ready) {
                         did = dsv_core_step(&e->core);
                         __atomic_store_n(&e->drain_cut, e->core.drain_cut, __ATOMIC_RELAXED);
+                        /* a drain ends with the sessions written (what changed since the last save) */
+                        if (draining && !saved_at_stop && dsv_core_idle(&e->core)) {
+                                if (e->core.snap) {
+                                        int n = sessions_save(&e->core, (uid_t)-1, true), failed = 0;
+                                        dsv_snapshots_flush(e->core.snap);
+                                        dsv_snapshots_reap(e->core.snap, &failed);
+                                        log_info("Saved %d sessions to %s", n, e->opts.state_dir);
+                                }
+                                saved_at_stop = true;
+                        }
                 }
                 heartbeat(e);
                 {
-                        bool idle = !e->core_ready || dsv_core_idle(&e->core);
+                        bool idle = !e->core_ready || (dsv_core_idle(&e->core) && (!draining || saved_at_stop));
                         bool was = __atomic_exchange_n(&e->idle, idle, __ATOMIC_ACQ_REL);
                         if (idle && !was && draining)
                                 notify_loop(e);
@@ -487,8 +529,12 @@ static void *engine_main(void *ud) {
                 }
                 pthread_mutex_unlock(&e->lock);
         }
-        if (e->core_ready)
-                dsv_core_done(&e->core);
+        {
+                struct dsv_snapshots *snap = e->core.snap;
+                if (e->core_ready)
+                        dsv_core_done(&e->core);
+                dsv_snapshots_free(snap); /* after the sessions: its page references go last */
+        }
         e->core_ready = false;
         return NULL;
 }
@@ -503,6 +549,8 @@ int dsv_engine_start(const struct dsv_engine_opts *opts, const struct dsv_engine
         e->opts = *opts;
         e->sink = *sink;
         e->model_dir = strdup(opts->model_dir);
+        e->state_dir = opts->state_dir && opts->state_dir[0] ? strdup(opts->state_dir) : NULL;
+        e->opts.state_dir = e->state_dir;
         e->backend_name = strdup(opts->backend ? opts->backend : "cpu");
         e->numerics_name = strdup(opts->numerics ? opts->numerics : "faithful");
         e->tun = *tun;
@@ -564,6 +612,7 @@ void dsv_engine_free(struct dsv_engine *e) {
         pthread_cond_destroy(&e->intake_cond);
         pthread_mutex_destroy(&e->lock);
         free(e->model_dir);
+        free(e->state_dir);
         free(e->backend_name);
         free(e->numerics_name);
         free(e);

@@ -55,6 +55,8 @@ struct dsv_engine_opts {
         int threads;         /* CPU threads; 0: all */
         const char *numerics;
         uint64_t kv_cache_bytes;
+        const char *state_dir;        /* sessions saved here and restored at start (NULL: off) */
+        uint64_t snapshot_max_bytes;  /* disk cap of the snapshots (0: none) */
         int notify_fd; /* eventfd: written when the state changes or a drain completes */
 };
 
@@ -68,6 +70,7 @@ struct dsv_engine_tunables {
         int max_sessions_per_uid;   /* 0: no cap of its own */
         bool prefix_cache;          /* content-addressed reuse of full KV pages */
         bool prefix_cache_share;    /* across uids (else each uid has its own) */
+        int snapshot_interval_s;    /* sessions changed since their last save are written this often (0: only at stop) */
 };
 
 enum dsv_engine_state {
@@ -82,6 +85,7 @@ enum dsv_request_kind {
         DSV_REQUEST_SESSION_OPEN,
         DSV_REQUEST_SESSION_CLOSE,
         DSV_REQUEST_SESSION_PIN,
+        DSV_REQUEST_SESSIONS_SAVE, /* write the uid's sessions (uid 0: all) to the state directory now */
         DSV_REQUEST_MAX,
 };
 

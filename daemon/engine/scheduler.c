@@ -294,7 +294,7 @@ int sched_build(struct dsv_core *c) {
                 return 0;
         }
         for (size_t i = 0; i < c->n_reqs; i++)
-                if (c->reqs[i]->state != REQ_FINISHING) {
+                if (c->reqs[i]->state != REQ_FINISHING && !c->reqs[i]->save_wait) {
                         order[n].r = c->reqs[i];
                         order[n].served = sched_served(c, c->reqs[i]->uid);
                         n++;

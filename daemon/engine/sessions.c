@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include "daemon/engine/core.h"
+#include "daemon/engine/snapshot.h"
 
 #include <assert.h>
 
@@ -58,6 +59,13 @@ static void session_free(struct dsv_core *c, struct session *s) {
         c->n_sessions--;
 }
 
+/* A session that ends (closed, idle, replaced): its snapshot goes too. */
+static void session_close(struct dsv_core *c, struct session *s) {
+        if (c->snap)
+                dsv_snapshots_remove(c->snap, s->uid, s->name);
+        session_free(c, s);
+}
+
 void sessions_free_all(struct dsv_core *c) {
         while (c->s_head)
                 session_free(c, c->s_head);
@@ -107,7 +115,7 @@ static int session_new(struct dsv_core *c, uid_t uid, const char *name, struct s
                                 return -EUSERS;
                         log_debug("Session '%s' of uid %u closed to make room (max-sessions-per-uid %d)", victim->name,
                                   (unsigned)uid, c->tun.max_sessions_per_uid);
-                        session_free(c, victim);
+                        session_close(c, victim);
                 }
         }
         if (c->n_sessions >= c->tun.max_sessions) {
@@ -119,7 +127,7 @@ static int session_new(struct dsv_core *c, uid_t uid, const char *name, struct s
                         return -EDQUOT;
                 log_debug("Session '%s' of uid %u closed to make room (max-sessions %d)", victim->name, (unsigned)victim->uid,
                           c->tun.max_sessions);
-                session_free(c, victim);
+                session_close(c, victim);
         }
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -151,6 +159,7 @@ void sessions_return(struct dsv_core *c, struct request *r) {
                 s->seq = r->seq;
                 s->n_exact = MIN(r->n_exact, s->seq.len);
                 memset(&r->seq, 0, sizeof(r->seq));
+                s->dirty = true;
         }
         lru_touch(c, s);
 }
@@ -164,7 +173,7 @@ void sessions_sweep(struct dsv_core *c) {
                 if ((idle && now - s->last_used_ns >= idle) || c->n_sessions > c->tun.max_sessions) {
                         log_debug("Session '%s' of uid %u closed: %s", s->name, (unsigned)s->uid,
                                   c->n_sessions > c->tun.max_sessions ? "over max-sessions" : "idle");
-                        session_free(c, s);
+                        session_close(c, s);
                 }
         }
         c->last_sweep_ns = now;
@@ -243,7 +252,7 @@ void sessions_op(struct dsv_core *c, struct request *r) {
                 reply_fill(r, s);
                 log_debug("Session '%s' of uid %u closed by its client (%u tokens, %u pages)", s->name, (unsigned)uid,
                           r->sreply.n_tokens, r->sreply.n_pages);
-                session_free(c, s);
+                session_close(c, s);
                 break;
         case DSV_REQUEST_SESSION_PIN:
                 if (!s) {
@@ -261,12 +270,24 @@ void sessions_op(struct dsv_core *c, struct request *r) {
                                 return;
                         }
                         s->pinned = true;
-                } else if (!(in->session_flags & DSV_ENGINE_SESSION_PIN)) {
+                        s->dirty = true;
+                } else if (!(in->session_flags & DSV_ENGINE_SESSION_PIN) && s->pinned) {
                         s->pinned = false;
+                        s->dirty = true;
                 }
                 lru_touch(c, s);
                 reply_fill(r, s);
                 break;
+        case DSV_REQUEST_SESSIONS_SAVE:
+                if (!c->snap) {
+                        request_fail(r, ENOTSUP, "sessions cannot be saved: this dsv32d has no state-directory");
+                        return;
+                }
+                /* every session of the uid (root: of everyone) that has pages; the reply goes
+                 * out when the files are written */
+                r->sreply.n_tokens = (uint32_t)sessions_save(c, uid == 0 ? (uid_t)-1 : uid, false);
+                r->save_wait = true;
+                return;
         default:
                 request_fail(r, EINVAL, "unknown session operation");
                 return;
@@ -332,4 +353,66 @@ void sessions_take_prefix(struct dsv_core *c, struct request *r) {
         r->seq = s->seq;
         r->n_exact = s->n_exact;
         memset(&s->seq, 0, sizeof(s->seq));
+}
+
+int sessions_save(struct dsv_core *c, uid_t uid, bool only_dirty) {
+        int n = 0;
+        if (!c->snap)
+                return 0;
+        for (struct session *s = c->s_head; s; s = s->next) {
+                struct dsv_snapshot_session ss = {.uid = s->uid, .name = s->name, .pinned = s->pinned, .tokens = s->tokens,
+                                                  .seq = &s->seq, .n_exact = s->n_exact};
+                int r;
+                /* a session a request runs on is saved when it ends; one without pages has
+                 * nothing to save (its last snapshot, if any, stays) */
+                if ((uid != (uid_t)-1 && s->uid != uid) || (only_dirty && !s->dirty) || s->busy || s->seq.len == 0)
+                        continue;
+                r = dsv_snapshots_save(c->snap, &ss);
+                if (r == -EFBIG) {
+                        log_warning("Session '%s' of uid %u not saved: its %d tokens would exceed snapshot-max-mb", s->name,
+                                    (unsigned)s->uid, s->seq.len);
+                        continue;
+                }
+                if (r < 0) {
+                        log_error("Session '%s' of uid %u not saved: %s", s->name, (unsigned)s->uid, strerror(-r));
+                        continue;
+                }
+                s->dirty = false;
+                n++;
+        }
+        return n;
+}
+
+static int restore_one(void *ud, uid_t uid, const char *name, bool pinned, const int32_t *tokens, int n_tokens,
+                       struct dsv_kv_seq *seq, int n_exact) {
+        struct dsv_core *c = ud;
+        struct session *s = session_find(c, uid, name);
+        int r;
+        if (s)
+                return -EEXIST;
+        if ((r = session_new(c, uid, name, &s)) < 0)
+                return r == -EUSERS ? -EDQUOT : r;
+        s->tokens = malloc((size_t)MAX(n_tokens, 1) * sizeof(int32_t));
+        if (!s->tokens) {
+                session_free(c, s);
+                return -ENOMEM;
+        }
+        memcpy(s->tokens, tokens, (size_t)n_tokens * sizeof(int32_t));
+        s->cap = n_tokens;
+        s->seq = *seq;
+        memset(seq, 0, sizeof(*seq));
+        s->n_exact = n_exact;
+        s->pinned = pinned;
+        s->dirty = false;
+        log_info("Session '%s' of uid %u restored: %d tokens%s", name, (unsigned)uid, n_tokens, pinned ? ", pinned" : "");
+        return 0;
+}
+
+int sessions_restore(struct dsv_core *c) {
+        int n;
+        if (!c->snap)
+                return 0;
+        n = dsv_snapshots_restore(c->snap, restore_one, c);
+        sessions_publish(c);
+        return n;
 }

@@ -4,14 +4,14 @@ noinst_LTLIBRARIES += libdsv32engine.la
 libdsv32engine_la_SOURCES = \
 	daemon/engine/engine.h daemon/engine/engine.c daemon/engine/core.h \
 	daemon/engine/intake.h daemon/engine/intake.c daemon/engine/request.c \
-	daemon/engine/sessions.c daemon/engine/scheduler.c daemon/engine/output.c daemon/engine/prefix.c \
+	daemon/engine/sessions.c daemon/engine/scheduler.c daemon/engine/output.c daemon/engine/prefix.c daemon/engine/snapshot.h daemon/engine/snapshot.c \
 	daemon/engine/metrics.h daemon/engine/metrics.def daemon/engine/metrics.c \
 	daemon/engine/text.h daemon/engine/text.c
 # DSV_WITH_TOKENIZER: text prompts, TOKENIZE/DETOKENIZE and chat through daemon/tokenizer
 # (daemon/engine/text.c is the only file that knows it).
 libdsv32engine_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_WITH_TOKENIZER
-libdsv32engine_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
-libdsv32engine_la_LIBADD = libdsv32runtime.la libdsv32tok.la -lm
+libdsv32engine_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBURING_CFLAGS)
+libdsv32engine_la_LIBADD = libdsv32runtime.la libdsv32tok.la $(LIBURING_LIBS) -lm
 
 # daemon/server/: the dsv32d process (settings, access policy, event loop, the engine's sink)
 # over the engine and the ipc library.

@@ -961,6 +961,7 @@ static void tunables_of(const struct dsv_server_config *cfg, struct dsv_engine_t
         t->max_sessions_per_uid = cfg->max_sessions_per_uid;
         t->prefix_cache = strcmp(cfg->prefix_cache, "yes") == 0;
         t->prefix_cache_share = strcmp(cfg->prefix_cache_share, "yes") == 0;
+        t->snapshot_interval_s = cfg->snapshot_interval_s;
 }
 
 static void reload(struct dsv_server *s) {
@@ -1273,6 +1274,8 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.threads = s->cfg.threads;
         eo.numerics = s->cfg.numerics;
         eo.kv_cache_bytes = (uint64_t)s->cfg.kv_cache_mb << 20;
+        eo.state_dir = s->cfg.state_directory;
+        eo.snapshot_max_bytes = (uint64_t)s->cfg.snapshot_max_mb << 20;
         eo.notify_fd = s->engine_efd;
         tunables_of(&s->cfg, &tun);
         if ((r = dsv_engine_start(&eo, &tun, &dsv_server_sink, &s->engine)) < 0) {

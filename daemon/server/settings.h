@@ -36,6 +36,9 @@ struct dsv_server_config {
         int max_sessions_per_uid;
         char *prefix_cache;
         char *prefix_cache_share;
+        char *state_directory;
+        int snapshot_interval_s;
+        int snapshot_max_mb;
         int max_ring_kib;
         int spin_us;
         int stop_timeout_s;

@@ -84,6 +84,11 @@ tests_ipc_test_daemon_prefix_SOURCES = tests/ipc/test-daemon-prefix.c $(HARNESS)
 tests_ipc_test_daemon_prefix_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-prefix
 
+check_PROGRAMS += tests/ipc/test-daemon-restart
+tests_ipc_test_daemon_restart_SOURCES = tests/ipc/test-daemon-restart.c $(HARNESS)
+tests_ipc_test_daemon_restart_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-restart
+
 check_PROGRAMS += tests/ipc/test-daemon-signals
 tests_ipc_test_daemon_signals_SOURCES = tests/ipc/test-daemon-signals.c $(HARNESS)
 tests_ipc_test_daemon_signals_LDADD = $(DAEMON_TEST_LIBS)
