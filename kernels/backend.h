@@ -346,6 +346,8 @@ struct dsv_backend_ops {
         /* Optional (NULL when absent): host memory usable as a staging buffer for uploads. */
         int (*alloc_host)(struct dsv_backend *be, size_t size, void **ret);
         void (*free_host)(struct dsv_backend *be, void *p, size_t size);
+        /* Optional: one line on how this backend runs (threads, kernels chosen), for the log. */
+        const char *(*describe)(struct dsv_backend *be);
 };
 
 struct dsv_backend {

@@ -6,17 +6,13 @@
 #include "kernels/backend.h"
 #include "kernels/numerics.h"
 
-#ifdef _OPENMP
-#include <omp.h>
+#include "kernels/cpu/pool.h"
+
+/* Loop hints only (-fopenmp-simd): threads come from the pool (pool.h), not OpenMP. */
 #define DSV_PRAGMA_(x) _Pragma(#x)
 #define OMP(x) DSV_PRAGMA_(omp x)
-#else
-#define OMP(x)
-static inline int omp_get_thread_num(void) { return 0; }
-static inline int omp_get_max_threads(void) { return 1; }
-#endif
 
-/* Parallel regions cost microseconds: only split work worth more than this many flops. */
+/* Splitting work over the pool costs ~1 us: only split work worth more than this many flops. */
 #define DSV_PAR_MIN (1 << 16)
 
 static inline float dsv_rnd(float x, bool faithful) { return faithful ? dsv_round_bf16(x) : x; }
@@ -48,7 +44,7 @@ int dsv_cpu_moe_experts(const struct dsv_op_moe_experts *p);
 /* Per-thread scratch memory that grows and is reused across calls (no page faults and no
  * zeroing on the hot path). slot < DSV_SCRATCH_SLOTS; the pointer stays valid until the same
  * thread asks for the same slot again. NULL on allocation failure. */
-#define DSV_SCRATCH_SLOTS 4
+#define DSV_SCRATCH_SLOTS 6 /* linear: 0 activations, 1 their scales, 2 kernel, 3 prep, 4 bf16 copy */
 void *dsv_cpu_scratch(int slot, size_t bytes);
 
 /* Building blocks shared by several kernels. */

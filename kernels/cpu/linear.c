@@ -7,13 +7,19 @@
  *   out[n] = bf16(acc)
  * Exact numerics use x unquantized (xs = 1) and no output rounding; with power-of-two weight
  * scales that equals x . dequant(W) up to fp32 summation order. BF16/F32 weights (lm_head,
- * weights_proj, gate) use the same blocked loop with scale 1. Partial last blocks are fine. */
+ * weights_proj, gate) use the same blocked loop with scale 1. Partial last blocks are fine.
+ *
+ * This file prepares the operands (act_quant, activations in the lane order of gemm.h) and
+ * splits the output rows over the worker pool; the sums themselves run in one of the
+ * kernels of gemm.h, all of which give the same bits. */
 #include "config.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
+#include "kernels/cpu/gemm.h"
 
 void dsv_quant_row(const float *x, int64_t n, uint8_t *q, float *s) {
         for (int64_t b = 0; b * DSV_QBLOCK < n; b++) {
@@ -63,174 +69,136 @@ DSV_HOT void dsv_e4m3_row_to_f32(const uint8_t *q, int64_t n, float *out) {
                 out[i] = dsv_e4m3_to_f32(q[i]);
 }
 
+static void act_quant_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        const struct dsv_op_act_quant *p = v;
+        const int64_t K = p->x->ne[0];
+        for (int64_t t = t0; t < t1; t++)
+                dsv_quant_row(dsv_tensor_row(p->x, t), K, dsv_tensor_row(p->q, t), dsv_tensor_row(p->s, t));
+}
+
 int dsv_cpu_act_quant(const struct dsv_op_act_quant *p) {
         const int64_t T = p->x->ne[1], K = p->x->ne[0];
-        OMP(parallel for schedule(static) if (T * K * 8 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++)
-                dsv_quant_row(dsv_tensor_row(p->x, t), K, dsv_tensor_row(p->q, t), dsv_tensor_row(p->s, t));
+        dsv_par_for(T, T * K * 8, act_quant_rows, (void *)p);
         return 0;
 }
 
-/* Converts row n of W (all K columns) to fp32, zero-padded to Kp. */
-static inline void load_row(const struct dsv_tensor *w, int64_t n, int64_t K, int64_t Kp, float *out) {
-        const void *row = dsv_tensor_row(w, n);
-        switch (w->type) {
-        case DSV_F8_E4M3:
-                dsv_e4m3_row_to_f32(row, K, out);
-                break;
-        case DSV_BF16:
-                OMP(simd)
-                for (int64_t k = 0; k < K; k++)
-                        out[k] = dsv_bf16_to_f32(((const uint16_t *)row)[k]);
-                break;
-        default:
-                memcpy(out, row, (size_t)K * sizeof(float));
-                break;
+/* a power of two whose products with the other scales and the block sums stay exact */
+static inline bool tame_pow2(float s) {
+        uint32_t u = dsv_f32_bits(s) & 0x7fffffffu;
+        int e = (int)(u >> 23) - 127;
+        return (u & 0x7fffffu) == 0 && e >= -60 && e <= 60;
+}
+
+/* Position of lane j, parity e of step s in block kb (gemm.h). */
+static inline int64_t lane_k(bool fp8, int64_t kb, int s, int j, int e) {
+        if (fp8)
+                return kb * DSV_QBLOCK + 64 * (s / 2) + 16 * (j / 4) + 8 * (s % 2) + 2 * (j % 4) + e;
+        return kb * DSV_QBLOCK + 32 * s + 2 * j + e;
+}
+
+struct lin_ctx {
+        const struct dsv_op_linear *p;
+        struct dsv_gemm g;
+        float *xf, *xs;
+        uint16_t *xb; /* NULL: no bf16 copy wanted */
+        bool quant;
+        _Atomic bool xb_inexact; /* some activation is not a bf16 */
+        _Atomic int err;
+};
+
+/* Activations of tokens [t0, t1): act_quant'ed (faithful FP8) or as they are, in lane order. */
+static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        struct lin_ctx *c = v;
+        const struct dsv_op_linear *p = c->p;
+        const int64_t K = c->g.K, Kp = c->g.Kp, nbk = c->g.nbk;
+        const bool fp8 = c->g.wtype == DSV_F8_E4M3;
+        float *val = dsv_cpu_scratch(3, (size_t)Kp * sizeof(float));
+        uint8_t q[32768];
+        if (!val) {
+                atomic_store(&c->err, -ENOMEM);
+                return;
         }
-        for (int64_t k = K; k < Kp; k++)
-                out[k] = 0;
-}
-
-/* 16 floats: one AVX-512 register, two AVX2 or four SSE registers depending on the clone. */
-typedef float v16 __attribute__((vector_size(64)));
-/* macros, not functions: passing 64-byte vectors by value would change the ABI per clone */
-#define ld16(p)                                         \
-        ({                                              \
-                v16 v_;                                 \
-                memcpy(&v_, (p), sizeof(v_));           \
-                v_;                                     \
-        })
-static inline float hsum16(const v16 *v) {
-        float s = 0;
-        for (int i = 0; i < 16; i++)
-                s += (*v)[i];
-        return s;
-}
-
-#define TT 4 /* tokens per tile */
-#define DSV_UNROLL _Pragma("GCC unroll 8")
-#define TN 2 /* weight rows per tile */
-
-/* Output rows [n0, n1) for all T tokens. xa: T x Kp activations (codes or values, zero
- * padded), xs: T x nbk activation scales (NULL: 1). Each 128-wide block's products are summed
- * in vector lanes, scaled by a_scale * w_scale and added to per-lane totals (fp32); the lanes
- * are summed once at the end. */
-DSV_HOT static void linear_rows(const struct dsv_op_linear *p, const float *xa, int64_t Kp, const float *xs, int64_t nbk,
-                                int64_t n0, int64_t n1, float *wrow) {
-        const int64_t T = p->x->ne[1], K = p->x->ne[0];
-        const struct dsv_tensor *w = p->w;
-        const float *ws = w->type == DSV_F8_E4M3 ? w->scale->data : NULL;
-        const size_t ws_stride = w->type == DSV_F8_E4M3 ? w->scale->stride / sizeof(float) : 0;
-
-        for (int64_t n = n0; n < n1; n += TN) {
-                const int nn = (int)MIN(TN, n1 - n);
-                float wsc[TN][256];
-                for (int j = 0; j < nn; j++) {
-                        load_row(w, n + j, K, Kp, wrow + (size_t)j * (size_t)Kp);
-                        for (int64_t kb = 0; kb < nbk; kb++)
-                                wsc[j][kb] = ws ? ws[(size_t)((n + j) / DSV_QBLOCK) * ws_stride + (size_t)kb] : 1.0f;
+        for (int64_t t = t0; t < t1; t++) {
+                const float *x = dsv_tensor_row(p->x, t);
+                bool inexact = false;
+                if (c->quant) {
+                        dsv_quant_row(x, K, q, c->xs + t * nbk);
+                        for (int64_t k = 0; k < K; k++)
+                                val[k] = dsv_e4m3_to_f32(q[k]);
+                } else {
+                        memcpy(val, x, (size_t)K * sizeof(float));
                 }
-                for (int j = nn; j < TN; j++) {
-                        memset(wrow + (size_t)j * (size_t)Kp, 0, (size_t)Kp * sizeof(float));
-                        for (int64_t kb = 0; kb < nbk; kb++)
-                                wsc[j][kb] = 0;
-                }
-                for (int64_t t = 0; t < T; t += TT) {
-                        const int tt = (int)MIN(TT, T - t);
-                        const float *xr[TT];
-                        v16 tot[TT][TN];
-                        for (int i = 0; i < TT; i++) {
-                                xr[i] = xa + (size_t)(t + MIN(i, tt - 1)) * (size_t)Kp;
-                                for (int j = 0; j < TN; j++)
-                                        tot[i][j] = (v16){0};
-                        }
-                        for (int64_t kb = 0; kb < nbk; kb++) {
-                                v16 acc[TT][TN];
-                                DSV_UNROLL
-                                for (int i = 0; i < TT; i++)
-                                        DSV_UNROLL
-                                        for (int j = 0; j < TN; j++)
-                                                acc[i][j] = (v16){0};
-                                for (int64_t k = kb * DSV_QBLOCK; k < (kb + 1) * DSV_QBLOCK; k += 16) {
-                                        v16 wv[TN];
-                                        DSV_UNROLL
-                                        for (int j = 0; j < TN; j++)
-                                                wv[j] = ld16(wrow + (size_t)j * (size_t)Kp + k);
-                                        DSV_UNROLL
-                                        for (int i = 0; i < TT; i++) {
-                                                v16 xv = ld16(xr[i] + k);
-                                                DSV_UNROLL
-                                                for (int j = 0; j < TN; j++)
-                                                        acc[i][j] += xv * wv[j];
+                for (int64_t k = K; k < Kp; k++)
+                        val[k] = 0;
+                float *xf = c->xf + t * Kp;
+                uint16_t *xb = c->xb ? c->xb + t * Kp : NULL;
+                for (int64_t kb = 0; kb < nbk; kb++)
+                        for (int s = 0; s < 4; s++)
+                                for (int e = 0; e < 2; e++)
+                                        for (int j = 0; j < 16; j++) {
+                                                float a = val[lane_k(fp8, kb, s, j, e)];
+                                                xf[kb * DSV_QBLOCK + 32 * s + 16 * e + j] = a;
+                                                if (xb) {
+                                                        uint16_t h = dsv_f32_to_bf16(a);
+                                                        inexact |= dsv_bf16_to_f32(h) != a && a == a;
+                                                        xb[kb * DSV_QBLOCK + 32 * s + 2 * j + e] = h;
+                                                }
                                         }
-                                }
-                                DSV_UNROLL
-                                for (int i = 0; i < TT; i++) {
-                                        float as = xs ? xs[(t + MIN(i, tt - 1)) * nbk + kb] : 1.0f;
-                                        DSV_UNROLL
-                                        for (int j = 0; j < TN; j++)
-                                                tot[i][j] += acc[i][j] * (as * wsc[j][kb]);
-                                }
-                        }
-                        for (int i = 0; i < tt; i++) {
-                                float *o = dsv_tensor_row(p->out, t + i);
-                                for (int j = 0; j < nn; j++) {
-                                        float v = hsum16(&tot[i][j]);
-                                        o[n + j] = p->round_out ? dsv_round_bf16(v) : v;
-                                }
-                        }
-                }
+                if (inexact)
+                        atomic_store(&c->xb_inexact, true);
         }
+}
+
+/* Output row groups [i0, i1) of 4 rows. */
+static void gemm_rows(void *v, int64_t i0, int64_t i1, int thread) {
+        struct lin_ctx *c = v;
+        dsv_gemm_fn fn = dsv_cpu_gemm_kernel(&c->g);
+        int r = fn(&c->g, 4 * i0, MIN(c->g.N, 4 * i1), 0, c->g.T);
+        if (r < 0)
+                atomic_store(&c->err, r);
 }
 
 int dsv_cpu_linear(const struct dsv_op_linear *p) {
         const int64_t T = p->x->ne[1], K = p->x->ne[0], N = p->w->ne[1];
         const int64_t nbk = DIV_ROUND_UP(K, DSV_QBLOCK), Kp = nbk * DSV_QBLOCK;
-        const bool quant = p->quant_in && p->w->type == DSV_F8_E4M3;
-        float *xa, *xs = NULL;
-        int err = 0;
+        const struct dsv_tensor *w = p->w;
+        struct lin_ctx c = {.p = p, .quant = p->quant_in && w->type == DSV_F8_E4M3};
 
         if (T == 0 || N == 0)
                 return 0;
         if (nbk > 256)
                 return -E2BIG; /* K <= 32768 */
-        /* activations: act_quant'ed codes (faithful FP8) or values, zero-padded to whole blocks */
-        xa = dsv_cpu_scratch(0, (size_t)T * (size_t)Kp * sizeof(float));
-        if (quant)
-                xs = dsv_cpu_scratch(1, (size_t)T * (size_t)nbk * sizeof(float));
-        if (!xa || (quant && !xs))
+        c.xf = dsv_cpu_scratch(0, (size_t)T * (size_t)Kp * sizeof(float));
+        if (c.quant)
+                c.xs = dsv_cpu_scratch(1, (size_t)T * (size_t)nbk * sizeof(float));
+        /* a bf16 copy for the kernels that multiply in bf16: worth it when the products are
+         * exact, i.e. codes or bf16 values times FP8 or bf16 weights */
+        const bool want_xb = dsv_cpu_isa_current() == DSV_CPU_ISA_AVX512BF16 && w->type != DSV_F32;
+        if (want_xb)
+                c.xb = dsv_cpu_scratch(4, (size_t)T * (size_t)Kp * sizeof(uint16_t));
+        if (!c.xf || (c.quant && !c.xs) || (want_xb && !c.xb))
                 return -ENOMEM;
-        OMP(parallel for schedule(static) if (T * K * 8 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
-                const float *x = dsv_tensor_row(p->x, t);
-                float *dst = xa + (size_t)t * (size_t)Kp;
-                if (quant) {
-                        uint8_t q[32768];
-                        dsv_quant_row(x, K, q, xs + t * nbk);
-                        dsv_e4m3_row_to_f32(q, K, dst);
-                } else {
-                        memcpy(dst, x, (size_t)K * sizeof(float));
-                }
-                memset(dst + K, 0, (size_t)(Kp - K) * sizeof(float));
+        atomic_init(&c.xb_inexact, false);
+        atomic_init(&c.err, 0);
+        c.g = (struct dsv_gemm){
+                .wtype = w->type, .w = w->data, .w_stride = w->stride, .N = N, .K = K, .Kp = Kp, .nbk = nbk, .T = T,
+                .xf = c.xf, .xs = c.xs, .out = p->out->data, .out_stride = p->out->stride / sizeof(float),
+                .round_out = p->round_out};
+        if (w->type == DSV_F8_E4M3) {
+                c.g.ws = w->scale->data;
+                c.g.ws_stride = w->scale->stride / sizeof(float);
         }
-
-        OMP(parallel if (T * N * K >= DSV_PAR_MIN))
-        {
-                int nt = 1, id = 0;
-#ifdef _OPENMP
-                nt = omp_get_num_threads();
-                id = omp_get_thread_num();
-#endif
-                /* contiguous row ranges, TN-aligned */
-                int64_t per = ALIGN_UP(DIV_ROUND_UP(N, nt), TN);
-                int64_t n0 = MIN(N, per * id), n1 = MIN(N, n0 + per);
-                float *wrow = dsv_cpu_scratch(2, (size_t)TN * (size_t)Kp * sizeof(float));
-                if (!wrow) {
-                        OMP(atomic write)
-                        err = -ENOMEM;
-                } else if (n0 < n1) {
-                        linear_rows(p, xa, Kp, xs, nbk, n0, n1, wrow);
-                }
-        }
-        return err;
+        dsv_par_for(T, T * K * 8, prep_rows, &c);
+        if (atomic_load(&c.err) < 0)
+                return atomic_load(&c.err);
+        c.g.xb = c.xb && !atomic_load(&c.xb_inexact) ? c.xb : NULL;
+        /* every scale product a power of two: the kernels may fuse the block scaling */
+        c.g.exact_scales = true;
+        for (int64_t i = 0; c.g.ws && i < DIV_ROUND_UP(N, DSV_QBLOCK) && c.g.exact_scales; i++)
+                for (int64_t kb = 0; kb < nbk; kb++)
+                        c.g.exact_scales &= tame_pow2(c.g.ws[(size_t)i * c.g.ws_stride + (size_t)kb]);
+        for (int64_t i = 0; c.xs && i < T * nbk && c.g.exact_scales; i++)
+                c.g.exact_scales &= tame_pow2(c.xs[i]);
+        dsv_par_for(DIV_ROUND_UP(N, 4), T * N * K, gemm_rows, &c);
+        return atomic_load(&c.err);
 }

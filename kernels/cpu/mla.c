@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
@@ -48,18 +49,22 @@ DSV_HOT static void axpy(float *y, float a, const float *x, int n) {
                 y[i] += a * x[i];
 }
 
-int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
+struct mla_ctx {
+        const void *p;
+        _Atomic int err;
+};
+
+static void mla_decode_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        struct mla_ctx *mc = v;
+        const struct dsv_op_mla_decode *p = mc->p;
         const struct dsv_kv_layout *L = p->kv.layout;
-        const int64_t T = p->out->ne[1];
         const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v, C = p->kv_lora;
         const int K = (int)p->idx->ne[0];
         const int qk = nope + rope;
         const bool f = p->faithful;
         const int32_t *seq = p->at.tok_seq->data;
-        int err = 0;
 
-        OMP(parallel for schedule(dynamic, 1) if (T > 1 && T * H * K * 256 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
                 const int32_t *idx = dsv_tensor_row(p->idx, t);
                 const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
                 const float *q = dsv_tensor_row(p->q, t);
@@ -69,8 +74,7 @@ int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
                         n += idx[j] >= 0;
                 float *lat = malloc(((size_t)n * (C + rope) + (size_t)C * 2 + (size_t)n) * sizeof(float));
                 if (!lat) {
-                        OMP(atomic write)
-                        err = -ENOMEM;
+                        atomic_store(&mc->err, -ENOMEM);
                         continue;
                 }
                 float *kpe = lat + (size_t)n * C, *qc = kpe + (size_t)n * rope, *oc = qc + C, *s = oc + C;
@@ -106,26 +110,31 @@ int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
                 }
                 free(lat);
         }
-        return err;
 }
 
-int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p) {
+int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
         const int64_t T = p->out->ne[1];
+        struct mla_ctx mc = {.p = p};
+        atomic_init(&mc.err, 0);
+        dsv_par_for_dyn(T, 1, T > 1 ? T * p->n_heads * p->idx->ne[0] * 256 : 0, mla_decode_rows, &mc);
+        return atomic_load(&mc.err);
+}
+
+static void mla_prefill_rows(void *vc, int64_t t0, int64_t t1, int thread) {
+        struct mla_ctx *mc = vc;
+        const struct dsv_op_mla_prefill *p = mc->p;
         const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v;
         const int K = (int)p->idx->ne[0];
         const int qk = nope + rope;
         const bool f = p->faithful;
-        int err = 0;
 
-        OMP(parallel for schedule(dynamic, 1) if (T > 1 && T * H * K * 256 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
                 const int32_t *idx = dsv_tensor_row(p->idx, t);
                 const float *q = dsv_tensor_row(p->q, t);
                 float *out = dsv_tensor_row(p->out, t);
                 float *s = malloc(((size_t)K + V) * sizeof(float));
                 if (!s) {
-                        OMP(atomic write)
-                        err = -ENOMEM;
+                        atomic_store(&mc->err, -ENOMEM);
                         continue;
                 }
                 float *o = s + K;
@@ -153,5 +162,12 @@ int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p) {
                 }
                 free(s);
         }
-        return err;
+}
+
+int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p) {
+        const int64_t T = p->out->ne[1];
+        struct mla_ctx mc = {.p = p};
+        atomic_init(&mc.err, 0);
+        dsv_par_for_dyn(T, 1, T > 1 ? T * p->n_heads * p->idx->ne[0] * 256 : 0, mla_prefill_rows, &mc);
+        return atomic_load(&mc.err);
 }

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
@@ -38,15 +39,17 @@ static void rank_topk(const float *v, int n, int k, int *out) {
         }
 }
 
-int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
-        const int64_t T = p->x->ne[1], D = p->x->ne[0], E = p->w->ne[1];
-        const int G = p->n_group, per = (int)(E / G), K = p->k;
-        int err = 0;
+struct gate_ctx {
+        const struct dsv_op_moe_gate *p;
+        _Atomic int err;
+};
 
-        if (E > 4096 || G <= 0 || E % G || K > E || p->topk_group > G)
-                return -EINVAL;
-        OMP(parallel for schedule(static) if (T * E * D >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+static void gate_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        struct gate_ctx *gc = v;
+        const struct dsv_op_moe_gate *p = gc->p;
+        const int64_t D = p->x->ne[0], E = p->w->ne[1];
+        const int G = p->n_group, per = (int)(E / G), K = p->k;
+        for (int64_t t = t0; t < t1; t++) {
                 const float *x = dsv_tensor_row(p->x, t);
                 float s[4096], b[4096], gs[4096];
                 int rank[4096], grank[4096];
@@ -77,8 +80,7 @@ int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
                                 rank[j] = ok ? f[j] : 0;
                         }
                         if (!ok) {
-                                OMP(atomic write)
-                                err = -EINVAL;
+                                atomic_store(&gc->err, -EINVAL);
                                 continue;
                         }
                 } else {
@@ -117,7 +119,18 @@ int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
                         wt[m] = w;
                 }
         }
-        return err;
+}
+
+int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
+        const int64_t T = p->x->ne[1], D = p->x->ne[0], E = p->w->ne[1];
+        const int G = p->n_group, K = p->k;
+        struct gate_ctx gc = {.p = p};
+
+        if (E > 4096 || G <= 0 || E % G || K > E || p->topk_group > G)
+                return -EINVAL;
+        atomic_init(&gc.err, 0);
+        dsv_par_for(T, T * E * D, gate_rows, &gc);
+        return atomic_load(&gc.err);
 }
 
 int dsv_cpu_moe_experts(const struct dsv_op_moe_experts *p) {
