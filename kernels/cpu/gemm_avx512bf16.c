@@ -49,8 +49,8 @@ static void convert_row(const struct dsv_gemm *g, const uint8_t *row, uint16_t *
         for (int64_t k = 0; k < g->Kp; k += 64) {
                 const int64_t left = g->K - k;
                 if (g->wtype == DSV_F8_E4M3) {
-                        __mmask64 m = left >= 64 ? ~(__mmask64)0 : left > 0 ? (((__mmask64)1 << left) - 1) : 0;
-                        __m512i c = _mm512_maskz_loadu_epi8(m, row + k);
+                        __m512i c = left >= 64 ? _mm512_loadu_si512(row + k)
+                                               : _mm512_maskz_loadu_epi8(left > 0 ? (((__mmask64)1 << left) - 1) : 0, row + k);
                         __m512i lo = _mm512_permutex2var_epi8(tl[0], c, tl[1]);
                         __m512i hi = _mm512_permutex2var_epi8(th[0], c, th[1]);
                         hi = _mm512_ternarylogic_epi32(hi, c, sign, 0xF8); /* hi | (c & 0x80) */
