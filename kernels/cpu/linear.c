@@ -199,6 +199,9 @@ int dsv_cpu_linear(const struct dsv_op_linear *p) {
                         c.g.exact_scales &= tame_pow2(c.g.ws[(size_t)i * c.g.ws_stride + (size_t)kb]);
         for (int64_t i = 0; c.xs && i < T * nbk && c.g.exact_scales; i++)
                 c.g.exact_scales &= tame_pow2(c.xs[i]);
-        dsv_par_for(DIV_ROUND_UP(N, 4), T * N * K, gemm_rows, &c);
+        /* row groups handed out in chunks, several per thread: a thread that is held up
+         * (a shared host) leaves its rows to the others */
+        const int64_t groups = DIV_ROUND_UP(N, 4);
+        dsv_par_for_dyn(groups, MAX(1, groups / (8 * dsv_cpu_pool_threads())), T * N * K, gemm_rows, &c);
         return atomic_load(&c.err);
 }

@@ -1,12 +1,16 @@
 /* The CPU backend's persistent worker pool (see pool.h): start/stop of the workers, the
- * job handoff (a generation counter the workers spin on, then futex-wait on) and the
- * parallel loops built on it.
+ * job handoff, and the parallel loops built on it.
  *
- * Handoff, both directions the same pattern (seq_cst atomics, so a sleeper is never missed):
- *   caller: fn, ctx := job; pending := workers; gen++; if sleepers: futex_wake(gen)
- *   worker: spin while gen == seen (up to spin_ns), else sleepers++, futex_wait(gen, seen)
- *           run fn; if --pending == 0 and the caller sleeps: futex_wake(pending)
- *   caller: run its own share, spin while pending (up to spin_ns), then futex_wait(pending) */
+ * A job is a loop whose chunks are claimed from an atomic counter, so joining it is
+ * optional: the caller claims chunks too, and a worker that is late (descheduled on a busy
+ * host) finds nothing left and leaves; nobody waits for a worker that never started. One
+ * 32-bit word holds the job's state and is what idle workers sleep on:
+ *   bits 31..16  job id     bit 15  open     bits 14..0  workers inside the job
+ *   caller: fn, ctx := job; state := (id+1, open, 0); futex_wake if anyone sleeps
+ *           claim chunks until none is left; clear `open`; wait until no worker is inside
+ *   worker: spin (up to spin_ns) or futex_wait until the state shows an open job it has not
+ *           joined; join with a CAS (inside + 1), claim chunks, leave (inside - 1), and wake
+ *           the caller if it was the last one out of a closed job. */
 #include "config.h"
 
 #include "kernels/cpu/pool.h"
@@ -16,8 +20,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,12 +29,15 @@
 #include "daemon/util.h"
 #include "kernels/cpu/cpu.h"
 
+#define JOB_OPEN 0x8000u
+#define JOB_INSIDE 0x7fffu
+#define JOB_ID(s) ((s) >> 16)
+
 struct pool {
         int n; /* threads, the caller included */
         pthread_t *th;
         uint64_t spin_ns;
-        _Atomic uint32_t gen;
-        _Atomic int pending;
+        _Atomic uint32_t state;
         _Atomic int sleepers;
         _Atomic int caller_sleeps;
         _Atomic bool stop;
@@ -50,7 +57,7 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool in_job;
 
 /* addr: a 32-bit atomic (the kernel compares and wakes on its plain value) */
-static void futex_wait(const volatile void *addr, int val) {
+static void futex_wait(const volatile void *addr, uint32_t val) {
         syscall(SYS_futex, (void *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
 }
 static void futex_wake(const volatile void *addr) {
@@ -71,41 +78,48 @@ static uint64_t now_ns(void) {
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* an open job this worker has not joined yet */
+static inline bool joinable(uint32_t s, uint32_t last) { return (s & JOB_OPEN) && JOB_ID(s) != last; }
+
 static void *worker_main(void *v) {
         struct worker_arg a = *(struct worker_arg *)v;
         struct pool *p = a.p;
-        uint32_t seen = atomic_load(&p->gen);
+        uint32_t last = JOB_ID(atomic_load(&p->state));
         free(v);
         in_job = true; /* a worker never starts jobs of its own */
-        for (;;) {
-                uint32_t g = atomic_load(&p->gen);
-                if (g == seen) {
+        while (!atomic_load(&p->stop)) {
+                uint32_t s = atomic_load(&p->state);
+                if (!joinable(s, last)) {
                         uint64_t t0 = now_ns();
-                        for (unsigned i = 1; (g = atomic_load(&p->gen)) == seen; i++) {
+                        for (unsigned i = 1; !joinable(s = atomic_load(&p->state), last) && !atomic_load(&p->stop); i++) {
                                 cpu_relax();
                                 if (i % 64 == 0 && now_ns() - t0 >= p->spin_ns)
                                         break;
                         }
                 }
-                if (g == seen) {
+                if (!joinable(s, last)) {
+                        if (atomic_load(&p->stop))
+                                break;
                         atomic_fetch_add(&p->sleepers, 1);
-                        futex_wait(&p->gen, (int)seen);
+                        futex_wait(&p->state, s);
                         atomic_fetch_sub(&p->sleepers, 1);
                         continue;
                 }
-                seen = g;
-                if (atomic_load(&p->stop))
-                        return NULL;
+                if (!atomic_compare_exchange_weak(&p->state, &s, s + 1))
+                        continue; /* closed, or another worker joined first: look again */
+                last = JOB_ID(s);
                 p->fn(p->ctx, a.id, p->n);
-                if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_sleeps))
-                        futex_wake(&p->pending);
+                uint32_t left = atomic_fetch_sub(&p->state, 1) - 1;
+                if ((left & (JOB_OPEN | JOB_INSIDE)) == 0 && atomic_load(&p->caller_sleeps))
+                        futex_wake(&p->state);
         }
+        return NULL;
 }
 
 static void pool_stop(struct pool *p, int started) {
         atomic_store(&p->stop, true);
-        atomic_fetch_add(&p->gen, 1);
-        futex_wake(&p->gen);
+        atomic_fetch_add(&p->state, 1u << 16); /* a new id: sleepers see a change */
+        futex_wake(&p->state);
         for (int i = 0; i < started; i++)
                 pthread_join(p->th[i], NULL);
         pthread_mutex_destroy(&p->run_lock);
@@ -191,24 +205,24 @@ void dsv_cpu_pool_run(dsv_pool_fn fn, void *ctx) {
         }
         p->fn = fn;
         p->ctx = ctx;
-        atomic_store(&p->pending, p->n - 1);
-        atomic_fetch_add(&p->gen, 1);
+        uint32_t s = atomic_load(&p->state); /* closed, nobody inside */
+        atomic_store(&p->state, ((JOB_ID(s) + 1) << 16) | JOB_OPEN);
         if (atomic_load(&p->sleepers) > 0)
-                futex_wake(&p->gen);
+                futex_wake(&p->state);
         in_job = true;
         fn(ctx, 0, p->n);
         in_job = false;
-        if (atomic_load(&p->pending) != 0) {
+        s = atomic_fetch_and(&p->state, ~JOB_OPEN) & ~JOB_OPEN;
+        if (s & JOB_INSIDE) {
                 uint64_t t0 = now_ns();
-                for (unsigned i = 1; atomic_load(&p->pending) != 0; i++) {
+                for (unsigned i = 1; (atomic_load(&p->state) & JOB_INSIDE) != 0; i++) {
                         cpu_relax();
                         if (i % 64 == 0 && now_ns() - t0 >= p->spin_ns)
                                 break;
                 }
-                int v;
                 atomic_store(&p->caller_sleeps, 1);
-                while ((v = atomic_load(&p->pending)) != 0)
-                        futex_wait(&p->pending, v);
+                while (((s = atomic_load(&p->state)) & JOB_INSIDE) != 0)
+                        futex_wait(&p->state, s);
                 atomic_store(&p->caller_sleeps, 0);
         }
         pthread_mutex_unlock(&p->run_lock);
@@ -221,13 +235,6 @@ struct par {
         void *ctx;
         _Atomic int64_t next;
 };
-
-static void par_static(void *v, int id, int nt) {
-        struct par *a = v;
-        int64_t per = DIV_ROUND_UP(a->n, nt), i0 = MIN(a->n, per * id), i1 = MIN(a->n, i0 + per);
-        if (i0 < i1)
-                a->fn(a->ctx, i0, i1, id);
-}
 
 static void par_dynamic(void *v, int id, int nt) {
         struct par *a = v;
@@ -246,8 +253,11 @@ void dsv_par_for(int64_t n, int64_t work, dsv_range_fn fn, void *ctx) {
                 fn(ctx, 0, n, 0);
                 return;
         }
-        struct par a = {.n = n, .fn = fn, .ctx = ctx};
-        dsv_cpu_pool_run(par_static, &a);
+        /* one chunk per thread, claimed like any other: a late thread's share is done by
+         * whoever is free */
+        struct par a = {.n = n, .grain = DIV_ROUND_UP(n, dsv_cpu_pool_threads()), .fn = fn, .ctx = ctx};
+        atomic_init(&a.next, 0);
+        dsv_cpu_pool_run(par_dynamic, &a);
 }
 
 void dsv_par_for_dyn(int64_t n, int64_t grain, int64_t work, dsv_range_fn fn, void *ctx) {
