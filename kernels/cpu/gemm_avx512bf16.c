@@ -75,7 +75,7 @@ static inline float hsum_tree(__m512 v) {
         return _mm_cvtss_f32(_mm_add_ss(r2, _mm_shuffle_ps(r2, r2, 1)));
 }
 
-/* tile_R_TT(g, wb, wsc, n, nr, t): rows [n, n+R) (converted: wb, their block scales
+/* tile_R_TT(g, wb, ws, wsc, n, nr, t): rows [n, n+R) (bf16 in lane order, ws words apart: wb; block scales
  * wsc[r * nbk + kb]) for tokens [t, t+TT), accumulators in registers. */
 #define TILE_R 4
 #define TILE_TT 3
@@ -102,10 +102,17 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
 
         for (int64_t n = n0; n < n1; n += BR) {
                 const int nr = (int)MIN(BR, n1 - n);
+                const uint16_t *rows = wb;
+                size_t ws = (size_t)Kp;
+                if (g->wtype == DSV_BF16 && g->K == Kp && nr == BR && g->w_stride % 2 == 0) {
+                        /* whole bf16 rows are already in lane order: read them in place */
+                        rows = (const uint16_t *)(g->w + (size_t)n * g->w_stride);
+                        ws = g->w_stride / 2;
+                }
                 for (int r = 0; r < BR; r++) {
-                        if (r < nr)
+                        if (rows == wb && r < nr)
                                 convert_row(g, g->w + (size_t)(n + r) * g->w_stride, wb + r * Kp, tl, th);
-                        else
+                        else if (rows == wb)
                                 memset(wb + r * Kp, 0, (size_t)Kp * 2);
                         for (int64_t kb = 0; kb < nbk; kb++)
                                 wsc[r * nbk + kb] = r < nr && g->ws ? g->ws[(size_t)((n + r) / DSV_QBLOCK) * g->ws_stride + (size_t)kb]
@@ -113,11 +120,11 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
                 }
                 int64_t t = t0;
                 for (; t + 3 <= t1; t += 3)
-                        tile_4_3(g, wb, wsc, n, nr, t);
+                        tile_4_3(g, rows, ws, wsc, n, nr, t);
                 if (t1 - t == 2)
-                        tile_4_2(g, wb, wsc, n, nr, t);
+                        tile_4_2(g, rows, ws, wsc, n, nr, t);
                 else if (t1 - t == 1)
-                        tile_4_1(g, wb, wsc, n, nr, t);
+                        tile_4_1(g, rows, ws, wsc, n, nr, t);
         }
         return 0;
 }

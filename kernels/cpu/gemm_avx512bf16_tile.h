@@ -5,7 +5,8 @@
 #define TILE_CAT(a, b, c) TILE_CAT_(a, b, c)
 
 static inline __attribute__((always_inline)) void TILE_CAT(tile, TILE_R, TILE_TT)(const struct dsv_gemm *g, const uint16_t *wb,
-                                                                                const float *wsc, int64_t n, int nr, int64_t t) {
+                                                                                size_t ws, const float *wsc, int64_t n, int nr,
+                                                                                int64_t t) {
         const int64_t Kp = g->Kp, nbk = g->nbk;
         __m512 tot[TILE_R][TILE_TT];
         _Pragma("GCC unroll 16")
@@ -26,7 +27,7 @@ static inline __attribute__((always_inline)) void TILE_CAT(tile, TILE_R, TILE_TT
                         __m512i w[TILE_R];
                         _Pragma("GCC unroll 16")
                         for (int r = 0; r < TILE_R; r++)
-                                w[r] = _mm512_loadu_si512(wb + r * Kp + o);
+                                w[r] = _mm512_loadu_si512(wb + r * ws + o);
                         _Pragma("GCC unroll 16")
                         for (int i = 0; i < TILE_TT; i++) {
                                 __m512i x = _mm512_loadu_si512(g->xb + (t + i) * Kp + o);
