@@ -96,19 +96,22 @@ static inline int64_t lane_k(bool fp8, int64_t kb, int s, int j, int e) {
         return kb * DSV_QBLOCK + 32 * s + 2 * j + e;
 }
 
-struct lin_ctx {
+/* One linear of a job: its operands, and its share of the job's chunks of 4-row groups. */
+struct lin_job {
         const struct dsv_op_linear *p;
         struct dsv_gemm g;
         float *xf, *xs;
-        uint16_t *xb; /* NULL: no bf16 copy wanted */
+        uint16_t *xb;          /* NULL: no bf16 copy wanted */
+        const struct lin_job *same_x; /* prepared activations of an earlier job reused */
         bool quant;
+        int64_t chunk0, grain; /* job chunks [chunk0, next job's chunk0): grain groups each */
         _Atomic bool xb_inexact; /* some activation is not a bf16 */
         _Atomic int err;
 };
 
 /* Activations of tokens [t0, t1): act_quant'ed (faithful FP8) or as they are, in lane order. */
 static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
-        struct lin_ctx *c = v;
+        struct lin_job *c = v;
         const struct dsv_op_linear *p = c->p;
         const int64_t K = c->g.K, Kp = c->g.Kp, nbk = c->g.nbk;
         const bool fp8 = c->g.wtype == DSV_F8_E4M3;
@@ -149,59 +152,179 @@ static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
         }
 }
 
-/* Output row groups [i0, i1) of 4 rows. */
-static void gemm_rows(void *v, int64_t i0, int64_t i1, int thread) {
-        struct lin_ctx *c = v;
-        dsv_gemm_fn fn = dsv_cpu_gemm_kernel(&c->g);
-        int r = fn(&c->g, 4 * i0, MIN(c->g.N, 4 * i1), 0, c->g.T);
-        if (r < 0)
-                atomic_store(&c->err, r);
+static int64_t act_floats(const struct dsv_op_linear *p) {
+        return p->x->ne[1] * DIV_ROUND_UP(p->x->ne[0], DSV_QBLOCK) * DSV_QBLOCK;
+}
+static bool want_bf16_copy(const struct dsv_op_linear *p) {
+        /* for the kernels that multiply in bf16: worth it when the products are exact, i.e.
+         * codes or bf16 values times FP8 or bf16 weights */
+        return dsv_cpu_isa_current() == DSV_CPU_ISA_AVX512BF16 && p->w->type != DSV_F32;
+}
+/* same activations in the same lane order, quantized alike */
+static bool same_prep(const struct dsv_op_linear *a, const struct dsv_op_linear *b) {
+        bool qa = a->quant_in && a->w->type == DSV_F8_E4M3, qb = b->quant_in && b->w->type == DSV_F8_E4M3;
+        return a->x->data == b->x->data && a->x->stride == b->x->stride && a->x->ne[0] == b->x->ne[0] &&
+               a->x->ne[1] == b->x->ne[1] && qa == qb && (a->w->type == DSV_F8_E4M3) == (b->w->type == DSV_F8_E4M3) &&
+               want_bf16_copy(a) == want_bf16_copy(b);
 }
 
-int dsv_cpu_linear(const struct dsv_op_linear *p) {
+/* Sets up job j for p with activation buffers xf, xs, xb (or another job's, same_x). */
+static int job_init(struct lin_job *j, const struct dsv_op_linear *p, float *xf, float *xs, uint16_t *xb,
+                    const struct lin_job *same_x) {
         const int64_t T = p->x->ne[1], K = p->x->ne[0], N = p->w->ne[1];
         const int64_t nbk = DIV_ROUND_UP(K, DSV_QBLOCK), Kp = nbk * DSV_QBLOCK;
         const struct dsv_tensor *w = p->w;
-        struct lin_ctx c = {.p = p, .quant = p->quant_in && w->type == DSV_F8_E4M3};
+        if (nbk > 256)
+                return -E2BIG; /* K <= 32768 */
+        memset(j, 0, sizeof(*j));
+        j->p = p;
+        j->quant = p->quant_in && w->type == DSV_F8_E4M3;
+        j->same_x = same_x;
+        j->xf = same_x ? same_x->xf : xf;
+        j->xs = same_x ? same_x->xs : (j->quant ? xs : NULL);
+        j->xb = same_x ? same_x->xb : (want_bf16_copy(p) ? xb : NULL);
+        atomic_init(&j->xb_inexact, false);
+        atomic_init(&j->err, 0);
+        j->g = (struct dsv_gemm){
+                .wtype = w->type, .w = w->data, .w_stride = w->stride, .N = N, .K = K, .Kp = Kp, .nbk = nbk, .T = T,
+                .xf = j->xf, .xs = j->xs, .out = p->out->data, .out_stride = p->out->stride / sizeof(float),
+                .round_out = p->round_out};
+        if (w->type == DSV_F8_E4M3) {
+                j->g.ws = w->scale->data;
+                j->g.ws_stride = w->scale->stride / sizeof(float);
+        }
+        return 0;
+}
+
+/* Prepares the activations (unless shared) and what the kernels need to know of them. */
+static int job_prep(struct lin_job *j) {
+        const int64_t T = j->g.T, N = j->g.N, nbk = j->g.nbk;
+        if (!j->same_x) {
+                dsv_par_for(T, T * j->g.K * 8, prep_rows, j);
+                if (atomic_load(&j->err) < 0)
+                        return atomic_load(&j->err);
+        }
+        const struct lin_job *src = j->same_x ? j->same_x : j;
+        j->g.xb = j->xb && !atomic_load(&((struct lin_job *)src)->xb_inexact) ? j->xb : NULL;
+        /* every scale product a power of two: the kernels may fuse the block scaling */
+        j->g.exact_scales = true;
+        for (int64_t i = 0; j->g.ws && i < DIV_ROUND_UP(N, DSV_QBLOCK) && j->g.exact_scales; i++)
+                for (int64_t kb = 0; kb < nbk; kb++)
+                        j->g.exact_scales &= tame_pow2(j->g.ws[(size_t)i * j->g.ws_stride + (size_t)kb]);
+        for (int64_t i = 0; j->xs && i < T * nbk && j->g.exact_scales; i++)
+                j->g.exact_scales &= tame_pow2(j->xs[i]);
+        return 0;
+}
+
+struct run_ctx {
+        struct lin_job *jobs;
+        int n;
+        _Atomic int err;
+};
+
+/* Chunks [c0, c1) of the jobs' row groups. */
+static void gemm_chunks(void *v, int64_t c0, int64_t c1, int thread) {
+        struct run_ctx *rc = v;
+        int j = 0;
+        for (int64_t c = c0; c < c1; c++) {
+                while (j + 1 < rc->n && rc->jobs[j + 1].chunk0 <= c)
+                        j++;
+                while (j > 0 && rc->jobs[j].chunk0 > c)
+                        j--;
+                const struct lin_job *jb = &rc->jobs[j];
+                int64_t g0 = (c - jb->chunk0) * jb->grain;
+                int64_t n0 = 4 * g0, n1 = MIN(jb->g.N, 4 * (g0 + jb->grain));
+                int r = dsv_cpu_gemm_kernel(&jb->g)(&jb->g, n0, n1, 0, jb->g.T);
+                if (r < 0)
+                        atomic_store(&rc->err, r);
+        }
+}
+
+/* All the jobs' rows in one pool job: row groups in chunks, several per thread, so a thread
+ * that is held up (a shared host) leaves its rows to the others. */
+static int jobs_run(struct lin_job *jobs, int n) {
+        const int nt = dsv_cpu_pool_threads();
+        int64_t chunks = 0, work = 0;
+        for (int i = 0; i < n; i++) {
+                const int64_t groups = DIV_ROUND_UP(jobs[i].g.N, 4);
+                jobs[i].grain = MAX(1, DIV_ROUND_UP(groups, 8 * nt));
+                jobs[i].chunk0 = chunks;
+                chunks += DIV_ROUND_UP(groups, jobs[i].grain);
+                work += jobs[i].g.T * jobs[i].g.N * jobs[i].g.K;
+        }
+        struct run_ctx rc = {.jobs = jobs, .n = n};
+        atomic_init(&rc.err, 0);
+        dsv_par_for_dyn(chunks, 1, work, gemm_chunks, &rc);
+        return atomic_load(&rc.err);
+}
+
+int dsv_cpu_linear(const struct dsv_op_linear *p) {
+        const int64_t T = p->x->ne[1], N = p->w->ne[1], nbk = DIV_ROUND_UP(p->x->ne[0], DSV_QBLOCK);
+        struct lin_job j;
+        float *xf, *xs = NULL;
+        uint16_t *xb = NULL;
+        int r;
 
         if (T == 0 || N == 0)
                 return 0;
-        if (nbk > 256)
-                return -E2BIG; /* K <= 32768 */
-        c.xf = dsv_cpu_scratch(0, (size_t)T * (size_t)Kp * sizeof(float));
-        if (c.quant)
-                c.xs = dsv_cpu_scratch(1, (size_t)T * (size_t)nbk * sizeof(float));
-        /* a bf16 copy for the kernels that multiply in bf16: worth it when the products are
-         * exact, i.e. codes or bf16 values times FP8 or bf16 weights */
-        const bool want_xb = dsv_cpu_isa_current() == DSV_CPU_ISA_AVX512BF16 && w->type != DSV_F32;
-        if (want_xb)
-                c.xb = dsv_cpu_scratch(4, (size_t)T * (size_t)Kp * sizeof(uint16_t));
-        if (!c.xf || (c.quant && !c.xs) || (want_xb && !c.xb))
+        xf = dsv_cpu_scratch(0, (size_t)act_floats(p) * sizeof(float));
+        if (p->quant_in && p->w->type == DSV_F8_E4M3)
+                xs = dsv_cpu_scratch(1, (size_t)(T * nbk) * sizeof(float));
+        if (want_bf16_copy(p))
+                xb = dsv_cpu_scratch(4, (size_t)act_floats(p) * sizeof(uint16_t));
+        if (!xf || (p->quant_in && p->w->type == DSV_F8_E4M3 && !xs) || (want_bf16_copy(p) && !xb))
                 return -ENOMEM;
-        atomic_init(&c.xb_inexact, false);
-        atomic_init(&c.err, 0);
-        c.g = (struct dsv_gemm){
-                .wtype = w->type, .w = w->data, .w_stride = w->stride, .N = N, .K = K, .Kp = Kp, .nbk = nbk, .T = T,
-                .xf = c.xf, .xs = c.xs, .out = p->out->data, .out_stride = p->out->stride / sizeof(float),
-                .round_out = p->round_out};
-        if (w->type == DSV_F8_E4M3) {
-                c.g.ws = w->scale->data;
-                c.g.ws_stride = w->scale->stride / sizeof(float);
+        if ((r = job_init(&j, p, xf, xs, xb, NULL)) < 0 || (r = job_prep(&j)) < 0)
+                return r;
+        return jobs_run(&j, 1);
+}
+
+int dsv_cpu_linear_multi(const struct dsv_op_linear *const *ops, int n) {
+        struct lin_job *jobs;
+        size_t bytes = 0;
+        int m = 0, r = 0;
+
+        if (n <= 0)
+                return 0;
+        jobs = malloc((size_t)n * sizeof(*jobs));
+        if (!jobs)
+                return -ENOMEM;
+        /* one scratch block for every distinct activation preparation */
+        for (int i = 0; i < n; i++) {
+                bool shared = false;
+                for (int k = 0; k < i && !shared; k++)
+                        shared = same_prep(ops[k], ops[i]);
+                if (!shared)
+                        bytes += ALIGN_UP((size_t)act_floats(ops[i]) * (sizeof(float) + sizeof(uint16_t)) +
+                                                  (size_t)(ops[i]->x->ne[1] * DIV_ROUND_UP(ops[i]->x->ne[0], DSV_QBLOCK)) * sizeof(float),
+                                          64);
         }
-        dsv_par_for(T, T * K * 8, prep_rows, &c);
-        if (atomic_load(&c.err) < 0)
-                return atomic_load(&c.err);
-        c.g.xb = c.xb && !atomic_load(&c.xb_inexact) ? c.xb : NULL;
-        /* every scale product a power of two: the kernels may fuse the block scaling */
-        c.g.exact_scales = true;
-        for (int64_t i = 0; c.g.ws && i < DIV_ROUND_UP(N, DSV_QBLOCK) && c.g.exact_scales; i++)
-                for (int64_t kb = 0; kb < nbk; kb++)
-                        c.g.exact_scales &= tame_pow2(c.g.ws[(size_t)i * c.g.ws_stride + (size_t)kb]);
-        for (int64_t i = 0; c.xs && i < T * nbk && c.g.exact_scales; i++)
-                c.g.exact_scales &= tame_pow2(c.xs[i]);
-        /* row groups handed out in chunks, several per thread: a thread that is held up
-         * (a shared host) leaves its rows to the others */
-        const int64_t groups = DIV_ROUND_UP(N, 4);
-        dsv_par_for_dyn(groups, MAX(1, groups / (8 * dsv_cpu_pool_threads())), T * N * K, gemm_rows, &c);
-        return atomic_load(&c.err);
+        uint8_t *buf = dsv_cpu_scratch(5, MAX(bytes, 64));
+        if (!buf) {
+                free(jobs);
+                return -ENOMEM;
+        }
+        for (int i = 0; i < n && r >= 0; i++) {
+                const struct dsv_op_linear *p = ops[i];
+                if (p->x->ne[1] == 0 || p->w->ne[1] == 0)
+                        continue;
+                const struct lin_job *same = NULL;
+                for (int k = 0; k < m && !same; k++)
+                        if (!jobs[k].same_x && same_prep(jobs[k].p, p))
+                                same = &jobs[k];
+                const size_t a = (size_t)act_floats(p);
+                float *xf = (float *)buf, *xs = xf + a;
+                uint16_t *xb = (uint16_t *)(xs + p->x->ne[1] * DIV_ROUND_UP(p->x->ne[0], DSV_QBLOCK));
+                if ((r = job_init(&jobs[m], p, xf, xs, xb, same)) < 0 || (r = job_prep(&jobs[m])) < 0)
+                        break;
+                if (!same)
+                        buf += ALIGN_UP(a * (sizeof(float) + sizeof(uint16_t)) +
+                                                (size_t)(p->x->ne[1] * DIV_ROUND_UP(p->x->ne[0], DSV_QBLOCK)) * sizeof(float),
+                                        64);
+                m++;
+        }
+        if (r >= 0 && m > 0)
+                r = jobs_run(jobs, m);
+        free(jobs);
+        return r;
 }
