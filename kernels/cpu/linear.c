@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -34,8 +35,25 @@ void dsv_quant_row(const float *x, int64_t n, uint8_t *q, float *s) {
                 float sc = nan ? NAN : dsv_act_scale(amax);
                 float inv = 1.0f / sc;
                 s[b] = sc;
-                for (int64_t k = 0; k < len; k++)
-                        q[k0 + k] = nan ? 0x7f : dsv_quant_e4m3(x[k0 + k], inv);
+                if (nan) {
+                        memset(q + k0, 0x7f, (size_t)len);
+                        continue;
+                }
+                /* dsv_quant_e4m3 without branches (the compiler vectorises it; the block has
+                 * no NaN): scale (exact, a power of two), clamp to +-448, round to nearest
+                 * even on the normal grid or, below 2^-6, on the subnormal one */
+                for (int64_t k = 0; k < len; k++) {
+                        float y = x[k0 + k] * inv;
+                        y = y > DSV_FP8_MAX ? DSV_FP8_MAX : (y < -DSV_FP8_MAX ? -DSV_FP8_MAX : y);
+                        uint32_t u = dsv_f32_bits(y), a = u & 0x7fffffffu;
+                        uint32_t r = a + 0x7ffffu + ((a >> 20) & 1u);
+                        uint32_t cn = (((r >> 23) - 120u) << 3) | ((r >> 20) & 7u);
+                        cn = cn > 0x7eu ? 0x7eu : cn;
+                        float f = dsv_bits_f32(a) * 512.0f;
+                        uint32_t cs = (uint32_t)((f + 0x1p23f) - 0x1p23f);
+                        uint32_t c = a < 0x3c800000u ? cs : cn;
+                        q[k0 + k] = (uint8_t)(((u >> 24) & 0x80u) | c);
+                }
         }
 }
 
@@ -104,17 +122,40 @@ struct lin_job {
         uint16_t *xb;          /* NULL: no bf16 copy wanted */
         const struct lin_job *same_x; /* prepared activations of an earlier job reused */
         bool quant;
+        bool fill_xf, fill_xb; /* what prep_rows writes */
         int64_t chunk0, grain; /* job chunks [chunk0, next job's chunk0): grain groups each */
         _Atomic bool xb_inexact; /* some activation is not a bf16 */
         _Atomic int err;
 };
 
-/* Activations of tokens [t0, t1): act_quant'ed (faithful FP8) or as they are, in lane order. */
+/* Lane order tables (gemm.h), per block: position o of the f32 layout (32 s + 16 e + j) or
+ * of the bf16 layout (32 s + 2 j + e) reads x[128 kb + tab[o]]; and e4m3 values by code. */
+static uint8_t lane_f32[2][DSV_QBLOCK], lane_bf16[2][DSV_QBLOCK];
+static float e4m3_val[256];
+static uint16_t e4m3_bf16[256];
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void tables_init(void) {
+        for (int fp8 = 0; fp8 < 2; fp8++)
+                for (int s = 0; s < 4; s++)
+                        for (int e = 0; e < 2; e++)
+                                for (int j = 0; j < 16; j++) {
+                                        lane_f32[fp8][32 * s + 16 * e + j] = (uint8_t)lane_k(fp8, 0, s, j, e);
+                                        lane_bf16[fp8][32 * s + 2 * j + e] = (uint8_t)lane_k(fp8, 0, s, j, e);
+                                }
+        for (int c = 0; c < 256; c++) {
+                e4m3_val[c] = dsv_e4m3_to_f32((uint8_t)c);
+                e4m3_bf16[c] = dsv_f32_to_bf16(e4m3_val[c]); /* exact */
+        }
+}
+
+/* Activations of tokens [t0, t1): act_quant'ed (faithful FP8) or as they are, in lane order,
+ * as f32 (fill_xf) or bf16 (fill_xb, noting any value that is not a bf16). */
 static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
         struct lin_job *c = v;
         const struct dsv_op_linear *p = c->p;
         const int64_t K = c->g.K, Kp = c->g.Kp, nbk = c->g.nbk;
-        const bool fp8 = c->g.wtype == DSV_F8_E4M3;
+        const int fp8 = c->g.wtype == DSV_F8_E4M3;
         float *val = dsv_cpu_scratch(3, (size_t)Kp * sizeof(float));
         uint8_t q[32768];
         if (!val) {
@@ -124,29 +165,41 @@ static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
         for (int64_t t = t0; t < t1; t++) {
                 const float *x = dsv_tensor_row(p->x, t);
                 bool inexact = false;
+                if (c->quant && !c->fill_xf) {
+                        /* codes: straight to bf16, exact */
+                        uint16_t *xb = c->xb + t * Kp;
+                        dsv_quant_row(x, K, q, c->xs + t * nbk);
+                        memset(q + K, 0, (size_t)(Kp - K));
+                        for (int64_t kb = 0; kb < nbk; kb++)
+                                for (int o = 0; o < DSV_QBLOCK; o++)
+                                        xb[kb * DSV_QBLOCK + o] = e4m3_bf16[q[kb * DSV_QBLOCK + lane_bf16[fp8][o]]];
+                        continue;
+                }
                 if (c->quant) {
                         dsv_quant_row(x, K, q, c->xs + t * nbk);
                         for (int64_t k = 0; k < K; k++)
-                                val[k] = dsv_e4m3_to_f32(q[k]);
+                                val[k] = e4m3_val[q[k]];
                 } else {
                         memcpy(val, x, (size_t)K * sizeof(float));
                 }
                 for (int64_t k = K; k < Kp; k++)
                         val[k] = 0;
-                float *xf = c->xf + t * Kp;
-                uint16_t *xb = c->xb ? c->xb + t * Kp : NULL;
-                for (int64_t kb = 0; kb < nbk; kb++)
-                        for (int s = 0; s < 4; s++)
-                                for (int e = 0; e < 2; e++)
-                                        for (int j = 0; j < 16; j++) {
-                                                float a = val[lane_k(fp8, kb, s, j, e)];
-                                                xf[kb * DSV_QBLOCK + 32 * s + 16 * e + j] = a;
-                                                if (xb) {
-                                                        uint16_t h = dsv_f32_to_bf16(a);
-                                                        inexact |= dsv_bf16_to_f32(h) != a && a == a;
-                                                        xb[kb * DSV_QBLOCK + 32 * s + 2 * j + e] = h;
-                                                }
-                                        }
+                if (c->fill_xf) {
+                        float *xf = c->xf + t * Kp;
+                        for (int64_t kb = 0; kb < nbk; kb++)
+                                for (int o = 0; o < DSV_QBLOCK; o++)
+                                        xf[kb * DSV_QBLOCK + o] = val[kb * DSV_QBLOCK + lane_f32[fp8][o]];
+                }
+                if (c->fill_xb) {
+                        uint16_t *xb = c->xb + t * Kp;
+                        for (int64_t kb = 0; kb < nbk; kb++)
+                                for (int o = 0; o < DSV_QBLOCK; o++) {
+                                        float a = val[kb * DSV_QBLOCK + lane_bf16[fp8][o]];
+                                        uint16_t h = dsv_f32_to_bf16(a);
+                                        inexact |= dsv_bf16_to_f32(h) != a && a == a;
+                                        xb[kb * DSV_QBLOCK + o] = h;
+                                }
+                }
                 if (inexact)
                         atomic_store(&c->xb_inexact, true);
         }
@@ -200,9 +253,20 @@ static int job_init(struct lin_job *j, const struct dsv_op_linear *p, float *xf,
 static int job_prep(struct lin_job *j) {
         const int64_t T = j->g.T, N = j->g.N, nbk = j->g.nbk;
         if (!j->same_x) {
+                /* the bf16 copy when the kernel wants one, else (or when some value is not a
+                 * bf16 after all: exact numerics) the f32 one */
+                j->fill_xb = j->xb != NULL;
+                j->fill_xf = !j->fill_xb;
                 dsv_par_for(T, T * j->g.K * 8, prep_rows, j);
                 if (atomic_load(&j->err) < 0)
                         return atomic_load(&j->err);
+                if (j->fill_xb && atomic_load(&j->xb_inexact)) {
+                        j->fill_xb = false;
+                        j->fill_xf = true;
+                        dsv_par_for(T, T * j->g.K * 8, prep_rows, j);
+                        if (atomic_load(&j->err) < 0)
+                                return atomic_load(&j->err);
+                }
         }
         const struct lin_job *src = j->same_x ? j->same_x : j;
         j->g.xb = j->xb && !atomic_load(&((struct lin_job *)src)->xb_inexact) ? j->xb : NULL;
@@ -259,6 +323,7 @@ static int jobs_run(struct lin_job *jobs, int n) {
 }
 
 int dsv_cpu_linear(const struct dsv_op_linear *p) {
+        pthread_once(&tables_once, tables_init);
         const int64_t T = p->x->ne[1], N = p->w->ne[1], nbk = DIV_ROUND_UP(p->x->ne[0], DSV_QBLOCK);
         struct lin_job j;
         float *xf, *xs = NULL;
@@ -280,6 +345,7 @@ int dsv_cpu_linear(const struct dsv_op_linear *p) {
 }
 
 int dsv_cpu_linear_multi(const struct dsv_op_linear *const *ops, int n) {
+        pthread_once(&tables_once, tables_init);
         struct lin_job *jobs;
         size_t bytes = 0;
         int m = 0, r = 0;

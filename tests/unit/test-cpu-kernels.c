@@ -132,6 +132,34 @@ static void make_weights(struct weights *W, enum dsv_dtype type, int64_t N, int6
 
 static int n_cases;
 
+/* dsv_quant_row (branch-free, vectorised) against dsv_quant_e4m3 value by value, on values
+ * over the whole e4m3 range, ties, subnormals, zeros and saturation */
+static void check_quant_row(void) {
+        enum { N = 128 * 512 };
+        float *x = malloc(N * sizeof(float));
+        uint8_t *q = malloc(N);
+        float s[512];
+        int bad = 0;
+        REQUIRE(x && q, "oom");
+        for (int i = 0; i < N; i++) {
+                int b = i / 128;
+                float v = rnd() * ldexpf(1.0f, b % 40 - 20);
+                if (i % 7 == 0) /* exact e4m3 values and midpoints between them, after scaling */
+                        v = dsv_e4m3_to_f32((uint8_t)(i & 0x7e)) * (i % 3 ? 1.0f : 1.0625f) * ldexpf(1.0f, b % 9);
+                if (i % 128 == 5)
+                        v = -0.0f;
+                x[i] = v;
+        }
+        x[1000] = 1e30f; /* one block with a huge value: the others in it underflow to 0 */
+        dsv_quant_row(x, N, q, s);
+        for (int i = 0; i < N; i++)
+                if (q[i] != dsv_quant_e4m3(x[i], 1.0f / s[i / 128]) && bad++ < 3)
+                        CHECK(false, "act_quant of %a (scale %a): %#x, want %#x", x[i], s[i / 128], q[i], dsv_quant_e4m3(x[i], 1.0f / s[i / 128]));
+        CHECK(bad == 0, "act_quant: %d codes differ from dsv_quant_e4m3", bad);
+        free(x);
+        free(q);
+}
+
 /* One operand set on the current kernels vs the transcription, then token by token. */
 static void check_case(const char *what, enum dsv_dtype type, int64_t T, int64_t K, int64_t N, bool quant, bool round,
                        bool bf16_x, bool pow2, bool nan) {
@@ -220,6 +248,7 @@ int main(int argc, char **argv) {
         }
         CHECK(dsv_cpu_isa_from_name("avx3") == -1 && dsv_cpu_isa_from_name("avx512bf16") == DSV_CPU_ISA_AVX512BF16, "names");
         CHECK(dsv_cpu_isa_supported(DSV_CPU_ISA_PORTABLE), "portable runs everywhere");
+        check_quant_row();
 
         for (int threads = 1; threads <= 2; threads++) {
                 REQUIRE(dsv_cpu_pool_acquire(threads) == 0, "pool");
