@@ -496,6 +496,31 @@ int dsv_model_config_preset(const char *name, struct dsv_model_config *c, struct
                 c->index_topk = 64;
                 return 0;
         }
+        if (strcmp(name, "m474") == 0) {
+                /* 474M parameters (~0.55 GB on disk): the size of checkpoint the CPU backend is
+                 * compared with other CPU engines on (issue 16). */
+                c->vocab_size = 32768;
+                c->hidden_size = 1024;
+                c->num_hidden_layers = 8;
+                c->first_k_dense_replace = 1;
+                c->num_attention_heads = 16;
+                c->q_lora_rank = 512;
+                c->kv_lora_rank = 256;
+                c->qk_nope_head_dim = 64;
+                c->qk_rope_head_dim = 64;
+                c->v_head_dim = 64;
+                c->intermediate_size = 2048;
+                c->moe_intermediate_size = 512;
+                c->n_routed_experts = 32;
+                c->n_shared_experts = 1;
+                c->num_experts_per_tok = 4;
+                c->n_group = 4;
+                c->topk_group = 2;
+                c->index_n_heads = 16;
+                c->index_head_dim = 128;
+                c->index_topk = 64;
+                return 0;
+        }
         if (strncmp(name, "v32-layers:", 11) == 0) {
                 long n;
                 if (dsv_parse_int(name + 11, 1, 61, &n) < 0)
@@ -507,5 +532,5 @@ int dsv_model_config_preset(const char *name, struct dsv_model_config *c, struct
         }
         if (strcmp(name, "v32") == 0)
                 return 0;
-        return dsv_error_set(err, EINVAL, "unknown preset \"%s\" (tiny, small, v32-layers:N, v32)", name);
+        return dsv_error_set(err, EINVAL, "unknown preset \"%s\" (tiny, small, m474, v32-layers:N, v32)", name);
 }

@@ -82,7 +82,7 @@ static inline int dsv_cfg_index_record_fp8(const struct dsv_model_config *c) {
         return c->index_head_dim + 4 * ((c->index_head_dim + 127) / 128);
 }
 
-/* The presets of dsv32-mkmodel. name: "tiny", "small", "v32-layers:N". */
+/* The presets of dsv32-mkmodel. name: "tiny", "small", "m474", "v32-layers:N", "v32". */
 int dsv_model_config_preset(const char *name, struct dsv_model_config *ret, struct dsv_error *err);
 /* The published DeepSeek-V3.2 671B configuration. */
 void dsv_model_config_v32(struct dsv_model_config *ret);

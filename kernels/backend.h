@@ -349,6 +349,8 @@ struct dsv_backend_ops {
         /* Optional: copies n bytes between two places of backend memory (without it, callers go
          * through host memory). */
         int (*copy)(struct dsv_backend *be, void *dst, const void *src, size_t n);
+        /* Optional: one line on how this backend runs (threads, kernels chosen), for the log. */
+        const char *(*describe)(struct dsv_backend *be);
 };
 
 struct dsv_backend {

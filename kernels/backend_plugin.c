@@ -246,5 +246,7 @@ const char *dsv_backend_describe(struct dsv_backend *be) {
         struct plugin *p = plugin_of(be);
         if (p && p->describe)
                 return p->describe(be);
+        if (be && be->ops && be->ops->describe)
+                return be->ops->describe(be);
         return be && be->ops && be->ops->name ? be->ops->name : "?";
 }

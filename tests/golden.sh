@@ -14,7 +14,7 @@ if [ -z "${PYTHON3:-}" ] || ! "$PYTHON3" -c 'import numpy' 2>/dev/null; then
 fi
 ref="$top_srcdir/tests/ref"
 dump="$top_builddir/tests/unit/golden-dump"
-work="$top_builddir/tests/tmp/golden"
+work="${GOLDEN_WORK:-$top_builddir/tests/tmp/golden}" # a caller running it beside the suite picks its own
 model="$work/tiny"
 rm -rf "$work"
 mkdir -p "$work"

@@ -27,6 +27,19 @@ tests_unit_test_ops_SOURCES = tests/unit/test-ops.c
 tests_unit_test_ops_LDADD = $(TEST_CORE_LIBS)
 TESTS += tests/unit/test-ops
 
+check_PROGRAMS += tests/unit/test-cpu-kernels
+tests_unit_test_cpu_kernels_SOURCES = tests/unit/test-cpu-kernels.c
+tests_unit_test_cpu_kernels_LDADD = $(TEST_CORE_LIBS)
+TESTS += tests/unit/test-cpu-kernels
+
+# an idle daemon (CPU backend, 2 threads) uses no CPU
+TESTS += tests/daemon-idle-cpu.sh
+EXTRA_DIST += tests/daemon-idle-cpu.sh
+
+# the model invariants and the golden test on every other kernel path this CPU runs
+TESTS += tests/cpu-paths.sh
+EXTRA_DIST += tests/cpu-paths.sh
+
 check_PROGRAMS += tests/unit/test-checkpoint
 tests_unit_test_checkpoint_SOURCES = tests/unit/test-checkpoint.c
 tests_unit_test_checkpoint_LDADD = $(TEST_CORE_LIBS)

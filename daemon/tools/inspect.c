@@ -26,7 +26,7 @@ static void help(void) {
                "                    (suffix K = 1024, M = 1048576; default 4K and 128K)\n"
                "  --batch B         sequences per decode step (default 1)\n"
                "  --bandwidth GB/s  memory bandwidth for the decode roofline (1 GB = 1e9 bytes)\n"
-               "  --preset NAME     a built-in config: tiny, small, v32-layers:N, v32 (671B)\n"
+               "  --preset NAME     a built-in config: tiny, small, m474, v32-layers:N, v32 (671B)\n"
                "  --json            one JSON object on stdout instead of the table\n"
                "  -h, --help        this text\n\n"
                "Counting (the same in the table and the JSON):\n"

@@ -14,6 +14,8 @@ static void help(void) {
                "  tiny            3 layers (1 dense + 2 MoE), hidden 256, 16 experts in 4 groups,\n"
                "                  index_topk 8; runs in milliseconds (tests, the demo)\n"
                "  small           4 layers, hidden 1024, 64 experts, ~200 MB (CPU benchmarks)\n"
+               "  m474            8 layers, hidden 1024, 32 experts top-4, vocab 32768: 474M\n"
+               "                  parameters, ~0.55 GB (CPU speed against other CPU engines)\n"
                "  v32-layers:N    the real 671B widths and expert counts with N layers (GPU work;\n"
                "                  use --config-only on small machines)\n"
                "  v32             the full 61-layer configuration (use with --config-only)\n\n"

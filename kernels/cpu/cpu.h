@@ -6,17 +6,13 @@
 #include "kernels/backend.h"
 #include "kernels/numerics.h"
 
-#ifdef _OPENMP
-#include <omp.h>
+#include "kernels/cpu/pool.h"
+
+/* Loop hints only (-fopenmp-simd): threads come from the pool (pool.h), not OpenMP. */
 #define DSV_PRAGMA_(x) _Pragma(#x)
 #define OMP(x) DSV_PRAGMA_(omp x)
-#else
-#define OMP(x)
-static inline int omp_get_thread_num(void) { return 0; }
-static inline int omp_get_max_threads(void) { return 1; }
-#endif
 
-/* Parallel regions cost microseconds: only split work worth more than this many flops. */
+/* Splitting work over the pool costs ~1 us: only split work worth more than this many flops. */
 #define DSV_PAR_MIN (1 << 16)
 
 static inline float dsv_rnd(float x, bool faithful) { return faithful ? dsv_round_bf16(x) : x; }
@@ -32,6 +28,9 @@ int dsv_cpu_get_rows(const struct dsv_op_get_rows *p);
 int dsv_cpu_rmsnorm(const struct dsv_op_rmsnorm *p, bool faithful);
 int dsv_cpu_layernorm(const struct dsv_op_layernorm *p, bool faithful);
 int dsv_cpu_linear(const struct dsv_op_linear *p);
+/* Several independent linears in one pool job (the same results as one by one); those
+ * reading the same activations with the same weight format prepare them once. */
+int dsv_cpu_linear_multi(const struct dsv_op_linear *const *ops, int n);
 int dsv_cpu_act_quant(const struct dsv_op_act_quant *p);
 int dsv_cpu_rope(const struct dsv_op_rope *p, bool faithful);
 int dsv_cpu_hadamard(const struct dsv_op_hadamard *p, bool faithful);
@@ -48,7 +47,7 @@ int dsv_cpu_moe_experts(const struct dsv_op_moe_experts *p);
 /* Per-thread scratch memory that grows and is reused across calls (no page faults and no
  * zeroing on the hot path). slot < DSV_SCRATCH_SLOTS; the pointer stays valid until the same
  * thread asks for the same slot again. NULL on allocation failure. */
-#define DSV_SCRATCH_SLOTS 4
+#define DSV_SCRATCH_SLOTS 6 /* linear: 0 activations, 1 their scales, 2 kernel, 3 prep, 4 bf16 copy, 5 several */
 void *dsv_cpu_scratch(int slot, size_t bytes);
 
 /* Building blocks shared by several kernels. */

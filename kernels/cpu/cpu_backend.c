@@ -1,5 +1,6 @@
-/* The CPU backend: host memory, OpenMP threads, and the reference implementation of every
- * op. compute() dispatches on the op type; the kernels live in kernels/cpu/<family>.c. */
+/* The CPU backend: host memory, the worker pool (pool.h), and the reference implementation of
+ * every op. compute() dispatches on the op type; the kernels live in kernels/cpu/<family>.c,
+ * the linear layer's per-instruction-set kernels in gemm_*.c (chosen in gemm_isa.c). */
 #include "config.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <sys/mman.h>
 
 #include "kernels/cpu/cpu.h"
+#include "kernels/cpu/gemm.h"
 
 const char *dsv_op_name(enum dsv_op_type t) {
         static const char *const names[DSV_OP_MAX] = {
@@ -19,7 +21,7 @@ const char *dsv_op_name(enum dsv_op_type t) {
 }
 
 /* Each thread's scratch lives in a block owned by a pthread key, so it is freed when the
- * thread exits (engine threads come and go; OpenMP workers live on). */
+ * thread exits (engine threads come and go; pool workers live as long as a backend). */
 struct scratch {
         void *p[DSV_SCRATCH_SLOTS];
         size_t n[DSV_SCRATCH_SLOTS];
@@ -62,11 +64,20 @@ void *dsv_cpu_scratch(int slot, size_t bytes) {
 
 struct cpu_ctx {
         int n_threads;
+        char describe[256];
 };
 
 static void cpu_free(struct dsv_backend *be) {
+        dsv_cpu_pool_release();
         free(be->ctx);
         free(be);
+}
+
+static const char *cpu_describe(struct dsv_backend *be) {
+        struct cpu_ctx *ctx = be->ctx;
+        snprintf(ctx->describe, sizeof(ctx->describe), "%d thread%s, %s", dsv_cpu_pool_threads(),
+                 dsv_cpu_pool_threads() == 1 ? "" : "s", dsv_cpu_isa_describe());
+        return ctx->describe;
 }
 
 /* Large buffers (weights, KV pool) come straight from mmap with transparent huge pages
@@ -242,6 +253,7 @@ static const struct dsv_backend_ops cpu_ops = {
         .alloc_host = cpu_alloc_host,
         .copy = cpu_copy,
         .free_host = cpu_free_host,
+        .describe = cpu_describe,
 };
 
 int dsv_backend_cpu_new(int n_threads, struct dsv_backend **ret) {
@@ -257,9 +269,12 @@ int dsv_backend_cpu_new(int n_threads, struct dsv_backend **ret) {
                 n_threads = n > 0 ? (int)n : 1;
         }
         ctx->n_threads = n_threads;
-#ifdef _OPENMP
-        omp_set_num_threads(n_threads);
-#endif
+        int r = dsv_cpu_pool_acquire(n_threads);
+        if (r < 0) {
+                free(be);
+                free(ctx);
+                return r;
+        }
         be->ops = &cpu_ops;
         be->ctx = ctx;
         be->host_memory = true;

@@ -6,6 +6,18 @@
 
 #include "kernels/cpu/cpu.h"
 
+static void embed_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        const struct dsv_op_embed *p = v;
+        const int64_t D = p->out->ne[0];
+        const int32_t *ids = p->ids->data;
+        for (int64_t t = t0; t < t1; t++) {
+                const void *row = dsv_tensor_row(p->table, ids[t]);
+                float *o = dsv_tensor_row(p->out, t);
+                for (int64_t i = 0; i < D; i++)
+                        o[i] = dsv_load_f(row, p->table->type, i);
+        }
+}
+
 /* out[t, :] = float(table[ids[t], :]) */
 int dsv_cpu_embed(const struct dsv_op_embed *p) {
         const int64_t T = p->out->ne[1], D = p->out->ne[0], V = p->table->ne[1];
@@ -13,13 +25,7 @@ int dsv_cpu_embed(const struct dsv_op_embed *p) {
         for (int64_t t = 0; t < T; t++)
                 if (ids[t] < 0 || ids[t] >= V)
                         return -EINVAL;
-        OMP(parallel for schedule(static) if (T * D >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
-                const void *row = dsv_tensor_row(p->table, ids[t]);
-                float *o = dsv_tensor_row(p->out, t);
-                for (int64_t i = 0; i < D; i++)
-                        o[i] = dsv_load_f(row, p->table->type, i);
-        }
+        dsv_par_for(T, T * D, embed_rows, (void *)p);
         return 0;
 }
 
@@ -36,10 +42,16 @@ int dsv_cpu_get_rows(const struct dsv_op_get_rows *p) {
 }
 
 /* out = bf16(silu(a) * b), silu(a) = a * sigmoid(a), fp32 */
-int dsv_cpu_swiglu(const struct dsv_op_swiglu *p, bool faithful) {
-        const int64_t T = p->out->ne[1], N = p->out->ne[0];
-        OMP(parallel for schedule(static) if (T * N * 16 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+struct swiglu_ctx {
+        const struct dsv_op_swiglu *p;
+        bool faithful;
+};
+
+static void swiglu_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        const struct dsv_op_swiglu *p = ((struct swiglu_ctx *)v)->p;
+        const bool faithful = ((struct swiglu_ctx *)v)->faithful;
+        const int64_t N = p->out->ne[0];
+        for (int64_t t = t0; t < t1; t++) {
                 const float *a = dsv_tensor_row(p->a, t), *b = dsv_tensor_row(p->b, t);
                 float *o = dsv_tensor_row(p->out, t);
                 for (int64_t i = 0; i < N; i++) {
@@ -47,6 +59,12 @@ int dsv_cpu_swiglu(const struct dsv_op_swiglu *p, bool faithful) {
                         o[i] = dsv_rnd(s * b[i], faithful);
                 }
         }
+}
+
+int dsv_cpu_swiglu(const struct dsv_op_swiglu *p, bool faithful) {
+        const int64_t T = p->out->ne[1], N = p->out->ne[0];
+        struct swiglu_ctx c = {p, faithful};
+        dsv_par_for(T, T * N * 16, swiglu_rows, &c);
         return 0;
 }
 

@@ -8,12 +8,18 @@
 
 #include "kernels/cpu/cpu.h"
 
-int dsv_cpu_hadamard(const struct dsv_op_hadamard *p, bool faithful) {
-        const int64_t T = p->x->ne[1], N = p->x->ne[0];
+struct had_ctx {
+        const struct dsv_op_hadamard *p;
+        bool faithful;
+};
+
+static void hadamard_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        const struct dsv_op_hadamard *p = ((struct had_ctx *)v)->p;
+        const bool faithful = ((struct had_ctx *)v)->faithful;
+        const int64_t N = p->x->ne[0];
         const int d = p->d;
         const float scale = (float)(1.0 / sqrt((double)d));
-        OMP(parallel for schedule(static) if (T * N * 8 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
                 float *row = dsv_tensor_row(p->x, t);
                 for (int64_t g = 0; g + d <= N; g += d) {
                         float *x = row + g;
@@ -28,5 +34,11 @@ int dsv_cpu_hadamard(const struct dsv_op_hadamard *p, bool faithful) {
                                 x[j] = dsv_rnd(x[j] * scale, faithful);
                 }
         }
+}
+
+int dsv_cpu_hadamard(const struct dsv_op_hadamard *p, bool faithful) {
+        const int64_t T = p->x->ne[1], N = p->x->ne[0];
+        struct had_ctx c = {p, faithful};
+        dsv_par_for(T, T * N * 8, hadamard_rows, &c);
         return 0;
 }

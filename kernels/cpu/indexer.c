@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
@@ -76,19 +77,20 @@ static const uint8_t *idx_key(const struct dsv_kv_ref *kv, int64_t slot, const f
         return page + L->idx_off + (size_t)off * L->idx_rec;
 }
 
-int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p) {
+struct idx_ctx {
+        const struct dsv_op_indexer_topk *p;
+        _Atomic int err;
+};
+
+static void indexer_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        struct idx_ctx *ic = v;
+        const struct dsv_op_indexer_topk *p = ic->p;
         const struct dsv_kv_layout *L = p->kv.layout;
-        const int64_t T = p->idx->ne[1];
         const int H = p->n_heads, d = p->head_dim, topk = p->topk;
         const int nbh = DIV_ROUND_UP(d, DSV_QBLOCK);
         const int32_t *seq = p->at.tok_seq->data, *pos = p->at.tok_pos->data;
-        int err = 0;
 
-        if (p->faithful != (L->format == DSV_KV_FP8))
-                return -EINVAL;
-
-        OMP(parallel for schedule(dynamic, 1) if (T > 1 && T * H * d * (int64_t)pos[T - 1] >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
                 int32_t *out = dsv_tensor_row(p->idx, t);
                 const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
                 const int n = pos[t] + 1;
@@ -105,8 +107,7 @@ int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p) {
                 float *scores = malloc((size_t)n * sizeof(float) + (size_t)n * sizeof(struct scored) +
                                        (size_t)H * d * sizeof(float) + (size_t)H * sizeof(float) + (size_t)d * sizeof(float));
                 if (!scores) {
-                        OMP(atomic write)
-                        err = -ENOMEM;
+                        atomic_store(&ic->err, -ENOMEM);
                         continue;
                 }
                 void *scratch = scores + n;
@@ -153,5 +154,16 @@ int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p) {
                         out[i] = -1;
                 free(scores);
         }
-        return err;
+}
+
+int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p) {
+        const int64_t T = p->idx->ne[1];
+        const int32_t *pos = p->at.tok_pos->data;
+        struct idx_ctx ic = {.p = p};
+
+        if (p->faithful != (p->kv.layout->format == DSV_KV_FP8))
+                return -EINVAL;
+        atomic_init(&ic.err, 0);
+        dsv_par_for_dyn(T, 1, T > 1 ? T * p->n_heads * p->head_dim * (int64_t)pos[T - 1] : 0, indexer_rows, &ic);
+        return atomic_load(&ic.err);
 }

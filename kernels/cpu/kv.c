@@ -36,14 +36,13 @@ void dsv_kv_read_mla(const struct dsv_kv_ref *kv, int64_t slot, float *latent, f
         }
 }
 
-int dsv_cpu_kv_store(const struct dsv_op_kv_store *p) {
+static void kv_store_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        const struct dsv_op_kv_store *p = v;
         const struct dsv_kv_ref *kv = &p->kv;
         const struct dsv_kv_layout *L = kv->layout;
-        const int64_t T = p->slots->ne[0] * p->slots->ne[1];
         const int32_t *slots = p->slots->data;
 
-        OMP(parallel for schedule(static) if (T * L->kv_lora >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
                 const float *lat = dsv_tensor_row(p->latent, t), *pe = dsv_tensor_row(p->k_pe, t);
                 const float *key = dsv_tensor_row(p->idx_key, t);
                 int64_t slot = slots[t], off = slot % L->page_tokens;
@@ -67,14 +66,23 @@ int dsv_cpu_kv_store(const struct dsv_op_kv_store *p) {
                 dsv_quant_row(key, L->index_dim, page + L->idx_off + (size_t)off * L->idx_rec, sc);
                 memcpy(page + L->idx_scale_off + (size_t)off * L->idx_scale_rec, sc, L->idx_scale_rec);
         }
+}
+
+int dsv_cpu_kv_store(const struct dsv_op_kv_store *p) {
+        const int64_t T = p->slots->ne[0] * p->slots->ne[1];
+        dsv_par_for(T, T * p->kv.layout->kv_lora, kv_store_rows, (void *)p);
         return 0;
 }
 
-int dsv_cpu_kv_gather(const struct dsv_op_kv_gather *p) {
+static void kv_gather_rows(void *v, int64_t i0, int64_t i1, int thread) {
+        const struct dsv_op_kv_gather *p = v;
         const struct dsv_kv_layout *L = p->kv.layout;
         const int32_t *pages = p->pages->data;
-        OMP(parallel for schedule(static) if (p->n * L->kv_lora >= DSV_PAR_MIN))
-        for (int64_t i = 0; i < p->n; i++)
+        for (int64_t i = i0; i < i1; i++)
                 dsv_kv_read_mla(&p->kv, dsv_kv_slot(L, pages, i), dsv_tensor_row(p->latent, i), dsv_tensor_row(p->k_pe, i));
+}
+
+int dsv_cpu_kv_gather(const struct dsv_op_kv_gather *p) {
+        dsv_par_for(p->n, p->n * p->kv.layout->kv_lora, kv_gather_rows, (void *)p);
         return 0;
 }

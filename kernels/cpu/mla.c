@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
@@ -48,84 +49,134 @@ DSV_HOT static void axpy(float *y, float a, const float *x, int n) {
                 y[i] += a * x[i];
 }
 
-int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
-        const struct dsv_kv_layout *L = p->kv.layout;
-        const int64_t T = p->out->ne[1];
-        const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v, C = p->kv_lora;
-        const int K = (int)p->idx->ne[0];
-        const int qk = nope + rope;
-        const bool f = p->faithful;
-        const int32_t *seq = p->at.tok_seq->data;
-        int err = 0;
+struct mla_ctx {
+        const void *p;
+        _Atomic int err;
+};
 
-        OMP(parallel for schedule(dynamic, 1) if (T > 1 && T * H * K * 256 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+/* Decode runs in two parallel steps: each token's selected latents are read out of the cache
+ * once (gather), then every (token, head) pair is an independent work item, so a single
+ * decoding sequence still spreads over the pool. */
+struct mla_dec {
+        const struct dsv_op_mla_decode *p;
+        int64_t *off; /* token t's gathered rows start at row off[t]; off[T] rows in all */
+        float *lat, *kpe;
+        _Atomic int err;
+};
+
+static void mla_gather_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        struct mla_dec *md = v;
+        const struct dsv_op_mla_decode *p = md->p;
+        const struct dsv_kv_layout *L = p->kv.layout;
+        const int K = (int)p->idx->ne[0], C = p->kv_lora, rope = p->rope;
+        const int32_t *seq = p->at.tok_seq->data;
+        for (int64_t t = t0; t < t1; t++) {
                 const int32_t *idx = dsv_tensor_row(p->idx, t);
                 const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
+                int64_t m = md->off[t];
+                for (int j = 0; j < K; j++)
+                        if (idx[j] >= 0) {
+                                dsv_kv_read_mla(&p->kv, dsv_kv_slot(L, pages, idx[j]), md->lat + (size_t)m * C, md->kpe + (size_t)m * rope);
+                                m++;
+                        }
+        }
+}
+
+static void mla_head_items(void *v, int64_t i0, int64_t i1, int thread) {
+        struct mla_dec *md = v;
+        const struct dsv_op_mla_decode *p = md->p;
+        const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v, C = p->kv_lora;
+        const int qk = nope + rope;
+        const bool f = p->faithful;
+        const size_t wst = p->wkv_b->stride / sizeof(float);
+
+        for (int64_t it = i0; it < i1; it++) {
+                const int64_t t = it / H;
+                const int h = (int)(it % H);
+                const int n = (int)(md->off[t + 1] - md->off[t]);
+                const float *lat = md->lat + (size_t)md->off[t] * C, *kpe = md->kpe + (size_t)md->off[t] * rope;
+                float *qc = dsv_cpu_scratch(0, ((size_t)C * 2 + (size_t)n) * sizeof(float));
+                if (!qc) {
+                        atomic_store(&md->err, -ENOMEM);
+                        return;
+                }
+                float *oc = qc + C, *s = oc + C;
                 const float *q = dsv_tensor_row(p->q, t);
                 float *out = dsv_tensor_row(p->out, t);
+                const float *qn = q + (size_t)h * qk, *qp = qn + nope;
+                const float *wuk = dsv_tensor_row(p->wkv_b, (int64_t)h * (nope + V));
+                memset(qc, 0, (size_t)C * sizeof(float));
+                for (int d = 0; d < nope; d++)
+                        axpy(qc, qn[d], wuk + (size_t)d * wst, C);
+                for (int c = 0; c < C; c++)
+                        qc[c] = dsv_rnd(qc[c], f);
+                for (int j = 0; j < n; j++) {
+                        float a = dsv_rnd(dotf(qc, lat + (size_t)j * C, C), f);
+                        float b = dsv_rnd(dotf(qp, kpe + (size_t)j * rope, rope), f);
+                        s[j] = dsv_rnd(dsv_rnd(a + b, f) * p->scale, f);
+                }
+                dsv_softmax(s, n);
+                memset(oc, 0, (size_t)C * sizeof(float));
+                for (int j = 0; j < n; j++)
+                        axpy(oc, dsv_rnd(s[j], f), lat + (size_t)j * C, C);
+                for (int c = 0; c < C; c++)
+                        oc[c] = dsv_rnd(oc[c], f);
+                const float *wuv = wuk + (size_t)nope * wst;
+                for (int d = 0; d < V; d++)
+                        out[h * V + d] = dsv_rnd(dotf(oc, wuv + (size_t)d * wst, C), f);
+        }
+}
+
+int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
+        const int64_t T = p->out->ne[1];
+        const int K = (int)p->idx->ne[0], C = p->kv_lora, H = p->n_heads;
+        struct mla_dec md = {.p = p};
+        int r;
+
+        if (T == 0)
+                return 0;
+        md.off = malloc((size_t)(T + 1) * sizeof(int64_t));
+        if (!md.off)
+                return -ENOMEM;
+        md.off[0] = 0;
+        for (int64_t t = 0; t < T; t++) {
+                const int32_t *idx = dsv_tensor_row(p->idx, t);
                 int n = 0;
                 for (int j = 0; j < K; j++)
                         n += idx[j] >= 0;
-                float *lat = malloc(((size_t)n * (C + rope) + (size_t)C * 2 + (size_t)n) * sizeof(float));
-                if (!lat) {
-                        OMP(atomic write)
-                        err = -ENOMEM;
-                        continue;
-                }
-                float *kpe = lat + (size_t)n * C, *qc = kpe + (size_t)n * rope, *oc = qc + C, *s = oc + C;
-                for (int j = 0, m = 0; j < K; j++)
-                        if (idx[j] >= 0) {
-                                dsv_kv_read_mla(&p->kv, dsv_kv_slot(L, pages, idx[j]), lat + (size_t)m * C,
-                                                kpe + (size_t)m * rope);
-                                m++;
-                        }
-                for (int h = 0; h < H; h++) {
-                        const float *qn = q + (size_t)h * qk, *qp = qn + nope;
-                        const float *wuk = dsv_tensor_row(p->wkv_b, (int64_t)h * (nope + V));
-                        const size_t wst = p->wkv_b->stride / sizeof(float);
-                        memset(qc, 0, (size_t)C * sizeof(float));
-                        for (int d = 0; d < nope; d++)
-                                axpy(qc, qn[d], wuk + (size_t)d * wst, C);
-                        for (int c = 0; c < C; c++)
-                                qc[c] = dsv_rnd(qc[c], f);
-                        for (int j = 0; j < n; j++) {
-                                float a = dsv_rnd(dotf(qc, lat + (size_t)j * C, C), f);
-                                float b = dsv_rnd(dotf(qp, kpe + (size_t)j * rope, rope), f);
-                                s[j] = dsv_rnd(dsv_rnd(a + b, f) * p->scale, f);
-                        }
-                        dsv_softmax(s, n);
-                        memset(oc, 0, (size_t)C * sizeof(float));
-                        for (int j = 0; j < n; j++)
-                                axpy(oc, dsv_rnd(s[j], f), lat + (size_t)j * C, C);
-                        for (int c = 0; c < C; c++)
-                                oc[c] = dsv_rnd(oc[c], f);
-                        const float *wuv = wuk + (size_t)nope * wst;
-                        for (int d = 0; d < V; d++)
-                                out[h * V + d] = dsv_rnd(dotf(oc, wuv + (size_t)d * wst, C), f);
-                }
-                free(lat);
+                md.off[t + 1] = md.off[t] + n;
         }
-        return err;
+        md.lat = malloc(((size_t)md.off[T] * (size_t)(C + p->rope) + 1) * sizeof(float));
+        if (!md.lat) {
+                free(md.off);
+                return -ENOMEM;
+        }
+        md.kpe = md.lat + (size_t)md.off[T] * C;
+        atomic_init(&md.err, 0);
+        dsv_par_for(T, md.off[T] * C, mla_gather_rows, &md);
+        /* per item: ~ (2 nope + 2 n + V) * C multiply-adds */
+        dsv_par_for_dyn(T * H, 1, T * H * (2 * p->nope + 2 * K + p->v) * (int64_t)C, mla_head_items, &md);
+        r = atomic_load(&md.err);
+        free(md.lat);
+        free(md.off);
+        return r;
 }
 
-int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p) {
-        const int64_t T = p->out->ne[1];
+static void mla_prefill_rows(void *vc, int64_t t0, int64_t t1, int thread) {
+        struct mla_ctx *mc = vc;
+        const struct dsv_op_mla_prefill *p = mc->p;
         const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v;
         const int K = (int)p->idx->ne[0];
         const int qk = nope + rope;
         const bool f = p->faithful;
-        int err = 0;
 
-        OMP(parallel for schedule(dynamic, 1) if (T > 1 && T * H * K * 256 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
                 const int32_t *idx = dsv_tensor_row(p->idx, t);
                 const float *q = dsv_tensor_row(p->q, t);
                 float *out = dsv_tensor_row(p->out, t);
                 float *s = malloc(((size_t)K + V) * sizeof(float));
                 if (!s) {
-                        OMP(atomic write)
-                        err = -ENOMEM;
+                        atomic_store(&mc->err, -ENOMEM);
                         continue;
                 }
                 float *o = s + K;
@@ -153,5 +204,12 @@ int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p) {
                 }
                 free(s);
         }
-        return err;
+}
+
+int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p) {
+        const int64_t T = p->out->ne[1];
+        struct mla_ctx mc = {.p = p};
+        atomic_init(&mc.err, 0);
+        dsv_par_for_dyn(T, 1, T > 1 ? T * p->n_heads * p->idx->ne[0] * 256 : 0, mla_prefill_rows, &mc);
+        return atomic_load(&mc.err);
 }

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
@@ -38,15 +39,17 @@ static void rank_topk(const float *v, int n, int k, int *out) {
         }
 }
 
-int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
-        const int64_t T = p->x->ne[1], D = p->x->ne[0], E = p->w->ne[1];
-        const int G = p->n_group, per = (int)(E / G), K = p->k;
-        int err = 0;
+struct gate_ctx {
+        const struct dsv_op_moe_gate *p;
+        _Atomic int err;
+};
 
-        if (E > 4096 || G <= 0 || E % G || K > E || p->topk_group > G)
-                return -EINVAL;
-        OMP(parallel for schedule(static) if (T * E * D >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+static void gate_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        struct gate_ctx *gc = v;
+        const struct dsv_op_moe_gate *p = gc->p;
+        const int64_t D = p->x->ne[0], E = p->w->ne[1];
+        const int G = p->n_group, per = (int)(E / G), K = p->k;
+        for (int64_t t = t0; t < t1; t++) {
                 const float *x = dsv_tensor_row(p->x, t);
                 float s[4096], b[4096], gs[4096];
                 int rank[4096], grank[4096];
@@ -77,8 +80,7 @@ int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
                                 rank[j] = ok ? f[j] : 0;
                         }
                         if (!ok) {
-                                OMP(atomic write)
-                                err = -EINVAL;
+                                atomic_store(&gc->err, -EINVAL);
                                 continue;
                         }
                 } else {
@@ -117,61 +119,121 @@ int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
                         wt[m] = w;
                 }
         }
-        return err;
 }
 
+int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p) {
+        const int64_t T = p->x->ne[1], D = p->x->ne[0], E = p->w->ne[1];
+        const int G = p->n_group, K = p->k;
+        struct gate_ctx gc = {.p = p};
+
+        if (E > 4096 || G <= 0 || E % G || K > E || p->topk_group > G)
+                return -EINVAL;
+        atomic_init(&gc.err, 0);
+        dsv_par_for(T, T * E * D, gate_rows, &gc);
+        return atomic_load(&gc.err);
+}
+
+/* Experts run in batches of consecutive ids whose tokens fit in T rows (the workspace of
+ * one dense pass): the gate and up projections of every expert of the batch in one pool job,
+ * SwiGLU over all their rows, the down projections in a second job, then each token's sum
+ * in ascending expert id. Each expert's weights are read once per call, whatever the number
+ * of its tokens. */
 int dsv_cpu_moe_experts(const struct dsv_op_moe_experts *p) {
         const int64_t T = p->x->ne[1], D = p->x->ne[0];
-        const int K = (int)p->ids->ne[0], I = p->inter;
+        const int K = (int)p->ids->ne[0], I = p->inter, E = p->n_experts;
         const bool f = p->faithful;
-        int32_t *rows = malloc((size_t)T * K * sizeof(int32_t) * 2);
-        float *buf = malloc(((size_t)T * D * 2 + (size_t)T * I * 3) * sizeof(float));
+        int32_t *cnt = calloc((size_t)E + 1, sizeof(int32_t));
+        int32_t *rows = NULL;
+        float *buf = NULL;
+        struct dsv_tensor *tv = malloc((size_t)E * 5 * sizeof(*tv));
+        struct dsv_op_linear *lin = malloc((size_t)E * 3 * sizeof(*lin));
+        const struct dsv_op_linear **ops = malloc((size_t)E * 2 * sizeof(*ops));
+        int64_t cap = MAX(T, 1);
         int r = 0;
 
+        if (!cnt || !tv || !lin || !ops) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (int64_t t = 0; t < T; t++) {
+                const int32_t *ids = dsv_tensor_row(p->ids, t);
+                memset(dsv_tensor_row(p->out, t), 0, (size_t)D * sizeof(float));
+                for (int j = 0; j < K; j++)
+                        if (ids[j] >= 0 && ids[j] < E)
+                                cap = MAX(cap, ++cnt[ids[j]]); /* a forced list may repeat an expert */
+        }
+        rows = malloc((size_t)cap * 2 * sizeof(int32_t));
+        buf = malloc(((size_t)cap * (size_t)D * 2 + (size_t)cap * (size_t)I * 3) * sizeof(float));
         if (!rows || !buf) {
                 r = -ENOMEM;
                 goto out;
         }
-        for (int64_t t = 0; t < T; t++)
-                memset(dsv_tensor_row(p->out, t), 0, (size_t)D * sizeof(float));
-
-        float *xe = buf, *oe = xe + (size_t)T * D, *h1 = oe + (size_t)T * D, *h3 = h1 + (size_t)T * I, *g = h3 + (size_t)T * I;
-        int32_t *slot = rows + (size_t)T * K;
-        for (int e = 0; e < p->n_experts; e++) {
+        float *xe = buf, *oe = xe + (size_t)cap * D, *h1 = oe + (size_t)cap * D, *h3 = h1 + (size_t)cap * I, *g = h3 + (size_t)cap * I;
+        int32_t *slot = rows + cap;
+        for (int e0 = 0; e0 < E;) {
+                /* the batch [e0, e1): consecutive experts whose rows fit */
+                int e1 = e0;
                 int64_t n = 0;
-                for (int64_t t = 0; t < T; t++) {
-                        const int32_t *ids = dsv_tensor_row(p->ids, t);
-                        for (int j = 0; j < K; j++)
-                                if (ids[j] == e) {
-                                        rows[n] = (int32_t)t;
-                                        slot[n] = j;
-                                        memcpy(xe + n * D, dsv_tensor_row(p->x, t), (size_t)D * sizeof(float));
-                                        n++;
-                                }
+                while (e1 < E && n + cnt[e1] <= cap)
+                        n += cnt[e1++];
+                int nb = 0;
+                int64_t m = 0;
+                for (int e = e0; e < e1; e++) {
+                        if (cnt[e] == 0)
+                                continue;
+                        const int64_t r0 = m;
+                        for (int64_t t = 0; t < T; t++) {
+                                const int32_t *ids = dsv_tensor_row(p->ids, t);
+                                for (int j = 0; j < K; j++)
+                                        if (ids[j] == e) {
+                                                rows[m] = (int32_t)t;
+                                                slot[m] = j;
+                                                memcpy(xe + m * D, dsv_tensor_row(p->x, t), (size_t)D * sizeof(float));
+                                                m++;
+                                        }
+                        }
+                        const struct dsv_moe_expert_weights *ew = &p->experts[e];
+                        struct dsv_tensor *X = &tv[5 * nb], *H1 = X + 1, *H3 = X + 2, *G = X + 3, *O = X + 4;
+                        *X = dsv_tensor_2d(DSV_F32, xe + r0 * D, cnt[e], D);
+                        *H1 = dsv_tensor_2d(DSV_F32, h1 + r0 * I, cnt[e], I);
+                        *H3 = dsv_tensor_2d(DSV_F32, h3 + r0 * I, cnt[e], I);
+                        *G = dsv_tensor_2d(DSV_F32, g + r0 * I, cnt[e], I);
+                        *O = dsv_tensor_2d(DSV_F32, oe + r0 * D, cnt[e], D);
+                        lin[3 * nb] = (struct dsv_op_linear){.out = H1, .x = X, .w = ew->w1, .quant_in = f, .round_out = f};
+                        lin[3 * nb + 1] = (struct dsv_op_linear){.out = H3, .x = X, .w = ew->w3, .quant_in = f, .round_out = f};
+                        lin[3 * nb + 2] = (struct dsv_op_linear){.out = O, .x = G, .w = ew->w2, .quant_in = f, .round_out = f};
+                        nb++;
                 }
-                if (n == 0)
+                e0 = e1;
+                if (nb == 0)
                         continue;
-                const struct dsv_moe_expert_weights *ew = &p->experts[e];
-                struct dsv_tensor X = dsv_tensor_2d(DSV_F32, xe, n, D), H1 = dsv_tensor_2d(DSV_F32, h1, n, I),
-                                  H3 = dsv_tensor_2d(DSV_F32, h3, n, I), Gt = dsv_tensor_2d(DSV_F32, g, n, I),
-                                  O = dsv_tensor_2d(DSV_F32, oe, n, D);
-                struct dsv_op_linear l1 = {.out = &H1, .x = &X, .w = ew->w1, .quant_in = f, .round_out = f};
-                struct dsv_op_linear l3 = {.out = &H3, .x = &X, .w = ew->w3, .quant_in = f, .round_out = f};
-                struct dsv_op_swiglu sw = {.out = &Gt, .a = &H1, .b = &H3};
-                struct dsv_op_linear l2 = {.out = &O, .x = &Gt, .w = ew->w2, .quant_in = f, .round_out = f};
-                if ((r = dsv_cpu_linear(&l1)) < 0 || (r = dsv_cpu_linear(&l3)) < 0 || (r = dsv_cpu_swiglu(&sw, f)) < 0 ||
-                    (r = dsv_cpu_linear(&l2)) < 0)
+                for (int i = 0; i < nb; i++) {
+                        ops[2 * i] = &lin[3 * i];
+                        ops[2 * i + 1] = &lin[3 * i + 1];
+                }
+                struct dsv_tensor A = dsv_tensor_2d(DSV_F32, h1, m, I), B = dsv_tensor_2d(DSV_F32, h3, m, I), Gt = dsv_tensor_2d(DSV_F32, g, m, I);
+                struct dsv_op_swiglu sw = {.out = &Gt, .a = &A, .b = &B};
+                if ((r = dsv_cpu_linear_multi(ops, 2 * nb)) < 0 || (r = dsv_cpu_swiglu(&sw, f)) < 0)
                         goto out;
-                for (int64_t m = 0; m < n; m++) {
-                        float *o = dsv_tensor_row(p->out, rows[m]);
-                        float w = ((const float *)dsv_tensor_row(p->weights, rows[m]))[slot[m]];
-                        const float *src = oe + m * D;
+                for (int i = 0; i < nb; i++)
+                        ops[i] = &lin[3 * i + 2];
+                if ((r = dsv_cpu_linear_multi(ops, nb)) < 0)
+                        goto out;
+                /* rows are grouped by ascending expert: each token's sum runs in ascending id */
+                for (int64_t k = 0; k < m; k++) {
+                        float *o = dsv_tensor_row(p->out, rows[k]);
+                        float w = ((const float *)dsv_tensor_row(p->weights, rows[k]))[slot[k]];
+                        const float *src = oe + k * D;
                         for (int64_t i = 0; i < D; i++)
                                 o[i] += src[i] * w;
                 }
         }
 out:
+        free(cnt);
         free(rows);
         free(buf);
+        free(tv);
+        free(lin);
+        free(ops);
         return r;
 }

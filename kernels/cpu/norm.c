@@ -11,10 +11,16 @@
 
 #include "kernels/cpu/cpu.h"
 
-int dsv_cpu_rmsnorm(const struct dsv_op_rmsnorm *p, bool faithful) {
-        const int64_t T = p->out->ne[1], N = p->out->ne[0];
-        OMP(parallel for schedule(static) if (T * N * 8 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+struct rms_ctx {
+        const struct dsv_op_rmsnorm *p;
+        bool faithful;
+};
+
+static void rmsnorm_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        const struct dsv_op_rmsnorm *p = ((struct rms_ctx *)v)->p;
+        const bool faithful = ((struct rms_ctx *)v)->faithful;
+        const int64_t N = p->out->ne[0];
+        for (int64_t t = t0; t < t1; t++) {
                 float *o = dsv_tensor_row(p->out, t);
                 float *res = p->res ? dsv_tensor_row(p->res, t) : NULL;
                 const float *x = p->x ? dsv_tensor_row(p->x, t) : NULL;
@@ -32,13 +38,25 @@ int dsv_cpu_rmsnorm(const struct dsv_op_rmsnorm *p, bool faithful) {
                 for (int64_t i = 0; i < N; i++)
                         o[i] = dsv_rnd(dsv_load_f(p->w->data, p->w->type, i) * (o[i] * r), faithful);
         }
+}
+
+int dsv_cpu_rmsnorm(const struct dsv_op_rmsnorm *p, bool faithful) {
+        const int64_t T = p->out->ne[1], N = p->out->ne[0];
+        struct rms_ctx c = {p, faithful};
+        dsv_par_for(T, T * N * 8, rmsnorm_rows, &c);
         return 0;
 }
 
-int dsv_cpu_layernorm(const struct dsv_op_layernorm *p, bool faithful) {
-        const int64_t T = p->out->ne[1], N = p->out->ne[0];
-        OMP(parallel for schedule(static) if (T * N * 8 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+struct ln_ctx {
+        const struct dsv_op_layernorm *p;
+        bool faithful;
+};
+
+static void layernorm_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        const struct dsv_op_layernorm *p = ((struct ln_ctx *)v)->p;
+        const bool faithful = ((struct ln_ctx *)v)->faithful;
+        const int64_t N = p->out->ne[0];
+        for (int64_t t = t0; t < t1; t++) {
                 const float *x = dsv_tensor_row(p->x, t);
                 float *o = dsv_tensor_row(p->out, t);
                 double sum = 0, ss = 0;
@@ -56,5 +74,11 @@ int dsv_cpu_layernorm(const struct dsv_op_layernorm *p, bool faithful) {
                         o[i] = dsv_rnd((x[i] - mean) * r * w + b, faithful);
                 }
         }
+}
+
+int dsv_cpu_layernorm(const struct dsv_op_layernorm *p, bool faithful) {
+        const int64_t T = p->out->ne[1], N = p->out->ne[0];
+        struct ln_ctx c = {p, faithful};
+        dsv_par_for(T, T * N * 8, layernorm_rows, &c);
         return 0;
 }

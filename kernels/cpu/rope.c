@@ -11,14 +11,19 @@
 
 #include "kernels/cpu/cpu.h"
 
-int dsv_cpu_rope(const struct dsv_op_rope *p, bool faithful) {
-        const int64_t T = p->x->ne[1];
+struct rope_ctx {
+        const struct dsv_op_rope *p;
+        bool faithful;
+};
+
+static void rope_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        const struct dsv_op_rope *p = ((struct rope_ctx *)v)->p;
+        const bool faithful = ((struct rope_ctx *)v)->faithful;
         const int half = p->rope_dim / 2;
         const float *inv_freq = p->inv_freq->data;
         const int32_t *pos = p->pos->data;
 
-        OMP(parallel for schedule(static) if (T * p->n_heads * half * 16 >= DSV_PAR_MIN))
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
                 float cs[2048], sn[2048]; /* rope_dim <= 4096 (config bound) */
                 float *row = dsv_tensor_row(p->x, t);
                 for (int i = 0; i < half; i++) {
@@ -37,5 +42,11 @@ int dsv_cpu_rope(const struct dsv_op_rope *p, bool faithful) {
                         }
                 }
         }
+}
+
+int dsv_cpu_rope(const struct dsv_op_rope *p, bool faithful) {
+        const int64_t T = p->x->ne[1];
+        struct rope_ctx c = {p, faithful};
+        dsv_par_for(T, T * p->n_heads * (p->rope_dim / 2) * 16, rope_rows, &c);
         return 0;
 }

@@ -3,17 +3,27 @@
  *      files (1 MiB buffer), measured in the same run, with the page cache of the shards
  *      dropped before each cold run (posix_fadvise DONTNEED: best effort, no root needed)
  *      and warm.
- *   2. CPU prefill and decode tokens/s at batch 1 and 8 (faithful numerics), decode against
- *      its memory-bandwidth roofline: the bytes a decode step must read (dsv32-inspect's
+ *   2. CPU prefill and decode tokens/s at batch 1, 8 and 32 (faithful numerics), decode
+ *      against its memory-bandwidth roofline: the bytes a decode step must read (dsv32-inspect's
  *      model of it: the fixed weights, the expected distinct routed experts, the KV cache)
- *      over the read bandwidth of all the backend's threads, measured in the same run. */
+ *      over the read bandwidth of all the backend's threads, measured in the same run;
+ *      prefill as GFLOP/s of its linear layers against the machine's bf16 dot-product peak
+ *      (vdpbf16ps on every thread; fp32 FMA where the CPU has no AVX-512 BF16), measured in
+ *      the same run.
+ * `--engine-only` skips 1; `--prompt N` sets the prompt length at batch 1 and 8 (default
+ * 256; batch 32 prefills N/4 tokens per sequence). */
 #include "config.h"
 
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "daemon/inspect.h"
 #include "daemon/model/model.h"
+#include "kernels/cpu/gemm.h"
 
 static void drop_cache(const struct dsv_checkpoint *ck) {
         for (size_t i = 0; i < ck->n_shards; i++) {
@@ -85,6 +95,88 @@ static double read_bandwidth(int threads) {
         return (double)(n * sizeof(uint64_t)) / best;
 }
 
+/* ---- the dot-product peak: independent multiply-accumulates on registers, per thread */
+struct peak_arg {
+        bool bf16;
+        double flops_per_s;
+};
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bf16"))) static double peak_bf16_loop(uint64_t *iters) {
+        __m512 acc[12];
+        __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3c00);
+        for (int i = 0; i < 12; i++)
+                acc[i] = _mm512_setzero_ps();
+        uint64_t t0 = dsv_now_ns(), n = 0;
+        do {
+                for (int r = 0; r < 4096; r++) {
+                        _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+                }
+                n += 4096;
+        } while (dsv_now_ns() - t0 < 200000000ull);
+        float sink = 0;
+        for (int i = 0; i < 12; i++)
+                sink += _mm512_reduce_add_ps(acc[i]);
+        *iters = n + (sink == 42.0f);
+        return (dsv_now_ns() - t0) / 1e9;
+}
+__attribute__((target("avx2,fma"))) static double peak_fma_loop(uint64_t *iters) {
+        __m256 acc[12], a = _mm256_set1_ps(1.0f), b = _mm256_set1_ps(0x1p-30f);
+        for (int i = 0; i < 12; i++)
+                acc[i] = _mm256_setzero_ps();
+        uint64_t t0 = dsv_now_ns(), n = 0;
+        do {
+                for (int r = 0; r < 4096; r++) {
+                        _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(a, b, acc[i]);
+                }
+                n += 4096;
+        } while (dsv_now_ns() - t0 < 200000000ull);
+        float s[8], sink = 0;
+        for (int i = 0; i < 12; i++) {
+                _mm256_storeu_ps(s, acc[i]);
+                sink += s[0];
+        }
+        *iters = n + (sink == 42.0f);
+        return (dsv_now_ns() - t0) / 1e9;
+}
+#endif
+
+static void *peak_thread(void *v) {
+        struct peak_arg *a = v;
+        uint64_t n = 0;
+        double t = 1;
+#if defined(__x86_64__)
+        if (a->bf16)
+                t = peak_bf16_loop(&n); /* 12 x 16 lanes x 2 products */
+        else
+                t = peak_fma_loop(&n); /* 12 x 8 lanes x 1 product */
+#endif
+        a->flops_per_s = (double)n * 12 * (a->bf16 ? 64 : 16) / t;
+        return NULL;
+}
+
+/* Peak flop/s of `threads` threads together (best of 3); 0 where not measurable. */
+static double dot_peak(int threads, bool bf16) {
+        double best = 0;
+        for (int rep = 0; rep < 3; rep++) {
+                pthread_t th[64];
+                struct peak_arg a[64];
+                double sum = 0;
+                int n = MIN(threads, 64);
+                for (int i = 0; i < n; i++) {
+                        a[i] = (struct peak_arg){.bf16 = bf16};
+                        if (pthread_create(&th[i], NULL, peak_thread, &a[i]) != 0)
+                                return 0;
+                }
+                for (int i = 0; i < n; i++) {
+                        pthread_join(th[i], NULL);
+                        sum += a[i].flops_per_s;
+                }
+                best = fmax(best, sum);
+        }
+        return best;
+}
+
 static double load_once(const char *dir, struct dsv_backend *be, uint64_t *bytes, struct dsv_load_stats *st) {
         struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
         struct dsv_error err = {{0}};
@@ -104,18 +196,31 @@ int main(int argc, char **argv) {
         struct dsv_checkpoint *ck;
         struct dsv_error err = {{0}};
         const int reps = 3;
-        if (argc != 2) {
-                fprintf(stderr, "usage: bench-core MODEL_DIR\n");
+        bool engine_only = false;
+        long prompt = 256;
+        const char *dir = NULL;
+        for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "--engine-only") == 0)
+                        engine_only = true;
+                else if (strcmp(argv[i], "--prompt") == 0 && i + 1 < argc && dsv_parse_int(argv[i + 1], 4, 65536, &prompt) == 0)
+                        i++;
+                else if (!dir && argv[i][0] != '-')
+                        dir = argv[i];
+                else
+                        dir = NULL, i = argc;
+        }
+        if (!dir) {
+                fprintf(stderr, "usage: bench-core MODEL_DIR [--engine-only] [--prompt N]\n");
                 return 2;
         }
-        if (dsv_backend_cpu_new(0, &be) < 0 || dsv_checkpoint_open(argv[1], &ck, &err) < 0) {
+        if (dsv_backend_cpu_new(0, &be) < 0 || dsv_checkpoint_open(dir, &ck, &err) < 0) {
                 fprintf(stderr, "bench-core: %s\n", err.msg);
                 return 1;
         }
-        printf("checkpoint %s: %zu shards, %.1f MB of tensors; %d CPU threads\n", argv[1], ck->n_shards,
-               ck->tensor_bytes / 1e6, be->n_threads);
+        printf("checkpoint %s: %zu shards, %.1f MB of tensors; CPU backend: %s\n", dir, ck->n_shards,
+               ck->tensor_bytes / 1e6, be->ops->describe ? be->ops->describe(be) : be->ops->name);
 
-        for (int cold = 1; cold >= 0; cold--) {
+        for (int cold = 1; cold >= 0 && !engine_only; cold--) {
                 double best_l = 1e30, best_s = 1e30, best_n = 1e30;
                 uint64_t bl = 0, bs = 0, bn = 0;
                 struct dsv_load_stats st = {0};
@@ -128,7 +233,7 @@ int main(int argc, char **argv) {
                         best_n = fmin(best_n, naive_load(ck, &bn));
                         if (cold)
                                 drop_cache(ck);
-                        best_l = fmin(best_l, load_once(argv[1], be, &bl, &st));
+                        best_l = fmin(best_l, load_once(dir, be, &bl, &st));
                 }
                 printf("load (%s page cache, best of %d): io_uring loader %.2f GB/s (%s%s, %u reads, %u from the page cache)\n"
                        "    vs sequential read() into one 1 MiB buffer %.2f GB/s: ratio %.2fx\n"
@@ -142,10 +247,12 @@ int main(int argc, char **argv) {
         /* engine speed */
         struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
         struct dsv_model *m;
-        if (dsv_model_load(argv[1], be, &mo, &m, &err) < 0)
+        if (dsv_model_load(dir, be, &mo, &m, &err) < 0) {
+                fprintf(stderr, "bench-core: %s\n", err.msg);
                 return 1;
+        }
         const struct dsv_model_config *c = dsv_model_get_config(m);
-        const int P = 256, G = 16;
+        const int G = 16;
         struct dsv_param_counts pc;
         struct dsv_kv_costs kvc;
         double bw = read_bandwidth(be->n_threads);
@@ -155,12 +262,19 @@ int main(int argc, char **argv) {
         }
         printf("memory read bandwidth, %d threads: %.2f GB/s (the decode roofline below divides by it)\n", be->n_threads,
                bw / 1e9);
-        int batches[] = {1, 8};
-        for (size_t bi = 0; bi < 2; bi++) {
+        const bool bf16 = dsv_cpu_isa_supported(DSV_CPU_ISA_AVX512BF16);
+        const double peak = dot_peak(be->n_threads, bf16);
+        printf("dot-product peak, %d threads: %.1f GFLOP/s (%s; the prefill figures below divide by it)\n", be->n_threads,
+               peak / 1e9, bf16 ? "vdpbf16ps, AVX-512 BF16" : "fp32 FMA, AVX2: no AVX-512 BF16 on this CPU");
+        struct dsv_flop_costs fc;
+        dsv_inspect_flop_costs(c, &pc, &fc);
+        int batches[] = {1, 8, 32};
+        for (size_t bi = 0; bi < ARRAY_SIZE(batches); bi++) {
                 int B = batches[bi];
+                const int P = B >= 32 ? (int)prompt / 4 : (int)prompt;
                 struct dsv_kv_pool *kv;
-                struct dsv_kv_seq seqs[8] = {{0}};
-                struct dsv_kv_seq *sp[8];
+                struct dsv_kv_seq seqs[32] = {{0}};
+                struct dsv_kv_seq *sp[32];
                 int32_t *tok = malloc((size_t)B * P * sizeof(int32_t)), *pos = malloc((size_t)B * P * sizeof(int32_t)),
                         *sq = malloc((size_t)B * P * sizeof(int32_t));
                 bool *want = calloc((size_t)B * P, 1);
@@ -205,8 +319,13 @@ int main(int argc, char **argv) {
                 double td = (dsv_now_ns() - t0) / 1e9;
                 struct dsv_decode_step ds;
                 dsv_inspect_decode_step(c, &pc, &kvc, (uint64_t)(P + G / 2), B, bw, &ds);
+                struct dsv_flops pf;
+                dsv_inspect_prefill_flops(&fc, (uint64_t)P, &pf);
                 printf("batch %d: prefill %d tokens/seq: %.1f tok/s; decode %d steps: %.2f tok/s (%.1f ms/step)\n", B, P, B * P / tp, G,
                        B * G / td, td / G * 1e3);
+                printf("    prefill: %.1f GFLOP/s in the linear layers (%.2f GFLOP/s with attention and indexer) vs the "
+                       "%.1f GFLOP/s peak: ratio %.2fx\n",
+                       B * pf.linear / tp / 1e9, B * pf.total_dsa / tp / 1e9, peak / 1e9, peak > 0 ? B * pf.linear / tp / peak : 0);
                 printf("    decode vs the bandwidth roofline (%.1f MB read per step: %.1f routed experts per MoE layer): "
                        "%.1f tok/s bound, ratio %.2fx\n",
                        ds.bytes / 1e6, ds.experts_per_layer, ds.tokens_per_s, (B * G / td) / ds.tokens_per_s);

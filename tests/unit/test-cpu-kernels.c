@@ -1,0 +1,274 @@
+/* The CPU linear kernels of every instruction set this machine runs (portable, avx2, avx512,
+ * avx512bf16) against a plain scalar transcription of the canonical order in gemm.h: the
+ * same bits, on random shapes with partial blocks in K and N, odd token counts, FP8 weights
+ * (act_quant'ed or not, bf16 output or not), BF16 weights (bf16-valued activations, which
+ * take the bf16 path, and arbitrary ones) and F32 weights; NaN codes and NaN activations
+ * give NaN in the same places. Each token's result is also the same alone as in the batch,
+ * and on 1 or 2 pool threads. Paths this CPU lacks are reported and skipped;
+ * dsv_cpu_isa_select refuses them.
+ *
+ * `--supported` lists the paths this CPU runs. With DSV32_CPU_KERNELS set, also checks that the choice followed it (a name this CPU runs)
+ * or was reported as not followed (anything else). */
+#include "config.h"
+
+#include "daemon/rng.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/gemm.h"
+#include "tests/unit/testutil.h"
+
+static uint64_t rctr;
+static float rnd(void) { return (float)dsv_rand_normal(7, rctr++); }
+
+/* lane position of gemm.h */
+static int64_t lane_k(bool fp8, int64_t kb, int s, int j, int e) {
+        if (fp8)
+                return kb * 128 + 64 * (s / 2) + 16 * (j / 4) + 8 * (s % 2) + 2 * (j % 4) + e;
+        return kb * 128 + 32 * s + 2 * j + e;
+}
+
+static float wval(const struct dsv_tensor *w, int64_t n, int64_t k) {
+        const void *row = dsv_tensor_row(w, n);
+        if (k >= w->ne[0])
+                return 0;
+        switch (w->type) {
+        case DSV_F8_E4M3:
+                return dsv_e4m3_to_f32(((const uint8_t *)row)[k]);
+        case DSV_BF16:
+                return dsv_bf16_to_f32(((const uint16_t *)row)[k]);
+        default:
+                return ((const float *)row)[k];
+        }
+}
+
+/* The canonical order, written out from gemm.h's comment. volatile: one rounding per step. */
+static void canon_linear(const struct dsv_op_linear *p, float *out) {
+        const int64_t T = p->x->ne[1], K = p->x->ne[0], N = p->w->ne[1], nbk = DIV_ROUND_UP(K, 128);
+        const bool fp8 = p->w->type == DSV_F8_E4M3, quant = p->quant_in && fp8;
+        float *xv = malloc((size_t)(nbk * 128) * sizeof(float)), *xs = malloc((size_t)nbk * sizeof(float));
+        uint8_t *q = malloc((size_t)K);
+        REQUIRE(xv && xs && q, "oom");
+        for (int64_t t = 0; t < T; t++) {
+                const float *x = dsv_tensor_row(p->x, t);
+                for (int64_t k = 0; k < nbk * 128; k++)
+                        xv[k] = 0;
+                if (quant) {
+                        dsv_quant_row(x, K, q, xs);
+                        for (int64_t k = 0; k < K; k++)
+                                xv[k] = dsv_e4m3_to_f32(q[k]);
+                } else {
+                        memcpy(xv, x, (size_t)K * sizeof(float));
+                }
+                for (int64_t n = 0; n < N; n++) {
+                        volatile float tot[16] = {0};
+                        for (int64_t kb = 0; kb < nbk; kb++) {
+                                volatile float acc[16] = {0};
+                                for (int s = 0; s < 4; s++)
+                                        for (int j = 0; j < 16; j++)
+                                                for (int e = 1; e >= 0; e--) {
+                                                        int64_t k = lane_k(fp8, kb, s, j, e);
+                                                        volatile float prod = xv[k] * wval(p->w, n, k);
+                                                        acc[j] = acc[j] + prod;
+                                                }
+                                float as = quant ? xs[kb] : 1.0f;
+                                float ws = fp8 ? ((const float *)dsv_tensor_row(p->w->scale, n / 128))[kb] : 1.0f;
+                                volatile float sc = as * ws;
+                                for (int j = 0; j < 16; j++) {
+                                        volatile float m = acc[j] * sc;
+                                        tot[j] = tot[j] + m;
+                                }
+                        }
+                        volatile float r8[8], r4[4], r2[2], r;
+                        for (int i = 0; i < 8; i++)
+                                r8[i] = tot[i] + tot[i + 8];
+                        for (int i = 0; i < 4; i++)
+                                r4[i] = r8[i] + r8[i + 4];
+                        for (int i = 0; i < 2; i++)
+                                r2[i] = r4[i] + r4[i + 2];
+                        r = r2[0] + r2[1];
+                        out[t * N + n] = p->round_out ? dsv_round_bf16(r) : r;
+                }
+        }
+        free(xv);
+        free(xs);
+        free(q);
+}
+
+static bool same(float a, float b) { return (a != a && b != b) || memcmp(&a, &b, sizeof(a)) == 0; }
+
+struct weights {
+        struct dsv_tensor w, s;
+        void *data;
+        float *scales;
+};
+
+/* N x K weights of the type; FP8 with power-of-two block scales (or any scales: pow2 false) */
+static void make_weights(struct weights *W, enum dsv_dtype type, int64_t N, int64_t K, bool pow2, bool nan) {
+        const size_t es = dsv_dtype_size(type);
+        W->data = malloc((size_t)(N * K) * es + 64);
+        REQUIRE(W->data, "oom");
+        for (int64_t i = 0; i < N * K; i++) {
+                float v = rnd();
+                if (type == DSV_F8_E4M3)
+                        ((uint8_t *)W->data)[i] = dsv_quant_e4m3(v * 64, 1.0f);
+                else if (type == DSV_BF16)
+                        ((uint16_t *)W->data)[i] = dsv_f32_to_bf16(v * 0.05f);
+                else
+                        ((float *)W->data)[i] = v * 0.05f;
+        }
+        if (nan && type == DSV_F8_E4M3)
+                ((uint8_t *)W->data)[K / 2] = 0x7f; /* row 0 */
+        W->w = dsv_tensor_2d(type, W->data, N, K);
+        W->scales = NULL;
+        if (type == DSV_F8_E4M3) {
+                int64_t br = DIV_ROUND_UP(N, 128), bc = DIV_ROUND_UP(K, 128);
+                W->scales = malloc((size_t)(br * bc) * sizeof(float));
+                REQUIRE(W->scales, "oom");
+                for (int64_t i = 0; i < br * bc; i++)
+                        W->scales[i] = pow2 ? ldexpf(1.0f, -8 - (int)(i % 5)) : 0.0013f * (float)(i + 1);
+                W->s = dsv_tensor_2d(DSV_F32, W->scales, br, bc);
+                W->w.scale = &W->s;
+        }
+}
+
+static int n_cases;
+
+/* dsv_quant_row (branch-free, vectorised) against dsv_quant_e4m3 value by value, on values
+ * over the whole e4m3 range, ties, subnormals, zeros and saturation */
+static void check_quant_row(void) {
+        enum { N = 128 * 512 };
+        float *x = malloc(N * sizeof(float));
+        uint8_t *q = malloc(N);
+        float s[512];
+        int bad = 0;
+        REQUIRE(x && q, "oom");
+        for (int i = 0; i < N; i++) {
+                int b = i / 128;
+                float v = rnd() * ldexpf(1.0f, b % 40 - 20);
+                if (i % 7 == 0) /* exact e4m3 values and midpoints between them, after scaling */
+                        v = dsv_e4m3_to_f32((uint8_t)(i & 0x7e)) * (i % 3 ? 1.0f : 1.0625f) * ldexpf(1.0f, b % 9);
+                if (i % 128 == 5)
+                        v = -0.0f;
+                x[i] = v;
+        }
+        x[1000] = 1e30f; /* one block with a huge value: the others in it underflow to 0 */
+        dsv_quant_row(x, N, q, s);
+        for (int i = 0; i < N; i++)
+                if (q[i] != dsv_quant_e4m3(x[i], 1.0f / s[i / 128]) && bad++ < 3)
+                        CHECK(false, "act_quant of %a (scale %a): %#x, want %#x", x[i], s[i / 128], q[i], dsv_quant_e4m3(x[i], 1.0f / s[i / 128]));
+        CHECK(bad == 0, "act_quant: %d codes differ from dsv_quant_e4m3", bad);
+        free(x);
+        free(q);
+}
+
+/* One operand set on the current kernels vs the transcription, then token by token. */
+static void check_case(const char *what, enum dsv_dtype type, int64_t T, int64_t K, int64_t N, bool quant, bool round,
+                       bool bf16_x, bool pow2, bool nan) {
+        struct weights W;
+        float *x = malloc((size_t)(T * K) * sizeof(float)), *want = malloc((size_t)(T * N) * sizeof(float));
+        float *got = malloc((size_t)(T * N) * sizeof(float)), *one = malloc((size_t)N * sizeof(float));
+        REQUIRE(x && want && got && one, "oom");
+        make_weights(&W, type, N, K, pow2, nan);
+        for (int64_t i = 0; i < T * K; i++) {
+                x[i] = rnd() * (i % 97 == 0 ? 40.0f : 1.0f);
+                if (bf16_x)
+                        x[i] = dsv_round_bf16(x[i]);
+        }
+        if (nan)
+                x[(T - 1) * K + K / 3] = NAN;
+        struct dsv_tensor X = dsv_tensor_2d(DSV_F32, x, T, K), Y = dsv_tensor_2d(DSV_F32, got, T, N);
+        struct dsv_op_linear op = {.out = &Y, .x = &X, .w = &W.w, .quant_in = quant, .round_out = round};
+        canon_linear(&op, want);
+        REQUIRE(dsv_cpu_linear(&op) == 0, "linear");
+        int bad = 0;
+        for (int64_t i = 0; i < T * N; i++)
+                if (!same(got[i], want[i]) && bad++ < 3)
+                        CHECK(false, "%s %s [%lld,%lld] T=%lld K=%lld N=%lld: %a, want %a", dsv_cpu_isa_name(dsv_cpu_isa_current()),
+                              what, (long long)(i / N), (long long)(i % N), (long long)T, (long long)K, (long long)N, got[i], want[i]);
+        CHECK(bad == 0, "%s %s: %d of %lld outputs differ from the canonical order", dsv_cpu_isa_name(dsv_cpu_isa_current()), what,
+              bad, (long long)(T * N));
+        /* alone == in the batch */
+        for (int64_t t = 0; t < T; t++) {
+                struct dsv_tensor X1 = dsv_tensor_2d(DSV_F32, x + t * K, 1, K), Y1 = dsv_tensor_2d(DSV_F32, one, 1, N);
+                struct dsv_op_linear o1 = {.out = &Y1, .x = &X1, .w = &W.w, .quant_in = quant, .round_out = round};
+                REQUIRE(dsv_cpu_linear(&o1) == 0, "linear");
+                for (int64_t n = 0; n < N; n++)
+                        if (!same(one[n], got[t * N + n])) {
+                                CHECK(false, "%s %s: token %lld alone differs from the batch at %lld", dsv_cpu_isa_name(dsv_cpu_isa_current()),
+                                      what, (long long)t, (long long)n);
+                                break;
+                        }
+        }
+        n_cases++;
+        free(W.data);
+        free(W.scales);
+        free(x);
+        free(want);
+        free(got);
+        free(one);
+}
+
+static void check_all_shapes(void) {
+        static const int64_t shapes[][3] = {{1, 128, 4}, {1, 300, 33}, {3, 1024, 130}, {7, 257, 9}, {2, 2112, 17}, {4, 64, 5}};
+        for (size_t i = 0; i < ARRAY_SIZE(shapes); i++) {
+                int64_t T = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
+                check_case("fp8 faithful", DSV_F8_E4M3, T, K, N, true, true, false, true, false);
+                check_case("fp8 exact", DSV_F8_E4M3, T, K, N, false, false, false, true, false);
+                check_case("bf16 x bf16-valued", DSV_BF16, T, K, N, false, false, true, true, false);
+                check_case("bf16 x fp32", DSV_BF16, T, K, N, false, false, false, true, false);
+                check_case("f32", DSV_F32, T, K, N, false, i % 2, false, true, false);
+        }
+        check_case("fp8 faithful, scales not powers of two", DSV_F8_E4M3, 3, 300, 20, true, true, false, false, false);
+        check_case("fp8 exact, scales not powers of two", DSV_F8_E4M3, 2, 300, 20, false, false, false, false, false);
+        check_case("fp8 with a NaN code and a NaN activation", DSV_F8_E4M3, 2, 256, 8, false, false, false, true, true);
+        check_case("fp8 faithful with NaNs", DSV_F8_E4M3, 2, 256, 8, true, true, false, true, true);
+}
+
+int main(int argc, char **argv) {
+        const char *env = getenv("DSV32_CPU_KERNELS");
+        int ran = 0;
+
+        if (argc == 2 && strcmp(argv[1], "--supported") == 0) {
+                /* for tests/cpu-paths.sh: the paths to force, one per line */
+                for (int isa = 0; isa < DSV_CPU_ISA_MAX; isa++)
+                        if (dsv_cpu_isa_supported((enum dsv_cpu_isa)isa))
+                                printf("%s\n", dsv_cpu_isa_name((enum dsv_cpu_isa)isa));
+                return 0;
+        }
+
+        /* the choice of the environment variable (it is read at the first use) */
+        if (env && *env) {
+                int want = dsv_cpu_isa_from_name(env);
+                const char *d = dsv_cpu_isa_describe();
+                printf("DSV32_CPU_KERNELS=%s: %s\n", env, d);
+                if (want >= 0 && dsv_cpu_isa_supported((enum dsv_cpu_isa)want))
+                        CHECK(dsv_cpu_isa_current() == (enum dsv_cpu_isa)want && strstr(d, "forced"), "the variable was not followed");
+                else
+                        CHECK(strstr(d, "DSV32_CPU_KERNELS=") != NULL && strstr(d, "forced") == NULL,
+                              "an unusable DSV32_CPU_KERNELS is not reported: %s", d);
+        }
+        CHECK(dsv_cpu_isa_from_name("avx3") == -1 && dsv_cpu_isa_from_name("avx512bf16") == DSV_CPU_ISA_AVX512BF16, "names");
+        CHECK(dsv_cpu_isa_supported(DSV_CPU_ISA_PORTABLE), "portable runs everywhere");
+        check_quant_row();
+
+        for (int threads = 1; threads <= 2; threads++) {
+                REQUIRE(dsv_cpu_pool_acquire(threads) == 0, "pool");
+                for (int isa = 0; isa < DSV_CPU_ISA_MAX; isa++) {
+                        if (!dsv_cpu_isa_supported((enum dsv_cpu_isa)isa)) {
+                                CHECK(dsv_cpu_isa_select((enum dsv_cpu_isa)isa) == -ENOTSUP, "an unsupported path was selected");
+                                if (threads == 1)
+                                        printf("%s: not supported by this CPU, skipped\n", dsv_cpu_isa_name((enum dsv_cpu_isa)isa));
+                                continue;
+                        }
+                        REQUIRE(dsv_cpu_isa_select((enum dsv_cpu_isa)isa) == 0, "select");
+                        int before = n_cases;
+                        check_all_shapes();
+                        printf("%s, %d pool thread%s: %d cases equal to the canonical order\n", dsv_cpu_isa_name((enum dsv_cpu_isa)isa),
+                               dsv_cpu_pool_threads(), threads == 1 ? "" : "s", n_cases - before);
+                        ran++;
+                }
+                dsv_cpu_pool_release();
+        }
+        CHECK(dsv_cpu_isa_select(DSV_CPU_ISA_MAX) == -ENOTSUP, "an unknown path was selected");
+        CHECK(ran >= 2, "no kernel ran");
+        return test_result("test-cpu-kernels");
+}
