@@ -14,6 +14,7 @@ libdsv32core_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBURING_CFLAGS)
 libdsv32core_la_LIBADD = libdsv32kernels.la $(JANSSON_LIBS) $(LIBURING_LIBS) -lm
 
 bin_PROGRAMS += dsv32-mkmodel dsv32-run
+dist_man_MANS += man/dsv32-mkmodel.1 man/dsv32-run.1
 dsv32_mkmodel_SOURCES = daemon/tools/mkmodel.c
 dsv32_mkmodel_LDADD = libdsv32tok.la libdsv32core.la
 dsv32_run_SOURCES = daemon/tools/run.c ipc/idlist.h ipc/idlist.c
