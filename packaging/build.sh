@@ -44,10 +44,12 @@ rpm)
   tar -xzOf "$tarball" "$top/packaging/rpm/dsv32d.spec" > "$work/SPECS/dsv32d.spec"
   opts=(--define "_topdir $work")
   [ "$cuda" = cuda ] || opts+=(--without cuda)
-  # Debian's rpm runs its brp-* scripts (strip, compress the man pages) with /bin/sh, but
-  # they need bash; and it has no RPM database to check BuildRequires against
-  opts+=(--define "_buildshell /bin/bash")
-  rpm -q rpm >/dev/null 2>&1 || opts+=(--nodeps)
+  if ! rpm -q rpm >/dev/null 2>&1; then
+    # rpmbuild on a host that is not an RPM distribution (Debian): no RPM database to check
+    # BuildRequires against; its brp-compress needs bash but says /bin/sh, and its brp-strip
+    # leaves the symbol tables (find-debuginfo strips them on an RPM distribution)
+    opts+=(--nodeps --define '__os_install_post bash /usr/lib/rpm/brp-compress /usr; for f in $(find "$RPM_BUILD_ROOT" -type f); do case $(file -b "$f") in ELF*"not stripped"*) strip --strip-unneeded "$f" ;; esac; done; /usr/lib/rpm/brp-remove-la-files')
+  fi
   rpmbuild -bb "${opts[@]}" "$work/SPECS/dsv32d.spec"
   mv "$work"/RPMS/*/*.rpm "$outdir/"
   ;;

@@ -38,4 +38,4 @@ check-packaging: all dist-gzip
 	dsv_programs='$(bin_PROGRAMS) $(sbin_PROGRAMS)' dsv_man_pages='$(dist_man_MANS)' \
 	$(BASH_PROG) $(abs_top_srcdir)/tests/packaging/check-packaging.sh
 .PHONY: check-packaging
-EXTRA_DIST += packaging/rpm/dsv32d.rpmlintrc tests/packaging/check-packaging.sh
+EXTRA_DIST += packaging/rpm/dsv32d.rpmlintrc packaging/rpm/dsv32d-cuda.rpmlintrc tests/packaging/check-packaging.sh

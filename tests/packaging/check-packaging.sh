@@ -176,7 +176,9 @@ step "lintian"
 lintian --fail-on error,warning "$work"/deb/*.changes > "$work/lintian.log" 2>&1 || bad "lintian: $(grep -E '^[EW]:' "$work/lintian.log")"
 grep -E '^[EWI]:' "$work/lintian.log"
 step "rpmlint"
-rpmlint -r "$top_srcdir/packaging/rpm/dsv32d.rpmlintrc" "$work"/rpm/*.rpm > "$work/rpmlint.log" 2>&1
+cat "$top_srcdir/packaging/rpm/dsv32d.rpmlintrc" > "$work/rpmlintrc"
+[ "$PACKAGING_CUDA" = nocuda ] || cat "$top_srcdir/packaging/rpm/dsv32d-cuda.rpmlintrc" >> "$work/rpmlintrc"
+rpmlint -r "$work/rpmlintrc" "$work"/rpm/*.rpm > "$work/rpmlint.log" 2>&1
 tail -1 "$work/rpmlint.log"
 grep -qE ' 0 errors, 0 warnings' "$work/rpmlint.log" || bad "rpmlint: $(grep -E ': [EW]: ' "$work/rpmlint.log")"
 
