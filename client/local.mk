@@ -1,6 +1,7 @@
 # client/: libdsv32 (the public client library, dsv32.h, dsv32.pc) and the dsv32 CLI.
 lib_LTLIBRARIES += libdsv32.la
 include_HEADERS += client/dsv32.h
+dist_man_MANS += man/libdsv32.3
 pkgconfig_DATA += client/dsv32.pc
 libdsv32_la_SOURCES = client/dsv32.h client/libdsv32.c
 libdsv32_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden $(MSGPACK_CFLAGS)

@@ -25,6 +25,7 @@ libdsv32runtime_la_SOURCES = \
 libdsv32runtime_la_LIBADD = libdsv32core.la libdsv32plugin.la -lm
 
 bin_PROGRAMS += dsv32-mkmodel dsv32-run
+dist_man_MANS += man/dsv32-mkmodel.1 man/dsv32-run.1
 dsv32_mkmodel_SOURCES = daemon/tools/mkmodel.c
 dsv32_mkmodel_LDADD = libdsv32tok.la libdsv32core.la
 dsv32_run_SOURCES = daemon/tools/run.c ipc/idlist.h ipc/idlist.c

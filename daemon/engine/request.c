@@ -57,15 +57,18 @@ bool request_going_away(const struct dsv_core *c, const struct request *r) {
 /* Drops the first k pending tokens and the first `text` bytes of pending text. */
 static void consume(struct request *r, int k, size_t text) {
         text = MIN(text, r->text_out.n);
-        memmove(r->out, r->out + k, (size_t)(r->n_out - k) * sizeof(int32_t));
-        memmove(r->out_text_end, r->out_text_end + k, (size_t)(r->n_out - k) * sizeof(uint32_t));
+        if (r->n_out > k) {
+                memmove(r->out, r->out + k, (size_t)(r->n_out - k) * sizeof(int32_t));
+                memmove(r->out_text_end, r->out_text_end + k, (size_t)(r->n_out - k) * sizeof(uint32_t));
+        }
         r->n_out -= k;
         for (int i = 0; i < r->n_out; i++)
                 r->out_text_end[i] = r->out_text_end[i] > text ? r->out_text_end[i] - (uint32_t)text : 0;
-        memmove(r->text_out.p, r->text_out.p + text, r->text_out.n - text);
-        r->text_out.n -= text;
-        if (r->text_out.p)
+        if (r->text_out.p) {
+                memmove(r->text_out.p, r->text_out.p + text, r->text_out.n - text);
+                r->text_out.n -= text;
                 r->text_out.p[r->text_out.n] = 0;
+        }
 }
 
 bool request_flush(struct dsv_core *c, struct request *r) {

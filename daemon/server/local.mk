@@ -26,6 +26,6 @@ libdsv32server_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(SYSTEMD_CFLAGS)
 libdsv32server_la_LIBADD = libdsv32engine.la libdsv32ipc.la $(SYSTEMD_LIBS) $(MSGPACK_LIBS)
 
 sbin_PROGRAMS += dsv32d
-dist_man_MANS += man/dsv32d.8
+dist_man_MANS += man/dsv32d.8 man/dsv32d.conf.5
 dsv32d_SOURCES = daemon/server/main.c
 dsv32d_LDADD = libdsv32server.la

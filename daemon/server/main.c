@@ -12,6 +12,7 @@
 enum {
         ARG_CONFIG = 0x1000,
         ARG_PRINT_CONFIG,
+        ARG_PRINT_DEFAULT_CONFIG,
         ARG_VERSION,
         ARG_SETTING, /* + index in the settings table */
 };
@@ -22,6 +23,8 @@ static void help(void) {
                "  --config FILE                      settings file (default %s; every setting below\n"
                "                                     may appear there as 'name = value')\n"
                "  --print-config                     print the effective settings and exit\n"
+               "  --print-default-config             print the default settings file (every setting\n"
+               "                                     commented out at its default) and exit\n"
                "  --version                          print the version and exit\n"
                "  -h, --help                         this text\n\n"
                "Settings (the command line overrides the file):\n",
@@ -44,7 +47,7 @@ static bool model_present(const char *dir) {
 
 int main(int argc, char **argv) {
         size_t n_set = dsv_config_n_options();
-        struct option *opts = calloc(n_set + 5, sizeof(*opts));
+        struct option *opts = calloc(n_set + 6, sizeof(*opts));
         const char **overrides = calloc(2 * (size_t)argc + 2, sizeof(char *));
         struct dsv_server_config cfg;
         struct dsv_server_args args = {0};
@@ -61,8 +64,9 @@ int main(int argc, char **argv) {
         opts[1] = (struct option){"print-config", no_argument, NULL, ARG_PRINT_CONFIG};
         opts[2] = (struct option){"version", no_argument, NULL, ARG_VERSION};
         opts[3] = (struct option){"help", no_argument, NULL, 'h'};
+        opts[4] = (struct option){"print-default-config", no_argument, NULL, ARG_PRINT_DEFAULT_CONFIG};
         for (size_t i = 0; i < n_set; i++)
-                opts[4 + i] = (struct option){dsv_config_option_name(i), required_argument, NULL, ARG_SETTING + (int)i};
+                opts[5 + i] = (struct option){dsv_config_option_name(i), required_argument, NULL, ARG_SETTING + (int)i};
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 if (c == 'h') {
                         help();
@@ -75,6 +79,13 @@ int main(int argc, char **argv) {
                         args.config_explicit = true;
                 } else if (c == ARG_PRINT_CONFIG) {
                         print_config = true;
+                } else if (c == ARG_PRINT_DEFAULT_CONFIG) {
+                        /* the table's defaults only: no file is read, so the build of the
+                         * packaged config file does not depend on the build host's /etc */
+                        dsv_config_print_defaults(stdout);
+                        free(opts);
+                        free(overrides);
+                        return fflush(stdout) == 0 ? 0 : 1;
                 } else if (c >= ARG_SETTING && (size_t)(c - ARG_SETTING) < n_set) {
                         overrides[2 * args.n_overrides] = dsv_config_option_name((size_t)(c - ARG_SETTING));
                         overrides[2 * args.n_overrides + 1] = optarg;

@@ -58,6 +58,7 @@ struct dsv_server {
         uint64_t watchdog_usec, last_watchdog, last_status, last_extend;
         uint64_t loop_wakeups, loop_sleeps, doorbells_received;
         struct dsv_spin spin; /* adaptive spin window, at most spin-us */
+        char state_dir_env[4096];
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -1275,6 +1276,14 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.numerics = s->cfg.numerics;
         eo.kv_cache_bytes = (uint64_t)s->cfg.kv_cache_mb << 20;
         eo.state_dir = s->cfg.state_directory;
+        if ((!eo.state_dir || !eo.state_dir[0]) && getenv("STATE_DIRECTORY")) {
+                /* systemd's StateDirectory= (the first of a colon-separated list) */
+                snprintf(s->state_dir_env, sizeof(s->state_dir_env), "%s", getenv("STATE_DIRECTORY"));
+                s->state_dir_env[strcspn(s->state_dir_env, ":")] = 0;
+                eo.state_dir = s->state_dir_env;
+        }
+        if (eo.state_dir && eo.state_dir[0])
+                log_info("Sessions are saved in %s", eo.state_dir);
         eo.snapshot_max_bytes = (uint64_t)s->cfg.snapshot_max_mb << 20;
         eo.notify_fd = s->engine_efd;
         tunables_of(&s->cfg, &tun);

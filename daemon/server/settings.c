@@ -74,7 +74,7 @@ static const struct dsv_config_option options[] = {
         OPT("prefix-cache-share", OPT_ENUM, prefix_cache_share, "no", 0, 0, true, "yes|no",
             "share the prefix cache across uids (no: each uid reuses only its own prefixes; a shared cache lets one user learn by timing whether another sent a prefix, fine for one common system prompt)"),
         OPT("state-directory", OPT_STRING, state_directory, "", 0, 4000, false, NULL,
-            "directory where sessions are saved (at stop, every snapshot-interval, on `dsv32 session save`) and restored from at start (empty: sessions are not kept across restarts; the unit sets its StateDirectory)"),
+            "directory where sessions are saved (at stop, every snapshot-interval, on `dsv32 session save`) and restored from at start (empty: $STATE_DIRECTORY, which the unit's StateDirectory= sets; without either, sessions are not kept across restarts)"),
         OPT("snapshot-interval", OPT_INT, snapshot_interval_s, "300", 0, 86400, true, NULL,
             "seconds between saves of the sessions that changed (0: only at stop and on request)"),
         OPT("snapshot-max-mb", OPT_INT, snapshot_max_mb, "0", 0, 1 << 24, false, NULL,
@@ -213,7 +213,7 @@ int dsv_config_load_file(struct dsv_server_config *c, const char *path, char *er
         _cleanup_free_ char *text = NULL;
         size_t len;
         int r, lineno = 0;
-        char *line, *save = NULL;
+        char *line, *next;
 
         {
                 /* stdio rather than a size from fstat: /dev/null (no settings) is fine too */
@@ -238,8 +238,12 @@ int dsv_config_load_file(struct dsv_server_config *c, const char *path, char *er
                 snprintf(err, errlen, "%s: contains a NUL byte", path);
                 return -EINVAL;
         }
-        for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        /* not strtok: it would skip empty lines, and the line numbers in errors would drift */
+        for (line = text; line; line = next) {
                 char *eq, *key, *val, e2[256];
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = 0;
                 lineno++;
                 line = strip(line);
                 if (!*line || *line == '#' || *line == ';' || *line == '[')
@@ -334,6 +338,61 @@ void dsv_config_print(const struct dsv_server_config *c, FILE *f) {
                 opt_format(&options[i], c, v, sizeof(v));
                 fprintf(f, "# %s%s\n%s = %s\n", options[i].help, options[i].reloadable ? " (reloadable)" : "", options[i].name,
                         v);
+        }
+}
+
+/* Writes text as "# " comment lines of at most `width` columns, breaking at spaces. */
+static void print_comment(FILE *f, const char *text, size_t width) {
+        const char *p = text;
+        while (*p) {
+                size_t n = strlen(p), cut = n;
+                if (n > width - 2) {
+                        cut = width - 2;
+                        while (cut > 0 && p[cut] != ' ')
+                                cut--;
+                        if (cut == 0) /* one word longer than a line */
+                                cut = strcspn(p, " ");
+                }
+                fprintf(f, "# %.*s\n", (int)cut, p);
+                p += cut;
+                while (*p == ' ')
+                        p++;
+        }
+}
+
+void dsv_config_print_defaults(FILE *f) {
+        fprintf(f, "# %s: settings of the dsv32d inference daemon.\n#\n", DSV_CONFIG_FILE_DEFAULT);
+        print_comment(f,
+                      "One setting a line, 'name = value'; lines starting with # are comments. Every "
+                      "setting is listed below at its default value, commented out: uncomment a line "
+                      "and change its value to override the default. An option --name VALUE on "
+                      "dsv32d's command line overrides this file. Settings marked 'reloadable' take "
+                      "effect on 'systemctl reload dsv32d' (SIGHUP); the others at the next start "
+                      "('systemctl restart dsv32d', which loads the weights again). See dsv32d.conf(5) "
+                      "and dsv32d(8).",
+                      78);
+        fprintf(f, "#\n# Generated from dsv32d's settings table (dsv32d --print-default-config).\n");
+        for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+                const struct dsv_config_option *o = &options[i];
+                char kind[160];
+                switch (o->type) {
+                case OPT_INT:
+                        snprintf(kind, sizeof(kind), "integer, %ld..%ld", o->min, o->max);
+                        break;
+                case OPT_MODE:
+                        snprintf(kind, sizeof(kind), "octal mode, 0..0%lo", (unsigned long)o->max);
+                        break;
+                case OPT_ENUM:
+                        snprintf(kind, sizeof(kind), "one of %s", o->choices);
+                        break;
+                default:
+                        snprintf(kind, sizeof(kind), "%s", o->min > 0 ? "text, not empty" : "text");
+                        break;
+                }
+                fprintf(f, "\n");
+                print_comment(f, o->help, 78);
+                fprintf(f, "# (%s; %s)\n#%s =%s%s\n", kind, o->reloadable ? "reloadable" : "restart to change", o->name,
+                        *o->def ? " " : "", o->def);
         }
 }
 

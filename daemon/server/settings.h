@@ -65,4 +65,8 @@ int dsv_config_apply_reload(struct dsv_server_config *cur, const struct dsv_serv
 /* --help text of the settings; the effective configuration as a config file. */
 void dsv_config_print_help(FILE *f);
 void dsv_config_print(const struct dsv_server_config *c, FILE *f);
+/* The default settings file: every setting commented out at its default, with its help,
+ * type and range, and whether SIGHUP reloads it. The build writes the packaged
+ * /etc/dsv32d/dsv32d.conf with it (systemd/local.mk), so the file follows the table. */
+void dsv_config_print_defaults(FILE *f);
 int dsv_log_level_from_name(const char *s);

@@ -13,5 +13,6 @@ libdsv32tok_la_CFLAGS = $(AM_CFLAGS) -O2 $(PCRE2_CFLAGS) $(JANSSON_CFLAGS)
 libdsv32tok_la_LIBADD = $(PCRE2_LIBS) $(JANSSON_LIBS)
 
 bin_PROGRAMS += dsv32-tokenize
+dist_man_MANS += man/dsv32-tokenize.1
 dsv32_tokenize_SOURCES = daemon/tokenizer/dsv32-tokenize.c
 dsv32_tokenize_LDADD = libdsv32tok.la libdsv32core.la

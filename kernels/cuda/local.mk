@@ -9,7 +9,7 @@
 noinst_LTLIBRARIES += libdsv32plugin.la
 libdsv32plugin_la_SOURCES = kernels/backend_plugin.h kernels/backend_plugin.c
 libdsv32plugin_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_PLUGIN_DIR='"$(pkglibdir)"' \
-	-DDSV_PLUGIN_BUILDDIR='"$(abs_top_builddir)/kernels/cuda"'
+	-DDSV_PLUGIN_BUILDDIR='"$(PLUGIN_BUILDDIR)"'
 
 # ---------------------------------------------------------------- the plugin
 CUDA_PLUGIN_SRC = \
