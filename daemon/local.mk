@@ -22,7 +22,8 @@ noinst_LTLIBRARIES += libdsv32runtime.la
 libdsv32runtime_la_SOURCES = \
 	daemon/runtime/runtime.h daemon/runtime/runtime.c \
 	daemon/runtime/sampler.h daemon/runtime/sampler.c \
-	daemon/runtime/speculate.h daemon/runtime/speculate.c
+	daemon/runtime/speculate.h daemon/runtime/speculate.c \
+	daemon/runtime/generate.h daemon/runtime/generate.c
 libdsv32runtime_la_LIBADD = libdsv32core.la libdsv32plugin.la -lm
 
 bin_PROGRAMS += dsv32-mkmodel dsv32-run
