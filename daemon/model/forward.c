@@ -6,13 +6,14 @@
  *   branch = attention(h)          MLA + lightning indexer (attention.c)
  *   h      = RMSNorm(res + branch)
  *   branch = dense SwiGLU MLP, or MoE: routed experts (fp32 sum, ascending ids) + shared
- * then logits = lm_head(RMSNorm(res + branch)) in fp32 for the rows asked for (head.c). */
+ * then logits = lm_head(RMSNorm(res + branch)) in fp32 for the rows asked for (head.c), and
+ * on request the RMSNorm's rows themselves (the MTP layer's input, mtp.c runs the same block). */
 #include "config.h"
 
 #include "daemon/model/internal.h"
 
 /* Test hook: the residual stream after a layer (fp32 sum the next norm sees). */
-int dsv_fwd_report_layer(struct fwd *F, int layer) {
+static int report_layer(struct fwd *F, int layer) {
         struct dsv_model *m = F->m;
         const int D = m->cfg.hidden_size;
         float *res = malloc((size_t)F->T * D * sizeof(float) * 2);
@@ -97,7 +98,7 @@ int dsv_fwd_block(struct fwd *F, int layer, bool first) {
         if ((r = dsv_fwd_rmsnorm(F, &w->h, &w->res, first ? NULL : &w->branch, l->attn_norm)) < 0 ||
             (r = dsv_fwd_attention(F, layer)) < 0 || (r = dsv_fwd_rmsnorm(F, &w->h, &w->res, &w->branch, l->ffn_norm)) < 0 ||
             (r = l->moe ? dsv_fwd_moe(F, layer) : dsv_fwd_mlp(F, &w->branch, l->w1, l->w2, l->w3)) < 0 ||
-            (m->hooks.on_layer && (r = dsv_fwd_report_layer(F, layer)) < 0))
+            (m->hooks.on_layer && (r = report_layer(F, layer)) < 0))
                 return r;
         return 0;
 }

@@ -120,5 +120,4 @@ int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits);
 /* forward.c: what the main and the MTP forward passes share */
 int dsv_fwd_begin(struct fwd *F, struct dsv_batch_plan *plan, bool eh);
 int dsv_fwd_block(struct fwd *F, int layer, bool first);
-int dsv_fwd_report_layer(struct fwd *F, int layer);
 int dsv_fwd_download_hidden(struct fwd *F, float *hidden);

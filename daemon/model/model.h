@@ -29,7 +29,9 @@ static inline enum dsv_kv_format dsv_numerics_kv_format(enum dsv_numerics n) {
         return n == DSV_NUMERICS_EXACT ? DSV_KV_F32 : DSV_KV_FP8;
 }
 
-/* Test and diagnostics hooks; every member optional. seq is the batch's sequence index. */
+/* Test and diagnostics hooks; every member optional. seq is the batch's sequence index; layer
+ * num_hidden_layers is the MTP layer's block (dsv_model_mtp_forward; on_embed is not called
+ * there). */
 struct dsv_model_hooks {
         void *ud;
         /* Replace a selection: return true after writing k entries (indexer: ascending
