@@ -13,7 +13,7 @@
 #include "tests/check.h"
 
 #define V 12
-#define N 200000
+#define N 100000
 
 static void probs(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *sp, double *out) {
         struct dsv_dist d;
