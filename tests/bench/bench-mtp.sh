@@ -4,10 +4,14 @@
 # (dsv32-mkmodel --mtp-predictable) and with a random one (--mtp: drafts almost never right,
 # the cost of speculation without its gain). Greedy, faithful numerics, a 64-token prompt and
 # 64 generated tokens; each configuration REPS times, interleaved, reported as min-max.
+# THREADS=N passes --threads N (on a shared machine, 1 avoids timing the other tenants: the
+# verify pass's 2 rows fork OpenMP work that waits for a busy core).
 set -euo pipefail
 : "${top_builddir:?}"
 REPS=${REPS:-3}
 GEN=${GEN:-64}
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 run="$top_builddir/dsv32-run"
 for kind in predictable random; do
         dir="$top_builddir/tests/tmp/bench-small-mtp-$kind"
@@ -23,7 +27,7 @@ prompt=$(seq -s, 7 97 6200 | cut -d, -f1-64)
 # decode tok/s, acceptance and tokens per pass of one run
 one() { # dir mtp
         local err
-        err=$("$run" --model "$1" --tokens "$prompt" --generate "$GEN" --mtp "$2" --stats 2>&1 >/dev/null)
+        err=$("$run" --model "$1" --tokens "$prompt" --generate "$GEN" --mtp "$2" "${threads[@]}" --stats 2>&1 >/dev/null)
         local tps acc tpp
         tps=$(sed -n 's/.*decode: .* (\([0-9.]*\) tok\/s).*/\1/p' <<<"$err")
         acc=$(sed -n 's/.*(acceptance \([0-9.]*\)).*/\1/p' <<<"$err")
