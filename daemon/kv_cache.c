@@ -8,8 +8,12 @@
 
 void dsv_kv_layout_init(struct dsv_kv_layout *L, const struct dsv_model_config *c, enum dsv_kv_format fmt,
                         int page_tokens) {
-        dsv_kv_layout_make(L, fmt, c->num_hidden_layers, c->kv_lora_rank, c->qk_rope_head_dim, c->index_head_dim,
-                           page_tokens);
+        dsv_kv_layout_init_layers(L, c, fmt, c->num_hidden_layers, page_tokens);
+}
+
+void dsv_kv_layout_init_layers(struct dsv_kv_layout *L, const struct dsv_model_config *c, enum dsv_kv_format fmt,
+                               int n_layers, int page_tokens) {
+        dsv_kv_layout_make(L, fmt, n_layers, c->kv_lora_rank, c->qk_rope_head_dim, c->index_head_dim, page_tokens);
 }
 
 size_t dsv_kv_bytes_per_token(const struct dsv_kv_layout *L) {
@@ -18,16 +22,21 @@ size_t dsv_kv_bytes_per_token(const struct dsv_kv_layout *L) {
 
 int dsv_kv_pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt, int n_pages,
                     struct dsv_kv_pool **ret) {
+        return dsv_kv_pool_new_layers(be, cfg, fmt, cfg->num_hidden_layers, n_pages, ret);
+}
+
+int dsv_kv_pool_new_layers(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt,
+                           int n_layers, int n_pages, struct dsv_kv_pool **ret) {
         struct dsv_kv_pool *p;
         size_t cap = 16;
         int r;
 
-        if (n_pages <= 0)
+        if (n_pages <= 0 || n_layers < cfg->num_hidden_layers)
                 return -EINVAL;
         p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
-        dsv_kv_layout_init(&p->layout, cfg, fmt, DSV_KV_PAGE_TOKENS);
+        dsv_kv_layout_init_layers(&p->layout, cfg, fmt, n_layers, DSV_KV_PAGE_TOKENS);
         p->be = be;
         p->n_pages = n_pages;
         p->page_bytes = (size_t)p->layout.n_layers * p->layout.layer_page_bytes;
@@ -305,6 +314,7 @@ int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
         while (s->n_pages > keep)
                 page_put(p, s->pages[--s->n_pages]);
         s->len = n;
+        s->mtp_len = MIN(s->mtp_len, n);
         return 0;
 }
 

@@ -10,7 +10,7 @@ libdsv32core_la_SOURCES = \
 	daemon/kv_cache.h daemon/kv_cache.c \
 	daemon/model/model.h daemon/model/internal.h daemon/model/plan.h daemon/model/plan.c \
 	daemon/model/load.c daemon/model/workspace.c daemon/model/ops.c daemon/model/attention.c \
-	daemon/model/ffn.c daemon/model/head.c daemon/model/forward.c \
+	daemon/model/ffn.c daemon/model/head.c daemon/model/forward.c daemon/model/mtp.c \
 	daemon/model/tensor_index.h daemon/model/tensor_index.c \
 	daemon/synth.h daemon/synth.c
 libdsv32core_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBURING_CFLAGS)
@@ -21,7 +21,9 @@ libdsv32core_la_LIBADD = libdsv32kernels.la $(JANSSON_LIBS) $(LIBURING_LIBS) -lm
 noinst_LTLIBRARIES += libdsv32runtime.la
 libdsv32runtime_la_SOURCES = \
 	daemon/runtime/runtime.h daemon/runtime/runtime.c \
-	daemon/runtime/sampler.h daemon/runtime/sampler.c
+	daemon/runtime/sampler.h daemon/runtime/sampler.c \
+	daemon/runtime/speculate.h daemon/runtime/speculate.c \
+	daemon/runtime/generate.h daemon/runtime/generate.c
 libdsv32runtime_la_LIBADD = libdsv32core.la libdsv32plugin.la -lm
 
 bin_PROGRAMS += dsv32-mkmodel dsv32-run

@@ -126,6 +126,12 @@ static int gen_linear(struct gen *g, const struct entry *e, uint8_t *out) {
         }
         if (zero_code)
                 memset(w + code0 * K, 0, (size_t)((R - code0) * K) * sizeof(float));
+        if (g->o->mtp_predictable && strstr(s->name, "eh_proj")) {
+                /* [I | 0]: the next token's normed embedding, routing code included */
+                memset(w, 0, (size_t)(R * K) * sizeof(float));
+                for (int64_t i = 0; i < R && i < K; i++)
+                        w[i * K + i] = 1.0f;
+        }
         if (cond && strstr(s->name, "self_attn.q_a_proj") && R > NQC) {
                 /* rows 0..NQC-1: the bias coordinate, hence ~constant after q_a_layernorm */
                 for (int64_t i = 0; i < NQC; i++)
@@ -195,9 +201,42 @@ static int gen_linear(struct gen *g, const struct entry *e, uint8_t *out) {
         return 0;
 }
 
-static int gen_entry(struct gen *g, const struct entry *e, uint8_t *out) {
+/* What an MTP tensor is generated as: the main model's embedding and head for the layer's
+ * copies of them; with mtp_predictable, the last main layer's block tensors and model.norm. */
+static void mtp_source(const struct gen *g, const struct dsv_tensor_spec *s, struct dsv_tensor_spec *src) {
+        const int L = g->c->num_hidden_layers;
+        char prefix[64];
+        int pl = snprintf(prefix, sizeof(prefix), "model.layers.%d.", s->layer);
+        *src = *s;
+        if (!s->mtp || strncmp(s->name, prefix, (size_t)pl) != 0)
+                return;
+        const char *rest = s->name + pl;
+        if (strcmp(rest, "embed_tokens.weight") == 0)
+                snprintf(src->name, sizeof(src->name), "model.embed_tokens.weight");
+        else if (strcmp(rest, "shared_head.head.weight") == 0)
+                snprintf(src->name, sizeof(src->name), "lm_head.weight");
+        else if (!g->o->mtp_predictable || strcmp(rest, "enorm.weight") == 0 || strcmp(rest, "hnorm.weight") == 0 ||
+                 strcmp(rest, "eh_proj.weight") == 0)
+                return;
+        else if (strcmp(rest, "shared_head.norm.weight") == 0)
+                snprintf(src->name, sizeof(src->name), "model.norm.weight");
+        else {
+                snprintf(src->name, sizeof(src->name), "model.layers.%d.%s", L - 1, rest);
+                src->layer = L - 1;
+        }
+        src->mtp = false;
+}
+
+static int gen_entry(struct gen *g, const struct entry *e0, uint8_t *out) {
         const struct dsv_model_config *c = g->c;
-        const struct dsv_tensor_spec *s = e->spec;
+        struct dsv_tensor_spec src;
+        struct entry ecopy = *e0;
+        const struct entry *e = &ecopy;
+        const struct dsv_tensor_spec *s = e0->spec;
+        if (s) {
+                mtp_source(g, s, &src);
+                ecopy.spec = s = &src;
+        }
         const int D = c->hidden_size, R = g->R, RR = route_dims(c);
         uint64_t key;
 
@@ -286,6 +325,9 @@ static int gen_entry(struct gen *g, const struct entry *e, uint8_t *out) {
         } else if (strstr(s->name, "k_norm.bias")) {
                 for (int64_t i = 0; i < n; i++)
                         v[i] = (float)(0.05 * dsv_rand_normal(key, (uint64_t)i));
+        } else if (g->o->mtp_predictable && strstr(s->name, "enorm")) {
+                for (int64_t i = 0; i < n; i++)
+                        v[i] = 1.0f;
         } else {
                 /* norm weights: 1 + small noise; the code coordinates of hidden-size norms stay 1 */
                 for (int64_t i = 0; i < n; i++)
@@ -365,6 +407,12 @@ int dsv_synth_write(const char *dir, const struct dsv_model_config *c, const str
         if (o->config_only)
                 return 0;
 
+        if (o->mtp_predictable && (!o->mtp || c->num_hidden_layers < 1 ||
+                                   dsv_cfg_layer_is_moe(c, c->num_hidden_layers) != dsv_cfg_layer_is_moe(c, c->num_hidden_layers - 1)))
+                return dsv_error_set(err, EINVAL,
+                                     "a predictable MTP layer copies the last main layer: it needs the MTP layer and a last "
+                                     "main layer of the MTP block's kind (first_k_dense_replace = %d, %d layers)",
+                                     c->first_k_dense_replace, c->num_hidden_layers);
         if ((r = dsv_weight_specs(c, o->mtp, &specs, &n_specs)) < 0)
                 return r;
         ents = calloc(2 * n_specs, sizeof(*ents));

@@ -19,7 +19,13 @@
 struct dsv_synth_opts {
         uint64_t seed;
         int n_shards;     /* >= 1; default 2 */
-        bool mtp;         /* write the MTP layer(s) */
+        bool mtp;         /* write the MTP layer(s); their embed_tokens and shared_head.head are
+                           * copies of the main model's, as in DeepSeek's checkpoints */
+        /* An MTP layer that drafts well (acceptance can be measured): eh_proj passes the next
+         * token's embedding through ([I | 0]), enorm is 1, the block is a copy of the last main
+         * layer and shared_head.norm a copy of model.norm. Needs mtp, and the last main layer
+         * of the same kind (dense or MoE) as the MTP block. */
+        bool mtp_predictable;
         bool config_only; /* config.json only */
         /* Test hooks: corrupt the output. NULL/0 = none. */
         const char *drop_tensor;     /* leave this tensor out (header and index) */

@@ -53,6 +53,14 @@ check_PROGRAMS += tests/unit/test-sampler
 tests_unit_test_sampler_SOURCES = tests/unit/test-sampler.c
 tests_unit_test_sampler_LDADD = libdsv32runtime.la
 TESTS += tests/unit/test-sampler
+check_PROGRAMS += tests/unit/test-speculate
+tests_unit_test_speculate_SOURCES = tests/unit/test-speculate.c
+tests_unit_test_speculate_LDADD = libdsv32runtime.la
+TESTS += tests/unit/test-speculate
+check_PROGRAMS += tests/unit/test-mtp-generate
+tests_unit_test_mtp_generate_SOURCES = tests/unit/test-mtp-generate.c
+tests_unit_test_mtp_generate_LDADD = libdsv32runtime.la
+TESTS += tests/unit/test-mtp-generate
 check_PROGRAMS += tests/unit/test-engine-core
 tests_unit_test_engine_core_SOURCES = tests/unit/test-engine-core.c
 tests_unit_test_engine_core_LDADD = libdsv32engine.la
@@ -70,8 +78,12 @@ TESTS += tests/unit/test-kv-cache
 check_PROGRAMS += tests/bench/bench-core
 tests_bench_bench_core_SOURCES = tests/bench/bench-core.c
 tests_bench_bench_core_LDADD = libdsv32inspect.la -lm
-bench_scripts += tests/bench/bench-core.sh
-EXTRA_DIST += tests/bench/bench-core.sh
+bench_scripts += tests/bench/bench-core.sh tests/bench/bench-mtp.sh
+EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh
+
+# dsv32-run's speculative decoding (--mtp) from the command line
+TESTS += tests/mtp-run.sh
+EXTRA_DIST += tests/mtp-run.sh
 
 # whole-model golden test against the numpy reference
 TESTS += tests/golden.sh

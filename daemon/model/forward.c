@@ -6,7 +6,8 @@
  *   branch = attention(h)          MLA + lightning indexer (attention.c)
  *   h      = RMSNorm(res + branch)
  *   branch = dense SwiGLU MLP, or MoE: routed experts (fp32 sum, ascending ids) + shared
- * then logits = lm_head(RMSNorm(res + branch)) in fp32 for the rows asked for (head.c). */
+ * then logits = lm_head(RMSNorm(res + branch)) in fp32 for the rows asked for (head.c), and
+ * on request the RMSNorm's rows themselves (the MTP layer's input, mtp.c runs the same block). */
 #include "config.h"
 
 #include "daemon/model/internal.h"
@@ -87,6 +88,21 @@ static int upload_indices(struct fwd *F) {
         return r;
 }
 
+/* One transformer block on the rows of res (+ branch, the previous block's output, unless
+ * first: then res alone is the input, as the reference's layer 0 and the MTP block take it). */
+int dsv_fwd_block(struct fwd *F, int layer, bool first) {
+        struct dsv_model *m = F->m;
+        struct ws *w = &m->ws;
+        const struct layer *l = &m->layers[layer];
+        int r;
+        if ((r = dsv_fwd_rmsnorm(F, &w->h, &w->res, first ? NULL : &w->branch, l->attn_norm)) < 0 ||
+            (r = dsv_fwd_attention(F, layer)) < 0 || (r = dsv_fwd_rmsnorm(F, &w->h, &w->res, &w->branch, l->ffn_norm)) < 0 ||
+            (r = l->moe ? dsv_fwd_moe(F, layer) : dsv_fwd_mlp(F, &w->branch, l->w1, l->w2, l->w3)) < 0 ||
+            (m->hooks.on_layer && (r = report_layer(F, layer)) < 0))
+                return r;
+        return 0;
+}
+
 static int layers(struct fwd *F) {
         struct dsv_model *m = F->m;
         struct ws *w = &m->ws;
@@ -96,44 +112,63 @@ static int layers(struct fwd *F) {
         op.embed = (struct dsv_op_embed){.out = &w->res, .table = m->embed, .ids = &w->ids};
         if ((r = dsv_fwd_run(F, &op)) < 0 || (m->hooks.on_embed && (r = report_embed(F)) < 0))
                 return r;
-        for (int layer = 0; layer < m->cfg.num_hidden_layers; layer++) {
-                const struct layer *l = &m->layers[layer];
-                /* layer 0's residual is the embedding itself */
-                if ((r = dsv_fwd_rmsnorm(F, &w->h, &w->res, layer == 0 ? NULL : &w->branch, l->attn_norm)) < 0 ||
-                    (r = dsv_fwd_attention(F, layer)) < 0 ||
-                    (r = dsv_fwd_rmsnorm(F, &w->h, &w->res, &w->branch, l->ffn_norm)) < 0 ||
-                    (r = l->moe ? dsv_fwd_moe(F, layer) : dsv_fwd_mlp(F, &w->branch, l->w1, l->w2, l->w3)) < 0 ||
-                    (m->hooks.on_layer && (r = report_layer(F, layer)) < 0))
+        /* layer 0's residual is the embedding itself */
+        for (int layer = 0; layer < m->cfg.num_hidden_layers; layer++)
+                if ((r = dsv_fwd_block(F, layer, layer == 0)) < 0)
                         return r;
-        }
         return dsv_fwd_rmsnorm(F, &w->h, &w->res, &w->branch, m->final_norm);
 }
 
-int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
-                      struct dsv_error *err) {
+/* The normed rows of h (what the head sees) to the caller, batch order. */
+int dsv_fwd_download_hidden(struct fwd *F, float *hidden) {
+        struct ws *w = &F->m->ws;
+        const size_t D = (size_t)F->m->cfg.hidden_size;
+        float *tmp = malloc((size_t)F->T * w->h.stride);
+        int r;
+        if (!tmp)
+                return -ENOMEM;
+        if ((r = dsv_fwd_download(F, tmp, w->h.data, (size_t)F->T * w->h.stride)) >= 0)
+                for (int t = 0; t < F->T; t++)
+                        memcpy(hidden + (size_t)F->p->perm[t] * D, (uint8_t *)tmp + (size_t)t * w->h.stride, D * sizeof(float));
+        free(tmp);
+        return r;
+}
+
+/* Plans the batch (into *plan, which the caller frees with dsv_batch_plan_done even on
+ * failure), prepares the workspace for it and uploads its index tensors. */
+int dsv_fwd_begin(struct fwd *F, struct dsv_batch_plan *plan, bool eh) {
+        struct dsv_model *m = F->m;
         const struct dsv_model_config *c = &m->cfg;
-        struct dsv_batch_plan plan;
-        struct fwd F = {.m = m, .kv = kv, .b = b, .p = &plan, .err = err, .f = m->numerics == DSV_NUMERICS_FAITHFUL,
-                        .T = b->n_tokens};
         struct ws_dims d;
+        int r;
+
+        F->p = plan;
+        F->f = m->numerics == DSV_NUMERICS_FAITHFUL;
+        F->T = F->b->n_tokens;
+        if (F->kv->layout.format != dsv_numerics_kv_format(m->numerics) || F->kv->layout.n_layers < c->num_hidden_layers)
+                return dsv_error_set(F->err, EINVAL, "KV pool format does not match the model's %s numerics",
+                                     dsv_numerics_name(m->numerics));
+        if ((r = dsv_batch_plan_make(F->b, F->kv->layout.page_tokens, c->vocab_size, plan, F->err)) < 0)
+                return r;
+        d = (struct ws_dims){.T = F->T, .C = plan->max_chunk_ctx, .K = c->index_topk, .ctx = plan->ctx, .n_out = plan->n_out,
+                             .n_seqs = F->b->n_seqs, .max_pages = plan->max_pages, .eh = eh};
+        if (m->hooks.force_dense)
+                d.K = MAX(d.K, plan->ctx);
+        if ((r = dsv_ws_prepare(m, &d)) < 0)
+                return dsv_error_set(F->err, r, "Cannot allocate the %s workspace for %d tokens", m->be->ops->name, F->T);
+        return upload_indices(F);
+}
+
+int dsv_model_forward_hidden(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
+                             float *hidden, struct dsv_error *err) {
+        struct dsv_batch_plan plan = {0};
+        struct fwd F = {.m = m, .kv = kv, .b = b, .err = err};
         int r;
 
         if (b->n_tokens <= 0)
                 return 0;
-        if (kv->layout.format != dsv_numerics_kv_format(m->numerics) || kv->layout.n_layers != c->num_hidden_layers)
-                return dsv_error_set(err, EINVAL, "KV pool format does not match the model's %s numerics",
-                                     dsv_numerics_name(m->numerics));
-        if ((r = dsv_batch_plan_make(b, kv->layout.page_tokens, c->vocab_size, &plan, err)) < 0)
-                return r;
-        d = (struct ws_dims){.T = F.T, .C = plan.max_chunk_ctx, .K = c->index_topk, .ctx = plan.ctx, .n_out = plan.n_out,
-                             .n_seqs = b->n_seqs, .max_pages = plan.max_pages};
-        if (m->hooks.force_dense)
-                d.K = MAX(d.K, plan.ctx);
-        if ((r = dsv_ws_prepare(m, &d)) < 0) {
-                r = dsv_error_set(err, r, "Cannot allocate the %s workspace for %d tokens", m->be->ops->name, F.T);
-                goto out;
-        }
-        if ((r = upload_indices(&F)) < 0 || (r = layers(&F)) < 0 || (r = dsv_fwd_head(&F, logits)) < 0)
+        if ((r = dsv_fwd_begin(&F, &plan, false)) < 0 || (r = layers(&F)) < 0 ||
+            (r = dsv_fwd_head(&F, m->lm_head, logits)) < 0 || (hidden && (r = dsv_fwd_download_hidden(&F, hidden)) < 0))
                 goto out;
         for (int s = 0; s < b->n_seqs; s++)
                 b->seqs[s]->len += plan.count[s];
@@ -141,4 +176,9 @@ int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct 
 out:
         dsv_batch_plan_done(&plan);
         return r;
+}
+
+int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
+                      struct dsv_error *err) {
+        return dsv_model_forward_hidden(m, kv, b, logits, NULL, err);
 }

@@ -1,10 +1,11 @@
-/* The head: the rows whose logits are wanted go through lm_head (fp32) and come back to
- * the caller in batch order. The final RMSNorm is the forward pass's last layer call. */
+/* The head: the rows whose logits are wanted go through lm_head (fp32; the MTP layer's
+ * shared_head.head for drafts) and come back to the caller in batch order. The final RMSNorm
+ * is the forward pass's last layer call. */
 #include "config.h"
 
 #include "daemon/model/internal.h"
 
-int dsv_fwd_head(struct fwd *F, float *logits) {
+int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits) {
         struct dsv_model *m = F->m;
         struct ws *w = &m->ws;
         const struct dsv_batch_plan *p = F->p;
@@ -20,7 +21,7 @@ int dsv_fwd_head(struct fwd *F, float *logits) {
         if ((r = dsv_fwd_run(F, &op)) < 0)
                 return r;
         op = (struct dsv_op){.type = DSV_OP_LINEAR};
-        op.linear = (struct dsv_op_linear){.out = &lg, .x = &hout, .w = m->lm_head};
+        op.linear = (struct dsv_op_linear){.out = &lg, .x = &hout, .w = head};
         if ((r = dsv_fwd_run(F, &op)) < 0)
                 return r;
         /* out_rows ascend in internal rows; out_dest says where each goes */

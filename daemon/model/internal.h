@@ -9,7 +9,8 @@
  *   attention.c  MLA + lightning indexer of one layer
  *   ffn.c        dense SwiGLU MLP and the MoE of one layer
  *   head.c       final norm, lm_head, logits back in batch order
- *   forward.c    the forward pass: a page of layer calls */
+ *   forward.c    the forward pass: a page of layer calls
+ *   mtp.c        the multi-token-prediction layer's forward pass (speculative drafts) */
 #pragma once
 
 #include "daemon/model/model.h"
@@ -30,6 +31,7 @@ struct layer {
 /* The sizes a workspace is carved for. */
 struct ws_dims {
         int T;         /* rows (tokens) */
+        bool eh;       /* the MTP layer's eh_proj input [T, 2 * hidden] is carved */
         int C;         /* largest context of a prefill chunk */
         int K;         /* index list width */
         int ctx;       /* largest context of any token (score rows for hooks) */
@@ -51,6 +53,12 @@ struct ws {
         struct dsv_tensor g1, g3, gs, shared, moe_out, moe_ids, moe_w;
         struct dsv_tensor hout, logits;
         struct dsv_tensor iscores, rscores, forced_ids;
+        struct dsv_tensor eh; /* MTP: [enorm(embed(next)) | hnorm(hidden)] (empty unless d.eh) */
+};
+
+/* The MTP layer's own tensors; its block is layers[num_hidden_layers]. */
+struct mtp_weights {
+        const struct dsv_tensor *embed, *enorm, *hnorm, *eh_proj, *head_norm, *head;
 };
 
 struct dsv_model {
@@ -63,7 +71,10 @@ struct dsv_model {
         struct dsv_tensor *tensors; /* every loaded tensor (weights and their scales) */
         size_t n_tensors;
         const struct dsv_tensor *embed, *final_norm, *lm_head;
-        struct layer *layers;
+        struct layer *layers; /* n_layers: the main layers, then the MTP layer's block when loaded */
+        int n_layers;
+        bool has_mtp;
+        struct mtp_weights mtp;
         struct dsv_tensor inv_freq;
         void *inv_freq_buf;
         float softmax_scale;
@@ -81,6 +92,7 @@ struct fwd {
         struct dsv_error *err;
         bool f; /* faithful */
         int T;
+        float *hidden; /* optional: the final normed rows, batch order (hidden_size floats each) */
 };
 
 /* workspace.c */
@@ -103,4 +115,9 @@ int dsv_fwd_attention(struct fwd *F, int layer);
 int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *w1, const struct dsv_tensor *w2,
                 const struct dsv_tensor *w3);
 int dsv_fwd_moe(struct fwd *F, int layer);
-int dsv_fwd_head(struct fwd *F, float *logits);
+int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits);
+
+/* forward.c: what the main and the MTP forward passes share */
+int dsv_fwd_begin(struct fwd *F, struct dsv_batch_plan *plan, bool eh);
+int dsv_fwd_block(struct fwd *F, int layer, bool first);
+int dsv_fwd_download_hidden(struct fwd *F, float *hidden);

@@ -40,7 +40,7 @@ void dsv_model_free(struct dsv_model *m) {
         if (!m)
                 return;
         if (m->layers) {
-                for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+                for (int i = 0; i < m->n_layers; i++) {
                         free(m->layers[i].experts);
                         if (m->layers[i].wkv_b_deq.data)
                                 m->be->ops->dealloc(m->be, m->layers[i].wkv_b_deq.data,
@@ -61,6 +61,58 @@ void dsv_model_free(struct dsv_model *m) {
 static const struct dsv_tensor *find_tensor(const struct dsv_model *m, const struct dsv_tensor_index *ix, const char *name) {
         ptrdiff_t i = dsv_tensor_index_find(ix, name);
         return i < 0 ? NULL : &m->tensors[i];
+}
+
+/* Decides has_mtp from the mode and what the checkpoint holds. */
+static int mtp_wanted(struct dsv_model *m, enum dsv_mtp_mode mode, const char *dir, struct dsv_error *err) {
+        if (mode == DSV_MTP_ON && !m->ck->has_mtp)
+                return dsv_error_set(err, ENOENT,
+                                     "%s has no MTP layer (config.json num_nextn_predict_layers = %d; tensors model.layers.%d.* %s); "
+                                     "speculative decoding needs one: run without it (--mtp off)",
+                                     dir, m->cfg.num_nextn_predict_layers, m->cfg.num_hidden_layers,
+                                     m->cfg.num_nextn_predict_layers > 0 ? "absent" : "not expected");
+        m->has_mtp = mode != DSV_MTP_OFF && m->ck->has_mtp;
+        return 0;
+}
+
+/* The tensors to load: the main model's, and with the MTP layer the first MTP layer's (a
+ * checkpoint with several keeps the rest unused), less its optional copies of the embedding
+ * and head when the checkpoint leaves them out. */
+static int select_specs(struct dsv_model *m, struct dsv_tensor_spec **ret, size_t *n_ret) {
+        struct dsv_tensor_spec *specs;
+        size_t n, k = 0;
+        int r = dsv_weight_specs(&m->cfg, m->has_mtp, &specs, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                const struct dsv_tensor_spec *s = &specs[i];
+                if (s->mtp && (s->layer != m->cfg.num_hidden_layers || (s->optional && !dsv_checkpoint_find(m->ck, s->name))))
+                        continue;
+                specs[k++] = *s;
+        }
+        *ret = specs;
+        *n_ret = k;
+        return 0;
+}
+
+/* The MTP layer's own tensors. Its embed_tokens and shared_head.head are copies of the main
+ * model's in DeepSeek's checkpoints ("shared" with the main model): used when present, as the
+ * checkpoint says, else the main model's. */
+static void wire_mtp(struct dsv_model *m, const struct dsv_tensor_index *ix) {
+        char name[160];
+        const int L = m->cfg.num_hidden_layers;
+#define M(fmt) (snprintf(name, sizeof(name), "model.layers.%d." fmt, L), find_tensor(m, ix, name))
+        m->mtp.embed = M("embed_tokens.weight");
+        m->mtp.enorm = M("enorm.weight");
+        m->mtp.hnorm = M("hnorm.weight");
+        m->mtp.eh_proj = M("eh_proj.weight");
+        m->mtp.head_norm = M("shared_head.norm.weight");
+        m->mtp.head = M("shared_head.head.weight");
+#undef M
+        if (!m->mtp.embed)
+                m->mtp.embed = m->embed;
+        if (!m->mtp.head)
+                m->mtp.head = m->lm_head;
 }
 
 /* Dequantizes kv_b_proj into F32 (bf16-rounded in faithful numerics, as the reference's
@@ -118,26 +170,29 @@ out:
         return r;
 }
 
-/* One token through the whole model on a one-page cache: every op the model needs runs once
- * on this backend, so an op it lacks is an error at load (naming the op), not at the first
- * request; it also warms the workspace. */
+/* One token through the whole model (and the MTP layer, when loaded) on a one-page cache:
+ * every op the model needs runs once on this backend, so an op it lacks is an error at load
+ * (naming the op), not at the first request; it also warms the workspace. */
 static int probe(struct dsv_model *m, struct dsv_error *err) {
         struct dsv_kv_pool *kv = NULL;
         struct dsv_kv_seq seq = {0};
         struct dsv_kv_seq *seqs[1] = {&seq};
         int32_t tok = m->cfg.bos_token_id, pos = 0, s = 0;
-        float *logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
+        float *logits = malloc((size_t)(m->cfg.vocab_size + 2 * m->cfg.hidden_size) * sizeof(float));
+        float *hidden = logits + m->cfg.vocab_size, *mtp_hidden = hidden + m->cfg.hidden_size;
         struct dsv_model_hooks saved = m->hooks;
         int r;
         if (!logits)
                 return -ENOMEM;
         memset(&m->hooks, 0, sizeof(m->hooks));
-        r = dsv_kv_pool_new(m->be, &m->cfg, dsv_numerics_kv_format(m->numerics), 1, &kv);
+        r = dsv_kv_pool_new_layers(m->be, &m->cfg, dsv_numerics_kv_format(m->numerics), m->n_layers, 1, &kv);
         if (r < 0)
                 r = dsv_error_set(err, r, "Cannot allocate a KV page on the %s backend: %s", m->be->ops->name, strerror(-r));
         else if ((r = dsv_kv_seq_reserve(kv, &seq, 1)) >= 0) {
                 struct dsv_batch b = {.n_tokens = 1, .token = &tok, .pos = &pos, .seq = &s, .n_seqs = 1, .seqs = seqs};
-                r = dsv_model_forward(m, kv, &b, logits, err);
+                r = dsv_model_forward_hidden(m, kv, &b, logits, hidden, err);
+                if (r >= 0 && m->has_mtp)
+                        r = dsv_model_mtp_forward(m, kv, &b, hidden, logits, mtp_hidden, err);
                 if (r == -EOPNOTSUPP) {
                         char msg[sizeof(err->msg)];
                         snprintf(msg, sizeof(msg), "%s", err->msg);
@@ -178,10 +233,10 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                                   dir, m->cfg.index_head_dim);
                 goto fail;
         }
-        /* The MTP layer is validated by the checkpoint reader but not loaded: plain generation
-         * never needs it. */
-        r = dsv_weight_specs(&m->cfg, false, &specs, &n_specs);
-        if (r < 0)
+        /* The MTP layer (validated by the checkpoint reader) only when asked for: plain
+         * generation never needs it. */
+        if ((r = mtp_wanted(m, opts ? opts->mtp : DSV_MTP_OFF, dir, err)) < 0 ||
+            (r = select_specs(m, &specs, &n_specs)) < 0)
                 goto fail;
         m->tensors = calloc(2 * n_specs, sizeof(*m->tensors));
         ct = calloc(n_specs, sizeof(*ct));
@@ -234,12 +289,15 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         m->embed = find_tensor(m, &ix, "model.embed_tokens.weight");
         m->final_norm = find_tensor(m, &ix, "model.norm.weight");
         m->lm_head = find_tensor(m, &ix, "lm_head.weight");
-        m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof(*m->layers));
+        m->n_layers = m->cfg.num_hidden_layers + (m->has_mtp ? 1 : 0);
+        m->layers = calloc((size_t)m->n_layers, sizeof(*m->layers));
         if (!m->layers) {
                 r = -ENOMEM;
                 goto fail;
         }
-        for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+        if (m->has_mtp)
+                wire_mtp(m, &ix);
+        for (int i = 0; i < m->n_layers; i++) {
                 struct layer *l = &m->layers[i];
 #define T(field, fmt, ...)                                                                                \
         do {                                                                                              \

@@ -29,7 +29,9 @@ static inline enum dsv_kv_format dsv_numerics_kv_format(enum dsv_numerics n) {
         return n == DSV_NUMERICS_EXACT ? DSV_KV_F32 : DSV_KV_FP8;
 }
 
-/* Test and diagnostics hooks; every member optional. seq is the batch's sequence index. */
+/* Test and diagnostics hooks; every member optional. seq is the batch's sequence index; layer
+ * num_hidden_layers is the MTP layer's block (dsv_model_mtp_forward; on_embed is not called
+ * there). */
 struct dsv_model_hooks {
         void *ud;
         /* Replace a selection: return true after writing k entries (indexer: ascending
@@ -50,9 +52,19 @@ struct dsv_model_hooks {
         bool force_dense; /* attend to every position: sparse == dense checks */
 };
 
+/* The checkpoint's multi-token-prediction layer (layer num_hidden_layers): not loaded (the
+ * default: plain generation never needs it), loaded when the checkpoint has it, or required. */
+enum dsv_mtp_mode {
+        DSV_MTP_OFF,
+        DSV_MTP_AUTO,
+        DSV_MTP_ON,
+        DSV_MTP_MAX,
+};
+
 struct dsv_model_opts {
         enum dsv_numerics numerics;
         struct dsv_load_opts load;
+        enum dsv_mtp_mode mtp;
 };
 
 struct dsv_model;
@@ -67,6 +79,10 @@ enum dsv_numerics dsv_model_numerics(const struct dsv_model *m);
 uint64_t dsv_model_weight_bytes(const struct dsv_model *m);
 struct dsv_backend *dsv_model_backend(const struct dsv_model *m);
 void dsv_model_set_hooks(struct dsv_model *m, const struct dsv_model_hooks *hooks);
+/* Whether the MTP layer is loaded, and the layers a KV pool for this model needs: the main
+ * ones, plus the MTP layer's when loaded (dsv_kv_pool_new_layers). */
+bool dsv_model_has_mtp(const struct dsv_model *m);
+int dsv_model_kv_layers(const struct dsv_model *m);
 
 /* A batch (struct dsv_batch, model/plan.h): token i belongs to seqs[seq[i]] at position
  * pos[i]. Each sequence's tokens must be the consecutive positions [seqs[s]->len, ...), each
@@ -75,3 +91,29 @@ void dsv_model_set_hooks(struct dsv_model *m, const struct dsv_model_hooks *hook
  * floats each. */
 int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
                       struct dsv_error *err);
+/* The same, also writing every token's final hidden state (batch order, hidden_size floats
+ * each) when hidden is not NULL: the output of the final RMSNorm, what lm_head sees. That is
+ * the state the MTP layer takes as its previous hidden state (hnorm's input): vLLM's
+ * DeepSeekMTP gets the target model's output `hidden_states, _ = self.norm(hidden_states,
+ * residual)` (vllm/model_executor/models/deepseek_v2.py, DeepseekV2Model.forward) and SGLang's
+ * NextN the hidden states its LogitsProcessor received (after model.norm); DeepSeek's
+ * technical report (section 2.2) calls it the representation the main model gives. */
+int dsv_model_forward_hidden(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
+                             float *hidden, struct dsv_error *err);
+
+/* The MTP layer (DESIGN section 4) over a batch, for speculative drafts. Token i is the next
+ * token t_{p+1} of sequence seqs[seq[i]] at position p = pos[i], and hidden_in + i *
+ * hidden_size its previous hidden state at p: the main model's (dsv_model_forward_hidden), or
+ * for a chained draft this layer's own hidden_out at p - 1. Per token:
+ *   x      = eh_proj([enorm(embed(t_{p+1})); hnorm(h_p)])     (the embedding half first)
+ *   y      = block(x)            one transformer block, x its residual (as layer 0)
+ *   logits = shared_head.head(shared_head.norm(y))           the draft for position p + 2
+ * Each sequence's tokens must be the positions [mtp_len, mtp_len + count) within its reserved
+ * pages; its mtp_len advances past them. The block's attention reads and writes the MTP
+ * layer's own records of the pool (dsv_model_kv_layers()), and every token takes the decode
+ * (per-token) path whatever the batch holds, so a draft does not depend on how the work was
+ * scheduled. Logits of the wanted tokens (want_logits) in batch order; hidden_out (optional):
+ * every token's shared_head.norm output, batch order. -EOPNOTSUPP when the layer is not
+ * loaded; -EINVAL when the pool has no MTP layer. */
+int dsv_model_mtp_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, const float *hidden_in,
+                          float *logits, float *hidden_out, struct dsv_error *err);

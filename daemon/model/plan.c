@@ -88,11 +88,11 @@ int dsv_batch_plan_make(const struct dsv_batch *b, int page_tokens, int vocab_si
         /* rows: decode tokens first, then each prefill chunk by position */
         row = 0;
         for (int i = 0; i < b->n_tokens; i++)
-                if (p.count[b->seq[i]] == 1)
+                if (p.count[b->seq[i]] == 1 || (b->as_decode && b->as_decode[b->seq[i]]))
                         p.perm[row++] = i;
         p.n_dec = row;
         for (int s = 0; s < b->n_seqs; s++) {
-                if (p.count[s] <= 1)
+                if (p.count[s] <= 1 || (b->as_decode && b->as_decode[s]))
                         continue;
                 p.chunk_seq[p.n_chunks] = s;
                 p.chunk_start[p.n_chunks] = row;
@@ -104,7 +104,7 @@ int dsv_batch_plan_make(const struct dsv_batch *b, int page_tokens, int vocab_si
         }
         for (int i = 0; i < b->n_tokens; i++) {
                 int s = b->seq[i];
-                if (p.count[s] > 1)
+                if (p.count[s] > 1 && !(b->as_decode && b->as_decode[s]))
                         p.perm[cursor[s] + (b->pos[i] - p.first_pos[s])] = i;
         }
         for (int i = 0, k = 0; i < b->n_tokens; i++)

@@ -2,9 +2,12 @@
  * checked and laid out in rows. Pure: no backend, no model, only the batch, the page size
  * and the vocabulary size; unit-tested in tests/unit/test-batch-plan.c.
  *
- * Row order: first the tokens of sequences that contribute exactly one token (decode rows,
- * batch order), then each sequence with several tokens as one prefill chunk, its rows in
- * position order. A batch is valid when every token names a sequence of the batch and an
+ * Row order: first the decode rows (batch order): the tokens of sequences that contribute
+ * exactly one token, and every token of a sequence marked as_decode; then each other sequence
+ * with several tokens as one prefill chunk, its rows in position order. as_decode is for
+ * speculative verification: a decode row's numerics do not depend on the other rows (the
+ * absorbed attention and every other op work row by row), so a verify pass of 1 + k tokens
+ * gives bit for bit the logits of k + 1 plain decode steps, where a prefill chunk would not. A batch is valid when every token names a sequence of the batch and an
  * id of the vocabulary, each sequence's tokens are exactly the positions [len, len + count)
  * (each once, any order in the batch), and its reserved pages hold them. */
 #pragma once
@@ -22,6 +25,7 @@ struct dsv_batch {
         const bool *want_logits; /* NULL: all */
         int n_seqs;
         struct dsv_kv_seq **seqs;
+        const bool *as_decode; /* [n_seqs] or NULL: sequences whose tokens are all decode rows */
 };
 
 struct dsv_batch_plan {

@@ -85,6 +85,12 @@ static void layout(struct dsv_model *m, struct ws *w, uint8_t *base, size_t *byt
         cv.off += scores ? (size_t)BT * (size_t)B->ctx * sizeof(float) : sizeof(float);
         carve(&cv, &w->hout, DSV_F32, n_out, Bn_out, c->hidden_size);
         carve(&cv, &w->logits, DSV_F32, n_out, Bn_out, c->vocab_size);
+        /* the MTP layer's eh_proj input, only once an MTP pass has asked for it (it then stays,
+         * so main and MTP passes of the same bucket see the same addresses) */
+        if (B->eh)
+                carve(&cv, &w->eh, DSV_F32, T, BT, 2 * (int64_t)c->hidden_size);
+        else
+                w->eh = (struct dsv_tensor){0};
         w->k_pe = dsv_view_cols(&w->kv_a, c->kv_lora_rank, c->qk_rope_head_dim);
         *bytes = cv.off;
 }
@@ -97,12 +103,14 @@ int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d) {
 
         /* the same bucket as before when it fits: the addresses stay */
         if (w->buf && d->T <= w->bucket.T && d->C <= w->bucket.C && d->K <= w->bucket.K && d->ctx <= w->bucket.ctx &&
-            d->n_out <= w->bucket.n_out && d->n_seqs <= w->bucket.n_seqs && d->max_pages <= w->bucket.max_pages)
+            d->n_out <= w->bucket.n_out && d->n_seqs <= w->bucket.n_seqs && d->max_pages <= w->bucket.max_pages &&
+            (!d->eh || w->bucket.eh))
                 nw.bucket = w->bucket;
         else
                 nw.bucket = (struct ws_dims){.T = bucket(d->T, 16), .C = bucket(d->C, 64), .K = bucket(d->K, 8),
                                              .ctx = bucket(d->ctx, 64), .n_out = bucket(d->n_out, 4),
-                                             .n_seqs = bucket(d->n_seqs, 4), .max_pages = bucket(d->max_pages, 4)};
+                                             .n_seqs = bucket(d->n_seqs, 4), .max_pages = bucket(d->max_pages, 4),
+                                             .eh = d->eh || (w->buf && w->bucket.eh)};
         layout(m, &nw, NULL, &bytes);
         if (!w->buf || bytes > w->bytes) {
                 void *buf;

@@ -18,7 +18,7 @@ void dsv_runtime_free(struct dsv_runtime *rt) {
  * the model (an op it lacks: -EOPNOTSUPP from the load-time probe) gives way to the CPU. */
 static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, struct dsv_error *err) {
         const char *name = o->backend ? o->backend : "cpu";
-        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load};
+        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp};
         struct dsv_error e = {{0}};
         int r;
 
@@ -73,7 +73,9 @@ int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret,
         rt->cfg = dsv_model_get_config(rt->model);
         rt->numerics = dsv_model_numerics(rt->model);
         rt->fingerprint = fingerprint(o->model_dir, rt->numerics);
-        dsv_kv_layout_init(&L, rt->cfg, dsv_numerics_kv_format(rt->numerics), DSV_KV_PAGE_TOKENS);
+        /* with the MTP layer its attention's records share the pages */
+        dsv_kv_layout_init_layers(&L, rt->cfg, dsv_numerics_kv_format(rt->numerics), dsv_model_kv_layers(rt->model),
+                                  DSV_KV_PAGE_TOKENS);
         rt->kv_page_bytes = (uint64_t)L.n_layers * L.layer_page_bytes;
         rt->kv_bytes_per_token = dsv_kv_bytes_per_token(&L);
         if (o->kv_bytes) {
@@ -88,7 +90,8 @@ int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret,
                 n_pages = (uint64_t)DIV_ROUND_UP(MAX(o->kv_tokens, 1), DSV_KV_PAGE_TOKENS);
         }
         n_pages = MIN(n_pages, (uint64_t)INT32_MAX / 2);
-        if ((r = dsv_kv_pool_new(rt->be, rt->cfg, dsv_numerics_kv_format(rt->numerics), (int)n_pages, &rt->kv)) < 0) {
+        if ((r = dsv_kv_pool_new_layers(rt->be, rt->cfg, dsv_numerics_kv_format(rt->numerics), L.n_layers, (int)n_pages,
+                                          &rt->kv)) < 0) {
                 r = dsv_error_set(err, r, "cannot allocate the KV cache (%llu pages of %llu bytes) in %s memory: %s",
                                   (unsigned long long)n_pages, (unsigned long long)rt->kv_page_bytes, rt->be->ops->name,
                                   strerror(-r));

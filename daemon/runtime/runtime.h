@@ -22,6 +22,7 @@ struct dsv_runtime_opts {
         uint64_t kv_bytes;
         int64_t kv_tokens;
         struct dsv_load_opts load; /* progress callback, I/O mode */
+        enum dsv_mtp_mode mtp;     /* load the MTP layer (its KV records then join the pool's pages) */
 };
 
 struct dsv_runtime {

@@ -63,13 +63,17 @@ int32_t dsv_sample_greedy(const float *v, int n) {
         return best;
 }
 
-int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, uint64_t step) {
+double dsv_sample_u01(uint64_t seed, uint64_t stream, uint64_t step) {
+        return dsv_rand_u01(dsv_mix64(seed ^ 0x5eed5eed5eedull ^ stream), step);
+}
+
+void dsv_sampler_dist(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, struct dsv_dist *d) {
         int n = s->n_vocab, k = 0;
         float mx, inv_t;
-        double sum = 0, u, acc;
+        double sum = 0;
 
         if (p->temperature <= 0.0f || p->top_k == 1)
-                return dsv_sample_greedy(logits, n);
+                goto greedy;
         mx = logits[dsv_sample_greedy(logits, n)];
         inv_t = 1.0f / p->temperature;
         /* unnormalised probabilities; drop those below 1e-12 of the best, which no top-p or
@@ -83,7 +87,7 @@ int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_
                 }
         }
         if (k == 0)
-                return dsv_sample_greedy(logits, n);
+                goto greedy;
         struct dsv_cand *cand = sort_desc(s->cand, s->tmp, k);
         if (p->top_k > 0 && p->top_k < k)
                 k = p->top_k;
@@ -108,12 +112,27 @@ int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_
                 k = j;
                 sum = c;
         }
-        u = dsv_rand_u01(dsv_mix64(p->seed ^ 0x5eed5eed5eedull), step) * sum;
-        acc = 0;
-        for (int i = 0; i < k; i++) {
-                acc += cand[i].p;
-                if (u < acc)
-                        return cand[i].id;
+        *d = (struct dsv_dist){.c = cand, .n = k, .sum = sum};
+        return;
+greedy:
+        s->one = (struct dsv_cand){.p = 1.0f, .id = dsv_sample_greedy(logits, n)};
+        *d = (struct dsv_dist){.c = &s->one, .n = 1, .sum = 1.0};
+}
+
+int32_t dsv_dist_draw(const struct dsv_dist *d, double u) {
+        double acc = 0, x = u * d->sum;
+        for (int i = 0; i < d->n; i++) {
+                acc += d->c[i].p;
+                if (x < acc)
+                        return d->c[i].id;
         }
-        return cand[k - 1].id;
+        return d->c[d->n - 1].id;
+}
+
+int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, uint64_t step) {
+        struct dsv_dist d;
+        dsv_sampler_dist(s, logits, p, &d);
+        if (d.c == &s->one)
+                return d.c[0].id;
+        return dsv_dist_draw(&d, dsv_sample_u01(p->seed, 0, step));
 }

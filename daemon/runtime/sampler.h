@@ -24,17 +24,37 @@ struct dsv_sampling {
         uint64_t seed;
 };
 
+struct dsv_cand {
+        float p;
+        int32_t id;
+};
+
 struct dsv_sampler {
         int n_vocab;
-        struct dsv_cand {
-                float p;
-                int32_t id;
-        } *cand, *tmp; /* candidates and the radix sort's second buffer */
+        struct dsv_cand *cand, *tmp; /* candidates and the radix sort's second buffer */
+        struct dsv_cand one;         /* the greedy distribution's only candidate */
+};
+
+/* The distribution a row of logits is sampled from, after every filter: n candidates in
+ * descending p (ascending id on ties) with unnormalised weights p summing to sum; the
+ * probability of a candidate is p / sum, of any other token 0. Greedy: the argmax alone.
+ * The candidates live in the sampler until its next call. */
+struct dsv_dist {
+        const struct dsv_cand *c;
+        int n;
+        double sum;
 };
 
 int dsv_sampler_init(struct dsv_sampler *s, int n_vocab);
 void dsv_sampler_done(struct dsv_sampler *s);
 /* The greedy token of a row of logits: the highest, the lowest id on ties. */
 int32_t dsv_sample_greedy(const float *logits, int n_vocab);
-/* Token for step `step` (0 for the first generated token). */
+void dsv_sampler_dist(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, struct dsv_dist *d);
+/* The token of d at u in [0, 1): the first candidate whose cumulative probability exceeds u. */
+int32_t dsv_dist_draw(const struct dsv_dist *d, double u);
+/* u in [0, 1) of a random stream (seed, stream) at step: counter-based, so a step's value does
+ * not depend on how many were drawn before. Stream 0 is dsv_sample's. */
+double dsv_sample_u01(uint64_t seed, uint64_t stream, uint64_t step);
+/* Token for step `step` (0 for the first generated token): dsv_sampler_dist, then
+ * dsv_dist_draw at dsv_sample_u01(seed, 0, step). */
 int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, uint64_t step);

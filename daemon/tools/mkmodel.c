@@ -23,7 +23,12 @@ static void help(void) {
                "  --out DIR       output directory (created)\n"
                "  --seed N        random seed (default 1); same seed, same bytes\n"
                "  --shards N      number of .safetensors shards (default 2)\n"
-               "  --mtp           include the multi-token-prediction layer\n"
+               "  --mtp           include the multi-token-prediction layer (speculative decoding)\n"
+               "  --mtp-predictable\n"
+               "                  include an MTP layer that drafts well, so that speculative\n"
+               "                  decoding's acceptance can be measured: it passes the next token's\n"
+               "                  embedding through eh_proj into a copy of the last main layer\n"
+               "                  (the random --mtp layer's drafts are almost never accepted)\n"
                "  --config-only   write config.json only\n"
                "  --no-tokenizer  do not write tokenizer.json / tokenizer_config.json (by default a\n"
                "                  small byte-level BPE with the DeepSeek special tokens is trained)\n"
@@ -35,6 +40,7 @@ int main(int argc, char **argv) {
                 {"preset", required_argument, NULL, 'p'}, {"out", required_argument, NULL, 'o'},
                 {"seed", required_argument, NULL, 's'},   {"shards", required_argument, NULL, 'n'},
                 {"mtp", no_argument, NULL, 'm'},          {"config-only", no_argument, NULL, 'c'},
+                {"mtp-predictable", no_argument, NULL, 'P'},
                 {"no-tokenizer", no_argument, NULL, 'T'},
                 {"help", no_argument, NULL, 'h'},         {0},
         };
@@ -70,6 +76,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'm':
                         so.mtp = true;
+                        break;
+                case 'P':
+                        so.mtp = so.mtp_predictable = true;
                         break;
                 case 'c':
                         so.config_only = true;

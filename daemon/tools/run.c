@@ -1,18 +1,19 @@
 /* dsv32-run: the offline runner. Loads a checkpoint, prefills the given token ids and
- * prints the greedy continuation; optionally dumps every position's logits. For debugging
- * and for outside checks against other implementations. */
+ * prints the continuation (greedy, or sampled by seed), with speculative decoding through the
+ * checkpoint's MTP layer when it has one; optionally dumps every position's logits. For
+ * debugging, for outside checks against other implementations, and for speed figures. */
 #include "config.h"
 
 #include <getopt.h>
 #include <math.h>
 
-#include "daemon/runtime/runtime.h"
+#include "daemon/runtime/generate.h"
 #include "ipc/idlist.h"
 
 static void help(void) {
         printf("Usage: dsv32-run --model DIR --tokens ID,ID,... [options]\n"
-               "Run a DeepSeek-V3.2 checkpoint on the CPU and print the greedy continuation ids\n"
-               "(comma-separated, one line).\n\n"
+               "Run a DeepSeek-V3.2 checkpoint and print the continuation ids (comma-separated,\n"
+               "one line): greedy unless --temperature is given.\n\n"
                "Options:\n"
                "  --model DIR            checkpoint directory (config.json + safetensors)\n"
                "  --tokens LIST          prompt token ids, comma-separated\n"
@@ -24,11 +25,36 @@ static void help(void) {
                "  --chunk N              prefill the prompt in chunks of N tokens\n"
                "  --numerics MODE        faithful (default: the reference's bf16/FP8 rounding) or\n"
                "                         exact (FP8 weights dequantized, fp32 everywhere else)\n"
+               "  --mtp on|off|auto      speculative decoding with the checkpoint's multi-token-\n"
+               "                         prediction layer: it drafts, the model verifies the draft\n"
+               "                         in the next step's pass (default auto: on when the\n"
+               "                         checkpoint has the layer). Greedy output is the same token\n"
+               "                         for token; sampled output has the same distribution\n"
+               "  --draft N              drafts per step, the MTP layer reused on its own output\n"
+               "                         (default 1, what V3.2 ships; 1..16)\n"
+               "  --temperature T        sample at temperature T (default 0: greedy)\n"
+               "  --top-k K, --top-p P, --min-p P\n"
+               "                         sampling filters (default off)\n"
+               "  --seed N               sampling seed (default 0); same seed, same tokens\n"
                "  --threads N            CPU threads (default: all)\n"
                "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
                "  --device N             GPU index for the cuda backend (default 0)\n"
-               "  --stats                print load and speed figures to stderr\n"
+               "  --stats                print load, speed and draft acceptance figures to stderr\n"
                "  -h, --help             this text\n");
+}
+
+static int dump_row(void *ud, int pos, const float *logits, int n_vocab) {
+        return fwrite(logits, sizeof(float), (size_t)n_vocab, ud) == (size_t)n_vocab ? 0 : -EIO;
+}
+
+static int parse_float(const char *opt, const char *arg, double lo, double hi, float *ret) {
+        double v;
+        if (dsv_parse_double(arg, &v) < 0 || !(v >= lo && v <= hi)) {
+                fprintf(stderr, "dsv32-run: %s needs a number in [%g, %g]\n", opt, lo, hi);
+                return -EINVAL;
+        }
+        *ret = (float)v;
+        return 0;
 }
 
 int main(int argc, char **argv) {
@@ -39,20 +65,23 @@ int main(int argc, char **argv) {
                 {"numerics", required_argument, NULL, 'n'}, {"threads", required_argument, NULL, 'j'},
                 {"stats", no_argument, NULL, 's'},          {"help", no_argument, NULL, 'h'},
                 {"backend", required_argument, NULL, 'b'}, {"device", required_argument, NULL, 'D'},
-                {0},
+                {"mtp", required_argument, NULL, 'M'},      {"draft", required_argument, NULL, 'k'},
+                {"temperature", required_argument, NULL, 'T'}, {"top-k", required_argument, NULL, 'K'},
+                {"top-p", required_argument, NULL, 'P'},    {"min-p", required_argument, NULL, 'N'},
+                {"seed", required_argument, NULL, 'S'},     {0},
         };
         const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu";
-        long n_gen = 16, chunk = 0, threads = 0, device = 0;
+        long n_gen = 16, chunk = 0, threads = 0, device = 0, v;
         bool one_by_one = false, stats = false;
-        struct dsv_runtime_opts ro = {.numerics = DSV_NUMERICS_FAITHFUL};
+        struct dsv_runtime_opts ro = {.numerics = DSV_NUMERICS_FAITHFUL, .mtp = DSV_MTP_AUTO};
+        struct dsv_generate_opts go = {.n_draft = 1};
+        struct dsv_generate_stats gs = {0};
         struct dsv_error err = {{0}};
         struct dsv_runtime *rt = NULL;
-        struct dsv_kv_seq seq = {0};
         int32_t *prompt = NULL, *gen = NULL;
-        float *logits = NULL;
         FILE *df = NULL;
         int n_prompt = 0, c, r, ret = 1;
-        uint64_t t0, t_prefill = 0, t_decode = 0;
+        uint64_t t0;
 
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
@@ -106,6 +135,51 @@ int main(int argc, char **argv) {
                                 return 2;
                         }
                         break;
+                case 'M':
+                        if (strcmp(optarg, "on") == 0)
+                                ro.mtp = DSV_MTP_ON;
+                        else if (strcmp(optarg, "off") == 0)
+                                ro.mtp = DSV_MTP_OFF;
+                        else if (strcmp(optarg, "auto") == 0)
+                                ro.mtp = DSV_MTP_AUTO;
+                        else {
+                                fprintf(stderr, "dsv32-run: --mtp must be on, off or auto\n");
+                                return 2;
+                        }
+                        break;
+                case 'k':
+                        if (dsv_parse_int(optarg, 1, 16, &v) < 0) {
+                                fprintf(stderr, "dsv32-run: --draft needs 1..16\n");
+                                return 2;
+                        }
+                        go.n_draft = (int)v;
+                        break;
+                case 'T':
+                        if (parse_float("--temperature", optarg, 0, 100, &go.sampling.temperature) < 0)
+                                return 2;
+                        break;
+                case 'K':
+                        if (dsv_parse_int(optarg, 0, INT32_MAX, &v) < 0) {
+                                fprintf(stderr, "dsv32-run: --top-k needs a non-negative integer\n");
+                                return 2;
+                        }
+                        go.sampling.top_k = (int32_t)v;
+                        break;
+                case 'P':
+                        if (parse_float("--top-p", optarg, 0, 1, &go.sampling.top_p) < 0)
+                                return 2;
+                        break;
+                case 'N':
+                        if (parse_float("--min-p", optarg, 0, 1, &go.sampling.min_p) < 0)
+                                return 2;
+                        break;
+                case 'S':
+                        if (dsv_parse_int(optarg, 0, LONG_MAX, &v) < 0) {
+                                fprintf(stderr, "dsv32-run: --seed needs a non-negative integer\n");
+                                return 2;
+                        }
+                        go.sampling.seed = (uint64_t)v;
+                        break;
                 case 'h':
                         help();
                         return 0;
@@ -119,7 +193,7 @@ int main(int argc, char **argv) {
                 return 2;
         }
         size_t n_ids = 0;
-        if (dsv_parse_id_list(tokens_arg, &prompt, &n_ids) < 0 || n_ids == 0 || n_ids > INT32_MAX) {
+        if (dsv_parse_id_list(tokens_arg, &prompt, &n_ids) < 0 || n_ids == 0 || n_ids > INT32_MAX / 2) {
                 fprintf(stderr, "dsv32-run: --tokens must be a comma-separated list of token ids\n");
                 free(prompt);
                 return 2;
@@ -138,12 +212,14 @@ int main(int argc, char **argv) {
         const struct dsv_model_config *cfg = rt->cfg;
         if (rt->backend_note[0])
                 fprintf(stderr, "dsv32-run: using the %s backend: %s\n", rt->be->ops->name, rt->backend_note);
+        go.speculate = dsv_model_has_mtp(rt->model);
         if (stats) {
                 const struct dsv_load_stats *ls = dsv_model_load_stats(rt->model);
-                fprintf(stderr, "loaded %s: %.1f MB in %.3f s (%.2f GB/s, %s%s), %s numerics, %s backend\n", model_dir,
+                fprintf(stderr, "loaded %s: %.1f MB in %.3f s (%.2f GB/s, %s%s), %s numerics, %s backend, MTP %s\n", model_dir,
                         ls->bytes_tensors / 1e6, (dsv_now_ns() - t0) / 1e9,
                         ls->elapsed_ns ? ls->bytes_tensors / (double)ls->elapsed_ns : 0.0, ls->uring ? "io_uring" : "pread",
-                        ls->direct ? ", O_DIRECT" : "", dsv_numerics_name(rt->numerics), dsv_backend_describe(rt->be));
+                        ls->direct ? ", O_DIRECT" : "", dsv_numerics_name(rt->numerics), dsv_backend_describe(rt->be),
+                        go.speculate ? "on" : dsv_model_get_checkpoint(rt->model)->has_mtp ? "off" : "absent");
         }
         for (int i = 0; i < n_prompt; i++)
                 if (prompt[i] >= cfg->vocab_size) {
@@ -155,94 +231,47 @@ int main(int argc, char **argv) {
                         n_gen, cfg->max_position_embeddings);
                 goto out;
         }
-        if ((r = dsv_kv_seq_reserve(rt->kv, &seq, (int)ro.kv_tokens)) < 0) {
-                fprintf(stderr, "dsv32-run: cannot reserve the KV cache: %s\n", strerror(-r));
-                goto out;
-        }
         if (dump && !(df = fopen(dump, "wbe"))) {
                 fprintf(stderr, "dsv32-run: cannot create %s: %s\n", dump, strerror(errno));
                 goto out;
         }
-        logits = malloc((size_t)n_prompt * cfg->vocab_size * sizeof(float));
         gen = malloc(((size_t)n_gen + 1) * sizeof(int32_t));
-        int32_t *pos = malloc((size_t)n_prompt * sizeof(int32_t)), *sq = calloc((size_t)n_prompt, sizeof(int32_t));
-        bool *want = malloc((size_t)n_prompt);
-        if (!logits || !gen || !pos || !sq || !want) {
-                free(pos);
-                free(sq);
-                free(want);
+        if (!gen) {
                 fprintf(stderr, "dsv32-run: out of memory\n");
                 goto out;
         }
-        struct dsv_kv_seq *seqs[1] = {&seq};
-        int step = one_by_one ? 1 : (chunk > 0 ? (int)chunk : n_prompt);
-        uint64_t tp = dsv_now_ns();
-        float *last = NULL;
-        for (int s = 0; s < n_prompt; s += step) {
-                int n = MIN(step, n_prompt - s);
-                for (int i = 0; i < n; i++) {
-                        pos[i] = s + i;
-                        want[i] = df || s + i == n_prompt - 1;
-                }
-                struct dsv_batch b = {.n_tokens = n, .token = prompt + s, .pos = pos, .seq = sq, .want_logits = want,
-                                      .n_seqs = 1, .seqs = seqs};
-                int n_out = 0;
-                for (int i = 0; i < n; i++)
-                        n_out += want[i];
-                if ((r = dsv_runtime_forward(rt, &b, logits, &err)) < 0) {
-                        fprintf(stderr, "dsv32-run: %s\n", err.msg);
-                        break;
-                }
-                if (df && fwrite(logits, sizeof(float) * cfg->vocab_size, (size_t)n_out, df) != (size_t)n_out) {
+        go.n_gen = (int)n_gen;
+        go.chunk = one_by_one ? 1 : (int)chunk;
+        go.feed_last = df != NULL;
+        go.on_logits = df ? dump_row : NULL;
+        go.ud = df;
+        if ((r = dsv_runtime_generate(rt, prompt, n_prompt, &go, gen, &gs, &err)) < 0) {
+                fprintf(stderr, "dsv32-run: %s\n", err.msg[0] ? err.msg : strerror(-r));
+                if (df && r == -EIO)
                         fprintf(stderr, "dsv32-run: cannot write %s\n", dump);
-                        r = -EIO;
-                        break;
-                }
-                if (n_out)
-                        memmove(logits, logits + (size_t)(n_out - 1) * cfg->vocab_size, cfg->vocab_size * sizeof(float));
-                last = logits;
-        }
-        free(pos);
-        free(sq);
-        free(want);
-        if (r < 0)
                 goto out;
-        t_prefill = dsv_now_ns() - tp;
-        uint64_t td = dsv_now_ns();
-        for (long g = 0; g < n_gen; g++) {
-                gen[g] = dsv_sample_greedy(last, cfg->vocab_size);
-                if (g == n_gen - 1 && !df)
-                        break;
-                int32_t p = n_prompt + (int)g, s0 = 0;
-                struct dsv_batch b = {.n_tokens = 1, .token = &gen[g], .pos = &p, .seq = &s0, .n_seqs = 1, .seqs = seqs};
-                if ((r = dsv_runtime_forward(rt, &b, logits, &err)) < 0) {
-                        fprintf(stderr, "dsv32-run: %s\n", err.msg);
-                        goto out;
-                }
-                if (df && fwrite(logits, sizeof(float) * cfg->vocab_size, 1, df) != 1) {
-                        fprintf(stderr, "dsv32-run: cannot write %s\n", dump);
-                        goto out;
-                }
         }
-        t_decode = dsv_now_ns() - td;
         for (long g = 0; g < n_gen; g++)
                 printf("%s%d", g ? "," : "", gen[g]);
         printf("\n");
-        if (stats)
-                fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %ld tokens in %.3f s (%.1f tok/s)\n", n_prompt,
-                        t_prefill / 1e9, n_prompt / (t_prefill / 1e9), n_gen, t_decode / 1e9,
-                        n_gen > 0 ? n_gen / (t_decode / 1e9) : 0.0);
+        if (stats) {
+                fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %ld tokens in %.3f s (%.1f tok/s), %lld passes\n",
+                        n_prompt, gs.prefill_ns / 1e9, n_prompt / (gs.prefill_ns / 1e9), n_gen, gs.decode_ns / 1e9,
+                        n_gen > 0 && gs.decode_ns ? n_gen / (gs.decode_ns / 1e9) : 0.0, (long long)gs.forward_passes);
+                if (go.speculate)
+                        fprintf(stderr, "mtp: %d draft(s) per step, %lld drafted, %lld accepted (acceptance %.3f), %.2f tokens per pass\n",
+                                go.n_draft, (long long)gs.drafted, (long long)gs.accepted,
+                                gs.drafted ? (double)gs.accepted / (double)gs.drafted : 0.0,
+                                gs.forward_passes ? (double)(n_gen - 1) / (double)gs.forward_passes : 0.0);
+        }
         ret = 0;
 out:
         if (df && fclose(df) != 0 && ret == 0) {
                 fprintf(stderr, "dsv32-run: cannot write %s\n", dump);
                 ret = 1;
         }
-        if (rt)
-                dsv_kv_seq_release(rt->kv, &seq);
         dsv_runtime_free(rt);
         free(prompt);
         free(gen);
-        free(logits);
         return ret;
 }

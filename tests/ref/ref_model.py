@@ -490,7 +490,7 @@ class Model:
             mask[t, ids] = True
         mask &= np.tril(np.ones((T, T), dtype=bool))
 
-        if self.faithful or not self.absorbed:
+        if not self.absorbed:
             kvb = self.linear(wkv_b, lat).reshape(T, H, nope + vd)
             k_nope, v = kvb[..., :nope], kvb[..., nope:]
             qf = np.concatenate([q_nope, q_pe], -1)                           # [T,H,D]
@@ -506,8 +506,22 @@ class Model:
                 o = bf16_round(np.einsum("hts,shd->thd", pr.astype(F64), v.astype(F64)).astype(F32))
             else:
                 o = np.einsum("hts,shd->thd", pr, v)
+        elif self.faithful:
+            # absorbed form as the reference's decode path computes it: kv_b dequantized to
+            # bf16 (weight_dequant), and every einsum's output bf16
+            W = bf16_round(wkv_b.dequant64().astype(F32)).astype(F64).reshape(H, nope + vd, c.kv_lora)
+            W_uk, W_uv = W[:, :nope], W[:, nope:]
+            q_c = bf16_round(np.einsum("thn,hnc->thc", np.asarray(q_nope, F64), W_uk).astype(F32))
+            sa = bf16_round(np.einsum("thc,sc->hts", q_c.astype(F64), np.asarray(lat, F64)).astype(F32))
+            sb = bf16_round(np.einsum("thr,sr->hts", np.asarray(q_pe, F64), np.asarray(k_pe, F64)).astype(F32))
+            s = bf16_round((sa + sb).astype(F32))
+            s = bf16_round((s * F32(c.softmax_scale)).astype(F32))
+            s = np.where(mask[None], s, -np.inf)
+            pr = self.softmax_rows(s)
+            oc = bf16_round(np.einsum("hts,sc->thc", pr.astype(F64), np.asarray(lat, F64)).astype(F32))
+            o = bf16_round(np.einsum("thc,hvc->thv", oc.astype(F64), W_uv).astype(F32))
         else:
-            # absorbed form (exact mode only): same math through the latent
+            # absorbed form (exact): same math through the latent
             W = wkv_b.dequant64().reshape(H, nope + vd, c.kv_lora)
             W_uk, W_uv = W[:, :nope], W[:, nope:]
             q_c = np.einsum("thn,hnc->thc", q_nope, W_uk)
@@ -648,12 +662,58 @@ class Model:
                 residual = np.zeros_like(h)
         nw = self.vec("model.norm.weight", c.dim)
         x, _, _ = self.residual_norm(h, residual, nw)
-        head = self.ck.get("lm_head.weight", (c.vocab, c.dim))
+        self.hidden = x            # the final normed state: what lm_head sees, what MTP takes
+        return self.head(x, "lm_head.weight"), layers, topk, experts
+
+    def head(self, x, name):
+        head = self.ck.get(name, (self.cfg.vocab, self.cfg.dim))
         if self.faithful:
-            logits = dot_f32(np.asarray(x, F32), head.T)
+            return dot_f32(np.asarray(x, F32), head.T)
+        return (np.asarray(x, F64) @ head.astype(F64).T).astype(F32)
+
+    def mtp_forward(self, tokens, hidden, forced_topk=None, forced_experts=None):
+        """The multi-token-prediction layer (layer n_layers) over positions 0..T-2: row p takes
+        the next token tokens[p+1] and the main model's final normed state hidden[p]:
+            x = eh_proj([enorm(embed(t_{p+1})); hnorm(h_p)])   (embedding first, as the
+                released weights expect: vLLM deepseek_mtp.py, SGLang deepseek_nextn.py)
+            y = block(x)    x is the block's residual (like layer 0); own attention over
+                            the MTP rows 0..p
+            logits = shared_head.head(shared_head.norm(y))   (the main embedding / lm_head
+                            when the checkpoint leaves the layer's copies out)
+        Row p's logits are the draft for position p + 2.  Returns logits [T-1, V], the block's
+        output stream [1, T-1, D], its selections [1, T-1, K] and experts [1, T-1, k]."""
+        c = self.cfg
+        li = c.n_layers
+        p = "model.layers.%d." % li
+        T = len(tokens) - 1
+        if T < 1:
+            raise ValueError("MTP needs at least two tokens")
+        emb_name = p + "embed_tokens.weight" if self.ck.has(p + "embed_tokens.weight") else "model.embed_tokens.weight"
+        head_name = p + "shared_head.head.weight" if self.ck.has(p + "shared_head.head.weight") else "lm_head.weight"
+        emb = self.ck.get(emb_name, (c.vocab, c.dim))[np.asarray(tokens[1:])].astype(F32)
+        e = self.rmsnorm(emb, self.vec(p + "enorm.weight", c.dim), c.eps)
+        g = self.rmsnorm(np.asarray(hidden[:T], F32 if self.faithful else F64), self.vec(p + "hnorm.weight", c.dim), c.eps)
+        eh = self.lin(p + "eh_proj", c.dim, 2 * c.dim)
+        h = self.linear(eh, np.concatenate([e, g], -1))
+        cos, sin = rope_tables(c, T)
+        self.absorbed = True       # the engine runs every MTP row as a decode step
+        an = self.vec(p + "input_layernorm.weight", c.dim)
+        fn = self.vec(p + "post_attention_layernorm.weight", c.dim)
+        x, residual = self.rmsnorm(h, an, c.eps), h
+        if self.faithful:
+            residual = bf16_round(residual)
+        ft = forced_topk[0] if forced_topk is not None else None
+        a, sel = self.mla(p, x, cos, sin, T, ft)
+        x, residual, _ = self.residual_norm(a, residual, fn)
+        ids = np.full((T, c.topk_experts), -1, np.int32)
+        if li < c.n_dense:
+            f = self.mlp(p + "mlp", x, c.inter)
         else:
-            logits = (x @ head.astype(F64).T).astype(F32)
-        return logits, layers, topk, experts
+            fe = forced_experts[0] if forced_experts is not None else None
+            f, ids = self.moe(p, x, fe)
+        y, _, ysum = self.residual_norm(f, residual, self.vec(p + "shared_head.norm.weight", c.dim))
+        layers = np.asarray(ysum, F32)[None]
+        return self.head(y, head_name), layers, sel[None], ids[None]
 
 
 # ----------------------------------------------------------------------------------------
@@ -709,7 +769,11 @@ def main(argv=None):
                     help="per-layer teacher forcing: start each layer l > 0 (and the head) from "
                          "DIR/layers.f32 [l-1] instead of this run's own stream")
     ap.add_argument("--absorbed", action="store_true",
-                    help="(exact only) compute attention in the absorbed/latent form (self-check)")
+                    help="compute attention in the absorbed/latent form: the decode path (exact: a "
+                         "self-check, same math; faithful: the reference's decode rounding points)")
+    ap.add_argument("--mtp", action="store_true",
+                    help="also run the MTP layer over positions 0..T-2 (next token from the prompt) "
+                         "into OUTDIR/mtp/ (same format; with --force, selections from FORCEDIR/mtp/)")
     ap.add_argument("--selftest", action="store_true", help="check number-format helpers and exit")
     args = ap.parse_args(argv)
     if args.selftest:
@@ -717,8 +781,6 @@ def main(argv=None):
         return 0
     if not (args.model and args.tokens and args.out):
         ap.error("--model, --tokens and --out are required")
-    if args.absorbed and args.numerics != "exact":
-        ap.error("--absorbed is only defined in exact mode")
     tokens = [int(t) for t in args.tokens.replace(" ", "").split(",") if t != ""]
     m = Model(args.model, args.numerics)
     c = m.cfg
@@ -753,6 +815,22 @@ def main(argv=None):
         meta["teacher"] = os.path.abspath(args.teacher)
     with open(os.path.join(args.out, "meta.json"), "w") as f:
         json.dump(meta, f)
+    if args.mtp:
+        mft = mfe = None
+        if args.force:
+            fd = os.path.join(args.force, "mtp")
+            mft = read_i32(os.path.join(fd, "topk.i32"), (1, T - 1, c.idx_topk))
+            mfe = read_i32(os.path.join(fd, "experts.i32"), (1, T - 1, c.topk_experts))
+        logits, layers, topk, experts = m.mtp_forward(tokens, m.hidden, mft, mfe)
+        od = os.path.join(args.out, "mtp")
+        os.makedirs(od, exist_ok=True)
+        logits.astype("<f4").tofile(os.path.join(od, "logits.f32"))
+        layers.astype("<f4").tofile(os.path.join(od, "layers.f32"))
+        topk.astype("<i4").tofile(os.path.join(od, "topk.i32"))
+        experts.astype("<i4").tofile(os.path.join(od, "experts.i32"))
+        meta = dict(meta, T=T - 1, n_layers=1, mtp_layer=c.n_layers, tokens=tokens[1:])
+        with open(os.path.join(od, "meta.json"), "w") as f:
+            json.dump(meta, f)
     return 0
 
 

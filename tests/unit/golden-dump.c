@@ -4,7 +4,10 @@
  * writes logits.f32 [T, V], layers.f32 [L, T, D] (residual stream after each layer, the fp32
  * sum the next norm sees), topk.i32 [L, T, index_topk], experts.i32 [L, T, k] (-1 for dense
  * layers) and meta.json. With --force, the indexer and expert selections come from DIR's
- * topk.i32 / experts.i32 (the prompt is prefilled in one batch, as the reference does). */
+ * topk.i32 / experts.i32 (the prompt is prefilled in one batch, as the reference does).
+ * With --mtp, the MTP layer also runs over positions 0..T-2 (next token from the prompt, the
+ * main model's hidden states) into OUTDIR/mtp/ in the same format (one layer), as the
+ * reference's --mtp; it runs as one batch of decode rows, the MTP's only path. */
 #include "config.h"
 
 #include <getopt.h>
@@ -16,35 +19,45 @@ struct dump {
         float *layers;
         int32_t *topk, *experts;
         const int32_t *ftopk, *fexperts;
+        /* the MTP layer (index L): T - 1 rows */
+        float *mlayers;
+        int32_t *mtopk, *mexperts;
+        const int32_t *fmtopk, *fmexperts;
 };
 
 static bool force_topk(void *ud, int layer, int seq, int pos, int32_t *idx, int k) {
         struct dump *d = ud;
-        if (!d->ftopk)
+        const int32_t *f = layer == d->L ? d->fmtopk : d->ftopk;
+        if (!f)
                 return false;
-        memcpy(idx, d->ftopk + ((size_t)layer * d->T + pos) * d->K, (size_t)k * sizeof(int32_t));
+        memcpy(idx, f + ((size_t)(layer == d->L ? 0 : layer) * d->T + pos) * d->K, (size_t)k * sizeof(int32_t));
         return true;
 }
 static bool force_experts(void *ud, int layer, int seq, int pos, int32_t *ids, int k) {
         struct dump *d = ud;
-        if (!d->fexperts)
+        const int32_t *f = layer == d->L ? d->fmexperts : d->fexperts;
+        if (!f)
                 return false;
-        memcpy(ids, d->fexperts + ((size_t)layer * d->T + pos) * d->E, (size_t)k * sizeof(int32_t));
+        memcpy(ids, f + ((size_t)(layer == d->L ? 0 : layer) * d->T + pos) * d->E, (size_t)k * sizeof(int32_t));
         return true;
 }
 static void on_topk(void *ud, int layer, int seq, int pos, const int32_t *idx, int k, const float *s, int n) {
         struct dump *d = ud;
-        memcpy(d->topk + ((size_t)layer * d->T + pos) * d->K, idx, (size_t)k * sizeof(int32_t));
+        int32_t *t = layer == d->L ? d->mtopk : d->topk + (size_t)layer * d->T * d->K;
+        memcpy(t + (size_t)pos * d->K, idx, (size_t)k * sizeof(int32_t));
 }
 static void on_experts(void *ud, int layer, int seq, int pos, const int32_t *ids, const float *w, int k, const float *s,
                        int n) {
         struct dump *d = ud;
-        memcpy(d->experts + ((size_t)layer * d->T + pos) * d->E, ids, (size_t)k * sizeof(int32_t));
+        int32_t *e = layer == d->L ? d->mexperts : d->experts + (size_t)layer * d->T * d->E;
+        memcpy(e + (size_t)pos * d->E, ids, (size_t)k * sizeof(int32_t));
 }
 static void on_layer(void *ud, int layer, int seq, int pos, const float *x, int dim) {
         struct dump *d = ud;
-        memcpy(d->layers + ((size_t)layer * d->T + pos) * d->D, x, (size_t)dim * sizeof(float));
+        float *l = layer == d->L ? d->mlayers : d->layers + (size_t)layer * d->T * d->D;
+        memcpy(l + (size_t)pos * d->D, x, (size_t)dim * sizeof(float));
 }
+
 
 static void *read_all(const char *dir, const char *name, size_t want) {
         char p[4096];
@@ -67,13 +80,28 @@ static void write_all(const char *dir, const char *name, const void *p, size_t n
         }
 }
 
+static void write_meta(const char *out, const struct dsv_model_config *cfg, const struct dump *d, int T, int n_layers,
+                       enum dsv_numerics num, const int32_t *tok) {
+        char meta[65536];
+        int n = snprintf(meta, sizeof(meta),
+                         "{\"T\": %d, \"vocab_size\": %d, \"n_layers\": %d, \"hidden\": %d, \"index_topk\": %d, "
+                         "\"experts_per_tok\": %d, \"numerics\": \"%s\", \"tokens\": [",
+                         T, cfg->vocab_size, n_layers, d->D, d->K, d->E, dsv_numerics_name(num));
+        for (int i = 0; i < T && n < (int)sizeof(meta) - 32; i++)
+                n += snprintf(meta + n, sizeof(meta) - (size_t)n, "%s%d", i ? ", " : "", tok[i]);
+        n += snprintf(meta + n, sizeof(meta) - (size_t)n, "]}\n");
+        write_all(out, "meta.json", meta, (size_t)n);
+}
+
 int main(int argc, char **argv) {
         static const struct option opts[] = {{"model", required_argument, NULL, 'm'},   {"tokens", required_argument, NULL, 't'},
                                              {"numerics", required_argument, NULL, 'n'}, {"out", required_argument, NULL, 'o'},
-                                             {"force", required_argument, NULL, 'f'},    {0}};
+                                             {"force", required_argument, NULL, 'f'},    {"mtp", no_argument, NULL, 'M'},
+                                             {0}};
         const char *model = NULL, *tokens = NULL, *out = NULL, *force = NULL;
         struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
         struct dsv_error err = {{0}};
+        bool mtp = false;
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
                 switch (c) {
@@ -94,12 +122,16 @@ int main(int argc, char **argv) {
                 case 'f':
                         force = optarg;
                         break;
+                case 'M':
+                        mtp = true;
+                        break;
                 default:
                         return 2;
                 }
         }
         if (!model || !tokens || !out)
                 return 2;
+        mo.mtp = mtp ? DSV_MTP_ON : DSV_MTP_OFF;
         int32_t tok[4096];
         int T = 0;
         for (const char *s = tokens; *s && T < 4096;) {
@@ -128,6 +160,25 @@ int main(int argc, char **argv) {
                 d.ftopk = read_all(force, "topk.i32", (size_t)d.L * T * d.K * sizeof(int32_t));
                 d.fexperts = read_all(force, "experts.i32", (size_t)d.L * T * d.E * sizeof(int32_t));
         }
+        if (mtp && T < 2) {
+                fprintf(stderr, "golden-dump: --mtp needs at least two tokens\n");
+                return 2;
+        }
+        if (mtp) {
+                d.mlayers = calloc((size_t)T * d.D, sizeof(float));
+                d.mtopk = malloc((size_t)T * d.K * sizeof(int32_t));
+                d.mexperts = malloc((size_t)T * d.E * sizeof(int32_t));
+                if (!d.mlayers || !d.mtopk || !d.mexperts)
+                        return 1;
+                memset(d.mtopk, 0xff, (size_t)T * d.K * sizeof(int32_t));
+                memset(d.mexperts, 0xff, (size_t)T * d.E * sizeof(int32_t));
+                if (force) {
+                        char fd[4200];
+                        snprintf(fd, sizeof(fd), "%s/mtp", force);
+                        d.fmtopk = read_all(fd, "topk.i32", (size_t)(T - 1) * d.K * sizeof(int32_t));
+                        d.fmexperts = read_all(fd, "experts.i32", (size_t)(T - 1) * d.E * sizeof(int32_t));
+                }
+        }
         struct dsv_model_hooks h = {.ud = &d, .force_topk = force_topk, .force_experts = force_experts, .on_topk = on_topk,
                                     .on_experts = on_experts, .on_layer = on_layer};
         dsv_model_set_hooks(m, &h);
@@ -137,11 +188,14 @@ int main(int argc, char **argv) {
         int32_t pos[4096], sq[4096] = {0};
         for (int i = 0; i < T; i++)
                 pos[i] = i;
-        if (dsv_kv_pool_new(be, cfg, dsv_numerics_kv_format(mo.numerics), DIV_ROUND_UP(T, DSV_KV_PAGE_TOKENS), &kv) < 0 ||
+        float *hidden = malloc((size_t)T * d.D * sizeof(float));
+        if (!hidden ||
+            dsv_kv_pool_new_layers(be, cfg, dsv_numerics_kv_format(mo.numerics), dsv_model_kv_layers(m),
+                                   DIV_ROUND_UP(T, DSV_KV_PAGE_TOKENS), &kv) < 0 ||
             dsv_kv_seq_reserve(kv, &seq, T) < 0)
                 return 1;
         struct dsv_batch b = {.n_tokens = T, .token = tok, .pos = pos, .seq = sq, .n_seqs = 1, .seqs = seqs};
-        if (dsv_model_forward(m, kv, &b, logits, &err) < 0) {
+        if (dsv_model_forward_hidden(m, kv, &b, logits, hidden, &err) < 0) {
                 fprintf(stderr, "golden-dump: %s\n", err.msg);
                 return 1;
         }
@@ -150,15 +204,28 @@ int main(int argc, char **argv) {
         write_all(out, "layers.f32", d.layers, (size_t)d.L * T * d.D * sizeof(float));
         write_all(out, "topk.i32", d.topk, (size_t)d.L * T * d.K * sizeof(int32_t));
         write_all(out, "experts.i32", d.experts, (size_t)d.L * T * d.E * sizeof(int32_t));
-        char meta[65536];
-        int n = snprintf(meta, sizeof(meta),
-                         "{\"T\": %d, \"vocab_size\": %d, \"n_layers\": %d, \"hidden\": %d, \"index_topk\": %d, "
-                         "\"experts_per_tok\": %d, \"numerics\": \"%s\", \"tokens\": [",
-                         T, cfg->vocab_size, d.L, d.D, d.K, d.E, dsv_numerics_name(mo.numerics));
-        for (int i = 0; i < T && n < (int)sizeof(meta) - 32; i++)
-                n += snprintf(meta + n, sizeof(meta) - (size_t)n, "%s%d", i ? ", " : "", tok[i]);
-        n += snprintf(meta + n, sizeof(meta) - (size_t)n, "]}\n");
-        write_all(out, "meta.json", meta, (size_t)n);
+        write_meta(out, cfg, &d, T, d.L, mo.numerics, tok);
+        if (mtp) {
+                char od[4200];
+                struct dsv_batch mb = {.n_tokens = T - 1, .token = tok + 1, .pos = pos, .seq = sq, .n_seqs = 1, .seqs = seqs};
+                if (dsv_model_mtp_forward(m, kv, &mb, hidden, logits, NULL, &err) < 0) {
+                        fprintf(stderr, "golden-dump: %s\n", err.msg);
+                        return 1;
+                }
+                snprintf(od, sizeof(od), "%s/mtp", out);
+                dsv_mkdir_p(od, 0755);
+                write_all(od, "logits.f32", logits, (size_t)(T - 1) * cfg->vocab_size * sizeof(float));
+                write_all(od, "layers.f32", d.mlayers, (size_t)(T - 1) * d.D * sizeof(float));
+                write_all(od, "topk.i32", d.mtopk, (size_t)(T - 1) * d.K * sizeof(int32_t));
+                write_all(od, "experts.i32", d.mexperts, (size_t)(T - 1) * d.E * sizeof(int32_t));
+                write_meta(od, cfg, &d, T - 1, 1, mo.numerics, tok + 1);
+        }
+        free(hidden);
+        free(d.mlayers);
+        free(d.mtopk);
+        free(d.mexperts);
+        free((void *)d.fmtopk);
+        free((void *)d.fmexperts);
         dsv_kv_seq_release(kv, &seq);
         dsv_kv_pool_free(kv);
         dsv_model_free(m);

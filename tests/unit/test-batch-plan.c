@@ -1,7 +1,7 @@
 /* The forward pass's batch plan (daemon/model/plan.c), without a model: row order (decode
- * rows first in batch order, then one chunk per sequence in position order), wanted rows
- * and where their logits go, page checks, and every malformed batch refused with a message
- * naming the token or sequence. */
+ * rows first in batch order, then one chunk per sequence in position order; a sequence
+ * marked as_decode is all decode rows), wanted rows and where their logits go, page checks,
+ * and every malformed batch refused with a message naming the token or sequence. */
 #include "config.h"
 
 #include "daemon/model/plan.h"
@@ -45,6 +45,30 @@ int main(void) {
                       p.max_chunk_ctx, p.ctx);
                 CHECK(p.count[0] == 1 && p.count[1] == 4 && p.count[2] == 1 && p.first_pos[1] == 3, "counts");
                 dsv_batch_plan_done(&p);
+        }
+        /* as_decode (speculative verification): seq 1's three tokens are decode rows in batch
+         * order, still checked as its next positions; seq 0 stays a chunk */
+        {
+                struct dsv_kv_seq a = seq(0, 1), b = seq(5, 2);
+                struct dsv_kv_seq *sp[2] = {&a, &b};
+                int32_t tok[5] = {1, 2, 3, 4, 5}, pos[5] = {6, 0, 5, 1, 7}, sq[5] = {1, 0, 1, 0, 1};
+                bool dec[2] = {false, true};
+                struct dsv_batch bt = {.n_tokens = 5, .token = tok, .pos = pos, .seq = sq, .n_seqs = 2, .seqs = sp,
+                                       .as_decode = dec};
+                REQUIRE(dsv_batch_plan_make(&bt, PT, 100, &p, &err) == 0, "%s", err.msg);
+                int perm[5] = {0, 2, 4, 1, 3};
+                for (int t = 0; t < 5; t++)
+                        CHECK(p.perm[t] == perm[t], "as_decode: row %d is batch index %d, want %d", t, p.perm[t], perm[t]);
+                CHECK(p.n_dec == 3 && p.n_chunks == 1 && p.chunk_seq[0] == 0 && p.chunk_start[0] == 3 && p.chunk_len[0] == 2,
+                      "as_decode: n_dec %d, chunks %d", p.n_dec, p.n_chunks);
+                CHECK(p.max_chunk_ctx == 2 && p.ctx == 8 && p.count[1] == 3, "as_decode: chunk ctx %d ctx %d", p.max_chunk_ctx,
+                      p.ctx);
+                dsv_batch_plan_done(&p);
+                /* a marked sequence's positions are checked like any other's */
+                pos[4] = 8;
+                memset(&err, 0, sizeof(err));
+                CHECK(dsv_batch_plan_make(&bt, PT, 100, &p, &err) == -EINVAL && strstr(err.msg, "next 3 positions"),
+                      "as_decode gap: %s", err.msg);
         }
         /* all logits when want_logits is NULL, in batch order */
         {
