@@ -349,6 +349,9 @@ struct dsv_backend_ops {
         /* Optional: copies n bytes between two places of backend memory (without it, callers go
          * through host memory). */
         int (*copy)(struct dsv_backend *be, void *dst, const void *src, size_t n);
+        /* Optional: the memory this backend allocates from: what is free now and the total
+         * (bytes); -EOPNOTSUPP or NULL when it cannot say. */
+        int (*mem_info)(struct dsv_backend *be, uint64_t *free_bytes, uint64_t *total_bytes);
         /* Optional: one line on how this backend runs (threads, kernels chosen), for the log. */
         const char *(*describe)(struct dsv_backend *be);
 };

@@ -343,13 +343,15 @@ static int load(struct dsv_engine *e) {
         ro.model_dir = e->model_dir;
         ro.backend = e->backend_name;
         ro.where = (struct dsv_backend_opts){.device = e->opts.device, .threads = e->opts.threads};
-        ro.kv_bytes = MAX(e->opts.kv_cache_bytes, 1u);
+        ro.kv_bytes = e->opts.kv_cache_bytes; /* 0: sized from the backend's memory */
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if ((rc = dsv_runtime_open(&ro, &e->rt, &err)) < 0) {
                 snprintf(e->error, sizeof(e->error), "%s", err.msg[0] ? err.msg : strerror(-rc));
                 return rc;
         }
+        if (e->rt->kv_note[0])
+                log_info("%s", e->rt->kv_note);
         if (e->rt->backend_note[0])
                 log_notice("Backend auto: using %s, not the GPU: %s", e->rt->be->ops->name, e->rt->backend_note);
         log_info("Backend %s: %s", e->rt->be->ops->name, dsv_backend_describe(e->rt->be));

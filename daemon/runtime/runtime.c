@@ -78,7 +78,35 @@ int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret,
                                   DSV_KV_PAGE_TOKENS);
         rt->kv_page_bytes = (uint64_t)L.n_layers * L.layer_page_bytes;
         rt->kv_bytes_per_token = dsv_kv_bytes_per_token(&L);
-        if (o->kv_bytes) {
+        if (!o->kv_bytes && !o->kv_tokens) {
+                uint64_t free_b = 0, total_b = 0, cap, want;
+                const bool host = rt->be->host_memory;
+                /* by default two sequences of the longest context */
+                want = (uint64_t)(o->kv_auto_tokens > 0 ? o->kv_auto_tokens : 2 * (int64_t)rt->cfg->max_position_embeddings) *
+                       rt->kv_bytes_per_token;
+                if (!rt->be->ops->mem_info || rt->be->ops->mem_info(rt->be, &free_b, &total_b) < 0) {
+                        r = dsv_error_set(err, EINVAL,
+                                          "the %s backend does not report its free memory: set kv-cache-mb (%llu bytes per token)",
+                                          rt->be->ops->name, (unsigned long long)rt->kv_bytes_per_token);
+                        goto fail;
+                }
+                cap = host ? free_b / 4 : free_b / 10 * 9;
+                n_pages = MIN(want, cap) / MAX(rt->kv_page_bytes, 1u);
+                snprintf(rt->kv_note, sizeof(rt->kv_note),
+                         "KV cache sized automatically: %.1f MiB (%llu tokens; %s %.1f GiB free, %s; set kv-cache-mb to choose)",
+                         (double)n_pages * rt->kv_page_bytes / 1048576.0, (unsigned long long)(n_pages * DSV_KV_PAGE_TOKENS),
+                         host ? "host memory" : "device memory", free_b / 1073741824.0,
+                         want <= cap ? "two sequences of the longest context" : "a share of it");
+                if (n_pages < (uint64_t)DIV_ROUND_UP(MIN(rt->cfg->max_position_embeddings, 4096), DSV_KV_PAGE_TOKENS)) {
+                        r = dsv_error_set(err, ENOMEM,
+                                          "only %.1f GiB of %s memory is free: the KV cache would hold %llu tokens (%llu bytes each); "
+                                          "free memory, or set kv-cache-mb explicitly",
+                                          free_b / 1073741824.0, host ? "host" : "device",
+                                          (unsigned long long)(n_pages * DSV_KV_PAGE_TOKENS),
+                                          (unsigned long long)rt->kv_bytes_per_token);
+                        goto fail;
+                }
+        } else if (o->kv_bytes) {
                 n_pages = o->kv_bytes / MAX(rt->kv_page_bytes, 1u);
                 if (n_pages < 1) {
                         r = dsv_error_set(err, EINVAL, "a KV cache of %llu bytes holds no page of %llu bytes (%d tokens)",

@@ -18,9 +18,14 @@ struct dsv_runtime_opts {
         const char *backend; /* "cpu" (NULL), "cuda" or "auto" */
         struct dsv_backend_opts where;
         enum dsv_numerics numerics;
-        /* the KV pool: kv_bytes of backend memory, or (kv_bytes 0) pages for kv_tokens tokens */
+        /* the KV pool: kv_bytes of backend memory, or (kv_bytes 0) pages for kv_tokens tokens, or
+         * (both 0) sized from the backend's memory: pages for kv_auto_tokens tokens at most (0:
+         * twice the model's max_position_embeddings), and
+         * at most a quarter of the host's available memory (CPU backend) or 90% of the device
+         * memory left after the weights (a GPU backend) */
         uint64_t kv_bytes;
         int64_t kv_tokens;
+        int64_t kv_auto_tokens;
         struct dsv_load_opts load; /* progress callback, I/O mode */
         enum dsv_mtp_mode mtp;     /* load the MTP layer (its KV records then join the pool's pages) */
 };
@@ -33,6 +38,7 @@ struct dsv_runtime {
         enum dsv_numerics numerics;
         uint64_t kv_page_bytes;    /* one page of every layer */
         uint64_t kv_bytes_per_token;
+        char kv_note[512];         /* how the KV pool was sized, for the log */
         char backend_note[1024];   /* auto: why the GPU backend was not used ("" when it was) */
         uint64_t fingerprint;      /* the checkpoint (config and tensor index) and the numerics */
 };

@@ -236,6 +236,27 @@ static int cpu_compute(struct dsv_backend *be, const struct dsv_op *op) {
         return -EOPNOTSUPP;
 }
 
+/* Host memory: MemAvailable and MemTotal of /proc/meminfo. */
+static int cpu_mem_info(struct dsv_backend *be, uint64_t *free_bytes, uint64_t *total_bytes) {
+        FILE *f = fopen("/proc/meminfo", "re");
+        char line[256];
+        unsigned long long avail = 0, total = 0, v;
+        if (!f)
+                return -errno;
+        while (fgets(line, sizeof(line), f)) {
+                if (sscanf(line, "MemAvailable: %llu kB", &v) == 1)
+                        avail = v * 1024;
+                else if (sscanf(line, "MemTotal: %llu kB", &v) == 1)
+                        total = v * 1024;
+        }
+        fclose(f);
+        if (!avail || !total)
+                return -EOPNOTSUPP;
+        *free_bytes = avail;
+        *total_bytes = total;
+        return 0;
+}
+
 static int cpu_alloc_host(struct dsv_backend *be, size_t size, void **ret) { return cpu_alloc(be, size, ret); }
 static void cpu_free_host(struct dsv_backend *be, void *p, size_t size) { cpu_dealloc(be, p, size); }
 
@@ -252,6 +273,7 @@ static const struct dsv_backend_ops cpu_ops = {
         .compute = cpu_compute,
         .alloc_host = cpu_alloc_host,
         .copy = cpu_copy,
+        .mem_info = cpu_mem_info,
         .free_host = cpu_free_host,
         .describe = cpu_describe,
 };
