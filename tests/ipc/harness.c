@@ -346,3 +346,22 @@ void h_skip(const char *why) {
         fprintf(stderr, "SKIP %s: %s\n", test_name, why);
         exit(77);
 }
+
+struct dsv32_client *h_connect(const struct h_daemon *d) {
+        struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = d->socket};
+        dsv32_client *c = NULL;
+        int r = dsv32_connect(&o, &c);
+        CHECK(r == 0, "connect %s: %s", d->socket, dsv32_last_error(NULL));
+        return c;
+}
+
+int h_collect(void *ud, const int32_t *t, size_t n, const char *text, size_t len) {
+        struct h_toks *c = ud;
+        for (size_t i = 0; i < n && c->n < (int)(sizeof(c->t) / sizeof(c->t[0])); i++)
+                c->t[c->n++] = t[i];
+        return 0;
+}
+
+bool h_toks_equal(const struct h_toks *a, const struct h_toks *b) {
+        return a->n == b->n && !memcmp(a->t, b->t, (size_t)a->n * sizeof(int32_t));
+}

@@ -46,4 +46,15 @@ void h_skip(const char *why) __attribute__((noreturn));
  * how many. */
 int h_reference(const int32_t *prompt, int n_prompt, int n_gen, int32_t *out, const char *numerics);
 bool h_file_contains(const char *path, const char *needle);
+
+/* A client of a daemon (a failed connect fails the test). */
+struct dsv32_client;
+struct dsv32_client *h_connect(const struct h_daemon *d);
+/* Token ids a generation streamed: dsv32_generate's callback with struct h_toks as ud. */
+struct h_toks {
+        int32_t t[4096];
+        int n;
+};
+int h_collect(void *ud, const int32_t *t, size_t n, const char *text, size_t len);
+bool h_toks_equal(const struct h_toks *a, const struct h_toks *b);
 uint64_t h_now_ns(void);

@@ -21,28 +21,8 @@
 
 static struct h_daemon dcache, dcold, dshare;
 
-struct toks {
-        int32_t t[1024];
-        int n;
-};
-
-static int collect_cb(void *ud, const int32_t *t, size_t n, const char *text, size_t len) {
-        struct toks *c = ud;
-        for (size_t i = 0; i < n && c->n < 1024; i++)
-                c->t[c->n++] = t[i];
-        return 0;
-}
-
-static dsv32_client *connect_to(const struct h_daemon *d) {
-        struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = d->socket};
-        dsv32_client *c = NULL;
-        int r = dsv32_connect(&o, &c);
-        CHECK(r == 0, "connect %s: %s", d->socket, dsv32_last_error(NULL));
-        return c;
-}
-
 /* 0 on success; the reply's tokens in out, its cached prompt tokens in *cached */
-static int gen(dsv32_client *c, const struct toks *p, const char *session, bool seeded, struct toks *out, uint32_t *cached) {
+static int gen(dsv32_client *c, const struct h_toks *p, const char *session, bool seeded, struct h_toks *out, uint32_t *cached) {
         struct dsv32_request q = {.struct_size = sizeof(q), .tokens = p->t, .n_tokens = (size_t)p->n, .max_tokens = 16,
                                   .flags = DSV32_REQ_IGNORE_EOS, .session = session};
         struct dsv32_result res;
@@ -54,17 +34,13 @@ static int gen(dsv32_client *c, const struct toks *p, const char *session, bool 
                 q.flags |= DSV32_REQ_SEED;
         }
         out->n = 0;
-        r = dsv32_generate(c, &q, collect_cb, out, &res);
+        r = dsv32_generate(c, &q, h_collect, out, &res);
         if (cached)
                 *cached = r == 0 ? res.usage.cached_tokens : 9999;
         return r;
 }
 
-static bool same(const struct toks *a, const struct toks *b) {
-        return a->n == b->n && !memcmp(a->t, b->t, (size_t)a->n * sizeof(int32_t));
-}
-
-static void prompt(struct toks *p, int n, uint64_t seed) {
+static void prompt(struct h_toks *p, int n, uint64_t seed) {
         p->t[0] = 0;
         for (int i = 1; i < n; i++) {
                 seed = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -74,16 +50,16 @@ static void prompt(struct toks *p, int n, uint64_t seed) {
 }
 
 /* as uid nobody: generates p on d and exits 0 when it reused exactly want_cached tokens */
-static void other_uid(const struct h_daemon *d, const struct toks *p, uint32_t want_cached, const char *what) {
+static void other_uid(const struct h_daemon *d, const struct h_toks *p, uint32_t want_cached, const char *what) {
         pid_t pid = fork();
         int st;
         REQUIRE(pid >= 0, "fork");
         if (pid == 0) {
-                struct toks o;
+                struct h_toks o;
                 uint32_t cached;
                 if (setgroups(0, NULL) < 0 || setresgid(NOBODY, NOBODY, NOBODY) < 0 || setresuid(NOBODY, NOBODY, NOBODY) < 0)
                         _exit(2);
-                dsv32_client *x = connect_to(d);
+                dsv32_client *x = h_connect(d);
                 if (!x || gen(x, p, NULL, false, &o, &cached) < 0) {
                         fprintf(stderr, "uid %d: %s\n", NOBODY, dsv32_last_error(x));
                         _exit(1);
@@ -102,7 +78,7 @@ int main(void) {
         static const char *const args_cold[] = {"--prefix-cache", "no", NULL};
         static const char *const args_share[] = {"--socket-mode", "0666", "--allow-users", "root,65534", "--prefix-cache-share",
                                                  "yes", NULL};
-        struct toks base, p1, p2, o1, o2, cold1, cold2;
+        struct h_toks base, p1, p2, o1, o2, cold1, cold2;
         struct dsv32_stats s0, s1;
         uint32_t cached;
         dsv32_client *c, *k, *sh;
@@ -112,9 +88,9 @@ int main(void) {
         h_daemon_start(&dcache, args_cache, NULL);
         h_daemon_start(&dcold, args_cold, NULL);
         h_daemon_start(&dshare, args_share, NULL);
-        c = connect_to(&dcache);
-        k = connect_to(&dcold);
-        sh = connect_to(&dshare);
+        c = h_connect(&dcache);
+        k = h_connect(&dcold);
+        sh = h_connect(&dshare);
         REQUIRE(c && k && sh, "connect");
         REQUIRE(dsv32_stats(c, &s0) == 0, "stats");
 
@@ -135,12 +111,12 @@ int main(void) {
                 CHECK(gen(c, &p2, s2n, seeded, &o2, &cached) == 0 && cached == 448, "another session, same prefix: cached %u",
                       cached);
                 CHECK(gen(k, &p1, NULL, seeded, &cold1, NULL) == 0 && gen(k, &p2, NULL, seeded, &cold2, NULL) == 0, "cold");
-                CHECK(same(&o1, &cold1) && same(&o2, &cold2) && o2.n == 16,
+                CHECK(h_toks_equal(&o1, &cold1) && h_toks_equal(&o2, &cold2) && o2.n == 16,
                       "%s: a prefix-cache hit must generate what a daemon without the cache generates",
                       seeded ? "seeded" : "greedy");
                 /* no session at all: hits too, now also the page the second prompt's prefill
                  * completed (tokens 448..511) */
-                CHECK(gen(c, &p2, NULL, seeded, &o2, &cached) == 0 && cached == 512 && same(&o2, &cold2), "no session: cached %u",
+                CHECK(gen(c, &p2, NULL, seeded, &o2, &cached) == 0 && cached == 512 && h_toks_equal(&o2, &cold2), "no session: cached %u",
                       cached);
                 CHECK(dsv32_session_close(c, s1n, NULL) == 0 && dsv32_session_close(c, s2n, NULL) == 0, "close");
         }

@@ -18,42 +18,19 @@
 #include "client/dsv32.h"
 #include "tests/ipc/harness.h"
 
-struct toks {
-        int32_t t[2048];
-        int n;
-};
-
 static char state[400];
 
-static int collect_cb(void *ud, const int32_t *t, size_t n, const char *text, size_t len) {
-        struct toks *c = ud;
-        for (size_t i = 0; i < n && c->n < 2048; i++)
-                c->t[c->n++] = t[i];
-        return 0;
-}
-
-static dsv32_client *connect_to(const struct h_daemon *d) {
-        struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = d->socket};
-        dsv32_client *c = NULL;
-        CHECK(dsv32_connect(&o, &c) == 0, "connect %s: %s", d->socket, dsv32_last_error(NULL));
-        return c;
-}
-
-static uint32_t gen(dsv32_client *c, const struct toks *p, const char *session, struct toks *out) {
+static uint32_t gen(dsv32_client *c, const struct h_toks *p, const char *session, struct h_toks *out) {
         struct dsv32_request q = {.struct_size = sizeof(q), .tokens = p->t, .n_tokens = (size_t)p->n, .max_tokens = 12,
                                   .flags = DSV32_REQ_IGNORE_EOS, .session = session};
         struct dsv32_result res;
         out->n = 0;
-        CHECK(dsv32_generate(c, &q, collect_cb, out, &res) == 0, "generate (session %s): %s", session ? session : "-",
+        CHECK(dsv32_generate(c, &q, h_collect, out, &res) == 0, "generate (session %s): %s", session ? session : "-",
               dsv32_last_error(c));
         return res.usage.cached_tokens;
 }
 
-static bool same(const struct toks *a, const struct toks *b) {
-        return a->n == b->n && !memcmp(a->t, b->t, (size_t)a->n * sizeof(int32_t));
-}
-
-static void extend(struct toks *p, const struct toks *o, int n_new, uint64_t seed) {
+static void extend(struct h_toks *p, const struct h_toks *o, int n_new, uint64_t seed) {
         for (int i = 0; i < o->n; i++)
                 p->t[p->n++] = o->t[i];
         for (int i = 0; i < n_new; i++) {
@@ -72,7 +49,7 @@ static void start(struct h_daemon *d, const char *const *env) {
 int main(void) {
         static const char *const names[3] = {"pinned", "plain", "third"};
         struct h_daemon d;
-        struct toks p[3], p2[3], out, want[3], o1;
+        struct h_toks p[3], p2[3], out, want[3], o1;
         dsv32_client *c;
         char path[600];
 
@@ -81,10 +58,10 @@ int main(void) {
 
         /* two turns of three conversations, one pinned */
         start(&d, NULL);
-        c = connect_to(&d);
+        c = h_connect(&d);
         for (int i = 0; i < 3; i++) {
                 p[i].n = 0;
-                extend(&p[i], &(struct toks){.n = 0}, 90 + 10 * i, 7 + (uint64_t)i);
+                extend(&p[i], &(struct h_toks){.n = 0}, 90 + 10 * i, 7 + (uint64_t)i);
                 p[i].t[0] = 0;
                 gen(c, &p[i], names[i], &o1);
                 p2[i] = p[i];
@@ -106,7 +83,7 @@ int main(void) {
         /* restart: every session continues; the history (prompt of turn 2 and its fed-back
          * output) is restored, only the new tokens are prefilled */
         {
-                struct toks keep;
+                struct h_toks keep;
                 struct stat st;
                 char copy[700];
                 int in, outfd;
@@ -126,11 +103,11 @@ int main(void) {
         }
         start(&d, NULL);
         CHECK(h_file_contains(d.log, "3 sessions restored"), "the log does not say the sessions were restored");
-        c = connect_to(&d);
+        c = h_connect(&d);
         for (int i = 0; i < 2; i++) {
                 uint32_t cached = gen(c, &p2[i], names[i], &out);
-                CHECK(cached > 100 && same(&out, &want[i]), "session %s after the restart: %u cached, output %s", names[i],
-                      cached, same(&out, &want[i]) ? "same" : "differs");
+                CHECK(cached > 100 && h_toks_equal(&out, &want[i]), "session %s after the restart: %u cached, output %s", names[i],
+                      cached, h_toks_equal(&out, &want[i]) ? "same" : "differs");
         }
         {
                 struct dsv32_session_info si;
@@ -158,8 +135,8 @@ int main(void) {
         file_of("pinned", path, sizeof(path));
         CHECK(h_file_contains(d.log, "pinned.kvs skipped: corrupt data"), "no log line for the flipped byte");
         CHECK(h_file_contains(d.log, "plain.kvs skipped: truncated"), "no log line for the truncated file");
-        c = connect_to(&d);
-        CHECK(gen(c, &p2[0], "pinned", &out) == 0 && same(&out, &want[0]), "a corrupt snapshot: fresh session, same output");
+        c = h_connect(&d);
+        CHECK(gen(c, &p2[0], "pinned", &out) == 0 && h_toks_equal(&out, &want[0]), "a corrupt snapshot: fresh session, same output");
         dsv32_disconnect(c);
         CHECK(h_daemon_stop(&d, 20) == 0, "stop");
 
@@ -168,7 +145,7 @@ int main(void) {
                 const char *args[] = {"--state-directory", state, "--numerics", "exact", NULL};
                 h_daemon_start(&d, args, NULL);
                 CHECK(h_file_contains(d.log, "skipped: written for another model"), "no log line for a foreign snapshot");
-                c = connect_to(&d);
+                c = h_connect(&d);
                 CHECK(c != NULL, "the daemon serves");
                 dsv32_disconnect(c);
                 h_daemon_kill(&d); /* SIGKILL: it writes nothing */
@@ -182,8 +159,8 @@ int main(void) {
                 snprintf(copy, sizeof(copy), "%s.keep", path);
                 REQUIRE(rename(copy, path) == 0, "restore the kept snapshot");
                 start(&d, env);
-                c = connect_to(&d);
-                struct toks p4 = p2[2];
+                c = h_connect(&d);
+                struct h_toks p4 = p2[2];
                 extend(&p4, &want[2], 10, 999);
                 gen(c, &p4, "third", &out); /* the session changes: it is written at stop */
                 dsv32_disconnect(c);
@@ -198,9 +175,9 @@ int main(void) {
                 h_daemon_kill(&d);
                 start(&d, NULL);
                 CHECK(h_file_contains(d.log, "removing a write that did not finish"), "the interrupted write was not cleaned up");
-                c = connect_to(&d);
+                c = h_connect(&d);
                 uint32_t cached = gen(c, &p2[2], "third", &out);
-                CHECK(cached > 100 && same(&out, &want[2]), "the previous snapshot after a killed write: %u cached", cached);
+                CHECK(cached > 100 && h_toks_equal(&out, &want[2]), "the previous snapshot after a killed write: %u cached", cached);
                 dsv32_disconnect(c);
                 CHECK(h_daemon_stop(&d, 20) == 0, "stop");
         }
