@@ -37,6 +37,7 @@ void dsv_core_done(struct dsv_core *c) {
         c->n_reqs = 0;
         sessions_free_all(c);
         free(c->reqs);
+        free(c->uids);
         free(c->logits);
         free(c->b_tok);
         free(c->b_pos);

@@ -47,8 +47,8 @@ static bool model_present(const char *dir) {
 
 int main(int argc, char **argv) {
         size_t n_set = dsv_config_n_options();
-        struct option *opts = calloc(n_set + 6, sizeof(*opts));
-        const char **overrides = calloc(2 * (size_t)argc + 2, sizeof(char *));
+        _cleanup_free_ struct option *opts = calloc(n_set + 6, sizeof(*opts));
+        _cleanup_free_ const char **overrides = calloc(2 * (size_t)argc + 2, sizeof(char *));
         struct dsv_server_config cfg;
         struct dsv_server_args args = {0};
         struct dsv_server *srv = NULL;
@@ -83,8 +83,6 @@ int main(int argc, char **argv) {
                         /* the table's defaults only: no file is read, so the build of the
                          * packaged config file does not depend on the build host's /etc */
                         dsv_config_print_defaults(stdout);
-                        free(opts);
-                        free(overrides);
                         return fflush(stdout) == 0 ? 0 : 1;
                 } else if (c >= ARG_SETTING && (size_t)(c - ARG_SETTING) < n_set) {
                         overrides[2 * args.n_overrides] = dsv_config_option_name((size_t)(c - ARG_SETTING));
@@ -137,13 +135,9 @@ int main(int argc, char **argv) {
         r = dsv_server_new(&cfg, &args, &srv);
         if (r < 0) {
                 dsv_config_free(&cfg);
-                free(opts);
-                free(overrides);
                 return 1;
         }
         ret = dsv_server_run(srv);
         dsv_server_free(srv);
-        free(opts);
-        free(overrides);
         return ret;
 }
