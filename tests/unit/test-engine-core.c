@@ -21,7 +21,7 @@ static bool fail_next;
 
 static int32_t next_token(int32_t tok, int pos) { return (int32_t)(2 + (tok * 31 + pos * 7) % (V - 2)); }
 
-static int fake_forward(void *ud, const struct dsv_batch *b, float *logits, struct dsv_error *err) {
+static int fake_forward(void *ud, const struct dsv_batch *b, float *logits, float *hidden, struct dsv_error *err) {
         struct dsv_batch_plan p;
         int r = dsv_batch_plan_make(b, DSV_KV_PAGE_TOKENS, V, &p, err);
         REQUIRE(r == 0, "the core built an invalid batch: %s", err->msg);
