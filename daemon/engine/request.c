@@ -135,6 +135,9 @@ bool request_flush(struct dsv_core *c, struct request *r) {
         rc = c->sink.emit(c->sink.ud, r->client, &ev);
         if (rc != -EAGAIN && ev.type == DSV_ENGINE_EVENT_DONE) {
                 DSV_METRIC_ADD(c->metrics, requests_done_total, 1);
+                if (ev.done.spec_drafted)
+                        log_debug("Request %llu: the MTP layer drafted %u tokens, %u accepted",
+                                  (unsigned long long)r->id, ev.done.spec_drafted, ev.done.spec_accepted);
                 DSV_METRIC_ADD(c->metrics, queue_us_total, ev.done.queue_us);
                 if (r->t_first) {
                         DSV_METRIC_ADD(c->metrics, ttft_us_total, (r->t_first - r->t_submit) / 1000);

@@ -96,3 +96,8 @@ TESTS += tests/ipc/test-daemon-signals
 
 TESTS += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh
 EXTRA_DIST += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh
+
+check_PROGRAMS += tests/ipc/test-daemon-mtp
+tests_ipc_test_daemon_mtp_SOURCES = tests/ipc/test-daemon-mtp.c $(HARNESS)
+tests_ipc_test_daemon_mtp_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-mtp
