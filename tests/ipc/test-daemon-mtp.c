@@ -3,8 +3,10 @@
  * mtp = off generates, token for token: requests running together (max_tokens 1..40, so the
  * drafts are cut by what is left), a stop token inside an accepted run, sessions (the
  * history's prompt part, and reuse-output), the prefix cache (shared prefixes, the same
- * prompt again). Seeded sampling gives the same tokens alone and among other requests. The
- * setting is refused where it cannot hold (mtp = on without the layer). */
+ * prompt again), a session restored from its snapshot after a restart. Seeded sampling
+ * gives the same tokens alone and among other requests. The acceptance is read from the
+ * daemon's debug log. The setting is refused where it cannot hold (mtp = on without the
+ * layer). */
 #include "config.h"
 
 #include <errno.h>
@@ -245,6 +247,40 @@ static void acceptance(const struct h_daemon *d, unsigned long *drafted, unsigne
         fclose(f);
 }
 
+/* a session saved at shutdown (state-directory) and restored: its next turn on the MTP
+ * daemon gives what a cold request gives on the plain one */
+static void test_snapshot(dsv32_client *off) {
+        char state[400];
+        const char *args[] = {"--model", mtp_model, "--mtp", "on", "--state-directory", state, "--snapshot-interval", "0", NULL};
+        struct h_daemon ds;
+        struct toks p, p2, a, b;
+        struct dsv32_request q;
+        struct dsv32_result ra;
+        dsv32_client *c;
+        snprintf(state, sizeof(state), "%s/state", h_tmpdir());
+        prompt(&p, 140, 21);
+        h_daemon_start(&ds, args, NULL);
+        c = connect_to(&ds);
+        q = req_of(&p, 12);
+        q.session = "saved";
+        gen(c, &q, &a, NULL);
+        dsv32_disconnect(c);
+        REQUIRE(h_daemon_stop(&ds, 10) == 0, "dsv32d (state-directory) did not exit 0");
+        h_daemon_start(&ds, args, NULL);
+        c = connect_to(&ds);
+        p2 = p;
+        for (int i = 0; i < 20; i++)
+                p2.t[p2.n++] = 700 + i;
+        q = req_of(&p2, 20);
+        gen(off, &q, &b, NULL);
+        q.session = "saved";
+        gen(c, &q, &a, &ra);
+        CHECK(ra.usage.cached_tokens > 0, "restored session: nothing reused");
+        CHECK(same(&a, &b), "restored session with MTP: the output differs from a cold run without MTP");
+        dsv32_disconnect(c);
+        REQUIRE(h_daemon_stop(&ds, 10) == 0, "dsv32d (state-directory) did not exit 0");
+}
+
 static void expect_refused(const char *const *args, const char *needle) {
         struct h_daemon d;
         int st;
@@ -283,6 +319,7 @@ int main(void) {
         test_session(on, off);
         test_prefix(on, off);
         test_seeded(on);
+        test_snapshot(off);
 
         dsv32_disconnect(on);
         dsv32_disconnect(on3);
