@@ -5,8 +5,11 @@
 # drafts almost never right, the cost of speculation without its gain); greedy, a 64-token
 # prompt, GEN (64) generated tokens, one request at a time and CONC (4) at once; each
 # configuration REPS (3) times, on and off interleaved, reported as min-max. Decode tok/s is
-# the generated tokens after the first over the decode time DONE reports. The acceptance
-# comes from the daemon's debug log. THREADS (1) is dsv32d's --threads.
+# the generated tokens after the first over the decode time DONE reports; on a shared host
+# that swings with the other tenants, so the daemon's CPU time per generated token
+# (utime + stime from /proc, prefill included, the same prompts for on and off) is given too,
+# the steadier figure. The acceptance comes from the daemon's debug log. THREADS (1) is
+# dsv32d's --threads.
 set -euo pipefail
 : "${top_builddir:?}"
 REPS=${REPS:-3}
@@ -52,43 +55,53 @@ stop() {
         pid=
 }
 
-# decode tok/s of n requests at once (summed over them)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+
+# decode tok/s of n requests at once (summed over them), and the daemon's CPU ms per
+# generated token
 measure() { # n
-        local i
+        local i c0 c1 hz
+        hz=$(getconf CLK_TCK)
+        c0=$(cpu_ticks)
         for ((i = 0; i < $1; i++)); do
                 "$cli" --socket "$tmp/d.sock" -v generate --tokens "$prompt" --max-tokens "$GEN" --ignore-eos --ids \
                         >/dev/null 2>"$tmp/gen$i" &
         done
         wait
+        c1=$(cpu_ticks)
         cat "$tmp"/gen* | sed -n 's/.* + \([0-9]*\) generated tokens;.* decode \([0-9.]*\) ms\]/\1 \2/p' |
-                awk '{ tok += $1 - 1; if ($2 > ms) ms = $2 } END { if (ms > 0) printf "%.1f\n", tok / (ms / 1000); else print "?" }'
+                awk -v cpu=$((c1 - c0)) -v hz="$hz" '{ tok += $1 - 1; all += $1; if ($2 > ms) ms = $2 }
+                        END { if (ms > 0 && all > 0) printf "%.1f %.1f\n", tok / (ms / 1000), cpu * 1000 / hz / all; else print "? ?" }'
         rm -f "$tmp"/gen*
 }
 
 for kind in predictable random; do
         dir="$top_builddir/tests/tmp/bench-small-mtp-$kind"
         for n in 1 "$CONC"; do
-                off=() on=()
+                off=() on=() offc=() onc=()
                 for ((r = 0; r < REPS; r++)); do
                         for mode in off on; do
                                 start "$dir" "$mode"
-                                t=$(measure "$n")
+                                read -r t cpu < <(measure "$n")
                                 if [ $mode = on ]; then
                                         on+=("$t")
+                                        onc+=("$cpu")
                                         acc=$(sed -n 's/.*the MTP layer drafted \([0-9]*\) tokens, \([0-9]*\) accepted.*/\1 \2/p' \
                                                 "$tmp/daemon.log" | awk '{ d += $1; a += $2 } END { if (d) printf "%.2f", a / d; else print "-" }')
                                 else
                                         off+=("$t")
+                                        offc+=("$cpu")
                                 fi
                                 stop
                         done
                 done
-                awk -v kind="$kind" -v n="$n" -v acc="$acc" -v off="${off[*]}" -v on="${on[*]}" -v gen="$GEN" 'BEGIN {
-                        k = split(off, a, " "); split(on, b, " ");
-                        amin = amax = a[1]; bmin = bmax = b[1];
-                        for (i = 2; i <= k; i++) { if (a[i] < amin) amin = a[i]; if (a[i] > amax) amax = a[i];
-                                                   if (b[i] < bmin) bmin = b[i]; if (b[i] > bmax) bmax = b[i]; }
-                        printf "dsv32d, small preset, %s MTP layer, %d request(s) at once, greedy, %d tokens each: decode %.1f-%.1f tok/s with mtp = on vs %.1f-%.1f with mtp = off: ratio %.2fx (best vs best); acceptance %s\n",
-                               kind, n, gen, bmin, bmax, amin, amax, (amax > 0 ? bmax / amax : 0), acc }'
+                awk -v kind="$kind" -v n="$n" -v acc="$acc" -v off="${off[*]}" -v on="${on[*]}" -v offc="${offc[*]}" \
+                        -v onc="${onc[*]}" -v gen="$GEN" '
+                        function lo(s, x, k, i, m) { k = split(s, x, " "); m = x[1]; for (i = 2; i <= k; i++) if (x[i] < m) m = x[i]; return m }
+                        function hi(s, x, k, i, m) { k = split(s, x, " "); m = x[1]; for (i = 2; i <= k; i++) if (x[i] > m) m = x[i]; return m }
+                        BEGIN {
+                        printf "dsv32d, small preset, %s MTP layer, %d request(s) at once, greedy, %d tokens each: decode %.1f-%.1f tok/s with mtp = on vs %.1f-%.1f with mtp = off (ratio %.2fx best vs best); daemon CPU %.1f-%.1f ms per generated token on vs %.1f-%.1f off (ratio %.2fx best vs best); acceptance %s\n",
+                               kind, n, gen, lo(on), hi(on), lo(off), hi(off), (hi(off) > 0 ? hi(on) / hi(off) : 0),
+                               lo(onc), hi(onc), lo(offc), hi(offc), (lo(onc) > 0 ? lo(offc) / lo(onc) : 0), acc }'
         done
 done
