@@ -159,7 +159,7 @@ void dsv_kv_chain_key(const struct dsv_kv_key *parent, const int32_t *tokens, in
 }
 
 void dsv_kv_page_register(struct dsv_kv_pool *p, int32_t pg, const struct dsv_kv_key *key, const struct dsv_kv_key *parent,
-                          const int32_t *tokens) {
+                          const int32_t *tokens, int32_t mtp_next) {
         struct dsv_kv_page *m = &p->page[pg];
         const size_t pt = (size_t)p->layout.page_tokens;
         size_t i;
@@ -170,6 +170,7 @@ void dsv_kv_page_register(struct dsv_kv_pool *p, int32_t pg, const struct dsv_kv
                         return; /* the same content is registered already */
         m->key = *key;
         m->parent = *parent;
+        m->mtp_next = mtp_next;
         memcpy(p->page_tokens + (size_t)pg * pt, tokens, pt * sizeof(int32_t));
         m->registered = true;
         p->table[i] = (uint32_t)pg + 1;

@@ -31,6 +31,10 @@ struct dsv_kv_key {
 struct dsv_kv_page {
         int32_t ref;                 /* sequences holding it */
         bool registered;             /* in the content table under key */
+        /* A pool with the MTP layer's records: the MTP record of the page's last position depends
+         * on the token after the page, which its key does not cover. mtp_next is that token when
+         * the record was computed before the page was registered, else -1. */
+        int32_t mtp_next;
         int32_t lru_prev, lru_next;  /* cached pages (registered, ref 0); -1 ends */
         struct dsv_kv_key key, parent;
 };
@@ -108,9 +112,10 @@ void dsv_kv_chain_key(const struct dsv_kv_key *parent, const int32_t *tokens, in
  * KV layout, who may share: a uid, or 0 for everyone). */
 void dsv_kv_chain_seed(uint64_t model_fingerprint, uint64_t scope, struct dsv_kv_key *ret);
 /* Registers page (full, held by a sequence, its content final) under key; its tokens are kept
- * to check lookups. When another page holds the same key already, nothing happens. */
+ * to check lookups, and mtp_next (see struct dsv_kv_page; -1 when there is none). When another
+ * page holds the same key already, or this one is registered, nothing happens. */
 void dsv_kv_page_register(struct dsv_kv_pool *p, int32_t page, const struct dsv_kv_key *key,
-                          const struct dsv_kv_key *parent, const int32_t *tokens);
+                          const struct dsv_kv_key *parent, const int32_t *tokens, int32_t mtp_next);
 /* The registered page of (key, parent, tokens), or -1. */
 int32_t dsv_kv_page_lookup(const struct dsv_kv_pool *p, const struct dsv_kv_key *key, const struct dsv_kv_key *parent,
                            const int32_t *tokens);

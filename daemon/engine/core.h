@@ -5,7 +5,9 @@
  * A step: requests whose client is gone, that were cancelled or that a drain cut off
  * finish; pending output of parked streams is retried; the scheduler admits waiting
  * requests and builds the batch; the executor runs it; output.c samples the rows that have
- * logits, applies stop rules and streams; finished requests send their final event and go. */
+ * logits (or decides a request's drafts), applies stop rules and streams; with the MTP
+ * layer, draft.c catches its records up and drafts the next tokens; finished requests send
+ * their final event and go. */
 #pragma once
 
 #include <stdbool.h>
@@ -16,6 +18,7 @@
 #include "daemon/kv_cache.h"
 #include "daemon/model/plan.h"
 #include "daemon/runtime/sampler.h"
+#include "daemon/runtime/speculate.h"
 #include "daemon/util.h"
 
 struct dsv_text;
@@ -24,7 +27,13 @@ struct dsv_text_stream;
 /* What runs a batch: the runtime in dsv32d, a deterministic fake in tests. */
 struct dsv_exec {
         void *ud;
-        int (*forward)(void *ud, const struct dsv_batch *b, float *logits, struct dsv_error *err);
+        /* The main model (dsv_model_forward); hidden (NULL: not wanted) gets every token's final
+         * hidden state, hidden_size floats each in batch order (dsv_model_forward_hidden). */
+        int (*forward)(void *ud, const struct dsv_batch *b, float *logits, float *hidden, struct dsv_error *err);
+        /* The MTP layer (dsv_model_mtp_forward), or NULL: no speculative decoding. With it, the KV
+         * pool's pages hold the layer's records too. */
+        int (*mtp)(void *ud, const struct dsv_batch *b, const float *hidden_in, float *logits, float *hidden_out,
+                   struct dsv_error *err);
 };
 
 enum req_state {
@@ -61,6 +70,13 @@ struct request {
         } sreply;
         struct dsv_sampling sp;
         int n_generated;
+        /* speculative decoding (draft.c): spec when its MTP records follow its KV (seq.mtp_len
+         * == seq.len between steps); n_draft drafts wait for the positions seq.len + 1 .. */
+        bool spec;
+        int n_draft, draft_at;    /* draft_at: the seq.len they were drawn at */
+        struct dsv_draft *drafts; /* [cap_drafts] */
+        int cap_drafts;
+        uint32_t spec_drafted, spec_accepted;
         /* output not yet delivered: ids, and their text (text_end[i]: end of token i's text) */
         int32_t *out;
         uint32_t *out_text_end;
@@ -106,6 +122,7 @@ struct session {
 
 struct dsv_core_params {
         int vocab_size, eos_id, max_context;
+        int hidden_size; /* the exec's hidden states (with exec.mtp) */
         uint64_t kv_page_tokens;
         uint64_t model_fingerprint; /* seeds the prefix cache's keys */
 };
@@ -126,6 +143,7 @@ struct dsv_core {
         struct dsv_engine_sink sink;
         struct dsv_metrics_live *metrics;
         struct dsv_sampler sampler;
+        struct dsv_speculator spec; /* with exec.mtp */
         struct dsv_engine_tunables tun; /* set by the caller before each step */
         bool drain_expired;             /* set by the caller: end everything with "shutdown" */
         uint64_t drain_cut;             /* requests the drain deadline ended */
@@ -143,13 +161,27 @@ struct dsv_core {
         /* the batch of a step */
         float *logits;
         size_t logits_rows;
+        float *hidden; /* [b_cap, hidden_size] with exec.mtp */
         int32_t *b_tok, *b_pos, *b_seq;
         bool *b_want;
         struct dsv_kv_seq **b_seqs;
         struct request **b_req; /* per sequence */
-        int *b_row;             /* per sequence: logits row or -1 */
+        int *b_row;             /* per sequence: first logits row or -1 */
+        int *b_nrows;           /* per sequence: logits rows (1 + its drafts when it verifies) */
+        int *b_first;           /* per sequence: its first token in the batch */
+        bool *b_dec;            /* per sequence: as_decode (decode-phase sequences) */
         size_t b_cap, b_seq_cap;
         int b_tokens, b_n_seqs, b_rows;
+        /* the MTP pass of a step (draft.c) */
+        struct {
+                int32_t *tok, *pos, *seq;
+                bool *want;
+                float *hin, *hout, *logits;
+                struct dsv_kv_seq **seqs;
+                struct request **req;
+                int *row;
+                size_t cap, seq_cap, rows_cap;
+        } m;
 };
 
 /* core (engine.c) */
@@ -211,5 +243,21 @@ void sched_serve(struct dsv_core *c, uid_t uid, double tokens);
 int sched_build(struct dsv_core *c);
 
 /* output.c */
-/* After a forward pass: samples each sequence with a logits row, applies stop rules, streams. */
+/* After a forward pass: samples each sequence with a logits row (or decides its drafts, and
+ * rolls its KV back past the first rejected one), applies stop rules, streams. */
 void output_step(struct dsv_core *c);
+
+/* draft.c: speculative decoding with the MTP layer (no-ops without exec.mtp) */
+/* At admission, after the session's and the prefix cache's KV were mapped: whether r
+ * speculates; cuts r's sequence back to where the MTP layer's records are valid. */
+void draft_admit(struct dsv_core *c, struct request *r);
+/* Drafts usable by r in this step (0 for a request that does not speculate now). */
+int draft_ready(const struct dsv_core *c, const struct request *r);
+/* Tokens r must have KV pages for to run a decode step now (its drafts' and, after it, the
+ * MTP layer's chained drafts' positions). */
+int draft_need(const struct dsv_core *c, const struct request *r, int k);
+/* After output_step: one MTP pass over every speculating sequence of the batch (the records
+ * of the positions its main pass computed), then the chained passes for drafts 2..k. */
+void draft_step(struct dsv_core *c);
+/* Frees r's drafts. */
+void draft_free(struct request *r);

@@ -28,6 +28,8 @@ int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct ds
         c->text = text;
         c->sink = *sink;
         c->metrics = metrics;
+        if (exec->mtp && (p->hidden_size <= 0 || dsv_speculator_init(&c->spec, p->vocab_size) < 0))
+                return exec->mtp && p->hidden_size <= 0 ? -EINVAL : -ENOMEM;
         return dsv_sampler_init(&c->sampler, p->vocab_size);
 }
 
@@ -46,6 +48,21 @@ void dsv_core_done(struct dsv_core *c) {
         free(c->b_seqs);
         free(c->b_req);
         free(c->b_row);
+        free(c->b_nrows);
+        free(c->b_first);
+        free(c->b_dec);
+        free(c->hidden);
+        free(c->m.tok);
+        free(c->m.pos);
+        free(c->m.seq);
+        free(c->m.want);
+        free(c->m.hin);
+        free(c->m.hout);
+        free(c->m.logits);
+        free(c->m.seqs);
+        free(c->m.req);
+        free(c->m.row);
+        dsv_speculator_done(&c->spec);
         dsv_sampler_done(&c->sampler);
         memset(c, 0, sizeof(*c));
 }
@@ -187,10 +204,10 @@ bool dsv_core_step(struct dsv_core *c) {
                 return false;
         }
 
-        /* 4. forward */
+        /* 4. forward (the hidden states for the MTP layer's pass) */
         struct dsv_batch b = {.n_tokens = n_tok, .token = c->b_tok, .pos = c->b_pos, .seq = c->b_seq, .want_logits = c->b_want,
-                              .n_seqs = c->b_n_seqs, .seqs = c->b_seqs};
-        rc = c->exec.forward(c->exec.ud, &b, c->logits, &err);
+                              .n_seqs = c->b_n_seqs, .seqs = c->b_seqs, .as_decode = c->b_dec};
+        rc = c->exec.forward(c->exec.ud, &b, c->logits, c->exec.mtp ? c->hidden : NULL, &err);
         DSV_METRIC_ADD(c->metrics, steps_total, 1);
         if (rc < 0) {
                 log_error("Engine: forward pass failed: %s", err.msg[0] ? err.msg : strerror(-rc));
@@ -201,15 +218,19 @@ bool dsv_core_step(struct dsv_core *c) {
         }
         {
                 int n_decode = 0;
-                uint64_t now = dsv_now_ns();
+                uint64_t now = dsv_now_ns(), g0 = __atomic_load_n(&c->metrics->generated_tokens_total, __ATOMIC_RELAXED);
                 for (int s = 0; s < c->b_n_seqs; s++)
-                        n_decode += c->b_req[s]->state == REQ_RUNNING;
-                dsv_rate_add(c->metrics, &c->metrics->decode_tok_s, n_decode, now);
+                        if (c->b_dec[s])
+                                n_decode += s + 1 < c->b_n_seqs ? c->b_first[s + 1] - c->b_first[s] : n_tok - c->b_first[s];
                 dsv_rate_add(c->metrics, &c->metrics->prefill_tok_s, n_tok - n_decode, now);
-        }
 
-        /* 5. sample, stream, finish; the pages a prefill completed go to the prefix cache */
-        output_step(c);
+                /* 5. sample (or verify drafts), stream, finish; the MTP layer drafts; the pages a
+                 * prefill completed go to the prefix cache */
+                output_step(c);
+                dsv_rate_add(c->metrics, &c->metrics->decode_tok_s,
+                             (double)(__atomic_load_n(&c->metrics->generated_tokens_total, __ATOMIC_RELAXED) - g0), now);
+        }
+        draft_step(c);
         for (int s = 0; s < c->b_n_seqs; s++)
                 if (c->b_req[s]->state != REQ_FINISHING || !c->b_req[s]->final_error)
                         prefix_register(c, c->b_req[s]);
@@ -250,7 +271,7 @@ static struct item *queue_take_all(struct queue *q) {
 
 struct dsv_engine {
         struct dsv_engine_opts opts;
-        char *model_dir, *backend_name, *numerics_name, *state_dir;
+        char *model_dir, *backend_name, *numerics_name, *state_dir, *mtp_name;
         struct dsv_engine_sink sink;
         pthread_t thread, intake_thread;
         bool thread_started, intake_started;
@@ -322,8 +343,13 @@ static void item_drop(struct dsv_engine *e, struct item *it, int code, const cha
         free(it);
 }
 
-static int exec_forward(void *ud, const struct dsv_batch *b, float *logits, struct dsv_error *err) {
-        return dsv_runtime_forward(ud, b, logits, err);
+static int exec_forward(void *ud, const struct dsv_batch *b, float *logits, float *hidden, struct dsv_error *err) {
+        return dsv_runtime_forward_hidden(ud, b, logits, hidden, err);
+}
+
+static int exec_mtp(void *ud, const struct dsv_batch *b, const float *hidden_in, float *logits, float *hidden_out,
+                    struct dsv_error *err) {
+        return dsv_runtime_mtp(ud, b, hidden_in, logits, hidden_out, err);
 }
 
 static void load_progress(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns) {
@@ -345,6 +371,10 @@ static int load(struct dsv_engine *e) {
         ro.backend = e->backend_name;
         ro.where = (struct dsv_backend_opts){.device = e->opts.device, .threads = e->opts.threads};
         ro.kv_bytes = e->opts.kv_cache_bytes; /* 0: sized from the backend's memory */
+        ro.mtp = !e->mtp_name || strcmp(e->mtp_name, "auto") == 0 ? DSV_MTP_AUTO
+                 : strcmp(e->mtp_name, "on") == 0                 ? DSV_MTP_ON
+                                                                  : DSV_MTP_OFF;
+        ro.mtp_auto_not_cpu = true;
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if ((rc = dsv_runtime_open(&ro, &e->rt, &err)) < 0) {
@@ -374,6 +404,12 @@ static int load(struct dsv_engine *e) {
         e->info.chat = e->text && dsv_text_has_chat(e->text);
         e->info.backend = e->rt->be->ops->name;
         e->info.backend_note = e->rt->backend_note;
+        e->info.mtp = dsv_model_has_mtp(e->rt->model);
+        e->info.mtp_note = e->rt->mtp_note;
+        if (e->info.mtp)
+                log_info("Speculative decoding with the checkpoint's MTP layer (mtp-draft drafts per step)");
+        else
+                log_info("Speculative decoding off: %s", e->rt->mtp_note);
         e->info.numerics = e->numerics_name;
         e->info.threads = e->rt->be->n_threads; /* resolved: 0 means "all cores" in the settings */
         e->info.kv_pages_total = (uint64_t)e->rt->kv->n_pages;
@@ -381,9 +417,9 @@ static int load(struct dsv_engine *e) {
         e->info.kv_bytes_per_token = e->rt->kv_bytes_per_token;
         {
                 struct dsv_core_params p = {.vocab_size = cfg->vocab_size, .eos_id = cfg->eos_token_id,
-                                            .max_context = cfg->max_position_embeddings, .kv_page_tokens = DSV_KV_PAGE_TOKENS,
-                                            .model_fingerprint = e->rt->fingerprint};
-                struct dsv_exec ex = {.ud = e->rt, .forward = exec_forward};
+                                            .max_context = cfg->max_position_embeddings, .hidden_size = cfg->hidden_size,
+                                            .kv_page_tokens = DSV_KV_PAGE_TOKENS, .model_fingerprint = e->rt->fingerprint};
+                struct dsv_exec ex = {.ud = e->rt, .forward = exec_forward, .mtp = e->info.mtp ? exec_mtp : NULL};
                 if ((rc = dsv_core_init(&e->core, &p, e->rt->kv, &ex, e->text, &e->sink, &e->metrics)) < 0) {
                         snprintf(e->error, sizeof(e->error), "out of memory");
                         return rc;
@@ -556,6 +592,7 @@ int dsv_engine_start(const struct dsv_engine_opts *opts, const struct dsv_engine
         e->opts.state_dir = e->state_dir;
         e->backend_name = strdup(opts->backend ? opts->backend : "cpu");
         e->numerics_name = strdup(opts->numerics ? opts->numerics : "faithful");
+        e->mtp_name = strdup(opts->mtp ? opts->mtp : "auto");
         e->tun = *tun;
         e->state = DSV_ENGINE_LOADING;
         e->idle = true;
@@ -563,7 +600,7 @@ int dsv_engine_start(const struct dsv_engine_opts *opts, const struct dsv_engine
         pthread_mutex_init(&e->lock, NULL);
         pthread_cond_init(&e->cond, NULL);
         pthread_cond_init(&e->intake_cond, NULL);
-        if (!e->model_dir || !e->backend_name || !e->numerics_name) {
+        if (!e->model_dir || !e->backend_name || !e->numerics_name || !e->mtp_name) {
                 dsv_engine_free(e);
                 return -ENOMEM;
         }
@@ -618,6 +655,7 @@ void dsv_engine_free(struct dsv_engine *e) {
         free(e->state_dir);
         free(e->backend_name);
         free(e->numerics_name);
+        free(e->mtp_name);
         free(e);
 }
 

@@ -11,6 +11,7 @@
  *   sessions.c   named sessions of a uid: pins, quotas, LRU, idle timeout
  *   scheduler.c  admission to the KV pool and the batch of a step (decode tokens, chunks)
  *   output.c     sampling, stop rules, streaming detokenization, events to the sink
+ *   draft.c      speculative decoding: the MTP layer's drafts, verified in the next step
  *   metrics.c    the counters (metrics.def), rates that decay with wall time
  *   text.c       the tokenizer adapter (text prompts, chat encoding, detokenization)
  *
@@ -32,7 +33,13 @@
  * sessions lose their pages, least recently used first, when an admission needs them;
  * pinned ones never do and count against a per-uid quota. Sessions belong to the uid, not
  * to the connection. SESSION_OPEN, CLOSE and PIN travel the same queue as GENERATE, so one
- * client's requests keep their order. */
+ * client's requests keep their order.
+ *
+ * Speculative decoding (with the checkpoint's MTP layer, setting mtp): after each step the
+ * MTP layer drafts the next k tokens of every decoding request (mtp_draft), and the next
+ * step feeds the request's pending token and its drafts as decode rows of one pass; the
+ * drafts are accepted by the rule of daemon/runtime/speculate.h, so greedy output is plain
+ * decoding's token for token and sampled output keeps its distribution (draft.c). */
 #pragma once
 
 #include <stdbool.h>
@@ -54,6 +61,7 @@ struct dsv_engine_opts {
         int device;          /* GPU index */
         int threads;         /* CPU threads; 0: all */
         const char *numerics;
+        const char *mtp;     /* the MTP layer: on, off, auto (on where it pays: not on the CPU backend) */
         uint64_t kv_cache_bytes;
         const char *state_dir;        /* sessions saved here and restored at start (NULL: off) */
         uint64_t snapshot_max_bytes;  /* disk cap of the snapshots (0: none) */
@@ -71,6 +79,7 @@ struct dsv_engine_tunables {
         bool prefix_cache;          /* content-addressed reuse of full KV pages */
         bool prefix_cache_share;    /* across uids (else each uid has its own) */
         int snapshot_interval_s;    /* sessions changed since their last save are written this often (0: only at stop) */
+        int mtp_draft;              /* drafts per step with the MTP layer (at least 1) */
 };
 
 enum dsv_engine_state {
@@ -175,6 +184,9 @@ struct dsv_engine_event {
                         uint32_t prompt_tokens, completion_tokens, cached_tokens;
                         uint64_t queue_us, prefill_us, decode_us;
                         uint32_t preempted; /* times its KV pages were taken back and recomputed */
+                        /* speculative decoding: drafts the MTP layer proposed for it and how many
+                         * of them the main model accepted (0, 0 without) */
+                        uint32_t spec_drafted, spec_accepted;
                         uid_t uid;
                 } done;
                 struct {
@@ -242,6 +254,8 @@ struct dsv_engine_info {
         bool text, chat;          /* a tokenizer, and chat encoding */
         const char *backend, *numerics;
         const char *backend_note; /* auto: why the GPU backend was not used */
+        bool mtp;                 /* speculative decoding with the MTP layer */
+        const char *mtp_note;     /* why not ("" when it is on) */
         int threads;
         uint64_t kv_pages_total, kv_page_tokens, kv_bytes_per_token;
 };

@@ -6,7 +6,14 @@
  * character), max_tokens and the context window end it, and a streaming request is
  * flushed to its client at once. A request that was preempted feeds the tokens it had
  * generated again (scheduler.c): while the next token is one it knows, nothing is sampled
- * or sent. */
+ * or sent.
+ *
+ * A request that verified k drafts (draft.c) has k + 1 rows, decided in order by the rule of
+ * daemon/runtime/speculate.h: row i accepts draft i + 1 or replaces it (and the rest of the
+ * drafts go), the last row gives one more token when every draft was accepted. Each decided
+ * token passes the stop rules above one by one, so nothing after a stop is emitted; then the
+ * KV of the positions that hold rejected drafts (or tokens after a stop) is dropped, and the
+ * request is where k + 1 plain decode steps would have left it. */
 #include "config.h"
 
 #include "daemon/engine/core.h"
@@ -20,11 +27,77 @@ static bool is_stop(const struct dsv_core *c, const struct request *r, int32_t t
         return false;
 }
 
+/* One generated token through the stop rules into the request's output; false when the
+ * request ended (finished or failed). */
+static bool take(struct dsv_core *c, struct request *r, int32_t t) {
+        r->n_generated++;
+        DSV_METRIC_ADD(c->metrics, generated_tokens_total, 1);
+        if (is_stop(c, r, t)) {
+                request_finish(r, DSV_ENGINE_FINISH_STOP);
+                return false;
+        }
+        r->tokens[r->n_tokens++] = t;
+        if (request_push_token(c, r, t) < 0) {
+                request_fail(r, ENOMEM, "out of memory");
+                return false;
+        }
+        if ((uint32_t)r->n_generated >= r->in->max_tokens) {
+                request_finish(r, DSV_ENGINE_FINISH_LENGTH);
+                return false;
+        }
+        if (r->n_tokens >= r->total) {
+                request_finish(r, DSV_ENGINE_FINISH_CONTEXT);
+                return false;
+        }
+        return true;
+}
+
+/* Sequence s verified k = rows - 1 drafts at positions L + 1 .. L + k (its pending token at L). */
+static void verify(struct dsv_core *c, int s) {
+        const size_t V = (size_t)c->p.vocab_size;
+        struct request *r = c->b_req[s];
+        const float *lg = c->logits + (size_t)c->b_row[s] * V;
+        const int k = c->b_nrows[s] - 1, L = r->seq.len - k - 1;
+        const int pt = (int)c->p.kv_page_tokens, cap = r->seq.n_pages * pt;
+        int n_acc = 0, accepted = 0, keep, rc;
+
+        for (int i = 0; i <= k; i++) {
+                int32_t t;
+                bool ok = false;
+                if (i < k) {
+                        ok = dsv_spec_verify(&c->spec, &c->sampler, lg + (size_t)i * V, &r->sp, (uint64_t)r->n_generated,
+                                             &r->drafts[i], &t);
+                        accepted += ok;
+                } else {
+                        t = dsv_sample(&c->sampler, lg + (size_t)k * V, &r->sp, (uint64_t)r->n_generated);
+                }
+                if (!take(c, r, t) || !ok)
+                        break;
+                n_acc++;
+        }
+        r->n_draft = 0;
+        r->spec_drafted += (uint32_t)k;
+        r->spec_accepted += (uint32_t)accepted;
+        DSV_METRIC_ADD(c->metrics, spec_drafted_total, k);
+        DSV_METRIC_ADD(c->metrics, spec_accepted_total, accepted);
+        /* positions L .. L + n_acc hold the tokens decided; the history (tokens) may end sooner
+         * after a stop */
+        keep = MIN(L + 1 + n_acc, r->n_tokens);
+        if (keep < r->seq.len) {
+                /* the dropped positions were written by this pass alone: no page is shared, and the
+                 * pages go back to this sequence at once (the MTP layer's chained drafts write there) */
+                if ((rc = dsv_kv_seq_truncate(c->kv, &r->seq, keep)) < 0) {
+                        request_fail(r, -rc, "cannot drop the rejected drafts' KV: %s", strerror(-rc));
+                        return;
+                }
+                dsv_kv_seq_reserve(c->kv, &r->seq, cap);
+        }
+}
+
 void output_step(struct dsv_core *c) {
         const size_t V = (size_t)c->p.vocab_size;
         for (int s = 0; s < c->b_n_seqs; s++) {
                 struct request *r = c->b_req[s];
-                int32_t t;
                 if (c->b_row[s] < 0)
                         continue;
                 if (r->state == REQ_WAITING) {
@@ -34,22 +107,10 @@ void output_step(struct dsv_core *c) {
                 }
                 if (r->seq.len < r->n_tokens)
                         continue; /* replaying after a preemption: the next token is known */
-                t = dsv_sample(&c->sampler, c->logits + (size_t)c->b_row[s] * V, &r->sp, (uint64_t)r->n_generated);
-                r->n_generated++;
-                DSV_METRIC_ADD(c->metrics, generated_tokens_total, 1);
-                if (is_stop(c, r, t)) {
-                        request_finish(r, DSV_ENGINE_FINISH_STOP);
-                } else {
-                        r->tokens[r->n_tokens++] = t;
-                        if (request_push_token(c, r, t) < 0) {
-                                request_fail(r, ENOMEM, "out of memory");
-                                continue;
-                        }
-                        if ((uint32_t)r->n_generated >= r->in->max_tokens)
-                                request_finish(r, DSV_ENGINE_FINISH_LENGTH);
-                        else if (r->n_tokens >= r->total)
-                                request_finish(r, DSV_ENGINE_FINISH_CONTEXT);
-                }
+                if (c->b_nrows[s] > 1)
+                        verify(c, s);
+                else
+                        take(c, r, dsv_sample(&c->sampler, c->logits + (size_t)c->b_row[s] * V, &r->sp, (uint64_t)r->n_generated));
                 if (r->state == REQ_RUNNING && r->in->stream)
                         request_flush(c, r);
         }

@@ -6,7 +6,15 @@
  * prefill-computed pages are registered (see struct session: decode-computed KV differs in
  * the last bits), so a hit gives exactly the output of a cold run. At least two prompt
  * tokens are always left to compute (the last one's logits are needed, and a single token
- * would take the decode path). */
+ * would take the decode path).
+ *
+ * With the MTP layer (draft.c) a page also holds that layer's records, and the one of its
+ * last position depends on the token after the page, which the key does not cover: a page
+ * is registered only when its records are computed (but maybe that last one), with the
+ * token its last record was computed for (mtp_next); a request maps a page after another
+ * only when that token is its own, and gives the last page it mapped back when its last
+ * record was computed for another token, so that every record it maps is the one it would
+ * compute. */
 #include "config.h"
 
 #include "daemon/engine/core.h"
@@ -24,13 +32,20 @@ static void chain_to(const struct dsv_core *c, struct request *r, int n) {
                 dsv_kv_chain_key(&r->chain, r->tokens + (size_t)r->n_keyed * pt, pt, &r->chain);
 }
 
+/* The MTP record at the last position of seq's last page was computed for token t. */
+static bool mtp_next_is(const struct dsv_core *c, const struct dsv_kv_seq *q, int32_t t) {
+        return c->kv->page[q->pages[q->n_pages - 1]].mtp_next == t;
+}
+
 void prefix_attach(struct dsv_core *c, struct request *r) {
         const int pt = (int)c->p.kv_page_tokens;
+        const bool mtp = c->exec.mtp != NULL;
         struct dsv_kv_seq *q = &r->seq;
+        struct dsv_kv_key prev = {{0, 0}};
         int start;
 
         r->n_keyed = 0;
-        if (!c->tun.prefix_cache || q->len % pt || q->n_pages * pt != q->len)
+        if (!c->tun.prefix_cache || q->len % pt || q->n_pages * pt != q->len || (mtp && q->mtp_len < q->len))
                 return;
         start = q->len / pt;
         chain_to(c, r, start);
@@ -38,12 +53,24 @@ void prefix_attach(struct dsv_core *c, struct request *r) {
                 struct dsv_kv_key key, parent = r->chain;
                 const int32_t *tok = r->tokens + q->len;
                 int32_t pg;
+                if (mtp && q->len > start * pt && !mtp_next_is(c, q, tok[0]))
+                        break;
                 dsv_kv_chain_key(&parent, tok, pt, &key);
                 pg = dsv_kv_page_lookup(c->kv, &key, &parent, tok);
                 if (pg < 0 || dsv_kv_seq_append_cached(c->kv, q, pg) < 0)
                         break;
+                prev = r->chain;
                 r->chain = key;
                 r->n_keyed++;
+        }
+        if (mtp && q->len > start * pt) {
+                if (!mtp_next_is(c, q, r->tokens[q->len])) {
+                        /* whole pages only: nothing is copied, so this cannot fail */
+                        dsv_kv_seq_truncate(c->kv, q, q->len - pt);
+                        r->chain = prev;
+                        r->n_keyed--;
+                }
+                q->mtp_len = q->len;
         }
         if (q->len > start * pt) {
                 DSV_METRIC_ADD(c->metrics, prefix_cache_tokens_total, q->len - start * pt);
@@ -53,17 +80,23 @@ void prefix_attach(struct dsv_core *c, struct request *r) {
 
 void prefix_register(struct dsv_core *c, struct request *r) {
         const int pt = (int)c->p.kv_page_tokens;
+        const bool mtp = c->exec.mtp != NULL;
         int full = MIN(r->n_exact, r->seq.len) / pt;
+        if (mtp)
+                full = MIN(full, (r->seq.mtp_len + 1) / pt);
         if (!c->tun.prefix_cache || full <= r->n_keyed)
                 return;
         while (r->n_keyed < full) {
                 struct dsv_kv_key parent = r->n_keyed ? r->chain : (struct dsv_kv_key){{0, 0}}, key;
+                const int end = (r->n_keyed + 1) * pt;
                 if (r->n_keyed == 0) {
                         seed(c, r, &parent);
                         r->chain = parent;
                 }
                 dsv_kv_chain_key(&parent, r->tokens + (size_t)r->n_keyed * pt, pt, &key);
-                dsv_kv_page_register(c->kv, r->seq.pages[r->n_keyed], &key, &parent, r->tokens + (size_t)r->n_keyed * pt);
+                /* tokens[end] exists when its record does: the MTP layer only takes known tokens */
+                dsv_kv_page_register(c->kv, r->seq.pages[r->n_keyed], &key, &parent, r->tokens + (size_t)r->n_keyed * pt,
+                                     mtp && r->seq.mtp_len >= end ? r->tokens[end] : -1);
                 r->chain = key;
                 r->n_keyed++;
         }

@@ -129,10 +129,15 @@ bool request_flush(struct dsv_core *c, struct request *r) {
                 ev.done.prefill_us = r->t_first && r->t_start ? (r->t_first - r->t_start) / 1000 : 0;
                 ev.done.decode_us = r->t_first ? (r->t_end - r->t_first) / 1000 : 0;
                 ev.done.preempted = (uint32_t)r->n_preempted;
+                ev.done.spec_drafted = r->spec_drafted;
+                ev.done.spec_accepted = r->spec_accepted;
         }
         rc = c->sink.emit(c->sink.ud, r->client, &ev);
         if (rc != -EAGAIN && ev.type == DSV_ENGINE_EVENT_DONE) {
                 DSV_METRIC_ADD(c->metrics, requests_done_total, 1);
+                if (ev.done.spec_drafted)
+                        log_debug("Request %llu: the MTP layer drafted %u tokens, %u accepted",
+                                  (unsigned long long)r->id, ev.done.spec_drafted, ev.done.spec_accepted);
                 DSV_METRIC_ADD(c->metrics, queue_us_total, ev.done.queue_us);
                 if (r->t_first) {
                         DSV_METRIC_ADD(c->metrics, ttft_us_total, (r->t_first - r->t_submit) / 1000);
@@ -166,6 +171,7 @@ void request_free(struct dsv_core *c, struct request *r) {
         free(r->out);
         free(r->out_text_end);
         dsv_strbuf_done(&r->text_out);
+        draft_free(r);
         free(r);
 }
 

@@ -7,7 +7,8 @@
  * to the token budget (batch_tokens) and the sequence cap (max_running).
  *
  * KV pages: a request is admitted with pages for its prompt and one more token; a running
- * request gets a page when its next token needs one. When pages run out: idle sessions lose
+ * request gets a page when its next token (or, speculating, its drafts: draft.c) needs one.
+ * When pages run out: idle sessions lose
  * theirs (least recently used first), cached prefix pages are reclaimed (the pool does it,
  * least recently cached first), and then the lowest-ranked, most recent request is
  * preempted: its pages go back (those a prefill computed stay in the prefix cache), it
@@ -19,7 +20,11 @@
  *
  * A prompt is never cut so that a single token of it is left for a later step: alone in
  * its pass it would take the decode path, and the output would depend on how the prompt
- * was cut. */
+ * was cut.
+ *
+ * Speculative decoding (draft.c): a running request with drafts contributes its pending
+ * token and its k drafts as decode rows (as_decode), 1 + k tokens of the budget, in one
+ * piece or not at all in a step (the drafts it verifies never depend on what else runs). */
 #include "config.h"
 
 #include <math.h>
@@ -98,6 +103,7 @@ static void preempt(struct dsv_core *c, struct request *v) {
         v->state = REQ_WAITING;
         v->n_exact = 0;
         v->n_keyed = 0;
+        v->n_draft = 0;
         v->n_preempted++;
         DSV_METRIC_ADD(c->metrics, preemptions_total, 1);
         c->preempted_this_step = true;
@@ -188,7 +194,10 @@ static int admit(struct dsv_core *c, struct request *r, int running) {
                 sess_len = r->seq.len;
         }
         prefix_attach(c, r);
-        rc = make_room(c, r, r->n_prompt + 1, running, false);
+        draft_admit(c, r);
+        /* a speculating request's first chained drafts come right after its prompt */
+        rc = make_room(c, r, r->spec ? MAX(r->n_prompt + 1, MIN(r->n_prompt + c->tun.mtp_draft, r->total)) : r->n_prompt + 1,
+                       running, false);
         if (rc < 0) {
                 if (s) {
                         /* back to the session (evictable while we wait) with what it had: the
@@ -216,8 +225,21 @@ static int admit(struct dsv_core *c, struct request *r, int running) {
 
 /* ------------------------------------------------------------------ the batch */
 
+/* Logits rows for n rows. */
+static int rows_reserve(struct dsv_core *c, size_t n) {
+        if (n > c->logits_rows) {
+                size_t rows = MAX(n, 2 * c->logits_rows);
+                float *l = realloc(c->logits, rows * (size_t)c->p.vocab_size * sizeof(float));
+                if (!l)
+                        return -ENOMEM;
+                c->logits = l;
+                c->logits_rows = rows;
+        }
+        return 0;
+}
+
 static int batch_reserve(struct dsv_core *c, size_t n_tok, size_t n_seq) {
-        size_t cap, v = (size_t)c->p.vocab_size;
+        size_t cap;
         int rc;
         if (n_tok > c->b_cap) {
                 cap = c->b_cap;
@@ -232,6 +254,12 @@ static int batch_reserve(struct dsv_core *c, size_t n_tok, size_t n_seq) {
                 cap = c->b_cap;
                 if ((rc = DSV_GROW(&c->b_want, &cap, n_tok)) < 0)
                         return rc;
+                if (c->exec.mtp) {
+                        float *h = realloc(c->hidden, cap * (size_t)c->p.hidden_size * sizeof(float));
+                        if (!h)
+                                return -ENOMEM;
+                        c->hidden = h;
+                }
                 c->b_cap = cap;
         }
         if (n_seq > c->b_seq_cap) {
@@ -244,16 +272,18 @@ static int batch_reserve(struct dsv_core *c, size_t n_tok, size_t n_seq) {
                 cap = c->b_seq_cap;
                 if ((rc = DSV_GROW(&c->b_row, &cap, n_seq)) < 0)
                         return rc;
+                cap = c->b_seq_cap;
+                if ((rc = DSV_GROW(&c->b_nrows, &cap, n_seq)) < 0)
+                        return rc;
+                cap = c->b_seq_cap;
+                if ((rc = DSV_GROW(&c->b_first, &cap, n_seq)) < 0)
+                        return rc;
+                cap = c->b_seq_cap;
+                if ((rc = DSV_GROW(&c->b_dec, &cap, n_seq)) < 0)
+                        return rc;
                 c->b_seq_cap = cap;
         }
-        if (n_seq > c->logits_rows) {
-                float *l = realloc(c->logits, n_seq * v * sizeof(float));
-                if (!l)
-                        return -ENOMEM;
-                c->logits = l;
-                c->logits_rows = n_seq;
-        }
-        return 0;
+        return rows_reserve(c, n_seq);
 }
 
 static void add_token(struct dsv_core *c, int32_t tok, int pos, bool want) {
@@ -264,10 +294,15 @@ static void add_token(struct dsv_core *c, int32_t tok, int pos, bool want) {
         c->b_tokens++;
 }
 
-static void add_seq(struct dsv_core *c, struct request *r, bool row) {
+/* The sequence of the last n tokens added, with `rows` logits rows (its last tokens'). */
+static void add_seq(struct dsv_core *c, struct request *r, int n, int rows, bool decode) {
         c->b_seqs[c->b_n_seqs] = &r->seq;
         c->b_req[c->b_n_seqs] = r;
-        c->b_row[c->b_n_seqs] = row ? c->b_rows++ : -1;
+        c->b_row[c->b_n_seqs] = rows > 0 ? c->b_rows : -1;
+        c->b_nrows[c->b_n_seqs] = rows;
+        c->b_first[c->b_n_seqs] = c->b_tokens - n;
+        c->b_dec[c->b_n_seqs] = decode;
+        c->b_rows += rows;
         c->b_n_seqs++;
 }
 
@@ -280,7 +315,7 @@ static bool in_batch(const struct dsv_core *c, const struct request *r) {
 
 int sched_build(struct dsv_core *c) {
         const struct dsv_engine_tunables *tun = &c->tun;
-        int budget, rc, running_now = 0, n_decode = 0;
+        int budget, rc, running_now = 0, n_decode = 0, n_decode_tok = 0;
         uint32_t running = 0, waiting = 0, parked = 0, prefilling = 0;
         struct ranked *order;
         size_t n = 0;
@@ -302,13 +337,15 @@ int sched_build(struct dsv_core *c) {
         qsort(order, n, sizeof(*order), ranked_cmp);
         for (size_t i = 0; i < n; i++) {
                 running_now += order[i].r->state == REQ_RUNNING;
-                n_decode += order[i].r->state == REQ_RUNNING && !request_parked(order[i].r);
+                if (order[i].r->state == REQ_RUNNING && !request_parked(order[i].r) && n_decode < tun->max_running) {
+                        n_decode++;
+                        n_decode_tok += 1 + draft_ready(c, order[i].r);
+                }
         }
-        n_decode = MIN(n_decode, tun->max_running);
 
         /* prompt chunks first, in rank order (an admission may preempt lower-ranked requests),
          * with what the decode tokens of the running requests leave of the budget */
-        budget = tun->batch_tokens - n_decode;
+        budget = tun->batch_tokens - n_decode_tok;
         for (size_t i = 0; i < n && budget > 0 && c->b_n_seqs < tun->max_running - n_decode; i++) {
                 struct request *r = order[i].r;
                 int chunk, left;
@@ -338,19 +375,28 @@ int sched_build(struct dsv_core *c) {
                         int p = r->seq.len + j;
                         add_token(c, r->tokens[p], p, p == r->n_prompt - 1);
                 }
-                add_seq(c, r, r->seq.len + chunk == r->n_prompt);
+                add_seq(c, r, chunk, r->seq.len + chunk == r->n_prompt, false);
                 budget -= chunk;
         }
-        /* then one decode token of every running request (a page when it needs one) */
+        /* then one decode token of every running request (a page when it needs one), with its
+         * drafts when it has them */
         for (size_t i = 0; i < n && c->b_n_seqs < tun->max_running && c->b_tokens < tun->batch_tokens; i++) {
                 struct request *r = order[i].r;
+                int k;
                 if (r->state != REQ_RUNNING || request_parked(r))
                         continue;
-                rc = make_room(c, r, r->seq.len + 1, 0, true);
+                k = draft_ready(c, r);
+                if (c->b_tokens + 1 + k > tun->batch_tokens)
+                        continue; /* its drafts do not fit this step's budget: it waits for the next */
+                if (rows_reserve(c, (size_t)c->b_rows + 1 + (size_t)k) < 0)
+                        break;
+                rc = make_room(c, r, draft_need(c, r, k), 0, true);
                 if (rc < 0)
                         continue; /* preempted (it waits again) or failed */
                 add_token(c, r->tokens[r->seq.len], r->seq.len, true);
-                add_seq(c, r, true);
+                for (int j = 0; j < k; j++)
+                        add_token(c, r->drafts[j].token, r->seq.len + 1 + j, true);
+                add_seq(c, r, 1 + k, 1 + k, true);
         }
         free(order);
 

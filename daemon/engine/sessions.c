@@ -348,6 +348,9 @@ void sessions_take_prefix(struct dsv_core *c, struct request *r) {
         /* a one-token rest would run through the decode path (see struct session) */
         if (exact && lcp > 0 && r->n_prompt - lcp == 1)
                 lcp--;
+        /* the MTP layer's record at lcp - 1 was computed with the history's token lcp (draft.c) */
+        if (lcp > 0 && s->seq.mtp_len >= lcp && s->tokens[lcp] != r->tokens[lcp])
+                s->seq.mtp_len = lcp - 1;
         dsv_kv_seq_truncate(c->kv, &s->seq, lcp);
         s->n_exact = MIN(s->n_exact, lcp);
         r->seq = s->seq;

@@ -33,7 +33,10 @@ struct snap_header {
         uint64_t data_bytes;
         uint64_t data_sum;
         uint64_t saved_unix_ns;
-        uint8_t reserved[SNAP_HEADER - 184]; /* zero */
+        /* positions with the MTP layer's records (at most n_kv_tokens - 1: the last one's needs a
+         * token the file does not hold); 0 in files written before it existed */
+        uint32_t n_mtp;
+        uint8_t reserved[SNAP_HEADER - 188]; /* zero */
         uint64_t header_sum;
 };
 _Static_assert(sizeof(struct snap_header) == SNAP_HEADER, "snapshot header size");
@@ -461,6 +464,7 @@ int dsv_snapshots_save(struct dsv_snapshots *s, const struct dsv_snapshot_sessio
         j->h.n_tokens = (uint32_t)q->len;
         j->h.n_kv_tokens = (uint32_t)q->len;
         j->h.n_exact = (uint32_t)MIN(ss->n_exact, q->len);
+        j->h.n_mtp = (uint32_t)MAX(MIN(q->mtp_len, q->len - 1), 0);
         j->h.n_pages = (uint32_t)n_pages;
         j->h.data_bytes = bytes - SNAP_HEADER;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -552,7 +556,7 @@ static int restore_one(struct dsv_snapshots *s, const char *path, const char *fn
                 return -EBADMSG;
         }
         token_bytes = ALIGN_UP((uint64_t)h.n_kv_tokens * 4, 8);
-        if (h.n_tokens != h.n_kv_tokens || h.n_exact > h.n_kv_tokens ||
+        if (h.n_tokens != h.n_kv_tokens || h.n_exact > h.n_kv_tokens || (h.n_mtp && h.n_mtp >= h.n_kv_tokens) ||
             h.n_pages != (uint32_t)DIV_ROUND_UP(h.n_kv_tokens, (uint32_t)L->page_tokens) ||
             h.data_bytes != token_bytes + (uint64_t)h.n_pages * pb ||
             (uint64_t)st.st_size != SNAP_HEADER + h.data_bytes) {
@@ -604,6 +608,7 @@ static int restore_one(struct dsv_snapshots *s, const char *path, const char *fn
                         goto out;
                 }
         seq.len = (int)h.n_kv_tokens;
+        seq.mtp_len = (int)h.n_mtp;
         r = cb(ud, (uid_t)h.uid, h.name, h.flags & SNAP_FLAG_PINNED, tokens, (int)h.n_kv_tokens, &seq, (int)h.n_exact);
         if (r < 0)
                 snprintf(why, cap, "%s", strerror(-r));

@@ -14,6 +14,13 @@ void dsv_runtime_free(struct dsv_runtime *rt) {
         free(rt);
 }
 
+/* The MTP mode for the backend opened (see mtp_auto_not_cpu). */
+static enum dsv_mtp_mode mtp_mode(const struct dsv_runtime *rt, const struct dsv_runtime_opts *o) {
+        if (o->mtp == DSV_MTP_AUTO && o->mtp_auto_not_cpu && strcmp(rt->be->ops->name, "cpu") == 0)
+                return DSV_MTP_OFF;
+        return o->mtp;
+}
+
 /* Opens the backend and loads the model on it; with "auto", a GPU backend that cannot run
  * the model (an op it lacks: -EOPNOTSUPP from the load-time probe) gives way to the CPU. */
 static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, struct dsv_error *err) {
@@ -27,6 +34,7 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
         if (strcmp(name, "auto") == 0 && e.msg[0])
                 snprintf(rt->backend_note, sizeof(rt->backend_note), "%s", e.msg);
         memset(&e, 0, sizeof(e));
+        mo.mtp = mtp_mode(rt, o);
         r = dsv_model_load(o->model_dir, rt->be, &mo, &rt->model, &e);
         if (r == -EOPNOTSUPP && strcmp(name, "auto") == 0 && strcmp(rt->be->ops->name, "cpu") != 0) {
                 snprintf(rt->backend_note, sizeof(rt->backend_note), "%s", e.msg);
@@ -35,11 +43,19 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
                 if ((r = dsv_backend_cpu_new(o->where.threads, &rt->be)) < 0)
                         return dsv_error_set(err, r, "cannot create the CPU backend: %s", strerror(-r));
                 memset(&e, 0, sizeof(e));
+                mo.mtp = mtp_mode(rt, o);
                 r = dsv_model_load(o->model_dir, rt->be, &mo, &rt->model, &e);
         }
         if (r < 0)
                 return dsv_error_set(err, r, "cannot load the model from %.512s: %.1000s", o->model_dir,
                                      e.msg[0] ? e.msg : strerror(-r));
+        if (!dsv_model_has_mtp(rt->model))
+                snprintf(rt->mtp_note, sizeof(rt->mtp_note), "%s",
+                         !dsv_model_get_checkpoint(rt->model)->has_mtp ? "the checkpoint has no MTP layer"
+                         : mo.mtp == DSV_MTP_OFF && o->mtp == DSV_MTP_AUTO
+                                 ? "mtp = auto does not use it on the CPU backend, where a speculative step costs more than "
+                                   "the tokens it saves (mtp = on forces it)"
+                                 : "mtp = off");
         return 0;
 }
 
@@ -134,4 +150,14 @@ fail:
 
 int dsv_runtime_forward(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, struct dsv_error *err) {
         return dsv_model_forward(rt->model, rt->kv, b, logits, err);
+}
+
+int dsv_runtime_forward_hidden(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, float *hidden,
+                               struct dsv_error *err) {
+        return dsv_model_forward_hidden(rt->model, rt->kv, b, logits, hidden, err);
+}
+
+int dsv_runtime_mtp(struct dsv_runtime *rt, const struct dsv_batch *b, const float *hidden_in, float *logits,
+                    float *hidden_out, struct dsv_error *err) {
+        return dsv_model_mtp_forward(rt->model, rt->kv, b, hidden_in, logits, hidden_out, err);
 }

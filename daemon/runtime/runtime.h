@@ -28,6 +28,9 @@ struct dsv_runtime_opts {
         int64_t kv_auto_tokens;
         struct dsv_load_opts load; /* progress callback, I/O mode */
         enum dsv_mtp_mode mtp;     /* load the MTP layer (its KV records then join the pool's pages) */
+        /* DSV_MTP_AUTO does not load the layer on the CPU backend (dsv32d: there a speculative
+         * step costs more than the tokens it saves; dsv32-run loads it everywhere) */
+        bool mtp_auto_not_cpu;
 };
 
 struct dsv_runtime {
@@ -41,11 +44,18 @@ struct dsv_runtime {
         char kv_note[512];         /* how the KV pool was sized, for the log */
         char backend_note[1024];   /* auto: why the GPU backend was not used ("" when it was) */
         uint64_t fingerprint;      /* the checkpoint (config and tensor index) and the numerics */
+        char mtp_note[256];        /* why the MTP layer is not loaded ("" when it is) */
 };
 
 /* err says what failed (the backend, the checkpoint, the KV size that does not fit). */
 int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret, struct dsv_error *err);
 void dsv_runtime_free(struct dsv_runtime *rt);
 
-/* One forward pass over the runtime's KV pool (dsv_model_forward). */
+/* One forward pass over the runtime's KV pool (dsv_model_forward; with hidden, also every
+ * token's final hidden state: dsv_model_forward_hidden). */
 int dsv_runtime_forward(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, struct dsv_error *err);
+int dsv_runtime_forward_hidden(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, float *hidden,
+                               struct dsv_error *err);
+/* The MTP layer over the runtime's KV pool (dsv_model_mtp_forward). */
+int dsv_runtime_mtp(struct dsv_runtime *rt, const struct dsv_batch *b, const float *hidden_in, float *logits,
+                    float *hidden_out, struct dsv_error *err);

@@ -4,7 +4,7 @@ noinst_LTLIBRARIES += libdsv32engine.la
 libdsv32engine_la_SOURCES = \
 	daemon/engine/engine.h daemon/engine/engine.c daemon/engine/core.h \
 	daemon/engine/intake.h daemon/engine/intake.c daemon/engine/request.c \
-	daemon/engine/sessions.c daemon/engine/scheduler.c daemon/engine/output.c daemon/engine/prefix.c daemon/engine/snapshot.h daemon/engine/snapshot.c \
+	daemon/engine/sessions.c daemon/engine/scheduler.c daemon/engine/output.c daemon/engine/draft.c daemon/engine/prefix.c daemon/engine/snapshot.h daemon/engine/snapshot.c \
 	daemon/engine/metrics.h daemon/engine/metrics.def daemon/engine/metrics.c \
 	daemon/engine/text.h daemon/engine/text.c
 # DSV_WITH_TOKENIZER: text prompts, TOKENIZE/DETOKENIZE and chat through daemon/tokenizer

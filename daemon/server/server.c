@@ -963,6 +963,7 @@ static void tunables_of(const struct dsv_server_config *cfg, struct dsv_engine_t
         t->prefix_cache = strcmp(cfg->prefix_cache, "yes") == 0;
         t->prefix_cache_share = strcmp(cfg->prefix_cache_share, "yes") == 0;
         t->snapshot_interval_s = cfg->snapshot_interval_s;
+        t->mtp_draft = cfg->mtp_draft;
 }
 
 static void reload(struct dsv_server *s) {
@@ -1274,6 +1275,7 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.backend = s->cfg.backend;
         eo.threads = s->cfg.threads;
         eo.numerics = s->cfg.numerics;
+        eo.mtp = s->cfg.mtp;
         eo.kv_cache_bytes = (uint64_t)s->cfg.kv_cache_mb << 20;
         eo.state_dir = s->cfg.state_directory;
         if ((!eo.state_dir || !eo.state_dir[0]) && getenv("STATE_DIRECTORY")) {

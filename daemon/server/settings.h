@@ -29,6 +29,8 @@ struct dsv_server_config {
         int batch_tokens;
         int max_running;
         int kv_cache_mb;
+        char *mtp;
+        int mtp_draft;
         int max_sessions;
         int session_pin_quota;
         int session_name_max;

@@ -61,6 +61,9 @@ endif
 # `make bench`: ping latency over the rings against a Unix socketpair
 bench_scripts += tests/ipc/bench.sh
 EXTRA_DIST += tests/ipc/bench.sh
+# `make bench`: decode tokens/s through dsv32d with mtp = on vs off (speculative decoding)
+bench_scripts += tests/ipc/bench-mtp.sh
+EXTRA_DIST += tests/ipc/bench-mtp.sh
 
 check_PROGRAMS += tests/ipc/test-daemon-kill
 tests_ipc_test_daemon_kill_SOURCES = tests/ipc/test-daemon-kill.c $(HARNESS)
@@ -96,3 +99,8 @@ TESTS += tests/ipc/test-daemon-signals
 
 TESTS += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh
 EXTRA_DIST += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh
+
+check_PROGRAMS += tests/ipc/test-daemon-mtp
+tests_ipc_test_daemon_mtp_SOURCES = tests/ipc/test-daemon-mtp.c $(HARNESS)
+tests_ipc_test_daemon_mtp_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-mtp

@@ -4,7 +4,12 @@
  * answers with logits whose greedy token is a known function of (token, position), so
  * every expected output is computed here independently. The KV pool is a real one (pages
  * are the resource being scheduled): the prefix cache, preemption (every preempted request
- * ends with the output it has alone), priorities and fairness across uids are checked on it. */
+ * ends with the output it has alone), priorities and fairness across uids are checked on it.
+ * The whole suite runs twice: plainly, and with a fake MTP layer (speculative decoding,
+ * draft.c) whose drafts are right except at every fifth position, so every output above must
+ * come out the same through drafts, rejections, rollbacks, preemptions and KV reuse; the
+ * fake checks that each MTP row gets the hidden state of its own position and follows the
+ * sequence's records (mtp_len). */
 #include "config.h"
 
 #include "daemon/engine/core.h"
@@ -16,12 +21,13 @@
 
 /* ------------------------------------------------------------------ fake executor */
 
-static int n_forward, max_batch_tokens, n_forward_fail;
-static bool fail_next;
+static int n_forward, max_batch_tokens, n_forward_fail, n_mtp;
+static bool fail_next, fail_mtp_next;
+#define HD 4 /* the fake hidden size: element 0 is the position the state stands for */
 
 static int32_t next_token(int32_t tok, int pos) { return (int32_t)(2 + (tok * 31 + pos * 7) % (V - 2)); }
 
-static int fake_forward(void *ud, const struct dsv_batch *b, float *logits, struct dsv_error *err) {
+static int fake_forward(void *ud, const struct dsv_batch *b, float *logits, float *hidden, struct dsv_error *err) {
         struct dsv_batch_plan p;
         int r = dsv_batch_plan_make(b, DSV_KV_PAGE_TOKENS, V, &p, err);
         REQUIRE(r == 0, "the core built an invalid batch: %s", err->msg);
@@ -41,9 +47,71 @@ static int fake_forward(void *ud, const struct dsv_batch *b, float *logits, stru
                         row[j] = 0;
                 row[next_token(b->token[i], b->pos[i])] = 1;
         }
+        for (int i = 0; hidden && i < b->n_tokens; i++) {
+                memset(hidden + (size_t)i * HD, 0, HD * sizeof(float));
+                hidden[(size_t)i * HD] = (float)b->pos[i];
+        }
         for (int s = 0; s < b->n_seqs; s++)
                 b->seqs[s]->len += p.count[s];
         dsv_batch_plan_done(&p);
+        return 0;
+}
+
+/* The fake MTP layer: row p (token t at p + 1, the state of p) drafts next_token(t, p + 1),
+ * the right token, except at positions p % 5 == 4, where it drafts another one. Its rows
+ * must continue each sequence's records (mtp_len), as the real layer's plan demands. */
+static int32_t fake_draft(int32_t tok, int pos) {
+        int32_t t = next_token(tok, pos + 1);
+        return pos % 5 == 4 ? (int32_t)(2 + (t - 2 + 1) % (V - 2)) : t;
+}
+
+static int fake_mtp(void *ud, const struct dsv_batch *b, const float *hin, float *logits, float *hout, struct dsv_error *err) {
+        struct dsv_kv_seq *shadow = calloc((size_t)b->n_seqs, sizeof(*shadow));
+        struct dsv_kv_seq **sp = calloc((size_t)b->n_seqs, sizeof(*sp));
+        bool *dec = calloc((size_t)b->n_seqs, sizeof(*dec));
+        struct dsv_batch mb = *b;
+        struct dsv_batch_plan p;
+        int r;
+        REQUIRE(shadow && sp && dec, "oom");
+        for (int s = 0; s < b->n_seqs; s++) {
+                shadow[s] = *b->seqs[s];
+                shadow[s].len = b->seqs[s]->mtp_len;
+                sp[s] = &shadow[s];
+                dec[s] = true;
+        }
+        mb.seqs = sp;
+        mb.as_decode = dec;
+        r = dsv_batch_plan_make(&mb, DSV_KV_PAGE_TOKENS, V, &p, err);
+        REQUIRE(r == 0, "the core built an invalid MTP batch: %s", err->msg);
+        n_mtp++;
+        if (fail_mtp_next) {
+                fail_mtp_next = false;
+                free(shadow);
+                free(sp);
+                free(dec);
+                dsv_batch_plan_done(&p);
+                return dsv_error_set(err, EIO, "injected MTP failure");
+        }
+        for (int i = 0, k = 0; i < b->n_tokens; i++) {
+                REQUIRE(hin[(size_t)i * HD] == (float)b->pos[i], "MTP row at position %d got the hidden state of position %g",
+                        b->pos[i], hin[(size_t)i * HD]);
+                if (hout) {
+                        memset(hout + (size_t)i * HD, 0, HD * sizeof(float));
+                        hout[(size_t)i * HD] = (float)(b->pos[i] + 1);
+                }
+                if (b->want_logits && !b->want_logits[i])
+                        continue;
+                float *row = logits + (size_t)k++ * V;
+                for (int j = 0; j < V; j++)
+                        row[j] = 0;
+                row[fake_draft(b->token[i], b->pos[i])] = 1;
+        }
+        for (int s = 0; s < b->n_seqs; s++)
+                b->seqs[s]->mtp_len += p.count[s];
+        dsv_batch_plan_done(&p);
+        free(shadow);
+        free(sp);
+        free(dec);
         return 0;
 }
 
@@ -150,15 +218,16 @@ static void prompt_of(int32_t *p, int n, int seed) {
                 p[i] = (int32_t)(2 + (seed * 13 + i * 5) % (V - 2));
 }
 
-int main(void) {
+static void suite(bool mtp) {
         struct dsv_model_config cfg;
         struct dsv_error err = {{0}};
         struct dsv_backend *be;
         struct dsv_kv_pool *kv;
         struct dsv_metrics_live metrics;
         struct dsv_core core;
-        struct dsv_exec ex = {.forward = fake_forward};
-        struct dsv_core_params prm = {.vocab_size = V, .eos_id = EOS, .max_context = 4096, .kv_page_tokens = DSV_KV_PAGE_TOKENS};
+        struct dsv_exec ex = {.forward = fake_forward, .mtp = mtp ? fake_mtp : NULL};
+        struct dsv_core_params prm = {.vocab_size = V, .eos_id = EOS, .max_context = 4096, .hidden_size = mtp ? HD : 0,
+                                      .kv_page_tokens = DSV_KV_PAGE_TOKENS};
         const int n_pages = 12;
 
         REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0, "%s", err.msg);
@@ -166,7 +235,10 @@ int main(void) {
         REQUIRE(dsv_kv_pool_new(be, &cfg, DSV_KV_FP8, n_pages, &kv) == 0, "pool");
         dsv_metrics_init(&metrics);
         REQUIRE(dsv_core_init(&core, &prm, kv, &ex, NULL, &sink, &metrics) == 0, "core");
-        core.tun = (struct dsv_engine_tunables){.batch_tokens = 64, .max_running = 16, .max_sessions = 8, .session_pin_quota = 2};
+        core.tun = (struct dsv_engine_tunables){
+                .batch_tokens = 64, .max_running = 16, .max_sessions = 8, .session_pin_quota = 2, .mtp_draft = 3};
+        printf("-- %s\n", mtp ? "with the fake MTP layer (3 drafts per step)" : "plain decoding");
+        n_forward = n_mtp = n_forward_fail = 0;
 
         /* 1. one request: the greedy continuation, DONE with the counts */
         {
@@ -180,6 +252,10 @@ int main(void) {
                 CHECK(a.n_done == 1 && a.last.done.reason == DSV_ENGINE_FINISH_LENGTH && a.last.done.prompt_tokens == 10 &&
                               a.last.done.completion_tokens == 20,
                       "DONE");
+                CHECK(mtp ? a.last.done.spec_drafted > 0 && a.last.done.spec_accepted > 0 &&
+                                    a.last.done.spec_accepted < a.last.done.spec_drafted
+                          : a.last.done.spec_drafted == 0 && a.last.done.spec_accepted == 0,
+                      "DONE: %u drafts, %u accepted", a.last.done.spec_drafted, a.last.done.spec_accepted);
                 CHECK(a.refs == 0 && a.ended == 1, "reference and accounting released: refs %d ended %d", a.refs, a.ended);
                 CHECK(kv->n_free == n_pages, "pages back: %d of %d", kv->n_free, n_pages);
         }
@@ -263,7 +339,10 @@ int main(void) {
                 a.n_ids = 0;
                 run(&core, 100);
                 expect(p2, 140, 10, want);
-                CHECK(a.n_done == 2 && a.last.done.cached_tokens == 100 && a.n_ids == 10 && memcmp(a.ids, want, sizeof(want)) == 0,
+                /* with MTP, the record at 99 was drawn for the first turn's output token: the
+                 * page below it is reused, the rest computed again (draft.c) */
+                CHECK(a.n_done == 2 && a.last.done.cached_tokens == (mtp ? 64u : 100u) && a.n_ids == 10 &&
+                              memcmp(a.ids, want, sizeof(want)) == 0,
                       "second turn: cached %u", a.last.done.cached_tokens);
                 CHECK(b.n_error == 1 && strstr(b.error, "in use"), "busy session: %s", b.error);
                 REQUIRE(dsv_core_add(&core, sess_op(&a, 43, DSV_REQUEST_SESSION_CLOSE, "chat", 0), 0, NULL) == 0, "close");
@@ -350,6 +429,15 @@ int main(void) {
                 CHECK(a.n_error == 5 && strstr(a.error, "injected failure") && n_forward_fail == 1, "forward failure: %s", a.error);
                 CHECK(a.refs == 0 && a.ended == 5 && kv->n_free == n_pages, "released: refs %d ended %d pages %d", a.refs, a.ended,
                       kv->n_free);
+                if (mtp) {
+                        /* a failed MTP pass fails the requests in it, with the cause */
+                        REQUIRE(dsv_core_add(&core, gen(&a, 74, p, 2, 50), 0, NULL) == 0, "add");
+                        fail_mtp_next = true;
+                        run(&core, 100);
+                        CHECK(a.n_error == 6 && strstr(a.error, "MTP layer's pass failed: injected MTP failure") &&
+                                      a.refs == 0 && kv->n_free == n_pages,
+                              "MTP failure: %s", a.error);
+                }
         }
         /* 8. the prefix cache: another request (no session) with the same 200-token prefix maps its
          * three full pages (192 tokens) and gives the cold output; another uid does not hit unless
@@ -449,10 +537,29 @@ int main(void) {
                 CHECK(lo[0].last.done.preempted + lo[1].last.done.preempted > 0, "nobody was preempted");
                 CHECK(dsv_kv_pool_in_use(kv) == 0, "pages in use: %d", dsv_kv_pool_in_use(kv));
         }
-        printf("%d forward passes\n", n_forward);
+        printf("%d forward passes, %d MTP passes\n", n_forward, n_mtp);
+        {
+                struct dsv_engine_metrics mt;
+                dsv_metrics_read(&metrics, dsv_now_ns(), &mt);
+                if (mtp) {
+                        CHECK(n_mtp > 0 && mt.spec_drafted_total > 0 && mt.spec_accepted_total > 0 &&
+                                      mt.spec_accepted_total < mt.spec_drafted_total,
+                              "MTP: %d passes, %llu drafted, %llu accepted (some, not all, must be)", n_mtp,
+                              (unsigned long long)mt.spec_drafted_total, (unsigned long long)mt.spec_accepted_total);
+                        printf("speculation: %llu drafted, %llu accepted\n", (unsigned long long)mt.spec_drafted_total,
+                               (unsigned long long)mt.spec_accepted_total);
+                } else {
+                        CHECK(n_mtp == 0 && mt.spec_drafted_total == 0, "speculation without an MTP layer");
+                }
+        }
         dsv_core_done(&core);
         dsv_metrics_done(&metrics);
         dsv_kv_pool_free(kv);
         dsv_backend_free(be);
+}
+
+int main(void) {
+        suite(false);
+        suite(true);
         return test_result("test-engine-core");
 }

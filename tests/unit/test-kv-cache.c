@@ -113,8 +113,12 @@ static void test_sharing(struct dsv_backend *be, const struct dsv_model_config *
         REQUIRE(dsv_kv_seq_reserve(p, &a, 2 * PT) == 0, "reserve");
         a.len = 2 * PT;
         memset((uint8_t *)p->base + (size_t)a.pages[1] * p->page_bytes, 0x5a, p->page_bytes);
-        dsv_kv_page_register(p, a.pages[0], &k0, &seed, tok);
-        dsv_kv_page_register(p, a.pages[1], &k1, &k0, tok + PT);
+        dsv_kv_page_register(p, a.pages[0], &k0, &seed, tok, tok[PT]);
+        dsv_kv_page_register(p, a.pages[1], &k1, &k0, tok + PT, -1);
+        dsv_kv_page_register(p, a.pages[0], &k0, &seed, tok, 3); /* registered already: nothing changes */
+        CHECK(p->page[a.pages[0]].mtp_next == tok[PT] && p->page[a.pages[1]].mtp_next == -1,
+              "the MTP record's next token is kept with the page: %d, %d", p->page[a.pages[0]].mtp_next,
+              p->page[a.pages[1]].mtp_next);
         CHECK(p->n_registered == 2 && dsv_kv_page_lookup(p, &k0, &seed, tok) == a.pages[0] &&
                       dsv_kv_page_lookup(p, &k1, &k0, tok + PT) == a.pages[1],
               "lookup of registered pages");
