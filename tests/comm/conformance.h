@@ -40,7 +40,7 @@ struct conf_rank {
         struct dsv_backend *be;
         const struct conf_traits *tr;
         int failures, checks;
-        char tag[32]; /* "local 4x rank 2" */
+        char tag[48]; /* "local 4x rank 2" */
 };
 
 /* Runs every test this rank's communicators allow; returns the number of failures. */
