@@ -1,14 +1,15 @@
-# kernels/: the backend interface, the CPU reference backend, and the communicator interface
-# with its in-process implementation (the Open MPI one is a library of its own, below).
+# kernels/: the backend interface and the CPU reference backend.
 noinst_LTLIBRARIES += libdsv32kernels.la
 libdsv32kernels_la_SOURCES = \
 	kernels/backend.h kernels/dtype.h kernels/numerics.h \
-	kernels/comm.h kernels/comm.c kernels/comm_local.c \
 	kernels/cpu/cpu.h kernels/cpu/cpu_backend.c kernels/cpu/elementwise.c kernels/cpu/norm.c \
 	kernels/cpu/linear.c kernels/cpu/rope.c kernels/cpu/hadamard.c kernels/cpu/kv.c \
 	kernels/cpu/indexer.c kernels/cpu/mla.c kernels/cpu/moe.c
 libdsv32kernels_la_CFLAGS = $(AM_CFLAGS) -O3 -fopenmp-simd
 libdsv32kernels_la_LIBADD = -lm
+
+# the communicator interface (kernels/comm.h) and its in-process implementation
+libdsv32kernels_la_SOURCES += kernels/comm.h kernels/comm.c kernels/comm_local.c
 
 # the Open MPI communicator (kernels/comm.h), for programs that run CPU ranks in several
 # processes (mpirun); only when configure found Open MPI
