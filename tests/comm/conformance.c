@@ -575,13 +575,13 @@ static void test_abort(struct conf_rank *R) {
         if (c->rank == 0) {
                 struct aborter ab = {c, after};
                 pthread_t th;
+                double t0 = now_ms();
                 if (pthread_create(&th, NULL, abort_later, &ab) != 0) {
                         FAIL(R, "cannot start the aborting thread");
                         return;
                 }
                 if (c->size == 1)
                         sleep_ms(2 * after); /* alone, a barrier never waits: abort first */
-                double t0 = now_ms();
                 int rc = dsv_comm_barrier(c);
                 double dt = now_ms() - t0;
                 pthread_join(th, NULL);
