@@ -629,7 +629,7 @@ static void print_plan(const struct report *R) {
                 printf("  (decode-step traffic is modelled for ep,dp)\n");
                 return;
         }
-        printf("\nDecode step of the plan, batch %d over %d ranks (%d per rank), per rank:\n", R->batch, p->ranks,
+        printf("\nDecode step of the plan, batch %d over %d ranks (at most %d a rank), per rank:\n", R->batch, p->ranks,
                DIV_ROUND_UP(R->batch, p->ranks));
         printf("  %10s %11s %11s %11s %11s %11s %9s %9s %9s %11s %11s\n", "context", "ranks/tok", "a2a NVLink", "a2a net",
                "TP NVLink", "HBM", "t HBM", "t NVLink", "t net", "tok/s ser.", "tok/s ovl.");

@@ -41,3 +41,7 @@ tests_inspect_test_inspect_cli_LDADD = $(inspect_test_ldadd)
 tests_inspect_test_inspect_plan_SOURCES = tests/inspect/test-inspect-plan.c tests/inspect/inspect-test.h
 tests_inspect_test_inspect_plan_CFLAGS = $(inspect_test_cflags)
 tests_inspect_test_inspect_plan_LDADD = $(inspect_test_ldadd)
+
+# docs/scaling.md quotes dsv32-inspect --plan; this test keeps the two in step
+TESTS += tests/inspect/test-scaling-doc.sh
+EXTRA_DIST += tests/inspect/test-scaling-doc.sh docs/scaling.md
