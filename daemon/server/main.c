@@ -44,8 +44,9 @@ static bool model_present(const char *dir) {
 
 int main(int argc, char **argv) {
         size_t n_set = dsv_config_n_options();
-        struct option *opts = calloc(n_set + 5, sizeof(*opts));
-        const char **overrides = calloc(2 * (size_t)argc + 2, sizeof(char *));
+        /* freed on every return (the early ones included: sanitizer builds check) */
+        _cleanup_free_ struct option *opts = calloc(n_set + 5, sizeof(*opts));
+        _cleanup_free_ const char **overrides = calloc(2 * (size_t)argc + 2, sizeof(char *));
         struct dsv_server_config cfg;
         struct dsv_server_args args = {0};
         struct dsv_server *srv = NULL;
@@ -138,13 +139,9 @@ int main(int argc, char **argv) {
         r = dsv_server_new(&cfg, &args, &srv);
         if (r < 0) {
                 dsv_config_free(&cfg);
-                free(opts);
-                free(overrides);
                 return 1;
         }
         ret = dsv_server_run(srv);
         dsv_server_free(srv);
-        free(opts);
-        free(overrides);
         return ret;
 }

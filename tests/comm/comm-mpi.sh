@@ -14,8 +14,11 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
 export OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_plm_rsh_agent=false
-# Open MPI's own allocations are not ours to fix under LeakSanitizer
-export LSAN_OPTIONS="suppressions=$top_srcdir/tests/comm/lsan-mpi.supp:print_suppressions=0"
+# Under ASan: no leak report. Open MPI keeps allocations until exit in components it dlopens
+# and unloads at MPI_Finalize, so LeakSanitizer cannot even name their library (a suppression
+# file cannot match them); the other ASan/UBSan checks stay on, and the communicator code the
+# MPI one shares with the local one (kernels/comm.c) is leak-checked by comm-local.sh.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 rc=0
 for n in 2 3 4; do
         if ! timeout 300 "$MPIRUN" -np $n "$conf" --impl mpi; then
