@@ -116,15 +116,17 @@ static void sum_tensors(const struct dsv_model_config *cfg, struct sums *s) {
 }
 
 int main(void) {
-        _cleanup_free_ char *tp = NULL, *op = NULL, *ep = NULL, *help = NULL, *herr = NULL, *man = NULL, *manp = NULL;
+        _cleanup_free_ char *tp = NULL, *op = NULL, *ep = NULL, *help = NULL, *herr = NULL, *man = NULL, *manp = NULL,
+                            *scratch = test_scratch("plan");
         struct dsv_model_config cfg;
         struct dsv_param_counts pc;
         struct dsv_kv_costs kv;
         struct sums s;
         json_t *j;
 
-        if (asprintf(&tp, "%s/dsv32-inspect", test_builddir()) < 0 || asprintf(&op, "%s/tests/inspect/plan.out", test_builddir()) < 0 ||
-            asprintf(&ep, "%s/tests/inspect/plan.err", test_builddir()) < 0 ||
+        /* the tool's output goes to a scratch directory, removed at the end (distcheck) */
+        if (!scratch || asprintf(&tp, "%s/dsv32-inspect", test_builddir()) < 0 || asprintf(&op, "%s/out", scratch) < 0 ||
+            asprintf(&ep, "%s/err", scratch) < 0 ||
             asprintf(&manp, "%s/man/dsv32-inspect.1", test_srcdir()) < 0)
                 return 1;
         tool_path = tp, out_path = op, err_path = ep;
@@ -270,5 +272,6 @@ int main(void) {
                               strstr(out, "16 of 256 experts"),
                       "the table: %s", out);
         }
+        rm_rf(scratch);
         return test_result("test-inspect-plan");
 }
