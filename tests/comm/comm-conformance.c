@@ -209,6 +209,12 @@ out:
 }
 
 /* ------------------------------------------------------------------ nccl */
+
+/* The CUDA backend on one GPU: the one place this file opens a backend by name. */
+static int cuda_backend(int device, struct dsv_backend **ret, struct dsv_error *err) {
+        return dsv_backend_open("cuda", device, ret, err);
+}
+
 static int run_nccl(const struct opts *o) {
         const struct conf_traits tr = {.impl = "nccl", .large = o->large, .slack_ms = o->slack_ms};
         struct dsv_backend *probe = NULL;
@@ -219,7 +225,7 @@ static int run_nccl(const struct opts *o) {
         const char *req = getenv("DSV32_REQUIRE_GPU");
         const int skip = req && *req == '1' ? 1 : 77;
 
-        r = dsv_backend_open("cuda", 0, &probe, &err);
+        r = cuda_backend(0, &probe, &err);
         if (r < 0) {
                 fprintf(stderr, "comm-conformance: %s: %s\n", skip == 77 ? "SKIP" : "FAIL", err.msg);
                 return r == -ENODEV || r == -ENOENT ? skip : 1;
@@ -228,7 +234,7 @@ static int run_nccl(const struct opts *o) {
         if (!o->n_ranks) {
                 /* every GPU: open devices until one is missing */
                 struct dsv_backend *b = NULL;
-                while (n < 16 && dsv_backend_open("cuda", n, &b, &err) == 0) {
+                while (n < 16 && cuda_backend(n, &b, &err) == 0) {
                         dsv_backend_free(b);
                         n++;
                 }
@@ -256,7 +262,7 @@ static int run_nccl(const struct opts *o) {
                 args[i].ids = &ids;
                 args[i].rank = i;
                 snprintf(args[i].R.tag, sizeof(args[i].R.tag), "nccl %dx rank %d", n, i);
-                if ((r = dsv_backend_open("cuda", i, &args[i].R.be, &err)) < 0) {
+                if ((r = cuda_backend(i, &args[i].R.be, &err)) < 0) {
                         fprintf(stderr, "comm-conformance: FAIL: %s\n", err.msg);
                         return 1;
                 }

@@ -44,7 +44,7 @@ int main(void) {
         dsv_comm_free(comms[0]);
 
         /* the CPU backend has no plugin communicator */
-        REQUIRE(dsv_backend_open("cpu", 1, &be, &err) == 0, "CPU backend: %s", err.msg);
+        REQUIRE(dsv_backend_cpu_new(1, &be) == 0, "CPU backend");
         CHECK(dsv_comm_plugin_unique_id(be, id, sizeof(id), &len) == -EOPNOTSUPP, "no unique id from the CPU backend");
         CHECK(dsv_comm_open_plugin(be, id, 128, 2, 0, 1000, &comms[0], &err) == -EOPNOTSUPP && strstr(err.msg, "no communicator"),
               "no plugin communicator on the CPU backend: %s", err.msg);
