@@ -32,6 +32,8 @@ struct plugin {
         dsv_plugin_sample_fn sample;
         dsv_plugin_last_error_fn last_error;
         dsv_plugin_describe_fn describe;
+        dsv_plugin_comm_id_fn comm_id;
+        dsv_plugin_comm_new_fn comm_new;
 };
 
 static struct plugin plugins[4];
@@ -124,6 +126,10 @@ static bool try_load(const char *path, const char *name, bool check_perms, struc
         p->last_error = (dsv_plugin_last_error_fn)dlsym(h, sym);
         snprintf(sym, sizeof(sym), "dsv_backend_%s_describe", name);
         p->describe = (dsv_plugin_describe_fn)dlsym(h, sym);
+        snprintf(sym, sizeof(sym), "dsv_backend_%s_comm_unique_id", name);
+        p->comm_id = (dsv_plugin_comm_id_fn)dlsym(h, sym);
+        snprintf(sym, sizeof(sym), "dsv_backend_%s_comm_new", name);
+        p->comm_new = (dsv_plugin_comm_new_fn)dlsym(h, sym);
         return true;
 }
 
@@ -249,4 +255,31 @@ const char *dsv_backend_describe(struct dsv_backend *be) {
         if (be && be->ops && be->ops->describe)
                 return be->ops->describe(be);
         return be && be->ops && be->ops->name ? be->ops->name : "?";
+}
+
+int dsv_comm_plugin_unique_id(struct dsv_backend *be, void *id, size_t cap, size_t *len) {
+        struct plugin *p = plugin_of(be);
+        if (!id || !len)
+                return -EINVAL;
+        if (!p || !p->comm_id)
+                return -EOPNOTSUPP;
+        return p->comm_id(id, cap, len);
+}
+
+int dsv_comm_open_plugin(struct dsv_backend *be, const void *id, size_t id_len, int size, int rank, int timeout_ms,
+                         struct dsv_comm **ret, struct dsv_error *err) {
+        struct plugin *p = plugin_of(be);
+        int r;
+        if (!be || !id || !ret || size < 1 || rank < 0 || rank >= size || timeout_ms <= 0)
+                return seterr(err, -EINVAL, "dsv_comm_open_plugin: bad arguments (rank %d of %d, timeout %d ms)", rank, size,
+                              timeout_ms);
+        if (!p || !p->comm_new)
+                return seterr(err, -EOPNOTSUPP, "The %s backend has no communicator (built without NCCL?)",
+                              be->ops && be->ops->name ? be->ops->name : "?");
+        r = p->comm_new(DSV_COMM_ABI, be, id, id_len, size, rank, timeout_ms, ret);
+        if (r < 0)
+                return seterr(err, r, "Rank %d of %d could not join the %s communicator: %s%s%s", rank, size, p->name,
+                              strerror(-r), p->last_error && p->last_error()[0] ? ": " : "",
+                              p->last_error ? p->last_error() : "");
+        return 0;
 }

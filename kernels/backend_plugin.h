@@ -28,6 +28,7 @@
 
 #include "kernels/base.h"
 #include "kernels/backend.h"
+#include "kernels/comm.h"
 
 /* Changes whenever struct dsv_op, struct dsv_tensor, the KV layout or the vtable change. */
 #define DSV_BACKEND_ABI                                                                                                    \
@@ -67,6 +68,21 @@ const char *dsv_backend_last_error(struct dsv_backend *be);
 /* One line about the backend for logs and reports (device, paths chosen), or its name. */
 const char *dsv_backend_describe(struct dsv_backend *be);
 
+/* Communicators of a GPU backend (kernels/comm.h; NCCL in the CUDA plugin, optional plugin
+ * entries dsv_backend_<name>_comm_unique_id and dsv_backend_<name>_comm_new):
+ *   dsv_comm_plugin_unique_id  a new group id (NCCL: ncclGetUniqueId, 128 bytes) that rank 0
+ *                              makes and hands to every rank (daemon/cluster carries it
+ *                              between hosts)
+ *   dsv_comm_open_plugin       rank `rank` of `size` joins the group of that id on be's
+ *                              device, collectives on be's stream; every rank calls it at
+ *                              the same time (threads or processes); it returns once all
+ *                              joined, or -ETIMEDOUT after timeout_ms
+ * -EOPNOTSUPP when the backend has no communicator (the CPU backend uses
+ * dsv_comm_local_group_new or dsv_comm_mpi_new). */
+int dsv_comm_plugin_unique_id(struct dsv_backend *be, void *id, size_t cap, size_t *len);
+int dsv_comm_open_plugin(struct dsv_backend *be, const void *id, size_t id_len, int size, int rank, int timeout_ms,
+                         struct dsv_comm **ret, struct dsv_error *err);
+
 /* Plugin entry points, as the CUDA plugin defines them. */
 typedef uint32_t (*dsv_plugin_abi_fn)(void);
 typedef int (*dsv_plugin_new_fn)(int device, struct dsv_backend **ret);
@@ -74,3 +90,7 @@ typedef int (*dsv_plugin_sample_fn)(struct dsv_backend *be, const struct dsv_ten
                                     const struct dsv_sample_params *params, int n, int32_t *tokens);
 typedef const char *(*dsv_plugin_last_error_fn)(void);
 typedef const char *(*dsv_plugin_describe_fn)(struct dsv_backend *be);
+typedef int (*dsv_plugin_comm_id_fn)(void *id, size_t cap, size_t *len);
+/* comm_abi: the caller's DSV_COMM_ABI; the plugin answers -EPROTO when it differs */
+typedef int (*dsv_plugin_comm_new_fn)(uint32_t comm_abi, struct dsv_backend *be, const void *id, size_t id_len, int size,
+                                      int rank, int timeout_ms, struct dsv_comm **ret);

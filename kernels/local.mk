@@ -11,3 +11,16 @@ libdsv32kernels_la_SOURCES = \
 # path computes the same bits (gemm.h)
 libdsv32kernels_la_CFLAGS = $(AM_CFLAGS) -O3 -fopenmp-simd -ffp-contract=off
 libdsv32kernels_la_LIBADD = -lm
+
+# the communicator interface (kernels/comm.h) and its in-process implementation
+libdsv32kernels_la_SOURCES += kernels/comm.h kernels/comm.c kernels/comm_local.c
+
+# the Open MPI communicator (kernels/comm.h), for programs that run CPU ranks in several
+# processes (mpirun); only when configure found Open MPI
+if HAVE_MPI
+noinst_LTLIBRARIES += libdsv32commmpi.la
+libdsv32commmpi_la_SOURCES = kernels/comm_mpi.c
+libdsv32commmpi_la_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
+# its callers link libdsv32core.la after it (comm.c, util.c)
+libdsv32commmpi_la_LIBADD = $(MPI_LIBS)
+endif

@@ -121,6 +121,18 @@ int main(int argc, char **argv) {
                 dsv_config_free(&cfg);
                 return 0;
         }
+        if (dsv_config_check(&cfg, err, sizeof(err)) < 0) {
+                fprintf(stderr, "dsv32d: %s\n", err);
+                dsv_config_free(&cfg);
+                return 2;
+        }
+        if (cfg.nodes > 1) {
+                /* the bootstrap exists (daemon/cluster); serving a model split over hosts comes with the layouts */
+                fprintf(stderr, "dsv32d: nodes %d: serving from several hosts is not in this release yet (one host: nodes = 1)\n",
+                        cfg.nodes);
+                dsv_config_free(&cfg);
+                return 2;
+        }
         if (!model_present(cfg.model)) {
                 fprintf(stderr,
                         "dsv32d: no model at %s (no config.json there).\n"

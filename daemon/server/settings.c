@@ -93,6 +93,21 @@ static const struct dsv_config_option options[] = {
         OPT("handshake-timeout-ms", OPT_INT, handshake_timeout_ms, "5000", 10, 600000, true, NULL,
             "a connection must send HELLO within this time"),
         OPT("log-level", OPT_ENUM, log_level, "info", 0, 0, true, "err|warning|notice|info|debug", "log verbosity"),
+        OPT("nodes", OPT_INT, nodes, "1", 1, 1024, false, NULL,
+            "hosts in the serving group, one dsv32d each (1: this host alone)"),
+        OPT("node-rank", OPT_INT, node_rank, "0", 0, 1023, false, NULL,
+            "this host's place in the group: 0 coordinates and serves clients, 1..nodes-1 join it"),
+        OPT("coordinator", OPT_STRING, coordinator, "", 0, 300, false, NULL,
+            "HOST:PORT ([IPv6]:PORT) of node 0's bootstrap port; node 0 listens there (nodes > 1)"),
+        OPT("cluster-peers", OPT_STRING, cluster_peers, "", 0, 4096, false, NULL,
+            "node 0: hosts (names or addresses, comma-separated) other nodes may join from (empty: any; every node must still "
+            "have node 0's model fingerprint and configuration)"),
+        OPT("cluster-heartbeat-ms", OPT_INT, cluster_heartbeat_ms, "1000", 10, 60000, false, NULL,
+            "interval of the heartbeats between the nodes"),
+        OPT("cluster-timeout-ms", OPT_INT, cluster_timeout_ms, "10000", 20, 3600000, false, NULL,
+            "a node silent this long is lost; every node reports a lost node within this time plus one heartbeat"),
+        OPT("cluster-join-timeout", OPT_INT, cluster_join_timeout_s, "600", 1, 86400, false, NULL,
+            "seconds node 0 waits at start for every other node (and a node for node 0)"),
 };
 
 size_t dsv_config_n_options(void) { return ARRAY_SIZE(options); }
@@ -202,6 +217,27 @@ int dsv_config_set(struct dsv_server_config *c, const char *name, const char *va
                 return -ENOENT;
         }
         return set_opt(c, o, value, err, errlen);
+}
+
+int dsv_config_check(const struct dsv_server_config *c, char *err, size_t errlen) {
+        if (c->node_rank >= c->nodes) {
+                snprintf(err, errlen, "node-rank %d: must be below nodes (%d)", c->node_rank, c->nodes);
+                return -EINVAL;
+        }
+        if (c->nodes > 1) {
+                const char *colon = strrchr(c->coordinator, ':');
+                if (!c->coordinator[0] || !colon || colon == c->coordinator || !colon[1]) {
+                        snprintf(err, errlen, "nodes %d: coordinator must be node 0's HOST:PORT, not '%s'", c->nodes,
+                                 c->coordinator);
+                        return -EINVAL;
+                }
+                if (c->cluster_timeout_ms < 2 * c->cluster_heartbeat_ms) {
+                        snprintf(err, errlen, "cluster-timeout-ms %d: must be at least two heartbeats (cluster-heartbeat-ms %d)",
+                                 c->cluster_timeout_ms, c->cluster_heartbeat_ms);
+                        return -EINVAL;
+                }
+        }
+        return 0;
 }
 
 static char *strip(char *s) {

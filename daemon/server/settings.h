@@ -46,6 +46,14 @@ struct dsv_server_config {
         int stop_timeout_s;
         int handshake_timeout_ms;
         char *log_level;
+        /* several hosts (daemon/cluster) */
+        int nodes;
+        int node_rank;
+        char *coordinator;
+        char *cluster_peers;
+        int cluster_heartbeat_ms;
+        int cluster_timeout_ms;
+        int cluster_join_timeout_s;
 };
 
 /* Option lookup for main's getopt table. */
@@ -58,6 +66,9 @@ int dsv_config_init(struct dsv_server_config *c);
 void dsv_config_free(struct dsv_server_config *c);
 /* Sets one option from text, validating type and bounds; err gets a reason. */
 int dsv_config_set(struct dsv_server_config *c, const char *name, const char *value, char *err, size_t errlen);
+/* Checks what single settings cannot: node-rank < nodes, a coordinator HOST:PORT when
+ * nodes > 1, a cluster timeout of at least two heartbeats. */
+int dsv_config_check(const struct dsv_server_config *c, char *err, size_t errlen);
 /* Reads `name = value` lines (# comments, blank lines). A missing file is -ENOENT. */
 int dsv_config_load_file(struct dsv_server_config *c, const char *path, char *err, size_t errlen);
 /* Copies the reloadable settings of `next` into `cur`; logs what changed and, for each

@@ -12,6 +12,7 @@
 #include "daemon/checkpoint.h"
 #include "daemon/inspect.h"
 #include "daemon/kv_cache.h"
+#include "daemon/plan.h"
 
 #define MAX_CONTEXTS 64
 #define MAX_CONTEXT (1ull << 31)
@@ -27,6 +28,12 @@ static void help(void) {
                "  --batch B         sequences per decode step (default 1)\n"
                "  --bandwidth GB/s  memory bandwidth for the decode roofline (1 GB = 1e9 bytes)\n"
                "  --preset NAME     a built-in config: tiny, small, m474, v32-layers:N, v32 (671B)\n"
+               "  --plan SPEC       a multi-GPU plan: GPUSxTYPE or NODESxGPUSxTYPE (8xH200, 2x8xH200;\n"
+               "                    TYPE H100 or H200, at most 8 GPUs a node); --batch is then the\n"
+               "                    whole group's decode batch\n"
+               "  --parallel L      the plan's layout: ep,dp (default) or ep,tp\n"
+               "  --mem-fraction F  share of each GPU's memory dsv32d may take (default 0.92)\n"
+               "  --reserve-gib G   of that, GiB kept for activations, workspaces, NCCL, CUDA (default 6)\n"
                "  --json            one JSON object on stdout instead of the table\n"
                "  -h, --help        this text\n\n"
                "Counting (the same in the table and the JSON):\n"
@@ -57,7 +64,24 @@ static void help(void) {
                "  Decode step (fp8 cache, main model): weights = all tensors except the embedding\n"
                "  table and routed experts, + E(1-(1-k/E)^B) distinct experts per MoE layer\n"
                "  (uniform routing), + B embedding rows; kv = B x layers x (min(N, index_topk) x\n"
-               "  MLA record + N x indexer record); tokens_per_s = B x bandwidth / (weights + kv).\n\n"
+               "  MLA record + N x indexer record); tokens_per_s = B x bandwidth / (weights + kv).\n"
+               "  Plan (--plan; main model, fp8 cache): layout ep,dp = routed experts split over all\n"
+               "  ranks (ceil(E/ranks) each), MLA and indexer on every rank, dense MLP, shared experts,\n"
+               "  embedding and lm_head split over a node's GPUs (FP8 in 128-row blocks), router and\n"
+               "  norms on every rank, each rank its own sequences; ep,tp = the same with q_b_proj,\n"
+               "  kv_b_proj, o_proj split by heads over a node's GPUs, which then all hold the node's\n"
+               "  cache. GPU memory (nvidia-smi memory.total): H100 81,559 MiB, H200 143,771 MiB;\n"
+               "  HBM 3,350 / 4,800 GB/s; NVLink 450 GB/s and network 50 GB/s (400 Gb/s) per GPU and\n"
+               "  direction. KV pool = memory x fraction - reserve - weights, whole pages.\n"
+               "  Decode step (ep,dp, batch B of the group, b = ceil(B/ranks) per rank): a token\n"
+               "  picks topk_group groups, then k experts among them, uniformly; dispatch sends it\n"
+               "  once to each other rank owning one (hidden e4m3 + fp32 scale per 128 + 8 B per\n"
+               "  expert), combine returns bf16 hidden per such rank, per MoE layer; tensor-parallel\n"
+               "  layers (dense, shared experts, embedding, lm_head) all-gather and reduce-scatter\n"
+               "  bf16 hidden: 2 (G-1) b hidden x 2 B each; HBM = the rank's weights but its experts\n"
+               "  and embedding, + its experts the batch touches (E/R (1-(1-k/E)^B) per layer), + b\n"
+               "  embedding rows, + its KV reads; time = bytes / bandwidth per link; tokens/s =\n"
+               "  B / (t_hbm + t_nvlink + t_net) serial, B / max(...) with perfect overlap.\n\n"
                "JSON fields (stable; bytes and counts are integers, FLOPs are numbers):\n"
                "  schema_version, source{path, kind: config|checkpoint|preset},\n"
                "  model{model_type, vocab_size, hidden_size, num_hidden_layers, first_k_dense_replace,\n"
@@ -81,7 +105,16 @@ static void help(void) {
                "    bytes_allocated}]}]},\n"
                "  decode_step{batch, bandwidth_gb_per_s (null if not given), kv_layout,\n"
                "    contexts[{context, experts_per_layer, weight_bytes, kv_bytes, bytes,\n"
-               "    tokens_per_s (null without --bandwidth)}]}\n\n"
+               "    tokens_per_s (null without --bandwidth)}]},\n"
+               "  plan: null | {spec{nodes, gpus_per_node, gpu, mem_bytes, hbm_gb_per_s, nvlink_gb_per_s,\n"
+               "    net_gb_per_s, parallel, mem_fraction, reserve_bytes}, ranks, experts_per_rank,\n"
+               "    weights{routed_experts, attention, dense_and_shared, vocab, other, total},\n"
+               "    budget_bytes, fits, kv_pool_bytes, kv_pages, kv_tokens_per_rank, kv_copies,\n"
+               "    kv_tokens_total, max_batch[{context, sequences}], decode_step: null (ep,tp) |\n"
+               "    [{context, batch, batch_per_rank, ranks_per_token, nvlink_ranks_per_token,\n"
+               "    net_ranks_per_token, dispatch_bytes, combine_bytes, a2a_nvlink_bytes,\n"
+               "    a2a_net_bytes, tp_nvlink_bytes, experts_touched, hbm_weight_bytes, hbm_kv_bytes,\n"
+               "    t_hbm_s, t_nvlink_s, t_net_s, tokens_per_s_serial, tokens_per_s_overlap}]}\n\n"
                "Exit status: 0 success, 1 unreadable or invalid config or checkpoint, 2 usage error.\n");
 }
 
@@ -98,6 +131,9 @@ struct report {
         int n_contexts;
         int batch;
         double bandwidth_gbps; /* 0: not given */
+        bool plan;
+        struct dsv_plan_spec plan_spec;
+        struct dsv_plan pl;
 };
 
 /* "4096", "128K", "1M" */
@@ -188,6 +224,70 @@ static json_t *model_json(const struct report *R) {
         SETI(max_position_embeddings);
 #undef SETI
         json_object_set_new(o, "fp8", json_boolean(c->fp8));
+        return o;
+}
+
+static json_t *plan_json(const struct report *R) {
+        const struct dsv_plan *p = &R->pl;
+        const struct dsv_plan_spec *sp = &p->spec;
+        json_t *o = json_object(), *w = json_object(), *a = json_array(), *steps;
+
+        json_object_set_new(
+                o, "spec",
+                json_pack("{s:i, s:i, s:s, s:o, s:f, s:f, s:f, s:s, s:f, s:o}", "nodes", sp->nodes, "gpus_per_node",
+                          sp->gpus_per_node, "gpu", sp->gpu.name, "mem_bytes", ju64(sp->gpu.mem_bytes), "hbm_gb_per_s",
+                          sp->gpu.hbm_gbps, "nvlink_gb_per_s", sp->gpu.nvlink_gbps, "net_gb_per_s", sp->gpu.net_gbps,
+                          "parallel", dsv_attn_parallel_name(sp->attn), "mem_fraction", sp->mem_fraction, "reserve_bytes",
+                          ju64(sp->reserve_bytes)));
+        json_object_set_new(o, "ranks", json_integer(p->ranks));
+        json_object_set_new(o, "experts_per_rank", json_integer(p->experts_per_rank));
+        for (int k = 0; k < DSV_PLAN_PART_MAX; k++)
+                json_object_set_new(w, dsv_plan_part_name((enum dsv_plan_part)k), ju64(p->part_bytes[k]));
+        json_object_set_new(w, "total", ju64(p->weight_bytes));
+        json_object_set_new(o, "weights", w);
+        json_object_set_new(o, "budget_bytes", ju64(p->budget_bytes));
+        json_object_set_new(o, "fits", json_boolean(p->fits));
+        json_object_set_new(o, "kv_pool_bytes", json_integer((json_int_t)p->kv_pool_bytes));
+        json_object_set_new(o, "kv_pages", ju64(p->kv_pages));
+        json_object_set_new(o, "kv_tokens_per_rank", ju64(p->kv_tokens_rank));
+        json_object_set_new(o, "kv_copies", json_integer(p->kv_copies));
+        json_object_set_new(o, "kv_tokens_total", ju64(p->kv_tokens_total));
+        for (int i = 0; i < R->n_contexts; i++)
+                json_array_append_new(a, json_pack("{s:I, s:o}", "context", (json_int_t)R->contexts[i], "sequences",
+                                                   ju64(dsv_plan_max_batch(p, R->contexts[i]))));
+        json_object_set_new(o, "max_batch", a);
+        if (sp->attn != DSV_ATTN_DP) {
+                json_object_set_new(o, "decode_step", json_null());
+                return o;
+        }
+        steps = json_array();
+        for (int i = 0; i < R->n_contexts; i++) {
+                struct dsv_plan_step st;
+                if (dsv_plan_decode_step(&R->cfg, &R->pc, &R->kv[DSV_INSPECT_KV_FP8], p, R->contexts[i], R->batch, &st) < 0)
+                        continue;
+                json_t *e = json_object();
+                json_object_set_new(e, "context", ju64(st.context));
+                json_object_set_new(e, "batch", json_integer(st.batch));
+                json_object_set_new(e, "batch_per_rank", json_integer(st.batch_per_rank));
+                json_object_set_new(e, "ranks_per_token", json_real(st.ranks_per_token));
+                json_object_set_new(e, "nvlink_ranks_per_token", json_real(st.nvlink_ranks_per_token));
+                json_object_set_new(e, "net_ranks_per_token", json_real(st.net_ranks_per_token));
+                json_object_set_new(e, "dispatch_bytes", jnum(st.dispatch_bytes));
+                json_object_set_new(e, "combine_bytes", jnum(st.combine_bytes));
+                json_object_set_new(e, "a2a_nvlink_bytes", jnum(round(st.a2a_nvlink_bytes)));
+                json_object_set_new(e, "a2a_net_bytes", jnum(round(st.a2a_net_bytes)));
+                json_object_set_new(e, "tp_nvlink_bytes", jnum(round(st.tp_nvlink_bytes)));
+                json_object_set_new(e, "experts_touched", json_real(st.experts_touched));
+                json_object_set_new(e, "hbm_weight_bytes", jnum(round(st.hbm_weight_bytes)));
+                json_object_set_new(e, "hbm_kv_bytes", jnum(round(st.hbm_kv_bytes)));
+                json_object_set_new(e, "t_hbm_s", json_real(st.t_hbm));
+                json_object_set_new(e, "t_nvlink_s", json_real(st.t_nvlink));
+                json_object_set_new(e, "t_net_s", json_real(st.t_net));
+                json_object_set_new(e, "tokens_per_s_serial", json_real(st.tokens_per_s_serial));
+                json_object_set_new(e, "tokens_per_s_overlap", json_real(st.tokens_per_s_overlap));
+                json_array_append_new(steps, e);
+        }
+        json_object_set_new(o, "decode_step", steps);
         return o;
 }
 
@@ -297,6 +397,7 @@ static int print_json(const struct report *R) {
         }
         json_object_set_new(o, "contexts", a);
         json_object_set_new(root, "decode_step", o);
+        json_object_set_new(root, "plan", R->plan ? plan_json(R) : json_null());
 
         text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         json_decref(root);
@@ -359,6 +460,8 @@ static const char *billions(char *buf, size_t size, uint64_t v) {
 #define SI(v) si((char[32]){0}, 32, (v))
 #define IEC(v) iec((char[32]){0}, 32, (v))
 #define BN(v) billions((char[32]){0}, 32, (v))
+
+static void print_plan(const struct report *R);
 
 static void print_flops_rows(const struct report *R, bool prefill) {
         printf("  %10s %11s %11s %11s %11s %11s %11s\n", prefill ? "tokens" : "context", "linear", "attn DSA", "attn dense",
@@ -480,6 +583,69 @@ static void print_table(const struct report *R) {
                 printf("  %10s %14.2f %12s %12s %12s %12s\n", C(d.context), d.experts_per_layer, IEC(d.weight_bytes),
                        IEC(d.kv_bytes), IEC(d.bytes), tps);
         }
+        if (R->plan)
+                print_plan(R);
+}
+
+static void print_plan(const struct report *R) {
+        const struct dsv_plan *p = &R->pl;
+        const struct dsv_plan_spec *sp = &p->spec;
+        static const char *const what[DSV_PLAN_PART_MAX] = {
+                "routed experts, expert-parallel", "MLA + indexer", "dense MLP + shared experts, tensor-parallel",
+                "embedding + lm_head, tensor-parallel", "router, norms"};
+
+        printf("\nPlan        %d x %s (%d node%s x %d GPU%s), layout %s: %d rank%s\n", p->ranks, sp->gpu.name, sp->nodes,
+               sp->nodes > 1 ? "s" : "", sp->gpus_per_node, sp->gpus_per_node > 1 ? "s" : "", dsv_attn_parallel_name(sp->attn),
+               p->ranks, p->ranks > 1 ? "s" : "");
+        printf("  GPU memory %s, dsv32d takes %.0f%% less %s reserve: %s per rank\n", IEC((double)sp->gpu.mem_bytes),
+               100.0 * sp->mem_fraction, IEC((double)sp->reserve_bytes), IEC((double)p->budget_bytes));
+        printf("  weights per rank (the largest share):\n");
+        for (int k = 0; k < DSV_PLAN_PART_MAX; k++) {
+                char note[96] = "";
+                if (k == DSV_PLAN_EXPERTS)
+                        snprintf(note, sizeof(note), " (%d of %d experts x %d layers)", p->experts_per_rank, R->cfg.n_routed_experts,
+                                 R->pc.moe_layers);
+                else if (k == DSV_PLAN_DENSE || k == DSV_PLAN_VOCAB ||
+                         (k == DSV_PLAN_ATTENTION && sp->attn == DSV_ATTN_TP))
+                        snprintf(note, sizeof(note), " (1/%d of each split tensor)", sp->gpus_per_node);
+                printf("    %-18s %12s  %s%s\n", dsv_plan_part_name((enum dsv_plan_part)k), IEC((double)p->part_bytes[k]),
+                       what[k], note);
+        }
+        printf("    %-18s %12s\n", "total", IEC((double)p->weight_bytes));
+        if (!p->fits) {
+                printf("  does not fit: the weights alone need %s more than the %s a rank may use\n",
+                       IEC((double)p->weight_bytes - (double)p->budget_bytes), IEC((double)p->budget_bytes));
+                return;
+        }
+        printf("  KV pool per rank  %s = %s pages of %d tokens = %s tokens (%s B/token)\n", IEC((double)p->kv_pool_bytes),
+               C(p->kv_pages), p->page_tokens, C(p->kv_tokens_rank), C(R->kv[DSV_INSPECT_KV_FP8].per_token));
+        printf("  the group holds   %s tokens (%s)\n", C(p->kv_tokens_total),
+               p->kv_copies == 1 ? "each rank its own sequences" : "each node's GPUs hold the same cache");
+        printf("  sequences at once:");
+        for (int i = 0; i < R->n_contexts; i++)
+                printf("%s %s at %s tokens", i ? "," : "", C(dsv_plan_max_batch(p, R->contexts[i])), C(R->contexts[i]));
+        printf("\n");
+        if (sp->attn != DSV_ATTN_DP) {
+                printf("  (decode-step traffic is modelled for ep,dp)\n");
+                return;
+        }
+        printf("\nDecode step of the plan, batch %d over %d ranks (at most %d a rank), per rank:\n", R->batch, p->ranks,
+               DIV_ROUND_UP(R->batch, p->ranks));
+        printf("  %10s %11s %11s %11s %11s %11s %9s %9s %9s %11s %11s\n", "context", "ranks/tok", "a2a NVLink", "a2a net",
+               "TP NVLink", "HBM", "t HBM", "t NVLink", "t net", "tok/s ser.", "tok/s ovl.");
+        for (int i = 0; i < R->n_contexts; i++) {
+                struct dsv_plan_step st;
+                if (dsv_plan_decode_step(&R->cfg, &R->pc, &R->kv[DSV_INSPECT_KV_FP8], p, R->contexts[i], R->batch, &st) < 0)
+                        continue;
+                char rk[32];
+                snprintf(rk, sizeof(rk), "%.2f+%.2f", st.nvlink_ranks_per_token, st.net_ranks_per_token);
+                printf("  %10s %11s %11s %11s %11s %11s %7.3fms %7.3fms %7.3fms %11.0f %11.0f\n", C(st.context), rk,
+                       IEC(st.a2a_nvlink_bytes), IEC(st.a2a_net_bytes), IEC(st.tp_nvlink_bytes),
+                       IEC(st.hbm_weight_bytes + st.hbm_kv_bytes), st.t_hbm * 1e3, st.t_nvlink * 1e3, st.t_net * 1e3,
+                       st.tokens_per_s_serial, st.tokens_per_s_overlap);
+        }
+        printf("  ranks/tok: other ranks a token goes to, same node + other nodes; a2a: dispatch + combine\n"
+               "  bytes sent over all MoE layers; tok/s: the group's, links serial or perfectly overlapped.\n");
 }
 
 /* ------------------------------------------------------------------ input */
@@ -528,9 +694,15 @@ int main(int argc, char **argv) {
                 {"context", required_argument, NULL, 'c'},   {"batch", required_argument, NULL, 'b'},
                 {"bandwidth", required_argument, NULL, 'w'}, {"preset", required_argument, NULL, 'p'},
                 {"json", no_argument, NULL, 'j'},            {"help", no_argument, NULL, 'h'},
+                {"plan", required_argument, NULL, 'P'},      {"parallel", required_argument, NULL, 'L'},
+                {"mem-fraction", required_argument, NULL, 'F'}, {"reserve-gib", required_argument, NULL, 'G'},
                 {0},
         };
-        struct report R = {.batch = 1};
+        bool plan_opts = false;
+        char perr[256];
+        double dv;
+        struct report R = {.batch = 1,
+                           .plan_spec = {.attn = DSV_ATTN_DP, .mem_fraction = 0.92, .reserve_bytes = 6ull << 30}};
         struct dsv_error err = {{0}};
         const char *preset = NULL;
         bool json = false;
@@ -571,6 +743,36 @@ int main(int argc, char **argv) {
                 case 'j':
                         json = true;
                         break;
+                case 'P':
+                        if (dsv_plan_parse(optarg, &R.plan_spec, perr, sizeof(perr)) < 0) {
+                                fprintf(stderr, "dsv32-inspect: --plan: %s\n", perr);
+                                return 2;
+                        }
+                        R.plan = true;
+                        break;
+                case 'L':
+                        if (dsv_plan_parse_parallel(optarg, &R.plan_spec.attn) < 0) {
+                                fprintf(stderr, "dsv32-inspect: --parallel takes ep,dp or ep,tp, not '%s'\n", optarg);
+                                return 2;
+                        }
+                        plan_opts = true;
+                        break;
+                case 'F':
+                        if (dsv_parse_double(optarg, &dv) < 0 || !(dv > 0 && dv <= 1)) {
+                                fprintf(stderr, "dsv32-inspect: --mem-fraction needs a number in (0, 1], not '%s'\n", optarg);
+                                return 2;
+                        }
+                        R.plan_spec.mem_fraction = dv;
+                        plan_opts = true;
+                        break;
+                case 'G':
+                        if (dsv_parse_double(optarg, &dv) < 0 || !(dv >= 0 && dv <= 4096)) {
+                                fprintf(stderr, "dsv32-inspect: --reserve-gib needs 0..4096 GiB, not '%s'\n", optarg);
+                                return 2;
+                        }
+                        R.plan_spec.reserve_bytes = (uint64_t)(dv * (double)(1ull << 30));
+                        plan_opts = true;
+                        break;
                 case 'h':
                         help();
                         return 0;
@@ -578,6 +780,10 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "Try 'dsv32-inspect --help'.\n");
                         return 2;
                 }
+        }
+        if (plan_opts && !R.plan) {
+                fprintf(stderr, "dsv32-inspect: --parallel, --mem-fraction and --reserve-gib go with --plan\n");
+                return 2;
         }
         if ((preset ? 0 : 1) != argc - optind) {
                 fprintf(stderr, "dsv32-inspect: give one CONFIG.json or CHECKPOINT_DIR, or --preset NAME (try --help)\n");
@@ -603,6 +809,18 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "dsv32-inspect: cannot compute the KV layout: %s\n", strerror(-r));
                         goto out;
                 }
+        if (R.plan && (r = dsv_plan_make(&R.cfg, &R.pc, &R.kv[DSV_INSPECT_KV_FP8], &R.plan_spec, &R.pl)) < 0) {
+                const int ranks = R.plan_spec.nodes * R.plan_spec.gpus_per_node;
+                if (r == -EINVAL && R.cfg.n_routed_experts < ranks)
+                        fprintf(stderr, "dsv32-inspect: --plan: %d experts cannot be spread over %d ranks (each rank owns whole experts)\n",
+                                R.cfg.n_routed_experts, ranks);
+                else if (r == -EINVAL)
+                        fprintf(stderr, "dsv32-inspect: --plan: %d attention heads do not split over %d GPUs (ep,tp)\n",
+                                R.cfg.num_attention_heads, R.plan_spec.gpus_per_node);
+                else
+                        fprintf(stderr, "dsv32-inspect: --plan: %s\n", strerror(-r));
+                goto out;
+        }
         if (json) {
                 if ((r = print_json(&R)) < 0) {
                         fprintf(stderr, "dsv32-inspect: cannot write JSON: %s\n", strerror(-r));

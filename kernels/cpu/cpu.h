@@ -68,8 +68,9 @@ static inline uint8_t *dsv_kv_layer_page(const struct dsv_kv_ref *kv, int64_t pa
 /* Dequantizes one token's latent (F32 out, kv_lora) and k_pe (F32 out, rope). */
 void dsv_kv_read_mla(const struct dsv_kv_ref *kv, int64_t slot, float *latent, float *k_pe);
 
-/* Hot loops get per-ISA clones picked at load time (GCC ifunc). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* Hot loops get per-ISA clones picked at load time (GCC ifunc). Not under ThreadSanitizer:
+ * an ifunc resolver runs during relocation, before the TSan runtime is up, and crashes. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define DSV_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define DSV_HOT

@@ -94,3 +94,17 @@ kernels/dev/mla_decode: $(srcdir)/kernels/dev/mla_decode.cu $(DEV_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/dev && $(NVCC) $(DEV_NVCCFLAGS) -c -o $@.o $(srcdir)/kernels/dev/mla_decode.cu && \
 		$(CXX) -o $@ $@.o $(CUDA_LIBS)
 endif
+
+# ---------------------------------------------------------------- NCCL
+# The communicator of the plugin (kernels/cuda/comm_nccl.cu), when configure found NCCL
+# (HAVE_NCCL; its library is then part of CUDA_LIBS).
+EXTRA_DIST += kernels/cuda/comm_nccl.cu
+CUDA_DEPS += $(srcdir)/kernels/comm.h
+if HAVE_CUDA
+if HAVE_NCCL
+CUDA_PLUGIN_OBJ += kernels/cuda/comm_nccl.o
+CLEANFILES += kernels/cuda/comm_nccl.o
+kernels/cuda/comm_nccl.o: $(srcdir)/kernels/cuda/comm_nccl.cu $(CUDA_DEPS)
+	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/comm_nccl.cu
+endif
+endif

@@ -1,7 +1,7 @@
 # tests/inspect: dsv32-inspect, its accounting library, and their tests.
 # The library (daemon/inspect.c) is kept apart from libdsv32core until the daemon needs it.
 noinst_LTLIBRARIES += libdsv32inspect.la
-libdsv32inspect_la_SOURCES = daemon/inspect.h daemon/inspect.c
+libdsv32inspect_la_SOURCES = daemon/inspect.h daemon/inspect.c daemon/plan.h daemon/plan.c
 libdsv32inspect_la_LIBADD = libdsv32core.la -lm
 
 bin_PROGRAMS += dsv32-inspect
@@ -14,7 +14,8 @@ inspect_tests = \
 	tests/inspect/test-inspect-v32 \
 	tests/inspect/test-inspect-tiny \
 	tests/inspect/test-inspect-kvpool \
-	tests/inspect/test-inspect-cli
+	tests/inspect/test-inspect-cli \
+	tests/inspect/test-inspect-plan
 check_PROGRAMS += $(inspect_tests)
 TESTS += $(inspect_tests)
 
@@ -36,3 +37,11 @@ tests_inspect_test_inspect_kvpool_LDADD = $(inspect_test_ldadd)
 tests_inspect_test_inspect_cli_SOURCES = tests/inspect/test-inspect-cli.c tests/inspect/inspect-test.h
 tests_inspect_test_inspect_cli_CFLAGS = $(inspect_test_cflags)
 tests_inspect_test_inspect_cli_LDADD = $(inspect_test_ldadd)
+
+tests_inspect_test_inspect_plan_SOURCES = tests/inspect/test-inspect-plan.c tests/inspect/inspect-test.h
+tests_inspect_test_inspect_plan_CFLAGS = $(inspect_test_cflags)
+tests_inspect_test_inspect_plan_LDADD = $(inspect_test_ldadd)
+
+# docs/scaling.md quotes dsv32-inspect --plan; this test keeps the two in step
+TESTS += tests/inspect/test-scaling-doc.sh
+EXTRA_DIST += tests/inspect/test-scaling-doc.sh docs/scaling.md

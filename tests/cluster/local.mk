@@ -1,0 +1,48 @@
+# tests/cluster/: the multi-node bootstrap (processes on loopback), its wire format, the
+# model fingerprint, and the replay of the wire decoder's fuzz corpus.
+cluster_tests = tests/cluster/test-cluster-wire tests/cluster/test-cluster-bootstrap tests/cluster/test-cluster-fingerprint
+check_PROGRAMS += $(cluster_tests)
+TESTS += $(cluster_tests)
+tests_cluster_test_cluster_wire_SOURCES = tests/cluster/test-cluster-wire.c
+tests_cluster_test_cluster_wire_LDADD = libdsv32cluster.la
+tests_cluster_test_cluster_bootstrap_SOURCES = tests/cluster/test-cluster-bootstrap.c
+tests_cluster_test_cluster_bootstrap_LDADD = libdsv32cluster.la
+tests_cluster_test_cluster_fingerprint_SOURCES = tests/cluster/test-cluster-fingerprint.c
+tests_cluster_test_cluster_fingerprint_LDADD = libdsv32cluster.la
+check_PROGRAMS += tests/cluster/test-cluster-settings
+TESTS += tests/cluster/test-cluster-settings
+tests_cluster_test_cluster_settings_SOURCES = tests/cluster/test-cluster-settings.c
+tests_cluster_test_cluster_settings_LDADD = libdsv32server.la
+
+check_PROGRAMS += tests/fuzz/fuzz-cluster-wire-replay
+tests_fuzz_fuzz_cluster_wire_replay_SOURCES = tests/fuzz/fuzz-cluster-wire.c tests/fuzz/standalone.c
+tests_fuzz_fuzz_cluster_wire_replay_LDADD = libdsv32cluster.la
+TESTS += tests/cluster/replay-wire.sh
+EXTRA_DIST += tests/cluster/replay-wire.sh tests/fuzz/corpus/cluster-wire tests/cluster/.gitignore
+if ENABLE_FUZZERS
+noinst_PROGRAMS += tests/fuzz/fuzz-cluster-wire
+tests_fuzz_fuzz_cluster_wire_SOURCES = tests/fuzz/fuzz-cluster-wire.c
+tests_fuzz_fuzz_cluster_wire_CFLAGS = $(AM_CFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_cluster_wire_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_CFLAGS)
+tests_fuzz_fuzz_cluster_wire_LDADD = libdsv32cluster.la
+endif
+
+clean-local: clean-cluster-tmp
+clean-cluster-tmp:
+	-rm -rf tests/cluster/*.tmp
+.PHONY: clean-cluster-tmp
+
+# `make check-tsan`, in a tree configured --enable-tsan: the tests whose threads share
+# memory (the in-process communicator's ranks, the bootstrap's monitor threads) under
+# ThreadSanitizer, without building the rest of the suite. Results in test-suite.log.
+TSAN_TEST_BINS = tests/comm/comm-conformance tests/cluster/test-cluster-bootstrap
+TSAN_LOGS = tests/comm/comm-local.log tests/cluster/test-cluster-bootstrap.log
+if ENABLE_TSAN
+check-tsan: $(TSAN_TEST_BINS)
+	@rm -f $(TSAN_LOGS) $(TSAN_LOGS:.log=.trs) $(TEST_SUITE_LOG)
+	@DSV32_COMM_LARGE=16384 $(MAKE) $(AM_MAKEFLAGS) $(TEST_SUITE_LOG) TEST_LOGS='$(TSAN_LOGS)'
+else
+check-tsan:
+	@echo "check-tsan: configure with --enable-tsan first (./configure --enable-tsan --with-cuda=no)"; exit 1
+endif
+.PHONY: check-tsan
