@@ -44,6 +44,17 @@ NVCC_V_ = $(NVCC_V_@AM_DEFAULT_V@)
 NVCC_V_0 = @echo "  NVCC    " $@;
 NVCC_V_1 =
 
+if !HAVE_CUDA
+if CUDA_EMULATE
+# ./configure --with-cuda=emulate: the plugin is the CPU-emulated build (tests/gpu/emu/local.mk),
+# found in this directory by the loader like the real one; never installed
+noinst_DATA = kernels/cuda/dsv32-backend-cuda.so
+CLEANFILES += kernels/cuda/dsv32-backend-cuda.so
+kernels/cuda/dsv32-backend-cuda.so: $(EMU_PLUGIN)
+	$(AM_V_GEN)$(MKDIR_P) kernels/cuda && cp $(EMU_PLUGIN) $@
+endif
+endif
+
 if HAVE_CUDA
 CUDA_PLUGIN_OBJ = \
 	kernels/cuda/backend_cuda.o kernels/cuda/elementwise.o kernels/cuda/norm.o \
