@@ -4,17 +4,23 @@
  *   "cpu"   the built-in reference backend (threads_or_device: worker threads, <= 0 all CPUs)
  *   "cuda"  dsv32-backend-cuda.so (threads_or_device: the CUDA device index)
  *   "auto"  cuda when the plugin loads and finds a GPU, else cpu (threads_or_device then
- *           means the device index for cuda and is ignored for cpu: all CPUs)
+ *           means the device index for cuda and is ignored for cpu: all CPUs); never a CPU
+ *           emulation of a GPU. When it falls back to cpu it still returns 0, and err says
+ *           why (for the log).
  *
  * The plugin is searched in this order:
  *   1. $DSV32_BACKEND_PATH: a colon-separated list of directories or .so files;
  *   2. the install directory $(pkglibdir) (DSV_PLUGIN_DIR at build time);
  *   3. the build tree (DSV_PLUGIN_BUILDDIR at build time), so tests and uninstalled builds
  *      find it.
+ * Every candidate is tried in that order: the first that loads and starts on the device wins,
+ * one that loads but reports -ENODEV (no such device) hands over to the next, so a list may
+ * name the real plugin first and the CPU emulation (tests/gpu/emu) after it.
  * A plugin exports
  *   uint32_t dsv_backend_plugin_abi(void);                       must equal DSV_BACKEND_ABI
  *   int dsv_backend_<name>_new(int device, struct dsv_backend **ret);   -ENODEV: no device
- * and may export the optional entries below (dsv_backend_<name>_sample, _last_error, _describe).
+ * and may export the optional entries below (dsv_backend_<name>_sample, _last_error, _describe,
+ * _emulated: true when its device is a CPU emulation, which "auto" never picks).
  * A loaded plugin stays loaded for the life of the process (its backends' vtables live in it).
  *
  * Sampling on the device (optional, plugin entry dsv_backend_<name>_sample): one token per
@@ -59,6 +65,9 @@ const char *dsv_backend_last_error(struct dsv_backend *be);
 /* One line about the backend for logs and reports (device, paths chosen), or its name. */
 const char *dsv_backend_describe(struct dsv_backend *be);
 
+/* Whether the backend's device is a CPU emulation (tests/gpu/emu): slow, for correctness only. */
+bool dsv_backend_is_emulated(struct dsv_backend *be);
+
 /* Plugin entry points, as the CUDA plugin defines them. */
 typedef uint32_t (*dsv_plugin_abi_fn)(void);
 typedef int (*dsv_plugin_new_fn)(int device, struct dsv_backend **ret);
@@ -66,3 +75,4 @@ typedef int (*dsv_plugin_sample_fn)(struct dsv_backend *be, const struct dsv_ten
                                     const struct dsv_sample_params *params, int n, int32_t *tokens);
 typedef const char *(*dsv_plugin_last_error_fn)(void);
 typedef const char *(*dsv_plugin_describe_fn)(struct dsv_backend *be);
+typedef bool (*dsv_plugin_emulated_fn)(void);

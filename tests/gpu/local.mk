@@ -19,8 +19,8 @@ tests_gpu_test_cuda_emu_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17 -O2 -ffp-contract
 tests_gpu_test_cuda_emu_LDADD = libdsv32core.la
 TESTS += tests/gpu/test-cuda-emu
 
-# two fake plugins the loader test opens (plain shared objects, built by these rules)
-FAKE_PLUGINS = tests/gpu/dsv32-backend-fake.so tests/gpu/dsv32-backend-badabi.so
+# three fake plugins the loader test opens (plain shared objects, built by these rules)
+FAKE_PLUGINS = tests/gpu/dsv32-backend-fake.so tests/gpu/dsv32-backend-fake2.so tests/gpu/dsv32-backend-badabi.so
 check_SCRIPTS += $(FAKE_PLUGINS)
 CLEANFILES += $(FAKE_PLUGINS)
 FAKE_PLUGIN_BUILD = $(MKDIR_P) tests/gpu && $(CC) $(DEFS) $(DEFAULT_INCLUDES) $(AM_CPPFLAGS) $(CPPFLAGS) $(AM_CFLAGS) $(CFLAGS) \
@@ -28,6 +28,8 @@ FAKE_PLUGIN_BUILD = $(MKDIR_P) tests/gpu && $(CC) $(DEFS) $(DEFAULT_INCLUDES) $(
 FAKE_PLUGIN_DEPS = $(srcdir)/tests/gpu/fake_plugin.c $(srcdir)/kernels/backend_plugin.h $(srcdir)/kernels/backend.h
 tests/gpu/dsv32-backend-fake.so: $(FAKE_PLUGIN_DEPS)
 	$(AM_V_CC)$(FAKE_PLUGIN_BUILD) -o $@ $(srcdir)/tests/gpu/fake_plugin.c
+tests/gpu/dsv32-backend-fake2.so: $(FAKE_PLUGIN_DEPS)
+	$(AM_V_CC)$(FAKE_PLUGIN_BUILD) -DDSV_FAKE_SECOND -o $@ $(srcdir)/tests/gpu/fake_plugin.c
 tests/gpu/dsv32-backend-badabi.so: $(FAKE_PLUGIN_DEPS)
 	$(AM_V_CC)$(FAKE_PLUGIN_BUILD) -DDSV_FAKE_BAD_ABI -o $@ $(srcdir)/tests/gpu/fake_plugin.c
 
