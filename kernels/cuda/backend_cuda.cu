@@ -102,12 +102,15 @@ struct dcu_kv dcu_kv_of(const struct dsv_kv_ref *r) {
         return k;
 }
 
-/* Reads and clears the device error word (the stream must be idle). */
+/* Reads and clears the device error word (the stream must be idle). Both on the backend's
+ * stream: a clear left on the legacy stream is not ordered before the next kernels of a
+ * non-blocking stream, and could wipe the error they set. */
 static int check_err_word(struct dcu_ctx *c) {
         unsigned w = 0;
-        DCU_CUDA(cudaMemcpy(&w, c->err_word, sizeof(w), cudaMemcpyDeviceToHost));
+        DCU_CUDA(cudaMemcpyAsync(&w, c->err_word, sizeof(w), cudaMemcpyDeviceToHost, c->stream));
+        DCU_CUDA(cudaStreamSynchronize(c->stream));
         if (w) {
-                DCU_CUDA(cudaMemset(c->err_word, 0, sizeof(w)));
+                DCU_CUDA(cudaMemsetAsync(c->err_word, 0, sizeof(w), c->stream));
                 return dcu_fail(-EINVAL, __FILE__, __LINE__, "a kernel met an index out of range (embedding id, row, slot or page)");
         }
         return 0;
@@ -400,7 +403,7 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         c->lt_ws_bytes = 32u << 20;
         DCU_CUDA(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
         DCU_CUDA(cudaMalloc((void **)&c->err_word, sizeof(unsigned)));
-        DCU_CUDA(cudaMemset(c->err_word, 0, sizeof(unsigned)));
+        DCU_CUDA(cudaMemsetAsync(c->err_word, 0, sizeof(unsigned), c->stream));
         /* scratch comes from the default pool; keep freed blocks cached instead of returning them */
         cudaMemPool_t pool;
         DCU_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));

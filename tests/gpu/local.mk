@@ -1,6 +1,6 @@
-# tests/gpu/: the CUDA backend against the CPU reference (one program per op family; built
-# when CUDA is found, exit 77 without a GPU), CPU checks of the CUDA index arithmetic and of
-# the plugin loader (always built), and run-device.sh for a machine with a GPU.
+# tests/gpu/: the CUDA backend against the CPU reference (one program per op family, on a GPU
+# or else on the CPU emulation of CUDA in tests/gpu/emu), CPU checks of the CUDA index
+# arithmetic and of the plugin loader, and run-device.sh for a machine with a GPU.
 
 # ---------------------------------------------------------------- always
 check_PROGRAMS += tests/gpu/test-cuda-plan tests/gpu/test-backend-plugin
@@ -35,15 +35,15 @@ tests/gpu/dsv32-backend-badabi.so: $(FAKE_PLUGIN_DEPS)
 
 EXTRA_DIST += tests/gpu/gputest.h tests/gpu/run-device.sh tests/gpu/README.md tests/gpu/fake_plugin.c
 
-# ---------------------------------------------------------------- with CUDA
-if HAVE_CUDA
+# ---------------------------------------------------------------- the CUDA backend
+# On a GPU when there is one, else on the CPU emulation of CUDA (tests/gpu/emu), in every
+# configuration; plain C programs that open the plugin through the loader.
 GPU_TESTS = \
 	tests/gpu/test-gpu-backend tests/gpu/test-gpu-elementwise tests/gpu/test-gpu-norm \
 	tests/gpu/test-gpu-linear tests/gpu/test-gpu-kv tests/gpu/test-gpu-indexer \
 	tests/gpu/test-gpu-mla tests/gpu/test-gpu-sample
 check_PROGRAMS += $(GPU_TESTS)
 TESTS += $(GPU_TESTS)
-endif
 GPU_TEST_LIBS = libdsv32plugin.la libdsv32kernels.la
 tests_gpu_test_gpu_backend_SOURCES = tests/gpu/test-gpu-backend.c tests/gpu/gputest.h
 tests_gpu_test_gpu_backend_LDADD = $(GPU_TEST_LIBS)

@@ -1,7 +1,7 @@
 /* The CUDA backend's vtable outside the ops: memory (zero-size and odd-size buffers,
  * unaligned copies, pinned staging), fill, errors a kernel can only see on the device
- * (an embedding id or a KV slot out of range reported by synchronize() as -EINVAL, and
- * cleared afterwards), supports_op for what part 1 does not implement, describe/last_error. */
+ * (an embedding id or a KV slot out of range reported by synchronize() as -EINVAL, cleared
+ * afterwards, reported again the next time), supports_op for what part 1 does not implement, describe/last_error. */
 #include "config.h"
 
 #include "tests/gpu/gputest.h"
@@ -66,6 +66,11 @@ int main(void) {
         int s = be->ops->synchronize(be);
         CHECK(r == -EINVAL || s == -EINVAL, "an embedding id out of range is reported (compute %d, synchronize %d)", r, s);
         printf("  reported as: %s\n", dsv_backend_last_error(be));
+        /* at once a second time: clearing the error word must be ordered before the backend's
+         * next kernels (on its stream, not left on another one) */
+        r = be->ops->compute(be, &op);
+        s = be->ops->synchronize(be);
+        CHECK(r == -EINVAL || s == -EINVAL, "the same error right after is reported again (compute %d, synchronize %d)", r, s);
         CHECK(be->ops->synchronize(be) == 0, "the error is reported once");
         int32_t good_ids[3] = {0, 3, 2};
         gb_set(&g, &ids, good_ids);
@@ -73,6 +78,7 @@ int main(void) {
         float o[24];
         gb_get(&g, &out, 1, o, "embed");
         CHECK(o[8] == 24.0f && o[23] == 23.0f, "embedding rows %g %g", o[8], o[23]);
+
         gb_free(&g, &table);
         gb_free(&g, &ids);
         gb_free(&g, &out);

@@ -6,7 +6,8 @@
  *
  * Memory: each device's allocations come from its own reserved address range (mmap
  * PROT_NONE, MAP_NORESERVE), 256-byte aligned with a 256-byte gap after each; a new
- * allocation is filled with 0xff (NaN floats, -1 integers) up to 64 MiB. Outside the
+ * allocation is filled with 0xff (NaN floats, -1 integers) up to 16 MiB (before the next
+ * device work: nothing else can see it). Outside the
  * emulator's own work that range is PROT_NONE, so host code that reads or writes device
  * memory faults at once as it would on a GPU (DSV_CUDA_EMU_PROTECT=0 turns this off for
  * debugging); a kernel argument that is a pointer must be NULL, inside a live device
@@ -64,7 +65,7 @@
 
 #define EMU_ALIGN 256
 #define EMU_GAP 256
-#define EMU_POISON_MAX (64u << 20)
+#define EMU_POISON_MAX (16u << 20)
 #define EMU_MAX_DEVICES 16
 #define EMU_SMEM_DEFAULT (48u << 10)
 #define EMU_SMEM_OPTIN (227u << 10)
@@ -144,6 +145,7 @@ struct rt_state {
         arena dev[EMU_MAX_DEVICES];
         std::map<uintptr_t, host_range> host;
         std::map<const void *, int> max_dyn_smem;
+        std::vector<std::pair<void *, size_t>> to_fill; /* new allocations, filled at the next device work */
         std::vector<emu_stream *> streams;
         /* destroyed streams: kept, as another thread may hold a copy of the list above while
          * flushing (they are empty, and reachable from here for leak checkers) */
@@ -235,6 +237,9 @@ struct device_access {
                 std::lock_guard<std::mutex> l(s.mu);
                 if (s.protect && s.entered++ == 0)
                         protect_all_locked(PROT_READ | PROT_WRITE);
+                for (auto &f : s.to_fill)
+                        memset(f.first, 0xff, f.second);
+                s.to_fill.clear();
         }
         ~device_access() {
                 rt_state &s = st();
@@ -336,10 +341,8 @@ cudaError_t dev_alloc(int d, size_t size, void **ret) {
                         EMU_POISON(a.base + old, a.extent - old);
                 }
                 EMU_UNPOISON(p, size);
-        }
-        if (size <= EMU_POISON_MAX) {
-                device_access acc;
-                memset(p, 0xff, size);
+                if (size <= EMU_POISON_MAX)
+                        s.to_fill.push_back({p, size});
         }
         *ret = p;
         return cudaSuccess;
@@ -358,6 +361,11 @@ cudaError_t dev_free(void *p) {
         const size_t size = it->second;
         const size_t span = (size ? (size + EMU_ALIGN - 1) / EMU_ALIGN * EMU_ALIGN : EMU_ALIGN) + EMU_GAP;
         a.live.erase(it);
+        for (size_t i = 0; i < s.to_fill.size(); i++)
+                if (s.to_fill[i].first == p) {
+                        s.to_fill.erase(s.to_fill.begin() + (long)i);
+                        break;
+                }
         a.used -= size;
         EMU_POISON(p, span);
         if (span >= (1u << 20)) {
@@ -391,10 +399,10 @@ graph_mem::~graph_mem() {
 }
 
 /* ------------------------------------------------------------------ streams */
+/* runs inside a device_access window */
 void run_op(const op &o) {
         if (st().sticky.load() != cudaSuccess)
                 return; /* a broken device runs nothing more */
-        device_access acc;
         o.fn();
 }
 
@@ -402,6 +410,9 @@ void flush(emu_stream *s, uint64_t upto) {
         if (s->done.load() >= upto)
                 return;
         std::lock_guard<std::recursive_mutex> l(s->mu);
+        if (s->q.empty())
+                return;
+        device_access acc; /* one protection window for the whole batch */
         while (s->done.load() < upto && !s->q.empty()) {
                 op o = std::move(s->q.front());
                 s->q.pop_front();
