@@ -11,7 +11,8 @@
  * data in dst. Both, and synchronize, report device-side errors (DCU_ERR_INDEX) as -EINVAL.
  * A backend is used by one thread at a time. Environment: DSV_CUDA_FP8_PATH (linear.cu),
  * DSV_CUDA_GEMV_MAX (tokens up to which the weight-streaming kernel runs, default 8),
- * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024). */
+ * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024), DSV_CUDA_MOE_TOKENS (tokens per
+ * MoE launch at most, default: as the scratch budget allows; moe.cu). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,7 @@ static void cuda_free(struct dsv_backend *be) {
                 cudaSetDevice(c->device);
                 if (c->stream)
                         cudaStreamSynchronize(c->stream);
+                dcu_moe_free(c);
                 if (c->lt_ws)
                         cudaFree(c->lt_ws);
                 if (c->err_word)
@@ -308,7 +310,9 @@ static bool cuda_supports(struct dsv_backend *be, const struct dsv_op *op) {
                        ((size_t)p->nope + p->rope + (size_t)p->idx->ne[0] + 32) * sizeof(float) <= c->smem_optin;
         }
         case DSV_OP_MOE_GATE:
-        case DSV_OP_MOE_EXPERTS: /* CUDA backend part 2 */
+                return dcu_moe_gate_ok(&op->moe_gate);
+        case DSV_OP_MOE_EXPERTS:
+                return dcu_moe_experts_ok(&op->moe_experts);
         case DSV_OP_MAX:
                 break;
         }
@@ -319,7 +323,7 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         struct dcu_ctx *c = dcu_ctx_of(be);
         const bool f = op->faithful;
         if (!cuda_supports(be, op))
-                return op->type == DSV_OP_MOE_GATE || op->type == DSV_OP_MOE_EXPERTS ? -EOPNOTSUPP : -EINVAL;
+                return -EINVAL;
         DCU_CUDA(cudaSetDevice(c->device));
         switch (op->type) {
         case DSV_OP_EMBED:
@@ -353,7 +357,9 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_MLA_PREFILL:
                 return dcu_mla_prefill(c, &op->mla_prefill);
         case DSV_OP_MOE_GATE:
+                return dcu_moe_gate(c, &op->moe_gate);
         case DSV_OP_MOE_EXPERTS:
+                return dcu_moe_experts(c, &op->moe_experts);
         case DSV_OP_MAX:
                 break;
         }
@@ -411,6 +417,7 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         DCU_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
         c->scratch_limit = (int64_t)env_int("DSV_CUDA_SCRATCH_MB", 1024, 16, 1 << 20) << 20;
         c->gemv_max_tokens = env_int("DSV_CUDA_GEMV_MAX", 8, 0, 16);
+        c->moe_max_tokens = env_int("DSV_CUDA_MOE_TOKENS", 0, 0, 1 << 30);
         const char *path = getenv("DSV_CUDA_FP8_PATH");
         c->fp8_path = DCU_FP8_AUTO;
         if (path && strcmp(path, "tiled") == 0)

@@ -1,7 +1,7 @@
 /* The CUDA backend's vtable outside the ops: memory (zero-size and odd-size buffers,
  * unaligned copies, pinned staging), fill, errors a kernel can only see on the device
  * (an embedding id or a KV slot out of range reported by synchronize() as -EINVAL, cleared
- * afterwards, reported again the next time), supports_op for what part 1 does not implement, describe/last_error. */
+ * afterwards, reported again the next time), ops without their tensors refused, describe/last_error. */
 #include "config.h"
 
 #include "tests/gpu/gputest.h"
@@ -83,10 +83,12 @@ int main(void) {
         gb_free(&g, &ids);
         gb_free(&g, &out);
 
-        /* what part 1 leaves to part 2 */
+        /* an op without its tensors is refused, not run */
         struct dsv_op moe = {.type = DSV_OP_MOE_EXPERTS};
-        CHECK(!be->ops->supports_op(be, &moe), "moe_experts not claimed");
-        CHECK(be->ops->compute(be, &moe) == -EOPNOTSUPP, "moe_experts refused");
+        CHECK(!be->ops->supports_op(be, &moe), "an empty moe_experts op not claimed");
+        CHECK(be->ops->compute(be, &moe) == -EINVAL, "an empty moe_experts op refused");
+        struct dsv_op gate = {.type = DSV_OP_MOE_GATE};
+        CHECK(!be->ops->supports_op(be, &gate) && be->ops->compute(be, &gate) == -EINVAL, "an empty moe_gate op refused");
 
         /* a second backend on the same device */
         struct dsv_backend *b2;

@@ -278,9 +278,9 @@ template <typename... P> struct launcher {
         const char *name;
         void (*k)(P...);
         launch_cfg c;
-        template <typename... A> void operator()(A &&...a) const {
-                static_assert(sizeof...(A) == sizeof...(P), "kernel launched with the wrong number of arguments");
-                std::tuple<typename std::decay<P>::type...> args(std::forward<A>(a)...);
+        /* the arguments convert to the parameters as in a call (NULL to a pointer, say) */
+        void operator()(P... a) const {
+                std::tuple<typename std::decay<P>::type...> args(a...);
                 std::vector<const void *> ptrs;
                 std::apply([&](const auto &...x) { (collect_ptr(ptrs, x), ...); }, args);
                 void (*fn)(P...) = k;
