@@ -41,9 +41,10 @@ EXTRA_DIST += tests/gpu/gputest.h tests/gpu/run-device.sh tests/gpu/README.md te
 GPU_TESTS = \
 	tests/gpu/test-gpu-backend tests/gpu/test-gpu-elementwise tests/gpu/test-gpu-norm \
 	tests/gpu/test-gpu-linear tests/gpu/test-gpu-kv tests/gpu/test-gpu-indexer \
-	tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe tests/gpu/test-gpu-sample
+	tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe tests/gpu/test-gpu-sample tests/gpu/test-gpu-model
 check_PROGRAMS += $(GPU_TESTS)
-TESTS += $(GPU_TESTS)
+TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh
+EXTRA_DIST += tests/gpu/test-gpu-tools.sh
 GPU_TEST_LIBS = libdsv32plugin.la libdsv32kernels.la
 tests_gpu_test_gpu_backend_SOURCES = tests/gpu/test-gpu-backend.c tests/gpu/gputest.h
 tests_gpu_test_gpu_backend_LDADD = $(GPU_TEST_LIBS)
@@ -61,6 +62,8 @@ tests_gpu_test_gpu_mla_SOURCES = tests/gpu/test-gpu-mla.c tests/gpu/gputest.h
 tests_gpu_test_gpu_mla_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_moe_SOURCES = tests/gpu/test-gpu-moe.c tests/gpu/gputest.h
 tests_gpu_test_gpu_moe_LDADD = $(GPU_TEST_LIBS)
+tests_gpu_test_gpu_model_SOURCES = tests/gpu/test-gpu-model.c tests/gpu/gputest.h
+tests_gpu_test_gpu_model_LDADD = libdsv32plugin.la libdsv32core.la
 tests_gpu_test_gpu_sample_SOURCES = tests/gpu/test-gpu-sample.c tests/gpu/gputest.h daemon/server/sampler.c
 tests_gpu_test_gpu_sample_CFLAGS = $(AM_CFLAGS)
 tests_gpu_test_gpu_sample_LDADD = $(GPU_TEST_LIBS)
