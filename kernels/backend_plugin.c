@@ -166,8 +166,8 @@ static struct plugin *plugin_of(struct dsv_backend *be) {
  * starts on `device` wins; one that loads but finds no device (-ENODEV) hands over to the
  * next (a real plugin before the CPU emulation, say). */
 static int open_plugin(const char *name, int device, bool allow_emulated, struct dsv_backend **ret, struct dsv_error *err) {
-        char why[1024] = "", file[64], path[4096];
-        int last = -ENOENT, tried = 0;
+        char why[1024] = "", file[64], path[4096], seen_paths[8][4096];
+        int last = -ENOENT, tried = 0, n_seen = 0;
         snprintf(file, sizeof(file), "dsv32-backend-%s.so", name);
 
         char *list = NULL;
@@ -194,6 +194,13 @@ static int open_plugin(const char *name, int device, bool allow_emulated, struct
                 } else {
                         break;
                 }
+                bool seen = false; /* a directory both on the path and compiled in */
+                for (int i = 0; i < n_seen && !seen; i++)
+                        seen = strcmp(seen_paths[i], path) == 0;
+                if (seen)
+                        continue;
+                if (n_seen < (int)(sizeof(seen_paths) / sizeof(seen_paths[0])))
+                        snprintf(seen_paths[n_seen++], sizeof(seen_paths[0]), "%s", path);
                 struct plugin *p = plugin_at(path, name, check_perms, why, sizeof(why));
                 if (!p)
                         continue;
