@@ -1062,6 +1062,9 @@ static int load(struct dsv_engine *e) {
                 snprintf(e->error, sizeof(e->error), "cannot create the %s backend: %.900s", e->backend_name, err.msg);
                 return rc;
         }
+        if (err.msg[0]) /* "auto" fell back to the CPU: say why */
+                log_notice("Backend auto: %s", err.msg);
+        memset(&err, 0, sizeof(err));
         rc = dsv_model_load(e->model_dir, e->be, &mo, &e->model, &err);
         if (rc == -EOPNOTSUPP && strcmp(e->backend_name, "auto") == 0 && strcmp(e->be->ops->name, "cpu") != 0) {
                 log_notice("%s; using the CPU backend", err.msg);

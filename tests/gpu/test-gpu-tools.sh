@@ -75,5 +75,7 @@ if "$B/dsv32-run" --model "$tmp/model" --tokens 1 --generate 0 --backend cuda --
         start auto auto
         gen auto 1,2 1 >/dev/null || fail "generate on auto"
         grep -q "Backend cpu" "$tmp/auto.log" || fail "dsv32d --backend auto served from the CPU emulation of CUDA"
+        grep -q "Backend auto: no usable GPU.*CPU emulation" "$tmp/auto.log" || fail "dsv32d --backend auto did not say why it chose the CPU"
+        grep "Backend auto" "$tmp/auto.log"
 fi
 echo "PASS"
