@@ -427,6 +427,7 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         else if (path && strcmp(path, "cublaslt") == 0)
                 c->fp8_path = DCU_FP8_CUBLASLT;
         DCU_TRY(dcu_linear_init(c));
+        DCU_TRY(dcu_moe_init(c));
         return 0;
 }
 
@@ -434,15 +435,15 @@ DCU_EXPORT uint32_t dsv_backend_plugin_abi(void) { return DSV_BACKEND_ABI; }
 
 DCU_EXPORT const char *dsv_backend_cuda_last_error(void) { return errbuf; }
 
-/* Notes on the device for logs and reports: name, SMs, the FP8 GEMM path. */
+/* Notes on the device for logs and reports: name, SMs, the FP8 GEMM and MoE paths. */
 DCU_EXPORT const char *dsv_backend_cuda_describe(struct dsv_backend *be) {
-        static __thread char buf[512];
+        static __thread char buf[768];
         struct dcu_ctx *c = dcu_ctx_of(be);
         cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, c->device) != cudaSuccess)
                 return "?";
-        snprintf(buf, sizeof(buf), "%s (sm_%d%d, %d SMs, %.1f GiB); FP8 linear: %s", prop.name, prop.major, prop.minor, c->n_sm,
-                 (double)prop.totalGlobalMem / (1u << 30), c->lt_fp8_note);
+        snprintf(buf, sizeof(buf), "%s (sm_%d%d, %d SMs, %.1f GiB); FP8 linear: %s; MoE: %s", prop.name, prop.major, prop.minor, c->n_sm,
+                 (double)prop.totalGlobalMem / (1u << 30), c->lt_fp8_note, c->moe_note);
         return buf;
 }
 

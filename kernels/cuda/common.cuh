@@ -100,6 +100,7 @@ struct dcu_ctx {
         int lt_cache_next;
         int64_t scratch_limit; /* bytes one op may take for its intermediates */
         int moe_max_tokens;    /* tokens per MoE launch at most (0: as the scratch limit allows) */
+        char moe_note[160];    /* the MoE path, for describe() */
         struct dcu_moe_table moe_tab[DCU_MOE_TABLES];
         int moe_tab_next;
 };
@@ -142,6 +143,8 @@ int dcu_moe_experts(struct dcu_ctx *c, const struct dsv_op_moe_experts *p);
 bool dcu_moe_gate_ok(const struct dsv_op_moe_gate *p);
 bool dcu_moe_experts_ok(const struct dsv_op_moe_experts *p);
 void dcu_moe_free(struct dcu_ctx *c);
+/* Start-up probe of cuBLASLt for batched block-scaled FP8 (moe.cu): sets moe_note. */
+int dcu_moe_init(struct dcu_ctx *c);
 
 /* Building blocks used by several families (elementwise.cu, norm.cu). */
 /* x[r][0..cols) := bf16(x[r][..]) for r < rows. */

@@ -17,11 +17,18 @@
  * The experts' weights are read through a device table (dcu_moe_expert) the backend builds
  * once per expert array (a layer) and keeps: it is checked against the op's host array at each
  * call and rebuilt when that changed. The same kernels serve any subset of experts (an
- * expert-parallel rank's table). cuBLASLt is not used here: CUDA 13's cuBLASLt has no grouped
- * (per-expert row count) FP8 matmul with 128-block scales; the start-up probe dcu_moe_init
- * records what this device's cuBLASLt says. */
+ * expert-parallel rank's table).
+ *
+ * cuBLASLt: CUDA 13's cuBLASLt has no grouped matmul (a row count per expert, on the device);
+ * the closest is a pointer-array batch of equal shapes. The start-up probe dcu_moe_init asks
+ * this device's cuBLASLt for such a batch in FP8 with 128x128 weight and 1x128 activation
+ * block scales and records the answer (describe() shows it); the grouped kernel serves in
+ * either case, as a batch of equal shapes would need the row counts on the host. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cuda.h>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/moe.cuh"
@@ -266,4 +273,57 @@ int dcu_moe_experts(struct dcu_ctx *c, const struct dsv_op_moe_experts *p) {
         }
         dcu_scratch_free(c, buf);
         return r;
+}
+
+/* ------------------------------------------------------------------ start-up probe */
+int dcu_moe_init(struct dcu_ctx *c) {
+#if CUDA_VERSION >= 12090
+        cublasLtMatmulDesc_t op = NULL;
+        cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+        cublasLtMatmulPreference_t pref = NULL;
+        cublasLtMatmulHeuristicResult_t res;
+        int got = 0;
+        bool ok = false;
+        const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+        const int32_t sa = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, sb = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+        const int32_t batch = 8;
+        const uint32_t mode = CUBLASLT_BATCH_MODE_POINTER_ARRAY;
+        memset(&res, 0, sizeof(res));
+        if (cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &sa, sizeof(sa)) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &sb, sizeof(sb)) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, 512, 256, 512) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, 512, 16, 512) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, 256, 16, 256) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS) {
+                bool set = true;
+                for (cublasLtMatrixLayout_t l : {la, lb, ld})
+                        set = set && cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof(batch)) ==
+                                             CUBLAS_STATUS_SUCCESS &&
+                              cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_MODE, &mode, sizeof(mode)) ==
+                                      CUBLAS_STATUS_SUCCESS;
+                ok = set &&
+                     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_bytes,
+                                                          sizeof(c->lt_ws_bytes)) == CUBLAS_STATUS_SUCCESS &&
+                     cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &res, &got) == CUBLAS_STATUS_SUCCESS && got > 0 &&
+                     res.state == CUBLAS_STATUS_SUCCESS;
+        }
+        if (pref)
+                cublasLtMatmulPreferenceDestroy(pref);
+        if (ld)
+                cublasLtMatrixLayoutDestroy(ld);
+        if (lb)
+                cublasLtMatrixLayoutDestroy(lb);
+        if (la)
+                cublasLtMatrixLayoutDestroy(la);
+        if (op)
+                cublasLtMatmulDescDestroy(op);
+        snprintf(c->moe_note, sizeof(c->moe_note), "grouped FP8 kernel (cuBLASLt pointer-array FP8 block-scaled batch: %s)",
+                 ok ? "offered, not used" : "not offered");
+#else
+        snprintf(c->moe_note, sizeof(c->moe_note), "grouped FP8 kernel (cuBLASLt before 12.9: no block scaling)");
+#endif
+        return 0;
 }

@@ -1,7 +1,8 @@
 /* The CUDA backend's vtable outside the ops: memory (zero-size and odd-size buffers,
  * unaligned copies, pinned staging), fill, errors a kernel can only see on the device
  * (an embedding id or a KV slot out of range reported by synchronize() as -EINVAL, cleared
- * afterwards, reported again the next time), ops without their tensors refused, describe/last_error. */
+ * afterwards, reported again the next time), ops without their tensors refused, describe (the FP8
+ * linear and MoE paths the start-up probes chose)/last_error. */
 #include "config.h"
 
 #include "tests/gpu/gputest.h"
@@ -13,8 +14,15 @@ int main(void) {
         if (r)
                 return r;
         struct dsv_backend *be = g.be[1];
-        printf("backend: %s\n", dsv_backend_describe(be));
+        const char *desc = dsv_backend_describe(be);
+        printf("backend: %s\n", desc);
         CHECK(!be->host_memory, "CUDA memory is not host memory");
+        /* the start-up probes ran and say which paths serve; the emulation offers no FP8
+         * block-scaled cuBLASLt algorithm, so the plugin's own kernels must be the ones named */
+        CHECK(strstr(desc, "; FP8 linear: ") && strstr(desc, "; MoE: grouped FP8 kernel ("), "describe names the FP8 and MoE paths");
+        if (g.emulated)
+                CHECK(strstr(desc, "FP8 block-scaled batch: not offered)") != NULL,
+                      "the emulated cuBLASLt offers no FP8 block-scaled batch to the MoE probe");
 
         /* memory round trips */
         void *z = NULL, *d = NULL, *h = NULL;
