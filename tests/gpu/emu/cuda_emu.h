@@ -38,6 +38,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define EMU_ASAN 1
 #endif
@@ -218,6 +219,11 @@ inline void set_thread_idx(unsigned tid) {
 }
 
 inline void fiber_init(fiber &f) {
+#ifdef EMU_ASAN
+        /* a fiber that ended left its frames' redzones in the shadow of this stack (it never
+         * returned through them): clear it, as ASan's swapcontext interceptor would */
+        __asan_unpoison_memory_region(f.stack, stack_size);
+#endif
 #ifdef EMU_FAST_SWITCH
         /* the frame emu_ctx_switch pops: control words, r15..rbp, then the return address
          * (trampoline), above it a zero "return address" of the trampoline, so that the
