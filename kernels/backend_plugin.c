@@ -27,6 +27,7 @@
 
 struct plugin {
         char name[16];
+        char path[4096];
         void *handle;
         dsv_plugin_new_fn new_backend;
         dsv_plugin_sample_fn sample;
@@ -34,9 +35,11 @@ struct plugin {
         dsv_plugin_describe_fn describe;
         dsv_plugin_comm_id_fn comm_id;
         dsv_plugin_comm_new_fn comm_new;
+        dsv_plugin_emulated_fn emulated;
+        const struct dsv_backend_ops *ops; /* the vtable of its backends, once one was made */
 };
 
-static struct plugin plugins[4];
+static struct plugin plugins[8];
 static int n_plugins;
 static pthread_mutex_t plugins_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -130,78 +133,111 @@ static bool try_load(const char *path, const char *name, bool check_perms, struc
         p->comm_id = (dsv_plugin_comm_id_fn)dlsym(h, sym);
         snprintf(sym, sizeof(sym), "dsv_backend_%s_comm_new", name);
         p->comm_new = (dsv_plugin_comm_new_fn)dlsym(h, sym);
+        snprintf(sym, sizeof(sym), "dsv_backend_%s_emulated", name);
+        p->emulated = (dsv_plugin_emulated_fn)dlsym(h, sym);
+        snprintf(p->path, sizeof(p->path), "%s", path);
         return true;
 }
 
-/* The loaded plugin `name`, loading it first if needed. */
-static struct plugin *plugin_get(const char *name, char *why, size_t cap) {
-        char file[64], path[4096];
+/* The plugin of this name at path, loading it first if needed (NULL: not loadable, why says
+ * so). */
+static struct plugin *plugin_at(const char *path, const char *name, bool check_perms, char *why, size_t cap) {
         struct plugin *found = NULL, p;
 
         pthread_mutex_lock(&plugins_lock);
-        for (int i = 0; i < n_plugins; i++)
-                if (strcmp(plugins[i].name, name) == 0)
+        for (int i = 0; i < n_plugins && !found; i++)
+                if (strcmp(plugins[i].name, name) == 0 && strcmp(plugins[i].path, path) == 0)
                         found = &plugins[i];
-        if (found || n_plugins == (int)(sizeof(plugins) / sizeof(plugins[0])))
-                goto out;
-        snprintf(file, sizeof(file), "dsv32-backend-%s.so", name);
-
-        const char *env = getenv("DSV32_BACKEND_PATH");
-        if (env && *env) {
-                char *list = strdup(env), *save = NULL;
-                for (char *e = list ? strtok_r(list, ":", &save) : NULL; e && !found; e = strtok_r(NULL, ":", &save)) {
-                        size_t n = strlen(e);
-                        if (n > 3 && strcmp(e + n - 3, ".so") == 0)
-                                snprintf(path, sizeof(path), "%s", e);
-                        else
-                                snprintf(path, sizeof(path), "%s/%s", e, file);
-                        if (try_load(path, name, false, &p, why, cap))
-                                found = &p;
-                }
-                free(list);
-        }
-        const char *dirs[2] = {DSV_PLUGIN_DIR, DSV_PLUGIN_BUILDDIR};
-        for (int i = 0; i < 2 && !found; i++) {
-                if (!dirs[i][0])
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", dirs[i], file);
-                if (try_load(path, name, true, &p, why, cap))
-                        found = &p;
-        }
-        if (found) {
+        if (!found && n_plugins < (int)(sizeof(plugins) / sizeof(plugins[0])) && try_load(path, name, check_perms, &p, why, cap)) {
                 plugins[n_plugins] = p;
                 found = &plugins[n_plugins++];
         }
-out:
         pthread_mutex_unlock(&plugins_lock);
         return found;
 }
 
 static struct plugin *plugin_of(struct dsv_backend *be) {
         struct plugin *p = NULL;
-        if (!be || !be->ops || !be->ops->name)
+        if (!be || !be->ops)
                 return NULL;
         pthread_mutex_lock(&plugins_lock);
-        for (int i = 0; i < n_plugins; i++)
-                if (strcmp(plugins[i].name, be->ops->name) == 0)
+        for (int i = 0; i < n_plugins && !p; i++)
+                if (plugins[i].ops == be->ops)
                         p = &plugins[i];
         pthread_mutex_unlock(&plugins_lock);
         return p;
 }
 
-static int open_plugin(const char *name, int device, struct dsv_backend **ret, struct dsv_error *err) {
-        char why[768] = "";
-        struct plugin *p = plugin_get(name, why, sizeof(why));
-        if (!p)
+/* Tries the candidates for plugin `name` in search order: the first one that loads and
+ * starts on `device` wins; one that loads but finds no device (-ENODEV) hands over to the
+ * next (a real plugin before the CPU emulation, say). */
+static int open_plugin(const char *name, int device, bool allow_emulated, struct dsv_backend **ret, struct dsv_error *err) {
+        char why[1024] = "", file[64], path[4096], seen_paths[8][4096];
+        int last = -ENOENT, tried = 0, n_seen = 0;
+        snprintf(file, sizeof(file), "dsv32-backend-%s.so", name);
+
+        char *list = NULL;
+        const char *env = getenv("DSV32_BACKEND_PATH");
+        if (env && *env && !(list = strdup(env)))
+                return seterr(err, -ENOMEM, "out of memory");
+        char *save = NULL, *e = list ? strtok_r(list, ":", &save) : NULL;
+        const char *dirs[2] = {DSV_PLUGIN_DIR, DSV_PLUGIN_BUILDDIR};
+        for (int di = 0;;) {
+                bool check_perms;
+                if (e) {
+                        size_t n = strlen(e);
+                        if (n > 3 && strcmp(e + n - 3, ".so") == 0)
+                                snprintf(path, sizeof(path), "%s", e);
+                        else
+                                snprintf(path, sizeof(path), "%s/%s", e, file);
+                        e = strtok_r(NULL, ":", &save);
+                        check_perms = false;
+                } else if (di < 2) {
+                        if (!dirs[di++][0])
+                                continue;
+                        snprintf(path, sizeof(path), "%s/%s", dirs[di - 1], file);
+                        check_perms = true;
+                } else {
+                        break;
+                }
+                bool seen = false; /* a directory both on the path and compiled in */
+                for (int i = 0; i < n_seen && !seen; i++)
+                        seen = strcmp(seen_paths[i], path) == 0;
+                if (seen)
+                        continue;
+                if (n_seen < (int)(sizeof(seen_paths) / sizeof(seen_paths[0])))
+                        snprintf(seen_paths[n_seen++], sizeof(seen_paths[0]), "%s", path);
+                struct plugin *p = plugin_at(path, name, check_perms, why, sizeof(why));
+                if (!p)
+                        continue;
+                if (p->emulated && p->emulated() && !allow_emulated) {
+                        note(why, sizeof(why), "%s: a CPU emulation of the device, not chosen by \"auto\"", path);
+                        continue;
+                }
+                tried++;
+                struct dsv_backend *be = NULL;
+                int r = p->new_backend(device, &be);
+                if (r == 0) {
+                        pthread_mutex_lock(&plugins_lock);
+                        p->ops = be->ops;
+                        pthread_mutex_unlock(&plugins_lock);
+                        free(list);
+                        *ret = be;
+                        return 0;
+                }
+                last = r;
+                note(why, sizeof(why), "%s: %s%s%s", path, strerror(-r), p->last_error && p->last_error()[0] ? ": " : "",
+                     p->last_error ? p->last_error() : "");
+                if (r != -ENODEV)
+                        break;
+        }
+        free(list);
+        if (!tried)
                 return seterr(err, -ENOENT,
                               "The %s backend plugin dsv32-backend-%s.so could not be loaded (%s). Install the dsv32d-%s package, or "
                               "point DSV32_BACKEND_PATH at the directory holding it",
                               name, name, why[0] ? why : "not found", name);
-        int r = p->new_backend(device, ret);
-        if (r < 0)
-                return seterr(err, r, "The %s backend could not start on device %d: %s%s%s", name, device, strerror(-r),
-                              p->last_error && p->last_error()[0] ? ": " : "", p->last_error ? p->last_error() : "");
-        return 0;
+        return seterr(err, last, "The %s backend could not start on device %d (%s)", name, device, why);
 }
 
 int dsv_backend_open(const char *name, const struct dsv_backend_opts *opts, struct dsv_backend **ret, struct dsv_error *err) {
@@ -220,7 +256,7 @@ int dsv_backend_open(const char *name, const struct dsv_backend_opts *opts, stru
         }
         if (strcmp(name, "auto") == 0) {
                 struct dsv_error why = {{0}};
-                if (open_plugin("cuda", opts->device, ret, &why) == 0)
+                if (open_plugin("cuda", opts->device, false, ret, &why) == 0)
                         return 0;
                 int r = dsv_backend_cpu_new(opts->threads, ret);
                 if (r < 0)
@@ -232,7 +268,12 @@ int dsv_backend_open(const char *name, const struct dsv_backend_opts *opts, stru
         for (const char *c = name; *c; c++)
                 if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')) || c - name >= 12)
                         return seterr(err, -EINVAL, "Unknown backend \"%.32s\" (cpu, cuda or auto)", name);
-        return open_plugin(name, opts->device, ret, err);
+        return open_plugin(name, opts->device, true, ret, err);
+}
+
+bool dsv_backend_is_emulated(struct dsv_backend *be) {
+        struct plugin *p = plugin_of(be);
+        return p && p->emulated && p->emulated();
 }
 
 int dsv_backend_sample(struct dsv_backend *be, const struct dsv_tensor *logits, const struct dsv_sample_params *params, int n,

@@ -3,18 +3,22 @@
  *
  *   "cpu"   the built-in reference backend (opts->threads worker threads, <= 0 all CPUs)
  *   "cuda"  dsv32-backend-cuda.so on GPU opts->device
- *   "auto"  cuda when the plugin loads and finds a GPU, else cpu; err->msg then says why cuda
- *           was not used (empty when it was)
+ *   "auto"  cuda when the plugin loads and finds a GPU, else cpu; never a CPU emulation of a
+ *           GPU; err->msg then says why cuda was not used (empty when it was)
  *
  * The plugin is searched in this order:
  *   1. $DSV32_BACKEND_PATH: a colon-separated list of directories or .so files;
  *   2. the install directory $(pkglibdir) (DSV_PLUGIN_DIR at build time);
  *   3. the build tree (DSV_PLUGIN_BUILDDIR at build time), so tests and uninstalled builds
  *      find it.
+ * Every candidate is tried in that order: the first that loads and starts on the device wins,
+ * one that loads but reports -ENODEV (no such device) hands over to the next, so a list may
+ * name the real plugin first and the CPU emulation (tests/gpu/emu) after it.
  * A plugin exports
  *   uint32_t dsv_backend_plugin_abi(void);                       must equal DSV_BACKEND_ABI
  *   int dsv_backend_<name>_new(int device, struct dsv_backend **ret);   -ENODEV: no device
- * and may export the optional entries below (dsv_backend_<name>_sample, _last_error, _describe).
+ * and may export the optional entries below (dsv_backend_<name>_sample, _last_error, _describe,
+ * _emulated: true when its device is a CPU emulation, which "auto" never picks).
  * A loaded plugin stays loaded for the life of the process (its backends' vtables live in it).
  *
  * Sampling on the device (optional, plugin entry dsv_backend_<name>_sample): one token per
@@ -83,6 +87,9 @@ int dsv_comm_plugin_unique_id(struct dsv_backend *be, void *id, size_t cap, size
 int dsv_comm_open_plugin(struct dsv_backend *be, const void *id, size_t id_len, int size, int rank, int timeout_ms,
                          struct dsv_comm **ret, struct dsv_error *err);
 
+/* Whether the backend's device is a CPU emulation (tests/gpu/emu): slow, for correctness only. */
+bool dsv_backend_is_emulated(struct dsv_backend *be);
+
 /* Plugin entry points, as the CUDA plugin defines them. */
 typedef uint32_t (*dsv_plugin_abi_fn)(void);
 typedef int (*dsv_plugin_new_fn)(int device, struct dsv_backend **ret);
@@ -94,3 +101,4 @@ typedef int (*dsv_plugin_comm_id_fn)(void *id, size_t cap, size_t *len);
 /* comm_abi: the caller's DSV_COMM_ABI; the plugin answers -EPROTO when it differs */
 typedef int (*dsv_plugin_comm_new_fn)(uint32_t comm_abi, struct dsv_backend *be, const void *id, size_t id_len, int size,
                                       int rank, int timeout_ms, struct dsv_comm **ret);
+typedef bool (*dsv_plugin_emulated_fn)(void);

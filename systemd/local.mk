@@ -17,7 +17,7 @@ systemd/dsv32d.service: $(srcdir)/systemd/dsv32d.service.in Makefile
 # the settings file, from the dsv32d just built (it reads no file to print it)
 systemd/dsv32d.conf: dsv32d$(EXEEXT)
 	$(AM_V_GEN)$(MKDIR_P) systemd && ./dsv32d$(EXEEXT) --print-default-config > $@.tmp && mv $@.tmp $@
-noinst_DATA = systemd/dsv32d.conf
+noinst_DATA += systemd/dsv32d.conf
 dsv32dconfdir = $(sysconfdir)/dsv32d
 
 # sysusers.d and tmpfiles.d want <package>.conf

@@ -11,7 +11,8 @@
  * data in dst. Both, and synchronize, report device-side errors (DCU_ERR_INDEX) as -EINVAL.
  * A backend is used by one thread at a time. Environment: DSV_CUDA_FP8_PATH (linear.cu),
  * DSV_CUDA_GEMV_MAX (tokens up to which the weight-streaming kernel runs, default 8),
- * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024). */
+ * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024), DSV_CUDA_MOE_TOKENS (tokens per
+ * MoE launch at most, default: as the scratch budget allows; moe.cu). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,12 +103,15 @@ struct dcu_kv dcu_kv_of(const struct dsv_kv_ref *r) {
         return k;
 }
 
-/* Reads and clears the device error word (the stream must be idle). */
+/* Reads and clears the device error word (the stream must be idle). Both on the backend's
+ * stream: a clear left on the legacy stream is not ordered before the next kernels of a
+ * non-blocking stream, and could wipe the error they set. */
 static int check_err_word(struct dcu_ctx *c) {
         unsigned w = 0;
-        DCU_CUDA(cudaMemcpy(&w, c->err_word, sizeof(w), cudaMemcpyDeviceToHost));
+        DCU_CUDA(cudaMemcpyAsync(&w, c->err_word, sizeof(w), cudaMemcpyDeviceToHost, c->stream));
+        DCU_CUDA(cudaStreamSynchronize(c->stream));
         if (w) {
-                DCU_CUDA(cudaMemset(c->err_word, 0, sizeof(w)));
+                DCU_CUDA(cudaMemsetAsync(c->err_word, 0, sizeof(w), c->stream));
                 return dcu_fail(-EINVAL, __FILE__, __LINE__, "a kernel met an index out of range (embedding id, row, slot or page)");
         }
         return 0;
@@ -122,6 +126,7 @@ static void cuda_free(struct dsv_backend *be) {
                 cudaSetDevice(c->device);
                 if (c->stream)
                         cudaStreamSynchronize(c->stream);
+                dcu_moe_free(c);
                 if (c->lt_ws)
                         cudaFree(c->lt_ws);
                 if (c->err_word)
@@ -155,6 +160,27 @@ static void cuda_dealloc(struct dsv_backend *be, void *p, size_t size) {
         cudaStreamSynchronize(c->stream); /* kernels in flight may still use it */
         cudaFree(p);
         be->bytes_allocated -= size;
+}
+
+/* A copy between two places of device memory, ordered with the kernels on the stream. */
+static int cuda_copy(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (!n)
+                return 0;
+        DCU_CUDA(cudaSetDevice(c->device));
+        DCU_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream));
+        return 0;
+}
+
+/* Free and total device memory (the KV pool is sized from it when kv-cache-mb is 0). */
+static int cuda_mem_info(struct dsv_backend *be, uint64_t *free_bytes, uint64_t *total_bytes) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        size_t fr = 0, tot = 0;
+        DCU_CUDA(cudaSetDevice(c->device));
+        DCU_CUDA(cudaMemGetInfo(&fr, &tot));
+        *free_bytes = fr;
+        *total_bytes = tot;
+        return 0;
 }
 
 static bool is_pinned(const void *p) {
@@ -305,7 +331,9 @@ static bool cuda_supports(struct dsv_backend *be, const struct dsv_op *op) {
                        ((size_t)p->nope + p->rope + (size_t)p->idx->ne[0] + 32) * sizeof(float) <= c->smem_optin;
         }
         case DSV_OP_MOE_GATE:
-        case DSV_OP_MOE_EXPERTS: /* CUDA backend part 2 */
+                return dcu_moe_gate_ok(&op->moe_gate);
+        case DSV_OP_MOE_EXPERTS:
+                return dcu_moe_experts_ok(&op->moe_experts);
         case DSV_OP_MAX:
                 break;
         }
@@ -316,7 +344,7 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         struct dcu_ctx *c = dcu_ctx_of(be);
         const bool f = op->faithful;
         if (!cuda_supports(be, op))
-                return op->type == DSV_OP_MOE_GATE || op->type == DSV_OP_MOE_EXPERTS ? -EOPNOTSUPP : -EINVAL;
+                return -EINVAL;
         DCU_CUDA(cudaSetDevice(c->device));
         switch (op->type) {
         case DSV_OP_EMBED:
@@ -350,7 +378,9 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_MLA_PREFILL:
                 return dcu_mla_prefill(c, &op->mla_prefill);
         case DSV_OP_MOE_GATE:
+                return dcu_moe_gate(c, &op->moe_gate);
         case DSV_OP_MOE_EXPERTS:
+                return dcu_moe_experts(c, &op->moe_experts);
         case DSV_OP_MAX:
                 break;
         }
@@ -370,6 +400,8 @@ static const struct dsv_backend_ops cuda_ops = {
         /* .compute = */ cuda_compute,
         /* .alloc_host = */ cuda_alloc_host,
         /* .free_host = */ cuda_free_host,
+        /* .copy = */ cuda_copy,
+        /* .mem_info = */ cuda_mem_info,
 };
 
 /* ------------------------------------------------------------------ plugin entry points */
@@ -400,7 +432,7 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         c->lt_ws_bytes = 32u << 20;
         DCU_CUDA(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
         DCU_CUDA(cudaMalloc((void **)&c->err_word, sizeof(unsigned)));
-        DCU_CUDA(cudaMemset(c->err_word, 0, sizeof(unsigned)));
+        DCU_CUDA(cudaMemsetAsync(c->err_word, 0, sizeof(unsigned), c->stream));
         /* scratch comes from the default pool; keep freed blocks cached instead of returning them */
         cudaMemPool_t pool;
         DCU_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
@@ -408,6 +440,7 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         DCU_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
         c->scratch_limit = (int64_t)env_int("DSV_CUDA_SCRATCH_MB", 1024, 16, 1 << 20) << 20;
         c->gemv_max_tokens = env_int("DSV_CUDA_GEMV_MAX", 8, 0, 16);
+        c->moe_max_tokens = env_int("DSV_CUDA_MOE_TOKENS", 0, 0, 1 << 30);
         const char *path = getenv("DSV_CUDA_FP8_PATH");
         c->fp8_path = DCU_FP8_AUTO;
         if (path && strcmp(path, "tiled") == 0)
@@ -417,6 +450,7 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         else if (path && strcmp(path, "cublaslt") == 0)
                 c->fp8_path = DCU_FP8_CUBLASLT;
         DCU_TRY(dcu_linear_init(c));
+        DCU_TRY(dcu_moe_init(c));
         return 0;
 }
 
@@ -424,15 +458,15 @@ DCU_EXPORT uint32_t dsv_backend_plugin_abi(void) { return DSV_BACKEND_ABI; }
 
 DCU_EXPORT const char *dsv_backend_cuda_last_error(void) { return errbuf; }
 
-/* Notes on the device for logs and reports: name, SMs, the FP8 GEMM path. */
+/* Notes on the device for logs and reports: name, SMs, the FP8 GEMM and MoE paths. */
 DCU_EXPORT const char *dsv_backend_cuda_describe(struct dsv_backend *be) {
-        static __thread char buf[512];
+        static __thread char buf[768];
         struct dcu_ctx *c = dcu_ctx_of(be);
         cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, c->device) != cudaSuccess)
                 return "?";
-        snprintf(buf, sizeof(buf), "%s (sm_%d%d, %d SMs, %.1f GiB); FP8 linear: %s", prop.name, prop.major, prop.minor, c->n_sm,
-                 (double)prop.totalGlobalMem / (1u << 30), c->lt_fp8_note);
+        snprintf(buf, sizeof(buf), "%s (sm_%d%d, %d SMs, %.1f GiB); FP8 linear: %s; MoE: %s", prop.name, prop.major, prop.minor, c->n_sm,
+                 (double)prop.totalGlobalMem / (1u << 30), c->lt_fp8_note, c->moe_note);
         return buf;
 }
 

@@ -15,12 +15,12 @@ libdsv32plugin_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_PLUGIN_DIR='"$(pkglibdir)"' \
 CUDA_PLUGIN_SRC = \
 	kernels/cuda/backend_cuda.cu kernels/cuda/elementwise.cu kernels/cuda/norm.cu \
 	kernels/cuda/linear.cu kernels/cuda/kv.cu kernels/cuda/indexer.cu kernels/cuda/mla.cu \
-	kernels/cuda/sample.cu
+	kernels/cuda/moe.cu kernels/cuda/sample.cu
 CUDA_PLUGIN_HDR = \
 	kernels/cuda/common.cuh kernels/cuda/reduce.cuh kernels/cuda/linear.cuh \
 	kernels/cuda/indexer.cuh kernels/cuda/topk.cuh kernels/cuda/mla.cuh \
 	kernels/cuda/elementwise.cuh kernels/cuda/norm.cuh kernels/cuda/kv.cuh kernels/cuda/quant.cuh \
-	kernels/cuda/numerics_cu.h kernels/cuda/plan.h
+	kernels/cuda/moe.cuh kernels/cuda/numerics_cu.h kernels/cuda/plan.h
 CUDA_DEV_SRC = \
 	kernels/dev/harness.cuh kernels/dev/fp8_gemm.cu kernels/dev/indexer_scores.cu \
 	kernels/dev/topk.cu kernels/dev/mla_decode.cu kernels/dev/README.md
@@ -37,6 +37,7 @@ CUDA_DEPS = \
 	$(srcdir)/kernels/cuda/common.cuh $(srcdir)/kernels/cuda/reduce.cuh $(srcdir)/kernels/cuda/linear.cuh \
 	$(srcdir)/kernels/cuda/indexer.cuh $(srcdir)/kernels/cuda/topk.cuh $(srcdir)/kernels/cuda/mla.cuh \
 	$(srcdir)/kernels/cuda/elementwise.cuh $(srcdir)/kernels/cuda/norm.cuh $(srcdir)/kernels/cuda/kv.cuh $(srcdir)/kernels/cuda/quant.cuh \
+	$(srcdir)/kernels/cuda/moe.cuh \
 	$(srcdir)/kernels/cuda/numerics_cu.h $(srcdir)/kernels/cuda/plan.h $(srcdir)/kernels/backend.h \
 	$(srcdir)/kernels/dtype.h $(srcdir)/kernels/numerics.h $(srcdir)/kernels/backend_plugin.h $(srcdir)/kernels/base.h
 NVCC_V = $(NVCC_V_@AM_V@)
@@ -44,11 +45,22 @@ NVCC_V_ = $(NVCC_V_@AM_DEFAULT_V@)
 NVCC_V_0 = @echo "  NVCC    " $@;
 NVCC_V_1 =
 
+if !HAVE_CUDA
+if CUDA_EMULATE
+# ./configure --with-cuda=emulate: the plugin is the CPU-emulated build (tests/gpu/emu/local.mk),
+# found in this directory by the loader like the real one; never installed
+noinst_DATA += kernels/cuda/dsv32-backend-cuda.so
+CLEANFILES += kernels/cuda/dsv32-backend-cuda.so
+kernels/cuda/dsv32-backend-cuda.so: $(EMU_PLUGIN)
+	$(AM_V_GEN)$(MKDIR_P) kernels/cuda && cp $(EMU_PLUGIN) $@
+endif
+endif
+
 if HAVE_CUDA
 CUDA_PLUGIN_OBJ = \
 	kernels/cuda/backend_cuda.o kernels/cuda/elementwise.o kernels/cuda/norm.o \
 	kernels/cuda/linear.o kernels/cuda/kv.o kernels/cuda/indexer.o kernels/cuda/mla.o \
-	kernels/cuda/sample.o
+	kernels/cuda/moe.o kernels/cuda/sample.o
 cudaplugindir = $(pkglibdir)
 cudaplugin_DATA = kernels/cuda/dsv32-backend-cuda.so
 CUDA_DEV_BIN = kernels/dev/fp8_gemm kernels/dev/indexer_scores kernels/dev/topk kernels/dev/mla_decode
@@ -74,6 +86,8 @@ kernels/cuda/indexer.o: $(srcdir)/kernels/cuda/indexer.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/indexer.cu
 kernels/cuda/mla.o: $(srcdir)/kernels/cuda/mla.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/mla.cu
+kernels/cuda/moe.o: $(srcdir)/kernels/cuda/moe.cu $(CUDA_DEPS)
+	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/moe.cu
 kernels/cuda/sample.o: $(srcdir)/kernels/cuda/sample.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/sample.cu
 

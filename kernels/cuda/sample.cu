@@ -12,6 +12,8 @@
  * tiles with a block scan in double. The running sums are those of a tree inside each tile,
  * not the CPU's left-to-right sum: the cut and the draw can differ from the CPU only when u or
  * top_p * sum falls within ~1e-16 relative of a boundary. */
+#include <limits.h>
+
 #include <cub/cub.cuh>
 
 #include "kernels/backend_plugin.h"

@@ -1,7 +1,9 @@
 /* A backend plugin for test-backend-plugin: exports the plugin entry points with a vtable
  * whose ops all fail, so the loader's search, ABI check and symbol lookup can be tested on
- * machines without a GPU. Built twice: as "fake" (matching ABI) and, with
- * -DDSV_FAKE_BAD_ABI, as "badabi" (an ABI the loader must refuse). */
+ * machines without a GPU. Built three times: as "fake" (matching ABI, device 0 only), with
+ * -DDSV_FAKE_SECOND as a second "fake" (devices 0 and 1, says it is an emulation: the loader
+ * must fall through to it from the first on -ENODEV) and, with -DDSV_FAKE_BAD_ABI, as
+ * "badabi" (an ABI the loader must refuse). */
 #include "config.h"
 
 #include <errno.h>
@@ -15,6 +17,13 @@
 #else
 #define NAME(x) dsv_backend_fake_##x
 #define ABI DSV_BACKEND_ABI
+#endif
+#ifdef DSV_FAKE_SECOND
+#define MAX_DEVICE 1
+#define DESCRIPTION "second fake backend, an emulation"
+#else
+#define MAX_DEVICE 0
+#define DESCRIPTION "fake backend for tests"
 #endif
 
 static void fake_free(struct dsv_backend *be) { free(be); }
@@ -44,7 +53,7 @@ uint32_t dsv_backend_plugin_abi(void) { return ABI; }
 
 int NAME(new)(int device, struct dsv_backend **ret);
 int NAME(new)(int device, struct dsv_backend **ret) {
-        if (device != 0)
+        if (device < 0 || device > MAX_DEVICE)
                 return -ENODEV;
         struct dsv_backend *be = calloc(1, sizeof(*be));
         if (!be)
@@ -58,4 +67,9 @@ const char *NAME(last_error)(void);
 const char *NAME(last_error)(void) { return "the fake backend has no device"; }
 
 const char *NAME(describe)(struct dsv_backend *be);
-const char *NAME(describe)(struct dsv_backend *be) { return "fake backend for tests"; }
+const char *NAME(describe)(struct dsv_backend *be) { return DESCRIPTION; }
+
+#ifdef DSV_FAKE_SECOND
+bool NAME(emulated)(void);
+bool NAME(emulated)(void) { return true; }
+#endif

@@ -8,8 +8,9 @@
  * poisoned (0xff bytes: NaN floats, -1 ints) before the op, so an element the kernel forgot
  * to write shows up as NaN, and a write outside the tensor shows up in the guards.
  *
- * Exit codes: 0 pass, 1 fail, 77 skip (no CUDA device; DSV32_REQUIRE_GPU=1 turns the skip
- * into a failure, which tests/gpu/run-device.sh sets). */
+ * Exit codes: 0 pass, 1 fail, 77 skip (neither a CUDA device nor the CPU emulation of CUDA;
+ * DSV32_REQUIRE_GPU=1 turns the skip, and a run on the emulation, into a failure:
+ * tests/gpu/run-device.sh sets it). */
 #pragma once
 
 #include <math.h>
@@ -40,31 +41,44 @@ static inline double gt_now(void) {
 /* ------------------------------------------------------------------ backends */
 struct gt {
         struct dsv_backend *be[2]; /* 0: CPU reference, 1: CUDA */
+        bool emulated;             /* be[1] is the CPU emulation of CUDA: size problems for it */
 };
 
-/* Opens both backends. Returns 0, or the exit code the test should end with. */
+/* Opens both backends: the CUDA backend on a real device when there is one, else on the CPU
+ * emulation of CUDA (tests/gpu/emu), else the test is skipped. Returns 0, or the exit code the
+ * test should end with. */
 static inline int gt_open(struct gt *g, const char *test) {
         struct dsv_error err;
         int r;
         memset(g, 0, sizeof(*g));
         memset(&err, 0, sizeof(err));
-        /* the build tree's plugin, whatever the compiled-in search path says */
+        const char *req = getenv("DSV32_REQUIRE_GPU");
+        const bool require = req && *req == '1';
+        /* the build tree's plugin, then the emulated one, whatever the compiled-in search path says */
         const char *b = getenv("top_builddir");
         if (b && !getenv("DSV32_BACKEND_PATH")) {
-                char dir[4096];
-                snprintf(dir, sizeof(dir), "%s/kernels/cuda", b);
+                char dir[8300];
+                snprintf(dir, sizeof(dir), "%s/kernels/cuda:%s/tests/gpu/emu", b, b);
                 setenv("DSV32_BACKEND_PATH", dir, 1);
         }
         r = dsv_backend_open("cuda", NULL, &g->be[1], &err);
-        if (r == -ENODEV) {
-                const char *req = getenv("DSV32_REQUIRE_GPU");
-                fprintf(stderr, "%s: %s: %s\n", test, req && *req == '1' ? "FAIL" : "SKIP", err.msg);
-                return req && *req == '1' ? 1 : 77;
+        if (r == -ENODEV || r == -ENOENT) {
+                fprintf(stderr, "%s: %s: neither a CUDA device nor the CPU emulation: %s\n", test, require ? "FAIL" : "SKIP", err.msg);
+                return require ? 1 : 77;
         }
         if (r < 0) {
                 fprintf(stderr, "%s: FAIL: %s\n", test, err.msg);
                 return 1;
         }
+        g->emulated = dsv_backend_is_emulated(g->be[1]);
+        if (g->emulated && require) {
+                fprintf(stderr, "%s: FAIL: DSV32_REQUIRE_GPU=1 but only the CPU emulation of CUDA started (%s)\n", test,
+                        dsv_backend_describe(g->be[1]));
+                dsv_backend_free(g->be[1]);
+                return 1;
+        }
+        if (g->emulated)
+                printf("%s: no CUDA device: running on the CPU emulation of CUDA, with problem sizes for it\n", test);
         r = dsv_backend_open("cpu", NULL, &g->be[0], &err);
         if (r < 0) {
                 fprintf(stderr, "%s: FAIL: %s\n", test, err.msg);

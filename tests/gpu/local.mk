@@ -1,6 +1,6 @@
-# tests/gpu/: the CUDA backend against the CPU reference (one program per op family; built
-# when CUDA is found, exit 77 without a GPU), CPU checks of the CUDA index arithmetic and of
-# the plugin loader (always built), and run-device.sh for a machine with a GPU.
+# tests/gpu/: the CUDA backend against the CPU reference (one program per op family, on a GPU
+# or else on the CPU emulation of CUDA in tests/gpu/emu), CPU checks of the CUDA index
+# arithmetic and of the plugin loader, and run-device.sh for a machine with a GPU.
 
 # ---------------------------------------------------------------- always
 check_PROGRAMS += tests/gpu/test-cuda-plan tests/gpu/test-backend-plugin
@@ -19,8 +19,8 @@ tests_gpu_test_cuda_emu_CXXFLAGS = $(AM_CXXFLAGS) -std=gnu++17 -O2 -ffp-contract
 tests_gpu_test_cuda_emu_LDADD = libdsv32core.la
 TESTS += tests/gpu/test-cuda-emu
 
-# two fake plugins the loader test opens (plain shared objects, built by these rules)
-FAKE_PLUGINS = tests/gpu/dsv32-backend-fake.so tests/gpu/dsv32-backend-badabi.so
+# three fake plugins the loader test opens (plain shared objects, built by these rules)
+FAKE_PLUGINS = tests/gpu/dsv32-backend-fake.so tests/gpu/dsv32-backend-fake2.so tests/gpu/dsv32-backend-badabi.so
 check_SCRIPTS += $(FAKE_PLUGINS)
 CLEANFILES += $(FAKE_PLUGINS)
 FAKE_PLUGIN_BUILD = $(MKDIR_P) tests/gpu && $(CC) $(DEFS) $(DEFAULT_INCLUDES) $(AM_CPPFLAGS) $(CPPFLAGS) $(AM_CFLAGS) $(CFLAGS) \
@@ -28,20 +28,23 @@ FAKE_PLUGIN_BUILD = $(MKDIR_P) tests/gpu && $(CC) $(DEFS) $(DEFAULT_INCLUDES) $(
 FAKE_PLUGIN_DEPS = $(srcdir)/tests/gpu/fake_plugin.c $(srcdir)/kernels/backend_plugin.h $(srcdir)/kernels/backend.h
 tests/gpu/dsv32-backend-fake.so: $(FAKE_PLUGIN_DEPS)
 	$(AM_V_CC)$(FAKE_PLUGIN_BUILD) -o $@ $(srcdir)/tests/gpu/fake_plugin.c
+tests/gpu/dsv32-backend-fake2.so: $(FAKE_PLUGIN_DEPS)
+	$(AM_V_CC)$(FAKE_PLUGIN_BUILD) -DDSV_FAKE_SECOND -o $@ $(srcdir)/tests/gpu/fake_plugin.c
 tests/gpu/dsv32-backend-badabi.so: $(FAKE_PLUGIN_DEPS)
 	$(AM_V_CC)$(FAKE_PLUGIN_BUILD) -DDSV_FAKE_BAD_ABI -o $@ $(srcdir)/tests/gpu/fake_plugin.c
 
 EXTRA_DIST += tests/gpu/gputest.h tests/gpu/run-device.sh tests/gpu/README.md tests/gpu/fake_plugin.c
 
-# ---------------------------------------------------------------- with CUDA
-if HAVE_CUDA
+# ---------------------------------------------------------------- the CUDA backend
+# On a GPU when there is one, else on the CPU emulation of CUDA (tests/gpu/emu), in every
+# configuration; plain C programs that open the plugin through the loader.
 GPU_TESTS = \
 	tests/gpu/test-gpu-backend tests/gpu/test-gpu-elementwise tests/gpu/test-gpu-norm \
 	tests/gpu/test-gpu-linear tests/gpu/test-gpu-kv tests/gpu/test-gpu-indexer \
-	tests/gpu/test-gpu-mla tests/gpu/test-gpu-sample
+	tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe tests/gpu/test-gpu-sample tests/gpu/test-gpu-model
 check_PROGRAMS += $(GPU_TESTS)
-TESTS += $(GPU_TESTS)
-endif
+TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh
+EXTRA_DIST += tests/gpu/test-gpu-tools.sh
 GPU_TEST_LIBS = libdsv32plugin.la libdsv32kernels.la
 tests_gpu_test_gpu_backend_SOURCES = tests/gpu/test-gpu-backend.c tests/gpu/gputest.h
 tests_gpu_test_gpu_backend_LDADD = $(GPU_TEST_LIBS)
@@ -57,6 +60,10 @@ tests_gpu_test_gpu_indexer_SOURCES = tests/gpu/test-gpu-indexer.c tests/gpu/gput
 tests_gpu_test_gpu_indexer_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_mla_SOURCES = tests/gpu/test-gpu-mla.c tests/gpu/gputest.h
 tests_gpu_test_gpu_mla_LDADD = $(GPU_TEST_LIBS)
+tests_gpu_test_gpu_moe_SOURCES = tests/gpu/test-gpu-moe.c tests/gpu/gputest.h
+tests_gpu_test_gpu_moe_LDADD = $(GPU_TEST_LIBS)
+tests_gpu_test_gpu_model_SOURCES = tests/gpu/test-gpu-model.c tests/gpu/gputest.h
+tests_gpu_test_gpu_model_LDADD = libdsv32plugin.la libdsv32core.la
 tests_gpu_test_gpu_sample_SOURCES = tests/gpu/test-gpu-sample.c tests/gpu/gputest.h daemon/runtime/sampler.c
 tests_gpu_test_gpu_sample_CFLAGS = $(AM_CFLAGS)
 tests_gpu_test_gpu_sample_LDADD = $(GPU_TEST_LIBS)

@@ -133,14 +133,14 @@ write_jobs() {
         echo "$CC $CFLAGS_ALL -c $SRC/daemon/server/sampler.c -o $BUILD/obj/sampler.o" >>"$J"
         echo "$CC $CFLAGS_ALL -DDSV_PLUGIN_DIR='\"\"' -DDSV_PLUGIN_BUILDDIR='\"$BUILD\"' -c $SRC/kernels/backend_plugin.c -o $BUILD/obj/backend_plugin.o" >>"$J"
         PLUGIN_OBJS=
-        for f in backend_cuda elementwise norm linear kv indexer mla sample; do
+        for f in backend_cuda elementwise norm linear kv indexer mla moe sample; do
                 echo "$NVCC $NVFLAGS -Xcompiler -fPIC,-fvisibility=hidden -Xptxas -v -c $SRC/kernels/cuda/$f.cu -o $BUILD/obj/cuda_$f.o" >>"$J"
                 PLUGIN_OBJS="$PLUGIN_OBJS $BUILD/obj/cuda_$f.o"
         done
         for h in fp8_gemm indexer_scores topk mla_decode; do
                 echo "$NVCC $NVFLAGS -c $SRC/kernels/dev/$h.cu -o $BUILD/obj/dev_$h.o" >>"$J"
         done
-        TESTS_C="test-cuda-plan test-backend-plugin test-gpu-backend test-gpu-elementwise test-gpu-norm test-gpu-linear test-gpu-kv test-gpu-indexer test-gpu-mla test-gpu-sample"
+        TESTS_C="test-cuda-plan test-backend-plugin test-gpu-backend test-gpu-elementwise test-gpu-norm test-gpu-linear test-gpu-kv test-gpu-indexer test-gpu-mla test-gpu-moe test-gpu-sample"
         for t in $TESTS_C; do
                 echo "$CC $CFLAGS_ALL -c $SRC/tests/gpu/$t.c -o $BUILD/obj/$t.o" >>"$J"
         done

@@ -1,7 +1,8 @@
 /* The CUDA backend's vtable outside the ops: memory (zero-size and odd-size buffers,
  * unaligned copies, pinned staging), fill, errors a kernel can only see on the device
- * (an embedding id or a KV slot out of range reported by synchronize() as -EINVAL, and
- * cleared afterwards), supports_op for what part 1 does not implement, describe/last_error. */
+ * (an embedding id or a KV slot out of range reported by synchronize() as -EINVAL, cleared
+ * afterwards, reported again the next time), ops without their tensors refused, describe (the FP8
+ * linear and MoE paths the start-up probes chose)/last_error. */
 #include "config.h"
 
 #include "tests/gpu/gputest.h"
@@ -13,8 +14,15 @@ int main(void) {
         if (r)
                 return r;
         struct dsv_backend *be = g.be[1];
-        printf("backend: %s\n", dsv_backend_describe(be));
+        const char *desc = dsv_backend_describe(be);
+        printf("backend: %s\n", desc);
         CHECK(!be->host_memory, "CUDA memory is not host memory");
+        /* the start-up probes ran and say which paths serve; the emulation offers no FP8
+         * block-scaled cuBLASLt algorithm, so the plugin's own kernels must be the ones named */
+        CHECK(strstr(desc, "; FP8 linear: ") && strstr(desc, "; MoE: grouped FP8 kernel ("), "describe names the FP8 and MoE paths");
+        if (g.emulated)
+                CHECK(strstr(desc, "FP8 block-scaled batch: not offered)") != NULL,
+                      "the emulated cuBLASLt offers no FP8 block-scaled batch to the MoE probe");
 
         /* memory round trips */
         void *z = NULL, *d = NULL, *h = NULL;
@@ -66,6 +74,11 @@ int main(void) {
         int s = be->ops->synchronize(be);
         CHECK(r == -EINVAL || s == -EINVAL, "an embedding id out of range is reported (compute %d, synchronize %d)", r, s);
         printf("  reported as: %s\n", dsv_backend_last_error(be));
+        /* at once a second time: clearing the error word must be ordered before the backend's
+         * next kernels (on its stream, not left on another one) */
+        r = be->ops->compute(be, &op);
+        s = be->ops->synchronize(be);
+        CHECK(r == -EINVAL || s == -EINVAL, "the same error right after is reported again (compute %d, synchronize %d)", r, s);
         CHECK(be->ops->synchronize(be) == 0, "the error is reported once");
         int32_t good_ids[3] = {0, 3, 2};
         gb_set(&g, &ids, good_ids);
@@ -73,14 +86,17 @@ int main(void) {
         float o[24];
         gb_get(&g, &out, 1, o, "embed");
         CHECK(o[8] == 24.0f && o[23] == 23.0f, "embedding rows %g %g", o[8], o[23]);
+
         gb_free(&g, &table);
         gb_free(&g, &ids);
         gb_free(&g, &out);
 
-        /* what part 1 leaves to part 2 */
+        /* an op without its tensors is refused, not run */
         struct dsv_op moe = {.type = DSV_OP_MOE_EXPERTS};
-        CHECK(!be->ops->supports_op(be, &moe), "moe_experts not claimed");
-        CHECK(be->ops->compute(be, &moe) == -EOPNOTSUPP, "moe_experts refused");
+        CHECK(!be->ops->supports_op(be, &moe), "an empty moe_experts op not claimed");
+        CHECK(be->ops->compute(be, &moe) == -EINVAL, "an empty moe_experts op refused");
+        struct dsv_op gate = {.type = DSV_OP_MOE_GATE};
+        CHECK(!be->ops->supports_op(be, &gate) && be->ops->compute(be, &gate) == -EINVAL, "an empty moe_gate op refused");
 
         /* a second backend on the same device */
         struct dsv_backend *b2;

@@ -4,7 +4,8 @@
  * candidates (1 head x 16 dims, so the CPU reference stays quick); all-tied scores (w = 0),
  * NaN and inf key scales. Scores are compared with a tolerance; selections must be the same
  * sets, except that an element may swap with another whose reference score lies within a
- * rounding-sized distance of the k-th best (the GPU sums in a different order). */
+ * rounding-sized distance of the k-th best (the GPU sums in a different order). On the CPU
+ * emulation of CUDA: 8 heads x 128 dims, top-64, contexts up to 3000 (same edge cases). */
 #include "config.h"
 
 #include "tests/gpu/gputest.h"
@@ -231,6 +232,27 @@ int main(void) {
         int r = gt_open(&g, "test-gpu-indexer");
         if (r)
                 return r;
+        if (g.emulated) {
+                for (int f = 1; f >= 0; f--) {
+                        const int64_t ctx[3] = {65, 300, 40};
+                        const struct iq qs[] = {{0, 0, false},  {0, 30, false},  {0, 63, false}, {0, 64, false}, {1, 299, false},
+                                                {1, 150, false}, {1, 299, true}, {2, 39, false}, {1, 200, false}};
+                        const int T = (int)(sizeof(qs) / sizeof(qs[0]));
+                        test_indexer(f, 8, 128, 64, 3, ctx, qs, T, false, "mixed");
+                        test_indexer(f, 8, 128, 64, 3, ctx, qs, T, true, "mixed");
+                        const int64_t ctx1[1] = {1};
+                        const struct iq q1[] = {{0, 0, false}};
+                        test_indexer(f, 8, 128, 64, 1, ctx1, q1, 1, true, "single token");
+                        const int64_t ctx2[1] = {3000};
+                        const struct iq q2[] = {{0, 2999, false}, {0, 2000, false}, {0, 2048, true}, {0, 64, false}};
+                        test_indexer(f, 2, 128, 64, 1, ctx2, q2, 4, false, "3000");
+                        const int64_t ctx4[1] = {777};
+                        const struct iq q4[] = {{0, 776, false}, {0, 500, false}};
+                        test_indexer(f, 3, 40, 100, 1, ctx4, q4, 2, true, "odd");
+                }
+                gt_close(&g);
+                return test_result("test-gpu-indexer");
+        }
         for (int f = 1; f >= 0; f--) {
                 const int64_t ctx[3] = {2049, 5000, 300};
                 const struct iq qs[] = {{0, 0, false},    {0, 100, false},  {0, 2047, false}, {0, 2048, false}, {1, 4999, false},

@@ -5,7 +5,9 @@
  * Shapes: the 671B projections (q_a 7168->1536, q_b 1536->24576, kv_a 7168->576, wo
  * 16384->7168, indexer wq_b/wk, kv_b 512->32768, lm_head 7168->129280 bf16, weights_proj
  * 7168->64 bf16) at decode (1..16 tokens) and prefill-like (64..256) row counts, and odd
- * sizes (partial 128-blocks in N and K, K not a multiple of 16). */
+ * sizes (partial 128-blocks in N and K, K not a multiple of 16). On the CPU emulation of CUDA
+ * (where cuBLASLt has no FP8 algorithm, so that path checks the fallback) the same paths and
+ * edge cases run at tiny-model widths. */
 #include "config.h"
 
 #include "tests/gpu/gputest.h"
@@ -114,6 +116,26 @@ int main(void) {
         }
         unsetenv("DSV_CUDA_FP8_PATH");
 
+        if (g.emulated) {
+                static const int64_t edec[] = {1, 4, 16};
+                for (int f = 1; f >= 0; f--) {
+                        for (size_t i = 0; i < sizeof(edec) / sizeof(edec[0]); i++) {
+                                test_linear(edec[i], 256, 1024, DSV_F8_E4M3, f, 0, 0);
+                                test_linear(edec[i], 160, 1024, DSV_F8_E4M3, f, 0, 0); /* partial scale row */
+                        }
+                        test_linear(70, 384, 512, DSV_F8_E4M3, f, 0, 0);  /* prefill-like: several tiles, a partial one */
+                        test_linear(3, 77, 200, DSV_F8_E4M3, f, 1, 2);   /* odd: K % 16 != 0, partial blocks, views */
+                        test_linear(5, 130, 144, DSV_F8_E4M3, f, 4, 0);
+                        test_linear(1, 1, 16, DSV_F8_E4M3, f, 0, 0);
+                        test_linear(20, 64, 384, DSV_BF16, f, 0, 0);
+                        test_linear(9, 100, 300, DSV_F32, f, 3, 1);
+                }
+                test_linear(2, 4096, 256, DSV_BF16, true, 0, 0); /* the tiny model's lm_head */
+                for (int pi = 0; pi < 4; pi++)
+                        dsv_backend_free(paths[pi]);
+                gt_close(&g);
+                return test_result("test-gpu-linear");
+        }
         static const int64_t dec[] = {1, 4, 8, 16};
         for (int f = 1; f >= 0; f--) {
                 for (size_t i = 0; i < sizeof(dec) / sizeof(dec[0]); i++) {

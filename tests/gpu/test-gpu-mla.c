@@ -3,7 +3,8 @@
  * lists that are -1 padded (contexts shorter than top-k), random sorted subsets (longer
  * contexts), a single token, a batch; prefill (expanded through kv_b) on a chunk with causal
  * lists. Faithful numerics round many intermediates to bf16, and a different fp32 summation
- * order flips an occasional rounding, hence the looser faithful tolerance. */
+ * order flips an occasional rounding, hence the looser faithful tolerance. On the CPU emulation
+ * of CUDA the same cases run at reduced widths (20 heads, kv_lora 256, top-128). */
 #include "config.h"
 
 #include "tests/gpu/gputest.h"
@@ -222,6 +223,25 @@ int main(void) {
         if (r)
                 return r;
         const float scale = 0.1f;
+        if (g.emulated) {
+                /* the CPU emulation of CUDA: the same cases at reduced widths (several head tiles,
+                 * padded and holed index lists, contexts past top-k, scattered pages) */
+                for (int f = 1; f >= 0; f--) {
+                        const int64_t c1[1] = {1};
+                        const struct mq q1[1] = {{0, 0}};
+                        test_decode(f, 20, 32, 16, 32, 256, 128, 1, c1, q1, 1, scale, "single token");
+                        const int64_t c2[3] = {129, 300, 41};
+                        const struct mq q2[4] = {{2, 40}, {0, 127}, {0, 128}, {1, 299}};
+                        test_decode(f, 20, 32, 16, 32, 256, 128, 3, c2, q2, 4, scale, "mixed");
+                        const int64_t c4[1] = {90};
+                        const struct mq q4[2] = {{0, 89}, {0, 10}};
+                        test_decode(f, 3, 24, 16, 40, 256, 50, 1, c4, q4, 2, scale, "odd");
+                        test_prefill(f, 20, 32, 16, 32, 128, 200, 5, scale);
+                        test_prefill(f, 5, 24, 16, 40, 60, 70, 3, scale);
+                }
+                gt_close(&g);
+                return test_result("test-gpu-mla");
+        }
         for (int f = 1; f >= 0; f--) {
                 const int64_t c1[1] = {1};
                 const struct mq q1[1] = {{0, 0}};

@@ -1,20 +1,28 @@
-/* A CPU emulation of just enough of CUDA to run the backend's kernels (kernels/cuda/<family>.cuh)
- * unchanged on a machine without a GPU, so that their index arithmetic, shared-memory
- * layouts, barriers and warp collectives are exercised against the CPU reference in every
- * build (tests/gpu/test-cuda-emu.cc).
+/* The execution core of the CPU emulation of CUDA: runs kernels (kernels/cuda/<family>.cuh,
+ * compiled by g++) block by block with real barriers and warp collectives, so that their
+ * index arithmetic, shared-memory layouts and synchronisation are exercised on a machine
+ * without a GPU. tests/gpu/test-cuda-emu.cc drives it directly; the emulated CUDA runtime
+ * (cuda_runtime.h, runtime.cc) builds the whole plugin on it.
  *
- * Model: a launch runs its blocks one after another; the threads of a block are fibers
- * (ucontext) run round-robin in thread order, each until it reaches a barrier:
- *   __syncthreads / __syncthreads_or   all live threads of the block
+ * Model: a launch runs its blocks one after another; the threads of a block are fibers run
+ * round-robin in thread order, each until it reaches a barrier:
+ *   __syncthreads / __syncthreads_or               all live threads of the block
  *   __shfl_xor_sync / __ballot_sync / __any_sync   all live lanes of the warp
  * A barrier opens when every thread that has not returned is waiting at it; threads waiting
  * at different kinds of barrier with nobody runnable is reported as a deadlock (a divergent
- * barrier, which is a bug on the GPU too). __shared__ variables become function statics (one
- * per kernel, reused by the blocks in turn); dynamic shared memory is a per-launch buffer
- * filled with a NaN pattern, so reads of unwritten shared memory show up. Atomics are plain
- * read-modify-writes. What this cannot show: races between threads (execution is
- * sequential), timing, and the numerics of the GPU's own libm (expf, cosf).
- * Under AddressSanitizer the fiber switches are announced to it. */
+ * barrier, which is a bug on the GPU too). __shared__ variables become function statics
+ * (thread_local: one per kernel per host thread, reused by the blocks in turn); dynamic shared
+ * memory is a per-launch buffer filled with a NaN pattern, so reads of unwritten shared memory
+ * show up. Atomics are atomic read-modify-writes. What this cannot show: races between the
+ * threads of a block (execution is sequential), timing, and the numerics of the GPU's own
+ * libm (expf, cosf).
+ *
+ * Every piece of launch state (the block being run, threadIdx, blockIdx, fiber stacks) is
+ * thread_local: two host threads may run kernels at the same time (one engine per rank).
+ * Fibers switch with a few instructions on x86-64 (emu_ctx_switch below; ucontext's
+ * swapcontext makes a system call per switch) and with ucontext elsewhere. Under
+ * AddressSanitizer and ThreadSanitizer the switches are announced to them (every switch is a
+ * synchronisation point for TSan: the threads of a block never run at once). */
 #pragma once
 
 #include <ucontext.h>
@@ -26,19 +34,34 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <type_traits>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define EMU_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define EMU_TSAN 1
+#endif
+#if defined(__x86_64__) && !defined(EMU_UCONTEXT)
+#define EMU_FAST_SWITCH 1
 #endif
 
 struct dim3 {
         unsigned x, y, z;
-        dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+        constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 struct uint4 {
         unsigned x, y, z, w;
+};
+struct int4 {
+        int x, y, z, w;
+};
+struct float2 {
+        float x, y;
 };
 struct float4 {
         float x, y, z, w;
@@ -48,24 +71,68 @@ struct float4 {
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static
+#define __shared__ static thread_local
 #define __launch_bounds__(...)
 #define DCU_DYN_SMEM(T, name) T *name = (T *)emu::dyn_smem()
 
 using std::max;
 using std::min;
 
-inline dim3 threadIdx, blockIdx, blockDim, gridDim;
+inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+#ifdef EMU_FAST_SWITCH
+/* Saves the callee-saved registers, the x87 control word and MXCSR on the current stack,
+ * stores the stack pointer in *save and continues on the stack `load` (which was saved the
+ * same way, or prepared by emu::fiber_init). Weak: every translation unit that includes
+ * this header carries a copy, the linker keeps one. */
+extern "C" void emu_ctx_switch(void **save, void *load);
+asm(R"(
+        .text
+        .weak emu_ctx_switch
+        .hidden emu_ctx_switch
+        .type emu_ctx_switch, @function
+emu_ctx_switch:
+        pushq %rbp
+        pushq %rbx
+        pushq %r12
+        pushq %r13
+        pushq %r14
+        pushq %r15
+        subq $16, %rsp
+        stmxcsr 8(%rsp)
+        fnstcw (%rsp)
+        movq %rsp, (%rdi)
+        movq %rsi, %rsp
+        fldcw (%rsp)
+        ldmxcsr 8(%rsp)
+        addq $16, %rsp
+        popq %r15
+        popq %r14
+        popq %r13
+        popq %r12
+        popq %rbx
+        popq %rbp
+        ret
+        .size emu_ctx_switch, .-emu_ctx_switch
+)");
+#endif
 
 namespace emu {
 
 enum state { RUNNABLE, AT_BLOCK, AT_WARP, DONE };
 
 struct fiber {
+#ifdef EMU_FAST_SWITCH
+        void *sp;
+#else
         ucontext_t ctx;
+#endif
         state st;
         unsigned tid;
         char *stack;
+#ifdef EMU_TSAN
+        void *tsan;
+#endif
 };
 
 struct warp_bar {
@@ -76,26 +143,41 @@ struct warp_bar {
 
 struct block {
         std::vector<fiber> f;
+#ifdef EMU_FAST_SWITCH
+        void *sched_sp;
+#else
         ucontext_t sched;
+#endif
         int cur;
         int or_acc, or_result;
         warp_bar w[32];
         std::vector<unsigned char> smem;
         const std::function<void()> *body;
 #ifdef EMU_ASAN
-        void *fake_stack;
         const void *sched_bottom;
         size_t sched_size;
 #endif
+#ifdef EMU_TSAN
+        void *tsan_sched;
+#endif
 };
 
-inline block *B;
 #ifdef EMU_ASAN
-inline size_t stack_size = 64 * 1024; /* ASan clears a context's whole stack shadow at each switch */
+inline const size_t stack_size = 64 * 1024; /* ASan clears a context's whole stack shadow at each switch */
 #else
-inline size_t stack_size = 256 * 1024;
+inline const size_t stack_size = 256 * 1024;
 #endif
-inline std::vector<char *> stacks;
+
+/* Fiber stacks of this host thread, kept for the next launch. */
+struct stack_pool {
+        std::vector<char *> s;
+        ~stack_pool() {
+                for (char *p : s)
+                        free(p);
+        }
+};
+inline thread_local block *B;
+inline thread_local stack_pool stacks;
 
 inline void *dyn_smem() { return B->smem.data(); }
 
@@ -106,12 +188,20 @@ inline void yield() {
         void *fs = nullptr;
         __sanitizer_start_switch_fiber(me.st == DONE ? nullptr : &fs, B->sched_bottom, B->sched_size);
 #endif
+#ifdef EMU_TSAN
+        __tsan_switch_to_fiber(B->tsan_sched, 0);
+#endif
+#ifdef EMU_FAST_SWITCH
+        emu_ctx_switch(&me.sp, B->sched_sp);
+#else
         swapcontext(&me.ctx, &B->sched);
+#endif
 #ifdef EMU_ASAN
         __sanitizer_finish_switch_fiber(fs, nullptr, nullptr);
 #endif
 }
 
+/* Where a fiber starts; it never returns (a finished thread parks as DONE). */
 inline void trampoline() {
 #ifdef EMU_ASAN
         __sanitizer_finish_switch_fiber(nullptr, &B->sched_bottom, &B->sched_size);
@@ -119,12 +209,68 @@ inline void trampoline() {
         (*B->body)();
         B->f[B->cur].st = DONE;
         yield();
+        abort(); /* never resumed */
 }
 
 inline void set_thread_idx(unsigned tid) {
         threadIdx.x = tid % blockDim.x;
         threadIdx.y = (tid / blockDim.x) % blockDim.y;
         threadIdx.z = tid / (blockDim.x * blockDim.y);
+}
+
+inline void fiber_init(fiber &f) {
+#ifdef EMU_ASAN
+        /* a fiber that ended left its frames' redzones in the shadow of this stack (it never
+         * returned through them): clear it, as ASan's swapcontext interceptor would */
+        __asan_unpoison_memory_region(f.stack, stack_size);
+#endif
+#ifdef EMU_FAST_SWITCH
+        /* the frame emu_ctx_switch pops: control words, r15..rbp, then the return address
+         * (trampoline), above it a zero "return address" of the trampoline, so that the
+         * trampoline starts with the stack aligned as after a call */
+        uintptr_t top = ((uintptr_t)f.stack + stack_size) & ~(uintptr_t)15;
+        uint64_t *sp = (uint64_t *)top;
+        *--sp = 0;
+        *--sp = (uint64_t)(uintptr_t)&trampoline;
+        for (int i = 0; i < 6; i++)
+                *--sp = 0;
+        sp -= 2;
+        uint32_t mxcsr;
+        uint16_t fcw;
+        __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+        __asm__ volatile("fnstcw %0" : "=m"(fcw));
+        memset(sp, 0, 16);
+        memcpy((char *)sp, &fcw, sizeof(fcw));
+        memcpy((char *)sp + 8, &mxcsr, sizeof(mxcsr));
+        f.sp = sp;
+#else
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack;
+        f.ctx.uc_stack.ss_size = stack_size;
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, trampoline, 0);
+#endif
+}
+
+/* scheduler -> fiber t */
+inline void resume(block &b, unsigned t) {
+        b.cur = (int)t;
+        set_thread_idx(t);
+#ifdef EMU_ASAN
+        void *fs = nullptr;
+        __sanitizer_start_switch_fiber(&fs, b.f[t].stack, stack_size);
+#endif
+#ifdef EMU_TSAN
+        __tsan_switch_to_fiber(b.f[t].tsan, 0);
+#endif
+#ifdef EMU_FAST_SWITCH
+        emu_ctx_switch(&b.sched_sp, b.f[t].sp);
+#else
+        swapcontext(&b.sched, &b.f[t].ctx);
+#endif
+#ifdef EMU_ASAN
+        __sanitizer_finish_switch_fiber(fs, nullptr, nullptr);
+#endif
 }
 
 inline void run_block(const std::function<void()> &body, unsigned nthreads) {
@@ -135,34 +281,40 @@ inline void run_block(const std::function<void()> &body, unsigned nthreads) {
         memset(b.w, 0, sizeof(b.w));
         for (auto &w : b.w)
                 memset(w.dep, 0xff, sizeof(w.dep));
-        while (stacks.size() < nthreads)
-                stacks.push_back((char *)malloc(stack_size));
+        while (stacks.s.size() < nthreads) {
+                char *s = (char *)malloc(stack_size);
+                if (!s) {
+                        fprintf(stderr, "emu: out of memory for fiber stacks\n");
+                        abort();
+                }
+                stacks.s.push_back(s);
+        }
         for (unsigned t = 0; t < nthreads; t++) {
                 fiber &f = b.f[t];
                 f.st = RUNNABLE;
                 f.tid = t;
-                f.stack = stacks[t];
-                getcontext(&f.ctx);
-                f.ctx.uc_stack.ss_sp = f.stack;
-                f.ctx.uc_stack.ss_size = stack_size;
-                f.ctx.uc_link = nullptr;
-                makecontext(&f.ctx, trampoline, 0);
+                f.stack = stacks.s[t];
+                fiber_init(f);
+#ifdef EMU_TSAN
+                f.tsan = __tsan_create_fiber(0);
+#endif
         }
+#ifdef EMU_TSAN
+        b.tsan_sched = __tsan_get_current_fiber();
+        struct tsan_cleanup {
+                block &b;
+                ~tsan_cleanup() {
+                        for (auto &f : b.f)
+                                __tsan_destroy_fiber(f.tsan);
+                }
+        } tsan_cleanup_{b};
+#endif
         for (;;) {
                 bool ran = false;
                 for (unsigned t = 0; t < nthreads; t++) {
                         if (b.f[t].st != RUNNABLE)
                                 continue;
-                        b.cur = (int)t;
-                        set_thread_idx(t);
-#ifdef EMU_ASAN
-                        void *fs = nullptr;
-                        __sanitizer_start_switch_fiber(&fs, b.f[t].stack, stack_size);
-#endif
-                        swapcontext(&b.sched, &b.f[t].ctx);
-#ifdef EMU_ASAN
-                        __sanitizer_finish_switch_fiber(fs, nullptr, nullptr);
-#endif
+                        resume(b, t);
                         ran = true;
                 }
                 /* open the barriers everyone reached */
@@ -203,9 +355,12 @@ inline void run_block(const std::function<void()> &body, unsigned nthreads) {
         }
 }
 
-/* Runs body as a kernel over grid x block with smem bytes of dynamic shared memory. */
+/* Runs body as a kernel over grid x block with smem bytes of dynamic shared memory, on this
+ * host thread. */
 inline void launch(dim3 grid, dim3 blk, size_t smem, const std::function<void()> &body) {
         block b;
+        block *outer = B;
+        const dim3 og = gridDim, ob = blockDim, oi = blockIdx, ot = threadIdx;
         B = &b;
         gridDim = grid;
         blockDim = blk;
@@ -222,14 +377,19 @@ inline void launch(dim3 grid, dim3 blk, size_t smem, const std::function<void()>
                                 std::fill(b.smem.begin(), b.smem.end(), 0xff);
                                 run_block(body, nthreads);
                         }
-        B = nullptr;
+        B = outer;
+        gridDim = og;
+        blockDim = ob;
+        blockIdx = oi;
+        threadIdx = ot;
 }
 
-/* Frees the fiber stacks (for leak checkers). */
+/* Frees this host thread's fiber stacks now (for leak checkers; they are freed at thread
+ * exit anyway). */
 inline void shutdown() {
-        for (char *s : stacks)
+        for (char *s : stacks.s)
                 free(s);
-        stacks.clear();
+        stacks.s.clear();
 }
 
 inline unsigned lane() { return B->f[B->cur].tid % 32; }
@@ -249,7 +409,7 @@ inline unsigned warp_exchange(uint64_t v) {
 
 } // namespace emu
 
-/* ------------------------------------------------------------------ CUDA surface */
+/* ------------------------------------------------------------------ CUDA device surface */
 inline void __syncthreads() {
         emu::B->f[emu::B->cur].st = emu::AT_BLOCK;
         emu::yield();
@@ -278,22 +438,44 @@ inline unsigned __ballot_sync(unsigned, int p) {
         return m;
 }
 inline int __any_sync(unsigned mask, int p) { return __ballot_sync(mask, p) != 0; }
+inline int __all_sync(unsigned mask, int p) { return __ballot_sync(mask, !p) == 0; }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
+inline int __clz(int v) { return v ? __builtin_clz((unsigned)v) : 32; }
+inline int __ffs(int v) { return __builtin_ffs(v); }
+
+/* Atomics: the threads of a block never run at once, but two host threads may run kernels
+ * on the same memory (one engine per rank), so these are real atomic operations. */
 template <typename T> inline T atomicAdd(T *p, T v) {
-        T o = *p;
-        *p = o + v;
-        return o;
+        if constexpr (std::is_integral<T>::value) {
+                return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+        } else {
+                T o = *p, n = o + v;
+                while (!__atomic_compare_exchange(p, &o, &n, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                        n = o + v;
+                return o;
+        }
 }
-template <typename T> inline T atomicOr(T *p, T v) {
-        T o = *p;
-        *p = o | v;
-        return o;
-}
+template <typename T> inline T atomicOr(T *p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }
+template <typename T> inline T atomicAnd(T *p, T v) { return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); }
+template <typename T> inline T atomicExch(T *p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); }
 template <typename T> inline T atomicMin(T *p, T v) {
-        T o = *p;
-        *p = std::min(o, v);
+        T o = __atomic_load_n(p, __ATOMIC_RELAXED);
+        while (v < o && !__atomic_compare_exchange_n(p, &o, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                ;
         return o;
 }
+template <typename T> inline T atomicMax(T *p, T v) {
+        T o = __atomic_load_n(p, __ATOMIC_RELAXED);
+        while (v > o && !__atomic_compare_exchange_n(p, &o, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                ;
+        return o;
+}
+template <typename T> inline T atomicCAS(T *p, T cmp, T v) {
+        __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+        return cmp;
+}
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline unsigned __float_as_uint(float f) {
         unsigned u;
         memcpy(&u, &f, 4);
@@ -304,7 +486,17 @@ inline float __uint_as_float(unsigned u) {
         memcpy(&f, &u, 4);
         return f;
 }
-/* separate fp32 operations: this file is compiled with -ffp-contract=off */
+inline int __float_as_int(float f) {
+        int u;
+        memcpy(&u, &f, 4);
+        return u;
+}
+inline float __int_as_float(int u) {
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+}
+/* separate fp32 operations: the emulated sources are compiled with -ffp-contract=off */
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
