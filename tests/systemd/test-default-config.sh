@@ -40,7 +40,9 @@ cmp -s "$tmp/uncommented.out" "$tmp/defaults" || { diff "$tmp/uncommented.out" "
 
 # an operator's change takes effect; a bad one is refused with file, line and setting
 sed 's/^#kv-cache-mb = .*/kv-cache-mb = 512/' "$conf" > "$tmp/changed"
-"$d" --config "$tmp/changed" --print-config | grep -qx 'kv-cache-mb = 512' || fail "an uncommented kv-cache-mb is not applied"
+# (the output is read whole first: grep -q quitting early would SIGPIPE dsv32d under pipefail)
+out=$("$d" --config "$tmp/changed" --print-config) || fail "dsv32d --print-config failed on a changed file"
+grep -qx 'kv-cache-mb = 512' <<< "$out" || fail "an uncommented kv-cache-mb is not applied"
 sed 's/^#kv-cache-mb = .*/kv-cache-mb = lots/' "$conf" > "$tmp/bad"
 line=$(grep -n '^kv-cache-mb = lots' "$tmp/bad" | cut -d: -f1)
 out=$("$d" --config "$tmp/bad" --print-config 2>&1) && fail "a bad value was accepted"
