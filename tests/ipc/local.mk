@@ -62,6 +62,12 @@ endif
 bench_scripts += tests/ipc/bench.sh
 EXTRA_DIST += tests/ipc/bench.sh
 
+# libdsv32's pollable descriptor under infinite poll/epoll waits, cancel of unknown ids
+check_PROGRAMS += tests/ipc/test-client-fd
+tests_ipc_test_client_fd_SOURCES = tests/ipc/test-client-fd.c $(HARNESS)
+tests_ipc_test_client_fd_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-client-fd
+
 check_PROGRAMS += tests/ipc/test-daemon-kill
 tests_ipc_test_daemon_kill_SOURCES = tests/ipc/test-daemon-kill.c $(HARNESS)
 tests_ipc_test_daemon_kill_LDADD = $(DAEMON_TEST_LIBS)
