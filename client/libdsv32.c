@@ -525,7 +525,9 @@ static int handshake(struct dsv32_client *c, const struct dsv32_connect_opts *o,
                 r = set_err(c, -EPROTO, "dsv32d at %s sent a malformed handshake answer", path);
         } else {
                 memcpy(&h, in, sizeof(h));
-                if (h.length != (size_t)n - sizeof(h)) {
+                /* a record, possibly padded to a multiple of 8 (ipc/PROTOCOL.md section 3) */
+                if (h.length > (size_t)n - sizeof(h) ||
+                    ((size_t)n != sizeof(h) + h.length && (uint64_t)n != dsv_ring_record_bytes(h.length))) {
                         r = set_err(c, -EPROTO, "dsv32d at %s sent a malformed handshake answer", path);
                 } else if (h.type == DSV_MSG_ERROR) {
                         if (dsv_msg_decode(DSV_MSG_ERROR, in + sizeof(h), h.length, &m, why, sizeof(why)) == 0) {

@@ -420,18 +420,38 @@ static void handle_hello(struct dsv_server *s, struct dsv_conn *c, const uint8_t
         uint32_t limit, sub, comp;
         int memfd = -1, r;
 
+        /* a record as in the rings (ipc/PROTOCOL.md section 3): header, payload, and up to 7
+         * bytes of padding to the next multiple of 8 (ignored) */
         if (n < sizeof(h)) {
-                conn_drop(s, c, EPROTO, "the handshake must start with a HELLO record");
+                conn_drop(s, c, EPROTO, "the first datagram (%zu bytes) is shorter than a record header (%zu bytes)", n,
+                          sizeof(h));
                 return;
         }
         memcpy(&h, buf, sizeof(h));
-        if (h.type != DSV_MSG_HELLO || h.length != n - sizeof(h)) {
-                conn_drop(s, c, EPROTO, "the handshake must start with a HELLO record (got type %u, %zu bytes)", h.type, n);
+        if (h.type != DSV_MSG_HELLO) {
+                conn_drop(s, c, EPROTO, "the handshake must start with a HELLO record (type %u); got type %u (%s)",
+                          DSV_MSG_HELLO, h.type, dsv_msg_type_name(h.type) ? dsv_msg_type_name(h.type) : "unknown");
+                return;
+        }
+        if (h.length > n - sizeof(h)) {
+                conn_drop(s, c, EPROTO, "HELLO's length field says %u payload bytes, but the datagram carries %zu after the header",
+                          h.length, n - sizeof(h));
+                return;
+        }
+        if (n != dsv_ring_record_bytes(h.length) && n != sizeof(h) + h.length) {
+                conn_drop(s, c, EPROTO,
+                          "the HELLO datagram has %zu bytes after its %u-byte payload; a record may only be padded to a "
+                          "multiple of 8 (%llu bytes in all)",
+                          n - sizeof(h) - h.length, h.length, (unsigned long long)dsv_ring_record_bytes(h.length));
+                return;
+        }
+        if (h.flags & DSV_IPC_RECORD_FLAGS_CRITICAL) {
+                conn_drop(s, c, EOPNOTSUPP, "HELLO record flags 0x%04x are not understood by this dsv32d", h.flags);
                 return;
         }
         r = dsv_msg_decode(DSV_MSG_HELLO, buf + sizeof(h), h.length, &m, why, sizeof(why));
         if (r < 0) {
-                conn_drop(s, c, -r == ENOSYS ? EPROTO : -r, "bad HELLO: %s", why);
+                conn_drop(s, c, -r == ENOSYS ? EPROTO : -r, "malformed HELLO payload: %s", why);
                 return;
         }
         if (m.u.hello.version_major != DSV_IPC_VERSION_MAJOR) {
@@ -833,7 +853,7 @@ static void conn_event(struct dsv_server *s, struct dsv_conn *c, uint32_t events
                         return;
                 }
                 if ((size_t)n > sizeof(buf)) {
-                        conn_drop(s, c, EMSGSIZE, "HELLO is larger than %d bytes", HANDSHAKE_MAX);
+                        conn_drop(s, c, EMSGSIZE, "the HELLO datagram has %zd bytes; the limit is %d", n, HANDSHAKE_MAX);
                         return;
                 }
                 handle_hello(s, c, buf, (size_t)n);
@@ -996,7 +1016,7 @@ static void on_timer(struct dsv_server *s) {
                 next = c->next;
                 if (c->state == DSV_CONN_HANDSHAKE &&
                     now - c->t_accept_ns > (uint64_t)s->cfg.handshake_timeout_ms * 1000000ull)
-                        conn_drop(s, c, ETIMEDOUT, "no HELLO within %d ms", s->cfg.handshake_timeout_ms);
+                        conn_drop(s, c, ETIMEDOUT, "no HELLO within %d ms (handshake-timeout-ms)", s->cfg.handshake_timeout_ms);
                 else if (c->state == DSV_CONN_ACTIVE && c->loop_blocked)
                         conn_process(s, c);
         }
