@@ -736,7 +736,14 @@ static int handle_tokenize(struct dsv_server *s, struct dsv_conn *c, const struc
                 loop_reply(s, c, &m);
         } else {
                 _cleanup_free_ char *text = NULL;
+                const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
                 size_t n = 0;
+                for (uint32_t i = 0; inf && i < in->u.tokens.n_tokens; i++)
+                        if (in->u.tokens.tokens[i] >= inf->vocab_size)
+                                return loop_error(s, c, id, EINVAL,
+                                                  "token id %d (position %u) is outside the vocabulary: this model has "
+                                                  "%d tokens, ids 0..%d",
+                                                  in->u.tokens.tokens[i], i, inf->vocab_size, inf->vocab_size - 1);
                 r = dsv_text_decode(t, in->u.tokens.tokens, in->u.tokens.n_tokens, &text, &n);
                 if (r < 0)
                         return loop_error(s, c, id, -r, "cannot detokenize: %s", strerror(-r));
