@@ -226,8 +226,12 @@ int dsv_config_load_file(struct dsv_server_config *c, const char *path, char *er
                 snprintf(err, errlen, "%s: contains a NUL byte", path);
                 return -EINVAL;
         }
-        for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        /* line by line (not strtok: it would skip blank lines and miscount the numbers) */
+        for (line = text; line; line = save) {
                 char *eq, *key, *val, e2[256];
+                save = strchr(line, '\n');
+                if (save)
+                        *save++ = 0;
                 lineno++;
                 line = strip(line);
                 if (!*line || *line == '#' || *line == ';' || *line == '[')
@@ -240,9 +244,29 @@ int dsv_config_load_file(struct dsv_server_config *c, const char *path, char *er
                 *eq = 0;
                 key = strip(line);
                 val = strip(eq + 1);
-                if (strlen(val) >= 2 && val[0] == '"' && val[strlen(val) - 1] == '"') {
-                        val[strlen(val) - 1] = 0;
+                /* a value ends at " #" (a trailing comment); a quoted value at its closing quote,
+                 * after which only a comment may follow */
+                if (val[0] == '"') {
+                        char *q = strchr(val + 1, '"'), *rest;
+                        if (!q) {
+                                snprintf(err, errlen, "%s:%d: %s: the value has no closing quote", path, lineno, key);
+                                return -EINVAL;
+                        }
+                        *q = 0;
+                        rest = strip(q + 1);
+                        if (*rest && *rest != '#') {
+                                snprintf(err, errlen, "%s:%d: %s: unexpected '%s' after the closing quote (a comment starts with #)",
+                                         path, lineno, key, rest);
+                                return -EINVAL;
+                        }
                         val++;
+                } else {
+                        for (char *h = strchr(val, '#'); h; h = strchr(h + 1, '#'))
+                                if (h == val || isspace((unsigned char)h[-1])) {
+                                        *h = 0;
+                                        val = strip(val);
+                                        break;
+                                }
                 }
                 r = dsv_config_set(c, key, val, e2, sizeof(e2));
                 if (r < 0) {

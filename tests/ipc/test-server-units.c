@@ -39,11 +39,33 @@ static void test_settings(void) {
         r = dsv_config_load_file(&c, path, err, sizeof(err));
         CHECK(r == 0 && c.max_tokens_limit == 123 && !strcmp(c.socket, "/tmp/x.sock") && c.spin_us == 7,
               "file: r=%d %s limit=%d", r, err, c.max_tokens_limit);
+        /* trailing comments: after whitespace, or after a quoted value; '#' inside a word or
+         * quotes is part of the value */
         fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-        dprintf(fd, "spin-us = 5\nbogus line\n");
+        dprintf(fd, "socket = /tmp/q.sock  # my socket\nspin-us = 9\t# spin\nallow-users = \"a # b\"   # quoted\n"
+                    "allow-groups = g#1\nmax-tokens-limit = 77 #\n");
         close(fd);
         r = dsv_config_load_file(&c, path, err, sizeof(err));
-        CHECK(r == -EINVAL && strstr(err, ":2:"), "a bad line must be reported with its number: %s", err);
+        CHECK(r == 0 && !strcmp(c.socket, "/tmp/q.sock") && c.spin_us == 9 && !strcmp(c.allow_users, "a # b") &&
+                      !strcmp(c.allow_groups, "g#1") && c.max_tokens_limit == 77,
+              "trailing comments: r=%d %s; socket '%s' allow-users '%s' allow-groups '%s'", r, err, c.socket, c.allow_users,
+              c.allow_groups);
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        dprintf(fd, "socket = \"/tmp/a.sock\" junk\n");
+        close(fd);
+        r = dsv_config_load_file(&c, path, err, sizeof(err));
+        CHECK(r == -EINVAL && strstr(err, ":1:") && strstr(err, "after the closing quote"), "text after a quote: %s", err);
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        dprintf(fd, "\nsocket = \"/tmp/a.sock\n");
+        close(fd);
+        r = dsv_config_load_file(&c, path, err, sizeof(err));
+        CHECK(r == -EINVAL && strstr(err, ":2:") && strstr(err, "closing quote"), "an unterminated quote: %s", err);
+        dsv_config_set(&c, "socket", "/tmp/x.sock", err, sizeof(err));
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        dprintf(fd, "spin-us = 5\n\n# c\nbogus line\n");
+        close(fd);
+        r = dsv_config_load_file(&c, path, err, sizeof(err));
+        CHECK(r == -EINVAL && strstr(err, ":4:"), "a bad line must be reported with its number (blank lines count): %s", err);
         unlink(path);
         CHECK(dsv_config_load_file(&c, "/nonexistent/dsv32d.conf", err, sizeof(err)) == -ENOENT, "missing file");
 
