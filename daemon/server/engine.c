@@ -36,6 +36,8 @@ struct request {
         int n_cached;         /* prompt tokens whose KV came from the session */
         int n_exact;          /* leading tokens whose KV a prefill chunk computed (see struct session) */
         struct dsv_msg_session sreply; /* SESSION_* requests: the reply */
+        struct dsv_session_row *rows;  /* SESSION_LIST: the reply's rows */
+        uint32_t n_rows;
         struct dsv_sampling sp;
         int n_generated;
         /* output not yet written to the completion ring */
@@ -76,6 +78,7 @@ struct session {
         bool pinned;
         struct request *busy;
         uint64_t last_used_ns;
+        struct dsv_conn *owner; /* SESSION_OPEN private: closed once this connection is gone */
 };
 
 struct cancel_rec {
@@ -181,6 +184,7 @@ static void request_free(struct dsv_engine *e, struct request *r) {
         free(r->tokens);
         free(r->out);
         free(r->text_out);
+        free(r->rows);
         free(r);
 }
 
@@ -278,6 +282,7 @@ static void session_free(struct dsv_engine *e, struct session *s) {
                 s->busy->sess = NULL;
         dsv_kv_seq_release(e->kv, &s->seq);
         lru_unlink(e, s);
+        dsv_conn_unref(s->owner);
         free(s->tokens);
         free(s);
         e->n_sessions--;
@@ -366,7 +371,14 @@ static void sessions_sweep(struct dsv_engine *e) {
         uint64_t now = dsv_now_ns(), idle = (uint64_t)e->tun_now.session_idle_timeout_s * 1000000000ull;
         for (struct session *s = e->s_head, *next; s; s = next) {
                 next = s->next;
-                if (s->busy || s->pinned)
+                if (s->busy)
+                        continue;
+                if (s->owner && dsv_conn_is_dead(s->owner)) {
+                        log_debug("Session '%s' of uid %u closed: its private connection is gone", s->name, (unsigned)s->uid);
+                        session_free(e, s);
+                        continue;
+                }
+                if (s->pinned)
                         continue;
                 if ((idle && now - s->last_used_ns >= idle) || e->n_sessions > e->tun_now.max_sessions) {
                         log_debug("Session '%s' of uid %u closed: %s", s->name, (unsigned)s->uid,
@@ -435,8 +447,36 @@ static void session_op(struct dsv_engine *e, struct request *r) {
                 } else {
                         lru_touch(e, s);
                 }
+                if ((in->session_flags & DSV_SESSION_OPEN_PRIVATE) && s->owner != r->conn) {
+                        dsv_conn_unref(s->owner);
+                        s->owner = dsv_conn_ref(r->conn);
+                }
                 session_reply_fill(r, s);
                 break;
+        case DSV_REQUEST_SESSION_LIST: {
+                uint64_t now = dsv_now_ns();
+                uint32_t n = 0;
+                for (const struct session *x = e->s_head; x; x = x->next)
+                        n += x->uid == uid;
+                r->rows = n ? calloc(n, sizeof(*r->rows)) : NULL;
+                if (n && !r->rows) {
+                        finish_error(r, ENOMEM, "out of memory");
+                        return;
+                }
+                for (const struct session *x = e->s_head; x; x = x->next) {
+                        struct dsv_session_row *row;
+                        if (x->uid != uid)
+                                continue;
+                        row = &r->rows[r->n_rows++];
+                        snprintf(row->name, sizeof(row->name), "%s", x->name);
+                        row->flags = (x->pinned ? DSV_SESSION_PINNED : 0) | (x->busy ? DSV_SESSION_BUSY : 0) |
+                                     (x->owner ? DSV_SESSION_PRIVATE_ROW : 0);
+                        row->n_tokens = (uint32_t)session_seq(x)->len;
+                        row->n_pages = (uint32_t)session_seq(x)->n_pages;
+                        row->idle_ms = x->busy ? 0 : (now - x->last_used_ns) / 1000000;
+                }
+                break;
+        }
         case DSV_REQUEST_SESSION_CLOSE:
                 if (!s) {
                         finish_error(r, ENOENT, "no session named '%s' (sessions belong to the user that made them)",
@@ -630,6 +670,15 @@ static bool flush(struct dsv_engine *e, struct request *r) {
                 return true;
         if (r->final_error) {
                 rc = dsv_conn_send_error(r->conn, r->id, r->error_code, true, "%s", r->error_msg);
+        } else if (r->in->kind == DSV_REQUEST_SESSION_LIST) {
+                /* as many rows as one completion record holds (about 100 bytes each) */
+                memset(&m, 0, sizeof(m));
+                m.type = DSV_MSG_SESSION_LIST_REPLY;
+                m.u.session_list.id = r->id;
+                m.u.session_list.rows = r->rows;
+                m.u.session_list.n_rows = MIN(r->n_rows, (r->conn->shm.comp.max_record - 64) / 100);
+                m.u.session_list.n_total = r->n_rows;
+                rc = dsv_conn_send(r->conn, &m, true);
         } else if (r->in->kind != DSV_REQUEST_GENERATE) {
                 memset(&m, 0, sizeof(m));
                 m.type = DSV_MSG_SESSION_REPLY;

@@ -56,6 +56,7 @@ enum dsv_request_kind {
         DSV_REQUEST_SESSION_OPEN,
         DSV_REQUEST_SESSION_CLOSE,
         DSV_REQUEST_SESSION_PIN,
+        DSV_REQUEST_SESSION_LIST, /* the uid's sessions: answered with SESSION_LIST_REPLY */
         DSV_REQUEST_MAX,
 };
 
