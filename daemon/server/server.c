@@ -638,19 +638,21 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
 
 static int handle_session(struct dsv_server *s, struct dsv_conn *c, uint16_t type, const struct dsv_msg_session *m) {
         static const uint32_t allowed[] = {
-                [DSV_REQUEST_SESSION_OPEN] = DSV_SESSION_OPEN_EXCL,
+                [DSV_REQUEST_SESSION_OPEN] = DSV_SESSION_OPEN_EXCL | DSV_SESSION_OPEN_PRIVATE,
                 [DSV_REQUEST_SESSION_CLOSE] = 0,
                 [DSV_REQUEST_SESSION_PIN] = DSV_SESSION_PIN_SET,
+                [DSV_REQUEST_SESSION_LIST] = 0,
         };
         enum dsv_request_kind kind = type == DSV_MSG_SESSION_OPEN    ? DSV_REQUEST_SESSION_OPEN
                                      : type == DSV_MSG_SESSION_CLOSE ? DSV_REQUEST_SESSION_CLOSE
-                                                                     : DSV_REQUEST_SESSION_PIN;
+                                     : type == DSV_MSG_SESSION_PIN   ? DSV_REQUEST_SESSION_PIN
+                                                                     : DSV_REQUEST_SESSION_LIST;
         struct dsv_request_in *in;
         char who[128];
 
         if (dsv_engine_state(s->engine) == DSV_STATE_FAILED)
                 return loop_error(s, c, m->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
-        if (!session_name_ok(s, m->name))
+        if (kind != DSV_REQUEST_SESSION_LIST && !session_name_ok(s, m->name))
                 return loop_error(s, c, m->id, EINVAL,
                                   "invalid session name: it must be 1..%d bytes of letters, digits and . _ : @ + = -",
                                   s->cfg.session_name_max);
@@ -799,6 +801,11 @@ static int handle_record(struct dsv_server *s, struct dsv_conn *c, const struct 
         case DSV_MSG_SESSION_PIN:
                 handle_session(s, c, h->type, &m.u.session);
                 break;
+        case DSV_MSG_SESSION_LIST: {
+                struct dsv_msg_session q = {.id = m.u.id.id};
+                handle_session(s, c, h->type, &q);
+                break;
+        }
         default:
                 dsv_msg_release(&m);
                 return conn_drop(s, c, EPROTO, "%s is not a request a client may send", dsv_msg_type_name(h->type));
