@@ -11,5 +11,6 @@ libdsv32_la_LDFLAGS = $(AM_LDFLAGS) -version-info 1:0:1 -export-symbols-regex '^
 
 bin_PROGRAMS += dsv32
 dist_man_MANS += man/dsv32.1
-dsv32_SOURCES = client/cli.c ipc/idlist.h ipc/idlist.c
-dsv32_LDADD = libdsv32.la -lm
+dsv32_SOURCES = client/cli.h client/cli.c client/cli_chat.c client/cli_out.c ipc/idlist.h ipc/idlist.c
+dsv32_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+dsv32_LDADD = libdsv32.la $(JANSSON_LIBS) -lm

@@ -12,7 +12,7 @@ tests_ipc_test_ipc_ring_LDADD = $(IPC_TEST_LIBS)
 TESTS += tests/ipc/test-ipc-ring
 
 check_PROGRAMS += tests/ipc/test-ipc-proto
-tests_ipc_test_ipc_proto_SOURCES = tests/ipc/test-ipc-proto.c
+tests_ipc_test_ipc_proto_SOURCES = tests/ipc/test-ipc-proto.c ipc/idlist.h ipc/idlist.c
 tests_ipc_test_ipc_proto_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 tests_ipc_test_ipc_proto_LDADD = $(IPC_TEST_LIBS)
 TESTS += tests/ipc/test-ipc-proto
@@ -67,6 +67,12 @@ check_PROGRAMS += tests/ipc/test-client-fd
 tests_ipc_test_client_fd_SOURCES = tests/ipc/test-client-fd.c $(HARNESS)
 tests_ipc_test_client_fd_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-client-fd
+
+# the dsv32 command line: options, --json, exit codes, write errors, signals, chat
+check_PROGRAMS += tests/ipc/test-cli
+tests_ipc_test_cli_SOURCES = tests/ipc/test-cli.c $(HARNESS)
+tests_ipc_test_cli_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-cli
 
 check_PROGRAMS += tests/ipc/test-daemon-kill
 tests_ipc_test_daemon_kill_SOURCES = tests/ipc/test-daemon-kill.c $(HARNESS)

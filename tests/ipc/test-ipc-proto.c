@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ipc/idlist.h"
 #include "ipc/proto.h"
 #include "tests/check.h"
 
@@ -382,7 +383,34 @@ static void test_hostile(void) {
         }
 }
 
+/* The token-id list spelling every program accepts. */
+static void test_idlist(void) {
+        static const struct {
+                const char *s;
+                int n; /* -1: refused */
+                int32_t last;
+        } cases[] = {
+                {"1,2,3", 3, 3},     {"1 2 3", 3, 3},   {"1, 2, 3", 3, 3}, {" 7 ,8\t9 ", 3, 9}, {"", 0, 0},
+                {"   ", 0, 0},       {"2147483647", 1, 2147483647},       {"1,,2", -1, 0},   {"1,", -1, 0},
+                {",1", -1, 0},       {"-1", -1, 0},     {"+1", -1, 0},     {"1x", -1, 0},     {"2147483648", -1, 0},
+                {"1;2", -1, 0},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                int32_t *v = NULL;
+                size_t n = 0;
+                int r = dsv_parse_id_list(cases[i].s, &v, &n);
+                if (cases[i].n < 0)
+                        CHECK(r == -EINVAL, "'%s' accepted (%zu ids)", cases[i].s, n);
+                else
+                        CHECK(r == 0 && (int)n == cases[i].n && (n == 0 || v[n - 1] == cases[i].last),
+                              "'%s': r=%d, %zu ids", cases[i].s, r, n);
+                if (r == 0)
+                        free(v);
+        }
+}
+
 int main(void) {
+        test_idlist();
         test_roundtrips();
         test_hostile();
         return test_result("test-ipc-proto");
