@@ -107,7 +107,8 @@ struct dsv_engine {
         uint64_t heartbeat_ns;
         bool idle;
         uint64_t n_requests_total, n_prompt_total, n_generated_total, n_steps;
-        uint32_t n_running, n_waiting, n_parked;
+        uint32_t n_running, n_waiting, n_parked, n_prefilling;
+        uint64_t n_prefilled_total; /* prompt tokens run through the model */
         uint64_t kv_pages_used;
         uint64_t prefill_mtok_s, decode_mtok_s; /* tokens per 1000 s */
         uint32_t st_sessions, st_pinned;
@@ -905,7 +906,7 @@ static void remove_finished(struct dsv_engine *e) {
 static bool step(struct dsv_engine *e) {
         struct dsv_engine_tunables tun;
         int budget, n_tok = 0, n_seq = 0, rows = 0, vocab = e->info.vocab_size;
-        uint32_t running = 0, waiting = 0, parked = 0;
+        uint32_t running = 0, waiting = 0, parked = 0, prefilling = 0;
         bool draining_expired;
         struct dsv_error err = {{0}};
         int rc;
@@ -944,7 +945,10 @@ static bool step(struct dsv_engine *e) {
                         if (r->n_out && !(r->in->flags & DSV_GEN_NO_STREAM))
                                 parked++;
                 } else if (r->state == REQ_WAITING) {
-                        waiting++;
+                        if (r->admitted)
+                                prefilling++;
+                        else
+                                waiting++;
                 }
         }
         if (batch_reserve(e, (size_t)(budget + (int)running + 1), e->n_reqs + 1, (size_t)vocab) < 0) {
@@ -1009,6 +1013,7 @@ static bool step(struct dsv_engine *e) {
         }
         __atomic_store_n(&e->n_running, running, __ATOMIC_RELAXED);
         __atomic_store_n(&e->n_waiting, waiting, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->n_prefilling, prefilling, __ATOMIC_RELAXED);
         __atomic_store_n(&e->n_parked, parked, __ATOMIC_RELAXED);
         publish_stats(e);
         if (n_tok == 0) {
@@ -1036,6 +1041,7 @@ static bool step(struct dsv_engine *e) {
                         n_decode += e->b_req[s]->state == REQ_RUNNING;
                 e->rate_decode += (uint64_t)n_decode;
                 e->rate_prefill += (uint64_t)(n_tok - n_decode);
+                __atomic_add_fetch(&e->n_prefilled_total, (uint64_t)(n_tok - n_decode), __ATOMIC_RELAXED);
                 if (dsv_now_ns() - e->rate_t0 > 1000000000ull) {
                         double sec = (dsv_now_ns() - e->rate_t0) / 1e9;
                         __atomic_store_n(&e->decode_mtok_s, (uint64_t)(e->rate_decode * 1000.0 / sec), __ATOMIC_RELAXED);
@@ -1475,4 +1481,6 @@ void dsv_engine_stats(struct dsv_engine *e, struct dsv_msg_stats_reply *s) {
         s->session_pages = __atomic_load_n(&e->st_session_pages, __ATOMIC_RELAXED);
         s->cached_tokens_total = __atomic_load_n(&e->n_cached_total, __ATOMIC_RELAXED);
         s->sessions_evicted = __atomic_load_n(&e->n_evicted, __ATOMIC_RELAXED);
+        s->requests_prefilling = __atomic_load_n(&e->n_prefilling, __ATOMIC_RELAXED);
+        s->prefilled_tokens_total = __atomic_load_n(&e->n_prefilled_total, __ATOMIC_RELAXED);
 }
