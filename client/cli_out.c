@@ -143,27 +143,9 @@ json_t *cli_json_usage(const struct dsv32_usage *u) {
                          (json_int_t)u->queue_us, "prefill_us", (json_int_t)u->prefill_us, "decode_us", (json_int_t)u->decode_us);
 }
 
-static const char *errno_name(int e) {
-        static const struct {
-                int e;
-                const char *name;
-        } names[] = {
-                {EINVAL, "EINVAL"},   {E2BIG, "E2BIG"},       {ENOENT, "ENOENT"},   {ECONNREFUSED, "ECONNREFUSED"},
-                {EACCES, "EACCES"},   {EMSGSIZE, "EMSGSIZE"}, {EAGAIN, "EAGAIN"},   {ENOTSUP, "ENOTSUP"},
-                {ESHUTDOWN, "ESHUTDOWN"}, {ECONNRESET, "ECONNRESET"}, {ETIMEDOUT, "ETIMEDOUT"}, {EBUSY, "EBUSY"},
-                {EDQUOT, "EDQUOT"},   {ENOSPC, "ENOSPC"},     {EEXIST, "EEXIST"},   {EIO, "EIO"},
-                {ENOMEM, "ENOMEM"},   {EPROTO, "EPROTO"},     {EUSERS, "EUSERS"},   {EPIPE, "EPIPE"},
-                {EINTR, "EINTR"},     {EPERM, "EPERM"},
-        };
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-                if (names[i].e == e)
-                        return names[i].name;
-        return "EUNKNOWN";
-}
-
 json_t *cli_json_error_obj(int err, const char *message) {
         int e = err < 0 ? -err : err;
-        return json_pack("{s:s, s:s, s:i, s:o}", "event", "error", "error", errno_name(e), "code", e, "message",
+        return json_pack("{s:s, s:s, s:i, s:o}", "event", "error", "error", dsv32_error_name(e), "code", e, "message",
                          cli_json_text(message, strlen(message)));
 }
 

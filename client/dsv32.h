@@ -348,6 +348,9 @@ int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 const char *dsv32_last_error(const dsv32_client *c);
 /* Text for a negative errno value; never NULL. */
 const char *dsv32_strerror(int err);
+/* The symbolic name of an errno value ("E2BIG"; the sign is ignored), "EUNKNOWN" for one
+ * the protocol does not use; never NULL. For logs and machine-readable output. */
+const char *dsv32_error_name(int err);
 const char *dsv32_finish_name(enum dsv32_finish f);
 /* The library's version, "MAJOR.MINOR.PATCH". */
 const char *dsv32_version(void);

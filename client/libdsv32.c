@@ -703,6 +703,8 @@ API const char *dsv32_last_error(const dsv32_client *c) {
 
 API const char *dsv32_strerror(int err) { return strerror(err < 0 ? -err : err); }
 
+API const char *dsv32_error_name(int err) { return dsv_errno_name(err); }
+
 API const char *dsv32_finish_name(enum dsv32_finish f) { return dsv_finish_name((unsigned)f); }
 
 API const char *dsv32_version(void) { return PACKAGE_VERSION; }

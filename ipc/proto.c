@@ -306,6 +306,27 @@ const char *dsv_state_name(unsigned state) {
         return state < DSV_STATE_MAX ? names[state] : "unknown";
 }
 
+const char *dsv_errno_name(int err) {
+        static const struct {
+                int e;
+                const char *name;
+        } names[] = {
+                {EINVAL, "EINVAL"},       {E2BIG, "E2BIG"},         {ENOENT, "ENOENT"},     {EACCES, "EACCES"},
+                {EPERM, "EPERM"},         {EMSGSIZE, "EMSGSIZE"},   {EAGAIN, "EAGAIN"},     {ENOTSUP, "ENOTSUP"},
+                {ESHUTDOWN, "ESHUTDOWN"}, {EBUSY, "EBUSY"},         {EDQUOT, "EDQUOT"},     {ENOSPC, "ENOSPC"},
+                {EEXIST, "EEXIST"},       {EIO, "EIO"},             {ENOMEM, "ENOMEM"},     {EPROTO, "EPROTO"},
+                {EBADMSG, "EBADMSG"},     {EUSERS, "EUSERS"},       {ECONNRESET, "ECONNRESET"},
+                {ECONNREFUSED, "ECONNREFUSED"}, {ETIMEDOUT, "ETIMEDOUT"}, {ENOSYS, "ENOSYS"},
+                {EPROTONOSUPPORT, "EPROTONOSUPPORT"}, {EPIPE, "EPIPE"}, {EINTR, "EINTR"}, {ENAMETOOLONG, "ENAMETOOLONG"},
+        };
+        if (err < 0)
+                err = -err;
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                if (names[i].e == err)
+                        return names[i].name;
+        return "EUNKNOWN";
+}
+
 /* ------------------------------------------------------------------ encoder */
 
 #define AT(base, off, T) ((T *)((uint8_t *)(base) + (off)))

@@ -291,6 +291,9 @@ void dsv_wbuf_free(struct dsv_wbuf *b);
 const char *dsv_msg_type_name(unsigned type);
 const char *dsv_finish_name(unsigned reason);
 const char *dsv_state_name(unsigned state);
+/* The symbolic name of an errno value the protocol uses ("E2BIG"; sign ignored), or
+ * "EUNKNOWN". */
+const char *dsv_errno_name(int err);
 
 /* Encodes m's payload (its type selects the table) appended to out (out->len is not reset).
  * -EINVAL for an unknown type or a field over its cap. */

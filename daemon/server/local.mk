@@ -7,6 +7,8 @@ libdsv32server_la_SOURCES = \
 	daemon/server/sampler.h daemon/server/sampler.c \
 	daemon/server/text.h daemon/server/text.c \
 	daemon/server/conn.h daemon/server/conn.c \
+	daemon/server/rates.h daemon/server/rates.c \
+	daemon/server/reqlog.h daemon/server/reqlog.c \
 	daemon/server/engine.h daemon/server/engine.c \
 	daemon/server/server.h daemon/server/server.c
 # DSV_WITH_TOKENIZER: text prompts, TOKENIZE/DETOKENIZE and chat through daemon/tokenizer

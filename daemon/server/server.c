@@ -22,6 +22,8 @@
 #include "daemon/server/access.h"
 #include "daemon/server/conn.h"
 #include "daemon/server/engine.h"
+#include "daemon/server/rates.h"
+#include "daemon/server/reqlog.h"
 #include "daemon/server/text.h"
 #include "daemon/util.h"
 
@@ -57,6 +59,8 @@ struct dsv_server {
         uint64_t watchdog_usec, last_watchdog, last_status, last_extend;
         uint64_t loop_wakeups, loop_sleeps, doorbells_received;
         struct dsv_spin spin; /* adaptive spin window, at most spin-us */
+        struct dsv_rates rates; /* token counters sampled every tick (dsv32 status) */
+        uint64_t drain_shutdowns; /* requests ended by the stop timeout before the drain began */
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -524,6 +528,21 @@ static int loop_error(struct dsv_server *s, struct dsv_conn *c, uint64_t id, int
         return 0;
 }
 
+/* Refuses a GENERATE before it reaches the engine: the ERROR, and its request log line. */
+static int refuse(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg_generate *g, int code, const char *fmt, ...)
+        _printf_(5, 6);
+static int refuse(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg_generate *g, int code, const char *fmt, ...) {
+        char text[DSV_ERROR_MESSAGE_MAX];
+        struct dsv_reqlog l = {.uid = c->peer.uid, .pid = c->peer.pid, .client = c->name, .id = g->id,
+                               .session = g->session, .error = code, .refused = true, .message = text};
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        dsv_reqlog(&l);
+        return loop_error(s, c, g->id, code, "%s", text);
+}
+
 /* A session name from a client: 1..session-name-max bytes of [A-Za-z0-9._:@+=-]. */
 static bool session_name_ok(const struct dsv_server *s, const char *name) {
         size_t n = strlen(name);
@@ -539,44 +558,44 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         char who[128];
 
         if (s->draining)
-                return loop_error(s, c, g->id, ESHUTDOWN, "dsv32d is shutting down and takes no new requests");
+                return refuse(s, c, g, ESHUTDOWN, "dsv32d is shutting down and takes no new requests");
         if (st == DSV_STATE_FAILED)
-                return loop_error(s, c, g->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
+                return refuse(s, c, g, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
         if (sources != 1)
-                return loop_error(s, c, g->id, EINVAL, "GENERATE needs exactly one of text, tokens or messages (got %d)", sources);
+                return refuse(s, c, g, EINVAL, "GENERATE needs exactly one of text, tokens or messages (got %d)", sources);
         bytes = g->text ? g->text_len : 4ull * g->n_tokens;
         for (uint32_t i = 0; i < g->n_messages; i++)
                 bytes += (uint64_t)g->messages[i].content_len + g->messages[i].role_len;
         if (bytes > (uint64_t)s->cfg.max_prompt_bytes)
-                return loop_error(s, c, g->id, E2BIG, "the prompt is %llu bytes; the limit is %d (max-prompt-bytes)",
+                return refuse(s, c, g, E2BIG, "the prompt is %llu bytes; the limit is %d (max-prompt-bytes)",
                                   (unsigned long long)bytes, s->cfg.max_prompt_bytes);
         if (g->max_tokens == 0)
-                return loop_error(s, c, g->id, EINVAL, "max_tokens must be at least 1");
+                return refuse(s, c, g, EINVAL, "max_tokens must be at least 1");
         if (g->max_tokens > (uint32_t)s->cfg.max_tokens_limit)
-                return loop_error(s, c, g->id, E2BIG, "max_tokens %u exceeds the limit %d (max-tokens-limit)", g->max_tokens,
+                return refuse(s, c, g, E2BIG, "max_tokens %u exceeds the limit %d (max-tokens-limit)", g->max_tokens,
                                   s->cfg.max_tokens_limit);
         if (!(g->temperature >= 0.0f && g->temperature <= 100.0f))
-                return loop_error(s, c, g->id, EINVAL, "temperature must be in [0, 100]");
+                return refuse(s, c, g, EINVAL, "temperature must be in [0, 100]");
         if (!(g->top_p > 0.0f && g->top_p <= 1.0f))
-                return loop_error(s, c, g->id, EINVAL, "top_p must be in (0, 1]");
+                return refuse(s, c, g, EINVAL, "top_p must be in (0, 1]");
         if (!(g->min_p >= 0.0f && g->min_p <= 1.0f))
-                return loop_error(s, c, g->id, EINVAL, "min_p must be in [0, 1]");
+                return refuse(s, c, g, EINVAL, "min_p must be in [0, 1]");
         if (g->top_k < 0)
-                return loop_error(s, c, g->id, EINVAL, "top_k must be >= 0");
+                return refuse(s, c, g, EINVAL, "top_k must be >= 0");
         if (inf && !g->n_tokens && !dsv_engine_text(s->engine))
-                return loop_error(s, c, g->id, ENOTSUP, "%s", dsv_text_unavailable());
+                return refuse(s, c, g, ENOTSUP, "%s", dsv_text_unavailable());
         if (g->session[0] && !session_name_ok(s, g->session))
-                return loop_error(s, c, g->id, EINVAL,
+                return refuse(s, c, g, EINVAL,
                                   "invalid session name: it must be 1..%d bytes of letters, digits and . _ : @ + = -",
                                   s->cfg.session_name_max);
         if (__atomic_load_n(&c->ue->requests, __ATOMIC_RELAXED) >= s->cfg.max_requests_per_uid) {
                 dsv_uid_describe(c->peer.uid, who, sizeof(who));
-                return loop_error(s, c, g->id, EAGAIN, "%s has %d generations in flight, the limit (max-requests-per-uid)", who,
+                return refuse(s, c, g, EAGAIN, "%s has %d generations in flight, the limit (max-requests-per-uid)", who,
                                   s->cfg.max_requests_per_uid);
         }
         in = calloc(1, sizeof(*in));
         if (!in)
-                return loop_error(s, c, g->id, ENOMEM, "out of memory");
+                return refuse(s, c, g, ENOMEM, "out of memory");
         if (g->n_tokens) {
                 in->tokens = malloc((size_t)g->n_tokens * sizeof(int32_t));
                 if (in->tokens)
@@ -612,7 +631,7 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         }
         if (!in->tokens && !in->text && !in->messages) {
                 free(in);
-                return loop_error(s, c, g->id, ENOMEM, "out of memory");
+                return refuse(s, c, g, ENOMEM, "out of memory");
         }
         in->id = g->id;
         in->kind = DSV_REQUEST_GENERATE;
@@ -707,6 +726,8 @@ static void handle_stats(struct dsv_server *s, struct dsv_conn *c, uint64_t id) 
         for (struct dsv_conn *x = s->conns; x; x = x->next)
                 st->doorbells_sent += __atomic_load_n(&x->doorbells_sent, __ATOMIC_RELAXED);
         st->spin_us = (uint32_t)s->cfg.spin_us;
+        dsv_rates_get(&s->rates, dsv_now_ns(), st->generated_tokens_total, st->prefilled_tokens_total, &st->decode_tok_s,
+                      &st->prefill_tok_s, &st->rate_window_ms);
         loop_reply(s, c, &m);
 }
 
@@ -972,7 +993,8 @@ static void begin_drain(struct dsv_server *s, const char *why) {
                 return;
         }
         s->draining = true;
-        log_info("%s: finishing in-flight requests (up to %d s), then exiting", why, s->cfg.stop_timeout_s);
+        s->drain_shutdowns = dsv_reqlog_finished(DSV_FINISH_SHUTDOWN);
+        log_info("%s: finishing in-flight requests (up to %d s, stop-timeout), then exiting", why, s->cfg.stop_timeout_s);
         sd_notify(0, "STOPPING=1");
         stop_listening(s);
         dsv_engine_drain(s->engine, dsv_now_ns() + (uint64_t)s->cfg.stop_timeout_s * 1000000000ull);
@@ -995,7 +1017,13 @@ static void on_signal(struct dsv_server *s) {
 
 static void check_drained(struct dsv_server *s) {
         if (s->draining && dsv_engine_idle(s->engine)) {
-                log_info("All requests finished; exiting");
+                uint64_t cut = dsv_reqlog_finished(DSV_FINISH_SHUTDOWN) - s->drain_shutdowns;
+                if (cut)
+                        log_notice("The stop timeout (%d s, stop-timeout) ended %llu request%s before they finished "
+                                   "(their clients got reason shutdown); exiting",
+                                   s->cfg.stop_timeout_s, (unsigned long long)cut, cut == 1 ? "" : "s");
+                else
+                        log_info("All requests finished; exiting");
                 s->quit = true;
         }
 }
@@ -1025,6 +1053,11 @@ static void on_timer(struct dsv_server *s) {
         uint64_t v, now = dsv_now_ns();
         if (read(s->timerfd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
                 /* nothing to do */
+        }
+        {
+                struct dsv_msg_stats_reply st = {0};
+                dsv_engine_stats(s->engine, &st);
+                dsv_rates_sample(&s->rates, now, st.generated_tokens_total, st.prefilled_tokens_total);
         }
         for (struct dsv_conn *c = s->conns, *next; c; c = next) {
                 next = c->next;

@@ -12,6 +12,7 @@
 #include "daemon/server/sampler.h"
 #include "daemon/server/settings.h"
 #include "daemon/util.h"
+#include "daemon/server/rates.h"
 #include "tests/check.h"
 
 static void test_settings(void) {
@@ -166,9 +167,31 @@ static void test_access(void) {
         dsv_access_free(&a);
 }
 
+/* Rates over wall time: a steady counter gives its rate; an idle second gives 0. */
+static void test_rates(void) {
+        struct dsv_rates r = {0};
+        float dec, pre;
+        uint32_t win;
+        dsv_rates_get(&r, 5, 0, 0, &dec, &pre, &win);
+        CHECK(dec == 0 && pre == 0 && win == 0, "no samples: %g %g %u", dec, pre, win);
+        for (uint64_t t = 0; t <= 20; t++) /* 2 s at 100 ms: 50 decoded, 400 prefilled per second */
+                dsv_rates_sample(&r, t * 100000000ull, t * 5, t * 40);
+        dsv_rates_get(&r, 2000000000ull, 100, 800, &dec, &pre, &win);
+        CHECK(win == 1000 && dec > 49.9f && dec < 50.1f && pre > 399.9f && pre < 400.1f, "steady: %g %g over %u ms", dec, pre,
+              win);
+        for (uint64_t t = 21; t <= 40; t++) /* then nothing for 2 s */
+                dsv_rates_sample(&r, t * 100000000ull, 100, 800);
+        dsv_rates_get(&r, 4000000000ull, 100, 800, &dec, &pre, &win);
+        CHECK(dec == 0 && pre == 0 && win == 1000, "idle: %g %g over %u ms", dec, pre, win);
+        /* no sample for a long time (a stalled loop): the newest one, however old */
+        dsv_rates_get(&r, 60000000000ull, 160, 800, &dec, &pre, &win);
+        CHECK(win == 56000 && dec > 1.07f && dec < 1.072f, "after a long gap: %g over %u ms", dec, win);
+}
+
 int main(void) {
         test_settings();
         test_sampler();
         test_access();
+        test_rates();
         return test_result("test-server-units");
 }
