@@ -8,6 +8,7 @@
 #include <sys/random.h>
 
 #include "daemon/model.h"
+#include "daemon/server/reqlog.h"
 #include "daemon/server/sampler.h"
 #include "daemon/server/text.h"
 #include "daemon/util.h"
@@ -169,9 +170,26 @@ static void request_in_free(struct dsv_request_in *in, bool uncount) {
         free(in);
 }
 
+/* The request's log line (daemon/server/reqlog.h), with the figures its DONE carried. */
+static void log_request(const struct request *r) {
+        struct dsv_reqlog l = {
+                .uid = r->conn->peer.uid, .pid = r->conn->peer.pid, .client = r->conn->name, .id = r->id,
+                .session = r->in->session, .prompt_tokens = (uint32_t)r->n_prompt, .cached_tokens = (uint32_t)r->n_cached,
+                .generated_tokens = (uint32_t)(r->n_tokens - r->n_prompt), .finish = r->reason,
+                .error = r->final_error ? r->error_code : 0, .message = r->error_msg,
+        };
+        uint64_t end = r->t_end ? r->t_end : dsv_now_ns();
+        l.queue_us = r->t_start ? (r->t_start - r->t_submit) / 1000 : (end - r->t_submit) / 1000;
+        l.prefill_us = r->t_first && r->t_start ? (r->t_first - r->t_start) / 1000 : 0;
+        l.decode_us = r->t_first ? (end - r->t_first) / 1000 : 0;
+        dsv_reqlog(&l);
+}
+
 static void request_free(struct dsv_engine *e, struct request *r) {
         if (!r)
                 return;
+        if (r->in && r->in->kind == DSV_REQUEST_GENERATE && r->conn)
+                log_request(r);
         if (r->sess)
                 session_return(e, r);
         if (e->kv)
