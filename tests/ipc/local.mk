@@ -74,6 +74,12 @@ tests_ipc_test_cli_SOURCES = tests/ipc/test-cli.c $(HARNESS)
 tests_ipc_test_cli_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-cli
 
+# status rates over wall time, prefilling, the request log, the shutdown line
+check_PROGRAMS += tests/ipc/test-daemon-stats
+tests_ipc_test_daemon_stats_SOURCES = tests/ipc/test-daemon-stats.c $(HARNESS)
+tests_ipc_test_daemon_stats_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-stats
+
 check_PROGRAMS += tests/ipc/test-daemon-kill
 tests_ipc_test_daemon_kill_SOURCES = tests/ipc/test-daemon-kill.c $(HARNESS)
 tests_ipc_test_daemon_kill_LDADD = $(DAEMON_TEST_LIBS)
