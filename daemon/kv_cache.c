@@ -91,3 +91,43 @@ void dsv_kv_seq_release(struct dsv_kv_pool *p, struct dsv_kv_seq *s) {
         free(s->pages);
         memset(s, 0, sizeof(*s));
 }
+
+int dsv_kv_auto_pages(uint64_t page_bytes, int page_tokens, int64_t max_context, uint64_t mem_avail, char *why, size_t n) {
+        uint64_t want, cap, pages;
+        int64_t ctx = max_context > 0 ? max_context : 4096;
+        if (!page_bytes || page_tokens < 1)
+                return -EINVAL;
+        want = ((uint64_t)ctx * DSV_KV_AUTO_CONTEXTS + (uint64_t)page_tokens - 1) / (uint64_t)page_tokens;
+        cap = mem_avail ? mem_avail / 2 / page_bytes : ((uint64_t)DSV_KV_AUTO_UNKNOWN_MB << 20) / page_bytes;
+        if (cap < DSV_KV_AUTO_MIN_PAGES) {
+                snprintf(why, n,
+                         "not enough memory for the KV cache: %.1f MiB are available after the weights, and half of it "
+                         "does not hold %d pages of %.1f MiB (%d tokens each); free memory, or set kv-cache-mb (dsv32d(8), "
+                         "KV CACHE)",
+                         mem_avail / 1048576.0, DSV_KV_AUTO_MIN_PAGES, page_bytes / 1048576.0, page_tokens);
+                return -ENOMEM;
+        }
+        pages = want < cap ? want : cap;
+        if (pages < DSV_KV_AUTO_MIN_PAGES)
+                pages = DSV_KV_AUTO_MIN_PAGES;
+        if (pages > INT32_MAX / 2)
+                pages = INT32_MAX / 2;
+        if (pages == want || pages == DSV_KV_AUTO_MIN_PAGES)
+                snprintf(why, n, "kv-cache-mb = auto: %llu pages (%.0f MiB, %llu tokens): %d context windows of %lld tokens",
+                         (unsigned long long)pages, (double)(pages * page_bytes) / 1048576.0,
+                         (unsigned long long)(pages * (uint64_t)page_tokens), DSV_KV_AUTO_CONTEXTS, (long long)ctx);
+        else if (mem_avail)
+                snprintf(why, n,
+                         "kv-cache-mb = auto: %llu pages (%.0f MiB, %llu tokens, %.2f context windows): half of the %.0f MiB "
+                         "available after the weights",
+                         (unsigned long long)pages, (double)(pages * page_bytes) / 1048576.0,
+                         (unsigned long long)(pages * (uint64_t)page_tokens), (double)(pages * (uint64_t)page_tokens) / (double)ctx,
+                         mem_avail / 1048576.0);
+        else
+                snprintf(why, n,
+                         "kv-cache-mb = auto: %llu pages (%.0f MiB, %llu tokens): the backend's free memory is unknown, so at "
+                         "most %d MiB; set kv-cache-mb to size it (dsv32d(8), KV CACHE)",
+                         (unsigned long long)pages, (double)(pages * page_bytes) / 1048576.0,
+                         (unsigned long long)(pages * (uint64_t)page_tokens), DSV_KV_AUTO_UNKNOWN_MB);
+        return (int)pages;
+}

@@ -48,3 +48,14 @@ int dsv_kv_seq_reserve(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
 int dsv_kv_seq_truncate(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
 /* Returns all of seq's pages to the pool. */
 void dsv_kv_seq_release(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq);
+
+/* kv-cache-mb = auto: how many pages of page_bytes (page_tokens tokens each) the pool gets.
+ * Room for DSV_KV_AUTO_CONTEXTS context windows of max_context tokens, but at most half of
+ * mem_avail, the bytes still available (after the weights; 0: unknown, then at most
+ * DSV_KV_AUTO_UNKNOWN_MB); at least DSV_KV_AUTO_MIN_PAGES. `why` says what it chose and
+ * which bound applied. -ENOMEM, with the guidance in `why`, when half of mem_avail does not
+ * hold DSV_KV_AUTO_MIN_PAGES. */
+#define DSV_KV_AUTO_CONTEXTS 4
+#define DSV_KV_AUTO_MIN_PAGES 16
+#define DSV_KV_AUTO_UNKNOWN_MB 1024
+int dsv_kv_auto_pages(uint64_t page_bytes, int page_tokens, int64_t max_context, uint64_t mem_avail, char *why, size_t n);

@@ -23,7 +23,7 @@ struct dsv_config_option {
         const char *def;
         long min, max;
         bool reloadable;
-        const char *choices; /* OPT_ENUM: "a|b|c" */
+        const char *choices; /* OPT_ENUM: "a|b|c"; OPT_INT: a word that means 0 ("auto") */
         const char *help;
 };
 
@@ -58,7 +58,8 @@ static const struct dsv_config_option options[] = {
         OPT("batch-tokens", OPT_INT, batch_tokens, "256", 1, 1 << 16, true, NULL,
             "token budget of one engine step (decode tokens + prefill chunks)"),
         OPT("max-running", OPT_INT, max_running, "64", 1, 4096, true, NULL, "sequences in one batch"),
-        OPT("kv-cache-mb", OPT_INT, kv_cache_mb, "256", 1, 1 << 24, false, NULL, "KV cache pool size in MiB"),
+        OPT("kv-cache-mb", OPT_INT, kv_cache_mb, "256", 0, 1 << 24, false, "auto",
+            "KV cache pool size in MiB; auto: room for 4 context windows of the model, at most half of the memory left after the weights (dsv32d(8), KV CACHE)"),
         OPT("max-sessions", OPT_INT, max_sessions, "1024", 0, 65536, true, NULL,
             "KV-cache sessions kept in memory, all uids (0: off); at the cap a new one replaces the least recently used idle unpinned one; not saved at shutdown"),
         OPT("session-pin-quota", OPT_INT, session_pin_quota, "4", 0, 65536, true, NULL,
@@ -141,13 +142,18 @@ static int set_opt(struct dsv_server_config *c, const struct dsv_config_option *
         }
         case OPT_INT:
         case OPT_MODE:
+                if (o->type == OPT_INT && o->choices && strcmp(value, o->choices) == 0) {
+                        *(int *)field = 0;
+                        return 0;
+                }
                 errno = 0;
                 v = strtol(value, &end, o->type == OPT_MODE ? 8 : 10);
                 if (errno || end == value || *end || v < o->min || v > o->max) {
                         if (o->type == OPT_MODE)
                                 snprintf(err, errlen, "%s: '%s' is not an octal mode in 0..0%lo", o->name, value, o->max);
                         else
-                                snprintf(err, errlen, "%s: '%s' is not an integer in %ld..%ld", o->name, value, o->min, o->max);
+                                snprintf(err, errlen, "%s: '%s' is not an integer in %ld..%ld%s%s", o->name, value,
+                                         o->min, o->max, o->choices ? " or " : "", o->choices ? o->choices : "");
                         return -EINVAL;
                 }
                 *(int *)field = (int)v;
@@ -291,6 +297,8 @@ static void opt_format(const struct dsv_config_option *o, const struct dsv_serve
                 snprintf(buf, n, "%s", *(char *const *)f);
         else if (o->type == OPT_MODE)
                 snprintf(buf, n, "0%o", (unsigned)*(const int *)f);
+        else if (o->choices && *(const int *)f == 0)
+                snprintf(buf, n, "%s", o->choices);
         else
                 snprintf(buf, n, "%d", *(const int *)f);
 }
@@ -333,7 +341,8 @@ void dsv_config_print_help(FILE *f) {
                                                             : "STR";
                 snprintf(arg, sizeof(arg), "--%s %s", o->name, metavar);
                 if (o->type == OPT_INT)
-                        snprintf(range, sizeof(range), "; %ld..%ld", o->min, o->max);
+                        snprintf(range, sizeof(range), "; %ld..%ld%s%s", o->min, o->max, o->choices ? " or " : "",
+                                 o->choices ? o->choices : "");
                 fprintf(f, "  %s\n      %s\n      (default: %s%s%s)\n", arg, o->help, *o->def ? o->def : "\"\"", range,
                         o->reloadable ? "; reloads on SIGHUP" : "");
         }

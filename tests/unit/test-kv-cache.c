@@ -2,8 +2,11 @@
  * model: a sequence cut back to a prefix and continued with other tokens gives the logits
  * of a fresh sequence of that prefix and those tokens (the stale bytes left in the kept
  * tail page are never read), which is what sessions rely on when a prompt diverges from
- * the cached history. */
+ * the cached history. Also the kv-cache-mb = auto size (dsv_kv_auto_pages). */
 #include "config.h"
+
+#include <errno.h>
+#include <string.h>
 
 #include "daemon/kv_cache.h"
 #include "tests/unit/modelutil.h"
@@ -137,6 +140,27 @@ static void test_model(struct dsv_backend *be) {
         free(lf);
 }
 
+/* kv-cache-mb = auto: 4 context windows, at most half of the memory left, at least 16 pages. */
+static void test_auto_size(void) {
+        const uint64_t page = 64ull * 48068; /* the 671B model: 48,068 bytes per token */
+        char why[512];
+        int n;
+
+        n = dsv_kv_auto_pages(page, 64, 163840, 1ull << 40, why, sizeof(why));
+        CHECK(n == 4 * 163840 / 64 && strstr(why, "4 context windows"), "1 TiB free: %d pages (%s)", n, why);
+        n = dsv_kv_auto_pages(page, 64, 163840, 20ull << 30, why, sizeof(why));
+        CHECK(n == (int)((10ull << 30) / page) && strstr(why, "half of the"), "20 GiB free: %d pages (%s)", n, why);
+        n = dsv_kv_auto_pages(page, 64, 163840, 0, why, sizeof(why));
+        CHECK(n == (int)((1024ull << 20) / page) && strstr(why, "unknown"), "memory unknown: %d pages (%s)", n, why);
+        n = dsv_kv_auto_pages(page, 64, 512, 1ull << 40, why, sizeof(why));
+        CHECK(n == 32, "a 512-token context: %d pages (%s)", n, why);
+        n = dsv_kv_auto_pages(page, 64, 64, 1ull << 40, why, sizeof(why));
+        CHECK(n == 16, "the floor of 16 pages: %d", n);
+        n = dsv_kv_auto_pages(page, 64, 163840, 30ull << 20, why, sizeof(why));
+        CHECK(n == -ENOMEM && strstr(why, "set kv-cache-mb") && strstr(why, "30.0 MiB"), "30 MiB free: %d (%s)", n, why);
+        CHECK(dsv_kv_auto_pages(0, 64, 10, 1, why, sizeof(why)) == -EINVAL, "zero page size");
+}
+
 int main(void) {
         struct dsv_backend *be;
         struct dsv_model_config cfg;
@@ -145,6 +169,7 @@ int main(void) {
         REQUIRE(dsv_backend_cpu_new(1, &be) == 0, "backend");
         REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0, "%s", err.msg);
         test_accounting(be, &cfg);
+        test_auto_size();
         test_model(be);
         dsv_backend_free(be);
         return test_result("test-kv-cache");
