@@ -1160,7 +1160,21 @@ static int load(struct dsv_engine *e) {
                 page_bytes = (uint64_t)L.n_layers * L.layer_page_bytes;
                 e->kv_bytes_per_token = dsv_kv_bytes_per_token(&L);
         }
-        n_pages = (int)MIN((uint64_t)e->opts.kv_cache_mb * (1ull << 20) / MAX(page_bytes, 1ull), (uint64_t)INT32_MAX / 2);
+        if (e->opts.kv_cache_mb == 0) { /* auto: from the model and the memory left */
+                char why[512];
+                uint64_t avail = 0;
+                if (!e->be->host_memory || dsv_mem_available(&avail) < 0)
+                        avail = 0; /* unknown */
+                n_pages = dsv_kv_auto_pages(page_bytes, DSV_KV_PAGE_TOKENS, cfg->max_position_embeddings, avail, why,
+                                            sizeof(why));
+                if (n_pages < 0) {
+                        snprintf(e->error, sizeof(e->error), "%s", why);
+                        return n_pages;
+                }
+                log_info("KV cache: %s", why);
+        } else {
+                n_pages = (int)MIN((uint64_t)e->opts.kv_cache_mb * (1ull << 20) / MAX(page_bytes, 1ull), (uint64_t)INT32_MAX / 2);
+        }
         if (n_pages < 1) {
                 snprintf(e->error, sizeof(e->error), "kv-cache-mb %d holds no page of %llu bytes", e->opts.kv_cache_mb,
                          (unsigned long long)page_bytes);
