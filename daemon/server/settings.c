@@ -58,7 +58,7 @@ static const struct dsv_config_option options[] = {
         OPT("batch-tokens", OPT_INT, batch_tokens, "256", 1, 1 << 16, true, NULL,
             "token budget of one engine step (decode tokens + prefill chunks)"),
         OPT("max-running", OPT_INT, max_running, "64", 1, 4096, true, NULL, "sequences in one batch"),
-        OPT("kv-cache-mb", OPT_INT, kv_cache_mb, "256", 0, 1 << 24, false, "auto",
+        OPT("kv-cache-mb", OPT_INT, kv_cache_mb, "auto", 0, 1 << 24, false, "auto",
             "KV cache pool size in MiB; auto: room for 4 context windows of the model, at most half of the memory left after the weights (dsv32d(8), KV CACHE)"),
         OPT("max-sessions", OPT_INT, max_sessions, "1024", 0, 65536, true, NULL,
             "KV-cache sessions kept in memory, all uids (0: off); at the cap a new one replaces the least recently used idle unpinned one; not saved at shutdown"),

@@ -1,8 +1,9 @@
 /* What an operator reads about a running dsv32d: `dsv32 status` rates fall to 0 once it is
  * idle (they froze at the last busy step); a long prefill counts as prefilling, not
  * waiting; one log line per request (finished, failed in the engine, refused by the
- * event loop) with uid, pid, id, token counts and times; and the shutdown line says when
- * the stop timeout cut requests off instead of "All requests finished". */
+ * event loop) with uid, pid, id, token counts and times; the shutdown line says when the
+ * stop timeout cut requests off instead of "All requests finished"; and the default KV
+ * cache (kv-cache-mb = auto) holds 4 context windows of the model, or says why not. */
 #include "config.h"
 
 #include <errno.h>
@@ -25,6 +26,17 @@ static struct dsv32_stats stats(dsv32_client *c) {
         struct dsv32_stats s;
         REQUIRE(dsv32_stats(c, &s) == 0, "stats: %s", dsv32_last_error(c));
         return s;
+}
+
+static void test_kv_auto(dsv32_client *c) {
+        struct dsv32_stats s = stats(c);
+        uint64_t tokens = s.kv_pages_total * s.kv_page_tokens;
+        CHECK(h_file_contains(d.log, "KV cache: kv-cache-mb = auto: "), "the log does not say how the KV cache was sized");
+        CHECK(tokens >= 4ull * (uint64_t)s.max_context || h_file_contains(d.log, "half of the"),
+              "kv-cache-mb = auto gave %llu tokens for a context of %d, and the log gives no reason",
+              (unsigned long long)tokens, s.max_context);
+        fprintf(stderr, "kv auto: %llu pages of %llu tokens (context %d)\n", (unsigned long long)s.kv_pages_total,
+                (unsigned long long)s.kv_page_tokens, s.max_context);
 }
 
 static void test_rates(dsv32_client *c) {
@@ -126,6 +138,7 @@ int main(void) {
         h_init("stats", 180);
         h_daemon_start(&d, args, NULL);
         c = connect_or_die();
+        test_kv_auto(c);
         test_rates(c);
         test_prefilling(c);
         test_request_log(c);

@@ -32,7 +32,7 @@ static void test_settings(void) {
         CHECK(dsv_config_set(&c, "no-such", "1", err, sizeof(err)) == -ENOENT, "unknown setting accepted");
         CHECK(dsv_config_set(&c, "socket-mode", "0600", err, sizeof(err)) == 0 && c.socket_mode == 0600, "octal mode");
         CHECK(dsv_config_set(&c, "socket-mode", "0800", err, sizeof(err)) == -EINVAL, "bad octal accepted");
-        CHECK(c.kv_cache_mb == 256, "kv-cache-mb defaults to 256: %d", c.kv_cache_mb);
+        CHECK(c.kv_cache_mb == 0, "kv-cache-mb defaults to auto (0): %d", c.kv_cache_mb);
         CHECK(dsv_config_set(&c, "kv-cache-mb", "512", err, sizeof(err)) == 0 && c.kv_cache_mb == 512, "kv-cache-mb 512");
         CHECK(dsv_config_set(&c, "kv-cache-mb", "auto", err, sizeof(err)) == 0 && c.kv_cache_mb == 0, "kv-cache-mb auto");
         CHECK(dsv_config_set(&c, "kv-cache-mb", "lots", err, sizeof(err)) == -EINVAL && strstr(err, "or auto"),
