@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "daemon/server/server.h"
+#include "ipc/layout.h"
 #include "daemon/server/settings.h"
 #include "daemon/util.h"
 
@@ -35,11 +36,36 @@ static void help(void) {
                DSV_MODEL_DIR_DEFAULT);
 }
 
-static bool model_present(const char *dir) {
+/* 0 when dir holds a config.json; else says what is wrong and what to do, returns 1. */
+static int check_model(const char *dir, const char *config_path) {
         char path[4200];
         struct stat st;
+        if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+                /* --model .../config.json: the directory was meant */
+                char parent[4200];
+                char *slash;
+                snprintf(parent, sizeof(parent), "%s", dir);
+                slash = strrchr(parent, '/');
+                if (slash && slash != parent)
+                        *slash = 0;
+                else
+                        snprintf(parent, sizeof(parent), "%s", slash ? "/" : ".");
+                fprintf(stderr,
+                        "dsv32d: --model %s is a file; it takes the checkpoint directory, the one that holds config.json "
+                        "and the safetensors shards: --model %s\n",
+                        dir, parent);
+                return 1;
+        }
         snprintf(path, sizeof(path), "%s/config.json", dir);
-        return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+                return 0;
+        fprintf(stderr,
+                "dsv32d: no model at %s (%s).\n"
+                "Point --model (model = ... in %s) at a DeepSeek-V3.2 checkpoint directory, or create the tiny test "
+                "model there with:\n"
+                "  dsv32-mkmodel --preset tiny --out %s\n",
+                dir, access(dir, F_OK) < 0 ? "no such directory" : "it has no config.json", config_path, dir);
+        return 1;
 }
 
 int main(int argc, char **argv) {
@@ -68,7 +94,7 @@ int main(int argc, char **argv) {
                         help();
                         return 0;
                 } else if (c == ARG_VERSION) {
-                        printf("dsv32d %s (protocol %d.%d)\n", PACKAGE_VERSION, 1, 0);
+                        printf("dsv32d %s (protocol %d.%d)\n", PACKAGE_VERSION, DSV_IPC_VERSION_MAJOR, DSV_IPC_VERSION_MINOR);
                         return 0;
                 } else if (c == ARG_CONFIG) {
                         args.config_path = optarg;
@@ -112,13 +138,7 @@ int main(int argc, char **argv) {
                 dsv_config_free(&cfg);
                 return 0;
         }
-        if (!model_present(cfg.model)) {
-                fprintf(stderr,
-                        "dsv32d: no model at %s (no config.json there).\n"
-                        "Create the tiny test model with:\n"
-                        "  dsv32-mkmodel --preset tiny --out %s\n"
-                        "or point --model (model = ... in %s) at a DeepSeek-V3.2 checkpoint directory.\n",
-                        cfg.model, cfg.model, args.config_path);
+        if (check_model(cfg.model, args.config_path)) {
                 dsv_config_free(&cfg);
                 return 1;
         }
