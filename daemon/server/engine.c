@@ -1148,8 +1148,11 @@ static int load(struct dsv_engine *e) {
                 rc = dsv_model_load(e->model_dir, e->be, &mo, &e->model, &err);
         }
         if (rc < 0) {
-                snprintf(e->error, sizeof(e->error), "cannot load the model from %.512s: %.1000s", e->model_dir,
-                         err.msg[0] ? err.msg : strerror(-rc));
+                if (err.msg[0] && strstr(err.msg, e->model_dir)) /* it names the file already */
+                        snprintf(e->error, sizeof(e->error), "cannot load the model: %.1500s", err.msg);
+                else
+                        snprintf(e->error, sizeof(e->error), "cannot load the model from %.512s: %.1000s", e->model_dir,
+                                 err.msg[0] ? err.msg : strerror(-rc));
                 return rc;
         }
         log_info("Backend %s: %s", e->be->ops->name, dsv_backend_describe(e->be));
@@ -1191,9 +1194,12 @@ static int load(struct dsv_engine *e) {
                 return rc;
         }
         rc = dsv_text_open(e->model_dir, &e->text, &err);
-        if (rc < 0) {
+        if (rc == -ENOENT || rc == -ENOTSUP) {
                 e->text = NULL;
-                log_notice("Text prompts are not available: %s", err.msg);
+                log_warning("Text prompts are not available: %s", err.msg);
+        } else if (rc < 0) {
+                snprintf(e->error, sizeof(e->error), "%s", err.msg);
+                return rc;
         }
         snprintf(e->info.model, sizeof(e->info.model), "%s (%s, %d layers, vocab %d)", e->model_dir,
                  cfg->model_type[0] ? cfg->model_type : "deepseek_v32", cfg->num_hidden_layers, cfg->vocab_size);
