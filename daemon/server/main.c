@@ -89,6 +89,7 @@ int main(int argc, char **argv) {
         opts[3] = (struct option){"help", no_argument, NULL, 'h'};
         for (size_t i = 0; i < n_set; i++)
                 opts[4 + i] = (struct option){dsv_config_option_name(i), required_argument, NULL, ARG_SETTING + (int)i};
+        argv[0] = (char *)"dsv32d"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 if (c == 'h') {
                         help();

@@ -17,7 +17,7 @@
 #define MAX_CONTEXT (1ull << 31)
 
 static void help(void) {
-        printf("Usage: dsv32-inspect [options] CONFIG.json|CHECKPOINT_DIR\n"
+        printf("Usage: dsv32-inspect [options] CONFIG.json|CHECKPOINT_DIR   (or --model CHECKPOINT_DIR)\n"
                "       dsv32-inspect [options] --preset NAME\n"
                "Parameter, FLOP and KV-cache accounting for a DeepSeek-V3.2-style model. Given a\n"
                "checkpoint directory, also reports what its shards really hold.\n\n"
@@ -28,6 +28,8 @@ static void help(void) {
                "  --bandwidth GB/s  memory bandwidth for the decode roofline (1 GB = 1e9 bytes)\n"
                "  --preset NAME     a built-in config: tiny, small, v32-layers:N, v32 (671B)\n"
                "  --json            one JSON object on stdout instead of the table\n"
+               "  --model DIR       the checkpoint directory (instead of the argument)\n"
+               "  --version         print the version\n"
                "  -h, --help        this text\n\n"
                "Counting (the same in the table and the JSON):\n"
                "  Parameters come from the model's tensor table. total excludes the MTP layer;\n"
@@ -528,8 +530,10 @@ int main(int argc, char **argv) {
                 {"context", required_argument, NULL, 'c'},   {"batch", required_argument, NULL, 'b'},
                 {"bandwidth", required_argument, NULL, 'w'}, {"preset", required_argument, NULL, 'p'},
                 {"json", no_argument, NULL, 'j'},            {"help", no_argument, NULL, 'h'},
+                {"model", required_argument, NULL, 'm'},     {"version", no_argument, NULL, 'v'},
                 {0},
         };
+        const char *model = NULL;
         struct report R = {.batch = 1};
         struct dsv_error err = {{0}};
         const char *preset = NULL;
@@ -537,8 +541,15 @@ int main(int argc, char **argv) {
         long v;
         int c, r, ret = 1;
 
+        argv[0] = (char *)"dsv32-inspect"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
+                case 'm':
+                        model = optarg;
+                        break;
+                case 'v':
+                        printf("dsv32-inspect %s\n", PACKAGE_VERSION);
+                        return 0;
                 case 'c':
                         if (R.n_contexts == MAX_CONTEXTS) {
                                 fprintf(stderr, "dsv32-inspect: at most %d --context values\n", MAX_CONTEXTS);
@@ -579,8 +590,9 @@ int main(int argc, char **argv) {
                         return 2;
                 }
         }
-        if ((preset ? 0 : 1) != argc - optind) {
-                fprintf(stderr, "dsv32-inspect: give one CONFIG.json or CHECKPOINT_DIR, or --preset NAME (try --help)\n");
+        if ((preset || model ? 0 : 1) != argc - optind || (preset && model)) {
+                fprintf(stderr,
+                        "dsv32-inspect: give one CONFIG.json or CHECKPOINT_DIR (or --model DIR), or --preset NAME (try --help)\n");
                 return 2;
         }
         if (R.n_contexts == 0) {
@@ -588,7 +600,7 @@ int main(int argc, char **argv) {
                 R.contexts[R.n_contexts++] = 131072;
         }
 
-        r = load_source(&R, preset, preset ? NULL : argv[optind], &err);
+        r = load_source(&R, preset, preset ? NULL : model ? model : argv[optind], &err);
         if (r < 0) {
                 fprintf(stderr, "dsv32-inspect: %s\n", err.msg[0] ? err.msg : strerror(-r));
                 goto out;
