@@ -16,7 +16,7 @@ static void help(void) {
                "(comma-separated, one line).\n\n"
                "Options:\n"
                "  --model DIR            checkpoint directory (config.json + safetensors)\n"
-               "  --tokens LIST          prompt token ids, comma-separated\n"
+               "  --tokens LIST          prompt token ids, separated by commas and/or spaces\n"
                "  --generate N           tokens to generate (default 16; 0: prompt only)\n"
                "  --dump-logits FILE     write little-endian float32 logits, one row of vocab_size\n"
                "                         per prompt position, then one per generated token (the\n"
@@ -28,6 +28,7 @@ static void help(void) {
                "  --threads N            CPU threads (default: all)\n"
                "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
                "  --stats                print load and speed figures to stderr\n"
+               "  --version              print the version\n"
                "  -h, --help             this text\n");
 }
 
@@ -46,7 +47,7 @@ int main(int argc, char **argv) {
                 {"decode-one-by-one", no_argument, NULL, '1'}, {"chunk", required_argument, NULL, 'c'},
                 {"numerics", required_argument, NULL, 'n'}, {"threads", required_argument, NULL, 'j'},
                 {"stats", no_argument, NULL, 's'},          {"help", no_argument, NULL, 'h'},
-                {"backend", required_argument, NULL, 'b'},
+                {"backend", required_argument, NULL, 'b'}, {"version", no_argument, NULL, 'V'},
                 {0},
         };
         const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu";
@@ -64,8 +65,12 @@ int main(int argc, char **argv) {
         int n_prompt = 0, c, r, ret = 1;
         uint64_t t0, t_prefill = 0, t_decode = 0;
 
+        argv[0] = (char *)"dsv32-run"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
+                case 'V':
+                        printf("dsv32-run %s\n", PACKAGE_VERSION);
+                        return 0;
                 case 'm':
                         model_dir = optarg;
                         break;
