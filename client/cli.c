@@ -482,6 +482,7 @@ static int cmd_generate(int argc, char **argv) {
         q.text_len = text_len;
         q.stop_tokens = stop;
         q.n_stop_tokens = n_stop;
+        cli_streaming = true;
         cli_catch_signals();
         if ((ret = cli_connect("generate", (uint32_t)(text_len + 4 * n_tokens + 4096) * 2, &c)))
                 goto out;

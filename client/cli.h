@@ -73,6 +73,8 @@ void cli_catch_signals(void);
 int cli_signal_exit(const char *cmd, const char *what_happened);
 
 /* ---- output (cli_out.c) */
+/* Set by generate and chat: every write is flushed at once (streamed text). */
+extern bool cli_streaming;
 /* Writes to stdout and flushes; false once a write failed (cli_output_failed() then
  * says why): the caller cancels what it was doing. */
 bool cli_write(const void *p, size_t n);

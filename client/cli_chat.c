@@ -351,6 +351,7 @@ int cli_chat(int argc, char **argv) {
                 if (ret)
                         goto out;
         }
+        cli_streaming = true;
         cli_catch_signals();
         if ((ret = cli_connect("chat", 4u << 20, &c)))
                 goto out;

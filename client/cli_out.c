@@ -1,5 +1,8 @@
 /* dsv32's output: every write to stdout is checked (a closed pipe or a full disk stops
- * the command, which cancels its request and exits CLI_EXIT_OUTPUT, as GNU tools do), and
+ * the command, which cancels its request and exits CLI_EXIT_OUTPUT, as GNU tools do).
+ * Streaming commands flush each write so the text appears as it is generated; the others
+ * leave stdout buffered, so that `dsv32 status | grep -q ready` finds the output in one
+ * write and a reader that stops early is no error. And
  * the --json form: one compact JSON object per line (jansson), with text that is not
  * valid UTF-8 repaired rather than dropped. */
 #include "config.h"
@@ -13,13 +16,14 @@
 #include "client/cli.h"
 
 static int out_errno; /* first write error on stdout */
+bool cli_streaming;   /* flush every write (generate, chat); else one write at the end */
 
 bool cli_output_failed(void) { return out_errno != 0; }
 
 bool cli_write(const void *p, size_t n) {
         if (out_errno)
                 return false;
-        if ((n && fwrite(p, 1, n, stdout) != n) || fflush(stdout) != 0) {
+        if ((n && fwrite(p, 1, n, stdout) != n) || (cli_streaming && fflush(stdout) != 0)) {
                 out_errno = errno ? errno : EIO;
                 return false;
         }
@@ -34,7 +38,7 @@ bool cli_printf(const char *fmt, ...) {
         va_start(ap, fmt);
         r = vprintf(fmt, ap);
         va_end(ap);
-        if (r < 0 || fflush(stdout) != 0) {
+        if (r < 0 || (cli_streaming && fflush(stdout) != 0)) {
                 out_errno = errno ? errno : EIO;
                 return false;
         }
