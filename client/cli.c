@@ -342,13 +342,7 @@ static int print_tokens(void *ud, const int32_t *t, size_t n, const char *text, 
         bool ok = true;
         p->n += (uint32_t)n;
         if (cli.json) {
-                json_t *o = json_pack("{s:s, s:[]}", "event", "tokens", "tokens");
-                json_t *a = o ? json_object_get(o, "tokens") : NULL;
-                for (size_t i = 0; a && i < n; i++)
-                        json_array_append_new(a, json_integer(t[i]));
-                if (o && text)
-                        json_object_set_new(o, "text", cli_json_text(text, text_len));
-                ok = cli_json_emit(o);
+                ok = cli_json_emit(cli_json_tokens(t, n, text, text_len));
         } else if (!p->ids) {
                 /* the text of these tokens; none while a UTF-8 character is incomplete */
                 ok = cli_write(text ? text : "", text ? text_len : 0);

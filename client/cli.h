@@ -90,6 +90,8 @@ int cli_finish_output(const char *cmd, int code);
 json_t *cli_json_text(const char *s, size_t n);
 bool cli_json_emit(json_t *o);
 json_t *cli_json_usage(const struct dsv32_usage *u);
+/* {"event":"tokens","tokens":[...],"text":"..."} (no text while a character is incomplete) */
+json_t *cli_json_tokens(const int32_t *t, size_t n, const char *text, size_t len);
 /* {"event":"error","error":"EINVAL","code":22,"message":...}: the object, or emitted */
 json_t *cli_json_error_obj(int err, const char *message);
 bool cli_json_error(int err, const char *message);

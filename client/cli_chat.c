@@ -184,12 +184,9 @@ static int on_reply(void *ud, const int32_t *t, size_t n, const char *text, size
         bool ok;
         b->tokens += (uint32_t)n;
         if (cli.json) {
-                json_t *o = json_pack("{s:s, s:I, s:[]}", "event", "tokens", "turn", (json_int_t)b->turn, "tokens");
-                json_t *a = o ? json_object_get(o, "tokens") : NULL;
-                for (size_t i = 0; a && i < n; i++)
-                        json_array_append_new(a, json_integer(t[i]));
-                if (o && text)
-                        json_object_set_new(o, "text", cli_json_text(text, len));
+                json_t *o = cli_json_tokens(t, n, text, len);
+                if (o)
+                        json_object_set_new(o, "turn", json_integer((json_int_t)b->turn));
                 ok = cli_json_emit(o);
         } else {
                 ok = cli_write(text ? text : "", text ? len : 0);

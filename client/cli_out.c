@@ -141,6 +141,16 @@ bool cli_json_emit(json_t *o) {
         return ok;
 }
 
+json_t *cli_json_tokens(const int32_t *t, size_t n, const char *text, size_t len) {
+        json_t *o = json_pack("{s:s, s:[]}", "event", "tokens", "tokens");
+        json_t *a = o ? json_object_get(o, "tokens") : NULL;
+        for (size_t i = 0; a && i < n; i++)
+                json_array_append_new(a, json_integer(t[i]));
+        if (o && text)
+                json_object_set_new(o, "text", cli_json_text(text, len));
+        return o;
+}
+
 json_t *cli_json_usage(const struct dsv32_usage *u) {
         return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "prompt_tokens", (json_int_t)u->prompt_tokens, "completion_tokens",
                          (json_int_t)u->completion_tokens, "cached_tokens", (json_int_t)u->cached_tokens, "queue_us",
