@@ -258,6 +258,7 @@ int dsv32_wait(dsv32_client *c, int timeout_ms);
 #define DSV32_SESSION_PINNED 0x1u  /* dsv32_session_info.flags */
 #define DSV32_SESSION_BUSY 0x2u    /* a request runs on it */
 #define DSV32_SESSION_CREATED 0x4u /* dsv32_session_open made it */
+#define DSV32_SESSION_IS_PRIVATE 0x8u /* dsv32_session_entry: opened with DSV32_SESSION_PRIVATE */
 
 struct dsv32_session_info {
         uint32_t flags;    /* DSV32_SESSION_* */
@@ -283,7 +284,7 @@ int dsv32_session_pin_sized(dsv32_client *c, const char *name, int pin, struct d
 
 struct dsv32_session_entry {
         char name[65];     /* NUL-terminated */
-        uint32_t flags;    /* DSV32_SESSION_PINNED, DSV32_SESSION_BUSY */
+        uint32_t flags;    /* DSV32_SESSION_PINNED, DSV32_SESSION_BUSY, DSV32_SESSION_IS_PRIVATE */
         uint32_t n_tokens; /* tokens whose KV cache it holds */
         uint32_t n_pages;  /* KV-cache pages it holds (0 once evicted) */
         uint64_t idle_ms;  /* since its last use (0 while busy) */

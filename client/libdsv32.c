@@ -15,6 +15,7 @@
 
 #include "client/dsv32.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
@@ -39,6 +40,10 @@
 #define MIN_SPIN_NS 0u /* a peer that never answers during the spin gets none (probes aside) */
 #define HANDSHAKE_BUF 4096
 #define DEFAULT_MAX_TOKENS 256
+
+static_assert(DSV32_SESSION_PINNED == DSV_SESSION_PINNED && DSV32_SESSION_BUSY == DSV_SESSION_BUSY &&
+                      DSV32_SESSION_CREATED == DSV_SESSION_CREATED && DSV32_SESSION_IS_PRIVATE == DSV_SESSION_PRIVATE_ROW,
+              "session flags are passed through from the wire");
 
 struct queued {
         struct queued *next;
