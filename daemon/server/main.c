@@ -70,8 +70,8 @@ static int check_model(const char *dir, const char *config_path) {
 
 int main(int argc, char **argv) {
         size_t n_set = dsv_config_n_options();
-        struct option *opts = calloc(n_set + 5, sizeof(*opts));
-        const char **overrides = calloc(2 * (size_t)argc + 2, sizeof(char *));
+        _cleanup_free_ struct option *opts = calloc(n_set + 5, sizeof(*opts));
+        _cleanup_free_ const char **overrides = calloc(2 * (size_t)argc + 2, sizeof(char *));
         struct dsv_server_config cfg;
         struct dsv_server_args args = {0};
         struct dsv_server *srv = NULL;
@@ -147,13 +147,9 @@ int main(int argc, char **argv) {
         r = dsv_server_new(&cfg, &args, &srv);
         if (r < 0) {
                 dsv_config_free(&cfg);
-                free(opts);
-                free(overrides);
                 return 1;
         }
         ret = dsv_server_run(srv);
         dsv_server_free(srv);
-        free(opts);
-        free(overrides);
         return ret;
 }
