@@ -21,6 +21,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,10 @@
 #define MIN_SPIN_NS 0u /* a peer that never answers during the spin gets none (probes aside) */
 #define HANDSHAKE_BUF 4096
 #define DEFAULT_MAX_TOKENS 256
+/* The size struct dsv32_session_entry first shipped with (protocol 1.2, the field list up
+ * to idle_ms). Frozen: a program built against that header passes it forever, so when the
+ * struct grows the check below must keep accepting it (as abi_v0.h does for the others). */
+#define SESSION_ENTRY_FIRST_SIZE (offsetof(struct dsv32_session_entry, idle_ms) + sizeof(uint64_t))
 
 static_assert(DSV32_SESSION_PINNED == DSV_SESSION_PINNED && DSV32_SESSION_BUSY == DSV_SESSION_BUSY &&
                       DSV32_SESSION_CREATED == DSV_SESSION_CREATED && DSV32_SESSION_IS_PRIVATE == DSV_SESSION_PRIVATE_ROW,
@@ -1225,7 +1230,7 @@ API int dsv32_session_list_sized(dsv32_client *c, struct dsv32_session_entry *en
         size_t n;
         int r;
 
-        if (!c || (!entries && max) || entry_size < sizeof(struct dsv32_session_entry))
+        if (!c || (!entries && max) || entry_size < SESSION_ENTRY_FIRST_SIZE)
                 return -EINVAL;
         release_held(c);
         m.u.id.id = c->next_id++;

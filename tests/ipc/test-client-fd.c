@@ -7,11 +7,13 @@
  * it; dsv32_cancel of an id that is not in flight is -ENOENT; a request that leaves
  * max_tokens at its default gets the daemon's lower max-tokens-limit instead of E2BIG; and
  * the *_sized entry points (dsv32.h's ABI scheme) zero what a newer header's larger struct
- * has beyond what this library knows, and refuse sizes below the first release's. */
+ * has beyond what this library knows (stats, and session rows at a newer stride), and
+ * refuse sizes below the first release's. */
 #include "config.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -197,6 +199,36 @@ static void test_sized(void) {
         CHECK(r == -EINVAL, "stats_sized(16 bytes): %d, want -EINVAL", r);
         r = dsv32_poll_events_sized(c, evs, 2, 8);
         CHECK(r == -EINVAL, "poll_events_sized(stride 8): %d, want -EINVAL", r);
+
+        /* session rows at the stride of a newer header (rows of 88 + 40 bytes), and of a
+         * smaller struct than the one 1.2 shipped */
+        {
+                struct {
+                        struct dsv32_session_entry e;
+                        unsigned char newer[40];
+                } rows[3];
+                size_t total = 0;
+                bool zero = true;
+                REQUIRE(dsv32_session_open(c, "sized-a", 0, NULL) == 0 && dsv32_session_open(c, "sized-b", 0, NULL) == 0,
+                        "session open: %s", dsv32_last_error(c));
+                memset(rows, 0xa5, sizeof(rows));
+                r = dsv32_session_list_sized(c, &rows[0].e, 3, &total, sizeof(rows[0]));
+                CHECK(r == 2 && total == 2 && !strcmp(rows[0].e.name, "sized-a") && !strcmp(rows[1].e.name, "sized-b"),
+                      "session_list_sized(stride %zu): %d rows of %zu ('%.65s', '%.65s')", sizeof(rows[0]), r, total,
+                      rows[0].e.name, rows[1].e.name);
+                for (int k = 0; k < 2; k++)
+                        for (size_t i = 0; i < sizeof(rows[k].newer); i++)
+                                zero &= rows[k].newer[i] == 0;
+                CHECK(zero && rows[2].newer[0] == 0xa5 && (unsigned char)rows[2].e.name[0] == 0xa5,
+                      "session_list_sized: the bytes past the library's struct must be 0, the third row untouched");
+                /* the size 1.2 shipped stays accepted when the struct grows */
+                r = dsv32_session_list_sized(c, &rows[0].e, 1, NULL, offsetof(struct dsv32_session_entry, idle_ms) + 8);
+                CHECK(r == 1 && !strcmp(rows[0].e.name, "sized-a"), "session_list_sized(the 1.2 size): %d", r);
+                r = dsv32_session_list_sized(c, &rows[0].e, 3, NULL, offsetof(struct dsv32_session_entry, idle_ms));
+                CHECK(r == -EINVAL, "session_list_sized(without idle_ms): %d, want -EINVAL", r);
+                dsv32_session_close(c, "sized-a", NULL);
+                dsv32_session_close(c, "sized-b", NULL);
+        }
         dsv32_disconnect(c);
 }
 
