@@ -1,16 +1,12 @@
-/* dsv32: the command-line client of dsv32d (generate, chat, tokenize, detokenize, status,
- * ping, bench ping), a thin user of libdsv32's public API.
- *
- * Exit codes: 0 success; 1 the daemon refused or failed the request; 2 usage error;
- * 3 the daemon is not reachable or not working; 4 permission denied. */
+/* dsv32: the command-line client of dsv32d, a thin user of libdsv32's public API. This file
+ * has the command table, the options every command shares, connecting, and the commands
+ * generate, tokenize, detokenize, status, session, ping and bench ping; chat is in
+ * cli_chat.c, checked output and --json in cli_out.c. Exit codes: cli.h and dsv32(1). */
 #include "config.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,111 +14,200 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/dsv32.h"
+#include "client/cli.h"
 #include "ipc/idlist.h"
 
 #define MIN_IDX(a, b) ((a) < (b) ? (a) : (b))
+#define GENERATE_DEFAULT_MAX_TOKENS 256
 
-enum { EXIT_REQUEST = 1, EXIT_USAGE = 2, EXIT_UNAVAILABLE = 3, EXIT_PERM = 4 };
+struct cli_globals cli;
+volatile sig_atomic_t cli_signal;
 
-static const char *socket_path;
-static bool verbose;
+/* ------------------------------------------------------------------ help */
 
-static void usage(FILE *f) {
+static const struct {
+        const char *name, *help;
+} helps[] = {
+        {"generate",
+         "  generate [PROMPT...]    complete a prompt (the words, or stdin when none), streaming\n"
+         "      --tokens ID,ID,...  the prompt as token ids instead of text (commas and/or spaces)\n"
+         "      --max-tokens N      tokens to generate (default 256, or the daemon's\n"
+         "                          max-tokens-limit for you when lower)\n"
+         "      --temperature T     0 = greedy (default 0)\n"
+         "      --top-p P           nucleus sampling, (0, 1] (default 1 = off)\n"
+         "      --top-k K           0 = off (default)\n"
+         "      --min-p P           [0, 1] (default 0 = off)\n"
+         "      --seed N            same seed + same request = same tokens (default: random)\n"
+         "      --stop ID,...       extra stop tokens\n"
+         "      --no-bos            text prompt: do not prepend the BOS token\n"
+         "      --session NAME      run on a KV-cache session: the daemon keeps this prompt's and\n"
+         "                          the output's KV cache, and a later request on NAME prefills\n"
+         "                          only what follows the previous prompt (same output as without it)\n"
+         "      --reuse-output      also reuse the cache of the tokens the session generated (less\n"
+         "                          prefill; the output may differ slightly from a run without it)\n"
+         "      --ids               print token ids even when text is available\n"
+         "      --no-stream         print everything at the end\n"
+         "      --ignore-eos        do not stop at the end-of-sequence token\n"
+         "      --json              one JSON object per line: {\"event\":\"tokens\",...} as they come,\n"
+         "                          then {\"event\":\"done\",\"finish\":...,\"usage\":{...}}\n"},
+        {"chat",
+         "  chat                    interactive chat: one message per line, the reply streamed; Ctrl-D,\n"
+         "                          /bye, /exit or /quit ends it, /help lists the commands\n"
+         "      --system TEXT       system prompt\n"
+         "      --max-tokens N      per reply (default 1024, or the daemon's max-tokens-limit when\n"
+         "                          lower)\n"
+         "      --temperature T     default 0.6\n"
+         "      --seed N, --thinking\n"
+         "      --session NAME      a named conversation: its KV cache stays in the daemon's session\n"
+         "                          NAME and its text in ~/.local/state/dsv32/chat/NAME.jsonl, so\n"
+         "                          'chat --session NAME' later goes on where it stopped ('dsv32\n"
+         "                          session close NAME' forgets both)\n"
+         "                          default: a private session, closed when the chat ends (also on\n"
+         "                          Ctrl-C, SIGTERM, SIGHUP, or when the connection is lost)\n"
+         "      --no-session        resend and prefill the whole conversation every turn\n"
+         "      --reuse-output      reuse the cache of the replies too (see generate)\n"
+         "      --json              one JSON object per event (with \"turn\"), as generate --json\n"},
+        {"session",
+         "  session open|close|pin|unpin NAME\n"
+         "                          make, free, pin (never evict; counts against your quota) or\n"
+         "                          unpin a session; close also deletes the chat transcript of NAME.\n"
+         "                          Sessions live in dsv32d's memory only (not across restarts) and\n"
+         "                          close after an idle timeout\n"
+         "  session list [--json]   your sessions: tokens, KV pages, pinned/busy, idle time\n"},
+        {"tokenize",
+         "  tokenize [TEXT...]      print the token ids of TEXT (or stdin)\n"
+         "      --bos               prepend the BOS token\n"},
+        {"detokenize", "  detokenize ID...        print the text of token ids (commas and/or spaces)\n"},
+        {"status",
+         "  status [--json]         daemon, model, memory, clients, sessions, throughput (the\n"
+         "                          rates are over the last second of wall time)\n"},
+        {"ping", "  ping [--count N]        round trips to the daemon (default 5)\n"},
+        {"bench",
+         "  bench ping [--count N] [--warmup N]\n"
+         "                          ping-pong latency over the shared-memory rings (blocking\n"
+         "                          and spin modes) against a Unix socketpair baseline\n"},
+};
+
+void cli_usage(FILE *f, const char *cmd) {
+        fprintf(f, "Usage: dsv32 [OPTIONS] COMMAND [ARGS...]\nTalk to dsv32d, the local DeepSeek-V3.2 daemon.\n\n");
+        fprintf(f, cmd ? "Command:\n" : "Commands:\n");
+        for (size_t i = 0; i < sizeof(helps) / sizeof(helps[0]); i++)
+                if (!cmd || strcmp(cmd, helps[i].name) == 0)
+                        fputs(helps[i].help, f);
         fprintf(f,
-                "Usage: dsv32 [--socket PATH] COMMAND [options]\n"
-                "Talk to dsv32d, the local DeepSeek-V3.2 daemon.\n\n"
-                "Commands:\n"
-                "  generate [PROMPT...]    complete a prompt (words, or stdin when none), streaming\n"
-                "      --tokens ID,ID,...  prompt as token ids instead of text\n"
-                "      --max-tokens N      tokens to generate (default 256)\n"
-                "      --temperature T     0 = greedy (default 0)\n"
-                "      --top-p P, --top-k K, --min-p P\n"
-                "      --seed N            same seed + same request = same tokens\n"
-                "      --stop ID,...       extra stop tokens\n"
-                "      --session NAME      run on a KV-cache session: the daemon keeps this prompt's and\n"
-                "                          the output's KV cache, and a later request on NAME prefills\n"
-                "                          only what follows the previous prompt (same output as without it)\n"
-                "      --reuse-output      also reuse the cache of the tokens the session generated (less\n"
-                "                          prefill; the output may differ slightly from a run without it)\n"
-                "      --ids               print token ids even when text is available\n"
-                "      --no-stream         print everything at the end\n"
-                "      --ignore-eos        do not stop at the end-of-sequence token\n"
-                "  chat                    interactive chat (one message per line; Ctrl-D ends)\n"
-                "      --system TEXT, --max-tokens N, --temperature T, --seed N, --thinking\n"
-                "      --session NAME      keep the conversation's KV cache in session NAME (kept after\n"
-                "                          the chat ends); default: a private session closed at the end\n"
-                "      --no-session        resend and prefill the whole conversation every turn\n"
-                "      --reuse-output      reuse the cache of the replies too (see generate)\n"
-                "  session open|close|pin|unpin NAME\n"
-                "                          make, free, pin (never evict; counts against your quota) or\n"
-                "                          unpin a session; sessions live in dsv32d's memory only (they\n"
-                "                          are not saved across restarts) and close after an idle timeout\n"
-                "  tokenize [TEXT...]      print the token ids of TEXT (or stdin)\n"
-                "      --bos               prepend the BOS token\n"
-                "  detokenize ID,ID,...    print the text of token ids\n"
-                "  status                  daemon, model, memory, clients, throughput\n"
-                "  ping [--count N]        round trips to the daemon\n"
-                "  bench ping [--count N] [--warmup N]\n"
-                "                          ping-pong latency over the shared-memory rings (blocking\n"
-                "                          and spin modes) against a Unix socketpair baseline\n\n"
-                "Options:\n"
+                "\nOptions (anywhere on the line; '--' ends the options):\n"
                 "  --socket PATH           daemon socket (default $DSV32_SOCKET, else %s)\n"
                 "  -v, --verbose           timings and details on stderr\n"
-                "  -h, --help              this text\n\n"
-                "Exit status: 0 ok, 1 request failed, 2 usage, 3 daemon unavailable, 4 permission denied.\n",
+                "  -h, --help              this text (dsv32 COMMAND --help: that command's)\n"
+                "  --version               the version of dsv32 and libdsv32\n\n"
+                "Exit status: 0 ok, 1 the daemon refused or failed the request, 2 usage, 3 daemon\n"
+                "unavailable (not running, connection lost, stopped before the request finished),\n"
+                "4 permission denied, 5 write error on the output, 128+N stopped by signal N (130:\n"
+                "Ctrl-C; the request is cancelled).\n",
                 DSV32_DEFAULT_SOCKET);
 }
 
-static int exit_for(int err) {
+int cli_global_option(int ch, const char *cmd, char **argv, int *exit_code) {
+        switch (ch) {
+        case CLI_OPT_SOCKET:
+                cli.socket_path = optarg;
+                return 0;
+        case 'v':
+                cli.verbose = true;
+                return 0;
+        case CLI_OPT_JSON:
+                cli.json = true;
+                return 0;
+        case 'h':
+                cli_usage(stdout, cmd);
+                *exit_code = 0;
+                return 1;
+        case CLI_OPT_VERSION:
+                printf("dsv32 %s (libdsv32 %s)\n", PACKAGE_VERSION, dsv32_version());
+                *exit_code = 0;
+                return 1;
+        case '?':
+                /* a short option in optopt; a long one is the word getopt just passed */
+                if (optopt)
+                        fprintf(stderr, "dsv32 %s: unknown option -%c (dsv32 %s --help lists them)\n", cmd, optopt, cmd);
+                else
+                        fprintf(stderr, "dsv32 %s: unknown option %s (dsv32 %s --help lists them)\n", cmd, argv[optind - 1],
+                                cmd);
+                *exit_code = CLI_EXIT_USAGE;
+                return 1;
+        case ':':
+                if (optopt && optopt < 0x100)
+                        fprintf(stderr, "dsv32 %s: option -%c needs a value\n", cmd, optopt);
+                else
+                        fprintf(stderr, "dsv32 %s: option %s needs a value\n", cmd, argv[optind - 1]);
+                *exit_code = CLI_EXIT_USAGE;
+                return 1;
+        }
+        return -1;
+}
+
+/* ------------------------------------------------------------------ connecting, errors */
+
+int cli_exit_for(int err) {
         if (err == -EACCES || err == -EPERM)
-                return EXIT_PERM;
+                return CLI_EXIT_PERM;
         if (err == -ENOENT || err == -ECONNREFUSED || err == -ECONNRESET || err == -ETIMEDOUT || err == -EPROTO ||
-            err == -EPROTONOSUPPORT || err == -ESHUTDOWN || err == -EUSERS)
-                return EXIT_UNAVAILABLE;
-        return EXIT_REQUEST;
+            err == -EPROTONOSUPPORT || err == -ESHUTDOWN || err == -EUSERS || err == -ENAMETOOLONG)
+                return CLI_EXIT_UNAVAILABLE;
+        return CLI_EXIT_REQUEST;
 }
 
-static int fail(dsv32_client *c, int err, const char *what) {
-        fprintf(stderr, "dsv32: %s: %s\n", what, dsv32_last_error(c));
-        return exit_for(err);
+int cli_fail(dsv32_client *c, int err, const char *cmd, const char *what) {
+        const char *why = dsv32_last_error(c);
+        if (!strcmp(why, "no error"))
+                why = dsv32_strerror(err);
+        fprintf(stderr, "dsv32 %s: %s: %s\n", cmd, what, why);
+        if (cli.json)
+                cli_json_error(err, why);
+        return cli_exit_for(err);
 }
 
-static int connect_daemon(dsv32_client **ret, uint32_t sub_bytes) {
-        struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = socket_path, .client_name = "dsv32",
+int cli_connect(const char *cmd, uint32_t sub_bytes, dsv32_client **ret) {
+        struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = cli.socket_path, .client_name = "dsv32",
                                        .submit_ring_bytes = sub_bytes};
         int r = dsv32_connect(&o, ret);
         if (r < 0) {
-                fprintf(stderr, "dsv32: %s\n", dsv32_last_error(NULL));
-                return exit_for(r);
+                const char *why = dsv32_last_error(NULL);
+                if (!strcmp(why, "no error"))
+                        why = dsv32_strerror(r);
+                fprintf(stderr, "dsv32 %s: %s\n", cmd, why);
+                if (cli.json)
+                        cli_json_error(r, why);
+                return cli_exit_for(r);
         }
         return 0;
 }
 
-/* Waits while the daemon loads its model, with a spinner on a terminal. */
-static int wait_ready(dsv32_client *c) {
+int cli_wait_ready(dsv32_client *c, const char *cmd) {
         static const char spin[] = "|/-\\";
         bool tty = isatty(STDERR_FILENO), said = false;
         for (unsigned i = 0;; i++) {
                 struct dsv32_stats st;
                 int r = dsv32_stats(c, &st);
                 if (r < 0)
-                        return fail(c, r, "cannot query dsv32d");
+                        return cli_fail(c, r, cmd, "cannot query dsv32d");
                 if (st.state == DSV32_STATE_READY)
                         break;
                 if (st.state == DSV32_STATE_FAILED) {
-                        fprintf(stderr, "dsv32: dsv32d could not load its model (journalctl -u dsv32d says why)\n");
-                        return EXIT_UNAVAILABLE;
+                        fprintf(stderr, "dsv32 %s: dsv32d could not load its model (journalctl -u dsv32d says why)\n", cmd);
+                        return CLI_EXIT_UNAVAILABLE;
                 }
                 if (st.state == DSV32_STATE_DRAINING) {
-                        fprintf(stderr, "dsv32: dsv32d is shutting down\n");
-                        return EXIT_UNAVAILABLE;
+                        fprintf(stderr, "dsv32 %s: dsv32d is shutting down\n", cmd);
+                        return CLI_EXIT_UNAVAILABLE;
                 }
+                if (cli_signal)
+                        return cli_signal_exit(cmd, "stopped while waiting for dsv32d to load its model");
                 if (tty)
                         fprintf(stderr, "\r%c waiting for dsv32d to load the model: %u.%u%%", spin[i % 4], st.load_permille / 10,
                                 st.load_permille % 10);
                 else if (!said)
-                        fprintf(stderr, "dsv32: waiting for dsv32d to load the model\n");
+                        fprintf(stderr, "dsv32 %s: waiting for dsv32d to load the model\n", cmd);
                 said = true;
                 nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
         }
@@ -130,6 +215,24 @@ static int wait_ready(dsv32_client *c) {
                 fprintf(stderr, "\r%60s\r", "");
         return 0;
 }
+
+static void on_signal(int sig) { cli_signal = sig; }
+
+void cli_catch_signals(void) {
+        struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: fgets on a terminal returns */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+}
+
+int cli_signal_exit(const char *cmd, const char *what_happened) {
+        int sig = cli_signal;
+        fprintf(stderr, "dsv32 %s: %s: %s\n", cmd, sig == SIGINT ? "interrupted" : strsignal(sig), what_happened);
+        return 128 + sig;
+}
+
+/* ------------------------------------------------------------------ arguments */
 
 static char *read_stdin(size_t *len) {
         size_t cap = 4096, n = 0;
@@ -171,34 +274,6 @@ static char *join_args(int argc, char **argv, size_t *len) {
         return s;
 }
 
-/* ------------------------------------------------------------------ generate */
-
-struct printer {
-        bool ids;
-        bool any;
-};
-
-static int print_tokens(void *ud, const int32_t *t, size_t n, const char *text, size_t text_len) {
-        struct printer *p = ud;
-        if (!p->ids && text) {
-                fwrite(text, 1, text_len, stdout);
-        } else {
-                for (size_t i = 0; i < n; i++)
-                        printf("%s%d", p->any || i ? "," : "", t[i]);
-                if (n)
-                        p->any = true;
-        }
-        fflush(stdout);
-        return 0;
-}
-
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) { interrupted = 1; }
-static int print_tokens_interruptible(void *ud, const int32_t *t, size_t n, const char *text, size_t text_len) {
-        print_tokens(ud, t, n, text, text_len);
-        return interrupted ? 1 : 0;
-}
-
 static int parse_float(const char *s, float *v) {
         char *end;
         errno = 0;
@@ -213,35 +288,73 @@ static int parse_long(const char *s, long min, long max, long *v) {
         return errno || end == s || *end || *v < min || *v > max ? -EINVAL : 0;
 }
 
-/* Options generate and chat share: 0, or EXIT_USAGE after saying why (cmd names the command). */
-static int opt_max_tokens(const char *cmd, const char *arg, struct dsv32_request *q) {
+/* Options generate and chat share: 0, or CLI_EXIT_USAGE after saying why. */
+int cli_opt_max_tokens(const char *cmd, const char *arg, struct dsv32_request *q) {
         long v;
         if (parse_long(arg, 1, 1 << 20, &v) < 0) {
                 fprintf(stderr, "dsv32 %s: --max-tokens needs 1..%d\n", cmd, 1 << 20);
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
         }
         q->max_tokens = (uint32_t)v;
         return 0;
 }
 
-static int opt_temperature(const char *cmd, const char *arg, struct dsv32_request *q) {
+int cli_opt_temperature(const char *cmd, const char *arg, struct dsv32_request *q) {
         if (parse_float(arg, &q->temperature) < 0 || q->temperature < 0) {
                 fprintf(stderr, "dsv32 %s: --temperature needs a number >= 0\n", cmd);
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
         }
         return 0;
 }
 
-static int opt_seed(const char *cmd, const char *arg, struct dsv32_request *q) {
+int cli_opt_seed(const char *cmd, const char *arg, struct dsv32_request *q) {
         char *end;
         errno = 0;
         q->seed = strtoull(arg, &end, 10);
-        if (errno || end == arg || *end) {
+        if (errno || end == arg || *end || arg[0] == '-') {
                 fprintf(stderr, "dsv32 %s: --seed needs a non-negative integer\n", cmd);
-                return EXIT_USAGE;
+                return CLI_EXIT_USAGE;
         }
         q->flags |= DSV32_REQ_SEED;
         return 0;
+}
+
+/* A command that takes no words: CLI_EXIT_USAGE after naming the first, else 0. */
+static int no_words(const char *cmd, int argc, char **argv) {
+        if (optind < argc) {
+                fprintf(stderr, "dsv32 %s: unexpected argument '%s' (dsv32 %s --help)\n", cmd, argv[optind], cmd);
+                return CLI_EXIT_USAGE;
+        }
+        return 0;
+}
+
+/* ------------------------------------------------------------------ generate */
+
+struct printer {
+        bool ids;   /* token ids: --ids, or a daemon without a tokenizer */
+        bool any;   /* ids printed so far (for the commas) */
+        bool text;  /* something without a final newline was printed */
+        uint32_t n; /* tokens received */
+};
+
+static int print_tokens(void *ud, const int32_t *t, size_t n, const char *text, size_t text_len) {
+        struct printer *p = ud;
+        bool ok = true;
+        p->n += (uint32_t)n;
+        if (cli.json) {
+                ok = cli_json_emit(cli_json_tokens(t, n, text, text_len));
+        } else if (!p->ids) {
+                /* the text of these tokens; none while a UTF-8 character is incomplete */
+                ok = cli_write(text ? text : "", text ? text_len : 0);
+                p->text |= text && text_len > 0;
+        } else {
+                for (size_t i = 0; i < n && ok; i++)
+                        ok = cli_printf("%s%d", p->any || i ? "," : "", t[i]);
+                if (n)
+                        p->any = p->text = true;
+        }
+        /* a failed write or a signal cancels the request */
+        return !ok || cli_signal ? 1 : 0;
 }
 
 static int cmd_generate(int argc, char **argv) {
@@ -252,7 +365,8 @@ static int cmd_generate(int argc, char **argv) {
                 {"seed", required_argument, NULL, 's'}, {"stop", required_argument, NULL, 'S'},
                 {"session", required_argument, NULL, 'X'}, {"ids", no_argument, NULL, 'i'},
                 {"no-stream", no_argument, NULL, 'N'}, {"ignore-eos", no_argument, NULL, 'E'},
-                {"reuse-output", no_argument, NULL, 'R'}, {"help", no_argument, NULL, 'h'}, {0},
+                {"reuse-output", no_argument, NULL, 'R'}, {"no-bos", no_argument, NULL, 'B'},
+                CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
         };
         struct dsv32_request q = {.struct_size = sizeof(q)};
         struct printer pr = {0};
@@ -262,52 +376,52 @@ static int cmd_generate(int argc, char **argv) {
         char *text = NULL;
         dsv32_client *c = NULL;
         long v;
-        int ch, r, ret;
+        int ch, r, ret = 0;
 
-        optind = 1;
-        while ((ch = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+        while ((ch = getopt_long(argc, argv, CLI_SHORT_OPTIONS, opts, NULL)) >= 0) {
                 switch (ch) {
                 case 't':
+                        free(tokens);
+                        tokens = NULL;
                         if (dsv_parse_id_list(optarg, &tokens, &n_tokens) < 0 || !n_tokens) {
-                                fprintf(stderr, "dsv32 generate: --tokens needs comma-separated token ids\n");
-                                return EXIT_USAGE;
+                                fprintf(stderr, "dsv32 generate: --tokens needs token ids separated by commas or spaces\n");
+                                ret = CLI_EXIT_USAGE;
                         }
                         break;
                 case 'n':
-                        if (opt_max_tokens("generate", optarg, &q))
-                                return EXIT_USAGE;
+                        ret = cli_opt_max_tokens("generate", optarg, &q);
                         break;
                 case 'T':
-                        if (opt_temperature("generate", optarg, &q))
-                                return EXIT_USAGE;
+                        ret = cli_opt_temperature("generate", optarg, &q);
                         break;
                 case 'p':
                         if (parse_float(optarg, &q.top_p) < 0 || q.top_p <= 0 || q.top_p > 1) {
                                 fprintf(stderr, "dsv32 generate: --top-p needs a number in (0, 1]\n");
-                                return EXIT_USAGE;
+                                ret = CLI_EXIT_USAGE;
                         }
                         break;
                 case 'k':
                         if (parse_long(optarg, 0, 1 << 24, &v) < 0) {
                                 fprintf(stderr, "dsv32 generate: --top-k needs a number >= 0\n");
-                                return EXIT_USAGE;
+                                ret = CLI_EXIT_USAGE;
                         }
                         q.top_k = (int32_t)v;
                         break;
                 case 'm':
                         if (parse_float(optarg, &q.min_p) < 0 || q.min_p < 0 || q.min_p > 1) {
                                 fprintf(stderr, "dsv32 generate: --min-p needs a number in [0, 1]\n");
-                                return EXIT_USAGE;
+                                ret = CLI_EXIT_USAGE;
                         }
                         break;
                 case 's':
-                        if (opt_seed("generate", optarg, &q))
-                                return EXIT_USAGE;
+                        ret = cli_opt_seed("generate", optarg, &q);
                         break;
                 case 'S':
+                        free(stop);
+                        stop = NULL;
                         if (dsv_parse_id_list(optarg, &stop, &n_stop) < 0) {
-                                fprintf(stderr, "dsv32 generate: --stop needs comma-separated token ids\n");
-                                return EXIT_USAGE;
+                                fprintf(stderr, "dsv32 generate: --stop needs token ids separated by commas or spaces\n");
+                                ret = CLI_EXIT_USAGE;
                         }
                         break;
                 case 'X':
@@ -325,27 +439,35 @@ static int cmd_generate(int argc, char **argv) {
                 case 'R':
                         q.flags |= DSV32_REQ_REUSE_OUTPUT;
                         break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
+                case 'B':
+                        q.flags |= DSV32_REQ_NO_BOS;
+                        break;
                 default:
-                        return EXIT_USAGE;
+                        if (cli_global_option(ch, "generate", argv, &ret) > 0)
+                                goto out;
                 }
+                if (ret)
+                        goto out;
         }
         if (tokens && optind < argc) {
                 fprintf(stderr, "dsv32 generate: give either --tokens or a text prompt, not both\n");
-                return EXIT_USAGE;
+                ret = CLI_EXIT_USAGE;
+                goto out;
         }
         if (!tokens) {
+                if (optind == argc && isatty(STDIN_FILENO))
+                        fprintf(stderr, "dsv32 generate: reading the prompt from the terminal; end it with Ctrl-D (or give "
+                                        "it as arguments)\n");
                 text = optind < argc ? join_args(argc - optind, argv + optind, &text_len) : read_stdin(&text_len);
                 if (!text) {
                         fprintf(stderr, "dsv32 generate: out of memory\n");
-                        return EXIT_REQUEST;
+                        ret = CLI_EXIT_REQUEST;
+                        goto out;
                 }
                 if (!text_len) {
                         fprintf(stderr, "dsv32 generate: the prompt is empty (give words, stdin, or --tokens)\n");
-                        free(text);
-                        return EXIT_USAGE;
+                        ret = CLI_EXIT_USAGE;
+                        goto out;
                 }
         }
         q.tokens = tokens;
@@ -354,285 +476,133 @@ static int cmd_generate(int argc, char **argv) {
         q.text_len = text_len;
         q.stop_tokens = stop;
         q.n_stop_tokens = n_stop;
-        ret = connect_daemon(&c, (uint32_t)(text_len + 4 * n_tokens + 4096) * 2);
-        if (ret)
+        cli_streaming = true;
+        cli_catch_signals();
+        if ((ret = cli_connect("generate", (uint32_t)(text_len + 4 * n_tokens + 4096) * 2, &c)))
                 goto out;
-        if ((ret = wait_ready(c)))
+        if ((ret = cli_wait_ready(c, "generate")))
                 goto out;
-        signal(SIGINT, on_sigint);
-        r = dsv32_generate(c, &q, print_tokens_interruptible, &pr, &res);
-        if (r < 0) {
-                if (pr.any)
-                        printf("\n");
-                ret = fail(c, r, "generate failed");
-                goto out;
+        {
+                struct dsv32_info info;
+                if (dsv32_get_info(c, &info) == 0 && !(info.features & DSV32_FEATURE_TEXT))
+                        pr.ids = true;
         }
-        printf("\n");
-        if (verbose)
-                fprintf(stderr,
-                        "[%s: %u prompt (%u reused from the session) + %u generated tokens; queued %.1f ms, prefill %.1f "
-                        "ms, decode %.1f ms]\n",
-                        dsv32_finish_name(res.finish), res.usage.prompt_tokens, res.usage.cached_tokens,
-                        res.usage.completion_tokens, res.usage.queue_us / 1e3, res.usage.prefill_us / 1e3,
-                        res.usage.decode_us / 1e3);
-        ret = res.finish == DSV32_FINISH_SHUTDOWN ? EXIT_UNAVAILABLE : 0;
+        r = dsv32_generate(c, &q, print_tokens, &pr, &res);
+        if (pr.text && !cli.json)
+                cli_write("\n", 1);
+        if (cli_output_failed()) {
+                ret = CLI_EXIT_OUTPUT; /* cli_finish_output says why */
+        } else if (r < 0) {
+                ret = cli_fail(c, r, "generate", r == -ECONNRESET ? "the connection to dsv32d was lost" : "the request failed");
+        } else if (cli_signal) {
+                char what[96];
+                snprintf(what, sizeof(what), "the request was cancelled after %u tokens", pr.n);
+                ret = cli_signal_exit("generate", what);
+        } else if (res.finish == DSV32_FINISH_SHUTDOWN) {
+                fprintf(stderr, "dsv32 generate: dsv32d stopped before the request finished (%u tokens generated)\n",
+                        res.usage.completion_tokens);
+                if (cli.json)
+                        cli_json_error(-ESHUTDOWN, "dsv32d stopped before the request finished");
+                ret = CLI_EXIT_UNAVAILABLE;
+        }
+        if (r == 0 && cli.json && !cli_output_failed()) {
+                json_t *o = json_pack("{s:s, s:s, s:o}", "event", "done", "finish", dsv32_finish_name(res.finish), "usage",
+                                      cli_json_usage(&res.usage));
+                cli_json_emit(o);
+        }
+        if (r == 0 && cli.verbose) {
+                fflush(stdout); /* the summary goes after the text, not into it */
+                if (q.session)
+                        fprintf(stderr,
+                                "[%s: %u prompt (%u reused from session %s) + %u generated tokens; queued %.1f ms, prefill "
+                                "%.1f ms, decode %.1f ms]\n",
+                                dsv32_finish_name(res.finish), res.usage.prompt_tokens, res.usage.cached_tokens, q.session,
+                                res.usage.completion_tokens, res.usage.queue_us / 1e3, res.usage.prefill_us / 1e3,
+                                res.usage.decode_us / 1e3);
+                else
+                        fprintf(stderr,
+                                "[%s: %u prompt + %u generated tokens; queued %.1f ms, prefill %.1f ms, decode %.1f ms]\n",
+                                dsv32_finish_name(res.finish), res.usage.prompt_tokens, res.usage.completion_tokens,
+                                res.usage.queue_us / 1e3, res.usage.prefill_us / 1e3, res.usage.decode_us / 1e3);
+        }
 out:
         dsv32_disconnect(c);
         free(tokens);
         free(stop);
         free(text);
-        return ret;
+        return cli_finish_output("generate", ret);
 }
 
-/* ------------------------------------------------------------------ chat */
-
-struct reply_buf {
-        char *s;
-        size_t n, cap;
-};
-
-static int collect_reply(void *ud, const int32_t *t, size_t n, const char *text, size_t len) {
-        struct reply_buf *b = ud;
-        fwrite(text ? text : "", 1, text ? len : 0, stdout);
-        fflush(stdout);
-        if (text && len) {
-                if (b->cap - b->n <= len) {
-                        size_t cap = (b->cap + len) * 2;
-                        char *s = realloc(b->s, cap);
-                        if (!s)
-                                return 1;
-                        b->s = s;
-                        b->cap = cap;
-                }
-                memcpy(b->s + b->n, text, len);
-                b->n += len;
-                b->s[b->n] = 0;
-        }
-        return interrupted ? 1 : 0;
-}
-
-static int cmd_chat(int argc, char **argv) {
-        static const struct option opts[] = {
-                {"system", required_argument, NULL, 'y'}, {"max-tokens", required_argument, NULL, 'n'},
-                {"temperature", required_argument, NULL, 'T'}, {"seed", required_argument, NULL, 's'},
-                {"thinking", no_argument, NULL, 'k'}, {"session", required_argument, NULL, 'X'},
-                {"no-session", no_argument, NULL, 'Z'}, {"reuse-output", no_argument, NULL, 'R'},
-                {"help", no_argument, NULL, 'h'}, {0},
-        };
-        char auto_session[64];
-        bool no_session = false, own_session = false;
-        uint64_t prefilled = 0;
-        struct dsv32_request q = {.struct_size = sizeof(q), .max_tokens = 1024, .temperature = 0.6f};
-        struct dsv32_chat_message *msgs = NULL;
-        char **owned = NULL;
-        size_t n_msgs = 0, cap = 0;
-        const char *system = NULL;
-        struct dsv32_info info;
-        dsv32_client *c = NULL;
-        bool tty = isatty(STDIN_FILENO);
-        char line[65536];
-        int ch, r, ret;
-
-        optind = 1;
-        while ((ch = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
-                switch (ch) {
-                case 'y':
-                        system = optarg;
-                        break;
-                case 'n':
-                        if (opt_max_tokens("chat", optarg, &q))
-                                return EXIT_USAGE;
-                        break;
-                case 'T':
-                        if (opt_temperature("chat", optarg, &q))
-                                return EXIT_USAGE;
-                        break;
-                case 's':
-                        if (opt_seed("chat", optarg, &q))
-                                return EXIT_USAGE;
-                        break;
-                case 'k':
-                        q.flags |= DSV32_REQ_THINKING;
-                        break;
-                case 'X':
-                        q.session = optarg;
-                        break;
-                case 'Z':
-                        no_session = true;
-                        break;
-                case 'R':
-                        q.flags |= DSV32_REQ_REUSE_OUTPUT;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        return EXIT_USAGE;
-                }
-        }
-        if (no_session && q.session) {
-                fprintf(stderr, "dsv32 chat: give --session or --no-session, not both\n");
-                return EXIT_USAGE;
-        }
-        if ((ret = connect_daemon(&c, 4u << 20)))
-                return ret;
-        if ((ret = wait_ready(c)))
-                goto out;
-        dsv32_get_info(c, &info);
-        {
-                struct dsv32_stats st;
-                if (dsv32_stats(c, &st) == 0)
-                        info.features = st.features;
-        }
-        if (!(info.features & DSV32_FEATURE_CHAT)) {
-                fprintf(stderr, "dsv32 chat: this dsv32d cannot encode chat messages (it needs the tokenizer and the V3.2 "
-                                "chat template); use 'dsv32 generate --tokens ...'\n");
-                ret = EXIT_REQUEST;
-                goto out;
-        }
-        /* each turn resends the conversation; in a session the daemon prefills only what is
-         * new since the last turn (the user's message and the chat template around it) */
-        if (!no_session && !q.session && (info.features & DSV32_FEATURE_SESSIONS)) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                snprintf(auto_session, sizeof(auto_session), "chat-%d-%llx", (int)getpid(),
-                         (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec);
-                q.session = auto_session;
-                own_session = true;
-        }
-        signal(SIGINT, on_sigint);
-        for (;;) {
-                struct reply_buf reply = {0};
-                struct dsv32_result res;
-                size_t len;
-                if (tty) {
-                        fputs("> ", stdout);
-                        fflush(stdout);
-                }
-                if (!fgets(line, sizeof(line), stdin))
-                        break;
-                len = strlen(line);
-                while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-                        line[--len] = 0;
-                if (!len)
-                        continue;
-                if (n_msgs + 3 > cap) {
-                        cap = cap ? 2 * cap : 16;
-                        msgs = realloc(msgs, cap * sizeof(*msgs));
-                        owned = realloc(owned, cap * sizeof(*owned));
-                        if (!msgs || !owned) {
-                                ret = EXIT_REQUEST;
-                                goto out;
-                        }
-                }
-                if (n_msgs == 0 && system) {
-                        msgs[n_msgs].role = "system";
-                        owned[n_msgs] = NULL;
-                        msgs[n_msgs++].content = system;
-                }
-                owned[n_msgs] = strdup(line);
-                msgs[n_msgs].role = "user";
-                msgs[n_msgs].content = owned[n_msgs];
-                n_msgs++;
-                q.messages = msgs;
-                q.n_messages = n_msgs;
-                interrupted = 0;
-                r = dsv32_generate(c, &q, collect_reply, &reply, &res);
-                printf("\n");
-                if (r < 0) {
-                        free(reply.s);
-                        ret = fail(c, r, "chat failed");
-                        goto out;
-                }
-                prefilled += res.usage.prompt_tokens - res.usage.cached_tokens;
-                if (verbose)
-                        fprintf(stderr, "[turn: %u prompt tokens, %u reused from the session, %u prefilled (%llu in all), %u generated]\n",
-                                res.usage.prompt_tokens, res.usage.cached_tokens,
-                                res.usage.prompt_tokens - res.usage.cached_tokens, (unsigned long long)prefilled,
-                                res.usage.completion_tokens);
-                owned[n_msgs] = reply.s ? reply.s : strdup("");
-                msgs[n_msgs].role = "assistant";
-                msgs[n_msgs].content = owned[n_msgs];
-                n_msgs++;
-        }
-        ret = 0;
-out:
-        if (own_session)
-                dsv32_session_close(c, auto_session, NULL); /* frees its KV cache now, not at the idle timeout */
-        for (size_t i = 0; i < n_msgs; i++)
-                free(owned[i]);
-        free(owned);
-        free(msgs);
-        dsv32_disconnect(c);
-        return ret;
-}
-
-/* ------------------------------------------------------------------ tokenize, status */
+/* ------------------------------------------------------------------ tokenize, detokenize */
 
 static int cmd_tokenize(int argc, char **argv) {
+        static const struct option opts[] = {{"bos", no_argument, NULL, 'b'}, CLI_GLOBAL_OPTIONS, {0}};
         bool bos = false;
-        int i = 1, r, ret;
+        int ch, r, ret = 0;
         size_t len, n;
-        char *text;
+        char *text = NULL;
         int32_t *ids;
-        dsv32_client *c;
+        dsv32_client *c = NULL;
 
-        if (i < argc && strcmp(argv[i], "--bos") == 0) {
-                bos = true;
-                i++;
+        while ((ch = getopt_long(argc, argv, CLI_SHORT_OPTIONS, opts, NULL)) >= 0) {
+                if (ch == 'b')
+                        bos = true;
+                else if (cli_global_option(ch, "tokenize", argv, &ret) > 0)
+                        return cli_finish_output("tokenize", ret);
         }
-        text = i < argc ? join_args(argc - i, argv + i, &len) : read_stdin(&len);
+        text = optind < argc ? join_args(argc - optind, argv + optind, &len) : read_stdin(&len);
         if (!text)
-                return EXIT_REQUEST;
-        if ((ret = connect_daemon(&c, (uint32_t)len * 2 + 4096))) {
-                free(text);
-                return ret;
-        }
-        if ((ret = wait_ready(c)) == 0) {
+                return CLI_EXIT_REQUEST;
+        if ((ret = cli_connect("tokenize", (uint32_t)len * 2 + 4096, &c)) == 0 && (ret = cli_wait_ready(c, "tokenize")) == 0) {
                 r = dsv32_tokenize(c, text, len, bos ? DSV32_TOKENIZE_ADD_BOS : 0, &ids, &n);
                 if (r < 0) {
-                        ret = fail(c, r, "tokenize failed");
+                        ret = cli_fail(c, r, "tokenize", "cannot tokenize");
                 } else {
                         for (size_t k = 0; k < n; k++)
-                                printf("%s%d", k ? "," : "", ids[k]);
-                        printf("\n");
+                                cli_printf("%s%d", k ? "," : "", ids[k]);
+                        cli_printf("\n");
                         dsv32_free(ids);
                 }
         }
         dsv32_disconnect(c);
         free(text);
-        return ret;
+        return cli_finish_output("tokenize", ret);
 }
 
 static int cmd_detokenize(int argc, char **argv) {
+        static const struct option opts[] = {CLI_GLOBAL_OPTIONS, {0}};
         int32_t *ids = NULL;
         size_t n = 0, len;
-        char *text;
-        dsv32_client *c;
-        int r, ret;
+        char *text = NULL, *words = NULL;
+        dsv32_client *c = NULL;
+        int ch, r, ret = 0;
 
-        if (argc != 2 || dsv_parse_id_list(argv[1], &ids, &n) < 0) {
-                fprintf(stderr, "dsv32 detokenize: give comma-separated token ids\n");
-                return EXIT_USAGE;
+        while ((ch = getopt_long(argc, argv, CLI_SHORT_OPTIONS, opts, NULL)) >= 0)
+                if (cli_global_option(ch, "detokenize", argv, &ret) > 0)
+                        return cli_finish_output("detokenize", ret);
+        words = optind < argc ? join_args(argc - optind, argv + optind, &len) : NULL;
+        if (!words || dsv_parse_id_list(words, &ids, &n) < 0 || !n) {
+                fprintf(stderr, "dsv32 detokenize: give token ids, separated by commas or spaces\n");
+                free(words);
+                return CLI_EXIT_USAGE;
         }
-        if ((ret = connect_daemon(&c, (uint32_t)n * 8 + 4096))) {
-                free(ids);
-                return ret;
-        }
-        if ((ret = wait_ready(c)) == 0) {
+        free(words);
+        if ((ret = cli_connect("detokenize", (uint32_t)n * 8 + 4096, &c)) == 0 && (ret = cli_wait_ready(c, "detokenize")) == 0) {
                 r = dsv32_detokenize(c, ids, n, &text, &len);
                 if (r < 0) {
-                        ret = fail(c, r, "detokenize failed");
+                        ret = cli_fail(c, r, "detokenize", "cannot detokenize");
                 } else {
-                        fwrite(text, 1, len, stdout);
-                        printf("\n");
+                        cli_write(text, len);
+                        cli_write("\n", 1);
                         dsv32_free(text);
                 }
         }
         dsv32_disconnect(c);
         free(ids);
-        return ret;
+        return cli_finish_output("detokenize", ret);
 }
+
+/* ------------------------------------------------------------------ status */
 
 static const char *state_name(enum dsv32_state s) {
         switch (s) {
@@ -648,97 +618,232 @@ static const char *state_name(enum dsv32_state s) {
         return "unknown";
 }
 
+static json_t *status_json(const struct dsv32_stats *s, const struct dsv32_wait_stats *ws) {
+        json_t *o = json_object();
+#define I(name, v) json_object_set_new(o, name, json_integer((json_int_t)(v)))
+#define S(name, v) json_object_set_new(o, name, cli_json_text(v, strlen(v)))
+#define F(name, v) json_object_set_new(o, name, json_real(v))
+        if (!o)
+                return NULL;
+        S("state", state_name(s->state));
+        I("daemon_pid", s->daemon_pid);
+        I("uptime_ms", s->uptime_ms);
+        I("load_permille", s->load_permille);
+        S("daemon_version", s->daemon_version);
+        S("model", s->model);
+        S("backend", s->backend);
+        S("numerics", s->numerics);
+        I("threads", s->threads);
+        I("vocab_size", s->vocab_size);
+        I("n_layers", s->n_layers);
+        I("max_context", s->max_context);
+        I("weight_bytes", s->weight_bytes);
+        json_object_set_new(o, "text", json_boolean(s->features & DSV32_FEATURE_TEXT));
+        json_object_set_new(o, "chat", json_boolean(s->features & DSV32_FEATURE_CHAT));
+        json_object_set_new(o, "sessions_supported", json_boolean(s->features & DSV32_FEATURE_SESSIONS));
+        I("rss_bytes", s->rss_bytes);
+        I("kv_pages_total", s->kv_pages_total);
+        I("kv_pages_used", s->kv_pages_used);
+        I("kv_page_tokens", s->kv_page_tokens);
+        I("kv_bytes_per_token", s->kv_bytes_per_token);
+        I("clients", s->clients);
+        I("requests_running", s->requests_running);
+        I("requests_prefilling", s->requests_prefilling);
+        I("requests_waiting", s->requests_waiting);
+        I("requests_parked", s->requests_parked);
+        I("requests_total", s->requests_total);
+        I("prompt_tokens_total", s->prompt_tokens_total);
+        I("prefilled_tokens_total", s->prefilled_tokens_total);
+        I("generated_tokens_total", s->generated_tokens_total);
+        I("steps_total", s->steps_total);
+        F("decode_tokens_per_s", s->decode_tokens_per_s);
+        F("prefill_tokens_per_s", s->prefill_tokens_per_s);
+        I("rate_window_ms", s->rate_window_ms);
+        I("sessions", s->sessions);
+        I("sessions_pinned", s->sessions_pinned);
+        I("session_pages", s->session_pages);
+        I("cached_tokens_total", s->cached_tokens_total);
+        I("sessions_evicted", s->sessions_evicted);
+        I("spin_us", s->spin_us);
+        I("loop_wakeups", s->loop_wakeups);
+        I("loop_sleeps", s->loop_sleeps);
+        I("doorbells_sent", s->doorbells_sent);
+        I("doorbells_received", s->doorbells_received);
+        I("client_waits", ws->waits);
+        I("client_spins_won", ws->spins_won);
+        I("client_sleeps", ws->sleeps);
+#undef I
+#undef S
+#undef F
+        return o;
+}
+
 static int cmd_status(int argc, char **argv) {
+        static const struct option opts[] = {CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0}};
         struct dsv32_stats s;
         struct dsv32_wait_stats ws;
-        dsv32_client *c;
-        int r, ret;
+        dsv32_client *c = NULL;
+        char window[48];
+        int ch, r, ret = 0;
 
-        if ((ret = connect_daemon(&c, 0)))
+        while ((ch = getopt_long(argc, argv, CLI_SHORT_OPTIONS, opts, NULL)) >= 0)
+                if (cli_global_option(ch, "status", argv, &ret) > 0)
+                        return cli_finish_output("status", ret);
+        if ((ret = no_words("status", argc, argv)))
                 return ret;
+        if ((ret = cli_connect("status", 0, &c)))
+                return cli_finish_output("status", ret);
         r = dsv32_stats(c, &s);
         if (r < 0) {
-                ret = fail(c, r, "status failed");
+                ret = cli_fail(c, r, "status", "cannot read the statistics");
                 dsv32_disconnect(c);
-                return ret;
+                return cli_finish_output("status", ret);
         }
         dsv32_get_wait_stats(c, &ws);
-        printf("dsv32d %s, pid %u, up %.1f s: %s", s.daemon_version, s.daemon_pid, s.uptime_ms / 1e3, state_name(s.state));
-        if (s.state == DSV32_STATE_LOADING)
-                printf(" (%u.%u%%)", s.load_permille / 10, s.load_permille % 10);
-        printf("\n");
-        printf("model:      %s\n", s.model[0] ? s.model : "(loading)");
-        printf("            %.1f MB of weights, context %d, backend %s (%u threads), %s numerics\n", s.weight_bytes / 1e6,
-               s.max_context, s.backend, s.threads, s.numerics);
-        printf("            text: %s, chat: %s\n", s.features & DSV32_FEATURE_TEXT ? "yes" : "no (token ids only)",
-               s.features & DSV32_FEATURE_CHAT ? "yes" : "no");
-        printf("memory:     RSS %.1f MB; KV cache %llu/%llu pages of %llu tokens used (%llu bytes/token)\n", s.rss_bytes / 1e6,
-               (unsigned long long)s.kv_pages_used, (unsigned long long)s.kv_pages_total,
-               (unsigned long long)s.kv_page_tokens, (unsigned long long)s.kv_bytes_per_token);
-        printf("clients:    %u connected; requests %u running, %u waiting, %u parked (slow readers)\n", s.clients,
-               s.requests_running, s.requests_waiting, s.requests_parked);
-        printf("sessions:   %u (%u pinned) holding %llu KV pages; prefix reuse %llu of %llu prompt tokens (%.1f%%); %llu "
-               "evictions\n",
-               s.sessions, s.sessions_pinned, (unsigned long long)s.session_pages, (unsigned long long)s.cached_tokens_total,
-               (unsigned long long)s.prompt_tokens_total,
-               s.prompt_tokens_total ? 100.0 * (double)s.cached_tokens_total / (double)s.prompt_tokens_total : 0.0,
-               (unsigned long long)s.sessions_evicted);
-        printf("throughput: %.1f tok/s decode, %.1f tok/s prefill (last second); totals: %llu requests, %llu prompt and "
-               "%llu generated tokens in %llu steps\n",
-               s.decode_tokens_per_s, s.prefill_tokens_per_s, (unsigned long long)s.requests_total,
-               (unsigned long long)s.prompt_tokens_total, (unsigned long long)s.generated_tokens_total,
-               (unsigned long long)s.steps_total);
-        printf("ipc:        daemon spins %u us before sleeping; it slept %llu times (%llu wakeups), received %llu and "
-               "sent %llu doorbells\n",
-               s.spin_us, (unsigned long long)s.loop_sleeps, (unsigned long long)s.loop_wakeups,
-               (unsigned long long)s.doorbells_received, (unsigned long long)s.doorbells_sent);
-        printf("            this client waited %llu times: %llu answered while spinning, %llu slept\n",
-               (unsigned long long)ws.waits, (unsigned long long)ws.spins_won, (unsigned long long)ws.sleeps);
         dsv32_disconnect(c);
+        if (cli.json) {
+                cli_json_emit(status_json(&s, &ws));
+                return cli_finish_output("status", 0);
+        }
+        cli_printf("dsv32d %s, pid %u, up %.1f s: %s", s.daemon_version, s.daemon_pid, s.uptime_ms / 1e3, state_name(s.state));
+        if (s.state == DSV32_STATE_LOADING)
+                cli_printf(" (%u.%u%%)", s.load_permille / 10, s.load_permille % 10);
+        cli_printf("\n");
+        cli_printf("model:      %s\n", s.model[0] ? s.model : "(loading)");
+        cli_printf("            %.1f MB of weights, context %d, backend %s (%u threads), %s numerics\n", s.weight_bytes / 1e6,
+                   s.max_context, s.backend, s.threads, s.numerics);
+        cli_printf("            text: %s, chat: %s\n", s.features & DSV32_FEATURE_TEXT ? "yes" : "no (token ids only)",
+                   s.features & DSV32_FEATURE_CHAT ? "yes" : "no");
+        cli_printf("memory:     RSS %.1f MB; KV cache %llu/%llu pages of %llu tokens used (%llu bytes/token)\n",
+                   s.rss_bytes / 1e6, (unsigned long long)s.kv_pages_used, (unsigned long long)s.kv_pages_total,
+                   (unsigned long long)s.kv_page_tokens, (unsigned long long)s.kv_bytes_per_token);
+        cli_printf("clients:    %u connected; requests %u running, %u prefilling, %u waiting, %u parked (slow readers)\n",
+                   s.clients, s.requests_running, s.requests_prefilling, s.requests_waiting, s.requests_parked);
+        cli_printf("sessions:   %u (%u pinned) holding %llu KV pages; prefix reuse %llu of %llu prompt tokens (%.1f%%); %llu "
+                   "evictions\n",
+                   s.sessions, s.sessions_pinned, (unsigned long long)s.session_pages, (unsigned long long)s.cached_tokens_total,
+                   (unsigned long long)s.prompt_tokens_total,
+                   s.prompt_tokens_total ? 100.0 * (double)s.cached_tokens_total / (double)s.prompt_tokens_total : 0.0,
+                   (unsigned long long)s.sessions_evicted);
+        if (s.rate_window_ms)
+                snprintf(window, sizeof(window), "last %.1f s", s.rate_window_ms / 1e3);
+        else
+                snprintf(window, sizeof(window), "last busy second");
+        cli_printf("throughput: %.1f tok/s decode, %.1f tok/s prefill (%s); totals: %llu requests, %llu prompt and "
+                   "%llu generated tokens in %llu steps\n",
+                   s.decode_tokens_per_s, s.prefill_tokens_per_s, window, (unsigned long long)s.requests_total,
+                   (unsigned long long)s.prompt_tokens_total, (unsigned long long)s.generated_tokens_total,
+                   (unsigned long long)s.steps_total);
+        cli_printf("ipc:        daemon spins %u us before sleeping; it slept %llu times (%llu wakeups), received %llu and "
+                   "sent %llu doorbells\n",
+                   s.spin_us, (unsigned long long)s.loop_sleeps, (unsigned long long)s.loop_wakeups,
+                   (unsigned long long)s.doorbells_received, (unsigned long long)s.doorbells_sent);
+        cli_printf("            this client waited %llu times: %llu answered while spinning, %llu slept\n",
+                   (unsigned long long)ws.waits, (unsigned long long)ws.spins_won, (unsigned long long)ws.sleeps);
+        return cli_finish_output("status", 0);
+}
+
+/* ------------------------------------------------------------------ session */
+
+static int session_list(dsv32_client *c) {
+        struct dsv32_session_entry *v = NULL;
+        size_t total = 0;
+        int r = dsv32_session_list(c, NULL, 0, &total);
+        if (r >= 0 && total) {
+                v = calloc(total, sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                r = dsv32_session_list(c, v, total, &total);
+        }
+        if (r < 0) {
+                free(v);
+                return r;
+        }
+        if (!cli.json && r == 0)
+                cli_printf("no sessions\n");
+        for (int i = 0; i < r; i++) {
+                char path[512];
+                bool transcript = cli_transcript_path(v[i].name, path, sizeof(path)) == 0 && access(path, F_OK) == 0;
+                if (cli.json) {
+                        cli_json_emit(json_pack("{s:s, s:o, s:I, s:I, s:b, s:b, s:I, s:b}", "event", "session", "name",
+                                                cli_json_text(v[i].name, strlen(v[i].name)), "tokens", (json_int_t)v[i].n_tokens,
+                                                "kv_pages", (json_int_t)v[i].n_pages, "pinned",
+                                                (v[i].flags & DSV32_SESSION_PINNED) != 0, "busy",
+                                                (v[i].flags & DSV32_SESSION_BUSY) != 0, "idle_ms", (json_int_t)v[i].idle_ms,
+                                                "chat_transcript", transcript));
+                        continue;
+                }
+                if (i == 0)
+                        cli_printf("%-24s %8s %8s %10s  %s\n", "SESSION", "TOKENS", "KV PAGES", "IDLE", "");
+                cli_printf("%-24s %8u %8u %9.1fs  %s%s%s\n", v[i].name, v[i].n_tokens, v[i].n_pages, v[i].idle_ms / 1e3,
+                           v[i].flags & DSV32_SESSION_PINNED ? "pinned " : "", v[i].flags & DSV32_SESSION_BUSY ? "busy " : "",
+                           transcript ? "chat transcript" : "");
+        }
+        if ((size_t)r < total && !cli.json)
+                cli_printf("(%zu more did not fit one reply)\n", total - (size_t)r);
+        free(v);
         return 0;
 }
 
 static int cmd_session(int argc, char **argv) {
+        static const struct option opts[] = {CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0}};
+        static const char *const ops[] = {"open", "close", "pin", "unpin", "list"};
         struct dsv32_session_info si;
-        dsv32_client *c;
-        const char *op;
-        int r, ret;
+        dsv32_client *c = NULL;
+        const char *op = NULL, *name = NULL;
+        char what[128];
+        int ch, r, ret = 0;
 
-        if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-                usage(stdout);
-                return 0;
+        while ((ch = getopt_long(argc, argv, CLI_SHORT_OPTIONS, opts, NULL)) >= 0)
+                if (cli_global_option(ch, "session", argv, &ret) > 0)
+                        return cli_finish_output("session", ret);
+        for (size_t i = 0; optind < argc && i < sizeof(ops) / sizeof(ops[0]); i++)
+                if (strcmp(argv[optind], ops[i]) == 0)
+                        op = ops[i];
+        if (!op || (strcmp(op, "list") == 0 ? argc - optind != 1 : argc - optind != 2)) {
+                fprintf(stderr, "dsv32 session: open|close|pin|unpin NAME, or list (dsv32 session --help)\n");
+                return CLI_EXIT_USAGE;
         }
-        if (argc != 3 || (strcmp(argv[1], "open") && strcmp(argv[1], "close") && strcmp(argv[1], "pin") &&
-                          strcmp(argv[1], "unpin"))) {
-                fprintf(stderr, "dsv32 session: open|close|pin|unpin NAME\n");
-                return EXIT_USAGE;
-        }
-        op = argv[1];
-        if ((ret = connect_daemon(&c, 0)))
-                return ret;
-        if ((ret = wait_ready(c)))
+        name = argv[optind + 1];
+        if ((ret = cli_connect("session", 0, &c)))
+                return cli_finish_output("session", ret);
+        if ((ret = cli_wait_ready(c, "session")))
                 goto out;
+        if (strcmp(op, "list") == 0) {
+                r = session_list(c);
+                if (r < 0)
+                        ret = cli_fail(c, r, "session", "cannot list the sessions");
+                goto out;
+        }
         if (strcmp(op, "open") == 0)
-                r = dsv32_session_open(c, argv[2], 0, &si);
+                r = dsv32_session_open(c, name, 0, &si);
         else if (strcmp(op, "close") == 0)
-                r = dsv32_session_close(c, argv[2], &si);
+                r = dsv32_session_close(c, name, &si);
         else
-                r = dsv32_session_pin(c, argv[2], strcmp(op, "pin") == 0, &si);
+                r = dsv32_session_pin(c, name, strcmp(op, "pin") == 0, &si);
+        if (strcmp(op, "close") == 0) {
+                /* the conversation of `chat --session NAME` ends with it */
+                char path[512];
+                if (cli_transcript_path(name, path, sizeof(path)) == 0 && unlink(path) == 0) {
+                        fprintf(stderr, "dsv32 session: deleted the chat transcript %s\n", path);
+                        if (r == -ENOENT)
+                                r = 0, si = (struct dsv32_session_info){0};
+                }
+        }
         if (r < 0) {
-                char what[128];
-                snprintf(what, sizeof(what), "session %s %s", op, argv[2]);
-                ret = fail(c, r, what);
+                snprintf(what, sizeof(what), "session %s %s", op, name);
+                ret = cli_fail(c, r, "session", what);
                 if (r == -ENOENT)
-                        ret = EXIT_REQUEST; /* no such session (the daemon answered) */
+                        ret = CLI_EXIT_REQUEST; /* no such session (the daemon answered) */
                 goto out;
         }
-        printf("session %s: %s; %u tokens in %u KV pages%s%s\n", argv[2],
-               strcmp(op, "close") == 0 ? "closed" : si.flags & DSV32_SESSION_CREATED ? "created" : "open", si.n_tokens,
-               si.n_pages, si.flags & DSV32_SESSION_PINNED ? ", pinned" : "",
-               si.flags & DSV32_SESSION_BUSY ? ", a request is running on it" : "");
+        cli_printf("session %s: %s; %u tokens in %u KV pages%s%s\n", name,
+                   strcmp(op, "close") == 0 ? "closed" : si.flags & DSV32_SESSION_CREATED ? "created" : "open", si.n_tokens,
+                   si.n_pages, si.flags & DSV32_SESSION_PINNED ? ", pinned" : "",
+                   si.flags & DSV32_SESSION_BUSY ? ", a request is running on it" : "");
 out:
         dsv32_disconnect(c);
-        return ret;
+        return cli_finish_output("session", ret);
 }
 
 /* ------------------------------------------------------------------ ping, bench */
@@ -767,29 +872,37 @@ static void summarize(uint64_t *v, size_t n, uint64_t total_ns, struct lat *l) {
 }
 
 static int cmd_ping(int argc, char **argv) {
+        static const struct option opts[] = {{"count", required_argument, NULL, 'c'}, CLI_GLOBAL_OPTIONS, {0}};
         long count = 5;
-        dsv32_client *c;
-        int ret;
-        if (argc == 3 && strcmp(argv[1], "--count") == 0) {
-                if (parse_long(argv[2], 1, 1000000, &count) < 0)
-                        return EXIT_USAGE;
-        } else if (argc != 1) {
-                fprintf(stderr, "dsv32 ping: [--count N]\n");
-                return EXIT_USAGE;
+        dsv32_client *c = NULL;
+        int ch, ret = 0;
+
+        while ((ch = getopt_long(argc, argv, CLI_SHORT_OPTIONS, opts, NULL)) >= 0) {
+                if (ch == 'c') {
+                        if (parse_long(optarg, 1, 1000000, &count) < 0) {
+                                fprintf(stderr, "dsv32 ping: --count needs 1..1000000\n");
+                                return CLI_EXIT_USAGE;
+                        }
+                } else if (cli_global_option(ch, "ping", argv, &ret) > 0) {
+                        return cli_finish_output("ping", ret);
+                }
         }
-        if ((ret = connect_daemon(&c, 0)))
+        if ((ret = no_words("ping", argc, argv)))
                 return ret;
+        if ((ret = cli_connect("ping", 0, &c)))
+                return cli_finish_output("ping", ret);
         for (long i = 0; i < count; i++) {
                 uint64_t rtt;
                 int r = dsv32_ping(c, &rtt);
                 if (r < 0) {
-                        ret = fail(c, r, "ping failed");
+                        ret = cli_fail(c, r, "ping", "no answer");
                         break;
                 }
-                printf("pong from dsv32d: %.2f us\n", rtt / 1e3);
+                if (!cli_printf("pong from dsv32d: %.2f us\n", rtt / 1e3))
+                        break;
         }
         dsv32_disconnect(c);
-        return ret;
+        return cli_finish_output("ping", ret);
 }
 
 static int bench_shm(dsv32_client *c, enum dsv32_wait_mode mode, long count, long warmup, uint64_t *v, struct lat *l) {
@@ -855,106 +968,124 @@ static int bench_unix(long count, long warmup, uint64_t *v, struct lat *l) {
 }
 
 static int cmd_bench(int argc, char **argv) {
+        static const struct option opts[] = {{"count", required_argument, NULL, 'c'},
+                                             {"warmup", required_argument, NULL, 'w'}, CLI_GLOBAL_OPTIONS, {0}};
         long count = 20000, warmup = 2000;
         struct lat adaptive = {0}, spin = {0}, sleep_ = {0}, unix_ = {0};
         struct dsv32_stats st;
-        dsv32_client *c;
+        dsv32_client *c = NULL;
         uint64_t *v;
-        int r, ret;
+        int ch, r, ret = 0;
 
-        if (argc < 2 || strcmp(argv[1], "ping") != 0) {
-                fprintf(stderr, "dsv32 bench: the only benchmark is 'ping'\n");
-                return EXIT_USAGE;
-        }
-        for (int i = 2; i < argc; i++) {
-                if (i + 1 < argc && strcmp(argv[i], "--count") == 0 && parse_long(argv[i + 1], 100, 100000000, &count) == 0)
-                        i++;
-                else if (i + 1 < argc && strcmp(argv[i], "--warmup") == 0 && parse_long(argv[i + 1], 0, 100000000, &warmup) == 0)
-                        i++;
-                else {
-                        fprintf(stderr, "dsv32 bench ping: [--count N (>= 100)] [--warmup N]\n");
-                        return EXIT_USAGE;
+        while ((ch = getopt_long(argc, argv, CLI_SHORT_OPTIONS, opts, NULL)) >= 0) {
+                if (ch == 'c' || ch == 'w') {
+                        if (parse_long(optarg, ch == 'c' ? 100 : 0, 100000000, ch == 'c' ? &count : &warmup) < 0) {
+                                fprintf(stderr, "dsv32 bench: --%s needs %s..100000000\n", ch == 'c' ? "count" : "warmup",
+                                        ch == 'c' ? "100" : "0");
+                                return CLI_EXIT_USAGE;
+                        }
+                } else if (cli_global_option(ch, "bench", argv, &ret) > 0) {
+                        return cli_finish_output("bench", ret);
                 }
+        }
+        if (argc - optind != 1 || strcmp(argv[optind], "ping") != 0) {
+                fprintf(stderr, "dsv32 bench: the only benchmark is 'ping' (dsv32 bench --help)\n");
+                return CLI_EXIT_USAGE;
         }
         v = malloc((size_t)count * sizeof(*v));
         if (!v)
-                return EXIT_REQUEST;
-        if ((ret = connect_daemon(&c, 0))) {
+                return CLI_EXIT_REQUEST;
+        if ((ret = cli_connect("bench", 0, &c))) {
                 free(v);
-                return ret;
+                return cli_finish_output("bench", ret);
         }
         if ((r = dsv32_stats(c, &st)) < 0 || (r = bench_shm(c, DSV32_WAIT_ADAPTIVE, count, warmup, v, &adaptive)) < 0 ||
             (r = bench_shm(c, DSV32_WAIT_SPIN, count, warmup, v, &spin)) < 0 ||
             (r = bench_shm(c, DSV32_WAIT_SLEEP, count / 4 > 100 ? count / 4 : 100, warmup / 4, v, &sleep_)) < 0) {
-                ret = fail(c, r, "bench failed");
+                ret = cli_fail(c, r, "bench", "a round trip failed");
                 goto out;
         }
         if ((r = bench_unix(count, warmup, v, &unix_)) < 0) {
                 fprintf(stderr, "dsv32 bench: the socketpair baseline failed: %s\n", strerror(-r));
-                ret = EXIT_REQUEST;
+                ret = CLI_EXIT_REQUEST;
                 goto out;
         }
-        printf("dsv32 bench ping: %ld round trips per mode after %ld warm-up; daemon spins %u us before sleeping\n", count,
-               warmup, st.spin_us);
-        printf("%-34s %9s %9s %9s %14s %8s\n", "transport", "p50 us", "p99 us", "p99.9 us", "round trips/s", "slept");
-#define ROW(name, l) printf("%-34s %9.2f %9.2f %9.2f %14.0f %7.1f%%\n", name, (l).p50, (l).p99, (l).p999, (l).per_s, (l).slept)
+        cli_printf("dsv32 bench ping: %ld round trips per mode after %ld warm-up; daemon spins %u us before sleeping\n", count,
+                   warmup, st.spin_us);
+        cli_printf("%-34s %9s %9s %9s %14s %8s\n", "transport", "p50 us", "p99 us", "p99.9 us", "round trips/s", "slept");
+#define ROW(name, l) cli_printf("%-34s %9.2f %9.2f %9.2f %14.0f %7.1f%%\n", name, (l).p50, (l).p99, (l).p999, (l).per_s, (l).slept)
         ROW("shm rings, blocking (adaptive)", adaptive);
         ROW("shm rings, spin", spin);
         ROW("shm rings, sleep at once", sleep_);
         ROW("unix socketpair (baseline)", unix_);
-        printf("ratio unix/shm-blocking p50: %.1fx (target >= 5x)\n", unix_.p50 / adaptive.p50);
-        printf("ratio unix/shm-spin p50:     %.1fx; shm spin p50 %.2f us (target < 1 us)\n", unix_.p50 / spin.p50, spin.p50);
-        printf("ratio unix/shm-sleep p50:    %.1fx (every message pays a wakeup)\n", unix_.p50 / sleep_.p50);
+#undef ROW
+        cli_printf("ratio unix/shm-blocking p50: %.1fx (target >= 5x)\n", unix_.p50 / adaptive.p50);
+        cli_printf("ratio unix/shm-spin p50:     %.1fx; shm spin p50 %.2f us (target < 1 us)\n", unix_.p50 / spin.p50, spin.p50);
+        cli_printf("ratio unix/shm-sleep p50:    %.1fx (every message pays a wakeup)\n", unix_.p50 / sleep_.p50);
         ret = 0;
 out:
         dsv32_disconnect(c);
         free(v);
-        return ret;
+        return cli_finish_output("bench", ret);
 }
 
+/* ------------------------------------------------------------------ main */
+
+static const struct {
+        const char *name;
+        int (*run)(int argc, char **argv);
+} cmds[] = {
+        {"generate", cmd_generate}, {"chat", cli_chat},   {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
+        {"status", cmd_status},     {"session", cmd_session}, {"ping", cmd_ping},     {"bench", cmd_bench},
+};
+
 int main(int argc, char **argv) {
-        int i = 1;
-        signal(SIGPIPE, SIG_IGN);
+        char **args;
+        int i = 1, k = 0, r;
+
+        signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error we report (cli_out.c) */
+        opterr = 0;
+        /* the global options before the command move behind it, where its getopt_long
+         * handles them like the ones after it */
         while (i < argc && argv[i][0] == '-') {
-                if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
-                        socket_path = argv[i + 1];
+                if (strcmp(argv[i], "--") == 0)
+                        break;
+                if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+                        cli_usage(stdout, NULL);
+                        return cli_finish_output("--help", 0);
+                }
+                if (strcmp(argv[i], "--version") == 0) {
+                        printf("dsv32 %s (libdsv32 %s)\n", PACKAGE_VERSION, dsv32_version());
+                        return cli_finish_output("--version", 0);
+                }
+                if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
                         i += 2;
-                } else if (strncmp(argv[i], "--socket=", 9) == 0) {
-                        socket_path = argv[i] + 9;
+                else if (strncmp(argv[i], "--socket=", 9) == 0 || strcmp(argv[i], "-v") == 0 ||
+                         strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "--json") == 0)
                         i++;
-                } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
-                        verbose = true;
-                        i++;
-                } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-                        usage(stdout);
-                        return 0;
-                } else if (strcmp(argv[i], "--version") == 0) {
-                        printf("dsv32 %s\n", dsv32_version());
-                        return 0;
-                } else {
-                        fprintf(stderr, "dsv32: unknown option %s (try --help)\n", argv[i]);
-                        return EXIT_USAGE;
+                else {
+                        fprintf(stderr, "dsv32: unknown option %s before the command (dsv32 --help)\n", argv[i]);
+                        return CLI_EXIT_USAGE;
                 }
         }
-        if (i >= argc) {
-                usage(stderr);
-                return EXIT_USAGE;
+        if (i >= argc || argv[i][0] == '-') {
+                cli_usage(stderr, NULL);
+                return CLI_EXIT_USAGE;
         }
-        argc -= i;
-        argv += i;
-        {
-                static const struct {
-                        const char *name;
-                        int (*run)(int argc, char **argv);
-                } cmds[] = {
-                        {"generate", cmd_generate}, {"chat", cmd_chat},       {"tokenize", cmd_tokenize},
-                        {"detokenize", cmd_detokenize}, {"status", cmd_status}, {"session", cmd_session},
-                        {"ping", cmd_ping},         {"bench", cmd_bench},
-                };
-                for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
-                        if (strcmp(argv[0], cmds[k].name) == 0)
-                                return cmds[k].run(argc, argv);
-        }
-        fprintf(stderr, "dsv32: unknown command '%s' (try --help)\n", argv[0]);
-        return EXIT_USAGE;
+        args = calloc((size_t)argc + 1, sizeof(*args));
+        if (!args)
+                return CLI_EXIT_REQUEST;
+        args[k++] = argv[i];
+        for (int j = 1; j < argc; j++)
+                if (j != i)
+                        args[k++] = argv[j];
+        for (size_t c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++)
+                if (strcmp(argv[i], cmds[c].name) == 0) {
+                        r = cmds[c].run(k, args);
+                        free(args);
+                        return r;
+                }
+        fprintf(stderr, "dsv32: unknown command '%s' (dsv32 --help lists them)\n", argv[i]);
+        free(args);
+        return CLI_EXIT_USAGE;
 }

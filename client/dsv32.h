@@ -23,6 +23,14 @@
  *     the calls on it. Different clients are independent. The library starts no threads
  *     and installs no signal handlers; it never raises SIGPIPE.
  *   - Output parameters are written only on success.
+ *   - Binary compatibility (libdsv32.so.0): the structs the library fills (dsv32_info,
+ *     dsv32_wait_stats, dsv32_result, dsv32_event, dsv32_session_info, dsv32_session_entry,
+ *     dsv32_stats) only ever grow at their end. The functions that fill them are macros that
+ *     pass sizeof the caller's struct to a *_sized entry point; the library writes exactly
+ *     that many bytes (fields it does not know are zero), so a program built against an
+ *     older dsv32.h runs with a newer library and the other way round. struct dsv32_usage,
+ *     nested in two of them, never grows: new counters go at the end of the outer struct.
+ *     The structs the caller fills (dsv32_connect_opts, dsv32_request) carry struct_size.
  *
  * This header compiles as C (C99 and later) and as C++. */
 #ifndef DSV32_H
@@ -37,6 +45,16 @@ extern "C" {
 
 #define DSV32_DEFAULT_SOCKET "/run/dsv32d/dsv32d.sock"
 #define DSV32_SOCKET_ENV "DSV32_SOCKET" /* overrides the default socket path */
+
+/* The version of this header (the library's is dsv32_version()). A program that needs a
+ * newer API than the one it may be built against tests DSV32_VERSION_NUMBER, e.g.
+ * #if DSV32_VERSION_NUMBER >= DSV32_VERSION_ENCODE(0, 2, 0). */
+#define DSV32_VERSION_MAJOR 0
+#define DSV32_VERSION_MINOR 1
+#define DSV32_VERSION_PATCH 0
+#define DSV32_VERSION_STRING "0.1.0"
+#define DSV32_VERSION_ENCODE(major, minor, patch) (((major) << 16) | ((minor) << 8) | (patch))
+#define DSV32_VERSION_NUMBER DSV32_VERSION_ENCODE(DSV32_VERSION_MAJOR, DSV32_VERSION_MINOR, DSV32_VERSION_PATCH)
 
 typedef struct dsv32_client dsv32_client;
 
@@ -79,7 +97,8 @@ struct dsv32_info {
         uint32_t max_tokens_limit, max_prompt_bytes; /* this user's limits */
         uint32_t max_request_bytes, max_reply_bytes; /* largest record per ring */
 };
-int dsv32_get_info(dsv32_client *c, struct dsv32_info *ret);
+int dsv32_get_info_sized(dsv32_client *c, struct dsv32_info *ret, size_t size);
+#define dsv32_get_info(c, ret) dsv32_get_info_sized((c), (ret), sizeof(struct dsv32_info))
 
 /* How the library waits for the daemon. ADAPTIVE (default): spin while replies tend to
  * arrive quickly (up to max_spin_ns, default 50000), then sleep on the socket. SPIN: never
@@ -97,7 +116,8 @@ struct dsv32_wait_stats {
         uint64_t sleeps;    /* ... and it went to sleep */
         uint64_t doorbells; /* wakeups sent to the daemon */
 };
-int dsv32_get_wait_stats(dsv32_client *c, struct dsv32_wait_stats *ret);
+int dsv32_get_wait_stats_sized(dsv32_client *c, struct dsv32_wait_stats *ret, size_t size);
+#define dsv32_get_wait_stats(c, ret) dsv32_get_wait_stats_sized((c), (ret), sizeof(struct dsv32_wait_stats))
 
 /* ------------------------------------------------------------------ generation */
 
@@ -125,7 +145,7 @@ struct dsv32_request {
         size_t n_tokens;
         const struct dsv32_chat_message *messages;
         size_t n_messages;
-        uint32_t max_tokens;          /* 0: 256 */
+        uint32_t max_tokens;          /* 0: 256, or this user's max_tokens_limit when lower */
         float temperature, top_p, min_p;
         int32_t top_k;
         uint64_t seed;
@@ -160,15 +180,24 @@ typedef int (*dsv32_token_cb)(void *userdata, const int32_t *tokens, size_t n_to
                               size_t text_len);
 
 /* Synchronous streaming call: returns when the request is done (result may be NULL). */
-int dsv32_generate(dsv32_client *c, const struct dsv32_request *req, dsv32_token_cb cb, void *userdata,
-                   struct dsv32_result *result);
+int dsv32_generate_sized(dsv32_client *c, const struct dsv32_request *req, dsv32_token_cb cb, void *userdata,
+                         struct dsv32_result *result, size_t result_size);
+#define dsv32_generate(c, req, cb, userdata, result) \
+        dsv32_generate_sized((c), (req), (cb), (userdata), (result), sizeof(struct dsv32_result))
 
-/* Asynchronous API for event loops: submit, poll dsv32_fd() for POLLIN (or call
- * dsv32_wait), then drain events with dsv32_poll_events until it returns 0. */
+/* Asynchronous API for event loops: submit, wait until dsv32_fd() is readable (poll,
+ * epoll, or any event loop, with or without a timeout; or call dsv32_wait), then drain
+ * events with dsv32_poll_events until it returns 0, and wait again. */
 int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t *ret_id);
+/* Asks the daemon to stop request id; it still ends with its DONE (reason cancelled, or
+ * how it ended if it finished first) or ERROR event. -ENOENT: this client has no such
+ * request (never submitted, or its DONE/ERROR was handed out already). */
 int dsv32_cancel(dsv32_client *c, uint64_t id);
-/* The descriptor to poll: readable when events may be available or the daemon hung up.
- * Do not read from it or close it. */
+/* The descriptor to wait on (POLLIN / EPOLLIN, level-triggered): readable whenever
+ * dsv32_poll_events has something to hand out (events, or the connection's end). Every
+ * libdsv32 call on c keeps it true, so a loop may sleep on it without a timeout: after
+ * dsv32_poll_events returned fewer events than it was asked for, the daemon rings it when
+ * the next one arrives. Do not read from it or close it. */
 int dsv32_fd(dsv32_client *c);
 
 enum dsv32_event_type {
@@ -191,7 +220,8 @@ struct dsv32_event {
 };
 
 /* Copies up to max ready events without blocking; returns how many (0: none yet). */
-int dsv32_poll_events(dsv32_client *c, struct dsv32_event *events, size_t max);
+int dsv32_poll_events_sized(dsv32_client *c, struct dsv32_event *events, size_t max, size_t event_size);
+#define dsv32_poll_events(c, events, max) dsv32_poll_events_sized((c), (events), (max), sizeof(struct dsv32_event))
 /* Waits until an event is ready: 1, or 0 after timeout_ms (< 0: no timeout). */
 int dsv32_wait(dsv32_client *c, int timeout_ms);
 
@@ -220,10 +250,15 @@ int dsv32_wait(dsv32_client *c, int timeout_ms);
  * unless they are pinned; pinned sessions count against a per-user quota (-EDQUOT).
  * Sessions are not kept across daemon restarts. */
 #define DSV32_SESSION_EXCL 0x1u    /* dsv32_session_open: -EEXIST when the session exists */
+#define DSV32_SESSION_PRIVATE 0x2u /* dsv32_session_open: the session belongs to this connection
+                                    * too: the daemon closes it as soon as the connection is gone
+                                    * and no request runs on it (no idle timeout to wait for). A
+                                    * daemon older than protocol 1.2 refuses it with -EINVAL. */
 
 #define DSV32_SESSION_PINNED 0x1u  /* dsv32_session_info.flags */
 #define DSV32_SESSION_BUSY 0x2u    /* a request runs on it */
 #define DSV32_SESSION_CREATED 0x4u /* dsv32_session_open made it */
+#define DSV32_SESSION_IS_PRIVATE 0x8u /* dsv32_session_entry: opened with DSV32_SESSION_PRIVATE */
 
 struct dsv32_session_info {
         uint32_t flags;    /* DSV32_SESSION_* */
@@ -232,13 +267,35 @@ struct dsv32_session_info {
 };
 
 /* Creates a session (or finds the caller's session of that name); ret may be NULL. */
-int dsv32_session_open(dsv32_client *c, const char *name, uint32_t flags, struct dsv32_session_info *ret);
+int dsv32_session_open_sized(dsv32_client *c, const char *name, uint32_t flags, struct dsv32_session_info *ret,
+                             size_t size);
+#define dsv32_session_open(c, name, flags, ret) \
+        dsv32_session_open_sized((c), (name), (flags), (ret), sizeof(struct dsv32_session_info))
 /* Closes a session: its KV cache is freed at once (if a request runs on it, that request
  * goes on and frees it when it ends). -ENOENT when the caller has no such session. */
-int dsv32_session_close(dsv32_client *c, const char *name, struct dsv32_session_info *ret);
+int dsv32_session_close_sized(dsv32_client *c, const char *name, struct dsv32_session_info *ret, size_t size);
+#define dsv32_session_close(c, name, ret) \
+        dsv32_session_close_sized((c), (name), (ret), sizeof(struct dsv32_session_info))
 /* pin != 0: never evict its KV cache (counts against the user's quota, -EDQUOT when it is
  * full); pin == 0: evictable again. -ENOENT when the caller has no such session. */
-int dsv32_session_pin(dsv32_client *c, const char *name, int pin, struct dsv32_session_info *ret);
+int dsv32_session_pin_sized(dsv32_client *c, const char *name, int pin, struct dsv32_session_info *ret, size_t size);
+#define dsv32_session_pin(c, name, pin, ret) \
+        dsv32_session_pin_sized((c), (name), (pin), (ret), sizeof(struct dsv32_session_info))
+
+struct dsv32_session_entry {
+        char name[65];     /* NUL-terminated */
+        uint32_t flags;    /* DSV32_SESSION_PINNED, DSV32_SESSION_BUSY, DSV32_SESSION_IS_PRIVATE */
+        uint32_t n_tokens; /* tokens whose KV cache it holds */
+        uint32_t n_pages;  /* KV-cache pages it holds (0 once evicted) */
+        uint64_t idle_ms;  /* since its last use (0 while busy) */
+};
+/* The caller's sessions, least recently used first: up to max entries into entries;
+ * *ret_total (may be NULL) gets how many there are (call with max 0 to count them).
+ * Returns how many were written. -ENOTSUP from a daemon older than protocol 1.2. */
+int dsv32_session_list_sized(dsv32_client *c, struct dsv32_session_entry *entries, size_t max, size_t *ret_total,
+                             size_t entry_size);
+#define dsv32_session_list(c, entries, max, ret_total) \
+        dsv32_session_list_sized((c), (entries), (max), (ret_total), sizeof(struct dsv32_session_entry))
 
 /* ------------------------------------------------------------------ utilities */
 
@@ -276,14 +333,25 @@ struct dsv32_stats {
         uint64_t session_pages;       /* KV-cache pages held by sessions */
         uint64_t cached_tokens_total; /* prompt tokens reused from sessions instead of prefilled */
         uint64_t sessions_evicted;    /* times an idle session's KV cache was evicted */
+        /* protocol 1.2 (zero from older daemons) */
+        uint32_t requests_prefilling;    /* admitted, its prompt being prefilled (a long prefill is
+                                          * not "waiting") */
+        uint32_t rate_window_ms;         /* nonzero: prefill/decode_tokens_per_s are over this much
+                                          * wall time up to now (they fall to 0 when idle); 0 (older
+                                          * daemons): over the last second that had work */
+        uint64_t prefilled_tokens_total; /* prompt tokens run through the model (reused ones excluded) */
 };
-int dsv32_stats(dsv32_client *c, struct dsv32_stats *ret);
+int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
+#define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))
 
 /* The daemon's message for the last failure on c (or a local explanation); never NULL.
  * dsv32_last_error(NULL): why the last dsv32_connect() of the calling thread failed. */
 const char *dsv32_last_error(const dsv32_client *c);
 /* Text for a negative errno value; never NULL. */
 const char *dsv32_strerror(int err);
+/* The symbolic name of an errno value ("E2BIG"; the sign is ignored), "EUNKNOWN" for one
+ * the protocol does not use; never NULL. For logs and machine-readable output. */
+const char *dsv32_error_name(int err);
 const char *dsv32_finish_name(enum dsv32_finish f);
 /* The library's version, "MAJOR.MINOR.PATCH". */
 const char *dsv32_version(void);

@@ -2,22 +2,36 @@
  * of dsv32.h. One connection = one Unix socket (handshake, doorbells, hangup) + one memfd
  * with the submission ring (we produce) and the completion ring (we consume). Records for
  * requests other than the one a synchronous call waits for are queued in private memory
- * and handed out later by dsv32_poll_events(). */
+ * and handed out later by dsv32_poll_events().
+ *
+ * The descriptor a program waits on (dsv32_fd) is an epoll set of two: the socket (the
+ * daemon's doorbells and its hangup) and an eventfd of ours that is readable while records
+ * wait in the private queue or the completion ring. Every public call ends in settle(),
+ * which keeps that promise: with nothing to hand out it sets the completion ring's
+ * consumer_waiting flag while requests are in flight, so the daemon rings the doorbell
+ * for the next record (ipc/PROTOCOL.md section 4); with something to hand out it makes the
+ * eventfd readable. */
 #include "config.h"
 
 #include "client/dsv32.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "client/abi_v0.h"
 
 #include "ipc/proto.h"
 #include "ipc/ring.h"
@@ -26,6 +40,15 @@
 #define DEFAULT_SPIN_NS 50000u
 #define MIN_SPIN_NS 0u /* a peer that never answers during the spin gets none (probes aside) */
 #define HANDSHAKE_BUF 4096
+#define DEFAULT_MAX_TOKENS 256
+/* The size struct dsv32_session_entry first shipped with (protocol 1.2, the field list up
+ * to idle_ms). Frozen: a program built against that header passes it forever, so when the
+ * struct grows the check below must keep accepting it (as abi_v0.h does for the others). */
+#define SESSION_ENTRY_FIRST_SIZE (offsetof(struct dsv32_session_entry, idle_ms) + sizeof(uint64_t))
+
+static_assert(DSV32_SESSION_PINNED == DSV_SESSION_PINNED && DSV32_SESSION_BUSY == DSV_SESSION_BUSY &&
+                      DSV32_SESSION_CREATED == DSV_SESSION_CREATED && DSV32_SESSION_IS_PRIVATE == DSV_SESSION_PRIVATE_ROW,
+              "session flags are passed through from the wire");
 
 struct queued {
         struct queued *next;
@@ -43,6 +66,11 @@ static __thread char connect_err[DSV_ERROR_MESSAGE_MAX + 128];
 
 struct dsv32_client {
         int fd;
+        int epfd;      /* dsv32_fd(): epoll over fd and efd */
+        int efd;       /* eventfd: readable while something waits to be handed out */
+        bool efd_set;
+        uint64_t *inflight; /* ids of submitted requests whose DONE/ERROR was not handed out */
+        size_t n_inflight, cap_inflight;
         struct dsv_shm shm;
         struct dsv32_info info;
         uint64_t next_id;
@@ -88,6 +116,44 @@ static void release_held(struct dsv32_client *c) {
         c->n_held = 0;
 }
 
+/* Copies a struct the library filled into the caller's, of the size the caller's header
+ * gave it (older headers: a prefix; newer ones: the rest is zeroed). */
+static void copy_out(void *dst, size_t dst_size, const void *src, size_t src_size) {
+        size_t n = dst_size < src_size ? dst_size : src_size;
+        memcpy(dst, src, n);
+        if (dst_size > n)
+                memset((uint8_t *)dst + n, 0, dst_size - n);
+}
+
+static int inflight_add(struct dsv32_client *c, uint64_t id) {
+        if (c->n_inflight == c->cap_inflight) {
+                size_t cap = c->cap_inflight ? 2 * c->cap_inflight : 16;
+                uint64_t *v = realloc(c->inflight, cap * sizeof(*v));
+                if (!v)
+                        return set_err(c, -ENOMEM, "out of memory");
+                c->inflight = v;
+                c->cap_inflight = cap;
+        }
+        c->inflight[c->n_inflight++] = id;
+        return 0;
+}
+
+static bool inflight_find(const struct dsv32_client *c, uint64_t id, size_t *at) {
+        for (size_t i = 0; i < c->n_inflight; i++)
+                if (c->inflight[i] == id) {
+                        if (at)
+                                *at = i;
+                        return true;
+                }
+        return false;
+}
+
+static void inflight_remove(struct dsv32_client *c, uint64_t id) {
+        size_t i;
+        if (inflight_find(c, id, &i))
+                c->inflight[i] = c->inflight[--c->n_inflight];
+}
+
 /* ------------------------------------------------------------------ socket */
 
 /* Reads pending datagrams: doorbells, or the daemon's final ERROR before it closes. */
@@ -117,6 +183,40 @@ static int drain_socket(struct dsv32_client *c) {
 static void ring_doorbell(struct dsv32_client *c) {
         dsv_ipc_doorbell(c->fd);
         c->ws.doorbells++;
+}
+
+static void efd_update(struct dsv32_client *c, bool ready) {
+        uint64_t v = 1;
+        if (ready == c->efd_set)
+                return;
+        if (ready) {
+                if (write(c->efd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+                        c->efd_set = true;
+        } else if (read(c->efd, &v, sizeof(v)) == (ssize_t)sizeof(v) || errno == EAGAIN) {
+                c->efd_set = false;
+        }
+}
+
+/* Before returning to the program: dsv32_fd() must become readable when there is (or
+ * will be) something for dsv32_poll_events. Records already waiting make the eventfd
+ * readable; otherwise, while requests are in flight, the consumer_waiting flag asks the
+ * daemon to ring for the next record (a record that slipped in while we set it counts as
+ * waiting). Without requests in flight nothing is armed, so synchronous calls (ping,
+ * stats) cost the daemon no doorbell. The hangup and the daemon's final ERROR arrive on
+ * the socket, which is in the set too. */
+static void settle(struct dsv32_client *c) {
+        struct dsv_ring *r = &c->shm.comp;
+        bool ready;
+        if (c->epfd < 0 || !r->ctl)
+                return;
+        ready = c->q_head != NULL || c->broken || !dsv_ring_empty(r);
+        if (!ready && c->n_inflight) {
+                if (dsv_ring_consumer_sleep_begin(r)) {
+                        dsv_ring_consumer_sleep_end(r);
+                        ready = true;
+                }
+        }
+        efd_update(c, ready);
 }
 
 /* ------------------------------------------------------------------ waiting */
@@ -343,8 +443,8 @@ static int error_of(struct dsv32_client *c, const struct dsv_msg *m) {
 }
 
 /* Sends m (whose id is `id`) and waits for the reply of type want (or an ERROR). */
-static int call(struct dsv32_client *c, const struct dsv_msg *m, uint64_t id, uint16_t want, struct dsv_msg *reply,
-                uint8_t **buf) {
+static int call_once(struct dsv32_client *c, const struct dsv_msg *m, uint64_t id, uint16_t want, struct dsv_msg *reply,
+                     uint8_t **buf) {
         int r = send_msg(c, m);
         if (r < 0)
                 return r;
@@ -364,6 +464,15 @@ static int call(struct dsv32_client *c, const struct dsv_msg *m, uint64_t id, ui
                 dsv_msg_release(reply);
                 free(*buf);
         }
+}
+
+/* A synchronous round trip; records of other requests met on the way wait in the private
+ * queue, and settle() keeps dsv32_fd() readable for them. */
+static int call(struct dsv32_client *c, const struct dsv_msg *m, uint64_t id, uint16_t want, struct dsv_msg *reply,
+                uint8_t **buf) {
+        int r = call_once(c, m, id, want, reply, buf);
+        settle(c);
+        return r;
 }
 
 /* ------------------------------------------------------------------ connect */
@@ -426,7 +535,9 @@ static int handshake(struct dsv32_client *c, const struct dsv32_connect_opts *o,
                 r = set_err(c, -EPROTO, "dsv32d at %s sent a malformed handshake answer", path);
         } else {
                 memcpy(&h, in, sizeof(h));
-                if (h.length != (size_t)n - sizeof(h)) {
+                /* a record, possibly padded to a multiple of 8 (ipc/PROTOCOL.md section 3) */
+                if (h.length > (size_t)n - sizeof(h) ||
+                    ((size_t)n != sizeof(h) + h.length && (uint64_t)n != dsv_ring_record_bytes(h.length))) {
                         r = set_err(c, -EPROTO, "dsv32d at %s sent a malformed handshake answer", path);
                 } else if (h.type == DSV_MSG_ERROR) {
                         if (dsv_msg_decode(DSV_MSG_ERROR, in + sizeof(h), h.length, &m, why, sizeof(why)) == 0) {
@@ -491,6 +602,7 @@ API int dsv32_connect(const struct dsv32_connect_opts *opts, dsv32_client **ret)
                 return -ENOMEM;
         c->next_id = 1;
         c->mode = DSV32_WAIT_ADAPTIVE;
+        c->epfd = c->efd = -1;
         dsv_spin_init(&c->spin, MIN_SPIN_NS, DEFAULT_SPIN_NS);
         c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
         if (c->fd < 0) {
@@ -526,6 +638,16 @@ API int dsv32_connect(const struct dsv32_connect_opts *opts, dsv32_client **ret)
         }
         c->info.max_request_bytes = c->shm.sub.max_record;
         c->info.max_reply_bytes = c->shm.comp.max_record;
+        c->epfd = epoll_create1(EPOLL_CLOEXEC);
+        c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (c->epfd < 0 || c->efd < 0 ||
+            epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->fd, &(struct epoll_event){.events = EPOLLIN}) < 0 ||
+            epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->efd, &(struct epoll_event){.events = EPOLLIN}) < 0) {
+                r = -errno;
+                snprintf(connect_err, sizeof(connect_err), "cannot create the client's pollable descriptor: %s", strerror(-r));
+                dsv32_disconnect(c);
+                return r;
+        }
         *ret = c;
         return 0;
 }
@@ -543,16 +665,21 @@ API void dsv32_disconnect(dsv32_client *c) {
         }
         if (c->fd >= 0)
                 close(c->fd);
+        if (c->epfd >= 0)
+                close(c->epfd);
+        if (c->efd >= 0)
+                close(c->efd);
+        free(c->inflight);
         dsv_shm_unmap(&c->shm);
         dsv_wbuf_free(&c->wbuf);
         free(c->rx);
         free(c);
 }
 
-API int dsv32_get_info(dsv32_client *c, struct dsv32_info *ret) {
-        if (!c || !ret)
+API int dsv32_get_info_sized(dsv32_client *c, struct dsv32_info *ret, size_t size) {
+        if (!c || !ret || size < DSV32_V0_SIZE_INFO)
                 return -EINVAL;
-        *ret = c->info;
+        copy_out(ret, size, &c->info, sizeof(c->info));
         return 0;
 }
 
@@ -564,14 +691,19 @@ API int dsv32_set_wait(dsv32_client *c, enum dsv32_wait_mode mode, uint32_t max_
         return 0;
 }
 
-API int dsv32_get_wait_stats(dsv32_client *c, struct dsv32_wait_stats *ret) {
-        if (!c || !ret)
+API int dsv32_get_wait_stats_sized(dsv32_client *c, struct dsv32_wait_stats *ret, size_t size) {
+        if (!c || !ret || size < DSV32_V0_SIZE_WAIT_STATS)
                 return -EINVAL;
-        *ret = c->ws;
+        copy_out(ret, size, &c->ws, sizeof(c->ws));
         return 0;
 }
 
-API int dsv32_fd(dsv32_client *c) { return c ? c->fd : -EINVAL; }
+API int dsv32_fd(dsv32_client *c) {
+        if (!c)
+                return -EINVAL;
+        settle(c);
+        return c->epfd;
+}
 
 API const char *dsv32_last_error(const dsv32_client *c) {
         if (!c)
@@ -580,6 +712,8 @@ API const char *dsv32_last_error(const dsv32_client *c) {
 }
 
 API const char *dsv32_strerror(int err) { return strerror(err < 0 ? -err : err); }
+
+API const char *dsv32_error_name(int err) { return dsv_errno_name(err); }
 
 API const char *dsv32_finish_name(enum dsv32_finish f) { return dsv_finish_name((unsigned)f); }
 
@@ -638,7 +772,9 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
                 g->messages = *chat;
                 g->n_messages = (uint32_t)q->n_messages;
         }
-        g->max_tokens = q->max_tokens ? q->max_tokens : 256;
+        g->max_tokens = q->max_tokens ? q->max_tokens : DEFAULT_MAX_TOKENS;
+        if (!q->max_tokens && c->info.max_tokens_limit && g->max_tokens > c->info.max_tokens_limit)
+                g->max_tokens = c->info.max_tokens_limit; /* a default must not break a lower limit */
         g->temperature = q->temperature;
         g->top_p = q->top_p > 0.0f ? q->top_p : 1.0f;
         g->top_k = q->top_k;
@@ -668,24 +804,36 @@ API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t 
                 return -EINVAL;
         release_held(c);
         id = c->next_id;
-        r = build_generate(c, req, &m, &chat, id);
+        r = inflight_add(c, id);
+        if (r >= 0)
+                r = build_generate(c, req, &m, &chat, id);
         if (r >= 0)
                 r = send_msg(c, &m);
         free(chat);
-        if (r < 0)
+        if (r < 0) {
+                inflight_remove(c, id);
+                settle(c);
                 return r;
+        }
         c->next_id++;
         if (ret_id)
                 *ret_id = id;
+        settle(c);
         return 0;
 }
 
 API int dsv32_cancel(dsv32_client *c, uint64_t id) {
         struct dsv_msg m = {.type = DSV_MSG_CANCEL};
+        int r;
         if (!c || !id)
                 return -EINVAL;
+        if (!inflight_find(c, id, NULL))
+                return set_err(c, -ENOENT, "no request %llu in flight on this client (its DONE or ERROR was handed out already)",
+                               (unsigned long long)id);
         m.u.id.id = id;
-        return send_msg(c, &m);
+        r = send_msg(c, &m);
+        settle(c);
+        return r;
 }
 
 static void fill_usage(struct dsv32_usage *u, const struct dsv_msg_done *d) {
@@ -697,17 +845,11 @@ static void fill_usage(struct dsv32_usage *u, const struct dsv_msg_done *d) {
         u->decode_us = d->decode_us;
 }
 
-API int dsv32_generate(dsv32_client *c, const struct dsv32_request *req, dsv32_token_cb cb, void *userdata,
-                       struct dsv32_result *result) {
-        uint64_t id;
+static int generate(dsv32_client *c, uint64_t id, dsv32_token_cb cb, void *userdata, struct dsv32_result *result,
+                    size_t result_size) {
         bool cancelled = false;
         int r;
 
-        if (!c)
-                return -EINVAL;
-        r = dsv32_submit(c, req, &id);
-        if (r < 0)
-                return r;
         for (;;) {
                 struct dsv_msg m;
                 uint8_t *buf = NULL;
@@ -722,8 +864,9 @@ API int dsv32_generate(dsv32_client *c, const struct dsv32_request *req, dsv32_t
                         }
                 } else if (m.type == DSV_MSG_DONE) {
                         if (result) {
-                                result->finish = (enum dsv32_finish)m.u.done.reason;
-                                fill_usage(&result->usage, &m.u.done);
+                                struct dsv32_result res = {.finish = (enum dsv32_finish)m.u.done.reason};
+                                fill_usage(&res.usage, &m.u.done);
+                                copy_out(result, result_size, &res, sizeof(res));
                         }
                         dsv_msg_release(&m);
                         free(buf);
@@ -739,6 +882,23 @@ API int dsv32_generate(dsv32_client *c, const struct dsv32_request *req, dsv32_t
                 if (r < 0)
                         return r;
         }
+}
+
+API int dsv32_generate_sized(dsv32_client *c, const struct dsv32_request *req, dsv32_token_cb cb, void *userdata,
+                             struct dsv32_result *result, size_t result_size) {
+        uint64_t id;
+        int r;
+
+        if (!c || (result && result_size < DSV32_V0_SIZE_RESULT))
+                return -EINVAL;
+        r = dsv32_submit(c, req, &id);
+        if (r < 0)
+                return r;
+        r = generate(c, id, cb, userdata, result, result_size);
+        /* over (DONE or ERROR), or the connection broke: either way nothing more comes */
+        inflight_remove(c, id);
+        settle(c);
+        return r;
 }
 
 static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t len, struct dsv32_event *ev) {
@@ -779,6 +939,7 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
                 ev->id = h->msg.u.done.id;
                 ev->finish = (enum dsv32_finish)h->msg.u.done.reason;
                 fill_usage(&ev->usage, &h->msg.u.done);
+                inflight_remove(c, ev->id);
                 return 1;
         case DSV_MSG_ERROR: {
                 /* NUL-terminate the message in place: it ends inside buf */
@@ -791,6 +952,7 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
                 h->buf = (uint8_t *)t; /* the decoded strings are no longer used */
                 ev->type = DSV32_EVENT_ERROR;
                 ev->id = h->msg.u.error.id;
+                inflight_remove(c, ev->id);
                 ev->error = h->msg.u.error.code > 0 ? -h->msg.u.error.code : -EIO;
                 ev->message = t;
                 return 1;
@@ -800,23 +962,26 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
         }
 }
 
-API int dsv32_poll_events(dsv32_client *c, struct dsv32_event *events, size_t max) {
+static int poll_events(dsv32_client *c, uint8_t *events, size_t max, size_t event_size) {
+        struct dsv32_event ev;
         size_t n = 0;
         int r;
 
-        if (!c || (!events && max))
-                return -EINVAL;
-        release_held(c);
+        /* the doorbells that made dsv32_fd() readable: read them, or a level-triggered
+         * loop would spin (a final ERROR of the daemon is kept for later) */
+        if ((r = drain_socket(c)) < 0 && dsv_ring_empty(&c->shm.comp) && !c->q_head)
+                return r;
         while (n < max && c->q_head) {
                 struct queued *q = c->q_head;
                 c->q_head = q->next;
                 if (!c->q_head)
                         c->q_tail = NULL;
-                r = hold(c, q->data, q->type, q->len, &events[n]);
+                r = hold(c, q->data, q->type, q->len, &ev);
                 free(q);
                 if (r < 0)
                         return r;
-                n += (size_t)r;
+                if (r > 0)
+                        copy_out(events + n++ * event_size, event_size, &ev, sizeof(ev));
         }
         while (n < max) {
                 struct dsv_ipc_record h;
@@ -830,24 +995,34 @@ API int dsv32_poll_events(dsv32_client *c, struct dsv32_event *events, size_t ma
                 if (!buf)
                         return set_err(c, -ENOMEM, "out of memory");
                 memcpy(buf, c->rx, h.length);
-                r = hold(c, buf, h.type, h.length, &events[n]);
+                r = hold(c, buf, h.type, h.length, &ev);
                 if (r < 0)
                         return r;
-                n += (size_t)r;
+                if (r > 0)
+                        copy_out(events + n++ * event_size, event_size, &ev, sizeof(ev));
         }
         if (n == 0 && c->broken)
                 return c->broken;
-        if (n == 0 && (r = drain_socket(c)) < 0)
-                return r;
         return (int)n;
 }
 
+API int dsv32_poll_events_sized(dsv32_client *c, struct dsv32_event *events, size_t max, size_t event_size) {
+        int r;
+        if (!c || (!events && max) || event_size < DSV32_V0_SIZE_EVENT)
+                return -EINVAL;
+        release_held(c);
+        r = poll_events(c, (uint8_t *)events, max, event_size);
+        settle(c);
+        return r;
+}
+
 API int dsv32_wait(dsv32_client *c, int timeout_ms) {
+        int r;
         if (!c)
                 return -EINVAL;
-        if (c->q_head)
-                return 1;
-        return wait_completion(c, timeout_ms);
+        r = c->q_head ? 1 : wait_completion(c, timeout_ms);
+        settle(c);
+        return r;
 }
 
 API int dsv32_ping(dsv32_client *c, uint64_t *ret_rtt_ns) {
@@ -932,13 +1107,14 @@ API int dsv32_detokenize(dsv32_client *c, const int32_t *tokens, size_t n, char 
         return out ? 0 : set_err(c, -ENOMEM, "out of memory");
 }
 
-API int dsv32_stats(dsv32_client *c, struct dsv32_stats *ret) {
+API int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *out, size_t size) {
         struct dsv_msg m = {.type = DSV_MSG_STATS}, reply;
         struct dsv_msg_stats_reply *s;
+        struct dsv32_stats st, *ret = &st;
         uint8_t *buf = NULL;
         int r;
 
-        if (!c || !ret)
+        if (!c || !out || size < DSV32_V0_SIZE_STATS)
                 return -EINVAL;
         release_held(c);
         m.u.id.id = c->next_id++;
@@ -986,19 +1162,24 @@ API int dsv32_stats(dsv32_client *c, struct dsv32_stats *ret) {
         ret->session_pages = s->session_pages;
         ret->cached_tokens_total = s->cached_tokens_total;
         ret->sessions_evicted = s->sessions_evicted;
+        ret->requests_prefilling = s->requests_prefilling;
+        ret->rate_window_ms = s->rate_window_ms;
+        ret->prefilled_tokens_total = s->prefilled_tokens_total;
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);
         free(buf);
+        copy_out(out, size, &st, sizeof(st));
         return 0;
 }
 
-static int session_call(dsv32_client *c, uint16_t type, const char *name, uint32_t flags, struct dsv32_session_info *ret) {
+static int session_call(dsv32_client *c, uint16_t type, const char *name, uint32_t flags, struct dsv32_session_info *ret,
+                        size_t size) {
         struct dsv_msg m = {.type = type}, reply;
         uint8_t *buf = NULL;
         int r;
 
-        if (!c || !name)
+        if (!c || !name || (ret && size < DSV32_V0_SIZE_SESSION_INFO))
                 return -EINVAL;
         if (!dsv_session_name_valid(name, strlen(name)))
                 return set_err(c, -EINVAL, "invalid session name: 1..%d bytes of letters, digits and . _ : @ + = -",
@@ -1011,25 +1192,69 @@ static int session_call(dsv32_client *c, uint16_t type, const char *name, uint32
         if (r < 0)
                 return r;
         if (ret) {
-                ret->flags = reply.u.session.flags;
-                ret->n_tokens = reply.u.session.n_tokens;
-                ret->n_pages = reply.u.session.n_pages;
+                struct dsv32_session_info si = {
+                        .flags = reply.u.session.flags,
+                        .n_tokens = reply.u.session.n_tokens,
+                        .n_pages = reply.u.session.n_pages,
+                };
+                copy_out(ret, size, &si, sizeof(si));
         }
         dsv_msg_release(&reply);
         free(buf);
         return 0;
 }
 
-API int dsv32_session_open(dsv32_client *c, const char *name, uint32_t flags, struct dsv32_session_info *ret) {
-        if (flags & ~DSV32_SESSION_EXCL)
+API int dsv32_session_open_sized(dsv32_client *c, const char *name, uint32_t flags, struct dsv32_session_info *ret,
+                                 size_t size) {
+        if (flags & ~(DSV32_SESSION_EXCL | DSV32_SESSION_PRIVATE))
                 return c ? set_err(c, -EINVAL, "unknown session flags 0x%x", flags) : -EINVAL;
-        return session_call(c, DSV_MSG_SESSION_OPEN, name, flags & DSV_SESSION_OPEN_EXCL, ret);
+        return session_call(c, DSV_MSG_SESSION_OPEN, name,
+                            (flags & DSV32_SESSION_EXCL ? DSV_SESSION_OPEN_EXCL : 0) |
+                                    (flags & DSV32_SESSION_PRIVATE ? DSV_SESSION_OPEN_PRIVATE : 0),
+                            ret, size);
 }
 
-API int dsv32_session_close(dsv32_client *c, const char *name, struct dsv32_session_info *ret) {
-        return session_call(c, DSV_MSG_SESSION_CLOSE, name, 0, ret);
+API int dsv32_session_close_sized(dsv32_client *c, const char *name, struct dsv32_session_info *ret, size_t size) {
+        return session_call(c, DSV_MSG_SESSION_CLOSE, name, 0, ret, size);
 }
 
-API int dsv32_session_pin(dsv32_client *c, const char *name, int pin, struct dsv32_session_info *ret) {
-        return session_call(c, DSV_MSG_SESSION_PIN, name, pin ? DSV_SESSION_PIN_SET : 0, ret);
+API int dsv32_session_pin_sized(dsv32_client *c, const char *name, int pin, struct dsv32_session_info *ret, size_t size) {
+        return session_call(c, DSV_MSG_SESSION_PIN, name, pin ? DSV_SESSION_PIN_SET : 0, ret, size);
+}
+
+API int dsv32_session_list_sized(dsv32_client *c, struct dsv32_session_entry *entries, size_t max, size_t *ret_total,
+                                 size_t entry_size) {
+        struct dsv_msg m = {.type = DSV_MSG_SESSION_LIST}, reply;
+        const struct dsv_msg_session_list *l;
+        uint8_t *buf = NULL;
+        size_t n;
+        int r;
+
+        if (!c || (!entries && max) || entry_size < SESSION_ENTRY_FIRST_SIZE)
+                return -EINVAL;
+        release_held(c);
+        m.u.id.id = c->next_id++;
+        r = call(c, &m, m.u.id.id, DSV_MSG_SESSION_LIST_REPLY, &reply, &buf);
+        if (r == -ENOSYS) /* a 1.1 daemon does not know the message */
+                return set_err(c, -ENOTSUP, "this dsv32d cannot list sessions (protocol %u.%u; 1.2 can)",
+                               c->info.protocol_major, c->info.protocol_minor);
+        if (r < 0)
+                return r;
+        l = &reply.u.session_list;
+        n = l->n_rows < max ? l->n_rows : max;
+        for (size_t i = 0; i < n; i++) {
+                struct dsv32_session_entry e = {
+                        .flags = l->rows[i].flags,
+                        .n_tokens = l->rows[i].n_tokens,
+                        .n_pages = l->rows[i].n_pages,
+                        .idle_ms = l->rows[i].idle_ms,
+                };
+                snprintf(e.name, sizeof(e.name), "%s", l->rows[i].name);
+                copy_out((uint8_t *)entries + i * entry_size, entry_size, &e, sizeof(e));
+        }
+        if (ret_total)
+                *ret_total = l->n_total > l->n_rows ? l->n_total : l->n_rows;
+        dsv_msg_release(&reply);
+        free(buf);
+        return (int)n;
 }

@@ -325,3 +325,4 @@ void dsv_kv_seq_release(struct dsv_kv_pool *p, struct dsv_kv_seq *s) {
         free(s->pages);
         memset(s, 0, sizeof(*s));
 }
+

@@ -172,6 +172,13 @@ int dsv_model_config_parse(const char *text, size_t len, struct dsv_model_config
 
         if ((r = field_str(root, "model_type", &s, err)) < 0)
                 goto out;
+        if (s && strcmp(s, "deepseek_v32") != 0) {
+                r = dsv_error_set(err, EINVAL,
+                                  "config.json: model_type \"%s\" is not DeepSeek-V3.2; dsv32d serves checkpoints with "
+                                  "model_type \"deepseek_v32\" (the DeepSeek-V3.2 layout: MLA, the indexer, the MoE)",
+                                  s);
+                goto out;
+        }
         snprintf(c.model_type, sizeof(c.model_type), "%s", s ? s : "deepseek_v32");
         if ((r = field_str(root, "scoring_func", &s, err)) < 0)
                 goto out;
@@ -286,9 +293,11 @@ int dsv_model_config_load(const char *path, struct dsv_model_config *ret, struct
         if (r < 0)
                 return dsv_error_set(err, r, "Failed to read %s: %s", path, strerror(-r));
         r = dsv_model_config_parse(text, n, ret, err);
-        if (r < 0) {
+        if (r < 0 && err) {
+                /* the parser says "config.json: ..."; name the file once, with its path */
                 char m[sizeof(err->msg)];
-                snprintf(m, sizeof(m), "%s", err->msg);
+                const char *why = strncmp(err->msg, "config.json: ", 13) == 0 ? err->msg + 13 : err->msg;
+                snprintf(m, sizeof(m), "%s", why);
                 dsv_error_set(err, r, "%s: %s", path, m);
         }
         return r;

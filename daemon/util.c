@@ -181,3 +181,55 @@ void dsv_strbuf_done(struct dsv_strbuf *b) {
         b->p = NULL;
         b->n = b->cap = 0;
 }
+
+/* The cgroup v2 limit of this process minus what it uses: -ENOENT without a limit. */
+static int cgroup_room(uint64_t *ret) {
+        char line[4096], path[4200], *cg = NULL;
+        unsigned long long max = 0, cur = 0;
+        FILE *f = fopen("/proc/self/cgroup", "re");
+        int r = -ENOENT;
+        if (!f)
+                return -errno;
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, "0::", 3) == 0) {
+                        cg = line + 3;
+                        cg[strcspn(cg, "\n")] = 0;
+                        break;
+                }
+        fclose(f);
+        if (!cg)
+                return -ENOENT;
+        snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", cg);
+        f = fopen(path, "re");
+        if (f && fscanf(f, "%llu", &max) == 1) { /* "max" (no limit) does not parse */
+                fclose(f);
+                snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current", cg);
+                f = fopen(path, "re");
+                if (f && fscanf(f, "%llu", &cur) == 1) {
+                        *ret = max > cur ? max - cur : 0;
+                        r = 0;
+                }
+        }
+        if (f)
+                fclose(f);
+        return r;
+}
+
+int dsv_mem_available(uint64_t *ret) {
+        char line[256];
+        unsigned long long kb = 0;
+        uint64_t room;
+        bool found = false;
+        FILE *f = fopen("/proc/meminfo", "re");
+        if (!f)
+                return dsv_negerrno();
+        while (!found && fgets(line, sizeof(line), f))
+                found = sscanf(line, "MemAvailable: %llu kB", &kb) == 1;
+        fclose(f);
+        if (!found)
+                return -ENODATA;
+        *ret = (uint64_t)kb * 1024;
+        if (cgroup_room(&room) == 0 && room < *ret)
+                *ret = room;
+        return 0;
+}

@@ -42,6 +42,9 @@ uint64_t dsv_now_ns(void);
 int dsv_read_file(const char *path, size_t max_size, char **ret, size_t *ret_size);
 int dsv_write_file(const char *path, const void *data, size_t size);
 int dsv_mkdir_p(const char *path, unsigned mode);
+/* Memory this process may still use: MemAvailable (/proc/meminfo), or less when its cgroup
+ * (v2) has a memory.max. 0, or -errno when /proc/meminfo cannot be read. */
+int dsv_mem_available(uint64_t *ret);
 
 
 /* Parse helpers for command lines: strict, whole string, in range. */

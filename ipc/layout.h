@@ -36,7 +36,7 @@
 
 #define DSV_IPC_MAGIC 0x52565344u /* "DSVR" in memory order */
 #define DSV_IPC_VERSION_MAJOR 1
-#define DSV_IPC_VERSION_MINOR 1
+#define DSV_IPC_VERSION_MINOR 2
 
 #define DSV_IPC_CACHELINE 64
 #define DSV_IPC_DATA_OFFSET 4096u

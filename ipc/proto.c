@@ -68,6 +68,7 @@ enum ftype {
         F_NAME,   /* char[cap + 1], NUL-terminated, no embedded NUL */
         F_TOKENS, /* const int32_t * + uint32_t count at len_off, each >= 0 */
         F_CHAT,   /* const struct dsv_chat_msg * + uint32_t count at len_off */
+        F_SESSIONS, /* const struct dsv_session_row * + uint32_t count at len_off */
 };
 
 struct field {
@@ -98,6 +99,7 @@ struct desc {
 #define NAME(k, S, f, req) {k, F_NAME, req, offsetof(S, f), 0, sizeof(((S *)0)->f) - 1, 0, #f}
 #define TOKENS(k, S, f, nf, cap, req) {k, F_TOKENS, req, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 #define CHAT(k, S, f, nf, cap) {k, F_CHAT, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
+#define SESSIONS(k, S, f, nf, cap) {k, F_SESSIONS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 
 typedef struct dsv_msg_hello hello_t;
 static const struct field f_hello[] = {
@@ -181,6 +183,13 @@ static const struct field f_session_reply[] = {
         U32(4, session_t, n_pages, false),
 };
 
+typedef struct dsv_msg_session_list session_list_t;
+static const struct field f_session_list_reply[] = {
+        U64(0, session_list_t, id, true),
+        SESSIONS(1, session_list_t, rows, n_rows, DSV_MAX_SESSION_ROWS),
+        U32(2, session_list_t, n_total, false),
+};
+
 typedef struct dsv_msg_done done_t;
 static const struct field f_done[] = {
         U64(0, done_t, id, true),         U32(1, done_t, reason, true),      U32(2, done_t, prompt_tokens, false),
@@ -243,6 +252,9 @@ static const struct field f_stats_reply[] = {
         U64(37, stats_t, session_pages, false),
         U64(38, stats_t, cached_tokens_total, false),
         U64(39, stats_t, sessions_evicted, false),
+        U32(40, stats_t, requests_prefilling, false),
+        U32(41, stats_t, rate_window_ms, false),
+        U64(42, stats_t, prefilled_tokens_total, false),
 };
 /* the decoder tracks the fields it saw in one 64-bit mask */
 _Static_assert(sizeof(f_stats_reply) / sizeof(f_stats_reply[0]) <= 64, "STATS_REPLY has more than 64 fields");
@@ -260,6 +272,7 @@ static const struct desc descs[] = {
         D(DSV_MSG_SESSION_OPEN, "SESSION_OPEN", f_session),
         D(DSV_MSG_SESSION_CLOSE, "SESSION_CLOSE", f_session),
         D(DSV_MSG_SESSION_PIN, "SESSION_PIN", f_session),
+        D(DSV_MSG_SESSION_LIST, "SESSION_LIST", f_id),
         D(DSV_MSG_PONG, "PONG", f_pong),
         D(DSV_MSG_TOKENS, "TOKENS", f_tokens),
         D(DSV_MSG_DONE, "DONE", f_done),
@@ -268,6 +281,7 @@ static const struct desc descs[] = {
         D(DSV_MSG_TOKENIZE_REPLY, "TOKENIZE_REPLY", f_detokenize),
         D(DSV_MSG_DETOKENIZE_REPLY, "DETOKENIZE_REPLY", f_detok_reply),
         D(DSV_MSG_SESSION_REPLY, "SESSION_REPLY", f_session_reply),
+        D(DSV_MSG_SESSION_LIST_REPLY, "SESSION_LIST_REPLY", f_session_list_reply),
 };
 
 static const struct desc *desc_of(unsigned type) {
@@ -292,6 +306,27 @@ const char *dsv_state_name(unsigned state) {
         return state < DSV_STATE_MAX ? names[state] : "unknown";
 }
 
+const char *dsv_errno_name(int err) {
+        static const struct {
+                int e;
+                const char *name;
+        } names[] = {
+                {EINVAL, "EINVAL"},       {E2BIG, "E2BIG"},         {ENOENT, "ENOENT"},     {EACCES, "EACCES"},
+                {EPERM, "EPERM"},         {EMSGSIZE, "EMSGSIZE"},   {EAGAIN, "EAGAIN"},     {ENOTSUP, "ENOTSUP"},
+                {ESHUTDOWN, "ESHUTDOWN"}, {EBUSY, "EBUSY"},         {EDQUOT, "EDQUOT"},     {ENOSPC, "ENOSPC"},
+                {EEXIST, "EEXIST"},       {EIO, "EIO"},             {ENOMEM, "ENOMEM"},     {EPROTO, "EPROTO"},
+                {EBADMSG, "EBADMSG"},     {EUSERS, "EUSERS"},       {ECONNRESET, "ECONNRESET"},
+                {ECONNREFUSED, "ECONNREFUSED"}, {ETIMEDOUT, "ETIMEDOUT"}, {ENOSYS, "ENOSYS"},
+                {EPROTONOSUPPORT, "EPROTONOSUPPORT"}, {EPIPE, "EPIPE"}, {EINTR, "EINTR"}, {ENAMETOOLONG, "ENAMETOOLONG"},
+        };
+        if (err < 0)
+                err = -err;
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                if (names[i].e == err)
+                        return names[i].name;
+        return "EUNKNOWN";
+}
+
 /* ------------------------------------------------------------------ encoder */
 
 #define AT(base, off, T) ((T *)((uint8_t *)(base) + (off)))
@@ -305,6 +340,7 @@ static bool field_present(const void *s, const struct field *f) {
                 return f->required || CAT(s, f->off, char)[0] != 0;
         case F_TOKENS:
         case F_CHAT:
+        case F_SESSIONS:
                 return f->required || *CAT(s, f->len_off, uint32_t) > 0;
         default:
                 return true;
@@ -381,6 +417,27 @@ int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out) {
                                 pack_str(&pk, c[j].role ? c[j].role : "", c[j].role ? c[j].role_len : 0);
                                 msgpack_pack_uint8(&pk, 1);
                                 pack_str(&pk, c[j].content ? c[j].content : "", c[j].content ? c[j].content_len : 0);
+                        }
+                        break;
+                }
+                case F_SESSIONS: {
+                        const struct dsv_session_row *row = *CAT(s, f->off, struct dsv_session_row *);
+                        cnt = *CAT(s, f->len_off, uint32_t);
+                        if (cnt > f->cap || (cnt && !row))
+                                return -EINVAL;
+                        msgpack_pack_array(&pk, cnt);
+                        for (uint32_t j = 0; j < cnt; j++) {
+                                msgpack_pack_map(&pk, 5);
+                                msgpack_pack_uint8(&pk, 0);
+                                pack_str(&pk, row[j].name, strnlen(row[j].name, DSV_NAME_MAX));
+                                msgpack_pack_uint8(&pk, 1);
+                                msgpack_pack_uint32(&pk, row[j].flags);
+                                msgpack_pack_uint8(&pk, 2);
+                                msgpack_pack_uint32(&pk, row[j].n_tokens);
+                                msgpack_pack_uint8(&pk, 3);
+                                msgpack_pack_uint32(&pk, row[j].n_pages);
+                                msgpack_pack_uint8(&pk, 4);
+                                msgpack_pack_uint64(&pk, row[j].idle_ms);
                         }
                         break;
                 }
@@ -606,6 +663,69 @@ static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_z
         return 0;
 }
 
+/* SESSION_LIST_REPLY rows: maps {0 name (R), 1 flags, 2 n_tokens, 3 n_pages, 4 idle_ms}. */
+static int decode_sessions(const msgpack_object *o, const struct field *f, msgpack_zone *z, void *s, char *why,
+                           size_t wn) {
+        struct dsv_session_row *out;
+        uint32_t n;
+
+        if (o->type != MSGPACK_OBJECT_ARRAY)
+                return why_set(why, wn, -EPROTO, "field %s must be an array of maps", f->name);
+        n = o->via.array.size;
+        if (n > f->cap)
+                return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
+        out = n ? msgpack_zone_malloc(z, (size_t)n * sizeof(*out)) : NULL;
+        if (n && !out)
+                return -ENOMEM;
+        for (uint32_t j = 0; j < n; j++) {
+                const msgpack_object *e = &o->via.array.ptr[j];
+                unsigned seen = 0;
+                memset(&out[j], 0, sizeof(out[j]));
+                if (e->type != MSGPACK_OBJECT_MAP)
+                        return why_set(why, wn, -EPROTO, "%s[%u] must be a map", f->name, j);
+                for (uint32_t k = 0; k < e->via.map.size; k++) {
+                        const msgpack_object_kv *kv = &e->via.map.ptr[k];
+                        const char *p;
+                        uint64_t key, u;
+                        uint32_t len;
+                        if (!obj_u64(&kv->key, &key))
+                                return why_set(why, wn, -EPROTO, "%s[%u] has a key that is not an unsigned integer", f->name, j);
+                        if (key >= 128)
+                                return why_set(why, wn, -EOPNOTSUPP, "%s[%u] has unknown required field %u", f->name, j,
+                                               (unsigned)key);
+                        if (key > 4)
+                                continue;
+                        if (seen & (1u << key))
+                                return why_set(why, wn, -EPROTO, "%s[%u] repeats key %u", f->name, j, (unsigned)key);
+                        seen |= 1u << key;
+                        if (key == 0) {
+                                if (!obj_str(&kv->val, &p, &len) || len > DSV_NAME_MAX || (len && memchr(p, 0, len)))
+                                        return why_set(why, wn, -EPROTO, "%s[%u].name must be a name of at most %d bytes",
+                                                       f->name, j, DSV_NAME_MAX);
+                                if (len)
+                                        memcpy(out[j].name, p, len);
+                                out[j].name[len] = 0;
+                        } else if (!obj_u64(&kv->val, &u) || (key < 4 && u > UINT32_MAX)) {
+                                return why_set(why, wn, -EPROTO, "%s[%u] field %u must be an unsigned integer", f->name, j,
+                                               (unsigned)key);
+                        } else if (key == 1) {
+                                out[j].flags = (uint32_t)u;
+                        } else if (key == 2) {
+                                out[j].n_tokens = (uint32_t)u;
+                        } else if (key == 3) {
+                                out[j].n_pages = (uint32_t)u;
+                        } else {
+                                out[j].idle_ms = u;
+                        }
+                }
+                if (!(seen & 1u))
+                        return why_set(why, wn, -EPROTO, "%s[%u] needs a name (0)", f->name, j);
+        }
+        *AT(s, f->off, const struct dsv_session_row *) = out;
+        *AT(s, f->len_off, uint32_t) = n;
+        return 0;
+}
+
 static int decode_field(const msgpack_object *o, const struct field *f, msgpack_zone *z, void *s, char *why,
                         size_t wn) {
         uint64_t u;
@@ -683,6 +803,8 @@ static int decode_field(const msgpack_object *o, const struct field *f, msgpack_
         }
         case F_CHAT:
                 return decode_chat(o, f, z, s, why, wn);
+        case F_SESSIONS:
+                return decode_sessions(o, f, z, s, why, wn);
         }
         return -EPROTO;
 }

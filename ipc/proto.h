@@ -30,6 +30,7 @@ enum dsv_msg_type {
         DSV_MSG_SESSION_OPEN = 22,
         DSV_MSG_SESSION_CLOSE = 23,
         DSV_MSG_SESSION_PIN = 24,
+        DSV_MSG_SESSION_LIST = 25,  /* 1.2 */
         DSV_MSG_PONG = 48,    /* completion ring: daemon -> client */
         DSV_MSG_TOKENS = 49,
         DSV_MSG_DONE = 50,
@@ -38,6 +39,7 @@ enum dsv_msg_type {
         DSV_MSG_TOKENIZE_REPLY = 53,
         DSV_MSG_DETOKENIZE_REPLY = 54,
         DSV_MSG_SESSION_REPLY = 55,
+        DSV_MSG_SESSION_LIST_REPLY = 56, /* 1.2 */
 };
 
 #define DSV_NAME_MAX 64          /* client names, session names (bytes, without NUL) */
@@ -48,6 +50,7 @@ enum dsv_msg_type {
 #define DSV_MAX_CHAT_MESSAGES 1024
 #define DSV_MAX_TEXT (32u << 20)
 #define DSV_MSGPACK_MAX_DEPTH 8
+#define DSV_MAX_SESSION_ROWS 65536
 
 /* daemon state (WELCOME, STATS_REPLY) */
 enum dsv_daemon_state {
@@ -73,6 +76,7 @@ enum dsv_daemon_state {
 
 /* SESSION_OPEN.flags */
 #define DSV_SESSION_OPEN_EXCL 0x1u /* fail with EEXIST when the session exists */
+#define DSV_SESSION_OPEN_PRIVATE 0x2u /* 1.2: close it as soon as this connection is gone and it is idle */
 /* SESSION_PIN.flags */
 #define DSV_SESSION_PIN_SET 0x1u   /* pin (counts against the uid's quota); without it: unpin */
 /* SESSION_REPLY.flags */
@@ -186,6 +190,21 @@ struct dsv_msg_session {
         uint32_t n_pages;  /* SESSION_REPLY: KV pages it holds */
 };
 
+struct dsv_session_row { /* SESSION_LIST_REPLY */
+        char name[DSV_NAME_MAX + 1];
+        uint32_t flags; /* DSV_SESSION_PINNED, DSV_SESSION_BUSY, DSV_SESSION_PRIVATE_ROW */
+        uint32_t n_tokens, n_pages;
+        uint64_t idle_ms;
+};
+#define DSV_SESSION_PRIVATE_ROW 0x8u /* SESSION_LIST_REPLY: opened with DSV_SESSION_OPEN_PRIVATE */
+
+struct dsv_msg_session_list {
+        uint64_t id;
+        const struct dsv_session_row *rows;
+        uint32_t n_rows;
+        uint32_t n_total; /* sessions the uid has (more than n_rows when they did not fit a record) */
+};
+
 struct dsv_msg_done {
         uint64_t id;
         uint32_t reason; /* enum dsv_finish */
@@ -231,6 +250,10 @@ struct dsv_msg_stats_reply {
         uint64_t session_pages;      /* KV pages held by sessions */
         uint64_t cached_tokens_total; /* prompt tokens reused from sessions (not prefilled) */
         uint64_t sessions_evicted;   /* times an idle session lost its pages to make room */
+        /* protocol 1.2 */
+        uint32_t requests_prefilling;     /* admitted, prompt being prefilled */
+        uint32_t rate_window_ms;          /* the rates are over this much wall time (0: last busy second) */
+        uint64_t prefilled_tokens_total;  /* prompt tokens run through the model */
 };
 
 struct dsv_msg {
@@ -240,7 +263,7 @@ struct dsv_msg {
                 struct dsv_msg_welcome welcome;
                 struct dsv_msg_ping ping; /* PING, PONG */
                 struct dsv_msg_generate generate;
-                struct dsv_msg_id id;     /* CANCEL, STATS */
+                struct dsv_msg_id id;     /* CANCEL, STATS, SESSION_LIST */
                 struct dsv_msg_tokenize tokenize;
                 struct dsv_msg_tokens tokens; /* DETOKENIZE, TOKENS, TOKENIZE_REPLY */
                 struct dsv_msg_session session; /* SESSION_* */
@@ -248,6 +271,7 @@ struct dsv_msg {
                 struct dsv_msg_error error;
                 struct dsv_msg_detokenize_reply detok;
                 struct dsv_msg_stats_reply stats;
+                struct dsv_msg_session_list session_list; /* SESSION_LIST_REPLY */
         } u;
         msgpack_unpacked unpacked; /* decoder state; dsv_msg_release() frees it */
         bool has_unpacked;
@@ -267,6 +291,9 @@ void dsv_wbuf_free(struct dsv_wbuf *b);
 const char *dsv_msg_type_name(unsigned type);
 const char *dsv_finish_name(unsigned reason);
 const char *dsv_state_name(unsigned state);
+/* The symbolic name of an errno value the protocol uses ("E2BIG"; sign ignored), or
+ * "EUNKNOWN". */
+const char *dsv_errno_name(int err);
 
 /* Encodes m's payload (its type selects the table) appended to out (out->len is not reset).
  * -EINVAL for an unknown type or a field over its cap. */

@@ -68,6 +68,8 @@ struct request {
                 char name[DSV_ENGINE_NAME_MAX + 1];
                 uint32_t flags, n_tokens, n_pages;
         } sreply;
+        struct dsv_engine_session_row *rows; /* SESSION_LIST: the reply's rows */
+        uint32_t n_rows;
         struct dsv_sampling sp;
         int n_generated;
         /* speculative decoding (draft.c): spec when its MTP records follow its KV (seq.mtp_len
@@ -118,6 +120,7 @@ struct session {
         bool dirty;   /* changed since its last snapshot */
         struct request *busy;
         uint64_t last_used_ns;
+        void *owner; /* opened private: the sink's client (with a reference); closed once it is gone */
 };
 
 struct dsv_core_params {

@@ -223,6 +223,7 @@ bool dsv_core_step(struct dsv_core *c) {
                         if (c->b_dec[s])
                                 n_decode += s + 1 < c->b_n_seqs ? c->b_first[s + 1] - c->b_first[s] : n_tok - c->b_first[s];
                 dsv_rate_add(c->metrics, &c->metrics->prefill_tok_s, n_tok - n_decode, now);
+                DSV_METRIC_ADD(c->metrics, prefilled_tokens_total, (uint64_t)(n_tok - n_decode));
 
                 /* 5. sample (or verify drafts), stream, finish; the MTP layer drafts; the pages a
                  * prefill completed go to the prefix cache */
@@ -388,9 +389,12 @@ static int load(struct dsv_engine *e) {
         log_info("Backend %s: %s", e->rt->be->ops->name, dsv_backend_describe(e->rt->be));
         cfg = e->rt->cfg;
         rc = dsv_text_open(e->model_dir, &e->text, &err);
-        if (rc < 0) {
+        if (rc == -ENOENT || rc == -ENOTSUP) { /* no tokenizer.json, or built without: token ids only */
                 e->text = NULL;
-                log_notice("Text prompts are not available: %s", err.msg);
+                log_warning("Text prompts are not available: %s", err.msg);
+        } else if (rc < 0) { /* the file is there but does not load: fail, with the file and why */
+                snprintf(e->error, sizeof(e->error), "%s", err.msg);
+                return rc;
         }
         snprintf(e->info.model, sizeof(e->info.model), "%s (%s, %d layers, vocab %d)", e->model_dir,
                  cfg->model_type[0] ? cfg->model_type : "deepseek_v32", cfg->num_hidden_layers, cfg->vocab_size);

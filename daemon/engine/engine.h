@@ -95,12 +95,16 @@ enum dsv_request_kind {
         DSV_REQUEST_SESSION_CLOSE,
         DSV_REQUEST_SESSION_PIN,
         DSV_REQUEST_SESSIONS_SAVE, /* write the uid's sessions (uid 0: all) to the state directory now */
+        DSV_REQUEST_SESSION_LIST,  /* the uid's sessions: answered with a SESSION_LIST event */
         DSV_REQUEST_MAX,
 };
 
 /* SESSION_OPEN: fail when it exists; SESSION_PIN: pin (else unpin) */
 #define DSV_ENGINE_SESSION_EXCL 0x1u
 #define DSV_ENGINE_SESSION_PIN 0x1u
+/* SESSION_OPEN: private to the opening client: closed (pinned or not) once the sink says that
+ * client is gone and no request runs on it */
+#define DSV_ENGINE_SESSION_OPEN_PRIVATE 0x2u
 
 /* A chat message of a prompt. */
 struct dsv_engine_msg {
@@ -152,12 +156,22 @@ enum dsv_engine_finish {
 #define DSV_ENGINE_SESSION_PINNED 0x1u
 #define DSV_ENGINE_SESSION_BUSY 0x2u
 #define DSV_ENGINE_SESSION_CREATED 0x4u
+#define DSV_ENGINE_SESSION_PRIVATE 0x8u /* list rows: opened private */
+
+/* One session in a SESSION_LIST event. */
+struct dsv_engine_session_row {
+        char name[DSV_ENGINE_NAME_MAX + 1];
+        uint32_t flags; /* DSV_ENGINE_SESSION_PINNED, _BUSY, _PRIVATE */
+        uint32_t n_tokens, n_pages;
+        uint64_t idle_ms; /* since its last use (0 while busy) */
+};
 
 enum dsv_engine_event_type {
         DSV_ENGINE_EVENT_TOKENS,
         DSV_ENGINE_EVENT_DONE,
         DSV_ENGINE_EVENT_ERROR,
         DSV_ENGINE_EVENT_SESSION,
+        DSV_ENGINE_EVENT_SESSION_LIST,
         DSV_ENGINE_EVENT_MAX,
 };
 
@@ -199,6 +213,10 @@ struct dsv_engine_event {
                         uint32_t flags; /* DSV_ENGINE_SESSION_PINNED, _BUSY, _CREATED */
                         uint32_t n_tokens, n_pages;
                 } session;
+                struct { /* the uid's sessions, least recently used first */
+                        const struct dsv_engine_session_row *rows;
+                        uint32_t n;
+                } session_list;
         };
 };
 

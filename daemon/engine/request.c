@@ -112,6 +112,10 @@ bool request_flush(struct dsv_core *c, struct request *r) {
                 ev.error.code = r->error_code;
                 ev.error.message = r->error_msg;
                 ev.error.uid = r->uid;
+        } else if (r->in->kind == DSV_REQUEST_SESSION_LIST) {
+                ev.type = DSV_ENGINE_EVENT_SESSION_LIST;
+                ev.session_list.rows = r->rows;
+                ev.session_list.n = r->n_rows;
         } else if (r->in->kind != DSV_REQUEST_GENERATE) {
                 ev.type = DSV_ENGINE_EVENT_SESSION;
                 ev.session.name = r->sreply.name;
@@ -170,6 +174,7 @@ void request_free(struct dsv_core *c, struct request *r) {
         free(r->tokens);
         free(r->out);
         free(r->out_text_end);
+        free(r->rows);
         dsv_strbuf_done(&r->text_out);
         draft_free(r);
         free(r);

@@ -54,6 +54,8 @@ static void session_free(struct dsv_core *c, struct session *s) {
                 s->busy->sess = NULL;
         dsv_kv_seq_release(c->kv, &s->seq);
         lru_unlink(c, s);
+        if (s->owner)
+                c->sink.unref(c->sink.ud, s->owner);
         free(s->tokens);
         free(s);
         c->n_sessions--;
@@ -168,7 +170,15 @@ void sessions_sweep(struct dsv_core *c) {
         uint64_t now = dsv_now_ns(), idle = (uint64_t)c->tun.session_idle_timeout_s * 1000000000ull;
         for (struct session *s = c->s_head, *next; s; s = next) {
                 next = s->next;
-                if (s->busy || s->pinned)
+                if (s->busy)
+                        continue;
+                if (s->owner && c->sink.gone(c->sink.ud, s->owner)) {
+                        log_debug("Session '%s' of uid %u closed: the client that opened it private is gone", s->name,
+                                  (unsigned)s->uid);
+                        session_close(c, s);
+                        continue;
+                }
+                if (s->pinned)
                         continue;
                 if ((idle && now - s->last_used_ns >= idle) || c->n_sessions > c->tun.max_sessions) {
                         log_debug("Session '%s' of uid %u closed: %s", s->name, (unsigned)s->uid,
@@ -242,8 +252,38 @@ void sessions_op(struct dsv_core *c, struct request *r) {
                 } else {
                         lru_touch(c, s);
                 }
+                if ((in->session_flags & DSV_ENGINE_SESSION_OPEN_PRIVATE) && s->owner != r->client) {
+                        if (s->owner)
+                                c->sink.unref(c->sink.ud, s->owner);
+                        c->sink.ref(c->sink.ud, r->client);
+                        s->owner = r->client;
+                }
                 reply_fill(r, s);
                 break;
+        case DSV_REQUEST_SESSION_LIST: {
+                uint64_t now = dsv_now_ns();
+                uint32_t n = 0;
+                for (const struct session *x = c->s_head; x; x = x->next)
+                        n += x->uid == uid;
+                r->rows = n ? calloc(n, sizeof(*r->rows)) : NULL;
+                if (n && !r->rows) {
+                        request_fail(r, ENOMEM, "out of memory");
+                        return;
+                }
+                for (const struct session *x = c->s_head; x; x = x->next) {
+                        struct dsv_engine_session_row *row;
+                        if (x->uid != uid)
+                                continue;
+                        row = &r->rows[r->n_rows++];
+                        snprintf(row->name, sizeof(row->name), "%s", x->name);
+                        row->flags = (x->pinned ? DSV_ENGINE_SESSION_PINNED : 0) | (x->busy ? DSV_ENGINE_SESSION_BUSY : 0) |
+                                     (x->owner ? DSV_ENGINE_SESSION_PRIVATE : 0);
+                        row->n_tokens = (uint32_t)session_seq(x)->len;
+                        row->n_pages = (uint32_t)session_seq(x)->n_pages;
+                        row->idle_ms = x->busy ? 0 : (now - x->last_used_ns) / 1000000;
+                }
+                break;
+        }
         case DSV_REQUEST_SESSION_CLOSE:
                 if (!s) {
                         request_fail(r, ENOENT, "no session named '%s' (sessions belong to the user that made them)", in->session);

@@ -22,10 +22,9 @@ struct dsv_text_stream {
         struct dsv_tok_stream *s;
 };
 
-const char *dsv_text_unavailable(void) {
-        return "this model has no tokenizer.json: send token ids (dsv32 generate --tokens), or recreate the tiny "
-               "model with dsv32-mkmodel, which writes one";
-}
+static char unavailable[600] = "the model has no tokenizer.json";
+
+const char *dsv_text_unavailable(void) { return unavailable; }
 
 int dsv_text_open(const char *model_dir, struct dsv_text **ret, struct dsv_error *err) {
         _cleanup_free_ char *path = NULL;
@@ -34,15 +33,34 @@ int dsv_text_open(const char *model_dir, struct dsv_text **ret, struct dsv_error
 
         if (asprintf(&path, "%s/tokenizer.json", model_dir) < 0)
                 return -ENOMEM;
-        if (access(path, F_OK) < 0)
-                return dsv_error_set(err, ENOENT, "%s does not exist", path);
+        if (access(path, F_OK) < 0) {
+                /* set once, before the engine says it is ready; read by clients' requests after */
+                snprintf(unavailable, sizeof(unavailable),
+                         "this dsv32d serves token ids only: its model has no tokenizer.json (%s); send token ids "
+                         "(dsv32 generate --tokens 0,17,42), or ask its operator to add the checkpoint's tokenizer.json",
+                         path);
+                return dsv_error_set(err, ENOENT, "%s does not exist; only token-id prompts will work", path);
+        }
         t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
         r = dsv_tok_load(path, NULL, &t->tok, err);
         if (r < 0) {
+                /* a tokenizer that is there but broken is an error of the checkpoint, not a
+                 * reason to serve ids only: the message says which file and how to fix it */
+                char why[sizeof(err->msg)];
+                const char *m = err->msg;
+                size_t pl = strlen(path);
+                if (strncmp(m, path, pl) == 0 && strncmp(m + pl, ": ", 2) == 0)
+                        m += pl + 2; /* named once, below */
+                if (strncmp(m, "tokenizer.json: ", 16) == 0)
+                        m += 16;
+                snprintf(why, sizeof(why), "%s", m);
                 free(t);
-                return r;
+                return dsv_error_set(err, r,
+                                     "%s cannot be used: %s; replace it with the checkpoint's own tokenizer.json, or move "
+                                     "it away to serve token-id prompts only",
+                                     path, why);
         }
         *ret = t;
         return 0;

@@ -16,11 +16,12 @@ struct dsv_engine_msg; /* engine.h */
 struct dsv_text_stream;
 
 /* Loads model_dir/tokenizer.json. -ENOTSUP: built without the tokenizer; -ENOENT: the model
- * has none. err says which. */
+ * has none (token ids only); any other error: the file is there but broken, err names it,
+ * the cause and the fix (the daemon refuses to start on it). */
 int dsv_text_open(const char *model_dir, struct dsv_text **ret, struct dsv_error *err);
 void dsv_text_free(struct dsv_text *t);
 bool dsv_text_has_chat(const struct dsv_text *t);
-/* Why text is unavailable when t is NULL (static string). */
+/* Why text is unavailable when t is NULL, for clients: what they can send instead. */
 const char *dsv_text_unavailable(void);
 
 int dsv_text_encode(const struct dsv_text *t, const char *s, size_t n, bool add_bos, int32_t **ret, size_t *ret_n);

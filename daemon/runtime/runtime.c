@@ -47,8 +47,10 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
                 r = dsv_model_load(o->model_dir, rt->be, &mo, &rt->model, &e);
         }
         if (r < 0)
-                return dsv_error_set(err, r, "cannot load the model from %.512s: %.1000s", o->model_dir,
-                                     e.msg[0] ? e.msg : strerror(-r));
+                return e.msg[0] && strstr(e.msg, o->model_dir) /* it names the file already */
+                               ? dsv_error_set(err, r, "cannot load the model: %.1500s", e.msg)
+                               : dsv_error_set(err, r, "cannot load the model from %.512s: %.1000s", o->model_dir,
+                                               e.msg[0] ? e.msg : strerror(-r));
         if (!dsv_model_has_mtp(rt->model))
                 snprintf(rt->mtp_note, sizeof(rt->mtp_note), "%s",
                          !dsv_model_get_checkpoint(rt->model)->has_mtp ? "the checkpoint has no MTP layer"

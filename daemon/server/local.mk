@@ -21,6 +21,8 @@ libdsv32server_la_SOURCES = \
 	daemon/server/access.h daemon/server/access.c \
 	daemon/server/conn.h daemon/server/conn.c \
 	daemon/server/sink.h daemon/server/sink.c \
+	daemon/server/rates.h daemon/server/rates.c \
+	daemon/server/reqlog.h daemon/server/reqlog.c \
 	daemon/server/server.h daemon/server/server.c
 libdsv32server_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(SYSTEMD_CFLAGS)
 libdsv32server_la_LIBADD = libdsv32engine.la libdsv32ipc.la $(SYSTEMD_LIBS) $(MSGPACK_LIBS)

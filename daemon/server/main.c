@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "daemon/server/server.h"
+#include "ipc/layout.h"
 #include "daemon/server/settings.h"
 #include "daemon/util.h"
 
@@ -38,11 +39,36 @@ static void help(void) {
                DSV_MODEL_DIR_DEFAULT);
 }
 
-static bool model_present(const char *dir) {
+/* 0 when dir holds a config.json; else says what is wrong and what to do, returns 1. */
+static int check_model(const char *dir, const char *config_path) {
         char path[4200];
         struct stat st;
+        if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+                /* --model .../config.json: the directory was meant */
+                char parent[4200];
+                char *slash;
+                snprintf(parent, sizeof(parent), "%s", dir);
+                slash = strrchr(parent, '/');
+                if (slash && slash != parent)
+                        *slash = 0;
+                else
+                        snprintf(parent, sizeof(parent), "%s", slash ? "/" : ".");
+                fprintf(stderr,
+                        "dsv32d: --model %s is a file; it takes the checkpoint directory, the one that holds config.json "
+                        "and the safetensors shards: --model %s\n",
+                        dir, parent);
+                return 1;
+        }
         snprintf(path, sizeof(path), "%s/config.json", dir);
-        return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+                return 0;
+        fprintf(stderr,
+                "dsv32d: no model at %s (%s).\n"
+                "Point --model (model = ... in %s) at a DeepSeek-V3.2 checkpoint directory, or create the tiny test "
+                "model there with:\n"
+                "  dsv32-mkmodel --preset tiny --out %s\n",
+                dir, access(dir, F_OK) < 0 ? "no such directory" : "it has no config.json", config_path, dir);
+        return 1;
 }
 
 int main(int argc, char **argv) {
@@ -67,12 +93,13 @@ int main(int argc, char **argv) {
         opts[4] = (struct option){"print-default-config", no_argument, NULL, ARG_PRINT_DEFAULT_CONFIG};
         for (size_t i = 0; i < n_set; i++)
                 opts[5 + i] = (struct option){dsv_config_option_name(i), required_argument, NULL, ARG_SETTING + (int)i};
+        argv[0] = (char *)"dsv32d"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 if (c == 'h') {
                         help();
                         return 0;
                 } else if (c == ARG_VERSION) {
-                        printf("dsv32d %s (protocol %d.%d)\n", PACKAGE_VERSION, 1, 0);
+                        printf("dsv32d %s (protocol %d.%d)\n", PACKAGE_VERSION, DSV_IPC_VERSION_MAJOR, DSV_IPC_VERSION_MINOR);
                         return 0;
                 } else if (c == ARG_CONFIG) {
                         args.config_path = optarg;
@@ -133,13 +160,7 @@ int main(int argc, char **argv) {
                 dsv_config_free(&cfg);
                 return 2;
         }
-        if (!model_present(cfg.model)) {
-                fprintf(stderr,
-                        "dsv32d: no model at %s (no config.json there).\n"
-                        "Create the tiny test model with:\n"
-                        "  dsv32-mkmodel --preset tiny --out %s\n"
-                        "or point --model (model = ... in %s) at a DeepSeek-V3.2 checkpoint directory.\n",
-                        cfg.model, cfg.model, args.config_path);
+        if (check_model(cfg.model, args.config_path)) {
                 dsv_config_free(&cfg);
                 return 1;
         }

@@ -24,6 +24,8 @@
 #include "daemon/engine/engine.h"
 #include "daemon/engine/text.h"
 #include "daemon/server/sink.h"
+#include "daemon/server/rates.h"
+#include "daemon/server/reqlog.h"
 #include "daemon/util.h"
 
 #define TAG_LISTEN 1
@@ -59,6 +61,7 @@ struct dsv_server {
         uint64_t loop_wakeups, loop_sleeps, doorbells_received;
         struct dsv_spin spin; /* adaptive spin window, at most spin-us */
         char state_dir_env[4096];
+        struct dsv_rates rates; /* token counters sampled every tick (dsv32 status) */
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -442,18 +445,38 @@ static void handle_hello(struct dsv_server *s, struct dsv_conn *c, const uint8_t
         uint32_t limit, sub, comp;
         int memfd = -1, r;
 
+        /* a record as in the rings (ipc/PROTOCOL.md section 3): header, payload, and up to 7
+         * bytes of padding to the next multiple of 8 (ignored) */
         if (n < sizeof(h)) {
-                conn_drop(s, c, EPROTO, "the handshake must start with a HELLO record");
+                conn_drop(s, c, EPROTO, "the first datagram (%zu bytes) is shorter than a record header (%zu bytes)", n,
+                          sizeof(h));
                 return;
         }
         memcpy(&h, buf, sizeof(h));
-        if (h.type != DSV_MSG_HELLO || h.length != n - sizeof(h)) {
-                conn_drop(s, c, EPROTO, "the handshake must start with a HELLO record (got type %u, %zu bytes)", h.type, n);
+        if (h.type != DSV_MSG_HELLO) {
+                conn_drop(s, c, EPROTO, "the handshake must start with a HELLO record (type %u); got type %u (%s)",
+                          DSV_MSG_HELLO, h.type, dsv_msg_type_name(h.type) ? dsv_msg_type_name(h.type) : "unknown");
+                return;
+        }
+        if (h.length > n - sizeof(h)) {
+                conn_drop(s, c, EPROTO, "HELLO's length field says %u payload bytes, but the datagram carries %zu after the header",
+                          h.length, n - sizeof(h));
+                return;
+        }
+        if (n != dsv_ring_record_bytes(h.length) && n != sizeof(h) + h.length) {
+                conn_drop(s, c, EPROTO,
+                          "the HELLO datagram has %zu bytes after its %u-byte payload; a record may only be padded to a "
+                          "multiple of 8 (%llu bytes in all)",
+                          n - sizeof(h) - h.length, h.length, (unsigned long long)dsv_ring_record_bytes(h.length));
+                return;
+        }
+        if (h.flags & DSV_IPC_RECORD_FLAGS_CRITICAL) {
+                conn_drop(s, c, EOPNOTSUPP, "HELLO record flags 0x%04x are not understood by this dsv32d", h.flags);
                 return;
         }
         r = dsv_msg_decode(DSV_MSG_HELLO, buf + sizeof(h), h.length, &m, why, sizeof(why));
         if (r < 0) {
-                conn_drop(s, c, -r == ENOSYS ? EPROTO : -r, "bad HELLO: %s", why);
+                conn_drop(s, c, -r == ENOSYS ? EPROTO : -r, "malformed HELLO payload: %s", why);
                 return;
         }
         if (m.u.hello.version_major != DSV_IPC_VERSION_MAJOR) {
@@ -526,6 +549,21 @@ static int loop_error(struct dsv_server *s, struct dsv_conn *c, uint64_t id, int
         return 0;
 }
 
+/* Refuses a GENERATE before it reaches the engine: the ERROR, and its request log line. */
+static int refuse(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg_generate *g, int code, const char *fmt, ...)
+        _printf_(5, 6);
+static int refuse(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg_generate *g, int code, const char *fmt, ...) {
+        char text[DSV_ERROR_MESSAGE_MAX];
+        struct dsv_reqlog l = {.uid = c->peer.uid, .pid = c->peer.pid, .client = c->name, .id = g->id,
+                               .session = g->session, .error = code, .refused = true, .message = text};
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        dsv_reqlog(&l);
+        return loop_error(s, c, g->id, code, "%s", text);
+}
+
 /* A session name from a client: 1..session-name-max bytes of [A-Za-z0-9._:@+=-]. */
 static bool session_name_ok(const struct dsv_server *s, const char *name) {
         size_t n = strlen(name);
@@ -541,44 +579,44 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         char who[128];
 
         if (s->draining)
-                return loop_error(s, c, g->id, ESHUTDOWN, "dsv32d is shutting down and takes no new requests");
+                return refuse(s, c, g, ESHUTDOWN, "dsv32d is shutting down and takes no new requests");
         if (st == DSV_ENGINE_FAILED)
-                return loop_error(s, c, g->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
+                return refuse(s, c, g, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
         if (sources != 1)
-                return loop_error(s, c, g->id, EINVAL, "GENERATE needs exactly one of text, tokens or messages (got %d)", sources);
+                return refuse(s, c, g, EINVAL, "GENERATE needs exactly one of text, tokens or messages (got %d)", sources);
         bytes = g->text ? g->text_len : 4ull * g->n_tokens;
         for (uint32_t i = 0; i < g->n_messages; i++)
                 bytes += (uint64_t)g->messages[i].content_len + g->messages[i].role_len;
         if (bytes > (uint64_t)s->cfg.max_prompt_bytes)
-                return loop_error(s, c, g->id, E2BIG, "the prompt is %llu bytes; the limit is %d (max-prompt-bytes)",
+                return refuse(s, c, g, E2BIG, "the prompt is %llu bytes; the limit is %d (max-prompt-bytes)",
                                   (unsigned long long)bytes, s->cfg.max_prompt_bytes);
         if (g->max_tokens == 0)
-                return loop_error(s, c, g->id, EINVAL, "max_tokens must be at least 1");
+                return refuse(s, c, g, EINVAL, "max_tokens must be at least 1");
         if (g->max_tokens > (uint32_t)s->cfg.max_tokens_limit)
-                return loop_error(s, c, g->id, E2BIG, "max_tokens %u exceeds the limit %d (max-tokens-limit)", g->max_tokens,
+                return refuse(s, c, g, E2BIG, "max_tokens %u exceeds the limit %d (max-tokens-limit)", g->max_tokens,
                                   s->cfg.max_tokens_limit);
         if (!(g->temperature >= 0.0f && g->temperature <= 100.0f))
-                return loop_error(s, c, g->id, EINVAL, "temperature must be in [0, 100]");
+                return refuse(s, c, g, EINVAL, "temperature must be in [0, 100]");
         if (!(g->top_p > 0.0f && g->top_p <= 1.0f))
-                return loop_error(s, c, g->id, EINVAL, "top_p must be in (0, 1]");
+                return refuse(s, c, g, EINVAL, "top_p must be in (0, 1]");
         if (!(g->min_p >= 0.0f && g->min_p <= 1.0f))
-                return loop_error(s, c, g->id, EINVAL, "min_p must be in [0, 1]");
+                return refuse(s, c, g, EINVAL, "min_p must be in [0, 1]");
         if (g->top_k < 0)
-                return loop_error(s, c, g->id, EINVAL, "top_k must be >= 0");
+                return refuse(s, c, g, EINVAL, "top_k must be >= 0");
         if (inf && !g->n_tokens && !dsv_engine_text(s->engine))
-                return loop_error(s, c, g->id, ENOTSUP, "%s", dsv_text_unavailable());
+                return refuse(s, c, g, ENOTSUP, "%s", dsv_text_unavailable());
         if (g->session[0] && !session_name_ok(s, g->session))
-                return loop_error(s, c, g->id, EINVAL,
+                return refuse(s, c, g, EINVAL,
                                   "invalid session name: it must be 1..%d bytes of letters, digits and . _ : @ + = -",
                                   s->cfg.session_name_max);
         if (__atomic_load_n(&c->ue->requests, __ATOMIC_RELAXED) >= s->cfg.max_requests_per_uid) {
                 dsv_uid_describe(c->peer.uid, who, sizeof(who));
-                return loop_error(s, c, g->id, EAGAIN, "%s has %d generations in flight, the limit (max-requests-per-uid)", who,
+                return refuse(s, c, g, EAGAIN, "%s has %d generations in flight, the limit (max-requests-per-uid)", who,
                                   s->cfg.max_requests_per_uid);
         }
         in = calloc(1, sizeof(*in));
         if (!in)
-                return loop_error(s, c, g->id, ENOMEM, "out of memory");
+                return refuse(s, c, g, ENOMEM, "out of memory");
         if (g->n_tokens) {
                 in->tokens = malloc((size_t)g->n_tokens * sizeof(int32_t));
                 if (in->tokens)
@@ -614,7 +652,7 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         }
         if (!in->tokens && !in->text && !in->messages) {
                 free(in);
-                return loop_error(s, c, g->id, ENOMEM, "out of memory");
+                return refuse(s, c, g, ENOMEM, "out of memory");
         }
         in->id = g->id;
         in->kind = DSV_REQUEST_GENERATE;
@@ -646,25 +684,21 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
 
 static int handle_session(struct dsv_server *s, struct dsv_conn *c, uint16_t type, const struct dsv_msg_session *m) {
         static const uint32_t allowed[] = {
-                [DSV_REQUEST_SESSION_OPEN] = DSV_SESSION_OPEN_EXCL,
+                [DSV_REQUEST_SESSION_OPEN] = DSV_SESSION_OPEN_EXCL | DSV_SESSION_OPEN_PRIVATE,
                 [DSV_REQUEST_SESSION_CLOSE] = 0,
                 [DSV_REQUEST_SESSION_PIN] = DSV_SESSION_PIN_SET,
-        };
-        /* the engine's names of the same flags */
-        static const uint32_t engine_flag[] = {
-                [DSV_REQUEST_SESSION_OPEN] = DSV_ENGINE_SESSION_EXCL,
-                [DSV_REQUEST_SESSION_CLOSE] = 0,
-                [DSV_REQUEST_SESSION_PIN] = DSV_ENGINE_SESSION_PIN,
+                [DSV_REQUEST_SESSION_LIST] = 0,
         };
         enum dsv_request_kind kind = type == DSV_MSG_SESSION_OPEN    ? DSV_REQUEST_SESSION_OPEN
                                      : type == DSV_MSG_SESSION_CLOSE ? DSV_REQUEST_SESSION_CLOSE
-                                                                     : DSV_REQUEST_SESSION_PIN;
+                                     : type == DSV_MSG_SESSION_PIN   ? DSV_REQUEST_SESSION_PIN
+                                                                     : DSV_REQUEST_SESSION_LIST;
         struct dsv_engine_request *in;
         char who[128];
 
         if (dsv_engine_state(s->engine) == DSV_ENGINE_FAILED)
                 return loop_error(s, c, m->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
-        if (!session_name_ok(s, m->name))
+        if (kind != DSV_REQUEST_SESSION_LIST && !session_name_ok(s, m->name))
                 return loop_error(s, c, m->id, EINVAL,
                                   "invalid session name: it must be 1..%d bytes of letters, digits and . _ : @ + = -",
                                   s->cfg.session_name_max);
@@ -685,7 +719,12 @@ static int handle_session(struct dsv_server *s, struct dsv_conn *c, uint16_t typ
         in->id = m->id;
         in->kind = kind;
         snprintf(in->session, sizeof(in->session), "%s", m->name);
-        in->session_flags = m->flags & allowed[kind] ? engine_flag[kind] : 0;
+        /* the engine's names of the same flags */
+        if (kind == DSV_REQUEST_SESSION_OPEN)
+                in->session_flags = ((m->flags & DSV_SESSION_OPEN_EXCL) ? DSV_ENGINE_SESSION_EXCL : 0) |
+                                    ((m->flags & DSV_SESSION_OPEN_PRIVATE) ? DSV_ENGINE_SESSION_OPEN_PRIVATE : 0);
+        else if (kind == DSV_REQUEST_SESSION_PIN)
+                in->session_flags = (m->flags & DSV_SESSION_PIN_SET) ? DSV_ENGINE_SESSION_PIN : 0;
         in->t_submit_ns = dsv_now_ns();
         in->client = dsv_conn_ref(c);
         in->uid = c->peer.uid;
@@ -726,8 +765,9 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
         snprintf(st->numerics, sizeof(st->numerics), "%s", s->cfg.numerics);
         st->threads = (uint32_t)(inf ? inf->threads : s->cfg.threads);
         st->kv_pages_used = mt.kv_pages_used;
-        /* a prompt being prefilled is worked on, not waiting (the wire has no field of its own) */
-        st->requests_running = (uint32_t)(mt.requests_running + mt.requests_prefilling);
+        st->requests_running = (uint32_t)mt.requests_running;
+        st->requests_prefilling = (uint32_t)mt.requests_prefilling;
+        st->prefilled_tokens_total = mt.prefilled_tokens_total;
         st->requests_waiting = (uint32_t)mt.requests_waiting;
         st->requests_parked = (uint32_t)mt.requests_parked;
         st->requests_total = mt.requests_total;
@@ -759,6 +799,8 @@ static void handle_stats(struct dsv_server *s, struct dsv_conn *c, uint64_t id) 
         for (struct dsv_conn *x = s->conns; x; x = x->next)
                 st->doorbells_sent += __atomic_load_n(&x->doorbells_sent, __ATOMIC_RELAXED);
         st->spin_us = (uint32_t)s->cfg.spin_us;
+        dsv_rates_get(&s->rates, dsv_now_ns(), st->generated_tokens_total, st->prefilled_tokens_total, &st->decode_tok_s,
+                      &st->prefill_tok_s, &st->rate_window_ms);
         loop_reply(s, c, &m);
 }
 
@@ -790,7 +832,14 @@ static int handle_tokenize(struct dsv_server *s, struct dsv_conn *c, const struc
                 loop_reply(s, c, &m);
         } else {
                 _cleanup_free_ char *text = NULL;
+                const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
                 size_t n = 0;
+                for (uint32_t i = 0; inf && i < in->u.tokens.n_tokens; i++)
+                        if (in->u.tokens.tokens[i] >= inf->vocab_size)
+                                return loop_error(s, c, id, EINVAL,
+                                                  "token id %d (position %u) is outside the vocabulary: this model has "
+                                                  "%d tokens, ids 0..%d",
+                                                  in->u.tokens.tokens[i], i, inf->vocab_size, inf->vocab_size - 1);
                 r = dsv_text_decode(t, in->u.tokens.tokens, in->u.tokens.n_tokens, &text, &n);
                 if (r < 0)
                         return loop_error(s, c, id, -r, "cannot detokenize: %s", strerror(-r));
@@ -846,6 +895,11 @@ static int handle_record(struct dsv_server *s, struct dsv_conn *c, const struct 
         case DSV_MSG_SESSION_PIN:
                 handle_session(s, c, h->type, &m.u.session);
                 break;
+        case DSV_MSG_SESSION_LIST: {
+                struct dsv_msg_session q = {.id = m.u.id.id};
+                handle_session(s, c, h->type, &q);
+                break;
+        }
         default:
                 dsv_msg_release(&m);
                 return conn_drop(s, c, EPROTO, "%s is not a request a client may send", dsv_msg_type_name(h->type));
@@ -907,7 +961,7 @@ static void conn_event(struct dsv_server *s, struct dsv_conn *c, uint32_t events
                         return;
                 }
                 if ((size_t)n > sizeof(buf)) {
-                        conn_drop(s, c, EMSGSIZE, "HELLO is larger than %d bytes", HANDSHAKE_MAX);
+                        conn_drop(s, c, EMSGSIZE, "the HELLO datagram has %zd bytes; the limit is %d", n, HANDSHAKE_MAX);
                         return;
                 }
                 handle_hello(s, c, buf, (size_t)n);
@@ -1017,7 +1071,7 @@ static void begin_drain(struct dsv_server *s, const char *why) {
                 return;
         }
         s->draining = true;
-        log_info("%s: finishing in-flight requests (up to %d s), then exiting", why, s->cfg.stop_timeout_s);
+        log_info("%s: finishing in-flight requests (up to %d s, stop-timeout), then exiting", why, s->cfg.stop_timeout_s);
         sd_notify(0, "STOPPING=1");
         stop_listening(s);
         dsv_engine_drain(s->engine, dsv_now_ns() + (uint64_t)s->cfg.stop_timeout_s * 1000000000ull);
@@ -1042,8 +1096,9 @@ static void check_drained(struct dsv_server *s) {
         if (s->draining && dsv_engine_idle(s->engine)) {
                 uint64_t cut = dsv_engine_drain_cut(s->engine);
                 if (cut)
-                        log_notice("Stop timeout (%d s) reached: %llu requests were ended with reason shutdown; exiting",
-                                   s->cfg.stop_timeout_s, (unsigned long long)cut);
+                        log_notice("The stop timeout (%d s, stop-timeout) ended %llu request%s before they finished "
+                                   "(their clients got reason shutdown); exiting",
+                                   s->cfg.stop_timeout_s, (unsigned long long)cut, cut == 1 ? "" : "s");
                 else
                         log_info("All requests finished; exiting");
                 s->quit = true;
@@ -1076,11 +1131,16 @@ static void on_timer(struct dsv_server *s) {
         if (read(s->timerfd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
                 /* nothing to do */
         }
+        {
+                struct dsv_msg_stats_reply st = {0};
+                engine_stats(s, &st);
+                dsv_rates_sample(&s->rates, now, st.generated_tokens_total, st.prefilled_tokens_total);
+        }
         for (struct dsv_conn *c = s->conns, *next; c; c = next) {
                 next = c->next;
                 if (c->state == DSV_CONN_HANDSHAKE &&
                     now - c->t_accept_ns > (uint64_t)s->cfg.handshake_timeout_ms * 1000000ull)
-                        conn_drop(s, c, ETIMEDOUT, "no HELLO within %d ms", s->cfg.handshake_timeout_ms);
+                        conn_drop(s, c, ETIMEDOUT, "no HELLO within %d ms (handshake-timeout-ms)", s->cfg.handshake_timeout_ms);
                 else if (c->state == DSV_CONN_ACTIVE && c->loop_blocked)
                         conn_process(s, c);
         }

@@ -23,7 +23,7 @@ struct dsv_config_option {
         const char *def;
         long min, max;
         bool reloadable;
-        const char *choices; /* OPT_ENUM: "a|b|c" */
+        const char *choices; /* OPT_ENUM: "a|b|c"; OPT_INT: a word that means 0 ("auto") */
         const char *help;
 };
 
@@ -58,8 +58,8 @@ static const struct dsv_config_option options[] = {
         OPT("batch-tokens", OPT_INT, batch_tokens, "256", 1, 1 << 16, true, NULL,
             "token budget of one engine step (decode tokens + prefill chunks)"),
         OPT("max-running", OPT_INT, max_running, "64", 1, 4096, true, NULL, "sequences in one batch"),
-        OPT("kv-cache-mb", OPT_INT, kv_cache_mb, "0", 0, 1 << 24, false, NULL,
-            "KV cache pool size in MiB (0: sized at start for two sequences of the model's longest context, at most a quarter of the free host memory or 90% of the device memory left after the weights)"),
+        OPT("kv-cache-mb", OPT_INT, kv_cache_mb, "auto", 0, 1 << 24, false, "auto",
+            "KV cache pool size in MiB (auto or 0: sized at start for two sequences of the model's longest context, at most a quarter of the free host memory or 90% of the device memory left after the weights)"),
         OPT("mtp", OPT_ENUM, mtp, "auto", 0, 0, false, "auto|on|off",
             "speculative decoding with the checkpoint's multi-token-prediction layer (greedy output unchanged, sampled output keeps its distribution): on (an error without the layer), off, or auto: on when the checkpoint has it, except on the CPU backend, where a speculative step costs more than it saves"),
         OPT("mtp-draft", OPT_INT, mtp_draft, "1", 1, 8, true, NULL,
@@ -173,13 +173,18 @@ static int set_opt(struct dsv_server_config *c, const struct dsv_config_option *
         }
         case OPT_INT:
         case OPT_MODE:
+                if (o->type == OPT_INT && o->choices && strcmp(value, o->choices) == 0) {
+                        *(int *)field = 0;
+                        return 0;
+                }
                 errno = 0;
                 v = strtol(value, &end, o->type == OPT_MODE ? 8 : 10);
                 if (errno || end == value || *end || v < o->min || v > o->max) {
                         if (o->type == OPT_MODE)
                                 snprintf(err, errlen, "%s: '%s' is not an octal mode in 0..0%lo", o->name, value, o->max);
                         else
-                                snprintf(err, errlen, "%s: '%s' is not an integer in %ld..%ld", o->name, value, o->min, o->max);
+                                snprintf(err, errlen, "%s: '%s' is not an integer in %ld..%ld%s%s", o->name, value,
+                                         o->min, o->max, o->choices ? " or " : "", o->choices ? o->choices : "");
                         return -EINVAL;
                 }
                 *(int *)field = (int)v;
@@ -297,9 +302,29 @@ int dsv_config_load_file(struct dsv_server_config *c, const char *path, char *er
                 *eq = 0;
                 key = strip(line);
                 val = strip(eq + 1);
-                if (strlen(val) >= 2 && val[0] == '"' && val[strlen(val) - 1] == '"') {
-                        val[strlen(val) - 1] = 0;
+                /* a value ends at " #" (a trailing comment); a quoted value at its closing quote,
+                 * after which only a comment may follow */
+                if (val[0] == '"') {
+                        char *q = strchr(val + 1, '"'), *rest;
+                        if (!q) {
+                                snprintf(err, errlen, "%s:%d: %s: the value has no closing quote", path, lineno, key);
+                                return -EINVAL;
+                        }
+                        *q = 0;
+                        rest = strip(q + 1);
+                        if (*rest && *rest != '#') {
+                                snprintf(err, errlen, "%s:%d: %s: unexpected '%s' after the closing quote (a comment starts with #)",
+                                         path, lineno, key, rest);
+                                return -EINVAL;
+                        }
                         val++;
+                } else {
+                        for (char *h = strchr(val, '#'); h; h = strchr(h + 1, '#'))
+                                if (h == val || isspace((unsigned char)h[-1])) {
+                                        *h = 0;
+                                        val = strip(val);
+                                        break;
+                                }
                 }
                 r = dsv_config_set(c, key, val, e2, sizeof(e2));
                 if (r < 0) {
@@ -324,6 +349,8 @@ static void opt_format(const struct dsv_config_option *o, const struct dsv_serve
                 snprintf(buf, n, "%s", *(char *const *)f);
         else if (o->type == OPT_MODE)
                 snprintf(buf, n, "0%o", (unsigned)*(const int *)f);
+        else if (o->choices && *(const int *)f == 0)
+                snprintf(buf, n, "%s", o->choices);
         else
                 snprintf(buf, n, "%d", *(const int *)f);
 }
@@ -366,7 +393,8 @@ void dsv_config_print_help(FILE *f) {
                                                             : "STR";
                 snprintf(arg, sizeof(arg), "--%s %s", o->name, metavar);
                 if (o->type == OPT_INT)
-                        snprintf(range, sizeof(range), "; %ld..%ld", o->min, o->max);
+                        snprintf(range, sizeof(range), "; %ld..%ld%s%s", o->min, o->max, o->choices ? " or " : "",
+                                 o->choices ? o->choices : "");
                 fprintf(f, "  %s\n      %s\n      (default: %s%s%s)\n", arg, o->help, *o->def ? o->def : "\"\"", range,
                         o->reloadable ? "; reloads on SIGHUP" : "");
         }

@@ -4,6 +4,7 @@
 #include "daemon/server/sink.h"
 
 #include "daemon/server/conn.h"
+#include "daemon/server/reqlog.h"
 #include "daemon/util.h"
 #include "ipc/proto.h"
 
@@ -78,17 +79,26 @@ static int emit_tokens(struct dsv_conn *c, uint64_t id, const struct dsv_engine_
         return (int)sent;
 }
 
+/* The request log line (daemon/server/reqlog.c) of a request's final event. */
 static void log_request(struct dsv_conn *c, const struct dsv_engine_event *ev) {
-        if (ev->type == DSV_ENGINE_EVENT_DONE)
-                log_info("Request %llu of uid %u pid %d: %s; %u prompt tokens (%u cached), %u generated; queued %.1f ms, "
-                         "prefill %.1f ms, decode %.1f ms",
-                         (unsigned long long)ev->id, (unsigned)ev->done.uid, (int)c->peer.pid,
-                         dsv_finish_name(dsv_sink_finish_reason(ev->done.reason)), ev->done.prompt_tokens, ev->done.cached_tokens,
-                         ev->done.completion_tokens, ev->done.queue_us / 1e3, ev->done.prefill_us / 1e3,
-                         ev->done.decode_us / 1e3);
-        else if (ev->type == DSV_ENGINE_EVENT_ERROR)
-                log_info("Request %llu of uid %u pid %d refused: %s (%s)", (unsigned long long)ev->id, (unsigned)ev->error.uid,
-                         (int)c->peer.pid, ev->error.message, strerror(ev->error.code));
+        struct dsv_reqlog l = {.pid = c->peer.pid, .client = c->name, .id = ev->id};
+        if (ev->type == DSV_ENGINE_EVENT_DONE) {
+                l.uid = ev->done.uid;
+                l.prompt_tokens = ev->done.prompt_tokens;
+                l.cached_tokens = ev->done.cached_tokens;
+                l.generated_tokens = ev->done.completion_tokens;
+                l.queue_us = ev->done.queue_us;
+                l.prefill_us = ev->done.prefill_us;
+                l.decode_us = ev->done.decode_us;
+                l.finish = dsv_sink_finish_reason(ev->done.reason);
+        } else if (ev->type == DSV_ENGINE_EVENT_ERROR) {
+                l.uid = ev->error.uid;
+                l.error = ev->error.code;
+                l.message = ev->error.message;
+        } else {
+                return;
+        }
+        dsv_reqlog(&l);
 }
 
 static int sink_emit(void *ud, void *client, const struct dsv_engine_event *ev) {
@@ -125,6 +135,31 @@ static int sink_emit(void *ud, void *client, const struct dsv_engine_event *ev) 
                 m.u.session.n_pages = ev->session.n_pages;
                 rc = dsv_conn_send(c, &m, true);
                 break;
+        case DSV_ENGINE_EVENT_SESSION_LIST: {
+                /* as many rows as one completion record holds (about 100 bytes each) */
+                uint32_t fit = (c->shm.comp.max_record - 64) / 100, n = ev->session_list.n < fit ? ev->session_list.n : fit;
+                struct dsv_session_row *rows = n ? calloc(n, sizeof(*rows)) : NULL;
+                if (n && !rows)
+                        return dsv_conn_send_error(c, ev->id, ENOMEM, true, "out of memory");
+                for (uint32_t i = 0; i < n; i++) {
+                        const struct dsv_engine_session_row *x = &ev->session_list.rows[i];
+                        snprintf(rows[i].name, sizeof(rows[i].name), "%s", x->name);
+                        rows[i].flags = ((x->flags & DSV_ENGINE_SESSION_PINNED) ? DSV_SESSION_PINNED : 0) |
+                                        ((x->flags & DSV_ENGINE_SESSION_BUSY) ? DSV_SESSION_BUSY : 0) |
+                                        ((x->flags & DSV_ENGINE_SESSION_PRIVATE) ? DSV_SESSION_PRIVATE_ROW : 0);
+                        rows[i].n_tokens = x->n_tokens;
+                        rows[i].n_pages = x->n_pages;
+                        rows[i].idle_ms = x->idle_ms;
+                }
+                m.type = DSV_MSG_SESSION_LIST_REPLY;
+                m.u.session_list.id = ev->id;
+                m.u.session_list.rows = rows;
+                m.u.session_list.n_rows = n;
+                m.u.session_list.n_total = ev->session_list.n;
+                rc = dsv_conn_send(c, &m, true);
+                free(rows);
+                break;
+        }
         default:
                 return -EINVAL;
         }

@@ -78,16 +78,19 @@ static void escape(FILE *f, const char *s, size_t n) {
 }
 
 static void help(void) {
-        printf("Usage: dsv32-tokenize --tokenizer FILE [--decode] [--add-special] [--skip-special]\n"
+        printf("Usage: dsv32-tokenize --tokenizer FILE|--model DIR [--decode] [--bos] [--skip-special]\n"
                "Encodes stdin line by line (backslash escapes \\\\ \\n \\r \\t \\xHH) to token ids,\n"
                "or with --decode ids to escaped text.\n"
                "  --tokenizer FILE   tokenizer.json (tokenizer_config.json is read next to it)\n"
+               "  --model DIR        the checkpoint directory: DIR/tokenizer.json\n"
                "  --decode           read id lines, write text lines\n"
-               "  --add-special      add BOS/EOS as tokenizer_config.json says\n"
+               "  --bos              add the special tokens tokenizer_config.json asks for (BOS for\n"
+               "                     DeepSeek; as dsv32 tokenize --bos); also --add-special\n"
                "  --skip-special     with --decode, leave out special tokens\n"
                "  --synthesize DIR   write a generated tokenizer.json + tokenizer_config.json to DIR\n"
-               "                     (--vocab-size N, default 4096; --bos ID, default 0; --eos ID, default 1;\n"
-               "                     --seed S, default 1)\n");
+               "                     (--vocab-size N, default 4096; --bos-id ID, default 0; --eos-id ID,\n"
+               "                     default 1; --seed S, default 1)\n"
+               "  --version          print the version\n");
 }
 
 int main(int argc, char **argv) {
@@ -95,20 +98,32 @@ int main(int argc, char **argv) {
                 {"tokenizer", required_argument, NULL, 't'}, {"decode", no_argument, NULL, 'd'},
                 {"add-special", no_argument, NULL, 'a'},     {"skip-special", no_argument, NULL, 's'},
                 {"help", no_argument, NULL, 'h'},            {"synthesize", required_argument, NULL, 'S'},
-                {"vocab-size", required_argument, NULL, 'V'}, {"bos", required_argument, NULL, 'B'},
-                {"eos", required_argument, NULL, 'E'},       {"seed", required_argument, NULL, 'R'},
-                {},
+                {"vocab-size", required_argument, NULL, 'V'}, {"bos-id", required_argument, NULL, 'B'},
+                {"eos-id", required_argument, NULL, 'E'},    {"seed", required_argument, NULL, 'R'},
+                {"bos", no_argument, NULL, 'a'},             {"model", required_argument, NULL, 'M'},
+                {"version", no_argument, NULL, 'v'},         {},
         };
         const char *path = NULL, *synth = NULL;
+        _cleanup_free_ char *model_path = NULL;
         long vocab = 4096, bos = 0, eos = 1, seed = 1;
         bool decode = false;
         unsigned flags = 0;
         int c;
+        argv[0] = (char *)"dsv32-tokenize"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "t:dash", opts, NULL)) >= 0)
                 switch (c) {
                 case 't':
                         path = optarg;
                         break;
+                case 'M':
+                        free(model_path);
+                        if (asprintf(&model_path, "%s/tokenizer.json", optarg) < 0)
+                                return 1;
+                        path = model_path;
+                        break;
+                case 'v':
+                        printf("dsv32-tokenize %s\n", PACKAGE_VERSION);
+                        return 0;
                 case 'd':
                         decode = true;
                         break;
@@ -136,6 +151,7 @@ int main(int argc, char **argv) {
                         break;
                 }
                 default:
+                        fprintf(stderr, "Try 'dsv32-tokenize --help'.\n");
                         return 2;
                 }
         struct dsv_error err = {{0}};

@@ -18,7 +18,7 @@
 #define MAX_CONTEXT (1ull << 31)
 
 static void help(void) {
-        printf("Usage: dsv32-inspect [options] CONFIG.json|CHECKPOINT_DIR\n"
+        printf("Usage: dsv32-inspect [options] CONFIG.json|CHECKPOINT_DIR   (or --model CHECKPOINT_DIR)\n"
                "       dsv32-inspect [options] --preset NAME\n"
                "Parameter, FLOP and KV-cache accounting for a DeepSeek-V3.2-style model. Given a\n"
                "checkpoint directory, also reports what its shards really hold.\n\n"
@@ -35,6 +35,8 @@ static void help(void) {
                "  --mem-fraction F  share of each GPU's memory dsv32d may take (default 0.92)\n"
                "  --reserve-gib G   of that, GiB kept for activations, workspaces, NCCL, CUDA (default 6)\n"
                "  --json            one JSON object on stdout instead of the table\n"
+               "  --model DIR       the checkpoint directory (instead of the argument)\n"
+               "  --version         print the version\n"
                "  -h, --help        this text\n\n"
                "Counting (the same in the table and the JSON):\n"
                "  Parameters come from the model's tensor table. total excludes the MTP layer;\n"
@@ -696,8 +698,10 @@ int main(int argc, char **argv) {
                 {"json", no_argument, NULL, 'j'},            {"help", no_argument, NULL, 'h'},
                 {"plan", required_argument, NULL, 'P'},      {"parallel", required_argument, NULL, 'L'},
                 {"mem-fraction", required_argument, NULL, 'F'}, {"reserve-gib", required_argument, NULL, 'G'},
+                {"model", required_argument, NULL, 'm'},     {"version", no_argument, NULL, 'v'},
                 {0},
         };
+        const char *model = NULL;
         bool plan_opts = false;
         char perr[256];
         double dv;
@@ -709,8 +713,15 @@ int main(int argc, char **argv) {
         long v;
         int c, r, ret = 1;
 
+        argv[0] = (char *)"dsv32-inspect"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
+                case 'm':
+                        model = optarg;
+                        break;
+                case 'v':
+                        printf("dsv32-inspect %s\n", PACKAGE_VERSION);
+                        return 0;
                 case 'c':
                         if (R.n_contexts == MAX_CONTEXTS) {
                                 fprintf(stderr, "dsv32-inspect: at most %d --context values\n", MAX_CONTEXTS);
@@ -785,8 +796,9 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "dsv32-inspect: --parallel, --mem-fraction and --reserve-gib go with --plan\n");
                 return 2;
         }
-        if ((preset ? 0 : 1) != argc - optind) {
-                fprintf(stderr, "dsv32-inspect: give one CONFIG.json or CHECKPOINT_DIR, or --preset NAME (try --help)\n");
+        if ((preset || model ? 0 : 1) != argc - optind || (preset && model)) {
+                fprintf(stderr,
+                        "dsv32-inspect: give one CONFIG.json or CHECKPOINT_DIR (or --model DIR), or --preset NAME (try --help)\n");
                 return 2;
         }
         if (R.n_contexts == 0) {
@@ -794,7 +806,7 @@ int main(int argc, char **argv) {
                 R.contexts[R.n_contexts++] = 131072;
         }
 
-        r = load_source(&R, preset, preset ? NULL : argv[optind], &err);
+        r = load_source(&R, preset, preset ? NULL : model ? model : argv[optind], &err);
         if (r < 0) {
                 fprintf(stderr, "dsv32-inspect: %s\n", err.msg[0] ? err.msg : strerror(-r));
                 goto out;

@@ -8,7 +8,7 @@
 #include "daemon/tokenizer/tokenizer.h"
 
 static void help(void) {
-        printf("Usage: dsv32-mkmodel --preset NAME --out DIR [options]\n"
+        printf("Usage: dsv32-mkmodel --preset NAME --out DIR [options]   (--model DIR: the same as --out)\n"
                "Write a deterministic random DeepSeek-V3.2 checkpoint in the Hugging Face layout.\n\n"
                "Presets:\n"
                "  tiny            3 layers (1 dense + 2 MoE), hidden 256, 16 experts in 4 groups,\n"
@@ -32,6 +32,7 @@ static void help(void) {
                "  --config-only   write config.json only\n"
                "  --no-tokenizer  do not write tokenizer.json / tokenizer_config.json (by default a\n"
                "                  small byte-level BPE with the DeepSeek special tokens is trained)\n"
+               "  --version       print the version\n"
                "  -h, --help      this text\n");
 }
 
@@ -41,8 +42,8 @@ int main(int argc, char **argv) {
                 {"seed", required_argument, NULL, 's'},   {"shards", required_argument, NULL, 'n'},
                 {"mtp", no_argument, NULL, 'm'},          {"config-only", no_argument, NULL, 'c'},
                 {"mtp-predictable", no_argument, NULL, 'P'},
-                {"no-tokenizer", no_argument, NULL, 'T'},
-                {"help", no_argument, NULL, 'h'},         {0},
+                {"no-tokenizer", no_argument, NULL, 'T'}, {"model", required_argument, NULL, 'o'},
+                {"version", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'}, {0},
         };
         struct dsv_synth_opts so = {.seed = 1, .n_shards = 2};
         struct dsv_model_config cfg;
@@ -52,11 +53,15 @@ int main(int argc, char **argv) {
         long v;
         int c, r;
 
+        argv[0] = (char *)"dsv32-mkmodel"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'p':
                         preset = optarg;
                         break;
+                case 'v':
+                        printf("dsv32-mkmodel %s\n", PACKAGE_VERSION);
+                        return 0;
                 case 'o':
                         out = optarg;
                         break;

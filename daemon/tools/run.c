@@ -16,7 +16,7 @@ static void help(void) {
                "one line): greedy unless --temperature is given.\n\n"
                "Options:\n"
                "  --model DIR            checkpoint directory (config.json + safetensors)\n"
-               "  --tokens LIST          prompt token ids, comma-separated\n"
+               "  --tokens LIST          prompt token ids, separated by commas and/or spaces\n"
                "  --generate N           tokens to generate (default 16; 0: prompt only)\n"
                "  --dump-logits FILE     write little-endian float32 logits, one row of vocab_size\n"
                "                         per prompt position, then one per generated token (the\n"
@@ -40,6 +40,7 @@ static void help(void) {
                "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
                "  --device N             GPU index for the cuda backend (default 0)\n"
                "  --stats                print load, speed and draft acceptance figures to stderr\n"
+               "  --version              print the version\n"
                "  -h, --help             this text\n");
 }
 
@@ -68,7 +69,8 @@ int main(int argc, char **argv) {
                 {"mtp", required_argument, NULL, 'M'},      {"draft", required_argument, NULL, 'k'},
                 {"temperature", required_argument, NULL, 'T'}, {"top-k", required_argument, NULL, 'K'},
                 {"top-p", required_argument, NULL, 'P'},    {"min-p", required_argument, NULL, 'N'},
-                {"seed", required_argument, NULL, 'S'},     {0},
+                {"seed", required_argument, NULL, 'S'},     {"version", no_argument, NULL, 'V'},
+                {0},
         };
         const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu";
         long n_gen = 16, chunk = 0, threads = 0, device = 0, v;
@@ -83,8 +85,12 @@ int main(int argc, char **argv) {
         int n_prompt = 0, c, r, ret = 1;
         uint64_t t0;
 
+        argv[0] = (char *)"dsv32-run"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
+                case 'V':
+                        printf("dsv32-run %s\n", PACKAGE_VERSION);
+                        return 0;
                 case 'm':
                         model_dir = optarg;
                         break;

@@ -12,7 +12,7 @@ tests_ipc_test_ipc_ring_LDADD = $(IPC_TEST_LIBS)
 TESTS += tests/ipc/test-ipc-ring
 
 check_PROGRAMS += tests/ipc/test-ipc-proto
-tests_ipc_test_ipc_proto_SOURCES = tests/ipc/test-ipc-proto.c
+tests_ipc_test_ipc_proto_SOURCES = tests/ipc/test-ipc-proto.c ipc/idlist.h ipc/idlist.c
 tests_ipc_test_ipc_proto_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 tests_ipc_test_ipc_proto_LDADD = $(IPC_TEST_LIBS)
 TESTS += tests/ipc/test-ipc-proto
@@ -65,6 +65,24 @@ EXTRA_DIST += tests/ipc/bench.sh
 bench_scripts += tests/ipc/bench-mtp.sh
 EXTRA_DIST += tests/ipc/bench-mtp.sh
 
+# libdsv32's pollable descriptor under infinite poll/epoll waits, cancel of unknown ids
+check_PROGRAMS += tests/ipc/test-client-fd
+tests_ipc_test_client_fd_SOURCES = tests/ipc/test-client-fd.c $(HARNESS)
+tests_ipc_test_client_fd_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-client-fd
+
+# the dsv32 command line: options, --json, exit codes, write errors, signals, chat
+check_PROGRAMS += tests/ipc/test-cli
+tests_ipc_test_cli_SOURCES = tests/ipc/test-cli.c $(HARNESS)
+tests_ipc_test_cli_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-cli
+
+# status rates over wall time, prefilling, the request log, the shutdown line
+check_PROGRAMS += tests/ipc/test-daemon-stats
+tests_ipc_test_daemon_stats_SOURCES = tests/ipc/test-daemon-stats.c $(HARNESS)
+tests_ipc_test_daemon_stats_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-stats
+
 check_PROGRAMS += tests/ipc/test-daemon-kill
 tests_ipc_test_daemon_kill_SOURCES = tests/ipc/test-daemon-kill.c $(HARNESS)
 tests_ipc_test_daemon_kill_LDADD = $(DAEMON_TEST_LIBS)
@@ -97,8 +115,8 @@ tests_ipc_test_daemon_signals_SOURCES = tests/ipc/test-daemon-signals.c $(HARNES
 tests_ipc_test_daemon_signals_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-signals
 
-TESTS += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh
-EXTRA_DIST += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh
+TESTS += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh tests/ipc/test-programs.sh
+EXTRA_DIST += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh tests/ipc/test-programs.sh
 
 check_PROGRAMS += tests/ipc/test-daemon-mtp
 tests_ipc_test_daemon_mtp_SOURCES = tests/ipc/test-daemon-mtp.c $(HARNESS)

@@ -34,7 +34,7 @@ size_t h_raw_record(uint8_t *buf, uint16_t type, uint16_t flags, const struct ds
         return sizeof(h) + w.len;
 }
 
-void h_raw_open(struct h_raw *r, const char *socket_path, uint32_t sub, uint32_t comp, const char *name) {
+static void raw_open(struct h_raw *r, const char *socket_path, uint32_t sub, uint32_t comp, const char *name, bool pad) {
         struct dsv_msg m = {.type = DSV_MSG_HELLO};
         uint8_t out[4096], in[4096];
         union {
@@ -54,6 +54,11 @@ void h_raw_open(struct h_raw *r, const char *socket_path, uint32_t sub, uint32_t
         m.u.hello.comp_bytes = comp;
         snprintf(m.u.hello.name, sizeof(m.u.hello.name), "%s", name);
         n = h_raw_record(out, DSV_MSG_HELLO, 0, &m);
+        if (pad) {
+                REQUIRE(n % 8 != 0, "pick a client name that leaves the HELLO unaligned (%zu bytes)", n);
+                memset(out + n, 0, 8 - n % 8);
+                n += 8 - n % 8;
+        }
         CHECK(send(r->fd, out, n, MSG_NOSIGNAL) == (ssize_t)n, "send HELLO");
         p = (struct pollfd){.fd = r->fd, .events = POLLIN};
         CHECK(poll(&p, 1, 5000) == 1, "no WELCOME");
@@ -63,6 +68,25 @@ void h_raw_open(struct h_raw *r, const char *socket_path, uint32_t sub, uint32_t
         memcpy(&memfd, CMSG_DATA(ch), sizeof(int));
         CHECK(dsv_shm_attach(memfd, &r->shm) == 0, "attach");
         close(memfd);
+}
+
+void h_raw_open(struct h_raw *r, const char *socket_path, uint32_t sub, uint32_t comp, const char *name) {
+        raw_open(r, socket_path, sub, comp, name, false);
+}
+
+void h_raw_open_padded(struct h_raw *r, const char *socket_path) {
+        char name[16] = "padded";
+        /* a name length that leaves the record unaligned: the payload grows by one per byte */
+        for (int k = 0; k < 8; k++) {
+                struct dsv_msg m = {.type = DSV_MSG_HELLO};
+                uint8_t out[4096];
+                m.u.hello.version_major = 1;
+                snprintf(m.u.hello.name, sizeof(m.u.hello.name), "%s", name);
+                if (h_raw_record(out, DSV_MSG_HELLO, 0, &m) % 8 != 0)
+                        break;
+                strcat(name, "x");
+        }
+        raw_open(r, socket_path, 0, 0, name, true);
 }
 
 void h_raw_close(struct h_raw *r) {
@@ -82,7 +106,9 @@ void h_raw_write_msg(struct h_raw *r, const struct dsv_msg *m, uint16_t flags) {
         dsv_wbuf_free(&w);
 }
 
-void h_raw_expect_drop(struct h_raw *r, int code, const char *what) {
+void h_raw_expect_drop(struct h_raw *r, int code, const char *what) { h_raw_expect_drop_saying(r, code, NULL, what); }
+
+void h_raw_expect_drop_saying(struct h_raw *r, int code, const char *needle, const char *what) {
         uint8_t buf[4096];
         struct pollfd p = {.fd = r->fd, .events = POLLIN};
         bool got_error = false, closed = false;
@@ -102,6 +128,10 @@ void h_raw_expect_drop(struct h_raw *r, int code, const char *what) {
                         if (h.type == DSV_MSG_ERROR && dsv_msg_decode(DSV_MSG_ERROR, buf + 8, h.length, &m, NULL, 0) == 0) {
                                 CHECK(m.u.error.code == code, "%s: error code %d (%.*s), want %d", what, m.u.error.code,
                                       (int)m.u.error.message_len, m.u.error.message, code);
+                                CHECK(!needle || (m.u.error.message && memmem(m.u.error.message, m.u.error.message_len,
+                                                                               needle, strlen(needle))),
+                                      "%s: the message '%.*s' does not say '%s'", what, (int)m.u.error.message_len,
+                                      m.u.error.message ? m.u.error.message : "", needle);
                                 got_error = true;
                                 dsv_msg_release(&m);
                         }

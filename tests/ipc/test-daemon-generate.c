@@ -397,6 +397,18 @@ static void test_text(void) {
               dsv32_last_error(c), a.ids.n, res.usage.prompt_tokens);
         fprintf(stderr, "text: tokenize/detokenize round trip, text == ids+BOS, streamed text, chat prompt of %u tokens\n",
                 res.usage.prompt_tokens);
+        /* an id outside the vocabulary is an error naming it, not an empty text */
+        {
+                int32_t bad[3] = {5, info.vocab_size + 95903, 6};
+                char want[64];
+                dsv32_free(back);
+                back = NULL;
+                r = dsv32_detokenize(c, bad, 3, &back, &len);
+                snprintf(want, sizeof(want), "%d", bad[1]);
+                CHECK(r == -EINVAL && strstr(dsv32_last_error(c), want) && strstr(dsv32_last_error(c), "vocabulary"),
+                      "detokenize of id %d (vocabulary %d): %d '%s'", bad[1], info.vocab_size, r, dsv32_last_error(c));
+                CHECK(dsv32_ping(c, NULL) == 0, "the connection stays usable after a refused DETOKENIZE");
+        }
         dsv32_free(back);
         dsv32_free(ids);
         free(with_bos);

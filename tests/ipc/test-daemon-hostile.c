@@ -280,7 +280,7 @@ static void attack_handshake(void) {
                 static uint8_t big[8192];
                 r.fd = h_raw_socket(d.socket);
                 CHECK(send(r.fd, big, sizeof(big), MSG_NOSIGNAL) == sizeof(big), "send");
-                h_raw_expect_drop(&r, EMSGSIZE, "an 8 KiB HELLO");
+                h_raw_expect_drop_saying(&r, EMSGSIZE, "the limit is 4096", "an 8 KiB HELLO");
                 close(r.fd);
         }
         {
@@ -294,9 +294,60 @@ static void attack_handshake(void) {
                 h_raw_expect_drop(&r, EPROTONOSUPPORT, "protocol version 2");
                 close(r.fd);
         }
+        /* each framing check names itself */
+        {
+                struct dsv_msg m = {.type = DSV_MSG_HELLO};
+                uint8_t out[512];
+                struct dsv_ipc_record h;
+                size_t n;
+                m.u.hello.version_major = 1;
+                n = h_raw_record(out, DSV_MSG_HELLO, 0, &m);
+                r.fd = h_raw_socket(d.socket);
+                CHECK(send(r.fd, out, 5, MSG_NOSIGNAL) == 5, "send");
+                h_raw_expect_drop_saying(&r, EPROTO, "shorter than a record header", "a 5-byte HELLO");
+                close(r.fd);
+                memcpy(&h, out, sizeof(h));
+                h.type = DSV_MSG_WELCOME;
+                memcpy(out, &h, sizeof(h));
+                r.fd = h_raw_socket(d.socket);
+                CHECK(send(r.fd, out, n, MSG_NOSIGNAL) == (ssize_t)n, "send");
+                h_raw_expect_drop_saying(&r, EPROTO, "got type 2 (WELCOME)", "a WELCOME as the first record");
+                close(r.fd);
+                h.type = DSV_MSG_HELLO;
+                h.length += 100;
+                memcpy(out, &h, sizeof(h));
+                r.fd = h_raw_socket(d.socket);
+                CHECK(send(r.fd, out, n, MSG_NOSIGNAL) == (ssize_t)n, "send");
+                h_raw_expect_drop_saying(&r, EPROTO, "length field says", "a HELLO longer than its datagram");
+                close(r.fd);
+                h.length -= 100;
+                memcpy(out, &h, sizeof(h));
+                memset(out + n, 0, 16);
+                r.fd = h_raw_socket(d.socket);
+                CHECK(send(r.fd, out, n + 16, MSG_NOSIGNAL) == (ssize_t)(n + 16), "send");
+                h_raw_expect_drop_saying(&r, EPROTO, "padded to a multiple of 8", "16 bytes after HELLO");
+                close(r.fd);
+                h.flags = 0x0100;
+                memcpy(out, &h, sizeof(h));
+                r.fd = h_raw_socket(d.socket);
+                CHECK(send(r.fd, out, n, MSG_NOSIGNAL) == (ssize_t)n, "send");
+                h_raw_expect_drop_saying(&r, EOPNOTSUPP, "flags 0x0100", "a HELLO with a critical flag");
+                close(r.fd);
+                h.flags = 0;
+                memcpy(out, &h, sizeof(h));
+                out[sizeof(h)] = 0xc1; /* never used in msgpack */
+                r.fd = h_raw_socket(d.socket);
+                CHECK(send(r.fd, out, n, MSG_NOSIGNAL) == (ssize_t)n, "send");
+                h_raw_expect_drop_saying(&r, EBADMSG, "malformed HELLO payload", "a HELLO payload that is not msgpack");
+                close(r.fd);
+        }
         r.fd = h_raw_socket(d.socket); /* says nothing */
-        h_raw_expect_drop(&r, ETIMEDOUT, "no HELLO within the handshake timeout");
+        h_raw_expect_drop_saying(&r, ETIMEDOUT, "handshake-timeout-ms", "no HELLO within the handshake timeout");
         close(r.fd);
+        /* ipc/PROTOCOL.md: handshake datagrams are records, and records are padded to 8 bytes */
+        h_raw_open_padded(&r, d.socket);
+        CHECK(r.shm.sub.capacity == DSV_IPC_RING_DEFAULT, "padded HELLO: rings %u", r.shm.sub.capacity);
+        h_raw_close(&r);
         /* absurd ring sizes are clamped */
         h_raw_open(&r, d.socket, 0xffffffffu, 0, "hostile");
         CHECK(r.shm.sub.capacity == (16u << 20) && r.shm.comp.capacity == DSV_IPC_RING_DEFAULT, "rings %u/%u",

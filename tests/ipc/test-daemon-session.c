@@ -344,6 +344,58 @@ static void test_open_close_pin(void) {
         dsv32_disconnect(c);
 }
 
+/* SESSION_LIST shows the caller's sessions; a private session goes away with its
+ * connection (pinned or not), a named one stays. */
+static const struct dsv32_session_entry *find_entry(const struct dsv32_session_entry *v, int n, const char *name) {
+        for (int i = 0; i < n; i++)
+                if (!strcmp(v[i].name, name))
+                        return &v[i];
+        return NULL;
+}
+
+static void test_list_private(void) {
+        dsv32_client *c = connect_to(&da), *b = connect_to(&da);
+        struct dsv32_session_entry v[64];
+        const struct dsv32_session_entry *e;
+        struct toks p, o;
+        size_t total = 0;
+        uint64_t t0;
+        int n;
+
+        CHECK(dsv32_session_open(c, "l1", 0, NULL) == 0 && dsv32_session_open(c, "l2", 0, NULL) == 0 &&
+                      dsv32_session_pin(c, "l2", 1, NULL) == 0,
+              "open l1, l2: %s", dsv32_last_error(c));
+        rand_prompt(&p, 70);
+        gen_ok(c, &p, &GREEDY, "l1", &o, NULL);
+        n = dsv32_session_list(c, v, 64, &total);
+        CHECK(n >= 2 && (size_t)n == total, "list: %d of %zu (%s)", n, total, dsv32_last_error(c));
+        e = find_entry(v, n, "l1");
+        CHECK(e && e->n_tokens == 81 && e->n_pages == 2 && !(e->flags & DSV32_SESSION_PINNED), "l1: %u tokens, %u pages, flags %x",
+              e ? e->n_tokens : 0, e ? e->n_pages : 0, e ? e->flags : 0);
+        e = find_entry(v, n, "l2");
+        CHECK(e && e->n_tokens == 0 && (e->flags & DSV32_SESSION_PINNED), "l2 pinned and empty: flags %x", e ? e->flags : 0);
+        CHECK(dsv32_session_list(c, v, 1, &total) == 1 && total >= 2, "a list of at most 1: total %zu", total);
+        CHECK(dsv32_session_list(c, NULL, 0, &total) == 0 && total >= 2, "counting: %zu", total);
+
+        /* private: pinned and holding pages, gone soon after its connection */
+        CHECK(dsv32_session_open(b, "priv", DSV32_SESSION_PRIVATE, NULL) == 0 && dsv32_session_pin(b, "priv", 1, NULL) == 0,
+              "open private: %s", dsv32_last_error(b));
+        gen_ok(b, &p, &GREEDY, "priv", &o, NULL);
+        n = dsv32_session_list(c, v, 64, NULL);
+        CHECK(find_entry(v, n, "priv") != NULL, "the private session is listed while its connection lives");
+        dsv32_disconnect(b);
+        t0 = h_now_ns();
+        do {
+                usleep(50000);
+                n = dsv32_session_list(c, v, 64, NULL);
+        } while (find_entry(v, n, "priv") && h_now_ns() - t0 < 5000000000ull);
+        CHECK(!find_entry(v, n, "priv"), "the private session outlived its connection by 5 s");
+        fprintf(stderr, "list/private: the private session was closed %.2f s after its client left\n", (h_now_ns() - t0) / 1e9);
+        CHECK(find_entry(v, n, "l1") && find_entry(v, n, "l2"), "named sessions stay");
+        CHECK(dsv32_session_close(c, "l1", NULL) == 0 && dsv32_session_close(c, "l2", NULL) == 0, "close l1, l2");
+        dsv32_disconnect(c);
+}
+
 /* ------------------------------------------------------------------ concurrency, other uids */
 
 /* Waits for the first TOKENS (or the end) of an asynchronous request. */
@@ -1085,6 +1137,7 @@ int main(void) {
         test_reuse();
         test_divergent();
         test_open_close_pin();
+        test_list_private();
         test_busy();
         test_other_uid();
         test_hostile();

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ipc/idlist.h"
 #include "ipc/proto.h"
 #include "tests/check.h"
 
@@ -188,6 +189,76 @@ static void test_roundtrips(void) {
                       out.u.session.n_pages == 2,
               "SESSION_REPLY fields");
         dsv_msg_release(&out);
+        /* protocol 1.2: session list, prefill statistics */
+        {
+                struct dsv_session_row rows[3] = {
+                        {.name = "a", .flags = DSV_SESSION_PINNED, .n_tokens = 5, .n_pages = 1, .idle_ms = 1ull << 40},
+                        {.name = "chat-2", .flags = DSV_SESSION_BUSY | DSV_SESSION_PRIVATE_ROW, .n_tokens = 0},
+                        {.name = "x.y:z@w+v=u-t_s"},
+                };
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_SESSION_LIST_REPLY;
+                in.u.session_list.id = 77;
+                in.u.session_list.rows = rows;
+                in.u.session_list.n_rows = 3;
+                in.u.session_list.n_total = 4;
+                CHECK(roundtrip(&in, &out, &w) == 0, "SESSION_LIST_REPLY");
+                CHECK(out.u.session_list.n_rows == 3 && out.u.session_list.n_total == 4 &&
+                              !strcmp(out.u.session_list.rows[2].name, "x.y:z@w+v=u-t_s") &&
+                              out.u.session_list.rows[0].idle_ms == 1ull << 40 && out.u.session_list.rows[0].n_tokens == 5 &&
+                              out.u.session_list.rows[1].flags == (DSV_SESSION_BUSY | DSV_SESSION_PRIVATE_ROW),
+                      "SESSION_LIST_REPLY fields");
+                dsv_msg_release(&out);
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_SESSION_LIST_REPLY; /* no sessions: the array is left out */
+                in.u.session_list.id = 78;
+                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.session_list.n_rows == 0 && !out.u.session_list.rows,
+                      "empty SESSION_LIST_REPLY");
+                dsv_msg_release(&out);
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_SESSION_LIST;
+                in.u.id.id = 79;
+                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.id.id == 79, "SESSION_LIST");
+                dsv_msg_release(&out);
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_STATS_REPLY;
+                in.u.stats.id = 2;
+                in.u.stats.requests_prefilling = 3;
+                in.u.stats.rate_window_ms = 1000;
+                in.u.stats.prefilled_tokens_total = 1ull << 36;
+                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.requests_prefilling == 3 &&
+                              out.u.stats.rate_window_ms == 1000 && out.u.stats.prefilled_tokens_total == 1ull << 36,
+                      "STATS_REPLY 1.2 fields");
+                dsv_msg_release(&out);
+                /* hostile rows: a name over 64 bytes, a missing name, a wrong type, a critical key */
+                {
+                        static const uint8_t no_name[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x81, 0x01, 0x05};
+                        static const uint8_t bad_flags[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x82, 0x00, 0xa1, 'a', 0x01, 0xa1, 'x'};
+                        static const uint8_t critical[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x82, 0x00, 0xa1, 'a', 0xcc, 0x80, 0x01};
+                        uint8_t long_name[8 + 2 + 65];
+                        size_t k = 0;
+                        long_name[k++] = 0x82;
+                        long_name[k++] = 0x00;
+                        long_name[k++] = 0x01;
+                        long_name[k++] = 0x01;
+                        long_name[k++] = 0x91;
+                        long_name[k++] = 0x81;
+                        long_name[k++] = 0x00;
+                        long_name[k++] = 0xd9;
+                        long_name[k++] = 65;
+                        memset(long_name + k, 'n', 65);
+                        k += 65;
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, no_name, sizeof(no_name), &out, NULL, 0) == -EPROTO,
+                              "a row without a name");
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, bad_flags, sizeof(bad_flags), &out, NULL, 0) == -EPROTO,
+                              "a row with string flags");
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, critical, sizeof(critical), &out, NULL, 0) ==
+                                      -EOPNOTSUPP,
+                              "a row with a critical key");
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, long_name, k, &out, NULL, 0) == -EPROTO,
+                              "a row name of 65 bytes");
+                }
+        }
         {
                 /* names: the characters a session name may have; the protocol's 64-byte cap */
                 char n65[66];
@@ -312,7 +383,34 @@ static void test_hostile(void) {
         }
 }
 
+/* The token-id list spelling every program accepts. */
+static void test_idlist(void) {
+        static const struct {
+                const char *s;
+                int n; /* -1: refused */
+                int32_t last;
+        } cases[] = {
+                {"1,2,3", 3, 3},     {"1 2 3", 3, 3},   {"1, 2, 3", 3, 3}, {" 7 ,8\t9 ", 3, 9}, {"", 0, 0},
+                {"   ", 0, 0},       {"2147483647", 1, 2147483647},       {"1,,2", -1, 0},   {"1,", -1, 0},
+                {",1", -1, 0},       {"-1", -1, 0},     {"+1", -1, 0},     {"1x", -1, 0},     {"2147483648", -1, 0},
+                {"1;2", -1, 0},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                int32_t *v = NULL;
+                size_t n = 0;
+                int r = dsv_parse_id_list(cases[i].s, &v, &n);
+                if (cases[i].n < 0)
+                        CHECK(r == -EINVAL, "'%s' accepted (%zu ids)", cases[i].s, n);
+                else
+                        CHECK(r == 0 && (int)n == cases[i].n && (n == 0 || v[n - 1] == cases[i].last),
+                              "'%s': r=%d, %zu ids", cases[i].s, r, n);
+                if (r == 0)
+                        free(v);
+        }
+}
+
 int main(void) {
+        test_idlist();
         test_roundtrips();
         test_hostile();
         return test_result("test-ipc-proto");

@@ -12,6 +12,7 @@
 #include "daemon/runtime/sampler.h"
 #include "daemon/server/settings.h"
 #include "daemon/util.h"
+#include "daemon/server/rates.h"
 #include "tests/check.h"
 
 static void test_settings(void) {
@@ -31,6 +32,20 @@ static void test_settings(void) {
         CHECK(dsv_config_set(&c, "no-such", "1", err, sizeof(err)) == -ENOENT, "unknown setting accepted");
         CHECK(dsv_config_set(&c, "socket-mode", "0600", err, sizeof(err)) == 0 && c.socket_mode == 0600, "octal mode");
         CHECK(dsv_config_set(&c, "socket-mode", "0800", err, sizeof(err)) == -EINVAL, "bad octal accepted");
+        CHECK(c.kv_cache_mb == 0, "kv-cache-mb defaults to auto (0): %d", c.kv_cache_mb);
+        CHECK(dsv_config_set(&c, "kv-cache-mb", "512", err, sizeof(err)) == 0 && c.kv_cache_mb == 512, "kv-cache-mb 512");
+        CHECK(dsv_config_set(&c, "kv-cache-mb", "auto", err, sizeof(err)) == 0 && c.kv_cache_mb == 0, "kv-cache-mb auto");
+        CHECK(dsv_config_set(&c, "kv-cache-mb", "lots", err, sizeof(err)) == -EINVAL && strstr(err, "or auto"),
+              "kv-cache-mb lots: %s", err);
+        {
+                char *buf = NULL;
+                size_t len = 0;
+                FILE *m = open_memstream(&buf, &len);
+                dsv_config_print(&c, m);
+                fclose(m);
+                CHECK(buf && strstr(buf, "\nkv-cache-mb = auto\n"), "--print-config shows kv-cache-mb = auto");
+                free(buf);
+        }
 
         fd = mkstemp(path);
         CHECK(fd >= 0, "mkstemp");
@@ -39,11 +54,33 @@ static void test_settings(void) {
         r = dsv_config_load_file(&c, path, err, sizeof(err));
         CHECK(r == 0 && c.max_tokens_limit == 123 && !strcmp(c.socket, "/tmp/x.sock") && c.spin_us == 7,
               "file: r=%d %s limit=%d", r, err, c.max_tokens_limit);
+        /* trailing comments: after whitespace, or after a quoted value; '#' inside a word or
+         * quotes is part of the value */
         fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-        dprintf(fd, "spin-us = 5\nbogus line\n");
+        dprintf(fd, "socket = /tmp/q.sock  # my socket\nspin-us = 9\t# spin\nallow-users = \"a # b\"   # quoted\n"
+                    "allow-groups = g#1\nmax-tokens-limit = 77 #\n");
         close(fd);
         r = dsv_config_load_file(&c, path, err, sizeof(err));
-        CHECK(r == -EINVAL && strstr(err, ":2:"), "a bad line must be reported with its number: %s", err);
+        CHECK(r == 0 && !strcmp(c.socket, "/tmp/q.sock") && c.spin_us == 9 && !strcmp(c.allow_users, "a # b") &&
+                      !strcmp(c.allow_groups, "g#1") && c.max_tokens_limit == 77,
+              "trailing comments: r=%d %s; socket '%s' allow-users '%s' allow-groups '%s'", r, err, c.socket, c.allow_users,
+              c.allow_groups);
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        dprintf(fd, "socket = \"/tmp/a.sock\" junk\n");
+        close(fd);
+        r = dsv_config_load_file(&c, path, err, sizeof(err));
+        CHECK(r == -EINVAL && strstr(err, ":1:") && strstr(err, "after the closing quote"), "text after a quote: %s", err);
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        dprintf(fd, "\nsocket = \"/tmp/a.sock\n");
+        close(fd);
+        r = dsv_config_load_file(&c, path, err, sizeof(err));
+        CHECK(r == -EINVAL && strstr(err, ":2:") && strstr(err, "closing quote"), "an unterminated quote: %s", err);
+        dsv_config_set(&c, "socket", "/tmp/x.sock", err, sizeof(err));
+        fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        dprintf(fd, "spin-us = 5\n\n# c\nbogus line\n");
+        close(fd);
+        r = dsv_config_load_file(&c, path, err, sizeof(err));
+        CHECK(r == -EINVAL && strstr(err, ":4:"), "a bad line must be reported with its number (blank lines count): %s", err);
         unlink(path);
         CHECK(dsv_config_load_file(&c, "/nonexistent/dsv32d.conf", err, sizeof(err)) == -ENOENT, "missing file");
 
@@ -144,9 +181,31 @@ static void test_access(void) {
         dsv_access_free(&a);
 }
 
+/* Rates over wall time: a steady counter gives its rate; an idle second gives 0. */
+static void test_rates(void) {
+        struct dsv_rates r = {0};
+        float dec, pre;
+        uint32_t win;
+        dsv_rates_get(&r, 5, 0, 0, &dec, &pre, &win);
+        CHECK(dec == 0 && pre == 0 && win == 0, "no samples: %g %g %u", dec, pre, win);
+        for (uint64_t t = 0; t <= 20; t++) /* 2 s at 100 ms: 50 decoded, 400 prefilled per second */
+                dsv_rates_sample(&r, t * 100000000ull, t * 5, t * 40);
+        dsv_rates_get(&r, 2000000000ull, 100, 800, &dec, &pre, &win);
+        CHECK(win == 1000 && dec > 49.9f && dec < 50.1f && pre > 399.9f && pre < 400.1f, "steady: %g %g over %u ms", dec, pre,
+              win);
+        for (uint64_t t = 21; t <= 40; t++) /* then nothing for 2 s */
+                dsv_rates_sample(&r, t * 100000000ull, 100, 800);
+        dsv_rates_get(&r, 4000000000ull, 100, 800, &dec, &pre, &win);
+        CHECK(dec == 0 && pre == 0 && win == 1000, "idle: %g %g over %u ms", dec, pre, win);
+        /* no sample for a long time (a stalled loop): the newest one, however old */
+        dsv_rates_get(&r, 60000000000ull, 160, 800, &dec, &pre, &win);
+        CHECK(win == 56000 && dec > 1.07f && dec < 1.072f, "after a long gap: %g over %u ms", dec, win);
+}
+
 int main(void) {
         test_settings();
         test_sampler();
         test_access();
+        test_rates();
         return test_result("test-server-units");
 }

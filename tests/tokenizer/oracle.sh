@@ -75,7 +75,7 @@ compare "DeepSeek-V3 encode with BOS" "$tmp/ours-bos.ids" "$tmp/theirs-bos.ids" 
 # 4. the generated tokenizers of tiny (4096) and small (16384) checkpoints
 head -4000 "$tmp/corpus.txt" > "$tmp/part.txt"
 for v in 4096 16384; do
-  "$tool" --synthesize "$tmp/synth-$v" --vocab-size $v --bos 0 --eos 1
+  "$tool" --synthesize "$tmp/synth-$v" --vocab-size $v --bos-id 0 --eos-id 1
   "$tool" --tokenizer "$tmp/synth-$v/tokenizer.json" --add-special < "$tmp/part.txt" > "$tmp/ours-$v.ids"
   (cd "$oracle" && "$node" oracle.js encode "$tmp/synth-$v/tokenizer.json" --add-special) < "$tmp/part.txt" > "$tmp/theirs-$v.ids"
   compare "generated tokenizer ($v) encode" "$tmp/ours-$v.ids" "$tmp/theirs-$v.ids" "$tmp/part.txt"

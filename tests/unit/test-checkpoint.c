@@ -114,6 +114,21 @@ static void test_bad(void) {
         synth(d, &o);
         edit_file(d, "config.json", "\"hidden_size\": 256,", "\"hidden_size\": 256,,");
         expect_fail("malformed config.json", d, "config.json", "malformed JSON", NULL);
+        {
+                /* the file is named once, with its path */
+                struct dsv_checkpoint *ck = NULL;
+                struct dsv_error err = {{0}};
+                const char *first;
+                CHECK(dsv_checkpoint_open(d, &ck, &err) < 0, "opened");
+                first = strstr(err.msg, "config.json");
+                CHECK(first && !strstr(first + 1, "config.json") && strstr(err.msg, d), "the file named twice or without its path: %s",
+                      err.msg);
+        }
+
+        d = tmpdir("llama-config");
+        synth(d, &o);
+        edit_file(d, "config.json", "\"model_type\": \"deepseek_v32\"", "\"model_type\": \"llama\"");
+        expect_fail("model_type llama", d, "model_type \"llama\"", "deepseek_v32", NULL);
 
         d = tmpdir("bad-config-value");
         synth(d, &o);

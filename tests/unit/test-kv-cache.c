@@ -5,6 +5,9 @@
  * the cached history. */
 #include "config.h"
 
+#include <errno.h>
+#include <string.h>
+
 #include "daemon/kv_cache.h"
 #include "tests/unit/modelutil.h"
 

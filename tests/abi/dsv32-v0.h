@@ -1,0 +1,298 @@
+/* tests/abi/dsv32-v0.h: dsv32.h exactly as libdsv32.so.0 version 0.1.0 shipped it, frozen, for
+ * test-abi-v0 (a program built against the old header must run against today's library).
+ * Never edit below this comment. */
+/* dsv32.h: the client library of dsv32d, the local DeepSeek-V3.2 inference daemon.
+ *
+ * A program connects once (dsv32_connect) and then talks to the daemon through two rings in
+ * shared memory; a round trip costs microseconds, not an HTTP request. Link with
+ * `pkg-config --cflags --libs dsv32`.
+ *
+ * Conventions
+ *   - Every function that can fail returns an int: >= 0 on success, a negative errno value
+ *     on failure (dsv32_strerror() turns it into text; dsv32_last_error() gives the
+ *     daemon's own message for the last failure on a client, e.g. which limit was hit).
+ *     Common codes: -ENOENT / -ECONNREFUSED (no daemon at the socket), -EACCES (not
+ *     allowed to use the daemon), -EINVAL (bad argument or request), -E2BIG (prompt or
+ *     max_tokens over a limit), -EMSGSIZE (a request larger than the submission ring can
+ *     carry: connect with larger rings), -EAGAIN (per-user limit of requests in flight),
+ *     -ENOTSUP (the daemon cannot do this, e.g. text without a tokenizer), -ESHUTDOWN
+ *     (the daemon is stopping), -ECONNRESET (the daemon went away), -ETIMEDOUT,
+ *     -EBUSY (the session runs another request), -EDQUOT (a session quota).
+ *   - Ownership: pointers passed in are only read during the call. Memory returned through
+ *     an out-parameter belongs to the caller and is released with dsv32_free(). Pointers
+ *     inside a struct dsv32_event (and those passed to a token callback) belong to the
+ *     client and stay valid until the next call on that client.
+ *   - Thread safety: a dsv32_client is not thread-safe; use one per thread, or serialise
+ *     the calls on it. Different clients are independent. The library starts no threads
+ *     and installs no signal handlers; it never raises SIGPIPE.
+ *   - Output parameters are written only on success.
+ *
+ * This header compiles as C (C99 and later) and as C++. */
+#ifndef DSV32_H
+#define DSV32_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DSV32_DEFAULT_SOCKET "/run/dsv32d/dsv32d.sock"
+#define DSV32_SOCKET_ENV "DSV32_SOCKET" /* overrides the default socket path */
+
+typedef struct dsv32_client dsv32_client;
+
+/* ------------------------------------------------------------------ connecting */
+
+struct dsv32_connect_opts {
+        size_t struct_size;           /* sizeof(struct dsv32_connect_opts) */
+        const char *socket_path;      /* NULL: $DSV32_SOCKET, else DSV32_DEFAULT_SOCKET */
+        const char *client_name;      /* shown in the daemon's log (NULL: "libdsv32") */
+        uint32_t submit_ring_bytes;   /* 0: 1 MiB; rounded up to a power of two; the daemon */
+        uint32_t completion_ring_bytes; /* caps both at its max-ring-kib setting */
+        int timeout_ms;               /* handshake; 0: 10000; < 0: wait forever */
+};
+
+/* Connects and performs the handshake. opts may be NULL (all defaults). */
+int dsv32_connect(const struct dsv32_connect_opts *opts, dsv32_client **ret);
+/* Closes the connection; the daemon cancels whatever this client still had running.
+ * Accepts NULL. */
+void dsv32_disconnect(dsv32_client *c);
+
+enum dsv32_state {
+        DSV32_STATE_LOADING = 0, /* the model is being loaded; requests queue */
+        DSV32_STATE_READY = 1,
+        DSV32_STATE_DRAINING = 2, /* stopping: no new requests */
+        DSV32_STATE_FAILED = 3,
+};
+
+#define DSV32_FEATURE_TEXT 0x1u /* text prompts, tokenize, detokenize */
+#define DSV32_FEATURE_CHAT 0x2u /* chat messages */
+#define DSV32_FEATURE_SESSIONS 0x4u /* KV-cache sessions (older daemons ignore a session name) */
+
+struct dsv32_info {
+        char daemon_version[32];
+        uint32_t protocol_major, protocol_minor;
+        uint32_t daemon_pid;
+        enum dsv32_state state;  /* at connect time */
+        char model[256];         /* empty while loading */
+        int32_t vocab_size, bos_id, eos_id, max_context;
+        uint32_t features;       /* DSV32_FEATURE_* */
+        uint32_t max_tokens_limit, max_prompt_bytes; /* this user's limits */
+        uint32_t max_request_bytes, max_reply_bytes; /* largest record per ring */
+};
+int dsv32_get_info(dsv32_client *c, struct dsv32_info *ret);
+
+/* How the library waits for the daemon. ADAPTIVE (default): spin while replies tend to
+ * arrive quickly (up to max_spin_ns, default 50000), then sleep on the socket. SPIN: never
+ * sleep (lowest latency, burns a core). SLEEP: sleep at once (every wait costs a wakeup). */
+enum dsv32_wait_mode {
+        DSV32_WAIT_ADAPTIVE = 0,
+        DSV32_WAIT_SPIN = 1,
+        DSV32_WAIT_SLEEP = 2,
+};
+int dsv32_set_wait(dsv32_client *c, enum dsv32_wait_mode mode, uint32_t max_spin_ns);
+
+struct dsv32_wait_stats {
+        uint64_t waits;     /* times the library had to wait for the daemon */
+        uint64_t spins_won; /* ... and the answer came while spinning */
+        uint64_t sleeps;    /* ... and it went to sleep */
+        uint64_t doorbells; /* wakeups sent to the daemon */
+};
+int dsv32_get_wait_stats(dsv32_client *c, struct dsv32_wait_stats *ret);
+
+/* ------------------------------------------------------------------ generation */
+
+struct dsv32_chat_message {
+        const char *role;    /* "system", "user", "assistant" */
+        const char *content; /* NUL-terminated UTF-8 */
+};
+
+#define DSV32_REQ_SEED 0x1u       /* use `seed` (otherwise the daemon picks one) */
+#define DSV32_REQ_NO_STREAM 0x2u  /* deliver all tokens at the end */
+#define DSV32_REQ_NO_BOS 0x4u     /* text prompt: do not prepend BOS */
+#define DSV32_REQ_THINKING 0x8u   /* chat: thinking mode */
+#define DSV32_REQ_IGNORE_EOS 0x10u /* keep going past EOS (benchmarks) */
+#define DSV32_REQ_REUSE_OUTPUT 0x20u /* session: reuse the cache of generated tokens too (see sessions) */
+
+/* Exactly one prompt: text, tokens, or messages. A zeroed struct (with struct_size set)
+ * means greedy decoding of up to 256 tokens. Sampling: temperature 0 is greedy; top_p 0
+ * or 1 is off; top_k 0 is off; min_p 0 is off. The same seed and the same request give
+ * the same tokens. */
+struct dsv32_request {
+        size_t struct_size;           /* sizeof(struct dsv32_request) */
+        const char *text;             /* UTF-8 prompt */
+        size_t text_len;              /* 0: strlen(text) */
+        const int32_t *tokens;        /* token-id prompt */
+        size_t n_tokens;
+        const struct dsv32_chat_message *messages;
+        size_t n_messages;
+        uint32_t max_tokens;          /* 0: 256 */
+        float temperature, top_p, min_p;
+        int32_t top_k;
+        uint64_t seed;
+        uint32_t flags;               /* DSV32_REQ_* */
+        const int32_t *stop_tokens;   /* besides the model's EOS; at most 64 */
+        size_t n_stop_tokens;
+        const char *session;          /* NULL, or a session to run on (see "sessions" below) */
+};
+
+enum dsv32_finish {
+        DSV32_FINISH_STOP = 0,      /* EOS or a stop token */
+        DSV32_FINISH_LENGTH = 1,    /* max_tokens */
+        DSV32_FINISH_CANCELLED = 2,
+        DSV32_FINISH_CONTEXT = 3,   /* the context window is full */
+        DSV32_FINISH_SHUTDOWN = 4,  /* the daemon stopped first */
+};
+
+struct dsv32_usage {
+        uint32_t prompt_tokens, completion_tokens, cached_tokens;
+        uint64_t queue_us, prefill_us, decode_us;
+};
+
+struct dsv32_result {
+        enum dsv32_finish finish;
+        struct dsv32_usage usage;
+};
+
+/* Called with each batch of new tokens (and their text, when the daemon has a tokenizer;
+ * text is never split inside a UTF-8 character). Return 0 to go on, anything else to
+ * cancel the request. */
+typedef int (*dsv32_token_cb)(void *userdata, const int32_t *tokens, size_t n_tokens, const char *text,
+                              size_t text_len);
+
+/* Synchronous streaming call: returns when the request is done (result may be NULL). */
+int dsv32_generate(dsv32_client *c, const struct dsv32_request *req, dsv32_token_cb cb, void *userdata,
+                   struct dsv32_result *result);
+
+/* Asynchronous API for event loops: submit, poll dsv32_fd() for POLLIN (or call
+ * dsv32_wait), then drain events with dsv32_poll_events until it returns 0. */
+int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t *ret_id);
+int dsv32_cancel(dsv32_client *c, uint64_t id);
+/* The descriptor to poll: readable when events may be available or the daemon hung up.
+ * Do not read from it or close it. */
+int dsv32_fd(dsv32_client *c);
+
+enum dsv32_event_type {
+        DSV32_EVENT_TOKENS = 1,
+        DSV32_EVENT_DONE = 2,
+        DSV32_EVENT_ERROR = 3, /* the request failed; it is over */
+};
+
+struct dsv32_event {
+        enum dsv32_event_type type;
+        uint64_t id;
+        const int32_t *tokens; /* TOKENS */
+        size_t n_tokens;
+        const char *text;      /* TOKENS, when available (not NUL-terminated) */
+        size_t text_len;
+        enum dsv32_finish finish; /* DONE */
+        struct dsv32_usage usage; /* DONE */
+        int error;             /* ERROR: negative errno */
+        const char *message;   /* ERROR: NUL-terminated */
+};
+
+/* Copies up to max ready events without blocking; returns how many (0: none yet). */
+int dsv32_poll_events(dsv32_client *c, struct dsv32_event *events, size_t max);
+/* Waits until an event is ready: 1, or 0 after timeout_ms (< 0: no timeout). */
+int dsv32_wait(dsv32_client *c, int timeout_ms);
+
+/* ------------------------------------------------------------------ sessions */
+
+/* A session keeps the daemon's KV cache of a conversation between requests. A request that
+ * names one (dsv32_request.session; created on first use) reuses the cache of the longest
+ * prefix its prompt shares with the session's history and prefills only the rest;
+ * dsv32_usage.cached_tokens says how many prompt tokens were reused. The history is the
+ * previous prompt plus the tokens generated for it, but by default only the previous
+ * prompt's part is reused: generated tokens were computed one at a time by decode steps,
+ * which round differently from a prefill, so reusing them would change the last bits of
+ * the logits (and, rarely, a token). That way the output is exactly what the same request
+ * gives without a session. DSV32_REQ_REUSE_OUTPUT reuses the generated tokens' cache too
+ * (less prefill per chat turn; outputs close to, but not always identical with, a
+ * no-session run).
+ *
+ * Names: 1..64 bytes of letters, digits and . _ : @ + = - (a daemon may allow fewer bytes,
+ * session-name-max); anything else is -EINVAL. Sessions belong to the user (uid), not to
+ * the connection: they outlive the client, other users cannot see them (the same name is
+ * another session for another uid), and the daemon closes them after an idle timeout.
+ * A session runs one request at a time (a second one fails with -EBUSY; one that was
+ * cancelled or whose client died is waited for, so cancel + resubmit needs no pause).
+ * When the daemon needs KV cache for other requests it evicts idle sessions' caches, least
+ * recently used first (the name keeps working; the next request prefills from scratch)
+ * unless they are pinned; pinned sessions count against a per-user quota (-EDQUOT).
+ * Sessions are not kept across daemon restarts. */
+#define DSV32_SESSION_EXCL 0x1u    /* dsv32_session_open: -EEXIST when the session exists */
+
+#define DSV32_SESSION_PINNED 0x1u  /* dsv32_session_info.flags */
+#define DSV32_SESSION_BUSY 0x2u    /* a request runs on it */
+#define DSV32_SESSION_CREATED 0x4u /* dsv32_session_open made it */
+
+struct dsv32_session_info {
+        uint32_t flags;    /* DSV32_SESSION_* */
+        uint32_t n_tokens; /* tokens whose KV cache it holds (before a close) */
+        uint32_t n_pages;  /* KV-cache pages it holds */
+};
+
+/* Creates a session (or finds the caller's session of that name); ret may be NULL. */
+int dsv32_session_open(dsv32_client *c, const char *name, uint32_t flags, struct dsv32_session_info *ret);
+/* Closes a session: its KV cache is freed at once (if a request runs on it, that request
+ * goes on and frees it when it ends). -ENOENT when the caller has no such session. */
+int dsv32_session_close(dsv32_client *c, const char *name, struct dsv32_session_info *ret);
+/* pin != 0: never evict its KV cache (counts against the user's quota, -EDQUOT when it is
+ * full); pin == 0: evictable again. -ENOENT when the caller has no such session. */
+int dsv32_session_pin(dsv32_client *c, const char *name, int pin, struct dsv32_session_info *ret);
+
+/* ------------------------------------------------------------------ utilities */
+
+/* One PING/PONG round trip; *ret_rtt_ns (may be NULL) gets its duration. */
+int dsv32_ping(dsv32_client *c, uint64_t *ret_rtt_ns);
+
+#define DSV32_TOKENIZE_ADD_BOS 0x1u
+int dsv32_tokenize(dsv32_client *c, const char *text, size_t len, uint32_t flags, int32_t **ret_tokens, size_t *ret_n);
+/* The text is NUL-terminated; *ret_len (may be NULL) excludes the NUL. */
+int dsv32_detokenize(dsv32_client *c, const int32_t *tokens, size_t n, char **ret_text, size_t *ret_len);
+void dsv32_free(void *p);
+
+struct dsv32_stats {
+        enum dsv32_state state;
+        uint32_t daemon_pid;
+        uint64_t uptime_ms;
+        uint32_t load_permille;
+        char daemon_version[32];
+        char model[256];
+        char backend[16];
+        char numerics[16];
+        uint32_t threads;
+        int32_t vocab_size, n_layers, max_context;
+        uint64_t weight_bytes;
+        uint64_t kv_pages_total, kv_pages_used, kv_page_tokens, kv_bytes_per_token;
+        uint64_t rss_bytes;
+        uint32_t clients, requests_running, requests_waiting, requests_parked;
+        uint64_t requests_total, prompt_tokens_total, generated_tokens_total, steps_total;
+        float prefill_tokens_per_s, decode_tokens_per_s;
+        uint64_t loop_wakeups, loop_sleeps, doorbells_sent, doorbells_received;
+        uint32_t spin_us;
+        uint32_t features;
+        /* sessions (zero from a daemon without them) */
+        uint32_t sessions, sessions_pinned;
+        uint64_t session_pages;       /* KV-cache pages held by sessions */
+        uint64_t cached_tokens_total; /* prompt tokens reused from sessions instead of prefilled */
+        uint64_t sessions_evicted;    /* times an idle session's KV cache was evicted */
+};
+int dsv32_stats(dsv32_client *c, struct dsv32_stats *ret);
+
+/* The daemon's message for the last failure on c (or a local explanation); never NULL.
+ * dsv32_last_error(NULL): why the last dsv32_connect() of the calling thread failed. */
+const char *dsv32_last_error(const dsv32_client *c);
+/* Text for a negative errno value; never NULL. */
+const char *dsv32_strerror(int err);
+const char *dsv32_finish_name(enum dsv32_finish f);
+/* The library's version, "MAJOR.MINOR.PATCH". */
+const char *dsv32_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DSV32_H */
