@@ -70,7 +70,7 @@ grep -q "prefix reuse [1-9]" "$tmp/status.out" || fail "no prefix reuse on cuda:
 echo "dsv32d cpu = cuda: $a_cuda; batch of two: $(cat "$tmp/c1.out") / $(cat "$tmp/c2.out"); session: $s_cuda1 / $s_cuda2"
 
 # ---------------------------------------------------------------- auto
-if "$B/dsv32-run" --model "$tmp/model" --tokens 1 --generate 0 --backend cuda --stats 2>&1 | grep -q "CPU emulation" ||
+if grep -q "CPU emulation" <<< "$("$B/dsv32-run" --model "$tmp/model" --tokens 1 --generate 0 --backend cuda --stats 2>&1)" ||
         grep -q "CPU emulation" "$tmp/cuda.log"; then
         start auto auto
         gen auto 1,2 1 >/dev/null || fail "generate on auto"

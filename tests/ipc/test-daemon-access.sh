@@ -43,8 +43,8 @@ out=$(as_nobody env LD_LIBRARY_PATH="$tmp" "$tmp/dsv32" --socket "$tmp/d.sock" p
 rc=$?
 echo "as nobody: rc=$rc: $out"
 [ "$rc" -eq 4 ] || fail "exit status $rc, want 4 (permission denied)"
-echo "$out" | grep -q "permission denied: uid $(id -u nobody) (nobody) may not use dsv32d" || fail "unclear message: $out"
-echo "$out" | grep -q "group dsv32" || fail "the message does not say how to get access: $out"
+grep -q "permission denied: uid $(id -u nobody) (nobody) may not use dsv32d" <<< "$out" || fail "unclear message: $out"
+grep -q "group dsv32" <<< "$out" || fail "the message does not say how to get access: $out"
 grep -q "Refused connection from uid $(id -u nobody) (nobody), pid [0-9]" "$tmp/daemon.log" || fail "the refusal is not logged with uid and pid"
 kill -0 "$pid" || fail "dsv32d died"
 

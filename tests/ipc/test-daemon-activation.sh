@@ -5,7 +5,7 @@
 set -uo pipefail
 : "${top_builddir:?}"
 command -v systemd-socket-activate >/dev/null || { echo "SKIP: systemd-socket-activate not installed (package systemd)"; exit 77; }
-systemd-socket-activate --help 2>&1 | grep -q -- --seqpacket || { echo "SKIP: systemd-socket-activate lacks --seqpacket"; exit 77; }
+grep -q -- --seqpacket <<< "$(systemd-socket-activate --help 2>&1)" || { echo "SKIP: systemd-socket-activate lacks --seqpacket"; exit 77; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-activation-XXXXXX")
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; sleep 0.2; [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }

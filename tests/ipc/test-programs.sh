@@ -26,7 +26,7 @@ done
 
 "$b/dsv32-mkmodel" --preset tiny --model "$tmp/m" >/dev/null || fail "dsv32-mkmodel --model"
 [ -f "$tmp/m/config.json" ] || fail "dsv32-mkmodel --model DIR wrote no config.json"
-"$b/dsv32-inspect" --model "$tmp/m" | grep -q "3 layers" || fail "dsv32-inspect --model"
+grep -q "3 layers" <<< "$("$b/dsv32-inspect" --model "$tmp/m")" || fail "dsv32-inspect --model"
 bos=$(echo hello | "$b/dsv32-tokenize" --model "$tmp/m" --bos | cut -d' ' -f1)
 [ "$bos" = 0 ] || fail "dsv32-tokenize --model DIR --bos: first id '$bos', want BOS 0"
 a=$("$b/dsv32-run" --model "$tmp/m" --threads 1 --tokens "0, 5 6,7" --generate 2) || fail "dsv32-run with '0, 5 6,7'"

@@ -18,7 +18,7 @@ fail() { echo "FAIL: $*"; [ -f "$tmp/daemon.log" ] && { echo "--- daemon log"; c
 [ "$rc" -eq 2 ] || fail "no prompt: exit $rc, want 2"
 out=$("$ex" "hello" "$tmp/nobody-here.sock" 2>&1); rc=$?
 [ "$rc" -eq 1 ] || fail "no daemon: exit $rc, want 1 ($out)"
-echo "$out" | grep -q "cannot connect to dsv32d: .*$tmp/nobody-here.sock" || fail "no daemon: the message does not name the socket: $out"
+grep -q "cannot connect to dsv32d: .*$tmp/nobody-here.sock" <<< "$out" || fail "no daemon: the message does not name the socket: $out"
 
 "$top_builddir/dsv32-mkmodel" --preset tiny --out "$tmp/model" >/dev/null || fail "dsv32-mkmodel"
 : > "$tmp/empty.conf"

@@ -41,7 +41,7 @@ settings=$("$top_builddir/dsv32d" --config /dev/null --print-config | sed -n 's/
 [ -n "$settings" ] || bad "dsv32d --print-config printed no settings"
 documented=$(sed -n 's/^\.B[IR] \([a-z0-9\\-]*\).*/\1/p' "$top_srcdir/man/dsv32d.8" | sed 's/\\-/-/g')
 for s in $settings; do
-  echo "$documented" | grep -qx -- "$s" || bad "setting $s is not described in man/dsv32d.8 (SETTINGS: .BI $s ...)"
+  grep -qx -- "$s" <<< "$documented" || bad "setting $s is not described in man/dsv32d.8 (SETTINGS: .BI $s ...)"
 done
 
 [ "$errors" -eq 0 ] || exit 1

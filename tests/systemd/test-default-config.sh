@@ -46,5 +46,5 @@ grep -qx 'kv-cache-mb = 512' <<< "$out" || fail "an uncommented kv-cache-mb is n
 sed 's/^#kv-cache-mb = .*/kv-cache-mb = lots/' "$conf" > "$tmp/bad"
 line=$(grep -n '^kv-cache-mb = lots' "$tmp/bad" | cut -d: -f1)
 out=$("$d" --config "$tmp/bad" --print-config 2>&1) && fail "a bad value was accepted"
-echo "$out" | grep -q "$tmp/bad:$line: kv-cache-mb: 'lots' is not an integer" || fail "unclear error for a bad value: $out"
+grep -q "$tmp/bad:$line: kv-cache-mb: 'lots' is not an integer" <<< "$out" || fail "unclear error for a bad value: $out"
 echo "PASS: $n settings, all commented out at their defaults, which parse; bad values named"

@@ -9,7 +9,7 @@
 set -uo pipefail
 : "${top_builddir:?}" "${top_srcdir:?}"
 command -v systemd-analyze >/dev/null || { echo "SKIP: no systemd-analyze (package systemd)"; exit 77; }
-systemd-analyze security --help 2>&1 | grep -q -- --offline || { echo "SKIP: systemd-analyze lacks --offline (systemd < 250)"; exit 77; }
+grep -q -- --offline <<< "$(systemd-analyze security --help 2>&1)" || { echo "SKIP: systemd-analyze lacks --offline (systemd < 250)"; exit 77; }
 limit=2.0
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-units-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -42,7 +42,7 @@ check() {
   comments=$(cat "$dir/dsv32d.service" "$dir"/dsv32d.service.d/*.conf 2>/dev/null | grep '^#')
   while read -r setting; do
     echo "  open: $setting"
-    echo "$comments" | grep -q -- "$setting" || fail "$name: $setting counts against the unit but no comment says why"
+    grep -q -- "$setting" <<< "$comments" || fail "$name: $setting counts against the unit but no comment says why"
   done < <(echo "$out" | sed -n 's/^✗ \([A-Za-z]*\)=.*/\1/p' | sort -u)
 }
 check base
