@@ -507,7 +507,7 @@ static int cmd_generate(int argc, char **argv) {
         }
         if (r == 0 && cli.json && !cli_output_failed()) {
                 json_t *o = json_pack("{s:s, s:s, s:o}", "event", "done", "finish", dsv32_finish_name(res.finish), "usage",
-                                      cli_json_usage(&res.usage));
+                                      cli_json_usage(&res));
                 cli_json_emit(o);
         }
         if (r == 0 && cli.verbose) {
@@ -664,6 +664,12 @@ static json_t *status_json(const struct dsv32_stats *s, const struct dsv32_wait_
         I("session_pages", s->session_pages);
         I("cached_tokens_total", s->cached_tokens_total);
         I("sessions_evicted", s->sessions_evicted);
+        I("prefix_cache_tokens_total", s->prefix_cache_tokens_total);
+        I("kv_pages_cached", s->kv_pages_cached);
+        I("preemptions_total", s->preemptions_total);
+        json_object_set_new(o, "speculative_decoding", json_boolean(s->features & DSV32_FEATURE_MTP));
+        I("spec_drafted_total", s->spec_drafted_total);
+        I("spec_accepted_total", s->spec_accepted_total);
         I("spin_us", s->spin_us);
         I("loop_wakeups", s->loop_wakeups);
         I("loop_sleeps", s->loop_sleeps);
@@ -725,6 +731,15 @@ static int cmd_status(int argc, char **argv) {
                    (unsigned long long)s.prompt_tokens_total,
                    s.prompt_tokens_total ? 100.0 * (double)s.cached_tokens_total / (double)s.prompt_tokens_total : 0.0,
                    (unsigned long long)s.sessions_evicted);
+        cli_printf("scheduler:  %llu prompt tokens from the prefix cache (%llu cached pages); %llu preemptions; "
+                   "speculative decoding %s",
+                   (unsigned long long)s.prefix_cache_tokens_total, (unsigned long long)s.kv_pages_cached,
+                   (unsigned long long)s.preemptions_total, s.features & DSV32_FEATURE_MTP ? "on" : "off");
+        if (s.spec_drafted_total)
+                cli_printf(": %llu of %llu drafts accepted (%.1f%%)", (unsigned long long)s.spec_accepted_total,
+                           (unsigned long long)s.spec_drafted_total,
+                           100.0 * (double)s.spec_accepted_total / (double)s.spec_drafted_total);
+        cli_printf("\n");
         if (s.rate_window_ms)
                 snprintf(window, sizeof(window), "last %.1f s", s.rate_window_ms / 1e3);
         else

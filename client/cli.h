@@ -89,7 +89,8 @@ int cli_finish_output(const char *cmd, int code);
  * finished request as an object. */
 json_t *cli_json_text(const char *s, size_t n);
 bool cli_json_emit(json_t *o);
-json_t *cli_json_usage(const struct dsv32_usage *u);
+/* DONE's usage object: the token counts and times, preemptions and speculative-decoding drafts. */
+json_t *cli_json_usage(const struct dsv32_result *res);
 /* {"event":"tokens","tokens":[...],"text":"..."} (no text while a character is incomplete) */
 json_t *cli_json_tokens(const int32_t *t, size_t n, const char *text, size_t len);
 /* {"event":"error","error":"EINVAL","code":22,"message":...}: the object, or emitted */

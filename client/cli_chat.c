@@ -492,7 +492,7 @@ int cli_chat(int argc, char **argv) {
                 turn++;
                 if (cli.json)
                         cli_json_emit(json_pack("{s:s, s:I, s:s, s:o}", "event", "done", "turn", (json_int_t)turn, "finish",
-                                                dsv32_finish_name(res.finish), "usage", cli_json_usage(&res.usage)));
+                                                dsv32_finish_name(res.finish), "usage", cli_json_usage(&res)));
                 prefilled += res.usage.prompt_tokens - res.usage.cached_tokens;
                 if (cli.verbose)
                         fprintf(stderr, "[turn: %u prompt tokens, %u reused from the session, %u prefilled (%llu in all), %u generated]\n",

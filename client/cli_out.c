@@ -151,10 +151,13 @@ json_t *cli_json_tokens(const int32_t *t, size_t n, const char *text, size_t len
         return o;
 }
 
-json_t *cli_json_usage(const struct dsv32_usage *u) {
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "prompt_tokens", (json_int_t)u->prompt_tokens, "completion_tokens",
-                         (json_int_t)u->completion_tokens, "cached_tokens", (json_int_t)u->cached_tokens, "queue_us",
-                         (json_int_t)u->queue_us, "prefill_us", (json_int_t)u->prefill_us, "decode_us", (json_int_t)u->decode_us);
+json_t *cli_json_usage(const struct dsv32_result *res) {
+        const struct dsv32_usage *u = &res->usage;
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "prompt_tokens", (json_int_t)u->prompt_tokens,
+                         "completion_tokens", (json_int_t)u->completion_tokens, "cached_tokens", (json_int_t)u->cached_tokens,
+                         "queue_us", (json_int_t)u->queue_us, "prefill_us", (json_int_t)u->prefill_us, "decode_us",
+                         (json_int_t)u->decode_us, "preempted", (json_int_t)res->preempted, "spec_drafted",
+                         (json_int_t)res->spec_drafted, "spec_accepted", (json_int_t)res->spec_accepted);
 }
 
 json_t *cli_json_error_obj(int err, const char *message) {

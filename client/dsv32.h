@@ -85,6 +85,7 @@ enum dsv32_state {
 #define DSV32_FEATURE_TEXT 0x1u /* text prompts, tokenize, detokenize */
 #define DSV32_FEATURE_CHAT 0x2u /* chat messages */
 #define DSV32_FEATURE_SESSIONS 0x4u /* KV-cache sessions (older daemons ignore a session name) */
+#define DSV32_FEATURE_MTP 0x8u /* speculative decoding with the checkpoint's MTP layer is on */
 
 struct dsv32_info {
         char daemon_version[32];
@@ -171,6 +172,10 @@ struct dsv32_usage {
 struct dsv32_result {
         enum dsv32_finish finish;
         struct dsv32_usage usage;
+        /* protocol 1.2 (0 from older daemons) */
+        uint32_t preempted;     /* times the daemon took its KV pages back and recomputed them */
+        uint32_t spec_drafted;  /* speculative decoding: tokens the MTP layer drafted for it */
+        uint32_t spec_accepted; /* ... of which the model accepted (each saved a step) */
 };
 
 /* Called with each batch of new tokens (and their text, when the daemon has a tokenizer;
@@ -217,6 +222,8 @@ struct dsv32_event {
         struct dsv32_usage usage; /* DONE */
         int error;             /* ERROR: negative errno */
         const char *message;   /* ERROR: NUL-terminated */
+        /* DONE, protocol 1.2 (0 from older daemons): as in struct dsv32_result */
+        uint32_t preempted, spec_drafted, spec_accepted;
 };
 
 /* Copies up to max ready events without blocking; returns how many (0: none yet). */
@@ -340,6 +347,11 @@ struct dsv32_stats {
                                           * wall time up to now (they fall to 0 when idle); 0 (older
                                           * daemons): over the last second that had work */
         uint64_t prefilled_tokens_total; /* prompt tokens run through the model (reused ones excluded) */
+        uint64_t preemptions_total;         /* times a request's KV pages were taken back (recomputed later) */
+        uint64_t prefix_cache_tokens_total; /* prompt tokens mapped from the prefix cache */
+        uint64_t spec_drafted_total;        /* speculative decoding: drafts verified ... */
+        uint64_t spec_accepted_total;       /* ... and accepted (acceptance: accepted / drafted) */
+        uint64_t kv_pages_cached;           /* KV pages no request holds, kept for the prefix cache */
 };
 int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 #define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))

@@ -866,6 +866,9 @@ static int generate(dsv32_client *c, uint64_t id, dsv32_token_cb cb, void *userd
                         if (result) {
                                 struct dsv32_result res = {.finish = (enum dsv32_finish)m.u.done.reason};
                                 fill_usage(&res.usage, &m.u.done);
+                                res.preempted = m.u.done.preempted;
+                                res.spec_drafted = m.u.done.spec_drafted;
+                                res.spec_accepted = m.u.done.spec_accepted;
                                 copy_out(result, result_size, &res, sizeof(res));
                         }
                         dsv_msg_release(&m);
@@ -939,6 +942,9 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
                 ev->id = h->msg.u.done.id;
                 ev->finish = (enum dsv32_finish)h->msg.u.done.reason;
                 fill_usage(&ev->usage, &h->msg.u.done);
+                ev->preempted = h->msg.u.done.preempted;
+                ev->spec_drafted = h->msg.u.done.spec_drafted;
+                ev->spec_accepted = h->msg.u.done.spec_accepted;
                 inflight_remove(c, ev->id);
                 return 1;
         case DSV_MSG_ERROR: {
@@ -1165,6 +1171,11 @@ API int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *out, size_t size)
         ret->requests_prefilling = s->requests_prefilling;
         ret->rate_window_ms = s->rate_window_ms;
         ret->prefilled_tokens_total = s->prefilled_tokens_total;
+        ret->preemptions_total = s->preemptions_total;
+        ret->prefix_cache_tokens_total = s->prefix_cache_tokens_total;
+        ret->spec_drafted_total = s->spec_drafted_total;
+        ret->spec_accepted_total = s->spec_accepted_total;
+        ret->kv_pages_cached = s->kv_pages_cached;
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);

@@ -195,6 +195,7 @@ static const struct field f_done[] = {
         U64(0, done_t, id, true),         U32(1, done_t, reason, true),      U32(2, done_t, prompt_tokens, false),
         U32(3, done_t, completion_tokens, false), U32(4, done_t, cached_tokens, false), U64(5, done_t, queue_us, false),
         U64(6, done_t, prefill_us, false), U64(7, done_t, decode_us, false),
+        U32(8, done_t, preempted, false), U32(9, done_t, spec_drafted, false), U32(10, done_t, spec_accepted, false),
 };
 
 typedef struct dsv_msg_error error_t_;
@@ -255,6 +256,11 @@ static const struct field f_stats_reply[] = {
         U32(40, stats_t, requests_prefilling, false),
         U32(41, stats_t, rate_window_ms, false),
         U64(42, stats_t, prefilled_tokens_total, false),
+        U64(43, stats_t, preemptions_total, false),
+        U64(44, stats_t, prefix_cache_tokens_total, false),
+        U64(45, stats_t, spec_drafted_total, false),
+        U64(46, stats_t, spec_accepted_total, false),
+        U64(47, stats_t, kv_pages_cached, false),
 };
 /* the decoder tracks the fields it saw in one 64-bit mask */
 _Static_assert(sizeof(f_stats_reply) / sizeof(f_stats_reply[0]) <= 64, "STATS_REPLY has more than 64 fields");

@@ -65,6 +65,7 @@ enum dsv_daemon_state {
 #define DSV_FEATURE_TEXT 0x1u /* tokenizer: text prompts, TOKENIZE, DETOKENIZE */
 #define DSV_FEATURE_CHAT 0x2u /* chat messages */
 #define DSV_FEATURE_SESSIONS 0x4u /* KV-cache sessions (GENERATE.session, SESSION_*) */
+#define DSV_FEATURE_MTP 0x8u /* speculative decoding with the checkpoint's MTP layer is on */
 
 /* GENERATE.flags */
 #define DSV_GEN_SEED 0x1u       /* seed is valid (else the daemon picks one) */
@@ -210,6 +211,9 @@ struct dsv_msg_done {
         uint32_t reason; /* enum dsv_finish */
         uint32_t prompt_tokens, completion_tokens, cached_tokens;
         uint64_t queue_us, prefill_us, decode_us;
+        /* protocol 1.2 (0 from older daemons) */
+        uint32_t preempted;                   /* times its KV pages were taken back and recomputed */
+        uint32_t spec_drafted, spec_accepted; /* speculative decoding: drafts verified, accepted */
 };
 
 struct dsv_msg_error {
@@ -254,6 +258,10 @@ struct dsv_msg_stats_reply {
         uint32_t requests_prefilling;     /* admitted, prompt being prefilled */
         uint32_t rate_window_ms;          /* the rates are over this much wall time (0: last busy second) */
         uint64_t prefilled_tokens_total;  /* prompt tokens run through the model */
+        uint64_t preemptions_total;        /* times a request's KV pages were taken back */
+        uint64_t prefix_cache_tokens_total; /* prompt tokens mapped from the prefix cache */
+        uint64_t spec_drafted_total, spec_accepted_total; /* speculative decoding (MTP) */
+        uint64_t kv_pages_cached;          /* pages no request holds, kept for the prefix cache */
 };
 
 struct dsv_msg {

@@ -105,7 +105,8 @@ static enum dsv_daemon_state wire_state(const struct dsv_server *s) {
 }
 
 static uint32_t features_of(const struct dsv_engine_info *inf) {
-        return DSV_FEATURE_SESSIONS | (inf->text ? DSV_FEATURE_TEXT : 0) | (inf->chat ? DSV_FEATURE_CHAT : 0);
+        return DSV_FEATURE_SESSIONS | (inf->text ? DSV_FEATURE_TEXT : 0) | (inf->chat ? DSV_FEATURE_CHAT : 0) |
+               (inf->mtp ? DSV_FEATURE_MTP : 0);
 }
 
 static void notify_status(struct dsv_server *s, bool force) {
@@ -768,6 +769,11 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
         st->requests_running = (uint32_t)mt.requests_running;
         st->requests_prefilling = (uint32_t)mt.requests_prefilling;
         st->prefilled_tokens_total = mt.prefilled_tokens_total;
+        st->preemptions_total = mt.preemptions_total;
+        st->prefix_cache_tokens_total = mt.prefix_cache_tokens_total;
+        st->spec_drafted_total = mt.spec_drafted_total;
+        st->spec_accepted_total = mt.spec_accepted_total;
+        st->kv_pages_cached = mt.kv_pages_cached;
         st->requests_waiting = (uint32_t)mt.requests_waiting;
         st->requests_parked = (uint32_t)mt.requests_parked;
         st->requests_total = mt.requests_total;

@@ -119,6 +119,9 @@ static int sink_emit(void *ud, void *client, const struct dsv_engine_event *ev) 
                 m.u.done.queue_us = ev->done.queue_us;
                 m.u.done.prefill_us = ev->done.prefill_us;
                 m.u.done.decode_us = ev->done.decode_us;
+                m.u.done.preempted = ev->done.preempted;
+                m.u.done.spec_drafted = ev->done.spec_drafted;
+                m.u.done.spec_accepted = ev->done.spec_accepted;
                 rc = dsv_conn_send(c, &m, true);
                 break;
         case DSV_ENGINE_EVENT_ERROR:

@@ -123,6 +123,31 @@ static void test_concurrent(dsv32_client *on, dsv32_client *on3, dsv32_client *o
         }
 }
 
+/* the wire: DONE carries the request's drafts and acceptances, STATS the totals, and the
+ * feature bit says whether speculation is on */
+static void test_wire(dsv32_client *on, dsv32_client *off) {
+        struct toks p, a, b;
+        struct dsv32_request q;
+        struct dsv32_result ra, rb;
+        struct dsv32_stats son, soff;
+        prompt(&p, 30, 21);
+        q = req_of(&p, 24);
+        gen(on, &q, &a, &ra);
+        gen(off, &q, &b, &rb);
+        CHECK(same(&a, &b), "wire test: outputs differ");
+        CHECK(ra.spec_drafted > 0 && ra.spec_accepted <= ra.spec_drafted, "mtp on: DONE says %u drafted, %u accepted",
+              ra.spec_drafted, ra.spec_accepted);
+        CHECK(rb.spec_drafted == 0 && rb.spec_accepted == 0, "mtp off: DONE says %u drafted", rb.spec_drafted);
+        REQUIRE(dsv32_stats(on, &son) == 0 && dsv32_stats(off, &soff) == 0, "stats");
+        CHECK((son.features & DSV32_FEATURE_MTP) && !(soff.features & DSV32_FEATURE_MTP), "the MTP feature bit: on %#x, off %#x",
+              son.features, soff.features);
+        CHECK(son.spec_drafted_total >= ra.spec_drafted && son.spec_accepted_total >= ra.spec_accepted &&
+                      son.spec_accepted_total <= son.spec_drafted_total,
+              "STATS: %llu drafted, %llu accepted", (unsigned long long)son.spec_drafted_total,
+              (unsigned long long)son.spec_accepted_total);
+        CHECK(soff.spec_drafted_total == 0, "mtp off: STATS says %llu drafted", (unsigned long long)soff.spec_drafted_total);
+}
+
 /* a stop token that plain decoding meets at its 5th token ends the speculative run there */
 static void test_stop(dsv32_client *on, dsv32_client *off) {
         struct toks p, a, b, full;
@@ -320,6 +345,7 @@ int main(void) {
         test_prefix(on, off);
         test_seeded(on);
         test_snapshot(off);
+        test_wire(on, off);
 
         dsv32_disconnect(on);
         dsv32_disconnect(on3);

@@ -135,9 +135,13 @@ static void test_roundtrips(void) {
         in.u.done.prompt_tokens = 3;
         in.u.done.completion_tokens = 4;
         in.u.done.decode_us = 1ull << 40;
+        in.u.done.preempted = 2;
+        in.u.done.spec_drafted = 9;
+        in.u.done.spec_accepted = 7;
         CHECK(roundtrip(&in, &out, &w) == 0, "DONE");
         CHECK(out.u.done.reason == DSV_FINISH_CONTEXT && out.u.done.completion_tokens == 4 && out.u.done.decode_us == 1ull << 40,
               "DONE fields");
+        CHECK(out.u.done.preempted == 2 && out.u.done.spec_drafted == 9 && out.u.done.spec_accepted == 7, "DONE 1.2 fields");
         dsv_msg_release(&out);
 
         memset(&in, 0, sizeof(in));
@@ -226,9 +230,18 @@ static void test_roundtrips(void) {
                 in.u.stats.requests_prefilling = 3;
                 in.u.stats.rate_window_ms = 1000;
                 in.u.stats.prefilled_tokens_total = 1ull << 36;
+                in.u.stats.preemptions_total = 5;
+                in.u.stats.prefix_cache_tokens_total = 1ull << 33;
+                in.u.stats.spec_drafted_total = 1ull << 34;
+                in.u.stats.spec_accepted_total = 1ull << 32;
+                in.u.stats.kv_pages_cached = 77;
                 CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.requests_prefilling == 3 &&
                               out.u.stats.rate_window_ms == 1000 && out.u.stats.prefilled_tokens_total == 1ull << 36,
                       "STATS_REPLY 1.2 fields");
+                CHECK(out.u.stats.preemptions_total == 5 && out.u.stats.prefix_cache_tokens_total == 1ull << 33 &&
+                              out.u.stats.spec_drafted_total == 1ull << 34 && out.u.stats.spec_accepted_total == 1ull << 32 &&
+                              out.u.stats.kv_pages_cached == 77,
+                      "STATS_REPLY scheduler and speculation fields");
                 dsv_msg_release(&out);
                 /* hostile rows: a name over 64 bytes, a missing name, a wrong type, a critical key */
                 {
