@@ -48,6 +48,8 @@ static const struct {
          "      --ids               print token ids even when text is available\n"
          "      --no-stream         print everything at the end\n"
          "      --ignore-eos        do not stop at the end-of-sequence token\n"
+         "      --priority N        -100..100 (default 0): higher is admitted first and preempted\n"
+         "                          last; above 0 only for root or dsv32d's user\n"
          "      --json              one JSON object per line: {\"event\":\"tokens\",...} as they come,\n"
          "                          then {\"event\":\"done\",\"finish\":...,\"usage\":{...}}\n"},
         {"chat",
@@ -71,9 +73,10 @@ static const struct {
          "  session open|close|pin|unpin NAME\n"
          "                          make, free, pin (never evict; counts against your quota) or\n"
          "                          unpin a session; close also deletes the chat transcript of NAME.\n"
-         "                          Sessions live in dsv32d's memory only (not across restarts) and\n"
-         "                          close after an idle timeout\n"
-         "  session list [--json]   your sessions: tokens, KV pages, pinned/busy, idle time\n"},
+         "                          Sessions close after an idle timeout; with a state directory\n"
+         "                          dsv32d keeps them across restarts\n"
+         "  session list [--json]   your sessions: tokens, KV pages, pinned/busy, idle time\n"
+         "  session save            write your sessions (root: all) to dsv32d's state directory now\n"},
         {"tokenize",
          "  tokenize [TEXT...]      print the token ids of TEXT (or stdin)\n"
          "      --bos               prepend the BOS token\n"},
@@ -366,7 +369,7 @@ static int cmd_generate(int argc, char **argv) {
                 {"session", required_argument, NULL, 'X'}, {"ids", no_argument, NULL, 'i'},
                 {"no-stream", no_argument, NULL, 'N'}, {"ignore-eos", no_argument, NULL, 'E'},
                 {"reuse-output", no_argument, NULL, 'R'}, {"no-bos", no_argument, NULL, 'B'},
-                CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
+                {"priority", required_argument, NULL, 'P'}, CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
         };
         struct dsv32_request q = {.struct_size = sizeof(q)};
         struct printer pr = {0};
@@ -426,6 +429,13 @@ static int cmd_generate(int argc, char **argv) {
                         break;
                 case 'X':
                         q.session = optarg;
+                        break;
+                case 'P':
+                        if (parse_long(optarg, -100, 100, &v) < 0) {
+                                fprintf(stderr, "dsv32 generate: --priority needs a number in -100..100\n");
+                                ret = CLI_EXIT_USAGE;
+                        }
+                        q.priority = (int32_t)v;
                         break;
                 case 'i':
                         pr.ids = true;
@@ -802,7 +812,7 @@ static int session_list(dsv32_client *c) {
 
 static int cmd_session(int argc, char **argv) {
         static const struct option opts[] = {CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0}};
-        static const char *const ops[] = {"open", "close", "pin", "unpin", "list"};
+        static const char *const ops[] = {"open", "close", "pin", "unpin", "list", "save"};
         struct dsv32_session_info si;
         dsv32_client *c = NULL;
         const char *op = NULL, *name = NULL;
@@ -815,8 +825,8 @@ static int cmd_session(int argc, char **argv) {
         for (size_t i = 0; optind < argc && i < sizeof(ops) / sizeof(ops[0]); i++)
                 if (strcmp(argv[optind], ops[i]) == 0)
                         op = ops[i];
-        if (!op || (strcmp(op, "list") == 0 ? argc - optind != 1 : argc - optind != 2)) {
-                fprintf(stderr, "dsv32 session: open|close|pin|unpin NAME, or list (dsv32 session --help)\n");
+        if (!op || (strcmp(op, "list") == 0 || strcmp(op, "save") == 0 ? argc - optind != 1 : argc - optind != 2)) {
+                fprintf(stderr, "dsv32 session: open|close|pin|unpin NAME, list, or save (dsv32 session --help)\n");
                 return CLI_EXIT_USAGE;
         }
         name = argv[optind + 1];
@@ -828,6 +838,17 @@ static int cmd_session(int argc, char **argv) {
                 r = session_list(c);
                 if (r < 0)
                         ret = cli_fail(c, r, "session", "cannot list the sessions");
+                goto out;
+        }
+        if (strcmp(op, "save") == 0) {
+                uint32_t n = 0;
+                r = dsv32_session_save(c, &n);
+                if (r < 0)
+                        ret = cli_fail(c, r, "session", "cannot save the sessions");
+                else if (cli.json)
+                        cli_json_emit(json_pack("{s:s, s:I}", "event", "saved", "sessions", (json_int_t)n));
+                else
+                        cli_printf("saved %u session%s to the daemon's state directory\n", n, n == 1 ? "" : "s");
                 goto out;
         }
         if (strcmp(op, "open") == 0)

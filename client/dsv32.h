@@ -154,6 +154,9 @@ struct dsv32_request {
         const int32_t *stop_tokens;   /* besides the model's EOS; at most 64 */
         size_t n_stop_tokens;
         const char *session;          /* NULL, or a session to run on (see "sessions" below) */
+        /* protocol 1.2 (a 1.1 daemon ignores it) */
+        int32_t priority;             /* -100..100, default 0: higher is admitted first and preempted
+                                       * last; above 0 only for root or dsv32d's own user (EPERM) */
 };
 
 enum dsv32_finish {
@@ -303,6 +306,12 @@ int dsv32_session_list_sized(dsv32_client *c, struct dsv32_session_entry *entrie
                              size_t entry_size);
 #define dsv32_session_list(c, entries, max, ret_total) \
         dsv32_session_list_sized((c), (entries), (max), (ret_total), sizeof(struct dsv32_session_entry))
+
+/* Writes this user's sessions (root: everyone's) to the daemon's state directory now, so they
+ * survive a restart even before the next periodic save; returns when the files are written.
+ * *n_saved (may be NULL): sessions written. -ENOTSUP when the daemon keeps no state
+ * directory (or is older than protocol 1.2). */
+int dsv32_session_save(dsv32_client *c, uint32_t *n_saved);
 
 /* ------------------------------------------------------------------ utilities */
 

@@ -791,6 +791,8 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
                                        DSV_NAME_MAX);
                 snprintf(g->session, sizeof(g->session), "%s", q->session);
         }
+        if (q->struct_size >= offsetof(struct dsv32_request, priority) + sizeof(q->priority))
+                g->priority = q->priority;
         return 0;
 }
 
@@ -1231,6 +1233,28 @@ API int dsv32_session_close_sized(dsv32_client *c, const char *name, struct dsv3
 
 API int dsv32_session_pin_sized(dsv32_client *c, const char *name, int pin, struct dsv32_session_info *ret, size_t size) {
         return session_call(c, DSV_MSG_SESSION_PIN, name, pin ? DSV_SESSION_PIN_SET : 0, ret, size);
+}
+
+API int dsv32_session_save(dsv32_client *c, uint32_t *n_saved) {
+        struct dsv_msg m = {.type = DSV_MSG_SESSION_SAVE}, reply;
+        uint8_t *buf = NULL;
+        int r;
+
+        if (!c)
+                return -EINVAL;
+        release_held(c);
+        m.u.id.id = c->next_id++;
+        r = call(c, &m, m.u.id.id, DSV_MSG_SESSION_REPLY, &reply, &buf);
+        if (r == -ENOSYS) /* a 1.1 daemon does not know the message */
+                return set_err(c, -ENOTSUP, "this dsv32d cannot save sessions on request (protocol %u.%u; 1.2 can)",
+                               c->info.protocol_major, c->info.protocol_minor);
+        if (r < 0)
+                return r;
+        if (n_saved)
+                *n_saved = reply.u.session.n_tokens; /* SESSION_SAVE's reply: sessions written */
+        dsv_msg_release(&reply);
+        free(buf);
+        return 0;
 }
 
 API int dsv32_session_list_sized(dsv32_client *c, struct dsv32_session_entry *entries, size_t max, size_t *ret_total,

@@ -144,6 +144,7 @@ static const struct field f_generate[] = {
         TOKENS(10, gen_t, stop_tokens, n_stop_tokens, DSV_MAX_STOP_TOKENS, false),
         NAME(11, gen_t, session, false),
         F32(12, gen_t, min_p, 0.0f),
+        I32D(13, gen_t, priority, 0),
 };
 
 typedef struct dsv_msg_id id_t_;
@@ -279,6 +280,7 @@ static const struct desc descs[] = {
         D(DSV_MSG_SESSION_CLOSE, "SESSION_CLOSE", f_session),
         D(DSV_MSG_SESSION_PIN, "SESSION_PIN", f_session),
         D(DSV_MSG_SESSION_LIST, "SESSION_LIST", f_id),
+        D(DSV_MSG_SESSION_SAVE, "SESSION_SAVE", f_id),
         D(DSV_MSG_PONG, "PONG", f_pong),
         D(DSV_MSG_TOKENS, "TOKENS", f_tokens),
         D(DSV_MSG_DONE, "DONE", f_done),

@@ -31,6 +31,7 @@ enum dsv_msg_type {
         DSV_MSG_SESSION_CLOSE = 23,
         DSV_MSG_SESSION_PIN = 24,
         DSV_MSG_SESSION_LIST = 25,  /* 1.2 */
+        DSV_MSG_SESSION_SAVE = 26,  /* 1.2 */
         DSV_MSG_PONG = 48,    /* completion ring: daemon -> client */
         DSV_MSG_TOKENS = 49,
         DSV_MSG_DONE = 50,
@@ -162,7 +163,9 @@ struct dsv_msg_generate {
         const int32_t *stop_tokens;
         uint32_t n_stop_tokens;
         char session[DSV_NAME_MAX + 1];
+        int32_t priority;  /* 1.2: higher is served first and preempted last (default 0) */
 };
+#define DSV_PRIORITY_MAX 100 /* GENERATE.priority is within -100..100; above 0 only for root */
 
 struct dsv_msg_id {
         uint64_t id;

@@ -604,6 +604,15 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                 return refuse(s, c, g, EINVAL, "min_p must be in [0, 1]");
         if (g->top_k < 0)
                 return refuse(s, c, g, EINVAL, "top_k must be >= 0");
+        if (g->priority < -DSV_PRIORITY_MAX || g->priority > DSV_PRIORITY_MAX)
+                return refuse(s, c, g, EINVAL, "priority %d is outside -%d..%d", g->priority, DSV_PRIORITY_MAX,
+                              DSV_PRIORITY_MAX);
+        /* anyone may yield; going ahead of other users is root's or the daemon's own user's */
+        if (g->priority > 0 && c->peer.uid != 0 && c->peer.uid != geteuid())
+                return refuse(s, c, g, EPERM,
+                              "priority %d: only root (or dsv32d's own user) may raise a request's priority above 0; "
+                              "lower ones are for everyone",
+                              g->priority);
         if (inf && !g->n_tokens && !dsv_engine_text(s->engine))
                 return refuse(s, c, g, ENOTSUP, "%s", dsv_text_unavailable());
         if (g->session[0] && !session_name_ok(s, g->session))
@@ -672,6 +681,7 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         in->thinking = g->flags & DSV_GEN_THINKING;
         in->ignore_eos = g->flags & DSV_GEN_IGNORE_EOS;
         in->reuse_output = g->flags & DSV_GEN_SESSION_REUSE_OUTPUT;
+        in->priority = g->priority;
         in->n_stop_tokens = g->n_stop_tokens;
         if (g->n_stop_tokens)
                 memcpy(in->stop_tokens, g->stop_tokens, (size_t)g->n_stop_tokens * sizeof(int32_t));
@@ -689,17 +699,19 @@ static int handle_session(struct dsv_server *s, struct dsv_conn *c, uint16_t typ
                 [DSV_REQUEST_SESSION_CLOSE] = 0,
                 [DSV_REQUEST_SESSION_PIN] = DSV_SESSION_PIN_SET,
                 [DSV_REQUEST_SESSION_LIST] = 0,
+                [DSV_REQUEST_SESSIONS_SAVE] = 0,
         };
         enum dsv_request_kind kind = type == DSV_MSG_SESSION_OPEN    ? DSV_REQUEST_SESSION_OPEN
                                      : type == DSV_MSG_SESSION_CLOSE ? DSV_REQUEST_SESSION_CLOSE
                                      : type == DSV_MSG_SESSION_PIN   ? DSV_REQUEST_SESSION_PIN
-                                                                     : DSV_REQUEST_SESSION_LIST;
+                                     : type == DSV_MSG_SESSION_LIST  ? DSV_REQUEST_SESSION_LIST
+                                                                     : DSV_REQUEST_SESSIONS_SAVE;
         struct dsv_engine_request *in;
         char who[128];
 
         if (dsv_engine_state(s->engine) == DSV_ENGINE_FAILED)
                 return loop_error(s, c, m->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
-        if (kind != DSV_REQUEST_SESSION_LIST && !session_name_ok(s, m->name))
+        if (kind != DSV_REQUEST_SESSION_LIST && kind != DSV_REQUEST_SESSIONS_SAVE && !session_name_ok(s, m->name))
                 return loop_error(s, c, m->id, EINVAL,
                                   "invalid session name: it must be 1..%d bytes of letters, digits and . _ : @ + = -",
                                   s->cfg.session_name_max);
@@ -901,7 +913,8 @@ static int handle_record(struct dsv_server *s, struct dsv_conn *c, const struct 
         case DSV_MSG_SESSION_PIN:
                 handle_session(s, c, h->type, &m.u.session);
                 break;
-        case DSV_MSG_SESSION_LIST: {
+        case DSV_MSG_SESSION_LIST:
+        case DSV_MSG_SESSION_SAVE: {
                 struct dsv_msg_session q = {.id = m.u.id.id};
                 handle_session(s, c, h->type, &q);
                 break;

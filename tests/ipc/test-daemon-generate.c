@@ -224,6 +224,18 @@ static void test_errors(void) {
         r = dsv32_generate(c, &q, NULL, NULL, NULL);
         CHECK(r == -EINVAL, "negative temperature: %d", r);
         q.temperature = 0;
+        /* priority: within -100..100 (this test runs as root: above 0 is allowed) */
+        q.priority = 101;
+        r = dsv32_generate(c, &q, NULL, NULL, NULL);
+        CHECK(r == -EINVAL && strstr(dsv32_last_error(c), "priority 101"), "priority 101: %d %s", r, dsv32_last_error(c));
+        q.priority = geteuid() == 0 ? 50 : -50;
+        r = dsv32_generate(c, &q, NULL, NULL, NULL);
+        CHECK(r == 0, "priority %d: %s", q.priority, dsv32_last_error(c));
+        q.priority = 0;
+        /* no state directory here: sessions cannot be saved on request */
+        r = dsv32_session_save(c, NULL);
+        CHECK(r == -ENOTSUP && strstr(dsv32_last_error(c), "state-directory"), "session save without a state directory: %d %s", r,
+              dsv32_last_error(c));
         /* larger than the submission ring: refused by the library with the way out */
         big = calloc(3000, sizeof(int32_t));
         q.tokens = big;

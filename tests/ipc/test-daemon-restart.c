@@ -1,5 +1,5 @@
 /* Sessions that survive a restart (state-directory): pinned and unpinned sessions, SIGTERM,
- * a new dsv32d on the same directory, and each session continues exactly as without the
+ * `session save` on request, a new dsv32d on the same directory, and each session continues exactly as without the
  * restart (its history restored: DONE counts it as cached; greedy output equal to the same
  * prompt without a session). Then the bad cases, each skipped with a log line naming the
  * file while the daemon serves: a flipped byte, a truncated file, snapshots written for other
@@ -72,6 +72,16 @@ int main(void) {
                 gen(c, &p2[i], NULL, &want[i]);
         }
         CHECK(dsv32_session_pin(c, "pinned", 1, NULL) == 0, "pin: %s", dsv32_last_error(c));
+        /* saved on request (dsv32 session save): the files are there before any stop */
+        {
+                uint32_t n = 0;
+                struct stat st;
+                CHECK(dsv32_session_save(c, &n) == 0 && n == 3, "session save: %u sessions: %s", n, dsv32_last_error(c));
+                for (int i = 0; i < 3; i++) {
+                        file_of(names[i], path, sizeof(path));
+                        CHECK(stat(path, &st) == 0 && st.st_size > 256, "no snapshot %s after session save", path);
+                }
+        }
         dsv32_disconnect(c);
         CHECK(h_daemon_stop(&d, 20) == 0, "dsv32d did not exit 0 on SIGTERM");
         for (int i = 0; i < 3; i++) {
