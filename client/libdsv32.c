@@ -1235,6 +1235,17 @@ API int dsv32_session_pin_sized(dsv32_client *c, const char *name, int pin, stru
         return session_call(c, DSV_MSG_SESSION_PIN, name, pin ? DSV_SESSION_PIN_SET : 0, ret, size);
 }
 
+/* A call with a message of protocol 1.2 (its id in m->u.id): a 1.1 daemon answers ENOSYS,
+ * which becomes -ENOTSUP saying what it cannot do. */
+static int call_1_2(dsv32_client *c, struct dsv_msg *m, uint16_t reply_type, struct dsv_msg *reply, uint8_t **buf,
+                    const char *what) {
+        int r = call(c, m, m->u.id.id, reply_type, reply, buf);
+        if (r == -ENOSYS)
+                return set_err(c, -ENOTSUP, "this dsv32d cannot %s (protocol %u.%u; 1.2 can)", what, c->info.protocol_major,
+                               c->info.protocol_minor);
+        return r;
+}
+
 API int dsv32_session_save(dsv32_client *c, uint32_t *n_saved) {
         struct dsv_msg m = {.type = DSV_MSG_SESSION_SAVE}, reply;
         uint8_t *buf = NULL;
@@ -1244,10 +1255,7 @@ API int dsv32_session_save(dsv32_client *c, uint32_t *n_saved) {
                 return -EINVAL;
         release_held(c);
         m.u.id.id = c->next_id++;
-        r = call(c, &m, m.u.id.id, DSV_MSG_SESSION_REPLY, &reply, &buf);
-        if (r == -ENOSYS) /* a 1.1 daemon does not know the message */
-                return set_err(c, -ENOTSUP, "this dsv32d cannot save sessions on request (protocol %u.%u; 1.2 can)",
-                               c->info.protocol_major, c->info.protocol_minor);
+        r = call_1_2(c, &m, DSV_MSG_SESSION_REPLY, &reply, &buf, "save sessions on request");
         if (r < 0)
                 return r;
         if (n_saved)
@@ -1269,10 +1277,7 @@ API int dsv32_session_list_sized(dsv32_client *c, struct dsv32_session_entry *en
                 return -EINVAL;
         release_held(c);
         m.u.id.id = c->next_id++;
-        r = call(c, &m, m.u.id.id, DSV_MSG_SESSION_LIST_REPLY, &reply, &buf);
-        if (r == -ENOSYS) /* a 1.1 daemon does not know the message */
-                return set_err(c, -ENOTSUP, "this dsv32d cannot list sessions (protocol %u.%u; 1.2 can)",
-                               c->info.protocol_major, c->info.protocol_minor);
+        r = call_1_2(c, &m, DSV_MSG_SESSION_LIST_REPLY, &reply, &buf, "list sessions");
         if (r < 0)
                 return r;
         l = &reply.u.session_list;

@@ -620,19 +620,31 @@ static bool obj_str(const msgpack_object *o, const char **p, uint32_t *n) {
         return false;
 }
 
-static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_zone *z, void *s, char *why,
-                       size_t wn) {
-        struct dsv_chat_msg *out;
+/* An array-of-maps field: checks the type and the cap, allocates n elements of elem bytes in
+ * the zone (*ret NULL when n is 0). */
+static int decode_map_array(const msgpack_object *o, const struct field *f, msgpack_zone *z, size_t elem, void **ret,
+                            uint32_t *ret_n, char *why, size_t wn) {
         uint32_t n;
-
         if (o->type != MSGPACK_OBJECT_ARRAY)
                 return why_set(why, wn, -EPROTO, "field %s must be an array of maps", f->name);
         n = o->via.array.size;
         if (n > f->cap)
                 return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
-        out = n ? msgpack_zone_malloc(z, (size_t)n * sizeof(*out)) : NULL;
-        if (n && !out)
+        *ret = n ? msgpack_zone_malloc(z, (size_t)n * elem) : NULL;
+        if (n && !*ret)
                 return -ENOMEM;
+        *ret_n = n;
+        return 0;
+}
+
+static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_zone *z, void *s, char *why,
+                       size_t wn) {
+        struct dsv_chat_msg *out;
+        uint32_t n;
+        int r = decode_map_array(o, f, z, sizeof(*out), (void **)&out, &n, why, wn);
+
+        if (r < 0)
+                return r;
         for (uint32_t j = 0; j < n; j++) {
                 const msgpack_object *e = &o->via.array.ptr[j];
                 bool have_role = false, have_content = false;
@@ -676,15 +688,10 @@ static int decode_sessions(const msgpack_object *o, const struct field *f, msgpa
                            size_t wn) {
         struct dsv_session_row *out;
         uint32_t n;
+        int r = decode_map_array(o, f, z, sizeof(*out), (void **)&out, &n, why, wn);
 
-        if (o->type != MSGPACK_OBJECT_ARRAY)
-                return why_set(why, wn, -EPROTO, "field %s must be an array of maps", f->name);
-        n = o->via.array.size;
-        if (n > f->cap)
-                return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
-        out = n ? msgpack_zone_malloc(z, (size_t)n * sizeof(*out)) : NULL;
-        if (n && !out)
-                return -ENOMEM;
+        if (r < 0)
+                return r;
         for (uint32_t j = 0; j < n; j++) {
                 const msgpack_object *e = &o->via.array.ptr[j];
                 unsigned seen = 0;
