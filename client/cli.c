@@ -680,6 +680,11 @@ static json_t *status_json(const struct dsv32_stats *s, const struct dsv32_wait_
         json_object_set_new(o, "speculative_decoding", json_boolean(s->features & DSV32_FEATURE_MTP));
         I("spec_drafted_total", s->spec_drafted_total);
         I("spec_accepted_total", s->spec_accepted_total);
+        I("requests_done_total", s->requests_done_total);
+        I("queue_us_total", s->queue_us_total);
+        I("ttft_us_total", s->ttft_us_total);
+        I("decode_us_total", s->decode_us_total);
+        I("decode_tokens_total", s->decode_tokens_total);
         I("spin_us", s->spin_us);
         I("loop_wakeups", s->loop_wakeups);
         I("loop_sleeps", s->loop_sleeps);
@@ -750,6 +755,12 @@ static int cmd_status(int argc, char **argv) {
                            (unsigned long long)s.spec_drafted_total,
                            100.0 * (double)s.spec_accepted_total / (double)s.spec_drafted_total);
         cli_printf("\n");
+        if (s.requests_done_total)
+                cli_printf("latency:    mean over %llu finished requests: queued %.1f ms, first token %.1f ms, %.2f ms per "
+                           "token after it\n",
+                           (unsigned long long)s.requests_done_total, s.queue_us_total / 1e3 / (double)s.requests_done_total,
+                           s.ttft_us_total / 1e3 / (double)s.requests_done_total,
+                           s.decode_tokens_total ? s.decode_us_total / 1e3 / (double)s.decode_tokens_total : 0.0);
         if (s.rate_window_ms)
                 snprintf(window, sizeof(window), "last %.1f s", s.rate_window_ms / 1e3);
         else

@@ -361,6 +361,12 @@ struct dsv32_stats {
         uint64_t spec_drafted_total;        /* speculative decoding: drafts verified ... */
         uint64_t spec_accepted_total;       /* ... and accepted (acceptance: accepted / drafted) */
         uint64_t kv_pages_cached;           /* KV pages no request holds, kept for the prefix cache */
+        /* sums over finished generations; a mean is the sum over requests_done_total */
+        uint64_t requests_done_total;
+        uint64_t queue_us_total;            /* submission to admission */
+        uint64_t ttft_us_total;             /* submission to the first token */
+        uint64_t decode_us_total;           /* first to last token, over ... */
+        uint64_t decode_tokens_total;       /* ... this many tokens (per-token time: the ratio) */
 };
 int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 #define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))

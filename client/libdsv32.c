@@ -1178,6 +1178,11 @@ API int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *out, size_t size)
         ret->spec_drafted_total = s->spec_drafted_total;
         ret->spec_accepted_total = s->spec_accepted_total;
         ret->kv_pages_cached = s->kv_pages_cached;
+        ret->requests_done_total = s->requests_done_total;
+        ret->queue_us_total = s->queue_us_total;
+        ret->ttft_us_total = s->ttft_us_total;
+        ret->decode_us_total = s->decode_us_total;
+        ret->decode_tokens_total = s->decode_tokens_total;
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);

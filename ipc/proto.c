@@ -262,6 +262,11 @@ static const struct field f_stats_reply[] = {
         U64(45, stats_t, spec_drafted_total, false),
         U64(46, stats_t, spec_accepted_total, false),
         U64(47, stats_t, kv_pages_cached, false),
+        U64(48, stats_t, requests_done_total, false),
+        U64(49, stats_t, queue_us_total, false),
+        U64(50, stats_t, ttft_us_total, false),
+        U64(51, stats_t, decode_us_total, false),
+        U64(52, stats_t, decode_tokens_total, false),
 };
 /* the decoder tracks the fields it saw in one 64-bit mask */
 _Static_assert(sizeof(f_stats_reply) / sizeof(f_stats_reply[0]) <= 64, "STATS_REPLY has more than 64 fields");

@@ -265,6 +265,12 @@ struct dsv_msg_stats_reply {
         uint64_t prefix_cache_tokens_total; /* prompt tokens mapped from the prefix cache */
         uint64_t spec_drafted_total, spec_accepted_total; /* speculative decoding (MTP) */
         uint64_t kv_pages_cached;          /* pages no request holds, kept for the prefix cache */
+        /* sums over finished generations (mean: the sum over requests_done_total) */
+        uint64_t requests_done_total;
+        uint64_t queue_us_total;           /* submission to admission */
+        uint64_t ttft_us_total;            /* submission to the first token */
+        uint64_t decode_us_total;          /* first to last token ... */
+        uint64_t decode_tokens_total;      /* ... over this many tokens (per-token time) */
 };
 
 struct dsv_msg {

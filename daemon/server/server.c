@@ -786,6 +786,11 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
         st->spec_drafted_total = mt.spec_drafted_total;
         st->spec_accepted_total = mt.spec_accepted_total;
         st->kv_pages_cached = mt.kv_pages_cached;
+        st->requests_done_total = mt.requests_done_total;
+        st->queue_us_total = mt.queue_us_total;
+        st->ttft_us_total = mt.ttft_us_total;
+        st->decode_us_total = mt.decode_us_total;
+        st->decode_tokens_total = mt.decode_tokens_total;
         st->requests_waiting = (uint32_t)mt.requests_waiting;
         st->requests_parked = (uint32_t)mt.requests_parked;
         st->requests_total = mt.requests_total;

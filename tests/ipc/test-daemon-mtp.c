@@ -146,6 +146,13 @@ static void test_wire(dsv32_client *on, dsv32_client *off) {
               "STATS: %llu drafted, %llu accepted", (unsigned long long)son.spec_drafted_total,
               (unsigned long long)son.spec_accepted_total);
         CHECK(soff.spec_drafted_total == 0, "mtp off: STATS says %llu drafted", (unsigned long long)soff.spec_drafted_total);
+        /* latency sums: every finished request counted, the first token after admission */
+        CHECK(soff.requests_done_total >= 2 && soff.ttft_us_total >= soff.queue_us_total && soff.decode_tokens_total > 0 &&
+                      soff.decode_us_total > 0,
+              "STATS latency sums: %llu done, queue %llu us, ttft %llu us, decode %llu us over %llu tokens",
+              (unsigned long long)soff.requests_done_total, (unsigned long long)soff.queue_us_total,
+              (unsigned long long)soff.ttft_us_total, (unsigned long long)soff.decode_us_total,
+              (unsigned long long)soff.decode_tokens_total);
 }
 
 /* a stop token that plain decoding meets at its 5th token ends the speculative run there */
