@@ -64,6 +64,9 @@ EXTRA_DIST += tests/ipc/bench.sh
 # `make bench`: decode tokens/s through dsv32d with mtp = on vs off (speculative decoding)
 bench_scripts += tests/ipc/bench-mtp.sh
 EXTRA_DIST += tests/ipc/bench-mtp.sh
+# `make bench`: the engine through IPC: 1/8/32 clients, prefix-cache TTFT, restart with sessions
+bench_scripts += tests/ipc/bench-engine.sh
+EXTRA_DIST += tests/ipc/bench-engine.sh
 
 # libdsv32's pollable descriptor under infinite poll/epoll waits, cancel of unknown ids
 check_PROGRAMS += tests/ipc/test-client-fd

@@ -4,9 +4,12 @@
  * again: 8 pages, 512) and generates
  * exactly what a daemon without the cache generates; another uid does not hit unless
  * prefix-cache-share is on; with no request or session left, no page is in use (cached
- * pages are not "used"). Greedy and seeded sampling. */
+ * pages are not "used"). Greedy and seeded sampling. Then pressure: more requests at once than
+ * the pool holds are preempted and resumed, not refused, with the outputs they have alone; and
+ * a user other than root cannot raise a request's priority. */
 #include "config.h"
 
+#include <errno.h>
 #include <grp.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,7 +22,7 @@
 
 #define NOBODY 65534
 
-static struct h_daemon dcache, dcold, dshare;
+static struct h_daemon dcache, dcold, dshare, dsmall;
 
 /* 0 on success; the reply's tokens in out, its cached prompt tokens in *cached */
 static int gen(dsv32_client *c, const struct h_toks *p, const char *session, bool seeded, struct h_toks *out, uint32_t *cached) {
@@ -73,9 +76,87 @@ static void other_uid(const struct h_daemon *d, const struct h_toks *p, uint32_t
         CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "another uid: %s", what);
 }
 
+/* Pressure: N_PRESS requests at once on a pool of 16 pages (1 MiB; each needs 6) through one
+ * client: the daemon preempts instead of refusing (DONE and STATS count it), every request
+ * completes with the tokens it generates alone on a roomy daemon, and no page stays in use. */
+#define N_PRESS 6
+static void test_pressure(dsv32_client *roomy) {
+        dsv32_client *c = h_connect(&dsmall);
+        struct h_toks p[N_PRESS], alone[N_PRESS], got[N_PRESS];
+        uint64_t ids[N_PRESS];
+        uint32_t preempted = 0;
+        int done = 0;
+        struct dsv32_stats st;
+        REQUIRE(c, "connect");
+        for (int i = 0; i < N_PRESS; i++) {
+                prompt(&p[i], 310, 77 + (uint64_t)i); /* 5 pages, a 6th while it decodes */
+                got[i].n = 0;
+                CHECK(gen(roomy, &p[i], NULL, i % 2, &alone[i], NULL) == 0, "alone %d", i);
+        }
+        for (int i = 0; i < N_PRESS; i++) {
+                struct dsv32_request q = {.struct_size = sizeof(q), .tokens = p[i].t, .n_tokens = (size_t)p[i].n,
+                                          .max_tokens = 16, .flags = DSV32_REQ_IGNORE_EOS | (i % 2 ? DSV32_REQ_SEED : 0),
+                                          .temperature = i % 2 ? 0.8f : 0.0f, .top_p = i % 2 ? 0.95f : 1.0f,
+                                          .seed = i % 2 ? 4242 : 0};
+                REQUIRE(dsv32_submit(c, &q, &ids[i]) == 0, "submit %d: %s", i, dsv32_last_error(c));
+        }
+        while (done < N_PRESS) {
+                struct dsv32_event ev[16];
+                int n;
+                REQUIRE(dsv32_wait(c, 60000) == 1, "no event for 60 s (%d of %d done)", done, N_PRESS);
+                n = dsv32_poll_events(c, ev, 16);
+                REQUIRE(n >= 0, "poll: %s", dsv32_last_error(c));
+                for (int k = 0; k < n; k++) {
+                        int i = 0;
+                        while (i < N_PRESS && ids[i] != ev[k].id)
+                                i++;
+                        REQUIRE(i < N_PRESS, "an event for an unknown id");
+                        if (ev[k].type == DSV32_EVENT_TOKENS)
+                                h_collect(&got[i], ev[k].tokens, ev[k].n_tokens, NULL, 0);
+                        else if (ev[k].type == DSV32_EVENT_DONE) {
+                                preempted += ev[k].preempted;
+                                done++;
+                        } else {
+                                CHECK(0, "request %d failed under pressure: %s", i, ev[k].message);
+                                done++;
+                        }
+                }
+        }
+        for (int i = 0; i < N_PRESS; i++)
+                CHECK(h_toks_equal(&got[i], &alone[i]), "request %d (%s) under pressure differs from alone", i,
+                      i % 2 ? "seeded" : "greedy");
+        REQUIRE(dsv32_stats(c, &st) == 0, "stats");
+        CHECK(preempted > 0 && st.preemptions_total >= preempted, "no preemption: DONE %u, STATS %llu", preempted,
+              (unsigned long long)st.preemptions_total);
+        CHECK(st.kv_pages_used == 0, "%llu KV pages still in use", (unsigned long long)st.kv_pages_used);
+        fprintf(stderr, "pressure: %d requests on 16 pages, %u preemptions, outputs as alone\n", N_PRESS, preempted);
+        dsv32_disconnect(c);
+}
+
+/* As uid nobody: a request above priority 0 is refused (EPERM), one below runs. */
+static void nobody_priority(const struct h_daemon *d) {
+        pid_t pid = fork();
+        int st;
+        REQUIRE(pid >= 0, "fork");
+        if (pid == 0) {
+                int32_t t[] = {0, 5, 6};
+                struct dsv32_request q = {.struct_size = sizeof(q), .tokens = t, .n_tokens = 3, .max_tokens = 2, .priority = 5};
+                if (setgroups(0, NULL) < 0 || setresgid(NOBODY, NOBODY, NOBODY) < 0 || setresuid(NOBODY, NOBODY, NOBODY) < 0)
+                        _exit(2);
+                dsv32_client *x = h_connect(d);
+                if (!x || dsv32_generate(x, &q, NULL, NULL, NULL) != -EPERM || !strstr(dsv32_last_error(x), "only root"))
+                        _exit(1);
+                q.priority = -5;
+                _exit(dsv32_generate(x, &q, NULL, NULL, NULL) == 0 ? 0 : 3);
+        }
+        CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "uid nobody: priority 5 not refused with EPERM, or -5 refused (exit %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 int main(void) {
         static const char *const args_cache[] = {"--socket-mode", "0666", "--allow-users", "root,65534", NULL};
         static const char *const args_cold[] = {"--prefix-cache", "no", NULL};
+        static const char *const args_small[] = {"--prefix-cache", "no", "--kv-cache-mb", "1", NULL};
         static const char *const args_share[] = {"--socket-mode", "0666", "--allow-users", "root,65534", "--prefix-cache-share",
                                                  "yes", NULL};
         struct h_toks base, p1, p2, o1, o2, cold1, cold2;
@@ -88,6 +169,7 @@ int main(void) {
         h_daemon_start(&dcache, args_cache, NULL);
         h_daemon_start(&dcold, args_cold, NULL);
         h_daemon_start(&dshare, args_share, NULL);
+        h_daemon_start(&dsmall, args_small, NULL);
         c = h_connect(&dcache);
         k = h_connect(&dcold);
         sh = h_connect(&dshare);
@@ -124,9 +206,11 @@ int main(void) {
                 other_uid(&dcache, &p2, 0, "without sharing");
                 CHECK(gen(sh, &p1, NULL, false, &o1, &cached) == 0 && cached == 0, "share daemon, first");
                 other_uid(&dshare, &p2, 448, "with prefix-cache-share");
+                nobody_priority(&dcache);
         } else {
                 fprintf(stderr, "SKIP part: another uid (needs root to run a client as nobody)\n");
         }
+        test_pressure(k);
         REQUIRE(dsv32_stats(c, &s1) == 0, "stats");
         CHECK(s1.kv_pages_used == s0.kv_pages_used, "KV pages in use: %llu, %llu before (nothing runs, no session)",
               (unsigned long long)s1.kv_pages_used, (unsigned long long)s0.kv_pages_used);
@@ -136,7 +220,8 @@ int main(void) {
         dsv32_disconnect(c);
         dsv32_disconnect(k);
         dsv32_disconnect(sh);
-        CHECK(h_daemon_stop(&dcache, 10) == 0 && h_daemon_stop(&dcold, 10) == 0 && h_daemon_stop(&dshare, 10) == 0,
+        CHECK(h_daemon_stop(&dcache, 10) == 0 && h_daemon_stop(&dcold, 10) == 0 && h_daemon_stop(&dshare, 10) == 0 &&
+                      h_daemon_stop(&dsmall, 10) == 0,
               "dsv32d did not exit 0 on SIGTERM");
         return 0;
 }
