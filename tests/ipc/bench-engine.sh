@@ -49,7 +49,7 @@ stop() {
 }
 gen() { # prompt-ids max-tokens [session]: the DONE line of --json
         "$cli" --socket "$tmp/d.sock" generate --json --ids --ignore-eos --tokens "$1" --max-tokens "$2" \
-                ${3:+--session "$3"} | tail -1
+                ${3:+--session "$3"} 2>>"$tmp/cli.err" | tail -1 # ("waiting for dsv32d to load" goes to cli.err)
 }
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["usage"][sys.argv[2]])' "$1" "$2"; }
 
@@ -59,10 +59,12 @@ gen "$(ids 5 3 16)" 4 >/dev/null # warm up
 base=
 for n in 1 8 32; do
         t0=$(now_ms)
+        jobs_=()
         for ((i = 0; i < n; i++)); do
                 gen "$(ids $((11 + 7 * i)) $((3 + i)) 16)" "$GEN" >"$tmp/c$i" &
+                jobs_+=($!)
         done
-        wait
+        wait "${jobs_[@]}" # not the daemon
         t1=$(now_ms)
         tps=$(awk -v n="$n" -v g="$GEN" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", n * g / (ms / 1000) }')
         [ -z "$base" ] && base=$tps
@@ -86,11 +88,13 @@ for i in $(seq 8); do gen "$(ids $((100 + i)) $((i + 2)) 500)" 1 "s$i" >/dev/nul
 stop
 for mode in restored recomputed; do
         if [ $mode = restored ]; then start --state-directory "$tmp/state"; else start --state-directory "$tmp/empty-state"; fi
+        jobs_=()
         for i in $(seq 8); do
                 # the conversation goes on: its 500 tokens (from the session, or recomputed), then 8 new ones
                 gen "$(ids $((100 + i)) $((i + 2)) 500),1,2,3,4,5,6,7,8" 1 "s$i" >"$tmp/r$i" &
+                jobs_+=($!)
         done
-        wait
+        wait "${jobs_[@]}"
         t1=$(now_ms)
         reused=0
         for i in $(seq 8); do reused=$((reused + $(field "$(cat "$tmp/r$i")" cached_tokens))); done
