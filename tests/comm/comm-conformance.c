@@ -230,6 +230,12 @@ static int run_nccl(const struct opts *o) {
                 fprintf(stderr, "comm-conformance: %s: %s\n", skip == 77 ? "SKIP" : "FAIL", err.msg);
                 return r == -ENODEV || r == -ENOENT ? skip : 1;
         }
+        if (dsv_backend_is_emulated(probe)) { /* ./configure --with-cuda=emulate: a CPU emulation, no NCCL */
+                fprintf(stderr, "comm-conformance: %s: the CUDA plugin is the CPU emulation (%s), which has no NCCL\n",
+                        skip == 77 ? "SKIP" : "FAIL", dsv_backend_describe(probe));
+                dsv_backend_free(probe);
+                return skip;
+        }
         n = o->n_ranks ? o->ranks[0] : 1;
         if (!o->n_ranks) {
                 /* every GPU: open devices until one is missing */
