@@ -11,18 +11,10 @@
 #include "daemon/util.h"
 #include "ipc/proto.h"
 
-static uint64_t finished[DSV_FINISH_MAX];
-
-uint64_t dsv_reqlog_finished(uint32_t finish) {
-        return finish < DSV_FINISH_MAX ? __atomic_load_n(&finished[finish], __ATOMIC_RELAXED) : 0;
-}
-
 void dsv_reqlog(const struct dsv_reqlog *r) {
         const char *session = r->session && r->session[0] ? r->session : NULL;
         char line[1600], who[200], outcome[1200];
 
-        if (!r->error && r->finish < DSV_FINISH_MAX)
-                __atomic_add_fetch(&finished[r->finish], 1, __ATOMIC_RELAXED);
         if (DSV_LOG_INFO > dsv_log_max_level)
                 return;
         snprintf(who, sizeof(who), "Request %llu of pid %d uid %u (%s)%s%s", (unsigned long long)r->id, (int)r->pid,

@@ -26,5 +26,3 @@ struct dsv_reqlog {
 };
 
 void dsv_reqlog(const struct dsv_reqlog *r);
-/* Requests that ended with finish reason `finish` since the start (errors not counted). */
-uint64_t dsv_reqlog_finished(uint32_t finish);
