@@ -18,6 +18,13 @@ errors=0
 bad() { echo "FAIL: $*"; errors=$((errors + 1)); }
 die() { echo "FAIL: $*"; exit 1; }
 pkgs="dsv32d libdsv32-0 libdsv32-dev dsv32d-cuda"
+# libdsv32's real file name follows libtool's -version-info C:R:A in client/local.mk:
+# libdsv32.so.(C-A).A.R; the SONAME libdsv32.so.0 (C-A) is what the package name promises.
+vi=$(sed -n 's/.*-version-info \([0-9]*:[0-9]*:[0-9]*\).*/\1/p' "$top_srcdir/client/local.mk")
+IFS=: read -r lt_c lt_r lt_a <<< "$vi"
+[ -n "$lt_a" ] || die "no -version-info C:R:A for libdsv32 in client/local.mk"
+[ $((lt_c - lt_a)) -eq 0 ] || die "libdsv32's -version-info $vi gives SONAME libdsv32.so.$((lt_c - lt_a)): rename the package libdsv32-0 and its symbols file first"
+libreal="libdsv32.so.0.$lt_a.$lt_r"
 
 # ---------------------------------------------------------------- preconditions
 [ "$(id -u)" -eq 0 ] || die "check-packaging installs packages and starts the daemon as user dsv32d: run it as root"
@@ -89,7 +96,7 @@ dsv32d usr/lib/sysusers.d/dsv32d.conf
 dsv32d usr/lib/tmpfiles.d/dsv32d.conf
 dsv32d usr/share/doc/dsv32d/examples/multi-node.conf
 libdsv32-0 usr/lib/$arch/libdsv32.so.0
-libdsv32-0 usr/lib/$arch/libdsv32.so.0.0.0
+libdsv32-0 usr/lib/$arch/$libreal
 libdsv32-dev usr/include/dsv32.h
 libdsv32-dev usr/lib/$arch/libdsv32.so
 libdsv32-dev usr/lib/$arch/pkgconfig/dsv32.pc
@@ -138,7 +145,7 @@ done
   mkdir -p "$work/x/rpm" && (cd "$work/x/rpm" && rpm2cpio "$work/rpm/$r" | cpio -idm --quiet); done)
 leaks=$(grep -rlE "/tmp/dsv32d-(deb|rpm)\.|$(realpath "$top_builddir")|$(realpath "$top_srcdir")|/rpmbuild/BUILD" "$work/x" 2>/dev/null)
 [ -z "$leaks" ] || bad "build-tree paths inside packaged files: $leaks"
-soname=$(objdump -p "$work/x/deb/usr/lib/$arch/libdsv32.so.0.0.0" | awk '$1 == "SONAME" { print $2 }')
+soname=$(objdump -p "$work/x/deb/usr/lib/$arch/$libreal" | awk '$1 == "SONAME" { print $2 }')
 [ "$soname" = libdsv32.so.0 ] || bad "libdsv32's SONAME is '$soname', the package libdsv32-0 says libdsv32.so.0"
 grep -qx "libdir=/usr/lib/$arch" "$work/x/deb/usr/lib/$arch/pkgconfig/dsv32.pc" || grep -q '^libdir=${prefix}/lib/'"$arch"'$' "$work/x/deb/usr/lib/$arch/pkgconfig/dsv32.pc" ||
   bad "dsv32.pc: $(grep ^libdir "$work/x/deb/usr/lib/$arch/pkgconfig/dsv32.pc")"
@@ -201,7 +208,7 @@ mode_is /usr/bin/dsv32 "root:root 755"
 mode_is /etc/dsv32d/dsv32d.conf "root:root 644"
 mode_is /lib/systemd/system/dsv32d.service "root:root 644"
 mode_is /lib/systemd/system/dsv32d.socket "root:root 644"
-mode_is "/usr/lib/$arch/libdsv32.so.0.0.0" "root:root 644"
+mode_is "/usr/lib/$arch/$libreal" "root:root 644"
 mode_is /var/lib/dsv32d "dsv32d:dsv32d 750"
 mode_is /var/cache/dsv32d "dsv32d:dsv32d 750"
 cmp -s /etc/dsv32d/dsv32d.conf "$top_builddir/systemd/dsv32d.conf" || bad "the installed dsv32d.conf is not what dsv32d --print-default-config prints"
