@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 
 #define ALIGN 4096u
@@ -39,6 +40,13 @@ struct loader {
         uint8_t **bufs;
         size_t chunk;
         bool fixed; /* staging buffers registered with the ring */
+        /* device backends with upload_async: staging in the backend's pinned host memory, one
+         * event per slot; a slot whose upload is queued waits in `pending` (oldest first) */
+        bool async;
+        void **events;
+        const struct job **pending;
+        unsigned n_pending, pending_head, qd;
+        uint64_t staged_now; /* bytes of staging holding data not yet on the device */
         uint64_t total, delivered, t0, last_report;
         bool use_direct;
         bool to_dst; /* buffered reads land in the tensors themselves: one copy, no staging */
@@ -55,6 +63,41 @@ static uint64_t mem_available(void) {
                 if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
                         return (uint64_t)kb * 1024;
         return 0;
+}
+
+/* The errno's text (the plugin's own description, dsv_backend_last_error, lives a layer above). */
+static const char *be_error(struct dsv_backend *be, int r) {
+        (void)be;
+        return strerror(-r);
+}
+
+/* Whether this process may lock memory beyond RLIMIT_MEMLOCK (CAP_IPC_LOCK, bit 14 of CapEff). */
+static bool cap_ipc_lock(void) {
+        _cleanup_fclose_ FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        unsigned long long caps;
+        if (!f)
+                return false;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "CapEff: %llx", &caps) == 1)
+                        return (caps >> 14) & 1;
+        return false;
+}
+
+/* io_uring charges registered buffers to RLIMIT_MEMLOCK: the pinned staging must fit in it
+ * (unless CAP_IPC_LOCK), else registration fails and every read pays for pinning its pages.
+ * One clear error with the numbers rather than a slow load. */
+static int check_memlock(struct loader *L, unsigned qd) {
+        struct rlimit rl;
+        uint64_t need = (uint64_t)qd * L->chunk;
+        if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need || cap_ipc_lock())
+                return 0;
+        return dsv_error_set(L->err, ENOMEM,
+                             "RLIMIT_MEMLOCK is %llu bytes but loading into %s memory stages through %u pinned buffers of %zu bytes "
+                             "(%llu bytes) registered with io_uring: raise the limit (LimitMEMLOCK=%llu or infinity in the systemd "
+                             "unit, ulimit -l %llu in a shell) or read with fewer buffers in flight",
+                             (unsigned long long)rl.rlim_cur, L->be->ops->name, qd, L->chunk, (unsigned long long)need,
+                             (unsigned long long)need, (unsigned long long)(need + 1023) / 1024);
 }
 
 static int cmp_item(const void *a, const void *b) {
@@ -151,11 +194,23 @@ static int deliver(struct loader *L, const struct job *j) {
                 uint64_t b = MAX(jb, t->offset), e = MIN(je, t->offset + t->nbytes);
                 if (b >= e)
                         continue;
-                int r = L->be->ops->upload(L->be, (uint8_t *)L->items[i].dst + (b - t->offset), buf + (b - jb), e - b);
+                void *dst = (uint8_t *)L->items[i].dst + (b - t->offset);
+                int r = L->async ? L->be->ops->upload_async(L->be, dst, buf + (b - jb), e - b)
+                                 : L->be->ops->upload(L->be, dst, buf + (b - jb), e - b);
                 if (r < 0)
                         return dsv_error_set(L->err, r, "Failed to copy tensor %s to %s memory: %s", t->name, L->be->ops->name,
                                              strerror(-r));
                 L->delivered += e - b;
+                L->st->bytes_uploaded += e - b;
+        }
+        if (L->async) {
+                int r = L->be->ops->event_record(L->be, L->events[j->slot]);
+                if (r < 0)
+                        return dsv_error_set(L->err, r, "Failed to queue the upload of %s to %s memory: %s",
+                                             tensor_at(L, j->shard, jb), L->be->ops->name, strerror(-r));
+                L->pending[(L->pending_head + L->n_pending++) % L->qd] = j;
+        } else {
+                L->staged_now -= j->len;
         }
 done:
         L->st->bytes_read += j->need;
@@ -167,6 +222,38 @@ done:
                         L->o->progress(L->o->ud, L->delivered, L->total, now - L->t0);
                 }
         }
+        return 0;
+}
+
+/* A read is about to land in staging slot j->slot. */
+static void stage(struct loader *L, const struct job *j) {
+        if (j->dst)
+                return;
+        L->staged_now += j->len;
+        if (L->staged_now > L->st->staging_peak)
+                L->st->staging_peak = L->staged_now;
+}
+
+/* After an error: lets the queued uploads finish reading their staging buffers (their own
+ * errors, if any, come after the first one, which stays in L->err). */
+static void drain_uploads(struct loader *L) {
+        for (; L->n_pending > 0; L->n_pending--, L->pending_head = (L->pending_head + 1) % L->qd)
+                (void)L->be->ops->event_wait(L->be, L->events[L->pending[L->pending_head]->slot]);
+}
+
+/* Waits for the oldest queued upload; its staging slot is free again (pushed on free_slots
+ * when given). */
+static int reclaim(struct loader *L, int *free_slots, unsigned *n_free) {
+        const struct job *j = L->pending[L->pending_head];
+        L->pending_head = (L->pending_head + 1) % L->qd;
+        L->n_pending--;
+        int r = L->be->ops->event_wait(L->be, L->events[j->slot]);
+        if (r < 0)
+                return dsv_error_set(L->err, r, "Failed to upload tensor %s to %s memory: %s", tensor_at(L, j->shard, j->off),
+                                     L->be->ops->name, be_error(L->be, r));
+        L->staged_now -= j->len;
+        if (free_slots)
+                free_slots[(*n_free)++] = j->slot;
         return 0;
 }
 
@@ -287,9 +374,17 @@ static int run_uring(struct loader *L, unsigned qd) {
                 while (n_free > 0 && L->next_job < L->n_jobs) {
                         struct job *j = &L->jobs[L->next_job++];
                         j->slot = free_slots[--n_free];
+                        stage(L, j);
                         if ((r = submit(L, &ring, j)) < 0)
-                                goto out;
+                                goto drain;
                         inflight++;
+                }
+                /* uploads queued: free their slots for the next reads, oldest first, while
+                 * the reads in flight go on (waiting on nothing but the disk is worse) */
+                if (L->n_pending > 0 && inflight < (L->qd + 1) / 2) {
+                        if ((r = reclaim(L, free_slots, &n_free)) < 0)
+                                goto drain;
+                        continue;
                 }
                 r = io_uring_submit(&ring);
                 if (r < 0)
@@ -318,7 +413,8 @@ static int run_uring(struct loader *L, unsigned qd) {
                         }
                         if ((r = deliver(L, j)) < 0)
                                 goto drain;
-                        free_slots[n_free++] = j->slot;
+                        if (!L->async) /* else the slot is free once its upload is (reclaim) */
+                                free_slots[n_free++] = j->slot;
                 } while (io_uring_peek_cqe(&ring, &cqe) == 0);
         }
         r = 0;
@@ -334,6 +430,9 @@ drain:
                 inflight--;
         }
 out:
+        /* uploads still reading staging buffers (error paths; the end waits in the caller) */
+        if (r < 0)
+                drain_uploads(L);
         io_uring_queue_exit(&ring);
         free(iov);
         free(free_slots);
@@ -345,6 +444,7 @@ static int run_pread(struct loader *L) {
                 struct job *j = &L->jobs[L->next_job];
                 j->slot = 0;
                 j->probing = false;
+                stage(L, j);
                 while (j->done < j->need) {
                         int fd = job_fd(L, j);
                         bool direct = fd == L->io[j->shard].fd_direct;
@@ -357,8 +457,13 @@ static int run_pread(struct loader *L) {
                                 break;
                 }
                 int r = deliver(L, j);
-                if (r < 0)
+                if (r < 0) {
+                        drain_uploads(L);
                         return r;
+                }
+                while (L->n_pending > 0) /* one staging buffer: its upload must finish first */
+                        if ((r = reclaim(L, NULL, NULL)) < 0)
+                                return r;
         }
         return 0;
 }
@@ -391,12 +496,36 @@ int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *item
                 L.use_direct = !o->no_direct && (o->direct || avail == 0 || L.total > avail / 2);
                 L.to_dst = !L.use_direct && be->host_memory;
         }
-        for (unsigned i = 0; i < qd; i++)
-                if (posix_memalign((void **)&L.bufs[i], ALIGN, L.chunk) != 0) {
+        L.async = !be->host_memory && dsv_backend_has_async_upload(be) && !o->no_async;
+        L.qd = qd;
+        if (L.async) {
+                if ((r = check_memlock(&L, qd)) < 0)
+                        goto out;
+                L.events = calloc(qd, sizeof(*L.events));
+                L.pending = calloc(qd, sizeof(*L.pending));
+                if (!L.events || !L.pending) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+        }
+        for (unsigned i = 0; i < qd; i++) {
+                if (L.async) {
+                        if ((r = be->ops->alloc_host(be, L.chunk, (void **)&L.bufs[i])) < 0 ||
+                            (r = be->ops->event_new(be, &L.events[i])) < 0) {
+                                r = dsv_error_set(err, r, "Cannot set up %u pinned staging buffers of %zu bytes for %s uploads: %s", qd,
+                                                  L.chunk, be->ops->name, be_error(be, r));
+                                goto out;
+                        }
+                } else if (posix_memalign((void **)&L.bufs[i], ALIGN, L.chunk) != 0) {
                         L.bufs[i] = NULL;
                         r = -ENOMEM;
                         goto out;
                 }
+                if (!L.to_dst)
+                        st.staging_bytes += L.chunk;
+        }
+        st.pinned = L.async;
+        st.queue_depth = qd;
         if ((r = open_shards(&L)) < 0 || (r = plan(&L)) < 0)
                 goto out;
         L.t0 = L.last_report = dsv_now_ns();
@@ -407,6 +536,8 @@ int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *item
                 L.next_job = 0;
                 r = run_pread(&L);
         }
+        while (r >= 0 && L.n_pending > 0) /* the last uploads */
+                r = reclaim(&L, NULL, NULL);
         if (r < 0)
                 goto out;
         if (L.delivered != L.total) {
@@ -421,9 +552,21 @@ int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *item
         if (stats)
                 *stats = st;
 out:
+        if (r < 0 && L.async)
+                drain_uploads(&L);
         if (L.bufs)
+                for (unsigned i = 0; i < qd; i++) {
+                        if (L.async && L.bufs[i])
+                                be->ops->free_host(be, L.bufs[i], L.chunk);
+                        else
+                                free(L.bufs[i]);
+                }
+        if (L.events)
                 for (unsigned i = 0; i < qd; i++)
-                        free(L.bufs[i]);
+                        if (L.events[i])
+                                be->ops->event_free(be, L.events[i]);
+        free(L.events);
+        free(L.pending);
         if (L.io)
                 for (size_t s = 0; s < ck->n_shards; s++) {
                         if (L.io[s].fd_direct >= 0)

@@ -6,7 +6,11 @@
  * else, each chunk first asked of the page cache (a buffered read with RWF_NOWAIT, which fails
  * at once instead of blocking) in case part of it is cached.
  * Short reads and EAGAIN are retried; EIO or a file that shrank is an error naming the file
- * and the tensor. Where io_uring is unavailable (seccomp, old kernel) it falls back to
+ * and the tensor. A device backend with pinned host memory and asynchronous uploads
+ * (kernels/backend.h upload_async) stages in its pinned buffers: each chunk's upload is
+ * queued on the backend's copy stream and its buffer reused only after the upload's event,
+ * so disk reads and host-to-device copies overlap and the host holds queue_depth x chunk
+ * bytes of the model at most. Where io_uring is unavailable (seccomp, old kernel) it falls back to
  * pread() and says so in the stats. */
 #pragma once
 
@@ -27,6 +31,8 @@ struct dsv_load_opts {
         bool no_direct;       /* never use O_DIRECT */
         bool direct;          /* use O_DIRECT even when the checkpoint would fit in memory */
         bool no_uring;        /* use pread() (baseline, tests) */
+        bool no_async;        /* upload synchronously from plain buffers even when the backend
+                               * has pinned memory and upload_async (baseline, tests) */
         void (*progress)(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns);
         void *ud;
 };
@@ -39,6 +45,13 @@ struct dsv_load_stats {
         unsigned cached_reads;  /* chunks served from the page cache (buffered, non-blocking) */
         bool direct;            /* at least one shard was read with O_DIRECT */
         bool uring;             /* io_uring was used */
+        /* staging: reads of a device backend land in staging buffers, each byte once, then
+         * go to the device (bytes_uploaded == bytes_tensors: no tensor staged twice) */
+        uint64_t staging_bytes;  /* host staging allocated: queue_depth x chunk (0: reads land in place) */
+        uint64_t staging_peak;   /* most staging bytes holding data not yet on the device at once */
+        uint64_t bytes_uploaded; /* bytes copied from staging into backend memory */
+        unsigned queue_depth;
+        bool pinned;             /* staging in the backend's pinned memory, uploads overlapped */
 };
 
 int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *items, size_t n, struct dsv_backend *be,

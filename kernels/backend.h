@@ -354,7 +354,19 @@ struct dsv_backend_ops {
         int (*mem_info)(struct dsv_backend *be, uint64_t *free_bytes, uint64_t *total_bytes);
         /* Optional: one line on how this backend runs (threads, kernels chosen), for the log. */
         const char *(*describe)(struct dsv_backend *be);
+        /* Optional, all four or none (the loader's overlapped weight streaming): upload_async
+         * queues a copy from host memory got from alloc_host to dst on a copy stream of its own,
+         * after the work already queued on the backend (fills, ops), and returns at once; src must stay untouched, and compute must not read dst, until an
+         * event recorded after the copy has been waited for. event_record marks every
+         * upload_async queued so far; event_wait blocks until those copies are done and returns
+         * their error (-errno). Backends without them (the CPU) copy synchronously in upload. */
+        int (*upload_async)(struct dsv_backend *be, void *dst, const void *src, size_t n);
+        int (*event_new)(struct dsv_backend *be, void **ret);
+        void (*event_free)(struct dsv_backend *be, void *ev);
+        int (*event_record)(struct dsv_backend *be, void *ev);
+        int (*event_wait)(struct dsv_backend *be, void *ev);
 };
+
 
 struct dsv_backend {
         const struct dsv_backend_ops *ops;
@@ -363,6 +375,11 @@ struct dsv_backend {
         int n_threads;
         uint64_t bytes_allocated;
 };
+
+static inline bool dsv_backend_has_async_upload(const struct dsv_backend *be) {
+        return be->ops->alloc_host && be->ops->free_host && be->ops->upload_async && be->ops->event_new &&
+               be->ops->event_free && be->ops->event_record && be->ops->event_wait;
+}
 
 /* CPU backend; n_threads <= 0: all online CPUs. */
 int dsv_backend_cpu_new(int n_threads, struct dsv_backend **ret);

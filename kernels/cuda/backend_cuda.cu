@@ -137,6 +137,12 @@ static void cuda_free(struct dsv_backend *be) {
                         cublasDestroy(c->blas);
                 if (c->stream)
                         cudaStreamDestroy(c->stream);
+                if (c->copy_stream) {
+                        cudaStreamSynchronize(c->copy_stream);
+                        cudaStreamDestroy(c->copy_stream);
+                }
+                if (c->copy_after)
+                        cudaEventDestroy(c->copy_after);
                 free(c);
         }
         free(be);
@@ -233,6 +239,46 @@ static int cuda_alloc_host(struct dsv_backend *be, size_t size, void **ret) {
 static void cuda_free_host(struct dsv_backend *be, void *p, size_t size) {
         if (p)
                 cudaFreeHost(p);
+}
+
+/* Weight streaming: copies on copy_stream, so they overlap the loader's next disk reads;
+ * the loader waits for an event before it reuses a staging buffer or computes. */
+static int cuda_upload_async(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (!n)
+                return 0;
+        /* after what is queued on the compute stream (a fill of the same buffer, say) */
+        DCU_CUDA(cudaEventRecord(c->copy_after, c->stream));
+        DCU_CUDA(cudaStreamWaitEvent(c->copy_stream, c->copy_after, 0));
+        DCU_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->copy_stream));
+        return 0;
+}
+
+static int cuda_event_new(struct dsv_backend *be, void **ret) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        cudaEvent_t ev = NULL;
+        DCU_CUDA(cudaSetDevice(c->device));
+        DCU_CUDA(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+        *ret = (void *)ev;
+        return 0;
+}
+
+static void cuda_event_free(struct dsv_backend *be, void *ev) {
+        (void)be;
+        if (ev)
+                cudaEventDestroy((cudaEvent_t)ev);
+}
+
+static int cuda_event_record(struct dsv_backend *be, void *ev) {
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        DCU_CUDA(cudaEventRecord((cudaEvent_t)ev, c->copy_stream));
+        return 0;
+}
+
+static int cuda_event_wait(struct dsv_backend *be, void *ev) {
+        (void)be;
+        DCU_CUDA(cudaEventSynchronize((cudaEvent_t)ev));
+        return 0;
 }
 
 /* ------------------------------------------------------------------ vtable: ops */
@@ -402,6 +448,12 @@ static const struct dsv_backend_ops cuda_ops = {
         /* .free_host = */ cuda_free_host,
         /* .copy = */ cuda_copy,
         /* .mem_info = */ cuda_mem_info,
+        /* .describe = */ NULL,
+        /* .upload_async = */ cuda_upload_async,
+        /* .event_new = */ cuda_event_new,
+        /* .event_free = */ cuda_event_free,
+        /* .event_record = */ cuda_event_record,
+        /* .event_wait = */ cuda_event_wait,
 };
 
 /* ------------------------------------------------------------------ plugin entry points */
@@ -426,6 +478,8 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         c->n_sm = prop.multiProcessorCount;
         c->smem_optin = (size_t)smem;
         DCU_CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+        DCU_CUDA(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
+        DCU_CUDA(cudaEventCreateWithFlags(&c->copy_after, cudaEventDisableTiming));
         DCU_CUBLAS(cublasCreate(&c->blas));
         DCU_CUBLAS(cublasSetStream(c->blas, c->stream));
         DCU_CUBLAS(cublasLtCreate(&c->lt));

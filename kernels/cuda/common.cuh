@@ -84,6 +84,8 @@ struct dcu_moe_table {
 struct dcu_ctx {
         int device;
         cudaStream_t stream;
+        cudaStream_t copy_stream; /* upload_async: weight streaming beside the compute stream */
+        cudaEvent_t copy_after;   /* orders copy_stream after the work queued on stream */
         cublasHandle_t blas;
         cublasLtHandle_t lt;
         void *lt_ws;

@@ -41,7 +41,8 @@ EXTRA_DIST += tests/gpu/gputest.h tests/gpu/run-device.sh tests/gpu/README.md te
 GPU_TESTS = \
 	tests/gpu/test-gpu-backend tests/gpu/test-gpu-elementwise tests/gpu/test-gpu-norm \
 	tests/gpu/test-gpu-linear tests/gpu/test-gpu-kv tests/gpu/test-gpu-indexer \
-	tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe tests/gpu/test-gpu-sample tests/gpu/test-gpu-model
+	tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe tests/gpu/test-gpu-sample tests/gpu/test-gpu-model \
+	tests/gpu/test-gpu-load
 check_PROGRAMS += $(GPU_TESTS)
 TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh
 EXTRA_DIST += tests/gpu/test-gpu-tools.sh
@@ -64,6 +65,8 @@ tests_gpu_test_gpu_moe_SOURCES = tests/gpu/test-gpu-moe.c tests/gpu/gputest.h
 tests_gpu_test_gpu_moe_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_model_SOURCES = tests/gpu/test-gpu-model.c tests/gpu/gputest.h
 tests_gpu_test_gpu_model_LDADD = libdsv32plugin.la libdsv32core.la
+tests_gpu_test_gpu_load_SOURCES = tests/gpu/test-gpu-load.c tests/gpu/gputest.h
+tests_gpu_test_gpu_load_LDADD = libdsv32plugin.la libdsv32core.la
 tests_gpu_test_gpu_sample_SOURCES = tests/gpu/test-gpu-sample.c tests/gpu/gputest.h daemon/runtime/sampler.c
 tests_gpu_test_gpu_sample_CFLAGS = $(AM_CFLAGS)
 tests_gpu_test_gpu_sample_LDADD = $(GPU_TEST_LIBS)
