@@ -33,11 +33,10 @@ clean-cluster-tmp:
 .PHONY: clean-cluster-tmp
 
 # `make check-tsan`, in a tree configured --enable-tsan: the tests whose threads share
-# memory (the in-process communicator's ranks, the bootstrap's monitor threads, the model's
-# expert-parallel ranks) under
+# memory (the in-process communicator's ranks, the bootstrap's monitor threads) under
 # ThreadSanitizer, without building the rest of the suite. Results in test-suite.log.
-TSAN_TEST_BINS = tests/comm/comm-conformance tests/cluster/test-cluster-bootstrap tests/layouts/test-ep-model
-TSAN_LOGS = tests/comm/comm-local.log tests/cluster/test-cluster-bootstrap.log tests/layouts/test-ep-model.log
+TSAN_TEST_BINS = tests/comm/comm-conformance tests/cluster/test-cluster-bootstrap
+TSAN_LOGS = tests/comm/comm-local.log tests/cluster/test-cluster-bootstrap.log
 if ENABLE_TSAN
 check-tsan: $(TSAN_TEST_BINS)
 	@rm -f $(TSAN_LOGS) $(TSAN_LOGS:.log=.trs) $(TEST_SUITE_LOG)
