@@ -1,10 +1,11 @@
 /* The feed-forward half of a layer: the dense SwiGLU MLP, and the MoE (router with the test
- * hooks, routed experts, shared expert). */
+ * hooks, routed experts on this rank or split over an expert-parallel group, shared expert). */
 #include "config.h"
 
 #include <math.h>
 
 #include "daemon/model/internal.h"
+#include "kernels/moe_combine.h"
 
 int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *w1, const struct dsv_tensor *w2,
                const struct dsv_tensor *w3) {
@@ -17,6 +18,65 @@ int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *
         if ((r = dsv_fwd_linear(F, &g1, &w->h, w1)) < 0 || (r = dsv_fwd_linear(F, &g3, &w->h, w3)) < 0 || (r = dsv_fwd_run(F, &op)) < 0)
                 return r;
         return dsv_fwd_linear(F, out, &gs, w2);
+}
+
+/* Expert parallelism (model.h): every rank holds every token's row (attention is replicated),
+ * so there is no dispatch. This rank runs its own experts over one row per (token, slot),
+ * weight 1 (exact: the row is the expert's output itself), a zero row for the slots of other
+ * ranks' experts; one all-reduce gives every rank every slot's row (one contributor each:
+ * x + 0 is exact), and the combine sums them as the one-rank kernel does. Per layer the group
+ * moves T * k * hidden_size floats per rank (all-to-all would move only the owned rows: the
+ * next step when attention is no longer replicated). */
+static int moe_experts_ep(struct fwd *F, int layer) {
+        struct dsv_model *m = F->m;
+        struct ws *w = &m->ws;
+        const struct dsv_model_config *c = &m->cfg;
+        const struct layer *l = &m->layers[layer];
+        const int K = c->num_experts_per_tok, E = c->n_routed_experts;
+        const int64_t D = c->hidden_size, R = (int64_t)F->T * K;
+        const size_t need = (size_t)R * ((size_t)D * 2 + 2) * sizeof(float);
+        struct dsv_comm *ep = m->ep;
+        int r;
+
+        if (need > m->ep_bytes) {
+                void *nb;
+                if ((r = m->be->ops->alloc(m->be, need, &nb)) < 0)
+                        return dsv_error_set(F->err, r, "Cannot allocate %zu bytes for the expert-parallel rows", need);
+                if (m->ep_buf)
+                        m->be->ops->dealloc(m->be, m->ep_buf, m->ep_bytes);
+                m->ep_buf = nb;
+                m->ep_bytes = need;
+        }
+        float *xs = m->ep_buf, *ys = xs + (size_t)R * D, *ws1 = ys + (size_t)R * D;
+        int32_t *ids1 = (int32_t *)(ws1 + R);
+        for (int t = 0; t < F->T; t++) {
+                const int32_t *ids = dsv_tensor_row(&w->moe_ids, t);
+                for (int j = 0; j < K; j++) {
+                        const int64_t k = (int64_t)t * K + j;
+                        const int e = ids[j];
+                        const bool mine = e >= 0 && e < E && dsv_model_owns_expert(m, e);
+                        ids1[k] = mine ? e : -1;
+                        ws1[k] = 1.0f;
+                        if (!mine)
+                                continue;
+                        memcpy(xs + (size_t)k * D, dsv_tensor_row(&w->h, t), (size_t)D * sizeof(float));
+                        if (m->hooks.on_expert_row)
+                                m->hooks.on_expert_row(m->hooks.ud, layer, ep->rank, F->p->row_seq[t], F->p->row_pos[t], j, e);
+                }
+        }
+        struct dsv_tensor X = dsv_tensor_2d(DSV_F32, xs, R, D), Y = dsv_tensor_2d(DSV_F32, ys, R, D),
+                          I1 = dsv_tensor_2d(DSV_I32, ids1, R, 1), W1 = dsv_tensor_2d(DSV_F32, ws1, R, 1);
+        struct dsv_op op = {.type = DSV_OP_MOE_EXPERTS};
+        op.moe_experts = (struct dsv_op_moe_experts){.out = &Y, .x = &X, .ids = &I1, .weights = &W1, .experts = l->experts,
+                                                     .n_experts = E, .inter = c->moe_intermediate_size, .faithful = F->f};
+        if ((r = dsv_fwd_run(F, &op)) < 0)
+                return r;
+        if ((r = dsv_comm_all_reduce(ep, ys, ys, (size_t)R * D, DSV_F32, DSV_REDUCE_SUM)) < 0)
+                return dsv_error_set(F->err, r, "expert-parallel combine of layer %d on rank %d of %d: %s", layer, ep->rank,
+                                     ep->size, dsv_comm_last_error(ep)[0] ? dsv_comm_last_error(ep) : strerror(-r));
+        return dsv_moe_combine(w->moe_out.data, w->moe_out.stride / sizeof(float), ys, w->moe_ids.data,
+                               w->moe_ids.stride / sizeof(int32_t), w->moe_w.data, w->moe_w.stride / sizeof(float), F->T, K,
+                               D, E);
 }
 
 int dsv_fwd_moe(struct fwd *F, int layer) {
@@ -74,12 +134,18 @@ int dsv_fwd_moe(struct fwd *F, int layer) {
                 if (r < 0)
                         return r;
         }
-        op = (struct dsv_op){.type = DSV_OP_MOE_EXPERTS};
-        op.moe_experts = (struct dsv_op_moe_experts){.out = &w->moe_out, .x = &w->h, .ids = &w->moe_ids, .weights = &w->moe_w,
-                                                     .experts = l->experts, .n_experts = c->n_routed_experts,
-                                                     .inter = c->moe_intermediate_size, .faithful = F->f};
-        if ((r = dsv_fwd_run(F, &op)) < 0)
-                return r;
+        if (m->ep) {
+                if ((r = moe_experts_ep(F, layer)) < 0)
+                        return r;
+        } else {
+                op = (struct dsv_op){.type = DSV_OP_MOE_EXPERTS};
+                op.moe_experts = (struct dsv_op_moe_experts){.out = &w->moe_out, .x = &w->h, .ids = &w->moe_ids,
+                                                             .weights = &w->moe_w, .experts = l->experts,
+                                                             .n_experts = c->n_routed_experts,
+                                                             .inter = c->moe_intermediate_size, .faithful = F->f};
+                if ((r = dsv_fwd_run(F, &op)) < 0)
+                        return r;
+        }
         if (l->w1) {
                 if ((r = dsv_fwd_mlp(F, &w->shared, l->w1, l->w2, l->w3)) < 0)
                         return r;

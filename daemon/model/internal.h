@@ -81,6 +81,9 @@ struct dsv_model {
         struct dsv_load_stats load_stats;
         struct dsv_model_hooks hooks;
         struct ws ws;
+        struct dsv_comm *ep;   /* expert-parallel group, or NULL (model.h) */
+        void *ep_buf;          /* its per-slot rows (backend memory, grown on demand) */
+        size_t ep_bytes;
 };
 
 /* One forward call in progress. */
@@ -115,6 +118,7 @@ int dsv_fwd_attention(struct fwd *F, int layer);
 int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *w1, const struct dsv_tensor *w2,
                 const struct dsv_tensor *w3);
 int dsv_fwd_moe(struct fwd *F, int layer);
+bool dsv_model_owns_expert(const struct dsv_model *m, int e);
 int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits);
 
 /* forward.c: what the main and the MTP forward passes share */

@@ -49,6 +49,8 @@ void dsv_model_free(struct dsv_model *m) {
                 free(m->layers);
         }
         dsv_ws_free(m);
+        if (m->ep_buf)
+                m->be->ops->dealloc(m->be, m->ep_buf, m->ep_bytes);
         if (m->wbuf)
                 m->be->ops->dealloc(m->be, m->wbuf, m->wbytes);
         if (m->inv_freq_buf)
@@ -56,6 +58,10 @@ void dsv_model_free(struct dsv_model *m) {
         free(m->tensors);
         dsv_checkpoint_free(m->ck);
         free(m);
+}
+
+bool dsv_model_owns_expert(const struct dsv_model *m, int e) {
+        return !m->ep || dsv_expert_owner(e, m->cfg.n_routed_experts, m->ep->size) == m->ep->rank;
 }
 
 static const struct dsv_tensor *find_tensor(const struct dsv_model *m, const struct dsv_tensor_index *ix, const char *name) {
@@ -88,6 +94,8 @@ static int select_specs(struct dsv_model *m, struct dsv_tensor_spec **ret, size_
                 const struct dsv_tensor_spec *s = &specs[i];
                 if (s->mtp && (s->layer != m->cfg.num_hidden_layers || (s->optional && !dsv_checkpoint_find(m->ck, s->name))))
                         continue;
+                if (s->expert >= 0 && !dsv_model_owns_expert(m, s->expert))
+                        continue; /* another rank's expert: never read */
                 specs[k++] = *s;
         }
         *ret = specs;
@@ -232,6 +240,21 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                                   "%s: index_head_dim = %d: faithful numerics quantize one 128-value block per indexer head; use --numerics exact",
                                   dir, m->cfg.index_head_dim);
                 goto fail;
+        }
+        if (opts && opts->ep) {
+                if (!be->host_memory || !opts->ep->host_memory) {
+                        r = dsv_error_set(err, EOPNOTSUPP,
+                                          "expert parallelism runs on the CPU backend only for now (the %s backend and the %s "
+                                          "communicator were given): use --backend cpu, or one rank",
+                                          be->ops->name, opts->ep->ops->name);
+                        goto fail;
+                }
+                if (opts->ep->size > m->cfg.n_routed_experts) {
+                        r = dsv_error_set(err, EINVAL, "%d expert-parallel ranks for %d routed experts: at most one rank per expert",
+                                          opts->ep->size, m->cfg.n_routed_experts);
+                        goto fail;
+                }
+                m->ep = opts->ep;
         }
         /* The MTP layer (validated by the checkpoint reader) only when asked for: plain
          * generation never needs it. */

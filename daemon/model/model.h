@@ -17,6 +17,7 @@
 #include "daemon/model/plan.h"
 #include "daemon/model_config.h"
 #include "kernels/backend.h"
+#include "kernels/comm.h"
 
 enum dsv_numerics {
         DSV_NUMERICS_FAITHFUL,
@@ -47,6 +48,9 @@ struct dsv_model_hooks {
         void (*on_embed)(void *ud, int seq, int pos, float *x, int dim);
         /* The residual stream after a layer (fp32 sum the next norm sees), dim values. */
         void (*on_layer)(void *ud, int layer, int seq, int pos, const float *x, int dim);
+        /* Expert parallelism: a routed-expert row this rank computes (token seq/pos, its slot
+         * and expert), before the combine. */
+        void (*on_expert_row)(void *ud, int layer, int rank, int seq, int pos, int slot, int expert);
         bool want_index_scores;
         bool want_router_scores;
         bool force_dense; /* attend to every position: sparse == dense checks */
@@ -65,7 +69,22 @@ struct dsv_model_opts {
         enum dsv_numerics numerics;
         struct dsv_load_opts load;
         enum dsv_mtp_mode mtp;
+        /* Expert parallelism (the ep of the ep,dp layout): this model is rank ep->rank of
+         * ep->size; it loads and runs only the routed experts it owns (dsv_expert_owner), the
+         * rest of the model whole. Every rank runs the same batches (attention, dense layers
+         * and lm_head replicated); each MoE layer computes its experts' rows of every token
+         * and the group all-reduces the per-slot rows (one rank contributes each, the others
+         * zeros: exact), then every rank sums them in ascending expert order as one rank
+         * does, so logits are bit-identical to one rank's. The CPU backend only (host memory);
+         * NULL: one rank, every expert. The caller keeps ep alive while the model lives. */
+        struct dsv_comm *ep;
 };
+
+/* The rank owning routed expert e of E over n ranks: contiguous blocks (rank r owns
+ * [ceil(r*E/n), ceil((r+1)*E/n))), as DeepSeek's and SGLang's expert-parallel layouts. */
+static inline int dsv_expert_owner(int e, int E, int n) {
+        return (int)(((int64_t)e * n) / E);
+}
 
 struct dsv_model;
 

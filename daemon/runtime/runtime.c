@@ -25,7 +25,7 @@ static enum dsv_mtp_mode mtp_mode(const struct dsv_runtime *rt, const struct dsv
  * the model (an op it lacks: -EOPNOTSUPP from the load-time probe) gives way to the CPU. */
 static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, struct dsv_error *err) {
         const char *name = o->backend ? o->backend : "cpu";
-        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp};
+        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp, .ep = o->ep};
         struct dsv_error e = {{0}};
         int r;
 

@@ -6,6 +6,8 @@
 
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include "daemon/runtime/generate.h"
 #include "ipc/idlist.h"
@@ -36,7 +38,15 @@ static void help(void) {
                "  --top-k K, --top-p P, --min-p P\n"
                "                         sampling filters (default off)\n"
                "  --seed N               sampling seed (default 0); same seed, same tokens\n"
-               "  --threads N            CPU threads (default: all)\n"
+               "  --threads N            CPU threads in all, split between the ranks (default: all)\n"
+               "  --ranks N              run N ranks in this process (default 1): CPU ranks as\n"
+               "                         threads joined by the in-process communicator, the\n"
+               "                         layout given by --parallel; output and logits are\n"
+               "                         those of one rank, bit for bit\n"
+               "  --parallel LAYOUT      the layout of the ranks: ep,dp (the only one so far):\n"
+               "                         routed experts split over the ranks in contiguous\n"
+               "                         blocks, each rank reading only its own; attention,\n"
+               "                         dense layers and lm_head replicated on every rank\n"
                "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
                "  --device N             GPU index for the cuda backend (default 0)\n"
                "  --stats                print load, speed and draft acceptance figures to stderr\n"
@@ -58,6 +68,52 @@ static int parse_float(const char *opt, const char *arg, double lo, double hi, f
         return 0;
 }
 
+/* One rank: its runtime and its generation. Every rank runs the same prompt with the same
+ * options (the collectives of the layout pair up); rank 0 alone dumps the logits. */
+struct rank_job {
+        int rank, n_ranks;
+        struct dsv_runtime_opts ro;
+        struct dsv_generate_opts go;
+        const int32_t *prompt;
+        int n_prompt;
+        long n_gen;
+        int32_t *gen;
+        struct dsv_generate_stats gs;
+        struct dsv_error err;
+        struct dsv_runtime *rt;
+        uint64_t load_ns;
+        int r;
+};
+
+static int run_rank(struct rank_job *j) {
+        int r;
+        uint64_t t0 = dsv_now_ns();
+        if ((r = dsv_runtime_open(&j->ro, &j->rt, &j->err)) < 0)
+                return r;
+        j->load_ns = dsv_now_ns() - t0;
+        const struct dsv_model_config *cfg = j->rt->cfg;
+        for (int i = 0; i < j->n_prompt; i++)
+                if (j->prompt[i] >= cfg->vocab_size)
+                        return dsv_error_set(&j->err, EINVAL, "token %d is outside the vocabulary (%d ids)", j->prompt[i],
+                                             cfg->vocab_size);
+        if ((int64_t)j->n_prompt + j->n_gen + 1 > cfg->max_position_embeddings)
+                return dsv_error_set(&j->err, EINVAL, "%d prompt + %ld generated tokens exceed max_position_embeddings (%d)",
+                                     j->n_prompt, j->n_gen, cfg->max_position_embeddings);
+        if (!(j->gen = malloc(((size_t)j->n_gen + 1) * sizeof(int32_t))))
+                return dsv_error_set(&j->err, ENOMEM, "out of memory");
+        j->go.speculate = dsv_model_has_mtp(j->rt->model);
+        j->go.n_gen = (int)j->n_gen;
+        return dsv_runtime_generate(j->rt, j->prompt, j->n_prompt, &j->go, j->gen, &j->gs, &j->err);
+}
+
+static void *rank_thread(void *arg) {
+        struct rank_job *j = arg;
+        j->r = run_rank(j);
+        if (j->r < 0 && j->ro.ep)
+                dsv_comm_abort(j->ro.ep); /* the other ranks stop at their next collective */
+        return NULL;
+}
+
 int main(int argc, char **argv) {
         static const struct option opts[] = {
                 {"model", required_argument, NULL, 'm'},   {"tokens", required_argument, NULL, 't'},
@@ -70,20 +126,21 @@ int main(int argc, char **argv) {
                 {"temperature", required_argument, NULL, 'T'}, {"top-k", required_argument, NULL, 'K'},
                 {"top-p", required_argument, NULL, 'P'},    {"min-p", required_argument, NULL, 'N'},
                 {"seed", required_argument, NULL, 'S'},     {"version", no_argument, NULL, 'V'},
+                {"ranks", required_argument, NULL, 'R'},    {"parallel", required_argument, NULL, 'L'},
                 {0},
         };
-        const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu";
-        long n_gen = 16, chunk = 0, threads = 0, device = 0, v;
+        const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu", *layout = NULL;
+        long n_gen = 16, chunk = 0, threads = 0, device = 0, n_ranks = 1, v;
         bool one_by_one = false, stats = false;
         struct dsv_runtime_opts ro = {.numerics = DSV_NUMERICS_FAITHFUL, .mtp = DSV_MTP_AUTO};
         struct dsv_generate_opts go = {.n_draft = 1};
         struct dsv_generate_stats gs = {0};
-        struct dsv_error err = {{0}};
         struct dsv_runtime *rt = NULL;
+        struct rank_job *jobs = NULL;
+        struct dsv_comm **comms = NULL;
         int32_t *prompt = NULL, *gen = NULL;
         FILE *df = NULL;
         int n_prompt = 0, c, r, ret = 1;
-        uint64_t t0;
 
         argv[0] = (char *)"dsv32-run"; /* getopt's messages: not the build tree's libtool path */
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
@@ -186,6 +243,15 @@ int main(int argc, char **argv) {
                         }
                         go.sampling.seed = (uint64_t)v;
                         break;
+                case 'R':
+                        if (dsv_parse_int(optarg, 1, 256, &n_ranks) < 0) {
+                                fprintf(stderr, "dsv32-run: --ranks needs 1..256\n");
+                                return 2;
+                        }
+                        break;
+                case 'L':
+                        layout = optarg;
+                        break;
                 case 'h':
                         help();
                         return 0;
@@ -205,57 +271,130 @@ int main(int argc, char **argv) {
                 return 2;
         }
         n_prompt = (int)n_ids;
-        /* the KV pool: the prompt, the generated tokens and the one fed after the last */
-        ro.model_dir = model_dir;
-        ro.backend = backend;
-        ro.where = (struct dsv_backend_opts){.device = (int)device, .threads = (int)threads};
-        ro.kv_tokens = (int64_t)n_prompt + n_gen + 1;
-        t0 = dsv_now_ns();
-        if ((r = dsv_runtime_open(&ro, &rt, &err)) < 0) {
-                fprintf(stderr, "dsv32-run: %s\n", err.msg[0] ? err.msg : strerror(-r));
-                goto out;
+        if (layout && strcmp(layout, "ep,dp") != 0) {
+                fprintf(stderr, "dsv32-run: --parallel %s: %s\n", layout,
+                        strcmp(layout, "ep,tp") == 0 || strcmp(layout, "dp") == 0 || strcmp(layout, "tp") == 0 ||
+                                        strcmp(layout, "ep") == 0
+                                ? "this layout is not implemented yet; ep,dp is (routed experts split over the ranks, the "
+                                  "rest replicated)"
+                                : "unknown layout (ep,dp: routed experts split over the ranks, the rest replicated)");
+                free(prompt);
+                return 2;
         }
-        const struct dsv_model_config *cfg = rt->cfg;
-        if (rt->backend_note[0])
-                fprintf(stderr, "dsv32-run: using the %s backend: %s\n", rt->be->ops->name, rt->backend_note);
-        go.speculate = dsv_model_has_mtp(rt->model);
-        if (stats) {
-                const struct dsv_load_stats *ls = dsv_model_load_stats(rt->model);
-                fprintf(stderr, "loaded %s: %.1f MB in %.3f s (%.2f GB/s, %s%s), %s numerics, %s backend, MTP %s\n", model_dir,
-                        ls->bytes_tensors / 1e6, (dsv_now_ns() - t0) / 1e9,
-                        ls->elapsed_ns ? ls->bytes_tensors / (double)ls->elapsed_ns : 0.0, ls->uring ? "io_uring" : "pread",
-                        ls->direct ? ", O_DIRECT" : "", dsv_numerics_name(rt->numerics), dsv_backend_describe(rt->be),
-                        go.speculate ? "on" : dsv_model_get_checkpoint(rt->model)->has_mtp ? "off" : "absent");
+        if (n_ranks > 1 && !layout) {
+                fprintf(stderr, "dsv32-run: --ranks %ld needs a layout: --parallel ep,dp\n", n_ranks);
+                free(prompt);
+                return 2;
         }
-        for (int i = 0; i < n_prompt; i++)
-                if (prompt[i] >= cfg->vocab_size) {
-                        fprintf(stderr, "dsv32-run: token %d is outside the vocabulary (%d ids)\n", prompt[i], cfg->vocab_size);
-                        goto out;
-                }
-        if ((int64_t)n_prompt + n_gen + 1 > cfg->max_position_embeddings) {
-                fprintf(stderr, "dsv32-run: %d prompt + %ld generated tokens exceed max_position_embeddings (%d)\n", n_prompt,
-                        n_gen, cfg->max_position_embeddings);
-                goto out;
+        if (n_ranks > 1 && strcmp(backend, "cpu") != 0) {
+                fprintf(stderr, "dsv32-run: --ranks %ld runs CPU ranks only so far (the in-process communicator over "
+                        "host memory): use --backend cpu or one rank\n", n_ranks);
+                free(prompt);
+                return 2;
         }
         if (dump && !(df = fopen(dump, "wbe"))) {
                 fprintf(stderr, "dsv32-run: cannot create %s: %s\n", dump, strerror(errno));
                 goto out;
         }
-        gen = malloc(((size_t)n_gen + 1) * sizeof(int32_t));
-        if (!gen) {
+        /* the KV pool: the prompt, the generated tokens and the one fed after the last */
+        ro.model_dir = model_dir;
+        ro.backend = backend;
+        ro.kv_tokens = (int64_t)n_prompt + n_gen + 1;
+        go.chunk = one_by_one ? 1 : (int)chunk;
+        go.feed_last = df != NULL; /* every rank: the same passes */
+        if (n_ranks > 1) {
+                long cpus = threads ? threads : sysconf(_SC_NPROCESSORS_ONLN);
+                threads = MAX(1, cpus / n_ranks);
+        }
+        ro.where = (struct dsv_backend_opts){.device = (int)device, .threads = (int)threads};
+        jobs = calloc((size_t)n_ranks, sizeof(*jobs));
+        comms = calloc((size_t)n_ranks, sizeof(*comms));
+        if (!jobs || !comms) {
                 fprintf(stderr, "dsv32-run: out of memory\n");
                 goto out;
         }
-        go.n_gen = (int)n_gen;
-        go.chunk = one_by_one ? 1 : (int)chunk;
-        go.feed_last = df != NULL;
-        go.on_logits = df ? dump_row : NULL;
-        go.ud = df;
-        if ((r = dsv_runtime_generate(rt, prompt, n_prompt, &go, gen, &gs, &err)) < 0) {
-                fprintf(stderr, "dsv32-run: %s\n", err.msg[0] ? err.msg : strerror(-r));
-                if (df && r == -EIO)
-                        fprintf(stderr, "dsv32-run: cannot write %s\n", dump);
+        /* a rank waits this long for the others at a collective (a rank stuck elsewhere) */
+        if (n_ranks > 1 && (r = dsv_comm_local_group_new((int)n_ranks, 600000, comms)) < 0) {
+                fprintf(stderr, "dsv32-run: cannot create the group of %ld ranks: %s\n", n_ranks, strerror(-r));
                 goto out;
+        }
+        for (int i = 0; i < n_ranks; i++) {
+                struct rank_job *j = &jobs[i];
+                j->rank = i;
+                j->n_ranks = (int)n_ranks;
+                j->ro = ro;
+                j->ro.ep = comms[i];
+                j->go = go;
+                j->go.on_logits = i == 0 && df ? dump_row : NULL;
+                j->go.ud = i == 0 ? df : NULL;
+                j->prompt = prompt;
+                j->n_prompt = n_prompt;
+                j->n_gen = n_gen;
+        }
+        if (n_ranks == 1)
+                rank_thread(&jobs[0]);
+        else {
+                pthread_t *th = calloc((size_t)n_ranks, sizeof(*th));
+                int started = 0;
+                if (!th) {
+                        fprintf(stderr, "dsv32-run: out of memory\n");
+                        goto out;
+                }
+                for (; started < n_ranks; started++)
+                        if ((r = pthread_create(&th[started], NULL, rank_thread, &jobs[started])) != 0) {
+                                fprintf(stderr, "dsv32-run: cannot start rank %d: %s\n", started, strerror(r));
+                                dsv_comm_abort(comms[0]);
+                                break;
+                        }
+                for (int i = 0; i < started; i++)
+                        pthread_join(th[i], NULL);
+                free(th);
+                if (started < n_ranks)
+                        goto out;
+        }
+        /* the first rank's own failure, not the others' "group broken" that followed it */
+        for (int pass = 0; pass < 2; pass++)
+                for (int i = 0; i < n_ranks; i++) {
+                        struct rank_job *j = &jobs[i];
+                        if (j->r >= 0 || (pass == 0 && (j->r == -ECONNABORTED || j->r == -ECANCELED)))
+                                continue;
+                        if (n_ranks > 1)
+                                fprintf(stderr, "dsv32-run: rank %d: %s\n", i, j->err.msg[0] ? j->err.msg : strerror(-j->r));
+                        else
+                                fprintf(stderr, "dsv32-run: %s\n", j->err.msg[0] ? j->err.msg : strerror(-j->r));
+                        if (df && j->r == -EIO)
+                                fprintf(stderr, "dsv32-run: cannot write %s\n", dump);
+                        goto out;
+                }
+        rt = jobs[0].rt;
+        gen = jobs[0].gen;
+        gs = jobs[0].gs;
+        go.speculate = jobs[0].go.speculate;
+        for (int i = 1; i < n_ranks; i++)
+                if (memcmp(jobs[i].gen, gen, (size_t)n_gen * sizeof(int32_t)) != 0) {
+                        fprintf(stderr, "dsv32-run: rank %d generated other tokens than rank 0: the layout is broken\n", i);
+                        goto out;
+                }
+        if (rt->backend_note[0])
+                fprintf(stderr, "dsv32-run: using the %s backend: %s\n", rt->be->ops->name, rt->backend_note);
+        if (stats) {
+                const struct dsv_load_stats *ls = dsv_model_load_stats(rt->model);
+                fprintf(stderr, "loaded %s: %.1f MB in %.3f s (%.2f GB/s, %s%s), %s numerics, %s backend, MTP %s\n", model_dir,
+                        ls->bytes_tensors / 1e6, jobs[0].load_ns / 1e9,
+                        ls->elapsed_ns ? ls->bytes_tensors / (double)ls->elapsed_ns : 0.0, ls->uring ? "io_uring" : "pread",
+                        ls->direct ? ", O_DIRECT" : "", dsv_numerics_name(rt->numerics), dsv_backend_describe(rt->be),
+                        go.speculate ? "on" : dsv_model_get_checkpoint(rt->model)->has_mtp ? "off" : "absent");
+                if (n_ranks > 1) {
+                        const int E = rt->cfg->n_routed_experts;
+                        for (int i = 0; i < n_ranks; i++) {
+                                int e0 = -1, e1 = -1;
+                                for (int e = 0; e < E; e++)
+                                        if (dsv_expert_owner(e, E, (int)n_ranks) == i)
+                                                e1 = e, e0 = e0 < 0 ? e : e0;
+                                fprintf(stderr, "rank %d: %llu tensor bytes read, routed experts %d-%d of %d\n", i,
+                                        (unsigned long long)dsv_model_load_stats(jobs[i].rt->model)->bytes_tensors, e0, e1, E);
+                        }
+                }
         }
         for (long g = 0; g < n_gen; g++)
                 printf("%s%d", g ? "," : "", gen[g]);
@@ -276,8 +415,14 @@ out:
                 fprintf(stderr, "dsv32-run: cannot write %s\n", dump);
                 ret = 1;
         }
-        dsv_runtime_free(rt);
+        for (int i = 0; jobs && i < n_ranks; i++) {
+                dsv_runtime_free(jobs[i].rt);
+                free(jobs[i].gen);
+        }
+        for (int i = 0; comms && i < n_ranks; i++)
+                dsv_comm_free(comms[i]);
+        free(jobs);
+        free(comms);
         free(prompt);
-        free(gen);
         return ret;
 }

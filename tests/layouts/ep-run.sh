@@ -1,0 +1,75 @@
+#!/bin/bash
+# dsv32-run --ranks N --parallel ep,dp on the CPU: tiny (and small unless DSV32_EP_SMALL=0) on
+# 2 and 4 ranks prints the greedy tokens of one rank and dumps its logits byte for byte
+# (prefill and token-by-token decode, faithful and exact; the MTP layer drafting on every
+# rank); sampling by seed gives the same tokens; --stats names each rank's bytes and experts;
+# bad layouts and options are refused with the cause.
+set -euo pipefail
+: "${top_builddir:?}"
+run="$top_builddir/dsv32-run"
+work="$top_builddir/tests/tmp/ep-run"
+rm -rf "$work"
+mkdir -p "$work"
+"$top_builddir/dsv32-mkmodel" --preset tiny --seed 4 --out "$work/tiny" --no-tokenizer
+"$top_builddir/dsv32-mkmodel" --preset tiny --seed 4 --mtp-predictable --out "$work/tiny-mtp" --no-tokenizer
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+prompt=5,17,300,4000,22,22,9,1000,2047,3,77,1500
+
+same() { # name model args...: 1, 2 and 4 ranks agree
+        local name=$1 model=$2
+        shift 2
+        local one out
+        one=$("$run" --model "$model" --tokens $prompt --threads 2 --dump-logits "$work/$name-1.f32" "$@")
+        [ -s "$work/$name-1.f32" ] || bad "$name: no logits from one rank"
+        for n in 2 4; do
+                out=$("$run" --model "$model" --tokens $prompt --threads 2 --ranks $n --parallel ep,dp \
+                        --dump-logits "$work/$name-$n.f32" "$@")
+                [ "$out" = "$one" ] || bad "$name: $n ranks printed $out, one rank $one"
+                cmp -s "$work/$name-1.f32" "$work/$name-$n.f32" || bad "$name: $n ranks dumped other logits than one rank"
+        done
+        echo "$name: $one"
+}
+same faithful "$work/tiny" --generate 12
+same exact "$work/tiny" --generate 12 --numerics exact
+same decode "$work/tiny" --generate 6 --decode-one-by-one
+same mtp "$work/tiny-mtp" --generate 12 --mtp on --draft 2
+same sampled "$work/tiny" --generate 12 --temperature 0.8 --top-p 0.9 --seed 3
+if [ "${DSV32_EP_SMALL:-1}" != 0 ]; then
+        "$top_builddir/dsv32-mkmodel" --preset small --seed 4 --out "$work/small" --no-tokenizer
+        same small "$work/small" --generate 4
+fi
+
+# --stats: one line per rank, the experts in contiguous blocks, fewer bytes than one rank
+"$run" --model "$work/tiny" --tokens 1,2 --generate 1 --threads 2 --stats 2>"$work/stats1" >/dev/null
+"$run" --model "$work/tiny" --tokens 1,2 --generate 1 --threads 2 --ranks 4 --parallel ep,dp --stats 2>"$work/stats4" >/dev/null
+for r in 0 1 2 3; do
+        grep -Eq "^rank $r: [0-9]+ tensor bytes read, routed experts $((r * 4))-$((r * 4 + 3)) of 16$" "$work/stats4" ||
+                bad "--stats, rank $r: $(cat "$work/stats4")"
+done
+one=$(sed -n 's/^loaded [^:]*: \([0-9.]*\) MB.*/\1/p' "$work/stats1")
+four=$(sed -n 's/^loaded [^:]*: \([0-9.]*\) MB.*/\1/p' "$work/stats4")
+awk -v a="$one" -v b="$four" 'BEGIN { exit !(b > 0 && b < a) }' || bad "rank 0 of 4 loaded $four MB, one rank $one MB"
+
+# refusals
+expect_fail() { # expected-status message-fragment args...
+        local want=$1 msg=$2 out
+        shift 2
+        set +e
+        out=$("$run" "$@" 2>&1)
+        local rc=$?
+        set -e
+        [ $rc -eq "$want" ] && grep -q -- "$msg" <<<"$out" || bad "dsv32-run $*: status $rc, said: $out"
+}
+expect_fail 2 "needs a layout: --parallel ep,dp" --model "$work/tiny" --tokens 1,2 --ranks 2
+expect_fail 2 "ep,tp: this layout is not implemented yet" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel ep,tp
+expect_fail 2 "unknown layout" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel pp
+expect_fail 2 "\-\-ranks needs 1..256" --model "$work/tiny" --tokens 1,2 --ranks 0
+expect_fail 2 "runs CPU ranks only" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel ep,dp --backend cuda
+expect_fail 1 "rank 0: .*at most one rank per expert" --model "$work/tiny" --tokens 1,2 --ranks 17 --parallel ep,dp
+expect_fail 1 "rank 0: token 5000 is outside the vocabulary" --model "$work/tiny" --tokens 1,5000 --ranks 2 --parallel ep,dp
+# --ranks 1 with the layout named is one rank
+out=$("$run" --model "$work/tiny" --tokens $prompt --generate 12 --threads 2 --ranks 1 --parallel ep,dp)
+[ "$out" = "$("$run" --model "$work/tiny" --tokens $prompt --generate 12 --threads 2)" ] ||
+        bad "--ranks 1 --parallel ep,dp printed $out"
+exit $fail
