@@ -15,3 +15,12 @@ dist_man_MANS += man/dsv32.1
 dsv32_SOURCES = client/cli.h client/cli.c client/cli_chat.c client/cli_out.c ipc/idlist.h ipc/idlist.c
 dsv32_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 dsv32_LDADD = libdsv32.la $(JANSSON_LIBS) -lm
+
+# dsv32-openai: the OpenAI-compatible HTTP gateway (libmicrohttpd + jansson over libdsv32)
+bin_PROGRAMS += dsv32-openai
+dist_man_MANS += man/dsv32-openai.1
+dsv32_openai_SOURCES = client/openai.h client/openai_main.c client/openai_http.h client/openai_http.c \
+	client/openai_req.c client/openai_gen.c client/openai_metrics.c client/openai_util.c
+dsv32_openai_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(MHD_CFLAGS) $(AX_PTHREAD_CFLAGS)
+dsv32_openai_LDADD = libdsv32.la $(JANSSON_LIBS) $(MHD_LIBS)
+dsv32_openai_LDFLAGS = $(AM_LDFLAGS) $(AX_PTHREAD_CFLAGS)

@@ -4,15 +4,19 @@
 # is generated from dsv32d's settings table (dsv32d --print-default-config) so that it lists
 # exactly the settings this dsv32d has.
 SYSTEMD_SRC = systemd/dsv32d.service.in systemd/dsv32d.socket systemd/sysusers.conf \
-	systemd/tmpfiles.conf systemd/cuda.conf systemd/multi-node.conf
+	systemd/tmpfiles.conf systemd/cuda.conf systemd/multi-node.conf systemd/dsv32-openai.service.in
 EXTRA_DIST += $(SYSTEMD_SRC)
 
-systemdsystemunit_DATA = systemd/dsv32d.service systemd/dsv32d.socket
-CLEANFILES += systemd/dsv32d.service systemd/dsv32d.conf
+systemdsystemunit_DATA = systemd/dsv32d.service systemd/dsv32d.socket systemd/dsv32-openai.service
+CLEANFILES += systemd/dsv32d.service systemd/dsv32d.conf systemd/dsv32-openai.service
 systemd/dsv32d.service: $(srcdir)/systemd/dsv32d.service.in Makefile
 	$(AM_V_GEN)$(MKDIR_P) systemd && \
 	$(SED) -e 's|@sbindir[@]|$(sbindir)|g' -e 's|@sysconfdir[@]|$(sysconfdir)|g' \
 		$(srcdir)/systemd/dsv32d.service.in > $@.tmp && mv $@.tmp $@
+# the HTTP gateway (dsv32-openai), with the path of the program
+systemd/dsv32-openai.service: $(srcdir)/systemd/dsv32-openai.service.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) systemd && \
+	$(SED) -e 's|@bindir[@]|$(bindir)|g' $(srcdir)/systemd/dsv32-openai.service.in > $@.tmp && mv $@.tmp $@
 
 # the settings file, from the dsv32d just built (it reads no file to print it)
 systemd/dsv32d.conf: dsv32d$(EXEEXT)

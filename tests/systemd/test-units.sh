@@ -5,6 +5,7 @@
 # exposure of at most 2.0 (printed), and every setting it still counts against the service
 # is named in a comment of the unit or of the drop-in, which says why it stays open.
 # ExecStart points at the dsv32d of this build (verify checks that the program exists).
+# dsv32-openai.service (the HTTP gateway) passes the same gate.
 # Exit 77 without systemd-analyze or without --offline (systemd < 250).
 set -uo pipefail
 : "${top_builddir:?}" "${top_srcdir:?}"
@@ -48,4 +49,34 @@ check() {
 check base
 check gpu cuda.conf
 check multi-node cuda.conf multi-node.conf
-echo "PASS: verify clean and exposure <= $limit with each drop-in, open settings justified"
+
+# the HTTP gateway's unit: the same gate, next to the daemon's units it is ordered after
+gateway() {
+  local dir=$tmp/gateway out score
+  local prog
+  prog=$(cd "$top_builddir" && pwd)/dsv32-openai
+  [ -x "$prog" ] || fail "no $prog"
+  [ -f "$top_builddir/systemd/dsv32-openai.service" ] || fail "systemd/dsv32-openai.service was not built"
+  grep -q '^ExecStart=/.*/dsv32-openai --listen 127.0.0.1:8000 --socket /run/dsv32d/dsv32d.sock$' \
+    "$top_builddir/systemd/dsv32-openai.service" || fail "ExecStart of dsv32-openai.service: $(grep ^ExecStart "$top_builddir/systemd/dsv32-openai.service")"
+  mkdir -p "$dir"
+  sed "s|^ExecStart=[^ ]*|ExecStart=$dsv32d|" "$top_builddir/systemd/dsv32d.service" > "$dir/dsv32d.service"
+  sed "s|^ExecStart=[^ ]*|ExecStart=$prog|" "$top_builddir/systemd/dsv32-openai.service" > "$dir/dsv32-openai.service"
+  cp "$top_srcdir/systemd/dsv32d.socket" "$dir/"
+  out=$(cd "$dir" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no ./dsv32-openai.service ./dsv32d.service ./dsv32d.socket 2>&1) ||
+    fail "gateway: systemd-analyze verify failed: $out"
+  [ -z "$out" ] || fail "gateway: systemd-analyze verify: $out"
+  out=$(cd "$dir" && SYSTEMD_COLORS=0 systemd-analyze security --offline=yes --no-pager ./dsv32-openai.service 2>&1)
+  score=$(echo "$out" | sed -n 's/.*Overall exposure level for dsv32-openai.service: \([0-9.]*\).*/\1/p')
+  [ -n "$score" ] || fail "gateway: no exposure level in: $out"
+  echo "gateway: exposure $score (limit $limit)"
+  awk -v s="$score" -v l="$limit" 'BEGIN { exit !(s <= l) }' || { echo "$out" | grep '✗'; fail "gateway: exposure $score > $limit"; }
+  local comments
+  comments=$(grep '^#' "$dir/dsv32-openai.service")
+  while read -r setting; do
+    echo "  open: $setting"
+    echo "$comments" | grep -q -- "$setting" || fail "gateway: $setting counts against the unit but no comment says why"
+  done < <(echo "$out" | sed -n 's/^✗ \([A-Za-z]*\)=.*/\1/p' | sort -u)
+}
+gateway
+echo "PASS: verify clean and exposure <= $limit with each drop-in and for dsv32-openai.service, open settings justified"

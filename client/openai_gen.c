@@ -1,0 +1,382 @@
+/* openai_gen.c: one generation of dsv32-openai. Opens a libdsv32 connection for the HTTP
+ * request (one per request: nothing to share or reset between threads, and closing it is
+ * how a client that went away cancels its generation in the daemon), submits the request,
+ * and turns the daemon's events into either one chat.completion / text_completion object
+ * or server-sent events (`data: {chunk}` ... `data: [DONE]`). While it waits for the daemon
+ * it also watches the HTTP client's socket: a hang-up cancels at once, not at the next
+ * write. */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "client/openai.h"
+
+#define POLL_SLICE_MS 250 /* how often a wait looks at cfg->stopping */
+
+struct oai_gen {
+        const struct oai_config *cfg;
+        struct oai_request r;
+        dsv32_client *client;
+        uint64_t id;
+        int http_fd;
+        char object_id[48];
+        long long created;
+        char model[256];
+        bool submitted, done, sent_role, sent_end;
+        enum dsv32_finish finish;
+        struct dsv32_usage usage;
+        struct oai_error error; /* an ERROR event, or the connection lost */
+        bool failed;
+        struct oai_buf text;    /* non-streaming: the whole answer */
+        struct oai_buf out;     /* streaming: events not yet handed to the HTTP library */
+        size_t out_pos;
+        char *body;             /* non-streaming: the JSON answer */
+        uint64_t t_start, t_first, t_last;
+};
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static const char *finish_reason(enum dsv32_finish f) {
+        switch (f) {
+        case DSV32_FINISH_LENGTH:
+        case DSV32_FINISH_CONTEXT:
+                return "length";
+        default:
+                return "stop";
+        }
+}
+
+static json_t *usage_json(const struct dsv32_usage *u) {
+        return json_pack("{s:I,s:I,s:I,s:{s:I}}", "prompt_tokens", (json_int_t)u->prompt_tokens, "completion_tokens",
+                         (json_int_t)u->completion_tokens, "total_tokens",
+                         (json_int_t)u->prompt_tokens + (json_int_t)u->completion_tokens, "prompt_tokens_details",
+                         "cached_tokens", (json_int_t)u->cached_tokens);
+}
+
+/* The common head of every object: id, object, created, model. */
+static json_t *head(const struct oai_gen *g, const char *object) {
+        return json_pack("{s:s,s:s,s:I,s:s}", "id", g->object_id, "object", object, "created", (json_int_t)g->created,
+                         "model", g->model);
+}
+
+static int sse_append(struct oai_gen *g, json_t *j) {
+        if (!j)
+                return -ENOMEM;
+        char *s = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        if (!s)
+                return -ENOMEM;
+        int ret = oai_buf_append(&g->out, "data: ", 6);
+        if (ret >= 0)
+                ret = oai_buf_append(&g->out, s, strlen(s));
+        if (ret >= 0)
+                ret = oai_buf_append(&g->out, "\n\n", 2);
+        free(s);
+        return ret;
+}
+
+/* A chunk with one choice: chat {"delta": delta}, completion {"text": text}. */
+static int sse_choice(struct oai_gen *g, json_t *delta_or_text, const char *finish) {
+        bool chat = g->r.kind == OAI_CHAT;
+        json_t *j = head(g, chat ? "chat.completion.chunk" : "text_completion");
+        json_t *choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, chat ? "delta" : "text", delta_or_text, "logprobs",
+                                   "finish_reason", finish ? json_string(finish) : json_null());
+        if (!j || !choice) {
+                json_decref(j);
+                json_decref(choice);
+                return -ENOMEM;
+        }
+        json_object_set_new(j, "choices", json_pack("[o]", choice));
+        return sse_append(g, j);
+}
+
+static int on_text(struct oai_gen *g, const char *text, size_t len) {
+        if (!g->r.stream)
+                return oai_buf_append(&g->text, text, len);
+        if (g->r.kind == OAI_CHAT && !g->sent_role) {
+                g->sent_role = true;
+                int ret = sse_choice(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL);
+                if (ret < 0)
+                        return ret;
+        }
+        if (!len)
+                return 0;
+        json_t *t = oai_json_text(text, len);
+        return sse_choice(g, g->r.kind == OAI_CHAT ? json_pack("{s:o}", "content", t) : t, NULL);
+}
+
+/* The end of a stream: the finish reason, the usage when asked for, [DONE]; or an error event. */
+static int stream_end(struct oai_gen *g) {
+        int ret = 0;
+
+        g->sent_end = true;
+        if (g->failed) {
+                ret = sse_append(g, oai_error_json(&g->error));
+        } else {
+                if (g->r.kind == OAI_CHAT && !g->sent_role)
+                        ret = on_text(g, "", 0);
+                if (ret >= 0)
+                        ret = sse_choice(g, g->r.kind == OAI_CHAT ? json_object() : json_string(""),
+                                         finish_reason(g->finish));
+                if (ret >= 0 && g->r.include_usage) {
+                        json_t *j = head(g, g->r.kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");
+                        if (j) {
+                                json_object_set_new(j, "choices", json_array());
+                                json_object_set_new(j, "usage", usage_json(&g->usage));
+                        }
+                        ret = sse_append(g, j);
+                }
+        }
+        if (ret >= 0)
+                ret = oai_buf_append(&g->out, "data: [DONE]\n\n", 14);
+        return ret;
+}
+
+static void record_metrics(struct oai_gen *g) {
+        if (g->failed)
+                return;
+        if (!g->r.stream || !g->t_first) { /* without a stream there is no time to the first token */
+                oai_metrics_generation(-1, -1, g->usage.prompt_tokens, g->usage.completion_tokens);
+                return;
+        }
+        double ttft = (double)(g->t_first - g->t_start) / 1e9;
+        double per_token = g->usage.completion_tokens > 1
+                ? (double)(g->t_last - g->t_first) / 1e9 / (double)(g->usage.completion_tokens - 1) : -1;
+        oai_metrics_generation(ttft, per_token, g->usage.prompt_tokens, g->usage.completion_tokens);
+}
+
+/* Hands out what the daemon sent. 1: something happened; 0: nothing yet; < 0: failure. */
+static int drain(struct oai_gen *g) {
+        struct dsv32_event ev[16];
+        int n = dsv32_poll_events(g->client, ev, 16);
+
+        if (n < 0) {
+                oai_error_from_dsv32(&g->error, n, "the connection to dsv32d", dsv32_last_error(g->client));
+                g->failed = g->done = true;
+                return 1;
+        }
+        for (int i = 0; i < n; i++) {
+                if (ev[i].id != g->id)
+                        continue;
+                int ret = 0;
+                uint64_t t = now_ns();
+                switch (ev[i].type) {
+                case DSV32_EVENT_TOKENS:
+                        if (!g->t_first)
+                                g->t_first = t;
+                        g->t_last = t;
+                        ret = on_text(g, ev[i].text ? ev[i].text : "", ev[i].text ? ev[i].text_len : 0);
+                        break;
+                case DSV32_EVENT_DONE:
+                        g->finish = ev[i].finish;
+                        g->usage = ev[i].usage;
+                        g->done = true;
+                        if (ev[i].finish == DSV32_FINISH_SHUTDOWN || ev[i].finish == DSV32_FINISH_CANCELLED) {
+                                oai_error_set(&g->error, 503, "server_error", NULL,
+                                              "dsv32d ended the request before it finished (%s)",
+                                              dsv32_finish_name(ev[i].finish));
+                                g->failed = true;
+                        }
+                        break;
+                case DSV32_EVENT_ERROR:
+                        oai_error_from_dsv32(&g->error, ev[i].error, "dsv32d refused the request", ev[i].message);
+                        g->failed = g->done = true;
+                        break;
+                }
+                if (ret < 0)
+                        return ret;
+        }
+        if (g->done) {
+                g->submitted = false; /* nothing left to cancel */
+                record_metrics(g);
+        }
+        return n > 0;
+}
+
+/* Waits for the daemon or the HTTP client. 0: go on; -EPIPE: the client went away;
+ * -ESHUTDOWN: the gateway is stopping. */
+static int wait_once(struct oai_gen *g) {
+        struct pollfd p[2] = {{.fd = dsv32_fd(g->client), .events = POLLIN},
+                              {.fd = g->http_fd, .events = POLLRDHUP}};
+        int r = poll(p, g->http_fd >= 0 ? 2 : 1, POLL_SLICE_MS);
+        if (r < 0 && errno != EINTR)
+                return -errno;
+        if (g->http_fd >= 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                return -EPIPE;
+        if (g->cfg->stopping && __atomic_load_n(g->cfg->stopping, __ATOMIC_RELAXED))
+                return -ESHUTDOWN;
+        return 0;
+}
+
+/* Runs until the stream has bytes to hand out or the request is done. */
+static int pump(struct oai_gen *g, bool until_done) {
+        for (;;) {
+                int ret = drain(g);
+                if (ret < 0)
+                        return ret;
+                if (g->done || (!until_done && g->out.len > g->out_pos))
+                        return 0;
+                if (ret == 0 && (ret = wait_once(g)) < 0)
+                        return ret;
+        }
+}
+
+static int build_body(struct oai_gen *g) {
+        bool chat = g->r.kind == OAI_CHAT;
+        json_t *text = oai_json_text(g->text.p ? g->text.p : "", g->text.len);
+        json_t *choice = chat ? json_pack("{s:i,s:{s:s,s:o},s:n,s:s}", "index", 0, "message", "role", "assistant",
+                                          "content", text, "logprobs", "finish_reason", finish_reason(g->finish))
+                              : json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "text", text, "logprobs", "finish_reason",
+                                          finish_reason(g->finish));
+        json_t *j = head(g, chat ? "chat.completion" : "text_completion");
+        if (!j || !choice) {
+                json_decref(j);
+                json_decref(choice);
+                return -ENOMEM;
+        }
+        json_object_set_new(j, "choices", json_pack("[o]", choice));
+        json_object_set_new(j, "usage", usage_json(&g->usage));
+        g->body = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        return g->body ? 0 : -ENOMEM;
+}
+
+int oai_gen_start(const struct oai_config *cfg, struct oai_request *r, int http_fd, struct oai_gen **ret,
+                  struct oai_error *e) {
+        struct oai_gen *g = calloc(1, sizeof(*g));
+        if (!g) {
+                oai_request_free(r);
+                oai_error_set(e, 500, "server_error", NULL, "out of memory");
+                return -ENOMEM;
+        }
+        g->cfg = cfg;
+        g->r = *r;
+        *r = (struct oai_request){0};
+        g->http_fd = http_fd;
+        g->t_start = now_ns();
+        g->created = (long long)time(NULL);
+
+        uint8_t rnd[12];
+        if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+                memset(rnd, 0, sizeof(rnd));
+        int k = snprintf(g->object_id, sizeof(g->object_id), "%s", g->r.kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+        for (size_t i = 0; i < sizeof(rnd); i++)
+                k += snprintf(g->object_id + k, sizeof(g->object_id) - (size_t)k, "%02x", rnd[i]);
+
+        struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = cfg->socket_path,
+                                       .client_name = "dsv32-openai", .timeout_ms = (int)cfg->connect_timeout_ms};
+        int err = dsv32_connect(&o, &g->client);
+        if (err < 0) {
+                oai_error_from_dsv32(e, err, "connecting to dsv32d", dsv32_last_error(NULL));
+                goto fail;
+        }
+        struct dsv32_info info = {0};
+        if ((err = dsv32_get_info(g->client, &info)) < 0) {
+                oai_error_from_dsv32(e, err, "asking dsv32d for its model", dsv32_last_error(g->client));
+                goto fail;
+        }
+        /* the model that answers, whatever name the client used */
+        if (info.model[0])
+                oai_model_id(info.model, g->model, sizeof(g->model));
+        else
+                snprintf(g->model, sizeof(g->model), "%s", g->r.model);
+        if ((err = dsv32_submit(g->client, &g->r.req, &g->id)) < 0) {
+                oai_error_from_dsv32(e, err, "dsv32d refused the request", dsv32_last_error(g->client));
+                goto fail;
+        }
+        g->submitted = true;
+        /* wait for the first event, so that a refusal is still an HTTP error status */
+        for (;;) {
+                err = drain(g);
+                if (err < 0) {
+                        oai_error_set(e, 500, "server_error", NULL, "out of memory");
+                        goto fail;
+                }
+                if (g->done || g->t_first)
+                        break;
+                if (err == 0 && (err = wait_once(g)) < 0) {
+                        oai_error_set(e, err == -EPIPE ? 499 : 503, "server_error", NULL,
+                                      err == -EPIPE ? "the client went away" : "the gateway is stopping");
+                        goto fail;
+                }
+        }
+        if (g->failed && (!g->r.stream || !g->t_first)) {
+                *e = g->error;
+                err = -EIO;
+                goto fail;
+        }
+        if (!g->r.stream) {
+                if ((err = pump(g, true)) < 0) {
+                        oai_error_set(e, err == -EPIPE ? 499 : err == -ESHUTDOWN ? 503 : 500, "server_error", NULL,
+                                      err == -EPIPE ? "the client went away" : err == -ESHUTDOWN
+                                              ? "the gateway is stopping" : "out of memory");
+                        goto fail;
+                }
+                if (g->failed) {
+                        *e = g->error;
+                        err = -EIO;
+                        goto fail;
+                }
+                if ((err = build_body(g)) < 0) {
+                        oai_error_set(e, 500, "server_error", NULL, "out of memory");
+                        goto fail;
+                }
+        }
+        *ret = g;
+        return 0;
+fail:
+        oai_gen_free(g);
+        return err < 0 ? err : -EIO;
+}
+
+const char *oai_gen_body(struct oai_gen *g) {
+        return g->body;
+}
+
+bool oai_gen_streaming(const struct oai_gen *g) {
+        return g->r.stream;
+}
+
+long oai_gen_read(struct oai_gen *g, char *buf, size_t max) {
+        if (g->out_pos == g->out.len) {
+                g->out_pos = g->out.len = 0;
+                if (g->sent_end)
+                        return 0;
+                if (!g->done) {
+                        int ret = pump(g, false);
+                        if (ret < 0)
+                                return -1; /* the client is gone (or we stop): oai_gen_free cancels */
+                }
+                if (g->done && g->out.len == 0 && stream_end(g) < 0)
+                        return -1;
+        }
+        size_t n = g->out.len - g->out_pos;
+        if (n > max)
+                n = max;
+        memcpy(buf, g->out.p + g->out_pos, n);
+        g->out_pos += n;
+        return (long)n;
+}
+
+void oai_gen_free(struct oai_gen *g) {
+        if (!g)
+                return;
+        if (g->client && g->submitted)
+                dsv32_cancel(g->client, g->id); /* the disconnect below would cancel it too */
+        dsv32_disconnect(g->client);
+        oai_request_free(&g->r);
+        oai_buf_free(&g->text);
+        oai_buf_free(&g->out);
+        free(g->body);
+        free(g);
+}
