@@ -15,7 +15,7 @@ b=$top_builddir
 
 version=$("$b/dsv32" --version | sed -n 's/^dsv32 \([^ ]*\).*/\1/p')
 [ -n "$version" ] || fail "dsv32 --version: no version"
-for p in dsv32 dsv32d dsv32-run dsv32-mkmodel dsv32-inspect dsv32-tokenize; do
+for p in dsv32 dsv32d dsv32-run dsv32-mkmodel dsv32-inspect dsv32-tokenize dsv32-openai; do
   out=$("$b/$p" --version 2>&1); rc=$?
   [ $rc -eq 0 ] && [[ "$out" == "$p $version"* ]] || fail "$p --version: exit $rc, '$out'"
   err=$("$b/$p" --no-such-option 2>&1 >/dev/null); rc=$?
