@@ -83,7 +83,7 @@ EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh
 
 # dsv32-run's speculative decoding (--mtp) from the command line
 TESTS += tests/mtp-run.sh
-EXTRA_DIST += tests/mtp-run.sh
+EXTRA_DIST += tests/mtp-run.sh tests/expect-fail.sh
 
 # whole-model golden test against the numpy reference
 TESTS += tests/golden.sh

@@ -37,15 +37,7 @@ s2=$("$run" --model "$work/pred" --tokens $prompt --generate 20 --threads 1 --te
 grep -q "MTP on" "$work/stats" || bad "auto did not turn MTP on: $(cat "$work/stats")"
 
 # refusals
-expect_fail() { # expected-status message-fragment args...
-        local want=$1 msg=$2 out
-        shift 2
-        set +e
-        out=$("$run" "$@" 2>&1)
-        local rc=$?
-        set -e
-        [ $rc -eq "$want" ] && grep -q -- "$msg" <<<"$out" || bad "dsv32-run $*: status $rc, said: $out"
-}
+. "$(dirname "$0")/expect-fail.sh"
 expect_fail 1 "has no MTP layer" --model "$work/plain" --tokens 1,2 --mtp on
 expect_fail 2 "\-\-mtp must be on, off or auto" --model "$work/pred" --tokens 1,2 --mtp maybe
 expect_fail 2 "\-\-draft needs 1..16" --model "$work/pred" --tokens 1,2 --draft 0

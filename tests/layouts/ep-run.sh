@@ -52,15 +52,7 @@ four=$(sed -n 's/^loaded [^:]*: \([0-9.]*\) MB.*/\1/p' "$work/stats4")
 awk -v a="$one" -v b="$four" 'BEGIN { exit !(b > 0 && b < a) }' || bad "rank 0 of 4 loaded $four MB, one rank $one MB"
 
 # refusals
-expect_fail() { # expected-status message-fragment args...
-        local want=$1 msg=$2 out
-        shift 2
-        set +e
-        out=$("$run" "$@" 2>&1)
-        local rc=$?
-        set -e
-        [ $rc -eq "$want" ] && grep -q -- "$msg" <<<"$out" || bad "dsv32-run $*: status $rc, said: $out"
-}
+. "$(dirname "$0")/../expect-fail.sh"
 expect_fail 2 "needs a layout: --parallel ep,dp" --model "$work/tiny" --tokens 1,2 --ranks 2
 expect_fail 2 "ep,tp: this layout is not implemented yet" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel ep,tp
 expect_fail 2 "unknown layout" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel pp
