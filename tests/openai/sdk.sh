@@ -1,0 +1,50 @@
+#!/bin/bash
+# dsv32-openai as the official `openai` npm SDK sees it (sdk/sdk-check.mjs): dsv32d on the tiny
+# model, the gateway on a free port with an API key; models.list, completions (greedy: the text
+# `dsv32 generate` gives for the same token ids; streamed the same), chat streamed and not
+# (same message and usage), the SDK's stream helper, and errors as the SDK's typed exceptions
+# (BadRequestError naming the field, AuthenticationError). Skips (77) when node or the SDK is
+# not installed (tests/openai/setup-hook.sh, run by .ci/setup). About 5 s.
+set -uo pipefail
+: "${top_srcdir:?}" "${top_builddir:?}"
+sdk="$top_srcdir/tests/openai/sdk"
+node="${NODE:-}"
+[ -n "$node" ] || node=$(command -v node || true)
+[ -n "$node" ] || { echo "SKIP: node not found (install nodejs, then run tests/openai/setup-hook.sh)"; exit 77; }
+[ -f "$sdk/node_modules/openai/package.json" ] ||
+  { echo "SKIP: the openai SDK is not installed in $sdk/node_modules (run tests/openai/setup-hook.sh)"; exit 77; }
+b=$(cd "$top_builddir" && pwd)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-openai-sdk-XXXXXX")
+dpid= gpid=
+cleanup() {
+  for p in $gpid $dpid; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+die() { echo "FAIL: $*"; echo "--- daemon log"; cat "$tmp/daemon.log"; echo "--- gateway log"; cat "$tmp/gw.log"; exit 1; }
+
+"$b/dsv32-mkmodel" --preset tiny --out "$tmp/model" >/dev/null || die "dsv32-mkmodel"
+"$b/dsv32d" --config /dev/null --model "$tmp/model" --socket "$tmp/d.sock" --threads 1 2>"$tmp/daemon.log" &
+dpid=$!
+printf '# the key sdk-check.mjs uses\nsk-dsv32-test\n' > "$tmp/keys"
+"$b/dsv32-openai" --listen 127.0.0.1:0 --socket "$tmp/d.sock" --api-keys "$tmp/keys" 2>"$tmp/gw.log" &
+gpid=$!
+port=
+for _ in $(seq 200); do
+  port=$(sed -n 's/.*listening on .*(port \([0-9]*\)).*/\1/p' "$tmp/gw.log")
+  [ -n "$port" ] && break
+  sleep 0.05
+done
+[ -n "$port" ] || die "dsv32-openai did not say which port it listens on"
+for _ in $(seq 400); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && break
+  sleep 0.05
+done
+ids=$("$b/dsv32" --socket "$tmp/d.sock" generate --tokens 0,5,6,7 --max-tokens 8 --ids) || die "dsv32 generate"
+"$b/dsv32" --socket "$tmp/d.sock" detokenize "$ids" > "$tmp/want" || die "dsv32 detokenize $ids"
+"$node" "$sdk/sdk-check.mjs" "http://127.0.0.1:$port/v1" sk-dsv32-test "$tmp/want" || die "the openai SDK check failed"
+kill -TERM "$gpid"
+wait "$gpid" || die "dsv32-openai did not exit 0 on SIGTERM"
+gpid=
+echo "PASS: the openai SDK ($(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$sdk/node_modules/openai/package.json")) against dsv32-openai"

@@ -1,0 +1,78 @@
+// tests/openai/sdk/sdk-check.mjs: drives dsv32-openai with the official `openai` npm SDK (the
+// client most applications use) and checks what the SDK sees. Arguments: BASE_URL API_KEY
+// WANT_FILE, where WANT_FILE holds the text `dsv32 generate --tokens 0,5,6,7 --max-tokens 8`
+// gives greedily. Prints one line per check; exits 1 on the first failure with its cause.
+import OpenAI from "openai";
+import { readFileSync } from "node:fs";
+
+const [baseURL, apiKey, wantFile] = process.argv.slice(2);
+const want = readFileSync(wantFile, "utf8").replace(/\n$/, "");
+const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 60000 });
+const check = (cond, what, got) => {
+  if (!cond) {
+    console.log(`FAIL: ${what}: ${JSON.stringify(got)}`);
+    process.exit(1);
+  }
+  console.log(`ok: ${what}`);
+};
+
+const models = await client.models.list();
+const ids = models.data.map((m) => m.id);
+check(ids.length === 1 && typeof ids[0] === "string", "models.list gives the one model", ids);
+
+const c = await client.completions.create({ model: ids[0], prompt: [0, 5, 6, 7], max_tokens: 8, temperature: 0 });
+check(c.choices[0].text === want && c.choices[0].finish_reason === "length",
+      "completions.create: the text dsv32 generate gives", [c.choices[0], want]);
+check(c.usage.prompt_tokens === 4 && c.usage.completion_tokens === 8 && c.usage.total_tokens === 12,
+      "completions.create: usage", c.usage);
+
+let text = "", finish = null;
+for await (const chunk of await client.completions.create({ model: ids[0], prompt: [0, 5, 6, 7], max_tokens: 8,
+                                                             temperature: 0, stream: true })) {
+  text += chunk.choices[0]?.text ?? "";
+  finish = chunk.choices[0]?.finish_reason ?? finish;
+}
+check(text === want && finish === "length", "completions.create stream: the same text", [text, finish]);
+
+const messages = [{ role: "system", content: "Be brief." }, { role: "user", content: "Hello" }];
+const r = await client.chat.completions.create({ model: ids[0], messages, max_completion_tokens: 12, temperature: 0 });
+const m = r.choices[0].message;
+check(r.object === "chat.completion" && m.role === "assistant" && typeof m.content === "string" &&
+      ["stop", "length"].includes(r.choices[0].finish_reason) && r.usage.completion_tokens <= 12,
+      "chat.completions.create", r);
+
+let content = "", usage = null, chatFinish = null, role = null;
+const stream = await client.chat.completions.create({ model: ids[0], messages, max_completion_tokens: 12, temperature: 0,
+                                                      stream: true, stream_options: { include_usage: true } });
+for await (const chunk of stream) {
+  if (chunk.usage) usage = chunk.usage;
+  const ch = chunk.choices[0];
+  if (!ch) continue;
+  role = ch.delta.role ?? role;
+  content += ch.delta.content ?? "";
+  chatFinish = ch.finish_reason ?? chatFinish;
+}
+check(role === "assistant" && content === m.content && chatFinish === r.choices[0].finish_reason &&
+      JSON.stringify(usage) === JSON.stringify(r.usage),
+      "chat.completions.create stream: the same message and usage", { role, content, chatFinish, usage });
+
+// the SDK's own helper that accumulates a streamed message
+const runner = client.chat.completions.stream({ model: ids[0], messages, max_completion_tokens: 12, temperature: 0 });
+const final = await runner.finalChatCompletion();
+check(final.choices[0].message.content === m.content, "chat.completions.stream().finalChatCompletion()", final);
+
+// errors arrive as the SDK's typed exceptions, with the field named
+try {
+  await client.chat.completions.create({ model: ids[0], messages, n: 2 });
+  check(false, "n=2 is refused", "accepted");
+} catch (e) {
+  check(e instanceof OpenAI.BadRequestError && e.status === 400 && e.param === "n", "n=2: BadRequestError naming n",
+        { name: e.name, status: e.status, param: e.param, message: e.message });
+}
+try {
+  await new OpenAI({ baseURL, apiKey: "wrong", maxRetries: 0 }).models.list();
+  check(false, "a wrong API key is refused", "accepted");
+} catch (e) {
+  check(e instanceof OpenAI.AuthenticationError && e.status === 401, "a wrong API key: AuthenticationError",
+        { name: e.name, status: e.status });
+}
