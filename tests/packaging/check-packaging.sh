@@ -92,6 +92,7 @@ expect_deb() {
 dsv32d etc/dsv32d/dsv32d.conf
 dsv32d lib/systemd/system/dsv32d.service
 dsv32d lib/systemd/system/dsv32d.socket
+dsv32d lib/systemd/system/dsv32-openai.service
 dsv32d usr/lib/sysusers.d/dsv32d.conf
 dsv32d usr/lib/tmpfiles.d/dsv32d.conf
 dsv32d usr/share/doc/dsv32d/examples/multi-node.conf
