@@ -39,6 +39,8 @@ static const struct {
          "      --min-p P           [0, 1] (default 0 = off)\n"
          "      --seed N            same seed + same request = same tokens (default: random)\n"
          "      --stop ID,...       extra stop tokens\n"
+         "      --stop-string STR   end the output where its text contains STR (repeatable, up to 8;\n"
+         "                          STR and what follows is not printed)\n"
          "      --no-bos            text prompt: do not prepend the BOS token\n"
          "      --session NAME      run on a KV-cache session: the daemon keeps this prompt's and\n"
          "                          the output's KV cache, and a later request on NAME prefills\n"
@@ -369,9 +371,12 @@ static int cmd_generate(int argc, char **argv) {
                 {"session", required_argument, NULL, 'X'}, {"ids", no_argument, NULL, 'i'},
                 {"no-stream", no_argument, NULL, 'N'}, {"ignore-eos", no_argument, NULL, 'E'},
                 {"reuse-output", no_argument, NULL, 'R'}, {"no-bos", no_argument, NULL, 'B'},
-                {"priority", required_argument, NULL, 'P'}, CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
+                {"priority", required_argument, NULL, 'P'}, {"stop-string", required_argument, NULL, 0x100},
+                CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
         };
         struct dsv32_request q = {.struct_size = sizeof(q)};
+        const char *stop_str[8];
+        size_t n_stop_str = 0;
         struct printer pr = {0};
         struct dsv32_result res;
         int32_t *tokens = NULL, *stop = NULL;
@@ -425,6 +430,17 @@ static int cmd_generate(int argc, char **argv) {
                         if (dsv_parse_id_list(optarg, &stop, &n_stop) < 0) {
                                 fprintf(stderr, "dsv32 generate: --stop needs token ids separated by commas or spaces\n");
                                 ret = CLI_EXIT_USAGE;
+                        }
+                        break;
+                case 0x100:
+                        if (n_stop_str == sizeof(stop_str) / sizeof(stop_str[0])) {
+                                fprintf(stderr, "dsv32 generate: at most %zu --stop-string options\n", n_stop_str);
+                                ret = CLI_EXIT_USAGE;
+                        } else if (!*optarg || strlen(optarg) > 64) {
+                                fprintf(stderr, "dsv32 generate: --stop-string needs 1..64 bytes (got %zu)\n", strlen(optarg));
+                                ret = CLI_EXIT_USAGE;
+                        } else {
+                                stop_str[n_stop_str++] = optarg;
                         }
                         break;
                 case 'X':
@@ -486,6 +502,8 @@ static int cmd_generate(int argc, char **argv) {
         q.text_len = text_len;
         q.stop_tokens = stop;
         q.n_stop_tokens = n_stop;
+        q.stop_strings = stop_str;
+        q.n_stop_strings = n_stop_str;
         cli_streaming = true;
         cli_catch_signals();
         if ((ret = cli_connect("generate", (uint32_t)(text_len + 4 * n_tokens + 4096) * 2, &c)))
@@ -518,6 +536,8 @@ static int cmd_generate(int argc, char **argv) {
         if (r == 0 && cli.json && !cli_output_failed()) {
                 json_t *o = json_pack("{s:s, s:s, s:o}", "event", "done", "finish", dsv32_finish_name(res.finish), "usage",
                                       cli_json_usage(&res));
+                if (o && res.finish == DSV32_FINISH_STOP_STRING)
+                        json_object_set_new(o, "stop_index", json_integer(res.stop_index));
                 cli_json_emit(o);
         }
         if (r == 0 && cli.verbose) {

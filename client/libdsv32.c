@@ -724,7 +724,7 @@ API void dsv32_free(void *p) { free(p); }
 /* ------------------------------------------------------------------ requests */
 
 static int build_generate(struct dsv32_client *c, const struct dsv32_request *q, struct dsv_msg *m,
-                          struct dsv_chat_msg **chat, uint64_t id) {
+                          struct dsv_chat_msg **chat, struct dsv_str *stops, uint64_t id) {
         struct dsv_msg_generate *g = &m->u.generate;
         int sources;
 
@@ -793,11 +793,28 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
         }
         if (q->struct_size >= offsetof(struct dsv32_request, priority) + sizeof(q->priority))
                 g->priority = q->priority;
+        if (q->struct_size >= offsetof(struct dsv32_request, n_stop_strings) + sizeof(q->n_stop_strings) &&
+            q->n_stop_strings) {
+                if (q->n_stop_strings > DSV_MAX_STOP_STRINGS || !q->stop_strings)
+                        return set_err(c, -EINVAL, "at most %d stop strings (got %zu)", DSV_MAX_STOP_STRINGS,
+                                       q->n_stop_strings);
+                for (size_t i = 0; i < q->n_stop_strings; i++) {
+                        size_t len = q->stop_strings[i] ? strlen(q->stop_strings[i]) : 0;
+                        if (len == 0 || len > DSV_MAX_STOP_STRING_BYTES)
+                                return set_err(c, -EINVAL, "stop string %zu is %zu bytes; each must be 1..%d", i, len,
+                                               DSV_MAX_STOP_STRING_BYTES);
+                        stops[i].p = q->stop_strings[i];
+                        stops[i].len = (uint32_t)len;
+                }
+                g->stop_strings = stops;
+                g->n_stop_strings = (uint32_t)q->n_stop_strings;
+        }
         return 0;
 }
 
 API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t *ret_id) {
         struct dsv_chat_msg *chat = NULL;
+        struct dsv_str stops[DSV_MAX_STOP_STRINGS];
         struct dsv_msg m;
         uint64_t id;
         int r;
@@ -808,7 +825,7 @@ API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t 
         id = c->next_id;
         r = inflight_add(c, id);
         if (r >= 0)
-                r = build_generate(c, req, &m, &chat, id);
+                r = build_generate(c, req, &m, &chat, stops, id);
         if (r >= 0)
                 r = send_msg(c, &m);
         free(chat);
@@ -871,6 +888,7 @@ static int generate(dsv32_client *c, uint64_t id, dsv32_token_cb cb, void *userd
                                 res.preempted = m.u.done.preempted;
                                 res.spec_drafted = m.u.done.spec_drafted;
                                 res.spec_accepted = m.u.done.spec_accepted;
+                                res.stop_index = m.u.done.stop_index;
                                 copy_out(result, result_size, &res, sizeof(res));
                         }
                         dsv_msg_release(&m);
@@ -947,6 +965,7 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
                 ev->preempted = h->msg.u.done.preempted;
                 ev->spec_drafted = h->msg.u.done.spec_drafted;
                 ev->spec_accepted = h->msg.u.done.spec_accepted;
+                ev->stop_index = h->msg.u.done.stop_index;
                 inflight_remove(c, ev->id);
                 return 1;
         case DSV_MSG_ERROR: {

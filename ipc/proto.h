@@ -48,6 +48,8 @@ enum dsv_msg_type {
 #define DSV_ERROR_MESSAGE_MAX 1024
 #define DSV_MAX_TOKENS_ARRAY (1u << 21)
 #define DSV_MAX_STOP_TOKENS 64
+#define DSV_MAX_STOP_STRINGS 8       /* GENERATE.stop_strings entries */
+#define DSV_MAX_STOP_STRING_BYTES 64 /* bytes of one stop string (at least 1) */
 #define DSV_MAX_CHAT_MESSAGES 1024
 #define DSV_MAX_TEXT (32u << 20)
 #define DSV_MSGPACK_MAX_DEPTH 8
@@ -109,6 +111,7 @@ enum dsv_finish {
         DSV_FINISH_CANCELLED = 2, /* CANCEL */
         DSV_FINISH_CONTEXT = 3,   /* the context window is full */
         DSV_FINISH_SHUTDOWN = 4,  /* the daemon stopped before the request finished */
+        DSV_FINISH_STOP_STRING = 5, /* 1.2: a stop string (DONE.stop_index says which) */
         DSV_FINISH_MAX,
 };
 
@@ -145,6 +148,11 @@ struct dsv_chat_msg {
         uint32_t content_len;
 };
 
+struct dsv_str { /* a string of an array field (not NUL-terminated) */
+        const char *p;
+        uint32_t len;
+};
+
 struct dsv_msg_generate {
         uint64_t id;
         const char *text;
@@ -164,6 +172,8 @@ struct dsv_msg_generate {
         uint32_t n_stop_tokens;
         char session[DSV_NAME_MAX + 1];
         int32_t priority;  /* 1.2: higher is served first and preempted last (default 0) */
+        const struct dsv_str *stop_strings; /* 1.2: matched on the output text, never shown */
+        uint32_t n_stop_strings;
 };
 #define DSV_PRIORITY_MAX 100 /* GENERATE.priority is within -100..100; above 0 only for root */
 
@@ -217,6 +227,7 @@ struct dsv_msg_done {
         /* protocol 1.2 (0 from older daemons) */
         uint32_t preempted;                   /* times its KV pages were taken back and recomputed */
         uint32_t spec_drafted, spec_accepted; /* speculative decoding: drafts verified, accepted */
+        uint32_t stop_index; /* reason DSV_FINISH_STOP_STRING: the index of the string that matched */
 };
 
 struct dsv_msg_error {

@@ -41,6 +41,8 @@ static bool take(struct dsv_core *c, struct request *r, int32_t t) {
                 request_fail(r, ENOMEM, "out of memory");
                 return false;
         }
+        if (r->state == REQ_FINISHING)
+                return false; /* a stop string completed */
         if ((uint32_t)r->n_generated >= r->in->max_tokens) {
                 request_finish(r, DSV_ENGINE_FINISH_LENGTH);
                 return false;

@@ -685,6 +685,15 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         in->n_stop_tokens = g->n_stop_tokens;
         if (g->n_stop_tokens)
                 memcpy(in->stop_tokens, g->stop_tokens, (size_t)g->n_stop_tokens * sizeof(int32_t));
+        /* the decoder capped the count and each length (ipc/proto.c) */
+        _Static_assert(DSV_MAX_STOP_STRINGS == DSV_ENGINE_MAX_STOP_STRINGS &&
+                               DSV_MAX_STOP_STRING_BYTES == DSV_ENGINE_STOP_STRING_MAX,
+                       "the wire's stop-string caps are the engine's");
+        in->n_stop_strings = g->n_stop_strings;
+        for (uint32_t i = 0; i < g->n_stop_strings; i++) {
+                memcpy(in->stop_strings[i], g->stop_strings[i].p, g->stop_strings[i].len);
+                in->stop_string_len[i] = g->stop_strings[i].len;
+        }
         in->t_submit_ns = dsv_now_ns();
         in->client = dsv_conn_ref(c);
         in->uid = c->peer.uid;
