@@ -262,6 +262,11 @@ int oai_gen_start(const struct oai_config *cfg, struct oai_request *r, int http_
         g->cfg = cfg;
         g->r = *r;
         *r = (struct oai_request){0};
+        /* the request points into arrays of the struct it was parsed into: into the copy now */
+        if (g->r.req.stop_tokens)
+                g->r.req.stop_tokens = g->r.stop_tokens;
+        if (g->r.req.stop_strings)
+                g->r.req.stop_strings = g->r.stop_strings;
         g->http_fd = http_fd;
         g->t_start = now_ns();
         g->created = (long long)time(NULL);

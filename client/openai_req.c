@@ -1,6 +1,6 @@
 /* openai_req.c: the body of POST /v1/chat/completions and /v1/completions, checked field by
  * field and turned into a struct dsv32_request. Every refusal is a 400 naming the field.
- * Fields this daemon cannot honour yet (stop strings, penalties, logprobs, tools, structured
+ * Fields this daemon cannot honour yet (penalties, logprobs, tools, structured
  * output, n > 1) are refused when they ask for something, never silently ignored; fields
  * that change nothing here (user, store, metadata, ...) are ignored. Extensions, spelled as
  * vLLM spells them: top_k, min_p, stop_token_ids, ignore_eos, chat_template_kwargs.thinking. */
@@ -283,14 +283,26 @@ static int parse_sampling(struct oai_request *r, struct oai_error *e) {
 
 static int parse_stop(struct oai_request *r, struct oai_error *e) {
         json_t *v = json_object_get(r->root, "stop");
-        if (v && !json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0)) {
-                if (!json_is_string(v) && !json_is_array(v)) {
-                        oai_bad_field(e, "stop", "stop must be a string or an array of strings");
+        /* OpenAI's stop: a string or an array of strings, matched on the output text and never
+         * shown (the daemon does it: GENERATE key 14); finish_reason "stop" */
+        if (v && !json_is_null(v)) {
+                size_t n = json_is_string(v) ? 1 : json_is_array(v) ? json_array_size(v) : SIZE_MAX;
+                if (n == SIZE_MAX || n > sizeof(r->stop_strings) / sizeof(r->stop_strings[0])) {
+                        oai_bad_field(e, "stop", "stop must be a string or an array of at most %zu strings",
+                                      sizeof(r->stop_strings) / sizeof(r->stop_strings[0]));
                         return -EINVAL;
                 }
-                oai_bad_field(e, "stop",
-                              "stop strings are not supported by this daemon yet; stop_token_ids takes token ids");
-                return -EINVAL;
+                for (size_t i = 0; i < n; i++) {
+                        json_t *s = json_is_string(v) ? v : json_array_get(v, i);
+                        size_t len = json_is_string(s) ? json_string_length(s) : 0;
+                        if (!json_is_string(s) || len == 0 || len > 64 || strlen(json_string_value(s)) != len) {
+                                oai_bad_field(e, "stop", "stop[%zu] must be a string of 1 to 64 bytes without NUL", i);
+                                return -EINVAL;
+                        }
+                        r->stop_strings[i] = json_string_value(s);
+                }
+                r->req.stop_strings = r->stop_strings;
+                r->req.n_stop_strings = n;
         }
         v = json_object_get(r->root, "stop_token_ids");
         if (!v || json_is_null(v))

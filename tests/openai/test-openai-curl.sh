@@ -4,8 +4,8 @@
 # HTTP. Completions (streamed and not, greedy and seeded) give the text of the same tokens
 # as `dsv32 generate --ids`; chat streamed == chat not streamed; /v1/models, /health and
 # /metrics (parsed as Prometheus text); the errors (bad JSON, a wrong type naming the field,
-# n=2, stop strings, unknown path, wrong method, bodies over the limit with and without
-# Content-Length, missing and wrong API keys); a client that hangs up mid-stream cancels
+# n=2, too many stop strings, unknown path, wrong method, bodies over the limit with and without
+# Content-Length, missing and wrong API keys); stop strings cut the completion, streamed or not; a client that hangs up mid-stream cancels
 # its generation (the daemon's STATS show nothing running and far fewer tokens than asked
 # for); with the daemon gone /health and generation answer 503; SIGTERM stops the gateway
 # with status 0. Needs curl and python3 (exit 77 without). About 10 s.
@@ -150,7 +150,8 @@ check_error 400 temperature /v1/chat/completions '{"messages":[{"role":"user","c
 check_error 400 temperature /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"temperature":7}'
 check_error 400 max_tokens /v1/completions '{"prompt":"hi","max_tokens":0}'
 check_error 400 n /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"n":2}'
-check_error 400 stop /v1/completions '{"prompt":"hi","stop":"\n"}'
+check_error 400 stop /v1/completions '{"prompt":"hi","stop":["a","b","c","d","e","f","g","h","i"]}'
+check_error 400 stop /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"stop":["a",7]}'
 check_error 400 messages /v1/chat/completions '{"prompt":"hi"}'
 check_error 400 'messages[1].role' /v1/chat/completions '{"messages":[{"role":"user","content":"hi"},{"role":"robot","content":"x"}]}'
 check_error 400 'messages[0].content' /v1/chat/completions '{"messages":[{"role":"user","content":42}]}'
@@ -196,6 +197,34 @@ assert series['dsv32_openai_http_responses_total{code="413"}'] == 2, series
 assert series["dsv32_openai_time_to_first_token_seconds_count"] == 3, series  # the streamed generations
 assert series['dsv32_openai_time_to_first_token_seconds_bucket{le="+Inf"}'] == 3, series
 assert typed["dsv32_openai_time_to_first_token_seconds"] == "histogram"
+PY
+
+# stop strings: a piece of the greedy completion ends it there, streamed or not, never shown
+expect_text
+python3 - "$url" "$tmp/want" <<'PY' || fail "stop strings"
+import json, sys, urllib.error, urllib.request
+url, want = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+assert len(want) >= 4, want
+stop = want[2:4]
+cut = want[:want.index(stop)]
+def post(path, body):
+    q = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        return urllib.request.urlopen(q).read().decode()
+    except urllib.error.HTTPError as e:
+        raise AssertionError("%s %s: %s" % (path, json.dumps(body), e.read().decode()))
+body = {"prompt": [0, 5, 6, 7], "max_tokens": 8, "temperature": 0, "stop": ["\u0001never", stop]}
+c = json.loads(post("/v1/completions", body))["choices"][0]
+assert c["text"] == cut and c["finish_reason"] == "stop", (c, want, stop)
+body["stream"] = True
+text, finish = "", None
+for l in post("/v1/completions", body).split("\n"):
+    if l.startswith("data: {"):
+        ch = json.loads(l[6:])["choices"][0]
+        text += ch["text"]
+        finish = ch["finish_reason"] or finish
+assert text == cut and finish == "stop", (text, finish, want, stop)
+print("stop strings: %r in %r cut the completion to %r, streamed or not" % (stop, want, cut))
 PY
 
 # a client that hangs up mid-stream cancels its generation
