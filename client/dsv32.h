@@ -138,6 +138,11 @@ struct dsv32_chat_message {
  * means greedy decoding of up to 256 tokens. Sampling: temperature 0 is greedy; top_p 0
  * or 1 is off; top_k 0 is off; min_p 0 is off. The same seed and the same request give
  * the same tokens. */
+struct dsv32_logit_bias {
+        int32_t token;
+        float bias;
+};
+
 struct dsv32_request {
         size_t struct_size;           /* sizeof(struct dsv32_request) */
         const char *text;             /* UTF-8 prompt */
@@ -163,6 +168,16 @@ struct dsv32_request {
          * 1..64 bytes. */
         const char *const *stop_strings;
         size_t n_stop_strings;
+        /* penalties and logit bias (protocol 1.2), applied to the logits before temperature
+         * and the filters, greedy included, over the request's history (prompt and output):
+         *   repetition_penalty r (0 or 1: off; up to 10): each distinct token of prompt and
+         *     output: a logit l > 0 becomes l / r, else l * r (as HF transformers and vLLM)
+         *   frequency_penalty f, presence_penalty q ([-2, 2], 0: off): each token generated c
+         *     times: l - c * f - (c > 0) * q (OpenAI's definition)
+         *   logit_bias: l + bias for each (id, bias), up to 300, bias in [-100, 100] */
+        float repetition_penalty, frequency_penalty, presence_penalty;
+        const struct dsv32_logit_bias *logit_bias;
+        size_t n_logit_bias;
 };
 
 enum dsv32_finish {

@@ -724,7 +724,7 @@ API void dsv32_free(void *p) { free(p); }
 /* ------------------------------------------------------------------ requests */
 
 static int build_generate(struct dsv32_client *c, const struct dsv32_request *q, struct dsv_msg *m,
-                          struct dsv_chat_msg **chat, struct dsv_str *stops, uint64_t id) {
+                          struct dsv_chat_msg **chat, struct dsv_str *stops, struct dsv_bias **bias, uint64_t id) {
         struct dsv_msg_generate *g = &m->u.generate;
         int sources;
 
@@ -809,12 +809,41 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
                 g->stop_strings = stops;
                 g->n_stop_strings = (uint32_t)q->n_stop_strings;
         }
+        g->repetition_penalty = 1.0f;
+        if (q->struct_size >= offsetof(struct dsv32_request, n_logit_bias) + sizeof(q->n_logit_bias)) {
+                if (q->repetition_penalty != 0.0f)
+                        g->repetition_penalty = q->repetition_penalty;
+                g->frequency_penalty = q->frequency_penalty;
+                g->presence_penalty = q->presence_penalty;
+                if (q->n_logit_bias > DSV_MAX_LOGIT_BIAS || (q->n_logit_bias && !q->logit_bias))
+                        return set_err(c, -EINVAL, "at most %d logit_bias entries (got %zu)", DSV_MAX_LOGIT_BIAS,
+                                       q->n_logit_bias);
+                if (q->n_logit_bias) {
+                        *bias = calloc(q->n_logit_bias, sizeof(**bias));
+                        if (!*bias)
+                                return set_err(c, -ENOMEM, "out of memory");
+                        for (size_t i = 0; i < q->n_logit_bias; i++) {
+                                if (q->logit_bias[i].token < 0)
+                                        return set_err(c, -EINVAL, "logit_bias[%zu]: token %d is negative", i,
+                                                       q->logit_bias[i].token);
+                                for (size_t j = 0; j < i; j++)
+                                        if (q->logit_bias[j].token == q->logit_bias[i].token)
+                                                return set_err(c, -EINVAL, "logit_bias names token %d twice",
+                                                               q->logit_bias[i].token);
+                                (*bias)[i].id = q->logit_bias[i].token;
+                                (*bias)[i].bias = q->logit_bias[i].bias;
+                        }
+                        g->logit_bias = *bias;
+                        g->n_logit_bias = (uint32_t)q->n_logit_bias;
+                }
+        }
         return 0;
 }
 
 API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t *ret_id) {
         struct dsv_chat_msg *chat = NULL;
         struct dsv_str stops[DSV_MAX_STOP_STRINGS];
+        struct dsv_bias *bias = NULL;
         struct dsv_msg m;
         uint64_t id;
         int r;
@@ -825,10 +854,11 @@ API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t 
         id = c->next_id;
         r = inflight_add(c, id);
         if (r >= 0)
-                r = build_generate(c, req, &m, &chat, stops, id);
+                r = build_generate(c, req, &m, &chat, stops, &bias, id);
         if (r >= 0)
                 r = send_msg(c, &m);
         free(chat);
+        free(bias);
         if (r < 0) {
                 inflight_remove(c, id);
                 settle(c);

@@ -50,6 +50,7 @@ enum dsv_msg_type {
 #define DSV_MAX_STOP_TOKENS 64
 #define DSV_MAX_STOP_STRINGS 8       /* GENERATE.stop_strings entries */
 #define DSV_MAX_STOP_STRING_BYTES 64 /* bytes of one stop string (at least 1) */
+#define DSV_MAX_LOGIT_BIAS 300       /* GENERATE.logit_bias entries */
 #define DSV_MAX_CHAT_MESSAGES 1024
 #define DSV_MAX_TEXT (32u << 20)
 #define DSV_MSGPACK_MAX_DEPTH 8
@@ -153,6 +154,11 @@ struct dsv_str { /* a string of an array field (not NUL-terminated) */
         uint32_t len;
 };
 
+struct dsv_bias { /* GENERATE.logit_bias entry */
+        int32_t id;
+        float bias;
+};
+
 struct dsv_msg_generate {
         uint64_t id;
         const char *text;
@@ -174,6 +180,11 @@ struct dsv_msg_generate {
         int32_t priority;  /* 1.2: higher is served first and preempted last (default 0) */
         const struct dsv_str *stop_strings; /* 1.2: matched on the output text, never shown */
         uint32_t n_stop_strings;
+        float repetition_penalty; /* 1.2: default 1 = off; (0, 10] */
+        float frequency_penalty;  /* 1.2: default 0; [-2, 2] */
+        float presence_penalty;   /* 1.2: default 0; [-2, 2] */
+        const struct dsv_bias *logit_bias; /* 1.2: ids < vocab_size, bias in [-100, 100] */
+        uint32_t n_logit_bias;
 };
 #define DSV_PRIORITY_MAX 100 /* GENERATE.priority is within -100..100; above 0 only for root */
 

@@ -101,6 +101,12 @@ static bool intake_check(struct dsv_core *c, struct request *r) {
                 request_fail(r, E2BIG, "the prompt has %zu tokens; the context window holds %d", n, c->p.max_context);
                 return false;
         }
+        for (uint32_t i = 0; i < in->sampling.n_bias; i++)
+                if (in->sampling.bias[i].id >= c->p.vocab_size) {
+                        request_fail(r, EINVAL, "logit_bias: token %d is outside the vocabulary (%d ids)",
+                                     in->sampling.bias[i].id, c->p.vocab_size);
+                        return false;
+                }
         r->total = (int)MIN((int64_t)n + in->max_tokens, (int64_t)c->p.max_context);
         if ((uint64_t)r->total > (uint64_t)c->kv->n_pages * c->p.kv_page_tokens) {
                 request_fail(r, ENOSPC, "the request needs %d tokens of KV cache; the pool holds %llu (kv-cache-mb)", r->total,

@@ -53,6 +53,7 @@
 #define DSV_ENGINE_MAX_STOP_TOKENS 64
 #define DSV_ENGINE_MAX_STOP_STRINGS 8       /* = DSV_STOP_MAX_STRINGS (stop.h) */
 #define DSV_ENGINE_STOP_STRING_MAX 64       /* bytes; = DSV_STOP_MAX_BYTES */
+#define DSV_ENGINE_MAX_LOGIT_BIAS 300
 
 struct dsv_engine;
 struct dsv_text;
@@ -146,6 +147,8 @@ struct dsv_engine_request {
         char stop_strings[DSV_ENGINE_MAX_STOP_STRINGS][DSV_ENGINE_STOP_STRING_MAX];
         uint32_t stop_string_len[DSV_ENGINE_MAX_STOP_STRINGS];
         uint32_t n_stop_strings;
+        /* sampling.bias points here (ids checked against the vocabulary at intake) */
+        struct dsv_logit_bias logit_bias[DSV_ENGINE_MAX_LOGIT_BIAS];
         uint64_t t_submit_ns;
 };
 

@@ -79,14 +79,25 @@ static void test_roundtrips(void) {
         strcpy(in.u.generate.session, "s1");
         {
                 static const struct dsv_str stops[2] = {{"\n\n", 2}, {"</answer>", 9}};
+                static const struct dsv_bias bias[3] = {{7, -100}, {0, 2.5f}, {129279, 100}};
                 in.u.generate.stop_strings = stops;
                 in.u.generate.n_stop_strings = 2;
+                in.u.generate.repetition_penalty = 1.3f;
+                in.u.generate.frequency_penalty = -0.5f;
+                in.u.generate.presence_penalty = 2;
+                in.u.generate.logit_bias = bias;
+                in.u.generate.n_logit_bias = 3;
         }
         CHECK(roundtrip(&in, &out, &w) == 0, "GENERATE");
         CHECK(out.u.generate.n_stop_strings == 2 && out.u.generate.stop_strings[1].len == 9 &&
                       !memcmp(out.u.generate.stop_strings[1].p, "</answer>", 9) &&
                       !memcmp(out.u.generate.stop_strings[0].p, "\n\n", 2),
               "GENERATE stop strings");
+        CHECK(out.u.generate.repetition_penalty == 1.3f && out.u.generate.frequency_penalty == -0.5f &&
+                      out.u.generate.presence_penalty == 2 && out.u.generate.n_logit_bias == 3 &&
+                      out.u.generate.logit_bias[0].id == 7 && out.u.generate.logit_bias[0].bias == -100 &&
+                      out.u.generate.logit_bias[2].id == 129279 && out.u.generate.logit_bias[1].bias == 2.5f,
+              "GENERATE penalties and logit bias");
         CHECK(out.u.generate.id == UINT64_MAX && out.u.generate.n_tokens == 5 && !memcmp(out.u.generate.tokens, toks, sizeof(toks)) &&
                       out.u.generate.max_tokens == 77 && out.u.generate.temperature == 0.0f && out.u.generate.top_p == 0.5f &&
                       out.u.generate.top_k == 40 && fabsf(out.u.generate.min_p - 0.05f) < 1e-7f &&
@@ -115,7 +126,9 @@ static void test_roundtrips(void) {
                 static const uint8_t minimal[] = {0x81, 0x00, 0x05}; /* {0: 5} */
                 CHECK(dsv_msg_decode(DSV_MSG_GENERATE, minimal, sizeof(minimal), &out, NULL, 0) == 0, "minimal GENERATE");
                 CHECK(out.u.generate.id == 5 && out.u.generate.max_tokens == 256 && out.u.generate.temperature == 1.0f &&
-                              out.u.generate.top_p == 1.0f && out.u.generate.top_k == 0,
+                              out.u.generate.top_p == 1.0f && out.u.generate.top_k == 0 &&
+                              out.u.generate.repetition_penalty == 1.0f && out.u.generate.frequency_penalty == 0 &&
+                              out.u.generate.presence_penalty == 0 && out.u.generate.n_logit_bias == 0,
                       "defaults: max_tokens %u temperature %g", out.u.generate.max_tokens, out.u.generate.temperature);
                 dsv_msg_release(&out);
         }
@@ -363,7 +376,28 @@ static void test_hostile(void) {
         static const uint8_t stops_many[] = {0x82, 0x00, 0x01, 0x0e, 0x99, 0xa1, 'a', 0xa1, 'a', 0xa1, 'a',
                                              0xa1, 'a', 0xa1, 'a', 0xa1, 'a', 0xa1, 'a', 0xa1, 'a', 0xa1, 'a'};
         uint8_t stops_long[7 + 65] = {0x82, 0x00, 0x01, 0x0e, 0x91, 0xd9, 65};
+        /* key 18 (logit bias): not a map, a string value, a negative id, a repeated id, NaN, 301 entries */
+        static const uint8_t bias_array[] = {0x82, 0x00, 0x01, 0x12, 0x91, 0x01};
+        static const uint8_t bias_str[] = {0x82, 0x00, 0x01, 0x12, 0x81, 0x05, 0xa1, 'x'};
+        static const uint8_t bias_neg[] = {0x82, 0x00, 0x01, 0x12, 0x81, 0xff, 0x01};
+        static const uint8_t bias_dup[] = {0x82, 0x00, 0x01, 0x12, 0x82, 0x05, 0x01, 0x05, 0x02};
+        static const uint8_t bias_nan[] = {0x82, 0x00, 0x01, 0x12, 0x81, 0x05, 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0};
+        static const uint8_t pen_str[] = {0x82, 0x00, 0x01, 0x10, 0xa1, 'x'}; /* frequency_penalty: "x" */
+        uint8_t bias_many[7 + 301 * 4] = {0x82, 0x00, 0x01, 0x12, 0xde, 0x01, 0x2d}; /* map16 of 301 */
+        for (int i = 0; i < 301; i++) { /* {cd hi lo: 0x01} */
+                bias_many[7 + 4 * i] = 0xcd;
+                bias_many[8 + 4 * i] = (uint8_t)(i >> 8);
+                bias_many[9 + 4 * i] = (uint8_t)i;
+                bias_many[10 + 4 * i] = 0x01;
+        }
         const struct bad cases[] = {
+                {"logit_bias not a map", DSV_MSG_GENERATE, bias_array, sizeof(bias_array), -EPROTO},
+                {"logit_bias with a string", DSV_MSG_GENERATE, bias_str, sizeof(bias_str), -EPROTO},
+                {"logit_bias with a negative id", DSV_MSG_GENERATE, bias_neg, sizeof(bias_neg), -EPROTO},
+                {"logit_bias naming a token twice", DSV_MSG_GENERATE, bias_dup, sizeof(bias_dup), -EPROTO},
+                {"logit_bias NaN", DSV_MSG_GENERATE, bias_nan, sizeof(bias_nan), -EPROTO},
+                {"301 logit_bias entries", DSV_MSG_GENERATE, bias_many, sizeof(bias_many), -EPROTO},
+                {"frequency_penalty a string", DSV_MSG_GENERATE, pen_str, sizeof(pen_str), -EPROTO},
                 {"stop_strings not an array", DSV_MSG_GENERATE, stops_not_array, sizeof(stops_not_array), -EPROTO},
                 {"stop_strings with an integer", DSV_MSG_GENERATE, stops_int, sizeof(stops_int), -EPROTO},
                 {"an empty stop string", DSV_MSG_GENERATE, stops_empty, sizeof(stops_empty), -EPROTO},
