@@ -5,7 +5,8 @@
 # as `dsv32 generate --ids`; chat streamed == chat not streamed; /v1/models, /health and
 # /metrics (parsed as Prometheus text); the errors (bad JSON, a wrong type naming the field,
 # n=2, too many stop strings, unknown path, wrong method, bodies over the limit with and without
-# Content-Length, missing and wrong API keys); stop strings cut the completion, streamed or not; a client that hangs up mid-stream cancels
+# Content-Length, missing and wrong API keys, out-of-range penalties and logit bias); stop
+# strings cut the completion, streamed or not; penalties and logit bias as dsv32 generate; a client that hangs up mid-stream cancels
 # its generation (the daemon's STATS show nothing running and far fewer tokens than asked
 # for); with the daemon gone /health and generation answer 503; SIGTERM stops the gateway
 # with status 0. Needs curl and python3 (exit 77 without). About 10 s.
@@ -152,6 +153,10 @@ check_error 400 max_tokens /v1/completions '{"prompt":"hi","max_tokens":0}'
 check_error 400 n /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"n":2}'
 check_error 400 stop /v1/completions '{"prompt":"hi","stop":["a","b","c","d","e","f","g","h","i"]}'
 check_error 400 stop /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"stop":["a",7]}'
+check_error 400 frequency_penalty /v1/completions '{"prompt":"hi","frequency_penalty":2.5}'
+check_error 400 repetition_penalty /v1/completions '{"prompt":"hi","repetition_penalty":0}'
+check_error 400 logit_bias /v1/completions '{"prompt":"hi","logit_bias":{"x1":5}}'
+check_error 400 logit_bias /v1/completions '{"prompt":"hi","logit_bias":{"12":-101}}'
 check_error 400 messages /v1/chat/completions '{"prompt":"hi"}'
 check_error 400 'messages[1].role' /v1/chat/completions '{"messages":[{"role":"user","content":"hi"},{"role":"robot","content":"x"}]}'
 check_error 400 'messages[0].content' /v1/chat/completions '{"messages":[{"role":"user","content":42}]}'
@@ -199,11 +204,17 @@ assert series['dsv32_openai_time_to_first_token_seconds_bucket{le="+Inf"}'] == 3
 assert typed["dsv32_openai_time_to_first_token_seconds"] == "histogram"
 PY
 
-# stop strings: a piece of the greedy completion ends it there, streamed or not, never shown
+# stop strings: a piece of the greedy completion ends it there, streamed or not, never shown;
+# penalties and logit bias give what dsv32 generate gives with the same flags
+first=$(dsv generate --tokens 0,5,6,7 --max-tokens 8 --ids) || die "dsv32 generate --ids"
+first=${first%%,*}
+expect_text --logit-bias "$first:-100" --logit-bias 9:3.5 --frequency-penalty 1.5 --presence-penalty 0.5 --repetition-penalty 1.3
+mv "$tmp/want" "$tmp/want-pen"
 expect_text
-python3 - "$url" "$tmp/want" <<'PY' || fail "stop strings"
+python3 - "$url" "$tmp/want" "$tmp/want-pen" "$first" <<'PY' || fail "stop strings, penalties, logit bias"
 import json, sys, urllib.error, urllib.request
 url, want = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+want_pen, first = open(sys.argv[3]).read().rstrip("\n"), sys.argv[4]
 assert len(want) >= 4, want
 stop = want[2:4]
 cut = want[:want.index(stop)]
@@ -225,6 +236,11 @@ for l in post("/v1/completions", body).split("\n"):
         finish = ch["finish_reason"] or finish
 assert text == cut and finish == "stop", (text, finish, want, stop)
 print("stop strings: %r in %r cut the completion to %r, streamed or not" % (stop, want, cut))
+body = {"prompt": [0, 5, 6, 7], "max_tokens": 8, "temperature": 0, "logit_bias": {first: -100, "9": 3.5},
+        "frequency_penalty": 1.5, "presence_penalty": 0.5, "repetition_penalty": 1.3}
+c = json.loads(post("/v1/completions", body))["choices"][0]
+assert c["text"] == want_pen and want_pen != want, (c["text"], want_pen, want)
+print("penalties and logit bias: %r (greedy %r), as dsv32 generate gives" % (want_pen, want))
 PY
 
 # a client that hangs up mid-stream cancels its generation
