@@ -210,6 +210,9 @@ first=$(dsv generate --tokens 0,5,6,7 --max-tokens 8 --ids) || die "dsv32 genera
 first=${first%%,*}
 expect_text --logit-bias "$first:-100" --logit-bias 9:3.5 --frequency-penalty 1.5 --presence-penalty 0.5 --repetition-penalty 1.3
 mv "$tmp/want" "$tmp/want-pen"
+pen="--logit-bias $first:-100 --logit-bias 9:3.5 --frequency-penalty 1.5 --presence-penalty 0.5 --repetition-penalty 1.3"
+a=$(dsv generate --tokens 0,5,6,7 --max-tokens 8 --ids $pen) && c=$("$b/dsv32-run" --model "$tmp/model" --threads 1 --tokens 0,5,6,7 --generate 8 $pen) &&
+  [ "$a" = "$c" ] || fail "dsv32-run $pen gave '$c', dsv32 generate '$a'"
 expect_text
 python3 - "$url" "$tmp/want" "$tmp/want-pen" "$first" <<'PY' || fail "stop strings, penalties, logit bias"
 import json, sys, urllib.error, urllib.request
