@@ -180,7 +180,7 @@ struct dsv_msg_generate {
         int32_t priority;  /* 1.2: higher is served first and preempted last (default 0) */
         const struct dsv_str *stop_strings; /* 1.2: matched on the output text, never shown */
         uint32_t n_stop_strings;
-        float repetition_penalty; /* 1.2: default 1 = off; (0, 10] */
+        float repetition_penalty; /* 1.2: default 1; [0, 10], 0 and 1 are off */
         float frequency_penalty;  /* 1.2: default 0; [-2, 2] */
         float presence_penalty;   /* 1.2: default 0; [-2, 2] */
         const struct dsv_bias *logit_bias; /* 1.2: ids < vocab_size, bias in [-100, 100] */

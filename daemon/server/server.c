@@ -602,8 +602,9 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                 return refuse(s, c, g, EINVAL, "top_p must be in (0, 1]");
         if (!(g->min_p >= 0.0f && g->min_p <= 1.0f))
                 return refuse(s, c, g, EINVAL, "min_p must be in [0, 1]");
-        if (!(g->repetition_penalty > 0.0f && g->repetition_penalty <= 10.0f))
-                return refuse(s, c, g, EINVAL, "repetition_penalty must be in (0, 10] (1 is off)");
+        /* 0 is off too: an encoder that zeroes the message means no penalty */
+        if (!(g->repetition_penalty >= 0.0f && g->repetition_penalty <= 10.0f))
+                return refuse(s, c, g, EINVAL, "repetition_penalty must be in [0, 10] (0 and 1 are off)");
         if (!(g->frequency_penalty >= -2.0f && g->frequency_penalty <= 2.0f))
                 return refuse(s, c, g, EINVAL, "frequency_penalty must be in [-2, 2]");
         if (!(g->presence_penalty >= -2.0f && g->presence_penalty <= 2.0f))
