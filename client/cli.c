@@ -39,6 +39,13 @@ static const struct {
          "      --min-p P           [0, 1] (default 0 = off)\n"
          "      --seed N            same seed + same request = same tokens (default: random)\n"
          "      --stop ID,...       extra stop tokens\n"
+         "      --stop-string STR   end the output where its text contains STR (repeatable, up to 8;\n"
+         "                          STR and what follows is not printed)\n"
+         "      --repetition-penalty R  divide positive logits of tokens seen in prompt or output by R,\n"
+         "                          multiply negative ones (0, 10], 1 = off)\n"
+         "      --frequency-penalty F   subtract F per time a token was generated ([-2, 2])\n"
+         "      --presence-penalty P    subtract P once from each token generated ([-2, 2])\n"
+         "      --logit-bias ID:BIAS    add BIAS ([-100, 100]) to token ID's logit (repeatable)\n"
          "      --no-bos            text prompt: do not prepend the BOS token\n"
          "      --session NAME      run on a KV-cache session: the daemon keeps this prompt's and\n"
          "                          the output's KV cache, and a later request on NAME prefills\n"
@@ -369,9 +376,16 @@ static int cmd_generate(int argc, char **argv) {
                 {"session", required_argument, NULL, 'X'}, {"ids", no_argument, NULL, 'i'},
                 {"no-stream", no_argument, NULL, 'N'}, {"ignore-eos", no_argument, NULL, 'E'},
                 {"reuse-output", no_argument, NULL, 'R'}, {"no-bos", no_argument, NULL, 'B'},
-                {"priority", required_argument, NULL, 'P'}, CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
+                {"priority", required_argument, NULL, 'P'}, {"stop-string", required_argument, NULL, 0x100},
+                {"repetition-penalty", required_argument, NULL, 0x101}, {"frequency-penalty", required_argument, NULL, 0x102},
+                {"presence-penalty", required_argument, NULL, 0x103}, {"logit-bias", required_argument, NULL, 0x104},
+                CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
         };
         struct dsv32_request q = {.struct_size = sizeof(q)};
+        const char *stop_str[8];
+        size_t n_stop_str = 0;
+        static struct dsv32_logit_bias bias[300];
+        size_t n_bias = 0;
         struct printer pr = {0};
         struct dsv32_result res;
         int32_t *tokens = NULL, *stop = NULL;
@@ -427,6 +441,53 @@ static int cmd_generate(int argc, char **argv) {
                                 ret = CLI_EXIT_USAGE;
                         }
                         break;
+                case 0x100:
+                        if (n_stop_str == sizeof(stop_str) / sizeof(stop_str[0])) {
+                                fprintf(stderr, "dsv32 generate: at most %zu --stop-string options\n", n_stop_str);
+                                ret = CLI_EXIT_USAGE;
+                        } else if (!*optarg || strlen(optarg) > 64) {
+                                fprintf(stderr, "dsv32 generate: --stop-string needs 1..64 bytes (got %zu)\n", strlen(optarg));
+                                ret = CLI_EXIT_USAGE;
+                        } else {
+                                stop_str[n_stop_str++] = optarg;
+                        }
+                        break;
+                case 0x101:
+                        if (parse_float(optarg, &q.repetition_penalty) < 0 || q.repetition_penalty <= 0 ||
+                            q.repetition_penalty > 10) {
+                                fprintf(stderr, "dsv32 generate: --repetition-penalty needs a number in (0, 10] (1 is off)\n");
+                                ret = CLI_EXIT_USAGE;
+                        }
+                        break;
+                case 0x102:
+                case 0x103: {
+                        float *f = ch == 0x102 ? &q.frequency_penalty : &q.presence_penalty;
+                        if (parse_float(optarg, f) < 0 || *f < -2 || *f > 2) {
+                                fprintf(stderr, "dsv32 generate: --%s-penalty needs a number in [-2, 2]\n",
+                                        ch == 0x102 ? "frequency" : "presence");
+                                ret = CLI_EXIT_USAGE;
+                        }
+                        break;
+                }
+                case 0x104: {
+                        char *colon = strchr(optarg, ':');
+                        if (n_bias == sizeof(bias) / sizeof(bias[0])) {
+                                fprintf(stderr, "dsv32 generate: at most %zu --logit-bias options\n", n_bias);
+                                ret = CLI_EXIT_USAGE;
+                                break;
+                        }
+                        if (colon)
+                                *colon = 0;
+                        if (!colon || parse_long(optarg, 0, INT32_MAX, &v) < 0 || parse_float(colon + 1, &bias[n_bias].bias) < 0 ||
+                            bias[n_bias].bias < -100 || bias[n_bias].bias > 100) {
+                                fprintf(stderr, "dsv32 generate: --logit-bias needs ID:BIAS, a token id and a number in "
+                                                "[-100, 100]\n");
+                                ret = CLI_EXIT_USAGE;
+                                break;
+                        }
+                        bias[n_bias++].token = (int32_t)v;
+                        break;
+                }
                 case 'X':
                         q.session = optarg;
                         break;
@@ -486,6 +547,10 @@ static int cmd_generate(int argc, char **argv) {
         q.text_len = text_len;
         q.stop_tokens = stop;
         q.n_stop_tokens = n_stop;
+        q.stop_strings = stop_str;
+        q.n_stop_strings = n_stop_str;
+        q.logit_bias = bias;
+        q.n_logit_bias = n_bias;
         cli_streaming = true;
         cli_catch_signals();
         if ((ret = cli_connect("generate", (uint32_t)(text_len + 4 * n_tokens + 4096) * 2, &c)))
@@ -518,6 +583,8 @@ static int cmd_generate(int argc, char **argv) {
         if (r == 0 && cli.json && !cli_output_failed()) {
                 json_t *o = json_pack("{s:s, s:s, s:o}", "event", "done", "finish", dsv32_finish_name(res.finish), "usage",
                                       cli_json_usage(&res));
+                if (o && res.finish == DSV32_FINISH_STOP_STRING)
+                        json_object_set_new(o, "stop_index", json_integer(res.stop_index));
                 cli_json_emit(o);
         }
         if (r == 0 && cli.verbose) {

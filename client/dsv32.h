@@ -138,6 +138,11 @@ struct dsv32_chat_message {
  * means greedy decoding of up to 256 tokens. Sampling: temperature 0 is greedy; top_p 0
  * or 1 is off; top_k 0 is off; min_p 0 is off. The same seed and the same request give
  * the same tokens. */
+struct dsv32_logit_bias {
+        int32_t token;
+        float bias;
+};
+
 struct dsv32_request {
         size_t struct_size;           /* sizeof(struct dsv32_request) */
         const char *text;             /* UTF-8 prompt */
@@ -157,6 +162,22 @@ struct dsv32_request {
         /* protocol 1.2 (a 1.1 daemon ignores it) */
         int32_t priority;             /* -100..100, default 0: higher is admitted first and preempted
                                        * last; above 0 only for root or dsv32d's own user (EPERM) */
+        /* stop strings (protocol 1.2; needs a daemon with a tokenizer, ENOTSUP otherwise): the
+         * output ends when its text contains one (DSV32_FINISH_STOP_STRING); that string and
+         * everything after it is never delivered as text. At most 8, NUL-terminated, each
+         * 1..64 bytes. */
+        const char *const *stop_strings;
+        size_t n_stop_strings;
+        /* penalties and logit bias (protocol 1.2), applied to the logits before temperature
+         * and the filters, greedy included, over the request's history (prompt and output):
+         *   repetition_penalty r (0 or 1: off; up to 10): each distinct token of prompt and
+         *     output: a logit l > 0 becomes l / r, else l * r (as HF transformers and vLLM)
+         *   frequency_penalty f, presence_penalty q ([-2, 2], 0: off): each token generated c
+         *     times: l - c * f - (c > 0) * q (OpenAI's definition)
+         *   logit_bias: l + bias for each (id, bias), up to 300, bias in [-100, 100] */
+        float repetition_penalty, frequency_penalty, presence_penalty;
+        const struct dsv32_logit_bias *logit_bias;
+        size_t n_logit_bias;
 };
 
 enum dsv32_finish {
@@ -165,6 +186,7 @@ enum dsv32_finish {
         DSV32_FINISH_CANCELLED = 2,
         DSV32_FINISH_CONTEXT = 3,   /* the context window is full */
         DSV32_FINISH_SHUTDOWN = 4,  /* the daemon stopped first */
+        DSV32_FINISH_STOP_STRING = 5, /* a stop string matched (stop_index says which) */
 };
 
 struct dsv32_usage {
@@ -179,6 +201,7 @@ struct dsv32_result {
         uint32_t preempted;     /* times the daemon took its KV pages back and recomputed them */
         uint32_t spec_drafted;  /* speculative decoding: tokens the MTP layer drafted for it */
         uint32_t spec_accepted; /* ... of which the model accepted (each saved a step) */
+        uint32_t stop_index;    /* DSV32_FINISH_STOP_STRING: the index of the string that matched */
 };
 
 /* Called with each batch of new tokens (and their text, when the daemon has a tokenizer;
@@ -227,6 +250,7 @@ struct dsv32_event {
         const char *message;   /* ERROR: NUL-terminated */
         /* DONE, protocol 1.2 (0 from older daemons): as in struct dsv32_result */
         uint32_t preempted, spec_drafted, spec_accepted;
+        uint32_t stop_index; /* DONE with DSV32_FINISH_STOP_STRING: which stop string */
 };
 
 /* Copies up to max ready events without blocking; returns how many (0: none yet). */

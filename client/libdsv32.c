@@ -724,7 +724,7 @@ API void dsv32_free(void *p) { free(p); }
 /* ------------------------------------------------------------------ requests */
 
 static int build_generate(struct dsv32_client *c, const struct dsv32_request *q, struct dsv_msg *m,
-                          struct dsv_chat_msg **chat, uint64_t id) {
+                          struct dsv_chat_msg **chat, struct dsv_str *stops, struct dsv_bias **bias, uint64_t id) {
         struct dsv_msg_generate *g = &m->u.generate;
         int sources;
 
@@ -793,11 +793,57 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
         }
         if (q->struct_size >= offsetof(struct dsv32_request, priority) + sizeof(q->priority))
                 g->priority = q->priority;
+        if (q->struct_size >= offsetof(struct dsv32_request, n_stop_strings) + sizeof(q->n_stop_strings) &&
+            q->n_stop_strings) {
+                if (q->n_stop_strings > DSV_MAX_STOP_STRINGS || !q->stop_strings)
+                        return set_err(c, -EINVAL, "at most %d stop strings (got %zu)", DSV_MAX_STOP_STRINGS,
+                                       q->n_stop_strings);
+                for (size_t i = 0; i < q->n_stop_strings; i++) {
+                        size_t len = q->stop_strings[i] ? strlen(q->stop_strings[i]) : 0;
+                        if (len == 0 || len > DSV_MAX_STOP_STRING_BYTES)
+                                return set_err(c, -EINVAL, "stop string %zu is %zu bytes; each must be 1..%d", i, len,
+                                               DSV_MAX_STOP_STRING_BYTES);
+                        stops[i].p = q->stop_strings[i];
+                        stops[i].len = (uint32_t)len;
+                }
+                g->stop_strings = stops;
+                g->n_stop_strings = (uint32_t)q->n_stop_strings;
+        }
+        g->repetition_penalty = 1.0f;
+        if (q->struct_size >= offsetof(struct dsv32_request, n_logit_bias) + sizeof(q->n_logit_bias)) {
+                if (q->repetition_penalty != 0.0f)
+                        g->repetition_penalty = q->repetition_penalty;
+                g->frequency_penalty = q->frequency_penalty;
+                g->presence_penalty = q->presence_penalty;
+                if (q->n_logit_bias > DSV_MAX_LOGIT_BIAS || (q->n_logit_bias && !q->logit_bias))
+                        return set_err(c, -EINVAL, "at most %d logit_bias entries (got %zu)", DSV_MAX_LOGIT_BIAS,
+                                       q->n_logit_bias);
+                if (q->n_logit_bias) {
+                        *bias = calloc(q->n_logit_bias, sizeof(**bias));
+                        if (!*bias)
+                                return set_err(c, -ENOMEM, "out of memory");
+                        for (size_t i = 0; i < q->n_logit_bias; i++) {
+                                if (q->logit_bias[i].token < 0)
+                                        return set_err(c, -EINVAL, "logit_bias[%zu]: token %d is negative", i,
+                                                       q->logit_bias[i].token);
+                                for (size_t j = 0; j < i; j++)
+                                        if (q->logit_bias[j].token == q->logit_bias[i].token)
+                                                return set_err(c, -EINVAL, "logit_bias names token %d twice",
+                                                               q->logit_bias[i].token);
+                                (*bias)[i].id = q->logit_bias[i].token;
+                                (*bias)[i].bias = q->logit_bias[i].bias;
+                        }
+                        g->logit_bias = *bias;
+                        g->n_logit_bias = (uint32_t)q->n_logit_bias;
+                }
+        }
         return 0;
 }
 
 API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t *ret_id) {
         struct dsv_chat_msg *chat = NULL;
+        struct dsv_str stops[DSV_MAX_STOP_STRINGS];
+        struct dsv_bias *bias = NULL;
         struct dsv_msg m;
         uint64_t id;
         int r;
@@ -808,10 +854,11 @@ API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t 
         id = c->next_id;
         r = inflight_add(c, id);
         if (r >= 0)
-                r = build_generate(c, req, &m, &chat, id);
+                r = build_generate(c, req, &m, &chat, stops, &bias, id);
         if (r >= 0)
                 r = send_msg(c, &m);
         free(chat);
+        free(bias);
         if (r < 0) {
                 inflight_remove(c, id);
                 settle(c);
@@ -871,6 +918,7 @@ static int generate(dsv32_client *c, uint64_t id, dsv32_token_cb cb, void *userd
                                 res.preempted = m.u.done.preempted;
                                 res.spec_drafted = m.u.done.spec_drafted;
                                 res.spec_accepted = m.u.done.spec_accepted;
+                                res.stop_index = m.u.done.stop_index;
                                 copy_out(result, result_size, &res, sizeof(res));
                         }
                         dsv_msg_release(&m);
@@ -947,6 +995,7 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
                 ev->preempted = h->msg.u.done.preempted;
                 ev->spec_drafted = h->msg.u.done.spec_drafted;
                 ev->spec_accepted = h->msg.u.done.spec_accepted;
+                ev->stop_index = h->msg.u.done.stop_index;
                 inflight_remove(c, ev->id);
                 return 1;
         case DSV_MSG_ERROR: {

@@ -76,6 +76,8 @@ struct oai_request {
         size_t n_owned;
         int32_t *prompt_tokens;
         int32_t stop_tokens[64];
+        const char *stop_strings[8]; /* into root */
+        struct dsv32_logit_bias bias[300];
         bool stream, include_usage;
         char model[256];           /* as the client named it ("" when absent) */
 };

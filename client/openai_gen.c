@@ -262,6 +262,13 @@ int oai_gen_start(const struct oai_config *cfg, struct oai_request *r, int http_
         g->cfg = cfg;
         g->r = *r;
         *r = (struct oai_request){0};
+        /* the request points into arrays of the struct it was parsed into: into the copy now */
+        if (g->r.req.stop_tokens)
+                g->r.req.stop_tokens = g->r.stop_tokens;
+        if (g->r.req.stop_strings)
+                g->r.req.stop_strings = g->r.stop_strings;
+        if (g->r.req.logit_bias)
+                g->r.req.logit_bias = g->r.bias;
         g->http_fd = http_fd;
         g->t_start = now_ns();
         g->created = (long long)time(NULL);

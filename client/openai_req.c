@@ -1,9 +1,10 @@
 /* openai_req.c: the body of POST /v1/chat/completions and /v1/completions, checked field by
  * field and turned into a struct dsv32_request. Every refusal is a 400 naming the field.
- * Fields this daemon cannot honour yet (stop strings, penalties, logprobs, tools, structured
+ * Fields this daemon cannot honour yet (logprobs, tools, structured
  * output, n > 1) are refused when they ask for something, never silently ignored; fields
  * that change nothing here (user, store, metadata, ...) are ignored. Extensions, spelled as
- * vLLM spells them: top_k, min_p, stop_token_ids, ignore_eos, chat_template_kwargs.thinking. */
+ * vLLM spells them: top_k, min_p, repetition_penalty, stop_token_ids, ignore_eos,
+ * chat_template_kwargs.thinking. */
 #include "config.h"
 
 #include <errno.h>
@@ -267,6 +268,58 @@ static int parse_sampling(struct oai_request *r, struct oai_error *e) {
                 r->req.seed = (uint64_t)i;
                 r->req.flags |= DSV32_REQ_SEED;
         }
+        /* penalties (OpenAI's frequency and presence, vLLM's repetition) and logit bias */
+        d = 0;
+        if ((ret = get_number(root, "frequency_penalty", -2, 2, &d, e)) < 0)
+                return ret;
+        r->req.frequency_penalty = (float)d;
+        d = 0;
+        if ((ret = get_number(root, "presence_penalty", -2, 2, &d, e)) < 0)
+                return ret;
+        r->req.presence_penalty = (float)d;
+        d = 1;
+        if ((ret = get_number(root, "repetition_penalty", 0, 10, &d, e)) < 0)
+                return ret;
+        if (d <= 0) {
+                oai_bad_field(e, "repetition_penalty", "repetition_penalty must be above 0 and at most 10 (1 is off)");
+                return -EINVAL;
+        }
+        r->req.repetition_penalty = (float)d;
+        json_t *lb = json_object_get(root, "logit_bias");
+        if (lb && !json_is_null(lb)) {
+                const char *key;
+                json_t *val;
+                size_t n = 0;
+                if (!json_is_object(lb) || json_object_size(lb) > sizeof(r->bias) / sizeof(r->bias[0])) {
+                        oai_bad_field(e, "logit_bias", "logit_bias must be an object of at most %zu token ids to biases",
+                                      sizeof(r->bias) / sizeof(r->bias[0]));
+                        return -EINVAL;
+                }
+                json_object_foreach(lb, key, val) {
+                        char *end;
+                        long id;
+                        errno = 0;
+                        id = strtol(key, &end, 10);
+                        if (!*key || *end || errno || id < 0 || id > INT32_MAX) {
+                                oai_bad_field(e, "logit_bias", "logit_bias: key \"%.40s\" is not a token id", key);
+                                return -EINVAL;
+                        }
+                        if (!is_number(val) || !(json_number_value(val) >= -100 && json_number_value(val) <= 100)) {
+                                oai_bad_field(e, "logit_bias", "logit_bias[\"%s\"] must be a number between -100 and 100",
+                                              key);
+                                return -EINVAL;
+                        }
+                        for (size_t j = 0; j < n; j++)
+                                if (r->bias[j].token == (int32_t)id) {
+                                        oai_bad_field(e, "logit_bias", "logit_bias names token %ld twice", id);
+                                        return -EINVAL;
+                                }
+                        r->bias[n].token = (int32_t)id;
+                        r->bias[n++].bias = (float)json_number_value(val);
+                }
+                r->req.logit_bias = r->bias;
+                r->req.n_logit_bias = n;
+        }
         /* max_completion_tokens is the newer name; it wins when both are given */
         json_int_t max = 0;
         if ((ret = get_int(root, "max_tokens", 1, UINT32_MAX, &max, e)) < 0 ||
@@ -283,14 +336,26 @@ static int parse_sampling(struct oai_request *r, struct oai_error *e) {
 
 static int parse_stop(struct oai_request *r, struct oai_error *e) {
         json_t *v = json_object_get(r->root, "stop");
-        if (v && !json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0)) {
-                if (!json_is_string(v) && !json_is_array(v)) {
-                        oai_bad_field(e, "stop", "stop must be a string or an array of strings");
+        /* OpenAI's stop: a string or an array of strings, matched on the output text and never
+         * shown (the daemon does it: GENERATE key 14); finish_reason "stop" */
+        if (v && !json_is_null(v)) {
+                size_t n = json_is_string(v) ? 1 : json_is_array(v) ? json_array_size(v) : SIZE_MAX;
+                if (n == SIZE_MAX || n > sizeof(r->stop_strings) / sizeof(r->stop_strings[0])) {
+                        oai_bad_field(e, "stop", "stop must be a string or an array of at most %zu strings",
+                                      sizeof(r->stop_strings) / sizeof(r->stop_strings[0]));
                         return -EINVAL;
                 }
-                oai_bad_field(e, "stop",
-                              "stop strings are not supported by this daemon yet; stop_token_ids takes token ids");
-                return -EINVAL;
+                for (size_t i = 0; i < n; i++) {
+                        json_t *s = json_is_string(v) ? v : json_array_get(v, i);
+                        size_t len = json_is_string(s) ? json_string_length(s) : 0;
+                        if (!json_is_string(s) || len == 0 || len > 64 || strlen(json_string_value(s)) != len) {
+                                oai_bad_field(e, "stop", "stop[%zu] must be a string of 1 to 64 bytes without NUL", i);
+                                return -EINVAL;
+                        }
+                        r->stop_strings[i] = json_string_value(s);
+                }
+                r->req.stop_strings = r->stop_strings;
+                r->req.n_stop_strings = n;
         }
         v = json_object_get(r->root, "stop_token_ids");
         if (!v || json_is_null(v))
@@ -323,10 +388,6 @@ static int parse_unsupported(struct oai_request *r, struct oai_error *e) {
                 {"functions", "tool calls need the daemon's chat events (not there yet)"},
                 {"logprobs", "the daemon does not report log-probabilities yet"},
                 {"top_logprobs", "the daemon does not report log-probabilities yet"},
-                {"frequency_penalty", "the daemon has no penalties yet"},
-                {"presence_penalty", "the daemon has no penalties yet"},
-                {"repetition_penalty", "the daemon has no penalties yet"},
-                {"logit_bias", "the daemon has no logit bias yet"},
                 {"echo", "the prompt is not echoed"},
                 {"suffix", "no fill-in-the-middle"},
         };

@@ -69,6 +69,8 @@ enum ftype {
         F_TOKENS, /* const int32_t * + uint32_t count at len_off, each >= 0 */
         F_CHAT,   /* const struct dsv_chat_msg * + uint32_t count at len_off */
         F_SESSIONS, /* const struct dsv_session_row * + uint32_t count at len_off */
+        F_BIAS,   /* const struct dsv_bias * + uint32_t count at len_off: a map {id: number} */
+        F_STRS,   /* const struct dsv_str * + uint32_t count at len_off; each 1..DSV_MAX_STOP_STRING_BYTES */
 };
 
 struct field {
@@ -100,6 +102,8 @@ struct desc {
 #define TOKENS(k, S, f, nf, cap, req) {k, F_TOKENS, req, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 #define CHAT(k, S, f, nf, cap) {k, F_CHAT, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 #define SESSIONS(k, S, f, nf, cap) {k, F_SESSIONS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
+#define BIAS(k, S, f, nf, cap) {k, F_BIAS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
+#define STRS(k, S, f, nf, cap) {k, F_STRS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 
 typedef struct dsv_msg_hello hello_t;
 static const struct field f_hello[] = {
@@ -145,6 +149,11 @@ static const struct field f_generate[] = {
         NAME(11, gen_t, session, false),
         F32(12, gen_t, min_p, 0.0f),
         I32D(13, gen_t, priority, 0),
+        STRS(14, gen_t, stop_strings, n_stop_strings, DSV_MAX_STOP_STRINGS),
+        F32(15, gen_t, repetition_penalty, 1.0f),
+        F32(16, gen_t, frequency_penalty, 0.0f),
+        F32(17, gen_t, presence_penalty, 0.0f),
+        BIAS(18, gen_t, logit_bias, n_logit_bias, DSV_MAX_LOGIT_BIAS),
 };
 
 typedef struct dsv_msg_id id_t_;
@@ -197,6 +206,7 @@ static const struct field f_done[] = {
         U32(3, done_t, completion_tokens, false), U32(4, done_t, cached_tokens, false), U64(5, done_t, queue_us, false),
         U64(6, done_t, prefill_us, false), U64(7, done_t, decode_us, false),
         U32(8, done_t, preempted, false), U32(9, done_t, spec_drafted, false), U32(10, done_t, spec_accepted, false),
+        U32(11, done_t, stop_index, false),
 };
 
 typedef struct dsv_msg_error error_t_;
@@ -310,7 +320,8 @@ const char *dsv_msg_type_name(unsigned type) {
 }
 
 const char *dsv_finish_name(unsigned reason) {
-        static const char *const names[DSV_FINISH_MAX] = {"stop", "length", "cancelled", "context", "shutdown"};
+        static const char *const names[DSV_FINISH_MAX] = {"stop", "length", "cancelled", "context", "shutdown",
+                                                           "stop string"};
         return reason < DSV_FINISH_MAX ? names[reason] : "unknown";
 }
 
@@ -354,6 +365,8 @@ static bool field_present(const void *s, const struct field *f) {
         case F_TOKENS:
         case F_CHAT:
         case F_SESSIONS:
+        case F_STRS:
+        case F_BIAS:
                 return f->required || *CAT(s, f->len_off, uint32_t) > 0;
         default:
                 return true;
@@ -431,6 +444,33 @@ int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out) {
                                 msgpack_pack_uint8(&pk, 1);
                                 pack_str(&pk, c[j].content ? c[j].content : "", c[j].content ? c[j].content_len : 0);
                         }
+                        break;
+                }
+                case F_BIAS: {
+                        const struct dsv_bias *v = *CAT(s, f->off, struct dsv_bias *);
+                        cnt = *CAT(s, f->len_off, uint32_t);
+                        if (cnt > f->cap || (cnt && !v))
+                                return -EINVAL;
+                        msgpack_pack_map(&pk, cnt);
+                        for (uint32_t j = 0; j < cnt; j++) {
+                                if (v[j].id < 0)
+                                        return -EINVAL;
+                                msgpack_pack_uint32(&pk, (uint32_t)v[j].id);
+                                msgpack_pack_float(&pk, v[j].bias);
+                        }
+                        break;
+                }
+                case F_STRS: {
+                        const struct dsv_str *v = *CAT(s, f->off, struct dsv_str *);
+                        cnt = *CAT(s, f->len_off, uint32_t);
+                        if (cnt > f->cap || (cnt && !v))
+                                return -EINVAL;
+                        for (uint32_t j = 0; j < cnt; j++)
+                                if (v[j].len == 0 || v[j].len > DSV_MAX_STOP_STRING_BYTES || !v[j].p)
+                                        return -EINVAL;
+                        msgpack_pack_array(&pk, cnt);
+                        for (uint32_t j = 0; j < cnt; j++)
+                                pack_str(&pk, v[j].p, v[j].len);
                         break;
                 }
                 case F_SESSIONS: {
@@ -825,6 +865,61 @@ static int decode_field(const msgpack_object *o, const struct field *f, msgpack_
                 return decode_chat(o, f, z, s, why, wn);
         case F_SESSIONS:
                 return decode_sessions(o, f, z, s, why, wn);
+        case F_BIAS: {
+                struct dsv_bias *v;
+                if (o->type != MSGPACK_OBJECT_MAP)
+                        return why_set(why, wn, -EPROTO, "field %s must be a map of token ids to numbers", f->name);
+                n = o->via.map.size;
+                if (n > f->cap)
+                        return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
+                v = n ? msgpack_zone_malloc(z, (size_t)n * sizeof(*v)) : NULL;
+                if (n && !v)
+                        return -ENOMEM;
+                for (uint32_t j = 0; j < n; j++) {
+                        const msgpack_object_kv *kv = &o->via.map.ptr[j];
+                        double dv;
+                        if (!obj_u64(&kv->key, &u) || u > INT32_MAX)
+                                return why_set(why, wn, -EPROTO, "%s: key %u must be a token id in 0..%d", f->name, j, INT32_MAX);
+                        if (kv->val.type == MSGPACK_OBJECT_FLOAT32 || kv->val.type == MSGPACK_OBJECT_FLOAT64)
+                                dv = kv->val.via.f64;
+                        else if (obj_i64(&kv->val, &x))
+                                dv = (double)x;
+                        else
+                                return why_set(why, wn, -EPROTO, "%s[%llu] must be a number", f->name, (unsigned long long)u);
+                        if (!isfinite(dv) || fabs(dv) > 3.0e38)
+                                return why_set(why, wn, -EPROTO, "%s[%llu] must be a finite number", f->name,
+                                               (unsigned long long)u);
+                        for (uint32_t i = 0; i < j; i++)
+                                if (v[i].id == (int32_t)u)
+                                        return why_set(why, wn, -EPROTO, "%s repeats token %llu", f->name, (unsigned long long)u);
+                        v[j].id = (int32_t)u;
+                        v[j].bias = (float)dv;
+                }
+                *AT(s, f->off, const struct dsv_bias *) = v;
+                *AT(s, f->len_off, uint32_t) = n;
+                return 0;
+        }
+        case F_STRS: {
+                struct dsv_str *v;
+                if (o->type != MSGPACK_OBJECT_ARRAY)
+                        return why_set(why, wn, -EPROTO, "field %s must be an array of strings", f->name);
+                n = o->via.array.size;
+                if (n > f->cap)
+                        return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
+                v = n ? msgpack_zone_malloc(z, (size_t)n * sizeof(*v)) : NULL;
+                if (n && !v)
+                        return -ENOMEM;
+                for (uint32_t j = 0; j < n; j++) {
+                        if (!obj_str(&o->via.array.ptr[j], &v[j].p, &v[j].len))
+                                return why_set(why, wn, -EPROTO, "%s[%u] must be a string", f->name, j);
+                        if (v[j].len == 0 || v[j].len > DSV_MAX_STOP_STRING_BYTES)
+                                return why_set(why, wn, -EPROTO, "%s[%u] is %u bytes; each must be 1..%d", f->name, j,
+                                               v[j].len, DSV_MAX_STOP_STRING_BYTES);
+                }
+                *AT(s, f->off, const struct dsv_str *) = v;
+                *AT(s, f->len_off, uint32_t) = n;
+                return 0;
+        }
         }
         return -EPROTO;
 }

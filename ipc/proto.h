@@ -48,6 +48,9 @@ enum dsv_msg_type {
 #define DSV_ERROR_MESSAGE_MAX 1024
 #define DSV_MAX_TOKENS_ARRAY (1u << 21)
 #define DSV_MAX_STOP_TOKENS 64
+#define DSV_MAX_STOP_STRINGS 8       /* GENERATE.stop_strings entries */
+#define DSV_MAX_STOP_STRING_BYTES 64 /* bytes of one stop string (at least 1) */
+#define DSV_MAX_LOGIT_BIAS 300       /* GENERATE.logit_bias entries */
 #define DSV_MAX_CHAT_MESSAGES 1024
 #define DSV_MAX_TEXT (32u << 20)
 #define DSV_MSGPACK_MAX_DEPTH 8
@@ -109,6 +112,7 @@ enum dsv_finish {
         DSV_FINISH_CANCELLED = 2, /* CANCEL */
         DSV_FINISH_CONTEXT = 3,   /* the context window is full */
         DSV_FINISH_SHUTDOWN = 4,  /* the daemon stopped before the request finished */
+        DSV_FINISH_STOP_STRING = 5, /* 1.2: a stop string (DONE.stop_index says which) */
         DSV_FINISH_MAX,
 };
 
@@ -145,6 +149,16 @@ struct dsv_chat_msg {
         uint32_t content_len;
 };
 
+struct dsv_str { /* a string of an array field (not NUL-terminated) */
+        const char *p;
+        uint32_t len;
+};
+
+struct dsv_bias { /* GENERATE.logit_bias entry */
+        int32_t id;
+        float bias;
+};
+
 struct dsv_msg_generate {
         uint64_t id;
         const char *text;
@@ -164,6 +178,13 @@ struct dsv_msg_generate {
         uint32_t n_stop_tokens;
         char session[DSV_NAME_MAX + 1];
         int32_t priority;  /* 1.2: higher is served first and preempted last (default 0) */
+        const struct dsv_str *stop_strings; /* 1.2: matched on the output text, never shown */
+        uint32_t n_stop_strings;
+        float repetition_penalty; /* 1.2: default 1; [0, 10], 0 and 1 are off */
+        float frequency_penalty;  /* 1.2: default 0; [-2, 2] */
+        float presence_penalty;   /* 1.2: default 0; [-2, 2] */
+        const struct dsv_bias *logit_bias; /* 1.2: ids < vocab_size, bias in [-100, 100] */
+        uint32_t n_logit_bias;
 };
 #define DSV_PRIORITY_MAX 100 /* GENERATE.priority is within -100..100; above 0 only for root */
 
@@ -217,6 +238,7 @@ struct dsv_msg_done {
         /* protocol 1.2 (0 from older daemons) */
         uint32_t preempted;                   /* times its KV pages were taken back and recomputed */
         uint32_t spec_drafted, spec_accepted; /* speculative decoding: drafts verified, accepted */
+        uint32_t stop_index; /* reason DSV_FINISH_STOP_STRING: the index of the string that matched */
 };
 
 struct dsv_msg_error {

@@ -15,6 +15,7 @@
 
 #include "daemon/engine/engine.h"
 #include "daemon/engine/metrics.h"
+#include "daemon/engine/stop.h"
 #include "daemon/kv_cache.h"
 #include "daemon/model/plan.h"
 #include "daemon/runtime/sampler.h"
@@ -86,11 +87,13 @@ struct request {
         size_t cap_out;
         struct dsv_strbuf text_out;
         struct dsv_text_stream *stream;
+        struct dsv_stop *stop; /* stop strings over the stream's text, or NULL */
         /* final event */
         bool final_error;
         int error_code;
         char error_msg[512];
         enum dsv_engine_finish reason;
+        uint32_t stop_index; /* reason DSV_ENGINE_FINISH_STOP_STRING: which string */
         bool cancel;
         bool save_wait; /* SESSIONS_SAVE: waiting for the writes it queued */
         uint64_t t_submit, t_start, t_first, t_end;

@@ -101,6 +101,12 @@ static bool intake_check(struct dsv_core *c, struct request *r) {
                 request_fail(r, E2BIG, "the prompt has %zu tokens; the context window holds %d", n, c->p.max_context);
                 return false;
         }
+        for (uint32_t i = 0; i < in->sampling.n_bias; i++)
+                if (in->sampling.bias[i].id >= c->p.vocab_size) {
+                        request_fail(r, EINVAL, "logit_bias: token %d is outside the vocabulary (%d ids)",
+                                     in->sampling.bias[i].id, c->p.vocab_size);
+                        return false;
+                }
         r->total = (int)MIN((int64_t)n + in->max_tokens, (int64_t)c->p.max_context);
         if ((uint64_t)r->total > (uint64_t)c->kv->n_pages * c->p.kv_page_tokens) {
                 request_fail(r, ENOSPC, "the request needs %d tokens of KV cache; the pool holds %llu (kv-cache-mb)", r->total,
@@ -119,6 +125,27 @@ static bool intake_check(struct dsv_core *c, struct request *r) {
                 return false;
         if (c->text && dsv_text_stream_new(c->text, &r->stream) < 0)
                 r->stream = NULL;
+        if (in->n_stop_strings) {
+                const char *s[DSV_ENGINE_MAX_STOP_STRINGS];
+                _Static_assert(DSV_ENGINE_MAX_STOP_STRINGS == DSV_STOP_MAX_STRINGS &&
+                                       DSV_ENGINE_STOP_STRING_MAX == DSV_STOP_MAX_BYTES,
+                               "the engine's stop-string caps are the matcher's");
+                if (!r->stream) {
+                        request_fail(r, ENOTSUP, "stop strings need the output text: %s", dsv_text_unavailable());
+                        return false;
+                }
+                for (uint32_t i = 0; i < in->n_stop_strings; i++)
+                        s[i] = in->stop_strings[i];
+                if (!(r->stop = malloc(sizeof(*r->stop)))) {
+                        request_fail(r, ENOMEM, "out of memory");
+                        return false;
+                }
+                if (dsv_stop_init(r->stop, s, in->stop_string_len, in->n_stop_strings) < 0) {
+                        request_fail(r, EINVAL, "stop strings: at most %d, each 1..%d bytes", DSV_STOP_MAX_STRINGS,
+                                     DSV_STOP_MAX_BYTES);
+                        return false;
+                }
+        }
         DSV_METRIC_ADD(c->metrics, prompt_tokens_total, n);
         return true;
 }

@@ -51,6 +51,9 @@
 
 #define DSV_ENGINE_NAME_MAX 64 /* session names (bytes, without NUL) */
 #define DSV_ENGINE_MAX_STOP_TOKENS 64
+#define DSV_ENGINE_MAX_STOP_STRINGS 8       /* = DSV_STOP_MAX_STRINGS (stop.h) */
+#define DSV_ENGINE_STOP_STRING_MAX 64       /* bytes; = DSV_STOP_MAX_BYTES */
+#define DSV_ENGINE_MAX_LOGIT_BIAS 300
 
 struct dsv_engine;
 struct dsv_text;
@@ -140,6 +143,12 @@ struct dsv_engine_request {
         int32_t priority;  /* higher is served first and preempted last (default 0) */
         int32_t stop_tokens[DSV_ENGINE_MAX_STOP_TOKENS];
         uint32_t n_stop_tokens;
+        /* matched on the output text (daemon/engine/stop.h); needs the tokenizer */
+        char stop_strings[DSV_ENGINE_MAX_STOP_STRINGS][DSV_ENGINE_STOP_STRING_MAX];
+        uint32_t stop_string_len[DSV_ENGINE_MAX_STOP_STRINGS];
+        uint32_t n_stop_strings;
+        /* sampling.bias points here (ids checked against the vocabulary at intake) */
+        struct dsv_logit_bias logit_bias[DSV_ENGINE_MAX_LOGIT_BIAS];
         uint64_t t_submit_ns;
 };
 
@@ -149,6 +158,7 @@ enum dsv_engine_finish {
         DSV_ENGINE_FINISH_CANCELLED, /* cancelled, or the client went away */
         DSV_ENGINE_FINISH_CONTEXT,   /* the context window is full */
         DSV_ENGINE_FINISH_SHUTDOWN,  /* the daemon stopped first */
+        DSV_ENGINE_FINISH_STOP_STRING, /* a stop string matched (done.stop_index) */
         DSV_ENGINE_FINISH_MAX,
 };
 
@@ -201,6 +211,7 @@ struct dsv_engine_event {
                         /* speculative decoding: drafts the MTP layer proposed for it and how many
                          * of them the main model accepted (0, 0 without) */
                         uint32_t spec_drafted, spec_accepted;
+                        uint32_t stop_index; /* DSV_ENGINE_FINISH_STOP_STRING: which string */
                         uid_t uid;
                 } done;
                 struct {

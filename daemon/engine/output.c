@@ -13,7 +13,10 @@
  * drafts go), the last row gives one more token when every draft was accepted. Each decided
  * token passes the stop rules above one by one, so nothing after a stop is emitted; then the
  * KV of the positions that hold rejected drafts (or tokens after a stop) is dropped, and the
- * request is where k + 1 plain decode steps would have left it. */
+ * request is where k + 1 plain decode steps would have left it.
+ *
+ * Every row is sampled after the request's penalties and logit bias over its history at
+ * that point (daemon/runtime/sampler.h), drafts accepted before it included. */
 #include "config.h"
 
 #include "daemon/engine/core.h"
@@ -25,6 +28,11 @@ static bool is_stop(const struct dsv_core *c, const struct request *r, int32_t t
                 if (r->in->stop_tokens[i] == t)
                         return true;
         return false;
+}
+
+/* A row of logits after the request's penalties and logit bias over its history so far. */
+static const float *adjusted(struct dsv_core *c, const struct request *r, const float *row) {
+        return dsv_sampler_adjust(&c->sampler, row, &r->sp, r->tokens, r->n_prompt, r->n_tokens);
 }
 
 /* One generated token through the stop rules into the request's output; false when the
@@ -41,6 +49,8 @@ static bool take(struct dsv_core *c, struct request *r, int32_t t) {
                 request_fail(r, ENOMEM, "out of memory");
                 return false;
         }
+        if (r->state == REQ_FINISHING)
+                return false; /* a stop string completed */
         if ((uint32_t)r->n_generated >= r->in->max_tokens) {
                 request_finish(r, DSV_ENGINE_FINISH_LENGTH);
                 return false;
@@ -64,12 +74,12 @@ static void verify(struct dsv_core *c, int s) {
         for (int i = 0; i <= k; i++) {
                 int32_t t;
                 bool ok = false;
+                const float *row = adjusted(c, r, lg + (size_t)i * V);
                 if (i < k) {
-                        ok = dsv_spec_verify(&c->spec, &c->sampler, lg + (size_t)i * V, &r->sp, (uint64_t)r->n_generated,
-                                             &r->drafts[i], &t);
+                        ok = dsv_spec_verify(&c->spec, &c->sampler, row, &r->sp, (uint64_t)r->n_generated, &r->drafts[i], &t);
                         accepted += ok;
                 } else {
-                        t = dsv_sample(&c->sampler, lg + (size_t)k * V, &r->sp, (uint64_t)r->n_generated);
+                        t = dsv_sample(&c->sampler, row, &r->sp, (uint64_t)r->n_generated);
                 }
                 if (!take(c, r, t) || !ok)
                         break;
@@ -110,7 +120,8 @@ void output_step(struct dsv_core *c) {
                 if (c->b_nrows[s] > 1)
                         verify(c, s);
                 else
-                        take(c, r, dsv_sample(&c->sampler, c->logits + (size_t)c->b_row[s] * V, &r->sp, (uint64_t)r->n_generated));
+                        take(c, r, dsv_sample(&c->sampler, adjusted(c, r, c->logits + (size_t)c->b_row[s] * V), &r->sp,
+                                              (uint64_t)r->n_generated));
                 if (r->state == REQ_RUNNING && r->in->stream)
                         request_flush(c, r);
         }

@@ -28,6 +28,24 @@ int request_push_text(struct request *r, const char *s, size_t n) {
         return n ? dsv_strbuf_add(&r->text_out, s, n) : 0;
 }
 
+/* Text of the output stream, through the stop strings when there are any: a string that
+ * completes ends the request (the token that completed it stays in its history). */
+static int push_text(struct request *r, const char *s, size_t n) {
+        int m;
+        if (!r->stop)
+                return request_push_text(r, s, n);
+        if (r->stop->matched >= 0)
+                return 0;
+        m = dsv_stop_feed(r->stop, s, n, &r->text_out);
+        if (m < -1)
+                return m;
+        if (m >= 0) {
+                r->stop_index = (uint32_t)m;
+                request_finish(r, DSV_ENGINE_FINISH_STOP_STRING);
+        }
+        return 0;
+}
+
 int request_push_token(struct dsv_core *c, struct request *r, int32_t tok) {
         int rc;
         if ((size_t)r->n_out == r->cap_out) {
@@ -40,7 +58,7 @@ int request_push_token(struct dsv_core *c, struct request *r, int32_t tok) {
         if (r->stream) {
                 const char *txt;
                 size_t n;
-                if (dsv_text_stream_push(r->stream, tok, &txt, &n) == 0 && (rc = request_push_text(r, txt, n)) < 0)
+                if (dsv_text_stream_push(r->stream, tok, &txt, &n) == 0 && (rc = push_text(r, txt, n)) < 0)
                         return rc;
         }
         r->out_text_end[r->n_out - 1] = (uint32_t)r->text_out.n;
@@ -82,7 +100,9 @@ bool request_flush(struct dsv_core *c, struct request *r) {
                 const char *t;
                 size_t n;
                 if (dsv_text_stream_flush(r->stream, &t, &n) == 0)
-                        request_push_text(r, t, n);
+                        push_text(r, t, n);
+                if (r->stop)
+                        dsv_stop_finish(r->stop, &r->text_out); /* the tail held back, when nothing matched */
                 dsv_text_stream_free(r->stream);
                 r->stream = NULL;
         }
@@ -135,6 +155,7 @@ bool request_flush(struct dsv_core *c, struct request *r) {
                 ev.done.preempted = (uint32_t)r->n_preempted;
                 ev.done.spec_drafted = r->spec_drafted;
                 ev.done.spec_accepted = r->spec_accepted;
+                ev.done.stop_index = r->stop_index;
         }
         rc = c->sink.emit(c->sink.ud, r->client, &ev);
         if (rc != -EAGAIN && ev.type == DSV_ENGINE_EVENT_DONE) {
@@ -170,6 +191,7 @@ void request_free(struct dsv_core *c, struct request *r) {
         c->sink.request_end(c->sink.ud, r->client);
         c->sink.unref(c->sink.ud, r->client);
         dsv_text_stream_free(r->stream);
+        free(r->stop);
         request_in_free(r->in);
         free(r->tokens);
         free(r->out);

@@ -108,6 +108,12 @@ static int prefill(struct gen *G) {
 
 /* One speculative step from g decided tokens (the last, at position len, not yet fed):
  * returns the new count of decided tokens. */
+
+/* Logits row `row` after the sampling's penalties and logit bias over the first n tokens of
+ * the sequence (daemon/runtime/sampler.h). */
+static const float *adjusted(struct gen *G, const float *row, int n) {
+        return dsv_sampler_adjust(&G->sampler, row, &G->o->sampling, G->all, G->n_prompt, n);
+}
 static int spec_step(struct gen *G, int g, struct dsv_generate_stats *st) {
         const struct dsv_generate_opts *o = G->o;
         const int L = G->seq.len, nd = MIN(o->n_draft, o->n_gen - g);
@@ -119,8 +125,8 @@ static int spec_step(struct gen *G, int g, struct dsv_generate_stats *st) {
         st->drafted += nd;
         for (int i = 0; i < nd; i++) {
                 int32_t tok;
-                bool ok = dsv_spec_verify(&G->spec, &G->sampler, G->logits + (size_t)i * G->V, &o->sampling, (uint64_t)(g + i),
-                                          &G->drafts[i], &tok);
+                bool ok = dsv_spec_verify(&G->spec, &G->sampler, adjusted(G, G->logits + (size_t)i * G->V, L + 1 + i),
+                                          &o->sampling, (uint64_t)(g + i), &G->drafts[i], &tok);
                 G->all[L + 1 + i] = tok;
                 if (!ok)
                         break;
@@ -130,7 +136,8 @@ static int spec_step(struct gen *G, int g, struct dsv_generate_stats *st) {
         if (n_acc < nd)
                 decided = g + n_acc + 1; /* the replacement of the rejected draft */
         else if (g + nd < o->n_gen) {
-                G->all[L + nd + 1] = dsv_sample(&G->sampler, G->logits + (size_t)nd * G->V, &o->sampling, (uint64_t)(g + nd));
+                G->all[L + nd + 1] = dsv_sample(&G->sampler, adjusted(G, G->logits + (size_t)nd * G->V, L + nd + 1), &o->sampling,
+                                                (uint64_t)(g + nd));
                 decided = g + nd + 1;
         } else
                 decided = g + nd;
@@ -203,7 +210,7 @@ int dsv_runtime_generate(struct dsv_runtime *rt, const int32_t *prompt, int n_pr
         stats.prefill_ns = dsv_now_ns() - t0;
         t0 = dsv_now_ns();
         if (o->n_gen > 0) {
-                G.all[n_prompt] = dsv_sample(&G.sampler, G.logits, &o->sampling, 0);
+                G.all[n_prompt] = dsv_sample(&G.sampler, adjusted(&G, G.logits, n_prompt), &o->sampling, 0);
                 g = 1;
         }
         while (g < o->n_gen) {
@@ -216,7 +223,7 @@ int dsv_runtime_generate(struct dsv_runtime *rt, const int32_t *prompt, int n_pr
                 if ((r = forward(&G, G.seq.len, 1, true, false, NULL)) < 0 || (r = report(&G, G.seq.len - 1, 1)) < 0)
                         goto out;
                 stats.forward_passes++;
-                G.all[n_prompt + g] = dsv_sample(&G.sampler, G.logits, &o->sampling, (uint64_t)g);
+                G.all[n_prompt + g] = dsv_sample(&G.sampler, adjusted(&G, G.logits, n_prompt + g), &o->sampling, (uint64_t)g);
                 g++;
         }
         /* the last token, when asked for and not fed by a verify pass */

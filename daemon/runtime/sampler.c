@@ -14,7 +14,9 @@ int dsv_sampler_init(struct dsv_sampler *s, int n_vocab) {
         s->n_vocab = n_vocab;
         s->cand = malloc((size_t)n_vocab * sizeof(*s->cand));
         s->tmp = malloc((size_t)n_vocab * sizeof(*s->tmp));
-        if (!s->cand || !s->tmp) {
+        s->adj = malloc((size_t)n_vocab * sizeof(*s->adj));
+        s->count = calloc((size_t)n_vocab, sizeof(*s->count));
+        if (!s->cand || !s->tmp || !s->adj || !s->count) {
                 dsv_sampler_done(s);
                 return -ENOMEM;
         }
@@ -24,7 +26,11 @@ int dsv_sampler_init(struct dsv_sampler *s, int n_vocab) {
 void dsv_sampler_done(struct dsv_sampler *s) {
         free(s->cand);
         free(s->tmp);
+        free(s->adj);
+        free(s->count);
         s->cand = s->tmp = NULL;
+        s->adj = NULL;
+        s->count = NULL;
 }
 
 /* Sorts c[0, n) by descending p, ties by ascending id, given in ascending id order: a stable
@@ -65,6 +71,47 @@ int32_t dsv_sample_greedy(const float *v, int n) {
 
 double dsv_sample_u01(uint64_t seed, uint64_t stream, uint64_t step) {
         return dsv_rand_u01(dsv_mix64(seed ^ 0x5eed5eed5eedull ^ stream), step);
+}
+
+bool dsv_sampling_adjusts(const struct dsv_sampling *p) {
+        return (p->repetition_penalty > 0.0f && p->repetition_penalty != 1.0f) || p->frequency_penalty != 0.0f ||
+               p->presence_penalty != 0.0f || p->n_bias > 0;
+}
+
+const float *dsv_sampler_adjust(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p,
+                                const int32_t *tokens, int n_prompt, int n) {
+        float *l = s->adj;
+        const float rp = p->repetition_penalty;
+
+        if (!dsv_sampling_adjusts(p))
+                return logits;
+        memcpy(l, logits, (size_t)s->n_vocab * sizeof(float));
+        if (rp > 0.0f && rp != 1.0f) {
+                /* each distinct token once: count marks those done */
+                for (int i = 0; i < n; i++) {
+                        int32_t t = tokens[i];
+                        if (s->count[t])
+                                continue;
+                        s->count[t] = 1;
+                        l[t] = l[t] > 0.0f ? l[t] / rp : l[t] * rp;
+                }
+                for (int i = 0; i < n; i++)
+                        s->count[tokens[i]] = 0;
+        }
+        if (p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f) {
+                for (int i = n_prompt; i < n; i++)
+                        s->count[tokens[i]]++;
+                for (int i = n_prompt; i < n; i++) {
+                        int32_t t = tokens[i];
+                        if (!s->count[t])
+                                continue;
+                        l[t] -= (float)s->count[t] * p->frequency_penalty + p->presence_penalty;
+                        s->count[t] = 0;
+                }
+        }
+        for (uint32_t i = 0; i < p->n_bias; i++)
+                l[p->bias[i].id] += p->bias[i].bias;
+        return l;
 }
 
 void dsv_sampler_dist(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, struct dsv_dist *d) {

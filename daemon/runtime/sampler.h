@@ -10,11 +10,24 @@
  *   probability exceeds u.
  * Candidates are ordered by a radix sort (descending p, ascending id on ties: the total
  * order a comparison sort would give), linear in the vocabulary: a comparison sort of the
- * real vocabulary (129,280) took milliseconds per token on the engine thread. */
+ * real vocabulary (129,280) took milliseconds per token on the engine thread.
+ *
+ * Penalties and logit bias change the logits before any of that (dsv_sampler_adjust), in
+ * this order, over the request's history (prompt, then the tokens generated so far):
+ *   repetition r (HF/vLLM): each distinct token of prompt and output: l / r if l > 0, else l * r
+ *   frequency f and presence q (OpenAI): each token generated c > 0 times: l - c * f - q
+ *   logit bias: l + bias[id]
+ * Greedy decoding takes the argmax of the adjusted logits too. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+struct dsv_logit_bias {
+        int32_t id; /* < the vocabulary (the caller checks) */
+        float bias;
+};
 
 struct dsv_sampling {
         float temperature;
@@ -22,6 +35,10 @@ struct dsv_sampling {
         float min_p;
         int32_t top_k;
         uint64_t seed;
+        float repetition_penalty; /* 0 or 1: off */
+        float frequency_penalty, presence_penalty; /* 0: off */
+        const struct dsv_logit_bias *bias; /* n_bias entries, owned by the caller */
+        uint32_t n_bias;
 };
 
 struct dsv_cand {
@@ -33,6 +50,8 @@ struct dsv_sampler {
         int n_vocab;
         struct dsv_cand *cand, *tmp; /* candidates and the radix sort's second buffer */
         struct dsv_cand one;         /* the greedy distribution's only candidate */
+        float *adj;                  /* dsv_sampler_adjust's logits */
+        int32_t *count;              /* per token, zero between calls */
 };
 
 /* The distribution a row of logits is sampled from, after every filter: n candidates in
@@ -50,6 +69,13 @@ void dsv_sampler_done(struct dsv_sampler *s);
 /* The greedy token of a row of logits: the highest, the lowest id on ties. */
 int32_t dsv_sample_greedy(const float *logits, int n_vocab);
 void dsv_sampler_dist(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, struct dsv_dist *d);
+/* Whether p has penalties or a logit bias. */
+bool dsv_sampling_adjusts(const struct dsv_sampling *p);
+/* The logits after p's penalties and bias (see above) over the history tokens[0, n), of
+ * which the first n_prompt are the prompt: `logits` itself when p asks for none, else the
+ * sampler's copy (valid until its next call). */
+const float *dsv_sampler_adjust(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p,
+                                const int32_t *tokens, int n_prompt, int n);
 /* The token of d at u in [0, 1): the first candidate whose cumulative probability exceeds u. */
 int32_t dsv_dist_draw(const struct dsv_dist *d, double u);
 /* u in [0, 1) of a random stream (seed, stream) at step: counter-based, so a step's value does

@@ -6,7 +6,8 @@ libdsv32engine_la_SOURCES = \
 	daemon/engine/intake.h daemon/engine/intake.c daemon/engine/request.c \
 	daemon/engine/sessions.c daemon/engine/scheduler.c daemon/engine/output.c daemon/engine/draft.c daemon/engine/prefix.c daemon/engine/snapshot.h daemon/engine/snapshot.c \
 	daemon/engine/metrics.h daemon/engine/metrics.def daemon/engine/metrics.c \
-	daemon/engine/text.h daemon/engine/text.c
+	daemon/engine/text.h daemon/engine/text.c \
+	daemon/engine/stop.h daemon/engine/stop.c
 # DSV_WITH_TOKENIZER: text prompts, TOKENIZE/DETOKENIZE and chat through daemon/tokenizer
 # (daemon/engine/text.c is the only file that knows it).
 libdsv32engine_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_WITH_TOKENIZER

@@ -602,6 +602,17 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                 return refuse(s, c, g, EINVAL, "top_p must be in (0, 1]");
         if (!(g->min_p >= 0.0f && g->min_p <= 1.0f))
                 return refuse(s, c, g, EINVAL, "min_p must be in [0, 1]");
+        /* 0 is off too: an encoder that zeroes the message means no penalty */
+        if (!(g->repetition_penalty >= 0.0f && g->repetition_penalty <= 10.0f))
+                return refuse(s, c, g, EINVAL, "repetition_penalty must be in [0, 10] (0 and 1 are off)");
+        if (!(g->frequency_penalty >= -2.0f && g->frequency_penalty <= 2.0f))
+                return refuse(s, c, g, EINVAL, "frequency_penalty must be in [-2, 2]");
+        if (!(g->presence_penalty >= -2.0f && g->presence_penalty <= 2.0f))
+                return refuse(s, c, g, EINVAL, "presence_penalty must be in [-2, 2]");
+        for (uint32_t i = 0; i < g->n_logit_bias; i++)
+                if (!(g->logit_bias[i].bias >= -100.0f && g->logit_bias[i].bias <= 100.0f))
+                        return refuse(s, c, g, EINVAL, "logit_bias: the bias of token %d must be in [-100, 100]",
+                                      g->logit_bias[i].id);
         if (g->top_k < 0)
                 return refuse(s, c, g, EINVAL, "top_k must be >= 0");
         if (g->priority < -DSV_PRIORITY_MAX || g->priority > DSV_PRIORITY_MAX)
@@ -672,6 +683,14 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         in->sampling.top_p = g->top_p;
         in->sampling.top_k = g->top_k;
         in->sampling.min_p = g->min_p;
+        in->sampling.repetition_penalty = g->repetition_penalty;
+        in->sampling.frequency_penalty = g->frequency_penalty;
+        in->sampling.presence_penalty = g->presence_penalty;
+        _Static_assert(DSV_MAX_LOGIT_BIAS == DSV_ENGINE_MAX_LOGIT_BIAS, "the wire's logit-bias cap is the engine's");
+        for (uint32_t i = 0; i < g->n_logit_bias; i++)
+                in->logit_bias[i] = (struct dsv_logit_bias){.id = g->logit_bias[i].id, .bias = g->logit_bias[i].bias};
+        in->sampling.bias = in->logit_bias;
+        in->sampling.n_bias = g->n_logit_bias;
         in->sampling.seed = g->seed;
         if (!(g->flags & DSV_GEN_SEED) &&
             getrandom(&in->sampling.seed, sizeof(in->sampling.seed), GRND_NONBLOCK) != sizeof(in->sampling.seed))
@@ -685,6 +704,15 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         in->n_stop_tokens = g->n_stop_tokens;
         if (g->n_stop_tokens)
                 memcpy(in->stop_tokens, g->stop_tokens, (size_t)g->n_stop_tokens * sizeof(int32_t));
+        /* the decoder capped the count and each length (ipc/proto.c) */
+        _Static_assert(DSV_MAX_STOP_STRINGS == DSV_ENGINE_MAX_STOP_STRINGS &&
+                               DSV_MAX_STOP_STRING_BYTES == DSV_ENGINE_STOP_STRING_MAX,
+                       "the wire's stop-string caps are the engine's");
+        in->n_stop_strings = g->n_stop_strings;
+        for (uint32_t i = 0; i < g->n_stop_strings; i++) {
+                memcpy(in->stop_strings[i], g->stop_strings[i].p, g->stop_strings[i].len);
+                in->stop_string_len[i] = g->stop_strings[i].len;
+        }
         in->t_submit_ns = dsv_now_ns();
         in->client = dsv_conn_ref(c);
         in->uid = c->peer.uid;

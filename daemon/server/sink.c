@@ -18,6 +18,8 @@ unsigned dsv_sink_finish_reason(enum dsv_engine_finish f) {
                 return DSV_FINISH_CANCELLED;
         case DSV_ENGINE_FINISH_CONTEXT:
                 return DSV_FINISH_CONTEXT;
+        case DSV_ENGINE_FINISH_STOP_STRING:
+                return DSV_FINISH_STOP_STRING;
         case DSV_ENGINE_FINISH_SHUTDOWN:
         default:
                 return DSV_FINISH_SHUTDOWN;
@@ -122,6 +124,7 @@ static int sink_emit(void *ud, void *client, const struct dsv_engine_event *ev) 
                 m.u.done.preempted = ev->done.preempted;
                 m.u.done.spec_drafted = ev->done.spec_drafted;
                 m.u.done.spec_accepted = ev->done.spec_accepted;
+                m.u.done.stop_index = ev->done.stop_index;
                 rc = dsv_conn_send(c, &m, true);
                 break;
         case DSV_ENGINE_EVENT_ERROR:

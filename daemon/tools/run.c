@@ -38,6 +38,9 @@ static void help(void) {
                "  --top-k K, --top-p P, --min-p P\n"
                "                         sampling filters (default off)\n"
                "  --seed N               sampling seed (default 0); same seed, same tokens\n"
+               "  --repetition-penalty R, --frequency-penalty F, --presence-penalty P,\n"
+               "  --logit-bias ID:BIAS   penalties and logit bias, as dsv32 generate has them\n"
+               "                         (repeat --logit-bias for more tokens; greedy honours them)\n"
                "  --threads N            CPU threads in all, split between the ranks (default: all)\n"
                "  --ranks N              run N ranks in this process (default 1): CPU ranks as\n"
                "                         threads joined by the in-process communicator, the\n"
@@ -92,6 +95,10 @@ static int run_rank(struct rank_job *j) {
                 return r;
         j->load_ns = dsv_now_ns() - t0;
         const struct dsv_model_config *cfg = j->rt->cfg;
+        for (uint32_t i = 0; i < j->go.sampling.n_bias; i++)
+                if (j->go.sampling.bias[i].id >= cfg->vocab_size)
+                        return dsv_error_set(&j->err, EINVAL, "--logit-bias: token %d is outside the vocabulary (%d ids)",
+                                             j->go.sampling.bias[i].id, cfg->vocab_size);
         for (int i = 0; i < j->n_prompt; i++)
                 if (j->prompt[i] >= cfg->vocab_size)
                         return dsv_error_set(&j->err, EINVAL, "token %d is outside the vocabulary (%d ids)", j->prompt[i],
@@ -127,6 +134,8 @@ int main(int argc, char **argv) {
                 {"top-p", required_argument, NULL, 'P'},    {"min-p", required_argument, NULL, 'N'},
                 {"seed", required_argument, NULL, 'S'},     {"version", no_argument, NULL, 'V'},
                 {"ranks", required_argument, NULL, 'R'},    {"parallel", required_argument, NULL, 'L'},
+                {"repetition-penalty", required_argument, NULL, 0x101}, {"frequency-penalty", required_argument, NULL, 0x102},
+                {"presence-penalty", required_argument, NULL, 0x103}, {"logit-bias", required_argument, NULL, 0x104},
                 {0},
         };
         const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu", *layout = NULL;
@@ -134,6 +143,8 @@ int main(int argc, char **argv) {
         bool one_by_one = false, stats = false;
         struct dsv_runtime_opts ro = {.numerics = DSV_NUMERICS_FAITHFUL, .mtp = DSV_MTP_AUTO};
         struct dsv_generate_opts go = {.n_draft = 1};
+        static struct dsv_logit_bias bias[300];
+        size_t n_bias = 0;
         struct dsv_generate_stats gs = {0};
         struct dsv_runtime *rt = NULL;
         struct rank_job *jobs = NULL;
@@ -236,6 +247,37 @@ int main(int argc, char **argv) {
                         if (parse_float("--min-p", optarg, 0, 1, &go.sampling.min_p) < 0)
                                 return 2;
                         break;
+                case 0x101:
+                        if (parse_float("--repetition-penalty", optarg, 0, 10, &go.sampling.repetition_penalty) < 0)
+                                return 2;
+                        break;
+                case 0x102:
+                        if (parse_float("--frequency-penalty", optarg, -2, 2, &go.sampling.frequency_penalty) < 0)
+                                return 2;
+                        break;
+                case 0x103:
+                        if (parse_float("--presence-penalty", optarg, -2, 2, &go.sampling.presence_penalty) < 0)
+                                return 2;
+                        break;
+                case 0x104: {
+                        char *colon = strchr(optarg, ':');
+                        if (n_bias == sizeof(bias) / sizeof(bias[0])) {
+                                fprintf(stderr, "dsv32-run: at most %zu --logit-bias options\n", n_bias);
+                                return 2;
+                        }
+                        if (colon)
+                                *colon = 0;
+                        if (!colon || dsv_parse_int(optarg, 0, INT32_MAX, &v) < 0) {
+                                fprintf(stderr, "dsv32-run: --logit-bias needs ID:BIAS, a token id and a number in [-100, 100]\n");
+                                return 2;
+                        }
+                        if (parse_float("--logit-bias", colon + 1, -100, 100, &bias[n_bias].bias) < 0)
+                                return 2;
+                        bias[n_bias++].id = (int32_t)v;
+                        go.sampling.bias = bias;
+                        go.sampling.n_bias = (uint32_t)n_bias;
+                        break;
+                }
                 case 'S':
                         if (dsv_parse_int(optarg, 0, LONG_MAX, &v) < 0) {
                                 fprintf(stderr, "dsv32-run: --seed needs a non-negative integer\n");

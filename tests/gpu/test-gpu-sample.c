@@ -71,7 +71,8 @@ int main(void) {
                 if (r)
                         break;
                 for (int t = 0; t < n; t++) {
-                        struct dsv_sampling cp = {p[t].temperature, p[t].top_p, p[t].min_p, p[t].top_k, p[t].seed};
+                        struct dsv_sampling cp = {.temperature = p[t].temperature, .top_p = p[t].top_p, .min_p = p[t].min_p,
+                                                  .top_k = p[t].top_k, .seed = p[t].seed};
                         int32_t ref = dsv_sample(&smp, lg + (size_t)t * V, &cp, (uint64_t)s);
                         agree[t] += ref == tok[t];
                         if (ref != tok[t] && agree[t] + 5 > s)

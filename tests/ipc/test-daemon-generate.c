@@ -355,6 +355,196 @@ static int text_cb(void *ud, const int32_t *t, size_t n, const char *text, size_
         return 0;
 }
 
+static int count_of(const struct collect *c, int32_t t) {
+        int n = 0;
+        for (int i = 0; i < c->n; i++)
+                n += c->tok[i] == t;
+        return n;
+}
+
+/* Penalties and logit bias (GENERATE keys 15..18) end to end, greedy: a bias of -100 on the
+ * greedy first token changes it and only bias changes it (+100 on another token makes that
+ * one first); a token that a bias of +20 makes repeat is stopped by presence and frequency
+ * penalties; bad values are refused with the field named. */
+static void test_penalties(void) {
+        dsv32_client *c = connect_or_die(0);
+        static const int32_t prompt[] = {0, 11, 12, 13, 14};
+        struct dsv32_request q = {.struct_size = sizeof(q), .tokens = prompt, .n_tokens = 5, .max_tokens = 32,
+                                  .flags = DSV32_REQ_IGNORE_EOS};
+        static struct collect base, a;
+        struct dsv32_logit_bias bias[2];
+        struct dsv32_result res;
+        int r;
+
+        memset(&base, 0, sizeof(base));
+        REQUIRE(dsv32_generate(c, &q, collect_cb, &base, &res) == 0 && base.n == 32, "greedy: %s", dsv32_last_error(c));
+        bias[0] = (struct dsv32_logit_bias){base.tok[0], -100};
+        q.logit_bias = bias;
+        q.n_logit_bias = 1;
+        memset(&a, 0, sizeof(a));
+        r = dsv32_generate(c, &q, collect_cb, &a, &res);
+        CHECK(r == 0 && a.n == 32 && a.tok[0] != base.tok[0], "bias -100 on token %d: %d %s, first token %d", base.tok[0], r,
+              dsv32_last_error(c), a.tok[0]);
+        bias[1] = (struct dsv32_logit_bias){(base.tok[0] + 7) % 4000 + 1, 100};
+        q.n_logit_bias = 2;
+        memset(&a, 0, sizeof(a));
+        r = dsv32_generate(c, &q, collect_cb, &a, &res);
+        CHECK(r == 0 && a.tok[0] == bias[1].token && a.tok[1] == bias[1].token,
+              "bias +100 on token %d: %d %s, tokens %d %d", bias[1].token, r, dsv32_last_error(c), a.tok[0], a.tok[1]);
+        {
+                struct collect *rep = &a;
+                int n_rep, n_pen;
+                bias[0] = (struct dsv32_logit_bias){bias[1].token, 20};
+                q.n_logit_bias = 1;
+                memset(rep, 0, sizeof(*rep));
+                r = dsv32_generate(c, &q, collect_cb, rep, &res);
+                n_rep = count_of(rep, bias[0].token);
+                CHECK(r == 0 && n_rep >= 24, "bias +20 on token %d: %d %s, it came %d times of 32", bias[0].token, r,
+                      dsv32_last_error(c), n_rep);
+                q.presence_penalty = 2;
+                q.frequency_penalty = 2;
+                memset(rep, 0, sizeof(*rep));
+                r = dsv32_generate(c, &q, collect_cb, rep, &res);
+                n_pen = count_of(rep, bias[0].token);
+                CHECK(r == 0 && rep->n == 32 && n_pen <= 10, "bias +20 with presence and frequency 2: %d %s, token %d came %d times",
+                      r, dsv32_last_error(c), bias[0].token, n_pen);
+                fprintf(stderr, "penalties: a token biased +20 came %d times of 32; with presence and frequency 2, %d times\n",
+                        n_rep, n_pen);
+                q.presence_penalty = q.frequency_penalty = 0;
+                q.repetition_penalty = 10; /* its math is checked in test-sampler; here it is accepted */
+                r = dsv32_generate(c, &q, collect_cb, rep, &res);
+                CHECK(r == 0, "repetition 10: %s", dsv32_last_error(c));
+                q.repetition_penalty = 0;
+        }
+        /* refusals name the field */
+        {
+                static const struct {
+                        float rep, freq, pres, bias;
+                        int32_t tok;
+                        const char *want;
+                } bad[] = {
+                        {11, 0, 0, 0, -1, "repetition_penalty"}, {-1, 0, 0, 0, -1, "repetition_penalty"},
+                        {1, 2.5f, 0, 0, -1, "frequency_penalty"}, {1, 0, -3, 0, -1, "presence_penalty"},
+                        {1, 0, 0, 101, 5, "logit_bias"},         {1, 0, 0, 1, 1 << 30, "outside the vocabulary"},
+                };
+                for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                        q.repetition_penalty = bad[i].rep;
+                        q.frequency_penalty = bad[i].freq;
+                        q.presence_penalty = bad[i].pres;
+                        bias[0] = (struct dsv32_logit_bias){bad[i].tok, bad[i].bias};
+                        q.logit_bias = bias;
+                        q.n_logit_bias = bad[i].tok >= 0;
+                        r = dsv32_generate(c, &q, collect_cb, &a, &res);
+                        CHECK(r == -EINVAL && strstr(dsv32_last_error(c), bad[i].want), "bad case %zu: %d %s", i, r,
+                              dsv32_last_error(c));
+                }
+                q.repetition_penalty = 1;
+                q.frequency_penalty = q.presence_penalty = 0;
+                q.n_logit_bias = 301;
+                CHECK(dsv32_generate(c, &q, collect_cb, &a, &res) == -EINVAL && strstr(dsv32_last_error(c), "at most 300"),
+                      "301 logit_bias entries: %s", dsv32_last_error(c));
+                q.n_logit_bias = 0;
+                memset(&a, 0, sizeof(a));
+                CHECK(dsv32_generate(c, &q, collect_cb, &a, &res) == 0 && a.n == 32 && !memcmp(a.tok, base.tok, sizeof(base.tok)),
+                      "the connection serves plain greedy requests after the refusals: %s", dsv32_last_error(c));
+        }
+        dsv32_disconnect(c);
+}
+
+/* Stop strings (GENERATE key 14) end to end: a string cut out of the greedy output across a
+ * token boundary ends it there, streamed or not: the text before it is delivered, the string
+ * and what follows never; DONE says "stop string" and which one; the ids delivered are a
+ * prefix of the output through the token that completed it. A string that never matches
+ * changes nothing (what was held back comes at the end). Bad ones are refused. */
+static void test_stop_strings(void) {
+        struct dsv32_info info;
+        dsv32_client *c = connect_or_die(0);
+        struct dsv32_request q = {.struct_size = sizeof(q), .max_tokens = 24, .flags = DSV32_REQ_IGNORE_EOS,
+                                  .text = "The quick brown fox jumps over the lazy dog."};
+        static struct text_collect full, a;
+        struct dsv32_result res;
+        char stop[8], tail[16], *pre = NULL;
+        const char *strs[3];
+        size_t b = 0, len = 0, at;
+        int r, k;
+
+        dsv32_get_info(c, &info);
+        if (!(info.features & DSV32_FEATURE_TEXT)) {
+                strs[0] = "x";
+                q.stop_strings = strs;
+                q.n_stop_strings = 1;
+                r = dsv32_generate(c, &q, text_cb, &a, &res);
+                CHECK(r == -ENOTSUP && strstr(dsv32_last_error(c), "stop strings"), "stop strings without a tokenizer: %d %s",
+                      r, dsv32_last_error(c));
+                fprintf(stderr, "stop strings: no tokenizer, checked the refusal only\n");
+                dsv32_disconnect(c);
+                return;
+        }
+        memset(&full, 0, sizeof(full));
+        REQUIRE(dsv32_generate(c, &q, text_cb, &full, &res) == 0 && full.ids.n == 24, "reference: %s", dsv32_last_error(c));
+        /* a token boundary with 2 bytes on each side */
+        for (k = 1; k < full.ids.n; k++) {
+                dsv32_free(pre);
+                pre = NULL;
+                if (dsv32_detokenize(c, full.ids.tok, (size_t)k, &pre, &len) == 0 && len >= 2 && len + 2 <= full.n &&
+                    !memcmp(pre, full.text, len))
+                        break;
+        }
+        dsv32_free(pre);
+        REQUIRE(k < full.ids.n, "no token boundary with text on both sides in '%.*s'", (int)full.n, full.text);
+        b = len;
+        memcpy(stop, full.text + b - 2, 4);
+        stop[4] = 0;
+        REQUIRE(strlen(stop) == 4, "the output has a NUL byte");
+        at = (size_t)(strstr(full.text, stop) - full.text); /* its first occurrence (text has no NUL: checked) */
+        strs[0] = "\x01never\x02";
+        strs[1] = stop;
+        q.stop_strings = strs;
+        q.n_stop_strings = 2;
+        for (int stream = 0; stream < 2; stream++) {
+                memset(&a, 0, sizeof(a));
+                q.flags = DSV32_REQ_IGNORE_EOS | (stream ? 0 : DSV32_REQ_NO_STREAM);
+                r = dsv32_generate(c, &q, text_cb, &a, &res);
+                CHECK(r == 0 && res.finish == DSV32_FINISH_STOP_STRING && res.stop_index == 1,
+                      "stop string '%s': %d %s, finish %d index %u", stop, r, dsv32_last_error(c), res.finish, res.stop_index);
+                CHECK(a.n == at && !memcmp(a.text, full.text, at), "shown '%.*s', want the %zu bytes before '%s' in '%.*s'",
+                      (int)a.n, a.text, at, stop, (int)full.n, full.text);
+                CHECK(a.ids.n > 0 && a.ids.n <= full.ids.n && (uint32_t)a.ids.n == res.usage.completion_tokens &&
+                              !memcmp(a.ids.tok, full.ids.tok, (size_t)a.ids.n * sizeof(int32_t)),
+                      "ids: %d delivered, %u completion tokens", a.ids.n, res.usage.completion_tokens);
+        }
+        /* the output's last 2 bytes and more: held back to the end, then delivered */
+        snprintf(tail, sizeof(tail), "%.2s\x01\x01", full.text + full.n - 2);
+        strs[0] = tail;
+        q.n_stop_strings = 1;
+        q.flags = DSV32_REQ_IGNORE_EOS;
+        memset(&a, 0, sizeof(a));
+        r = dsv32_generate(c, &q, text_cb, &a, &res);
+        CHECK(r == 0 && res.finish == DSV32_FINISH_LENGTH && a.n == full.n && !memcmp(a.text, full.text, full.n),
+              "a string that never matches: %d, finish %d, %zu of %zu bytes", r, res.finish, a.n, full.n);
+        /* refusals: 9 strings, an empty one, 65 bytes */
+        {
+                static const char *nine[9] = {"a", "b", "c", "d", "e", "f", "g", "h", "i"};
+                static const char *empty[1] = {""};
+                static char big[66];
+                static const char *bigs[1] = {big};
+                memset(big, 'x', 65);
+                q.stop_strings = nine;
+                q.n_stop_strings = 9;
+                CHECK(dsv32_generate(c, &q, text_cb, &a, &res) == -EINVAL && strstr(dsv32_last_error(c), "at most 8"),
+                      "9 stop strings: %s", dsv32_last_error(c));
+                q.stop_strings = empty;
+                q.n_stop_strings = 1;
+                CHECK(dsv32_generate(c, &q, text_cb, &a, &res) == -EINVAL && strstr(dsv32_last_error(c), "1..64"),
+                      "an empty stop string: %s", dsv32_last_error(c));
+                q.stop_strings = bigs;
+                CHECK(dsv32_generate(c, &q, text_cb, &a, &res) == -EINVAL && strstr(dsv32_last_error(c), "65 bytes"),
+                      "a 65-byte stop string: %s", dsv32_last_error(c));
+        }
+        fprintf(stderr, "stop strings: '%s' across a token boundary cut the output at byte %zu, streamed or not\n", stop, at);
+        dsv32_disconnect(c);
+}
+
 /* With the model's tokenizer.json: TOKENIZE/DETOKENIZE round trip, a text prompt equals
  * the same prompt as ids (BOS first), streamed text equals the detokenized ids, chat. */
 static void test_text(void) {
@@ -469,6 +659,8 @@ int main(void) {
         test_async_cancel();
         test_errors();
         test_text();
+        test_stop_strings();
+        test_penalties();
         test_long_text();
         test_backpressure();
         CHECK(h_daemon_stop(&d, 10) == 0, "dsv32d did not exit 0 on SIGTERM");

@@ -77,7 +77,27 @@ static void test_roundtrips(void) {
         in.u.generate.stop_tokens = stop;
         in.u.generate.n_stop_tokens = 2;
         strcpy(in.u.generate.session, "s1");
+        {
+                static const struct dsv_str stops[2] = {{"\n\n", 2}, {"</answer>", 9}};
+                static const struct dsv_bias bias[3] = {{7, -100}, {0, 2.5f}, {129279, 100}};
+                in.u.generate.stop_strings = stops;
+                in.u.generate.n_stop_strings = 2;
+                in.u.generate.repetition_penalty = 1.3f;
+                in.u.generate.frequency_penalty = -0.5f;
+                in.u.generate.presence_penalty = 2;
+                in.u.generate.logit_bias = bias;
+                in.u.generate.n_logit_bias = 3;
+        }
         CHECK(roundtrip(&in, &out, &w) == 0, "GENERATE");
+        CHECK(out.u.generate.n_stop_strings == 2 && out.u.generate.stop_strings[1].len == 9 &&
+                      !memcmp(out.u.generate.stop_strings[1].p, "</answer>", 9) &&
+                      !memcmp(out.u.generate.stop_strings[0].p, "\n\n", 2),
+              "GENERATE stop strings");
+        CHECK(out.u.generate.repetition_penalty == 1.3f && out.u.generate.frequency_penalty == -0.5f &&
+                      out.u.generate.presence_penalty == 2 && out.u.generate.n_logit_bias == 3 &&
+                      out.u.generate.logit_bias[0].id == 7 && out.u.generate.logit_bias[0].bias == -100 &&
+                      out.u.generate.logit_bias[2].id == 129279 && out.u.generate.logit_bias[1].bias == 2.5f,
+              "GENERATE penalties and logit bias");
         CHECK(out.u.generate.id == UINT64_MAX && out.u.generate.n_tokens == 5 && !memcmp(out.u.generate.tokens, toks, sizeof(toks)) &&
                       out.u.generate.max_tokens == 77 && out.u.generate.temperature == 0.0f && out.u.generate.top_p == 0.5f &&
                       out.u.generate.top_k == 40 && fabsf(out.u.generate.min_p - 0.05f) < 1e-7f &&
@@ -106,7 +126,9 @@ static void test_roundtrips(void) {
                 static const uint8_t minimal[] = {0x81, 0x00, 0x05}; /* {0: 5} */
                 CHECK(dsv_msg_decode(DSV_MSG_GENERATE, minimal, sizeof(minimal), &out, NULL, 0) == 0, "minimal GENERATE");
                 CHECK(out.u.generate.id == 5 && out.u.generate.max_tokens == 256 && out.u.generate.temperature == 1.0f &&
-                              out.u.generate.top_p == 1.0f && out.u.generate.top_k == 0,
+                              out.u.generate.top_p == 1.0f && out.u.generate.top_k == 0 &&
+                              out.u.generate.repetition_penalty == 1.0f && out.u.generate.frequency_penalty == 0 &&
+                              out.u.generate.presence_penalty == 0 && out.u.generate.n_logit_bias == 0,
                       "defaults: max_tokens %u temperature %g", out.u.generate.max_tokens, out.u.generate.temperature);
                 dsv_msg_release(&out);
         }
@@ -138,7 +160,9 @@ static void test_roundtrips(void) {
         in.u.done.preempted = 2;
         in.u.done.spec_drafted = 9;
         in.u.done.spec_accepted = 7;
+        in.u.done.stop_index = 6;
         CHECK(roundtrip(&in, &out, &w) == 0, "DONE");
+        CHECK(out.u.done.stop_index == 6, "DONE stop_index");
         CHECK(out.u.done.reason == DSV_FINISH_CONTEXT && out.u.done.completion_tokens == 4 && out.u.done.decode_us == 1ull << 40,
               "DONE fields");
         CHECK(out.u.done.preempted == 2 && out.u.done.spec_drafted == 9 && out.u.done.spec_accepted == 7, "DONE 1.2 fields");
@@ -345,7 +369,40 @@ static void test_hostile(void) {
                                             1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                                             1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                                             1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+        /* key 14 (stop strings): not an array, a non-string entry, an empty one, 65 bytes, 9 of them */
+        static const uint8_t stops_not_array[] = {0x82, 0x00, 0x01, 0x0e, 0xa1, 'x'};
+        static const uint8_t stops_int[] = {0x82, 0x00, 0x01, 0x0e, 0x92, 0xa1, 'x', 0x05};
+        static const uint8_t stops_empty[] = {0x82, 0x00, 0x01, 0x0e, 0x91, 0xa0};
+        static const uint8_t stops_many[] = {0x82, 0x00, 0x01, 0x0e, 0x99, 0xa1, 'a', 0xa1, 'a', 0xa1, 'a',
+                                             0xa1, 'a', 0xa1, 'a', 0xa1, 'a', 0xa1, 'a', 0xa1, 'a', 0xa1, 'a'};
+        uint8_t stops_long[7 + 65] = {0x82, 0x00, 0x01, 0x0e, 0x91, 0xd9, 65};
+        /* key 18 (logit bias): not a map, a string value, a negative id, a repeated id, NaN, 301 entries */
+        static const uint8_t bias_array[] = {0x82, 0x00, 0x01, 0x12, 0x91, 0x01};
+        static const uint8_t bias_str[] = {0x82, 0x00, 0x01, 0x12, 0x81, 0x05, 0xa1, 'x'};
+        static const uint8_t bias_neg[] = {0x82, 0x00, 0x01, 0x12, 0x81, 0xff, 0x01};
+        static const uint8_t bias_dup[] = {0x82, 0x00, 0x01, 0x12, 0x82, 0x05, 0x01, 0x05, 0x02};
+        static const uint8_t bias_nan[] = {0x82, 0x00, 0x01, 0x12, 0x81, 0x05, 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0};
+        static const uint8_t pen_str[] = {0x82, 0x00, 0x01, 0x10, 0xa1, 'x'}; /* frequency_penalty: "x" */
+        uint8_t bias_many[7 + 301 * 4] = {0x82, 0x00, 0x01, 0x12, 0xde, 0x01, 0x2d}; /* map16 of 301 */
+        for (int i = 0; i < 301; i++) { /* {cd hi lo: 0x01} */
+                bias_many[7 + 4 * i] = 0xcd;
+                bias_many[8 + 4 * i] = (uint8_t)(i >> 8);
+                bias_many[9 + 4 * i] = (uint8_t)i;
+                bias_many[10 + 4 * i] = 0x01;
+        }
         const struct bad cases[] = {
+                {"logit_bias not a map", DSV_MSG_GENERATE, bias_array, sizeof(bias_array), -EPROTO},
+                {"logit_bias with a string", DSV_MSG_GENERATE, bias_str, sizeof(bias_str), -EPROTO},
+                {"logit_bias with a negative id", DSV_MSG_GENERATE, bias_neg, sizeof(bias_neg), -EPROTO},
+                {"logit_bias naming a token twice", DSV_MSG_GENERATE, bias_dup, sizeof(bias_dup), -EPROTO},
+                {"logit_bias NaN", DSV_MSG_GENERATE, bias_nan, sizeof(bias_nan), -EPROTO},
+                {"301 logit_bias entries", DSV_MSG_GENERATE, bias_many, sizeof(bias_many), -EPROTO},
+                {"frequency_penalty a string", DSV_MSG_GENERATE, pen_str, sizeof(pen_str), -EPROTO},
+                {"stop_strings not an array", DSV_MSG_GENERATE, stops_not_array, sizeof(stops_not_array), -EPROTO},
+                {"stop_strings with an integer", DSV_MSG_GENERATE, stops_int, sizeof(stops_int), -EPROTO},
+                {"an empty stop string", DSV_MSG_GENERATE, stops_empty, sizeof(stops_empty), -EPROTO},
+                {"9 stop strings", DSV_MSG_GENERATE, stops_many, sizeof(stops_many), -EPROTO},
+                {"a stop string of 65 bytes", DSV_MSG_GENERATE, stops_long, 7 + 65, -EPROTO},
                 {"array count 2^32-1", DSV_MSG_GENERATE, huge_array, sizeof(huge_array), -EBADMSG},
                 {"map count 2^32-1", DSV_MSG_GENERATE, huge_map, sizeof(huge_map), -EBADMSG},
                 {"string length 2^31", DSV_MSG_GENERATE, huge_str, sizeof(huge_str), -EBADMSG},
@@ -393,6 +450,23 @@ static void test_hostile(void) {
                 in.u.error.message_len = (uint32_t)strlen(in.u.error.message);
                 dsv_wbuf_fixed(&w, small, sizeof(small));
                 CHECK(dsv_msg_encode(&in, &w) == -ENOBUFS && w.len <= sizeof(small), "fixed buffer overflow");
+        }
+        /* the encoder refuses stop strings the decoder would refuse */
+        {
+                static const struct dsv_str many[DSV_MAX_STOP_STRINGS + 1] = {{"a", 1}, {"a", 1}, {"a", 1}, {"a", 1}, {"a", 1},
+                                                                             {"a", 1}, {"a", 1}, {"a", 1}, {"a", 1}};
+                static const struct dsv_str empty_one[1] = {{"", 0}};
+                struct dsv_wbuf w = {0};
+                struct dsv_msg in = {.type = DSV_MSG_GENERATE};
+                in.u.generate.id = 1;
+                in.u.generate.stop_strings = many;
+                in.u.generate.n_stop_strings = DSV_MAX_STOP_STRINGS + 1;
+                CHECK(dsv_msg_encode(&in, &w) == -EINVAL, "encoded 9 stop strings");
+                w.len = 0;
+                in.u.generate.stop_strings = empty_one;
+                in.u.generate.n_stop_strings = 1;
+                CHECK(dsv_msg_encode(&in, &w) == -EINVAL, "encoded an empty stop string");
+                dsv_wbuf_free(&w);
         }
 }
 

@@ -49,6 +49,23 @@ err=$(timeout 30 "$b/dsv32d" --model "$tmp/badtok" --socket "$tmp/t.sock" --conf
 [ $rc -eq 1 ] && [[ "$err" == *"tokenizer.json cannot be used"* ]] && [[ "$err" == *"move it away"* ]] ||
   fail "a broken tokenizer.json: exit $rc, '$err'"
 
+# sampling options out of range: usage errors (exit 2) that say the range, before any connection
+badopt() { # WANT-IN-MESSAGE PROGRAM ARGS...
+  local want=$1; shift
+  err=$("$@" 2>&1); rc=$?
+  [ $rc -eq 2 ] && [[ "$err" == *"$want"* ]] || fail "$*: exit $rc, '$err'"
+}
+badopt "(0, 10]" "$b/dsv32" generate --socket "$tmp/none" --repetition-penalty 11 --tokens 1
+badopt "[-2, 2]" "$b/dsv32" generate --socket "$tmp/none" --frequency-penalty 3 --tokens 1
+badopt "[-2, 2]" "$b/dsv32" generate --socket "$tmp/none" --presence-penalty -2.5 --tokens 1
+badopt "ID:BIAS" "$b/dsv32" generate --socket "$tmp/none" --logit-bias 5 --tokens 1
+badopt "ID:BIAS" "$b/dsv32" generate --socket "$tmp/none" --logit-bias 5:101 --tokens 1
+badopt "1..64 bytes" "$b/dsv32" generate --socket "$tmp/none" --stop-string "" --tokens 1
+badopt "at most 8" "$b/dsv32" generate --socket "$tmp/none" --stop-string a --stop-string b --stop-string c --stop-string d \
+  --stop-string e --stop-string f --stop-string g --stop-string h --stop-string i --tokens 1
+badopt "[-100, 100]" "$b/dsv32-run" --model "$tmp/m" --logit-bias 5:-101
+badopt "[-2, 2]" "$b/dsv32-run" --model "$tmp/m" --presence-penalty 9
+
 grep -n '](\.\./\|`\.\./' "$top_srcdir/README.md" && fail "README.md points outside the tree"
 
 [ $fails -eq 0 ] && echo "PASS: --version, option errors, --model, id lists, dsv32d's model messages" || exit 1

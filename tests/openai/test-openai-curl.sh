@@ -4,8 +4,9 @@
 # HTTP. Completions (streamed and not, greedy and seeded) give the text of the same tokens
 # as `dsv32 generate --ids`; chat streamed == chat not streamed; /v1/models, /health and
 # /metrics (parsed as Prometheus text); the errors (bad JSON, a wrong type naming the field,
-# n=2, stop strings, unknown path, wrong method, bodies over the limit with and without
-# Content-Length, missing and wrong API keys); a client that hangs up mid-stream cancels
+# n=2, too many stop strings, unknown path, wrong method, bodies over the limit with and without
+# Content-Length, missing and wrong API keys, out-of-range penalties and logit bias); stop
+# strings cut the completion, streamed or not; penalties and logit bias as dsv32 generate; a client that hangs up mid-stream cancels
 # its generation (the daemon's STATS show nothing running and far fewer tokens than asked
 # for); with the daemon gone /health and generation answer 503; SIGTERM stops the gateway
 # with status 0. Needs curl and python3 (exit 77 without). About 10 s.
@@ -150,7 +151,6 @@ check_error 400 temperature /v1/chat/completions '{"messages":[{"role":"user","c
 check_error 400 temperature /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"temperature":7}'
 check_error 400 max_tokens /v1/completions '{"prompt":"hi","max_tokens":0}'
 check_error 400 n /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"n":2}'
-check_error 400 stop /v1/completions '{"prompt":"hi","stop":"\n"}'
 check_error 400 messages /v1/chat/completions '{"prompt":"hi"}'
 check_error 400 'messages[1].role' /v1/chat/completions '{"messages":[{"role":"user","content":"hi"},{"role":"robot","content":"x"}]}'
 check_error 400 'messages[0].content' /v1/chat/completions '{"messages":[{"role":"user","content":42}]}'
@@ -196,6 +196,67 @@ assert series['dsv32_openai_http_responses_total{code="413"}'] == 2, series
 assert series["dsv32_openai_time_to_first_token_seconds_count"] == 3, series  # the streamed generations
 assert series['dsv32_openai_time_to_first_token_seconds_bucket{le="+Inf"}'] == 3, series
 assert typed["dsv32_openai_time_to_first_token_seconds"] == "histogram"
+PY
+
+# stop strings: a piece of the greedy completion ends it there, streamed or not, never shown;
+# penalties and logit bias give what dsv32 generate gives with the same flags
+first=$(dsv generate --tokens 0,5,6,7 --max-tokens 8 --ids) || die "dsv32 generate --ids"
+first=${first%%,*}
+expect_text --logit-bias "$first:-100" --logit-bias 9:3.5 --frequency-penalty 1.5 --presence-penalty 0.5 --repetition-penalty 1.3
+mv "$tmp/want" "$tmp/want-pen"
+pen="--logit-bias $first:-100 --logit-bias 9:3.5 --frequency-penalty 1.5 --presence-penalty 0.5 --repetition-penalty 1.3"
+a=$(dsv generate --tokens 0,5,6,7 --max-tokens 8 --ids $pen) && c=$("$b/dsv32-run" --model "$tmp/model" --threads 1 --tokens 0,5,6,7 --generate 8 $pen) &&
+  [ "$a" = "$c" ] || fail "dsv32-run $pen gave '$c', dsv32 generate '$a'"
+expect_text
+python3 - "$url" "$tmp/want" "$tmp/want-pen" "$first" <<'PY' || fail "stop strings, penalties, logit bias"
+import json, sys, urllib.error, urllib.request
+url, want = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+want_pen, first = open(sys.argv[3]).read().rstrip("\n"), sys.argv[4]
+assert len(want) >= 4, want
+stop = want[2:4]
+cut = want[:want.index(stop)]
+def request(path, body):
+    q = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        return 200, urllib.request.urlopen(q).read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+def post(path, body):
+    code, text = request(path, body)
+    assert code == 200, (path, body, code, text)
+    return text
+body = {"prompt": [0, 5, 6, 7], "max_tokens": 8, "temperature": 0, "stop": ["\u0001never", stop]}
+c = json.loads(post("/v1/completions", body))["choices"][0]
+assert c["text"] == cut and c["finish_reason"] == "stop", (c, want, stop)
+body["stream"] = True
+text, finish = "", None
+for l in post("/v1/completions", body).split("\n"):
+    if l.startswith("data: {"):
+        ch = json.loads(l[6:])["choices"][0]
+        text += ch["text"]
+        finish = ch["finish_reason"] or finish
+assert text == cut and finish == "stop", (text, finish, want, stop)
+print("stop strings: %r in %r cut the completion to %r, streamed or not" % (stop, want, cut))
+body = {"prompt": [0, 5, 6, 7], "max_tokens": 8, "temperature": 0, "logit_bias": {first: -100, "9": 3.5},
+        "frequency_penalty": 1.5, "presence_penalty": 0.5, "repetition_penalty": 1.3}
+c = json.loads(post("/v1/completions", body))["choices"][0]
+assert c["text"] == want_pen and want_pen != want, (c["text"], want_pen, want)
+print("penalties and logit bias: %r (greedy %r), as dsv32 generate gives" % (want_pen, want))
+# bad stop strings, penalties and biases: 400 naming the field (batched here: a python3 start costs ~1 s)
+chat = {"messages": [{"role": "user", "content": "hi"}]}
+for param, path, body in [
+        ("stop", "/v1/completions", {"prompt": "hi", "stop": list("abcdefghi")}),
+        ("stop", "/v1/chat/completions", dict(chat, stop=["a", 7])),
+        ("stop", "/v1/completions", {"prompt": "hi", "stop": "x" * 65}),
+        ("frequency_penalty", "/v1/completions", {"prompt": "hi", "frequency_penalty": 2.5}),
+        ("presence_penalty", "/v1/chat/completions", dict(chat, presence_penalty=-3)),
+        ("repetition_penalty", "/v1/completions", {"prompt": "hi", "repetition_penalty": 0}),
+        ("logit_bias", "/v1/completions", {"prompt": "hi", "logit_bias": {"x1": 5}}),
+        ("logit_bias", "/v1/completions", {"prompt": "hi", "logit_bias": {"12": -101}}),
+        ("logit_bias", "/v1/completions", {"prompt": "hi", "logit_bias": {str(i): 1 for i in range(301)}})]:
+    code, text = request(path, body)
+    err = json.loads(text)["error"]
+    assert code == 400 and err["param"] == param and err["message"] and err["type"] == "invalid_request_error", (body, code, err)
 PY
 
 # a client that hangs up mid-stream cancels its generation

@@ -1,6 +1,7 @@
 /* The sampler (daemon/runtime/sampler.c) against a plain reference of its documented math,
  * written here with a comparison sort: the same token for every case, at the real
- * vocabulary (129,280), with ties, -inf and NaN logits, and every filter combination. */
+ * vocabulary (129,280), with ties, -inf and NaN logits, and every filter combination; the
+ * penalties and logit bias against values computed by hand. */
 #include "config.h"
 
 #include <math.h>
@@ -74,6 +75,48 @@ static int32_t ref_sample(struct cand *c, const float *logits, int n, const stru
         return c[k - 1].id;
 }
 
+/* Penalties and logit bias against values computed by hand (sampler.h's formulas): 8 logits,
+ * prompt {0, 1}, output {3, 3, 5, 1}, repetition 2, frequency 0.5, presence 0.25, bias
+ * {7: -10, 2: +1}. */
+static void test_penalties(void) {
+        static const float logits[8] = {2, -1, 0.5f, 3, -2, 1, 0, 4};
+        static const int32_t hist[6] = {0, 1, 3, 3, 5, 1};
+        static const struct dsv_logit_bias bias[2] = {{7, -10}, {2, 1}};
+        /* repetition: 0 -> 2/2, 1 -> -1*2, 3 -> 3/2, 5 -> 1/2; then output counts 3:2 5:1 1:1:
+         * 3 -> 1.5 - 1 - 0.25, 5 -> 0.5 - 0.5 - 0.25, 1 -> -2 - 0.5 - 0.25; bias 7 -> -6, 2 -> 1.5 */
+        static const float want[8] = {1, -2.75f, 1.5f, 0.25f, -2, -0.25f, 0, -6};
+        static const float rep_only[8] = {1, -2, 0.5f, 1.5f, -2, 0.5f, 0, 4};
+        struct dsv_sampling p = {.repetition_penalty = 2, .frequency_penalty = 0.5f, .presence_penalty = 0.25f,
+                                 .bias = bias, .n_bias = 2};
+        struct dsv_sampler s;
+        const float *l;
+
+        REQUIRE(dsv_sampler_init(&s, 8) == 0, "oom");
+        for (int round = 0; round < 2; round++) { /* the second: nothing left over from the first */
+                l = dsv_sampler_adjust(&s, logits, &p, hist, 2, 6);
+                for (int i = 0; i < 8; i++)
+                        CHECK(fabsf(l[i] - want[i]) < 1e-6f, "round %d: logit %d is %g, by hand %g", round, i, l[i], want[i]);
+                for (int i = 0; i < 8; i++)
+                        CHECK(s.count[i] == 0, "count[%d] left at %d", i, s.count[i]);
+        }
+        CHECK(dsv_sample(&s, l, &p, 0) == 2, "greedy after the adjustments takes token 2");
+        CHECK(dsv_sample(&s, logits, &p, 0) == 7, "greedy before them takes token 7");
+        p = (struct dsv_sampling){.repetition_penalty = 2};
+        l = dsv_sampler_adjust(&s, logits, &p, hist, 2, 6);
+        for (int i = 0; i < 8; i++)
+                CHECK(fabsf(l[i] - rep_only[i]) < 1e-6f, "repetition only: logit %d is %g, by hand %g", i, l[i], rep_only[i]);
+        /* presence only with negative sign (encourages), over the output alone: the prompt's 0 is untouched */
+        p = (struct dsv_sampling){.presence_penalty = -1};
+        l = dsv_sampler_adjust(&s, logits, &p, hist, 2, 6);
+        CHECK(l[0] == 2 && l[3] == 4 && l[1] == 0 && l[5] == 2 && l[7] == 4, "presence -1: %g %g %g %g", l[0], l[3], l[1], l[5]);
+        /* none asked for: the row itself, no copy */
+        p = (struct dsv_sampling){.repetition_penalty = 1};
+        CHECK(dsv_sampler_adjust(&s, logits, &p, hist, 2, 6) == logits, "no adjustment copies the row");
+        p = (struct dsv_sampling){0};
+        CHECK(dsv_sampler_adjust(&s, logits, &p, hist, 2, 6) == logits && !dsv_sampling_adjusts(&p), "a zeroed struct is off");
+        dsv_sampler_done(&s);
+}
+
 int main(void) {
         enum { V = 129280 };
         struct dsv_sampler s;
@@ -81,6 +124,7 @@ int main(void) {
         struct cand *c = malloc(V * sizeof(*c));
         int cases = 0;
         REQUIRE(logits && c && dsv_sampler_init(&s, V) == 0, "oom");
+        test_penalties();
         for (int trial = 0; trial < 48; trial++) {
                 double scale = trial % 3 == 0 ? 1.0 : trial % 3 == 1 ? 4.0 : 0.25;
                 for (int i = 0; i < V; i++) {
