@@ -2,7 +2,8 @@
  * for the plugin built from the .cu files of kernels/cuda by g++ (the emulated dsv32-backend-cuda.so).
  *
  * Devices: DSV_CUDA_EMU_DEVICES (default 1) H200-like devices (sm_90, 132 SMs, 227 KiB of
- * opt-in shared memory per block, DSV_CUDA_EMU_MEMORY_MB of memory, default 143771 MiB).
+ * opt-in shared memory per block, DSV_CUDA_EMU_MEMORY_MB of memory, default 143771 MiB, at
+ * least 1 MiB so that tests can make a model not fit).
  *
  * Memory: each device's allocations come from its own reserved address range (mmap
  * PROT_NONE, MAP_NORESERVE), 256-byte aligned with a 256-byte gap after each; a new
@@ -175,7 +176,7 @@ size_t env_size(const char *name, size_t def, size_t lo, size_t hi) {
 void init_state() {
         S = new rt_state();
         S->n_dev = (int)env_size("DSV_CUDA_EMU_DEVICES", 1, 1, EMU_MAX_DEVICES);
-        S->mem_total = env_size("DSV_CUDA_EMU_MEMORY_MB", 143771, 64, 1u << 24) << 20;
+        S->mem_total = env_size("DSV_CUDA_EMU_MEMORY_MB", 143771, 1, 1u << 24) << 20;
         S->protect = env_size("DSV_CUDA_EMU_PROTECT", 1, 0, 1) != 0;
         for (int d = 0; d < S->n_dev; d++) {
                 S->legacy[d] = new emu_stream();
