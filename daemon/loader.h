@@ -30,7 +30,7 @@ struct dsv_load_item {
 struct dsv_load_progress {
         uint64_t done, total;    /* tensor bytes delivered / to deliver */
         uint64_t bytes_read;     /* from disk, incl. alignment and small gaps */
-        uint64_t bytes_uploaded; /* copied from staging into backend memory (0: reads land in place) */
+        uint64_t bytes_uploaded; /* copied from staging into backend memory, the copy done (0: reads land in place) */
         uint64_t elapsed_ns, upload_ns;
         bool device; /* the backend's memory is a device's */
         bool final;

@@ -4,9 +4,9 @@
 #   - dsv32-run --stats: "load: N tensor bytes, R bytes read from disk at X GB/s, U bytes into
 #     cuda memory at Y GB/s": N and U equal the checkpoint's tensor bytes (summed from the
 #     safetensors headers here), R >= N; on the CPU no device figures
-#   - dsv32d's "Loaded" line: the same bytes and both rates; any "Loading ...%" progress line
-#     before it has the rates too and percentages that grow
-#   - sd_notify: while loading, STATUS= carries the bytes read and the disk rate, with
+#   - dsv32d's "Loaded" line: the same bytes and both rates; progress lines before it (the
+#     emulation's copies slowed down: a load of seconds) with the rates and growing percentages
+#   - sd_notify: while loading, STATUS= carries the bytes read and both rates, with
 #     EXTEND_TIMEOUT_USEC beside it; then READY=1
 # Exit 77 when the emulated plugin was not built or python3 is missing.
 set -uo pipefail
@@ -68,7 +68,9 @@ with open(sys.argv[2], "a", buffering=1) as f:
 ' "$tmp/notify.sock" "$tmp/notify.out" &
 pids+=($!)
 for _ in $(seq 50); do [ -S "$tmp/notify.sock" ] && break; sleep 0.1; done
-NOTIFY_SOCKET=$tmp/notify.sock "$B/dsv32d" --model "$tmp/model" --socket "$tmp/d.sock" --backend cuda --threads 1 --mtp off \
+# each copy made 6 ms slower by the emulation: a load of seconds, so that progress lines and
+# the 1 s status updates come before the end
+DSV_CUDA_EMU_COPY_DELAY_US=6000 NOTIFY_SOCKET=$tmp/notify.sock "$B/dsv32d" --model "$tmp/model" --socket "$tmp/d.sock" --backend cuda --threads 1 --mtp off \
         2>"$tmp/daemon.log" &
 pids+=($!)
 for _ in $(seq 600); do grep -q "READY=1" "$tmp/notify.out" 2>/dev/null && break; sleep 0.1; done
@@ -80,14 +82,16 @@ echo "dsv32d: $line"
 [ "${BASH_REMATCH[1]}" = "$tensor_bytes" ] && [ "${BASH_REMATCH[3]}" = "$tensor_bytes" ] ||
         fail "dsv32d: ${BASH_REMATCH[1]} tensor bytes, ${BASH_REMATCH[3]} uploaded; the checkpoint has $tensor_bytes"
 [ "${BASH_REMATCH[2]}" -ge "$tensor_bytes" ] || fail "dsv32d: fewer bytes read than the tensors hold"
-last=-1
+last=-1 n=0
 while read -r pct; do
         [ "$pct" -ge "$last" ] || fail "progress went back: $pct% after $last%"
-        last=$pct
+        last=$pct n=$((n + 1))
 done < <(grep -oE "Loading .*: [0-9]+% of [0-9.]+ MB, [0-9.]+ MB read from disk at [0-9.]+ GB/s, into device memory at [0-9.]+ GB/s" \
         "$tmp/daemon.log" | grep -oE ": [0-9]+%" | tr -dc '0-9\n')
+[ $n -ge 1 ] || fail "dsv32d logged no progress line in a load of seconds"
+grep -m2 "Loading .*%" "$tmp/daemon.log"
 grep -q "EXTEND_TIMEOUT_USEC=" "$tmp/notify.out" || fail "no EXTEND_TIMEOUT_USEC while loading"
-grep -qE "STATUS=Loading .*: [0-9]+%, [0-9.]+ of [0-9.]+ MB read at [0-9.]+ GB/s" "$tmp/notify.out" ||
+grep -qE "STATUS=Loading .*: [0-9]+%, [0-9.]+ of [0-9.]+ MB read at [0-9.]+ GB/s, into device memory at [0-9.]+ GB/s" "$tmp/notify.out" ||
         fail "no STATUS= with the load figures"
 grep -m1 -E "STATUS=Loading .*GB/s" "$tmp/notify.out"
 echo "PASS"

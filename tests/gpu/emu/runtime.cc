@@ -37,7 +37,12 @@
  * Errors: launch configuration errors (block size, grid size, dynamic shared memory above
  * 48 KiB without cudaFuncAttributeMaxDynamicSharedMemorySize, above the device's opt-in
  * limit) are reported by cudaGetLastError as on CUDA; faults are sticky: every later call
- * returns them. */
+ * returns them.
+ *
+ * Test knobs: DSV_CUDA_EMU_FAIL_AFTER=N makes the Nth kernel launch or copy of the process
+ * (counted from 1 as they are queued; frees are not counted) fault when it runs, as an illegal
+ * address would (sticky cudaErrorIllegalAddress); DSV_CUDA_EMU_COPY_DELAY_US=U makes every
+ * copy take U microseconds more when it runs (a slow bus, for tests of load progress). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -155,6 +160,8 @@ struct rt_state {
         emu_mempool pools[EMU_MAX_DEVICES];
         std::atomic<int> sticky{cudaSuccess};
         std::string sticky_detail;
+        size_t fail_after, copy_delay_us; /* the test knobs */
+        std::atomic<size_t> n_ops{0};     /* launches and copies queued */
 };
 
 rt_state *S;
@@ -178,6 +185,8 @@ void init_state() {
         S->n_dev = (int)env_size("DSV_CUDA_EMU_DEVICES", 1, 1, EMU_MAX_DEVICES);
         S->mem_total = env_size("DSV_CUDA_EMU_MEMORY_MB", 143771, 1, 1u << 24) << 20;
         S->protect = env_size("DSV_CUDA_EMU_PROTECT", 1, 0, 1) != 0;
+        S->fail_after = env_size("DSV_CUDA_EMU_FAIL_AFTER", 0, 1, (size_t)1 << 48);
+        S->copy_delay_us = env_size("DSV_CUDA_EMU_COPY_DELAY_US", 0, 1, 10000000);
         for (int d = 0; d < S->n_dev; d++) {
                 S->legacy[d] = new emu_stream();
                 S->legacy[d]->device = d;
@@ -506,6 +515,23 @@ emu_stream *stream_of(cudaStream_t s) {
 
 cudaError_t enqueue_op(cudaStream_t hs, const char *what, std::function<void()> fn) {
         EMU_BROKEN();
+        rt_state &rs = st();
+        const bool copy = strncmp(what, "cudaMemcpy", 10) == 0;
+        if (strcmp(what, "cudaFreeAsync") != 0 && rs.fail_after) {
+                size_t k = ++rs.n_ops;
+                if (k == rs.fail_after) {
+                        std::string detail = std::string("fault injected in ") + what + ", launch or copy number " +
+                                             std::to_string(k) + " (DSV_CUDA_EMU_FAIL_AFTER)";
+                        fn = [detail] { set_sticky(cudaErrorIllegalAddress, detail); };
+                }
+        }
+        if (copy && rs.copy_delay_us) {
+                const useconds_t us = (useconds_t)rs.copy_delay_us;
+                fn = [us, fn = std::move(fn)] {
+                        usleep(us);
+                        fn();
+                };
+        }
         emu_stream *s = stream_of(hs);
         std::lock_guard<std::recursive_mutex> l(s->mu);
         if (s->capture) {
