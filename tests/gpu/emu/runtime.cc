@@ -39,10 +39,12 @@
  * limit) are reported by cudaGetLastError as on CUDA; faults are sticky: every later call
  * returns them.
  *
- * Test knobs: DSV_CUDA_EMU_FAIL_AFTER=N makes the Nth kernel launch or copy of the process
- * (counted from 1 as they are queued; frees are not counted) fault when it runs, as an illegal
- * address would (sticky cudaErrorIllegalAddress); DSV_CUDA_EMU_COPY_DELAY_US=U makes every
- * copy take U microseconds more when it runs (a slow bus, for tests of load progress). */
+ * Test knobs: DSV_CUDA_EMU_FAIL_AFTER=N makes the Nth operation queued on a stream in the
+ * process (kernel launches, copies, library calls, event waits, counted from 1; frees are not
+ * counted) fault when it runs, as an illegal address would (sticky cudaErrorIllegalAddress);
+ * DSV_CUDA_EMU_COUNT_OPS=FILE writes how many were queued to FILE at exit (where to aim N);
+ * DSV_CUDA_EMU_COPY_DELAY_US=U makes every copy take U microseconds more when it runs (a slow
+ * bus, for tests of load progress). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -161,6 +163,7 @@ struct rt_state {
         std::atomic<int> sticky{cudaSuccess};
         std::string sticky_detail;
         size_t fail_after, copy_delay_us; /* the test knobs */
+        std::string count_path;
         std::atomic<size_t> n_ops{0};     /* launches and copies queued */
 };
 
@@ -187,6 +190,17 @@ void init_state() {
         S->protect = env_size("DSV_CUDA_EMU_PROTECT", 1, 0, 1) != 0;
         S->fail_after = env_size("DSV_CUDA_EMU_FAIL_AFTER", 0, 1, (size_t)1 << 48);
         S->copy_delay_us = env_size("DSV_CUDA_EMU_COPY_DELAY_US", 0, 1, 10000000);
+        const char *count = getenv("DSV_CUDA_EMU_COUNT_OPS");
+        if (count && *count) {
+                S->count_path = count;
+                atexit([] {
+                        FILE *f = fopen(S->count_path.c_str(), "we");
+                        if (f) {
+                                fprintf(f, "%zu\n", S->n_ops.load());
+                                fclose(f);
+                        }
+                });
+        }
         for (int d = 0; d < S->n_dev; d++) {
                 S->legacy[d] = new emu_stream();
                 S->legacy[d]->device = d;
@@ -517,7 +531,7 @@ cudaError_t enqueue_op(cudaStream_t hs, const char *what, std::function<void()> 
         EMU_BROKEN();
         rt_state &rs = st();
         const bool copy = strncmp(what, "cudaMemcpy", 10) == 0;
-        if (strcmp(what, "cudaFreeAsync") != 0 && rs.fail_after) {
+        if (strcmp(what, "cudaFreeAsync") != 0 && (rs.fail_after || !rs.count_path.empty())) {
                 size_t k = ++rs.n_ops;
                 if (k == rs.fail_after) {
                         std::string detail = std::string("fault injected in ") + what + ", launch or copy number " +
