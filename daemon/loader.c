@@ -48,6 +48,9 @@ struct loader {
         unsigned n_pending, pending_head, qd;
         uint64_t staged_now; /* bytes of staging holding data not yet on the device */
         uint64_t total, delivered, t0, last_report;
+        uint64_t t_upload0, t_upload1; /* first upload queued, last upload done */
+        uint64_t *slot_up;             /* async: bytes the upload queued from each slot copies */
+        uint64_t fenced;               /* async: bytes whose upload is done */
         bool use_direct;
         bool to_dst; /* buffered reads land in the tensors themselves: one copy, no staging */
 };
@@ -169,10 +172,22 @@ static int plan(struct loader *L) {
         return 0;
 }
 
+/* Calls the progress callback with where the load stands. */
+static void report(struct loader *L, uint64_t now, bool final) {
+        L->last_report = now;
+        /* with asynchronous uploads a byte is done once its upload is */
+        struct dsv_load_progress p = {.done = L->async ? L->fenced : L->delivered, .total = L->total,
+                                      .bytes_read = L->st->bytes_read,
+                                      .bytes_uploaded = L->async ? L->fenced : L->st->bytes_uploaded, .elapsed_ns = now - L->t0,
+                                      .upload_ns = L->t_upload1 > L->t_upload0 ? L->t_upload1 - L->t_upload0 : 0,
+                                      .device = !L->be->host_memory, .final = final};
+        L->o->progress(L->o->ud, &p);
+}
+
 /* Copies what job j read to the tensors it overlaps. */
 static int deliver(struct loader *L, const struct job *j) {
         const uint8_t *buf = L->bufs[j->slot];
-        uint64_t jb = j->off, je = j->off + j->need;
+        uint64_t jb = j->off, je = j->off + j->need, up = 0;
         if (j->dst) {
                 L->delivered += j->need;
                 goto done;
@@ -195,15 +210,22 @@ static int deliver(struct loader *L, const struct job *j) {
                 if (b >= e)
                         continue;
                 void *dst = (uint8_t *)L->items[i].dst + (b - t->offset);
+                uint64_t t_call = dsv_now_ns();
+                if (!L->t_upload0)
+                        L->t_upload0 = t_call;
                 int r = L->async ? L->be->ops->upload_async(L->be, dst, buf + (b - jb), e - b)
                                  : L->be->ops->upload(L->be, dst, buf + (b - jb), e - b);
+                if (!L->async) /* a synchronous upload is done when it returns */
+                        L->t_upload1 = dsv_now_ns();
                 if (r < 0)
                         return dsv_error_set(L->err, r, "Failed to copy tensor %s to %s memory: %s", t->name, L->be->ops->name,
                                              strerror(-r));
                 L->delivered += e - b;
                 L->st->bytes_uploaded += e - b;
+                up += e - b;
         }
         if (L->async) {
+                L->slot_up[j->slot] = up;
                 int r = L->be->ops->event_record(L->be, L->events[j->slot]);
                 if (r < 0)
                         return dsv_error_set(L->err, r, "Failed to queue the upload of %s to %s memory: %s",
@@ -217,10 +239,8 @@ done:
         L->st->reads++;
         if (L->o->progress) {
                 uint64_t now = dsv_now_ns();
-                if (now - L->last_report > 250000000ull) {
-                        L->last_report = now;
-                        L->o->progress(L->o->ud, L->delivered, L->total, now - L->t0);
-                }
+                if (now - L->last_report > 250000000ull)
+                        report(L, now, false);
         }
         return 0;
 }
@@ -252,8 +272,12 @@ static int reclaim(struct loader *L, int *free_slots, unsigned *n_free) {
                 return dsv_error_set(L->err, r, "Failed to upload tensor %s to %s memory: %s", tensor_at(L, j->shard, j->off),
                                      L->be->ops->name, be_error(L->be, r));
         L->staged_now -= j->len;
+        L->t_upload1 = dsv_now_ns();
+        L->fenced += L->slot_up[j->slot];
         if (free_slots)
                 free_slots[(*n_free)++] = j->slot;
+        if (L->o->progress && L->t_upload1 - L->last_report > 250000000ull)
+                report(L, L->t_upload1, false);
         return 0;
 }
 
@@ -503,7 +527,8 @@ int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *item
                         goto out;
                 L.events = calloc(qd, sizeof(*L.events));
                 L.pending = calloc(qd, sizeof(*L.pending));
-                if (!L.events || !L.pending) {
+                L.slot_up = calloc(qd, sizeof(*L.slot_up));
+                if (!L.events || !L.pending || !L.slot_up) {
                         r = -ENOMEM;
                         goto out;
                 }
@@ -529,6 +554,8 @@ int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *item
         if ((r = open_shards(&L)) < 0 || (r = plan(&L)) < 0)
                 goto out;
         L.t0 = L.last_report = dsv_now_ns();
+        if (o->progress) /* the total is known from here on */
+                report(&L, L.t0, false);
         r = o->no_uring ? -ENOSYS : run_uring(&L, qd);
         if (r < 0 && !st.uring && L.next_job == 0) {
                 /* io_uring unavailable here: plain pread */
@@ -547,8 +574,9 @@ int dsv_load_tensors(const struct dsv_checkpoint *ck, struct dsv_load_item *item
         }
         st.bytes_tensors = L.delivered;
         st.elapsed_ns = dsv_now_ns() - L.t0;
+        st.upload_ns = L.t_upload1 > L.t_upload0 ? L.t_upload1 - L.t_upload0 : 0;
         if (o->progress)
-                o->progress(o->ud, L.delivered, L.total, st.elapsed_ns);
+                report(&L, L.t0 + st.elapsed_ns, true);
         if (stats)
                 *stats = st;
 out:
@@ -567,6 +595,7 @@ out:
                                 be->ops->event_free(be, L.events[i]);
         free(L.events);
         free(L.pending);
+        free(L.slot_up);
         if (L.io)
                 for (size_t s = 0; s < ck->n_shards; s++) {
                         if (L.io[s].fd_direct >= 0)

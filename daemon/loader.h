@@ -25,6 +25,17 @@ struct dsv_load_item {
         void *dst; /* backend address, t->nbytes long */
 };
 
+/* Where a load stands. Rates: bytes_read over elapsed_ns is the disk's; bytes_uploaded over
+ * upload_ns (from the first upload queued to the last one done) the device's. */
+struct dsv_load_progress {
+        uint64_t done, total;    /* tensor bytes delivered / to deliver */
+        uint64_t bytes_read;     /* from disk, incl. alignment and small gaps */
+        uint64_t bytes_uploaded; /* copied from staging into backend memory, the copy done (0: reads land in place) */
+        uint64_t elapsed_ns, upload_ns;
+        bool device; /* the backend's memory is a device's */
+        bool final;
+};
+
 struct dsv_load_opts {
         unsigned queue_depth; /* reads in flight (default 8) */
         size_t chunk_size;    /* bytes per read (default 2 MiB; multiple of 4096) */
@@ -33,7 +44,8 @@ struct dsv_load_opts {
         bool no_uring;        /* use pread() (baseline, tests) */
         bool no_async;        /* upload synchronously from plain buffers even when the backend
                                * has pinned memory and upload_async (baseline, tests) */
-        void (*progress)(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns);
+        /* called at most every 250 ms while loading, and once at the end (p->final) */
+        void (*progress)(void *ud, const struct dsv_load_progress *p);
         void *ud;
 };
 
@@ -50,6 +62,7 @@ struct dsv_load_stats {
         uint64_t staging_bytes;  /* host staging allocated: queue_depth x chunk (0: reads land in place) */
         uint64_t staging_peak;   /* most staging bytes holding data not yet on the device at once */
         uint64_t bytes_uploaded; /* bytes copied from staging into backend memory */
+        uint64_t upload_ns;      /* first upload queued to last upload done (device GB/s) */
         unsigned queue_depth;
         bool pinned;             /* staging in the backend's pinned memory, uploads overlapped */
 };

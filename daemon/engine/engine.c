@@ -311,9 +311,13 @@ struct dsv_engine {
         bool stop, kicked, draining;
         uint64_t drain_deadline_ns;
         struct dsv_engine_tunables tun;
+        /* engine thread, while loading: when progress was last logged, and at which tenth */
+        uint64_t load_logged_ns;
+        unsigned load_logged_tenth;
         /* atomics */
         int state;
         unsigned load_permille;
+        uint64_t load_read, load_total, load_elapsed_ns, load_uploaded, load_upload_ns; /* dsv_engine_load_figures */
         uint64_t heartbeat_ns;
         bool idle;
         uint64_t drain_cut;
@@ -380,11 +384,41 @@ static int exec_mtp(void *ud, const struct dsv_batch *b, const float *hidden_in,
         return dsv_runtime_mtp(ud, b, hidden_in, logits, hidden_out, err);
 }
 
-static void load_progress(void *ud, uint64_t done, uint64_t total, uint64_t elapsed_ns) {
+static double gbs(uint64_t bytes, uint64_t ns) { return ns ? (double)bytes / (double)ns : 0.0; }
+
+/* The loader's progress: for the status (atomics) and, every tenth of the bytes or every 2 s,
+ * a log line with the rates from disk and into device memory. */
+static void load_progress(void *ud, const struct dsv_load_progress *p) {
         struct dsv_engine *e = ud;
-        if (total)
-                __atomic_store_n(&e->load_permille, (unsigned)(done * 999 / total), __ATOMIC_RELAXED);
+        const unsigned tenth = p->total ? (unsigned)(p->done * 10 / p->total) : 0;
+        if (p->total)
+                __atomic_store_n(&e->load_permille, (unsigned)(p->done * 999 / p->total), __ATOMIC_RELAXED);
+        __atomic_store_n(&e->load_read, p->bytes_read, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->load_total, p->total, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->load_elapsed_ns, p->elapsed_ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->load_uploaded, p->device ? p->bytes_uploaded : 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&e->load_upload_ns, p->device ? p->upload_ns : 0, __ATOMIC_RELAXED);
         heartbeat(e);
+        if (p->final || (tenth <= e->load_logged_tenth && p->elapsed_ns - e->load_logged_ns < 2000000000ull))
+                return; /* the last figures go in the "Loaded" line */
+        e->load_logged_tenth = tenth;
+        e->load_logged_ns = p->elapsed_ns;
+        if (p->device)
+                log_info("Loading %s: %u%% of %.1f MB, %.1f MB read from disk at %.2f GB/s, into device memory at %.2f GB/s",
+                         e->model_dir, (unsigned)(p->total ? p->done * 100 / p->total : 0), p->total / 1e6,
+                         p->bytes_read / 1e6, gbs(p->bytes_read, p->elapsed_ns), gbs(p->bytes_uploaded, p->upload_ns));
+        else
+                log_info("Loading %s: %u%% of %.1f MB, %.1f MB read from disk at %.2f GB/s", e->model_dir,
+                         (unsigned)(p->total ? p->done * 100 / p->total : 0), p->total / 1e6, p->bytes_read / 1e6,
+                         gbs(p->bytes_read, p->elapsed_ns));
+}
+
+void dsv_engine_load_figures(const struct dsv_engine *e, struct dsv_engine_load_figures *f) {
+        f->bytes_read = __atomic_load_n(&e->load_read, __ATOMIC_RELAXED);
+        f->total = __atomic_load_n(&e->load_total, __ATOMIC_RELAXED);
+        f->disk_gbs = gbs(f->bytes_read, __atomic_load_n(&e->load_elapsed_ns, __ATOMIC_RELAXED));
+        f->device_gbs = gbs(__atomic_load_n(&e->load_uploaded, __ATOMIC_RELAXED),
+                            __atomic_load_n(&e->load_upload_ns, __ATOMIC_RELAXED));
 }
 
 static int load(struct dsv_engine *e) {
@@ -472,9 +506,17 @@ static int load(struct dsv_engine *e) {
         }
         {
                 const struct dsv_load_stats *ls = dsv_model_load_stats(e->rt->model);
-                log_info("Loaded %s: %.1f MB of weights in %.2f s (%s); KV cache %d pages of %d tokens (%llu bytes/token)",
-                         e->model_dir, ls->bytes_tensors / 1e6, ls->elapsed_ns / 1e9, ls->uring ? "io_uring" : "pread",
-                         e->rt->kv->n_pages, DSV_KV_PAGE_TOKENS, (unsigned long long)e->rt->kv_bytes_per_token);
+                char dev[160] = "";
+                if (!e->rt->be->host_memory)
+                        snprintf(dev, sizeof(dev), ", %llu bytes into %s memory at %.2f GB/s",
+                                 (unsigned long long)ls->bytes_uploaded, e->rt->be->ops->name,
+                                 gbs(ls->bytes_uploaded, ls->upload_ns));
+                log_info("Loaded %s: %llu tensor bytes (%.1f MB) in %.2f s (%s): %llu bytes read from disk at %.2f GB/s%s; "
+                         "KV cache %d pages of %d tokens (%llu bytes/token)",
+                         e->model_dir, (unsigned long long)ls->bytes_tensors, ls->bytes_tensors / 1e6, ls->elapsed_ns / 1e9,
+                         ls->uring ? "io_uring" : "pread", (unsigned long long)ls->bytes_read,
+                         gbs(ls->bytes_read, ls->elapsed_ns), dev, e->rt->kv->n_pages, DSV_KV_PAGE_TOKENS,
+                         (unsigned long long)e->rt->kv_bytes_per_token);
         }
         return 0;
 }

@@ -257,6 +257,13 @@ void dsv_engine_free(struct dsv_engine *e);
 enum dsv_engine_state dsv_engine_state(const struct dsv_engine *e);
 /* Loading progress in per mille, and the failure reason once the state is FAILED. */
 unsigned dsv_engine_load_permille(const struct dsv_engine *e);
+/* While loading: bytes read from disk so far, and the rates from disk and into device memory
+ * (GB/s, 1e9 bytes; device 0 on a host-memory backend or before the first upload). */
+struct dsv_engine_load_figures {
+        uint64_t bytes_read, total;
+        double disk_gbs, device_gbs;
+};
+void dsv_engine_load_figures(const struct dsv_engine *e, struct dsv_engine_load_figures *f);
 const char *dsv_engine_error(const struct dsv_engine *e);
 /* Monotonic time of the engine thread's last sign of life. */
 uint64_t dsv_engine_heartbeat_ns(const struct dsv_engine *e);

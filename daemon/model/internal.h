@@ -100,6 +100,9 @@ struct fwd {
 
 /* workspace.c */
 int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d);
+/* The smallest workspace a forward call carves (one token, the smallest bucket): what the
+ * load's fit check counts before anything is allocated. */
+size_t dsv_ws_min_bytes(struct dsv_model *m);
 void dsv_ws_free(struct dsv_model *m);
 
 /* ops.c: each returns 0 or a negative errno with err naming the backend and the op */

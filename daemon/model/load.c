@@ -216,6 +216,68 @@ static int probe(struct dsv_model *m, struct dsv_error *err) {
         return r;
 }
 
+/* Bytes for a message: GiB with two decimals, MiB below 1 GiB (a small test model). */
+struct size_str {
+        char s[32];
+};
+static struct size_str size_str(uint64_t b) {
+        struct size_str r;
+        if (b >= (1ull << 30))
+                snprintf(r.s, sizeof(r.s), "%.2f GiB", (double)b / 1073741824.0);
+        else
+                snprintf(r.s, sizeof(r.s), "%.2f MiB", (double)b / 1048576.0);
+        return r;
+}
+#define SZ(b) (size_str(b).s)
+
+/* Whether the model fits in the device's free memory, checked before anything is allocated
+ * or read (see dsv_model_opts): the weights with the dequantized wkv_b tables, the smallest
+ * workspace and the KV pool the caller will allocate. One error naming what is needed and
+ * what is free, the device, and what to change. Host-memory backends and backends that do
+ * not report their memory are not checked here. */
+static int check_fits(struct dsv_model *m, const struct dsv_model_opts *o, struct dsv_error *err) {
+        const struct dsv_model_config *c = &m->cfg;
+        const int n_layers = c->num_hidden_layers + (m->has_mtp ? 1 : 0);
+        uint64_t free_b = 0, total_b = 0, kv, kv_tokens, weights, ws, need;
+        struct dsv_kv_layout L;
+        char fix[320];
+
+        if (m->be->host_memory || !m->be->ops->mem_info || m->be->ops->mem_info(m->be, &free_b, &total_b) < 0)
+                return 0;
+        dsv_kv_layout_init_layers(&L, c, dsv_numerics_kv_format(m->numerics), n_layers, DSV_KV_PAGE_TOKENS);
+        const uint64_t page = MAX((uint64_t)L.n_layers * L.layer_page_bytes, 1u);
+        uint64_t pages = o && o->kv_bytes    ? o->kv_bytes / page
+                         : o && o->kv_tokens ? (uint64_t)DIV_ROUND_UP(o->kv_tokens, DSV_KV_PAGE_TOKENS)
+                                             : (uint64_t)DIV_ROUND_UP(MIN(c->max_position_embeddings, DSV_KV_AUTO_MIN_TOKENS),
+                                                                      DSV_KV_PAGE_TOKENS);
+        kv = pages * page;
+        kv_tokens = pages * DSV_KV_PAGE_TOKENS;
+        weights = m->wbytes + (uint64_t)n_layers * c->num_attention_heads * (c->qk_nope_head_dim + c->v_head_dim) *
+                                      c->kv_lora_rank * sizeof(float);
+        ws = dsv_ws_min_bytes(m);
+        need = weights + ws + kv;
+        if (need <= free_b)
+                return 0;
+        /* what is left for the KV cache once the weights and workspace are in */
+        const uint64_t left = free_b > weights + ws ? free_b - weights - ws : 0;
+        if (left >= page && o && !o->kv_bytes && o->kv_tokens)
+                snprintf(fix, sizeof(fix), "use a GPU with more memory, or fewer tokens: a KV cache of at most %llu fits",
+                         (unsigned long long)(left / page * DSV_KV_PAGE_TOKENS));
+        else if (left >= MAX(page, 1u << 20))
+                snprintf(fix, sizeof(fix), "use a GPU with more memory, or a smaller KV cache: kv-cache-mb = %llu at most",
+                         (unsigned long long)(left >> 20));
+        else
+                snprintf(fix, sizeof(fix),
+                         "the weights alone do not fit: use a GPU with at least %s free, or run on the CPU (--backend cpu)",
+                         SZ(need));
+        const char *dev = o && o->device && o->device[0] ? o->device : m->be->ops->name;
+        return dsv_error_set(err, ENOMEM,
+                             "The model does not fit on the %s device %.*s: it needs %s (weights %s, workspace %s, KV cache %s "
+                             "for %llu tokens) but %s of its %s are free: %s",
+                             m->be->ops->name, (int)strcspn(dev, ";"), dev, SZ(need), SZ(weights), SZ(ws), SZ(kv),
+                             (unsigned long long)kv_tokens, SZ(free_b), SZ(total_b), fix);
+}
+
 int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_model_opts *opts, struct dsv_model **ret,
                    struct dsv_error *err) {
         struct dsv_model *m = calloc(1, sizeof(*m));
@@ -279,6 +341,8 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                         off = ALIGN_UP(off, 256) + cs[i]->nbytes;
         }
         m->wbytes = off;
+        if ((r = check_fits(m, opts, err)) < 0)
+                goto fail;
         r = be->ops->alloc(be, m->wbytes, &m->wbuf);
         if (r < 0) {
                 r = dsv_error_set(err, r, "Cannot allocate %llu bytes of %s memory for the weights",

@@ -78,7 +78,19 @@ struct dsv_model_opts {
          * does, so logits are bit-identical to one rank's. The CPU backend only (host memory);
          * NULL: one rank, every expert. The caller keeps ep alive while the model lives. */
         struct dsv_comm *ep;
+        /* A device backend (not host memory) is refused before anything is allocated on it
+         * when the weights, the smallest workspace and the KV pool the caller will allocate
+         * after the load do not fit in the device's free memory (mem_info). That pool:
+         * kv_bytes, else pages for kv_tokens tokens, else (both 0) the smallest pool the
+         * runtime sizes automatically (DSV_KV_AUTO_MIN_TOKENS, or max_position_embeddings
+         * when smaller). device names the device in that error (NULL: the backend's name). */
+        uint64_t kv_bytes;
+        int64_t kv_tokens;
+        const char *device;
 };
+
+/* The fewest tokens an automatically sized KV pool holds (less is an error at start). */
+#define DSV_KV_AUTO_MIN_TOKENS 4096
 
 /* The rank owning routed expert e of E over n ranks: contiguous blocks (rank r owns
  * [ceil(r*E/n), ceil((r+1)*E/n))), as DeepSeek's and SGLang's expert-parallel layouts. */

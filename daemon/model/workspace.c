@@ -95,6 +95,20 @@ static void layout(struct dsv_model *m, struct ws *w, uint8_t *base, size_t *byt
         *bytes = cv.off;
 }
 
+static struct ws_dims bucket_of(const struct ws_dims *d, bool eh) {
+        return (struct ws_dims){.T = bucket(d->T, 16), .C = bucket(d->C, 64), .K = bucket(d->K, 8),
+                                .ctx = bucket(d->ctx, 64), .n_out = bucket(d->n_out, 4),
+                                .n_seqs = bucket(d->n_seqs, 4), .max_pages = bucket(d->max_pages, 4), .eh = eh};
+}
+
+size_t dsv_ws_min_bytes(struct dsv_model *m) {
+        const struct ws_dims one = {.T = 1, .C = 1, .K = 1, .ctx = 1, .n_out = 1, .n_seqs = 1, .max_pages = 1};
+        struct ws w = {.d = one, .bucket = bucket_of(&one, false)};
+        size_t bytes;
+        layout(m, &w, NULL, &bytes);
+        return bytes;
+}
+
 int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d) {
         struct ws *w = &m->ws;
         struct ws nw = {.d = *d};
@@ -107,10 +121,7 @@ int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d) {
             (!d->eh || w->bucket.eh))
                 nw.bucket = w->bucket;
         else
-                nw.bucket = (struct ws_dims){.T = bucket(d->T, 16), .C = bucket(d->C, 64), .K = bucket(d->K, 8),
-                                             .ctx = bucket(d->ctx, 64), .n_out = bucket(d->n_out, 4),
-                                             .n_seqs = bucket(d->n_seqs, 4), .max_pages = bucket(d->max_pages, 4),
-                                             .eh = d->eh || (w->buf && w->bucket.eh)};
+                nw.bucket = bucket_of(d, d->eh || (w->buf && w->bucket.eh));
         layout(m, &nw, NULL, &bytes);
         if (!w->buf || bytes > w->bytes) {
                 void *buf;

@@ -25,7 +25,8 @@ static enum dsv_mtp_mode mtp_mode(const struct dsv_runtime *rt, const struct dsv
  * the model (an op it lacks: -EOPNOTSUPP from the load-time probe) gives way to the CPU. */
 static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, struct dsv_error *err) {
         const char *name = o->backend ? o->backend : "cpu";
-        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp, .ep = o->ep};
+        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp, .ep = o->ep,
+                                    .kv_bytes = o->kv_bytes, .kv_tokens = o->kv_tokens};
         struct dsv_error e = {{0}};
         int r;
 
@@ -35,6 +36,7 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
                 snprintf(rt->backend_note, sizeof(rt->backend_note), "%s", e.msg);
         memset(&e, 0, sizeof(e));
         mo.mtp = mtp_mode(rt, o);
+        mo.device = dsv_backend_describe(rt->be);
         r = dsv_model_load(o->model_dir, rt->be, &mo, &rt->model, &e);
         if (r == -EOPNOTSUPP && strcmp(name, "auto") == 0 && strcmp(rt->be->ops->name, "cpu") != 0) {
                 snprintf(rt->backend_note, sizeof(rt->backend_note), "%s", e.msg);
@@ -44,6 +46,7 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
                         return dsv_error_set(err, r, "cannot create the CPU backend: %s", strerror(-r));
                 memset(&e, 0, sizeof(e));
                 mo.mtp = mtp_mode(rt, o);
+                mo.device = NULL;
                 r = dsv_model_load(o->model_dir, rt->be, &mo, &rt->model, &e);
         }
         if (r < 0)
@@ -115,7 +118,8 @@ int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret,
                          (double)n_pages * rt->kv_page_bytes / 1048576.0, (unsigned long long)(n_pages * DSV_KV_PAGE_TOKENS),
                          host ? "host memory" : "device memory", free_b / 1073741824.0,
                          want <= cap ? "two sequences of the longest context" : "a share of it");
-                if (n_pages < (uint64_t)DIV_ROUND_UP(MIN(rt->cfg->max_position_embeddings, 4096), DSV_KV_PAGE_TOKENS)) {
+                if (n_pages < (uint64_t)DIV_ROUND_UP(MIN(rt->cfg->max_position_embeddings, DSV_KV_AUTO_MIN_TOKENS),
+                                                     DSV_KV_PAGE_TOKENS)) {
                         r = dsv_error_set(err, ENOMEM,
                                           "only %.1f GiB of %s memory is free: the KV cache would hold %llu tokens (%llu bytes each); "
                                           "free memory, or set kv-cache-mb explicitly",

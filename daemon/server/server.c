@@ -117,7 +117,14 @@ static void notify_status(struct dsv_server *s, bool force) {
                 return;
         s->last_status = now;
         if (st == DSV_ENGINE_LOADING) {
-                snprintf(buf, sizeof(buf), "STATUS=Loading %s: %u%%", s->cfg.model, dsv_engine_load_permille(s->engine) / 10);
+                struct dsv_engine_load_figures f;
+                dsv_engine_load_figures(s->engine, &f);
+                int n = snprintf(buf, sizeof(buf), "STATUS=Loading %s: %u%%", s->cfg.model, dsv_engine_load_permille(s->engine) / 10);
+                if (f.total && n > 0 && (size_t)n < sizeof(buf)) /* the reads have begun */
+                        n += snprintf(buf + n, sizeof(buf) - (size_t)n, ", %.1f of %.1f MB read at %.2f GB/s", f.bytes_read / 1e6,
+                                      f.total / 1e6, f.disk_gbs);
+                if (f.device_gbs > 0 && n > 0 && (size_t)n < sizeof(buf))
+                        snprintf(buf + n, sizeof(buf) - (size_t)n, ", into device memory at %.2f GB/s", f.device_gbs);
         } else {
                 const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
                 struct dsv_engine_metrics mt;

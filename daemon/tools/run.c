@@ -426,6 +426,14 @@ int main(int argc, char **argv) {
                         ls->elapsed_ns ? ls->bytes_tensors / (double)ls->elapsed_ns : 0.0, ls->uring ? "io_uring" : "pread",
                         ls->direct ? ", O_DIRECT" : "", dsv_numerics_name(rt->numerics), dsv_backend_describe(rt->be),
                         go.speculate ? "on" : dsv_model_get_checkpoint(rt->model)->has_mtp ? "off" : "absent");
+                fprintf(stderr, "load: %llu tensor bytes, %llu bytes read from disk at %.2f GB/s", (unsigned long long)ls->bytes_tensors,
+                        (unsigned long long)ls->bytes_read, ls->elapsed_ns ? ls->bytes_read / (double)ls->elapsed_ns : 0.0);
+                if (!rt->be->host_memory)
+                        fprintf(stderr, ", %llu bytes into %s memory at %.2f GB/s (%s staging, %u in flight)",
+                                (unsigned long long)ls->bytes_uploaded, rt->be->ops->name,
+                                ls->upload_ns ? ls->bytes_uploaded / (double)ls->upload_ns : 0.0, ls->pinned ? "pinned" : "pageable",
+                                ls->queue_depth);
+                fputc('\n', stderr);
                 if (n_ranks > 1) {
                         const int E = rt->cfg->n_routed_experts;
                         for (int i = 0; i < n_ranks; i++) {

@@ -2,7 +2,8 @@
  * for the plugin built from the .cu files of kernels/cuda by g++ (the emulated dsv32-backend-cuda.so).
  *
  * Devices: DSV_CUDA_EMU_DEVICES (default 1) H200-like devices (sm_90, 132 SMs, 227 KiB of
- * opt-in shared memory per block, DSV_CUDA_EMU_MEMORY_MB of memory, default 143771 MiB).
+ * opt-in shared memory per block, DSV_CUDA_EMU_MEMORY_MB of memory, default 143771 MiB, at
+ * least 1 MiB so that tests can make a model not fit).
  *
  * Memory: each device's allocations come from its own reserved address range (mmap
  * PROT_NONE, MAP_NORESERVE), 256-byte aligned with a 256-byte gap after each; a new
@@ -36,7 +37,14 @@
  * Errors: launch configuration errors (block size, grid size, dynamic shared memory above
  * 48 KiB without cudaFuncAttributeMaxDynamicSharedMemorySize, above the device's opt-in
  * limit) are reported by cudaGetLastError as on CUDA; faults are sticky: every later call
- * returns them. */
+ * returns them.
+ *
+ * Test knobs: DSV_CUDA_EMU_FAIL_AFTER=N makes the Nth operation queued on a stream in the
+ * process (kernel launches, copies, library calls, event waits, counted from 1; frees are not
+ * counted) fault when it runs, as an illegal address would (sticky cudaErrorIllegalAddress);
+ * DSV_CUDA_EMU_COUNT_OPS=FILE writes how many were queued to FILE at exit (where to aim N);
+ * DSV_CUDA_EMU_COPY_DELAY_US=U makes every copy take U microseconds more when it runs (a slow
+ * bus, for tests of load progress). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -154,6 +162,9 @@ struct rt_state {
         emu_mempool pools[EMU_MAX_DEVICES];
         std::atomic<int> sticky{cudaSuccess};
         std::string sticky_detail;
+        size_t fail_after, copy_delay_us; /* the test knobs */
+        std::string count_path;
+        std::atomic<size_t> n_ops{0};     /* launches and copies queued */
 };
 
 rt_state *S;
@@ -175,8 +186,21 @@ size_t env_size(const char *name, size_t def, size_t lo, size_t hi) {
 void init_state() {
         S = new rt_state();
         S->n_dev = (int)env_size("DSV_CUDA_EMU_DEVICES", 1, 1, EMU_MAX_DEVICES);
-        S->mem_total = env_size("DSV_CUDA_EMU_MEMORY_MB", 143771, 64, 1u << 24) << 20;
+        S->mem_total = env_size("DSV_CUDA_EMU_MEMORY_MB", 143771, 1, 1u << 24) << 20;
         S->protect = env_size("DSV_CUDA_EMU_PROTECT", 1, 0, 1) != 0;
+        S->fail_after = env_size("DSV_CUDA_EMU_FAIL_AFTER", 0, 1, (size_t)1 << 48);
+        S->copy_delay_us = env_size("DSV_CUDA_EMU_COPY_DELAY_US", 0, 1, 10000000);
+        const char *count = getenv("DSV_CUDA_EMU_COUNT_OPS");
+        if (count && *count) {
+                S->count_path = count;
+                atexit([] {
+                        FILE *f = fopen(S->count_path.c_str(), "we");
+                        if (f) {
+                                fprintf(f, "%zu\n", S->n_ops.load());
+                                fclose(f);
+                        }
+                });
+        }
         for (int d = 0; d < S->n_dev; d++) {
                 S->legacy[d] = new emu_stream();
                 S->legacy[d]->device = d;
@@ -505,6 +529,23 @@ emu_stream *stream_of(cudaStream_t s) {
 
 cudaError_t enqueue_op(cudaStream_t hs, const char *what, std::function<void()> fn) {
         EMU_BROKEN();
+        rt_state &rs = st();
+        const bool copy = strncmp(what, "cudaMemcpy", 10) == 0;
+        if (strcmp(what, "cudaFreeAsync") != 0 && (rs.fail_after || !rs.count_path.empty())) {
+                size_t k = ++rs.n_ops;
+                if (k == rs.fail_after) {
+                        std::string detail = std::string("fault injected in ") + what + ", launch or copy number " +
+                                             std::to_string(k) + " (DSV_CUDA_EMU_FAIL_AFTER)";
+                        fn = [detail] { set_sticky(cudaErrorIllegalAddress, detail); };
+                }
+        }
+        if (copy && rs.copy_delay_us) {
+                const useconds_t us = (useconds_t)rs.copy_delay_us;
+                fn = [us, fn = std::move(fn)] {
+                        usleep(us);
+                        fn();
+                };
+        }
         emu_stream *s = stream_of(hs);
         std::lock_guard<std::recursive_mutex> l(s->mu);
         if (s->capture) {
