@@ -125,12 +125,13 @@ write_jobs() {
         J=$BUILD/jobs.txt
         : >"$J"
         CPU_OBJS=
-        for f in elementwise norm linear rope hadamard kv indexer mla moe cpu_backend; do
-                echo "$CC $CFLAGS_ALL -O3 -fopenmp-simd -c $SRC/kernels/cpu/$f.c -o $BUILD/obj/cpu_$f.o" >>"$J"
+        # the CPU backend's sources as kernels/local.mk lists them, with its flags
+        for f in $(sed -n '/^libdsv32kernels_la_SOURCES/,/^$/p' "$SRC/kernels/local.mk" | grep -o 'kernels/cpu/[a-z0-9_]*\.c' | sed 's|kernels/cpu/||; s|\.c$||'); do
+                echo "$CC $CFLAGS_ALL -O3 -fopenmp-simd -ffp-contract=off -c $SRC/kernels/cpu/$f.c -o $BUILD/obj/cpu_$f.o" >>"$J"
                 CPU_OBJS="$CPU_OBJS $BUILD/obj/cpu_$f.o"
         done
         echo "$CC $CFLAGS_ALL -c $SRC/daemon/util.c -o $BUILD/obj/util.o" >>"$J"
-        echo "$CC $CFLAGS_ALL -c $SRC/daemon/server/sampler.c -o $BUILD/obj/sampler.o" >>"$J"
+        echo "$CC $CFLAGS_ALL -c $SRC/daemon/runtime/sampler.c -o $BUILD/obj/sampler.o" >>"$J"
         echo "$CC $CFLAGS_ALL -DDSV_PLUGIN_DIR='\"\"' -DDSV_PLUGIN_BUILDDIR='\"$BUILD\"' -c $SRC/kernels/backend_plugin.c -o $BUILD/obj/backend_plugin.o" >>"$J"
         PLUGIN_OBJS=
         for f in backend_cuda elementwise norm linear kv indexer mla moe sample; do
@@ -147,6 +148,20 @@ write_jobs() {
         echo "$CXX -std=gnu++17 -g -O2 -ffp-contract=off -fno-strict-aliasing -fopenmp -Wall -Wextra $CXX_WERROR -Wno-missing-field-initializers -Wno-unused-parameter -Wno-unknown-pragmas -I$SRC/tests/gpu/emu -I$BUILD -I$SRC -c $SRC/tests/gpu/test-cuda-emu.cc -o $BUILD/obj/test-cuda-emu.o" >>"$J"
         echo "$CC $CFLAGS_ALL -fPIC -shared -o $BUILD/tests/gpu/dsv32-backend-fake.so $SRC/tests/gpu/fake_plugin.c" >>"$J"
         echo "$CC $CFLAGS_ALL -fPIC -shared -DDSV_FAKE_BAD_ABI -o $BUILD/tests/gpu/dsv32-backend-badabi.so $SRC/tests/gpu/fake_plugin.c" >>"$J"
+        echo "$CC $CFLAGS_ALL -fPIC -shared -DDSV_FAKE_SECOND -o $BUILD/tests/gpu/dsv32-backend-fake2.so $SRC/tests/gpu/fake_plugin.c" >>"$J"
+        # the CPU emulation of the plugin (tests/gpu/emu/local.mk): test-backend-plugin checks
+        # that auto never picks it and that --backend cuda names it
+        EMU_CXXFLAGS="-std=gnu++17 -g -O2 -fPIC -fvisibility=hidden -ffp-contract=off -fno-strict-aliasing -Wall -Wextra $CXX_WERROR -Wno-missing-field-initializers -Wno-unused-parameter -Wno-unknown-pragmas -I$SRC/tests/gpu/emu -I$SRC -I$BUILD"
+        EMU_OBJS=
+        mkdir -p "$BUILD/tests/gpu/emu/obj"
+        for f in backend_cuda elementwise norm linear kv indexer mla moe sample; do
+                echo "perl $SRC/tests/gpu/emu/cu2cc.pl $SRC/kernels/cuda/$f.cu $BUILD/tests/gpu/emu/obj/$f.cc && $CXX $EMU_CXXFLAGS -c -o $BUILD/tests/gpu/emu/obj/$f.o $BUILD/tests/gpu/emu/obj/$f.cc" >>"$J"
+                EMU_OBJS="$EMU_OBJS $BUILD/tests/gpu/emu/obj/$f.o"
+        done
+        for f in runtime blas; do
+                echo "$CXX $EMU_CXXFLAGS -c -o $BUILD/tests/gpu/emu/obj/$f.o $SRC/tests/gpu/emu/$f.cc" >>"$J"
+                EMU_OBJS="$EMU_OBJS $BUILD/tests/gpu/emu/obj/$f.o"
+        done
 }
 
 T0=$(date +%s)
@@ -166,6 +181,7 @@ fi
 if [ $BUILD_OK = 1 ]; then
         : >"$J"
         echo "$CXX -shared -Wl,--no-undefined -Wl,-soname,dsv32-backend-cuda.so -o $BUILD/dsv32-backend-cuda.so $PLUGIN_OBJS $CUDA_LIBS" >>"$J"
+        echo "$CXX -shared -Wl,--no-undefined -Wl,-soname,dsv32-backend-cuda.so -pthread -o $BUILD/tests/gpu/emu/dsv32-backend-cuda.so $EMU_OBJS" >>"$J"
         for h in fp8_gemm indexer_scores topk mla_decode; do
                 echo "$CXX -o $BUILD/bin/$h $BUILD/obj/dev_$h.o $CUDA_LIBS" >>"$J"
         done
