@@ -665,14 +665,15 @@ static bool obj_str(const msgpack_object *o, const char **p, uint32_t *n) {
         return false;
 }
 
-/* An array-of-maps field: checks the type and the cap, allocates n elements of elem bytes in
- * the zone (*ret NULL when n is 0). */
-static int decode_map_array(const msgpack_object *o, const struct field *f, msgpack_zone *z, size_t elem, void **ret,
-                            uint32_t *ret_n, char *why, size_t wn) {
+/* A field of n entries (an array, or for logit bias a map): checks the msgpack type (else "field
+ * NAME must be WHAT") and the cap, allocates n elements of elem bytes in the zone (*ret NULL
+ * when n is 0). */
+static int decode_entries(const msgpack_object *o, const struct field *f, msgpack_object_type type, const char *what,
+                          msgpack_zone *z, size_t elem, void **ret, uint32_t *ret_n, char *why, size_t wn) {
         uint32_t n;
-        if (o->type != MSGPACK_OBJECT_ARRAY)
-                return why_set(why, wn, -EPROTO, "field %s must be an array of maps", f->name);
-        n = o->via.array.size;
+        if (o->type != type)
+                return why_set(why, wn, -EPROTO, "field %s must be %s", f->name, what);
+        n = type == MSGPACK_OBJECT_MAP ? o->via.map.size : o->via.array.size;
         if (n > f->cap)
                 return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
         *ret = n ? msgpack_zone_malloc(z, (size_t)n * elem) : NULL;
@@ -686,7 +687,8 @@ static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_z
                        size_t wn) {
         struct dsv_chat_msg *out;
         uint32_t n;
-        int r = decode_map_array(o, f, z, sizeof(*out), (void **)&out, &n, why, wn);
+        int r = decode_entries(o, f, MSGPACK_OBJECT_ARRAY, "an array of maps", z, sizeof(*out), (void **)&out, &n, why,
+                               wn);
 
         if (r < 0)
                 return r;
@@ -733,7 +735,8 @@ static int decode_sessions(const msgpack_object *o, const struct field *f, msgpa
                            size_t wn) {
         struct dsv_session_row *out;
         uint32_t n;
-        int r = decode_map_array(o, f, z, sizeof(*out), (void **)&out, &n, why, wn);
+        int r = decode_entries(o, f, MSGPACK_OBJECT_ARRAY, "an array of maps", z, sizeof(*out), (void **)&out, &n, why,
+                               wn);
 
         if (r < 0)
                 return r;
@@ -843,14 +846,10 @@ static int decode_field(const msgpack_object *o, const struct field *f, msgpack_
                 return 0;
         case F_TOKENS: {
                 int32_t *t;
-                if (o->type != MSGPACK_OBJECT_ARRAY)
-                        return why_set(why, wn, -EPROTO, "field %s must be an array of token ids", f->name);
-                n = o->via.array.size;
-                if (n > f->cap)
-                        return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
-                t = n ? msgpack_zone_malloc(z, (size_t)n * sizeof(int32_t)) : NULL;
-                if (n && !t)
-                        return -ENOMEM;
+                int r = decode_entries(o, f, MSGPACK_OBJECT_ARRAY, "an array of token ids", z, sizeof(*t), (void **)&t, &n,
+                                       why, wn);
+                if (r < 0)
+                        return r;
                 for (uint32_t j = 0; j < n; j++) {
                         if (!obj_u64(&o->via.array.ptr[j], &u) || u > INT32_MAX)
                                 return why_set(why, wn, -EPROTO, "%s[%u] must be a token id in 0..%d", f->name, j,
@@ -867,14 +866,10 @@ static int decode_field(const msgpack_object *o, const struct field *f, msgpack_
                 return decode_sessions(o, f, z, s, why, wn);
         case F_BIAS: {
                 struct dsv_bias *v;
-                if (o->type != MSGPACK_OBJECT_MAP)
-                        return why_set(why, wn, -EPROTO, "field %s must be a map of token ids to numbers", f->name);
-                n = o->via.map.size;
-                if (n > f->cap)
-                        return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
-                v = n ? msgpack_zone_malloc(z, (size_t)n * sizeof(*v)) : NULL;
-                if (n && !v)
-                        return -ENOMEM;
+                int r = decode_entries(o, f, MSGPACK_OBJECT_MAP, "a map of token ids to numbers", z, sizeof(*v), (void **)&v,
+                                       &n, why, wn);
+                if (r < 0)
+                        return r;
                 for (uint32_t j = 0; j < n; j++) {
                         const msgpack_object_kv *kv = &o->via.map.ptr[j];
                         double dv;
@@ -901,14 +896,10 @@ static int decode_field(const msgpack_object *o, const struct field *f, msgpack_
         }
         case F_STRS: {
                 struct dsv_str *v;
-                if (o->type != MSGPACK_OBJECT_ARRAY)
-                        return why_set(why, wn, -EPROTO, "field %s must be an array of strings", f->name);
-                n = o->via.array.size;
-                if (n > f->cap)
-                        return why_set(why, wn, -EPROTO, "field %s has %u entries, more than %u", f->name, n, f->cap);
-                v = n ? msgpack_zone_malloc(z, (size_t)n * sizeof(*v)) : NULL;
-                if (n && !v)
-                        return -ENOMEM;
+                int r = decode_entries(o, f, MSGPACK_OBJECT_ARRAY, "an array of strings", z, sizeof(*v), (void **)&v, &n, why,
+                                       wn);
+                if (r < 0)
+                        return r;
                 for (uint32_t j = 0; j < n; j++) {
                         if (!obj_str(&o->via.array.ptr[j], &v[j].p, &v[j].len))
                                 return why_set(why, wn, -EPROTO, "%s[%u] must be a string", f->name, j);
