@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/gemm.h"
@@ -65,9 +66,38 @@ void *dsv_cpu_scratch(int slot, size_t bytes) {
 struct cpu_ctx {
         int n_threads;
         char describe[256];
+        /* DSV32_CPU_PROFILE=1: wall time and calls per op type, printed to stderr when the
+         * backend is freed (where a prefill's time goes, without a profiler) */
+        bool profile;
+        uint64_t prof_ns[DSV_OP_MAX], prof_cpu_ns[DSV_OP_MAX], prof_calls[DSV_OP_MAX];
 };
 
+static uint64_t clock_ns(clockid_t id) {
+        struct timespec ts;
+        clock_gettime(id, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void profile_print(const struct cpu_ctx *ctx) {
+        uint64_t total = 0, cpu = 0;
+        for (int i = 0; i < DSV_OP_MAX; i++) {
+                total += ctx->prof_ns[i];
+                cpu += ctx->prof_cpu_ns[i];
+        }
+        fprintf(stderr, "cpu profile (DSV32_CPU_PROFILE): %.3f s in ops, %.3f s of the process's CPU time (all threads)\n",
+                total / 1e9, cpu / 1e9);
+        for (int i = 0; i < DSV_OP_MAX; i++)
+                if (ctx->prof_calls[i])
+                        fprintf(stderr, "  %-12s %8llu calls %9.3f s %5.1f%%  CPU %9.3f s %5.1f%%\n", dsv_op_name((enum dsv_op_type)i),
+                                (unsigned long long)ctx->prof_calls[i], ctx->prof_ns[i] / 1e9,
+                                total ? 100.0 * (double)ctx->prof_ns[i] / (double)total : 0.0, ctx->prof_cpu_ns[i] / 1e9,
+                                cpu ? 100.0 * (double)ctx->prof_cpu_ns[i] / (double)cpu : 0.0);
+}
+
 static void cpu_free(struct dsv_backend *be) {
+        struct cpu_ctx *ctx = be->ctx;
+        if (ctx->profile)
+                profile_print(ctx);
         dsv_cpu_pool_release();
         free(be->ctx);
         free(be);
@@ -191,10 +221,8 @@ static bool cpu_supports(struct dsv_backend *be, const struct dsv_op *op) {
         return false;
 }
 
-static int cpu_compute(struct dsv_backend *be, const struct dsv_op *op) {
+static int compute_op(const struct dsv_op *op) {
         const bool f = op->faithful;
-        if (!cpu_supports(be, op))
-                return -EINVAL;
         switch (op->type) {
         case DSV_OP_EMBED:
                 return dsv_cpu_embed(&op->embed);
@@ -234,6 +262,20 @@ static int cpu_compute(struct dsv_backend *be, const struct dsv_op *op) {
                 break;
         }
         return -EOPNOTSUPP;
+}
+
+static int cpu_compute(struct dsv_backend *be, const struct dsv_op *op) {
+        struct cpu_ctx *ctx = be->ctx;
+        if (!cpu_supports(be, op))
+                return -EINVAL;
+        if (!ctx->profile)
+                return compute_op(op);
+        uint64_t t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+        int r = compute_op(op);
+        ctx->prof_ns[op->type] += clock_ns(CLOCK_MONOTONIC) - t0;
+        ctx->prof_cpu_ns[op->type] += clock_ns(CLOCK_PROCESS_CPUTIME_ID) - c0;
+        ctx->prof_calls[op->type]++;
+        return r;
 }
 
 /* Host memory: MemAvailable and MemTotal of /proc/meminfo. */
@@ -291,6 +333,8 @@ int dsv_backend_cpu_new(int n_threads, struct dsv_backend **ret) {
                 n_threads = n > 0 ? (int)n : 1;
         }
         ctx->n_threads = n_threads;
+        const char *prof = getenv("DSV32_CPU_PROFILE");
+        ctx->profile = prof && *prof && strcmp(prof, "0") != 0;
         int r = dsv_cpu_pool_acquire(n_threads);
         if (r < 0) {
                 free(be);
