@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
@@ -64,6 +65,21 @@ static void convert_row(const struct dsv_gemm *g, const uint8_t *row, uint16_t *
                                                     _mm512_maskz_loadu_epi16(m, (const uint16_t *)row + k + 32 * h));
                         }
                 }
+        }
+}
+
+void dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb) {
+        const __m512i sign = _mm512_set1_epi8((char)0x80);
+        pthread_once(&tab_once, tab_init);
+        const __m512i tl0 = _mm512_load_si512(tab_lo), tl1 = _mm512_load_si512(tab_lo + 64);
+        const __m512i th0 = _mm512_load_si512(tab_hi), th1 = _mm512_load_si512(tab_hi + 64);
+        for (int64_t k = 0; k < Kp; k += 64) {
+                __m512i c = _mm512_loadu_si512(q + k);
+                __m512i lo = _mm512_permutex2var_epi8(tl0, c, tl1);
+                __m512i hi = _mm512_permutex2var_epi8(th0, c, th1);
+                hi = _mm512_ternarylogic_epi32(hi, c, sign, 0xF8); /* hi | (c & 0x80) */
+                _mm512_storeu_si512(xb + k, _mm512_unpacklo_epi8(lo, hi));
+                _mm512_storeu_si512(xb + k + 32, _mm512_unpackhi_epi8(lo, hi));
         }
 }
 
@@ -134,4 +150,5 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
 #endif
 #else
 int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_t t0, int64_t t1) { return -ENOTSUP; }
+void dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb) { abort(); }
 #endif

@@ -22,11 +22,14 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/gemm.h"
 
-void dsv_quant_row(const float *x, int64_t n, uint8_t *q, float *s) {
+/* Vectorised (per-ISA clones, simd loops): the largest |x| of a block is the same in any
+ * order, and each code depends on its value and the scale only. */
+DSV_HOT void dsv_quant_row(const float *x, int64_t n, uint8_t *q, float *s) {
         for (int64_t b = 0; b * DSV_QBLOCK < n; b++) {
                 int64_t k0 = b * DSV_QBLOCK, len = MIN(n - k0, DSV_QBLOCK);
                 float amax = 0;
-                bool nan = false;
+                int nan = 0;
+                OMP(simd reduction(max : amax) reduction(| : nan))
                 for (int64_t k = 0; k < len; k++) {
                         float a = fabsf(x[k0 + k]);
                         nan |= a != a;
@@ -42,6 +45,7 @@ void dsv_quant_row(const float *x, int64_t n, uint8_t *q, float *s) {
                 /* dsv_quant_e4m3 without branches (the compiler vectorises it; the block has
                  * no NaN): scale (exact, a power of two), clamp to +-448, round to nearest
                  * even on the normal grid or, below 2^-6, on the subnormal one */
+                OMP(simd)
                 for (int64_t k = 0; k < len; k++) {
                         float y = x[k0 + k] * inv;
                         y = y > DSV_FP8_MAX ? DSV_FP8_MAX : (y < -DSV_FP8_MAX ? -DSV_FP8_MAX : y);
@@ -170,6 +174,10 @@ static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
                         uint16_t *xb = c->xb + t * Kp;
                         dsv_quant_row(x, K, q, c->xs + t * nbk);
                         memset(q + K, 0, (size_t)(Kp - K));
+                        if (fp8 && dsv_cpu_isa_current() == DSV_CPU_ISA_AVX512BF16) {
+                                dsv_gemm_avx512bf16_codes(q, Kp, xb); /* the same words, by table */
+                                continue;
+                        }
                         for (int64_t kb = 0; kb < nbk; kb++)
                                 for (int o = 0; o < DSV_QBLOCK; o++)
                                         xb[kb * DSV_QBLOCK + o] = e4m3_bf16[q[kb * DSV_QBLOCK + lane_bf16[fp8][o]]];

@@ -7,6 +7,9 @@
  * and on 1 or 2 pool threads. Paths this CPU lacks are reported and skipped;
  * dsv_cpu_isa_select refuses them.
  *
+ * Also the vectorised act_quant (dsv_quant_row) and BF16 MoE gate against their scalar
+ * definitions.
+ *
  * `--supported` lists the paths this CPU runs. With DSV32_CPU_KERNELS set, also checks that the choice followed it (a name this CPU runs)
  * or was reported as not followed (anything else). */
 #include "config.h"
@@ -151,13 +154,82 @@ static void check_quant_row(void) {
                 x[i] = v;
         }
         x[1000] = 1e30f; /* one block with a huge value: the others in it underflow to 0 */
-        dsv_quant_row(x, N, q, s);
-        for (int i = 0; i < N; i++)
-                if (q[i] != dsv_quant_e4m3(x[i], 1.0f / s[i / 128]) && bad++ < 3)
-                        CHECK(false, "act_quant of %a (scale %a): %#x, want %#x", x[i], s[i / 128], q[i], dsv_quant_e4m3(x[i], 1.0f / s[i / 128]));
-        CHECK(bad == 0, "act_quant: %d codes differ from dsv_quant_e4m3", bad);
+        x[128 * 7 + 77] = NAN; /* a NaN block: scale NaN, every code 0x7f */
+        /* a row whose length is no multiple of the block or of the vector width: a short
+         * last block */
+        const int n = N - 37;
+        dsv_quant_row(x, n, q, s);
+        for (int b = 0; b * 128 < n; b++) {
+                float amax = 0;
+                bool nan = false;
+                for (int i = b * 128; i < MIN(n, (b + 1) * 128); i++) {
+                        nan |= x[i] != x[i];
+                        amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+                }
+                float want = nan ? NAN : dsv_act_scale(amax);
+                if (!(s[b] == want || (nan && s[b] != s[b])) && bad++ < 3)
+                        CHECK(false, "act_quant block %d: scale %a, want %a", b, s[b], want);
+        }
+        for (int i = 0; i < n; i++) {
+                uint8_t want = s[i / 128] != s[i / 128] ? 0x7f : dsv_quant_e4m3(x[i], 1.0f / s[i / 128]);
+                if (q[i] != want && bad++ < 3)
+                        CHECK(false, "act_quant of %a (scale %a): %#x, want %#x", x[i], s[i / 128], q[i], want);
+        }
+        CHECK(bad == 0, "act_quant: %d codes or scales differ from dsv_act_scale/dsv_quant_e4m3", bad);
         free(x);
         free(q);
+}
+
+/* The MoE gate with BF16 weights (several tokens: 16 experts per vector) against the scalar
+ * definition, sigmoid(sum over i in order of x[i] * w[e][i]) + bias, and against the same
+ * tokens one at a time (the scalar loop): the same scores, ids and weights, bit for bit.
+ * Odd sizes: experts no multiple of 16, tokens no multiple of 4, D no multiple of 16. */
+static void check_gate_bf16(void) {
+        enum { T = 23, D = 301, E = 40, K = 6 };
+        float *x = malloc(sizeof(float) * T * D), bias[E], sc[T * E], wt[T * K], sc1[E], wt1[K];
+        uint16_t *w = malloc(sizeof(uint16_t) * E * D);
+        int32_t ids[T * K], ids1[K];
+        int bad = 0;
+        REQUIRE(x && w, "oom");
+        for (int i = 0; i < T * D; i++)
+                x[i] = rnd();
+        for (int i = 0; i < E * D; i++)
+                w[i] = dsv_f32_to_bf16(rnd() * 0.05f);
+        for (int e = 0; e < E; e++)
+                bias[e] = rnd() * 0.01f;
+        struct dsv_tensor X = dsv_tensor_2d(DSV_F32, x, T, D), W = dsv_tensor_2d(DSV_BF16, w, E, D),
+                          B = dsv_tensor_2d(DSV_F32, bias, 1, E), ID = dsv_tensor_2d(DSV_I32, ids, T, K),
+                          WT = dsv_tensor_2d(DSV_F32, wt, T, K), SC = dsv_tensor_2d(DSV_F32, sc, T, E);
+        struct dsv_op_moe_gate op = {.ids = &ID, .weights = &WT, .scores = &SC, .x = &X, .w = &W, .bias = &B, .n_group = 4,
+                                     .topk_group = 2, .k = K, .route_scale = 2.5f, .norm_topk_prob = true};
+        REQUIRE(dsv_cpu_moe_gate(&op) == 0, "gate");
+        for (int t = 0; t < T; t++) {
+                for (int e = 0; e < E; e++) {
+                        float acc = 0;
+                        for (int i = 0; i < D; i++) {
+                                volatile float prod = x[t * D + i] * dsv_bf16_to_f32(w[e * D + i]); /* never fused */
+                                acc += prod;
+                        }
+                        float want = 1.0f / (1.0f + expf(-acc)) + bias[e];
+                        if (memcmp(&want, &sc[t * E + e], sizeof(float)) != 0 && bad++ < 3)
+                                CHECK(false, "gate score token %d expert %d: %a, want %a", t, e, sc[t * E + e], want);
+                }
+                struct dsv_tensor X1 = dsv_tensor_2d(DSV_F32, x + t * D, 1, D), ID1 = dsv_tensor_2d(DSV_I32, ids1, 1, K),
+                                  WT1 = dsv_tensor_2d(DSV_F32, wt1, 1, K), SC1 = dsv_tensor_2d(DSV_F32, sc1, 1, E);
+                struct dsv_op_moe_gate one = op;
+                one.x = &X1;
+                one.ids = &ID1;
+                one.weights = &WT1;
+                one.scores = &SC1;
+                REQUIRE(dsv_cpu_moe_gate(&one) == 0, "gate, one token");
+                if ((memcmp(sc1, sc + t * E, sizeof(sc1)) || memcmp(ids1, ids + t * K, sizeof(ids1)) ||
+                     memcmp(wt1, wt + t * K, sizeof(wt1))) &&
+                    bad++ < 3)
+                        CHECK(false, "gate: token %d alone differs from the batch", t);
+        }
+        CHECK(bad == 0, "BF16 gate: %d results differ from the scalar definition", bad);
+        free(x);
+        free(w);
 }
 
 /* One operand set on the current kernels vs the transcription, then token by token. */
@@ -260,6 +332,8 @@ int main(int argc, char **argv) {
                                 continue;
                         }
                         REQUIRE(dsv_cpu_isa_select((enum dsv_cpu_isa)isa) == 0, "select");
+                        if (isa == 0)
+                                check_gate_bf16(); /* on 1 and 2 threads */
                         int before = n_cases;
                         check_all_shapes();
                         printf("%s, %d pool thread%s: %d cases equal to the canonical order\n", dsv_cpu_isa_name((enum dsv_cpu_isa)isa),
