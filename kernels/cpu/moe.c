@@ -44,11 +44,58 @@ struct gate_ctx {
         _Atomic int err;
 };
 
+#define GATE_EB 16 /* experts per block of transposed weights: one vector of lanes */
+#define GATE_TT 4  /* tokens per pass over a block */
+
+/* BF16 gate logits of tokens [t0, t1), every expert: acc[t][e] = sum over i in order of
+ * x[t][i] * w[e][i], each product and sum rounded on its own: the scalar loop's bits, with
+ * 16 experts in the lanes of a vector instead of one at a time. The weights of 16 experts
+ * are transposed into wt[i][16] (f32, exact) once per call and reused by every token. */
+DSV_HOT static void gate_logits_bf16(const struct dsv_op_moe_gate *p, int64_t t0, int64_t t1, float *wt, float *acc_out) {
+        const int64_t D = p->x->ne[0], E = p->w->ne[1];
+        for (int64_t e0 = 0; e0 < E; e0 += GATE_EB) {
+                const int ne = (int)MIN(GATE_EB, E - e0);
+                for (int j = 0; j < GATE_EB; j++) {
+                        const uint16_t *row = j < ne ? dsv_tensor_row(p->w, e0 + j) : NULL;
+                        for (int64_t i = 0; i < D; i++)
+                                wt[i * GATE_EB + j] = row ? dsv_bf16_to_f32(row[i]) : 0.0f;
+                }
+                for (int64_t t = t0; t < t1; t += GATE_TT) {
+                        const int nt = (int)MIN(GATE_TT, t1 - t);
+                        const float *x[GATE_TT];
+                        float acc[GATE_TT][GATE_EB] = {{0}};
+                        for (int u = 0; u < GATE_TT; u++)
+                                x[u] = dsv_tensor_row(p->x, t + (u < nt ? u : 0));
+                        for (int64_t i = 0; i < D; i++) {
+                                const float *w = wt + i * GATE_EB;
+                                for (int u = 0; u < GATE_TT; u++) {
+                                        const float xi = x[u][i];
+                                        OMP(simd)
+                                        for (int j = 0; j < GATE_EB; j++)
+                                                acc[u][j] += xi * w[j];
+                                }
+                        }
+                        for (int u = 0; u < nt; u++)
+                                memcpy(acc_out + (t + u - t0) * E + e0, acc[u], (size_t)ne * sizeof(float));
+                }
+        }
+}
+
 static void gate_rows(void *v, int64_t t0, int64_t t1, int thread) {
         struct gate_ctx *gc = v;
         const struct dsv_op_moe_gate *p = gc->p;
         const int64_t D = p->x->ne[0], E = p->w->ne[1];
         const int G = p->n_group, per = (int)(E / G), K = p->k;
+        /* several tokens: BF16 logits of all of them first, 16 experts at a time (scratch
+         * slot 3, the linear's prep slot: never in use while a gate runs) */
+        float *logit = NULL;
+        if (p->w->type == DSV_BF16 && t1 - t0 >= 2) {
+                float *wt = dsv_cpu_scratch(3, ((size_t)D * GATE_EB + (size_t)(t1 - t0) * (size_t)E) * sizeof(float));
+                if (wt) {
+                        logit = wt + (size_t)D * GATE_EB;
+                        gate_logits_bf16(p, t0, t1, wt, logit);
+                }
+        }
         for (int64_t t = t0; t < t1; t++) {
                 const float *x = dsv_tensor_row(p->x, t);
                 float s[4096], b[4096], gs[4096];
@@ -58,7 +105,9 @@ static void gate_rows(void *v, int64_t t0, int64_t t1, int thread) {
                 for (int64_t e = 0; e < E; e++) {
                         const void *row = dsv_tensor_row(p->w, e);
                         float acc = 0;
-                        if (p->w->type == DSV_BF16) {
+                        if (logit) {
+                                acc = logit[(t - t0) * E + e];
+                        } else if (p->w->type == DSV_BF16) {
                                 for (int64_t i = 0; i < D; i++)
                                         acc += x[i] * dsv_bf16_to_f32(((const uint16_t *)row)[i]);
                         } else {
