@@ -73,8 +73,9 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
 
 /* Kp FP8 codes (Kp a multiple of 128; codes past K zero) as bf16 words in the FP8 lane order
  * above, xb[128 kb + 32 s + 2 j + e] = bf16(code[k(kb,s,j,e)]): the activations of the
- * avx512bf16 kernel, by the same table lookup as its weights. Only where that kernel runs. */
-void dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb);
+ * avx512bf16 kernel, by the same table lookup as its weights. 0, or -ENOTSUP where that
+ * kernel is not built (not x86-64). */
+int dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb);
 
 const char *dsv_cpu_isa_name(enum dsv_cpu_isa isa);
 /* -1 for an unknown name. */

@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
@@ -68,7 +67,7 @@ static void convert_row(const struct dsv_gemm *g, const uint8_t *row, uint16_t *
         }
 }
 
-void dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb) {
+int dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb) {
         const __m512i sign = _mm512_set1_epi8((char)0x80);
         pthread_once(&tab_once, tab_init);
         const __m512i tl0 = _mm512_load_si512(tab_lo), tl1 = _mm512_load_si512(tab_lo + 64);
@@ -81,6 +80,7 @@ void dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb) {
                 _mm512_storeu_si512(xb + k, _mm512_unpacklo_epi8(lo, hi));
                 _mm512_storeu_si512(xb + k + 32, _mm512_unpackhi_epi8(lo, hi));
         }
+        return 0;
 }
 
 /* The halving tree of gemm.h: lanes i + i+8, then + i+4, then + i+2, then + i+1. */
@@ -150,5 +150,5 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
 #endif
 #else
 int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_t t0, int64_t t1) { return -ENOTSUP; }
-void dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb) { abort(); }
+int dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb) { return -ENOTSUP; }
 #endif

@@ -174,10 +174,8 @@ static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
                         uint16_t *xb = c->xb + t * Kp;
                         dsv_quant_row(x, K, q, c->xs + t * nbk);
                         memset(q + K, 0, (size_t)(Kp - K));
-                        if (fp8 && dsv_cpu_isa_current() == DSV_CPU_ISA_AVX512BF16) {
-                                dsv_gemm_avx512bf16_codes(q, Kp, xb); /* the same words, by table */
-                                continue;
-                        }
+                        if (fp8 && dsv_cpu_isa_current() == DSV_CPU_ISA_AVX512BF16 && dsv_gemm_avx512bf16_codes(q, Kp, xb) == 0)
+                                continue; /* the same words, by table */
                         for (int64_t kb = 0; kb < nbk; kb++)
                                 for (int o = 0; o < DSV_QBLOCK; o++)
                                         xb[kb * DSV_QBLOCK + o] = e4m3_bf16[q[kb * DSV_QBLOCK + lane_bf16[fp8][o]]];
