@@ -10,13 +10,21 @@
  *      prefill as GFLOP/s of its linear layers against the machine's bf16 dot-product peak
  *      (vdpbf16ps on every thread; fp32 FMA where the CPU has no AVX-512 BF16), measured in
  *      the same run.
- * `--engine-only` skips 1; `--prompt N` sets the prompt length at batch 1 and 8 (default
+ *   3. The FP8 linear alone (faithful: act_quant'ed activations, bf16 output) at a dense
+ *      shape (128 tokens, hidden -> 2 hidden) and at an expert's (16 tokens, hidden ->
+ *      moe_inter), GFLOP/s against the same peak.
+ *   4. Peak RSS (VmHWM) after all of it against the checkpoint's tensor bytes plus the largest
+ *      KV pool the run allocated (the weights are held once, in their FP8 form).
+ * Prefill is also given per CPU-second (the process's CPU time, every thread) against one
+ * thread's share of the peak: on a shared machine that figure moves less than the wall-clock
+ * one. `--engine-only` skips 1; `--prompt N` sets the prompt length at batch 1 and 8 (default
  * 256; batch 32 prefills N/4 tokens per sequence). */
 #include "config.h"
 
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <time.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -24,6 +32,7 @@
 #include "daemon/inspect.h"
 #include "daemon/model/model.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/numerics.h"
 
 static void drop_cache(const struct dsv_checkpoint *ck) {
         for (size_t i = 0; i < ck->n_shards; i++) {
@@ -177,6 +186,73 @@ static double dot_peak(int threads, bool bf16) {
         return best;
 }
 
+static double cpu_seconds(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* VmHWM of this process in bytes, 0 where /proc cannot say. */
+static uint64_t peak_rss(void) {
+        FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        unsigned long long kb = 0;
+        if (!f)
+                return 0;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "VmHWM: %llu kB", &kb) == 1)
+                        break;
+        fclose(f);
+        return (uint64_t)kb * 1024;
+}
+
+/* Restarts VmHWM at the current RSS (clear_refs 5, Linux 4.0): false where it cannot. */
+static bool reset_peak_rss(void) {
+        int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+        bool ok = fd >= 0 && write(fd, "5", 1) == 1;
+        if (fd >= 0)
+                close(fd);
+        return ok;
+}
+
+/* One FP8 linear of T tokens, K -> N, through the backend (faithful numerics: act_quant'ed
+ * activations, bf16 output), random codes: GFLOP/s, best of 5. */
+static double linear_gflops(struct dsv_backend *be, int64_t T, int64_t K, int64_t N) {
+        const int64_t nbk = DIV_ROUND_UP(K, DSV_QBLOCK), nbn = DIV_ROUND_UP(N, DSV_QBLOCK);
+        uint8_t *w = malloc((size_t)(N * K));
+        float *ws = malloc((size_t)(nbn * nbk) * sizeof(float)), *x = malloc((size_t)(T * K) * sizeof(float)),
+              *o = malloc((size_t)(T * N) * sizeof(float));
+        double best = 1e30;
+        if (!w || !ws || !x || !o)
+                goto out;
+        for (int64_t i = 0; i < N * K; i++) {
+                uint8_t c = (uint8_t)((uint64_t)i * 2654435761u >> 13);
+                w[i] = (c & 0x7f) == 0x7f ? 0 : c; /* no NaN codes */
+        }
+        for (int64_t i = 0; i < nbn * nbk; i++)
+                ws[i] = 0x1p-10f;
+        for (int64_t i = 0; i < T * K; i++)
+                x[i] = (float)((i * 7919) % 2001 - 1000) / 1000.0f;
+        struct dsv_tensor S = dsv_tensor_2d(DSV_F32, ws, nbn, nbk), W = dsv_tensor_2d(DSV_F8_E4M3, w, N, K),
+                          X = dsv_tensor_2d(DSV_F32, x, T, K), O = dsv_tensor_2d(DSV_F32, o, T, N);
+        W.scale = &S;
+        struct dsv_op op = {.type = DSV_OP_LINEAR, .faithful = true};
+        op.linear = (struct dsv_op_linear){.out = &O, .x = &X, .w = &W, .quant_in = true, .round_out = true};
+        for (int r = 0; r < 6; r++) {
+                uint64_t t0 = dsv_now_ns();
+                if (be->ops->compute(be, &op) < 0)
+                        goto out;
+                if (r > 0) /* the first warms the scratch */
+                        best = fmin(best, (dsv_now_ns() - t0) / 1e9);
+        }
+out:
+        free(w);
+        free(ws);
+        free(x);
+        free(o);
+        return best < 1e30 ? 2.0 * (double)T * (double)K * (double)N / best : 0;
+}
+
 static double load_once(const char *dir, struct dsv_backend *be, uint64_t *bytes, struct dsv_load_stats *st) {
         struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
         struct dsv_error err = {{0}};
@@ -242,7 +318,19 @@ int main(int argc, char **argv) {
                        st.direct ? " O_DIRECT" : ", buffered", st.reads, st.cached_reads, bs / best_s / 1e9,
                        (bl / best_l) / (bs / best_s), bn / best_n / 1e9, (bl / best_l) / (bn / best_n));
         }
+        const uint64_t ckpt_bytes = ck->tensor_bytes;
         dsv_checkpoint_free(ck);
+
+        /* the machine's rates, before the model is loaded: the 512 MiB of the bandwidth test
+         * are gone before the peak RSS counts (it restarts here) */
+        double bw = read_bandwidth(be->n_threads);
+        printf("memory read bandwidth, %d threads: %.2f GB/s (the decode roofline below divides by it)\n", be->n_threads,
+               bw / 1e9);
+        const bool bf16 = dsv_cpu_isa_supported(DSV_CPU_ISA_AVX512BF16);
+        const double peak = dot_peak(be->n_threads, bf16);
+        printf("dot-product peak, %d threads: %.1f GFLOP/s (%s; the prefill figures below divide by it)\n", be->n_threads,
+               peak / 1e9, bf16 ? "vdpbf16ps, AVX-512 BF16" : "fp32 FMA, AVX2: no AVX-512 BF16 on this CPU");
+        const bool hwm_reset = reset_peak_rss();
 
         /* engine speed */
         struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_FAITHFUL};
@@ -255,17 +343,20 @@ int main(int argc, char **argv) {
         const int G = 16;
         struct dsv_param_counts pc;
         struct dsv_kv_costs kvc;
-        double bw = read_bandwidth(be->n_threads);
         if (dsv_inspect_params(c, &pc) < 0 || dsv_inspect_kv_costs(c, DSV_INSPECT_KV_FP8, &kvc) < 0) {
                 fprintf(stderr, "bench-core: cannot account the model's bytes\n");
                 return 1;
         }
-        printf("memory read bandwidth, %d threads: %.2f GB/s (the decode roofline below divides by it)\n", be->n_threads,
-               bw / 1e9);
-        const bool bf16 = dsv_cpu_isa_supported(DSV_CPU_ISA_AVX512BF16);
-        const double peak = dot_peak(be->n_threads, bf16);
-        printf("dot-product peak, %d threads: %.1f GFLOP/s (%s; the prefill figures below divide by it)\n", be->n_threads,
-               peak / 1e9, bf16 ? "vdpbf16ps, AVX-512 BF16" : "fp32 FMA, AVX2: no AVX-512 BF16 on this CPU");
+        {
+                const int64_t H = c->hidden_size, I = c->moe_intermediate_size;
+                double dense = linear_gflops(be, 128, H, 2 * H), expert = linear_gflops(be, 16, H, I);
+                printf("FP8 linear alone (faithful), best of 5: 128 tokens x %lld -> %lld: %.1f GFLOP/s, ratio %.2fx of the peak; "
+                       "16 tokens x %lld -> %lld (an expert's share): %.1f GFLOP/s, ratio %.2fx\n",
+                       (long long)H, (long long)(2 * H), dense / 1e9, peak > 0 ? dense / peak : 0, (long long)H, (long long)I,
+                       expert / 1e9, peak > 0 ? expert / peak : 0);
+        }
+        uint64_t kv_max = 0, act_max = 0;
+        const uint64_t held = be->bytes_allocated; /* the weights as the backend holds them */
         struct dsv_flop_costs fc;
         dsv_inspect_flop_costs(c, &pc, &fc);
         int batches[] = {1, 8, 32};
@@ -279,8 +370,11 @@ int main(int argc, char **argv) {
                         *sq = malloc((size_t)B * P * sizeof(int32_t));
                 bool *want = calloc((size_t)B * P, 1);
                 float *logits = malloc((size_t)B * c->vocab_size * sizeof(float));
+                const uint64_t before_kv = be->bytes_allocated;
                 if (dsv_kv_pool_new(be, c, DSV_KV_FP8, B * DIV_ROUND_UP(P + G + 1, DSV_KV_PAGE_TOKENS), &kv) < 0)
                         return 1;
+                const uint64_t kv_bytes = be->bytes_allocated - before_kv;
+                kv_max = MAX(kv_max, kv_bytes);
                 for (int s = 0; s < B; s++) {
                         sp[s] = &seqs[s];
                         if (dsv_kv_seq_reserve(kv, &seqs[s], P + G + 1) < 0)
@@ -294,11 +388,12 @@ int main(int argc, char **argv) {
                 }
                 struct dsv_batch b = {.n_tokens = B * P, .token = tok, .pos = pos, .seq = sq, .want_logits = want, .n_seqs = B, .seqs = sp};
                 uint64_t t0 = dsv_now_ns();
+                double c0 = cpu_seconds();
                 if (dsv_model_forward(m, kv, &b, logits, &err) < 0) {
                         fprintf(stderr, "bench-core: %s\n", err.msg);
                         return 1;
                 }
-                double tp = (dsv_now_ns() - t0) / 1e9;
+                double tp = (dsv_now_ns() - t0) / 1e9, cp = cpu_seconds() - c0;
                 t0 = dsv_now_ns();
                 for (int g = 0; g < G; g++) {
                         for (int s = 0; s < B; s++) {
@@ -317,6 +412,8 @@ int main(int argc, char **argv) {
                         }
                 }
                 double td = (dsv_now_ns() - t0) / 1e9;
+                /* what the backend holds beyond the weights and this KV pool: the activation workspace */
+                act_max = MAX(act_max, be->bytes_allocated - held - kv_bytes);
                 struct dsv_decode_step ds;
                 dsv_inspect_decode_step(c, &pc, &kvc, (uint64_t)(P + G / 2), B, bw, &ds);
                 struct dsv_flops pf;
@@ -326,9 +423,16 @@ int main(int argc, char **argv) {
                 printf("    prefill: %.1f GFLOP/s in the linear layers (%.2f GFLOP/s with attention and indexer) vs the "
                        "%.1f GFLOP/s peak: ratio %.2fx\n",
                        B * pf.linear / tp / 1e9, B * pf.total_dsa / tp / 1e9, peak / 1e9, peak > 0 ? B * pf.linear / tp / peak : 0);
+                printf("    prefill per CPU-second: %.2f s of CPU, %.1f GFLOP per CPU-s in the linear layers vs one thread's "
+                       "%.1f: ratio %.2fx\n",
+                       cp, B * pf.linear / cp / 1e9, peak / be->n_threads / 1e9, peak > 0 ? B * pf.linear / cp / (peak / be->n_threads) : 0);
                 printf("    decode vs the bandwidth roofline (%.1f MB read per step: %.1f routed experts per MoE layer): "
                        "%.1f tok/s bound, ratio %.2fx\n",
                        ds.bytes / 1e6, ds.experts_per_layer, ds.tokens_per_s, (B * G / td) / ds.tokens_per_s);
+                const uint64_t rss = peak_rss();
+                printf("    peak RSS so far %.1f MB: ratio %.2fx of the checkpoint's tensors + this KV pool (%.1f MB), "
+                       "activation workspace %.1f MB\n",
+                       rss / 1e6, (double)rss / (double)(ckpt_bytes + kv_bytes), kv_bytes / 1e6, act_max / 1e6);
                 for (int s = 0; s < B; s++)
                         dsv_kv_seq_release(kv, &seqs[s]);
                 dsv_kv_pool_free(kv);
@@ -338,6 +442,14 @@ int main(int argc, char **argv) {
                 free(want);
                 free(logits);
         }
+        const uint64_t hwm = peak_rss(), weights = ckpt_bytes;
+        printf("peak RSS (VmHWM%s): %.1f MB vs the checkpoint's %.1f MB of tensors + the largest KV pool %.1f MB: ratio %.2fx "
+               "(target <= 1.10)\n",
+               hwm_reset ? " from the model load on" : ", the whole process: clear_refs refused", hwm / 1e6, weights / 1e6, kv_max / 1e6,
+               weights + kv_max > 0 ? (double)hwm / (double)(weights + kv_max) : 0);
+        printf("    of it: the weights as held %.1f MB (the FP8 form, once), the activation workspace of the largest pass %.1f MB, "
+               "%.1f MB else (code, per-thread scratch, the loader's and the bench's buffers)\n",
+               held / 1e6, act_max / 1e6, ((double)hwm - (double)held - (double)act_max - (double)kv_max) / 1e6);
         dsv_model_free(m);
         dsv_backend_free(be);
         return 0;
