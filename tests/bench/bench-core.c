@@ -18,7 +18,9 @@
  * Prefill is also given per CPU-second (the process's CPU time, every thread) against one
  * thread's share of the peak: on a shared machine that figure moves less than the wall-clock
  * one. `--engine-only` skips 1; `--prompt N` sets the prompt length at batch 1 and 8 (default
- * 256; batch 32 prefills N/4 tokens per sequence). */
+ * 256; batch 32 prefills N/4 tokens per sequence); `--threads N` the backend's threads (default: every
+ * CPU; 1 gives CPU-second figures with no thread waiting on another, the steadiest on a
+ * shared machine). */
 #include "config.h"
 
 #include <fcntl.h>
@@ -273,12 +275,14 @@ int main(int argc, char **argv) {
         struct dsv_error err = {{0}};
         const int reps = 3;
         bool engine_only = false;
-        long prompt = 256;
+        long prompt = 256, threads = 0;
         const char *dir = NULL;
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "--engine-only") == 0)
                         engine_only = true;
                 else if (strcmp(argv[i], "--prompt") == 0 && i + 1 < argc && dsv_parse_int(argv[i + 1], 4, 65536, &prompt) == 0)
+                        i++;
+                else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc && dsv_parse_int(argv[i + 1], 1, 1024, &threads) == 0)
                         i++;
                 else if (!dir && argv[i][0] != '-')
                         dir = argv[i];
@@ -286,10 +290,10 @@ int main(int argc, char **argv) {
                         dir = NULL, i = argc;
         }
         if (!dir) {
-                fprintf(stderr, "usage: bench-core MODEL_DIR [--engine-only] [--prompt N]\n");
+                fprintf(stderr, "usage: bench-core MODEL_DIR [--engine-only] [--prompt N] [--threads N]\n");
                 return 2;
         }
-        if (dsv_backend_cpu_new(0, &be) < 0 || dsv_checkpoint_open(dir, &ck, &err) < 0) {
+        if (dsv_backend_cpu_new((int)threads, &be) < 0 || dsv_checkpoint_open(dir, &ck, &err) < 0) {
                 fprintf(stderr, "bench-core: %s\n", err.msg);
                 return 1;
         }
