@@ -407,9 +407,10 @@ static int print_logprobs(struct printer *p, const struct dsv32_event *ev) {
         return !ok || cli_signal ? 1 : 0;
 }
 
-/* dsv32_generate's loop over the event API, whose TOKENS events carry logprobs. */
+/* dsv32_generate's loop over the event API, whose TOKENS events carry logprobs; a signal
+ * cancels the request (as print_tokens' return does for dsv32_generate). */
 static int generate_logprobs(dsv32_client *c, const struct dsv32_request *q, struct printer *p, struct dsv32_result *res) {
-        bool cancelled = false;
+        bool stop = false, cancelled = false;
         uint64_t id;
         int r = dsv32_submit(c, q, &id);
 
@@ -418,14 +419,12 @@ static int generate_logprobs(dsv32_client *c, const struct dsv32_request *q, str
                 int n = dsv32_poll_events(c, ev, 16);
                 if (n < 0)
                         return n;
-                if (n == 0 && (r = dsv32_wait(c, -1)) < 0)
-                        return r;
+                /* the events' arrays live until the next call on c: every one is handled first */
                 for (int i = 0; i < n; i++) {
                         if (ev[i].id != id)
                                 continue;
-                        if (ev[i].type == DSV32_EVENT_TOKENS && !cancelled && print_logprobs(p, &ev[i])) {
-                                cancelled = true;
-                                dsv32_cancel(c, id);
+                        if (ev[i].type == DSV32_EVENT_TOKENS && !stop) {
+                                stop = print_logprobs(p, &ev[i]) != 0;
                         } else if (ev[i].type == DSV32_EVENT_DONE) {
                                 *res = (struct dsv32_result){.finish = ev[i].finish, .usage = ev[i].usage,
                                                              .preempted = ev[i].preempted, .spec_drafted = ev[i].spec_drafted,
@@ -437,6 +436,12 @@ static int generate_logprobs(dsv32_client *c, const struct dsv32_request *q, str
                                 return ev[i].error;
                         }
                 }
+                if ((stop || cli_signal) && !cancelled) { /* a failed write or Ctrl-C: cancel, wait for DONE */
+                        stop = cancelled = true;
+                        dsv32_cancel(c, id);
+                }
+                if (n == 0 && (r = dsv32_wait(c, 200)) == -EINTR)
+                        r = 0;
         }
         return r;
 }
