@@ -6,13 +6,16 @@
  * raw, by the daemon, naming the field; a request batched with others gets the values it
  * gets alone; a stop string's tokens keep theirs; with the MTP layer drafting (a second
  * model, mtp on against mtp off) the values are those of plain decoding; WELCOME says the
- * daemon understands logprobs. */
+ * daemon understands logprobs; dsv32 generate --logprobs prints the same values, and Ctrl-C
+ * during it cancels with exit 130. */
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "client/dsv32.h"
@@ -484,7 +487,35 @@ static void test_cli(void) {
                 CHECK(pclose(f) == 0 && strstr(all, "\"logprobs\":[") && strstr(all, "\"top_logprobs\":[[[") && strstr(all, want),
                       "dsv32 generate --logprobs 3 --json: %s", all);
         }
-        fprintf(stderr, "dsv32 generate --logprobs 3: the library's values, line by line\n");
+        /* Ctrl-C while it streams: the request is cancelled, exit 130 (as without --logprobs) */
+        {
+                char out[400];
+                pid_t pid;
+                int st, lines = 0;
+                snprintf(out, sizeof(out), "%s/sigint.out", h_tmpdir());
+                pid = fork();
+                REQUIRE(pid >= 0, "fork");
+                if (pid == 0) {
+                        REQUIRE(freopen(out, "w", stdout), "%s", out);
+                        execl(h_prog("dsv32"), "dsv32", "generate", "--socket", d.socket, "--tokens", "0,5", "--max-tokens",
+                              "2000", "--ignore-eos", "--logprobs", "2", (char *)NULL);
+                        _exit(127);
+                }
+                for (int t = 0; t < 600 && lines < 3; t++) {
+                        usleep(50000);
+                        lines = 0;
+                        if ((f = fopen(out, "r"))) {
+                                while (fgets(line, sizeof(line), f))
+                                        lines++;
+                                fclose(f);
+                        }
+                }
+                CHECK(lines >= 3, "dsv32 generate --logprobs: %d lines after 30 s", lines);
+                kill(pid, SIGINT);
+                REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
+                CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 130, "Ctrl-C during dsv32 generate --logprobs: status 0x%x", st);
+        }
+        fprintf(stderr, "dsv32 generate --logprobs 3: the library's values, line by line; Ctrl-C exits 130\n");
 }
 
 int main(void) {
