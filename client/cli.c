@@ -47,6 +47,10 @@ static const struct {
          "      --presence-penalty P    subtract P once from each token generated ([-2, 2])\n"
          "      --logit-bias ID:BIAS    add BIAS ([-100, 100]) to token ID's logit (repeatable)\n"
          "      --no-bos            text prompt: do not prepend the BOS token\n"
+         "      --logprobs N        each token's logprob (the model's raw distribution) and its N\n"
+         "                          most likely alternatives (0..20): one line per token,\n"
+         "                          ID LOGPROB then ID:LOGPROB for each alternative, instead of\n"
+         "                          the text; with --json, \"logprobs\" and \"top_logprobs\" keys\n"
          "      --session NAME      run on a KV-cache session: the daemon keeps this prompt's and\n"
          "                          the output's KV cache, and a later request on NAME prefills\n"
          "                          only what follows the previous prompt (same output as without it)\n"
@@ -367,6 +371,81 @@ static int print_tokens(void *ud, const int32_t *t, size_t n, const char *text, 
         return !ok || cli_signal ? 1 : 0;
 }
 
+/* A TOKENS event of a request with logprobs: one line per token (ID LOGPROB ID:LOGPROB...),
+ * or the JSON object with "logprobs" and "top_logprobs" ([[id, logprob], ...] per token). */
+static int print_logprobs(struct printer *p, const struct dsv32_event *ev) {
+        bool ok = true;
+        p->n += (uint32_t)ev->n_tokens;
+        if (cli.json) {
+                json_t *o = cli_json_tokens(ev->tokens, ev->n_tokens, ev->text, ev->text_len);
+                json_t *lp = json_array(), *top = json_array();
+                for (size_t i = 0; ev->logprobs && i < ev->n_tokens; i++) {
+                        json_t *alts = json_array();
+                        json_array_append_new(lp, json_real(ev->logprobs[i]));
+                        for (size_t j = 0; j < ev->n_top; j++)
+                                json_array_append_new(alts, json_pack("[i, f]", ev->top_tokens[i * ev->n_top + j],
+                                                                      (double)ev->top_logprobs[i * ev->n_top + j]));
+                        json_array_append_new(top, alts);
+                }
+                if (o) {
+                        json_object_set_new(o, "logprobs", lp);
+                        json_object_set_new(o, "top_logprobs", top);
+                } else {
+                        json_decref(lp);
+                        json_decref(top);
+                }
+                ok = cli_json_emit(o);
+        } else {
+                for (size_t i = 0; i < ev->n_tokens && ok; i++) {
+                        ok = cli_printf("%d %.6f", ev->tokens[i], ev->logprobs ? (double)ev->logprobs[i] : 0.0);
+                        for (size_t j = 0; j < ev->n_top && ok; j++)
+                                ok = cli_printf(" %d:%.6f", ev->top_tokens[i * ev->n_top + j],
+                                                (double)ev->top_logprobs[i * ev->n_top + j]);
+                        ok = ok && cli_write("\n", 1);
+                }
+        }
+        return !ok || cli_signal ? 1 : 0;
+}
+
+/* dsv32_generate's loop over the event API, whose TOKENS events carry logprobs; a signal
+ * cancels the request (as print_tokens' return does for dsv32_generate). */
+static int generate_logprobs(dsv32_client *c, const struct dsv32_request *q, struct printer *p, struct dsv32_result *res) {
+        bool stop = false, cancelled = false;
+        uint64_t id;
+        int r = dsv32_submit(c, q, &id);
+
+        while (r >= 0) {
+                struct dsv32_event ev[16];
+                int n = dsv32_poll_events(c, ev, 16);
+                if (n < 0)
+                        return n;
+                /* the events' arrays live until the next call on c: every one is handled first */
+                for (int i = 0; i < n; i++) {
+                        if (ev[i].id != id)
+                                continue;
+                        if (ev[i].type == DSV32_EVENT_TOKENS && !stop) {
+                                stop = print_logprobs(p, &ev[i]) != 0;
+                        } else if (ev[i].type == DSV32_EVENT_DONE) {
+                                *res = (struct dsv32_result){.finish = ev[i].finish, .usage = ev[i].usage,
+                                                             .preempted = ev[i].preempted, .spec_drafted = ev[i].spec_drafted,
+                                                             .spec_accepted = ev[i].spec_accepted,
+                                                             .stop_index = ev[i].stop_index};
+                                return 0;
+                        } else if (ev[i].type == DSV32_EVENT_ERROR) {
+                                fprintf(stderr, "dsv32 generate: %s\n", ev[i].message);
+                                return ev[i].error;
+                        }
+                }
+                if ((stop || cli_signal) && !cancelled) { /* a failed write or Ctrl-C: cancel, wait for DONE */
+                        stop = cancelled = true;
+                        dsv32_cancel(c, id);
+                }
+                if (n == 0 && (r = dsv32_wait(c, 200)) == -EINTR)
+                        r = 0;
+        }
+        return r;
+}
+
 static int cmd_generate(int argc, char **argv) {
         static const struct option opts[] = {
                 {"tokens", required_argument, NULL, 't'}, {"max-tokens", required_argument, NULL, 'n'},
@@ -379,7 +458,7 @@ static int cmd_generate(int argc, char **argv) {
                 {"priority", required_argument, NULL, 'P'}, {"stop-string", required_argument, NULL, 0x100},
                 {"repetition-penalty", required_argument, NULL, 0x101}, {"frequency-penalty", required_argument, NULL, 0x102},
                 {"presence-penalty", required_argument, NULL, 0x103}, {"logit-bias", required_argument, NULL, 0x104},
-                CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
+                {"logprobs", required_argument, NULL, 0x105}, CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
         };
         struct dsv32_request q = {.struct_size = sizeof(q)};
         const char *stop_str[8];
@@ -488,6 +567,15 @@ static int cmd_generate(int argc, char **argv) {
                         bias[n_bias++].token = (int32_t)v;
                         break;
                 }
+                case 0x105:
+                        if (parse_long(optarg, 0, DSV32_MAX_TOP_LOGPROBS, &v) < 0) {
+                                fprintf(stderr, "dsv32 generate: --logprobs needs a number of alternatives in 0..%d\n",
+                                        DSV32_MAX_TOP_LOGPROBS);
+                                ret = CLI_EXIT_USAGE;
+                        }
+                        q.flags |= DSV32_REQ_LOGPROBS;
+                        q.top_logprobs = (uint32_t)v;
+                        break;
                 case 'X':
                         q.session = optarg;
                         break;
@@ -562,7 +650,7 @@ static int cmd_generate(int argc, char **argv) {
                 if (dsv32_get_info(c, &info) == 0 && !(info.features & DSV32_FEATURE_TEXT))
                         pr.ids = true;
         }
-        r = dsv32_generate(c, &q, print_tokens, &pr, &res);
+        r = q.flags & DSV32_REQ_LOGPROBS ? generate_logprobs(c, &q, &pr, &res) : dsv32_generate(c, &q, print_tokens, &pr, &res);
         if (pr.text && !cli.json)
                 cli_write("\n", 1);
         if (cli_output_failed()) {

@@ -86,6 +86,7 @@ enum dsv32_state {
 #define DSV32_FEATURE_CHAT 0x2u /* chat messages */
 #define DSV32_FEATURE_SESSIONS 0x4u /* KV-cache sessions (older daemons ignore a session name) */
 #define DSV32_FEATURE_MTP 0x8u /* speculative decoding with the checkpoint's MTP layer is on */
+#define DSV32_FEATURE_LOGPROBS 0x10u /* logprobs, stop strings, penalties and logit bias understood */
 
 struct dsv32_info {
         char daemon_version[32];
@@ -133,6 +134,8 @@ struct dsv32_chat_message {
 #define DSV32_REQ_THINKING 0x8u   /* chat: thinking mode */
 #define DSV32_REQ_IGNORE_EOS 0x10u /* keep going past EOS (benchmarks) */
 #define DSV32_REQ_REUSE_OUTPUT 0x20u /* session: reuse the cache of generated tokens too (see sessions) */
+#define DSV32_REQ_LOGPROBS 0x40u  /* each token's logprob, and top_logprobs alternatives (protocol 1.2,
+                                   * DSV32_FEATURE_LOGPROBS: an older daemon ignores it) */
 
 /* Exactly one prompt: text, tokens, or messages. A zeroed struct (with struct_size set)
  * means greedy decoding of up to 256 tokens. Sampling: temperature 0 is greedy; top_p 0
@@ -178,7 +181,13 @@ struct dsv32_request {
         float repetition_penalty, frequency_penalty, presence_penalty;
         const struct dsv32_logit_bias *logit_bias;
         size_t n_logit_bias;
+        /* with DSV32_REQ_LOGPROBS: this many most likely alternatives per token too, 0..20
+         * (DSV32_MAX_TOP_LOGPROBS; more is -EINVAL). Logprobs are the natural log of the
+         * model's own probabilities: log-softmax of the raw logits, before penalties, logit
+         * bias, temperature and the filters, whatever the token was sampled from. */
+        uint32_t top_logprobs;
 };
+#define DSV32_MAX_TOP_LOGPROBS 20
 
 enum dsv32_finish {
         DSV32_FINISH_STOP = 0,      /* EOS or a stop token */
@@ -251,6 +260,14 @@ struct dsv32_event {
         /* DONE, protocol 1.2 (0 from older daemons): as in struct dsv32_result */
         uint32_t preempted, spec_drafted, spec_accepted;
         uint32_t stop_index; /* DONE with DSV32_FINISH_STOP_STRING: which stop string */
+        /* TOKENS of a request with DSV32_REQ_LOGPROBS (NULL and 0 otherwise): logprobs[i] is
+         * tokens[i]'s; its n_top alternatives are top_tokens / top_logprobs[i * n_top, (i +
+         * 1) * n_top), most likely first (the lower id first on ties). The token that completed
+         * a stop string is delivered with its logprob like any other (its text is not). */
+        const float *logprobs;
+        const int32_t *top_tokens;
+        const float *top_logprobs;
+        size_t n_top;
 };
 
 /* Copies up to max ready events without blocking; returns how many (0: none yet). */

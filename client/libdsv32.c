@@ -49,6 +49,8 @@
 static_assert(DSV32_SESSION_PINNED == DSV_SESSION_PINNED && DSV32_SESSION_BUSY == DSV_SESSION_BUSY &&
                       DSV32_SESSION_CREATED == DSV_SESSION_CREATED && DSV32_SESSION_IS_PRIVATE == DSV_SESSION_PRIVATE_ROW,
               "session flags are passed through from the wire");
+static_assert(DSV32_FEATURE_LOGPROBS == DSV_FEATURE_LOGPROBS && DSV32_MAX_TOP_LOGPROBS == DSV_MAX_TOP_LOGPROBS,
+              "features and the top-logprobs cap are the wire's");
 
 struct queued {
         struct queued *next;
@@ -782,6 +784,14 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
         g->seed = q->seed;
         g->flags = q->flags & (DSV_GEN_SEED | DSV_GEN_NO_STREAM | DSV_GEN_NO_BOS | DSV_GEN_THINKING | DSV_GEN_IGNORE_EOS |
                                DSV_GEN_SESSION_REUSE_OUTPUT);
+        if (q->flags & DSV32_REQ_LOGPROBS) {
+                g->has_logprobs = true;
+                if (q->struct_size >= offsetof(struct dsv32_request, top_logprobs) + sizeof(q->top_logprobs))
+                        g->logprobs = q->top_logprobs;
+                if (g->logprobs > DSV_MAX_TOP_LOGPROBS)
+                        return set_err(c, -EINVAL, "top_logprobs %u: at most %d alternatives per token", g->logprobs,
+                                       DSV_MAX_TOP_LOGPROBS);
+        }
         g->stop_tokens = q->stop_tokens;
         g->n_stop_tokens = (uint32_t)q->n_stop_tokens;
         if (q->session) {
@@ -986,6 +996,12 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
                 ev->n_tokens = h->msg.u.tokens.n_tokens;
                 ev->text = h->msg.u.tokens.text;
                 ev->text_len = h->msg.u.tokens.text_len;
+                if (h->msg.u.tokens.n_logprobs) { /* lengths checked by the decoder */
+                        ev->logprobs = h->msg.u.tokens.logprobs;
+                        ev->n_top = h->msg.u.tokens.n_top / h->msg.u.tokens.n_tokens;
+                        ev->top_tokens = h->msg.u.tokens.top_ids;
+                        ev->top_logprobs = h->msg.u.tokens.top_logprobs;
+                }
                 return 1;
         case DSV_MSG_DONE:
                 ev->type = DSV32_EVENT_DONE;

@@ -4,7 +4,16 @@
  * and turns the daemon's events into either one chat.completion / text_completion object
  * or server-sent events (`data: {chunk}` ... `data: [DONE]`). While it waits for the daemon
  * it also watches the HTTP client's socket: a hang-up cancels at once, not at the next
- * write. */
+ * write.
+ *
+ * Logprobs, in OpenAI's shapes: chat choices[].logprobs.content[] = {token, logprob, bytes,
+ * top_logprobs[] = {token, logprob, bytes}}; completions choices[].logprobs = {tokens,
+ * token_logprobs, top_logprobs (per token an object text -> logprob), text_offset (in
+ * characters of the completion text)}. A streamed chunk carries those of its tokens, so the
+ * chunks' lists joined equal the non-streamed one. A token's text is its own detokenization
+ * (asked of the daemon once per id and kept for the generation; "token_id:ID" without a
+ * tokenizer); `bytes` are that text's bytes. The token that completed a stop string is
+ * listed (the daemon delivers its id and logprob; its text is cut from the content). */
 #include "config.h"
 
 #include <errno.h>
@@ -18,6 +27,12 @@
 #include "client/openai.h"
 
 #define POLL_SLICE_MS 250 /* how often a wait looks at cfg->stopping */
+
+struct tok_text { /* a token's own text (the cache of oai_gen.toks) */
+        int32_t id; /* -1: empty slot */
+        char *s;
+        size_t n;
+};
 
 struct oai_gen {
         const struct oai_config *cfg;
@@ -38,6 +53,13 @@ struct oai_gen {
         size_t out_pos;
         char *body;             /* non-streaming: the JSON answer */
         uint64_t t_start, t_first, t_last;
+        bool has_text;          /* the daemon has a tokenizer */
+        json_t *lp;             /* non-streaming logprobs: chat's content array, completion's object */
+        size_t text_offset;     /* completions: characters of the tokens listed so far */
+        dsv32_client *detok;    /* a second connection for the tokens' texts: a call on `client`
+                                 * would end the life of the events being handed out */
+        struct tok_text *toks;  /* open addressing, cap_toks a power of two, at most half full */
+        size_t n_toks, cap_toks;
 };
 
 static uint64_t now_ns(void) {
@@ -85,12 +107,12 @@ static int sse_append(struct oai_gen *g, json_t *j) {
         return ret;
 }
 
-/* A chunk with one choice: chat {"delta": delta}, completion {"text": text}. */
-static int sse_choice(struct oai_gen *g, json_t *delta_or_text, const char *finish) {
+/* A chunk with one choice: chat {"delta": delta}, completion {"text": text}; logprobs NULL: null. */
+static int sse_choice(struct oai_gen *g, json_t *delta_or_text, const char *finish, json_t *logprobs) {
         bool chat = g->r.kind == OAI_CHAT;
         json_t *j = head(g, chat ? "chat.completion.chunk" : "text_completion");
-        json_t *choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, chat ? "delta" : "text", delta_or_text, "logprobs",
-                                   "finish_reason", finish ? json_string(finish) : json_null());
+        json_t *choice = json_pack("{s:i,s:o,s:o,s:o}", "index", 0, chat ? "delta" : "text", delta_or_text, "logprobs",
+                                   logprobs ? logprobs : json_null(), "finish_reason", finish ? json_string(finish) : json_null());
         if (!j || !choice) {
                 json_decref(j);
                 json_decref(choice);
@@ -100,19 +122,157 @@ static int sse_choice(struct oai_gen *g, json_t *delta_or_text, const char *fini
         return sse_append(g, j);
 }
 
-static int on_text(struct oai_gen *g, const char *text, size_t len) {
-        if (!g->r.stream)
-                return oai_buf_append(&g->text, text, len);
-        if (g->r.kind == OAI_CHAT && !g->sent_role) {
-                g->sent_role = true;
-                int ret = sse_choice(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL);
-                if (ret < 0)
-                        return ret;
+/* Token id's own text (cached; the daemon detokenizes it once, over g->detok), or NULL when
+ * out of memory. */
+static const struct tok_text *tok_text(struct oai_gen *g, int32_t id) {
+        size_t mask, i;
+        if (2 * (g->n_toks + 1) > g->cap_toks) {
+                size_t cap = g->cap_toks ? 2 * g->cap_toks : 256;
+                struct tok_text *t = malloc(cap * sizeof(*t));
+                if (!t)
+                        return NULL;
+                for (i = 0; i < cap; i++)
+                        t[i].id = -1;
+                for (size_t k = 0; k < g->cap_toks; k++) {
+                        if (g->toks[k].id < 0)
+                                continue;
+                        for (i = (size_t)g->toks[k].id * 2654435761u & (cap - 1); t[i].id >= 0; i = (i + 1) & (cap - 1))
+                                ;
+                        t[i] = g->toks[k];
+                }
+                free(g->toks);
+                g->toks = t;
+                g->cap_toks = cap;
         }
-        if (!len)
-                return 0;
+        mask = g->cap_toks - 1;
+        for (i = (size_t)id * 2654435761u & mask; g->toks[i].id >= 0; i = (i + 1) & mask)
+                if (g->toks[i].id == id)
+                        return &g->toks[i];
+        char *s = NULL;
+        size_t n = 0;
+        if (g->has_text && !g->detok) {
+                struct dsv32_connect_opts o = {.struct_size = sizeof(o), .socket_path = g->cfg->socket_path,
+                                               .client_name = "dsv32-openai", .timeout_ms = (int)g->cfg->connect_timeout_ms};
+                if (dsv32_connect(&o, &g->detok) < 0)
+                        g->has_text = false; /* ids then */
+        }
+        if (!g->has_text || dsv32_detokenize(g->detok, &id, 1, &s, &n) < 0) {
+                char buf[32];
+                n = (size_t)snprintf(buf, sizeof(buf), "token_id:%d", id);
+                s = strdup(buf);
+        }
+        if (!s)
+                return NULL;
+        g->toks[i] = (struct tok_text){.id = id, .s = s, .n = n};
+        g->n_toks++;
+        return &g->toks[i];
+}
+
+/* Characters (code points) of UTF-8 text; an invalid byte counts as one. */
+static size_t utf8_chars(const char *s, size_t n) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+                k += ((unsigned char)s[i] & 0xc0) != 0x80;
+        return k;
+}
+
+/* {token, logprob, bytes} of a chat logprobs entry. */
+static json_t *chat_entry(const struct tok_text *t, float lp) {
+        json_t *bytes = json_array();
+        for (size_t i = 0; bytes && i < t->n; i++)
+                json_array_append_new(bytes, json_integer((unsigned char)t->s[i]));
+        return json_pack("{s:o,s:f,s:o}", "token", oai_json_text(t->s, t->n), "logprob", (double)lp, "bytes", bytes);
+}
+
+/* The logprobs of an event's tokens in the request's shape: chat, an array of entries;
+ * completions, {tokens, token_logprobs, top_logprobs, text_offset}. NULL without (or when out
+ * of memory: the answer then lacks them). */
+static json_t *event_logprobs(struct oai_gen *g, const struct dsv32_event *ev) {
+        bool chat = g->r.kind == OAI_CHAT;
+        json_t *out;
+        if (!ev->logprobs || !ev->n_tokens)
+                return NULL;
+        out = chat ? json_array()
+                   : json_pack("{s:[],s:[],s:[],s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
+        for (size_t i = 0; out && i < ev->n_tokens; i++) {
+                const struct tok_text *t = tok_text(g, ev->tokens[i]);
+                json_t *top = chat ? json_array() : json_object();
+                if (!t || !top) {
+                        json_decref(top);
+                        json_decref(out);
+                        return NULL;
+                }
+                for (size_t k = 0; k < ev->n_top; k++) {
+                        const struct tok_text *a = tok_text(g, ev->top_tokens[i * ev->n_top + k]);
+                        float lp = ev->top_logprobs[i * ev->n_top + k];
+                        if (!a)
+                                continue;
+                        if (chat)
+                                json_array_append_new(top, chat_entry(a, lp));
+                        else { /* keyed by the text (made valid UTF-8); two ids of one text: the likelier */
+                                json_t *key = oai_json_text(a->s, a->n);
+                                const char *ks = json_string_value(key);
+                                if (ks && !json_object_getn(top, ks, json_string_length(key)))
+                                        json_object_setn_new(top, ks, json_string_length(key), json_real(lp));
+                                json_decref(key);
+                        }
+                }
+                if (chat) {
+                        json_t *e = chat_entry(t, ev->logprobs[i]);
+                        if (e)
+                                json_object_set_new(e, "top_logprobs", top);
+                        else
+                                json_decref(top);
+                        json_array_append_new(out, e);
+                } else {
+                        json_array_append_new(json_object_get(out, "tokens"), oai_json_text(t->s, t->n));
+                        json_array_append_new(json_object_get(out, "token_logprobs"), json_real(ev->logprobs[i]));
+                        json_array_append_new(json_object_get(out, "top_logprobs"), top);
+                        json_array_append_new(json_object_get(out, "text_offset"), json_integer((json_int_t)g->text_offset));
+                        g->text_offset += utf8_chars(t->s, t->n);
+                }
+        }
+        return out;
+}
+
+/* Non-streaming: adds an event's logprobs (lp, from event_logprobs) to the whole answer's. */
+static void keep_logprobs(struct oai_gen *g, json_t *lp) {
+        if (!lp)
+                return;
+        if (!g->lp) {
+                g->lp = lp;
+                return;
+        }
+        if (g->r.kind == OAI_CHAT) {
+                json_array_extend(g->lp, lp);
+        } else {
+                static const char *const keys[] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+                for (size_t i = 0; i < 4; i++)
+                        json_array_extend(json_object_get(g->lp, keys[i]), json_object_get(lp, keys[i]));
+        }
+        json_decref(lp);
+}
+
+/* Text and (lp, taken over) logprobs of an event. */
+static int on_text(struct oai_gen *g, const char *text, size_t len, json_t *lp) {
+        bool chat = g->r.kind == OAI_CHAT;
+        if (!g->r.stream) {
+                keep_logprobs(g, lp);
+                return oai_buf_append(&g->text, text, len);
+        }
+        if (chat && !g->sent_role) {
+                g->sent_role = true;
+                int ret = sse_choice(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, NULL);
+                if (ret < 0) {
+                        json_decref(lp);
+                        return ret;
+                }
+        }
+        if (!len && !lp)
+                return 0; /* a token whose text is held back still brings its logprob */
         json_t *t = oai_json_text(text, len);
-        return sse_choice(g, g->r.kind == OAI_CHAT ? json_pack("{s:o}", "content", t) : t, NULL);
+        return sse_choice(g, chat ? json_pack("{s:o}", "content", t) : t, NULL,
+                          lp && chat ? json_pack("{s:o}", "content", lp) : lp);
 }
 
 /* The end of a stream: the finish reason, the usage when asked for, [DONE]; or an error event. */
@@ -124,10 +284,10 @@ static int stream_end(struct oai_gen *g) {
                 ret = sse_append(g, oai_error_json(&g->error));
         } else {
                 if (g->r.kind == OAI_CHAT && !g->sent_role)
-                        ret = on_text(g, "", 0);
+                        ret = on_text(g, "", 0, NULL);
                 if (ret >= 0)
                         ret = sse_choice(g, g->r.kind == OAI_CHAT ? json_object() : json_string(""),
-                                         finish_reason(g->finish));
+                                         finish_reason(g->finish), NULL);
                 if (ret >= 0 && g->r.include_usage) {
                         json_t *j = head(g, g->r.kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");
                         if (j) {
@@ -175,7 +335,8 @@ static int drain(struct oai_gen *g) {
                         if (!g->t_first)
                                 g->t_first = t;
                         g->t_last = t;
-                        ret = on_text(g, ev[i].text ? ev[i].text : "", ev[i].text ? ev[i].text_len : 0);
+                        ret = on_text(g, ev[i].text ? ev[i].text : "", ev[i].text ? ev[i].text_len : 0,
+                                      event_logprobs(g, &ev[i]));
                         break;
                 case DSV32_EVENT_DONE:
                         g->finish = ev[i].finish;
@@ -234,10 +395,20 @@ static int pump(struct oai_gen *g, bool until_done) {
 static int build_body(struct oai_gen *g) {
         bool chat = g->r.kind == OAI_CHAT;
         json_t *text = oai_json_text(g->text.p ? g->text.p : "", g->text.len);
-        json_t *choice = chat ? json_pack("{s:i,s:{s:s,s:o},s:n,s:s}", "index", 0, "message", "role", "assistant",
-                                          "content", text, "logprobs", "finish_reason", finish_reason(g->finish))
-                              : json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "text", text, "logprobs", "finish_reason",
-                                          finish_reason(g->finish));
+        json_t *lp = NULL;
+        if (g->r.req.flags & DSV32_REQ_LOGPROBS) { /* asked: the lists, empty when no token came */
+                lp = g->lp ? g->lp
+                   : chat  ? json_array()
+                           : json_pack("{s:[],s:[],s:[],s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
+                g->lp = NULL;
+                if (lp && chat)
+                        lp = json_pack("{s:o}", "content", lp);
+        }
+        json_t *choice = chat ? json_pack("{s:i,s:{s:s,s:o},s:o,s:s}", "index", 0, "message", "role", "assistant",
+                                          "content", text, "logprobs", lp ? lp : json_null(), "finish_reason",
+                                          finish_reason(g->finish))
+                              : json_pack("{s:i,s:o,s:o,s:s}", "index", 0, "text", text, "logprobs", lp ? lp : json_null(),
+                                          "finish_reason", finish_reason(g->finish));
         json_t *j = head(g, chat ? "chat.completion" : "text_completion");
         if (!j || !choice) {
                 json_decref(j);
@@ -293,6 +464,12 @@ int oai_gen_start(const struct oai_config *cfg, struct oai_request *r, int http_
                 goto fail;
         }
         /* the model that answers, whatever name the client used */
+        g->has_text = info.features & DSV32_FEATURE_TEXT;
+        if ((g->r.req.flags & DSV32_REQ_LOGPROBS) && !(info.features & DSV32_FEATURE_LOGPROBS)) {
+                oai_error_set(e, 400, "invalid_request_error", "logprobs", "logprobs: this dsv32d is too old to report them");
+                err = -ENOTSUP;
+                goto fail;
+        }
         if (info.model[0])
                 oai_model_id(info.model, g->model, sizeof(g->model));
         else
@@ -381,9 +558,15 @@ void oai_gen_free(struct oai_gen *g) {
         if (g->client && g->submitted)
                 dsv32_cancel(g->client, g->id); /* the disconnect below would cancel it too */
         dsv32_disconnect(g->client);
+        dsv32_disconnect(g->detok);
         oai_request_free(&g->r);
         oai_buf_free(&g->text);
         oai_buf_free(&g->out);
         free(g->body);
+        json_decref(g->lp);
+        for (size_t i = 0; i < g->cap_toks; i++)
+                if (g->toks[i].id >= 0)
+                        free(g->toks[i].s);
+        free(g->toks);
         free(g);
 }

@@ -1,6 +1,7 @@
 /* openai_req.c: the body of POST /v1/chat/completions and /v1/completions, checked field by
  * field and turned into a struct dsv32_request. Every refusal is a 400 naming the field.
- * Fields this daemon cannot honour yet (logprobs, tools, structured
+ * Logprobs: chat's logprobs (bool) + top_logprobs (0..20), completions' logprobs (0..20:
+ * present asks). Fields this daemon cannot honour yet (tools, structured
  * output, n > 1) are refused when they ask for something, never silently ignored; fields
  * that change nothing here (user, store, metadata, ...) are ignored. Extensions, spelled as
  * vLLM spells them: top_k, min_p, repetition_penalty, stop_token_ids, ignore_eos,
@@ -379,6 +380,30 @@ static int parse_stop(struct oai_request *r, struct oai_error *e) {
         return 0;
 }
 
+/* chat: "logprobs": bool, "top_logprobs": 0..20 (only with logprobs true); completions:
+ * "logprobs": 0..20 alternatives (present and not null asks). */
+static int parse_logprobs(struct oai_request *r, struct oai_error *e) {
+        json_int_t n = 0;
+        int ret;
+        if (r->kind == OAI_CHAT) {
+                bool on = false;
+                if ((ret = get_bool(r->root, "logprobs", &on, e)) < 0 ||
+                    (ret = get_int(r->root, "top_logprobs", 0, DSV32_MAX_TOP_LOGPROBS, &n, e)) < 0)
+                        return ret;
+                if (ret > 0 && !on) {
+                        oai_bad_field(e, "top_logprobs", "top_logprobs needs logprobs: true");
+                        return -EINVAL;
+                }
+                if (!on)
+                        return 0;
+        } else if ((ret = get_int(r->root, "logprobs", 0, DSV32_MAX_TOP_LOGPROBS, &n, e)) <= 0) {
+                return ret;
+        }
+        r->req.flags |= DSV32_REQ_LOGPROBS;
+        r->req.top_logprobs = (uint32_t)n;
+        return 0;
+}
+
 static int parse_unsupported(struct oai_request *r, struct oai_error *e) {
         json_t *root = r->root;
         static const struct {
@@ -386,8 +411,6 @@ static int parse_unsupported(struct oai_request *r, struct oai_error *e) {
         } fields[] = {
                 {"tools", "tool calls need the daemon's chat events (not there yet)"},
                 {"functions", "tool calls need the daemon's chat events (not there yet)"},
-                {"logprobs", "the daemon does not report log-probabilities yet"},
-                {"top_logprobs", "the daemon does not report log-probabilities yet"},
                 {"echo", "the prompt is not echoed"},
                 {"suffix", "no fill-in-the-middle"},
         };
@@ -446,7 +469,8 @@ int oai_request_parse(enum oai_kind kind, const char *body, size_t len, struct o
         }
         snprintf(r->model, sizeof(r->model), "%s", model ? json_string_value(model) ? json_string_value(model) : "" : "");
         if ((ret = kind == OAI_CHAT ? parse_messages(r, e) : parse_prompt(r, e)) < 0 ||
-            (ret = parse_sampling(r, e)) < 0 || (ret = parse_stop(r, e)) < 0 || (ret = parse_unsupported(r, e)) < 0 ||
+            (ret = parse_sampling(r, e)) < 0 || (ret = parse_stop(r, e)) < 0 || (ret = parse_logprobs(r, e)) < 0 ||
+            (ret = parse_unsupported(r, e)) < 0 ||
             (ret = get_bool(r->root, "stream", &r->stream, e)) < 0)
                 goto fail;
         bool flag = false;

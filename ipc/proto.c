@@ -71,6 +71,8 @@ enum ftype {
         F_SESSIONS, /* const struct dsv_session_row * + uint32_t count at len_off */
         F_BIAS,   /* const struct dsv_bias * + uint32_t count at len_off: a map {id: number} */
         F_STRS,   /* const struct dsv_str * + uint32_t count at len_off; each 1..DSV_MAX_STOP_STRING_BYTES */
+        F_OPT_U32, /* uint32_t + bool at len_off: whether the field is present */
+        F_F32S,   /* const float * + uint32_t count at len_off, each finite */
 };
 
 struct field {
@@ -104,6 +106,8 @@ struct desc {
 #define SESSIONS(k, S, f, nf, cap) {k, F_SESSIONS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 #define BIAS(k, S, f, nf, cap) {k, F_BIAS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 #define STRS(k, S, f, nf, cap) {k, F_STRS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
+#define OPTU32(k, S, f, hf) {k, F_OPT_U32, false, offsetof(S, f), offsetof(S, hf), 0, 0, #f}
+#define F32S(k, S, f, nf, cap) {k, F_F32S, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 
 typedef struct dsv_msg_hello hello_t;
 static const struct field f_hello[] = {
@@ -154,6 +158,7 @@ static const struct field f_generate[] = {
         F32(16, gen_t, frequency_penalty, 0.0f),
         F32(17, gen_t, presence_penalty, 0.0f),
         BIAS(18, gen_t, logit_bias, n_logit_bias, DSV_MAX_LOGIT_BIAS),
+        OPTU32(19, gen_t, logprobs, has_logprobs),
 };
 
 typedef struct dsv_msg_id id_t_;
@@ -177,6 +182,9 @@ static const struct field f_tokens[] = {
         U64(0, tokens_t, id, true),
         TOKENS(1, tokens_t, tokens, n_tokens, DSV_MAX_TOKENS_ARRAY, true),
         STR(2, tokens_t, text, text_len, DSV_MAX_TEXT, false),
+        F32S(3, tokens_t, logprobs, n_logprobs, DSV_MAX_TOKENS_ARRAY),
+        TOKENS(4, tokens_t, top_ids, n_top, DSV_MAX_TOKENS_ARRAY, false),
+        F32S(5, tokens_t, top_logprobs, n_top_logprobs, DSV_MAX_TOKENS_ARRAY),
 };
 
 typedef struct dsv_msg_session session_t;
@@ -367,7 +375,10 @@ static bool field_present(const void *s, const struct field *f) {
         case F_SESSIONS:
         case F_STRS:
         case F_BIAS:
+        case F_F32S:
                 return f->required || *CAT(s, f->len_off, uint32_t) > 0;
+        case F_OPT_U32:
+                return *CAT(s, f->len_off, bool);
         default:
                 return true;
         }
@@ -402,6 +413,7 @@ int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out) {
                         msgpack_pack_uint64(&pk, *CAT(s, f->off, uint64_t));
                         break;
                 case F_U32:
+                case F_OPT_U32:
                         msgpack_pack_uint32(&pk, *CAT(s, f->off, uint32_t));
                         break;
                 case F_I32:
@@ -429,6 +441,16 @@ int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out) {
                         msgpack_pack_array(&pk, cnt);
                         for (uint32_t j = 0; j < cnt; j++)
                                 msgpack_pack_int32(&pk, t[j]);
+                        break;
+                }
+                case F_F32S: {
+                        const float *v = *CAT(s, f->off, float *);
+                        cnt = *CAT(s, f->len_off, uint32_t);
+                        if (cnt > f->cap || (cnt && !v))
+                                return -EINVAL;
+                        msgpack_pack_array(&pk, cnt);
+                        for (uint32_t j = 0; j < cnt; j++)
+                                msgpack_pack_float(&pk, v[j]);
                         break;
                 }
                 case F_CHAT: {
@@ -807,6 +829,29 @@ static int decode_field(const msgpack_object *o, const struct field *f, msgpack_
                         return why_set(why, wn, -EPROTO, "field %s must be an unsigned 32-bit integer", f->name);
                 *AT(s, f->off, uint32_t) = (uint32_t)u;
                 return 0;
+        case F_OPT_U32:
+                if (!obj_u64(o, &u) || u > UINT32_MAX)
+                        return why_set(why, wn, -EPROTO, "field %s must be an unsigned 32-bit integer", f->name);
+                *AT(s, f->off, uint32_t) = (uint32_t)u;
+                *AT(s, f->len_off, bool) = true;
+                return 0;
+        case F_F32S: {
+                float *v;
+                int r = decode_entries(o, f, MSGPACK_OBJECT_ARRAY, "an array of numbers", z, sizeof(*v), (void **)&v, &n, why,
+                                       wn);
+                if (r < 0)
+                        return r;
+                for (uint32_t j = 0; j < n; j++) {
+                        const msgpack_object *e = &o->via.array.ptr[j];
+                        if ((e->type != MSGPACK_OBJECT_FLOAT32 && e->type != MSGPACK_OBJECT_FLOAT64) || !isfinite(e->via.f64) ||
+                            fabs(e->via.f64) > 3.5e38)
+                                return why_set(why, wn, -EPROTO, "%s[%u] must be a finite float", f->name, j);
+                        v[j] = (float)e->via.f64;
+                }
+                *AT(s, f->off, const float *) = v;
+                *AT(s, f->len_off, uint32_t) = n;
+                return 0;
+        }
         case F_I32:
                 if (!obj_i64(o, &x) || x < INT32_MIN || x > INT32_MAX)
                         return why_set(why, wn, -EPROTO, "field %s must be a 32-bit integer", f->name);
@@ -929,6 +974,19 @@ static void set_defaults(const struct desc *d, void *s) {
         }
 }
 
+/* TOKENS: the logprob arrays agree with the token count (see struct dsv_msg_tokens). */
+static int check_tokens_logprobs(const struct dsv_msg_tokens *t, char *why, size_t wn) {
+        if (t->n_logprobs && t->n_logprobs != t->n_tokens)
+                return why_set(why, wn, -EPROTO, "TOKENS has %u logprobs for %u tokens", t->n_logprobs, t->n_tokens);
+        if (t->n_top != t->n_top_logprobs)
+                return why_set(why, wn, -EPROTO, "TOKENS has %u top_ids but %u top_logprobs", t->n_top, t->n_top_logprobs);
+        if (t->n_top && (!t->n_logprobs || t->n_top % t->n_tokens || t->n_top / t->n_tokens > DSV_MAX_TOP_LOGPROBS))
+                return why_set(why, wn, -EPROTO,
+                               "TOKENS has %u top_ids for %u tokens (with %u logprobs): not 1..%d per token with a logprob",
+                               t->n_top, t->n_tokens, t->n_logprobs, DSV_MAX_TOP_LOGPROBS);
+        return 0;
+}
+
 int dsv_msg_decode(unsigned type, const void *payload, size_t len, struct dsv_msg *ret, char *why, size_t why_len) {
         const struct desc *d = desc_of(type);
         msgpack_unpacked up;
@@ -991,6 +1049,8 @@ int dsv_msg_decode(unsigned type, const void *payload, size_t len, struct dsv_ms
                         r = why_set(why, why_len, -EPROTO, "%s lacks required field %s", d->name, d->fields[i].name);
                         goto fail;
                 }
+        if (type == DSV_MSG_TOKENS && (r = check_tokens_logprobs(&ret->u.tokens, why, why_len)) < 0)
+                goto fail;
         ret->unpacked = up;
         ret->has_unpacked = true;
         return 0;

@@ -70,6 +70,8 @@ enum dsv_daemon_state {
 #define DSV_FEATURE_CHAT 0x2u /* chat messages */
 #define DSV_FEATURE_SESSIONS 0x4u /* KV-cache sessions (GENERATE.session, SESSION_*) */
 #define DSV_FEATURE_MTP 0x8u /* speculative decoding with the checkpoint's MTP layer is on */
+#define DSV_FEATURE_LOGPROBS 0x10u /* 1.2: GENERATE keys 14..19 (stop strings, penalties, logit bias,
+                                    * logprobs) understood; TOKENS carries keys 3..5 when asked */
 
 /* GENERATE.flags */
 #define DSV_GEN_SEED 0x1u       /* seed is valid (else the daemon picks one) */
@@ -185,7 +187,10 @@ struct dsv_msg_generate {
         float presence_penalty;   /* 1.2: default 0; [-2, 2] */
         const struct dsv_bias *logit_bias; /* 1.2: ids < vocab_size, bias in [-100, 100] */
         uint32_t n_logit_bias;
+        bool has_logprobs;  /* 1.2: key 19 present: each token's logprob ... */
+        uint32_t logprobs;  /* ... and this many top alternatives, 0..DSV_MAX_TOP_LOGPROBS */
 };
+#define DSV_MAX_TOP_LOGPROBS 20
 #define DSV_PRIORITY_MAX 100 /* GENERATE.priority is within -100..100; above 0 only for root */
 
 struct dsv_msg_id {
@@ -205,6 +210,16 @@ struct dsv_msg_tokens { /* DETOKENIZE, TOKENS, TOKENIZE_REPLY */
         uint32_t n_tokens;
         const char *text; /* TOKENS: the decoded text of these tokens, when available */
         uint32_t text_len;
+        /* TOKENS of a request that asked for logprobs (1.2; the decoder checks the lengths):
+         * logprobs[i] is tokens[i]'s (n_logprobs == n_tokens), and its N alternatives are
+         * top_ids / top_logprobs[i * N, (i + 1) * N), descending, where N = n_top / n_tokens
+         * (n_top a multiple of n_tokens, N <= DSV_MAX_TOP_LOGPROBS) */
+        const float *logprobs;
+        uint32_t n_logprobs;
+        const int32_t *top_ids;
+        uint32_t n_top;
+        const float *top_logprobs;
+        uint32_t n_top_logprobs;
 };
 
 struct dsv_msg_session {

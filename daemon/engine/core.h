@@ -83,6 +83,8 @@ struct request {
         /* output not yet delivered: ids, and their text (text_end[i]: end of token i's text) */
         int32_t *out;
         uint32_t *out_text_end;
+        float *out_lp;                /* with in->logprobs: each token's logprob ... */
+        struct dsv_logprob *out_top;  /* ... and its in->top_logprobs alternatives */
         int n_out;
         size_t cap_out;
         struct dsv_strbuf text_out;
@@ -205,7 +207,9 @@ bool dsv_core_idle(const struct dsv_core *c);
 /* request.c */
 void request_finish(struct request *r, enum dsv_engine_finish reason);
 void request_fail(struct request *r, int code, const char *fmt, ...) _printf_(3, 4);
-int request_push_token(struct dsv_core *c, struct request *r, int32_t tok);
+/* tok with its logprob and alternatives (in->top_logprobs of them) when the request asked
+ * for logprobs (else lp and top are ignored). */
+int request_push_token(struct dsv_core *c, struct request *r, int32_t tok, float lp, const struct dsv_logprob *top);
 int request_push_text(struct request *r, const char *s, size_t n);
 /* Delivers pending output and, when finishing, the final event; true when nothing is left
  * to send (a finishing request may then be freed). */

@@ -147,6 +147,10 @@ struct dsv_engine_request {
         char stop_strings[DSV_ENGINE_MAX_STOP_STRINGS][DSV_ENGINE_STOP_STRING_MAX];
         uint32_t stop_string_len[DSV_ENGINE_MAX_STOP_STRINGS];
         uint32_t n_stop_strings;
+        /* the logprob of each generated token and its top_logprobs (<= DSV_LOGPROBS_MAX)
+         * alternatives, from the raw logits (daemon/runtime/sampler.h) */
+        bool logprobs;
+        uint32_t top_logprobs;
         /* sampling.bias points here (ids checked against the vocabulary at intake) */
         struct dsv_logit_bias logit_bias[DSV_ENGINE_MAX_LOGIT_BIAS];
         uint64_t t_submit_ns;
@@ -194,10 +198,15 @@ struct dsv_engine_event {
                  * token of this event (the detokenizer's final flush). text_end never splits a
                  * UTF-8 character. The sink stores in *text_sent how many bytes of text it
                  * delivered (at least text_end[k-1] when it delivered k tokens; it may deliver
-                 * part of token k's text before token k's id). */
+                 * part of token k's text before token k's id). With logprobs (the request asked;
+                 * else NULL): logprobs[i] is ids[i]'s, and top[i * top_n, (i + 1) * top_n) its
+                 * top_n alternatives, descending. */
                 struct {
                         const int32_t *ids;
                         uint32_t n;
+                        const float *logprobs;
+                        const struct dsv_logprob *top;
+                        uint32_t top_n;
                         const char *text;
                         const uint32_t *text_end;
                         uint32_t text_len;

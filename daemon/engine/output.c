@@ -16,7 +16,12 @@
  * request is where k + 1 plain decode steps would have left it.
  *
  * Every row is sampled after the request's penalties and logit bias over its history at
- * that point (daemon/runtime/sampler.h), drafts accepted before it included. */
+ * that point (daemon/runtime/sampler.h), drafts accepted before it included.
+ *
+ * A request that asked for logprobs gets, with each token it is sent, the log-softmax of
+ * the raw row that token was decided on (before penalties, bias and temperature: a draft's
+ * row on a verify pass is the same row a plain decode step would have computed), computed
+ * only for tokens that are emitted. */
 #include "config.h"
 
 #include "daemon/engine/core.h"
@@ -35,9 +40,12 @@ static const float *adjusted(struct dsv_core *c, const struct request *r, const 
         return dsv_sampler_adjust(&c->sampler, row, &r->sp, r->tokens, r->n_prompt, r->n_tokens);
 }
 
-/* One generated token through the stop rules into the request's output; false when the
- * request ended (finished or failed). */
-static bool take(struct dsv_core *c, struct request *r, int32_t t) {
+/* One generated token, decided on the raw logits row `raw`, through the stop rules into the
+ * request's output; false when the request ended (finished or failed). */
+static bool take(struct dsv_core *c, struct request *r, int32_t t, const float *raw) {
+        struct dsv_logprob top[DSV_LOGPROBS_MAX];
+        float lp = 0.0f;
+
         r->n_generated++;
         DSV_METRIC_ADD(c->metrics, generated_tokens_total, 1);
         if (is_stop(c, r, t)) {
@@ -45,7 +53,9 @@ static bool take(struct dsv_core *c, struct request *r, int32_t t) {
                 return false;
         }
         r->tokens[r->n_tokens++] = t;
-        if (request_push_token(c, r, t) < 0) {
+        if (r->in->logprobs)
+                lp = dsv_logprobs(raw, c->p.vocab_size, t, top, (int)r->in->top_logprobs);
+        if (request_push_token(c, r, t, lp, top) < 0) {
                 request_fail(r, ENOMEM, "out of memory");
                 return false;
         }
@@ -81,7 +91,7 @@ static void verify(struct dsv_core *c, int s) {
                 } else {
                         t = dsv_sample(&c->sampler, row, &r->sp, (uint64_t)r->n_generated);
                 }
-                if (!take(c, r, t) || !ok)
+                if (!take(c, r, t, lg + (size_t)i * V) || !ok)
                         break;
                 n_acc++;
         }
@@ -119,9 +129,10 @@ void output_step(struct dsv_core *c) {
                         continue; /* replaying after a preemption: the next token is known */
                 if (c->b_nrows[s] > 1)
                         verify(c, s);
-                else
-                        take(c, r, dsv_sample(&c->sampler, adjusted(c, r, c->logits + (size_t)c->b_row[s] * V), &r->sp,
-                                              (uint64_t)r->n_generated));
+                else {
+                        const float *raw = c->logits + (size_t)c->b_row[s] * V;
+                        take(c, r, dsv_sample(&c->sampler, adjusted(c, r, raw), &r->sp, (uint64_t)r->n_generated), raw);
+                }
                 if (r->state == REQ_RUNNING && r->in->stream)
                         request_flush(c, r);
         }

@@ -46,13 +46,31 @@ static int push_text(struct request *r, const char *s, size_t n) {
         return 0;
 }
 
-int request_push_token(struct dsv_core *c, struct request *r, int32_t tok) {
+int request_push_token(struct dsv_core *c, struct request *r, int32_t tok, float lp, const struct dsv_logprob *top) {
+        const size_t nt = r->in->top_logprobs;
         int rc;
         if ((size_t)r->n_out == r->cap_out) {
                 size_t c1 = r->cap_out, c2 = r->cap_out;
                 if ((rc = DSV_GROW(&r->out, &c1, (size_t)r->n_out + 1)) < 0 || (rc = DSV_GROW(&r->out_text_end, &c2, c1)) < 0)
                         return rc;
+                if (r->in->logprobs) {
+                        float *l = realloc(r->out_lp, c1 * sizeof(*l));
+                        if (!l)
+                                return -ENOMEM;
+                        r->out_lp = l;
+                        if (nt) {
+                                struct dsv_logprob *t = realloc(r->out_top, c1 * nt * sizeof(*t));
+                                if (!t)
+                                        return -ENOMEM;
+                                r->out_top = t;
+                        }
+                }
                 r->cap_out = c1;
+        }
+        if (r->in->logprobs) {
+                r->out_lp[r->n_out] = lp;
+                if (nt)
+                        memcpy(r->out_top + (size_t)r->n_out * nt, top, nt * sizeof(*top));
         }
         r->out[r->n_out++] = tok;
         if (r->stream) {
@@ -78,6 +96,11 @@ static void consume(struct request *r, int k, size_t text) {
         if (r->n_out > k) {
                 memmove(r->out, r->out + k, (size_t)(r->n_out - k) * sizeof(int32_t));
                 memmove(r->out_text_end, r->out_text_end + k, (size_t)(r->n_out - k) * sizeof(uint32_t));
+                if (r->out_lp)
+                        memmove(r->out_lp, r->out_lp + k, (size_t)(r->n_out - k) * sizeof(float));
+                if (r->out_top)
+                        memmove(r->out_top, r->out_top + (size_t)k * r->in->top_logprobs,
+                                (size_t)(r->n_out - k) * r->in->top_logprobs * sizeof(*r->out_top));
         }
         r->n_out -= k;
         for (int i = 0; i < r->n_out; i++)
@@ -114,6 +137,11 @@ bool request_flush(struct dsv_core *c, struct request *r) {
                 ev.tokens.text_end = r->out_text_end;
                 ev.tokens.text_len = (uint32_t)r->text_out.n;
                 ev.tokens.text_sent = &text_sent;
+                if (r->in->logprobs) {
+                        ev.tokens.logprobs = r->out_lp;
+                        ev.tokens.top = r->out_top;
+                        ev.tokens.top_n = r->in->top_logprobs;
+                }
                 rc = c->sink.emit(c->sink.ud, r->client, &ev);
                 if (rc == -EAGAIN)
                         return false;
@@ -196,6 +224,8 @@ void request_free(struct dsv_core *c, struct request *r) {
         free(r->tokens);
         free(r->out);
         free(r->out_text_end);
+        free(r->out_lp);
+        free(r->out_top);
         free(r->rows);
         dsv_strbuf_done(&r->text_out);
         draft_free(r);

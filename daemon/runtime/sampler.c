@@ -3,6 +3,7 @@
 
 #include "daemon/runtime/sampler.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,4 +183,43 @@ int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_
         if (d.c == &s->one)
                 return d.c[0].id;
         return dsv_dist_draw(&d, dsv_sample_u01(p->seed, 0, step));
+}
+
+static float finite_lp(double v) { return v > -FLT_MAX ? (float)v : -FLT_MAX; }
+
+float dsv_logprobs(const float *v, int n, int32_t chosen, struct dsv_logprob *top, int n_top) {
+        float mx = -INFINITY;
+        double sum = 0, lse;
+        int k = 0;
+
+        /* the top n_top by insertion (ascending ids: a later equal logit never moves ahead) */
+        for (int i = 0; i < n; i++) {
+                float x = v[i];
+                if (isnan(x))
+                        continue;
+                if (x > mx)
+                        mx = x;
+                if (n_top > 0 && (k < n_top || x > top[k - 1].lp)) {
+                        int j = k < n_top ? k++ : n_top - 1;
+                        while (j > 0 && x > top[j - 1].lp) {
+                                top[j] = top[j - 1];
+                                j--;
+                        }
+                        top[j] = (struct dsv_logprob){.id = i, .lp = x};
+                }
+        }
+        if (!isfinite(mx)) { /* no finite logit: nothing is more likely than anything else */
+                for (int j = 0; j < k; j++)
+                        top[j].lp = -logf((float)n);
+                return -logf((float)n);
+        }
+        /* expf of values <= 0 summed in double: the sum's error stays near float's epsilon
+         * (a double exp costs about twice as much at the real vocabulary) */
+        for (int i = 0; i < n; i++)
+                if (v[i] > -INFINITY) /* not NaN nor -inf */
+                        sum += expf(v[i] - mx);
+        lse = (double)mx + log(sum);
+        for (int j = 0; j < k; j++)
+                top[j].lp = finite_lp((double)top[j].lp - lse);
+        return isnan(v[chosen]) ? -FLT_MAX : finite_lp((double)v[chosen] - lse);
 }

@@ -17,7 +17,11 @@
  *   repetition r (HF/vLLM): each distinct token of prompt and output: l / r if l > 0, else l * r
  *   frequency f and presence q (OpenAI): each token generated c > 0 times: l - c * f - q
  *   logit bias: l + bias[id]
- * Greedy decoding takes the argmax of the adjusted logits too. */
+ * Greedy decoding takes the argmax of the adjusted logits too.
+ *
+ * Logprobs (dsv_logprobs) are those of the model's own distribution: log-softmax of the raw
+ * row of logits, before penalties, logit bias, temperature and the filters (OpenAI's and
+ * vLLM's default), whatever was sampled from. */
 #pragma once
 
 #include <stdbool.h>
@@ -39,6 +43,14 @@ struct dsv_sampling {
         float frequency_penalty, presence_penalty; /* 0: off */
         const struct dsv_logit_bias *bias; /* n_bias entries, owned by the caller */
         uint32_t n_bias;
+};
+
+#define DSV_LOGPROBS_MAX 20 /* top alternatives per token */
+
+/* A token and its log-probability. */
+struct dsv_logprob {
+        int32_t id;
+        float lp;
 };
 
 struct dsv_cand {
@@ -84,3 +96,10 @@ double dsv_sample_u01(uint64_t seed, uint64_t stream, uint64_t step);
 /* Token for step `step` (0 for the first generated token): dsv_sampler_dist, then
  * dsv_dist_draw at dsv_sample_u01(seed, 0, step). */
 int32_t dsv_sample(struct dsv_sampler *s, const float *logits, const struct dsv_sampling *p, uint64_t step);
+/* Log-softmax of a raw row of logits (n_vocab values): returns the logprob of `chosen`
+ * and fills top[0, n_top) (n_top <= DSV_LOGPROBS_MAX) with the n_top most likely tokens,
+ * descending, the lower id first on ties. In float, from a double sum; -inf (a logit of
+ * -inf, or one whose probability underflows) is given as -FLT_MAX, so every value is
+ * finite. One pass for the maximum and the top, one for the sum: call it only for requests
+ * that asked. */
+float dsv_logprobs(const float *logits, int n_vocab, int32_t chosen, struct dsv_logprob *top, int n_top);

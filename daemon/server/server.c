@@ -105,8 +105,8 @@ static enum dsv_daemon_state wire_state(const struct dsv_server *s) {
 }
 
 static uint32_t features_of(const struct dsv_engine_info *inf) {
-        return DSV_FEATURE_SESSIONS | (inf->text ? DSV_FEATURE_TEXT : 0) | (inf->chat ? DSV_FEATURE_CHAT : 0) |
-               (inf->mtp ? DSV_FEATURE_MTP : 0);
+        return DSV_FEATURE_SESSIONS | DSV_FEATURE_LOGPROBS | (inf->text ? DSV_FEATURE_TEXT : 0) |
+               (inf->chat ? DSV_FEATURE_CHAT : 0) | (inf->mtp ? DSV_FEATURE_MTP : 0);
 }
 
 static void notify_status(struct dsv_server *s, bool force) {
@@ -622,6 +622,9 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                                       g->logit_bias[i].id);
         if (g->top_k < 0)
                 return refuse(s, c, g, EINVAL, "top_k must be >= 0");
+        if (g->has_logprobs && g->logprobs > DSV_MAX_TOP_LOGPROBS)
+                return refuse(s, c, g, EINVAL, "logprobs %u: at most %d top alternatives per token", g->logprobs,
+                              DSV_MAX_TOP_LOGPROBS);
         if (g->priority < -DSV_PRIORITY_MAX || g->priority > DSV_PRIORITY_MAX)
                 return refuse(s, c, g, EINVAL, "priority %d is outside -%d..%d", g->priority, DSV_PRIORITY_MAX,
                               DSV_PRIORITY_MAX);
@@ -708,6 +711,9 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         in->ignore_eos = g->flags & DSV_GEN_IGNORE_EOS;
         in->reuse_output = g->flags & DSV_GEN_SESSION_REUSE_OUTPUT;
         in->priority = g->priority;
+        _Static_assert(DSV_MAX_TOP_LOGPROBS == DSV_LOGPROBS_MAX, "the wire's top-logprobs cap is the sampler's");
+        in->logprobs = g->has_logprobs;
+        in->top_logprobs = g->has_logprobs ? g->logprobs : 0;
         in->n_stop_tokens = g->n_stop_tokens;
         if (g->n_stop_tokens)
                 memcpy(in->stop_tokens, g->stop_tokens, (size_t)g->n_stop_tokens * sizeof(int32_t));

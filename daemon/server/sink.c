@@ -36,28 +36,48 @@ static uint32_t utf8_cut(const char *text, uint32_t n) {
 }
 
 /* TOKENS records of at most max_record bytes each: as many ids per record as fit with their
- * text (a msgpack id takes at most 5 bytes; 64 covers the map and the other fields). */
+ * text (a msgpack id takes at most 5 bytes; 64 covers the map and the other fields) and,
+ * when the request asked for logprobs, their logprob and alternatives (a float32 takes 5
+ * bytes, an alternative 10; 15 more for the three array headers). */
 static int emit_tokens(struct dsv_conn *c, uint64_t id, const struct dsv_engine_event *ev) {
         const uint32_t n = ev->tokens.n, text_len = ev->tokens.text_len, max = c->shm.comp.max_record;
         const uint32_t *end = ev->tokens.text_end;
+        const bool lp = ev->tokens.logprobs != NULL;
+        const uint32_t tn = lp ? ev->tokens.top_n : 0, per = 5 + (lp ? 5 + 10 * tn : 0), base = 64 + (lp ? 15 : 0);
+        int32_t *top_ids = NULL;
+        float *top_lp = NULL;
         uint32_t sent = 0, tsent = 0;
         int rc = 0;
 
-        if (max <= 64 + 5)
+        if (max <= base + per)
                 return -EMSGSIZE;
+        if (tn && n) {
+                /* the wire's two parallel arrays of the alternatives */
+                top_ids = malloc((size_t)n * tn * sizeof(*top_ids));
+                top_lp = malloc((size_t)n * tn * sizeof(*top_lp));
+                if (!top_ids || !top_lp) {
+                        free(top_ids);
+                        free(top_lp);
+                        return -EAGAIN; /* retried at the next kick */
+                }
+                for (size_t i = 0; i < (size_t)n * tn; i++) {
+                        top_ids[i] = ev->tokens.top[i].id;
+                        top_lp[i] = ev->tokens.top[i].lp;
+                }
+        }
         while (sent < n || tsent < text_len) {
                 uint32_t k = 0, tend, room;
-                while (sent + k < n && 64 + 5 * (k + 1) + (end[sent + k] - tsent) <= max)
+                while (sent + k < n && base + per * (k + 1) + (end[sent + k] - tsent) <= max)
                         k++;
                 if (k == 0 && sent < n) {
                         /* the text of the next token alone is larger than a record: a text-only
                          * record with a part of it, its id follows */
-                        room = max - 64;
+                        room = max - base;
                         tend = tsent + utf8_cut(ev->tokens.text + tsent, MIN(room, end[sent] - tsent));
                 } else {
                         tend = k ? end[sent + k - 1] : tsent;
                         if (sent + k == n && tend < text_len) {
-                                room = max - 64 - 5 * k - (tend - tsent);
+                                room = max - base - per * k - (tend - tsent);
                                 tend += text_len - tend <= room ? text_len - tend : utf8_cut(ev->tokens.text + tend, room);
                         }
                 }
@@ -67,12 +87,21 @@ static int emit_tokens(struct dsv_conn *c, uint64_t id, const struct dsv_engine_
                 m.u.tokens.n_tokens = k;
                 m.u.tokens.text = tend > tsent ? ev->tokens.text + tsent : NULL;
                 m.u.tokens.text_len = tend - tsent;
+                if (lp && k) {
+                        m.u.tokens.logprobs = ev->tokens.logprobs + sent;
+                        m.u.tokens.n_logprobs = k;
+                        m.u.tokens.top_ids = tn ? top_ids + (size_t)sent * tn : NULL;
+                        m.u.tokens.top_logprobs = tn ? top_lp + (size_t)sent * tn : NULL;
+                        m.u.tokens.n_top = m.u.tokens.n_top_logprobs = k * tn;
+                }
                 rc = dsv_conn_send(c, &m, true);
                 if (rc < 0)
                         break;
                 sent += k;
                 tsent = tend;
         }
+        free(top_ids);
+        free(top_lp);
         *ev->tokens.text_sent = tsent;
         if (rc < 0 && rc != -EAGAIN)
                 return rc; /* gone: nothing more matters */

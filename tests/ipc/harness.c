@@ -135,9 +135,14 @@ const char *h_model(void) {
 }
 
 int h_reference(const int32_t *prompt, int n_prompt, int n_gen, int32_t *out, const char *numerics) {
+        return h_reference_dump(prompt, n_prompt, n_gen, out, numerics, NULL);
+}
+
+int h_reference_dump(const int32_t *prompt, int n_prompt, int n_gen, int32_t *out, const char *numerics,
+                     const char *logits_path) {
         char toks[65536], gen[32], path[400];
         size_t off = 0;
-        char *argv[12];
+        char *argv[14];
         int k = 0, n = 0;
         FILE *f;
 
@@ -156,6 +161,10 @@ int h_reference(const int32_t *prompt, int n_prompt, int n_gen, int32_t *out, co
         argv[k++] = "1";
         argv[k++] = "--numerics";
         argv[k++] = (char *)(numerics ? numerics : "faithful");
+        if (logits_path) {
+                argv[k++] = "--dump-logits";
+                argv[k++] = (char *)logits_path;
+        }
         argv[k] = NULL;
         if (run_wait(argv, path) != 0)
                 return -1;

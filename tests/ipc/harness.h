@@ -45,6 +45,10 @@ void h_skip(const char *why) __attribute__((noreturn));
 /* Runs dsv32-run (greedy reference) on prompt ids; writes up to n ids to out and returns
  * how many. */
 int h_reference(const int32_t *prompt, int n_prompt, int n_gen, int32_t *out, const char *numerics);
+/* The same, and dsv32-run writes its logits to logits_path (--dump-logits: a row of
+ * vocab_size float32 per prompt position, then one per generated token). */
+int h_reference_dump(const int32_t *prompt, int n_prompt, int n_gen, int32_t *out, const char *numerics,
+                     const char *logits_path);
 bool h_file_contains(const char *path, const char *needle);
 
 /* A client of a daemon (a failed connect fails the test). */

@@ -28,6 +28,18 @@ tests_ipc_test_daemon_generate_SOURCES = tests/ipc/test-daemon-generate.c $(HARN
 tests_ipc_test_daemon_generate_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-generate
 
+check_PROGRAMS += tests/ipc/test-daemon-logprobs
+tests_ipc_test_daemon_logprobs_SOURCES = tests/ipc/test-daemon-logprobs.c $(HARNESS) $(RAW_CLIENT)
+tests_ipc_test_daemon_logprobs_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
+tests_ipc_test_daemon_logprobs_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-daemon-logprobs
+
+check_PROGRAMS += tests/ipc/test-client-hostile-tokens
+tests_ipc_test_client_hostile_tokens_SOURCES = tests/ipc/test-client-hostile-tokens.c $(HARNESS)
+tests_ipc_test_client_hostile_tokens_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
+tests_ipc_test_client_hostile_tokens_LDADD = $(DAEMON_TEST_LIBS)
+TESTS += tests/ipc/test-client-hostile-tokens
+
 # the public header compiles as C++ (and links)
 check_PROGRAMS += tests/ipc/test-header-cxx
 tests_ipc_test_header_cxx_SOURCES = tests/ipc/test-header-cxx.cc

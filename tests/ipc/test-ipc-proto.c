@@ -144,6 +144,83 @@ static void test_roundtrips(void) {
         CHECK(out.u.tokens.n_tokens == 3 && out.u.tokens.text_len == 3 && !memcmp(out.u.tokens.text, "abc", 3), "TOKENS fields");
         dsv_msg_release(&out);
 
+        /* logprobs: GENERATE key 19 (present with 0 is not absent) and TOKENS keys 3..5 */
+        for (uint32_t n = 0; n <= DSV_MAX_TOP_LOGPROBS; n += 20) {
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_GENERATE;
+                in.u.generate.id = 4;
+                in.u.generate.tokens = toks;
+                in.u.generate.n_tokens = 2;
+                in.u.generate.has_logprobs = true;
+                in.u.generate.logprobs = n;
+                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.generate.has_logprobs && out.u.generate.logprobs == n,
+                      "GENERATE logprobs %u: has %d, %u", n, out.u.generate.has_logprobs, out.u.generate.logprobs);
+                dsv_msg_release(&out);
+        }
+        in.u.generate.has_logprobs = false;
+        CHECK(roundtrip(&in, &out, &w) == 0 && !out.u.generate.has_logprobs, "GENERATE without logprobs");
+        dsv_msg_release(&out);
+        {
+                static const float lp[3] = {-0.25f, -3.4028235e38f, -1e-9f};
+                static const int32_t top_ids[6] = {5, 6, 7, 8, 129279, 0};
+                static const float top_lp[6] = {-0.1f, -2, -0.5f, -0.6f, -7, -8};
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_TOKENS;
+                in.u.tokens.id = 9;
+                in.u.tokens.tokens = toks;
+                in.u.tokens.n_tokens = 3;
+                in.u.tokens.logprobs = lp;
+                in.u.tokens.n_logprobs = 3;
+                in.u.tokens.top_ids = top_ids;
+                in.u.tokens.top_logprobs = top_lp;
+                in.u.tokens.n_top = in.u.tokens.n_top_logprobs = 6;
+                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.tokens.n_logprobs == 3 && !memcmp(out.u.tokens.logprobs, lp, sizeof(lp)) &&
+                              out.u.tokens.n_top == 6 && !memcmp(out.u.tokens.top_ids, top_ids, sizeof(top_ids)) &&
+                              out.u.tokens.n_top_logprobs == 6 && !memcmp(out.u.tokens.top_logprobs, top_lp, sizeof(top_lp)),
+                      "TOKENS with logprobs");
+                dsv_msg_release(&out);
+                in.u.tokens.n_top = in.u.tokens.n_top_logprobs = 0;
+                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.tokens.n_logprobs == 3 && out.u.tokens.n_top == 0,
+                      "TOKENS with logprobs, no alternatives");
+                dsv_msg_release(&out);
+                /* mismatched lengths: refused on decode */
+                static const struct {
+                        uint32_t n_lp, n_ids, n_lps;
+                        const char *what;
+                } bad[] = {
+                        {2, 0, 0, "2 logprobs for 3 tokens"},     {3, 6, 3, "6 top ids, 3 top logprobs"},
+                        {3, 5, 5, "5 alternatives for 3 tokens"}, {0, 3, 3, "alternatives without logprobs"},
+                };
+                for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                        char why[256];
+                        in.u.tokens.n_logprobs = bad[i].n_lp;
+                        in.u.tokens.n_top = bad[i].n_ids;
+                        in.u.tokens.n_top_logprobs = bad[i].n_lps;
+                        w.len = 0;
+                        w.err = 0;
+                        CHECK(dsv_msg_encode(&in, &w) == 0, "encode %s", bad[i].what);
+                        CHECK(dsv_msg_decode(DSV_MSG_TOKENS, w.data, w.len, &out, why, sizeof(why)) == -EPROTO &&
+                                      strstr(why, "TOKENS has"),
+                              "TOKENS with %s: %s", bad[i].what, why);
+                }
+                /* 21 alternatives per token */
+                {
+                        static int32_t ids21[21];
+                        static float lps21[21];
+                        char why[256];
+                        in.u.tokens.n_tokens = 1;
+                        in.u.tokens.n_logprobs = 1;
+                        in.u.tokens.top_ids = ids21;
+                        in.u.tokens.top_logprobs = lps21;
+                        in.u.tokens.n_top = in.u.tokens.n_top_logprobs = 21;
+                        w.len = 0;
+                        w.err = 0;
+                        CHECK(dsv_msg_encode(&in, &w) == 0, "encode 21 alternatives");
+                        CHECK(dsv_msg_decode(DSV_MSG_TOKENS, w.data, w.len, &out, why, sizeof(why)) == -EPROTO,
+                              "TOKENS with 21 alternatives per token: %s", why);
+                }
+        }
+
         memset(&in, 0, sizeof(in));
         in.type = DSV_MSG_TOKENS; /* an empty token list is still sent (the array is required) */
         in.u.tokens.id = 9;
@@ -390,7 +467,21 @@ static void test_hostile(void) {
                 bias_many[9 + 4 * i] = (uint8_t)i;
                 bias_many[10 + 4 * i] = 0x01;
         }
+        /* GENERATE key 19 not an unsigned integer; TOKENS key 3 with a string, NaN, a string
+         * for the array */
+        static const uint8_t lp_str[] = {0x82, 0x00, 0x01, 0x13, 0xa1, 'x'};
+        static const uint8_t lp_neg[] = {0x82, 0x00, 0x01, 0x13, 0xff};
+        static const uint8_t tok_lp_str[] = {0x83, 0x00, 0x01, 0x01, 0x91, 0x05, 0x03, 0x91, 0xa1, 'x'};
+        static const uint8_t tok_lp_nan[] = {0x83, 0x00, 0x01, 0x01, 0x91, 0x05, 0x03, 0x91, 0xca, 0x7f, 0xc0, 0, 0};
+        static const uint8_t tok_lp_int[] = {0x83, 0x00, 0x01, 0x01, 0x91, 0x05, 0x03, 0x91, 0x01};
+        static const uint8_t tok_lp_map[] = {0x83, 0x00, 0x01, 0x01, 0x91, 0x05, 0x03, 0x80};
         const struct bad cases[] = {
+                {"logprobs a string", DSV_MSG_GENERATE, lp_str, sizeof(lp_str), -EPROTO},
+                {"logprobs negative", DSV_MSG_GENERATE, lp_neg, sizeof(lp_neg), -EPROTO},
+                {"TOKENS logprobs with a string", DSV_MSG_TOKENS, tok_lp_str, sizeof(tok_lp_str), -EPROTO},
+                {"TOKENS logprobs NaN", DSV_MSG_TOKENS, tok_lp_nan, sizeof(tok_lp_nan), -EPROTO},
+                {"TOKENS logprobs an integer", DSV_MSG_TOKENS, tok_lp_int, sizeof(tok_lp_int), -EPROTO},
+                {"TOKENS logprobs a map", DSV_MSG_TOKENS, tok_lp_map, sizeof(tok_lp_map), -EPROTO},
                 {"logit_bias not a map", DSV_MSG_GENERATE, bias_array, sizeof(bias_array), -EPROTO},
                 {"logit_bias with a string", DSV_MSG_GENERATE, bias_str, sizeof(bias_str), -EPROTO},
                 {"logit_bias with a negative id", DSV_MSG_GENERATE, bias_neg, sizeof(bias_neg), -EPROTO},

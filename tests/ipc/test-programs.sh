@@ -60,6 +60,8 @@ badopt "[-2, 2]" "$b/dsv32" generate --socket "$tmp/none" --frequency-penalty 3 
 badopt "[-2, 2]" "$b/dsv32" generate --socket "$tmp/none" --presence-penalty -2.5 --tokens 1
 badopt "ID:BIAS" "$b/dsv32" generate --socket "$tmp/none" --logit-bias 5 --tokens 1
 badopt "ID:BIAS" "$b/dsv32" generate --socket "$tmp/none" --logit-bias 5:101 --tokens 1
+badopt "0..20" "$b/dsv32" generate --socket "$tmp/none" --logprobs 21 --tokens 1
+badopt "0..20" "$b/dsv32" generate --socket "$tmp/none" --logprobs x --tokens 1
 badopt "1..64 bytes" "$b/dsv32" generate --socket "$tmp/none" --stop-string "" --tokens 1
 badopt "at most 8" "$b/dsv32" generate --socket "$tmp/none" --stop-string a --stop-string b --stop-string c --stop-string d \
   --stop-string e --stop-string f --stop-string g --stop-string h --stop-string i --tokens 1

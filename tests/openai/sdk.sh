@@ -2,7 +2,7 @@
 # dsv32-openai as the official `openai` npm SDK sees it (sdk/sdk-check.mjs): dsv32d on the tiny
 # model, the gateway on a free port with an API key; models.list, completions (greedy: the text
 # `dsv32 generate` gives for the same token ids; streamed the same), chat streamed and not
-# (same message and usage), the SDK's stream helper, and errors as the SDK's typed exceptions
+# (same message and usage), the SDK's stream helper, chat logprobs (streamed the same), and errors as the SDK's typed exceptions
 # (BadRequestError naming the field, AuthenticationError). Skips (77) when node or the SDK is
 # not installed (tests/openai/setup-hook.sh, run by .ci/setup). About 5 s.
 set -uo pipefail

@@ -6,7 +6,9 @@
 # /metrics (parsed as Prometheus text); the errors (bad JSON, a wrong type naming the field,
 # n=2, too many stop strings, unknown path, wrong method, bodies over the limit with and without
 # Content-Length, missing and wrong API keys, out-of-range penalties and logit bias); stop
-# strings cut the completion, streamed or not; penalties and logit bias as dsv32 generate; a client that hangs up mid-stream cancels
+# strings cut the completion, streamed or not; penalties and logit bias as dsv32 generate;
+# logprobs (chat and completions shapes, the values dsv32 generate --logprobs prints, streamed
+# == not streamed, out-of-range N refused); a client that hangs up mid-stream cancels
 # its generation (the daemon's STATS show nothing running and far fewer tokens than asked
 # for); with the daemon gone /health and generation answer 503; SIGTERM stops the gateway
 # with status 0. Needs curl and python3 (exit 77 without). About 10 s.
@@ -259,6 +261,86 @@ for param, path, body in [
     code, text = request(path, body)
     err = json.loads(text)["error"]
     assert code == 400 and err["param"] == param and err["message"] and err["type"] == "invalid_request_error", (body, code, err)
+PY
+
+# logprobs: chat (logprobs + top_logprobs) and completions (logprobs N) in OpenAI's shapes, the
+# values dsv32 generate --logprobs prints, streamed == not streamed; out-of-range N: 400
+dsv generate --tokens 0,5,6,7 --max-tokens 8 --logprobs 3 > "$tmp/lp.txt" || die "dsv32 generate --logprobs 3"
+python3 - "$url" "$tmp/lp.txt" <<'PY' || fail "logprobs"
+import json, sys, urllib.error, urllib.request
+url = sys.argv[1]
+cli = [l.split() for l in open(sys.argv[2]).read().splitlines()]
+def request(path, body):
+    q = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        return 200, urllib.request.urlopen(q).read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+def post(path, body):
+    code, text = request(path, body)
+    assert code == 200, (path, body, code, text)
+    return text
+def chunks(text):
+    return [json.loads(l[6:]) for l in text.split("\n") if l.startswith("data: {")]
+assert len(cli) == 8 and all(len(l) == 5 for l in cli), cli
+# completions: tokens, token_logprobs, top_logprobs, text_offset
+body = {"prompt": [0, 5, 6, 7], "max_tokens": 8, "temperature": 0, "logprobs": 3}
+c = json.loads(post("/v1/completions", body))["choices"][0]
+lp = c["logprobs"]
+assert len(lp["tokens"]) == 8 and len(lp["token_logprobs"]) == 8 and len(lp["top_logprobs"]) == 8, lp
+for i, l in enumerate(cli):
+    assert abs(lp["token_logprobs"][i] - float(l[1])) < 1e-5, (i, lp["token_logprobs"][i], l)
+    want = sorted(float(a.split(":")[1]) for a in l[2:])
+    got = sorted(lp["top_logprobs"][i].values())
+    assert len(got) <= 3 and all(any(abs(g - w) < 1e-5 for w in want) for g in got), (i, got, want)
+    assert max(got) == lp["token_logprobs"][i], (i, got)  # greedy: the chosen token is the likeliest
+off = 0
+for i, t in enumerate(lp["tokens"]):
+    assert lp["text_offset"][i] == off, (i, lp["text_offset"], lp["tokens"])
+    off += len(t)
+body["stream"] = True
+joined = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+for ch in chunks(post("/v1/completions", body)):
+    x = ch["choices"][0]["logprobs"]
+    if x:
+        for k in joined:
+            joined[k] += x[k]
+assert joined == lp, (joined, lp)
+# chat: content[] = {token, logprob, bytes, top_logprobs[]}
+chat = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 10, "temperature": 0, "logprobs": True,
+        "top_logprobs": 4}
+j = json.loads(post("/v1/chat/completions", chat))
+c = j["choices"][0]
+content = c["logprobs"]["content"]
+assert len(content) == j["usage"]["completion_tokens"] > 0, (content, j["usage"])
+for e in content:
+    assert set(e) == {"token", "logprob", "bytes", "top_logprobs"} and e["logprob"] <= 0, e
+    assert len(e["top_logprobs"]) == 4 and e["top_logprobs"][0]["logprob"] == e["logprob"], e
+    assert e["top_logprobs"][0]["token"] == e["token"] and e["top_logprobs"][0]["bytes"] == e["bytes"], e
+    lps = [a["logprob"] for a in e["top_logprobs"]]
+    assert lps == sorted(lps, reverse=True), lps
+joined = b"".join(bytes(e["bytes"]) for e in content).decode()
+assert joined == "".join(e["token"] for e in content), content
+if "\ufffd" not in joined:  # a token that is part of a character reads U+FFFD on its own
+    assert joined == c["message"]["content"], (joined, c["message"]["content"])
+chat["stream"] = True
+streamed = []
+for ch in chunks(post("/v1/chat/completions", chat)):
+    x = ch["choices"][0]["logprobs"]
+    if x:
+        streamed += x["content"]
+assert streamed == content, (streamed, content)
+assert json.loads(post("/v1/chat/completions", dict(chat, stream=False, logprobs=False, top_logprobs=None)))["choices"][0]["logprobs"] is None
+print("logprobs: completions and chat in OpenAI's shapes, %d + %d tokens, the values of dsv32 generate --logprobs, streamed == not" % (8, len(content)))
+for param, path, body in [
+        ("top_logprobs", "/v1/chat/completions", {"messages": chat["messages"], "logprobs": True, "top_logprobs": 21}),
+        ("top_logprobs", "/v1/chat/completions", {"messages": chat["messages"], "top_logprobs": 2}),
+        ("logprobs", "/v1/chat/completions", {"messages": chat["messages"], "logprobs": 3}),
+        ("logprobs", "/v1/completions", {"prompt": "hi", "logprobs": 21}),
+        ("logprobs", "/v1/completions", {"prompt": "hi", "logprobs": "x"})]:
+    code, text = request(path, body)
+    err = json.loads(text)["error"]
+    assert code == 400 and err["param"] == param and err["message"], (body, code, err)
 PY
 
 # a client that hangs up mid-stream cancels its generation

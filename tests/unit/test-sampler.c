@@ -1,9 +1,11 @@
 /* The sampler (daemon/runtime/sampler.c) against a plain reference of its documented math,
  * written here with a comparison sort: the same token for every case, at the real
  * vocabulary (129,280), with ties, -inf and NaN logits, and every filter combination; the
- * penalties and logit bias against values computed by hand. */
+ * penalties and logit bias against values computed by hand; logprobs (dsv_logprobs) against
+ * a log-softmax in double and a comparison sort, with ties, -inf and NaN. */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "daemon/rng.h"
@@ -117,6 +119,64 @@ static void test_penalties(void) {
         dsv_sampler_done(&s);
 }
 
+/* dsv_logprobs on v against the reference: log-softmax in double over the non-NaN values,
+ * the top n by a comparison sort (descending, ascending id on ties; NaN never listed). */
+static void check_logprobs(const float *v, int n, struct cand *c, int n_top, const char *what) {
+        struct dsv_logprob top[DSV_LOGPROBS_MAX];
+        double mx = -INFINITY, sum = 0, lse;
+        int k = 0;
+        for (int i = 0; i < n; i++)
+                if (!isnan(v[i]))
+                        mx = fmax(mx, v[i]);
+        for (int i = 0; i < n; i++)
+                if (!isnan(v[i]) && v[i] > -INFINITY)
+                        sum += exp((double)v[i] - mx);
+        lse = mx + log(sum);
+        for (int i = 0; i < n; i++)
+                if (!isnan(v[i]))
+                        c[k++] = (struct cand){.p = v[i], .id = i};
+        qsort(c, (size_t)k, sizeof(*c), cmp_desc);
+        for (int32_t chosen = 0; chosen < n; chosen += n / 7 + 1) {
+                float lp = dsv_logprobs(v, n, chosen, top, n_top);
+                double want = isnan(v[chosen]) || v[chosen] == -INFINITY ? -FLT_MAX : v[chosen] - lse;
+                CHECK(fabs(lp - want) <= 1e-6 * fmax(1, fabs(want)), "%s: logprob of %d is %.9g, reference %.9g", what,
+                      chosen, lp, want);
+        }
+        dsv_logprobs(v, n, 0, top, n_top);
+        for (int j = 0; j < n_top && j < k; j++) {
+                double want = c[j].p == -INFINITY ? -FLT_MAX : c[j].p - lse;
+                CHECK(top[j].id == c[j].id && fabs(top[j].lp - want) <= 1e-6 * fmax(1, fabs(want)),
+                      "%s: top %d of %d is %d %.9g, reference %d %.9g", what, j, n_top, top[j].id, top[j].lp, c[j].id, want);
+        }
+}
+
+static void test_logprobs(struct cand *c) {
+        enum { V = 129280 };
+        float *v = malloc(V * sizeof(float));
+        REQUIRE(v, "oom");
+        for (int trial = 0; trial < 6; trial++) {
+                for (int i = 0; i < V; i++) {
+                        double x = dsv_rand_normal(500 + (uint64_t)trial, (uint64_t)i) * (trial + 1);
+                        v[i] = trial % 2 ? (float)(round(x * 4) / 4) : (float)x; /* odd trials: many ties */
+                }
+                if (trial >= 4) {
+                        v[3] = NAN;
+                        v[9] = -INFINITY;
+                        v[V / 2] = 40; /* one that dominates: the rest underflow towards -FLT_MAX */
+                }
+                for (int n_top = 0; n_top <= DSV_LOGPROBS_MAX; n_top += trial % 2 ? 7 : 10) {
+                        char what[64];
+                        snprintf(what, sizeof(what), "logprobs trial %d top %d", trial, n_top);
+                        check_logprobs(v, V, c, n_top, what);
+                }
+        }
+        /* all tied: the lowest ids, each log(1/n) */
+        for (int i = 0; i < 100; i++)
+                v[i] = 1.5f;
+        check_logprobs(v, 100, c, 20, "100 tied logits");
+        free(v);
+}
+
 int main(void) {
         enum { V = 129280 };
         struct dsv_sampler s;
@@ -125,6 +185,7 @@ int main(void) {
         int cases = 0;
         REQUIRE(logits && c && dsv_sampler_init(&s, V) == 0, "oom");
         test_penalties();
+        test_logprobs(c);
         for (int trial = 0; trial < 48; trial++) {
                 double scale = trial % 3 == 0 ? 1.0 : trial % 3 == 1 ? 4.0 : 0.25;
                 for (int i = 0; i < V; i++) {

@@ -61,6 +61,27 @@ const runner = client.chat.completions.stream({ model: ids[0], messages, max_com
 const final = await runner.finalChatCompletion();
 check(final.choices[0].message.content === m.content, "chat.completions.stream().finalChatCompletion()", final);
 
+// logprobs as the SDK types them: chat's choices[].logprobs.content[], streamed the same
+const lpReq = { model: ids[0], messages, max_completion_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3 };
+const lr = await client.chat.completions.create(lpReq);
+const lc = lr.choices[0].logprobs?.content ?? [];
+check(lc.length === lr.usage.completion_tokens && lc.length > 0 &&
+      lc.every((e) => typeof e.token === "string" && e.logprob <= 0 && Array.isArray(e.bytes) &&
+               e.top_logprobs.length === 3 && e.top_logprobs[0].logprob === e.logprob &&
+               e.top_logprobs[1].logprob <= e.top_logprobs[0].logprob),
+      "chat.completions.create with logprobs: content[] of {token, logprob, bytes, top_logprobs}", lr.choices[0]);
+let lpStreamed = [];
+for await (const chunk of await client.chat.completions.create({ ...lpReq, stream: true }))
+  lpStreamed = lpStreamed.concat(chunk.choices[0]?.logprobs?.content ?? []);
+check(JSON.stringify(lpStreamed) === JSON.stringify(lc), "chat logprobs streamed: the same entries", lpStreamed);
+try {
+  await client.chat.completions.create({ ...lpReq, top_logprobs: 21 });
+  check(false, "top_logprobs 21 is refused", "accepted");
+} catch (e) {
+  check(e instanceof OpenAI.BadRequestError && e.param === "top_logprobs", "top_logprobs 21: BadRequestError naming it",
+        { name: e.name, status: e.status, param: e.param });
+}
+
 // errors arrive as the SDK's typed exceptions, with the field named
 try {
   await client.chat.completions.create({ model: ids[0], messages, n: 2 });
