@@ -89,6 +89,10 @@ enum dsv_engine_state {
         DSV_ENGINE_LOADING,
         DSV_ENGINE_READY,
         DSV_ENGINE_FAILED,
+        /* the device failed while serving (a sticky CUDA error): every request ended with an
+         * ERROR naming it (dsv_engine_error), new ones get it too; the daemon must exit once
+         * dsv_engine_idle() (the ERRORs delivered) */
+        DSV_ENGINE_LOST,
         DSV_ENGINE_STATE_MAX,
 };
 
@@ -255,7 +259,7 @@ int dsv_engine_start(const struct dsv_engine_opts *opts, const struct dsv_engine
 void dsv_engine_free(struct dsv_engine *e);
 
 enum dsv_engine_state dsv_engine_state(const struct dsv_engine *e);
-/* Loading progress in per mille, and the failure reason once the state is FAILED. */
+/* Loading progress in per mille, and the failure reason once the state is FAILED or LOST. */
 unsigned dsv_engine_load_permille(const struct dsv_engine *e);
 /* While loading: bytes read from disk so far, and the rates from disk and into device memory
  * (GB/s, 1e9 bytes; device 0 on a host-memory backend or before the first upload). */
