@@ -518,6 +518,12 @@ static int load(struct dsv_engine *e) {
         e->info.kv_pages_total = (uint64_t)e->rt->kv->n_pages;
         e->info.kv_page_tokens = DSV_KV_PAGE_TOKENS;
         e->info.kv_bytes_per_token = e->rt->kv_bytes_per_token;
+        if (!e->rt->be->host_memory) {
+                const char *d = dsv_backend_describe(e->rt->be);
+                snprintf(e->info.device, sizeof(e->info.device), "%.*s", (int)strcspn(d, ";"), d);
+                e->info.device_weight_bytes = e->info.weight_bytes;
+                e->info.device_kv_bytes = (uint64_t)e->rt->kv->n_pages * e->rt->kv_page_bytes;
+        }
         {
                 struct dsv_core_params p = {.vocab_size = cfg->vocab_size, .eos_id = cfg->eos_token_id,
                                             .max_context = cfg->max_position_embeddings, .hidden_size = cfg->hidden_size,
@@ -856,6 +862,16 @@ const struct dsv_engine_info *dsv_engine_info(const struct dsv_engine *e) {
 
 const struct dsv_text *dsv_engine_text(const struct dsv_engine *e) {
         return dsv_engine_state(e) == DSV_ENGINE_READY ? e->text : NULL;
+}
+
+int dsv_engine_device_memory(const struct dsv_engine *e, uint64_t *free_bytes, uint64_t *total_bytes) {
+        struct dsv_backend *be;
+        if (dsv_engine_state(e) != DSV_ENGINE_READY && dsv_engine_state(e) != DSV_ENGINE_LOST)
+                return -EAGAIN;
+        be = e->rt->be;
+        if (be->host_memory || !be->ops->mem_info)
+                return -ENODEV;
+        return be->ops->mem_info(be, free_bytes, total_bytes);
 }
 
 void dsv_engine_metrics(struct dsv_engine *e, struct dsv_engine_metrics *m) { dsv_metrics_read(&e->metrics, dsv_now_ns(), m); }

@@ -298,9 +298,16 @@ struct dsv_engine_info {
         const char *mtp_note;     /* why not ("" when it is on) */
         int threads;
         uint64_t kv_pages_total, kv_page_tokens, kv_bytes_per_token;
+        /* a backend with its own memory (a GPU): its device as the plugin describes it, the
+         * weights and the KV pool held there; "" and 0 on the CPU backend */
+        char device[128];
+        uint64_t device_weight_bytes, device_kv_bytes;
 };
 const struct dsv_engine_info *dsv_engine_info(const struct dsv_engine *e);
 /* The tokenizer, or NULL (thread-safe for encode/decode once READY). */
 const struct dsv_text *dsv_engine_text(const struct dsv_engine *e);
+/* The backend's device memory now (any thread, once READY): -ENODEV on the CPU backend, the
+ * backend's error once its device failed. */
+int dsv_engine_device_memory(const struct dsv_engine *e, uint64_t *free_bytes, uint64_t *total_bytes);
 /* The engine's metrics now (any thread). */
 void dsv_engine_metrics(struct dsv_engine *e, struct dsv_engine_metrics *m);

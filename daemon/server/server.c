@@ -813,6 +813,16 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
                 st->kv_pages_total = inf->kv_pages_total;
                 st->kv_page_tokens = inf->kv_page_tokens;
                 st->kv_bytes_per_token = inf->kv_bytes_per_token;
+                if (inf->device[0]) {
+                        uint64_t fr = 0, tot = 0;
+                        snprintf(st->device, sizeof(st->device), "%s", inf->device);
+                        st->device_weight_bytes = inf->device_weight_bytes;
+                        st->device_kv_bytes = inf->device_kv_bytes;
+                        if (dsv_engine_device_memory(s->engine, &fr, &tot) == 0) {
+                                st->device_memory_total = tot;
+                                st->device_memory_free = fr;
+                        }
+                }
         }
         /* the backend is known once the engine is ready */
         snprintf(st->backend, sizeof(st->backend), "%s", inf ? inf->backend : s->cfg.backend);
