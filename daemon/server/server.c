@@ -115,7 +115,7 @@ static void notify_status(struct dsv_server *s, bool force) {
         char buf[512];
         uint64_t now = dsv_now_ns();
         enum dsv_engine_state st = dsv_engine_state(s->engine);
-        if (!force && now - s->last_status < 5000000000ull)
+        if ((!force && now - s->last_status < 5000000000ull) || s->lost) /* keep the failure's STATUS= */
                 return;
         s->last_status = now;
         if (st == DSV_ENGINE_LOADING) {
