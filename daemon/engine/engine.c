@@ -844,6 +844,9 @@ void dsv_engine_drain(struct dsv_engine *e, uint64_t deadline_ns) {
         e->draining = true;
         e->drain_deadline_ns = deadline_ns;
         e->kicked = true;
+        /* not idle until the engine thread has seen the drain (and saved the sessions): an
+         * idle flag from before it would let the server exit first */
+        __atomic_store_n(&e->idle, false, __ATOMIC_RELEASE);
         pthread_cond_signal(&e->cond);
         pthread_mutex_unlock(&e->lock);
 }
