@@ -840,6 +840,13 @@ static json_t *status_json(const struct dsv32_stats *s, const struct dsv32_wait_
         I("ttft_us_total", s->ttft_us_total);
         I("decode_us_total", s->decode_us_total);
         I("decode_tokens_total", s->decode_tokens_total);
+        if (s->device[0]) {
+                S("device", s->device);
+                I("device_memory_total", s->device_memory_total);
+                I("device_memory_free", s->device_memory_free);
+                I("device_weight_bytes", s->device_weight_bytes);
+                I("device_kv_bytes", s->device_kv_bytes);
+        }
         I("spin_us", s->spin_us);
         I("loop_wakeups", s->loop_wakeups);
         I("loop_sleeps", s->loop_sleeps);
@@ -890,6 +897,12 @@ static int cmd_status(int argc, char **argv) {
                    s.max_context, s.backend, s.threads, s.numerics);
         cli_printf("            text: %s, chat: %s\n", s.features & DSV32_FEATURE_TEXT ? "yes" : "no (token ids only)",
                    s.features & DSV32_FEATURE_CHAT ? "yes" : "no");
+        if (s.device[0])
+                cli_printf("device:     %s: %.2f GiB of weights, %.2f GiB of KV cache, %.2f of %.2f GiB free\n", s.device,
+                           s.device_weight_bytes / 1073741824.0, s.device_kv_bytes / 1073741824.0,
+                           s.device_memory_free / 1073741824.0, s.device_memory_total / 1073741824.0);
+        else if (s.state == DSV32_STATE_READY)
+                cli_printf("device:     cpu (weights and KV cache in host memory)\n");
         cli_printf("memory:     RSS %.1f MB; KV cache %llu/%llu pages of %llu tokens used (%llu bytes/token)\n",
                    s.rss_bytes / 1e6, (unsigned long long)s.kv_pages_used, (unsigned long long)s.kv_pages_total,
                    (unsigned long long)s.kv_page_tokens, (unsigned long long)s.kv_bytes_per_token);

@@ -408,6 +408,12 @@ struct dsv32_stats {
         uint64_t ttft_us_total;             /* submission to the first token */
         uint64_t decode_us_total;           /* first to last token, over ... */
         uint64_t decode_tokens_total;       /* ... this many tokens (per-token time: the ratio) */
+        /* the daemon's device ("" and 0 on the CPU backend, while loading, and from older daemons) */
+        char device[128];                   /* as the GPU plugin describes it (name, compute capability, memory) */
+        uint64_t device_memory_total;       /* bytes */
+        uint64_t device_memory_free;        /* bytes free now (0 once the device failed) */
+        uint64_t device_weight_bytes;       /* the weights in device memory */
+        uint64_t device_kv_bytes;           /* the KV cache pool in device memory */
 };
 int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 #define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))

@@ -1248,6 +1248,11 @@ API int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *out, size_t size)
         ret->ttft_us_total = s->ttft_us_total;
         ret->decode_us_total = s->decode_us_total;
         ret->decode_tokens_total = s->decode_tokens_total;
+        snprintf(ret->device, sizeof(ret->device), "%s", s->device);
+        ret->device_memory_total = s->device_memory_total;
+        ret->device_memory_free = s->device_memory_free;
+        ret->device_weight_bytes = s->device_weight_bytes;
+        ret->device_kv_bytes = s->device_kv_bytes;
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);

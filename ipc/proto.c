@@ -285,6 +285,11 @@ static const struct field f_stats_reply[] = {
         U64(50, stats_t, ttft_us_total, false),
         U64(51, stats_t, decode_us_total, false),
         U64(52, stats_t, decode_tokens_total, false),
+        NAME(53, stats_t, device, false),
+        U64(54, stats_t, device_memory_total, false),
+        U64(55, stats_t, device_memory_free, false),
+        U64(56, stats_t, device_weight_bytes, false),
+        U64(57, stats_t, device_kv_bytes, false),
 };
 /* the decoder tracks the fields it saw in one 64-bit mask */
 _Static_assert(sizeof(f_stats_reply) / sizeof(f_stats_reply[0]) <= 64, "STATS_REPLY has more than 64 fields");

@@ -308,6 +308,11 @@ struct dsv_msg_stats_reply {
         uint64_t ttft_us_total;            /* submission to the first token */
         uint64_t decode_us_total;          /* first to last token ... */
         uint64_t decode_tokens_total;      /* ... over this many tokens (per-token time) */
+        /* the backend's device (keys 53..57, absent with the CPU backend) */
+        char device[128];                  /* as its plugin describes it: name, compute capability, SMs, memory */
+        uint64_t device_memory_total, device_memory_free; /* bytes, now */
+        uint64_t device_weight_bytes;      /* the weights held in device memory */
+        uint64_t device_kv_bytes;          /* the KV cache pool in device memory */
 };
 
 struct dsv_msg {

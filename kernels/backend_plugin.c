@@ -32,6 +32,7 @@ struct plugin {
         dsv_plugin_new_fn new_backend;
         dsv_plugin_sample_fn sample;
         dsv_plugin_last_error_fn last_error;
+        dsv_plugin_last_error_fn device_error;
         dsv_plugin_describe_fn describe;
         dsv_plugin_comm_id_fn comm_id;
         dsv_plugin_comm_new_fn comm_new;
@@ -127,6 +128,8 @@ static bool try_load(const char *path, const char *name, bool check_perms, struc
         p->sample = (dsv_plugin_sample_fn)dlsym(h, sym);
         snprintf(sym, sizeof(sym), "dsv_backend_%s_last_error", name);
         p->last_error = (dsv_plugin_last_error_fn)dlsym(h, sym);
+        snprintf(sym, sizeof(sym), "dsv_backend_%s_device_error", name);
+        p->device_error = (dsv_plugin_last_error_fn)dlsym(h, sym);
         snprintf(sym, sizeof(sym), "dsv_backend_%s_describe", name);
         p->describe = (dsv_plugin_describe_fn)dlsym(h, sym);
         snprintf(sym, sizeof(sym), "dsv_backend_%s_comm_unique_id", name);
@@ -287,6 +290,12 @@ int dsv_backend_sample(struct dsv_backend *be, const struct dsv_tensor *logits, 
 const char *dsv_backend_last_error(struct dsv_backend *be) {
         struct plugin *p = plugin_of(be);
         return p && p->last_error ? p->last_error() : "";
+}
+
+const char *dsv_backend_device_error(struct dsv_backend *be) {
+        struct plugin *p = plugin_of(be);
+        const char *e = p && p->device_error ? p->device_error() : NULL;
+        return e ? e : "";
 }
 
 const char *dsv_backend_describe(struct dsv_backend *be) {

@@ -17,8 +17,8 @@
  * A plugin exports
  *   uint32_t dsv_backend_plugin_abi(void);                       must equal DSV_BACKEND_ABI
  *   int dsv_backend_<name>_new(int device, struct dsv_backend **ret);   -ENODEV: no device
- * and may export the optional entries below (dsv_backend_<name>_sample, _last_error, _describe,
- * _emulated: true when its device is a CPU emulation, which "auto" never picks).
+ * and may export the optional entries below (dsv_backend_<name>_sample, _last_error, _device_error,
+ * _describe, _emulated: true when its device is a CPU emulation, which "auto" never picks).
  * A loaded plugin stays loaded for the life of the process (its backends' vtables live in it).
  *
  * Sampling on the device (optional, plugin entry dsv_backend_<name>_sample): one token per
@@ -65,9 +65,19 @@ int dsv_backend_open(const char *name, const struct dsv_backend_opts *opts, stru
 int dsv_backend_sample(struct dsv_backend *be, const struct dsv_tensor *logits, const struct dsv_sample_params *params, int n,
                        int32_t *tokens);
 
-/* The plugin's description of its last failure on this thread (statement, file, line,
- * library message), or "" when the backend keeps none. */
+/* The plugin's description of its last failure on this thread: the failing vtable call's
+ * (the CUDA plugin clears it when a call begins), e.g. "cudaErrorMemoryAllocation (out of
+ * memory) in op linear (cudaMallocAsync(...) at kernels/cuda/backend_cuda.cu:120)", or "" when
+ * the backend keeps none. */
 const char *dsv_backend_last_error(struct dsv_backend *be);
+
+/* "" while the backend's device works. After a fault that leaves the device unusable for
+ * this process (CUDA's sticky errors: an illegal address, an uncorrectable ECC error, a
+ * kernel that trapped; the plugin's calls then return -ENOTRECOVERABLE), the first such
+ * error, named as dsv_backend_last_error does, for the rest of the process: the caller must
+ * stop using the device and exit (a restart gets a fresh context). Optional plugin entry
+ * dsv_backend_<name>_device_error(void); the CPU backend never reports one. */
+const char *dsv_backend_device_error(struct dsv_backend *be);
 
 /* One line about the backend for logs and reports (device, paths chosen), or its name. */
 const char *dsv_backend_describe(struct dsv_backend *be);

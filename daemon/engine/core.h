@@ -35,6 +35,9 @@ struct dsv_exec {
          * pool's pages hold the layer's records too. */
         int (*mtp)(void *ud, const struct dsv_batch *b, const float *hidden_in, float *logits, float *hidden_out,
                    struct dsv_error *err);
+        /* "" while the device works, else the fault that left it unusable (a sticky CUDA error:
+         * dsv_runtime_device_error), or NULL: a backend that cannot lose its device. */
+        const char *(*device_error)(void *ud);
 };
 
 enum req_state {
@@ -160,6 +163,11 @@ struct dsv_core {
         size_t n_uids, cap_uids;
         struct dsv_snapshots *snap; /* or NULL: no state directory */
         uint64_t last_snapshot_ns;
+        /* The device is lost (exec.device_error): every request, running, queued or new, ends
+         * with an ERROR carrying lost_msg; nothing runs on the device and nothing is saved
+         * from it any more; the engine then exits the daemon. */
+        bool lost;
+        char lost_msg[1200];
         struct request **reqs;
         size_t n_reqs, cap_reqs;
         /* sessions: LRU list, s_head least recently used */
@@ -202,6 +210,8 @@ int dsv_core_add(struct dsv_core *c, struct dsv_engine_request *r, int err_code,
 void dsv_core_cancel(struct dsv_core *c, void *client, uint64_t id);
 /* One step; true when it ran a batch or finished something. */
 bool dsv_core_step(struct dsv_core *c);
+/* Whether the device was lost (see struct dsv_core.lost; set by dsv_core_step). */
+bool dsv_core_lost(const struct dsv_core *c);
 bool dsv_core_idle(const struct dsv_core *c);
 
 /* request.c */

@@ -181,9 +181,41 @@ void dsv_core_cancel(struct dsv_core *c, void *client, uint64_t id) {
                         c->reqs[i]->cancel = true;
 }
 
+bool dsv_core_lost(const struct dsv_core *c) { return c->lost; }
+
+/* The device failed for good: every request that has not ended gets lost_msg as its ERROR
+ * (its pending tokens go first), queued ones and later ones too (dsv_core_step). */
+static void fail_all_lost(struct dsv_core *c) {
+        for (size_t i = 0; i < c->n_reqs; i++) {
+                struct request *r = c->reqs[i];
+                if (r->state != REQ_FINISHING)
+                        request_fail(r, EIO, "%s", c->lost_msg);
+        }
+        requests_remove_finished(c);
+}
+
+/* After a failed pass: whether the device is gone (then everything ends, see fail_all_lost). */
+static bool check_lost(struct dsv_core *c, const char *what) {
+        const char *why = c->exec.device_error ? c->exec.device_error(c->exec.ud) : NULL;
+        if (!why || !why[0])
+                return false;
+        if (!c->lost) {
+                c->lost = true;
+                snprintf(c->lost_msg, sizeof(c->lost_msg), "%s failed on the device: %.900s; dsv32d is exiting", what, why);
+                log_error("Engine: %s", c->lost_msg);
+        }
+        fail_all_lost(c);
+        return true;
+}
+
 bool dsv_core_step(struct dsv_core *c) {
         struct dsv_error err = {{0}};
         int n_tok, rc;
+
+        if (c->lost) { /* requests that came after the fault, and ERRORs still to deliver */
+                fail_all_lost(c);
+                return false;
+        }
 
         /* 0. snapshots: completed writes, then the periodic save */
         if (c->snap) {
@@ -236,6 +268,8 @@ bool dsv_core_step(struct dsv_core *c) {
                               .n_seqs = c->b_n_seqs, .seqs = c->b_seqs, .as_decode = c->b_dec};
         rc = c->exec.forward(c->exec.ud, &b, c->logits, c->exec.mtp ? c->hidden : NULL, &err);
         DSV_METRIC_ADD(c->metrics, steps_total, 1);
+        if (rc < 0 && check_lost(c, "the forward pass"))
+                return true;
         if (rc < 0) {
                 log_error("Engine: forward pass failed: %s", err.msg[0] ? err.msg : strerror(-rc));
                 for (int s = 0; s < c->b_n_seqs; s++)
@@ -259,6 +293,8 @@ bool dsv_core_step(struct dsv_core *c) {
                              (double)(__atomic_load_n(&c->metrics->generated_tokens_total, __ATOMIC_RELAXED) - g0), now);
         }
         draft_step(c);
+        if (check_lost(c, "the MTP layer's pass")) /* its failure ended only its own requests */
+                return true;
         for (int s = 0; s < c->b_n_seqs; s++)
                 if (c->b_req[s]->state != REQ_FINISHING || !c->b_req[s]->final_error)
                         prefix_register(c, c->b_req[s]);
@@ -379,6 +415,8 @@ static int exec_forward(void *ud, const struct dsv_batch *b, float *logits, floa
         return dsv_runtime_forward_hidden(ud, b, logits, hidden, err);
 }
 
+static const char *exec_device_error(void *ud) { return dsv_runtime_device_error(ud); }
+
 static int exec_mtp(void *ud, const struct dsv_batch *b, const float *hidden_in, float *logits, float *hidden_out,
                     struct dsv_error *err) {
         return dsv_runtime_mtp(ud, b, hidden_in, logits, hidden_out, err);
@@ -480,11 +518,18 @@ static int load(struct dsv_engine *e) {
         e->info.kv_pages_total = (uint64_t)e->rt->kv->n_pages;
         e->info.kv_page_tokens = DSV_KV_PAGE_TOKENS;
         e->info.kv_bytes_per_token = e->rt->kv_bytes_per_token;
+        if (!e->rt->be->host_memory) {
+                const char *d = dsv_backend_describe(e->rt->be);
+                snprintf(e->info.device, sizeof(e->info.device), "%.*s", (int)strcspn(d, ";"), d);
+                e->info.device_weight_bytes = e->info.weight_bytes;
+                e->info.device_kv_bytes = (uint64_t)e->rt->kv->n_pages * e->rt->kv_page_bytes;
+        }
         {
                 struct dsv_core_params p = {.vocab_size = cfg->vocab_size, .eos_id = cfg->eos_token_id,
                                             .max_context = cfg->max_position_embeddings, .hidden_size = cfg->hidden_size,
                                             .kv_page_tokens = DSV_KV_PAGE_TOKENS, .model_fingerprint = e->rt->fingerprint};
-                struct dsv_exec ex = {.ud = e->rt, .forward = exec_forward, .mtp = e->info.mtp ? exec_mtp : NULL};
+                struct dsv_exec ex = {.ud = e->rt, .forward = exec_forward, .mtp = e->info.mtp ? exec_mtp : NULL,
+                                      .device_error = exec_device_error};
                 if ((rc = dsv_core_init(&e->core, &p, e->rt->kv, &ex, e->text, &e->sink, &e->metrics)) < 0) {
                         snprintf(e->error, sizeof(e->error), "out of memory");
                         return rc;
@@ -559,6 +604,8 @@ static void take_items(struct dsv_engine *e, struct item *it) {
                         char msg[1800];
                         snprintf(msg, sizeof(msg), "the model failed to load: %s", e->error);
                         item_drop(e, it, EIO, msg);
+                } else if (dsv_engine_state(e) == DSV_ENGINE_LOST) {
+                        item_drop(e, it, EIO, e->error);
                 } else if (dsv_core_add(&e->core, it->req, it->err, it->msg) < 0) {
                         log_error("Engine: out of memory accepting a request");
                         item_drop(e, it, ENOMEM, "out of memory");
@@ -607,6 +654,12 @@ static void *engine_main(void *ud) {
                 if (e->core_ready) {
                         did = dsv_core_step(&e->core);
                         __atomic_store_n(&e->drain_cut, e->core.drain_cut, __ATOMIC_RELAXED);
+                        if (dsv_core_lost(&e->core) && dsv_engine_state(e) != DSV_ENGINE_LOST) {
+                                /* the ERRORs are queued; the server exits once they are out */
+                                snprintf(e->error, sizeof(e->error), "%s", e->core.lost_msg);
+                                saved_at_stop = true; /* nothing is saved from a poisoned device */
+                                set_state(e, DSV_ENGINE_LOST);
+                        }
                         /* a drain ends with the sessions written (what changed since the last save) */
                         if (draining && !saved_at_stop && dsv_core_idle(&e->core)) {
                                 if (e->core.snap) {
@@ -622,8 +675,8 @@ static void *engine_main(void *ud) {
                 {
                         bool idle = !e->core_ready || (dsv_core_idle(&e->core) && (!draining || saved_at_stop));
                         bool was = __atomic_exchange_n(&e->idle, idle, __ATOMIC_ACQ_REL);
-                        if (idle && !was && draining)
-                                notify_loop(e);
+                        if (idle && !was && (draining || dsv_engine_state(e) == DSV_ENGINE_LOST))
+                                notify_loop(e); /* the server waits for this to exit */
                 }
                 if (did)
                         continue;
@@ -791,6 +844,9 @@ void dsv_engine_drain(struct dsv_engine *e, uint64_t deadline_ns) {
         e->draining = true;
         e->drain_deadline_ns = deadline_ns;
         e->kicked = true;
+        /* not idle until the engine thread has seen the drain (and saved the sessions): an
+         * idle flag from before it would let the server exit first */
+        __atomic_store_n(&e->idle, false, __ATOMIC_RELEASE);
         pthread_cond_signal(&e->cond);
         pthread_mutex_unlock(&e->lock);
 }
@@ -809,6 +865,16 @@ const struct dsv_engine_info *dsv_engine_info(const struct dsv_engine *e) {
 
 const struct dsv_text *dsv_engine_text(const struct dsv_engine *e) {
         return dsv_engine_state(e) == DSV_ENGINE_READY ? e->text : NULL;
+}
+
+int dsv_engine_device_memory(const struct dsv_engine *e, uint64_t *free_bytes, uint64_t *total_bytes) {
+        struct dsv_backend *be;
+        if (dsv_engine_state(e) != DSV_ENGINE_READY && dsv_engine_state(e) != DSV_ENGINE_LOST)
+                return -EAGAIN;
+        be = e->rt->be;
+        if (be->host_memory || !be->ops->mem_info)
+                return -ENODEV;
+        return be->ops->mem_info(be, free_bytes, total_bytes);
 }
 
 void dsv_engine_metrics(struct dsv_engine *e, struct dsv_engine_metrics *m) { dsv_metrics_read(&e->metrics, dsv_now_ns(), m); }

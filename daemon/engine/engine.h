@@ -89,6 +89,10 @@ enum dsv_engine_state {
         DSV_ENGINE_LOADING,
         DSV_ENGINE_READY,
         DSV_ENGINE_FAILED,
+        /* the device failed while serving (a sticky CUDA error): every request ended with an
+         * ERROR naming it (dsv_engine_error), new ones get it too; the daemon must exit once
+         * dsv_engine_idle() (the ERRORs delivered) */
+        DSV_ENGINE_LOST,
         DSV_ENGINE_STATE_MAX,
 };
 
@@ -264,7 +268,7 @@ int dsv_engine_start(const struct dsv_engine_opts *opts, const struct dsv_engine
 void dsv_engine_free(struct dsv_engine *e);
 
 enum dsv_engine_state dsv_engine_state(const struct dsv_engine *e);
-/* Loading progress in per mille, and the failure reason once the state is FAILED. */
+/* Loading progress in per mille, and the failure reason once the state is FAILED or LOST. */
 unsigned dsv_engine_load_permille(const struct dsv_engine *e);
 /* While loading: bytes read from disk so far, and the rates from disk and into device memory
  * (GB/s, 1e9 bytes; device 0 on a host-memory backend or before the first upload). */
@@ -303,9 +307,16 @@ struct dsv_engine_info {
         const char *mtp_note;     /* why not ("" when it is on) */
         int threads;
         uint64_t kv_pages_total, kv_page_tokens, kv_bytes_per_token;
+        /* a backend with its own memory (a GPU): its device as the plugin describes it, the
+         * weights and the KV pool held there; "" and 0 on the CPU backend */
+        char device[128];
+        uint64_t device_weight_bytes, device_kv_bytes;
 };
 const struct dsv_engine_info *dsv_engine_info(const struct dsv_engine *e);
 /* The tokenizer, or NULL (thread-safe for encode/decode once READY). */
 const struct dsv_text *dsv_engine_text(const struct dsv_engine *e);
+/* The backend's device memory now (any thread, once READY): -ENODEV on the CPU backend, the
+ * backend's error once its device failed. */
+int dsv_engine_device_memory(const struct dsv_engine *e, uint64_t *free_bytes, uint64_t *total_bytes);
 /* The engine's metrics now (any thread). */
 void dsv_engine_metrics(struct dsv_engine *e, struct dsv_engine_metrics *m);

@@ -21,6 +21,28 @@ static enum dsv_mtp_mode mtp_mode(const struct dsv_runtime *rt, const struct dsv
         return o->mtp;
 }
 
+/* After a failure of r on be: err->msg gets the backend's own account of it (the CUDA error's
+ * name and text, and the call that saw it), when it keeps one and the message lacks it. A
+ * lost device (a sticky error) makes the result -ENOTRECOVERABLE whatever layer failed. */
+static int backend_cause(struct dsv_backend *be, int r, struct dsv_error *err, const char *where) {
+        const char *lost = be ? dsv_backend_device_error(be) : "";
+        const char *why = lost[0] ? lost : be ? dsv_backend_last_error(be) : "";
+        size_t n = strlen(err->msg);
+        if (why[0] && !strstr(err->msg, why) && n + 8 < sizeof(err->msg))
+                snprintf(err->msg + n, sizeof(err->msg) - n, "%s%s %s", n ? ": " : "", lost[0] ? "the device failed:" : where, why);
+        return lost[0] ? -ENOTRECOVERABLE : r;
+}
+
+/* A failed pass: with the device lost, one message that says so first. */
+static int pass_failed(struct dsv_runtime *rt, int r, struct dsv_error *err, const char *what) {
+        const char *lost = dsv_backend_device_error(rt->be);
+        if (lost[0])
+                return dsv_error_set(err, ENOTRECOVERABLE, "%s failed on the device: %.900s", what, lost);
+        return backend_cause(rt->be, r, err, "on the device:");
+}
+
+const char *dsv_runtime_device_error(const struct dsv_runtime *rt) { return rt && rt->be ? dsv_backend_device_error(rt->be) : ""; }
+
 /* Opens the backend and loads the model on it; with "auto", a GPU backend that cannot run
  * the model (an op it lacks: -EOPNOTSUPP from the load-time probe) gives way to the CPU. */
 static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, struct dsv_error *err) {
@@ -49,11 +71,13 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
                 mo.device = NULL;
                 r = dsv_model_load(o->model_dir, rt->be, &mo, &rt->model, &e);
         }
-        if (r < 0)
+        if (r < 0) {
+                r = backend_cause(rt->be, r, &e, "on the device:");
                 return e.msg[0] && strstr(e.msg, o->model_dir) /* it names the file already */
                                ? dsv_error_set(err, r, "cannot load the model: %.1500s", e.msg)
                                : dsv_error_set(err, r, "cannot load the model from %.512s: %.1000s", o->model_dir,
                                                e.msg[0] ? e.msg : strerror(-r));
+        }
         if (!dsv_model_has_mtp(rt->model))
                 snprintf(rt->mtp_note, sizeof(rt->mtp_note), "%s",
                          !dsv_model_get_checkpoint(rt->model)->has_mtp ? "the checkpoint has no MTP layer"
@@ -155,15 +179,18 @@ fail:
 }
 
 int dsv_runtime_forward(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, struct dsv_error *err) {
-        return dsv_model_forward(rt->model, rt->kv, b, logits, err);
+        int r = dsv_model_forward(rt->model, rt->kv, b, logits, err);
+        return r < 0 ? pass_failed(rt, r, err, "the forward pass") : r;
 }
 
 int dsv_runtime_forward_hidden(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, float *hidden,
                                struct dsv_error *err) {
-        return dsv_model_forward_hidden(rt->model, rt->kv, b, logits, hidden, err);
+        int r = dsv_model_forward_hidden(rt->model, rt->kv, b, logits, hidden, err);
+        return r < 0 ? pass_failed(rt, r, err, "the forward pass") : r;
 }
 
 int dsv_runtime_mtp(struct dsv_runtime *rt, const struct dsv_batch *b, const float *hidden_in, float *logits,
                     float *hidden_out, struct dsv_error *err) {
-        return dsv_model_mtp_forward(rt->model, rt->kv, b, hidden_in, logits, hidden_out, err);
+        int r = dsv_model_mtp_forward(rt->model, rt->kv, b, hidden_in, logits, hidden_out, err);
+        return r < 0 ? pass_failed(rt, r, err, "the MTP layer's pass") : r;
 }

@@ -55,10 +55,18 @@ int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret,
 void dsv_runtime_free(struct dsv_runtime *rt);
 
 /* One forward pass over the runtime's KV pool (dsv_model_forward; with hidden, also every
- * token's final hidden state: dsv_model_forward_hidden). */
+ * token's final hidden state: dsv_model_forward_hidden). A failure's message ends with the
+ * backend's own (the CUDA error's name and text, and the op or copy that saw it). When the
+ * device is lost (dsv_runtime_device_error): -ENOTRECOVERABLE and "the forward pass failed on
+ * the device: cudaErrorIllegalAddress (...) in op linear (...)"; every later pass fails the
+ * same way, and the caller must exit. */
 int dsv_runtime_forward(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, struct dsv_error *err);
 int dsv_runtime_forward_hidden(struct dsv_runtime *rt, const struct dsv_batch *b, float *logits, float *hidden,
                                struct dsv_error *err);
-/* The MTP layer over the runtime's KV pool (dsv_model_mtp_forward). */
+/* The MTP layer over the runtime's KV pool (dsv_model_mtp_forward; failures as above). */
 int dsv_runtime_mtp(struct dsv_runtime *rt, const struct dsv_batch *b, const float *hidden_in, float *logits,
                     float *hidden_out, struct dsv_error *err);
+
+/* "" while the backend's device works, else the fault that left it unusable for this process
+ * (dsv_backend_device_error): nothing more may run on it. */
+const char *dsv_runtime_device_error(const struct dsv_runtime *rt);

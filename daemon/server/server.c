@@ -56,6 +56,8 @@ struct dsv_server {
         uint64_t serial;
         uint64_t t_start;
         bool quit, draining, ready_notified;
+        bool lost;            /* the device failed: exiting once the clients have their ERRORs */
+        uint64_t lost_deadline_ns; /* ... or at this time (monotonic), whatever they read */
         int exit_code;
         uint64_t watchdog_usec, last_watchdog, last_status, last_extend;
         uint64_t loop_wakeups, loop_sleeps, doorbells_received;
@@ -113,7 +115,7 @@ static void notify_status(struct dsv_server *s, bool force) {
         char buf[512];
         uint64_t now = dsv_now_ns();
         enum dsv_engine_state st = dsv_engine_state(s->engine);
-        if (!force && now - s->last_status < 5000000000ull)
+        if ((!force && now - s->last_status < 5000000000ull) || s->lost) /* keep the failure's STATUS= */
                 return;
         s->last_status = now;
         if (st == DSV_ENGINE_LOADING) {
@@ -586,6 +588,8 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
         int sources = (g->text != NULL) + (g->n_tokens > 0) + (g->n_messages > 0);
         char who[128];
 
+        if (st == DSV_ENGINE_LOST)
+                return refuse(s, c, g, EIO, "%s", dsv_engine_error(s->engine));
         if (s->draining)
                 return refuse(s, c, g, ESHUTDOWN, "dsv32d is shutting down and takes no new requests");
         if (st == DSV_ENGINE_FAILED)
@@ -752,6 +756,8 @@ static int handle_session(struct dsv_server *s, struct dsv_conn *c, uint16_t typ
 
         if (dsv_engine_state(s->engine) == DSV_ENGINE_FAILED)
                 return loop_error(s, c, m->id, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
+        if (dsv_engine_state(s->engine) == DSV_ENGINE_LOST)
+                return loop_error(s, c, m->id, EIO, "%s", dsv_engine_error(s->engine));
         if (kind != DSV_REQUEST_SESSION_LIST && kind != DSV_REQUEST_SESSIONS_SAVE && !session_name_ok(s, m->name))
                 return loop_error(s, c, m->id, EINVAL,
                                   "invalid session name: it must be 1..%d bytes of letters, digits and . _ : @ + = -",
@@ -813,6 +819,16 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
                 st->kv_pages_total = inf->kv_pages_total;
                 st->kv_page_tokens = inf->kv_page_tokens;
                 st->kv_bytes_per_token = inf->kv_bytes_per_token;
+                if (inf->device[0]) {
+                        uint64_t fr = 0, tot = 0;
+                        snprintf(st->device, sizeof(st->device), "%s", inf->device);
+                        st->device_weight_bytes = inf->device_weight_bytes;
+                        st->device_kv_bytes = inf->device_kv_bytes;
+                        if (dsv_engine_device_memory(s->engine, &fr, &tot) == 0) {
+                                st->device_memory_total = tot;
+                                st->device_memory_free = fr;
+                        }
+                }
         }
         /* the backend is known once the engine is ready */
         snprintf(st->backend, sizeof(st->backend), "%s", inf ? inf->backend : s->cfg.backend);
@@ -1157,7 +1173,37 @@ static void on_signal(struct dsv_server *s) {
         }
 }
 
+/* The device failed while serving (the engine's state LOST): the engine has ended every
+ * request with an ERROR naming the fault; take no more, tell systemd, and exit non-zero once
+ * those ERRORs are out (check_drained), or after stop-timeout for clients that do not read
+ * them. A restart gets a fresh device context. Nothing is saved from the poisoned device. */
+static void on_device_lost(struct dsv_server *s) {
+        if (s->lost)
+                return;
+        s->lost = true;
+        s->exit_code = 1;
+        s->lost_deadline_ns = dsv_now_ns() + (uint64_t)s->cfg.stop_timeout_s * 1000000000ull;
+        log_error("Exiting: %s; the sessions in memory are lost (the state directory keeps its last snapshots)",
+                  dsv_engine_error(s->engine));
+        sd_notifyf(0, "STOPPING=1\nSTATUS=Failed: %s\nERRNO=%d", dsv_engine_error(s->engine), EIO);
+        if (!s->draining) {
+                s->draining = true;
+                stop_listening(s);
+        }
+}
+
 static void check_drained(struct dsv_server *s) {
+        if (s->lost && !s->quit && dsv_now_ns() >= s->lost_deadline_ns) {
+                log_error("Exiting after %d s (stop-timeout) with ERRORs still undelivered to clients that do not read",
+                          s->cfg.stop_timeout_s);
+                s->quit = true;
+                return;
+        }
+        if (s->lost && !s->quit && dsv_engine_idle(s->engine)) {
+                log_info("Every client has its ERROR; exiting");
+                s->quit = true;
+                return;
+        }
         if (s->draining && dsv_engine_idle(s->engine)) {
                 uint64_t cut = dsv_engine_drain_cut(s->engine);
                 if (cut)
@@ -1182,6 +1228,8 @@ static void on_engine(struct dsv_server *s) {
                 sd_notify(0, "READY=1");
                 notify_status(s, true);
                 log_info("Ready: serving on %s", s->listen_owned ? s->cfg.socket : "the socket from systemd");
+        } else if (st == DSV_ENGINE_LOST) {
+                on_device_lost(s);
         } else if (st == DSV_ENGINE_FAILED && !s->quit) {
                 sd_notifyf(0, "STATUS=Failed: %s\nERRNO=5", dsv_engine_error(s->engine));
                 log_error("Exiting: the model could not be loaded");

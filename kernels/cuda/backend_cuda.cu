@@ -4,7 +4,10 @@
  *   dsv_backend_plugin_abi()           must match the loader's DSV_BACKEND_ABI
  *   dsv_backend_cuda_new(dev, &be)     -ENODEV without a usable GPU
  *   dsv_backend_cuda_sample(...)       on-device sampling (sample.cu)
- *   dsv_backend_cuda_last_error()      the last failure recorded by a checking macro
+ *   dsv_backend_cuda_last_error()      the last failure of this thread's latest vtable call
+ *   dsv_backend_cuda_device_error()    "" while the device works; after a sticky CUDA error
+ *                                      (the context is unusable: illegal address, ECC, ...)
+ *                                      the first one, named, for the life of the process
  *
  * Copy semantics: upload returns once src may be reused (pageable src: the driver staged it;
  * pinned src from alloc_host: after the stream reached the copy); download returns with the
@@ -13,6 +16,7 @@
  * DSV_CUDA_GEMV_MAX (tokens up to which the weight-streaming kernel runs, default 8),
  * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024), DSV_CUDA_MOE_TOKENS (tokens per
  * MoE launch at most, default: as the scratch budget allows; moe.cu). */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +29,51 @@
 #define DCU_EXPORT extern "C" __attribute__((visibility("default")))
 
 /* ------------------------------------------------------------------ errors */
+/* The last failure of this thread, cleared when a vtable call begins (so that what a caller
+ * reads after a failed call is that call's, never an old start-up probe's), and what the
+ * call was doing (the op, "upload", "synchronize", ...), named in it. */
 static __thread char errbuf[512];
+static __thread const char *cur_what = "start-up";
+
+/* After a sticky error every later CUDA call of the process fails too: the first one, kept
+ * for dsv_backend_cuda_device_error() (written once, under lost_lock). */
+static pthread_mutex_t lost_lock = PTHREAD_MUTEX_INITIALIZER;
+static char lost_msg[512];
+static int lost;
 
 const char *dcu_last_error(void) { return errbuf; }
 
+static void begin_call(const char *what) {
+        errbuf[0] = 0;
+        cur_what = what;
+}
+
+/* The errors after which the CUDA context is unusable (the CUDA runtime API's list of
+ * sticky errors: the process must exit to use the device again). */
+static bool is_sticky(cudaError_t e) {
+        switch (e) {
+        case cudaErrorIllegalAddress:
+        case cudaErrorLaunchFailure:
+        case cudaErrorLaunchTimeout:
+        case cudaErrorHardwareStackError:
+        case cudaErrorIllegalInstruction:
+        case cudaErrorMisalignedAddress:
+        case cudaErrorInvalidAddressSpace:
+        case cudaErrorInvalidPc:
+        case cudaErrorAssert:
+        case cudaErrorECCUncorrectable:
+        case cudaErrorNvlinkUncorrectable:
+        case cudaErrorContextIsDestroyed:
+        case cudaErrorDevicesUnavailable:
+                return true;
+        default:
+                return false;
+        }
+}
+
 static int errno_of_cuda(cudaError_t e) {
+        if (is_sticky(e))
+                return -ENOTRECOVERABLE;
         switch (e) {
         case cudaErrorMemoryAllocation:
                 return -ENOMEM;
@@ -47,13 +91,25 @@ static int errno_of_cuda(cudaError_t e) {
         }
 }
 
+/* "cudaErrorIllegalAddress (an illegal memory access was encountered) in op linear
+ * (cudaStreamSynchronize(c->stream) at kernels/cuda/backend_cuda.cu:180)"; a sticky error
+ * also becomes the device's. */
 int dcu_fail_cuda(cudaError_t e, const char *stmt, const char *file, int line) {
-        snprintf(errbuf, sizeof(errbuf), "%s failed at %s:%d: %s (%s)", stmt, file, line, cudaGetErrorString(e), cudaGetErrorName(e));
+        snprintf(errbuf, sizeof(errbuf), "%s (%s) in %s (%s at %s:%d)", cudaGetErrorName(e), cudaGetErrorString(e), cur_what, stmt,
+                 file, line);
+        if (is_sticky(e)) {
+                pthread_mutex_lock(&lost_lock);
+                if (!lost) {
+                        snprintf(lost_msg, sizeof(lost_msg), "%s", errbuf);
+                        __atomic_store_n(&lost, 1, __ATOMIC_RELEASE);
+                }
+                pthread_mutex_unlock(&lost_lock);
+        }
         return errno_of_cuda(e);
 }
 
 int dcu_fail_cublas(cublasStatus_t s, const char *stmt, const char *file, int line) {
-        snprintf(errbuf, sizeof(errbuf), "%s failed at %s:%d: %s", stmt, file, line, cublasGetStatusString(s));
+        snprintf(errbuf, sizeof(errbuf), "%s in %s (%s at %s:%d)", cublasGetStatusString(s), cur_what, stmt, file, line);
         switch (s) {
         case CUBLAS_STATUS_ALLOC_FAILED:
                 return -ENOMEM;
@@ -68,7 +124,7 @@ int dcu_fail_cublas(cublasStatus_t s, const char *stmt, const char *file, int li
 }
 
 int dcu_fail(int err, const char *file, int line, const char *what) {
-        snprintf(errbuf, sizeof(errbuf), "%s at %s:%d", what, file, line);
+        snprintf(errbuf, sizeof(errbuf), "%s in %s (%s:%d)", what, cur_what, file, line);
         return err;
 }
 
@@ -149,6 +205,7 @@ static void cuda_free(struct dsv_backend *be) {
 }
 
 static int cuda_alloc(struct dsv_backend *be, size_t size, void **ret) {
+        begin_call("alloc");
         struct dcu_ctx *c = dcu_ctx_of(be);
         void *p = NULL;
         DCU_CUDA(cudaSetDevice(c->device));
@@ -170,6 +227,7 @@ static void cuda_dealloc(struct dsv_backend *be, void *p, size_t size) {
 
 /* A copy between two places of device memory, ordered with the kernels on the stream. */
 static int cuda_copy(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        begin_call("copy");
         struct dcu_ctx *c = dcu_ctx_of(be);
         if (!n)
                 return 0;
@@ -180,6 +238,7 @@ static int cuda_copy(struct dsv_backend *be, void *dst, const void *src, size_t 
 
 /* Free and total device memory (the KV pool is sized from it when kv-cache-mb is 0). */
 static int cuda_mem_info(struct dsv_backend *be, uint64_t *free_bytes, uint64_t *total_bytes) {
+        begin_call("mem_info");
         struct dcu_ctx *c = dcu_ctx_of(be);
         size_t fr = 0, tot = 0;
         DCU_CUDA(cudaSetDevice(c->device));
@@ -199,6 +258,7 @@ static bool is_pinned(const void *p) {
 }
 
 static int cuda_upload(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        begin_call("upload");
         struct dcu_ctx *c = dcu_ctx_of(be);
         if (!n)
                 return 0;
@@ -209,6 +269,7 @@ static int cuda_upload(struct dsv_backend *be, void *dst, const void *src, size_
 }
 
 static int cuda_download(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        begin_call("download");
         struct dcu_ctx *c = dcu_ctx_of(be);
         if (n)
                 DCU_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream));
@@ -217,6 +278,7 @@ static int cuda_download(struct dsv_backend *be, void *dst, const void *src, siz
 }
 
 static int cuda_fill(struct dsv_backend *be, void *dst, int byte, size_t n) {
+        begin_call("fill");
         struct dcu_ctx *c = dcu_ctx_of(be);
         if (n)
                 DCU_CUDA(cudaMemsetAsync(dst, byte, n, c->stream));
@@ -224,12 +286,14 @@ static int cuda_fill(struct dsv_backend *be, void *dst, int byte, size_t n) {
 }
 
 static int cuda_sync(struct dsv_backend *be) {
+        begin_call("synchronize");
         struct dcu_ctx *c = dcu_ctx_of(be);
         DCU_CUDA(cudaStreamSynchronize(c->stream));
         return check_err_word(c);
 }
 
 static int cuda_alloc_host(struct dsv_backend *be, size_t size, void **ret) {
+        begin_call("alloc_host");
         void *p = NULL;
         DCU_CUDA(cudaHostAlloc(&p, size ? size : 64, cudaHostAllocPortable));
         *ret = p;
@@ -244,6 +308,7 @@ static void cuda_free_host(struct dsv_backend *be, void *p, size_t size) {
 /* Weight streaming: copies on copy_stream, so they overlap the loader's next disk reads;
  * the loader waits for an event before it reuses a staging buffer or computes. */
 static int cuda_upload_async(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        begin_call("upload_async");
         struct dcu_ctx *c = dcu_ctx_of(be);
         if (!n)
                 return 0;
@@ -255,6 +320,7 @@ static int cuda_upload_async(struct dsv_backend *be, void *dst, const void *src,
 }
 
 static int cuda_event_new(struct dsv_backend *be, void **ret) {
+        begin_call("event_new");
         struct dcu_ctx *c = dcu_ctx_of(be);
         cudaEvent_t ev = NULL;
         DCU_CUDA(cudaSetDevice(c->device));
@@ -270,12 +336,14 @@ static void cuda_event_free(struct dsv_backend *be, void *ev) {
 }
 
 static int cuda_event_record(struct dsv_backend *be, void *ev) {
+        begin_call("event_record");
         struct dcu_ctx *c = dcu_ctx_of(be);
         DCU_CUDA(cudaEventRecord((cudaEvent_t)ev, c->copy_stream));
         return 0;
 }
 
 static int cuda_event_wait(struct dsv_backend *be, void *ev) {
+        begin_call("event_wait");
         (void)be;
         DCU_CUDA(cudaEventSynchronize((cudaEvent_t)ev));
         return 0;
@@ -389,43 +457,61 @@ static bool cuda_supports(struct dsv_backend *be, const struct dsv_op *op) {
 static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         struct dcu_ctx *c = dcu_ctx_of(be);
         const bool f = op->faithful;
+        begin_call("compute");
         if (!cuda_supports(be, op))
                 return -EINVAL;
         DCU_CUDA(cudaSetDevice(c->device));
         switch (op->type) {
         case DSV_OP_EMBED:
+                begin_call("op embed");
                 return dcu_embed(c, &op->embed);
         case DSV_OP_GET_ROWS:
+                begin_call("op get_rows");
                 return dcu_get_rows(c, &op->get_rows);
         case DSV_OP_RMSNORM:
+                begin_call("op rmsnorm");
                 return dcu_rmsnorm(c, &op->rmsnorm, f);
         case DSV_OP_LAYERNORM:
+                begin_call("op layernorm");
                 return dcu_layernorm(c, &op->layernorm, f);
         case DSV_OP_LINEAR:
+                begin_call("op linear");
                 return dcu_linear(c, &op->linear);
         case DSV_OP_ACT_QUANT:
+                begin_call("op act_quant");
                 return dcu_act_quant(c, &op->act_quant);
         case DSV_OP_ROPE:
+                begin_call("op rope");
                 return dcu_rope(c, &op->rope, f);
         case DSV_OP_HADAMARD:
+                begin_call("op hadamard");
                 return dcu_hadamard(c, &op->hadamard, f);
         case DSV_OP_SWIGLU:
+                begin_call("op swiglu");
                 return dcu_swiglu(c, &op->swiglu, f);
         case DSV_OP_ADD:
+                begin_call("op add");
                 return dcu_add(c, &op->add, f);
         case DSV_OP_KV_STORE:
+                begin_call("op kv_store");
                 return dcu_kv_store(c, &op->kv_store);
         case DSV_OP_KV_GATHER:
+                begin_call("op kv_gather");
                 return dcu_kv_gather(c, &op->kv_gather);
         case DSV_OP_INDEXER_TOPK:
+                begin_call("op indexer_topk");
                 return dcu_indexer_topk(c, &op->indexer_topk);
         case DSV_OP_MLA_DECODE:
+                begin_call("op mla_decode");
                 return dcu_mla_decode(c, &op->mla_decode);
         case DSV_OP_MLA_PREFILL:
+                begin_call("op mla_prefill");
                 return dcu_mla_prefill(c, &op->mla_prefill);
         case DSV_OP_MOE_GATE:
+                begin_call("op moe_gate");
                 return dcu_moe_gate(c, &op->moe_gate);
         case DSV_OP_MOE_EXPERTS:
+                begin_call("op moe_experts");
                 return dcu_moe_experts(c, &op->moe_experts);
         case DSV_OP_MAX:
                 break;
@@ -511,6 +597,10 @@ static int ctx_init(struct dcu_ctx *c, int device) {
 DCU_EXPORT uint32_t dsv_backend_plugin_abi(void) { return DSV_BACKEND_ABI; }
 
 DCU_EXPORT const char *dsv_backend_cuda_last_error(void) { return errbuf; }
+
+DCU_EXPORT const char *dsv_backend_cuda_device_error(void) {
+        return __atomic_load_n(&lost, __ATOMIC_ACQUIRE) ? lost_msg : "";
+}
 
 /* Notes on the device for logs and reports: name, SMs, the FP8 GEMM and MoE paths. */
 DCU_EXPORT const char *dsv_backend_cuda_describe(struct dsv_backend *be) {

@@ -44,8 +44,10 @@ GPU_TESTS = \
 	tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe tests/gpu/test-gpu-sample tests/gpu/test-gpu-model \
 	tests/gpu/test-gpu-load
 check_PROGRAMS += $(GPU_TESTS)
-TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh
-EXTRA_DIST += tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh
+TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
+	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-status.sh
+EXTRA_DIST += tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
+	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-status.sh
 GPU_TEST_LIBS = libdsv32plugin.la libdsv32kernels.la
 tests_gpu_test_gpu_backend_SOURCES = tests/gpu/test-gpu-backend.c tests/gpu/gputest.h
 tests_gpu_test_gpu_backend_LDADD = $(GPU_TEST_LIBS)

@@ -343,7 +343,42 @@ static void test_roundtrips(void) {
                               out.u.stats.spec_drafted_total == 1ull << 34 && out.u.stats.spec_accepted_total == 1ull << 32 &&
                               out.u.stats.kv_pages_cached == 77,
                       "STATS_REPLY scheduler and speculation fields");
+                CHECK(out.u.stats.device[0] == 0 && out.u.stats.device_memory_total == 0 && out.u.stats.device_kv_bytes == 0,
+                      "STATS_REPLY without device fields (the CPU backend) decodes them empty");
                 dsv_msg_release(&out);
+                /* the device (keys 53..57): a description of the 127 bytes the field holds */
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_STATS_REPLY;
+                in.u.stats.id = 3;
+                memset(in.u.stats.device, 'd', sizeof(in.u.stats.device) - 1);
+                in.u.stats.device_memory_total = 80ull << 30;
+                in.u.stats.device_memory_free = (3ull << 30) + 5;
+                in.u.stats.device_weight_bytes = (70ull << 30) + 7;
+                in.u.stats.device_kv_bytes = (6ull << 30) + 9;
+                CHECK(roundtrip(&in, &out, &w) == 0 && strlen(out.u.stats.device) == sizeof(out.u.stats.device) - 1 &&
+                              out.u.stats.device[0] == 'd' && out.u.stats.device_memory_total == 80ull << 30 &&
+                              out.u.stats.device_memory_free == (3ull << 30) + 5 &&
+                              out.u.stats.device_weight_bytes == (70ull << 30) + 7 &&
+                              out.u.stats.device_kv_bytes == (6ull << 30) + 9,
+                      "STATS_REPLY device fields");
+                dsv_msg_release(&out);
+                {
+                        /* {0: 4, 53: 128 bytes}: one byte over the device field's cap; {0: 4, 54: "x"} */
+                        uint8_t long_dev[2 + 2 + 2 + 128], str_total[] = {0x82, 0x00, 0x04, 0x36, 0xa1, 'x'};
+                        size_t k = 0;
+                        long_dev[k++] = 0x82;
+                        long_dev[k++] = 0x00;
+                        long_dev[k++] = 0x04;
+                        long_dev[k++] = 0x35;
+                        long_dev[k++] = 0xd9;
+                        long_dev[k++] = 128;
+                        memset(long_dev + k, 'd', 128);
+                        k += 128;
+                        CHECK(dsv_msg_decode(DSV_MSG_STATS_REPLY, long_dev, k, &out, NULL, 0) == -EPROTO,
+                              "a device description of 128 bytes");
+                        CHECK(dsv_msg_decode(DSV_MSG_STATS_REPLY, str_total, sizeof(str_total), &out, NULL, 0) == -EPROTO,
+                              "device_memory_total as a string");
+                }
                 /* hostile rows: a name over 64 bytes, a missing name, a wrong type, a critical key */
                 {
                         static const uint8_t no_name[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x81, 0x01, 0x05};
