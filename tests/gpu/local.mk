@@ -33,7 +33,7 @@ tests/gpu/dsv32-backend-fake2.so: $(FAKE_PLUGIN_DEPS)
 tests/gpu/dsv32-backend-badabi.so: $(FAKE_PLUGIN_DEPS)
 	$(AM_V_CC)$(FAKE_PLUGIN_BUILD) -DDSV_FAKE_BAD_ABI -o $@ $(srcdir)/tests/gpu/fake_plugin.c
 
-EXTRA_DIST += tests/gpu/gputest.h tests/gpu/run-device.sh tests/gpu/README.md tests/gpu/fake_plugin.c
+EXTRA_DIST += tests/gpu/gputest.h tests/gpu/run-device.sh tests/gpu/README.md tests/gpu/notify-listen.py tests/gpu/fake_plugin.c
 
 # ---------------------------------------------------------------- the CUDA backend
 # On a GPU when there is one, else on the CPU emulation of CUDA (tests/gpu/emu), in every

@@ -67,14 +67,7 @@ echo "loading and coming up: $load_ops stream operations"
 # ---------------------------------------------------------------- a fault while serving
 mkdir -p "$tmp/state"
 py=${PYTHON3:-python3}
-"$py" -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-with open(sys.argv[2], "a", buffering=1) as f:
-    while True:
-        f.write(s.recv(65536).decode(errors="replace").replace("\n", ";") + "\n")
-' "$tmp/notify.sock" "$tmp/notify.out" &
+"$py" "$(dirname "$0")/notify-listen.py" "$tmp/notify.sock" "$tmp/notify.out" &
 pids+=($!)
 for _ in $(seq 50); do [ -S "$tmp/notify.sock" ] && break; sleep 0.1; done
 # a decode step of tiny is about 170 operations: the fault comes some steps into the requests,

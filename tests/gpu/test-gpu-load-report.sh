@@ -58,14 +58,7 @@ check_run cuda
 check_run cpu
 
 # ---------------------------------------------------------------- dsv32d and sd_notify
-"$py" -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-with open(sys.argv[2], "a", buffering=1) as f:
-    while True:
-        f.write(s.recv(65536).decode(errors="replace").replace("\n", ";") + "\n")
-' "$tmp/notify.sock" "$tmp/notify.out" &
+"$py" "$(dirname "$0")/notify-listen.py" "$tmp/notify.sock" "$tmp/notify.out" &
 pids+=($!)
 for _ in $(seq 50); do [ -S "$tmp/notify.sock" ] && break; sleep 0.1; done
 # each copy made 6 ms slower by the emulation: a load of seconds, so that progress lines and

@@ -14,7 +14,8 @@
 # with status 0. Needs curl and python3 (exit 77 without). About 10 s.
 set -uo pipefail
 # python3 as configure found it (Debian's; a pyenv shim on PATH costs ~0.8 s a start, x37 here)
-python3() { command "${PYTHON3:-python3}" "$@"; }
+here=$(cd "$(dirname "$0")" && pwd) # httpjson.py
+python3() { PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" command "${PYTHON3:-python3}" "$@"; }
 : "${top_builddir:?}"
 command -v curl >/dev/null || { echo "SKIP: no curl (Debian package curl)"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: no python3"; exit 77; }
@@ -213,22 +214,14 @@ a=$(dsv generate --tokens 0,5,6,7 --max-tokens 8 --ids $pen) && c=$("$b/dsv32-ru
   [ "$a" = "$c" ] || fail "dsv32-run $pen gave '$c', dsv32 generate '$a'"
 expect_text
 python3 - "$url" "$tmp/want" "$tmp/want-pen" "$first" <<'PY' || fail "stop strings, penalties, logit bias"
-import json, sys, urllib.error, urllib.request
+import httpjson, json, sys, urllib.request
 url, want = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
 want_pen, first = open(sys.argv[3]).read().rstrip("\n"), sys.argv[4]
 assert len(want) >= 4, want
 stop = want[2:4]
 cut = want[:want.index(stop)]
-def request(path, body):
-    q = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        return 200, urllib.request.urlopen(q).read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-def post(path, body):
-    code, text = request(path, body)
-    assert code == 200, (path, body, code, text)
-    return text
+httpjson.url = url
+request, post = httpjson.request, httpjson.post
 body = {"prompt": [0, 5, 6, 7], "max_tokens": 8, "temperature": 0, "stop": ["\u0001never", stop]}
 c = json.loads(post("/v1/completions", body))["choices"][0]
 assert c["text"] == cut and c["finish_reason"] == "stop", (c, want, stop)
@@ -267,19 +260,11 @@ PY
 # values dsv32 generate --logprobs prints, streamed == not streamed; out-of-range N: 400
 dsv generate --tokens 0,5,6,7 --max-tokens 8 --logprobs 3 > "$tmp/lp.txt" || die "dsv32 generate --logprobs 3"
 python3 - "$url" "$tmp/lp.txt" <<'PY' || fail "logprobs"
-import json, sys, urllib.error, urllib.request
+import httpjson, json, sys, urllib.request
 url = sys.argv[1]
 cli = [l.split() for l in open(sys.argv[2]).read().splitlines()]
-def request(path, body):
-    q = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        return 200, urllib.request.urlopen(q).read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-def post(path, body):
-    code, text = request(path, body)
-    assert code == 200, (path, body, code, text)
-    return text
+httpjson.url = url
+request, post = httpjson.request, httpjson.post
 def chunks(text):
     return [json.loads(l[6:]) for l in text.split("\n") if l.startswith("data: {")]
 assert len(cli) == 8 and all(len(l) == 5 for l in cli), cli
