@@ -35,7 +35,7 @@ tests_ipc_test_daemon_logprobs_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-logprobs
 
 check_PROGRAMS += tests/ipc/test-client-hostile-tokens
-tests_ipc_test_client_hostile_tokens_SOURCES = tests/ipc/test-client-hostile-tokens.c $(HARNESS)
+tests_ipc_test_client_hostile_tokens_SOURCES = tests/ipc/test-client-hostile-tokens.c $(HARNESS) $(RAW_CLIENT)
 tests_ipc_test_client_hostile_tokens_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 tests_ipc_test_client_hostile_tokens_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-client-hostile-tokens

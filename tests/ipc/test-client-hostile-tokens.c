@@ -18,6 +18,7 @@
 #include "ipc/proto.h"
 #include "ipc/ring.h"
 #include "tests/ipc/harness.h"
+#include "tests/ipc/raw.h"
 
 struct lie {
         uint32_t n_tokens, n_logprobs, n_top; /* n_top: entries in each of the two arrays */
@@ -42,7 +43,6 @@ static int fake_daemon(int lfd) {
                 struct dsv_shm shm;
                 struct dsv_msg m = {.type = DSV_MSG_WELCOME};
                 struct dsv_wbuf w;
-                struct dsv_ipc_record h = {.type = DSV_MSG_WELCOME};
                 union {
                         struct cmsghdr a;
                         char b[CMSG_SPACE(sizeof(int))];
@@ -66,12 +66,7 @@ static int fake_daemon(int lfd) {
                 m.u.welcome.shm_size = shm.size;
                 m.u.welcome.max_tokens_limit = 256;
                 m.u.welcome.max_prompt_bytes = 1 << 20;
-                dsv_wbuf_fixed(&w, buf + sizeof(h), sizeof(buf) - sizeof(h));
-                if (dsv_msg_encode(&m, &w) < 0)
-                        return 1;
-                h.length = (uint32_t)w.len;
-                memcpy(buf, &h, sizeof(h));
-                iov = (struct iovec){.iov_base = buf, .iov_len = sizeof(h) + w.len};
+                iov = (struct iovec){.iov_base = buf, .iov_len = h_raw_record(buf, DSV_MSG_WELCOME, 0, &m)};
                 mh.msg_iov = &iov;
                 mh.msg_iovlen = 1;
                 mh.msg_control = cm.b;
