@@ -43,19 +43,24 @@ static void tab_init(void) {
         }
 }
 
+/* 64 e4m3 codes as 64 bf16 words in lane order: magnitude by table, then the sign bit. */
+static inline void codes64(__m512i c, uint16_t *dst, const __m512i tl[2], const __m512i th[2]) {
+        const __m512i sign = _mm512_set1_epi8((char)0x80);
+        __m512i lo = _mm512_permutex2var_epi8(tl[0], c, tl[1]);
+        __m512i hi = _mm512_permutex2var_epi8(th[0], c, th[1]);
+        hi = _mm512_ternarylogic_epi32(hi, c, sign, 0xF8); /* hi | (c & 0x80) */
+        _mm512_storeu_si512(dst, _mm512_unpacklo_epi8(lo, hi));
+        _mm512_storeu_si512(dst + 32, _mm512_unpackhi_epi8(lo, hi));
+}
+
 /* Row n's K weights as bf16 words in lane order, zeros up to Kp. */
 static void convert_row(const struct dsv_gemm *g, const uint8_t *row, uint16_t *dst, const __m512i tl[2], const __m512i th[2]) {
-        const __m512i sign = _mm512_set1_epi8((char)0x80);
         for (int64_t k = 0; k < g->Kp; k += 64) {
                 const int64_t left = g->K - k;
                 if (g->wtype == DSV_F8_E4M3) {
                         __m512i c = left >= 64 ? _mm512_loadu_si512(row + k)
                                                : _mm512_maskz_loadu_epi8(left > 0 ? (((__mmask64)1 << left) - 1) : 0, row + k);
-                        __m512i lo = _mm512_permutex2var_epi8(tl[0], c, tl[1]);
-                        __m512i hi = _mm512_permutex2var_epi8(th[0], c, th[1]);
-                        hi = _mm512_ternarylogic_epi32(hi, c, sign, 0xF8); /* hi | (c & 0x80) */
-                        _mm512_storeu_si512(dst + k, _mm512_unpacklo_epi8(lo, hi));
-                        _mm512_storeu_si512(dst + k + 32, _mm512_unpackhi_epi8(lo, hi));
+                        codes64(c, dst + k, tl, th);
                 } else { /* BF16: already in lane order */
                         for (int h = 0; h < 2; h++) {
                                 int64_t l = left - 32 * h;
@@ -68,18 +73,11 @@ static void convert_row(const struct dsv_gemm *g, const uint8_t *row, uint16_t *
 }
 
 int dsv_gemm_avx512bf16_codes(const uint8_t *q, int64_t Kp, uint16_t *xb) {
-        const __m512i sign = _mm512_set1_epi8((char)0x80);
         pthread_once(&tab_once, tab_init);
-        const __m512i tl0 = _mm512_load_si512(tab_lo), tl1 = _mm512_load_si512(tab_lo + 64);
-        const __m512i th0 = _mm512_load_si512(tab_hi), th1 = _mm512_load_si512(tab_hi + 64);
-        for (int64_t k = 0; k < Kp; k += 64) {
-                __m512i c = _mm512_loadu_si512(q + k);
-                __m512i lo = _mm512_permutex2var_epi8(tl0, c, tl1);
-                __m512i hi = _mm512_permutex2var_epi8(th0, c, th1);
-                hi = _mm512_ternarylogic_epi32(hi, c, sign, 0xF8); /* hi | (c & 0x80) */
-                _mm512_storeu_si512(xb + k, _mm512_unpacklo_epi8(lo, hi));
-                _mm512_storeu_si512(xb + k + 32, _mm512_unpackhi_epi8(lo, hi));
-        }
+        const __m512i tl[2] = {_mm512_load_si512(tab_lo), _mm512_load_si512(tab_lo + 64)};
+        const __m512i th[2] = {_mm512_load_si512(tab_hi), _mm512_load_si512(tab_hi + 64)};
+        for (int64_t k = 0; k < Kp; k += 64)
+                codes64(_mm512_loadu_si512(q + k), xb + k, tl, th);
         return 0;
 }
 
