@@ -7,6 +7,11 @@ tests_unit_test_model_invariants_SOURCES = tests/unit/test-model-invariants.c
 tests_unit_test_model_invariants_LDADD = $(TEST_CORE_LIBS)
 TESTS += tests/unit/test-model-invariants
 
+check_PROGRAMS += tests/unit/test-model-passes
+tests_unit_test_model_passes_SOURCES = tests/unit/test-model-passes.c
+tests_unit_test_model_passes_LDADD = $(TEST_CORE_LIBS)
+TESTS += tests/unit/test-model-passes
+
 clean-local: clean-test-tmp
 clean-test-tmp:
 	-rm -rf tests/tmp

@@ -129,7 +129,7 @@ int dsv_fwd_download_hidden(struct fwd *F, float *hidden) {
                 return -ENOMEM;
         if ((r = dsv_fwd_download(F, tmp, w->h.data, (size_t)F->T * w->h.stride)) >= 0)
                 for (int t = 0; t < F->T; t++)
-                        memcpy(hidden + (size_t)F->p->perm[t] * D, (uint8_t *)tmp + (size_t)t * w->h.stride, D * sizeof(float));
+                        memcpy(hidden + (size_t)(F->b->hidden_row ? F->b->hidden_row[F->p->perm[t]] : F->p->perm[t]) * D, (uint8_t *)tmp + (size_t)t * w->h.stride, D * sizeof(float));
         free(tmp);
         return r;
 }
@@ -159,8 +159,8 @@ int dsv_fwd_begin(struct fwd *F, struct dsv_batch_plan *plan, bool eh) {
         return upload_indices(F);
 }
 
-int dsv_model_forward_hidden(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
-                             float *hidden, struct dsv_error *err) {
+int dsv_fwd_pass(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits, float *hidden,
+                 struct dsv_error *err) {
         struct dsv_batch_plan plan = {0};
         struct fwd F = {.m = m, .kv = kv, .b = b, .err = err};
         int r;
@@ -172,13 +172,11 @@ int dsv_model_forward_hidden(struct dsv_model *m, struct dsv_kv_pool *kv, const 
                 goto out;
         for (int s = 0; s < b->n_seqs; s++)
                 b->seqs[s]->len += plan.count[s];
+        m->pass_stats.passes++;
+        m->pass_stats.largest = MAX(m->pass_stats.largest, b->n_tokens);
         r = 0;
 out:
         dsv_batch_plan_done(&plan);
         return r;
 }
 
-int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
-                      struct dsv_error *err) {
-        return dsv_model_forward_hidden(m, kv, b, logits, NULL, err);
-}

@@ -84,6 +84,8 @@ struct dsv_model {
         struct dsv_comm *ep;   /* expert-parallel group, or NULL (model.h) */
         void *ep_buf;          /* its per-slot rows (backend memory, grown on demand) */
         size_t ep_bytes;
+        int max_pass_tokens;   /* tokens in one pass (passes.c); 0 until first asked for */
+        struct dsv_model_pass_stats pass_stats;
 };
 
 /* One forward call in progress. */
@@ -103,6 +105,9 @@ int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d);
 /* The smallest workspace a forward call carves (one token, the smallest bucket): what the
  * load's fit check counts before anything is allocated. */
 size_t dsv_ws_min_bytes(struct dsv_model *m);
+/* The workspace of one pass of n prefill tokens of one sequence (context n, one logits row):
+ * what the pass cap (passes.c) weighs. */
+size_t dsv_ws_bytes_for(struct dsv_model *m, int n);
 void dsv_ws_free(struct dsv_model *m);
 
 /* ops.c: each returns 0 or a negative errno with err naming the backend and the op */
@@ -128,3 +133,6 @@ int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits);
 int dsv_fwd_begin(struct fwd *F, struct dsv_batch_plan *plan, bool eh);
 int dsv_fwd_block(struct fwd *F, int layer, bool first);
 int dsv_fwd_download_hidden(struct fwd *F, float *hidden);
+/* One pass over the whole batch (dsv_model_forward_hidden without the cap: passes.c). */
+int dsv_fwd_pass(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits, float *hidden,
+                 struct dsv_error *err);

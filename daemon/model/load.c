@@ -293,6 +293,8 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                 return -ENOMEM;
         m->be = be;
         m->numerics = opts ? opts->numerics : DSV_NUMERICS_FAITHFUL;
+        if (opts && opts->max_pass_tokens)
+                m->max_pass_tokens = MIN(MAX(opts->max_pass_tokens, DSV_MODEL_MIN_PASS_TOKENS), DSV_MODEL_MAX_PASS_TOKENS);
         r = dsv_checkpoint_open(dir, &m->ck, err);
         if (r < 0)
                 goto fail;

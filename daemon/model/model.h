@@ -87,7 +87,15 @@ struct dsv_model_opts {
         uint64_t kv_bytes;
         int64_t kv_tokens;
         const char *device;
+        /* Tokens in one forward pass: dsv_model_forward runs a larger batch as several passes
+         * with the same results bit for bit (passes.c), so the activation workspace stays
+         * bounded. 0: the largest power of two whose workspace is within 1/16 of the weights'
+         * bytes; at least DSV_MODEL_MIN_PASS_TOKENS. */
+        int max_pass_tokens;
 };
+
+#define DSV_MODEL_MIN_PASS_TOKENS 16
+#define DSV_MODEL_MAX_PASS_TOKENS (1 << 16)
 
 /* The fewest tokens an automatically sized KV pool holds (less is an error at start). */
 #define DSV_KV_AUTO_MIN_TOKENS 4096
@@ -113,6 +121,14 @@ void dsv_model_set_hooks(struct dsv_model *m, const struct dsv_model_hooks *hook
 /* Whether the MTP layer is loaded, and the layers a KV pool for this model needs: the main
  * ones, plus the MTP layer's when loaded (dsv_kv_pool_new_layers). */
 bool dsv_model_has_mtp(const struct dsv_model *m);
+/* The tokens one forward pass holds (dsv_model_opts.max_pass_tokens, or its default). */
+int dsv_model_pass_tokens(struct dsv_model *m);
+/* Forward passes run (the main model's; MTP passes not counted) and the most tokens one held. */
+struct dsv_model_pass_stats {
+        uint64_t passes;
+        int largest;
+};
+struct dsv_model_pass_stats dsv_model_pass_stats(const struct dsv_model *m);
 int dsv_model_kv_layers(const struct dsv_model *m);
 
 /* A batch (struct dsv_batch, model/plan.h): token i belongs to seqs[seq[i]] at position

@@ -108,7 +108,7 @@ int dsv_batch_plan_make(const struct dsv_batch *b, int page_tokens, int vocab_si
                         p.perm[cursor[s] + (b->pos[i] - p.first_pos[s])] = i;
         }
         for (int i = 0, k = 0; i < b->n_tokens; i++)
-                dest_of[i] = (!b->want_logits || b->want_logits[i]) ? k++ : -1;
+                dest_of[i] = (!b->want_logits || b->want_logits[i]) ? (b->logits_row ? b->logits_row[i] : k++) : -1;
         for (int t = 0; t < b->n_tokens; t++) {
                 int i = p.perm[t];
                 p.row_pos[t] = b->pos[i];

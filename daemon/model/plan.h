@@ -26,6 +26,10 @@ struct dsv_batch {
         int n_seqs;
         struct dsv_kv_seq **seqs;
         const bool *as_decode; /* [n_seqs] or NULL: sequences whose tokens are all decode rows */
+        /* A pass cut from a larger batch (model/passes.c): [n_tokens] where token i's logits
+         * row (when wanted) and its hidden row go in the caller's arrays; NULL: this batch's
+         * own order (the wanted tokens' rank, the token's index). */
+        const int32_t *logits_row, *hidden_row;
 };
 
 struct dsv_batch_plan {

@@ -109,6 +109,14 @@ size_t dsv_ws_min_bytes(struct dsv_model *m) {
         return bytes;
 }
 
+size_t dsv_ws_bytes_for(struct dsv_model *m, int n) {
+        const struct ws_dims d = {.T = n, .C = n, .K = m->cfg.index_topk, .ctx = n, .n_out = 1, .n_seqs = 1, .max_pages = 1};
+        struct ws w = {.d = d, .bucket = bucket_of(&d, false)};
+        size_t bytes;
+        layout(m, &w, NULL, &bytes);
+        return bytes;
+}
+
 int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d) {
         struct ws *w = &m->ws;
         struct ws nw = {.d = *d};

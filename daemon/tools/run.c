@@ -41,6 +41,10 @@ static void help(void) {
                "  --repetition-penalty R, --frequency-penalty F, --presence-penalty P,\n"
                "  --logit-bias ID:BIAS   penalties and logit bias, as dsv32 generate has them\n"
                "                         (repeat --logit-bias for more tokens; greedy honours them)\n"
+               "  --pass-tokens N        tokens in one forward pass (16..65536): a longer prompt\n"
+               "                         is prefilled in several passes, same results bit for\n"
+               "                         bit (default: the most whose activations stay within\n"
+               "                         1/16 of the weights' bytes)\n"
                "  --threads N            CPU threads in all, split between the ranks (default: all)\n"
                "  --ranks N              run N ranks in this process (default 1): CPU ranks as\n"
                "                         threads joined by the in-process communicator, the\n"
@@ -136,6 +140,7 @@ int main(int argc, char **argv) {
                 {"ranks", required_argument, NULL, 'R'},    {"parallel", required_argument, NULL, 'L'},
                 {"repetition-penalty", required_argument, NULL, 0x101}, {"frequency-penalty", required_argument, NULL, 0x102},
                 {"presence-penalty", required_argument, NULL, 0x103}, {"logit-bias", required_argument, NULL, 0x104},
+                {"pass-tokens", required_argument, NULL, 0x105},
                 {0},
         };
         const char *model_dir = NULL, *tokens_arg = NULL, *dump = NULL, *backend = "cpu", *layout = NULL;
@@ -278,6 +283,14 @@ int main(int argc, char **argv) {
                         go.sampling.n_bias = (uint32_t)n_bias;
                         break;
                 }
+                case 0x105:
+                        if (dsv_parse_int(optarg, DSV_MODEL_MIN_PASS_TOKENS, DSV_MODEL_MAX_PASS_TOKENS, &v) < 0) {
+                                fprintf(stderr, "dsv32-run: --pass-tokens needs %d..%d\n", DSV_MODEL_MIN_PASS_TOKENS,
+                                        DSV_MODEL_MAX_PASS_TOKENS);
+                                return 2;
+                        }
+                        ro.max_pass_tokens = (int)v;
+                        break;
                 case 'S':
                         if (dsv_parse_int(optarg, 0, LONG_MAX, &v) < 0) {
                                 fprintf(stderr, "dsv32-run: --seed needs a non-negative integer\n");
@@ -434,6 +447,7 @@ int main(int argc, char **argv) {
                                 ls->upload_ns ? ls->bytes_uploaded / (double)ls->upload_ns : 0.0, ls->pinned ? "pinned" : "pageable",
                                 ls->queue_depth);
                 fputc('\n', stderr);
+                fprintf(stderr, "passes: at most %d tokens each\n", dsv_model_pass_tokens(rt->model));
                 if (n_ranks > 1) {
                         const int E = rt->cfg->n_routed_experts;
                         for (int i = 0; i < n_ranks; i++) {
