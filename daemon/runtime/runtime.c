@@ -48,7 +48,7 @@ const char *dsv_runtime_device_error(const struct dsv_runtime *rt) { return rt &
 static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, struct dsv_error *err) {
         const char *name = o->backend ? o->backend : "cpu";
         struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp, .ep = o->ep,
-                                    .kv_bytes = o->kv_bytes, .kv_tokens = o->kv_tokens};
+                                    .kv_bytes = o->kv_bytes, .kv_tokens = o->kv_tokens, .graphs_off = o->graphs_off};
         struct dsv_error e = {{0}};
         int r;
 
