@@ -365,6 +365,19 @@ struct dsv_backend_ops {
         void (*event_free)(struct dsv_backend *be, void *ev);
         int (*event_record)(struct dsv_backend *be, void *ev);
         int (*event_wait)(struct dsv_backend *be, void *ev);
+        /* Optional, all four or none (CUDA graphs for decode steps; the CPU has none):
+         * graph_begin makes the ops and fills issued from now on be recorded instead of run,
+         * until graph_end, which returns the recording as a graph (keep false: discards it,
+         * how a failed recording ends); graph_launch queues a graph's ops again, with the
+         * shapes and addresses they were recorded with, reading whatever those addresses hold
+         * then (the caller uploads new tokens, positions, slots and page tables there first);
+         * graph_free releases one (NULL is fine). Between begin and end nothing may wait for
+         * the device: upload, download, synchronize, dealloc and a second graph_begin fail with
+         * -EBUSY, and graph_end reports an op that could not be recorded (-EOPNOTSUPP). */
+        int (*graph_begin)(struct dsv_backend *be);
+        int (*graph_end)(struct dsv_backend *be, bool keep, void **ret);
+        int (*graph_launch)(struct dsv_backend *be, void *graph);
+        void (*graph_free)(struct dsv_backend *be, void *graph);
 };
 
 
@@ -379,6 +392,10 @@ struct dsv_backend {
 static inline bool dsv_backend_has_async_upload(const struct dsv_backend *be) {
         return be->ops->alloc_host && be->ops->free_host && be->ops->upload_async && be->ops->event_new &&
                be->ops->event_free && be->ops->event_record && be->ops->event_wait;
+}
+
+static inline bool dsv_backend_has_graphs(const struct dsv_backend *be) {
+        return be->ops->graph_begin && be->ops->graph_end && be->ops->graph_launch && be->ops->graph_free;
 }
 
 /* CPU backend; n_threads <= 0: all online CPUs. */

@@ -475,6 +475,7 @@ static int load(struct dsv_engine *e) {
                  : strcmp(e->mtp_name, "on") == 0                 ? DSV_MTP_ON
                                                                   : DSV_MTP_OFF;
         ro.mtp_auto_not_cpu = true;
+        ro.graphs_off = e->opts.graphs_off;
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if ((rc = dsv_runtime_open(&ro, &e->rt, &err)) < 0) {

@@ -124,11 +124,11 @@ int dsv_fwd_attention(struct fwd *F, int layer) {
         if ((r = dsv_fwd_run(F, &op)) < 0 || (r = select_topk(F, layer)) < 0)
                 return r;
 
-        /* decode rows: absorbed */
-        if (F->p->n_dec > 0) {
-                struct dsv_tensor o = dsv_view_rows(&w->o, 0, F->p->n_dec), q = dsv_view_rows(&w->q, 0, F->p->n_dec),
-                                  idx = dsv_view_rows(&w->idx, 0, F->p->n_dec), ts = dsv_view_cols(&w->tok_seq, 0, F->p->n_dec),
-                                  tp = dsv_view_cols(&w->pos, 0, F->p->n_dec);
+        /* decode rows (and a graph step's padding rows): absorbed */
+        if (F->n_dec > 0) {
+                struct dsv_tensor o = dsv_view_rows(&w->o, 0, F->n_dec), q = dsv_view_rows(&w->q, 0, F->n_dec),
+                                  idx = dsv_view_rows(&w->idx, 0, F->n_dec), ts = dsv_view_cols(&w->tok_seq, 0, F->n_dec),
+                                  tp = dsv_view_cols(&w->pos, 0, F->n_dec);
                 op = (struct dsv_op){.type = DSV_OP_MLA_DECODE};
                 op.mla_decode = (struct dsv_op_mla_decode){
                         .out = &o, .q = &q, .wkv_b = &l->wkv_b_deq, .idx = &idx, .kv = kvr, .at = {&ts, &tp, &w->block_table},

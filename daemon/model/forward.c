@@ -52,7 +52,8 @@ static int report_embed(struct fwd *F) {
 }
 
 /* Token ids, positions, sequences, cache slots, page tables and wanted rows into the
- * workspace's index tensors. */
+ * workspace's index tensors. Rows past the batch's (a graph bucket's padding, graphs.c)
+ * repeat row 0. */
 static int upload_indices(struct fwd *F) {
         const struct dsv_batch *b = F->b;
         const struct dsv_batch_plan *p = F->p;
@@ -65,7 +66,7 @@ static int upload_indices(struct fwd *F) {
         int32_t *ids = host, *pos = ids + T, *seq = pos + T, *slots = seq + T, *bt = slots + T,
                 *orow = bt + (size_t)b->n_seqs * bt_cols;
         for (int t = 0; t < T; t++) {
-                int i = p->perm[t];
+                int i = p->perm[t < p->n_rows ? t : 0];
                 const struct dsv_kv_seq *q = b->seqs[b->seq[i]];
                 ids[t] = b->token[i];
                 pos[t] = b->pos[i];
@@ -128,7 +129,7 @@ int dsv_fwd_download_hidden(struct fwd *F, float *hidden) {
         if (!tmp)
                 return -ENOMEM;
         if ((r = dsv_fwd_download(F, tmp, w->h.data, (size_t)F->T * w->h.stride)) >= 0)
-                for (int t = 0; t < F->T; t++)
+                for (int t = 0; t < F->p->n_rows; t++)
                         memcpy(hidden + (size_t)(F->b->hidden_row ? F->b->hidden_row[F->p->perm[t]] : F->p->perm[t]) * D, (uint8_t *)tmp + (size_t)t * w->h.stride, D * sizeof(float));
         free(tmp);
         return r;
@@ -150,6 +151,8 @@ int dsv_fwd_begin(struct fwd *F, struct dsv_batch_plan *plan, bool eh) {
                                      dsv_numerics_name(m->numerics));
         if ((r = dsv_batch_plan_make(F->b, F->kv->layout.page_tokens, c->vocab_size, plan, F->err)) < 0)
                 return r;
+        F->T = dsv_graph_rows(F, eh);
+        F->n_dec = plan->n_dec + (F->T - plan->n_rows);
         d = (struct ws_dims){.T = F->T, .C = plan->max_chunk_ctx, .K = c->index_topk, .ctx = plan->ctx, .n_out = plan->n_out,
                              .n_seqs = F->b->n_seqs, .max_pages = plan->max_pages, .eh = eh};
         if (m->hooks.force_dense)
@@ -167,7 +170,7 @@ int dsv_fwd_pass(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_b
 
         if (b->n_tokens <= 0)
                 return 0;
-        if ((r = dsv_fwd_begin(&F, &plan, false)) < 0 || (r = layers(&F)) < 0 ||
+        if ((r = dsv_fwd_begin(&F, &plan, false)) < 0 || (r = F.graph ? dsv_graph_run(&F, layers) : layers(&F)) < 0 ||
             (r = dsv_fwd_head(&F, m->lm_head, logits)) < 0 || (hidden && (r = dsv_fwd_download_hidden(&F, hidden)) < 0))
                 goto out;
         for (int s = 0; s < b->n_seqs; s++)

@@ -10,7 +10,8 @@
  *   ffn.c        dense SwiGLU MLP and the MoE of one layer
  *   head.c       final norm, lm_head, logits back in batch order
  *   forward.c    the forward pass: a page of layer calls
- *   mtp.c        the multi-token-prediction layer's forward pass (speculative drafts) */
+ *   mtp.c        the multi-token-prediction layer's forward pass (speculative drafts)
+ *   graphs.c     decode steps captured once per batch-size bucket and replayed (CUDA graphs) */
 #pragma once
 
 #include "daemon/model/model.h"
@@ -56,6 +57,29 @@ struct ws {
         struct dsv_tensor eh; /* MTP: [enorm(embed(next)) | hnorm(hidden)] (empty unless d.eh) */
 };
 
+/* One batch-size bucket of graphs.c: what its graph was recorded against (the workspace's
+ * buffer and bucket, the KV pool), and the graph once captured. */
+struct graph_slot {
+        bool seen;  /* used once with this key: the next use captures */
+        void *graph;
+        void *ws_buf;
+        struct ws_dims ws_bucket;
+        int K;
+        void *kv_base;
+        int kv_page_tokens, kv_layers;
+        size_t kv_layer_page_bytes;
+};
+#define DSV_GRAPH_BUCKETS 10 /* rows 1, 2, 4, ..., 512 */
+#define DSV_GRAPH_MAX_ROWS (1 << (DSV_GRAPH_BUCKETS - 1))
+
+struct graphs {
+        bool off;    /* --cuda-graphs=no */
+        bool broken; /* a capture failed: eager from then on (logged once) */
+        bool probing; /* the load-time probe runs eagerly and counts nothing */
+        struct graph_slot slot[DSV_GRAPH_BUCKETS];
+        struct dsv_graph_stats st;
+};
+
 /* The MTP layer's own tensors; its block is layers[num_hidden_layers]. */
 struct mtp_weights {
         const struct dsv_tensor *embed, *enorm, *hnorm, *eh_proj, *head_norm, *head;
@@ -86,6 +110,7 @@ struct dsv_model {
         size_t ep_bytes;
         int max_pass_tokens;   /* tokens in one pass (passes.c); 0 until first asked for */
         struct dsv_model_pass_stats pass_stats;
+        struct graphs graphs;  /* graphs.c */
 };
 
 /* One forward call in progress. */
@@ -96,7 +121,9 @@ struct fwd {
         const struct dsv_batch_plan *p;
         struct dsv_error *err;
         bool f; /* faithful */
-        int T;
+        int T;         /* rows: the batch's tokens, plus padding rows up to the graph bucket */
+        int n_dec;     /* rows [0, n_dec) take the decode path (padding rows included) */
+        bool graph;    /* this pass runs through graphs.c (a decode step of a graph bucket) */
         float *hidden; /* optional: the final normed rows, batch order (hidden_size floats each) */
 };
 
@@ -128,6 +155,14 @@ int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *
 int dsv_fwd_moe(struct fwd *F, int layer);
 bool dsv_model_owns_expert(const struct dsv_model *m, int e);
 int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits);
+
+/* graphs.c: the rows a pass of n decode-only tokens is padded to (n itself when it does not
+ * go through a graph: then F->graph stays false), the pass's layers through the bucket's
+ * graph (recorded on the bucket's second use, replayed after; eager on the first use and
+ * after a failed capture), and freeing every graph. */
+int dsv_graph_rows(struct fwd *F, bool eh);
+int dsv_graph_run(struct fwd *F, int (*layers)(struct fwd *F));
+void dsv_graphs_free(struct dsv_model *m);
 
 /* forward.c: what the main and the MTP forward passes share */
 int dsv_fwd_begin(struct fwd *F, struct dsv_batch_plan *plan, bool eh);

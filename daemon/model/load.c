@@ -48,6 +48,7 @@ void dsv_model_free(struct dsv_model *m) {
                 }
                 free(m->layers);
         }
+        dsv_graphs_free(m);
         dsv_ws_free(m);
         if (m->ep_buf)
                 m->be->ops->dealloc(m->be, m->ep_buf, m->ep_bytes);
@@ -193,6 +194,7 @@ static int probe(struct dsv_model *m, struct dsv_error *err) {
         if (!logits)
                 return -ENOMEM;
         memset(&m->hooks, 0, sizeof(m->hooks));
+        m->graphs.probing = true;
         r = dsv_kv_pool_new_layers(m->be, &m->cfg, dsv_numerics_kv_format(m->numerics), m->n_layers, 1, &kv);
         if (r < 0)
                 r = dsv_error_set(err, r, "Cannot allocate a KV page on the %s backend: %s", m->be->ops->name, strerror(-r));
@@ -212,6 +214,7 @@ static int probe(struct dsv_model *m, struct dsv_error *err) {
                 dsv_kv_pool_free(kv);
         }
         m->hooks = saved;
+        m->graphs.probing = false;
         free(logits);
         return r;
 }
@@ -295,6 +298,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         m->numerics = opts ? opts->numerics : DSV_NUMERICS_FAITHFUL;
         if (opts && opts->max_pass_tokens)
                 m->max_pass_tokens = MIN(MAX(opts->max_pass_tokens, DSV_MODEL_MIN_PASS_TOKENS), DSV_MODEL_MAX_PASS_TOKENS);
+        m->graphs.off = opts && opts->graphs_off;
         r = dsv_checkpoint_open(dir, &m->ck, err);
         if (r < 0)
                 goto fail;

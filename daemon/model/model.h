@@ -92,6 +92,19 @@ struct dsv_model_opts {
          * bounded. 0: the largest power of two whose workspace is within 1/16 of the weights'
          * bytes; at least DSV_MODEL_MIN_PASS_TOKENS. */
         int max_pass_tokens;
+        /* Never capture decode steps into graphs (--cuda-graphs=no): every step runs its ops
+         * one by one. Otherwise, on a backend with graph entries (CUDA), a forward pass whose
+         * tokens are all decode rows is padded to a bucket of 1, 2, 4, ... 512 rows and, from
+         * the bucket's second use on, replayed from a graph recorded for it (same logits). */
+        bool graphs_off;
+};
+
+/* What the graphs of decode steps did since the load: captures (one per bucket and
+ * workspace/pool layout), replays (steps run by relaunching a captured graph), eager (decode
+ * steps that could have used a graph but ran op by op: a bucket's first use, after a failed
+ * capture), failed (captures that failed: graphs are then off for the model's life). */
+struct dsv_graph_stats {
+        uint64_t captures, replays, eager, failed;
 };
 
 #define DSV_MODEL_MIN_PASS_TOKENS 16
@@ -118,6 +131,8 @@ enum dsv_numerics dsv_model_numerics(const struct dsv_model *m);
 uint64_t dsv_model_weight_bytes(const struct dsv_model *m);
 struct dsv_backend *dsv_model_backend(const struct dsv_model *m);
 void dsv_model_set_hooks(struct dsv_model *m, const struct dsv_model_hooks *hooks);
+/* Graph figures (zero on a backend without graphs, or with graphs_off). */
+void dsv_model_graph_stats(const struct dsv_model *m, struct dsv_graph_stats *st);
 /* Whether the MTP layer is loaded, and the layers a KV pool for this model needs: the main
  * ones, plus the MTP layer's when loaded (dsv_kv_pool_new_layers). */
 bool dsv_model_has_mtp(const struct dsv_model *m);

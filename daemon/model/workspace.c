@@ -128,8 +128,16 @@ int dsv_ws_prepare(struct dsv_model *m, const struct ws_dims *d) {
             d->n_out <= w->bucket.n_out && d->n_seqs <= w->bucket.n_seqs && d->max_pages <= w->bucket.max_pages &&
             (!d->eh || w->bucket.eh))
                 nw.bucket = w->bucket;
-        else
-                nw.bucket = bucket_of(d, d->eh || (w->buf && w->bucket.eh));
+        else if (w->buf) {
+                /* grow only: a bigger context must not shrink the row buckets (and move every
+                 * tensor, which would cost each captured decode graph a new recording) */
+                const struct ws_dims *o = &w->bucket;
+                const struct ws_dims grown = {.T = MAX(d->T, o->T), .C = MAX(d->C, o->C), .K = MAX(d->K, o->K),
+                                              .ctx = MAX(d->ctx, o->ctx), .n_out = MAX(d->n_out, o->n_out),
+                                              .n_seqs = MAX(d->n_seqs, o->n_seqs), .max_pages = MAX(d->max_pages, o->max_pages)};
+                nw.bucket = bucket_of(&grown, d->eh || o->eh);
+        } else
+                nw.bucket = bucket_of(d, d->eh);
         layout(m, &nw, NULL, &bytes);
         if (!w->buf || bytes > w->bytes) {
                 void *buf;

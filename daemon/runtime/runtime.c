@@ -49,7 +49,8 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
         const char *name = o->backend ? o->backend : "cpu";
         struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp, .ep = o->ep,
                                     .kv_bytes = o->kv_bytes, .kv_tokens = o->kv_tokens,
-                                    .max_pass_tokens = o->max_pass_tokens};
+                                    .max_pass_tokens = o->max_pass_tokens,
+                                    .graphs_off = o->graphs_off};
         struct dsv_error e = {{0}};
         int r;
 

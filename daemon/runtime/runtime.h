@@ -31,6 +31,7 @@ struct dsv_runtime_opts {
         /* DSV_MTP_AUTO does not load the layer on the CPU backend (dsv32d: there a speculative
          * step costs more than the tokens it saves; dsv32-run loads it everywhere) */
         bool mtp_auto_not_cpu;
+        bool graphs_off; /* dsv_model_opts.graphs_off (--cuda-graphs=no) */
         /* expert-parallel group this runtime is a rank of (dsv_model_opts.ep; CPU backend), or
          * NULL: one rank */
         struct dsv_comm *ep;

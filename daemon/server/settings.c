@@ -64,6 +64,8 @@ static const struct dsv_config_option options[] = {
             "speculative decoding with the checkpoint's multi-token-prediction layer (greedy output unchanged, sampled output keeps its distribution): on (an error without the layer), off, or auto: on when the checkpoint has it, except on the CPU backend, where a speculative step costs more than it saves"),
         OPT("mtp-draft", OPT_INT, mtp_draft, "1", 1, 8, true, NULL,
             "tokens the MTP layer drafts per step (V3.2 trains one; more chain the layer on its own output and are accepted less often)"),
+        OPT("cuda-graphs", OPT_ENUM, cuda_graphs, "yes", 0, 0, false, "yes|no",
+            "GPU backends: run each decode step (batches padded to 1, 2, 4, ... 512 sequences) as a graph recorded on the second step of its size and replayed after, instead of launching its kernels one by one (same outputs; no: always one by one, for debugging)"),
         OPT("max-sessions", OPT_INT, max_sessions, "1024", 0, 65536, true, NULL,
             "KV-cache sessions kept in memory, all uids (0: off); at the cap a new one replaces the least recently used idle unpinned one; not saved at shutdown"),
         OPT("session-pin-quota", OPT_INT, session_pin_quota, "4", 0, 65536, true, NULL,

@@ -31,6 +31,7 @@ struct dsv_server_config {
         int kv_cache_mb;
         char *mtp;
         int mtp_draft;
+        char *cuda_graphs;
         int max_sessions;
         int session_pin_quota;
         int session_name_max;

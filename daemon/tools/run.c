@@ -56,7 +56,12 @@ static void help(void) {
                "                         dense layers and lm_head replicated on every rank\n"
                "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
                "  --device N             GPU index for the cuda backend (default 0)\n"
-               "  --stats                print load, speed and draft acceptance figures to stderr\n"
+               "  --cuda-graphs yes|no   GPU backends: each decode step (batch padded to 1, 2, 4,\n"
+               "                         ... 512 rows) as a graph, recorded on the second step of\n"
+               "                         its size and replayed after (default yes; same output;\n"
+               "                         no: kernels launched one by one, for debugging)\n"
+               "  --stats                print load, speed, draft acceptance and graph figures\n"
+               "                         (captures, replays) to stderr\n"
                "  --version              print the version\n"
                "  -h, --help             this text\n");
 }
@@ -138,6 +143,7 @@ int main(int argc, char **argv) {
                 {"top-p", required_argument, NULL, 'P'},    {"min-p", required_argument, NULL, 'N'},
                 {"seed", required_argument, NULL, 'S'},     {"version", no_argument, NULL, 'V'},
                 {"ranks", required_argument, NULL, 'R'},    {"parallel", required_argument, NULL, 'L'},
+                {"cuda-graphs", required_argument, NULL, 'G'},
                 {"repetition-penalty", required_argument, NULL, 0x101}, {"frequency-penalty", required_argument, NULL, 0x102},
                 {"presence-penalty", required_argument, NULL, 0x103}, {"logit-bias", required_argument, NULL, 0x104},
                 {"pass-tokens", required_argument, NULL, 0x105},
@@ -213,6 +219,13 @@ int main(int argc, char **argv) {
                                 fprintf(stderr, "dsv32-run: --device needs 0..1023\n");
                                 return 2;
                         }
+                        break;
+                case 'G':
+                        if (strcmp(optarg, "yes") != 0 && strcmp(optarg, "no") != 0) {
+                                fprintf(stderr, "dsv32-run: --cuda-graphs must be yes or no\n");
+                                return 2;
+                        }
+                        ro.graphs_off = strcmp(optarg, "no") == 0;
                         break;
                 case 'M':
                         if (strcmp(optarg, "on") == 0)
@@ -472,6 +485,14 @@ int main(int argc, char **argv) {
                                 go.n_draft, (long long)gs.drafted, (long long)gs.accepted,
                                 gs.drafted ? (double)gs.accepted / (double)gs.drafted : 0.0,
                                 gs.forward_passes ? (double)(n_gen - 1) / (double)gs.forward_passes : 0.0);
+                struct dsv_graph_stats st;
+                dsv_model_graph_stats(rt->model, &st);
+                if (dsv_backend_has_graphs(rt->be))
+                        fprintf(stderr, "graphs: %s, %llu captures, %llu replays, %llu decode steps eager, %llu failed captures\n",
+                                ro.graphs_off ? "off (--cuda-graphs no)" : "on", (unsigned long long)st.captures,
+                                (unsigned long long)st.replays, (unsigned long long)st.eager, (unsigned long long)st.failed);
+                else
+                        fprintf(stderr, "graphs: none (the %s backend has no graphs)\n", rt->be->ops->name);
         }
         ret = 0;
 out:

@@ -12,10 +12,16 @@
  * Copy semantics: upload returns once src may be reused (pageable src: the driver staged it;
  * pinned src from alloc_host: after the stream reached the copy); download returns with the
  * data in dst. Both, and synchronize, report device-side errors (DCU_ERR_INDEX) as -EINVAL.
+ * Graphs (graph_begin/end/launch/free): stream capture of the backend's stream (thread-local
+ * mode), instantiated at graph_end; while capturing, the calls that would wait for the device
+ * fail with -EBUSY instead of invalidating the capture behind the caller's back. cuBLAS gets
+ * a fixed workspace at start, so a captured GEMM allocates nothing; op scratch
+ * (cudaMallocAsync) becomes the graph's own memory.
  * A backend is used by one thread at a time. Environment: DSV_CUDA_FP8_PATH (linear.cu),
  * DSV_CUDA_GEMV_MAX (tokens up to which the weight-streaming kernel runs, default 8),
  * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024), DSV_CUDA_MOE_TOKENS (tokens per
  * MoE launch at most, default: as the scratch budget allows; moe.cu). */
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -173,6 +179,11 @@ static int check_err_word(struct dcu_ctx *c) {
         return 0;
 }
 
+/* What upload, download, synchronize and graph_begin answer during a capture. */
+static int not_while_capturing(void) {
+        return dcu_fail(-EBUSY, __FILE__, __LINE__, "the stream is capturing a graph: nothing may wait for the device until graph_end");
+}
+
 /* ------------------------------------------------------------------ vtable: memory */
 static void cuda_free(struct dsv_backend *be) {
         if (!be)
@@ -185,6 +196,8 @@ static void cuda_free(struct dsv_backend *be) {
                 dcu_moe_free(c);
                 if (c->lt_ws)
                         cudaFree(c->lt_ws);
+                if (c->blas_ws)
+                        cudaFree(c->blas_ws);
                 if (c->err_word)
                         cudaFree(c->err_word);
                 if (c->lt)
@@ -219,6 +232,7 @@ static void cuda_dealloc(struct dsv_backend *be, void *p, size_t size) {
         if (!p)
                 return;
         struct dcu_ctx *c = dcu_ctx_of(be);
+        assert(!c->capturing); /* the model never frees during a capture (graph_begin's contract) */
         cudaSetDevice(c->device);
         cudaStreamSynchronize(c->stream); /* kernels in flight may still use it */
         cudaFree(p);
@@ -260,6 +274,8 @@ static bool is_pinned(const void *p) {
 static int cuda_upload(struct dsv_backend *be, void *dst, const void *src, size_t n) {
         begin_call("upload");
         struct dcu_ctx *c = dcu_ctx_of(be);
+        if (c->capturing)
+                return not_while_capturing();
         if (!n)
                 return 0;
         DCU_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream));
@@ -271,6 +287,8 @@ static int cuda_upload(struct dsv_backend *be, void *dst, const void *src, size_
 static int cuda_download(struct dsv_backend *be, void *dst, const void *src, size_t n) {
         begin_call("download");
         struct dcu_ctx *c = dcu_ctx_of(be);
+        if (c->capturing)
+                return not_while_capturing();
         if (n)
                 DCU_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream));
         DCU_CUDA(cudaStreamSynchronize(c->stream));
@@ -288,6 +306,8 @@ static int cuda_fill(struct dsv_backend *be, void *dst, int byte, size_t n) {
 static int cuda_sync(struct dsv_backend *be) {
         begin_call("synchronize");
         struct dcu_ctx *c = dcu_ctx_of(be);
+        if (c->capturing)
+                return not_while_capturing();
         DCU_CUDA(cudaStreamSynchronize(c->stream));
         return check_err_word(c);
 }
@@ -347,6 +367,62 @@ static int cuda_event_wait(struct dsv_backend *be, void *ev) {
         (void)be;
         DCU_CUDA(cudaEventSynchronize((cudaEvent_t)ev));
         return 0;
+}
+
+/* ------------------------------------------------------------------ vtable: graphs */
+static int cuda_graph_begin(struct dsv_backend *be) {
+        begin_call("graph_begin");
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (c->capturing)
+                return not_while_capturing();
+        DCU_CUDA(cudaSetDevice(c->device));
+        DCU_CUDA(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+        c->capturing = true;
+        return 0;
+}
+
+/* Ends the capture whatever happens (the stream is usable again after it); an op that could
+ * not be captured shows here as the capture's invalidation. */
+static int cuda_graph_end(struct dsv_backend *be, bool keep, void **ret) {
+        begin_call("graph_end");
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        cudaGraph_t g = NULL;
+        cudaGraphExec_t exec = NULL;
+        if (!c->capturing)
+                return dcu_fail(-EINVAL, __FILE__, __LINE__, "graph_end without graph_begin");
+        c->capturing = false;
+        cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+        if (e == cudaErrorStreamCaptureInvalidated || e == cudaErrorStreamCaptureUnsupported) {
+                cudaGetLastError();
+                return dcu_fail(-EOPNOTSUPP, __FILE__, __LINE__, "an op of the step could not be captured (it waited for the device)");
+        }
+        DCU_CUDA(e);
+        if (!keep) {
+                cudaGraphDestroy(g);
+                return 0;
+        }
+        e = cudaGraphInstantiate(&exec, g, 0);
+        cudaGraphDestroy(g);
+        DCU_CUDA(e);
+        *ret = (void *)exec;
+        return 0;
+}
+
+static int cuda_graph_launch(struct dsv_backend *be, void *graph) {
+        begin_call("graph_launch");
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (!graph)
+                return dcu_fail(-EINVAL, __FILE__, __LINE__, "graph_launch of no graph");
+        if (c->capturing)
+                return not_while_capturing();
+        DCU_CUDA(cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
+        return 0;
+}
+
+static void cuda_graph_free(struct dsv_backend *be, void *graph) {
+        (void)be;
+        if (graph)
+                cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
 /* ------------------------------------------------------------------ vtable: ops */
@@ -540,6 +616,10 @@ static const struct dsv_backend_ops cuda_ops = {
         /* .event_free = */ cuda_event_free,
         /* .event_record = */ cuda_event_record,
         /* .event_wait = */ cuda_event_wait,
+        /* .graph_begin = */ cuda_graph_begin,
+        /* .graph_end = */ cuda_graph_end,
+        /* .graph_launch = */ cuda_graph_launch,
+        /* .graph_free = */ cuda_graph_free,
 };
 
 /* ------------------------------------------------------------------ plugin entry points */
@@ -568,6 +648,9 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         DCU_CUDA(cudaEventCreateWithFlags(&c->copy_after, cudaEventDisableTiming));
         DCU_CUBLAS(cublasCreate(&c->blas));
         DCU_CUBLAS(cublasSetStream(c->blas, c->stream));
+        c->blas_ws_bytes = 4u << 20;
+        DCU_CUDA(cudaMalloc(&c->blas_ws, c->blas_ws_bytes));
+        DCU_CUBLAS(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes));
         DCU_CUBLAS(cublasLtCreate(&c->lt));
         c->lt_ws_bytes = 32u << 20;
         DCU_CUDA(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));

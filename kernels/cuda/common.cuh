@@ -105,6 +105,9 @@ struct dcu_ctx {
         char moe_note[160];    /* the MoE path, for describe() */
         struct dcu_moe_table moe_tab[DCU_MOE_TABLES];
         int moe_tab_next;
+        void *blas_ws;   /* cuBLAS's fixed workspace: a captured GEMM must not allocate one */
+        size_t blas_ws_bytes;
+        bool capturing;  /* between graph_begin and graph_end: the stream records, nothing may wait */
 };
 
 static inline struct dcu_ctx *dcu_ctx_of(struct dsv_backend *be) { return (struct dcu_ctx *)be->ctx; }

@@ -130,6 +130,12 @@ static int moe_table(struct dcu_ctx *c, const struct dsv_op_moe_experts *p, cons
                         break;
                 }
         }
+        /* building it waits on a host copy: not inside a graph (the eager steps before any
+         * capture, prefill first, build every layer's table) */
+        if (c->capturing) {
+                free(now);
+                return dcu_fail(-EOPNOTSUPP, __FILE__, __LINE__, "MoE expert table not built before the graph capture");
+        }
         if (!slot) {
                 slot = &c->moe_tab[c->moe_tab_next];
                 c->moe_tab_next = (c->moe_tab_next + 1) % DCU_MOE_TABLES;

@@ -42,7 +42,7 @@ GPU_TESTS = \
 	tests/gpu/test-gpu-backend tests/gpu/test-gpu-elementwise tests/gpu/test-gpu-norm \
 	tests/gpu/test-gpu-linear tests/gpu/test-gpu-kv tests/gpu/test-gpu-indexer \
 	tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe tests/gpu/test-gpu-sample tests/gpu/test-gpu-model \
-	tests/gpu/test-gpu-load
+	tests/gpu/test-gpu-load tests/gpu/test-gpu-graphs
 check_PROGRAMS += $(GPU_TESTS)
 TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
 	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-status.sh
@@ -67,6 +67,8 @@ tests_gpu_test_gpu_moe_SOURCES = tests/gpu/test-gpu-moe.c tests/gpu/gputest.h
 tests_gpu_test_gpu_moe_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_model_SOURCES = tests/gpu/test-gpu-model.c tests/gpu/gputest.h
 tests_gpu_test_gpu_model_LDADD = libdsv32plugin.la libdsv32core.la
+tests_gpu_test_gpu_graphs_SOURCES = tests/gpu/test-gpu-graphs.c tests/gpu/gputest.h
+tests_gpu_test_gpu_graphs_LDADD = libdsv32plugin.la libdsv32core.la
 tests_gpu_test_gpu_load_SOURCES = tests/gpu/test-gpu-load.c tests/gpu/gputest.h
 tests_gpu_test_gpu_load_LDADD = libdsv32plugin.la libdsv32core.la
 tests_gpu_test_gpu_sample_SOURCES = tests/gpu/test-gpu-sample.c tests/gpu/gputest.h daemon/runtime/sampler.c

@@ -29,6 +29,14 @@ fi
 echo "dsv32-run cpu : $cpu"
 echo "dsv32-run cuda: $cuda"
 [ "$cpu" = "$cuda" ] || fail "dsv32-run: the cuda backend's continuation differs"
+# decode steps as graphs (default): 5 decode passes, bucket 1 eager, recorded, replayed 3 times
+grep -q "graphs: on, 1 captures, 3 replays, 1 decode steps eager, 0 failed" "$tmp/run-cuda.log" || fail "dsv32-run --stats: no graph replays"
+eager=$("$B/dsv32-run" --model "$tmp/model" --tokens $prompt --generate 6 --backend cuda --cuda-graphs=no --stats 2>"$tmp/run-eager.log") ||
+        fail "dsv32-run --cuda-graphs=no"
+[ "$eager" = "$cuda" ] || fail "dsv32-run --cuda-graphs=no: $eager, with graphs $cuda"
+grep -q "graphs: off (--cuda-graphs no), 0 captures, 0 replays" "$tmp/run-eager.log" || fail "dsv32-run --cuda-graphs=no --stats"
+"$B/dsv32-run" --model "$tmp/model" --tokens 1 --generate 1 --cuda-graphs=maybe 2>"$tmp/bad.log" && fail "--cuda-graphs=maybe accepted"
+grep -q "must be yes or no" "$tmp/bad.log" || fail "--cuda-graphs=maybe: no clear error"
 
 # ---------------------------------------------------------------- dsv32d
 start() { # name backend

@@ -175,6 +175,17 @@ cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
         return CUBLAS_STATUS_SUCCESS;
 }
 
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *workspace, size_t bytes) {
+        if (!h)
+                return CUBLAS_STATUS_NOT_INITIALIZED;
+        cudaPointerAttributes a;
+        if (bytes && (cudaPointerGetAttributes(&a, workspace) != cudaSuccess || a.type != cudaMemoryTypeDevice)) {
+                cudaGetLastError();
+                return CUBLAS_STATUS_INVALID_VALUE;
+        }
+        return CUBLAS_STATUS_SUCCESS;
+}
+
 cublasStatus_t cublasGetStream(cublasHandle_t h, cudaStream_t *s) {
         if (!h)
                 return CUBLAS_STATUS_NOT_INITIALIZED;

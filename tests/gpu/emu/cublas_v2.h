@@ -40,6 +40,9 @@ cublasStatus_t cublasCreate(cublasHandle_t *h);
 cublasStatus_t cublasDestroy(cublasHandle_t h);
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s);
 cublasStatus_t cublasGetStream(cublasHandle_t h, cudaStream_t *s);
+/* The workspace the handle's calls use (graph capture needs a fixed one): checked to be device
+ * memory, otherwise unused (the emulated GEMMs need none). */
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *workspace, size_t bytes);
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode);
 cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode);
 const char *cublasGetStatusString(cublasStatus_t s);
