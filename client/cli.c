@@ -847,6 +847,10 @@ static json_t *status_json(const struct dsv32_stats *s, const struct dsv32_wait_
                 I("device_weight_bytes", s->device_weight_bytes);
                 I("device_kv_bytes", s->device_kv_bytes);
         }
+        if (s->ranks > 1) {
+                I("ranks", s->ranks);
+                S("layout", s->layout);
+        }
         I("spin_us", s->spin_us);
         I("loop_wakeups", s->loop_wakeups);
         I("loop_sleeps", s->loop_sleeps);
@@ -903,6 +907,8 @@ static int cmd_status(int argc, char **argv) {
                            s.device_memory_free / 1073741824.0, s.device_memory_total / 1073741824.0);
         else if (s.state == DSV32_STATE_READY)
                 cli_printf("device:     cpu (weights and KV cache in host memory)\n");
+        if (s.ranks > 1)
+                cli_printf("ranks:      %u CPU ranks, layout %s (weights above: rank 0's)\n", s.ranks, s.layout);
         cli_printf("memory:     RSS %.1f MB; KV cache %llu/%llu pages of %llu tokens used (%llu bytes/token)\n",
                    s.rss_bytes / 1e6, (unsigned long long)s.kv_pages_used, (unsigned long long)s.kv_pages_total,
                    (unsigned long long)s.kv_page_tokens, (unsigned long long)s.kv_bytes_per_token);

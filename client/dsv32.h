@@ -414,6 +414,10 @@ struct dsv32_stats {
         uint64_t device_memory_free;        /* bytes free now (0 once the device failed) */
         uint64_t device_weight_bytes;       /* the weights in device memory */
         uint64_t device_kv_bytes;           /* the KV cache pool in device memory */
+        /* the daemon's ranks (dsv32d --ranks N --parallel LAYOUT): 0 and "" with one rank and
+         * from older daemons */
+        uint32_t ranks;
+        char layout[16];                    /* e.g. "ep,dp" */
 };
 int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 #define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))

@@ -1253,6 +1253,8 @@ API int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *out, size_t size)
         ret->device_memory_free = s->device_memory_free;
         ret->device_weight_bytes = s->device_weight_bytes;
         ret->device_kv_bytes = s->device_kv_bytes;
+        ret->ranks = s->ranks;
+        snprintf(ret->layout, sizeof(ret->layout), "%s", s->layout);
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);

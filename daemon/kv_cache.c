@@ -77,6 +77,7 @@ void dsv_kv_pool_free(struct dsv_kv_pool *p) {
         free(p->page);
         free(p->page_tokens);
         free(p->table);
+        free(p->mirrors);
         free(p);
 }
 
@@ -274,6 +275,47 @@ int dsv_kv_seq_append_cached(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int32_
         return 0;
 }
 
+/* The bytes of page src into page dst of p. */
+static int page_copy(struct dsv_kv_pool *p, int32_t dst_page, int32_t src_page) {
+        void *dst = (uint8_t *)p->base + (size_t)dst_page * p->page_bytes;
+        const void *src = (const uint8_t *)p->base + (size_t)src_page * p->page_bytes;
+        void *tmp;
+        int r;
+        if (p->be->ops->copy)
+                return p->be->ops->copy(p->be, dst, src, p->page_bytes);
+        if (!(tmp = malloc(p->page_bytes)))
+                return -ENOMEM;
+        r = p->be->ops->download(p->be, tmp, src, p->page_bytes);
+        if (r >= 0)
+                r = p->be->ops->upload(p->be, dst, tmp, p->page_bytes);
+        free(tmp);
+        return r;
+}
+
+int dsv_kv_pool_add_mirror(struct dsv_kv_pool *p, struct dsv_kv_pool *m) {
+        struct dsv_kv_pool **v;
+        if (!m || m == p || m->n_pages != p->n_pages || m->page_bytes != p->page_bytes ||
+            m->layout.format != p->layout.format || m->layout.n_layers != p->layout.n_layers ||
+            m->layout.page_tokens != p->layout.page_tokens || m->layout.layer_page_bytes != p->layout.layer_page_bytes)
+                return -EINVAL;
+        if (!(v = realloc(p->mirrors, (size_t)(p->n_mirrors + 1) * sizeof(*v))))
+                return -ENOMEM;
+        v[p->n_mirrors++] = m;
+        p->mirrors = v;
+        return 0;
+}
+
+int dsv_kv_page_upload(struct dsv_kv_pool *p, int32_t page, const void *bytes) {
+        int r;
+        if (page < 0 || page >= p->n_pages)
+                return -EINVAL;
+        r = p->be->ops->upload(p->be, (uint8_t *)p->base + (size_t)page * p->page_bytes, bytes, p->page_bytes);
+        for (int i = 0; r >= 0 && i < p->n_mirrors; i++)
+                r = p->mirrors[i]->be->ops->upload(p->mirrors[i]->be, (uint8_t *)p->mirrors[i]->base + (size_t)page * p->page_bytes,
+                                                   bytes, p->page_bytes);
+        return r;
+}
+
 int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
         const int pt = p->layout.page_tokens;
         int keep;
@@ -286,21 +328,13 @@ int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
                 struct dsv_kv_page *m = &p->page[tail];
                 if (m->ref > 1) {
                         int32_t copy;
-                        void *dst, *src = (uint8_t *)p->base + (size_t)tail * p->page_bytes;
                         int r;
                         if (dsv_kv_pool_available(p) < 1)
                                 return -ENOSPC;
                         copy = page_take(p);
-                        dst = (uint8_t *)p->base + (size_t)copy * p->page_bytes;
-                        if (p->be->ops->copy) {
-                                r = p->be->ops->copy(p->be, dst, src, p->page_bytes);
-                        } else {
-                                void *tmp = malloc(p->page_bytes);
-                                r = tmp ? p->be->ops->download(p->be, tmp, src, p->page_bytes) : -ENOMEM;
-                                if (r >= 0)
-                                        r = p->be->ops->upload(p->be, dst, tmp, p->page_bytes);
-                                free(tmp);
-                        }
+                        r = page_copy(p, copy, tail);
+                        for (int i = 0; r >= 0 && i < p->n_mirrors; i++)
+                                r = page_copy(p->mirrors[i], copy, tail);
                         if (r < 0) {
                                 page_put(p, copy);
                                 return r;

@@ -56,6 +56,13 @@ struct dsv_kv_pool {
         int n_cached;         /* registered pages no sequence holds */
         int n_registered;
         uint64_t n_reclaimed, n_copied; /* cached pages reused for new data; copy-on-write copies */
+        /* Pools of the same geometry whose page bytes follow this one's (the KV pools of the
+         * follower ranks of an ep,dp group, daemon/runtime/ranks.h): every page write made
+         * outside a forward pass (a copy-on-write copy, dsv_kv_page_upload) is made in them
+         * too; a forward pass writes them itself. Not owned; the caller keeps them idle while
+         * it works on this pool. */
+        struct dsv_kv_pool **mirrors;
+        int n_mirrors;
 };
 
 struct dsv_kv_seq {
@@ -98,6 +105,10 @@ int dsv_kv_seq_reserve(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
  * tail page that is shared or registered is copied first (-ENOSPC/-EIO when it cannot be:
  * nothing changes). */
 int dsv_kv_seq_truncate(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n);
+/* Makes m (same layout and page count; else -EINVAL) a mirror of p (see struct dsv_kv_pool). */
+int dsv_kv_pool_add_mirror(struct dsv_kv_pool *p, struct dsv_kv_pool *m);
+/* Writes one page's bytes (page_bytes, host memory) into page of p and of its mirrors. */
+int dsv_kv_page_upload(struct dsv_kv_pool *p, int32_t page, const void *bytes);
 /* One more holder of a page in use (a snapshot being written), and its release. */
 void dsv_kv_page_ref(struct dsv_kv_pool *p, int32_t page);
 void dsv_kv_page_unref(struct dsv_kv_pool *p, int32_t page);

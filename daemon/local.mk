@@ -21,6 +21,7 @@ libdsv32core_la_LIBADD = libdsv32kernels.la $(JANSSON_LIBS) $(LIBURING_LIBS) -lm
 noinst_LTLIBRARIES += libdsv32runtime.la
 libdsv32runtime_la_SOURCES = \
 	daemon/runtime/runtime.h daemon/runtime/runtime.c \
+	daemon/runtime/ranks.h daemon/runtime/ranks.c \
 	daemon/runtime/sampler.h daemon/runtime/sampler.c \
 	daemon/runtime/speculate.h daemon/runtime/speculate.c \
 	daemon/runtime/generate.h daemon/runtime/generate.c

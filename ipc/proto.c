@@ -290,6 +290,8 @@ static const struct field f_stats_reply[] = {
         U64(55, stats_t, device_memory_free, false),
         U64(56, stats_t, device_weight_bytes, false),
         U64(57, stats_t, device_kv_bytes, false),
+        U32(60, stats_t, ranks, false),
+        NAME(61, stats_t, layout, false),
 };
 /* the decoder tracks the fields it saw in one 64-bit mask */
 _Static_assert(sizeof(f_stats_reply) / sizeof(f_stats_reply[0]) <= 64, "STATS_REPLY has more than 64 fields");

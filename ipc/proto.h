@@ -313,6 +313,9 @@ struct dsv_msg_stats_reply {
         uint64_t device_memory_total, device_memory_free; /* bytes, now */
         uint64_t device_weight_bytes;      /* the weights held in device memory */
         uint64_t device_kv_bytes;          /* the KV cache pool in device memory */
+        /* CPU ranks in the daemon and their layout (keys 60, 61; absent with one rank) */
+        uint32_t ranks;
+        char layout[16];
 };
 
 struct dsv_msg {

@@ -15,6 +15,7 @@
 #include "daemon/engine/intake.h"
 #include "daemon/engine/snapshot.h"
 #include "daemon/engine/text.h"
+#include "daemon/runtime/ranks.h"
 #include "daemon/runtime/runtime.h"
 
 /* ------------------------------------------------------------------ the core */
@@ -358,7 +359,8 @@ struct dsv_engine {
         bool idle;
         uint64_t drain_cut;
         struct dsv_metrics_live metrics;
-        /* engine thread (info and text published before state READY) */
+        /* engine thread (info and text published before state READY); rt is rank 0's of ranks */
+        struct dsv_rank_group *ranks;
         struct dsv_runtime *rt;
         struct dsv_text *text;
         struct dsv_engine_info info;
@@ -411,15 +413,38 @@ static void item_drop(struct dsv_engine *e, struct item *it, int code, const cha
         free(it);
 }
 
+/* The passes run on every rank of the group (one rank: its runtime alone). */
 static int exec_forward(void *ud, const struct dsv_batch *b, float *logits, float *hidden, struct dsv_error *err) {
-        return dsv_runtime_forward_hidden(ud, b, logits, hidden, err);
+        return dsv_rank_group_forward(ud, b, logits, hidden, err);
 }
 
-static const char *exec_device_error(void *ud) { return dsv_runtime_device_error(ud); }
+static const char *exec_device_error(void *ud) { return dsv_rank_group_error(ud); }
 
 static int exec_mtp(void *ud, const struct dsv_batch *b, const float *hidden_in, float *logits, float *hidden_out,
                     struct dsv_error *err) {
-        return dsv_runtime_mtp(ud, b, hidden_in, logits, hidden_out, err);
+        return dsv_rank_group_mtp(ud, b, hidden_in, logits, hidden_out, err);
+}
+
+/* The plan of the ranks: the layout, then each rank's experts, weight bytes and threads. */
+static void log_ranks(struct dsv_engine *e) {
+        const int n = dsv_rank_group_size(e->ranks);
+        char line[4096];
+        size_t off = 0;
+        if (n == 1)
+                return;
+        off += (size_t)snprintf(line, sizeof(line),
+                                "Ranks: %d CPU ranks, layout %s (routed experts in contiguous blocks per rank; attention, "
+                                "dense layers and lm_head replicated; KV pool of %d pages on every rank)",
+                                n, e->info.layout, e->rt->kv->n_pages);
+        for (int r = 0; r < n && off < sizeof(line); r++) {
+                const struct dsv_runtime *rt = dsv_rank_group_runtime(e->ranks, r);
+                int first, last;
+                dsv_rank_group_experts(e->ranks, r, &first, &last);
+                off += (size_t)snprintf(line + off, sizeof(line) - off, "; rank %d: experts %d-%d of %d, %llu weight bytes, %d threads",
+                                        r, first, last, rt->cfg->n_routed_experts,
+                                        (unsigned long long)dsv_model_weight_bytes(rt->model), rt->be->n_threads);
+        }
+        log_info("%s", line);
 }
 
 static double gbs(uint64_t bytes, uint64_t ns) { return ns ? (double)bytes / (double)ns : 0.0; }
@@ -478,10 +503,14 @@ static int load(struct dsv_engine *e) {
         ro.graphs_off = e->opts.graphs_off;
         ro.load.progress = load_progress;
         ro.load.ud = e;
-        if ((rc = dsv_runtime_open(&ro, &e->rt, &err)) < 0) {
+        if ((rc = dsv_rank_group_open(&ro, MAX(e->opts.ranks, 1), DSV_ENGINE_RANK_TIMEOUT_MS, &e->ranks, &err)) < 0) {
                 snprintf(e->error, sizeof(e->error), "%s", err.msg[0] ? err.msg : strerror(-rc));
                 return rc;
         }
+        e->rt = dsv_rank_group_runtime(e->ranks, 0);
+        e->info.ranks = dsv_rank_group_size(e->ranks);
+        snprintf(e->info.layout, sizeof(e->info.layout), "%s", e->info.ranks > 1 ? "ep,dp" : "");
+        log_ranks(e);
         if (e->rt->kv_note[0])
                 log_info("%s", e->rt->kv_note);
         if (e->rt->backend_note[0])
@@ -529,7 +558,7 @@ static int load(struct dsv_engine *e) {
                 struct dsv_core_params p = {.vocab_size = cfg->vocab_size, .eos_id = cfg->eos_token_id,
                                             .max_context = cfg->max_position_embeddings, .hidden_size = cfg->hidden_size,
                                             .kv_page_tokens = DSV_KV_PAGE_TOKENS, .model_fingerprint = e->rt->fingerprint};
-                struct dsv_exec ex = {.ud = e->rt, .forward = exec_forward, .mtp = e->info.mtp ? exec_mtp : NULL,
+                struct dsv_exec ex = {.ud = e->ranks, .forward = exec_forward, .mtp = e->info.mtp ? exec_mtp : NULL,
                                       .device_error = exec_device_error};
                 if ((rc = dsv_core_init(&e->core, &p, e->rt->kv, &ex, e->text, &e->sink, &e->metrics)) < 0) {
                         snprintf(e->error, sizeof(e->error), "out of memory");
@@ -773,7 +802,7 @@ void dsv_engine_free(struct dsv_engine *e) {
                 it = next;
         }
         dsv_text_free(e->text);
-        dsv_runtime_free(e->rt);
+        dsv_rank_group_free(e->ranks);
         dsv_metrics_done(&e->metrics);
         pthread_cond_destroy(&e->cond);
         pthread_cond_destroy(&e->intake_cond);

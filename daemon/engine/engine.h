@@ -55,6 +55,10 @@
 #define DSV_ENGINE_STOP_STRING_MAX 64       /* bytes; = DSV_STOP_MAX_BYTES */
 #define DSV_ENGINE_MAX_LOGIT_BIAS 300
 
+/* How long a rank waits for the others at a collective before the group is broken (a rank
+ * stuck elsewhere; a rank that fails aborts the group at once). */
+#define DSV_ENGINE_RANK_TIMEOUT_MS 300000
+
 struct dsv_engine;
 struct dsv_text;
 
@@ -62,7 +66,10 @@ struct dsv_engine_opts {
         const char *model_dir;
         const char *backend; /* cpu, cuda, auto */
         int device;          /* GPU index */
-        int threads;         /* CPU threads; 0: all */
+        int threads;         /* CPU threads; 0: all (split between the ranks) */
+        /* CPU ranks in this process (daemon/runtime/ranks.h; 0 or 1: one), in the layout ep,dp
+         * (the only one so far: the caller refuses others) */
+        int ranks;
         const char *numerics;
         const char *mtp;     /* the MTP layer: on, off, auto (on where it pays: not on the CPU backend) */
         bool graphs_off;     /* decode steps never as graphs (cuda-graphs=no; dsv_model_opts) */
@@ -306,7 +313,9 @@ struct dsv_engine_info {
         const char *backend_note; /* auto: why the GPU backend was not used */
         bool mtp;                 /* speculative decoding with the MTP layer */
         const char *mtp_note;     /* why not ("" when it is on) */
-        int threads;
+        int threads;              /* rank 0's */
+        int ranks;                /* CPU ranks (1: one) */
+        char layout[16];          /* their layout ("" with one rank) */
         uint64_t kv_pages_total, kv_page_tokens, kv_bytes_per_token;
         /* a backend with its own memory (a GPU): its device as the plugin describes it, the
          * weights and the KV pool held there; "" and 0 on the CPU backend */

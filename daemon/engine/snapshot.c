@@ -591,7 +591,7 @@ static int restore_one(struct dsv_snapshots *s, const char *path, const char *fn
                         goto out;
                 }
                 total = sum_add(total, piece_sum(page, pb));
-                if ((r = s->kv->be->ops->upload(s->kv->be, (uint8_t *)s->kv->base + (size_t)seq.pages[i] * pb, page, pb)) < 0) {
+                if ((r = dsv_kv_page_upload(s->kv, seq.pages[i], page)) < 0) {
                         snprintf(why, cap, "cannot upload page %u: %s", i, strerror(-r));
                         goto out;
                 }

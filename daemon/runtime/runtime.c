@@ -137,7 +137,7 @@ int dsv_runtime_open(const struct dsv_runtime_opts *o, struct dsv_runtime **ret,
                                           rt->be->ops->name, (unsigned long long)rt->kv_bytes_per_token);
                         goto fail;
                 }
-                cap = host ? free_b / 4 : free_b / 10 * 9;
+                cap = host ? free_b / 4 / (uint64_t)MAX(o->kv_share, 1) : free_b / 10 * 9;
                 n_pages = MIN(want, cap) / MAX(rt->kv_page_bytes, 1u);
                 snprintf(rt->kv_note, sizeof(rt->kv_note),
                          "KV cache sized automatically: %.1f MiB (%llu tokens; %s %.1f GiB free, %s; set kv-cache-mb to choose)",

@@ -26,6 +26,9 @@ struct dsv_runtime_opts {
         uint64_t kv_bytes;
         int64_t kv_tokens;
         int64_t kv_auto_tokens;
+        /* pools sized automatically from the same host memory (the ranks of one process: each
+         * takes 1/kv_share of the quarter); 0 or 1: this one alone */
+        int kv_share;
         struct dsv_load_opts load; /* progress callback, I/O mode */
         enum dsv_mtp_mode mtp;     /* load the MTP layer (its KV records then join the pool's pages) */
         /* DSV_MTP_AUTO does not load the layer on the CPU backend (dsv32d: there a speculative

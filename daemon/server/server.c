@@ -819,6 +819,10 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
                 st->kv_pages_total = inf->kv_pages_total;
                 st->kv_page_tokens = inf->kv_page_tokens;
                 st->kv_bytes_per_token = inf->kv_bytes_per_token;
+                if (inf->ranks > 1) {
+                        st->ranks = (uint32_t)inf->ranks;
+                        snprintf(st->layout, sizeof(st->layout), "%s", inf->layout);
+                }
                 if (inf->device[0]) {
                         uint64_t fr = 0, tot = 0;
                         snprintf(st->device, sizeof(st->device), "%s", inf->device);
@@ -1447,6 +1451,7 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.model_dir = s->cfg.model;
         eo.backend = s->cfg.backend;
         eo.threads = s->cfg.threads;
+        eo.ranks = s->cfg.ranks;
         eo.numerics = s->cfg.numerics;
         eo.mtp = s->cfg.mtp;
         eo.graphs_off = strcmp(s->cfg.cuda_graphs, "no") == 0;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <strings.h>
 
+#include "daemon/runtime/ranks.h"
 #include "daemon/util.h"
 
 enum opt_type {
@@ -40,6 +41,14 @@ static const struct dsv_config_option options[] = {
         OPT("backend", OPT_ENUM, backend, "cpu", 0, 0, false, "cpu|cuda|auto",
             "compute backend (cuda: the dsv32-backend-cuda.so plugin; auto: cuda when it finds a GPU and runs the whole model, else cpu)"),
         OPT("threads", OPT_INT, threads, "0", 0, 1024, false, NULL, "CPU backend threads (0: all cores)"),
+        OPT("ranks", OPT_INT, ranks, "1", 1, 256, false, NULL,
+            "ranks in this process (1: one): CPU ranks as threads over the in-process communicator (backend cpu), each "
+            "holding its share of the model as the layout (parallel) says; the threads are split between them; output "
+            "is one rank's, bit for bit"),
+        OPT("parallel", OPT_STRING, parallel, "", 0, 32, false, NULL,
+            "layout of the ranks (needed when ranks > 1): ep,dp (the only one so far): routed experts split over the "
+            "ranks in contiguous blocks, each rank loading only its own; attention, dense layers and lm_head replicated "
+            "on every rank"),
         OPT("numerics", OPT_ENUM, numerics, "faithful", 0, 0, false, "faithful|exact",
             "faithful: the reference's bf16/FP8 rounding; exact: fp32 (tests)"),
         OPT("allow-users", OPT_STRING, allow_users, "root", 0, 4096, true, NULL,
@@ -226,7 +235,37 @@ int dsv_config_set(struct dsv_server_config *c, const char *name, const char *va
         return set_opt(c, o, value, err, errlen);
 }
 
+/* ranks and parallel (daemon/runtime/ranks.h has the layouts) */
+static int check_ranks(const struct dsv_server_config *c, char *err, size_t errlen) {
+        const char *why;
+        if (c->parallel[0] && dsv_parallel_layout_check(c->parallel, &why) < 0) {
+                snprintf(err, errlen, "parallel %s: %s", c->parallel, why);
+                return -EINVAL;
+        }
+        if (c->ranks == 1)
+                return 0;
+        if (!c->parallel[0]) {
+                snprintf(err, errlen, "ranks %d: needs a layout: parallel = ep,dp (--parallel ep,dp)", c->ranks);
+                return -EINVAL;
+        }
+        if (strcmp(c->backend, "cpu") != 0) {
+                snprintf(err, errlen,
+                         "ranks %d: the ranks are CPU ranks so far (threads over the in-process communicator): use backend "
+                         "cpu, or ranks 1 with backend %s",
+                         c->ranks, c->backend);
+                return -EINVAL;
+        }
+        if (c->nodes > 1) {
+                snprintf(err, errlen, "ranks %d: several ranks on several nodes is not implemented yet", c->ranks);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 int dsv_config_check(const struct dsv_server_config *c, char *err, size_t errlen) {
+        int r;
+        if ((r = check_ranks(c, err, errlen)) < 0)
+                return r;
         if (c->node_rank >= c->nodes) {
                 snprintf(err, errlen, "node-rank %d: must be below nodes (%d)", c->node_rank, c->nodes);
                 return -EINVAL;

@@ -18,6 +18,8 @@ struct dsv_server_config {
         int socket_mode;
         char *backend;
         int threads;
+        int ranks;      /* CPU ranks in this process */
+        char *parallel; /* their layout: "" (one rank) or ep,dp */
         char *numerics;
         char *allow_users;
         char *allow_groups;
@@ -68,7 +70,8 @@ void dsv_config_free(struct dsv_server_config *c);
 /* Sets one option from text, validating type and bounds; err gets a reason. */
 int dsv_config_set(struct dsv_server_config *c, const char *name, const char *value, char *err, size_t errlen);
 /* Checks what single settings cannot: node-rank < nodes, a coordinator HOST:PORT when
- * nodes > 1, a cluster timeout of at least two heartbeats. */
+ * nodes > 1, a cluster timeout of at least two heartbeats; ranks > 1 with a layout that is
+ * implemented (ep,dp), on the cpu backend, on one node. */
 int dsv_config_check(const struct dsv_server_config *c, char *err, size_t errlen);
 /* Reads `name = value` lines (# comments, blank lines). A missing file is -ENOENT. */
 int dsv_config_load_file(struct dsv_server_config *c, const char *path, char *err, size_t errlen);

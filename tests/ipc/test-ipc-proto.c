@@ -345,6 +345,7 @@ static void test_roundtrips(void) {
                       "STATS_REPLY scheduler and speculation fields");
                 CHECK(out.u.stats.device[0] == 0 && out.u.stats.device_memory_total == 0 && out.u.stats.device_kv_bytes == 0,
                       "STATS_REPLY without device fields (the CPU backend) decodes them empty");
+                CHECK(out.u.stats.ranks == 0 && out.u.stats.layout[0] == 0, "STATS_REPLY without ranks decodes them empty");
                 dsv_msg_release(&out);
                 /* the device (keys 53..57): a description of the 127 bytes the field holds */
                 memset(&in, 0, sizeof(in));
@@ -378,6 +379,26 @@ static void test_roundtrips(void) {
                               "a device description of 128 bytes");
                         CHECK(dsv_msg_decode(DSV_MSG_STATS_REPLY, str_total, sizeof(str_total), &out, NULL, 0) == -EPROTO,
                               "device_memory_total as a string");
+                }
+                /* the ranks (keys 60, 61): absent decodes as 0 and ""; a layout over 15 bytes and
+                 * ranks as a string are refused */
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_STATS_REPLY;
+                in.u.stats.id = 4;
+                in.u.stats.ranks = 4;
+                snprintf(in.u.stats.layout, sizeof(in.u.stats.layout), "ep,dp");
+                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.ranks == 4 && strcmp(out.u.stats.layout, "ep,dp") == 0,
+                      "STATS_REPLY ranks and layout");
+                dsv_msg_release(&out);
+                {
+                        /* {0: 4, 61: 16 bytes}: one byte over the layout's cap; {0: 4, 60: "x"} */
+                        uint8_t long_layout[] = {0x82, 0x00, 0x04, 0x3d, 0xb0, 'e', 'p', ',', 'd', 'p', 'e', 'p', ',',
+                                                 'd', 'p', 'e', 'p', ',', 'd', 'p', 'x'};
+                        uint8_t str_ranks[] = {0x82, 0x00, 0x04, 0x3c, 0xa1, 'x'};
+                        CHECK(dsv_msg_decode(DSV_MSG_STATS_REPLY, long_layout, sizeof(long_layout), &out, NULL, 0) == -EPROTO,
+                              "a layout of 16 bytes");
+                        CHECK(dsv_msg_decode(DSV_MSG_STATS_REPLY, str_ranks, sizeof(str_ranks), &out, NULL, 0) == -EPROTO,
+                              "ranks as a string");
                 }
                 /* hostile rows: a name over 64 bytes, a missing name, a wrong type, a critical key */
                 {

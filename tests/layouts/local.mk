@@ -6,3 +6,8 @@ tests_layouts_test_ep_model_LDADD = $(TEST_CORE_LIBS)
 
 TESTS += tests/layouts/test-ep-model tests/layouts/ep-run.sh
 EXTRA_DIST += tests/layouts/ep-run.sh
+
+# dsv32d --ranks N --parallel ep,dp: concurrent clients, sessions, snapshots, a rank's fault,
+# refusals (daemon-ranks.sh)
+TESTS += tests/layouts/daemon-ranks.sh
+EXTRA_DIST += tests/layouts/daemon-ranks.sh

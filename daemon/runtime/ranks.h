@@ -1,0 +1,53 @@
+/* The CPU ranks of one process (dsv32d --ranks N --parallel ep,dp): N runtimes joined by the
+ * in-process communicator. Rank 0's runtime is driven by the caller (dsv32d's engine thread,
+ * which schedules as with one rank); ranks 1..N-1 are threads that follow rank 0's passes.
+ * Each rank holds its own model (its routed experts only, dsv_expert_owner; attention, dense
+ * layers and lm_head whole) and a KV pool of rank 0's geometry. dsv_rank_group_forward and
+ * dsv_rank_group_mtp hand every follower the batch rank 0 runs (tokens, positions, the
+ * sequences' lengths and page tables), run rank 0's pass, and return once every rank has
+ * finished it: the collectives pair up, and between passes the followers are idle, so rank
+ * 0's pool may write their pools (copy-on-write copies, restored sessions: the pool's mirrors,
+ * daemon/kv_cache.h). Attention is replicated, so rank 0's KV pool holds the whole state (a
+ * session snapshot is rank 0's pages) and the followers' pools are copies of it.
+ *
+ * A rank whose pass fails aborts the communicator (the others stop at their next collective)
+ * and the group is broken for good: every later pass fails at once, and dsv_rank_group_error
+ * names the first failure (the caller must stop serving). With N = 1 the group is the runtime
+ * alone: no thread, no communicator. Not thread-safe: one thread drives it. */
+#pragma once
+
+#include "daemon/runtime/runtime.h"
+
+struct dsv_rank_group;
+
+/* The layouts dsv32d and dsv32-run know, and whether they are implemented: 0 for ep,dp
+ * (routed experts split over the ranks, the rest replicated); -EOPNOTSUPP for a known layout
+ * not implemented yet (ep,tp, ep, dp, tp), with why; -EINVAL for an unknown one. */
+int dsv_parallel_layout_check(const char *layout, const char **why);
+
+/* Opens n_ranks runtimes of ro (ro->ep must be NULL; ro->where.threads, 0 meaning every
+ * core, is split between the ranks; the KV pool is rank 0's: ro's size, an automatic size
+ * sharing the host memory between the ranks' pools). The models load in parallel, each
+ * rank's loader reading only its bytes. timeout_ms: how long a rank waits for the others at a
+ * collective. Refuses (-EINVAL, err says why) more ranks than the model has routed experts,
+ * or ranks > 1 on another backend than cpu. */
+int dsv_rank_group_open(const struct dsv_runtime_opts *ro, int n_ranks, int timeout_ms, struct dsv_rank_group **ret,
+                        struct dsv_error *err);
+void dsv_rank_group_free(struct dsv_rank_group *g);
+
+int dsv_rank_group_size(const struct dsv_rank_group *g);
+/* Rank r's runtime (0: the one the caller drives; its kv is the group's state). */
+struct dsv_runtime *dsv_rank_group_runtime(const struct dsv_rank_group *g, int rank);
+/* The routed experts rank r owns: [*first, *last] of the model's n_routed_experts. */
+void dsv_rank_group_experts(const struct dsv_rank_group *g, int rank, int *first, int *last);
+
+/* dsv_runtime_forward_hidden and dsv_runtime_mtp on every rank (see above); the logits and
+ * hidden states are rank 0's. A failure breaks the group: -ENOTRECOVERABLE, err naming the
+ * rank that failed first and why. */
+int dsv_rank_group_forward(struct dsv_rank_group *g, const struct dsv_batch *b, float *logits, float *hidden,
+                           struct dsv_error *err);
+int dsv_rank_group_mtp(struct dsv_rank_group *g, const struct dsv_batch *b, const float *hidden_in, float *logits,
+                       float *hidden_out, struct dsv_error *err);
+/* "" while every rank works, else the failure that broke the group (or rank 0's device
+ * error, dsv_runtime_device_error). */
+const char *dsv_rank_group_error(const struct dsv_rank_group *g);

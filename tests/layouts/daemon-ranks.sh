@@ -1,0 +1,163 @@
+#!/bin/bash
+# dsv32d --ranks N --parallel ep,dp on the CPU (daemon/runtime/ranks.h): on tiny (and small
+# with DSV32_RANKS_SMALL=1), 2 and 4 ranks serve the same concurrent clients as one rank with
+# the same output, token for token: prompts of different lengths (one to several KV pages, a
+# shared prefix for the prefix cache), a session reused across two requests (the second cut
+# back into a shared page: a copy-on-write copy the followers' pools mirror), seeded
+# sampling, and a session saved at SIGTERM and restored by the next start (restored pages
+# are uploaded into every rank's pool). The start log names each rank's experts and weight
+# bytes. A fault injected in one rank's pass (DSV32_TEST_RANK_FAULT=RANK:PASS, tests only)
+# gives the client an ERROR naming it and dsv32d exits non-zero within 20 s. Bad settings
+# are refused at start with the cause.
+set -euo pipefail
+: "${top_builddir:?}"
+d="$top_builddir/dsv32d"
+cli="$top_builddir/dsv32"
+work="$top_builddir/tests/tmp/daemon-ranks"
+rm -rf "$work"
+mkdir -p "$work"
+pid=
+cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+
+start() { # name model args...: starts dsv32d, waits until it serves
+        local name=$1 model=$2
+        shift 2
+        "$d" --model "$model" --socket "$work/$name.sock" --threads 2 --kv-cache-mb 32 --batch-tokens 4096 \
+                --snapshot-interval 0 "$@" 2>"$work/$name.log" &
+        pid=$!
+        for _ in $(seq 400); do
+                grep -q "Ready: serving" "$work/$name.log" && return 0
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.05
+        done
+        bad "$name: dsv32d did not start: $(cat "$work/$name.log")"
+        return 1
+}
+
+stop() { # waits for a clean exit after SIGTERM
+        local rc=0
+        kill "$pid"
+        wait "$pid" || rc=$?
+        pid=
+        return $rc
+}
+
+# the requests: token ids, so that the pages are known. P: 150 tokens (two full pages and a
+# partial one). Five clients at once, then, one after the other: a session "other" whose
+# prompt maps talk's first page from the prefix cache, and talk again, cut back to 40
+# tokens inside that shared page (a copy-on-write copy).
+P=$(seq -s, 1 150)
+P40=$(seq -s, 1 40)
+P100=$(seq -s, 1 100)
+clients() { # name: writes $work/$name.out
+        local name=$1 s="$work/$1.sock" pids=()
+        gen() { "$cli" --socket "$s" generate --ids "$@"; }
+        gen --max-tokens 12 --tokens 5,6,7 >"$work/$name.c1" & pids+=($!)
+        gen --max-tokens 10 --tokens "$P,200,201" >"$work/$name.c2" & pids+=($!)
+        gen --max-tokens 10 --tokens "$P,300" >"$work/$name.c3" & pids+=($!)
+        gen --max-tokens 16 --temperature 0.9 --top-p 0.95 --seed 7 --tokens "$(seq -s, 9 40)" >"$work/$name.c4" & pids+=($!)
+        gen --max-tokens 8 --session talk --tokens "$P,$(seq -s, 400 409)" >"$work/$name.c5" & pids+=($!)
+        for p in "${pids[@]}"; do wait "$p" || bad "$name: a client failed"; done
+        gen --max-tokens 6 --session other --tokens "$P100,500" >"$work/$name.c6" || bad "$name: session other failed"
+        gen --max-tokens 8 --session talk --tokens "$P40,600" >"$work/$name.c7" || bad "$name: talk's second turn failed"
+        "$cli" --socket "$s" session pin talk >/dev/null || bad "$name: session pin"
+        cat "$work/$name".c[1-7] >"$work/$name.out"
+}
+
+# after a restart: the restored session goes on
+restored() { # name
+        "$cli" --socket "$work/$1.sock" generate --ids --max-tokens 8 --session talk --tokens "$P40,600,$(seq -s, 700 720)" \
+                >"$work/$1.rest" || bad "$1: the request on the restored session failed"
+}
+
+serve() { # model-name model ranks
+        local name="$1-$3" n=$3
+        shift 3
+        local args=(--ranks "$n")
+        [ "$n" -gt 1 ] && args+=(--parallel ep,dp)
+        rm -rf "$work/state-$name"
+        mkdir -p "$work/state-$name"
+        start "$name" "$model" "${args[@]}" --state-directory "$work/state-$name" || return 0
+        clients "$name"
+        stop || bad "$name: dsv32d exit status $? after SIGTERM"
+        start "$name" "$model" "${args[@]}" --state-directory "$work/state-$name" || return 0
+        grep -q "Session 'talk' of uid [0-9]* restored" "$work/$name.log" || bad "$name: the session was not restored: $(cat "$work/$name.log")"
+        restored "$name"
+        stop || bad "$name: dsv32d exit status $? after SIGTERM"
+}
+
+check_model() { # model-name model
+        local mname=$1 model=$2 t0
+        t0=$(date +%s.%N)
+        serve "$mname" "$model" 1
+        [ -s "$work/$mname-1.out" ] || bad "$mname: no output from one rank"
+        for n in 2 4; do
+                serve "$mname" "$model" $n
+                cmp -s "$work/$mname-1.out" "$work/$mname-$n.out" ||
+                        bad "$mname: $n ranks: $(diff "$work/$mname-1.out" "$work/$mname-$n.out" | head -20)"
+                cmp -s "$work/$mname-1.rest" "$work/$mname-$n.rest" ||
+                        bad "$mname: $n ranks, restored session: $(cat "$work/$mname-$n.rest") vs $(cat "$work/$mname-1.rest")"
+        done
+        echo "$mname: 1, 2 and 4 ranks agree ($(tr , ' ' <"$work/$mname-1.out" | wc -w) tokens) in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+}
+
+"$top_builddir/dsv32-mkmodel" --preset tiny --seed 5 --out "$work/tiny" >/dev/null
+check_model tiny "$work/tiny"
+# the plan line: every rank, its experts (tiny: 16) and weight bytes
+for r in 0 1 2 3; do
+        grep -Eq "rank $r: experts $((r * 4))-$((r * 4 + 3)) of 16, [0-9]+ weight bytes" "$work/tiny-4.log" ||
+                bad "the start log does not name rank $r's share: $(grep Ranks "$work/tiny-4.log")"
+done
+grep -q "Ranks: 4 CPU ranks, layout ep,dp" "$work/tiny-4.log" || bad "no plan line with 4 ranks"
+grep -q "Ranks:" "$work/tiny-1.log" && bad "one rank logged a plan of ranks"
+st=$(start status "$work/tiny" --ranks 2 --parallel ep,dp && "$cli" --socket "$work/status.sock" status; stop || true)
+grep -q "ranks:      2 CPU ranks, layout ep,dp" <<<"$st" || bad "dsv32 status does not show the ranks: $st"
+if [ "${DSV32_RANKS_SMALL:-0}" != 0 ]; then
+        "$top_builddir/dsv32-mkmodel" --preset small --seed 5 --out "$work/small" >/dev/null
+        check_model small "$work/small"
+fi
+
+# a fault in one rank: the client gets an ERROR, dsv32d exits non-zero within 20 s
+for spec in 1:2 0:3 3:1; do
+        DSV32_TEST_RANK_FAULT=$spec start fault "$work/tiny" --ranks 4 --parallel ep,dp || continue
+        set +e
+        out=$("$cli" --socket "$work/fault.sock" generate --ids --max-tokens 8 Hello 2>&1)
+        rc=$?
+        set -e
+        [ $rc -ne 0 ] && grep -q "rank ${spec%%:*}: fault injected in pass ${spec##*:}" <<<"$out" ||
+                bad "fault $spec: the client got status $rc: $out"
+        t0=$SECONDS
+        rc=0
+        for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+                bad "fault $spec: dsv32d still runs 20 s after the fault"
+        else
+                wait "$pid" || rc=$?
+                [ $rc -ne 0 ] || bad "fault $spec: dsv32d exited 0"
+        fi
+        pid=
+        grep -q "the group of 4 ranks is broken" "$work/fault.log" || bad "fault $spec: not logged: $(cat "$work/fault.log")"
+        echo "fault $spec: client: $out; dsv32d exited $rc after $((SECONDS - t0)) s"
+done
+
+# refusals at start
+refuse() { # status message args...
+        local want=$1 msg=$2 out rc=0
+        shift 2
+        out=$("$d" --model "$work/tiny" --socket "$work/refuse.sock" "$@" 2>&1) || rc=$?
+        [ $rc -eq "$want" ] && grep -q -- "$msg" <<<"$out" || bad "dsv32d $*: status $rc, said: $out"
+}
+refuse 2 "ranks 2: needs a layout: parallel = ep,dp" --ranks 2
+refuse 2 "parallel ep,tp: this layout is not implemented yet" --ranks 2 --parallel ep,tp
+refuse 2 "parallel pp: unknown layout" --ranks 2 --parallel pp
+refuse 2 "ranks: '0' is not an integer in 1..256" --ranks 0
+refuse 2 "ranks 2: the ranks are CPU ranks so far" --ranks 2 --parallel ep,dp --backend cuda
+refuse 2 "several ranks on several nodes" --ranks 2 --parallel ep,dp --nodes 2 --coordinator 127.0.0.1:1
+refuse 1 "ranks 17: the model has 16 routed experts and a rank owns whole experts: at most 16 ranks" \
+        --ranks 17 --parallel ep,dp --kv-cache-mb 8
+
+[ $fail -eq 0 ] && echo "PASS"
+exit $fail
