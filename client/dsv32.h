@@ -87,6 +87,7 @@ enum dsv32_state {
 #define DSV32_FEATURE_SESSIONS 0x4u /* KV-cache sessions (older daemons ignore a session name) */
 #define DSV32_FEATURE_MTP 0x8u /* speculative decoding with the checkpoint's MTP layer is on */
 #define DSV32_FEATURE_LOGPROBS 0x10u /* logprobs, stop strings, penalties and logit bias understood */
+#define DSV32_FEATURE_CHAT_EVENTS 0x20u /* tools, tool calls and results, DSV32_REQ_CHAT_EVENTS understood */
 
 struct dsv32_info {
         char daemon_version[32];
@@ -127,6 +128,32 @@ struct dsv32_chat_message {
         const char *role;    /* "system", "user", "assistant" */
         const char *content; /* NUL-terminated UTF-8 */
 };
+/* Chat with tools (DSV32_FEATURE_CHAT_EVENTS; an older daemon ignores all but role and
+ * content). These structs are filled by the caller and never grow (arrays of them are laid
+ * out by the caller's header): later additions come as new structs. Strings are
+ * NUL-terminated UTF-8; NULL means absent. */
+struct dsv32_tool_call {
+        const char *id;        /* 1..64 bytes; the tool message answering it names it */
+        const char *name;      /* the function, 1..64 bytes */
+        const char *arguments; /* a JSON object, as text */
+};
+struct dsv32_message {
+        const char *role;              /* "system", "user", "assistant", "tool" */
+        const char *content;           /* may be "" (an assistant message with only tool calls) */
+        const char *reasoning_content; /* assistant: its reasoning (shown to the model only after the last user message) */
+        const struct dsv32_tool_call *tool_calls; /* assistant: the calls it made */
+        size_t n_tool_calls;           /* at most 64 */
+        const char *tool_call_id;      /* tool: the id of the call this is the result of (required) */
+};
+/* A function the model may call. Limits: name 1..64 bytes of letters, digits, _ - . (unique
+ * in the list); description at most 8 KiB; parameters (a JSON schema object, as text) at most
+ * 64 KiB (-E2BIG over a limit; -EINVAL for a name or for parameters that are not a JSON
+ * object, with dsv32_last_error() naming the tool). At most 128 tools. */
+struct dsv32_tool {
+        const char *name;
+        const char *description; /* may be NULL */
+        const char *parameters;  /* may be NULL: no parameters */
+};
 
 #define DSV32_REQ_SEED 0x1u       /* use `seed` (otherwise the daemon picks one) */
 #define DSV32_REQ_NO_STREAM 0x2u  /* deliver all tokens at the end */
@@ -136,6 +163,9 @@ struct dsv32_chat_message {
 #define DSV32_REQ_REUSE_OUTPUT 0x20u /* session: reuse the cache of generated tokens too (see sessions) */
 #define DSV32_REQ_LOGPROBS 0x40u  /* each token's logprob, and top_logprobs alternatives (protocol 1.2,
                                    * DSV32_FEATURE_LOGPROBS: an older daemon ignores it) */
+#define DSV32_REQ_CHAT_EVENTS 0x80u /* chat (messages or chat): the daemon parses the output into
+                                     * typed events (DSV32_EVENT_REASONING ... below) besides the
+                                     * TOKENS; needs DSV32_FEATURE_CHAT_EVENTS (-ENOTSUP without) */
 
 /* Exactly one prompt: text, tokens, or messages. A zeroed struct (with struct_size set)
  * means greedy decoding of up to 256 tokens. Sampling: temperature 0 is greedy; top_p 0
@@ -186,6 +216,13 @@ struct dsv32_request {
          * model's own probabilities: log-softmax of the raw logits, before penalties, logit
          * bias, temperature and the filters, whatever the token was sampled from. */
         uint32_t top_logprobs;
+        /* chat with tools (DSV32_FEATURE_CHAT_EVENTS): chat is a prompt source like messages
+         * (exactly one of text, tokens, messages, chat); tools (at most 128) go with messages
+         * or chat and are rendered into the system prompt (V3.2's format) */
+        const struct dsv32_message *chat;
+        size_t n_chat;
+        const struct dsv32_tool *tools;
+        size_t n_tools;
 };
 #define DSV32_MAX_TOP_LOGPROBS 20
 
@@ -196,6 +233,7 @@ enum dsv32_finish {
         DSV32_FINISH_CONTEXT = 3,   /* the context window is full */
         DSV32_FINISH_SHUTDOWN = 4,  /* the daemon stopped first */
         DSV32_FINISH_STOP_STRING = 5, /* a stop string matched (stop_index says which) */
+        DSV32_FINISH_TOOL_CALLS = 6,  /* DSV32_REQ_CHAT_EVENTS: the model ended on a tool call */
 };
 
 struct dsv32_usage {
@@ -244,6 +282,17 @@ enum dsv32_event_type {
         DSV32_EVENT_TOKENS = 1,
         DSV32_EVENT_DONE = 2,
         DSV32_EVENT_ERROR = 3, /* the request failed; it is over */
+        /* DSV32_REQ_CHAT_EVENTS: the output as the V3.2 parser reads it, in order, each event
+         * ahead of the TOKENS its text came from. Concatenating the deltas of a kind gives
+         * the same text, and the sequence with adjacent deltas of a kind merged is the same,
+         * whether the request streams or not and however the tokens cut the text. */
+        DSV32_EVENT_REASONING = 4,      /* text: more reasoning (thinking mode) */
+        DSV32_EVENT_CONTENT = 5,        /* text: more of the answer */
+        DSV32_EVENT_TOOL_CALL_BEGIN = 6, /* tool_index, tool_call_id, tool_name */
+        DSV32_EVENT_TOOL_CALL_ARGUMENTS = 7, /* tool_index; text: more of its arguments (JSON text) */
+        DSV32_EVENT_TOOL_CALL_END = 8,  /* tool_index: the call is complete */
+        DSV32_EVENT_PARSE_ERROR = 9,    /* message: what is malformed; text: the raw output (not shown
+                                         * as content); the request goes on */
 };
 
 struct dsv32_event {
@@ -268,6 +317,13 @@ struct dsv32_event {
         const int32_t *top_tokens;
         const float *top_logprobs;
         size_t n_top;
+        /* DSV32_EVENT_TOOL_CALL_*: the call's index in this answer (0, 1, ...); BEGIN: its id
+         * (NUL-terminated, the same for the same request; pass it back as tool_call_id) and
+         * the function's name (tool_name_len bytes, not NUL-terminated) */
+        uint32_t tool_index;
+        const char *tool_call_id;
+        const char *tool_name;
+        size_t tool_name_len;
 };
 
 /* Copies up to max ready events without blocking; returns how many (0: none yet). */

@@ -62,6 +62,7 @@ struct queued {
 struct held { /* an event's storage, kept until the next call */
         uint8_t *buf;
         struct dsv_msg msg;
+        char *extra; /* a NUL-terminated copy the event points to, or NULL */
 };
 
 static __thread char connect_err[DSV_ERROR_MESSAGE_MAX + 128];
@@ -114,6 +115,7 @@ static void release_held(struct dsv32_client *c) {
         for (size_t i = 0; i < c->n_held; i++) {
                 dsv_msg_release(&c->held[i].msg);
                 free(c->held[i].buf);
+                free(c->held[i].extra);
         }
         c->n_held = 0;
 }
@@ -725,16 +727,90 @@ API void dsv32_free(void *p) { free(p); }
 
 /* ------------------------------------------------------------------ requests */
 
+/* A string of the wire (absent stays absent). */
+static struct dsv_str wire_str(const char *p) {
+        struct dsv_str v = {p, p ? (uint32_t)strnlen(p, DSV_MAX_TEXT + 1) : 0};
+        return v;
+}
+
+/* The request's chat (struct dsv32_message) and tools into one allocation (*chat): the wire's
+ * messages, their tool calls, the tools. The daemon checks the limits and the JSON. */
+static int build_chat(struct dsv32_client *c, const struct dsv32_request *q, struct dsv_msg_generate *g, void **chat) {
+        const bool has_chat = q->struct_size >= offsetof(struct dsv32_request, n_tools) + sizeof(q->n_tools);
+        const size_t n_chat = has_chat && q->chat ? q->n_chat : 0, n_tools = has_chat && q->tools ? q->n_tools : 0;
+        size_t calls = 0;
+        struct dsv_chat_msg *msgs;
+        struct dsv_tool_call *tc;
+        struct dsv_tool *tools;
+
+        if (n_chat > DSV_MAX_CHAT_MESSAGES || n_tools > DSV_MAX_TOOLS)
+                return set_err(c, -E2BIG, "at most %d chat messages and %d tools", DSV_MAX_CHAT_MESSAGES, DSV_MAX_TOOLS);
+        for (size_t i = 0; i < n_chat; i++) {
+                if (q->chat[i].n_tool_calls > DSV_MAX_TOOL_CALLS || (q->chat[i].n_tool_calls && !q->chat[i].tool_calls))
+                        return set_err(c, -EINVAL, "message %zu: at most %d tool calls", i, DSV_MAX_TOOL_CALLS);
+                calls += q->chat[i].n_tool_calls;
+        }
+        if (!n_chat && !n_tools)
+                return 0;
+        *chat = calloc(1, n_chat * sizeof(*msgs) + calls * sizeof(*tc) + n_tools * sizeof(*tools) + 1);
+        if (!*chat)
+                return set_err(c, -ENOMEM, "out of memory");
+        msgs = *chat;
+        tc = (struct dsv_tool_call *)(msgs + n_chat);
+        tools = (struct dsv_tool *)(tc + calls);
+        for (size_t i = 0; i < n_chat; i++) {
+                const struct dsv32_message *x = &q->chat[i];
+                if (!x->role || !x->content)
+                        return set_err(c, -EINVAL, "message %zu lacks a role or content", i);
+                msgs[i].role = x->role;
+                msgs[i].role_len = (uint32_t)strnlen(x->role, 33);
+                msgs[i].content = x->content;
+                msgs[i].content_len = (uint32_t)strnlen(x->content, DSV_MAX_TEXT + 1);
+                if (msgs[i].role_len > 32)
+                        return set_err(c, -EINVAL, "message %zu: role is longer than 32 bytes", i);
+                msgs[i].reasoning = wire_str(x->reasoning_content);
+                msgs[i].tool_call_id = wire_str(x->tool_call_id);
+                msgs[i].tool_calls = x->n_tool_calls ? tc : NULL;
+                msgs[i].n_tool_calls = (uint32_t)x->n_tool_calls;
+                for (size_t k = 0; k < x->n_tool_calls; k++, tc++) {
+                        tc->id = wire_str(x->tool_calls[k].id);
+                        tc->name = wire_str(x->tool_calls[k].name);
+                        tc->arguments = wire_str(x->tool_calls[k].arguments);
+                        if (!tc->id.p || !tc->name.p || !tc->arguments.p)
+                                return set_err(c, -EINVAL, "message %zu: tool_calls[%zu] needs an id, a name and arguments", i,
+                                               k);
+                }
+        }
+        for (size_t i = 0; i < n_tools; i++) {
+                if (!q->tools[i].name)
+                        return set_err(c, -EINVAL, "tools[%zu] has no name", i);
+                tools[i].name = wire_str(q->tools[i].name);
+                tools[i].description = wire_str(q->tools[i].description);
+                tools[i].parameters = wire_str(q->tools[i].parameters);
+        }
+        if (n_chat) {
+                g->messages = msgs;
+                g->n_messages = (uint32_t)n_chat;
+        }
+        g->tools = n_tools ? tools : NULL;
+        g->n_tools = (uint32_t)n_tools;
+        return 0;
+}
+
 static int build_generate(struct dsv32_client *c, const struct dsv32_request *q, struct dsv_msg *m,
-                          struct dsv_chat_msg **chat, struct dsv_str *stops, struct dsv_bias **bias, uint64_t id) {
+                          struct dsv_chat_msg **chat, void **chat_ex, struct dsv_str *stops, struct dsv_bias **bias,
+                          uint64_t id) {
         struct dsv_msg_generate *g = &m->u.generate;
-        int sources;
+        bool has_chat;
+        int sources, r;
 
         if (!q || q->struct_size < offsetof(struct dsv32_request, session))
                 return set_err(c, -EINVAL, "struct dsv32_request: set struct_size = sizeof(struct dsv32_request)");
-        sources = (q->text != NULL) + (q->tokens != NULL && q->n_tokens > 0) + (q->messages != NULL && q->n_messages > 0);
+        has_chat = q->struct_size >= offsetof(struct dsv32_request, n_tools) + sizeof(q->n_tools) && q->chat && q->n_chat > 0;
+        sources = (q->text != NULL) + (q->tokens != NULL && q->n_tokens > 0) + (q->messages != NULL && q->n_messages > 0) +
+                  has_chat;
         if (sources != 1)
-                return set_err(c, -EINVAL, "a request needs exactly one of text, tokens or messages");
+                return set_err(c, -EINVAL, "a request needs exactly one of text, tokens, messages or chat");
         if (q->n_stop_tokens > DSV_MAX_STOP_TOKENS || (q->n_stop_tokens && !q->stop_tokens))
                 return set_err(c, -EINVAL, "at most %d stop tokens", DSV_MAX_STOP_TOKENS);
         if (q->n_tokens > DSV_MAX_TOKENS_ARRAY || q->n_messages > DSV_MAX_CHAT_MESSAGES)
@@ -774,6 +850,20 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
                 g->messages = *chat;
                 g->n_messages = (uint32_t)q->n_messages;
         }
+        if ((r = build_chat(c, q, g, chat_ex)) < 0)
+                return r;
+        if (g->n_tools && !g->n_messages)
+                return set_err(c, -EINVAL, "tools go with a chat request (messages or chat)");
+        if (q->flags & DSV32_REQ_CHAT_EVENTS) {
+                if (!g->n_messages)
+                        return set_err(c, -EINVAL, "DSV32_REQ_CHAT_EVENTS is for chat requests (messages or chat)");
+                /* while loading, WELCOME cannot know yet (the daemon then decides) */
+                if (c->info.state != DSV32_STATE_LOADING && !(c->info.features & DSV_FEATURE_CHAT_EVENTS))
+                        return set_err(c, -ENOTSUP,
+                                       "this dsv32d does not parse chat output into events (no feature 0x20: an older "
+                                       "version, or a model without a tokenizer)");
+                g->flags |= DSV_GEN_CHAT_EVENTS;
+        }
         g->max_tokens = q->max_tokens ? q->max_tokens : DEFAULT_MAX_TOKENS;
         if (!q->max_tokens && c->info.max_tokens_limit && g->max_tokens > c->info.max_tokens_limit)
                 g->max_tokens = c->info.max_tokens_limit; /* a default must not break a lower limit */
@@ -782,8 +872,8 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
         g->top_k = q->top_k;
         g->min_p = q->min_p;
         g->seed = q->seed;
-        g->flags = q->flags & (DSV_GEN_SEED | DSV_GEN_NO_STREAM | DSV_GEN_NO_BOS | DSV_GEN_THINKING | DSV_GEN_IGNORE_EOS |
-                               DSV_GEN_SESSION_REUSE_OUTPUT);
+        g->flags |= q->flags & (DSV_GEN_SEED | DSV_GEN_NO_STREAM | DSV_GEN_NO_BOS | DSV_GEN_THINKING | DSV_GEN_IGNORE_EOS |
+                                DSV_GEN_SESSION_REUSE_OUTPUT);
         if (q->flags & DSV32_REQ_LOGPROBS) {
                 g->has_logprobs = true;
                 if (q->struct_size >= offsetof(struct dsv32_request, top_logprobs) + sizeof(q->top_logprobs))
@@ -852,6 +942,7 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
 
 API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t *ret_id) {
         struct dsv_chat_msg *chat = NULL;
+        void *chat_ex = NULL;
         struct dsv_str stops[DSV_MAX_STOP_STRINGS];
         struct dsv_bias *bias = NULL;
         struct dsv_msg m;
@@ -864,10 +955,11 @@ API int dsv32_submit(dsv32_client *c, const struct dsv32_request *req, uint64_t 
         id = c->next_id;
         r = inflight_add(c, id);
         if (r >= 0)
-                r = build_generate(c, req, &m, &chat, stops, &bias, id);
+                r = build_generate(c, req, &m, &chat, &chat_ex, stops, &bias, id);
         if (r >= 0)
                 r = send_msg(c, &m);
         free(chat);
+        free(chat_ex);
         free(bias);
         if (r < 0) {
                 inflight_remove(c, id);
@@ -986,6 +1078,7 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
                 return broken(c, -EPROTO, "bad record from dsv32d: %s", why);
         }
         h->buf = buf;
+        h->extra = NULL;
         c->n_held++;
         memset(ev, 0, sizeof(*ev));
         switch (type) {
@@ -1028,6 +1121,38 @@ static int hold(struct dsv32_client *c, uint8_t *buf, uint16_t type, uint32_t le
                 inflight_remove(c, ev->id);
                 ev->error = h->msg.u.error.code > 0 ? -h->msg.u.error.code : -EIO;
                 ev->message = t;
+                return 1;
+        }
+        case DSV_MSG_CHAT_EVENT: {
+                static const enum dsv32_event_type types[DSV_CHAT_EV_MAX] = {
+                        [DSV_CHAT_EV_REASONING] = DSV32_EVENT_REASONING,
+                        [DSV_CHAT_EV_CONTENT] = DSV32_EVENT_CONTENT,
+                        [DSV_CHAT_EV_TOOL_BEGIN] = DSV32_EVENT_TOOL_CALL_BEGIN,
+                        [DSV_CHAT_EV_TOOL_ARGS] = DSV32_EVENT_TOOL_CALL_ARGUMENTS,
+                        [DSV_CHAT_EV_TOOL_END] = DSV32_EVENT_TOOL_CALL_END,
+                        [DSV_CHAT_EV_PARSE_ERROR] = DSV32_EVENT_PARSE_ERROR,
+                };
+                const struct dsv_msg_chat_event *x = &h->msg.u.chat_event;
+                if (x->type >= DSV_CHAT_EV_MAX)
+                        return 0; /* a kind of a newer daemon: skipped */
+                ev->type = types[x->type];
+                ev->id = x->id;
+                ev->text = x->text;
+                ev->text_len = x->text_len;
+                ev->tool_index = x->index;
+                if (x->type == DSV_CHAT_EV_TOOL_BEGIN) {
+                        ev->tool_call_id = x->call_id;
+                        ev->tool_name = x->name ? x->name : "";
+                        ev->tool_name_len = x->name_len;
+                }
+                if (x->type == DSV_CHAT_EV_PARSE_ERROR) {
+                        h->extra = malloc(x->message_len + 1);
+                        if (!h->extra)
+                                return set_err(c, -ENOMEM, "out of memory");
+                        memcpy(h->extra, x->message ? x->message : "", x->message_len);
+                        h->extra[x->message_len] = 0;
+                        ev->message = h->extra;
+                }
                 return 1;
         }
         default:

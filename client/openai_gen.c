@@ -353,6 +353,8 @@ static int drain(struct oai_gen *g) {
                         oai_error_from_dsv32(&g->error, ev[i].error, "dsv32d refused the request", ev[i].message);
                         g->failed = g->done = true;
                         break;
+                default: /* chat events: not asked for */
+                        break;
                 }
                 if (ret < 0)
                         return ret;

@@ -73,6 +73,7 @@ enum ftype {
         F_STRS,   /* const struct dsv_str * + uint32_t count at len_off; each 1..DSV_MAX_STOP_STRING_BYTES */
         F_OPT_U32, /* uint32_t + bool at len_off: whether the field is present */
         F_F32S,   /* const float * + uint32_t count at len_off, each finite */
+        F_TOOLS,  /* const struct dsv_tool * + uint32_t count at len_off: maps {0 name (R), 1, 2} of strings */
 };
 
 struct field {
@@ -108,6 +109,7 @@ struct desc {
 #define STRS(k, S, f, nf, cap) {k, F_STRS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 #define OPTU32(k, S, f, hf) {k, F_OPT_U32, false, offsetof(S, f), offsetof(S, hf), 0, 0, #f}
 #define F32S(k, S, f, nf, cap) {k, F_F32S, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
+#define TOOLS(k, S, f, nf, cap) {k, F_TOOLS, false, offsetof(S, f), offsetof(S, nf), cap, 0, #f}
 
 typedef struct dsv_msg_hello hello_t;
 static const struct field f_hello[] = {
@@ -159,6 +161,7 @@ static const struct field f_generate[] = {
         F32(17, gen_t, presence_penalty, 0.0f),
         BIAS(18, gen_t, logit_bias, n_logit_bias, DSV_MAX_LOGIT_BIAS),
         OPTU32(19, gen_t, logprobs, has_logprobs),
+        TOOLS(20, gen_t, tools, n_tools, DSV_MAX_TOOLS),
 };
 
 typedef struct dsv_msg_id id_t_;
@@ -215,6 +218,17 @@ static const struct field f_done[] = {
         U64(6, done_t, prefill_us, false), U64(7, done_t, decode_us, false),
         U32(8, done_t, preempted, false), U32(9, done_t, spec_drafted, false), U32(10, done_t, spec_accepted, false),
         U32(11, done_t, stop_index, false),
+};
+
+typedef struct dsv_msg_chat_event chat_event_t;
+static const struct field f_chat_event[] = {
+        U64(0, chat_event_t, id, true),
+        U32(1, chat_event_t, type, true),
+        STR(2, chat_event_t, text, text_len, DSV_MAX_TEXT, false),
+        U32(3, chat_event_t, index, false),
+        NAME(4, chat_event_t, call_id, false),
+        STR(5, chat_event_t, name, name_len, 4 * DSV_MAX_TOOL_NAME, false),
+        STR(6, chat_event_t, message, message_len, DSV_ERROR_MESSAGE_MAX, false),
 };
 
 typedef struct dsv_msg_error error_t_;
@@ -320,6 +334,7 @@ static const struct desc descs[] = {
         D(DSV_MSG_DETOKENIZE_REPLY, "DETOKENIZE_REPLY", f_detok_reply),
         D(DSV_MSG_SESSION_REPLY, "SESSION_REPLY", f_session_reply),
         D(DSV_MSG_SESSION_LIST_REPLY, "SESSION_LIST_REPLY", f_session_list_reply),
+        D(DSV_MSG_CHAT_EVENT, "CHAT_EVENT", f_chat_event),
 };
 
 static const struct desc *desc_of(unsigned type) {
@@ -336,7 +351,7 @@ const char *dsv_msg_type_name(unsigned type) {
 
 const char *dsv_finish_name(unsigned reason) {
         static const char *const names[DSV_FINISH_MAX] = {"stop", "length", "cancelled", "context", "shutdown",
-                                                           "stop string"};
+                                                           "stop string", "tool calls"};
         return reason < DSV_FINISH_MAX ? names[reason] : "unknown";
 }
 
@@ -383,6 +398,7 @@ static bool field_present(const void *s, const struct field *f) {
         case F_STRS:
         case F_BIAS:
         case F_F32S:
+        case F_TOOLS:
                 return f->required || *CAT(s, f->len_off, uint32_t) > 0;
         case F_OPT_U32:
                 return *CAT(s, f->len_off, bool);
@@ -395,6 +411,24 @@ static int pack_str(msgpack_packer *pk, const char *p, size_t n) {
         if (msgpack_pack_str(pk, n) < 0 || msgpack_pack_str_body(pk, p, n) < 0)
                 return -1;
         return 0;
+}
+
+/* n entries of three strings each (struct dsv_tool_call, struct dsv_tool): an array of maps
+ * {0, 1, 2}, a key left out when its string is NULL (key 0 always written). */
+_Static_assert(sizeof(struct dsv_tool_call) == 3 * sizeof(struct dsv_str) &&
+                       sizeof(struct dsv_tool) == 3 * sizeof(struct dsv_str),
+               "tool calls and tools are three strings");
+static void pack_str3s(msgpack_packer *pk, const struct dsv_str *v, uint32_t n) {
+        msgpack_pack_array(pk, n);
+        for (uint32_t j = 0; j < n; j++, v += 3) {
+                msgpack_pack_map(pk, 1 + (v[1].p != NULL) + (v[2].p != NULL));
+                for (unsigned k = 0; k < 3; k++) {
+                        if (k && !v[k].p)
+                                continue;
+                        msgpack_pack_uint8(pk, (uint8_t)k);
+                        pack_str(pk, v[k].p ? v[k].p : "", v[k].p ? v[k].len : 0);
+                }
+        }
 }
 
 int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out) {
@@ -467,12 +501,36 @@ int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out) {
                                 return -EINVAL;
                         msgpack_pack_array(&pk, cnt);
                         for (uint32_t j = 0; j < cnt; j++) {
-                                msgpack_pack_map(&pk, 2);
+                                /* keys 2..4 only when set: an older daemon sees the 1.2 message */
+                                bool rs = c[j].reasoning.p != NULL, tc = c[j].n_tool_calls > 0, id = c[j].tool_call_id.p != NULL;
+                                if (c[j].n_tool_calls > DSV_MAX_TOOL_CALLS || (tc && !c[j].tool_calls))
+                                        return -EINVAL;
+                                msgpack_pack_map(&pk, 2 + rs + tc + id);
                                 msgpack_pack_uint8(&pk, 0);
                                 pack_str(&pk, c[j].role ? c[j].role : "", c[j].role ? c[j].role_len : 0);
                                 msgpack_pack_uint8(&pk, 1);
                                 pack_str(&pk, c[j].content ? c[j].content : "", c[j].content ? c[j].content_len : 0);
+                                if (rs) {
+                                        msgpack_pack_uint8(&pk, 2);
+                                        pack_str(&pk, c[j].reasoning.p, c[j].reasoning.len);
+                                }
+                                if (tc) {
+                                        msgpack_pack_uint8(&pk, 3);
+                                        pack_str3s(&pk, &c[j].tool_calls[0].id, c[j].n_tool_calls);
+                                }
+                                if (id) {
+                                        msgpack_pack_uint8(&pk, 4);
+                                        pack_str(&pk, c[j].tool_call_id.p, c[j].tool_call_id.len);
+                                }
                         }
+                        break;
+                }
+                case F_TOOLS: {
+                        const struct dsv_tool *t = *CAT(s, f->off, struct dsv_tool *);
+                        cnt = *CAT(s, f->len_off, uint32_t);
+                        if (cnt > f->cap || (cnt && !t))
+                                return -EINVAL;
+                        pack_str3s(&pk, &t[0].name, cnt);
                         break;
                 }
                 case F_BIAS: {
@@ -712,6 +770,57 @@ static int decode_entries(const msgpack_object *o, const struct field *f, msgpac
         return 0;
 }
 
+/* An array (at most cap) of maps {0 (R), 1, 2} of strings into n entries of three struct
+ * dsv_str (a missing one stays {NULL, 0}; an empty one is "", not NULL). what names the
+ * field in errors, keys the three keys' names. */
+static int decode_str3s(const msgpack_object *o, uint32_t cap, msgpack_zone *z, const char *what,
+                        const char *const keys[3], struct dsv_str **ret, uint32_t *ret_n, char *why, size_t wn) {
+        struct dsv_str *v;
+        uint32_t n;
+        if (o->type != MSGPACK_OBJECT_ARRAY)
+                return why_set(why, wn, -EPROTO, "%s must be an array of maps", what);
+        n = o->via.array.size;
+        if (n > cap)
+                return why_set(why, wn, -EPROTO, "%s has %u entries, more than %u", what, n, cap);
+        v = n ? msgpack_zone_malloc(z, (size_t)n * 3 * sizeof(*v)) : NULL;
+        if (n && !v)
+                return -ENOMEM;
+        for (uint32_t j = 0; j < n; j++) {
+                const msgpack_object *e = &o->via.array.ptr[j];
+                struct dsv_str *x = v + 3 * j;
+                unsigned seen = 0;
+                memset(x, 0, 3 * sizeof(*x));
+                if (e->type != MSGPACK_OBJECT_MAP)
+                        return why_set(why, wn, -EPROTO, "%s[%u] must be a map", what, j);
+                for (uint32_t k = 0; k < e->via.map.size; k++) {
+                        const msgpack_object_kv *kv = &e->via.map.ptr[k];
+                        uint64_t key;
+                        if (!obj_u64(&kv->key, &key))
+                                return why_set(why, wn, -EPROTO, "%s[%u] has a key that is not an unsigned integer", what, j);
+                        if (key >= 128)
+                                return why_set(why, wn, -EOPNOTSUPP, "%s[%u] has unknown required field %u", what, j,
+                                               (unsigned)key);
+                        if (key > 2)
+                                continue;
+                        if (seen & (1u << key))
+                                return why_set(why, wn, -EPROTO, "%s[%u] repeats key %u", what, j, (unsigned)key);
+                        seen |= 1u << key;
+                        if (!obj_str(&kv->val, &x[key].p, &x[key].len))
+                                return why_set(why, wn, -EPROTO, "%s[%u].%s must be a string", what, j, keys[key]);
+                        if (x[key].len > DSV_MAX_TEXT)
+                                return why_set(why, wn, -EPROTO, "%s[%u].%s is over %u bytes", what, j, keys[key],
+                                               DSV_MAX_TEXT);
+                        if (!x[key].p)
+                                x[key].p = "";
+                }
+                if (!(seen & 1u))
+                        return why_set(why, wn, -EPROTO, "%s[%u] needs %s (0)", what, j, keys[0]);
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
 static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_zone *z, void *s, char *why,
                        size_t wn) {
         struct dsv_chat_msg *out;
@@ -724,6 +833,7 @@ static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_z
         for (uint32_t j = 0; j < n; j++) {
                 const msgpack_object *e = &o->via.array.ptr[j];
                 bool have_role = false, have_content = false;
+                unsigned seen = 0; /* keys 2..4 */
                 memset(&out[j], 0, sizeof(out[j]));
                 if (e->type != MSGPACK_OBJECT_MAP)
                         return why_set(why, wn, -EPROTO, "%s[%u] must be a map", f->name, j);
@@ -746,6 +856,30 @@ static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_z
                                 if (key == 0 && *pl > 32)
                                         return why_set(why, wn, -EPROTO, "%s[%u].role is longer than 32 bytes", f->name, j);
                                 *have = true;
+                        } else if (key == 2 || key == 4) {
+                                struct dsv_str *v = key == 2 ? &out[j].reasoning : &out[j].tool_call_id;
+                                const char *what = key == 2 ? "reasoning_content" : "tool_call_id";
+                                if (seen & (1u << key))
+                                        return why_set(why, wn, -EPROTO, "%s[%u] repeats key %u", f->name, j, (unsigned)key);
+                                seen |= 1u << key;
+                                if (!obj_str(&kv->val, &v->p, &v->len))
+                                        return why_set(why, wn, -EPROTO, "%s[%u].%s must be a string", f->name, j, what);
+                                if (!v->p)
+                                        v->p = "";
+                        } else if (key == 3) {
+                                static const char *const keys[3] = {"id", "name", "arguments"};
+                                char what[64];
+                                struct dsv_str *v;
+                                int r2;
+                                if (seen & (1u << key))
+                                        return why_set(why, wn, -EPROTO, "%s[%u] repeats key 3", f->name, j);
+                                seen |= 1u << key;
+                                snprintf(what, sizeof(what), "%s[%u].tool_calls", f->name, j);
+                                r2 = decode_str3s(&kv->val, DSV_MAX_TOOL_CALLS, z, what, keys, &v, &out[j].n_tool_calls, why,
+                                                  wn);
+                                if (r2 < 0)
+                                        return r2;
+                                out[j].tool_calls = (const struct dsv_tool_call *)v;
                         } else if (key >= 128) {
                                 return why_set(why, wn, -EOPNOTSUPP, "%s[%u] has unknown required field %u", f->name, j,
                                                (unsigned)key);
@@ -914,6 +1048,16 @@ static int decode_field(const msgpack_object *o, const struct field *f, msgpack_
         }
         case F_CHAT:
                 return decode_chat(o, f, z, s, why, wn);
+        case F_TOOLS: {
+                static const char *const keys[3] = {"name", "description", "parameters"};
+                struct dsv_str *v;
+                int r = decode_str3s(o, f->cap, z, f->name, keys, &v, &n, why, wn);
+                if (r < 0)
+                        return r;
+                *AT(s, f->off, const struct dsv_tool *) = (const struct dsv_tool *)v;
+                *AT(s, f->len_off, uint32_t) = n;
+                return 0;
+        }
         case F_SESSIONS:
                 return decode_sessions(o, f, z, s, why, wn);
         case F_BIAS: {

@@ -41,6 +41,7 @@ enum dsv_msg_type {
         DSV_MSG_DETOKENIZE_REPLY = 54,
         DSV_MSG_SESSION_REPLY = 55,
         DSV_MSG_SESSION_LIST_REPLY = 56, /* 1.2 */
+        DSV_MSG_CHAT_EVENT = 57,         /* feature 0x20: a typed event of a chat request's output */
 };
 
 #define DSV_NAME_MAX 64          /* client names, session names (bytes, without NUL) */
@@ -52,6 +53,12 @@ enum dsv_msg_type {
 #define DSV_MAX_STOP_STRING_BYTES 64 /* bytes of one stop string (at least 1) */
 #define DSV_MAX_LOGIT_BIAS 300       /* GENERATE.logit_bias entries */
 #define DSV_MAX_CHAT_MESSAGES 1024
+#define DSV_MAX_TOOLS 128           /* GENERATE.tools entries (feature 0x20) */
+#define DSV_MAX_TOOL_CALLS 64       /* tool_calls of one assistant message (feature 0x20) */
+#define DSV_MAX_TOOL_NAME 64        /* bytes of a tool's name (the daemon checks) */
+#define DSV_MAX_TOOL_DESCRIPTION 8192 /* bytes of a tool's description (the daemon checks) */
+#define DSV_MAX_TOOL_SCHEMA 65536   /* bytes of a tool's parameters schema, JSON text (the daemon checks) */
+#define DSV_MAX_TOOL_CALL_ID 64     /* bytes of a tool call id (the daemon checks) */
 #define DSV_MAX_TEXT (32u << 20)
 #define DSV_MSGPACK_MAX_DEPTH 8
 #define DSV_MAX_SESSION_ROWS 65536
@@ -72,6 +79,8 @@ enum dsv_daemon_state {
 #define DSV_FEATURE_MTP 0x8u /* speculative decoding with the checkpoint's MTP layer is on */
 #define DSV_FEATURE_LOGPROBS 0x10u /* 1.2: GENERATE keys 14..19 (stop strings, penalties, logit bias,
                                     * logprobs) understood; TOKENS carries keys 3..5 when asked */
+#define DSV_FEATURE_CHAT_EVENTS 0x20u /* tools, tool messages, GENERATE flag 0x40 (CHAT_EVENT
+                                       * records) understood */
 
 /* GENERATE.flags */
 #define DSV_GEN_SEED 0x1u       /* seed is valid (else the daemon picks one) */
@@ -80,6 +89,18 @@ enum dsv_daemon_state {
 #define DSV_GEN_THINKING 0x8u   /* chat: thinking mode */
 #define DSV_GEN_IGNORE_EOS 0x10u /* do not stop at the model's EOS (benchmarks) */
 #define DSV_GEN_SESSION_REUSE_OUTPUT 0x20u /* session: reuse the generated tokens' KV too (not bit-exact) */
+#define DSV_GEN_CHAT_EVENTS 0x40u /* feature 0x20, chat: the output parsed into CHAT_EVENT records too */
+
+/* CHAT_EVENT.type (feature 0x20) */
+enum dsv_chat_event_kind {
+        DSV_CHAT_EV_REASONING = 0,    /* text: more reasoning */
+        DSV_CHAT_EV_CONTENT = 1,      /* text: more answer */
+        DSV_CHAT_EV_TOOL_BEGIN = 2,   /* a tool call starts: index, call_id, name */
+        DSV_CHAT_EV_TOOL_ARGS = 3,    /* index; text: more of its arguments (a JSON object's text) */
+        DSV_CHAT_EV_TOOL_END = 4,     /* index: its arguments are complete */
+        DSV_CHAT_EV_PARSE_ERROR = 5,  /* message: what is malformed; text: the raw output concerned */
+        DSV_CHAT_EV_MAX,
+};
 
 /* SESSION_OPEN.flags */
 #define DSV_SESSION_OPEN_EXCL 0x1u /* fail with EEXIST when the session exists */
@@ -115,6 +136,7 @@ enum dsv_finish {
         DSV_FINISH_CONTEXT = 3,   /* the context window is full */
         DSV_FINISH_SHUTDOWN = 4,  /* the daemon stopped before the request finished */
         DSV_FINISH_STOP_STRING = 5, /* 1.2: a stop string (DONE.stop_index says which) */
+        DSV_FINISH_TOOL_CALLS = 6,  /* feature 0x20, GENERATE flag 0x40: the model ended on a tool call */
         DSV_FINISH_MAX,
 };
 
@@ -144,16 +166,32 @@ struct dsv_msg_ping {
         uint64_t t_daemon_ns; /* PONG only */
 };
 
+struct dsv_str { /* a string of an array field (not NUL-terminated) */
+        const char *p;
+        uint32_t len;
+};
+
+/* feature 0x20: a tool call of an assistant message: maps {0 id, 1 name, 2 arguments (JSON text)} */
+struct dsv_tool_call {
+        struct dsv_str id, name, arguments;
+};
+
+/* feature 0x20: a tool the model may call (GENERATE.tools): maps {0 name, 1 description, 2
+ * parameters (a JSON schema as text)} */
+struct dsv_tool {
+        struct dsv_str name, description, parameters;
+};
+
 struct dsv_chat_msg {
         const char *role;
         uint32_t role_len;
         const char *content;
         uint32_t content_len;
-};
-
-struct dsv_str { /* a string of an array field (not NUL-terminated) */
-        const char *p;
-        uint32_t len;
+        /* feature 0x20 (older peers ignore these keys): 2 reasoning_content, 3 tool_calls, 4 tool_call_id */
+        struct dsv_str reasoning;
+        const struct dsv_tool_call *tool_calls;
+        uint32_t n_tool_calls;
+        struct dsv_str tool_call_id;
 };
 
 struct dsv_bias { /* GENERATE.logit_bias entry */
@@ -189,6 +227,8 @@ struct dsv_msg_generate {
         uint32_t n_logit_bias;
         bool has_logprobs;  /* 1.2: key 19 present: each token's logprob ... */
         uint32_t logprobs;  /* ... and this many top alternatives, 0..DSV_MAX_TOP_LOGPROBS */
+        const struct dsv_tool *tools; /* feature 0x20: key 20, chat: the tools the model may call */
+        uint32_t n_tools;
 };
 #define DSV_MAX_TOP_LOGPROBS 20
 #define DSV_PRIORITY_MAX 100 /* GENERATE.priority is within -100..100; above 0 only for root */
@@ -254,6 +294,20 @@ struct dsv_msg_done {
         uint32_t preempted;                   /* times its KV pages were taken back and recomputed */
         uint32_t spec_drafted, spec_accepted; /* speculative decoding: drafts verified, accepted */
         uint32_t stop_index; /* reason DSV_FINISH_STOP_STRING: the index of the string that matched */
+};
+
+/* CHAT_EVENT (feature 0x20): one typed event of a chat request's output */
+struct dsv_msg_chat_event {
+        uint64_t id;
+        uint32_t type;  /* enum dsv_chat_event_kind */
+        const char *text; /* REASONING, CONTENT, TOOL_ARGS: the delta; PARSE_ERROR: the raw text */
+        uint32_t text_len;
+        uint32_t index; /* TOOL_*: the call's index in this answer (0, 1, ...) */
+        char call_id[DSV_NAME_MAX + 1]; /* TOOL_BEGIN */
+        const char *name; /* TOOL_BEGIN: the function's name */
+        uint32_t name_len;
+        const char *message; /* PARSE_ERROR */
+        uint32_t message_len;
 };
 
 struct dsv_msg_error {
@@ -334,6 +388,7 @@ struct dsv_msg {
                 struct dsv_msg_detokenize_reply detok;
                 struct dsv_msg_stats_reply stats;
                 struct dsv_msg_session_list session_list; /* SESSION_LIST_REPLY */
+                struct dsv_msg_chat_event chat_event;     /* CHAT_EVENT */
         } u;
         msgpack_unpacked unpacked; /* decoder state; dsv_msg_release() frees it */
         bool has_unpacked;

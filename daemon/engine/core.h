@@ -48,6 +48,15 @@ enum req_state {
 
 struct session;
 
+/* A chat event not yet delivered (request.c): its strings live in the request's ev_text. */
+struct chat_ev {
+        enum dsv_engine_chat_kind kind;
+        uint32_t index;
+        uint32_t off, len;          /* text */
+        uint32_t name_off, name_len; /* TOOL_BEGIN: the function's name; ERROR: the message */
+        char call_id[24];           /* TOOL_BEGIN */
+};
+
 struct request {
         struct dsv_engine_request *in;
         void *client;
@@ -93,6 +102,17 @@ struct request {
         struct dsv_strbuf text_out;
         struct dsv_text_stream *stream;
         struct dsv_stop *stop; /* stop strings over the stream's text, or NULL */
+        /* in->chat_events: the parser over the text that the stop strings let through, and the
+         * events it made that the sink has not taken yet (evs[ev_next] has ev_sent bytes of
+         * its text delivered) */
+        struct dsv_text_parser *parser;
+        struct chat_ev *evs;
+        size_t n_evs, cap_evs, ev_next;
+        uint32_t ev_sent;
+        struct dsv_strbuf ev_text;
+        uint32_t n_calls;      /* tool calls so far */
+        uint64_t call_key;     /* tool call ids: call_<hash of the prompt and the call's index> */
+        bool last_was_call;    /* the last event was a tool call's end */
         /* final event */
         bool final_error;
         int error_code;
@@ -153,6 +173,10 @@ struct dsv_core {
         const struct dsv_text *text; /* or NULL: no streaming text */
         struct dsv_engine_sink sink;
         struct dsv_metrics_live *metrics;
+        /* tests only (DSV32_TEST_FORCE_TOKENS, a comma-separated list of ids): every generation
+         * emits these tokens in order, whatever the logits say, then EOS */
+        int32_t *forced;
+        size_t n_forced;
         struct dsv_sampler sampler;
         struct dsv_speculator spec; /* with exec.mtp */
         struct dsv_engine_tunables tun; /* set by the caller before each step */

@@ -20,6 +20,28 @@
 
 /* ------------------------------------------------------------------ the core */
 
+/* DSV32_TEST_FORCE_TOKENS (tests only: a scripted model output, for the chat parser end to
+ * end): ids separated by commas; anything unparsable ends the list. */
+static int forced_tokens(struct dsv_core *c) {
+        const char *e = getenv("DSV32_TEST_FORCE_TOKENS");
+        size_t cap = 0;
+        while (e && *e) {
+                char *end;
+                long v = strtol(e, &end, 10);
+                if (end == e || v < 0 || v >= c->p.vocab_size)
+                        break;
+                if (DSV_GROW(&c->forced, &cap, c->n_forced + 1) < 0)
+                        return -ENOMEM;
+                c->forced[c->n_forced++] = (int32_t)v;
+                e = *end == ',' ? end + 1 : end;
+        }
+        if (c->n_forced)
+                log_warning("DSV32_TEST_FORCE_TOKENS is set: every generation emits its %zu tokens, whatever the model says "
+                            "(for tests only)",
+                            c->n_forced);
+        return 0;
+}
+
 int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct dsv_kv_pool *kv, const struct dsv_exec *exec,
                   const struct dsv_text *text, const struct dsv_engine_sink *sink, struct dsv_metrics_live *metrics) {
         memset(c, 0, sizeof(*c));
@@ -29,6 +51,8 @@ int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct ds
         c->text = text;
         c->sink = *sink;
         c->metrics = metrics;
+        if (forced_tokens(c) < 0)
+                return -ENOMEM;
         if (exec->mtp && (p->hidden_size <= 0 || dsv_speculator_init(&c->spec, p->vocab_size) < 0))
                 return exec->mtp && p->hidden_size <= 0 ? -EINVAL : -ENOMEM;
         return dsv_sampler_init(&c->sampler, p->vocab_size);
@@ -40,6 +64,7 @@ void dsv_core_done(struct dsv_core *c) {
         c->n_reqs = 0;
         sessions_free_all(c);
         free(c->reqs);
+        free(c->forced);
         free(c->uids);
         free(c->logits);
         free(c->b_tok);
@@ -146,6 +171,18 @@ static bool intake_check(struct dsv_core *c, struct request *r) {
                                      DSV_STOP_MAX_BYTES);
                         return false;
                 }
+        }
+        if (in->chat_events) {
+                if (!r->stream || dsv_text_parser_new(in->thinking, &r->parser) < 0) {
+                        request_fail(r, r->stream ? ENOMEM : ENOTSUP, "chat events need the output text: %s",
+                                     r->stream ? "out of memory" : dsv_text_unavailable());
+                        return false;
+                }
+                /* FNV-1a of the prompt: the same request gets the same tool call ids, streamed or
+                 * not, and another turn of the conversation other ones */
+                r->call_key = 0xcbf29ce484222325ull;
+                for (size_t i = 0; i < n; i++)
+                        r->call_key = (r->call_key ^ (uint32_t)r->tokens[i]) * 0x100000001b3ull;
         }
         DSV_METRIC_ADD(c->metrics, prompt_tokens_total, n);
         return true;

@@ -121,12 +121,44 @@ enum dsv_request_kind {
  * client is gone and no request runs on it */
 #define DSV_ENGINE_SESSION_OPEN_PRIVATE 0x2u
 
+/* A string of a chat request (not NUL-terminated; p NULL: absent). */
+struct dsv_engine_str {
+        const char *p;
+        uint32_t len;
+};
+
+/* A tool call of an assistant message: arguments is a JSON object's text. */
+struct dsv_engine_tool_call {
+        struct dsv_engine_str id, name, arguments;
+};
+
+/* A tool the model may call: parameters is its JSON schema as text (checked at intake). */
+struct dsv_engine_tool {
+        struct dsv_engine_str name, description, parameters;
+};
+
 /* A chat message of a prompt. */
 struct dsv_engine_msg {
         const char *role;
         uint32_t role_len;
         const char *content;
         uint32_t content_len;
+        struct dsv_engine_str reasoning;    /* assistant: its reasoning_content */
+        const struct dsv_engine_tool_call *tool_calls; /* assistant */
+        uint32_t n_tool_calls;
+        struct dsv_engine_str tool_call_id; /* tool: the call it answers */
+};
+
+/* The typed events of a chat request's output (the parser's, daemon/tokenizer/chat.h): the
+ * numbering is the wire's (ipc/proto.h enum dsv_chat_event_kind). */
+enum dsv_engine_chat_kind {
+        DSV_ENGINE_CHAT_REASONING,  /* text: a reasoning delta */
+        DSV_ENGINE_CHAT_CONTENT,    /* text: a content delta */
+        DSV_ENGINE_CHAT_TOOL_BEGIN, /* index, call_id, name */
+        DSV_ENGINE_CHAT_TOOL_ARGS,  /* index; text: an arguments delta */
+        DSV_ENGINE_CHAT_TOOL_END,   /* index */
+        DSV_ENGINE_CHAT_ERROR,      /* message; text: the raw output concerned */
+        DSV_ENGINE_CHAT_MAX,
 };
 
 /* A request as the server hands it over (the engine frees it and every buffer in it): a
@@ -143,8 +175,11 @@ struct dsv_engine_request {
         uint32_t n_tokens;
         char *text;
         uint32_t text_len;
-        struct dsv_engine_msg *messages; /* strings in the same allocation */
+        struct dsv_engine_msg *messages; /* strings and tool calls in the same allocation */
         uint32_t n_messages;
+        struct dsv_engine_tool *tools; /* chat: strings in the same allocation */
+        uint32_t n_tools;
+        bool chat_events; /* chat: parse the output into DSV_ENGINE_EVENT_CHAT events */
         uint32_t max_tokens;
         struct dsv_sampling sampling;
         bool stream;       /* tokens as they come (else one batch before DONE) */
@@ -175,6 +210,7 @@ enum dsv_engine_finish {
         DSV_ENGINE_FINISH_CONTEXT,   /* the context window is full */
         DSV_ENGINE_FINISH_SHUTDOWN,  /* the daemon stopped first */
         DSV_ENGINE_FINISH_STOP_STRING, /* a stop string matched (done.stop_index) */
+        DSV_ENGINE_FINISH_TOOL_CALLS,  /* chat_events: EOS (or a stop token) right after a tool call */
         DSV_ENGINE_FINISH_MAX,
 };
 
@@ -198,6 +234,7 @@ enum dsv_engine_event_type {
         DSV_ENGINE_EVENT_ERROR,
         DSV_ENGINE_EVENT_SESSION,
         DSV_ENGINE_EVENT_SESSION_LIST,
+        DSV_ENGINE_EVENT_CHAT,
         DSV_ENGINE_EVENT_MAX,
 };
 
@@ -249,6 +286,21 @@ struct dsv_engine_event {
                         const struct dsv_engine_session_row *rows;
                         uint32_t n;
                 } session_list;
+                /* One chat event of a request with chat_events, in output order. The sink returns
+                 * how many bytes of text it delivered (it may cut a long one at a UTF-8
+                 * boundary: the engine calls again with the rest, which then is a delta of the
+                 * same kind), 0 for an event without text, or -EAGAIN. */
+                struct {
+                        enum dsv_engine_chat_kind kind;
+                        uint32_t index;
+                        const char *text;
+                        uint32_t len;
+                        const char *call_id; /* NUL-terminated, TOOL_BEGIN */
+                        const char *name;    /* TOOL_BEGIN */
+                        uint32_t name_len;
+                        const char *message; /* ERROR */
+                        uint32_t message_len;
+                } chat;
         };
 };
 

@@ -28,7 +28,7 @@ int dsv_intake_encode(const struct dsv_text *text, struct dsv_engine_request *r,
                 }
         } else {
                 struct dsv_error err = {{0}};
-                rc = dsv_text_chat(text, r->messages, r->n_messages, r->thinking, &ids, &n, &err);
+                rc = dsv_text_chat(text, r->messages, r->n_messages, r->tools, r->n_tools, r->thinking, &ids, &n, &err);
                 if (rc < 0) {
                         snprintf(msg, cap, "%s", err.msg[0] ? err.msg : strerror(-rc));
                         return rc;
@@ -43,5 +43,7 @@ int dsv_intake_encode(const struct dsv_text *text, struct dsv_engine_request *r,
         r->n_tokens = (uint32_t)n;
         free(TAKE_PTR(r->text));
         free(TAKE_PTR(r->messages));
+        free(TAKE_PTR(r->tools));
+        r->n_tools = 0;
         return 0;
 }

@@ -131,7 +131,10 @@ void output_step(struct dsv_core *c) {
                         verify(c, s);
                 else {
                         const float *raw = c->logits + (size_t)c->b_row[s] * V;
-                        take(c, r, dsv_sample(&c->sampler, adjusted(c, r, raw), &r->sp, (uint64_t)r->n_generated), raw);
+                        int32_t t = dsv_sample(&c->sampler, adjusted(c, r, raw), &r->sp, (uint64_t)r->n_generated);
+                        if (c->n_forced) /* tests: a scripted output (core.h) */
+                                t = (size_t)r->n_generated < c->n_forced ? c->forced[r->n_generated] : c->p.eos_id;
+                        take(c, r, t, raw);
                 }
                 if (r->state == REQ_RUNNING && r->in->stream)
                         request_flush(c, r);

@@ -1,7 +1,16 @@
 /* A request's life (see core.h): WAITING (its prompt is not all in the KV cache yet),
  * RUNNING (decoding), FINISHING (its final event is pending), then freed. Its output waits
  * here until the sink takes it: token ids, the text they decode to (with where each token's
- * text ends, so the sink may cut anywhere between tokens), and the final event. */
+ * text ends, so the sink may cut anywhere between tokens), and the final event.
+ *
+ * A chat request with chat_events runs the text that the stop strings let through into the
+ * output parser (daemon/tokenizer/chat.h) and keeps the events it makes until the sink takes
+ * them, ahead of the tokens they came from: reasoning and content deltas, and each tool call
+ * as begin (index, id, name), its arguments, end. A delta that continues an undelivered one
+ * of the same kind grows it, and the parser decides only on the text, so a request that is
+ * not streamed gets the merged sequence of what a streamed one gets, however the output was
+ * cut into tokens. Ending (EOS or a stop token) right after a tool call is finish reason
+ * tool_calls. */
 #include "config.h"
 
 #include "daemon/engine/core.h"
@@ -46,6 +55,129 @@ static int push_text(struct request *r, const char *s, size_t n) {
         return 0;
 }
 
+/* ------------------------------------------------------------------ chat events */
+
+static bool is_delta(enum dsv_engine_chat_kind k) {
+        return k == DSV_ENGINE_CHAT_REASONING || k == DSV_ENGINE_CHAT_CONTENT || k == DSV_ENGINE_CHAT_TOOL_ARGS;
+}
+
+/* One more pending event; name is the function's name (TOOL_BEGIN) or the message (ERROR). */
+static int ev_add(struct request *r, enum dsv_engine_chat_kind kind, uint32_t index, const char *text, size_t len,
+                  const char *name, size_t name_len, const char *call_id) {
+        struct chat_ev *last = r->n_evs > r->ev_next ? &r->evs[r->n_evs - 1] : NULL;
+        struct chat_ev *e;
+        int rc;
+
+        if (is_delta(kind) && len == 0)
+                return 0;
+        if (r->ev_text.n + len + name_len >= UINT32_MAX)
+                return -E2BIG;
+        if (last && is_delta(kind) && last->kind == kind && last->index == index && last->off + last->len == r->ev_text.n) {
+                if ((rc = dsv_strbuf_add(&r->ev_text, text, len)) < 0)
+                        return rc;
+                last->len += (uint32_t)len;
+                return 0;
+        }
+        if ((rc = DSV_GROW(&r->evs, &r->cap_evs, r->n_evs + 1)) < 0)
+                return rc;
+        e = &r->evs[r->n_evs];
+        memset(e, 0, sizeof(*e));
+        e->kind = kind;
+        e->index = index;
+        e->off = (uint32_t)r->ev_text.n;
+        e->len = (uint32_t)len;
+        if (len && (rc = dsv_strbuf_add(&r->ev_text, text, len)) < 0)
+                return rc;
+        e->name_off = (uint32_t)r->ev_text.n;
+        e->name_len = (uint32_t)name_len;
+        if (name_len && (rc = dsv_strbuf_add(&r->ev_text, name, name_len)) < 0)
+                return rc;
+        if (call_id)
+                snprintf(e->call_id, sizeof(e->call_id), "%s", call_id);
+        r->n_evs++;
+        return 0;
+}
+
+static int on_chat(void *ud, const struct dsv_text_chat_event *x) {
+        struct request *r = ud;
+        char id[24];
+        uint64_t h;
+        int rc;
+
+        switch (x->kind) {
+        case DSV_TEXT_CHAT_REASONING:
+        case DSV_TEXT_CHAT_CONTENT:
+                if (x->len)
+                        r->last_was_call = false;
+                return ev_add(r, x->kind == DSV_TEXT_CHAT_REASONING ? DSV_ENGINE_CHAT_REASONING : DSV_ENGINE_CHAT_CONTENT, 0,
+                              x->text, x->len, NULL, 0, NULL);
+        case DSV_TEXT_CHAT_TOOL_CALL:
+                /* splitmix64 of the prompt's hash and the call's index */
+                h = r->call_key + 0x9e3779b97f4a7c15ull * (r->n_calls + 1);
+                h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+                h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+                h ^= h >> 31;
+                snprintf(id, sizeof(id), "call_%016llx", (unsigned long long)h);
+                if ((rc = ev_add(r, DSV_ENGINE_CHAT_TOOL_BEGIN, r->n_calls, NULL, 0, x->name, x->name_len, id)) < 0 ||
+                    (rc = ev_add(r, DSV_ENGINE_CHAT_TOOL_ARGS, r->n_calls, x->text, x->len, NULL, 0, NULL)) < 0 ||
+                    (rc = ev_add(r, DSV_ENGINE_CHAT_TOOL_END, r->n_calls, NULL, 0, NULL, 0, NULL)) < 0)
+                        return rc;
+                r->n_calls++;
+                r->last_was_call = true;
+                return 0;
+        case DSV_TEXT_CHAT_ERROR:
+        default:
+                r->last_was_call = false;
+                return ev_add(r, DSV_ENGINE_CHAT_ERROR, 0, x->text, x->len, x->message, x->message ? strlen(x->message) : 0,
+                              NULL);
+        }
+}
+
+/* The parser over text_out[from, end): what the last push added. */
+static int parse_new(struct request *r, size_t from) {
+        if (!r->parser || r->text_out.n <= from)
+                return 0;
+        return dsv_text_parser_feed(r->parser, r->text_out.p + from, r->text_out.n - from, on_chat, r);
+}
+
+/* Hands the pending chat events to the sink: true when all went, false on -EAGAIN (the
+ * rest at the next flush), and true too when the client is gone (*gone set). */
+static bool flush_chat(struct dsv_core *c, struct request *r, bool *gone) {
+        while (r->ev_next < r->n_evs) {
+                const struct chat_ev *e = &r->evs[r->ev_next];
+                struct dsv_engine_event ev = {.type = DSV_ENGINE_EVENT_CHAT, .id = r->id};
+                int rc;
+                ev.chat.kind = e->kind;
+                ev.chat.index = e->index;
+                ev.chat.text = r->ev_text.p ? r->ev_text.p + e->off + r->ev_sent : "";
+                ev.chat.len = e->len - r->ev_sent;
+                if (e->kind == DSV_ENGINE_CHAT_TOOL_BEGIN) {
+                        ev.chat.call_id = e->call_id;
+                        ev.chat.name = r->ev_text.p ? r->ev_text.p + e->name_off : "";
+                        ev.chat.name_len = e->name_len;
+                } else if (e->kind == DSV_ENGINE_CHAT_ERROR) {
+                        ev.chat.message = r->ev_text.p ? r->ev_text.p + e->name_off : "";
+                        ev.chat.message_len = e->name_len;
+                }
+                rc = c->sink.emit(c->sink.ud, r->client, &ev);
+                if (rc == -EAGAIN)
+                        return false;
+                if (rc < 0) {
+                        *gone = true;
+                        return true;
+                }
+                r->ev_sent += (uint32_t)rc;
+                if (r->ev_sent >= e->len) {
+                        r->ev_next++;
+                        r->ev_sent = 0;
+                }
+        }
+        r->n_evs = r->ev_next = 0;
+        r->ev_sent = 0;
+        r->ev_text.n = 0;
+        return true;
+}
+
 int request_push_token(struct dsv_core *c, struct request *r, int32_t tok, float lp, const struct dsv_logprob *top) {
         const size_t nt = r->in->top_logprobs;
         int rc;
@@ -75,8 +207,10 @@ int request_push_token(struct dsv_core *c, struct request *r, int32_t tok, float
         r->out[r->n_out++] = tok;
         if (r->stream) {
                 const char *txt;
-                size_t n;
+                size_t n, before = r->text_out.n;
                 if (dsv_text_stream_push(r->stream, tok, &txt, &n) == 0 && (rc = push_text(r, txt, n)) < 0)
+                        return rc;
+                if ((rc = parse_new(r, before)) < 0)
                         return rc;
         }
         r->out_text_end[r->n_out - 1] = (uint32_t)r->text_out.n;
@@ -121,13 +255,29 @@ bool request_flush(struct dsv_core *c, struct request *r) {
                 return true;
         if (r->state == REQ_FINISHING && r->stream && !r->final_error) {
                 const char *t;
-                size_t n;
+                size_t n, before = r->text_out.n;
                 if (dsv_text_stream_flush(r->stream, &t, &n) == 0)
                         push_text(r, t, n);
                 if (r->stop)
                         dsv_stop_finish(r->stop, &r->text_out); /* the tail held back, when nothing matched */
                 dsv_text_stream_free(r->stream);
                 r->stream = NULL;
+                if (r->parser) {
+                        if (parse_new(r, before) < 0 || dsv_text_parser_finish(r->parser, on_chat, r) < 0) {
+                                request_fail(r, ENOMEM, "out of memory parsing the output");
+                        } else if (r->reason == DSV_ENGINE_FINISH_STOP && r->last_was_call) {
+                                r->reason = DSV_ENGINE_FINISH_TOOL_CALLS;
+                        }
+                        dsv_text_parser_free(r->parser);
+                        r->parser = NULL;
+                }
+        }
+        if (r->n_evs && (r->in->stream || r->state == REQ_FINISHING)) {
+                bool gone = false;
+                if (!flush_chat(c, r, &gone))
+                        return false;
+                if (gone)
+                        return true;
         }
         if ((r->n_out || r->text_out.n) && (r->in->stream || r->state == REQ_FINISHING)) {
                 ev.type = DSV_ENGINE_EVENT_TOKENS;
@@ -207,6 +357,7 @@ static void request_in_free(struct dsv_engine_request *in) {
         free(in->tokens);
         free(in->text);
         free(in->messages);
+        free(in->tools);
         free(in);
 }
 
@@ -219,6 +370,9 @@ void request_free(struct dsv_core *c, struct request *r) {
         c->sink.request_end(c->sink.ud, r->client);
         c->sink.unref(c->sink.ud, r->client);
         dsv_text_stream_free(r->stream);
+        dsv_text_parser_free(r->parser);
+        free(r->evs);
+        dsv_strbuf_done(&r->ev_text);
         free(r->stop);
         request_in_free(r->in);
         free(r->tokens);

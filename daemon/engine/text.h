@@ -13,6 +13,8 @@
 
 struct dsv_text;
 struct dsv_engine_msg; /* engine.h */
+struct dsv_engine_tool;
+struct dsv_text_parser;
 struct dsv_text_stream;
 
 /* Loads model_dir/tokenizer.json. -ENOTSUP: built without the tokenizer; -ENOENT: the model
@@ -26,9 +28,33 @@ const char *dsv_text_unavailable(void);
 
 int dsv_text_encode(const struct dsv_text *t, const char *s, size_t n, bool add_bos, int32_t **ret, size_t *ret_n);
 int dsv_text_decode(const struct dsv_text *t, const int32_t *ids, size_t n, char **ret, size_t *ret_len);
-/* Chat messages to prompt ids (the V3.2 encoding). */
-int dsv_text_chat(const struct dsv_text *t, const struct dsv_engine_msg *m, size_t n, bool thinking, int32_t **ret,
-                  size_t *ret_n, struct dsv_error *err);
+/* Chat messages (with their reasoning, tool calls and tool results) and the tools the model
+ * may call to prompt ids (the V3.2 encoding). -EINVAL with err saying which message or tool
+ * is wrong: text that is not UTF-8, a tool's parameters that are not a JSON object, a tool
+ * call's arguments that are not one, a tool message without a tool_call_id or naming no
+ * call of the assistant message it answers, a conversation the encoder refuses. */
+int dsv_text_chat(const struct dsv_text *t, const struct dsv_engine_msg *m, size_t n, const struct dsv_engine_tool *tools,
+                  size_t n_tools, bool thinking, int32_t **ret, size_t *ret_n, struct dsv_error *err);
+
+/* The chat output parser (daemon/tokenizer/chat.h) for the engine: what generated text is. */
+enum dsv_text_chat_kind {
+        DSV_TEXT_CHAT_REASONING, /* text */
+        DSV_TEXT_CHAT_CONTENT,   /* text */
+        DSV_TEXT_CHAT_TOOL_CALL, /* name, text: its arguments (a JSON object's text); a call is whole */
+        DSV_TEXT_CHAT_ERROR,     /* message, text: the raw output concerned */
+};
+struct dsv_text_chat_event {
+        enum dsv_text_chat_kind kind;
+        const char *text, *name, *message;
+        size_t len, name_len;
+};
+typedef int (*dsv_text_chat_fn)(void *ud, const struct dsv_text_chat_event *ev);
+int dsv_text_parser_new(bool thinking, struct dsv_text_parser **ret);
+void dsv_text_parser_free(struct dsv_text_parser *p);
+/* Text in any chunking gives the same events (deltas cut differently, never reordered). */
+int dsv_text_parser_feed(struct dsv_text_parser *p, const char *s, size_t n, dsv_text_chat_fn fn, void *ud);
+/* The end of the output: flushes what was held back. */
+int dsv_text_parser_finish(struct dsv_text_parser *p, dsv_text_chat_fn fn, void *ud);
 
 int dsv_text_stream_new(const struct dsv_text *t, struct dsv_text_stream **ret);
 void dsv_text_stream_free(struct dsv_text_stream *s);

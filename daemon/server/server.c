@@ -108,7 +108,7 @@ static enum dsv_daemon_state wire_state(const struct dsv_server *s) {
 
 static uint32_t features_of(const struct dsv_engine_info *inf) {
         return DSV_FEATURE_SESSIONS | DSV_FEATURE_LOGPROBS | (inf->text ? DSV_FEATURE_TEXT : 0) |
-               (inf->chat ? DSV_FEATURE_CHAT : 0) | (inf->mtp ? DSV_FEATURE_MTP : 0);
+               (inf->chat ? DSV_FEATURE_CHAT | DSV_FEATURE_CHAT_EVENTS : 0) | (inf->mtp ? DSV_FEATURE_MTP : 0);
 }
 
 static void notify_status(struct dsv_server *s, bool force) {
@@ -580,6 +580,141 @@ static bool session_name_ok(const struct dsv_server *s, const char *name) {
         return n <= (size_t)s->cfg.session_name_max && dsv_session_name_valid(name, n);
 }
 
+/* The limits on a chat request's tools and tool calls (PROTOCOL.md, GENERATE key 20): 0, or
+ * the error refused with (why written). */
+static int check_tools(const struct dsv_msg_generate *g, char *why, size_t n) {
+        for (uint32_t i = 0; i < g->n_tools; i++) {
+                const struct dsv_tool *t = &g->tools[i];
+                int nl = (int)MIN(t->name.len, 64u);
+                if (t->name.len == 0 || t->name.len > DSV_MAX_TOOL_NAME)
+                        return snprintf(why, n, "tools[%u]: the name must be 1..%d bytes (got %u)", i, DSV_MAX_TOOL_NAME,
+                                        t->name.len),
+                               EINVAL;
+                for (uint32_t k = 0; k < t->name.len; k++) {
+                        char ch = t->name.p[k];
+                        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                              ch == '-' || ch == '.'))
+                                return snprintf(why, n, "tools[%u]: the name \"%.*s\" may only have letters, digits, _ - and .",
+                                                i, nl, t->name.p),
+                                       EINVAL;
+                }
+                for (uint32_t k = 0; k < i; k++)
+                        if (g->tools[k].name.len == t->name.len && memcmp(g->tools[k].name.p, t->name.p, t->name.len) == 0)
+                                return snprintf(why, n, "tools[%u]: \"%.*s\" is named twice", i, nl, t->name.p), EINVAL;
+                if (t->description.len > DSV_MAX_TOOL_DESCRIPTION)
+                        return snprintf(why, n, "tools[%u] (%.*s): the description is %u bytes; the limit is %d", i, nl,
+                                        t->name.p, t->description.len, DSV_MAX_TOOL_DESCRIPTION),
+                               E2BIG;
+                if (t->parameters.len > DSV_MAX_TOOL_SCHEMA)
+                        return snprintf(why, n, "tools[%u] (%.*s): the parameters schema is %u bytes; the limit is %d", i, nl,
+                                        t->name.p, t->parameters.len, DSV_MAX_TOOL_SCHEMA),
+                               E2BIG;
+        }
+        for (uint32_t i = 0; i < g->n_messages; i++) {
+                const struct dsv_chat_msg *m = &g->messages[i];
+                if (m->tool_call_id.len > DSV_MAX_TOOL_CALL_ID)
+                        return snprintf(why, n, "message %u: tool_call_id is %u bytes; the limit is %d", i, m->tool_call_id.len,
+                                        DSV_MAX_TOOL_CALL_ID),
+                               E2BIG;
+                for (uint32_t k = 0; k < m->n_tool_calls; k++) {
+                        const struct dsv_tool_call *tc = &m->tool_calls[k];
+                        if (!tc->name.p || tc->name.len == 0 || tc->name.len > DSV_MAX_TOOL_NAME)
+                                return snprintf(why, n, "message %u: tool_calls[%u] needs a name of 1..%d bytes", i, k,
+                                                DSV_MAX_TOOL_NAME),
+                                       EINVAL;
+                        if (tc->id.len == 0 || tc->id.len > DSV_MAX_TOOL_CALL_ID)
+                                return snprintf(why, n, "message %u: tool_calls[%u] needs an id of 1..%d bytes", i, k,
+                                                DSV_MAX_TOOL_CALL_ID),
+                                       EINVAL;
+                        if (!tc->arguments.p)
+                                return snprintf(why, n, "message %u: tool_calls[%u] needs its arguments (a JSON object)", i, k),
+                                       EINVAL;
+                }
+        }
+        return 0;
+}
+
+/* Bytes of a chat request's strings (what max-prompt-bytes counts). */
+static uint64_t chat_bytes(const struct dsv_msg_generate *g) {
+        uint64_t b = 0;
+        for (uint32_t i = 0; i < g->n_messages; i++) {
+                const struct dsv_chat_msg *m = &g->messages[i];
+                b += (uint64_t)m->content_len + m->role_len + m->reasoning.len + m->tool_call_id.len;
+                for (uint32_t k = 0; k < m->n_tool_calls; k++)
+                        b += (uint64_t)m->tool_calls[k].id.len + m->tool_calls[k].name.len + m->tool_calls[k].arguments.len;
+        }
+        for (uint32_t i = 0; i < g->n_tools; i++)
+                b += (uint64_t)g->tools[i].name.len + g->tools[i].description.len + g->tools[i].parameters.len;
+        return b;
+}
+
+/* A copy of a string into p (NUL-terminated; absent stays absent). */
+static struct dsv_engine_str copy_str(char **p, const struct dsv_str *v) {
+        struct dsv_engine_str r = {NULL, 0};
+        if (!v->p)
+                return r;
+        r.p = *p;
+        r.len = v->len;
+        memcpy(*p, v->p, v->len);
+        *p += v->len;
+        *(*p)++ = 0;
+        return r;
+}
+
+/* The messages (and their tool calls) in one allocation: the arrays, then the strings. */
+static struct dsv_engine_msg *copy_messages(const struct dsv_msg_generate *g) {
+        size_t calls = 0, bytes = chat_bytes(g), sz;
+        struct dsv_engine_msg *out;
+        struct dsv_engine_tool_call *tc;
+        char *p;
+        for (uint32_t i = 0; i < g->n_messages; i++)
+                calls += g->messages[i].n_tool_calls;
+        sz = (size_t)g->n_messages * sizeof(*out) + calls * sizeof(*tc) + bytes + 8ull * g->n_messages + 3 * calls;
+        if (!(out = malloc(sz)))
+                return NULL;
+        tc = (struct dsv_engine_tool_call *)(out + g->n_messages);
+        p = (char *)(tc + calls);
+        for (uint32_t i = 0; i < g->n_messages; i++) {
+                const struct dsv_chat_msg *m = &g->messages[i];
+                struct dsv_str role = {m->role, m->role_len}, content = {m->content, m->content_len};
+                struct dsv_engine_str x;
+                memset(&out[i], 0, sizeof(out[i]));
+                x = copy_str(&p, &role);
+                out[i].role = x.p;
+                out[i].role_len = x.len;
+                x = copy_str(&p, &content);
+                out[i].content = x.p;
+                out[i].content_len = x.len;
+                out[i].reasoning = copy_str(&p, &m->reasoning);
+                out[i].tool_call_id = copy_str(&p, &m->tool_call_id);
+                out[i].tool_calls = tc;
+                out[i].n_tool_calls = m->n_tool_calls;
+                for (uint32_t k = 0; k < m->n_tool_calls; k++, tc++) {
+                        tc->id = copy_str(&p, &m->tool_calls[k].id);
+                        tc->name = copy_str(&p, &m->tool_calls[k].name);
+                        tc->arguments = copy_str(&p, &m->tool_calls[k].arguments);
+                }
+        }
+        return out;
+}
+
+static struct dsv_engine_tool *copy_tools(const struct dsv_msg_generate *g) {
+        size_t bytes = 0;
+        struct dsv_engine_tool *out;
+        char *p;
+        for (uint32_t i = 0; i < g->n_tools; i++)
+                bytes += (size_t)g->tools[i].name.len + g->tools[i].description.len + g->tools[i].parameters.len + 3;
+        if (!(out = malloc((size_t)g->n_tools * sizeof(*out) + bytes)))
+                return NULL;
+        p = (char *)(out + g->n_tools);
+        for (uint32_t i = 0; i < g->n_tools; i++) {
+                out[i].name = copy_str(&p, &g->tools[i].name);
+                out[i].description = copy_str(&p, &g->tools[i].description);
+                out[i].parameters = copy_str(&p, &g->tools[i].parameters);
+        }
+        return out;
+}
+
 static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struct dsv_msg_generate *g) {
         enum dsv_engine_state st = dsv_engine_state(s->engine);
         const struct dsv_engine_info *inf = dsv_engine_info(s->engine);
@@ -596,9 +731,15 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                 return refuse(s, c, g, EIO, "the model failed to load: %s", dsv_engine_error(s->engine));
         if (sources != 1)
                 return refuse(s, c, g, EINVAL, "GENERATE needs exactly one of text, tokens or messages (got %d)", sources);
-        bytes = g->text ? g->text_len : 4ull * g->n_tokens;
-        for (uint32_t i = 0; i < g->n_messages; i++)
-                bytes += (uint64_t)g->messages[i].content_len + g->messages[i].role_len;
+        if ((g->n_tools || (g->flags & DSV_GEN_CHAT_EVENTS)) && !g->n_messages)
+                return refuse(s, c, g, EINVAL, "tools and chat events (flag 0x40) are for chat requests (messages)");
+        {
+                char why[DSV_ERROR_MESSAGE_MAX - 64];
+                int code = check_tools(g, why, sizeof(why));
+                if (code)
+                        return refuse(s, c, g, code, "%s", why);
+        }
+        bytes = g->text ? g->text_len : g->n_messages ? chat_bytes(g) : 4ull * g->n_tokens;
         if (bytes > (uint64_t)s->cfg.max_prompt_bytes)
                 return refuse(s, c, g, E2BIG, "the prompt is %llu bytes; the limit is %d (max-prompt-bytes)",
                                   (unsigned long long)bytes, s->cfg.max_prompt_bytes);
@@ -665,25 +806,15 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                 }
                 in->text_len = g->text_len;
         } else {
-                /* one allocation: the array, then the strings */
-                size_t sz = (size_t)g->n_messages * sizeof(struct dsv_engine_msg) + bytes + 2ull * g->n_messages;
-                in->messages = malloc(sz);
-                if (in->messages) {
-                        char *p = (char *)(in->messages + g->n_messages);
-                        for (uint32_t i = 0; i < g->n_messages; i++) {
-                                in->messages[i].role = p;
-                                in->messages[i].role_len = g->messages[i].role_len;
-                                memcpy(p, g->messages[i].role, g->messages[i].role_len);
-                                p += g->messages[i].role_len;
-                                *p++ = 0;
-                                in->messages[i].content = p;
-                                in->messages[i].content_len = g->messages[i].content_len;
-                                memcpy(p, g->messages[i].content, g->messages[i].content_len);
-                                p += g->messages[i].content_len;
-                                *p++ = 0;
-                        }
-                }
+                in->messages = copy_messages(g);
                 in->n_messages = g->n_messages;
+                if (in->messages && g->n_tools) {
+                        in->tools = copy_tools(g);
+                        in->n_tools = g->n_tools;
+                        if (!in->tools)
+                                free(TAKE_PTR(in->messages));
+                }
+                in->chat_events = g->flags & DSV_GEN_CHAT_EVENTS;
         }
         if (!in->tokens && !in->text && !in->messages) {
                 free(in);

@@ -20,6 +20,8 @@ unsigned dsv_sink_finish_reason(enum dsv_engine_finish f) {
                 return DSV_FINISH_CONTEXT;
         case DSV_ENGINE_FINISH_STOP_STRING:
                 return DSV_FINISH_STOP_STRING;
+        case DSV_ENGINE_FINISH_TOOL_CALLS:
+                return DSV_FINISH_TOOL_CALLS;
         case DSV_ENGINE_FINISH_SHUTDOWN:
         default:
                 return DSV_FINISH_SHUTDOWN;
@@ -110,6 +112,43 @@ static int emit_tokens(struct dsv_conn *c, uint64_t id, const struct dsv_engine_
         return (int)sent;
 }
 
+/* One CHAT_EVENT record: a text longer than a record holds is cut at a UTF-8 boundary
+ * (the engine sends the rest as the next delta); returns the text bytes delivered. */
+static int emit_chat(struct dsv_conn *c, uint64_t id, const struct dsv_engine_event *ev) {
+        _Static_assert((int)DSV_ENGINE_CHAT_REASONING == DSV_CHAT_EV_REASONING &&
+                               (int)DSV_ENGINE_CHAT_CONTENT == DSV_CHAT_EV_CONTENT &&
+                               (int)DSV_ENGINE_CHAT_TOOL_BEGIN == DSV_CHAT_EV_TOOL_BEGIN &&
+                               (int)DSV_ENGINE_CHAT_TOOL_ARGS == DSV_CHAT_EV_TOOL_ARGS &&
+                               (int)DSV_ENGINE_CHAT_TOOL_END == DSV_CHAT_EV_TOOL_END &&
+                               (int)DSV_ENGINE_CHAT_ERROR == DSV_CHAT_EV_PARSE_ERROR,
+                       "the engine's chat event kinds are the wire's");
+        /* the map, id, type, index, and the headers of the strings: under 64 bytes */
+        const uint32_t max = c->shm.comp.max_record, name = MIN(ev->chat.name_len, 4u * DSV_MAX_TOOL_NAME),
+                       msg = MIN(ev->chat.message_len, (uint32_t)DSV_ERROR_MESSAGE_MAX);
+        struct dsv_msg m = {.type = DSV_MSG_CHAT_EVENT};
+        uint32_t room, len = ev->chat.len;
+        int rc;
+
+        if (max <= 64 + DSV_NAME_MAX + name + msg + 4)
+                return -EMSGSIZE;
+        room = max - 64 - DSV_NAME_MAX - name - msg;
+        if (len > room)
+                len = utf8_cut(ev->chat.text, room);
+        m.u.chat_event.id = id;
+        m.u.chat_event.type = (uint32_t)ev->chat.kind;
+        m.u.chat_event.text = len ? ev->chat.text : NULL;
+        m.u.chat_event.text_len = len;
+        m.u.chat_event.index = ev->chat.index;
+        if (ev->chat.call_id)
+                snprintf(m.u.chat_event.call_id, sizeof(m.u.chat_event.call_id), "%s", ev->chat.call_id);
+        m.u.chat_event.name = ev->chat.name;
+        m.u.chat_event.name_len = name;
+        m.u.chat_event.message = ev->chat.message;
+        m.u.chat_event.message_len = msg;
+        rc = dsv_conn_send(c, &m, true);
+        return rc < 0 ? rc : (int)len;
+}
+
 /* The request log line (daemon/server/reqlog.c) of a request's final event. */
 static void log_request(struct dsv_conn *c, const struct dsv_engine_event *ev) {
         struct dsv_reqlog l = {.pid = c->peer.pid, .client = c->name, .id = ev->id};
@@ -140,6 +179,8 @@ static int sink_emit(void *ud, void *client, const struct dsv_engine_event *ev) 
         switch (ev->type) {
         case DSV_ENGINE_EVENT_TOKENS:
                 return emit_tokens(c, ev->id, ev);
+        case DSV_ENGINE_EVENT_CHAT:
+                return emit_chat(c, ev->id, ev);
         case DSV_ENGINE_EVENT_DONE:
                 m.type = DSV_MSG_DONE;
                 m.u.done.id = ev->id;

@@ -34,6 +34,12 @@ tests_ipc_test_daemon_logprobs_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 tests_ipc_test_daemon_logprobs_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-logprobs
 
+check_PROGRAMS += tests/ipc/test-daemon-chat-events
+tests_ipc_test_daemon_chat_events_SOURCES = tests/ipc/test-daemon-chat-events.c $(HARNESS)
+tests_ipc_test_daemon_chat_events_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tests_ipc_test_daemon_chat_events_LDADD = $(DAEMON_TEST_LIBS) libdsv32tok.la libdsv32core.la $(JANSSON_LIBS)
+TESTS += tests/ipc/test-daemon-chat-events
+
 check_PROGRAMS += tests/ipc/test-client-hostile-tokens
 tests_ipc_test_client_hostile_tokens_SOURCES = tests/ipc/test-client-hostile-tokens.c $(HARNESS) $(RAW_CLIENT)
 tests_ipc_test_client_hostile_tokens_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)

@@ -33,7 +33,8 @@ static void test_roundtrips(void) {
         struct dsv_wbuf w = {0};
         struct dsv_msg in, out;
         int32_t toks[5] = {0, 1, 4095, 7, 2147483647}, stop[2] = {1, 2};
-        struct dsv_chat_msg chat[2] = {{"system", 6, "be brief", 8}, {"user", 4, "hi \xe2\x82\xac", 6}};
+        struct dsv_chat_msg chat[2] = {{.role = "system", .role_len = 6, .content = "be brief", .content_len = 8},
+                                       {.role = "user", .role_len = 4, .content = "hi \xe2\x82\xac", .content_len = 6}};
 
         memset(&in, 0, sizeof(in));
         in.type = DSV_MSG_HELLO;
@@ -119,7 +120,83 @@ static void test_roundtrips(void) {
                       !memcmp(out.u.generate.messages[1].content, "hi \xe2\x82\xac", 6) &&
                       !memcmp(out.u.generate.messages[0].role, "system", 6),
               "chat fields");
+        CHECK(!out.u.generate.messages[0].reasoning.p && !out.u.generate.messages[0].n_tool_calls &&
+                      !out.u.generate.messages[1].tool_call_id.p && !out.u.generate.n_tools,
+              "a 1.2 chat message has no tool fields");
         dsv_msg_release(&out);
+
+        /* feature 0x20: tools, an assistant message with reasoning and tool calls, a tool result */
+        {
+                static const struct dsv_tool_call calls[2] = {
+                        {{"call_1", 6}, {"get_weather", 11}, {"{\"city\": \"Paris\"}", 17}},
+                        {{"call_2", 6}, {"noop", 4}, {"{}", 2}},
+                };
+                static const struct dsv_tool tools[2] = {
+                        {{"get_weather", 11}, {"the weather", 11}, {"{\"type\": \"object\"}", 18}},
+                        {{"noop", 4}, {NULL, 0}, {NULL, 0}},
+                };
+                struct dsv_chat_msg conv[3] = {
+                        {.role = "user", .role_len = 4, .content = "weather?", .content_len = 8},
+                        {.role = "assistant", .role_len = 9, .content = "", .content_len = 0, .reasoning = {"think", 5},
+                         .tool_calls = calls, .n_tool_calls = 2},
+                        {.role = "tool", .role_len = 4, .content = "sunny", .content_len = 5, .tool_call_id = {"call_1", 6}},
+                };
+                const struct dsv_chat_msg *m;
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_GENERATE;
+                in.u.generate.id = 4;
+                in.u.generate.messages = conv;
+                in.u.generate.n_messages = 3;
+                in.u.generate.tools = tools;
+                in.u.generate.n_tools = 2;
+                in.u.generate.flags = DSV_GEN_CHAT_EVENTS;
+                CHECK(roundtrip(&in, &out, &w) == 0, "GENERATE with tools");
+                m = out.u.generate.messages;
+                CHECK(out.u.generate.n_messages == 3 && m[1].n_tool_calls == 2 && m[1].reasoning.len == 5 &&
+                              !memcmp(m[1].reasoning.p, "think", 5) && m[1].tool_calls[0].arguments.len == 17 &&
+                              !memcmp(m[1].tool_calls[0].arguments.p, "{\"city\": \"Paris\"}", 17) &&
+                              m[1].tool_calls[1].name.len == 4 && !memcmp(m[1].tool_calls[1].id.p, "call_2", 6) &&
+                              m[2].tool_call_id.len == 6 && !memcmp(m[2].tool_call_id.p, "call_1", 6) && !m[0].reasoning.p &&
+                              m[1].content_len == 0 && m[1].content,
+                      "tool call fields");
+                CHECK(out.u.generate.n_tools == 2 && out.u.generate.tools[0].parameters.len == 18 &&
+                              !memcmp(out.u.generate.tools[0].description.p, "the weather", 11) &&
+                              !out.u.generate.tools[1].description.p && !out.u.generate.tools[1].parameters.p &&
+                              out.u.generate.flags == DSV_GEN_CHAT_EVENTS,
+                      "tools fields");
+                dsv_msg_release(&out);
+
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_CHAT_EVENT;
+                in.u.chat_event.id = 9;
+                in.u.chat_event.type = DSV_CHAT_EV_TOOL_BEGIN;
+                in.u.chat_event.index = 1;
+                strcpy(in.u.chat_event.call_id, "call_0123456789abcdef");
+                in.u.chat_event.name = "get_weather";
+                in.u.chat_event.name_len = 11;
+                CHECK(roundtrip(&in, &out, &w) == 0, "CHAT_EVENT");
+                CHECK(out.u.chat_event.id == 9 && out.u.chat_event.type == DSV_CHAT_EV_TOOL_BEGIN && out.u.chat_event.index == 1 &&
+                              !strcmp(out.u.chat_event.call_id, "call_0123456789abcdef") && out.u.chat_event.name_len == 11 &&
+                              !memcmp(out.u.chat_event.name, "get_weather", 11) && !out.u.chat_event.text,
+                      "CHAT_EVENT fields");
+                dsv_msg_release(&out);
+
+                /* a tool without a name, a tool call that is not a map: refused naming them */
+                {
+                        /* {0: 1, 20: [{1: "x"}]} */
+                        static const uint8_t noname[] = {0x82, 0x00, 0x01, 0x14, 0x91, 0x81, 0x01, 0xa1, 'x'};
+                        /* {0: 1, 3: [{0: "user", 1: "", 3: [7]}]} */
+                        static const uint8_t badcall[] = {0x82, 0x00, 0x01, 0x03, 0x91, 0x83, 0x00, 0xa4, 'u', 's', 'e', 'r',
+                                                          0x01, 0xa0, 0x03, 0x91, 0x07};
+                        char why[256] = "";
+                        CHECK(dsv_msg_decode(DSV_MSG_GENERATE, noname, sizeof(noname), &out, why, sizeof(why)) == -EPROTO &&
+                                      strstr(why, "tools[0] needs name"),
+                              "a tool without a name: %s", why);
+                        CHECK(dsv_msg_decode(DSV_MSG_GENERATE, badcall, sizeof(badcall), &out, why, sizeof(why)) == -EPROTO &&
+                                      strstr(why, "tool_calls[0] must be a map"),
+                              "a tool call that is not a map: %s", why);
+                }
+        }
 
         /* defaults of absent optional fields */
         {
