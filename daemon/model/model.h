@@ -138,6 +138,10 @@ void dsv_model_graph_stats(const struct dsv_model *m, struct dsv_graph_stats *st
 bool dsv_model_has_mtp(const struct dsv_model *m);
 /* The tokens one forward pass holds (dsv_model_opts.max_pass_tokens, or its default). */
 int dsv_model_pass_tokens(struct dsv_model *m);
+/* Sets the cap (clamped to DSV_MODEL_MIN/MAX_PASS_TOKENS) while no pass runs: the ranks of an
+ * expert-parallel group must cut a batch alike, and each rank's weights (its share of the
+ * experts) would otherwise give each its own default. */
+void dsv_model_set_pass_tokens(struct dsv_model *m, int n);
 /* Forward passes run (the main model's; MTP passes not counted) and the most tokens one held. */
 struct dsv_model_pass_stats {
         uint64_t passes;

@@ -28,6 +28,10 @@ int dsv_model_pass_tokens(struct dsv_model *m) {
         return m->max_pass_tokens;
 }
 
+void dsv_model_set_pass_tokens(struct dsv_model *m, int n) {
+        m->max_pass_tokens = MIN(MAX(n, DSV_MODEL_MIN_PASS_TOKENS), DSV_MODEL_MAX_PASS_TOKENS);
+}
+
 struct dsv_model_pass_stats dsv_model_pass_stats(const struct dsv_model *m) {
         return m->pass_stats;
 }

@@ -331,6 +331,10 @@ int dsv_rank_group_open(const struct dsv_runtime_opts *ro, int n_ranks, int time
                         dsv_error_set(err, -r, "rank %d: its KV cache is not rank 0's geometry", i);
                         goto fail;
                 }
+        /* every rank cuts a batch into the same passes (its collectives pair up): rank 0's cap,
+         * as each rank's own default follows its share of the weights */
+        for (int i = 1; i < n_ranks; i++)
+                dsv_model_set_pass_tokens(g->f[i].rt->model, dsv_model_pass_tokens(g->rt0->model));
         *ret = g;
         return 0;
 fail:

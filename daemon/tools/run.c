@@ -460,7 +460,6 @@ int main(int argc, char **argv) {
                                 ls->upload_ns ? ls->bytes_uploaded / (double)ls->upload_ns : 0.0, ls->pinned ? "pinned" : "pageable",
                                 ls->queue_depth);
                 fputc('\n', stderr);
-                fprintf(stderr, "passes: at most %d tokens each\n", dsv_model_pass_tokens(rt->model));
                 if (n_ranks > 1) {
                         const int E = rt->cfg->n_routed_experts;
                         for (int i = 0; i < n_ranks; i++) {
@@ -493,6 +492,11 @@ int main(int argc, char **argv) {
                                 (unsigned long long)st.replays, (unsigned long long)st.eager, (unsigned long long)st.failed);
                 else
                         fprintf(stderr, "graphs: none (the %s backend has no graphs)\n", rt->be->ops->name);
+                {
+                        struct dsv_model_pass_stats ps = dsv_model_pass_stats(rt->model);
+                        fprintf(stderr, "passes: %llu forward passes, at most %d tokens in one (cap %d)\n",
+                                (unsigned long long)ps.passes, ps.largest, dsv_model_pass_tokens(rt->model));
+                }
         }
         ret = 0;
 out:

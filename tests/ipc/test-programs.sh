@@ -32,6 +32,15 @@ bos=$(echo hello | "$b/dsv32-tokenize" --model "$tmp/m" --bos | cut -d' ' -f1)
 a=$("$b/dsv32-run" --model "$tmp/m" --threads 1 --tokens "0, 5 6,7" --generate 2) || fail "dsv32-run with '0, 5 6,7'"
 c=$("$b/dsv32-run" --model "$tmp/m" --threads 1 --tokens 0,5,6,7 --generate 2)
 [ -n "$a" ] && [ "$a" = "$c" ] || fail "token-id spellings differ: '$a' vs '$c'"
+# a 66-token prompt in passes of 16 tokens (--pass-tokens): the same logits, byte for byte,
+# as in one pass, and --stats says how it was cut
+P=$(seq -s, 1 66)
+"$b/dsv32-run" --model "$tmp/m" --threads 1 --tokens "$P" --generate 1 --pass-tokens 65536 \
+  --dump-logits "$tmp/whole.f32" >/dev/null 2>&1 || fail "dsv32-run --pass-tokens 65536"
+st=$("$b/dsv32-run" --model "$tmp/m" --threads 1 --tokens "$P" --generate 1 --pass-tokens 16 --stats \
+  --dump-logits "$tmp/cut.f32" 2>&1 >/dev/null) || fail "dsv32-run --pass-tokens 16"
+cmp -s "$tmp/whole.f32" "$tmp/cut.f32" || fail "66 tokens in passes of 16: logits differ from one pass"
+[[ "$st" == *"at most 16 tokens in one (cap 16)"* ]] || fail "--stats has no passes line of cap 16: '$st'"
 
 err=$("$b/dsv32d" --model "$tmp/m/config.json" --config /dev/null 2>&1); rc=$?
 [ $rc -eq 1 ] && [[ "$err" == *"--model $tmp/m"* ]] && [[ "$err" != *"--out $tmp/m/config.json"* ]] ||
@@ -67,6 +76,7 @@ badopt "at most 8" "$b/dsv32" generate --socket "$tmp/none" --stop-string a --st
   --stop-string e --stop-string f --stop-string g --stop-string h --stop-string i --tokens 1
 badopt "[-100, 100]" "$b/dsv32-run" --model "$tmp/m" --logit-bias 5:-101
 badopt "[-2, 2]" "$b/dsv32-run" --model "$tmp/m" --presence-penalty 9
+badopt "16..65536" "$b/dsv32-run" --model "$tmp/m" --pass-tokens 8
 
 grep -n '](\.\./\|`\.\./' "$top_srcdir/README.md" && fail "README.md points outside the tree"
 
