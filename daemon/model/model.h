@@ -89,7 +89,7 @@ struct dsv_model_opts {
         const char *device;
         /* Tokens in one forward pass: dsv_model_forward runs a larger batch as several passes
          * with the same results bit for bit (passes.c), so the activation workspace stays
-         * bounded. 0: the largest power of two whose workspace is within 1/16 of the weights'
+         * bounded. 0: the largest power of two whose workspace is within 1/32 of the weights'
          * bytes; at least DSV_MODEL_MIN_PASS_TOKENS. */
         int max_pass_tokens;
         /* Never capture decode steps into graphs (--cuda-graphs=no): every step runs its ops

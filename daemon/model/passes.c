@@ -11,7 +11,7 @@
  * other rows share a pass changes nothing (batch invariance, tested).
  *
  * The cap: max_pass_tokens of the load options, or by default the largest power of two (16 at
- * least) whose workspace stays within 1/16 of the weights' bytes, which keeps peak memory near
+ * least) whose workspace stays within 1/32 of the weights' bytes, which keeps peak memory near
  * weights + KV pool (issue 16's 1.1x) without cutting the passes of a large model at all. */
 #include "config.h"
 
@@ -19,7 +19,7 @@
 
 int dsv_model_pass_tokens(struct dsv_model *m) {
         if (m->max_pass_tokens <= 0) {
-                const size_t budget = m->wbytes / 16;
+                const size_t budget = m->wbytes / 32;
                 int n = DSV_MODEL_MIN_PASS_TOKENS;
                 while (n < DSV_MODEL_MAX_PASS_TOKENS && dsv_ws_bytes_for(m, 2 * n) <= budget)
                         n *= 2;

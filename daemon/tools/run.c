@@ -44,7 +44,7 @@ static void help(void) {
                "  --pass-tokens N        tokens in one forward pass (16..65536): a longer prompt\n"
                "                         is prefilled in several passes, same results bit for\n"
                "                         bit (default: the most whose activations stay within\n"
-               "                         1/16 of the weights' bytes)\n"
+               "                         1/32 of the weights' bytes)\n"
                "  --threads N            CPU threads in all, split between the ranks (default: all)\n"
                "  --ranks N              run N ranks in this process (default 1): CPU ranks as\n"
                "                         threads joined by the in-process communicator, the\n"
