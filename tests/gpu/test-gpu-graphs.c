@@ -75,20 +75,6 @@ static void runner_step(struct runner *r, const int *which, int n_seq, const int
         REQUIRE(rc == 0, "forward on %s: %s %s", r->name, err.msg, dsv_backend_last_error(dsv_model_backend(r->m)));
 }
 
-static int argmax(const float *v, int n) {
-        int b = 0;
-        for (int i = 1; i < n; i++)
-                if (v[i] > v[b])
-                        b = i;
-        return b;
-}
-
-static double rel_diff(const float *ref, const float *got, int V) {
-        size_t where;
-        double d = max_abs_diff(ref, got, (size_t)V, &where), m = max_abs(ref, (size_t)V);
-        return m > 0 ? d / m : d;
-}
-
 /* The script over n engines (0: the reference); last[s] is sequence s's next token. */
 struct script {
         struct runner *r;
@@ -106,7 +92,7 @@ static void prefill(struct script *S, int s, int len, uint64_t seed) {
         make_tokens(toks, len, S->V, seed);
         for (int e = 0; e < S->n; e++)
                 runner_step(&S->r[e], &s, 1, toks, len, S->lg[e]);
-        S->next[s] = argmax(S->lg[0] + (size_t)(len - 1) * S->V, S->V);
+        S->next[s] = argmax_f32(S->lg[0] + (size_t)(len - 1) * S->V, S->V);
 }
 
 static void decode(struct script *S, const int *which, int n_seq, int steps) {
@@ -118,13 +104,13 @@ static void decode(struct script *S, const int *which, int n_seq, int steps) {
                         runner_step(&S->r[e], which, n_seq, toks, n_seq, S->lg[e]);
                 for (int j = 0; j < n_seq; j++) {
                         const float *ref = S->lg[0] + (size_t)j * S->V;
-                        const int a = argmax(ref, S->V);
+                        const int a = argmax_f32(ref, S->V);
                         for (int e = 1; e < S->n; e++) {
                                 const float *got = S->lg[e] + (size_t)j * S->V;
-                                double d = rel_diff(ref, got, S->V);
+                                double d = max_rel_diff(ref, got, (size_t)S->V);
                                 S->worst = fmax(S->worst, d);
                                 S->bad += !(d <= S->tol);
-                                S->greedy_diff += argmax(got, S->V) != a;
+                                S->greedy_diff += argmax_f32(got, S->V) != a;
                                 /* engines 1.. are all CUDA: graphs or not, the same bits */
                                 S->not_identical += memcmp(got, S->lg[1] + (size_t)j * S->V, (size_t)S->V * sizeof(float)) != 0;
                         }

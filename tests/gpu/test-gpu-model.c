@@ -54,21 +54,6 @@ static void runner_feed(struct runner *r, const int32_t *toks, int n, int p0, fl
                 dsv_backend_last_error(dsv_model_backend(r->m)));
 }
 
-static int argmax(const float *v, int n) {
-        int b = 0;
-        for (int i = 1; i < n; i++)
-                if (v[i] > v[b])
-                        b = i;
-        return b;
-}
-
-/* compares one position: returns the relative difference */
-static double compare(const float *ref, const float *got, int V) {
-        size_t where;
-        double d = max_abs_diff(ref, got, (size_t)V, &where), m = max_abs(ref, (size_t)V);
-        return m > 0 ? d / m : d;
-}
-
 static void run(const char *dir, enum dsv_numerics num, int n_prompt, int steps) {
         struct runner rc, rg;
         const int total = n_prompt + steps + 1;
@@ -88,10 +73,10 @@ static void run(const char *dir, enum dsv_numerics num, int n_prompt, int steps)
         double t2 = gt_now(), worst = 0;
         int bad = 0, greedy_diff = 0;
         for (int p = 0; p < n_prompt; p++) {
-                double d = compare(lc + (size_t)p * V, lg + (size_t)p * V, V);
+                double d = max_rel_diff(lc + (size_t)p * V, lg + (size_t)p * V, (size_t)V);
                 worst = fmax(worst, d);
                 bad += !(d <= tol);
-                greedy_diff += argmax(lc + (size_t)p * V, V) != argmax(lg + (size_t)p * V, V);
+                greedy_diff += argmax_f32(lc + (size_t)p * V, V) != argmax_f32(lg + (size_t)p * V, V);
         }
         printf("  %s prefill of %d tokens: max rel diff %.3g (tolerance %.0e), %d greedy choices differ; cpu %.2f s, cuda %.2f s\n", nn,
                n_prompt, worst, tol, greedy_diff, t1 - t0, t2 - t1);
@@ -99,7 +84,7 @@ static void run(const char *dir, enum dsv_numerics num, int n_prompt, int steps)
         CHECK(greedy_diff == 0, "%s prefill: %d greedy choices differ", nn, greedy_diff);
 
         /* decode: both fed the CPU's greedy choice */
-        int32_t next = argmax(lc + (size_t)(n_prompt - 1) * V, V);
+        int32_t next = argmax_f32(lc + (size_t)(n_prompt - 1) * V, V);
         double dworst = 0, tc = 0, tg = 0;
         int dbad = 0, ddiff = 0;
         char gen_c[1024] = "", gen_g[1024] = "";
@@ -111,10 +96,10 @@ static void run(const char *dir, enum dsv_numerics num, int n_prompt, int steps)
                 runner_feed(&rg, &next, 1, n_prompt + s, lg);
                 tc += b - a;
                 tg += gt_now() - b;
-                double d = compare(lc, lg, V);
+                double d = max_rel_diff(lc, lg, (size_t)V);
                 dworst = fmax(dworst, d);
                 dbad += !(d <= tol);
-                const int ac = argmax(lc, V), ag = argmax(lg, V);
+                const int ac = argmax_f32(lc, V), ag = argmax_f32(lg, V);
                 ddiff += ac != ag;
                 if (strlen(gen_c) < sizeof(gen_c) - 16) {
                         snprintf(gen_c + strlen(gen_c), sizeof(gen_c) - strlen(gen_c), "%s%d", s ? "," : "", ac);

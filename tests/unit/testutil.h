@@ -36,6 +36,21 @@ static inline double max_abs(const float *a, size_t n) {
         return m;
 }
 
+/* The first index of the largest of v[0, n) (greedy decoding's choice). */
+static inline int argmax_f32(const float *v, int n) {
+        int b = 0;
+        for (int i = 1; i < n; i++)
+                if (v[i] > v[b])
+                        b = i;
+        return b;
+}
+
+/* Largest |ref - got| over n values relative to the largest |ref| (absolute when ref is 0). */
+static inline double max_rel_diff(const float *ref, const float *got, size_t n) {
+        double d = max_abs_diff(ref, got, n, NULL), m = max_abs(ref, n);
+        return m > 0 ? d / m : d;
+}
+
 /* Directory for test artifacts inside the build tree. */
 /* The tests' scratch directory: $DSV32_TEST_TMP, or tests/tmp of the build tree (a script that
  * runs a test again while the suite runs gives it a directory of its own). */
