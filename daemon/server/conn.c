@@ -64,7 +64,7 @@ static int send_locked(struct dsv_conn *c, uint16_t type, const void *p, size_t 
         }
         if (e == 0 && dsv_ring_consumer_needs_wake(r) && c->fd >= 0) {
                 dsv_ipc_doorbell(c->fd);
-                c->doorbells_sent++;
+                __atomic_fetch_add(&c->doorbells_sent, 1, __ATOMIC_RELAXED); /* STATS reads it from the loop */
         }
         return e;
 }
