@@ -129,8 +129,11 @@ int dsv_fwd_download_hidden(struct fwd *F, float *hidden) {
         if (!tmp)
                 return -ENOMEM;
         if ((r = dsv_fwd_download(F, tmp, w->h.data, (size_t)F->T * w->h.stride)) >= 0)
-                for (int t = 0; t < F->p->n_rows; t++)
-                        memcpy(hidden + (size_t)(F->b->hidden_row ? F->b->hidden_row[F->p->perm[t]] : F->p->perm[t]) * D, (uint8_t *)tmp + (size_t)t * w->h.stride, D * sizeof(float));
+                for (int t = 0; t < F->p->n_rows; t++) {
+                        /* the caller's row: the batch index, or where a cut batch puts it (passes.c) */
+                        const int i = F->p->perm[t], row = F->b->hidden_row ? F->b->hidden_row[i] : i;
+                        memcpy(hidden + (size_t)row * D, (uint8_t *)tmp + (size_t)t * w->h.stride, D * sizeof(float));
+                }
         free(tmp);
         return r;
 }
