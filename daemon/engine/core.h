@@ -35,8 +35,9 @@ struct dsv_exec {
          * pool's pages hold the layer's records too. */
         int (*mtp)(void *ud, const struct dsv_batch *b, const float *hidden_in, float *logits, float *hidden_out,
                    struct dsv_error *err);
-        /* "" while the device works, else the fault that left it unusable (a sticky CUDA error:
-         * dsv_runtime_device_error), or NULL: a backend that cannot lose its device. */
+        /* "" while the device (or the group of ranks) works, else what left it unusable, said in
+         * full ("the device is lost: cudaError..." for a sticky CUDA error, "the group of N ranks
+         * is broken: ..."; dsv_rank_group_error), or NULL: an executor that cannot fail so. */
         const char *(*device_error)(void *ud);
 };
 

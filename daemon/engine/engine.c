@@ -239,7 +239,7 @@ static bool check_lost(struct dsv_core *c, const char *what) {
                 return false;
         if (!c->lost) {
                 c->lost = true;
-                snprintf(c->lost_msg, sizeof(c->lost_msg), "%s failed on the device: %.900s; dsv32d is exiting", what, why);
+                snprintf(c->lost_msg, sizeof(c->lost_msg), "%s failed: %.900s; dsv32d is exiting", what, why);
                 log_error("Engine: %s", c->lost_msg);
         }
         fail_all_lost(c);

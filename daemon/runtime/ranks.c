@@ -54,6 +54,7 @@ struct dsv_rank_group {
         int fault_rank;
         uint64_t fault_pass;
         char broken[1100];
+        char lost[1100]; /* rank 0's device error, said as one (dsv_rank_group_error) */
 };
 
 int dsv_parallel_layout_check(const char *layout, const char **why) {
@@ -357,8 +358,16 @@ void dsv_rank_group_experts(const struct dsv_rank_group *g, int rank, int *first
         *last = (int)(((int64_t)(rank + 1) * E + g->n - 1) / g->n) - 1;
 }
 
-const char *dsv_rank_group_error(const struct dsv_rank_group *g) {
-        return g->broken[0] ? g->broken : dsv_runtime_device_error(g->rt0);
+const char *dsv_rank_group_error(struct dsv_rank_group *g) {
+        const char *dev;
+        if (g->broken[0])
+                return g->broken;
+        dev = dsv_runtime_device_error(g->rt0);
+        if (!dev[0])
+                return "";
+        if (!g->lost[0])
+                snprintf(g->lost, sizeof(g->lost), "the device is lost: %.1000s", dev);
+        return g->lost;
 }
 
 /* Rank 0's pass with the followers running the same one. */

@@ -48,6 +48,7 @@ int dsv_rank_group_forward(struct dsv_rank_group *g, const struct dsv_batch *b, 
                            struct dsv_error *err);
 int dsv_rank_group_mtp(struct dsv_rank_group *g, const struct dsv_batch *b, const float *hidden_in, float *logits,
                        float *hidden_out, struct dsv_error *err);
-/* "" while every rank works, else the failure that broke the group (or rank 0's device
- * error, dsv_runtime_device_error). */
-const char *dsv_rank_group_error(const struct dsv_rank_group *g);
+/* "" while every rank works, else what broke the group, said in full: "the group of N ranks
+ * is broken: rank R: ..." or "the device is lost: cudaError... (...)" (rank 0's device error,
+ * dsv_runtime_device_error). Called by the engine's thread only. */
+const char *dsv_rank_group_error(struct dsv_rank_group *g);

@@ -93,12 +93,12 @@ rcb=$?
 [ $rcb != 0 ] || fail "the other client succeeded across the fault"
 grep -q "$NAME" "$tmp/a.out" || fail "the streaming client's error does not name $NAME"
 grep -q "$NAME" "$tmp/b.out" || fail "the other client's error does not name $NAME"
-grep -q "failed on the device" "$tmp/a.out" || fail "the streaming client's error does not say the device failed"
+grep -q "the forward pass failed: the device is lost: $NAME" "$tmp/a.out" || fail "the streaming client's error does not say the device failed"
 wait_exit $daemon 60 || fail "dsv32d still runs 60 s after the fault"
 echo "dsv32d exited $rc $(($(date +%s) - t0)) s after the requests began"
 [ $rc = 1 ] || fail "dsv32d exited $rc after the fault, not 1"
 grep -q "Exiting: .*$NAME" "$tmp/serve.log" || fail "dsv32d's log does not name $NAME when exiting"
-grep -q "^STOPPING=1;STATUS=Failed: the forward pass failed on the device: $NAME" "$tmp/notify.out" ||
+grep -q "^STOPPING=1;STATUS=Failed: the forward pass failed: the device is lost: $NAME" "$tmp/notify.out" ||
         fail "no STOPPING=1 with a STATUS= naming $NAME sent to systemd"
 [ -z "$(ls -A "$tmp/state")" ] || fail "the state directory was written from the failed device: $(ls -A "$tmp/state")"
 echo "client A: $(grep -m1 "$NAME" "$tmp/a.out")"

@@ -127,8 +127,9 @@ for spec in 1:2 0:3 3:1; do
         out=$("$cli" --socket "$work/fault.sock" generate --ids --max-tokens 8 Hello 2>&1)
         rc=$?
         set -e
-        [ $rc -ne 0 ] && grep -q "rank ${spec%%:*}: fault injected in pass ${spec##*:}" <<<"$out" ||
+        [ $rc -ne 0 ] && grep -q "the forward pass failed: the group of 4 ranks is broken: rank ${spec%%:*}: fault injected in pass ${spec##*:}" <<<"$out" ||
                 bad "fault $spec: the client got status $rc: $out"
+        grep -q "on the device" <<<"$out" && bad "fault $spec: CPU ranks said to fail on a device: $out"
         t0=$SECONDS
         rc=0
         for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
