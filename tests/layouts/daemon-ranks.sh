@@ -8,7 +8,8 @@
 # are uploaded into every rank's pool). The start log names each rank's experts and weight
 # bytes. A fault injected in one rank's pass (DSV32_TEST_RANK_FAULT=RANK:PASS, tests only)
 # gives the client an ERROR naming it and dsv32d exits non-zero within 20 s. Bad settings
-# are refused at start with the cause.
+# are refused at start with the cause. Speculative decoding (mtp = on) through 2 and 4 ranks
+# gives one rank's tokens. Under ThreadSanitizer (make check-tsan) a report in any log fails.
 set -euo pipefail
 : "${top_builddir:?}"
 d="$top_builddir/dsv32d"
@@ -122,6 +123,22 @@ if [ "${DSV32_RANKS_SMALL:-0}" != 0 ]; then
         "$top_builddir/dsv32-mkmodel" --preset small --seed 5 --out "$work/small" >/dev/null
         check_model small "$work/small"
 fi
+
+# speculative decoding through the group: with a predictable MTP layer and mtp = on (two
+# drafts a step), 2 and 4 ranks serve the same clients as one rank token for token (seeded
+# sampling included), and drafts are accepted (the MTP passes really ran through the ranks)
+OMP_NUM_THREADS=1 "$top_builddir/dsv32-mkmodel" --preset tiny --seed 5 --mtp-predictable --out "$work/tiny-mtp" >/dev/null
+for n in 1 2 4; do
+        name=mtp-$n
+        start "$name" "$work/tiny-mtp" --log-level debug --mtp on --mtp-draft 2 --ranks $n $([ $n -gt 1 ] && echo --parallel ep,dp) || continue
+        clients "$name"
+        stop || bad "$name: dsv32d exit status $? after SIGTERM"
+        acc=$(grep -o "the MTP layer drafted [0-9]* tokens, [0-9]* accepted" "$work/$name.log" | awk '{ d += $5; a += $7 } END { print d + 0, a + 0 }')
+        [ "${acc#* }" -gt 0 ] || bad "mtp on, $n ranks: no draft accepted (drafted, accepted: $acc)"
+        [ $n -eq 1 ] || cmp -s "$work/mtp-1.out" "$work/$name.out" ||
+                bad "mtp on, $n ranks: $(diff "$work/mtp-1.out" "$work/$name.out" | head -20)"
+        echo "mtp on, $n ranks: $(tr , ' ' <"$work/$name.out" | wc -w) tokens; drafted, accepted: $acc"
+done
 
 # a fault in one rank: the client gets an ERROR, dsv32d exits non-zero within 20 s
 for spec in 1:2 0:3 3:1; do
