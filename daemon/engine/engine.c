@@ -538,6 +538,7 @@ static int load(struct dsv_engine *e) {
                                                                   : DSV_MTP_OFF;
         ro.mtp_auto_not_cpu = true;
         ro.graphs_off = e->opts.graphs_off;
+        ro.max_pass_tokens = e->opts.max_pass_tokens;
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if ((rc = dsv_rank_group_open(&ro, MAX(e->opts.ranks, 1), DSV_ENGINE_RANK_TIMEOUT_MS, &e->ranks, &err)) < 0) {
@@ -580,6 +581,8 @@ static int load(struct dsv_engine *e) {
                 log_info("Speculative decoding with the checkpoint's MTP layer (mtp-draft drafts per step)");
         else
                 log_info("Speculative decoding off: %s", e->rt->mtp_note);
+        log_info("Forward passes of at most %d tokens (pass-tokens %s)", dsv_model_pass_tokens(e->rt->model),
+                 e->opts.max_pass_tokens ? "set" : "auto");
         e->info.numerics = e->numerics_name;
         e->info.threads = e->rt->be->n_threads; /* resolved: 0 means "all cores" in the settings */
         e->info.kv_pages_total = (uint64_t)e->rt->kv->n_pages;

@@ -74,6 +74,7 @@ struct dsv_engine_opts {
         const char *mtp;     /* the MTP layer: on, off, auto (on where it pays: not on the CPU backend) */
         bool graphs_off;     /* decode steps never as graphs (cuda-graphs=no; dsv_model_opts) */
         uint64_t kv_cache_bytes;
+        int max_pass_tokens;          /* tokens of one forward pass at most (0: sized from the weights) */
         const char *state_dir;        /* sessions saved here and restored at start (NULL: off) */
         uint64_t snapshot_max_bytes;  /* disk cap of the snapshots (0: none) */
         int notify_fd; /* eventfd: written when the state changes or a drain completes */

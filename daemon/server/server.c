@@ -1587,6 +1587,7 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.mtp = s->cfg.mtp;
         eo.graphs_off = strcmp(s->cfg.cuda_graphs, "no") == 0;
         eo.kv_cache_bytes = (uint64_t)s->cfg.kv_cache_mb << 20;
+        eo.max_pass_tokens = s->cfg.pass_tokens;
         eo.state_dir = s->cfg.state_directory;
         if ((!eo.state_dir || !eo.state_dir[0]) && getenv("STATE_DIRECTORY")) {
                 /* systemd's StateDirectory= (the first of a colon-separated list) */

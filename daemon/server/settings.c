@@ -69,6 +69,8 @@ static const struct dsv_config_option options[] = {
         OPT("max-running", OPT_INT, max_running, "64", 1, 4096, true, NULL, "sequences in one batch"),
         OPT("kv-cache-mb", OPT_INT, kv_cache_mb, "auto", 0, 1 << 24, false, "auto",
             "KV cache pool size in MiB (auto or 0: sized at start for two sequences of the model's longest context, at most a quarter of the free host memory or 90% of the device memory left after the weights)"),
+        OPT("pass-tokens", OPT_INT, pass_tokens, "auto", 0, 65536, false, "auto",
+            "tokens of one forward pass at most: a step of more tokens runs as several passes with the same results, which bounds the activation memory (auto or 0: the largest power of two, at least 16, whose workspace fits in 1/32 of the weights' bytes; else 16..65536)"),
         OPT("mtp", OPT_ENUM, mtp, "auto", 0, 0, false, "auto|on|off",
             "speculative decoding with the checkpoint's multi-token-prediction layer (greedy output unchanged, sampled output keeps its distribution): on (an error without the layer), off, or auto: on when the checkpoint has it, except on the CPU backend, where a speculative step costs more than it saves"),
         OPT("mtp-draft", OPT_INT, mtp_draft, "1", 1, 8, true, NULL,
@@ -266,6 +268,11 @@ int dsv_config_check(const struct dsv_server_config *c, char *err, size_t errlen
         int r;
         if ((r = check_ranks(c, err, errlen)) < 0)
                 return r;
+        if (c->pass_tokens > 0 && c->pass_tokens < DSV_MODEL_MIN_PASS_TOKENS) {
+                snprintf(err, errlen, "pass-tokens %d: must be auto (0) or %d..65536", c->pass_tokens,
+                         DSV_MODEL_MIN_PASS_TOKENS);
+                return -EINVAL;
+        }
         if (c->node_rank >= c->nodes) {
                 snprintf(err, errlen, "node-rank %d: must be below nodes (%d)", c->node_rank, c->nodes);
                 return -EINVAL;

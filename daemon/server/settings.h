@@ -31,6 +31,7 @@ struct dsv_server_config {
         int batch_tokens;
         int max_running;
         int kv_cache_mb;
+        int pass_tokens; /* tokens of one forward pass at most (0: auto) */
         char *mtp;
         int mtp_draft;
         char *cuda_graphs;

@@ -143,3 +143,8 @@ check_PROGRAMS += tests/ipc/test-daemon-mtp
 tests_ipc_test_daemon_mtp_SOURCES = tests/ipc/test-daemon-mtp.c $(HARNESS)
 tests_ipc_test_daemon_mtp_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-mtp
+
+# dsv32d's pass-tokens setting: passes of 16 tokens, of 4096 and auto serve the same tokens;
+# the cap in the start log; bad values refused (daemon-pass-tokens.sh, a few seconds)
+TESTS += tests/ipc/daemon-pass-tokens.sh
+EXTRA_DIST += tests/ipc/daemon-pass-tokens.sh
