@@ -39,7 +39,7 @@ TESTS += tests/unit/test-cpu-kernels
 
 # an idle daemon (CPU backend, 2 threads) uses no CPU
 TESTS += tests/daemon-idle-cpu.sh
-EXTRA_DIST += tests/daemon-idle-cpu.sh
+EXTRA_DIST += tests/daemon-idle-cpu.sh tests/daemon-lib.sh
 
 # the model invariants and the golden test on every other kernel path this CPU runs
 TESTS += tests/cpu-paths.sh

@@ -6,32 +6,17 @@
 # use (the setting, or auto's choice); values below 16 or above 65536 are refused at start,
 # from the command line and from the settings file.
 set -euo pipefail
-: "${top_builddir:?}"
-d="$top_builddir/dsv32d"
-cli="$top_builddir/dsv32"
-work="$top_builddir/tests/tmp/daemon-pass-tokens"
-rm -rf "$work"
-mkdir -p "$work"
-pid=
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null || true; }
-trap cleanup EXIT
-fail=0
-bad() { echo "FAIL: $*"; fail=1; }
+: "${top_builddir:?}" "${top_srcdir:?}"
+NAME=daemon-pass-tokens
+DAEMON_ARGS=(--threads 2 --kv-cache-mb 32 --batch-tokens 1024)
+. "$top_srcdir/tests/daemon-lib.sh"
 
 "$top_builddir/dsv32-mkmodel" --preset tiny --seed 9 --out "$work/tiny" >/dev/null
 
 serve() { # name args...: starts dsv32d, runs the clients into $work/name.out, stops it
         local name=$1 s="$work/$1.sock" pids=() i
         shift
-        "$d" --model "$work/tiny" --socket "$s" --threads 2 --kv-cache-mb 32 --batch-tokens 1024 "$@" \
-                2>"$work/$name.log" &
-        pid=$!
-        for _ in $(seq 400); do
-                grep -q "Ready: serving" "$work/$name.log" && break
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.05
-        done
-        grep -q "Ready: serving" "$work/$name.log" || { bad "$name: dsv32d did not start: $(cat "$work/$name.log")"; return 0; }
+        start "$name" "$work/tiny" "$@" || return 0
         gen() { "$cli" --socket "$s" generate --ids "$@"; }
         gen --max-tokens 12 --tokens 5,6,7 >"$work/$name.c1" & pids+=($!)
         gen --max-tokens 10 --tokens "$(seq -s, 1 300)" >"$work/$name.c2" & pids+=($!)
@@ -39,9 +24,7 @@ serve() { # name args...: starts dsv32d, runs the clients into $work/name.out, s
         gen --max-tokens 16 --temperature 0.9 --seed 3 --tokens "$(seq -s, 9 90)" >"$work/$name.c4" & pids+=($!)
         for i in "${pids[@]}"; do wait "$i" || bad "$name: a client failed"; done
         cat "$work/$name".c[1-4] >"$work/$name.out"
-        kill "$pid"
-        wait "$pid" || bad "$name: dsv32d exit status $? after SIGTERM"
-        pid=
+        stop || bad "$name: dsv32d exit status $? after SIGTERM"
 }
 
 serve cut16 --pass-tokens 16
@@ -55,17 +38,10 @@ grep -q "Forward passes of at most 4096 tokens (pass-tokens set)" "$work/whole.l
 grep -Eq "Forward passes of at most [0-9]+ tokens \(pass-tokens auto\)" "$work/auto.log" || bad "auto: the cap is not logged"
 echo "the same $(tr , ' ' <"$work/cut16.out" | wc -w) tokens with passes of 16 tokens, of 4096 and auto ($(grep -o "at most [0-9]* tokens" "$work/auto.log"))"
 
-refuse() { # message args...: dsv32d exits 2 saying message
-        local msg=$1 out rc=0
-        shift
-        out=$("$d" --model "$work/tiny" --socket "$work/refuse.sock" "$@" 2>&1) || rc=$?
-        [ $rc -eq 2 ] && grep -q -- "$msg" <<<"$out" || bad "dsv32d $*: status $rc, said: $out"
-}
-refuse "pass-tokens 8: must be auto (0) or 16..65536" --pass-tokens 8
-refuse "pass-tokens" --pass-tokens 65537
-refuse "pass-tokens" --pass-tokens lots
+refuse 2 "pass-tokens 8: must be auto (0) or 16..65536" "$work/tiny" --pass-tokens 8
+refuse 2 "pass-tokens" "$work/tiny" --pass-tokens 65537
+refuse 2 "pass-tokens" "$work/tiny" --pass-tokens lots
 printf 'pass-tokens = 15\n' >"$work/bad.conf"
-refuse "pass-tokens 15: must be auto (0) or 16..65536" --config "$work/bad.conf"
+refuse 2 "pass-tokens 15: must be auto (0) or 16..65536" "$work/tiny" --config "$work/bad.conf"
 
-[ $fail -eq 0 ] && echo "PASS"
-exit $fail
+finish

@@ -11,40 +11,10 @@
 # are refused at start with the cause. Speculative decoding (mtp = on) through 2 and 4 ranks
 # gives one rank's tokens. Under ThreadSanitizer (make check-tsan) a report in any log fails.
 set -euo pipefail
-: "${top_builddir:?}"
-d="$top_builddir/dsv32d"
-cli="$top_builddir/dsv32"
-work="$top_builddir/tests/tmp/daemon-ranks"
-rm -rf "$work"
-mkdir -p "$work"
-pid=
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null || true; }
-trap cleanup EXIT
-fail=0
-bad() { echo "FAIL: $*"; fail=1; }
-
-start() { # name model args...: starts dsv32d, waits until it serves
-        local name=$1 model=$2
-        shift 2
-        "$d" --model "$model" --socket "$work/$name.sock" --threads 2 --kv-cache-mb 32 --batch-tokens 4096 \
-                --snapshot-interval 0 "$@" 2>"$work/$name.log" &
-        pid=$!
-        for _ in $(seq 400); do
-                grep -q "Ready: serving" "$work/$name.log" && return 0
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.05
-        done
-        bad "$name: dsv32d did not start: $(cat "$work/$name.log")"
-        return 1
-}
-
-stop() { # waits for a clean exit after SIGTERM
-        local rc=0
-        kill "$pid"
-        wait "$pid" || rc=$?
-        pid=
-        return $rc
-}
+: "${top_builddir:?}" "${top_srcdir:?}"
+NAME=daemon-ranks
+DAEMON_ARGS=(--threads 2 --kv-cache-mb 32 --batch-tokens 4096 --snapshot-interval 0)
+. "$top_srcdir/tests/daemon-lib.sh"
 
 # the requests: token ids, so that the pages are known. P: 150 tokens (two full pages and a
 # partial one). Five clients at once, then, one after the other: a session "other" whose
@@ -166,25 +136,13 @@ for spec in 1:2 0:3 3:1; do
 done
 
 # refusals at start
-refuse() { # status message args...
-        local want=$1 msg=$2 out rc=0
-        shift 2
-        out=$("$d" --model "$work/tiny" --socket "$work/refuse.sock" "$@" 2>&1) || rc=$?
-        [ $rc -eq "$want" ] && grep -q -- "$msg" <<<"$out" || bad "dsv32d $*: status $rc, said: $out"
-}
-refuse 2 "ranks 2: needs a layout: parallel = ep,dp" --ranks 2
-refuse 2 "parallel ep,tp: this layout is not implemented yet" --ranks 2 --parallel ep,tp
-refuse 2 "parallel pp: unknown layout" --ranks 2 --parallel pp
-refuse 2 "ranks: '0' is not an integer in 1..256" --ranks 0
-refuse 2 "ranks 2: the ranks are CPU ranks so far" --ranks 2 --parallel ep,dp --backend cuda
-refuse 2 "several ranks on several nodes" --ranks 2 --parallel ep,dp --nodes 2 --coordinator 127.0.0.1:1
-refuse 1 "ranks 17: the model has 16 routed experts and a rank owns whole experts: at most 16 ranks" \
+refuse 2 "ranks 2: needs a layout: parallel = ep,dp" "$work/tiny" --ranks 2
+refuse 2 "parallel ep,tp: this layout is not implemented yet" "$work/tiny" --ranks 2 --parallel ep,tp
+refuse 2 "parallel pp: unknown layout" "$work/tiny" --ranks 2 --parallel pp
+refuse 2 "ranks: '0' is not an integer in 1..256" "$work/tiny" --ranks 0
+refuse 2 "ranks 2: the ranks are CPU ranks so far" "$work/tiny" --ranks 2 --parallel ep,dp --backend cuda
+refuse 2 "several ranks on several nodes" "$work/tiny" --ranks 2 --parallel ep,dp --nodes 2 --coordinator 127.0.0.1:1
+refuse 1 "ranks 17: the model has 16 routed experts and a rank owns whole experts: at most 16 ranks" "$work/tiny" \
         --ranks 17 --parallel ep,dp --kv-cache-mb 8
 
-# under ThreadSanitizer (make check-tsan): a report in any dsv32d's log fails the test, the
-# runs that end with a fault (exit status 1 either way) included
-for l in "$work"/*.log; do
-        grep -q "WARNING: ThreadSanitizer" "$l" && bad "ThreadSanitizer in $l: $(grep -A12 "WARNING: ThreadSanitizer" "$l" | head -40)"
-done
-[ $fail -eq 0 ] && echo "PASS"
-exit $fail
+finish
