@@ -45,9 +45,10 @@ GPU_TESTS = \
 	tests/gpu/test-gpu-load tests/gpu/test-gpu-graphs
 check_PROGRAMS += $(GPU_TESTS)
 TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
-	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh
+	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/test-gpu-daemon-graphs.sh
 EXTRA_DIST += tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
-	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/daemon.sh
+	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/daemon.sh \
+	tests/gpu/test-gpu-daemon-graphs.sh
 GPU_TEST_LIBS = libdsv32plugin.la libdsv32kernels.la
 tests_gpu_test_gpu_backend_SOURCES = tests/gpu/test-gpu-backend.c tests/gpu/gputest.h
 tests_gpu_test_gpu_backend_LDADD = $(GPU_TEST_LIBS)
