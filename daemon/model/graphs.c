@@ -96,6 +96,10 @@ int dsv_graph_run(struct fwd *F, int (*layers)(struct fwd *F)) {
                 if ((r = launch(F, s->graph)) < 0)
                         return r;
                 G->st.replays++;
+                if (!s->replayed)
+                        log_debug("Replayed the decode graph of %d rows (%llu replays so far)", F->T,
+                                  (unsigned long long)G->st.replays);
+                s->replayed = true;
                 return 0;
         }
         if (!s->seen || !same_key(s, &key)) {

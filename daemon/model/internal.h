@@ -61,6 +61,7 @@ struct ws {
  * buffer and bucket, the KV pool), and the graph once captured. */
 struct graph_slot {
         bool seen;  /* used once with this key: the next use captures */
+        bool replayed; /* the graph was launched again after its capture (logged once) */
         void *graph;
         void *ws_buf;
         struct ws_dims ws_bucket;

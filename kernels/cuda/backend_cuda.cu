@@ -103,6 +103,10 @@ static int errno_of_cuda(cudaError_t e) {
 int dcu_fail_cuda(cudaError_t e, const char *stmt, const char *file, int line) {
         snprintf(errbuf, sizeof(errbuf), "%s (%s) in %s (%s at %s:%d)", cudaGetErrorName(e), cudaGetErrorString(e), cur_what, stmt,
                  file, line);
+        /* The runtime keeps a failed call's error (an allocation's too) as the thread's last
+         * error: cleared here, else the next op's launch check (DCU_LAUNCHED) would report it
+         * and a request after an out-of-memory one would fail for nothing. */
+        (void)cudaGetLastError();
         if (is_sticky(e)) {
                 pthread_mutex_lock(&lost_lock);
                 if (!lost) {
@@ -112,6 +116,22 @@ int dcu_fail_cuda(cudaError_t e, const char *stmt, const char *file, int line) {
                 pthread_mutex_unlock(&lost_lock);
         }
         return errno_of_cuda(e);
+}
+
+/* "cudaErrorMemoryAllocation (out of memory) in op linear: 1048576 bytes of scratch
+ * (cudaMallocAsync at kernels/cuda/backend_cuda.cu:150; device memory 2097152 of 4294967296
+ * bytes free)": an allocation that failed, with how much it asked for and what was left. */
+int dcu_fail_alloc(cudaError_t e, size_t bytes, const char *kind, const char *call, const char *file, int line) {
+        int r = dcu_fail_cuda(e, call, file, line);
+        size_t fr = 0, tot = 0;
+        char mem[96] = "";
+        if (!is_sticky(e) && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+                snprintf(mem, sizeof(mem), "; device memory %zu of %zu bytes free", fr, tot);
+        else
+                (void)cudaGetLastError();
+        snprintf(errbuf, sizeof(errbuf), "%s (%s) in %s: %zu bytes of %s (%s at %s:%d%s)", cudaGetErrorName(e), cudaGetErrorString(e),
+                 cur_what, bytes, kind, call, file, line, mem);
+        return r;
 }
 
 int dcu_fail_cublas(cublasStatus_t s, const char *stmt, const char *file, int line) {
@@ -136,7 +156,7 @@ int dcu_fail(int err, const char *file, int line, const char *what) {
 
 /* ------------------------------------------------------------------ helpers */
 int dcu_scratch(struct dcu_ctx *c, size_t bytes, void **ret) {
-        DCU_CUDA(cudaMallocAsync(ret, bytes ? bytes : 256, c->stream));
+        DCU_ALLOC(cudaMallocAsync(ret, bytes ? bytes : 256, c->stream), bytes ? bytes : 256, "scratch");
         return 0;
 }
 
@@ -222,7 +242,7 @@ static int cuda_alloc(struct dsv_backend *be, size_t size, void **ret) {
         struct dcu_ctx *c = dcu_ctx_of(be);
         void *p = NULL;
         DCU_CUDA(cudaSetDevice(c->device));
-        DCU_CUDA(cudaMalloc(&p, size ? size : 256)); /* a zero-size buffer is valid, as on the CPU */
+        DCU_ALLOC(cudaMalloc(&p, size ? size : 256), size ? size : 256, "device memory"); /* a zero-size buffer is valid, as on the CPU */
         be->bytes_allocated += size;
         *ret = p;
         return 0;
@@ -315,7 +335,7 @@ static int cuda_sync(struct dsv_backend *be) {
 static int cuda_alloc_host(struct dsv_backend *be, size_t size, void **ret) {
         begin_call("alloc_host");
         void *p = NULL;
-        DCU_CUDA(cudaHostAlloc(&p, size ? size : 64, cudaHostAllocPortable));
+        DCU_ALLOC(cudaHostAlloc(&p, size ? size : 64, cudaHostAllocPortable), size ? size : 64, "pinned host memory");
         *ret = p;
         return 0;
 }
@@ -649,12 +669,12 @@ static int ctx_init(struct dcu_ctx *c, int device) {
         DCU_CUBLAS(cublasCreate(&c->blas));
         DCU_CUBLAS(cublasSetStream(c->blas, c->stream));
         c->blas_ws_bytes = 4u << 20;
-        DCU_CUDA(cudaMalloc(&c->blas_ws, c->blas_ws_bytes));
+        DCU_ALLOC(cudaMalloc(&c->blas_ws, c->blas_ws_bytes), c->blas_ws_bytes, "cuBLAS workspace");
         DCU_CUBLAS(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes));
         DCU_CUBLAS(cublasLtCreate(&c->lt));
         c->lt_ws_bytes = 32u << 20;
-        DCU_CUDA(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
-        DCU_CUDA(cudaMalloc((void **)&c->err_word, sizeof(unsigned)));
+        DCU_ALLOC(cudaMalloc(&c->lt_ws, c->lt_ws_bytes), c->lt_ws_bytes, "cuBLASLt workspace");
+        DCU_ALLOC(cudaMalloc((void **)&c->err_word, sizeof(unsigned)), sizeof(unsigned), "device error word");
         DCU_CUDA(cudaMemsetAsync(c->err_word, 0, sizeof(unsigned), c->stream));
         /* scratch comes from the default pool; keep freed blocks cached instead of returning them */
         cudaMemPool_t pool;

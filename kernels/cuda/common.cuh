@@ -29,6 +29,8 @@ const char *dcu_last_error(void);
 int dcu_fail_cuda(cudaError_t e, const char *stmt, const char *file, int line);
 int dcu_fail_cublas(cublasStatus_t s, const char *stmt, const char *file, int line);
 int dcu_fail(int err, const char *file, int line, const char *what);
+/* An allocation of bytes (kind: "scratch", "device memory", ...) that failed with e. */
+int dcu_fail_alloc(cudaError_t e, size_t bytes, const char *kind, const char *call, const char *file, int line);
 
 #define DCU_CUDA(stmt)                                                            \
         do {                                                                      \
@@ -41,6 +43,13 @@ int dcu_fail(int err, const char *file, int line, const char *what);
                 cublasStatus_t s_ = (stmt);                                       \
                 if (s_ != CUBLAS_STATUS_SUCCESS)                                  \
                         return dcu_fail_cublas(s_, #stmt, __FILE__, __LINE__);    \
+        } while (0)
+/* An allocation of bytes of kind ("scratch", ...): a failure names both. */
+#define DCU_ALLOC(stmt, bytes, kind)                                                      \
+        do {                                                                              \
+                cudaError_t e_ = (stmt);                                                  \
+                if (e_ != cudaSuccess)                                                    \
+                        return dcu_fail_alloc(e_, (bytes), kind, #stmt, __FILE__, __LINE__); \
         } while (0)
 /* After a kernel launch: configuration errors show up here. */
 #define DCU_LAUNCHED() DCU_CUDA(cudaGetLastError())

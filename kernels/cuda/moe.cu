@@ -152,7 +152,8 @@ static int moe_table(struct dcu_ctx *c, const struct dsv_op_moe_experts *p, cons
                 if (dev)
                         cudaFreeAsync(dev, c->stream);
                 free(now);
-                return dcu_fail_cuda(e, "moe expert table", __FILE__, __LINE__);
+                return dev ? dcu_fail_cuda(e, "moe expert table", __FILE__, __LINE__)
+                           : dcu_fail_alloc(e, bytes, "MoE expert table", "cudaMallocAsync(&dev, bytes, c->stream)", __FILE__, __LINE__);
         }
         slot->key = p->experts;
         slot->n = p->n_experts;

@@ -87,6 +87,30 @@ static inline int gt_open(struct gt *g, const char *test) {
         return 0;
 }
 
+/* ------------------------------------------------------------------ the conformance program
+ * test-gpu-ops (test-gpu-ops.c) links every op family's test into one program, built with
+ * GT_CONFORMANCE: GT_MAIN(name) is main() of a family's own program and gt_family_<name>()
+ * there, and every op that both backends ran is counted in gt_op_cases, so that the program
+ * fails when an op of the backend's table (enum dsv_op_type) has no case. */
+#ifdef GT_CONFORMANCE
+extern unsigned long gt_op_cases[DSV_OP_MAX];
+int gt_family_elementwise(void);
+int gt_family_norm(void);
+int gt_family_linear(void);
+int gt_family_kv(void);
+int gt_family_indexer(void);
+int gt_family_mla(void);
+int gt_family_moe(void);
+#define GT_MAIN(name) int gt_family_##name(void)
+static inline void gt_census(const struct dsv_op *op) {
+        if ((int)op->type >= 0 && op->type < DSV_OP_MAX)
+                gt_op_cases[op->type]++;
+}
+#else
+#define GT_MAIN(name) int main(void)
+static inline void gt_census(const struct dsv_op *op) { (void)op; }
+#endif
+
 static inline void gt_close(struct gt *g) {
         dsv_backend_free(g->be[0]);
         dsv_backend_free(g->be[1]);
@@ -208,7 +232,10 @@ static inline int gt_run(struct gt *g, struct dsv_op ops[2], const char *what) {
                 CHECK(rc[s] == 0, "%s: %s backend: %s %s", what, g->be[s]->ops->name, strerror(-rc[s]),
                          s ? dsv_backend_last_error(g->be[s]) : "");
         }
-        return rc[0] || rc[1] ? -1 : 0;
+        if (rc[0] || rc[1])
+                return -1;
+        gt_census(&ops[1]);
+        return 0;
 }
 
 /* ------------------------------------------------------------------ comparisons */

@@ -38,19 +38,30 @@ EXTRA_DIST += tests/gpu/gputest.h tests/gpu/run-device.sh tests/gpu/README.md te
 # ---------------------------------------------------------------- the CUDA backend
 # On a GPU when there is one, else on the CPU emulation of CUDA (tests/gpu/emu), in every
 # configuration; plain C programs that open the plugin through the loader.
+# The op families' programs (GPU_OP_FAMILIES) are built for focused runs
+# (make check TESTS=tests/gpu/test-gpu-mla); make check runs them all at once as the
+# conformance program test-gpu-ops, which also fails when an op of the table has no case.
+GPU_OP_FAMILIES = \
+	tests/gpu/test-gpu-elementwise tests/gpu/test-gpu-norm tests/gpu/test-gpu-linear tests/gpu/test-gpu-kv \
+	tests/gpu/test-gpu-indexer tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe
 GPU_TESTS = \
-	tests/gpu/test-gpu-backend tests/gpu/test-gpu-elementwise tests/gpu/test-gpu-norm \
-	tests/gpu/test-gpu-linear tests/gpu/test-gpu-kv tests/gpu/test-gpu-indexer \
-	tests/gpu/test-gpu-mla tests/gpu/test-gpu-moe tests/gpu/test-gpu-sample tests/gpu/test-gpu-model \
+	tests/gpu/test-gpu-backend tests/gpu/test-gpu-ops tests/gpu/test-gpu-sample tests/gpu/test-gpu-model \
 	tests/gpu/test-gpu-load tests/gpu/test-gpu-graphs
-check_PROGRAMS += $(GPU_TESTS)
+check_PROGRAMS += $(GPU_TESTS) $(GPU_OP_FAMILIES)
 TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
-	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-status.sh
+	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/test-gpu-daemon-graphs.sh \
+	tests/gpu/test-gpu-ops-census.sh
 EXTRA_DIST += tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
-	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-status.sh
+	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/daemon.sh \
+	tests/gpu/test-gpu-daemon-graphs.sh tests/gpu/test-gpu-ops-census.sh
 GPU_TEST_LIBS = libdsv32plugin.la libdsv32kernels.la
 tests_gpu_test_gpu_backend_SOURCES = tests/gpu/test-gpu-backend.c tests/gpu/gputest.h
 tests_gpu_test_gpu_backend_LDADD = $(GPU_TEST_LIBS)
+tests_gpu_test_gpu_ops_SOURCES = tests/gpu/test-gpu-ops.c tests/gpu/gputest.h tests/gpu/test-gpu-elementwise.c \
+	tests/gpu/test-gpu-norm.c tests/gpu/test-gpu-linear.c tests/gpu/test-gpu-kv.c tests/gpu/test-gpu-indexer.c \
+	tests/gpu/test-gpu-mla.c tests/gpu/test-gpu-moe.c
+tests_gpu_test_gpu_ops_CPPFLAGS = $(AM_CPPFLAGS) -DGT_CONFORMANCE
+tests_gpu_test_gpu_ops_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_elementwise_SOURCES = tests/gpu/test-gpu-elementwise.c tests/gpu/gputest.h
 tests_gpu_test_gpu_elementwise_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_norm_SOURCES = tests/gpu/test-gpu-norm.c tests/gpu/gputest.h

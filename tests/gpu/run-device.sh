@@ -5,7 +5,8 @@
 # tests/gpu/ and kernels/dev/:
 #   - the CPU reference backend (kernels/cpu) and the backend loader (kernels/backend_plugin.c)
 #   - the plugin dsv32-backend-cuda.so (nvcc, sm_90a + compute_90 PTX, warnings as errors)
-#   - the GPU tests (tests/gpu/test-gpu-*.c) and the CPU-side tests of this directory
+#   - the GPU tests (tests/gpu/test-gpu-*.c: test-gpu-ops, the conformance program, links the
+#     op families' tests in) and the CPU-side tests of this directory
 #   - the harnesses (kernels/dev/*.cu)
 # then runs every test (a skip for lack of a GPU counts as a failure here) and the harnesses
 # at the 671B shapes, and writes under $OUT (default ./device-out):
@@ -141,9 +142,18 @@ write_jobs() {
         for h in fp8_gemm indexer_scores topk mla_decode; do
                 echo "$NVCC $NVFLAGS -c $SRC/kernels/dev/$h.cu -o $BUILD/obj/dev_$h.o" >>"$J"
         done
-        TESTS_C="test-cuda-plan test-backend-plugin test-gpu-backend test-gpu-elementwise test-gpu-norm test-gpu-linear test-gpu-kv test-gpu-indexer test-gpu-mla test-gpu-moe test-gpu-sample"
+        # test-gpu-ops: the conformance program, the op families' tests linked in (GT_CONFORMANCE)
+        OP_FAMILIES="test-gpu-elementwise test-gpu-norm test-gpu-linear test-gpu-kv test-gpu-indexer test-gpu-mla test-gpu-moe"
+        TESTS_C="test-cuda-plan test-backend-plugin test-gpu-backend test-gpu-ops test-gpu-sample"
         for t in $TESTS_C; do
-                echo "$CC $CFLAGS_ALL -c $SRC/tests/gpu/$t.c -o $BUILD/obj/$t.o" >>"$J"
+                def=
+                [ "$t" = test-gpu-ops ] && def=-DGT_CONFORMANCE
+                echo "$CC $CFLAGS_ALL $def -c $SRC/tests/gpu/$t.c -o $BUILD/obj/$t.o" >>"$J"
+        done
+        OPS_OBJS=
+        for t in $OP_FAMILIES; do
+                echo "$CC $CFLAGS_ALL -DGT_CONFORMANCE -c $SRC/tests/gpu/$t.c -o $BUILD/obj/ops-$t.o" >>"$J"
+                OPS_OBJS="$OPS_OBJS $BUILD/obj/ops-$t.o"
         done
         echo "$CXX -std=gnu++17 -g -O2 -ffp-contract=off -fno-strict-aliasing -fopenmp -Wall -Wextra $CXX_WERROR -Wno-missing-field-initializers -Wno-unused-parameter -Wno-unknown-pragmas -I$SRC/tests/gpu/emu -I$BUILD -I$SRC -c $SRC/tests/gpu/test-cuda-emu.cc -o $BUILD/obj/test-cuda-emu.o" >>"$J"
         echo "$CC $CFLAGS_ALL -fPIC -shared -o $BUILD/tests/gpu/dsv32-backend-fake.so $SRC/tests/gpu/fake_plugin.c" >>"$J"
@@ -189,6 +199,7 @@ if [ $BUILD_OK = 1 ]; then
         for t in $TESTS_C; do
                 extra=
                 [ "$t" = test-gpu-sample ] && extra=$BUILD/obj/sampler.o
+                [ "$t" = test-gpu-ops ] && extra=$OPS_OBJS
                 echo "$CC -fopenmp -pthread -o $BUILD/bin/$t $BUILD/obj/$t.o $extra $LOADER -ldl -lm" >>"$J"
         done
         echo "$CXX -fopenmp -pthread -o $BUILD/bin/test-cuda-emu $BUILD/obj/test-cuda-emu.o $LOADER -ldl -lm" >>"$J"

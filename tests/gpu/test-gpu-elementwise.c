@@ -201,7 +201,7 @@ static void test_hadamard(int64_t T, int64_t N, int d, bool faithful) {
         free(r1);
 }
 
-int main(void) {
+GT_MAIN(elementwise) {
         int r = gt_open(&g, "test-gpu-elementwise");
         if (r)
                 return r;

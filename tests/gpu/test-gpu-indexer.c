@@ -228,7 +228,7 @@ static void test_indexer(bool faithful, int H, int d, int topk, int n_seq, const
         free(pos);
 }
 
-int main(void) {
+GT_MAIN(indexer) {
         int r = gt_open(&g, "test-gpu-indexer");
         if (r)
                 return r;

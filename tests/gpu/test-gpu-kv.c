@@ -107,7 +107,7 @@ static void test_kv(enum dsv_kv_format fmt, int n_layers, int layer, int kv_lora
         free(p1);
 }
 
-int main(void) {
+GT_MAIN(kv) {
         int r = gt_open(&g, "test-gpu-kv");
         if (r)
                 return r;

@@ -90,6 +90,7 @@ static void test_linear(int64_t T, int64_t N, int64_t K, enum dsv_dtype wt, bool
                         continue;
                 gb_get(&g, &out, 1, o1, what);
                 gt_cmp_f32(what, o0, o1, no, tol);
+                gt_census(&op);
         }
         printf("    (cpu reference %.2f s)\n", t_cpu);
         gb_free(&g, &x);
@@ -103,7 +104,7 @@ static void test_linear(int64_t T, int64_t N, int64_t K, enum dsv_dtype wt, bool
         free(sv);
 }
 
-int main(void) {
+GT_MAIN(linear) {
         int r = gt_open(&g, "test-gpu-linear");
         if (r)
                 return r;

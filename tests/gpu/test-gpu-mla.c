@@ -218,7 +218,7 @@ static void test_prefill(bool faithful, int H, int nope, int rope, int V, int K,
         free(idx);
 }
 
-int main(void) {
+GT_MAIN(mla) {
         int r = gt_open(&g, "test-gpu-mla");
         if (r)
                 return r;

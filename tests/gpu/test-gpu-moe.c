@@ -275,7 +275,7 @@ static void test_experts(const struct moe_case *mc, bool faithful, struct dsv_ba
         free(sc2);
 }
 
-int main(void) {
+GT_MAIN(moe) {
         int r = gt_open(&g, "test-gpu-moe");
         if (r)
                 return r;

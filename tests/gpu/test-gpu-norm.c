@@ -166,7 +166,7 @@ static void test_act_quant(int64_t T, int64_t K, bool specials) {
         free(q1);
 }
 
-int main(void) {
+GT_MAIN(norm) {
         int r = gt_open(&g, "test-gpu-norm");
         if (r)
                 return r;

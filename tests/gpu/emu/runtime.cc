@@ -43,6 +43,10 @@
  * process (kernel launches, copies, library calls, event waits, counted from 1; frees are not
  * counted) fault when it runs, as an illegal address would (sticky cudaErrorIllegalAddress);
  * DSV_CUDA_EMU_COUNT_OPS=FILE writes how many were queued to FILE at exit (where to aim N);
+ * DSV_CUDA_EMU_FAIL_ALLOC=N makes the Nth memory allocation of the process (cudaMalloc,
+ * cudaMallocAsync, cudaHostAlloc/cudaMallocHost, counted from 1) fail with
+ * cudaErrorMemoryAllocation, as a full device would (not sticky: the next one succeeds), and
+ * DSV_CUDA_EMU_COUNT_ALLOCS=FILE writes how many were made to FILE at exit;
  * DSV_CUDA_EMU_COPY_DELAY_US=U makes every copy take U microseconds more when it runs (a slow
  * bus, for tests of load progress). */
 #include <errno.h>
@@ -165,6 +169,9 @@ struct rt_state {
         size_t fail_after, copy_delay_us; /* the test knobs */
         std::string count_path;
         std::atomic<size_t> n_ops{0};     /* launches and copies queued */
+        size_t fail_alloc;                /* DSV_CUDA_EMU_FAIL_ALLOC */
+        std::string count_allocs_path;
+        std::atomic<size_t> n_allocs{0};  /* cudaMalloc, cudaMallocAsync, cudaHostAlloc calls */
 };
 
 rt_state *S;
@@ -197,6 +204,18 @@ void init_state() {
                         FILE *f = fopen(S->count_path.c_str(), "we");
                         if (f) {
                                 fprintf(f, "%zu\n", S->n_ops.load());
+                                fclose(f);
+                        }
+                });
+        }
+        S->fail_alloc = env_size("DSV_CUDA_EMU_FAIL_ALLOC", 0, 1, (size_t)1 << 48);
+        const char *count_allocs = getenv("DSV_CUDA_EMU_COUNT_ALLOCS");
+        if (count_allocs && *count_allocs) {
+                S->count_allocs_path = count_allocs;
+                atexit([] {
+                        FILE *f = fopen(S->count_allocs_path.c_str(), "we");
+                        if (f) {
+                                fprintf(f, "%zu\n", S->n_allocs.load());
                                 fclose(f);
                         }
                 });
@@ -882,10 +901,25 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 }
 
 /* ------------------------------------------------------------------ memory */
+/* Counts an allocation; true when DSV_CUDA_EMU_FAIL_ALLOC aims at this one (it then fails). */
+static bool alloc_injected(const char *what, size_t size) {
+        rt_state &s = st();
+        if (!s.fail_alloc && s.count_allocs_path.empty())
+                return false;
+        const size_t k = ++s.n_allocs;
+        if (k != s.fail_alloc)
+                return false;
+        emu_print("%s of %zu bytes fails with cudaErrorMemoryAllocation: allocation number %zu (DSV_CUDA_EMU_FAIL_ALLOC)", what,
+                  size, k);
+        return true;
+}
+
 cudaError_t cudaMalloc(void **p, size_t size) {
         EMU_BROKEN();
         if (!p)
                 return emu::set_error(cudaErrorInvalidValue);
+        if (alloc_injected("cudaMalloc", size))
+                return emu::set_error(cudaErrorMemoryAllocation);
         return emu::set_error(dev_alloc(cur_dev, size, p));
 }
 
@@ -903,6 +937,8 @@ cudaError_t cudaMallocAsync(void **p, size_t size, cudaStream_t hs) {
         if (!p)
                 return emu::set_error(cudaErrorInvalidValue);
         emu_stream *s = emu::stream_of(hs);
+        if (alloc_injected("cudaMallocAsync", size))
+                return emu::set_error(cudaErrorMemoryAllocation);
         cudaError_t e = dev_alloc(s->device, size, p);
         if (e != cudaSuccess)
                 return emu::set_error(e);
@@ -973,6 +1009,8 @@ cudaError_t cudaHostAlloc(void **p, size_t size, unsigned flags) {
         EMU_BROKEN();
         if (!p)
                 return emu::set_error(cudaErrorInvalidValue);
+        if (alloc_injected("cudaHostAlloc", size))
+                return emu::set_error(cudaErrorMemoryAllocation);
         size_t len = size ? (size + 4095) & ~(size_t)4095 : 4096;
         void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
