@@ -534,6 +534,28 @@ static void test_mla(void) {
         for (int i = 0; i < T * H * V; i++)
                 CHECK(fabs(out[i] - out2[i]) < 0.05 * rms && out[i] == dsv_round_bf16(out[i]),
                       "faithful decode vs prefill [%d] %g vs %g (rms %g)", i, out[i], out2[i], rms);
+        /* faithful with a bf16-valued table: held as BF16 (half the bytes, what the loader
+         * keeps on the CPU backend) it gives the same bits as held as F32 */
+        uint16_t *wb = malloc((size_t)H * (nope + V) * C * sizeof(uint16_t));
+        REQUIRE(wb, "oom");
+        for (size_t i = 0; i < (size_t)H * (nope + V) * C; i++) {
+                wkvb[i] = dsv_round_bf16(wkvb[i]);
+                wb[i] = dsv_f32_to_bf16(wkvb[i]);
+        }
+        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "faithful mla, F32 table");
+        struct dsv_tensor WB = dsv_tensor_2d(DSV_BF16, wb, H * (nope + V), C);
+        op.wkv_b = &WB;
+        op.out = &O2;
+        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "faithful mla, BF16 table");
+        CHECK(memcmp(out, out2, (size_t)T * H * V * sizeof(float)) == 0, "faithful mla decode: the BF16 table differs from the F32 one");
+        /* and the same in exact numerics (a BF16 table there is only a test's choice) */
+        op.faithful = false;
+        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "exact mla, BF16 table");
+        op.wkv_b = &W;
+        op.out = &O;
+        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "exact mla, F32 table");
+        CHECK(memcmp(out, out2, (size_t)T * H * V * sizeof(float)) == 0, "exact mla decode: the BF16 table differs from the F32 one");
+        free(wb);
         free(wkvb);
         free(q);
         free(out);
