@@ -9,8 +9,8 @@
  *   out[d]   = sum_c o_c[c] W_UV[d][c]
  * faithful: q_c, both score terms, their sum, the scaled score, p, o_c and out are bf16, as in
  * the reference's bf16 einsums. kv_b (W_UK, W_UV) is F32, or BF16 where its values are
- * bf16-rounded anyway (faithful): a BF16 row is widened into a float row first, so both
- * forms run the same float loops and give the same bits.
+ * bf16-rounded anyway (faithful): both forms give the same bits (W_UK's rows enter
+ * element-wise updates, W_UV's rows are widened to float before their dot products).
  *
  * Prefill ("expanded", one sequence): k_j = [k_nope_j ; kpe_j], v_j from kv_b(c_j):
  *   s_j = (q . k_j) * scale;  p = softmax(s);  out = sum_j p_j v_j
@@ -84,13 +84,32 @@ static void mla_gather_rows(void *v, int64_t t0, int64_t t1, int thread) {
         }
 }
 
-/* Row r of kv_b as floats: the F32 row itself, or the BF16 row widened into buf. */
-static const float *kvb_row(const struct dsv_tensor *w, int64_t r, float *buf, int n) {
+DSV_HOT static void axpy_bf16(float *y, float a, const uint16_t *x, int n) {
+        OMP(simd)
+        for (int i = 0; i < n; i++)
+                y[i] += a * dsv_bf16_to_f32(x[i]);
+}
+
+DSV_HOT static void widen_bf16(float *y, const uint16_t *x, int n) {
+        OMP(simd)
+        for (int i = 0; i < n; i++)
+                y[i] = dsv_bf16_to_f32(x[i]);
+}
+
+/* y += a * row r of kv_b: each element on its own, so the same bits from either form. */
+static void axpy_row(float *y, float a, const struct dsv_tensor *w, int64_t r, int n) {
+        if (w->type == DSV_F32)
+                axpy(y, a, dsv_tensor_row(w, r), n);
+        else
+                axpy_bf16(y, a, dsv_tensor_row(w, r), n);
+}
+
+/* Row r of kv_b as floats, for a dot product (whose reduction order must not depend on the
+ * form): the F32 row itself, or the BF16 row widened into buf. */
+static const float *row_f32(const struct dsv_tensor *w, int64_t r, float *buf, int n) {
         if (w->type == DSV_F32)
                 return dsv_tensor_row(w, r);
-        const uint16_t *b = dsv_tensor_row(w, r);
-        for (int i = 0; i < n; i++)
-                buf[i] = dsv_bf16_to_f32(b[i]);
+        widen_bf16(buf, dsv_tensor_row(w, r), n);
         return buf;
 }
 
@@ -118,7 +137,7 @@ static void mla_head_items(void *v, int64_t i0, int64_t i1, int thread) {
                 const int64_t wuk = (int64_t)h * (nope + V), wuv = wuk + nope;
                 memset(qc, 0, (size_t)C * sizeof(float));
                 for (int d = 0; d < nope; d++)
-                        axpy(qc, qn[d], kvb_row(p->wkv_b, wuk + d, wrow, C), C);
+                        axpy_row(qc, qn[d], p->wkv_b, wuk + d, C);
                 for (int c = 0; c < C; c++)
                         qc[c] = dsv_rnd(qc[c], f);
                 for (int j = 0; j < n; j++) {
@@ -133,7 +152,7 @@ static void mla_head_items(void *v, int64_t i0, int64_t i1, int thread) {
                 for (int c = 0; c < C; c++)
                         oc[c] = dsv_rnd(oc[c], f);
                 for (int d = 0; d < V; d++)
-                        out[h * V + d] = dsv_rnd(dotf(oc, kvb_row(p->wkv_b, wuv + d, wrow, C), C), f);
+                        out[h * V + d] = dsv_rnd(dotf(oc, row_f32(p->wkv_b, wuv + d, wrow, C), C), f);
         }
 }
 
