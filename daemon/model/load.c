@@ -4,6 +4,7 @@
  * at load, named. */
 #include "config.h"
 
+#include <assert.h>
 #include <math.h>
 
 #include "daemon/model/internal.h"
@@ -124,17 +125,43 @@ static void wire_mtp(struct dsv_model *m, const struct dsv_tensor_index *ix) {
                 m->mtp.head = m->lm_head;
 }
 
-/* Dequantizes kv_b_proj into F32 (bf16-rounded in faithful numerics, as the reference's
- * weight_dequant produces the default dtype). */
-static int make_wkv_b_deq(struct dsv_model *m, struct layer *l) {
+/* The form of the absorbed attention's dequantized kv_b table. In faithful numerics its
+ * values are bf16-rounded (the reference's weight_dequant yields the default dtype, bf16), so
+ * BF16 holds them losslessly in half the bytes, where the backend's MLA decode reads BF16 (the
+ * CPU backend does; the CUDA plugin's cuBLAS SGEMMs take F32): asked of supports_op() with a
+ * one-token op of this model's shapes. Exact numerics keep F32. */
+static enum dsv_dtype wkv_b_deq_type(const struct dsv_model *m) {
+        const struct dsv_model_config *c = &m->cfg;
+        if (m->numerics != DSV_NUMERICS_FAITHFUL)
+                return DSV_F32;
+        struct dsv_kv_layout L;
+        dsv_kv_layout_init_layers(&L, c, dsv_numerics_kv_format(m->numerics), 1, DSV_KV_PAGE_TOKENS);
+        const int H = c->num_attention_heads;
+        struct dsv_tensor out = dsv_tensor_2d(DSV_F32, NULL, 1, (int64_t)H * c->v_head_dim),
+                          q = dsv_tensor_2d(DSV_F32, NULL, 1, (int64_t)H * dsv_cfg_qk_head_dim(c)),
+                          w = dsv_tensor_2d(DSV_BF16, NULL, (int64_t)H * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank),
+                          idx = dsv_tensor_2d(DSV_I32, NULL, 1, MAX(c->index_topk, 1)), one = dsv_tensor_2d(DSV_I32, NULL, 1, 1);
+        struct dsv_op op = {.type = DSV_OP_MLA_DECODE, .faithful = true};
+        op.mla_decode = (struct dsv_op_mla_decode){.out = &out, .q = &q, .wkv_b = &w, .idx = &idx, .kv = {&L, NULL, 0},
+                                                   .at = {&one, &one, &one}, .n_heads = H, .nope = c->qk_nope_head_dim,
+                                                   .rope = c->qk_rope_head_dim, .v = c->v_head_dim, .kv_lora = c->kv_lora_rank,
+                                                   .scale = 1.0f, .faithful = true};
+        return m->be->ops->supports_op(m->be, &op) ? DSV_BF16 : DSV_F32;
+}
+
+/* Dequantizes kv_b_proj into the form wkv_b_deq_type() chose: F32, bf16-rounded in faithful
+ * numerics, or BF16 (faithful only: the same values). */
+static int make_wkv_b_deq(struct dsv_model *m, struct layer *l, enum dsv_dtype type) {
         const struct dsv_tensor *w = l->wkv_b;
         const int64_t R = w->ne[1], K = w->ne[0];
+        const size_t esize = dsv_dtype_size(type);
         size_t wbytes = (size_t)R * (size_t)w->stride, sbytes = 0;
-        float *out = malloc((size_t)R * (size_t)K * sizeof(float));
+        uint8_t *out = malloc((size_t)R * (size_t)K * esize);
         uint8_t *raw = malloc(wbytes);
         float *sc = NULL;
         int r;
 
+        assert(type == DSV_F32 || (type == DSV_BF16 && m->numerics == DSV_NUMERICS_FAITHFUL));
         if (!out || !raw) {
                 r = -ENOMEM;
                 goto out;
@@ -161,17 +188,20 @@ static int make_wkv_b_deq(struct dsv_model *m, struct layer *l) {
                                 v = dsv_bf16_to_f32(((const uint16_t *)row)[j]);
                         else
                                 v = ((const float *)row)[j];
-                        out[i * K + j] = m->numerics == DSV_NUMERICS_FAITHFUL ? dsv_round_bf16(v) : v;
+                        if (type == DSV_BF16)
+                                ((uint16_t *)out)[i * K + j] = dsv_f32_to_bf16(v);
+                        else
+                                ((float *)out)[i * K + j] = m->numerics == DSV_NUMERICS_FAITHFUL ? dsv_round_bf16(v) : v;
                 }
         void *dev;
-        size_t bytes = (size_t)R * (size_t)K * sizeof(float);
+        size_t bytes = (size_t)R * (size_t)K * esize;
         if ((r = m->be->ops->alloc(m->be, bytes, &dev)) < 0)
                 goto out;
         if ((r = m->be->ops->upload(m->be, dev, out, bytes)) < 0) {
                 m->be->ops->dealloc(m->be, dev, bytes);
                 goto out;
         }
-        l->wkv_b_deq = dsv_tensor_2d(DSV_F32, dev, R, K);
+        l->wkv_b_deq = dsv_tensor_2d(type, dev, R, K);
 out:
         free(out);
         free(raw);
@@ -256,7 +286,7 @@ static int check_fits(struct dsv_model *m, const struct dsv_model_opts *o, struc
         kv = pages * page;
         kv_tokens = pages * DSV_KV_PAGE_TOKENS;
         weights = m->wbytes + (uint64_t)n_layers * c->num_attention_heads * (c->qk_nope_head_dim + c->v_head_dim) *
-                                      c->kv_lora_rank * sizeof(float);
+                                      c->kv_lora_rank * dsv_dtype_size(wkv_b_deq_type(m));
         ws = dsv_ws_min_bytes(m);
         need = weights + ws + kv;
         if (need <= free_b)
@@ -390,6 +420,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         }
         if (m->has_mtp)
                 wire_mtp(m, &ix);
+        const enum dsv_dtype wkv_b_type = wkv_b_deq_type(m);
         for (int i = 0; i < m->n_layers; i++) {
                 struct layer *l = &m->layers[i];
 #define T(field, fmt, ...)                                                                                \
@@ -436,7 +467,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                         }
                 }
 #undef T
-                r = make_wkv_b_deq(m, l);
+                r = make_wkv_b_deq(m, l, wkv_b_type);
                 if (r < 0)
                         goto fail;
         }

@@ -207,7 +207,7 @@ static bool cpu_supports(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_INDEXER_TOPK:
                 return op->indexer_topk.head_dim <= DSV_QBLOCK || !op->indexer_topk.faithful;
         case DSV_OP_MLA_DECODE:
-                return op->mla_decode.wkv_b->type == DSV_F32;
+                return op->mla_decode.wkv_b->type == DSV_F32 || op->mla_decode.wkv_b->type == DSV_BF16;
         case DSV_OP_MLA_PREFILL:
                 return is_act(op->mla_prefill.kvb);
         case DSV_OP_MOE_GATE:

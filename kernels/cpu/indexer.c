@@ -77,43 +77,31 @@ static const uint8_t *idx_key(const struct dsv_kv_ref *kv, int64_t slot, const f
         return page + L->idx_off + (size_t)off * L->idx_rec;
 }
 
+/* Three parallel steps, so that one decoding token's scores also spread over the pool:
+ * each row's query is prepared (prep), its scores are computed in chunks of positions that
+ * are independent work items (score_chunks: a score's arithmetic does not depend on the
+ * chunking, the thread count or the batch), then each row selects its top-k (select_rows).
+ * Rows whose context fits in topk, with no scores wanted, select everything and skip the rest. */
+#define IDX_CHUNK 64 /* positions per work item */
+
 struct idx_ctx {
         const struct dsv_op_indexer_topk *p;
+        int64_t *off;   /* row t's scores start at off[t] (off[T] in all; off[t+1] == off[t]: not scored) */
+        int64_t *item;  /* work item i: row item[2i], first position item[2i+1] */
+        float *scores;  /* off[T] */
+        float *qf, *wh; /* per row: H*d query floats, H head weights */
         _Atomic int err;
 };
 
-static void indexer_rows(void *v, int64_t t0, int64_t t1, int thread) {
+static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
         struct idx_ctx *ic = v;
         const struct dsv_op_indexer_topk *p = ic->p;
-        const struct dsv_kv_layout *L = p->kv.layout;
-        const int H = p->n_heads, d = p->head_dim, topk = p->topk;
-        const int nbh = DIV_ROUND_UP(d, DSV_QBLOCK);
-        const int32_t *seq = p->at.tok_seq->data, *pos = p->at.tok_pos->data;
-
+        const int H = p->n_heads, d = p->head_dim, nbh = DIV_ROUND_UP(d, DSV_QBLOCK);
         for (int64_t t = t0; t < t1; t++) {
-                int32_t *out = dsv_tensor_row(p->idx, t);
-                const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
-                const int n = pos[t] + 1;
-                int k = MIN(topk, n);
-                float *sc_out = p->scores ? dsv_tensor_row(p->scores, t) : NULL;
-
-                if (n <= topk && !sc_out) {
-                        for (int i = 0; i < n; i++)
-                                out[i] = i;
-                        for (int i = n; i < topk; i++)
-                                out[i] = -1;
+                if (ic->off[t + 1] == ic->off[t])
                         continue;
-                }
-                float *scores = malloc((size_t)n * sizeof(float) + (size_t)n * sizeof(struct scored) +
-                                       (size_t)H * d * sizeof(float) + (size_t)H * sizeof(float) + (size_t)d * sizeof(float));
-                if (!scores) {
-                        atomic_store(&ic->err, -ENOMEM);
-                        continue;
-                }
-                void *scratch = scores + n;
-                float *qf = (float *)((struct scored *)scratch + n), *wh = qf + (size_t)H * d, *kf = wh + H;
+                float *qf = ic->qf + (size_t)t * H * d, *wh = ic->wh + (size_t)t * H;
                 const float *w = dsv_tensor_row(p->w, t);
-
                 if (p->faithful) {
                         const float *qs = dsv_tensor_row(p->q_scale, t);
                         dsv_e4m3_row_to_f32(dsv_tensor_row(p->q, t), (int64_t)H * d, qf);
@@ -124,8 +112,28 @@ static void indexer_rows(void *v, int64_t t0, int64_t t1, int thread) {
                         for (int h = 0; h < H; h++)
                                 wh[h] = (w[h] * p->w_scale1) * p->w_scale2;
                 }
-                for (int s = 0; s < n; s++) {
-                        int64_t slot = dsv_kv_slot(L, pages, s);
+        }
+}
+
+static void score_chunks(void *v, int64_t i0, int64_t i1, int thread) {
+        struct idx_ctx *ic = v;
+        const struct dsv_op_indexer_topk *p = ic->p;
+        const struct dsv_kv_layout *L = p->kv.layout;
+        const int H = p->n_heads, d = p->head_dim;
+        const int32_t *seq = p->at.tok_seq->data;
+        float *kf = dsv_cpu_scratch(0, (size_t)d * sizeof(float));
+        if (!kf) {
+                atomic_store(&ic->err, -ENOMEM);
+                return;
+        }
+        for (int64_t it = i0; it < i1; it++) {
+                const int64_t t = ic->item[2 * it], s0 = ic->item[2 * it + 1];
+                const int64_t n = ic->off[t + 1] - ic->off[t], s1 = MIN(s0 + IDX_CHUNK, n);
+                const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
+                const float *qf = ic->qf + (size_t)t * H * d, *wh = ic->wh + (size_t)t * H;
+                float *scores = ic->scores + ic->off[t];
+                for (int64_t s = s0; s < s1; s++) {
+                        int64_t slot = dsv_kv_slot(L, pages, (int32_t)s);
                         float ks = 1.0f, acc = 0;
                         if (p->faithful) {
                                 const float *ksp;
@@ -144,26 +152,89 @@ static void indexer_rows(void *v, int64_t t0, int64_t t1, int thread) {
                         }
                         scores[s] = acc * ks;
                 }
-                if (sc_out) {
+        }
+}
+
+static void select_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        struct idx_ctx *ic = v;
+        const struct dsv_op_indexer_topk *p = ic->p;
+        const int topk = p->topk;
+        const int32_t *pos = p->at.tok_pos->data;
+
+        for (int64_t t = t0; t < t1; t++) {
+                int32_t *out = dsv_tensor_row(p->idx, t);
+                const int n = pos[t] + 1, k = MIN(topk, n);
+                if (ic->off[t + 1] == ic->off[t]) {
+                        for (int i = 0; i < n; i++)
+                                out[i] = i;
+                        for (int i = n; i < topk; i++)
+                                out[i] = -1;
+                        continue;
+                }
+                const float *scores = ic->scores + ic->off[t];
+                if (p->scores) {
+                        float *sc_out = dsv_tensor_row(p->scores, t);
                         int64_t W = p->scores->ne[0];
                         for (int64_t s = 0; s < W; s++)
                                 sc_out[s] = s < n ? scores[s] : -INFINITY;
                 }
+                void *scratch = dsv_cpu_scratch(0, (size_t)n * sizeof(struct scored));
+                if (!scratch) {
+                        atomic_store(&ic->err, -ENOMEM);
+                        return;
+                }
                 dsv_topk_select(scores, n, k, out, scratch);
                 for (int i = k; i < topk; i++)
                         out[i] = -1;
-                free(scores);
         }
 }
 
 int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p) {
         const int64_t T = p->idx->ne[1];
         const int32_t *pos = p->at.tok_pos->data;
+        const int H = p->n_heads, d = p->head_dim;
         struct idx_ctx ic = {.p = p};
+        int64_t n_items = 0, n_scored = 0;
+        int r = -ENOMEM;
 
         if (p->faithful != (p->kv.layout->format == DSV_KV_FP8))
                 return -EINVAL;
+        if (T == 0)
+                return 0;
         atomic_init(&ic.err, 0);
-        dsv_par_for_dyn(T, 1, T > 1 ? T * p->n_heads * p->head_dim * (int64_t)pos[T - 1] : 0, indexer_rows, &ic);
-        return atomic_load(&ic.err);
+        ic.off = malloc((size_t)(T + 1) * sizeof(int64_t));
+        if (!ic.off)
+                return -ENOMEM;
+        ic.off[0] = 0;
+        for (int64_t t = 0; t < T; t++) {
+                const int64_t n = (int64_t)pos[t] + 1;
+                const bool scored = n > p->topk || p->scores;
+                ic.off[t + 1] = ic.off[t] + (scored ? n : 0);
+                n_items += scored ? DIV_ROUND_UP(n, IDX_CHUNK) : 0;
+                n_scored += scored;
+        }
+        ic.item = malloc((size_t)MAX(n_items, 1) * 2 * sizeof(int64_t));
+        ic.scores = malloc((size_t)MAX(ic.off[T], 1) * sizeof(float));
+        ic.qf = malloc((size_t)(n_scored ? T : 1) * ((size_t)H * d + (size_t)H) * sizeof(float));
+        if (!ic.item || !ic.scores || !ic.qf)
+                goto out;
+        ic.wh = ic.qf + (size_t)(n_scored ? T : 1) * H * d;
+        for (int64_t t = 0, i = 0; t < T; t++)
+                for (int64_t s0 = 0; s0 < ic.off[t + 1] - ic.off[t]; s0 += IDX_CHUNK, i++) {
+                        ic.item[2 * i] = t;
+                        ic.item[2 * i + 1] = s0;
+                }
+        if (n_scored) {
+                dsv_par_for(T, n_scored * H * d, prep_rows, &ic);
+                dsv_par_for_dyn(n_items, 1, ic.off[T] * H * d * 2, score_chunks, &ic);
+        }
+        /* top-k: ~ n log k compares a row */
+        dsv_par_for_dyn(T, 1, n_scored > 1 ? ic.off[T] * 8 : 0, select_rows, &ic);
+        r = atomic_load(&ic.err);
+out:
+        free(ic.qf);
+        free(ic.scores);
+        free(ic.item);
+        free(ic.off);
+        return r;
 }

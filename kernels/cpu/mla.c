@@ -8,7 +8,9 @@
  *   o_c      = sum_j p_j c_j
  *   out[d]   = sum_c o_c[c] W_UV[d][c]
  * faithful: q_c, both score terms, their sum, the scaled score, p, o_c and out are bf16, as in
- * the reference's bf16 einsums.
+ * the reference's bf16 einsums. kv_b (W_UK, W_UV) is F32, or BF16 where its values are
+ * bf16-rounded anyway (faithful): both forms give the same bits (W_UK's rows enter
+ * element-wise updates, W_UV's rows are widened to float before their dot products).
  *
  * Prefill ("expanded", one sequence): k_j = [k_nope_j ; kpe_j], v_j from kv_b(c_j):
  *   s_j = (q . k_j) * scale;  p = softmax(s);  out = sum_j p_j v_j
@@ -82,32 +84,60 @@ static void mla_gather_rows(void *v, int64_t t0, int64_t t1, int thread) {
         }
 }
 
+DSV_HOT static void axpy_bf16(float *y, float a, const uint16_t *x, int n) {
+        OMP(simd)
+        for (int i = 0; i < n; i++)
+                y[i] += a * dsv_bf16_to_f32(x[i]);
+}
+
+DSV_HOT static void widen_bf16(float *y, const uint16_t *x, int n) {
+        OMP(simd)
+        for (int i = 0; i < n; i++)
+                y[i] = dsv_bf16_to_f32(x[i]);
+}
+
+/* y += a * row r of kv_b: each element on its own, so the same bits from either form. */
+static void axpy_row(float *y, float a, const struct dsv_tensor *w, int64_t r, int n) {
+        if (w->type == DSV_F32)
+                axpy(y, a, dsv_tensor_row(w, r), n);
+        else
+                axpy_bf16(y, a, dsv_tensor_row(w, r), n);
+}
+
+/* Row r of kv_b as floats, for a dot product (whose reduction order must not depend on the
+ * form): the F32 row itself, or the BF16 row widened into buf. */
+static const float *row_f32(const struct dsv_tensor *w, int64_t r, float *buf, int n) {
+        if (w->type == DSV_F32)
+                return dsv_tensor_row(w, r);
+        widen_bf16(buf, dsv_tensor_row(w, r), n);
+        return buf;
+}
+
 static void mla_head_items(void *v, int64_t i0, int64_t i1, int thread) {
         struct mla_dec *md = v;
         const struct dsv_op_mla_decode *p = md->p;
         const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v, C = p->kv_lora;
         const int qk = nope + rope;
         const bool f = p->faithful;
-        const size_t wst = p->wkv_b->stride / sizeof(float);
 
         for (int64_t it = i0; it < i1; it++) {
                 const int64_t t = it / H;
                 const int h = (int)(it % H);
                 const int n = (int)(md->off[t + 1] - md->off[t]);
                 const float *lat = md->lat + (size_t)md->off[t] * C, *kpe = md->kpe + (size_t)md->off[t] * rope;
-                float *qc = dsv_cpu_scratch(0, ((size_t)C * 2 + (size_t)n) * sizeof(float));
+                float *qc = dsv_cpu_scratch(0, ((size_t)C * 3 + (size_t)n) * sizeof(float));
                 if (!qc) {
                         atomic_store(&md->err, -ENOMEM);
                         return;
                 }
-                float *oc = qc + C, *s = oc + C;
+                float *oc = qc + C, *wrow = oc + C, *s = wrow + C;
                 const float *q = dsv_tensor_row(p->q, t);
                 float *out = dsv_tensor_row(p->out, t);
                 const float *qn = q + (size_t)h * qk, *qp = qn + nope;
-                const float *wuk = dsv_tensor_row(p->wkv_b, (int64_t)h * (nope + V));
+                const int64_t wuk = (int64_t)h * (nope + V), wuv = wuk + nope;
                 memset(qc, 0, (size_t)C * sizeof(float));
                 for (int d = 0; d < nope; d++)
-                        axpy(qc, qn[d], wuk + (size_t)d * wst, C);
+                        axpy_row(qc, qn[d], p->wkv_b, wuk + d, C);
                 for (int c = 0; c < C; c++)
                         qc[c] = dsv_rnd(qc[c], f);
                 for (int j = 0; j < n; j++) {
@@ -121,9 +151,8 @@ static void mla_head_items(void *v, int64_t i0, int64_t i1, int thread) {
                         axpy(oc, dsv_rnd(s[j], f), lat + (size_t)j * C, C);
                 for (int c = 0; c < C; c++)
                         oc[c] = dsv_rnd(oc[c], f);
-                const float *wuv = wuk + (size_t)nope * wst;
                 for (int d = 0; d < V; d++)
-                        out[h * V + d] = dsv_rnd(dotf(oc, wuv + (size_t)d * wst, C), f);
+                        out[h * V + d] = dsv_rnd(dotf(oc, row_f32(p->wkv_b, wuv + d, wrow, C), C), f);
         }
 }
 

@@ -446,6 +446,42 @@ static void test_indexer(void) {
                         for (int j = k; j < topk; j++)
                                 CHECK(idx[t * topk + j] == -1, "padding");
                 }
+                /* on a 2-thread pool, the batch and each row alone (a decoding token's scores
+                 * are split over the pool in chunks of positions), with and without the scores
+                 * output: the same scores and selections, bit for bit */
+                REQUIRE(dsv_cpu_pool_acquire(2) == 0, "pool");
+                int32_t idx2[3 * 16];
+                float *sc2 = malloc((size_t)T * n * 4);
+                REQUIRE(sc2, "oom");
+                for (int pass = 0; pass < 3; pass++) {
+                        memset(idx2, 0x55, sizeof(idx2));
+                        for (int t = 0; t < T; t++) {
+                                const int t0 = pass == 1 ? t : 0, nt = pass == 1 ? 1 : T;
+                                struct dsv_tensor I2 = dsv_tensor_2d(DSV_I32, idx2 + t0 * topk, nt, topk),
+                                                  S2 = dsv_tensor_2d(DSV_F32, sc2 + (size_t)t0 * n, nt, n),
+                                                  Q2 = faithful ? dsv_tensor_2d(DSV_U8, q8 + (size_t)t0 * H * d, nt, H * d)
+                                                                : dsv_tensor_2d(DSV_F32, q + (size_t)t0 * H * d, nt, H * d),
+                                                  QS2 = dsv_tensor_2d(DSV_F32, qs + t0 * H, nt, H), W2 = dsv_tensor_2d(DSV_F32, w + t0 * H, nt, H),
+                                                  TS2 = dsv_tensor_2d(DSV_I32, seq + t0, 1, nt), TP2 = dsv_tensor_2d(DSV_I32, pos + t0, 1, nt);
+                                struct dsv_op_indexer_topk op2 = op;
+                                op2.idx = &I2;
+                                op2.scores = pass == 2 ? NULL : &S2;
+                                op2.q = &Q2;
+                                op2.q_scale = &QS2;
+                                op2.w = &W2;
+                                op2.at = (struct dsv_kv_index){&TS2, &TP2, &BT};
+                                REQUIRE(dsv_cpu_indexer_topk(&op2) == 0, "indexer on the pool");
+                                if (pass != 1)
+                                        break;
+                        }
+                        CHECK(memcmp(idx2, idx, sizeof(idx2)) == 0, "%s indexer on 2 threads (%s): other selections",
+                              faithful ? "faithful" : "exact", pass == 1 ? "row by row" : "batch");
+                        if (pass < 2)
+                                CHECK(memcmp(sc2, sc, (size_t)T * n * 4) == 0, "%s indexer on 2 threads (%s): other scores",
+                                      faithful ? "faithful" : "exact", pass == 1 ? "row by row" : "batch");
+                }
+                dsv_cpu_pool_release();
+                free(sc2);
                 free(q);
                 free(w);
                 free(q8);
@@ -534,6 +570,28 @@ static void test_mla(void) {
         for (int i = 0; i < T * H * V; i++)
                 CHECK(fabs(out[i] - out2[i]) < 0.05 * rms && out[i] == dsv_round_bf16(out[i]),
                       "faithful decode vs prefill [%d] %g vs %g (rms %g)", i, out[i], out2[i], rms);
+        /* faithful with a bf16-valued table: held as BF16 (half the bytes, what the loader
+         * keeps on the CPU backend) it gives the same bits as held as F32 */
+        uint16_t *wb = malloc((size_t)H * (nope + V) * C * sizeof(uint16_t));
+        REQUIRE(wb, "oom");
+        for (size_t i = 0; i < (size_t)H * (nope + V) * C; i++) {
+                wkvb[i] = dsv_round_bf16(wkvb[i]);
+                wb[i] = dsv_f32_to_bf16(wkvb[i]);
+        }
+        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "faithful mla, F32 table");
+        struct dsv_tensor WB = dsv_tensor_2d(DSV_BF16, wb, H * (nope + V), C);
+        op.wkv_b = &WB;
+        op.out = &O2;
+        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "faithful mla, BF16 table");
+        CHECK(memcmp(out, out2, (size_t)T * H * V * sizeof(float)) == 0, "faithful mla decode: the BF16 table differs from the F32 one");
+        /* and the same in exact numerics (a BF16 table there is only a test's choice) */
+        op.faithful = false;
+        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "exact mla, BF16 table");
+        op.wkv_b = &W;
+        op.out = &O;
+        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "exact mla, F32 table");
+        CHECK(memcmp(out, out2, (size_t)T * H * V * sizeof(float)) == 0, "exact mla decode: the BF16 table differs from the F32 one");
+        free(wb);
         free(wkvb);
         free(q);
         free(out);
