@@ -10,7 +10,8 @@
 # non-streamed arguments byte for byte, the same ids. A follow-up turn (the assistant's tool
 # calls and two tool messages) is encoded (more prompt tokens); tool_choice "none" keeps the
 # tools out of the prompt. Bad tools and tool messages get a 400 naming the field, and the
-# gateway and daemon keep serving. Needs curl and python3 (exit 77 without). About 4 s.
+# gateway and daemon keep serving. A malformed call (a parameter named twice) comes back as
+# content, streamed the same, without tool_calls. Needs curl and python3 (exit 77 without). About 4 s.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd) # httpjson.py
 python3() { PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" command "${PYTHON3:-python3}" "$@"; }
@@ -37,8 +38,19 @@ start_daemon() {
   die "dsv32d did not answer"
 }
 # the scripted answer (tool-call-answer.txt, as tests/ipc/test-daemon-chat-events.c's) and its token ids
+# and an answer whose tool call is malformed (a parameter named twice): the parser reports
+# it, and the gateway sends that output as content
+python3 - > "$tmp/bad.txt" <<'PY'
+import sys
+ds = "\uff5cDSML\uff5c"
+sys.stdout.write("Thinking.</think>Calling.\n\n<" + ds + "function_calls>\n<" + ds + "invoke name=\"get_weather\">\n"
+                 "<" + ds + "parameter name=\"city\" string=\"true\">Paris</" + ds + "parameter>\n"
+                 "<" + ds + "parameter name=\"city\" string=\"true\">Rome</" + ds + "parameter>\n"
+                 "</" + ds + "invoke>\n</" + ds + "function_calls>")
+PY
 start_daemon
 ids=$("$b/dsv32" --socket "$tmp/d.sock" tokenize < "$here/tool-call-answer.txt") || die "dsv32 tokenize"
+bad=$("$b/dsv32" --socket "$tmp/d.sock" tokenize < "$tmp/bad.txt") || die "dsv32 tokenize"
 kill "$dpid"; wait "$dpid" 2>/dev/null
 start_daemon DSV32_TEST_FORCE_TOKENS="$ids"
 "$b/dsv32-openai" --listen 127.0.0.1:0 --socket "$tmp/d.sock" 2>"$tmp/gw.log" &
@@ -148,6 +160,26 @@ code, text = request("/v1/chat/completions", dict(req, messages=follow[:2] + [{"
 assert code == 400 and "names no tool call" in json.loads(text)["error"]["message"], (code, text)
 assert json.loads(post("/v1/chat/completions", req))["choices"][0]["message"]["tool_calls"] == calls
 print("bad tools: 400 naming the field; the gateway and dsv32d keep serving")
+PY
+
+# the malformed call: its output comes back as content, streamed or not, and no tool call
+kill "$dpid"; wait "$dpid" 2>/dev/null
+start_daemon DSV32_TEST_FORCE_TOKENS="$bad"
+python3 - "http://127.0.0.1:$port" <<'PY' || die "a malformed tool call"
+import httpjson, json, sys
+httpjson.url = sys.argv[1]
+req = {"messages": [{"role": "user", "content": "weather?"}], "chat_template_kwargs": {"thinking": True},
+       "tools": [{"type": "function", "function": {"name": "get_weather"}}]}
+j = json.loads(httpjson.post("/v1/chat/completions", req))
+c = j["choices"][0]
+m = c["message"]
+assert "tool_calls" not in m and c["finish_reason"] == "stop", c
+assert m["reasoning_content"] == "Thinking." and m["content"].startswith("Calling."), m
+assert "Rome" in m["content"] and "invoke" in m["content"], m
+text = httpjson.post("/v1/chat/completions", dict(req, stream=True))
+content = "".join(json.loads(l[6:])["choices"][0]["delta"].get("content") or "" for l in text.split("\n") if l.startswith("data: {"))
+assert content == m["content"], (content, m["content"])
+print("a malformed tool call: sent as content (%d bytes), streamed the same" % len(content))
 PY
 kill "$gpid"; wait "$gpid"; rc=$?; gpid=
 [ "$rc" -eq 0 ] || die "dsv32-openai: exit status $rc after SIGTERM"
