@@ -287,8 +287,9 @@ static bool view_event(struct events_view *w, const struct dsv32_event *e) {
                                       (json_int_t)e->tool_index);
                         break;
                 case DSV32_EVENT_PARSE_ERROR:
-                        o = json_pack("{s:s,s:I,s:s,s:o}", "event", "parse_error", "turn", (json_int_t)turn, "message",
-                                      e->message ? e->message : "", "text", cli_json_text(text, len));
+                        o = json_pack("{s:s,s:I,s:o,s:o}", "event", "parse_error", "turn", (json_int_t)turn, "message",
+                                      cli_json_text(e->message ? e->message : "", e->message ? strlen(e->message) : 0),
+                                      "text", cli_json_text(text, len));
                         break;
                 default:
                         return true;

@@ -8,7 +8,9 @@
 # Plain text in a pipe: "(thinking) " before the reasoning, the answer, one "[tool call ID:
 # NAME ARGUMENTS]" line per call, and no escape codes; on a terminal (script(1), when
 # there) the reasoning is dimmed. A second turn sends the first reply back (more prompt
-# tokens). --help names --think. Needs python3 (exit 77 without). About 3 s.
+# tokens). A malformed call (tool-call-malformed.txt) gives a parse_error event (message, the
+# raw text), no tool_call, and in plain text the raw output plus a word on stderr. --help
+# names --think. Needs python3 (exit 77 without). About 3 s.
 set -uo pipefail
 : "${top_srcdir:?}" "${top_builddir:?}"
 command -v "${PYTHON3:-python3}" >/dev/null || { echo "SKIP: no python3"; exit 77; }
@@ -39,6 +41,7 @@ grep -q -- "--think" <<<"$out" || fail "chat --help does not name --think: $out"
 "$b/dsv32-mkmodel" --preset tiny --out "$tmp/model" >/dev/null || die "dsv32-mkmodel"
 start_daemon
 ids=$(dsv tokenize < "$top_srcdir/tests/openai/tool-call-answer.txt") || die "dsv32 tokenize"
+bad=$(dsv tokenize < "$top_srcdir/tests/openai/tool-call-malformed.txt") || die "dsv32 tokenize"
 kill "$dpid"; wait "$dpid" 2>/dev/null
 start_daemon DSV32_TEST_FORCE_TOKENS="$ids"
 
@@ -101,6 +104,24 @@ if command -v script >/dev/null; then
 else
   echo "note: no script(1): the terminal check is skipped"
 fi
+
+# a malformed tool call (a parameter named twice): a parse_error event with the raw output,
+# no tool call; in plain text the output is shown as it came and stderr says why
+kill "$dpid"; wait "$dpid" 2>/dev/null
+start_daemon DSV32_TEST_FORCE_TOKENS="$bad"
+printf 'weather?\n' | dsv chat --think --json --no-session > "$tmp/bad.jsonl" 2>"$tmp/bad.err" || fail "chat --json, malformed: exit $?"
+py - "$tmp/bad.jsonl" <<'PY' || fail "chat --json, malformed call: $(cat "$tmp/bad.jsonl")"
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+kinds = [e["event"] for e in ev]
+assert "tool_call" not in kinds and kinds.count("parse_error") == 1, kinds
+pe = ev[kinds.index("parse_error")]
+assert pe["message"] and "Rome" in pe["text"], pe
+assert ev[-1]["event"] == "done" and ev[-1]["finish"] == "stop", ev[-1]
+PY
+out=$(printf 'weather?\n' | dsv chat --think --no-session 2>"$tmp/bad.err") || fail "chat, malformed: exit $?"
+grep -q "Rome" <<<"$out" || fail "chat, malformed call: the raw output is not shown: $out"
+grep -q "could not be read" "$tmp/bad.err" || fail "chat, malformed call: no word on stderr: $(cat "$tmp/bad.err")"
 
 kill "$dpid"; wait "$dpid" 2>/dev/null; dpid=
 [ "$fails" -eq 0 ] || exit 1

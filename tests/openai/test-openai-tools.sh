@@ -38,19 +38,11 @@ start_daemon() {
   die "dsv32d did not answer"
 }
 # the scripted answer (tool-call-answer.txt, as tests/ipc/test-daemon-chat-events.c's) and its token ids
-# and an answer whose tool call is malformed (a parameter named twice): the parser reports
-# it, and the gateway sends that output as content
-python3 - > "$tmp/bad.txt" <<'PY'
-import sys
-ds = "\uff5cDSML\uff5c"
-sys.stdout.write("Thinking.</think>Calling.\n\n<" + ds + "function_calls>\n<" + ds + "invoke name=\"get_weather\">\n"
-                 "<" + ds + "parameter name=\"city\" string=\"true\">Paris</" + ds + "parameter>\n"
-                 "<" + ds + "parameter name=\"city\" string=\"true\">Rome</" + ds + "parameter>\n"
-                 "</" + ds + "invoke>\n</" + ds + "function_calls>")
-PY
+# and an answer whose tool call is malformed (tool-call-malformed.txt: a parameter named
+# twice): the parser reports it, and the gateway sends that output as content
 start_daemon
 ids=$("$b/dsv32" --socket "$tmp/d.sock" tokenize < "$here/tool-call-answer.txt") || die "dsv32 tokenize"
-bad=$("$b/dsv32" --socket "$tmp/d.sock" tokenize < "$tmp/bad.txt") || die "dsv32 tokenize"
+bad=$("$b/dsv32" --socket "$tmp/d.sock" tokenize < "$here/tool-call-malformed.txt") || die "dsv32 tokenize"
 kill "$dpid"; wait "$dpid" 2>/dev/null
 start_daemon DSV32_TEST_FORCE_TOKENS="$ids"
 "$b/dsv32-openai" --listen 127.0.0.1:0 --socket "$tmp/d.sock" 2>"$tmp/gw.log" &
