@@ -616,6 +616,31 @@ int oai_gen_start(const struct oai_config *cfg, struct oai_request *r, int http_
                 err = -ENOTSUP;
                 goto fail;
         }
+        /* while dsv32d loads its model it cannot yet say what it understands (chat and chat
+         * events come with the tokenizer): a chat request waits, as requests queue in the
+         * daemon, watching the HTTP client */
+        while (g->r.kind == OAI_CHAT && info.state == DSV32_STATE_LOADING) {
+                struct dsv32_stats st;
+                if ((err = dsv32_stats(g->client, &st)) < 0) {
+                        oai_error_from_dsv32(e, err, "asking dsv32d for its state", dsv32_last_error(g->client));
+                        goto fail;
+                }
+                info.state = st.state;
+                info.features = st.features;
+                if (st.state != DSV32_STATE_LOADING)
+                        break;
+                struct pollfd p = {.fd = http_fd, .events = POLLRDHUP};
+                if (poll(&p, http_fd >= 0 ? 1 : 0, 100) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+                        oai_error_set(e, 499, "server_error", NULL, "the client went away");
+                        err = -EPIPE;
+                        goto fail;
+                }
+                if (cfg->stopping && __atomic_load_n(cfg->stopping, __ATOMIC_RELAXED)) {
+                        oai_error_set(e, 503, "server_error", NULL, "the gateway is stopping");
+                        err = -ESHUTDOWN;
+                        goto fail;
+                }
+        }
         /* chat: with the daemon's chat events (reasoning, content and tool calls apart) when it
          * has them; tools and tool messages need them */
         if (g->r.kind == OAI_CHAT && (info.features & DSV32_FEATURE_CHAT_EVENTS)) {
