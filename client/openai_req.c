@@ -364,6 +364,7 @@ static int parse_tools(struct oai_request *r, struct oai_error *e) {
         r->tool_params = calloc(json_array_size(tools), sizeof(*r->tool_params));
         if (!r->tools || !r->tool_params)
                 return -ENOMEM;
+        r->n_tools = json_array_size(tools); /* oai_request_free frees tool_params[0, n_tools) */
         json_array_foreach(tools, i, t) {
                 char field[64];
                 const char *type = json_string_value(json_object_get(t, "type"));
@@ -423,7 +424,6 @@ static int parse_tools(struct oai_request *r, struct oai_error *e) {
                         return -EINVAL;
                 }
         }
-        r->n_tools = json_array_size(tools);
         if (!none) {
                 r->req.tools = r->tools;
                 r->req.n_tools = r->n_tools;
@@ -763,7 +763,7 @@ void oai_request_free(struct oai_request *r) {
         free(r->chat);
         free(r->calls);
         free(r->tools);
-        for (size_t i = 0; r->tool_params && i < r->n_tools; i++)
+        for (size_t i = 0; r->tool_params && i < r->n_tools; i++) /* calloc'd: NULL where not dumped */
                 free(r->tool_params[i]);
         free(r->tool_params);
         free(r->prompt_tokens);

@@ -10,7 +10,7 @@
 # there) the reasoning is dimmed. A second turn sends the first reply back (more prompt
 # tokens). A malformed call (tool-call-malformed.txt) gives a parse_error event (message, the
 # raw text), no tool_call, and in plain text the raw output plus a word on stderr. --help
-# names --think. Needs python3 (exit 77 without). About 3 s.
+# names --think. Needs python3 (exit 77 without). About 5 s (11 s beside a parallel build).
 set -uo pipefail
 : "${top_srcdir:?}" "${top_builddir:?}"
 command -v "${PYTHON3:-python3}" >/dev/null || { echo "SKIP: no python3"; exit 77; }
