@@ -70,7 +70,10 @@ static const struct {
          "      --max-tokens N      per reply (default 1024, or the daemon's max-tokens-limit when\n"
          "                          lower)\n"
          "      --temperature T     default 0.6\n"
-         "      --seed N, --thinking\n"
+         "      --seed N\n"
+         "      --think, --thinking thinking mode: the reasoning is shown dimmed (on a terminal) or\n"
+         "                          after \"(thinking) \", then the answer; tool calls the model\n"
+         "                          makes are shown as [tool call ID: NAME ARGUMENTS]\n"
          "      --session NAME      a named conversation: its KV cache stays in the daemon's session\n"
          "                          NAME and its text in ~/.local/state/dsv32/chat/NAME.jsonl, so\n"
          "                          'chat --session NAME' later goes on where it stopped ('dsv32\n"
@@ -79,7 +82,10 @@ static const struct {
          "                          Ctrl-C, SIGTERM, SIGHUP, or when the connection is lost)\n"
          "      --no-session        resend and prefill the whole conversation every turn\n"
          "      --reuse-output      reuse the cache of the replies too (see generate)\n"
-         "      --json              one JSON object per event (with \"turn\"), as generate --json\n"},
+         "      --json              one JSON object per line (with \"turn\"): tokens and done as\n"
+         "                          generate --json, and reasoning, content (text), tool_call (index,\n"
+         "                          id, name), tool_call_arguments (index, text), tool_call_end,\n"
+         "                          parse_error (message, text)\n"},
         {"session",
          "  session open|close|pin|unpin NAME\n"
          "                          make, free, pin (never evict; counts against your quota) or\n"

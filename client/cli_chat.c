@@ -5,7 +5,12 @@
  * out, signals included). With --session NAME the conversation is named: its text is kept
  * in a transcript file (cli_transcript_path) rewritten after every answered turn, so that
  * a later `chat --session NAME` goes on where it stopped. A turn the daemon refuses (bad
- * text, a limit) is reported with the user's line number and dropped; the chat goes on. */
+ * text, a limit) is reported with the user's line number and dropped; the chat goes on.
+ * With a daemon that has chat events (DSV32_FEATURE_CHAT_EVENTS) the reply is read through
+ * them: reasoning (--think) dimmed on a terminal or after "(thinking) " in a pipe, content,
+ * tool calls as "[tool call ID: NAME ARGUMENTS]" lines; with --json each is an event object
+ * (reasoning, content, tool_call, tool_call_arguments, tool_call_end, parse_error) besides
+ * the tokens and done ones. The conversation keeps the content only. */
 #include "config.h"
 
 #include <errno.h>
@@ -179,6 +184,25 @@ struct reply {
         bool oom;
 };
 
+/* Appends text to the reply (the assistant message the next turn sends back). */
+static void reply_keep(struct reply *b, const char *text, size_t len) {
+        if (!len || b->oom)
+                return;
+        if (b->cap - b->n <= len) {
+                size_t cap = (b->cap + len) * 2;
+                char *s = realloc(b->s, cap);
+                if (!s) {
+                        b->oom = true;
+                        return;
+                }
+                b->s = s;
+                b->cap = cap;
+        }
+        memcpy(b->s + b->n, text, len);
+        b->n += len;
+        b->s[b->n] = 0;
+}
+
 static int on_reply(void *ud, const int32_t *t, size_t n, const char *text, size_t len) {
         struct reply *b = ud;
         bool ok;
@@ -191,22 +215,185 @@ static int on_reply(void *ud, const int32_t *t, size_t n, const char *text, size
         } else {
                 ok = cli_write(text ? text : "", text ? len : 0);
         }
-        if (text && len) {
-                if (b->cap - b->n <= len) {
-                        size_t cap = (b->cap + len) * 2;
-                        char *s = realloc(b->s, cap);
-                        if (!s) {
-                                b->oom = true;
-                                return 1;
-                        }
-                        b->s = s;
-                        b->cap = cap;
-                }
-                memcpy(b->s + b->n, text, len);
-                b->n += len;
-                b->s[b->n] = 0;
-        }
+        if (text && len)
+                reply_keep(b, text, len);
+        if (b->oom)
+                return 1;
         return !ok || cli_signal ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ chat events */
+
+/* What a turn with chat events has shown so far on a terminal or in a plain-text pipe. */
+enum shown { SHOWN_NOTHING, SHOWN_REASONING, SHOWN_CONTENT, SHOWN_CALL };
+
+struct events_view {
+        struct reply *reply;
+        bool tty;          /* stdout is a terminal: reasoning dimmed (else prefixed) */
+        enum shown shown;
+        bool line_open;    /* the last thing written did not end a line */
+};
+
+#define DIM "\x1b[2m"
+#define UNDIM "\x1b[0m"
+
+static bool view_text(struct events_view *w, const char *text, size_t len) {
+        if (!len)
+                return true;
+        w->line_open = text[len - 1] != '\n';
+        return cli_write(text, len);
+}
+
+/* Leaves the reasoning (or a call) before something else is shown. */
+static bool view_switch(struct events_view *w, enum shown to) {
+        bool ok = true;
+        if (w->shown == to && to != SHOWN_CALL)
+                return true;
+        if (w->shown == SHOWN_REASONING && w->tty)
+                ok = cli_write(UNDIM, strlen(UNDIM));
+        if (w->shown != SHOWN_NOTHING && w->line_open)
+                ok = ok && view_text(w, "\n", 1);
+        if (to == SHOWN_REASONING)
+                ok = ok && (w->tty ? cli_write(DIM, strlen(DIM)) : view_text(w, "(thinking) ", 11));
+        w->shown = to;
+        return ok;
+}
+
+/* One chat event: shown (plain text) or emitted (--json). */
+static bool view_event(struct events_view *w, const struct dsv32_event *e) {
+        const char *text = e->text ? e->text : "";
+        size_t len = e->text ? e->text_len : 0;
+        unsigned turn = w->reply->turn;
+
+        if (cli.json) {
+                json_t *o = NULL;
+                switch (e->type) {
+                case DSV32_EVENT_REASONING:
+                case DSV32_EVENT_CONTENT:
+                        o = json_pack("{s:s,s:I,s:o}", "event", e->type == DSV32_EVENT_REASONING ? "reasoning" : "content",
+                                      "turn", (json_int_t)turn, "text", cli_json_text(text, len));
+                        break;
+                case DSV32_EVENT_TOOL_CALL_BEGIN:
+                        o = json_pack("{s:s,s:I,s:I,s:s,s:o}", "event", "tool_call", "turn", (json_int_t)turn, "index",
+                                      (json_int_t)e->tool_index, "id", e->tool_call_id ? e->tool_call_id : "", "name",
+                                      cli_json_text(e->tool_name ? e->tool_name : "", e->tool_name ? e->tool_name_len : 0));
+                        break;
+                case DSV32_EVENT_TOOL_CALL_ARGUMENTS:
+                        o = json_pack("{s:s,s:I,s:I,s:o}", "event", "tool_call_arguments", "turn", (json_int_t)turn, "index",
+                                      (json_int_t)e->tool_index, "text", cli_json_text(text, len));
+                        break;
+                case DSV32_EVENT_TOOL_CALL_END:
+                        o = json_pack("{s:s,s:I,s:I}", "event", "tool_call_end", "turn", (json_int_t)turn, "index",
+                                      (json_int_t)e->tool_index);
+                        break;
+                case DSV32_EVENT_PARSE_ERROR:
+                        o = json_pack("{s:s,s:I,s:o,s:o}", "event", "parse_error", "turn", (json_int_t)turn, "message",
+                                      cli_json_text(e->message ? e->message : "", e->message ? strlen(e->message) : 0),
+                                      "text", cli_json_text(text, len));
+                        break;
+                default:
+                        return true;
+                }
+                return cli_json_emit(o);
+        }
+        switch (e->type) {
+        case DSV32_EVENT_REASONING:
+                return view_switch(w, SHOWN_REASONING) && view_text(w, text, len);
+        case DSV32_EVENT_CONTENT:
+                return view_switch(w, SHOWN_CONTENT) && view_text(w, text, len);
+        case DSV32_EVENT_TOOL_CALL_BEGIN:
+                if (!view_switch(w, SHOWN_CALL))
+                        return false;
+                return cli_printf("[tool call %s: %.*s ", e->tool_call_id ? e->tool_call_id : "",
+                                  e->tool_name ? (int)e->tool_name_len : 0, e->tool_name ? e->tool_name : "") &&
+                       (w->line_open = true);
+        case DSV32_EVENT_TOOL_CALL_ARGUMENTS:
+                return view_text(w, text, len);
+        case DSV32_EVENT_TOOL_CALL_END:
+                return view_text(w, "]\n", 2);
+        case DSV32_EVENT_PARSE_ERROR:
+                fprintf(stderr, "dsv32 chat: the reply could not be read as V3.2 output (%s); shown as it came\n",
+                        e->message ? e->message : "malformed");
+                return view_switch(w, SHOWN_CONTENT) && view_text(w, text, len);
+        default:
+                return true;
+        }
+}
+
+/* A turn with the daemon's chat events: reasoning, content and tool calls shown apart; the
+ * reply kept for the conversation is the content (and any output the parser could not read).
+ * Returns 0 (res filled), or a negative errno with its reason in err. On a signal or a
+ * write error the request is cancelled and 0 returned (the caller looks at both). */
+static int turn_events(dsv32_client *c, const struct dsv32_request *q, struct reply *b, struct dsv32_result *res, char *err,
+                       size_t errn) {
+        struct events_view w = {.reply = b, .tty = isatty(STDOUT_FILENO)};
+        uint64_t id;
+        int r = dsv32_submit(c, q, &id);
+
+        memset(res, 0, sizeof(*res));
+        if (r < 0) {
+                snprintf(err, errn, "%s", dsv32_last_error(c));
+                return r;
+        }
+        for (;;) {
+                struct dsv32_event ev[16];
+                int n = dsv32_poll_events(c, ev, 16);
+                if (n < 0) {
+                        snprintf(err, errn, "%s", dsv32_last_error(c));
+                        return n;
+                }
+                for (int i = 0; i < n; i++) {
+                        bool ok = true;
+                        if (ev[i].id != id)
+                                continue;
+                        switch (ev[i].type) {
+                        case DSV32_EVENT_TOKENS:
+                                if (cli.json)
+                                        ok = on_reply(b, ev[i].tokens, ev[i].n_tokens, NULL, 0) == 0;
+                                else
+                                        b->tokens += (uint32_t)ev[i].n_tokens;
+                                break;
+                        case DSV32_EVENT_DONE:
+                                if (!cli.json && !view_switch(&w, SHOWN_CONTENT))
+                                        return 0;
+                                res->finish = ev[i].finish;
+                                res->usage = ev[i].usage;
+                                res->preempted = ev[i].preempted;
+                                res->spec_drafted = ev[i].spec_drafted;
+                                res->spec_accepted = ev[i].spec_accepted;
+                                res->stop_index = ev[i].stop_index;
+                                return 0;
+                        case DSV32_EVENT_ERROR:
+                                if (!cli.json)
+                                        view_switch(&w, SHOWN_CONTENT);
+                                snprintf(err, errn, "%s", ev[i].message ? ev[i].message : dsv32_strerror(ev[i].error));
+                                return ev[i].error < 0 ? ev[i].error : -EIO;
+                        case DSV32_EVENT_CONTENT:
+                        case DSV32_EVENT_PARSE_ERROR:
+                                reply_keep(b, ev[i].text, ev[i].text_len);
+                                ok = view_event(&w, &ev[i]);
+                                break;
+                        default:
+                                ok = view_event(&w, &ev[i]);
+                        }
+                        if (!ok || cli_signal || b->oom) {
+                                dsv32_cancel(c, id);
+                                if (!cli.json && w.tty && w.shown == SHOWN_REASONING)
+                                        cli_write(UNDIM, strlen(UNDIM));
+                                return 0;
+                        }
+                }
+                if (n == 0 && cli_signal) {
+                        dsv32_cancel(c, id);
+                        if (!cli.json && w.tty && w.shown == SHOWN_REASONING)
+                                cli_write(UNDIM, strlen(UNDIM));
+                        return 0;
+                }
+                if (n == 0 && dsv32_wait(c, 250) < 0) {
+                        snprintf(err, errn, "%s", dsv32_last_error(c));
+                        return -EIO;
+                }
+        }
 }
 
 /* The daemon counts the messages it was sent ("message 4: ..."); say which of the user's
@@ -244,7 +431,7 @@ int cli_chat(int argc, char **argv) {
         static const struct option opts[] = {
                 {"system", required_argument, NULL, 'y'}, {"max-tokens", required_argument, NULL, 'n'},
                 {"temperature", required_argument, NULL, 'T'}, {"seed", required_argument, NULL, 's'},
-                {"thinking", no_argument, NULL, 'k'}, {"session", required_argument, NULL, 'X'},
+                {"thinking", no_argument, NULL, 'k'}, {"think", no_argument, NULL, 'k'}, {"session", required_argument, NULL, 'X'},
                 {"no-session", no_argument, NULL, 'Z'}, {"reuse-output", no_argument, NULL, 'R'},
                 CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
         };
@@ -255,6 +442,8 @@ int cli_chat(int argc, char **argv) {
         struct conv v = {0};
         const char *system = NULL;
         struct dsv32_info info;
+        struct dsv32_message *chat = NULL; /* the conversation for a daemon with chat events */
+        bool events = false;
         dsv32_client *c = NULL;
         char *line = NULL;
         size_t line_cap = 0;
@@ -366,6 +555,10 @@ int cli_chat(int argc, char **argv) {
                 ret = CLI_EXIT_REQUEST;
                 goto out;
         }
+        /* reasoning, content and tool calls apart (the daemon's V3.2 parser), when it can */
+        events = info.features & DSV32_FEATURE_CHAT_EVENTS;
+        if (events)
+                q.flags |= DSV32_REQ_CHAT_EVENTS;
         if (!q.max_tokens)
                 q.max_tokens = info.max_tokens_limit && info.max_tokens_limit < CHAT_DEFAULT_MAX_TOKENS ? info.max_tokens_limit
                                                                                                         : CHAT_DEFAULT_MAX_TOKENS;
@@ -446,9 +639,26 @@ int cli_chat(int argc, char **argv) {
                         ret = CLI_EXIT_REQUEST;
                         break;
                 }
-                q.messages = v.msgs;
-                q.n_messages = v.n;
-                r = dsv32_generate(c, &q, on_reply, &reply, &res);
+                char errmsg[1100] = "";
+                if (events) {
+                        struct dsv32_message *m = realloc(chat, v.cap * sizeof(*m));
+                        if (!m) {
+                                ret = CLI_EXIT_REQUEST;
+                                break;
+                        }
+                        chat = m;
+                        for (size_t i = 0; i < v.n; i++)
+                                chat[i] = (struct dsv32_message){.role = v.msgs[i].role, .content = v.msgs[i].content};
+                        q.chat = chat;
+                        q.n_chat = v.n;
+                        r = turn_events(c, &q, &reply, &res, errmsg, sizeof(errmsg));
+                } else {
+                        q.messages = v.msgs;
+                        q.n_messages = v.n;
+                        r = dsv32_generate(c, &q, on_reply, &reply, &res);
+                        if (r < 0)
+                                snprintf(errmsg, sizeof(errmsg), "%s", dsv32_last_error(c));
+                }
                 if (!cli.json && (reply.n || r < 0))
                         cli_write("\n", 1);
                 if (cli_output_failed()) {
@@ -467,7 +677,7 @@ int cli_chat(int argc, char **argv) {
                         int code = cli_exit_for(r);
                         free(reply.s);
                         conv_pop(&v);
-                        describe_error(&v, dsv32_last_error(c), why, sizeof(why));
+                        describe_error(&v, errmsg, why, sizeof(why));
                         if (cli.json) {
                                 json_t *o = cli_json_error_obj(r, why);
                                 if (o)
@@ -512,6 +722,7 @@ out:
         if (own_session)
                 dsv32_session_close(c, auto_session, NULL); /* frees its KV cache now, not at the idle timeout */
         free(line);
+        free(chat);
         conv_free(&v);
         dsv32_disconnect(c);
         return cli_finish_output("chat", ret);

@@ -48,11 +48,15 @@ extern "C" {
 
 /* The version of this header (the library's is dsv32_version()). A program that needs a
  * newer API than the one it may be built against tests DSV32_VERSION_NUMBER, e.g.
- * #if DSV32_VERSION_NUMBER >= DSV32_VERSION_ENCODE(0, 2, 0). */
+ * #if DSV32_VERSION_NUMBER >= DSV32_VERSION_ENCODE(0, 2, 0).
+ * 0.2.0 (since 0.1.0): the struct_size scheme (the *_sized entry points), logprobs, stop
+ * strings, penalties and logit bias, session list/save, chat with tools and typed chat
+ * events (struct dsv32_message, struct dsv32_tool, DSV32_REQ_CHAT_EVENTS, event types 4..9,
+ * DSV32_FINISH_TOOL_CALLS). */
 #define DSV32_VERSION_MAJOR 0
-#define DSV32_VERSION_MINOR 1
+#define DSV32_VERSION_MINOR 2
 #define DSV32_VERSION_PATCH 0
-#define DSV32_VERSION_STRING "0.1.0"
+#define DSV32_VERSION_STRING "0.2.0"
 #define DSV32_VERSION_ENCODE(major, minor, patch) (((major) << 16) | ((minor) << 8) | (patch))
 #define DSV32_VERSION_NUMBER DSV32_VERSION_ENCODE(DSV32_VERSION_MAJOR, DSV32_VERSION_MINOR, DSV32_VERSION_PATCH)
 

@@ -71,7 +71,13 @@ struct oai_request {
         enum oai_kind kind;
         struct dsv32_request req;  /* points into the members below and into `root` */
         json_t *root;              /* the parsed body (owned) */
-        struct dsv32_chat_message *messages;
+        struct dsv32_chat_message *messages; /* role and content: for a daemon without chat events */
+        struct dsv32_message *chat;  /* the same messages with tool calls, tool results, reasoning */
+        struct dsv32_tool_call *calls; /* the assistant messages' tool calls (chat points into it) */
+        struct dsv32_tool *tools;    /* `tools` (NULL when tool_choice is "none") */
+        char **tool_params;          /* each tool's parameters as JSON text (owned) */
+        size_t n_tools;
+        bool needs_events;           /* tools, tool calls or tool results: chat events or nothing */
         char **owned;              /* strings built from content parts */
         size_t n_owned;
         int32_t *prompt_tokens;

@@ -6,6 +6,15 @@
  * it also watches the HTTP client's socket: a hang-up cancels at once, not at the next
  * write.
  *
+ * Chat runs with the daemon's chat events when it has them: reasoning, content and tool
+ * calls come from REASONING / CONTENT / TOOL_CALL_* events (output the parser could not read,
+ * PARSE_ERROR, is sent as content), TOKENS only bring logprobs and timing. Non-streamed:
+ * message.content, .reasoning_content, .tool_calls[] {id, type "function", function {name,
+ * arguments}}; streamed: delta.reasoning_content, delta.content, delta.tool_calls[] {index,
+ * id, type, function {name, arguments ""}} at a call's begin and {index, function
+ * {arguments}} for each fragment after it. finish_reason "tool_calls" when the model ended
+ * on a call.
+ *
  * Logprobs, in OpenAI's shapes: chat choices[].logprobs.content[] = {token, logprob, bytes,
  * top_logprobs[] = {token, logprob, bytes}}; completions choices[].logprobs = {tokens,
  * token_logprobs, top_logprobs (per token an object text -> logprob), text_offset (in
@@ -34,6 +43,14 @@ struct tok_text { /* a token's own text (the cache of oai_gen.toks) */
         size_t n;
 };
 
+struct oai_call { /* a tool call of the answer */
+        char id[65];
+        char *name;
+        struct oai_buf args; /* non-streaming: the arguments' JSON text */
+};
+
+#define MAX_CALLS 64 /* tool calls of one answer (as many as a message may bring back) */
+
 struct oai_gen {
         const struct oai_config *cfg;
         struct oai_request r;
@@ -60,6 +77,11 @@ struct oai_gen {
                                  * would end the life of the events being handed out */
         struct tok_text *toks;  /* open addressing, cap_toks a power of two, at most half full */
         size_t n_toks, cap_toks;
+        bool events;            /* chat with the daemon's chat events: content, reasoning and tool
+                                 * calls come from them; TOKENS bring only logprobs and timing */
+        struct oai_buf reasoning; /* non-streaming: the reasoning */
+        struct oai_call *calls; /* the tool calls so far, by index */
+        size_t n_calls;
 };
 
 static uint64_t now_ns(void) {
@@ -73,6 +95,8 @@ static const char *finish_reason(enum dsv32_finish f) {
         case DSV32_FINISH_LENGTH:
         case DSV32_FINISH_CONTEXT:
                 return "length";
+        case DSV32_FINISH_TOOL_CALLS:
+                return "tool_calls";
         default:
                 return "stop";
         }
@@ -253,6 +277,8 @@ static void keep_logprobs(struct oai_gen *g, json_t *lp) {
         json_decref(lp);
 }
 
+static int send_role(struct oai_gen *g);
+
 /* Text and (lp, taken over) logprobs of an event. */
 static int on_text(struct oai_gen *g, const char *text, size_t len, json_t *lp) {
         bool chat = g->r.kind == OAI_CHAT;
@@ -261,8 +287,7 @@ static int on_text(struct oai_gen *g, const char *text, size_t len, json_t *lp) 
                 return oai_buf_append(&g->text, text, len);
         }
         if (chat && !g->sent_role) {
-                g->sent_role = true;
-                int ret = sse_choice(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, NULL);
+                int ret = send_role(g);
                 if (ret < 0) {
                         json_decref(lp);
                         return ret;
@@ -273,6 +298,78 @@ static int on_text(struct oai_gen *g, const char *text, size_t len, json_t *lp) 
         json_t *t = oai_json_text(text, len);
         return sse_choice(g, chat ? json_pack("{s:o}", "content", t) : t, NULL,
                           lp && chat ? json_pack("{s:o}", "content", lp) : lp);
+}
+
+/* Streaming chat: the first chunk carries the role. */
+static int send_role(struct oai_gen *g) {
+        if (g->sent_role)
+                return 0;
+        g->sent_role = true;
+        return sse_choice(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL, NULL);
+}
+
+/* A chat event's text: key "content" or "reasoning_content". */
+static int on_delta(struct oai_gen *g, const char *key, const char *text, size_t len) {
+        int ret;
+        if (!len)
+                return 0;
+        if (!g->r.stream)
+                return oai_buf_append(strcmp(key, "content") == 0 ? &g->text : &g->reasoning, text, len);
+        if ((ret = send_role(g)) < 0)
+                return ret;
+        return sse_choice(g, json_pack("{s:o}", key, oai_json_text(text, len)), NULL, NULL);
+}
+
+/* TOOL_CALL_BEGIN and _ARGUMENTS: delta.tool_calls[] = {index, id, type, function {name,
+ * arguments ""}} for the first chunk of a call, {index, function {arguments}} after. */
+static int on_tool_call(struct oai_gen *g, const struct dsv32_event *ev) {
+        uint32_t i = ev->tool_index;
+        int ret;
+        if (i >= MAX_CALLS || (ev->type == DSV32_EVENT_TOOL_CALL_ARGUMENTS && i >= g->n_calls))
+                return -EPROTO;
+        if (ev->type == DSV32_EVENT_TOOL_CALL_BEGIN) {
+                if (i != g->n_calls)
+                        return -EPROTO; /* calls begin in order, each once */
+                struct oai_call *c = realloc(g->calls, (g->n_calls + 1) * sizeof(*c));
+                if (!c)
+                        return -ENOMEM;
+                g->calls = c;
+                c = &g->calls[g->n_calls++];
+                *c = (struct oai_call){0};
+                snprintf(c->id, sizeof(c->id), "%s", ev->tool_call_id ? ev->tool_call_id : "");
+                c->name = strndup(ev->tool_name ? ev->tool_name : "", ev->tool_name ? ev->tool_name_len : 0);
+                if (!c->name)
+                        return -ENOMEM;
+                if (!g->r.stream)
+                        return 0;
+                if ((ret = send_role(g)) < 0)
+                        return ret;
+                return sse_choice(g, json_pack("{s:[{s:i,s:s,s:s,s:{s:o,s:s}}]}", "tool_calls", "index", (int)i, "id", c->id,
+                                               "type", "function", "function", "name",
+                                               oai_json_text(c->name, strlen(c->name)), "arguments", ""),
+                                  NULL, NULL);
+        }
+        if (!ev->text_len)
+                return 0;
+        if (!g->r.stream)
+                return oai_buf_append(&g->calls[i].args, ev->text, ev->text_len);
+        return sse_choice(g, json_pack("{s:[{s:i,s:{s:o}}]}", "tool_calls", "index", (int)i, "function", "arguments",
+                                       oai_json_text(ev->text, ev->text_len)),
+                          NULL, NULL);
+}
+
+/* TOKENS of a chat with events: only their logprobs (the text came as events). */
+static int on_tokens_logprobs(struct oai_gen *g, json_t *lp) {
+        int ret;
+        if (!g->r.stream) {
+                keep_logprobs(g, lp);
+                return 0;
+        }
+        if ((ret = send_role(g)) < 0 || !lp) {
+                json_decref(lp);
+                return ret;
+        }
+        return sse_choice(g, json_object(), NULL, json_pack("{s:o}", "content", lp));
 }
 
 /* The end of a stream: the finish reason, the usage when asked for, [DONE]; or an error event. */
@@ -335,8 +432,32 @@ static int drain(struct oai_gen *g) {
                         if (!g->t_first)
                                 g->t_first = t;
                         g->t_last = t;
-                        ret = on_text(g, ev[i].text ? ev[i].text : "", ev[i].text ? ev[i].text_len : 0,
-                                      event_logprobs(g, &ev[i]));
+                        if (g->events)
+                                ret = on_tokens_logprobs(g, event_logprobs(g, &ev[i]));
+                        else
+                                ret = on_text(g, ev[i].text ? ev[i].text : "", ev[i].text ? ev[i].text_len : 0,
+                                              event_logprobs(g, &ev[i]));
+                        break;
+                case DSV32_EVENT_REASONING:
+                        ret = on_delta(g, "reasoning_content", ev[i].text, ev[i].text_len);
+                        break;
+                case DSV32_EVENT_CONTENT:
+                        ret = on_delta(g, "content", ev[i].text, ev[i].text_len);
+                        break;
+                case DSV32_EVENT_PARSE_ERROR:
+                        /* output the parser could not read (a malformed tool call): the client
+                         * gets it as content rather than not at all */
+                        ret = on_delta(g, "content", ev[i].text, ev[i].text_len);
+                        break;
+                case DSV32_EVENT_TOOL_CALL_BEGIN:
+                case DSV32_EVENT_TOOL_CALL_ARGUMENTS:
+                        ret = on_tool_call(g, &ev[i]);
+                        if (ret == -EPROTO) {
+                                oai_error_set(&g->error, 502, "server_error", NULL,
+                                              "dsv32d sent tool call events out of order (call %u)", ev[i].tool_index);
+                                g->failed = g->done = true;
+                                ret = 0;
+                        }
                         break;
                 case DSV32_EVENT_DONE:
                         g->finish = ev[i].finish;
@@ -353,7 +474,7 @@ static int drain(struct oai_gen *g) {
                         oai_error_from_dsv32(&g->error, ev[i].error, "dsv32d refused the request", ev[i].message);
                         g->failed = g->done = true;
                         break;
-                default: /* chat events: not asked for */
+                default: /* TOOL_CALL_END: nothing to send (the next call or the finish says it) */
                         break;
                 }
                 if (ret < 0)
@@ -394,9 +515,32 @@ static int pump(struct oai_gen *g, bool until_done) {
         }
 }
 
+/* The chat answer's message: role, content (null when there are only tool calls),
+ * reasoning_content (when there is some), tool_calls (when there are some). */
+static json_t *chat_message(struct oai_gen *g) {
+        json_t *m = json_pack("{s:s}", "role", "assistant");
+        if (!m)
+                return NULL;
+        json_object_set_new(m, "content", g->n_calls && !g->text.len ? json_null()
+                                                                     : oai_json_text(g->text.p ? g->text.p : "", g->text.len));
+        if (g->reasoning.len)
+                json_object_set_new(m, "reasoning_content", oai_json_text(g->reasoning.p, g->reasoning.len));
+        if (g->n_calls) {
+                json_t *calls = json_array();
+                for (size_t i = 0; calls && i < g->n_calls; i++)
+                        json_array_append_new(calls, json_pack("{s:s,s:s,s:{s:o,s:o}}", "id", g->calls[i].id, "type", "function",
+                                                               "function", "name",
+                                                               oai_json_text(g->calls[i].name, strlen(g->calls[i].name)),
+                                                               "arguments",
+                                                               oai_json_text(g->calls[i].args.p ? g->calls[i].args.p : "",
+                                                                             g->calls[i].args.len)));
+                json_object_set_new(m, "tool_calls", calls);
+        }
+        return m;
+}
+
 static int build_body(struct oai_gen *g) {
         bool chat = g->r.kind == OAI_CHAT;
-        json_t *text = oai_json_text(g->text.p ? g->text.p : "", g->text.len);
         json_t *lp = NULL;
         if (g->r.req.flags & DSV32_REQ_LOGPROBS) { /* asked: the lists, empty when no token came */
                 lp = g->lp ? g->lp
@@ -406,11 +550,11 @@ static int build_body(struct oai_gen *g) {
                 if (lp && chat)
                         lp = json_pack("{s:o}", "content", lp);
         }
-        json_t *choice = chat ? json_pack("{s:i,s:{s:s,s:o},s:o,s:s}", "index", 0, "message", "role", "assistant",
-                                          "content", text, "logprobs", lp ? lp : json_null(), "finish_reason",
-                                          finish_reason(g->finish))
-                              : json_pack("{s:i,s:o,s:o,s:s}", "index", 0, "text", text, "logprobs", lp ? lp : json_null(),
-                                          "finish_reason", finish_reason(g->finish));
+        json_t *choice = chat ? json_pack("{s:i,s:o,s:o,s:s}", "index", 0, "message", chat_message(g), "logprobs",
+                                          lp ? lp : json_null(), "finish_reason", finish_reason(g->finish))
+                              : json_pack("{s:i,s:o,s:o,s:s}", "index", 0, "text",
+                                          oai_json_text(g->text.p ? g->text.p : "", g->text.len), "logprobs",
+                                          lp ? lp : json_null(), "finish_reason", finish_reason(g->finish));
         json_t *j = head(g, chat ? "chat.completion" : "text_completion");
         if (!j || !choice) {
                 json_decref(j);
@@ -469,6 +613,46 @@ int oai_gen_start(const struct oai_config *cfg, struct oai_request *r, int http_
         g->has_text = info.features & DSV32_FEATURE_TEXT;
         if ((g->r.req.flags & DSV32_REQ_LOGPROBS) && !(info.features & DSV32_FEATURE_LOGPROBS)) {
                 oai_error_set(e, 400, "invalid_request_error", "logprobs", "logprobs: this dsv32d is too old to report them");
+                err = -ENOTSUP;
+                goto fail;
+        }
+        /* while dsv32d loads its model it cannot yet say what it understands (chat and chat
+         * events come with the tokenizer): a chat request waits, as requests queue in the
+         * daemon, watching the HTTP client */
+        while (g->r.kind == OAI_CHAT && info.state == DSV32_STATE_LOADING) {
+                struct dsv32_stats st;
+                if ((err = dsv32_stats(g->client, &st)) < 0) {
+                        oai_error_from_dsv32(e, err, "asking dsv32d for its state", dsv32_last_error(g->client));
+                        goto fail;
+                }
+                info.state = st.state;
+                info.features = st.features;
+                if (st.state != DSV32_STATE_LOADING)
+                        break;
+                struct pollfd p = {.fd = http_fd, .events = POLLRDHUP};
+                if (poll(&p, http_fd >= 0 ? 1 : 0, 100) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+                        oai_error_set(e, 499, "server_error", NULL, "the client went away");
+                        err = -EPIPE;
+                        goto fail;
+                }
+                if (cfg->stopping && __atomic_load_n(cfg->stopping, __ATOMIC_RELAXED)) {
+                        oai_error_set(e, 503, "server_error", NULL, "the gateway is stopping");
+                        err = -ESHUTDOWN;
+                        goto fail;
+                }
+        }
+        /* chat: with the daemon's chat events (reasoning, content and tool calls apart) when it
+         * has them; tools and tool messages need them */
+        if (g->r.kind == OAI_CHAT && (info.features & DSV32_FEATURE_CHAT_EVENTS)) {
+                g->events = true;
+                g->r.req.chat = g->r.chat;
+                g->r.req.n_chat = g->r.req.n_messages;
+                g->r.req.messages = NULL;
+                g->r.req.n_messages = 0;
+                g->r.req.flags |= DSV32_REQ_CHAT_EVENTS;
+        } else if (g->r.kind == OAI_CHAT && g->r.needs_events) {
+                oai_error_set(e, 400, "invalid_request_error", g->r.req.n_tools ? "tools" : "messages",
+                              "tools, tool calls and tool messages: this dsv32d is too old (no chat events)");
                 err = -ENOTSUP;
                 goto fail;
         }
@@ -563,6 +747,12 @@ void oai_gen_free(struct oai_gen *g) {
         dsv32_disconnect(g->detok);
         oai_request_free(&g->r);
         oai_buf_free(&g->text);
+        oai_buf_free(&g->reasoning);
+        for (size_t i = 0; i < g->n_calls; i++) {
+                free(g->calls[i].name);
+                oai_buf_free(&g->calls[i].args);
+        }
+        free(g->calls);
         oai_buf_free(&g->out);
         free(g->body);
         json_decref(g->lp);

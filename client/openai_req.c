@@ -1,8 +1,11 @@
 /* openai_req.c: the body of POST /v1/chat/completions and /v1/completions, checked field by
  * field and turned into a struct dsv32_request. Every refusal is a 400 naming the field.
  * Logprobs: chat's logprobs (bool) + top_logprobs (0..20), completions' logprobs (0..20:
- * present asks). Fields this daemon cannot honour yet (tools, structured
- * output, n > 1) are refused when they ask for something, never silently ignored; fields
+ * present asks). Tools: tools (function tools), tool_choice "auto" or "none" (the
+ * tools are then not shown to the model), assistant messages' tool_calls and reasoning_content,
+ * tool messages with tool_call_id; they map onto struct dsv32_message / dsv32_tool_call /
+ * dsv32_tool. Fields this daemon cannot honour yet (structured output, n > 1, tool_choice
+ * "required" or a named function, parallel_tool_calls false) are refused when they ask for something, never silently ignored; fields
  * that change nothing here (user, store, metadata, ...) are ignored. Extensions, spelled as
  * vLLM spells them: top_k, min_p, repetition_penalty, stop_token_ids, ignore_eos,
  * chat_template_kwargs.thinking. */
@@ -17,6 +20,11 @@
 
 #define MAX_MESSAGES 4096
 #define MAX_PROMPT_TOKENS (1u << 20)
+/* the daemon's limits (dsv32.h, struct dsv32_tool), checked here so that the 400 names the field */
+#define OAI_MAX_TOOLS 128
+#define OAI_MAX_CALLS 64
+#define OAI_MAX_TOOL_DESCRIPTION 8192
+#define OAI_MAX_TOOL_PARAMETERS 65536
 
 static bool is_number(const json_t *v) {
         return json_is_real(v) || json_is_integer(v);
@@ -135,6 +143,73 @@ static int message_content(struct oai_request *r, json_t *content, size_t i, con
         return *out ? 0 : -ENOMEM;
 }
 
+/* A string field of a message (or call); absent or null: NULL. Strings with a NUL are refused. */
+static int opt_string(json_t *obj, const char *name, const char *field, const char **out, struct oai_error *e) {
+        json_t *v = json_object_get(obj, name);
+        *out = NULL;
+        if (!v || json_is_null(v))
+                return 0;
+        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
+                oai_bad_field(e, field, "%s must be a string without NUL characters", field);
+                return -EINVAL;
+        }
+        *out = json_string_value(v);
+        return 0;
+}
+
+/* An assistant message's tool_calls: [{id, type "function", function {name, arguments}}]
+ * onto calls[*k...]; arguments must be the text of a JSON object. */
+static int message_tool_calls(struct oai_request *r, json_t *tc, size_t i, size_t *k, struct oai_error *e) {
+        char field[96];
+        size_t j;
+        json_t *c;
+
+        snprintf(field, sizeof(field), "messages[%zu].tool_calls", i);
+        if (!json_is_array(tc) || json_array_size(tc) > OAI_MAX_CALLS) {
+                oai_bad_field(e, field, "%s must be an array of at most %d tool calls", field, OAI_MAX_CALLS);
+                return -EINVAL;
+        }
+        json_array_foreach(tc, j, c) {
+                struct dsv32_tool_call *call = &r->calls[*k];
+                json_t *fn = json_object_get(c, "function");
+                const char *type = json_string_value(json_object_get(c, "type"));
+                int ret;
+                snprintf(field, sizeof(field), "messages[%zu].tool_calls[%zu]", i, j);
+                if (!json_is_object(c) || !json_is_object(fn) || (json_object_get(c, "type") && (!type || strcmp(type, "function") != 0))) {
+                        oai_bad_field(e, field, "%s must be {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}",
+                                      field);
+                        return -EINVAL;
+                }
+                snprintf(field, sizeof(field), "messages[%zu].tool_calls[%zu].id", i, j);
+                if ((ret = opt_string(c, "id", field, &call->id, e)) < 0)
+                        return ret;
+                if (!call->id || !call->id[0] || strlen(call->id) > 64) {
+                        oai_bad_field(e, field, "%s must be a string of 1 to 64 bytes", field);
+                        return -EINVAL;
+                }
+                snprintf(field, sizeof(field), "messages[%zu].tool_calls[%zu].function.name", i, j);
+                if ((ret = opt_string(fn, "name", field, &call->name, e)) < 0)
+                        return ret;
+                if (!call->name || !call->name[0] || strlen(call->name) > 64) {
+                        oai_bad_field(e, field, "%s must be a string of 1 to 64 bytes", field);
+                        return -EINVAL;
+                }
+                snprintf(field, sizeof(field), "messages[%zu].tool_calls[%zu].function.arguments", i, j);
+                if ((ret = opt_string(fn, "arguments", field, &call->arguments, e)) < 0)
+                        return ret;
+                json_t *args = call->arguments ? json_loads(call->arguments, JSON_DECODE_ANY, NULL) : NULL;
+                bool object = json_is_object(args);
+                json_decref(args);
+                if (!object) {
+                        oai_bad_field(e, field, "%s must be the text of a JSON object (e.g. \"{\\\"city\\\": \\\"Paris\\\"}\")",
+                                      field);
+                        return -EINVAL;
+                }
+                (*k)++;
+        }
+        return 0;
+}
+
 static int parse_messages(struct oai_request *r, struct oai_error *e) {
         json_t *msgs = json_object_get(r->root, "messages");
         if (!msgs) {
@@ -149,13 +224,20 @@ static int parse_messages(struct oai_request *r, struct oai_error *e) {
                 oai_bad_field(e, "messages", "at most %d messages per request", MAX_MESSAGES);
                 return -EINVAL;
         }
-        r->messages = calloc(json_array_size(msgs), sizeof(*r->messages));
-        if (!r->messages)
-                return -ENOMEM;
-        size_t i;
+        size_t n_calls = 0, i, k = 0;
         json_t *m;
         json_array_foreach(msgs, i, m) {
+                json_t *tc = json_object_get(m, "tool_calls");
+                n_calls += json_is_array(tc) ? json_array_size(tc) : 0;
+        }
+        r->messages = calloc(json_array_size(msgs), sizeof(*r->messages));
+        r->chat = calloc(json_array_size(msgs), sizeof(*r->chat));
+        r->calls = calloc(n_calls ? n_calls : 1, sizeof(*r->calls));
+        if (!r->messages || !r->chat || !r->calls)
+                return -ENOMEM;
+        json_array_foreach(msgs, i, m) {
                 char field[64];
+                int ret;
                 snprintf(field, sizeof(field), "messages[%zu]", i);
                 if (!json_is_object(m)) {
                         oai_bad_field(e, field, "%s must be an object with role and content", field);
@@ -169,24 +251,184 @@ static int parse_messages(struct oai_request *r, struct oai_error *e) {
                 }
                 if (strcmp(role, "developer") == 0)
                         role = "system";
-                if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0) {
-                        oai_bad_field(e, field, "%s '%s' is not supported (system, developer, user, assistant)", field,
+                if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
+                    strcmp(role, "tool") != 0) {
+                        oai_bad_field(e, field, "%s '%s' is not supported (system, developer, user, assistant, tool)", field,
                                       role);
                         return -EINVAL;
                 }
+                struct dsv32_message *cm = &r->chat[i];
+                cm->role = r->messages[i].role = role;
                 json_t *tc = json_object_get(m, "tool_calls");
                 if (tc && !json_is_null(tc) && !(json_is_array(tc) && json_array_size(tc) == 0)) {
                         snprintf(field, sizeof(field), "messages[%zu].tool_calls", i);
-                        oai_bad_field(e, field, "%s: tool calls are not supported by this gateway yet", field);
-                        return -EINVAL;
+                        if (strcmp(role, "assistant") != 0) {
+                                oai_bad_field(e, field, "%s: only assistant messages have tool calls", field);
+                                return -EINVAL;
+                        }
+                        cm->tool_calls = &r->calls[k];
+                        size_t k0 = k;
+                        if ((ret = message_tool_calls(r, tc, i, &k, e)) < 0)
+                                return ret;
+                        cm->n_tool_calls = k - k0;
+                        r->needs_events = true;
                 }
-                r->messages[i].role = role;
-                int ret = message_content(r, json_object_get(m, "content"), i, &r->messages[i].content, e);
+                if (strcmp(role, "assistant") == 0) {
+                        snprintf(field, sizeof(field), "messages[%zu].reasoning_content", i);
+                        if ((ret = opt_string(m, "reasoning_content", field, &cm->reasoning_content, e)) < 0)
+                                return ret;
+                }
+                if (strcmp(role, "tool") == 0) {
+                        snprintf(field, sizeof(field), "messages[%zu].tool_call_id", i);
+                        if ((ret = opt_string(m, "tool_call_id", field, &cm->tool_call_id, e)) < 0)
+                                return ret;
+                        if (!cm->tool_call_id || !cm->tool_call_id[0]) {
+                                oai_bad_field(e, field, "%s is required: the id of the tool call this message answers",
+                                              field);
+                                return -EINVAL;
+                        }
+                        r->needs_events = true;
+                }
+                ret = message_content(r, json_object_get(m, "content"), i, &r->messages[i].content, e);
                 if (ret < 0)
                         return ret;
+                cm->content = r->messages[i].content;
         }
         r->req.messages = r->messages;
         r->req.n_messages = json_array_size(msgs);
+        return 0;
+}
+
+/* True for a tool name the daemon takes: 1..64 letters, digits, _ - . */
+static bool tool_name_ok(const char *s) {
+        size_t n = strlen(s);
+        if (n == 0 || n > 64)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+                      *s == '-' || *s == '.'))
+                        return false;
+        return true;
+}
+
+/* tools: [{"type": "function", "function": {name, description, parameters, strict}}] and
+ * tool_choice ("auto", "none"; "required" and a named function are refused). */
+static int parse_tools(struct oai_request *r, struct oai_error *e) {
+        json_t *tools = json_object_get(r->root, "tools");
+        json_t *choice = json_object_get(r->root, "tool_choice");
+        bool none = false;
+        size_t i;
+        json_t *t;
+
+        if (choice && !json_is_null(choice)) {
+                const char *c = json_string_value(choice);
+                if (json_is_object(choice)) {
+                        oai_bad_field(e, "tool_choice",
+                                      "tool_choice: forcing a named function is not supported by this gateway (use \"auto\" or \"none\")");
+                        return -EINVAL;
+                }
+                if (!c || (strcmp(c, "auto") != 0 && strcmp(c, "none") != 0 && strcmp(c, "required") != 0)) {
+                        oai_bad_field(e, "tool_choice", "tool_choice must be \"auto\" or \"none\"");
+                        return -EINVAL;
+                }
+                if (strcmp(c, "required") == 0) {
+                        oai_bad_field(e, "tool_choice",
+                                      "tool_choice \"required\" is not supported by this gateway (use \"auto\" or \"none\")");
+                        return -EINVAL;
+                }
+                none = strcmp(c, "none") == 0;
+        }
+        json_t *ptc = json_object_get(r->root, "parallel_tool_calls");
+        if (ptc && !json_is_null(ptc) && !json_is_boolean(ptc)) {
+                oai_bad_field(e, "parallel_tool_calls", "parallel_tool_calls must be true or false");
+                return -EINVAL;
+        }
+        if (json_is_false(ptc)) {
+                oai_bad_field(e, "parallel_tool_calls",
+                              "parallel_tool_calls false is not supported by this gateway: the model may call several tools");
+                return -EINVAL;
+        }
+        if (!tools || json_is_null(tools))
+                return 0;
+        if (!json_is_array(tools)) {
+                oai_bad_field(e, "tools", "tools must be an array of {\"type\": \"function\", \"function\": {...}}");
+                return -EINVAL;
+        }
+        if (json_array_size(tools) > OAI_MAX_TOOLS) {
+                oai_bad_field(e, "tools", "at most %d tools per request (got %zu)", OAI_MAX_TOOLS, json_array_size(tools));
+                return -EINVAL;
+        }
+        if (json_array_size(tools) == 0)
+                return 0;
+        r->tools = calloc(json_array_size(tools), sizeof(*r->tools));
+        r->tool_params = calloc(json_array_size(tools), sizeof(*r->tool_params));
+        if (!r->tools || !r->tool_params)
+                return -ENOMEM;
+        r->n_tools = json_array_size(tools); /* oai_request_free frees tool_params[0, n_tools) */
+        json_array_foreach(tools, i, t) {
+                char field[64];
+                const char *type = json_string_value(json_object_get(t, "type"));
+                json_t *fn = json_object_get(t, "function");
+                int ret;
+
+                snprintf(field, sizeof(field), "tools[%zu]", i);
+                if (!json_is_object(t) || !type || strcmp(type, "function") != 0) {
+                        oai_bad_field(e, field, "%s must be an object with \"type\": \"function\" (the only kind of tool)", field);
+                        return -EINVAL;
+                }
+                snprintf(field, sizeof(field), "tools[%zu].function", i);
+                if (!json_is_object(fn)) {
+                        oai_bad_field(e, field, "%s must be an object with a name", field);
+                        return -EINVAL;
+                }
+                struct dsv32_tool *tool = &r->tools[i];
+                snprintf(field, sizeof(field), "tools[%zu].function.name", i);
+                if ((ret = opt_string(fn, "name", field, &tool->name, e)) < 0)
+                        return ret;
+                if (!tool->name || !tool_name_ok(tool->name)) {
+                        oai_bad_field(e, field, "%s must be 1 to 64 letters, digits, '_', '-' or '.'", field);
+                        return -EINVAL;
+                }
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(r->tools[j].name, tool->name) == 0) {
+                                oai_bad_field(e, field, "%s: two tools are called '%s'", field, tool->name);
+                                return -EINVAL;
+                        }
+                snprintf(field, sizeof(field), "tools[%zu].function.description", i);
+                if ((ret = opt_string(fn, "description", field, &tool->description, e)) < 0)
+                        return ret;
+                if (tool->description && strlen(tool->description) > OAI_MAX_TOOL_DESCRIPTION) {
+                        oai_bad_field(e, field, "%s is over %d bytes", field, OAI_MAX_TOOL_DESCRIPTION);
+                        return -EINVAL;
+                }
+                snprintf(field, sizeof(field), "tools[%zu].function.parameters", i);
+                json_t *params = json_object_get(fn, "parameters");
+                if (params && !json_is_null(params)) {
+                        if (!json_is_object(params)) {
+                                oai_bad_field(e, field, "%s must be a JSON schema object", field);
+                                return -EINVAL;
+                        }
+                        r->tool_params[i] = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+                        if (!r->tool_params[i])
+                                return -ENOMEM;
+                        if (strlen(r->tool_params[i]) > OAI_MAX_TOOL_PARAMETERS) {
+                                oai_bad_field(e, field, "%s is over %d bytes of JSON", field, OAI_MAX_TOOL_PARAMETERS);
+                                return -EINVAL;
+                        }
+                        tool->parameters = r->tool_params[i];
+                }
+                json_t *strict = json_object_get(fn, "strict");
+                if (json_is_true(strict)) {
+                        snprintf(field, sizeof(field), "tools[%zu].function.strict", i);
+                        oai_bad_field(e, field, "%s: strict schema adherence is not supported by this gateway", field);
+                        return -EINVAL;
+                }
+        }
+        if (!none) {
+                r->req.tools = r->tools;
+                r->req.n_tools = r->n_tools;
+                r->needs_events = true;
+        }
         return 0;
 }
 
@@ -409,8 +651,7 @@ static int parse_unsupported(struct oai_request *r, struct oai_error *e) {
         static const struct {
                 const char *name, *why;
         } fields[] = {
-                {"tools", "tool calls need the daemon's chat events (not there yet)"},
-                {"functions", "tool calls need the daemon's chat events (not there yet)"},
+                {"functions", "the legacy functions field: send tools instead"},
                 {"echo", "the prompt is not echoed"},
                 {"suffix", "no fill-in-the-middle"},
         };
@@ -419,6 +660,10 @@ static int parse_unsupported(struct oai_request *r, struct oai_error *e) {
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
                 if ((ret = refuse_unless_default(root, fields[i].name, fields[i].why, e)) < 0)
                         return ret;
+        if (r->kind == OAI_COMPLETION &&
+            ((ret = refuse_unless_default(root, "tools", "tools belong to /v1/chat/completions", e)) < 0 ||
+             (ret = refuse_unless_default(root, "tool_choice", "tools belong to /v1/chat/completions", e)) < 0))
+                return ret;
         json_int_t best_of = 1;
         if ((ret = get_int(root, "best_of", 1, 1, &best_of, e)) < 0)
                 return ret;
@@ -434,12 +679,6 @@ static int parse_unsupported(struct oai_request *r, struct oai_error *e) {
                                       "response_format %s is not supported by this daemon yet (only text)", type);
                         return -EINVAL;
                 }
-        }
-        json_t *tc = json_object_get(root, "tool_choice");
-        if (tc && !json_is_null(tc) && !(json_is_string(tc) && strcmp(json_string_value(tc), "none") == 0) &&
-            !(json_is_string(tc) && strcmp(json_string_value(tc), "auto") == 0)) {
-                oai_bad_field(e, "tool_choice", "tool_choice: no tools are supported by this gateway yet");
-                return -EINVAL;
         }
         return 0;
 }
@@ -470,7 +709,7 @@ int oai_request_parse(enum oai_kind kind, const char *body, size_t len, struct o
         snprintf(r->model, sizeof(r->model), "%s", model ? json_string_value(model) ? json_string_value(model) : "" : "");
         if ((ret = kind == OAI_CHAT ? parse_messages(r, e) : parse_prompt(r, e)) < 0 ||
             (ret = parse_sampling(r, e)) < 0 || (ret = parse_stop(r, e)) < 0 || (ret = parse_logprobs(r, e)) < 0 ||
-            (ret = parse_unsupported(r, e)) < 0 ||
+            (ret = parse_unsupported(r, e)) < 0 || (kind == OAI_CHAT && (ret = parse_tools(r, e)) < 0) ||
             (ret = get_bool(r->root, "stream", &r->stream, e)) < 0)
                 goto fail;
         bool flag = false;
@@ -521,6 +760,12 @@ void oai_request_free(struct oai_request *r) {
                 free(r->owned[i]);
         free(r->owned);
         free(r->messages);
+        free(r->chat);
+        free(r->calls);
+        free(r->tools);
+        for (size_t i = 0; r->tool_params && i < r->n_tools; i++) /* calloc'd: NULL where not dumped */
+                free(r->tool_params[i]);
+        free(r->tool_params);
         free(r->prompt_tokens);
         json_decref(r->root);
         *r = (struct oai_request){0};

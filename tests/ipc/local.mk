@@ -136,8 +136,8 @@ tests_ipc_test_daemon_signals_SOURCES = tests/ipc/test-daemon-signals.c $(HARNES
 tests_ipc_test_daemon_signals_LDADD = $(DAEMON_TEST_LIBS)
 TESTS += tests/ipc/test-daemon-signals
 
-TESTS += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh tests/ipc/test-programs.sh
-EXTRA_DIST += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh tests/ipc/test-programs.sh
+TESTS += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh tests/ipc/test-programs.sh tests/ipc/test-cli-chat-events.sh
+EXTRA_DIST += tests/ipc/test-daemon-access.sh tests/ipc/test-daemon-activation.sh tests/ipc/test-programs.sh tests/ipc/test-cli-chat-events.sh
 
 check_PROGRAMS += tests/ipc/test-daemon-mtp
 tests_ipc_test_daemon_mtp_SOURCES = tests/ipc/test-daemon-mtp.c $(HARNESS)

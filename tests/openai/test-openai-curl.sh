@@ -163,7 +163,7 @@ check_error 400 prompt /v1/completions '{"prompt":{"a":1}}'
 check_error 400 prompt /v1/completions '{"prompt":[1,-2]}'
 check_error 400 stream /v1/completions '{"prompt":"hi","stream":"yes"}'
 check_error 400 response_format /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}'
-check_error 400 tools /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}]}'
+check_error 400 "tools[0].function" /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}]}'
 check_error 400 null /v1/completions '{"prompt":[0,4096]}' # a token outside the vocabulary: the daemon refuses it
 check_error 404 null /v1/nothing '{}'
 check_error 405 null /v1/models '{}'
