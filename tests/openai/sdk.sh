@@ -14,16 +14,8 @@ node="${NODE:-}"
 [ -n "$node" ] || { echo "SKIP: node not found (install nodejs, then run tests/openai/setup-hook.sh)"; exit 77; }
 [ -f "$sdk/node_modules/openai/package.json" ] ||
   { echo "SKIP: the openai SDK is not installed in $sdk/node_modules (run tests/openai/setup-hook.sh)"; exit 77; }
-b=$(cd "$top_builddir" && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-openai-sdk-XXXXXX")
-dpid= gpid=
-cleanup() {
-  for p in $gpid $dpid; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-die() { echo "FAIL: $*"; echo "--- daemon log"; cat "$tmp/daemon.log"; echo "--- gateway log"; cat "$tmp/gw.log"; exit 1; }
+TMPNAME=dsv32-openai-sdk
+. "$(dirname "$0")/gwlib.sh"
 
 "$b/dsv32-mkmodel" --preset tiny --out "$tmp/model" >/dev/null || die "dsv32-mkmodel"
 "$b/dsv32d" --config /dev/null --model "$tmp/model" --socket "$tmp/d.sock" --threads 1 2>"$tmp/daemon.log" &

@@ -13,24 +13,12 @@
 # for); with the daemon gone /health and generation answer 503; SIGTERM stops the gateway
 # with status 0. Needs curl and python3 (exit 77 without). About 10 s.
 set -uo pipefail
-# python3 as configure found it (Debian's; a pyenv shim on PATH costs ~0.8 s a start, x37 here)
-here=$(cd "$(dirname "$0")" && pwd) # httpjson.py
-python3() { PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" command "${PYTHON3:-python3}" "$@"; }
-: "${top_builddir:?}"
+TMPNAME=dsv32-openai
+. "$(dirname "$0")/gwlib.sh"
 command -v curl >/dev/null || { echo "SKIP: no curl (Debian package curl)"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: no python3"; exit 77; }
-b=$(cd "$top_builddir" && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-openai-XXXXXX")
-dpid= gpid= kpid=
-cleanup() {
-  for p in $kpid $gpid $dpid; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-die() { echo "FAIL: $*"; echo "--- daemon log"; cat "$tmp/daemon.log"; echo "--- gateway log"; cat "$tmp/gw.log" 2>/dev/null; exit 1; }
 # json FILE EXPR: a Python expression over the parsed file `j` (prints its value)
 json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 dsv() { "$b/dsv32" --socket "$tmp/d.sock" "$@"; }

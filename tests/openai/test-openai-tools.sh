@@ -14,21 +14,10 @@
 # content, streamed the same, without tool_calls. Needs curl and python3 (exit 77 without).
 # About 5 s (18 s beside a parallel build).
 set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd) # httpjson.py
-python3() { PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" command "${PYTHON3:-python3}" "$@"; }
-: "${top_builddir:?}"
+TMPNAME=dsv32-openai-tools
+. "$(dirname "$0")/gwlib.sh"
 command -v curl >/dev/null || { echo "SKIP: no curl (Debian package curl)"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: no python3"; exit 77; }
-b=$(cd "$top_builddir" && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-openai-tools-XXXXXX")
-dpid= gpid=
-cleanup() {
-  for p in $gpid $dpid; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-die() { echo "FAIL: $*"; echo "--- daemon log"; cat "$tmp/daemon.log"; echo "--- gateway log"; cat "$tmp/gw.log" 2>/dev/null; exit 1; }
 
 "$b/dsv32-mkmodel" --preset tiny --out "$tmp/model" >/dev/null || die "dsv32-mkmodel"
 # start_daemon [ENV...]: dsv32d on $tmp/d.sock, ready
