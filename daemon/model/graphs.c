@@ -12,6 +12,11 @@
  * against (the workspace's buffer and bucket, the KV pool); when any of it changed, the
  * bucket starts over (eager once, then recorded again).
  *
+ * A capture that fails turns graphs off for the model's life (logged), except when it ran out
+ * of device memory (-ENOMEM: the device stays usable, and memory may be free again later):
+ * then only that step runs op by op and its bucket is recorded again on its next use, up to
+ * DSV_GRAPH_OOM_RETRIES failures in a row.
+ *
  * Padding rows repeat the pass's first row (token, position, sequence, slot): every op works
  * row by row, so they change no real row, and their cache write is the first row's own,
  * same bytes to the same slot. */
@@ -117,18 +122,26 @@ int dsv_graph_run(struct fwd *F, int (*layers)(struct fwd *F)) {
                         r = re;
         }
         if (r < 0) {
-                /* nothing ran: the same step eagerly, and no capture again */
+                /* nothing ran: the same step eagerly; no capture again, or (out of memory)
+                 * this bucket recorded again on its next use */
                 const char *why = F->err && F->err->msg[0] ? F->err->msg : why_failed(be, r);
-                log_warning("CUDA graphs off: recording the decode step of %d rows on the %s backend failed (%s); decode steps "
-                            "run op by op from now on",
-                            F->T, be->ops->name, why);
+                if (r == -ENOMEM && ++G->oom_fails <= DSV_GRAPH_OOM_RETRIES)
+                        log_warning("Recording the decode step of %d rows on the %s backend ran out of memory (%s); this step "
+                                    "runs op by op, and the next of its size is recorded again (%d of %d tries)",
+                                    F->T, be->ops->name, why, G->oom_fails, DSV_GRAPH_OOM_RETRIES);
+                else {
+                        log_warning("CUDA graphs off: recording the decode step of %d rows on the %s backend failed (%s); "
+                                    "decode steps run op by op from now on",
+                                    F->T, be->ops->name, why);
+                        G->broken = true;
+                }
                 if (F->err)
                         F->err->msg[0] = 0;
-                G->broken = true;
                 G->st.failed++;
                 G->st.eager++;
                 return layers(F);
         }
+        G->oom_fails = 0;
         s->graph = graph;
         G->st.captures++;
         log_debug("Captured the decode step of %d rows as a graph (%llu captures, %llu replays so far)", F->T,

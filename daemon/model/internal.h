@@ -76,6 +76,7 @@ struct graph_slot {
 struct graphs {
         bool off;    /* --cuda-graphs=no */
         bool broken; /* a capture failed: eager from then on (logged once) */
+        int oom_fails; /* captures in a row that ran out of device memory (graphs.c) */
         bool probing; /* the load-time probe runs eagerly and counts nothing */
         struct graph_slot slot[DSV_GRAPH_BUCKETS];
         struct dsv_graph_stats st;

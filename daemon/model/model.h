@@ -102,10 +102,13 @@ struct dsv_model_opts {
 /* What the graphs of decode steps did since the load: captures (one per bucket and
  * workspace/pool layout), replays (steps run by relaunching a captured graph), eager (decode
  * steps that could have used a graph but ran op by op: a bucket's first use, after a failed
- * capture), failed (captures that failed: graphs are then off for the model's life). */
+ * capture), failed (captures that failed: graphs are then off for the model's life, unless
+ * the capture ran out of device memory: then its bucket is recorded again on its next use, up
+ * to DSV_GRAPH_OOM_RETRIES failures in a row). */
 struct dsv_graph_stats {
         uint64_t captures, replays, eager, failed;
 };
+#define DSV_GRAPH_OOM_RETRIES 3
 
 #define DSV_MODEL_MIN_PASS_TOKENS 16
 #define DSV_MODEL_MAX_PASS_TOKENS (1 << 16)

@@ -18,7 +18,9 @@
  * Then the failure paths: the backend refuses what would wait for the device during a
  * capture (-EBUSY), a second begin, an end without begin and a launch of no graph; and a
  * model on a backend whose graph_end fails runs the same script eagerly (one failed capture,
- * no other, same logits as the CPU). 25-34 s on the emulation here (2 loaded cores), most of
+ * no other, same logits as the CPU); one whose capture runs out of device memory once runs
+ * that step eagerly and records the bucket on its next use (then replays it), and one whose
+ * every capture runs out of memory gives up after DSV_GRAPH_OOM_RETRIES tries. 25-34 s on the emulation here (2 loaded cores), most of
  * it the 62-token prompt that reaches a page boundary, on two emulated engines. */
 #include "config.h"
 
@@ -190,14 +192,34 @@ static void check_refusals(struct dsv_backend *be) {
 }
 
 /* A CUDA backend whose captures all fail at graph_end (what an op that waits for the device
- * would cause): the model must fall back to eager steps, once, and keep its results. */
+ * would cause): the model must fall back to eager steps, once, and keep its results. With
+ * oom_ends > 0, the next oom_ends captures run out of device memory instead (-ENOMEM, as
+ * cudaGraphInstantiate says when the graph's memory does not fit) and later ones succeed. */
 static struct dsv_backend_ops failing_ops;
+static int oom_ends;
 static int failing_end(struct dsv_backend *be, bool keep, void **ret) {
         void *graph = NULL;
+        if (oom_ends < 0)
+                return g.be[1]->ops->graph_end(be, keep, ret);
         int r = g.be[1]->ops->graph_end(be, false, &graph);
         (void)keep;
         (void)ret;
-        return r < 0 ? r : -EOPNOTSUPP;
+        if (r < 0)
+                return r;
+        if (oom_ends > 0 && --oom_ends == 0)
+                oom_ends = -1; /* the following captures succeed */
+        return oom_ends != 0 ? -ENOMEM : -EOPNOTSUPP;
+}
+
+/* The failing backend's run: 3 decode steps of one bucket after run_short's prefills, then
+ * extra more; the CPU's logits and greedy choices kept. */
+static void run_failing(struct script *S, const char *what, int extra) {
+        static const int b4[] = {0, 1, 2};
+        run_short(S);
+        if (extra)
+                decode(S, b4, 3, extra);
+        CHECK(S->steps == 3 + extra && S->bad == 0 && S->greedy_diff == 0, "%s: %d steps, %d rows outside tolerance, %d greedy choices differ",
+              what, S->steps, S->bad, S->greedy_diff);
 }
 
 int main(void) {
@@ -245,11 +267,30 @@ int main(void) {
         runner_open(&rf[0], "cpu", g.be[0], dir, false);
         runner_open(&rf[1], "cuda failing graph_end", &failing, dir, false);
         struct script F = {.r = rf, .n = 2, .V = S.V, .tol = S.tol, .lg = {S.lg[0], S.lg[1]}};
-        run_short(&F);
-        CHECK(F.steps == 3 && F.bad == 0 && F.greedy_diff == 0,
-              "after a failed capture: %d rows outside tolerance, %d greedy choices differ", F.bad, F.greedy_diff);
+        run_failing(&F, "after a failed capture", 0);
         /* eager (first use), failed capture (then eager), eager (graphs off for good) */
         check_stats(&rf[1], 0, 0, 3, 1);
+        for (int e = 0; e < 2; e++)
+                runner_close(&rf[e]);
+
+        /* a capture that ran out of device memory: that step eager, the next recorded again:
+         * eager (first use), failed capture (eager), captured, replayed */
+        oom_ends = 1;
+        runner_open(&rf[0], "cpu", g.be[0], dir, false);
+        runner_open(&rf[1], "cuda graph_end out of memory once", &failing, dir, false);
+        struct script O = {.r = rf, .n = 2, .V = S.V, .tol = S.tol, .lg = {S.lg[0], S.lg[1]}};
+        run_failing(&O, "after a capture out of memory", 1);
+        check_stats(&rf[1], 1, 1, 2, 1);
+        for (int e = 0; e < 2; e++)
+                runner_close(&rf[e]);
+        /* out of memory at every capture: DSV_GRAPH_OOM_RETRIES tries, then graphs off: eager
+         * (first use), then 3 + 1 failed captures (each then eager), then eager without a try */
+        oom_ends = 1000;
+        runner_open(&rf[0], "cpu", g.be[0], dir, false);
+        runner_open(&rf[1], "cuda graph_end always out of memory", &failing, dir, false);
+        struct script P = {.r = rf, .n = 2, .V = S.V, .tol = S.tol, .lg = {S.lg[0], S.lg[1]}};
+        run_failing(&P, "with every capture out of memory", 3);
+        check_stats(&rf[1], 0, 0, 6, DSV_GRAPH_OOM_RETRIES + 1);
         for (int e = 0; e < 2; e++)
                 runner_close(&rf[e]);
         for (int e = 0; e < 3; e++) {
