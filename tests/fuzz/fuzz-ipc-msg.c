@@ -16,7 +16,8 @@ static const uint16_t types[] = {
         DSV_MSG_SESSION_OPEN, DSV_MSG_SESSION_CLOSE, DSV_MSG_SESSION_PIN,    DSV_MSG_PONG,
         DSV_MSG_TOKENS,       DSV_MSG_DONE,          DSV_MSG_ERROR,          DSV_MSG_STATS_REPLY,
         DSV_MSG_TOKENIZE_REPLY, DSV_MSG_DETOKENIZE_REPLY, DSV_MSG_SESSION_REPLY, 0x7777,
-        DSV_MSG_CHAT_EVENT, /* appended: the corpus's first bytes keep their types */
+        /* appended: the corpus's first bytes keep their types */
+        DSV_MSG_CHAT_EVENT,   DSV_MSG_SESSION_LIST,  DSV_MSG_SESSION_SAVE,   DSV_MSG_SESSION_LIST_REPLY,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
