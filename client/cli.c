@@ -856,6 +856,8 @@ static json_t *status_json(const struct dsv32_stats *s, const struct dsv32_wait_
         if (s->ranks > 1) {
                 I("ranks", s->ranks);
                 S("layout", s->layout);
+                I("rank_weight_bytes_min", s->rank_weight_bytes_min);
+                I("rank_weight_bytes_max", s->rank_weight_bytes_max);
         }
         I("spin_us", s->spin_us);
         I("loop_wakeups", s->loop_wakeups);
@@ -913,8 +915,16 @@ static int cmd_status(int argc, char **argv) {
                            s.device_memory_free / 1073741824.0, s.device_memory_total / 1073741824.0);
         else if (s.state == DSV32_STATE_READY)
                 cli_printf("device:     cpu (weights and KV cache in host memory)\n");
-        if (s.ranks > 1)
-                cli_printf("ranks:      %u CPU ranks, layout %s (weights above: rank 0's)\n", s.ranks, s.layout);
+        if (s.ranks > 1) {
+                char per[64];
+                if (s.rank_weight_bytes_min == s.rank_weight_bytes_max)
+                        snprintf(per, sizeof(per), "%.1f MB", s.rank_weight_bytes_min / 1e6);
+                else
+                        snprintf(per, sizeof(per), "%.1f-%.1f MB", s.rank_weight_bytes_min / 1e6, s.rank_weight_bytes_max / 1e6);
+                cli_printf("ranks:      %u CPU ranks, layout %s; weights per rank %s (above: rank 0's); each rank has a KV "
+                           "cache pool as below\n",
+                           s.ranks, s.layout, per);
+        }
         cli_printf("memory:     RSS %.1f MB; KV cache %llu/%llu pages of %llu tokens used (%llu bytes/token)\n",
                    s.rss_bytes / 1e6, (unsigned long long)s.kv_pages_used, (unsigned long long)s.kv_pages_total,
                    (unsigned long long)s.kv_page_tokens, (unsigned long long)s.kv_bytes_per_token);

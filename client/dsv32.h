@@ -478,6 +478,8 @@ struct dsv32_stats {
          * from older daemons */
         uint32_t ranks;
         char layout[16];                    /* e.g. "ep,dp" */
+        uint64_t rank_weight_bytes_min;     /* the fewest and the most weight bytes one rank holds */
+        uint64_t rank_weight_bytes_max;     /* (0 with one rank and from older daemons) */
 };
 int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 #define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))

@@ -1380,6 +1380,8 @@ API int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *out, size_t size)
         ret->device_kv_bytes = s->device_kv_bytes;
         ret->ranks = s->ranks;
         snprintf(ret->layout, sizeof(ret->layout), "%s", s->layout);
+        ret->rank_weight_bytes_min = s->rank_weight_min;
+        ret->rank_weight_bytes_max = s->rank_weight_max;
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);

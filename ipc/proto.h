@@ -367,9 +367,11 @@ struct dsv_msg_stats_reply {
         uint64_t device_memory_total, device_memory_free; /* bytes, now */
         uint64_t device_weight_bytes;      /* the weights held in device memory */
         uint64_t device_kv_bytes;          /* the KV cache pool in device memory */
-        /* CPU ranks in the daemon and their layout (keys 60, 61; absent with one rank) */
+        /* CPU ranks in the daemon and their layout (keys 60, 61; absent with one rank), the
+         * fewest and the most weight bytes one rank holds (keys 62, 63) */
         uint32_t ranks;
         char layout[16];
+        uint64_t rank_weight_min, rank_weight_max;
 };
 
 struct dsv_msg {

@@ -548,6 +548,12 @@ static int load(struct dsv_engine *e) {
         e->rt = dsv_rank_group_runtime(e->ranks, 0);
         e->info.ranks = dsv_rank_group_size(e->ranks);
         snprintf(e->info.layout, sizeof(e->info.layout), "%s", e->info.ranks > 1 ? "ep,dp" : "");
+        e->info.rank_weight_min = UINT64_MAX;
+        for (int r = 0; r < e->info.ranks; r++) {
+                const uint64_t b = dsv_model_weight_bytes(dsv_rank_group_runtime(e->ranks, r)->model);
+                e->info.rank_weight_min = MIN(e->info.rank_weight_min, b);
+                e->info.rank_weight_max = MAX(e->info.rank_weight_max, b);
+        }
         log_ranks(e);
         if (e->rt->kv_note[0])
                 log_info("%s", e->rt->kv_note);

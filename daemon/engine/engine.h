@@ -369,6 +369,7 @@ struct dsv_engine_info {
         int threads;              /* rank 0's */
         int ranks;                /* CPU ranks (1: one) */
         char layout[16];          /* their layout ("" with one rank) */
+        uint64_t rank_weight_min, rank_weight_max; /* the fewest and the most weight bytes of one rank */
         uint64_t kv_pages_total, kv_page_tokens, kv_bytes_per_token;
         /* a backend with its own memory (a GPU): its device as the plugin describes it, the
          * weights and the KV pool held there; "" and 0 on the CPU backend */

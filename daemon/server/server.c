@@ -953,6 +953,8 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
                 if (inf->ranks > 1) {
                         st->ranks = (uint32_t)inf->ranks;
                         snprintf(st->layout, sizeof(st->layout), "%s", inf->layout);
+                        st->rank_weight_min = inf->rank_weight_min;
+                        st->rank_weight_max = inf->rank_weight_max;
                 }
                 if (inf->device[0]) {
                         uint64_t fr = 0, tot = 0;

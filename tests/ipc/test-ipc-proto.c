@@ -464,8 +464,11 @@ static void test_roundtrips(void) {
                 in.u.stats.id = 4;
                 in.u.stats.ranks = 4;
                 snprintf(in.u.stats.layout, sizeof(in.u.stats.layout), "ep,dp");
-                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.ranks == 4 && strcmp(out.u.stats.layout, "ep,dp") == 0,
-                      "STATS_REPLY ranks and layout");
+                in.u.stats.rank_weight_min = 6300000;
+                in.u.stats.rank_weight_max = (1ull << 40) + 7;
+                CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.ranks == 4 && strcmp(out.u.stats.layout, "ep,dp") == 0 &&
+                              out.u.stats.rank_weight_min == 6300000 && out.u.stats.rank_weight_max == (1ull << 40) + 7,
+                      "STATS_REPLY ranks, layout and weight bytes per rank (keys 62, 63)");
                 dsv_msg_release(&out);
                 {
                         /* {0: 4, 61: 16 bytes}: one byte over the layout's cap; {0: 4, 60: "x"} */

@@ -87,8 +87,13 @@ for r in 0 1 2 3; do
 done
 grep -q "Ranks: 4 CPU ranks, layout ep,dp" "$work/tiny-4.log" || bad "no plan line with 4 ranks"
 grep -q "Ranks:" "$work/tiny-1.log" && bad "one rank logged a plan of ranks"
-st=$(start status "$work/tiny" --ranks 2 --parallel ep,dp && "$cli" --socket "$work/status.sock" status; stop || true)
-grep -q "ranks:      2 CPU ranks, layout ep,dp" <<<"$st" || bad "dsv32 status does not show the ranks: $st"
+st=$(start status "$work/tiny" --ranks 3 --parallel ep,dp && "$cli" --socket "$work/status.sock" status; stop || true)
+grep -q "ranks:      3 CPU ranks, layout ep,dp" <<<"$st" || bad "dsv32 status does not show the ranks: $st"
+# the status's weights per rank (3 ranks: 6, 5 and 5 experts): the fewest and the most of the
+# start log's per-rank bytes
+want=$(grep -o "rank [0-9]*: experts [0-9-]* of [0-9]*, [0-9]* weight bytes" "$work/status.log" |
+        awk '{ b = $7; if (min == "" || b < min) min = b; if (b > max) max = b } END { if (min == max) printf "%.1f MB", min / 1e6; else printf "%.1f-%.1f MB", min / 1e6, max / 1e6 }')
+grep -q "weights per rank $want" <<<"$st" || bad "dsv32 status's weights per rank are not the log's ($want): $st"
 if [ "${DSV32_RANKS_SMALL:-0}" != 0 ]; then
         "$top_builddir/dsv32-mkmodel" --preset small --seed 5 --out "$work/small" >/dev/null
         check_model small "$work/small"
