@@ -211,15 +211,25 @@ static int failing_end(struct dsv_backend *be, bool keep, void **ret) {
         return oom_ends != 0 ? -ENOMEM : -EOPNOTSUPP;
 }
 
-/* The failing backend's run: 3 decode steps of one bucket after run_short's prefills, then
- * extra more; the CPU's logits and greedy choices kept. */
-static void run_failing(struct script *S, const char *what, int extra) {
+/* The failing backend (oom_ends as failing_end says) beside the CPU on a fresh model each: 3
+ * decode steps of one bucket after run_short's prefills, then extra more; the CPU's logits and
+ * greedy choices kept, and the graph figures expected. */
+static void run_failing(struct dsv_backend *failing, const char *dir, const struct script *S0, const char *what, int oom,
+                        int extra, uint64_t captures, uint64_t replays, uint64_t eager, uint64_t failed) {
         static const int b4[] = {0, 1, 2};
-        run_short(S);
+        struct runner rf[2];
+        struct script S = {.r = rf, .n = 2, .V = S0->V, .tol = S0->tol, .lg = {S0->lg[0], S0->lg[1]}};
+        oom_ends = oom;
+        runner_open(&rf[0], "cpu", g.be[0], dir, false);
+        runner_open(&rf[1], what, failing, dir, false);
+        run_short(&S);
         if (extra)
-                decode(S, b4, 3, extra);
-        CHECK(S->steps == 3 + extra && S->bad == 0 && S->greedy_diff == 0, "%s: %d steps, %d rows outside tolerance, %d greedy choices differ",
-              what, S->steps, S->bad, S->greedy_diff);
+                decode(&S, b4, 3, extra);
+        CHECK(S.steps == 3 + extra && S.bad == 0 && S.greedy_diff == 0,
+              "%s: %d steps, %d rows outside tolerance, %d greedy choices differ", what, S.steps, S.bad, S.greedy_diff);
+        check_stats(&rf[1], captures, replays, eager, failed);
+        for (int e = 0; e < 2; e++)
+                runner_close(&rf[e]);
 }
 
 int main(void) {
@@ -262,37 +272,15 @@ int main(void) {
         failing_ops = *g.be[1]->ops;
         failing_ops.graph_end = failing_end;
         failing.ops = &failing_ops;
-        struct runner rf[2];
         runner_close(&rr[0]);
-        runner_open(&rf[0], "cpu", g.be[0], dir, false);
-        runner_open(&rf[1], "cuda failing graph_end", &failing, dir, false);
-        struct script F = {.r = rf, .n = 2, .V = S.V, .tol = S.tol, .lg = {S.lg[0], S.lg[1]}};
-        run_failing(&F, "after a failed capture", 0);
         /* eager (first use), failed capture (then eager), eager (graphs off for good) */
-        check_stats(&rf[1], 0, 0, 3, 1);
-        for (int e = 0; e < 2; e++)
-                runner_close(&rf[e]);
-
+        run_failing(&failing, dir, &S, "cuda failing graph_end", 0, 0, 0, 0, 3, 1);
         /* a capture that ran out of device memory: that step eager, the next recorded again:
          * eager (first use), failed capture (eager), captured, replayed */
-        oom_ends = 1;
-        runner_open(&rf[0], "cpu", g.be[0], dir, false);
-        runner_open(&rf[1], "cuda graph_end out of memory once", &failing, dir, false);
-        struct script O = {.r = rf, .n = 2, .V = S.V, .tol = S.tol, .lg = {S.lg[0], S.lg[1]}};
-        run_failing(&O, "after a capture out of memory", 1);
-        check_stats(&rf[1], 1, 1, 2, 1);
-        for (int e = 0; e < 2; e++)
-                runner_close(&rf[e]);
+        run_failing(&failing, dir, &S, "cuda graph_end out of memory once", 1, 1, 1, 1, 2, 1);
         /* out of memory at every capture: DSV_GRAPH_OOM_RETRIES tries, then graphs off: eager
          * (first use), then 3 + 1 failed captures (each then eager), then eager without a try */
-        oom_ends = 1000;
-        runner_open(&rf[0], "cpu", g.be[0], dir, false);
-        runner_open(&rf[1], "cuda graph_end always out of memory", &failing, dir, false);
-        struct script P = {.r = rf, .n = 2, .V = S.V, .tol = S.tol, .lg = {S.lg[0], S.lg[1]}};
-        run_failing(&P, "with every capture out of memory", 3);
-        check_stats(&rf[1], 0, 0, 6, DSV_GRAPH_OOM_RETRIES + 1);
-        for (int e = 0; e < 2; e++)
-                runner_close(&rf[e]);
+        run_failing(&failing, dir, &S, "cuda graph_end always out of memory", 1000, 3, 0, 0, 6, DSV_GRAPH_OOM_RETRIES + 1);
         for (int e = 0; e < 3; e++) {
                 free(S.lg[e]);
         }
