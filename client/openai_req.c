@@ -157,6 +157,18 @@ static int opt_string(json_t *obj, const char *name, const char *field, const ch
         return 0;
 }
 
+/* A required string field of 1 to 64 bytes (a tool call's id or function name). */
+static int short_string(json_t *obj, const char *name, const char *field, const char **out, struct oai_error *e) {
+        int ret = opt_string(obj, name, field, out, e);
+        if (ret < 0)
+                return ret;
+        if (!*out || !(*out)[0] || strlen(*out) > 64) {
+                oai_bad_field(e, field, "%s must be a string of 1 to 64 bytes", field);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 /* An assistant message's tool_calls: [{id, type "function", function {name, arguments}}]
  * onto calls[*k...]; arguments must be the text of a JSON object. */
 static int message_tool_calls(struct oai_request *r, json_t *tc, size_t i, size_t *k, struct oai_error *e) {
@@ -181,19 +193,11 @@ static int message_tool_calls(struct oai_request *r, json_t *tc, size_t i, size_
                         return -EINVAL;
                 }
                 snprintf(field, sizeof(field), "messages[%zu].tool_calls[%zu].id", i, j);
-                if ((ret = opt_string(c, "id", field, &call->id, e)) < 0)
+                if ((ret = short_string(c, "id", field, &call->id, e)) < 0)
                         return ret;
-                if (!call->id || !call->id[0] || strlen(call->id) > 64) {
-                        oai_bad_field(e, field, "%s must be a string of 1 to 64 bytes", field);
-                        return -EINVAL;
-                }
                 snprintf(field, sizeof(field), "messages[%zu].tool_calls[%zu].function.name", i, j);
-                if ((ret = opt_string(fn, "name", field, &call->name, e)) < 0)
+                if ((ret = short_string(fn, "name", field, &call->name, e)) < 0)
                         return ret;
-                if (!call->name || !call->name[0] || strlen(call->name) > 64) {
-                        oai_bad_field(e, field, "%s must be a string of 1 to 64 bytes", field);
-                        return -EINVAL;
-                }
                 snprintf(field, sizeof(field), "messages[%zu].tool_calls[%zu].function.arguments", i, j);
                 if ((ret = opt_string(fn, "arguments", field, &call->arguments, e)) < 0)
                         return ret;
