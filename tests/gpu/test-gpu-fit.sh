@@ -12,15 +12,9 @@
 set -uo pipefail
 : "${top_builddir:?}"
 B=$top_builddir
-emu=$B/tests/gpu/emu
-[ -f "$emu/dsv32-backend-cuda.so" ] || { echo "SKIP: $emu/dsv32-backend-cuda.so not built"; exit 77; }
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-gpu-fit-XXXXXX")
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; for l in "$tmp"/*.log; do [ -f "$l" ] && { echo "--- $l"; cat "$l"; }; done; exit 1; }
-export DSV32_BACKEND_PATH=$emu # the emulation only: its memory is what the test sets
-"$B/dsv32-mkmodel" --preset tiny --out "$tmp/model" >/dev/null || fail "dsv32-mkmodel"
+name=gpu-fit
+# the emulation only (its memory is what the test sets), the tiny model, a temporary directory
+. "$(dirname "$0")/daemon.sh"
 
 # "12.34 MiB" or "1.50 GiB" -> MiB
 mib() { awk -v v="$1" -v u="$2" 'BEGIN { printf "%.2f", u == "GiB" ? v * 1024 : v }'; }

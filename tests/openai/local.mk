@@ -3,4 +3,4 @@
 # `openai` npm SDK (sdk.sh; skips without node or the SDK of setup-hook.sh).
 TESTS += tests/openai/test-openai-curl.sh tests/openai/test-openai-tools.sh tests/openai/sdk.sh
 EXTRA_DIST += tests/openai/gwlib.sh tests/openai/test-openai-curl.sh tests/openai/test-openai-tools.sh tests/openai/httpjson.py tests/openai/sdk.sh tests/openai/setup-hook.sh \
-	tests/openai/sdk/package.json tests/openai/sdk/package-lock.json tests/openai/sdk/sdk-check.mjs tests/openai/sdk/sdk-tools.mjs tests/openai/tool-call-answer.txt tests/openai/tool-call-malformed.txt
+	tests/openai/sdk/package.json tests/openai/sdk/package-lock.json tests/openai/sdk/check.mjs tests/openai/sdk/sdk-check.mjs tests/openai/sdk/sdk-tools.mjs tests/openai/tool-call-answer.txt tests/openai/tool-call-malformed.txt

@@ -190,6 +190,15 @@ size_t env_size(const char *name, size_t def, size_t lo, size_t hi) {
         return (size_t)v;
 }
 
+/* At exit: a counter into the file a DSV_CUDA_EMU_COUNT_* variable names ("" : none). */
+static void write_count(const std::string &path, size_t n) {
+        FILE *f = path.empty() ? nullptr : fopen(path.c_str(), "we");
+        if (f) {
+                fprintf(f, "%zu\n", n);
+                fclose(f);
+        }
+}
+
 void init_state() {
         S = new rt_state();
         S->n_dev = (int)env_size("DSV_CUDA_EMU_DEVICES", 1, 1, EMU_MAX_DEVICES);
@@ -197,29 +206,15 @@ void init_state() {
         S->protect = env_size("DSV_CUDA_EMU_PROTECT", 1, 0, 1) != 0;
         S->fail_after = env_size("DSV_CUDA_EMU_FAIL_AFTER", 0, 1, (size_t)1 << 48);
         S->copy_delay_us = env_size("DSV_CUDA_EMU_COPY_DELAY_US", 0, 1, 10000000);
-        const char *count = getenv("DSV_CUDA_EMU_COUNT_OPS");
-        if (count && *count) {
-                S->count_path = count;
-                atexit([] {
-                        FILE *f = fopen(S->count_path.c_str(), "we");
-                        if (f) {
-                                fprintf(f, "%zu\n", S->n_ops.load());
-                                fclose(f);
-                        }
-                });
-        }
         S->fail_alloc = env_size("DSV_CUDA_EMU_FAIL_ALLOC", 0, 1, (size_t)1 << 48);
-        const char *count_allocs = getenv("DSV_CUDA_EMU_COUNT_ALLOCS");
-        if (count_allocs && *count_allocs) {
-                S->count_allocs_path = count_allocs;
+        const char *count = getenv("DSV_CUDA_EMU_COUNT_OPS"), *count_allocs = getenv("DSV_CUDA_EMU_COUNT_ALLOCS");
+        S->count_path = count ? count : "";
+        S->count_allocs_path = count_allocs ? count_allocs : "";
+        if (!S->count_path.empty() || !S->count_allocs_path.empty())
                 atexit([] {
-                        FILE *f = fopen(S->count_allocs_path.c_str(), "we");
-                        if (f) {
-                                fprintf(f, "%zu\n", S->n_allocs.load());
-                                fclose(f);
-                        }
+                        write_count(S->count_path, S->n_ops.load());
+                        write_count(S->count_allocs_path, S->n_allocs.load());
                 });
-        }
         for (int d = 0; d < S->n_dev; d++) {
                 S->legacy[d] = new emu_stream();
                 S->legacy[d]->device = d;

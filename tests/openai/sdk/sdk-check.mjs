@@ -3,18 +3,12 @@
 // WANT_FILE, where WANT_FILE holds the text `dsv32 generate --tokens 0,5,6,7 --max-tokens 8`
 // gives greedily. Prints one line per check; exits 1 on the first failure with its cause.
 import OpenAI from "openai";
+import { check, makeClient } from "./check.mjs";
 import { readFileSync } from "node:fs";
 
 const [baseURL, apiKey, wantFile] = process.argv.slice(2);
 const want = readFileSync(wantFile, "utf8").replace(/\n$/, "");
-const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 60000 });
-const check = (cond, what, got) => {
-  if (!cond) {
-    console.log(`FAIL: ${what}: ${JSON.stringify(got)}`);
-    process.exit(1);
-  }
-  console.log(`ok: ${what}`);
-};
+const client = makeClient(baseURL, apiKey);
 
 const models = await client.models.list();
 const ids = models.data.map((m) => m.id);

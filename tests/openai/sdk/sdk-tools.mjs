@@ -8,16 +8,10 @@
 // turn with the tools' results accepted, and tool_choice "required" refused as a
 // BadRequestError naming tool_choice. Prints one line per check; exits 1 on a failure.
 import OpenAI from "openai";
+import { check, makeClient } from "./check.mjs";
 
 const [baseURL, apiKey] = process.argv.slice(2);
-const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 60000 });
-const check = (cond, what, got) => {
-  if (!cond) {
-    console.log(`FAIL: ${what}: ${JSON.stringify(got)}`);
-    process.exit(1);
-  }
-  console.log(`ok: ${what}`);
-};
+const client = makeClient(baseURL, apiKey);
 
 const tools = [
   { type: "function", function: { name: "get_weather", description: "The weather in a city",
