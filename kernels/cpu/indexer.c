@@ -83,9 +83,13 @@ static const uint8_t *idx_key(const struct dsv_kv_ref *kv, int64_t slot, const f
  * chunking, the thread count or the batch), then each row selects its top-k (select_rows).
  * Rows whose context fits in topk, with no scores wanted, select everything and skip the rest. */
 #define IDX_CHUNK 64 /* positions per work item */
+/* Scores held at once (floats, 64 MB): a batch whose rows' contexts add up to more (a long
+ * prefill chunk at a long context) is taken in groups of rows up to this, at least one row. */
+#define IDX_SCORES_MAX ((int64_t)1 << 24)
 
 struct idx_ctx {
         const struct dsv_op_indexer_topk *p;
+        int64_t base;   /* the group's first row: work index t is the op's row base + t */
         int64_t *off;   /* row t's scores start at off[t] (off[T] in all; off[t+1] == off[t]: not scored) */
         int64_t *item;  /* work item i: row item[2i], first position item[2i+1] */
         float *scores;  /* off[T] */
@@ -101,14 +105,14 @@ static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
                 if (ic->off[t + 1] == ic->off[t])
                         continue;
                 float *qf = ic->qf + (size_t)t * H * d, *wh = ic->wh + (size_t)t * H;
-                const float *w = dsv_tensor_row(p->w, t);
+                const float *w = dsv_tensor_row(p->w, ic->base + t);
                 if (p->faithful) {
-                        const float *qs = dsv_tensor_row(p->q_scale, t);
-                        dsv_e4m3_row_to_f32(dsv_tensor_row(p->q, t), (int64_t)H * d, qf);
+                        const float *qs = dsv_tensor_row(p->q_scale, ic->base + t);
+                        dsv_e4m3_row_to_f32(dsv_tensor_row(p->q, ic->base + t), (int64_t)H * d, qf);
                         for (int h = 0; h < H; h++) /* one scale per head: d <= 128 */
                                 wh[h] = ((w[h] * p->w_scale1) * qs[h * nbh]) * p->w_scale2;
                 } else {
-                        memcpy(qf, dsv_tensor_row(p->q, t), (size_t)H * d * sizeof(float));
+                        memcpy(qf, dsv_tensor_row(p->q, ic->base + t), (size_t)H * d * sizeof(float));
                         for (int h = 0; h < H; h++)
                                 wh[h] = (w[h] * p->w_scale1) * p->w_scale2;
                 }
@@ -129,7 +133,7 @@ static void score_chunks(void *v, int64_t i0, int64_t i1, int thread) {
         for (int64_t it = i0; it < i1; it++) {
                 const int64_t t = ic->item[2 * it], s0 = ic->item[2 * it + 1];
                 const int64_t n = ic->off[t + 1] - ic->off[t], s1 = MIN(s0 + IDX_CHUNK, n);
-                const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
+                const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[ic->base + t]);
                 const float *qf = ic->qf + (size_t)t * H * d, *wh = ic->wh + (size_t)t * H;
                 float *scores = ic->scores + ic->off[t];
                 for (int64_t s = s0; s < s1; s++) {
@@ -162,8 +166,8 @@ static void select_rows(void *v, int64_t t0, int64_t t1, int thread) {
         const int32_t *pos = p->at.tok_pos->data;
 
         for (int64_t t = t0; t < t1; t++) {
-                int32_t *out = dsv_tensor_row(p->idx, t);
-                const int n = pos[t] + 1, k = MIN(topk, n);
+                int32_t *out = dsv_tensor_row(p->idx, ic->base + t);
+                const int n = pos[ic->base + t] + 1, k = MIN(topk, n);
                 if (ic->off[t + 1] == ic->off[t]) {
                         for (int i = 0; i < n; i++)
                                 out[i] = i;
@@ -173,7 +177,7 @@ static void select_rows(void *v, int64_t t0, int64_t t1, int thread) {
                 }
                 const float *scores = ic->scores + ic->off[t];
                 if (p->scores) {
-                        float *sc_out = dsv_tensor_row(p->scores, t);
+                        float *sc_out = dsv_tensor_row(p->scores, ic->base + t);
                         int64_t W = p->scores->ne[0];
                         for (int64_t s = 0; s < W; s++)
                                 sc_out[s] = s < n ? scores[s] : -INFINITY;
@@ -189,18 +193,14 @@ static void select_rows(void *v, int64_t t0, int64_t t1, int thread) {
         }
 }
 
-int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p) {
-        const int64_t T = p->idx->ne[1];
-        const int32_t *pos = p->at.tok_pos->data;
+/* Rows base .. base + T - 1 of the op, in the three steps. */
+static int topk_group(const struct dsv_op_indexer_topk *p, int64_t base, int64_t T) {
+        const int32_t *pos = (const int32_t *)p->at.tok_pos->data + base;
         const int H = p->n_heads, d = p->head_dim;
-        struct idx_ctx ic = {.p = p};
+        struct idx_ctx ic = {.p = p, .base = base};
         int64_t n_items = 0, n_scored = 0;
         int r = -ENOMEM;
 
-        if (p->faithful != (p->kv.layout->format == DSV_KV_FP8))
-                return -EINVAL;
-        if (T == 0)
-                return 0;
         atomic_init(&ic.err, 0);
         ic.off = malloc((size_t)(T + 1) * sizeof(int64_t));
         if (!ic.off)
@@ -237,4 +237,21 @@ out:
         free(ic.item);
         free(ic.off);
         return r;
+}
+
+int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p) {
+        const int64_t T = p->idx->ne[1];
+        const int32_t *pos = p->at.tok_pos->data;
+        int r;
+
+        if (p->faithful != (p->kv.layout->format == DSV_KV_FP8))
+                return -EINVAL;
+        for (int64_t t0 = 0, t1; t0 < T; t0 = t1) {
+                int64_t held = (int64_t)pos[t0] + 1;
+                for (t1 = t0 + 1; t1 < T && held + pos[t1] + 1 <= IDX_SCORES_MAX; t1++)
+                        held += (int64_t)pos[t1] + 1;
+                if ((r = topk_group(p, t0, t1 - t0)) < 0)
+                        return r;
+        }
+        return 0;
 }
