@@ -928,6 +928,17 @@ static int cmd_status(int argc, char **argv) {
         cli_printf("memory:     RSS %.1f MB; KV cache %llu/%llu pages of %llu tokens used (%llu bytes/token)\n",
                    s.rss_bytes / 1e6, (unsigned long long)s.kv_pages_used, (unsigned long long)s.kv_pages_total,
                    (unsigned long long)s.kv_page_tokens, (unsigned long long)s.kv_bytes_per_token);
+        if (s.state == DSV32_STATE_READY && s.kv_pages_total && s.kv_page_tokens && s.max_context > 0) {
+                /* what the pool allows: its tokens, as whole contexts side by side or one shorter one */
+                unsigned long long tokens = (unsigned long long)s.kv_pages_total * s.kv_page_tokens;
+                unsigned long long full = tokens / (unsigned long long)s.max_context;
+                cli_printf("plan:       KV cache %.1f MiB%s = room for %llu tokens: ", tokens * s.kv_bytes_per_token / 1048576.0,
+                           s.ranks > 1 ? " per rank" : "", tokens);
+                if (full)
+                        cli_printf("the full %d-token context for %llu sequence%s at once\n", s.max_context, full, full == 1 ? "" : "s");
+                else
+                        cli_printf("one sequence of at most %llu tokens (less than the %d-token context)\n", tokens, s.max_context);
+        }
         cli_printf("clients:    %u connected; requests %u running, %u prefilling, %u waiting, %u parked (slow readers)\n",
                    s.clients, s.requests_running, s.requests_prefilling, s.requests_waiting, s.requests_parked);
         cli_printf("sessions:   %u (%u pinned) holding %llu KV pages; prefix reuse %llu of %llu prompt tokens (%.1f%%); %llu "

@@ -94,6 +94,11 @@ grep -q "ranks:      3 CPU ranks, layout ep,dp" <<<"$st" || bad "dsv32 status do
 want=$(grep -o "rank [0-9]*: experts [0-9-]* of [0-9]*, [0-9]* weight bytes" "$work/status.log" |
         awk '{ b = $7; if (min == "" || b < min) min = b; if (b > max) max = b } END { if (min == max) printf "%.1f MB", min / 1e6; else printf "%.1f-%.1f MB", min / 1e6, max / 1e6 }')
 grep -q "weights per rank $want" <<<"$st" || bad "dsv32 status's weights per rank are not the log's ($want): $st"
+# the plan: the pool's tokens (the start log's pages x page size) per rank, against the context
+want=$(sed -n 's/.*KV cache \([0-9]*\) pages of \([0-9]*\) tokens (\([0-9]*\) bytes\/token).*/\1 \2 \3/p' "$work/status.log" | head -1 |
+        awk -v ctx="$(sed -n 's/.* context \([0-9]*\),.*/\1/p' <<<"$st")" '{ t = $1 * $2; printf "KV cache %.1f MiB per rank = room for %d tokens: ", t * $3 / 1048576, t;
+                if (t >= ctx) printf "the full %d-token context for %d sequence", ctx, int(t / ctx); else printf "one sequence of at most %d tokens (less than the %d-token context)", t, ctx }')
+grep -qF "plan:       $want" <<<"$st" || bad "dsv32 status's plan is not the start log's pool ($want): $st"
 if [ "${DSV32_RANKS_SMALL:-0}" != 0 ]; then
         "$top_builddir/dsv32-mkmodel" --preset small --seed 5 --out "$work/small" >/dev/null
         check_model small "$work/small"
