@@ -20,8 +20,10 @@ check_SCRIPTS += $(EMU_PLUGIN)
 CLEANFILES += $(EMU_PLUGIN) $(EMU_OBJ) $(EMU_OBJ:.o=.cc)
 
 # The kernels' own flags (separate fp32 operations, as __fmul_rn/__fadd_rn promise) plus the
-# sanitizers of this build: a test program built with ASan loads an ASan plugin.
-EMU_CXXFLAGS = -std=gnu++17 -g -O2 -fPIC -fvisibility=hidden -ffp-contract=off -fno-strict-aliasing $(SAN_CFLAGS) \
+# sanitizers of this build: a test program built with ASan loads an ASan plugin. fmaf() inline
+# where this machine has FMA (EMU_ARCH_CFLAGS, configure.ac); -ffp-contract=off keeps every
+# other a * b + c two roundings.
+EMU_CXXFLAGS = -std=gnu++17 -g -O2 -fPIC -fvisibility=hidden -ffp-contract=off -fno-strict-aliasing $(EMU_ARCH_CFLAGS) $(SAN_CFLAGS) \
 	-Wall -Wextra -Werror -Wno-missing-field-initializers -Wno-unused-parameter -Wno-unknown-pragmas \
 	-I$(top_srcdir)/tests/gpu/emu -I$(top_srcdir) -I$(top_builddir) $(CXXFLAGS)
 EMU_DEPS = $(CUDA_DEPS) $(srcdir)/tests/gpu/emu/cuda_emu.h $(srcdir)/tests/gpu/emu/cuda_runtime.h \
