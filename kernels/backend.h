@@ -131,6 +131,7 @@ enum dsv_op_type {
         DSV_OP_MLA_PREFILL,
         DSV_OP_MOE_GATE,
         DSV_OP_MOE_EXPERTS,
+        DSV_OP_DEQUANT,
         DSV_OP_MAX,
 };
 const char *dsv_op_name(enum dsv_op_type t);
@@ -305,6 +306,28 @@ struct dsv_op_moe_experts {
         bool faithful;
 };
 
+/* out = the numbers a weight stands for, made where the weight lives (the absorbed
+ * attention's kv_b table is ~4 GB of F32 at 671B: the host never holds it): FP8 codes times
+ * their 128x128 block's scale, BF16 widened, F32 copied; then to out's type, F32 (rounded to
+ * bf16 values when round_bf16) or BF16 (round to nearest even). Every element is one fp32
+ * product and one rounding, so every backend gives the same bits. */
+struct dsv_op_dequant {
+        struct dsv_tensor *out;     /* F32 or BF16 [N, K] */
+        const struct dsv_tensor *w; /* F8_E4M3 (with its F32 block scale), BF16 or F32 [N, K] */
+        bool round_bf16;            /* F32 out: each value rounded to the nearest bf16 value */
+};
+/* The shapes and types every backend's dequant takes (its supports_op starts here). */
+static inline bool dsv_dequant_ok(const struct dsv_op_dequant *p) {
+        const struct dsv_tensor *o = p->out, *w = p->w;
+        if (!o || !w || (o->type != DSV_F32 && o->type != DSV_BF16) || o->ne[0] != w->ne[0] || o->ne[1] != w->ne[1] ||
+            (p->round_bf16 && o->type != DSV_F32))
+                return false;
+        if (w->type == DSV_F8_E4M3)
+                return w->scale && w->scale->type == DSV_F32 && w->scale->ne[0] == (w->ne[0] + 127) / 128 &&
+                       w->scale->ne[1] == (w->ne[1] + 127) / 128;
+        return w->type == DSV_BF16 || w->type == DSV_F32;
+}
+
 struct dsv_op {
         enum dsv_op_type type;
         bool faithful; /* reference rounding points (bf16 outputs, FP8 activations) */
@@ -326,6 +349,7 @@ struct dsv_op {
                 struct dsv_op_mla_prefill mla_prefill;
                 struct dsv_op_moe_gate moe_gate;
                 struct dsv_op_moe_experts moe_experts;
+                struct dsv_op_dequant dequant;
         };
 };
 

@@ -149,64 +149,32 @@ static enum dsv_dtype wkv_b_deq_type(const struct dsv_model *m) {
         return m->be->ops->supports_op(m->be, &op) ? DSV_BF16 : DSV_F32;
 }
 
-/* Dequantizes kv_b_proj into the form wkv_b_deq_type() chose: F32, bf16-rounded in faithful
- * numerics, or BF16 (faithful only: the same values). */
-static int make_wkv_b_deq(struct dsv_model *m, struct layer *l, enum dsv_dtype type) {
+/* Dequantizes kv_b_proj into the form wkv_b_deq_type() chose (F32, bf16-rounded in faithful
+ * numerics, or BF16: faithful only, the same values) with the backend's dequant op, where the
+ * weight lives: nothing goes through the host (at 671B the F32 tables are ~4 GB). */
+static int make_wkv_b_deq(struct dsv_model *m, struct layer *l, int layer, enum dsv_dtype type, struct dsv_error *err) {
         const struct dsv_tensor *w = l->wkv_b;
         const int64_t R = w->ne[1], K = w->ne[0];
-        const size_t esize = dsv_dtype_size(type);
-        size_t wbytes = (size_t)R * (size_t)w->stride, sbytes = 0;
-        uint8_t *out = malloc((size_t)R * (size_t)K * esize);
-        uint8_t *raw = malloc(wbytes);
-        float *sc = NULL;
-        int r;
+        const size_t bytes = (size_t)R * (size_t)K * dsv_dtype_size(type);
+        void *dev;
 
         assert(type == DSV_F32 || (type == DSV_BF16 && m->numerics == DSV_NUMERICS_FAITHFUL));
-        if (!out || !raw) {
-                r = -ENOMEM;
-                goto out;
-        }
-        if ((r = m->be->ops->download(m->be, raw, w->data, wbytes)) < 0)
-                goto out;
-        if (w->type == DSV_F8_E4M3) {
-                sbytes = (size_t)w->scale->ne[1] * w->scale->stride;
-                sc = malloc(sbytes);
-                if (!sc) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                if ((r = m->be->ops->download(m->be, sc, w->scale->data, sbytes)) < 0)
-                        goto out;
-        }
-        for (int64_t i = 0; i < R; i++)
-                for (int64_t j = 0; j < K; j++) {
-                        float v;
-                        const uint8_t *row = raw + (size_t)i * w->stride;
-                        if (w->type == DSV_F8_E4M3)
-                                v = dsv_e4m3_to_f32(row[j]) * sc[(size_t)(i / 128) * (w->scale->stride / 4) + (size_t)(j / 128)];
-                        else if (w->type == DSV_BF16)
-                                v = dsv_bf16_to_f32(((const uint16_t *)row)[j]);
-                        else
-                                v = ((const float *)row)[j];
-                        if (type == DSV_BF16)
-                                ((uint16_t *)out)[i * K + j] = dsv_f32_to_bf16(v);
-                        else
-                                ((float *)out)[i * K + j] = m->numerics == DSV_NUMERICS_FAITHFUL ? dsv_round_bf16(v) : v;
-                }
-        void *dev;
-        size_t bytes = (size_t)R * (size_t)K * esize;
-        if ((r = m->be->ops->alloc(m->be, bytes, &dev)) < 0)
-                goto out;
-        if ((r = m->be->ops->upload(m->be, dev, out, bytes)) < 0) {
+        int r = m->be->ops->alloc(m->be, bytes, &dev);
+        if (r < 0)
+                return dsv_error_set(err, -r, "layer %d: cannot allocate the %zu bytes of its dequantized kv_b table on the %s backend: %s",
+                                     layer, bytes, m->be->ops->name, strerror(-r));
+        struct dsv_tensor out = dsv_tensor_2d(type, dev, R, K);
+        struct dsv_op op = {.type = DSV_OP_DEQUANT};
+        op.dequant = (struct dsv_op_dequant){.out = &out, .w = w,
+                                             .round_bf16 = type == DSV_F32 && m->numerics == DSV_NUMERICS_FAITHFUL};
+        r = m->be->ops->supports_op(m->be, &op) ? m->be->ops->compute(m->be, &op) : -EOPNOTSUPP;
+        if (r < 0) {
                 m->be->ops->dealloc(m->be, dev, bytes);
-                goto out;
+                return dsv_error_set(err, -r, "layer %d: the %s backend could not dequantize kv_b_proj (op dequant, %s to %s): %s",
+                                     layer, m->be->ops->name, dsv_dtype_name(w->type), dsv_dtype_name(type), strerror(-r));
         }
-        l->wkv_b_deq = dsv_tensor_2d(type, dev, R, K);
-out:
-        free(out);
-        free(raw);
-        free(sc);
-        return r;
+        l->wkv_b_deq = out;
+        return 0;
 }
 
 /* One token through the whole model (and the MTP layer, when loaded) on a one-page cache:
@@ -467,7 +435,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                         }
                 }
 #undef T
-                r = make_wkv_b_deq(m, l, wkv_b_type);
+                r = make_wkv_b_deq(m, l, i, wkv_b_type, err);
                 if (r < 0)
                         goto fail;
         }

@@ -1,4 +1,4 @@
-/* Embedding gather, SwiGLU and residual add on the CPU. */
+/* Embedding gather, row gather, SwiGLU, residual add and weight dequantization on the CPU. */
 #include "config.h"
 
 #include <errno.h>
@@ -38,6 +38,36 @@ int dsv_cpu_get_rows(const struct dsv_op_get_rows *p) {
                         return -EINVAL;
                 memcpy(dsv_tensor_row(p->out, i), dsv_tensor_row(p->x, rows[i]), (size_t)p->out->ne[0] * sizeof(float));
         }
+        return 0;
+}
+
+/* out = w as numbers (struct dsv_op_dequant): one fp32 product (FP8 code x block scale) and
+ * one rounding per element, as the CUDA kernel does. */
+bool dsv_cpu_dequant_ok(const struct dsv_op_dequant *p) { return dsv_dequant_ok(p); }
+
+static void dequant_rows(void *v, int64_t r0, int64_t r1, int thread) {
+        const struct dsv_op_dequant *p = v;
+        const struct dsv_tensor *w = p->w;
+        const int64_t K = w->ne[0];
+        for (int64_t r = r0; r < r1; r++) {
+                const void *row = dsv_tensor_row(w, r);
+                const float *sc = w->type == DSV_F8_E4M3 ? dsv_tensor_row(w->scale, r / DSV_QBLOCK) : NULL;
+                float *of = p->out->type == DSV_F32 ? dsv_tensor_row(p->out, r) : NULL;
+                uint16_t *ob = of ? NULL : dsv_tensor_row(p->out, r);
+                for (int64_t j = 0; j < K; j++) {
+                        float x = sc ? dsv_e4m3_to_f32(((const uint8_t *)row)[j]) * sc[j / DSV_QBLOCK]
+                                     : dsv_load_f(row, w->type, j);
+                        if (of)
+                                of[j] = p->round_bf16 ? dsv_round_bf16(x) : x;
+                        else
+                                ob[j] = dsv_f32_to_bf16(x);
+                }
+        }
+}
+
+int dsv_cpu_dequant(const struct dsv_op_dequant *p) {
+        const int64_t N = p->w->ne[1];
+        dsv_par_for(N, N * p->w->ne[0], dequant_rows, (void *)p);
         return 0;
 }
 

@@ -542,6 +542,10 @@ static bool cuda_supports(struct dsv_backend *be, const struct dsv_op *op) {
         }
         case DSV_OP_MOE_GATE:
                 return dcu_moe_gate_ok(&op->moe_gate);
+        case DSV_OP_DEQUANT: /* rows addressed in elements: strides whole elements */
+                return dsv_dequant_ok(&op->dequant) && op->dequant.out->stride % dsv_dtype_size(op->dequant.out->type) == 0 &&
+                       op->dequant.w->stride % dsv_dtype_size(op->dequant.w->type) == 0 &&
+                       (op->dequant.w->type != DSV_F8_E4M3 || op->dequant.w->scale->stride % 4 == 0);
         case DSV_OP_MOE_EXPERTS:
                 return dcu_moe_experts_ok(&op->moe_experts);
         case DSV_OP_MAX:
@@ -606,6 +610,9 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_MOE_GATE:
                 begin_call("op moe_gate");
                 return dcu_moe_gate(c, &op->moe_gate);
+        case DSV_OP_DEQUANT:
+                begin_call("op dequant");
+                return dcu_dequant(c, &op->dequant);
         case DSV_OP_MOE_EXPERTS:
                 begin_call("op moe_experts");
                 return dcu_moe_experts(c, &op->moe_experts);

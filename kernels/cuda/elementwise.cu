@@ -1,5 +1,5 @@
-/* Embedding gather, row gather, SwiGLU, residual add, RoPE, the Hadamard transform and the
- * row copy/rounding helpers on the GPU. One block per row; every row pointer honours the
+/* Embedding gather, row gather, weight dequantization, SwiGLU, residual add, RoPE, the
+ * Hadamard transform and the row copy/rounding helpers on the GPU. One block per row; every row pointer honours the
  * tensor's byte stride, so views (column ranges of a wider buffer) work as on the CPU.
  * Products and sums that the CPU evaluates as separate fp32 operations use __fmul_rn /
  * __fadd_rn here so the compiler cannot fuse them into an FMA: these ops are bit-exact
@@ -29,6 +29,33 @@ int dcu_get_rows(struct dcu_ctx *c, const struct dsv_op_get_rows *p) {
                                                                         (const float *)p->x->data, dcu_ld(p->x), dcu_rows(p->x),
                                                                         (const int32_t *)p->rows->data, dcu_cols(p->out),
                                                                         c->err_word);
+        DCU_LAUNCHED();
+        return 0;
+}
+
+template <int W_TYPE, bool OUT_BF16>
+static void dequant_launch(struct dcu_ctx *c, const struct dsv_op_dequant *p) {
+        const struct dsv_tensor *w = p->w;
+        dcu_dequant_kernel<W_TYPE, OUT_BF16><<<dcu_grid(dcu_rows(w)), EW_THREADS, 0, c->stream>>>(
+                p->out->data, dcu_ld(p->out), w->data, dcu_ld(w), W_TYPE == 0 ? (const float *)w->scale->data : nullptr,
+                W_TYPE == 0 ? dcu_ld(w->scale) : 0, dcu_cols(w), p->round_bf16);
+}
+
+int dcu_dequant(struct dcu_ctx *c, const struct dsv_op_dequant *p) {
+        if (dcu_rows(p->w) == 0)
+                return 0;
+        const bool bf16_out = p->out->type == DSV_BF16;
+        switch (p->w->type) {
+        case DSV_F8_E4M3:
+                bf16_out ? dequant_launch<0, true>(c, p) : dequant_launch<0, false>(c, p);
+                break;
+        case DSV_BF16:
+                bf16_out ? dequant_launch<1, true>(c, p) : dequant_launch<1, false>(c, p);
+                break;
+        default:
+                bf16_out ? dequant_launch<2, true>(c, p) : dequant_launch<2, false>(c, p);
+                break;
+        }
         DCU_LAUNCHED();
         return 0;
 }

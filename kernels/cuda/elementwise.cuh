@@ -43,6 +43,30 @@ __global__ void dcu_get_rows_kernel(float *out, int64_t ldo, const float *x, int
                 o[k] = x[r * ldx + k];
 }
 
+/* Row r of a weight as numbers (struct dsv_op_dequant): W_TYPE 0 FP8 codes times the row's
+ * block scales (scale: the F32 scale row of r / 128), 1 BF16, 2 F32; out F32 (rounded to bf16
+ * values when round) or, with OUT_BF16, BF16. One fp32 product and one rounding per element,
+ * as on the CPU. */
+template <int W_TYPE, bool OUT_BF16>
+__global__ void dcu_dequant_kernel(void *out, int64_t ldo, const void *w, int64_t ldw, const float *scale, int64_t lds,
+                                   int64_t K, int round) {
+        const int64_t r = blockIdx.x;
+        const float *sc = W_TYPE == 0 ? scale + (r / DCU_QBLOCK) * lds : nullptr;
+        for (int64_t j = threadIdx.x; j < K; j += blockDim.x) {
+                float x;
+                if (W_TYPE == 0)
+                        x = __fmul_rn(dcu_e4m3_to_f32(((const uint8_t *)w)[r * ldw + j]), sc[j / DCU_QBLOCK]);
+                else if (W_TYPE == 1)
+                        x = dcu_bf16_to_f32(((const uint16_t *)w)[r * ldw + j]);
+                else
+                        x = ((const float *)w)[r * ldw + j];
+                if (OUT_BF16)
+                        ((uint16_t *)out)[r * ldo + j] = dcu_f32_to_bf16(x);
+                else
+                        ((float *)out)[r * ldo + j] = round ? dcu_round_bf16(x) : x;
+        }
+}
+
 /* swiglu: out = bf16(silu(a) * b), silu(a) = a / (1 + exp(-a));  add: out = bf16(a + b) */
 template <bool SWIGLU>
 __global__ void dcu_binary_kernel(float *out, int64_t ldo, const float *a, int64_t lda, const float *b, int64_t ldb, int64_t N,

@@ -1,5 +1,6 @@
-/* CUDA backend vs CPU reference: embedding gather, row gather, SwiGLU, add, RoPE (both
- * pairings, large positions), Hadamard. Shapes include the 671B widths (7168, 128 heads x
+/* CUDA backend vs CPU reference: embedding gather, row gather, weight dequantization (FP8
+ * with partial scale blocks, BF16, F32 into F32, bf16-rounded F32 and BF16), SwiGLU, add,
+ * RoPE (both pairings, large positions), Hadamard. Shapes include the 671B widths (7168, 128 heads x
  * 192, 64 indexer heads x 128), odd sizes, strided views and single tokens. */
 #include "config.h"
 
@@ -201,6 +202,59 @@ static void test_hadamard(int64_t T, int64_t N, int d, bool faithful) {
         free(r1);
 }
 
+/* out = w as numbers (the absorbed kv_b table): bit-exact, every element one product and one
+ * rounding. ot: out's type; round: bf16-rounded F32; wpad/opad: row padding (views). */
+static void test_dequant(int64_t N, int64_t K, enum dsv_dtype wt, enum dsv_dtype ot, bool round, int64_t wpad, int64_t opad) {
+        struct gbuf w, ws, out;
+        char what[160];
+        const int64_t br = DIV_ROUND_UP(N, 128), bc = DIV_ROUND_UP(K, 128);
+        const size_t nw = (size_t)(N * K), eo = dsv_dtype_size(ot);
+        void *wv = malloc(nw * dsv_dtype_size(wt)), *r0 = malloc(nw * eo), *r1 = malloc(nw * eo);
+        float *sv = malloc((size_t)(br * bc) * 4);
+        REQUIRE(wv && r0 && r1 && sv, "oom");
+        if (wt == DSV_F8_E4M3)
+                gt_make_fp8(wv, sv, N, K, 41, false);
+        else if (wt == DSV_BF16)
+                for (size_t i = 0; i < nw; i++)
+                        ((uint16_t *)wv)[i] = dsv_f32_to_bf16(gt_randn(42, i));
+        else
+                gt_fill_randn(wv, nw, 1.0f, 43);
+        gb_new(&g, &w, wt, N, K, wpad);
+        gb_new(&g, &ws, DSV_F32, br, bc, 0);
+        gb_new(&g, &out, ot, N, K, opad);
+        gb_set(&g, &w, wv);
+        gb_set(&g, &ws, sv);
+        gb_poison(&g, &out);
+        struct dsv_op ops[2];
+        for (int s = 0; s < 2; s++) {
+                w.t[s].scale = wt == DSV_F8_E4M3 ? &ws.t[s] : NULL;
+                ops[s] = (struct dsv_op){.type = DSV_OP_DEQUANT};
+                ops[s].dequant = (struct dsv_op_dequant){.out = &out.t[s], .w = &w.t[s], .round_bf16 = round};
+        }
+        snprintf(what, sizeof(what), "dequant %s -> %s%s N=%lld K=%lld pads %lld/%lld", dsv_dtype_name(wt), dsv_dtype_name(ot),
+                 round ? " (bf16 values)" : "", (long long)N, (long long)K, (long long)wpad, (long long)opad);
+        if (gt_run(&g, ops, what) == 0) {
+                gb_get(&g, &out, 0, r0, what);
+                gb_get(&g, &out, 1, r1, what);
+                CHECK(memcmp(r0, r1, nw * eo) == 0, "%s: the CUDA backend's values differ from the CPU's", what);
+                if (wt == DSV_F8_E4M3 && ot == DSV_F32 && !round) { /* and they are the codes times their scales */
+                        size_t bad = 0;
+                        for (int64_t i = 0; i < N; i++)
+                                for (int64_t j = 0; j < K; j++)
+                                        bad += ((float *)r0)[i * K + j] !=
+                                               dsv_e4m3_to_f32(((uint8_t *)wv)[i * K + j]) * sv[(i / 128) * bc + j / 128];
+                        CHECK(bad == 0, "%s: %zu values are not code x scale", what, bad);
+                }
+        }
+        gb_free(&g, &w);
+        gb_free(&g, &ws);
+        gb_free(&g, &out);
+        free(wv);
+        free(sv);
+        free(r0);
+        free(r1);
+}
+
 GT_MAIN(elementwise) {
         int r = gt_open(&g, "test-gpu-elementwise");
         if (r)
@@ -210,6 +264,12 @@ GT_MAIN(elementwise) {
         test_embed(5, 13, 1);
         test_get_rows(50, 7168, 17);
         test_get_rows(3, 1, 1);
+        test_dequant(4096, 512, DSV_F8_E4M3, DSV_BF16, false, 0, 0); /* kv_b of 16 heads, faithful */
+        test_dequant(300, 200, DSV_F8_E4M3, DSV_F32, true, 8, 3);   /* partial scale blocks, views */
+        test_dequant(130, 257, DSV_F8_E4M3, DSV_F32, false, 0, 0);
+        test_dequant(64, 96, DSV_BF16, DSV_F32, false, 2, 0);
+        test_dequant(7, 33, DSV_F32, DSV_BF16, false, 0, 1);
+        test_dequant(1, 1, DSV_F32, DSV_F32, true, 0, 0);
         for (int f = 0; f < 2; f++) {
                 test_binary(DSV_OP_SWIGLU, 64, 2048, 0, f);
                 test_binary(DSV_OP_SWIGLU, 3, 1001, 7, f);
