@@ -84,14 +84,16 @@ tests_unit_test_kv_cache_LDADD = $(TEST_CORE_LIBS)
 TESTS += tests/unit/test-kv-cache
 
 # benchmarks (make bench), not tests
-check_PROGRAMS += tests/bench/bench-core
-tests_bench_bench_core_SOURCES = tests/bench/bench-core.c
-tests_bench_bench_core_LDADD = libdsv32inspect.la -lm
 check_PROGRAMS += tests/bench/bench-gateway
 tests_bench_bench_gateway_SOURCES = tests/bench/bench-gateway.c
 tests_bench_bench_gateway_LDADD = libdsv32.la
-bench_scripts += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-gateway.sh
-EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-gateway.sh
+bench_scripts += tests/bench/bench-gateway.sh
+EXTRA_DIST += tests/bench/bench-gateway.sh
+check_PROGRAMS += tests/bench/bench-core
+tests_bench_bench_core_SOURCES = tests/bench/bench-core.c
+tests_bench_bench_core_LDADD = libdsv32inspect.la -lm
+bench_scripts += tests/bench/bench-core.sh tests/bench/bench-mtp.sh
+EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh
 
 # dsv32-run's speculative decoding (--mtp) from the command line
 TESTS += tests/mtp-run.sh
