@@ -1,0 +1,117 @@
+/* Structured output in the engine (see core.h): a request with a compiled schema
+ * (in->grammar) gets a matcher at intake; each row it samples is masked first (tokens the
+ * matcher cannot take next get -inf, after penalties and logit bias and before temperature
+ * and the filters, so sampling inside the constraint stays reproducible by seed); each
+ * token it takes advances the matcher, and the request ends (finish reason stop) the moment
+ * the value is complete. EOS is allowed exactly where the value may end (a number that
+ * could still grow); max_tokens or the context cutting a value short end it with their own
+ * reason (length, context), never as a complete value. A request without a schema does none
+ * of this: one pointer test per sampled row.
+ *
+ * Combinations: a schema with thinking or with tools is refused (the constraint would have
+ * to skip the reasoning or the tool calls); stop strings and stop tokens still apply (they
+ * may cut the value: the finish reason says so). Speculative decoding is off for a
+ * constrained request (its drafts would need masks of their own). */
+#include "config.h"
+
+#include <math.h>
+
+#include "daemon/engine/core.h"
+#include "daemon/engine/text.h"
+#include "daemon/grammar/grammar.h"
+
+static bool token_bytes(void *ud, int32_t id, const char **p, size_t *n) {
+        return dsv_text_token_bytes(ud, id, p, n);
+}
+
+bool constrain_admit(struct dsv_core *c, struct request *r) {
+        struct dsv_engine_request *in = r->in;
+        int rc;
+
+        if (!in->grammar)
+                return true;
+        if (in->thinking) {
+                request_fail(r, EINVAL, "a schema cannot be combined with thinking: ask without thinking (the constraint "
+                                        "applies to the whole output)");
+                return false;
+        }
+        if (in->n_tools) {
+                request_fail(r, EINVAL, "a schema cannot be combined with tools");
+                return false;
+        }
+        if (!c->text) {
+                request_fail(r, ENOTSUP, "a schema needs the vocabulary's text: %s", dsv_text_unavailable());
+                return false;
+        }
+        if (!c->gvocab) {
+                uint64_t t0 = dsv_now_ns();
+                if ((rc = dsv_gvocab_new(c->p.vocab_size, c->p.eos_id, token_bytes, (void *)c->text, &c->gvocab)) < 0 ||
+                    !(c->gmask = malloc(dsv_gvocab_mask_words(c->gvocab) * sizeof(uint32_t)))) {
+                        dsv_gvocab_free(TAKE_PTR(c->gvocab));
+                        request_fail(r, ENOMEM, "cannot index the vocabulary for a schema: out of memory");
+                        return false;
+                }
+                log_info("Engine: the vocabulary's trie for structured output took %.1f ms",
+                         (double)(dsv_now_ns() - t0) / 1e6);
+        }
+        if (dsv_gmatch_new(in->grammar, &r->gm) < 0) {
+                request_fail(r, ENOMEM, "out of memory");
+                return false;
+        }
+        return true;
+}
+
+const float *constrain_row(struct dsv_core *c, struct request *r, const float *row) {
+        const size_t words = dsv_gvocab_mask_words(c->gvocab);
+        const int V = c->p.vocab_size;
+        float *out = c->sampler.adj;
+
+        if (dsv_gvocab_mask(c->gvocab, r->gm, c->gmask) == 0) {
+                request_fail(r, EINVAL, "structured output: no token of the vocabulary continues the value here (a "
+                                        "schema that nests deeper than %d values, or whose strings need bytes that no "
+                                        "token has)",
+                             DSV_GRAMMAR_STACK_MAX);
+                return NULL;
+        }
+        if (row != out)
+                memcpy(out, row, (size_t)V * sizeof(float));
+        for (size_t w = 0; w < words; w++) {
+                uint32_t keep = c->gmask[w];
+                int base = (int)(w * 32);
+                if (keep == UINT32_MAX)
+                        continue;
+                for (int b = 0; b < 32 && base + b < V; b++)
+                        if (!(keep >> b & 1))
+                                out[base + b] = -INFINITY;
+        }
+        return out;
+}
+
+bool constrain_allowed(const struct dsv_core *c, int32_t t) { return c->gmask[t >> 5] >> (t & 31) & 1; }
+
+int32_t constrain_first_allowed(const struct dsv_core *c) {
+        for (int32_t t = 0; t < c->p.vocab_size; t++)
+                if (constrain_allowed(c, t))
+                        return t;
+        return c->p.eos_id;
+}
+
+bool constrain_take(struct dsv_core *c, struct request *r, int32_t t) {
+        const char *p;
+        size_t n;
+        if (!dsv_text_token_bytes(c->text, t, &p, &n) || dsv_gmatch_feed(r->gm, p, n) < 0) {
+                /* only a scripted (DSV32_TEST_FORCE_TOKENS) token can get here */
+                request_fail(r, EINVAL, "structured output: token %d does not continue the value", t);
+                return true;
+        }
+        if (dsv_gmatch_done(r->gm)) {
+                request_finish(r, DSV_ENGINE_FINISH_STOP);
+                return true;
+        }
+        return false;
+}
+
+void constrain_free(struct dsv_core *c) {
+        dsv_gvocab_free(TAKE_PTR(c->gvocab));
+        free(TAKE_PTR(c->gmask));
+}
