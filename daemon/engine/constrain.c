@@ -65,8 +65,10 @@ const float *constrain_row(struct dsv_core *c, struct request *r, const float *r
         const size_t words = dsv_gvocab_mask_words(c->gvocab);
         const int V = c->p.vocab_size;
         float *out = c->sampler.adj;
+        const uint64_t t0 = dsv_now_ns();
+        int32_t allowed = dsv_gvocab_mask(c->gvocab, r->gm, c->gmask);
 
-        if (dsv_gvocab_mask(c->gvocab, r->gm, c->gmask) == 0) {
+        if (allowed == 0) {
                 request_fail(r, EINVAL, "structured output: no token of the vocabulary continues the value here (a "
                                         "schema that nests deeper than %d values, or whose strings need bytes that no "
                                         "token has)",
@@ -84,6 +86,8 @@ const float *constrain_row(struct dsv_core *c, struct request *r, const float *r
                         if (!(keep >> b & 1))
                                 out[base + b] = -INFINITY;
         }
+        r->mask_ns += dsv_now_ns() - t0;
+        r->n_masks++;
         return out;
 }
 
@@ -109,6 +113,12 @@ bool constrain_take(struct dsv_core *c, struct request *r, int32_t t) {
                 return true;
         }
         return false;
+}
+
+void constrain_report(const struct request *r) {
+        if (r->n_masks)
+                log_info("Request %llu: structured output: %u masks took %.2f ms (%.1f us each)", (unsigned long long)r->id,
+                         r->n_masks, (double)r->mask_ns / 1e6, (double)r->mask_ns / 1e3 / r->n_masks);
 }
 
 void constrain_free(struct dsv_core *c) {

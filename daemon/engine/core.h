@@ -105,6 +105,8 @@ struct request {
         struct dsv_strbuf text_out;
         struct dsv_text_stream *stream;
         struct dsv_gmatch *gm; /* structured output: the matcher of in->grammar, or NULL */
+        uint64_t mask_ns;      /* ... the time its masks took (constrain.c), and how many */
+        uint32_t n_masks;
         struct dsv_stop *stop; /* stop strings over the stream's text, or NULL */
         /* in->chat_events: the parser over the text that the stop strings let through, and the
          * events it made that the sink has not taken yet (evs[ev_next] has ev_sent bytes of
@@ -313,6 +315,8 @@ int32_t constrain_first_allowed(const struct dsv_core *c);
 /* Advances r's matcher by token t (emitted, not EOS); true when r ended (the value is
  * complete: finish reason stop; or t could not continue it). */
 bool constrain_take(struct dsv_core *c, struct request *r, int32_t t);
+/* At r's end: one log line with the time its masks took (what `make bench` reads). */
+void constrain_report(const struct request *r);
 void constrain_free(struct dsv_core *c);
 
 /* draft.c: speculative decoding with the MTP layer (no-ops without exec.mtp) */

@@ -373,6 +373,7 @@ void request_free(struct dsv_core *c, struct request *r) {
         c->sink.request_end(c->sink.ud, r->client);
         c->sink.unref(c->sink.ud, r->client);
         dsv_text_stream_free(r->stream);
+        constrain_report(r);
         dsv_gmatch_free(r->gm);
         dsv_text_parser_free(r->parser);
         free(r->evs);
