@@ -68,6 +68,9 @@ struct gframe {
         uint8_t phase, aux;
 };
 
+/* a string frame's phases (vocab.c's shortcut reads ST_BODY: between characters) */
+enum { ST_OPEN, ST_BODY, ST_UTF8, ST_ESC, ST_HEX };
+
 struct dsv_gmatch {
         const struct dsv_grammar *g;
         uint32_t depth;

@@ -26,7 +26,6 @@ enum step {
 
 enum { OB_OPEN, OB_FIRST, OB_KEY_START, OB_KEY, OB_COLON, OB_VALUE, OB_AFTER };
 enum { AR_OPEN, AR_FIRST, AR_AFTER, AR_ITEM };
-enum { ST_OPEN, ST_BODY, ST_UTF8, ST_ESC, ST_HEX };
 enum { NU_START, NU_MINUS, NU_ZERO, NU_INT, NU_DOT, NU_FRAC, NU_E, NU_ESIGN, NU_EXP };
 
 static bool push(struct dsv_gmatch *m, const struct gnode *n, uint8_t phase) {
