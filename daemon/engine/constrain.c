@@ -9,8 +9,9 @@
  * of this: one pointer test per sampled row.
  *
  * Combinations: a schema with thinking or with tools is refused (the constraint would have
- * to skip the reasoning or the tool calls); stop strings and stop tokens still apply (they
- * may cut the value: the finish reason says so). Speculative decoding is off for a
+ * to skip the reasoning or the tool calls); stop strings still apply (a match cuts the
+ * value, finish reason stop string); stop tokens, and EOS with ignore_eos, are never
+ * sampled (they would end or corrupt the value). Speculative decoding is off for a
  * constrained request (its drafts would need masks of their own). */
 #include "config.h"
 
@@ -61,6 +62,18 @@ bool constrain_admit(struct dsv_core *c, struct request *r) {
         return true;
 }
 
+/* Clears token t's bit of the mask; 1 when it was set. */
+static int clear_bit(struct dsv_core *c, int32_t t) {
+        uint32_t bit;
+        if (t < 0 || t >= c->p.vocab_size)
+                return 0;
+        bit = 1u << (t & 31);
+        if (!(c->gmask[t >> 5] & bit))
+                return 0;
+        c->gmask[t >> 5] &= ~bit;
+        return 1;
+}
+
 const float *constrain_row(struct dsv_core *c, struct request *r, const float *row) {
         const size_t words = dsv_gvocab_mask_words(c->gvocab);
         const int V = c->p.vocab_size;
@@ -68,6 +81,13 @@ const float *constrain_row(struct dsv_core *c, struct request *r, const float *r
         const uint64_t t0 = dsv_now_ns();
         int32_t allowed = dsv_gvocab_mask(c->gvocab, r->gm, c->gmask);
 
+        /* a stop token inside the value would end it cut short with finish stop, the reason
+         * that means complete; with ignore_eos, EOS would be emitted as text: neither is
+         * sampled (the value completes without them: a number closes at its digit limits) */
+        for (uint32_t i = 0; i < r->in->n_stop_tokens; i++)
+                allowed -= clear_bit(c, r->in->stop_tokens[i]);
+        if (r->in->ignore_eos)
+                allowed -= clear_bit(c, c->p.eos_id);
         if (allowed == 0) {
                 request_fail(r, EINVAL, "structured output: no token of the vocabulary continues the value here (a "
                                         "schema that nests deeper than %d values, or whose strings need bytes that no "

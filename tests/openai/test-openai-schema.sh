@@ -62,5 +62,11 @@ python3 -c 'import json,sys; v=json.loads(sys.argv[1]); assert isinstance(v["n"]
 out=$(printf 'hi\n' | cli chat --no-session --schema "$tmp/s.json" --max-tokens 64 --seed 1 2>&1) || die "chat --schema: $out"
 python3 -c 'import json,sys; v=json.loads(sys.argv[1].strip().splitlines()[-1]); assert set(v) == {"n", "ok"}, v' "$out" ||
   die "chat --schema: $out"
+# with --ignore-eos, EOS is never sampled into a top-level number: it closes at its digit limits
+printf '{"type":"number"}' > "$tmp/n.json"
+out=$(cli generate --schema "$tmp/n.json" --ignore-eos --max-tokens 64 --temperature 1 --seed 2 --json Hi) || die "number: $out"
+grep -q '"finish":"stop"' <<<"$out" || die "number with --ignore-eos did not stop: $out"
+num=$(cli generate --schema "$tmp/n.json" --ignore-eos --max-tokens 64 --temperature 1 --seed 2 Hi) || die "number"
+python3 -c 'import json,sys; v=json.loads(sys.argv[1]); assert isinstance(v, (int, float)), v' "$num" || die "number: $num"
 kill -0 "$dpid" || die "dsv32d exited"
 echo "PASS: structured output ($text)"
