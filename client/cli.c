@@ -61,6 +61,9 @@ static const struct {
          "      --ignore-eos        do not stop at the end-of-sequence token\n"
          "      --priority N        -100..100 (default 0): higher is admitted first and preempted\n"
          "                          last; above 0 only for root or dsv32d's user\n"
+         "      --schema FILE       structured output: the output is compact JSON matching the JSON\n"
+         "                          schema in FILE ({} for any JSON); it ends at the value's last\n"
+         "                          byte (finish stop); any other finish means it was cut short\n"
          "      --json              one JSON object per line: {\"event\":\"tokens\",...} as they come,\n"
          "                          then {\"event\":\"done\",\"finish\":...,\"usage\":{...}}\n"},
         {"chat",
@@ -82,6 +85,8 @@ static const struct {
          "                          Ctrl-C, SIGTERM, SIGHUP, or when the connection is lost)\n"
          "      --no-session        resend and prefill the whole conversation every turn\n"
          "      --reuse-output      reuse the cache of the replies too (see generate)\n"
+         "      --schema FILE       every reply is compact JSON matching the JSON schema in FILE (not\n"
+         "                          with --think)\n"
          "      --json              one JSON object per line (with \"turn\"): tokens and done as\n"
          "                          generate --json, and reasoning, content (text), tool_call (index,\n"
          "                          id, name), tool_call_arguments (index, text), tool_call_end,\n"
@@ -339,6 +344,36 @@ int cli_opt_seed(const char *cmd, const char *arg, struct dsv32_request *q) {
         return 0;
 }
 
+int cli_opt_schema(const char *cmd, const char *path, char **schema) {
+        const size_t max = 256u << 10;
+        FILE *f = fopen(path, "re");
+        char *buf;
+        size_t n;
+        if (!f) {
+                fprintf(stderr, "dsv32 %s: --schema %s: %s\n", cmd, path, strerror(errno));
+                return CLI_EXIT_USAGE;
+        }
+        buf = malloc(max + 2);
+        n = buf ? fread(buf, 1, max + 1, f) : 0;
+        if (!buf || ferror(f) || n > max || n == 0) {
+                fprintf(stderr, "dsv32 %s: --schema %s: %s\n", cmd, path,
+                        !buf ? "out of memory" : ferror(f) ? strerror(errno) : n ? "larger than 256 KiB" : "the file is empty");
+                fclose(f);
+                free(buf);
+                return CLI_EXIT_USAGE;
+        }
+        fclose(f);
+        buf[n] = 0;
+        if (strlen(buf) != n) {
+                fprintf(stderr, "dsv32 %s: --schema %s: the file holds a NUL byte\n", cmd, path);
+                free(buf);
+                return CLI_EXIT_USAGE;
+        }
+        free(*schema);
+        *schema = buf;
+        return 0;
+}
+
 /* A command that takes no words: CLI_EXIT_USAGE after naming the first, else 0. */
 static int no_words(const char *cmd, int argc, char **argv) {
         if (optind < argc) {
@@ -464,7 +499,8 @@ static int cmd_generate(int argc, char **argv) {
                 {"priority", required_argument, NULL, 'P'}, {"stop-string", required_argument, NULL, 0x100},
                 {"repetition-penalty", required_argument, NULL, 0x101}, {"frequency-penalty", required_argument, NULL, 0x102},
                 {"presence-penalty", required_argument, NULL, 0x103}, {"logit-bias", required_argument, NULL, 0x104},
-                {"logprobs", required_argument, NULL, 0x105}, CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
+                {"logprobs", required_argument, NULL, 0x105}, {"schema", required_argument, NULL, 0x106},
+                CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
         };
         struct dsv32_request q = {.struct_size = sizeof(q)};
         const char *stop_str[8];
@@ -475,7 +511,7 @@ static int cmd_generate(int argc, char **argv) {
         struct dsv32_result res;
         int32_t *tokens = NULL, *stop = NULL;
         size_t n_tokens = 0, n_stop = 0, text_len = 0;
-        char *text = NULL;
+        char *text = NULL, *schema = NULL;
         dsv32_client *c = NULL;
         long v;
         int ch, r, ret = 0;
@@ -582,6 +618,9 @@ static int cmd_generate(int argc, char **argv) {
                         q.flags |= DSV32_REQ_LOGPROBS;
                         q.top_logprobs = (uint32_t)v;
                         break;
+                case 0x106:
+                        ret = cli_opt_schema("generate", optarg, &schema);
+                        break;
                 case 'X':
                         q.session = optarg;
                         break;
@@ -645,9 +684,10 @@ static int cmd_generate(int argc, char **argv) {
         q.n_stop_strings = n_stop_str;
         q.logit_bias = bias;
         q.n_logit_bias = n_bias;
+        q.schema = schema;
         cli_streaming = true;
         cli_catch_signals();
-        if ((ret = cli_connect("generate", (uint32_t)(text_len + 4 * n_tokens + 4096) * 2, &c)))
+        if ((ret = cli_connect("generate", (uint32_t)(text_len + 4 * n_tokens + (schema ? strlen(schema) : 0) + 4096) * 2, &c)))
                 goto out;
         if ((ret = cli_wait_ready(c, "generate")))
                 goto out;
@@ -701,6 +741,7 @@ out:
         free(tokens);
         free(stop);
         free(text);
+        free(schema);
         return cli_finish_output("generate", ret);
 }
 

@@ -103,6 +103,9 @@ bool cli_utf8_valid(const char *s, size_t n);
 int cli_opt_max_tokens(const char *cmd, const char *arg, struct dsv32_request *q);
 int cli_opt_temperature(const char *cmd, const char *arg, struct dsv32_request *q);
 int cli_opt_seed(const char *cmd, const char *arg, struct dsv32_request *q);
+/* --schema FILE: the file's JSON schema text into *schema (freed by the caller; a later
+ * option replaces it), 0 or CLI_EXIT_USAGE after saying why. */
+int cli_opt_schema(const char *cmd, const char *path, char **schema);
 
 /* ---- chat (cli_chat.c) */
 int cli_chat(int argc, char **argv);

@@ -427,13 +427,15 @@ static void chat_help(void) {
                         "  //text               send a line that starts with '/'\n");
 }
 
+static void free_strp(char **p) { free(*p); }
+
 int cli_chat(int argc, char **argv) {
         static const struct option opts[] = {
                 {"system", required_argument, NULL, 'y'}, {"max-tokens", required_argument, NULL, 'n'},
                 {"temperature", required_argument, NULL, 'T'}, {"seed", required_argument, NULL, 's'},
                 {"thinking", no_argument, NULL, 'k'}, {"think", no_argument, NULL, 'k'}, {"session", required_argument, NULL, 'X'},
                 {"no-session", no_argument, NULL, 'Z'}, {"reuse-output", no_argument, NULL, 'R'},
-                CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
+                {"schema", required_argument, NULL, 0x106}, CLI_JSON_OPTION, CLI_GLOBAL_OPTIONS, {0},
         };
         char auto_session[64], path[512] = "";
         bool no_session = false, own_session = false, tty = isatty(STDIN_FILENO);
@@ -446,6 +448,7 @@ int cli_chat(int argc, char **argv) {
         bool events = false;
         dsv32_client *c = NULL;
         char *line = NULL;
+        char *schema __attribute__((cleanup(free_strp))) = NULL; /* every return frees it */
         size_t line_cap = 0;
         unsigned turn = 0;
         int ch, r, ret = 0, line_no = 0;
@@ -476,6 +479,9 @@ int cli_chat(int argc, char **argv) {
                 case 'R':
                         q.flags |= DSV32_REQ_REUSE_OUTPUT;
                         break;
+                case 0x106:
+                        ret = cli_opt_schema("chat", optarg, &schema);
+                        break;
                 default:
                         if (cli_global_option(ch, "chat", argv, &ret) > 0)
                                 return cli_finish_output("chat", ret);
@@ -483,6 +489,12 @@ int cli_chat(int argc, char **argv) {
                 if (ret)
                         return ret;
         }
+        if (schema && (q.flags & DSV32_REQ_THINKING)) {
+                fprintf(stderr, "dsv32 chat: --schema and --think do not go together (the schema constrains the whole "
+                                "reply)\n");
+                return CLI_EXIT_USAGE;
+        }
+        q.schema = schema;
         if (optind < argc) {
                 fprintf(stderr, "dsv32 chat: unexpected argument '%s': the messages come from standard input, one per line\n",
                         argv[optind]);

@@ -52,7 +52,8 @@ extern "C" {
  * 0.2.0 (since 0.1.0): the struct_size scheme (the *_sized entry points), logprobs, stop
  * strings, penalties and logit bias, session list/save, chat with tools and typed chat
  * events (struct dsv32_message, struct dsv32_tool, DSV32_REQ_CHAT_EVENTS, event types 4..9,
- * DSV32_FINISH_TOOL_CALLS). */
+ * DSV32_FINISH_TOOL_CALLS).
+ * Structured output (dsv32_request.schema) came later in 0.2: test #ifdef DSV32_FEATURE_SCHEMA. */
 #define DSV32_VERSION_MAJOR 0
 #define DSV32_VERSION_MINOR 2
 #define DSV32_VERSION_PATCH 0
@@ -92,6 +93,7 @@ enum dsv32_state {
 #define DSV32_FEATURE_MTP 0x8u /* speculative decoding with the checkpoint's MTP layer is on */
 #define DSV32_FEATURE_LOGPROBS 0x10u /* logprobs, stop strings, penalties and logit bias understood */
 #define DSV32_FEATURE_CHAT_EVENTS 0x20u /* tools, tool calls and results, DSV32_REQ_CHAT_EVENTS understood */
+#define DSV32_FEATURE_SCHEMA 0x40u /* structured output: dsv32_request.schema understood */
 
 struct dsv32_info {
         char daemon_version[32];
@@ -227,6 +229,13 @@ struct dsv32_request {
         size_t n_chat;
         const struct dsv32_tool *tools;
         size_t n_tools;
+        /* structured output (DSV32_FEATURE_SCHEMA; -ENOTSUP without): a JSON schema as
+         * NUL-terminated text ("{}": any JSON value), at most 256 KiB. The output is compact
+         * JSON matching it (no whitespace) and the request ends, DSV32_FINISH_STOP, at the
+         * value's last byte; any other finish means the value was cut short. Refused (an
+         * error event naming the keyword): unsupported keywords (pattern, format, minimum, ...),
+         * with DSV32_REQ_THINKING or tools. What is supported: ipc/PROTOCOL.md section 5.3. */
+        const char *schema;
 };
 #define DSV32_MAX_TOP_LOGPROBS 20
 

@@ -864,6 +864,18 @@ static int build_generate(struct dsv32_client *c, const struct dsv32_request *q,
                                        "version, or a model without a tokenizer)");
                 g->flags |= DSV_GEN_CHAT_EVENTS;
         }
+        if (q->struct_size >= offsetof(struct dsv32_request, schema) + sizeof(q->schema) && q->schema) {
+                size_t len = strlen(q->schema);
+                if (len > DSV_MAX_SCHEMA)
+                        return set_err(c, -E2BIG, "the schema is %zu bytes; at most %u", len, DSV_MAX_SCHEMA);
+                /* an older daemon would ignore the key and write unconstrained output */
+                if (c->info.state != DSV32_STATE_LOADING && !(c->info.features & DSV_FEATURE_SCHEMA))
+                        return set_err(c, -ENOTSUP,
+                                       "this dsv32d does not constrain output to a schema (no feature 0x40: an older "
+                                       "version, or a model without a tokenizer)");
+                g->schema = q->schema;
+                g->schema_len = (uint32_t)len;
+        }
         g->max_tokens = q->max_tokens ? q->max_tokens : DEFAULT_MAX_TOKENS;
         if (!q->max_tokens && c->info.max_tokens_limit && g->max_tokens > c->info.max_tokens_limit)
                 g->max_tokens = c->info.max_tokens_limit; /* a default must not break a lower limit */

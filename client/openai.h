@@ -78,6 +78,7 @@ struct oai_request {
         char **tool_params;          /* each tool's parameters as JSON text (owned) */
         size_t n_tools;
         bool needs_events;           /* tools, tool calls or tool results: chat events or nothing */
+        const char *schema_param;    /* response_format's field that gave req.schema, or NULL */
         char **owned;              /* strings built from content parts */
         size_t n_owned;
         int32_t *prompt_tokens;

@@ -412,6 +412,15 @@ static void record_metrics(struct oai_gen *g) {
         oai_metrics_generation(ttft, per_token, g->usage.prompt_tokens, g->usage.completion_tokens);
 }
 
+/* A refusal of the request's schema names the response_format field it came from (the
+ * daemon's messages about schemas say "schema"). */
+static void schema_error(const struct oai_gen *g, struct oai_error *e, const char *message) {
+        if (!g->r.schema_param || !message || !strstr(message, "schema") || e->status != 400)
+                return;
+        snprintf(e->param, sizeof(e->param), "%s", strncmp(message, "schema", 6) == 0 ? g->r.schema_param : "response_format");
+        e->code = NULL;
+}
+
 /* Hands out what the daemon sent. 1: something happened; 0: nothing yet; < 0: failure. */
 static int drain(struct oai_gen *g) {
         struct dsv32_event ev[16];
@@ -472,6 +481,7 @@ static int drain(struct oai_gen *g) {
                         break;
                 case DSV32_EVENT_ERROR:
                         oai_error_from_dsv32(&g->error, ev[i].error, "dsv32d refused the request", ev[i].message);
+                        schema_error(g, &g->error, ev[i].message);
                         g->failed = g->done = true;
                         break;
                 default: /* TOOL_CALL_END: nothing to send (the next call or the finish says it) */
@@ -662,6 +672,7 @@ int oai_gen_start(const struct oai_config *cfg, struct oai_request *r, int http_
                 snprintf(g->model, sizeof(g->model), "%s", g->r.model);
         if ((err = dsv32_submit(g->client, &g->r.req, &g->id)) < 0) {
                 oai_error_from_dsv32(e, err, "dsv32d refused the request", dsv32_last_error(g->client));
+                schema_error(g, e, dsv32_last_error(g->client));
                 goto fail;
         }
         g->submitted = true;

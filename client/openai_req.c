@@ -100,6 +100,67 @@ static char *own(struct oai_request *r, char *s) {
         return s;
 }
 
+/* response_format: "text" (nothing), "json_object" (any JSON object) or "json_schema"
+ * ({"name", "schema", "strict", "description"}: the schema goes to dsv32d as text, which
+ * compiles it; its refusal comes back as a 400 naming response_format.json_schema.schema,
+ * see openai_gen.c). strict is accepted either way: the output always matches. */
+static int response_format(struct oai_request *r, json_t *rf, struct oai_error *e) {
+        const char *type;
+        json_t *js, *name, *schema, *strict;
+        char *text;
+
+        if (!rf || json_is_null(rf))
+                return 0;
+        type = json_string_value(json_object_get(rf, "type"));
+        if (!json_is_object(rf) || !type) {
+                oai_bad_field(e, "response_format", "response_format must be an object with a type");
+                return -EINVAL;
+        }
+        if (strcmp(type, "text") == 0)
+                return 0;
+        if (strcmp(type, "json_object") == 0) {
+                r->schema_param = "response_format";
+                r->req.schema = "{\"type\":\"object\"}";
+                return 0;
+        }
+        if (strcmp(type, "json_schema") != 0) {
+                oai_bad_field(e, "response_format.type",
+                              "response_format.type %s is not supported (text, json_object or json_schema)", type);
+                return -EINVAL;
+        }
+        js = json_object_get(rf, "json_schema");
+        if (!json_is_object(js)) {
+                oai_bad_field(e, "response_format.json_schema",
+                              "response_format.json_schema must be an object with a name and a schema");
+                return -EINVAL;
+        }
+        name = json_object_get(js, "name");
+        if (!json_is_string(name) || json_string_length(name) == 0 || json_string_length(name) > 64) {
+                oai_bad_field(e, "response_format.json_schema.name",
+                              "response_format.json_schema.name must be a string of 1..64 characters");
+                return -EINVAL;
+        }
+        strict = json_object_get(js, "strict");
+        if (strict && !json_is_boolean(strict) && !json_is_null(strict)) {
+                oai_bad_field(e, "response_format.json_schema.strict", "response_format.json_schema.strict must be a boolean");
+                return -EINVAL;
+        }
+        schema = json_object_get(js, "schema");
+        if (schema && !json_is_object(schema) && !json_is_boolean(schema)) {
+                oai_bad_field(e, "response_format.json_schema.schema",
+                              "response_format.json_schema.schema must be a JSON schema object");
+                return -EINVAL;
+        }
+        text = schema ? json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
+        if (!text || !own(r, text)) {
+                oai_error_set(e, 500, "server_error", NULL, "out of memory");
+                return -ENOMEM;
+        }
+        r->schema_param = "response_format.json_schema.schema";
+        r->req.schema = text;
+        return 0;
+}
+
 /* content: a string, null, or an array of {"type": "text", "text": "..."} parts. */
 static int message_content(struct oai_request *r, json_t *content, size_t i, const char **out, struct oai_error *e) {
         char field[64];
@@ -671,20 +732,7 @@ static int parse_unsupported(struct oai_request *r, struct oai_error *e) {
         json_int_t best_of = 1;
         if ((ret = get_int(root, "best_of", 1, 1, &best_of, e)) < 0)
                 return ret;
-        json_t *rf = json_object_get(root, "response_format");
-        if (rf && !json_is_null(rf)) {
-                const char *type = json_string_value(json_object_get(rf, "type"));
-                if (!json_is_object(rf) || !type) {
-                        oai_bad_field(e, "response_format", "response_format must be an object with a type");
-                        return -EINVAL;
-                }
-                if (strcmp(type, "text") != 0) {
-                        oai_bad_field(e, "response_format",
-                                      "response_format %s is not supported by this daemon yet (only text)", type);
-                        return -EINVAL;
-                }
-        }
-        return 0;
+        return response_format(r, json_object_get(root, "response_format"), e);
 }
 
 int oai_request_parse(enum oai_kind kind, const char *body, size_t len, struct oai_request *r, struct oai_error *e) {

@@ -162,6 +162,7 @@ static const struct field f_generate[] = {
         BIAS(18, gen_t, logit_bias, n_logit_bias, DSV_MAX_LOGIT_BIAS),
         OPTU32(19, gen_t, logprobs, has_logprobs),
         TOOLS(20, gen_t, tools, n_tools, DSV_MAX_TOOLS),
+        STR(21, gen_t, schema, schema_len, DSV_MAX_SCHEMA, false),
 };
 
 typedef struct dsv_msg_id id_t_;

@@ -81,6 +81,7 @@ enum dsv_daemon_state {
                                     * logprobs) understood; TOKENS carries keys 3..5 when asked */
 #define DSV_FEATURE_CHAT_EVENTS 0x20u /* tools, tool messages, GENERATE flag 0x40 (CHAT_EVENT
                                        * records) understood */
+#define DSV_FEATURE_SCHEMA 0x40u /* GENERATE key 21 (a JSON schema constraining the output) understood */
 
 /* GENERATE.flags */
 #define DSV_GEN_SEED 0x1u       /* seed is valid (else the daemon picks one) */
@@ -229,7 +230,10 @@ struct dsv_msg_generate {
         uint32_t logprobs;  /* ... and this many top alternatives, 0..DSV_MAX_TOP_LOGPROBS */
         const struct dsv_tool *tools; /* feature 0x20: key 20, chat: the tools the model may call */
         uint32_t n_tools;
+        const char *schema; /* feature 0x40: key 21, a JSON schema the output must match (NULL: none) */
+        uint32_t schema_len; /* at most DSV_MAX_SCHEMA bytes */
 };
+#define DSV_MAX_SCHEMA (256u << 10)
 #define DSV_MAX_TOP_LOGPROBS 20
 #define DSV_PRIORITY_MAX 100 /* GENERATE.priority is within -100..100; above 0 only for root */
 

@@ -92,8 +92,8 @@ EXTRA_DIST += tests/bench/bench-gateway.sh
 check_PROGRAMS += tests/bench/bench-core
 tests_bench_bench_core_SOURCES = tests/bench/bench-core.c
 tests_bench_bench_core_LDADD = libdsv32inspect.la -lm
-bench_scripts += tests/bench/bench-core.sh tests/bench/bench-mtp.sh
-EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh
+bench_scripts += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-schema.sh
+EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-schema.sh
 
 # dsv32-run's speculative decoding (--mtp) from the command line
 TESTS += tests/mtp-run.sh

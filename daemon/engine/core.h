@@ -24,6 +24,8 @@
 
 struct dsv_text;
 struct dsv_text_stream;
+struct dsv_gmatch;
+struct dsv_gvocab;
 
 /* What runs a batch: the runtime in dsv32d, a deterministic fake in tests. */
 struct dsv_exec {
@@ -102,6 +104,9 @@ struct request {
         size_t cap_out;
         struct dsv_strbuf text_out;
         struct dsv_text_stream *stream;
+        struct dsv_gmatch *gm; /* structured output: the matcher of in->grammar, or NULL */
+        uint64_t mask_ns;      /* ... the time its masks took (constrain.c), and how many */
+        uint32_t n_masks;
         struct dsv_stop *stop; /* stop strings over the stream's text, or NULL */
         /* in->chat_events: the parser over the text that the stop strings let through, and the
          * events it made that the sink has not taken yet (evs[ev_next] has ev_sent bytes of
@@ -179,6 +184,10 @@ struct dsv_core {
         int32_t *forced;
         size_t n_forced;
         struct dsv_sampler sampler;
+        /* structured output (grammar.c): the vocabulary's trie, built at the first request
+         * with a schema, and the mask of the row being sampled */
+        struct dsv_gvocab *gvocab;
+        uint32_t *gmask;
         struct dsv_speculator spec; /* with exec.mtp */
         struct dsv_engine_tunables tun; /* set by the caller before each step */
         bool drain_expired;             /* set by the caller: end everything with "shutdown" */
@@ -291,6 +300,24 @@ int sched_build(struct dsv_core *c);
 /* After a forward pass: samples each sequence with a logits row (or decides its drafts, and
  * rolls its KV back past the first rejected one), applies stop rules, streams. */
 void output_step(struct dsv_core *c);
+
+/* constrain.c: structured output (no-ops for a request without in->grammar) */
+/* At intake: refuses the combinations a schema does not support, indexes the vocabulary once,
+ * gives r its matcher; false when r failed. */
+bool constrain_admit(struct dsv_core *c, struct request *r);
+/* r's row (raw or adjusted) with every token the matcher cannot take next at -inf, in the
+ * sampler's buffer; the mask stays in c->gmask until the next call. NULL: no token can
+ * continue (r failed). */
+const float *constrain_row(struct dsv_core *c, struct request *r, const float *row);
+bool constrain_allowed(const struct dsv_core *c, int32_t t);
+/* The lowest allowed id of the last mask (a fallback when every allowed logit is -inf). */
+int32_t constrain_first_allowed(const struct dsv_core *c);
+/* Advances r's matcher by token t (emitted, not EOS); true when r ended (the value is
+ * complete: finish reason stop; or t could not continue it). */
+bool constrain_take(struct dsv_core *c, struct request *r, int32_t t);
+/* At r's end: one log line with the time its masks took (what `make bench` reads). */
+void constrain_report(const struct request *r);
+void constrain_free(struct dsv_core *c);
 
 /* draft.c: speculative decoding with the MTP layer (no-ops without exec.mtp) */
 /* At admission, after the session's and the prefix cache's KV were mapped: whether r

@@ -59,7 +59,7 @@ void draft_admit(struct dsv_core *c, struct request *r) {
 
         r->spec = false;
         r->n_draft = 0;
-        if (!c->exec.mtp)
+        if (!c->exec.mtp || r->gm) /* a constrained request: no drafts (constrain.c) */
                 return;
         if (q->mtp_len < q->len) {
                 int cut = q->mtp_len / pt * pt;

@@ -65,6 +65,7 @@ void dsv_core_done(struct dsv_core *c) {
         sessions_free_all(c);
         free(c->reqs);
         free(c->forced);
+        constrain_free(c);
         free(c->uids);
         free(c->logits);
         free(c->b_tok);
@@ -110,6 +111,14 @@ static bool intake_check(struct dsv_core *c, struct request *r) {
         if (in->kind != DSV_REQUEST_GENERATE) {
                 sessions_op(c, r);
                 return false;
+        }
+        if (in->schema && !in->grammar) { /* not compiled by the intake thread (a test's core) */
+                char msg[1024];
+                int rc = dsv_intake_schema(in, msg, sizeof(msg));
+                if (rc < 0) {
+                        request_fail(r, -rc, "%s", msg);
+                        return false;
+                }
         }
         r->tokens = TAKE_PTR(in->tokens);
         r->n_prompt = r->n_tokens = r->cap = (int)n;
@@ -184,6 +193,8 @@ static bool intake_check(struct dsv_core *c, struct request *r) {
                 for (size_t i = 0; i < n; i++)
                         r->call_key = (r->call_key ^ (uint32_t)r->tokens[i]) * 0x100000001b3ull;
         }
+        if (!constrain_admit(c, r))
+                return false;
         DSV_METRIC_ADD(c->metrics, prompt_tokens_total, n);
         return true;
 }

@@ -165,6 +165,8 @@ enum dsv_engine_chat_kind {
 /* A request as the server hands it over (the engine frees it and every buffer in it): a
  * generation, or a session operation (kind, session, session_flags; no prompt). Exactly one
  * of tokens, text or messages is set for a generation. */
+struct dsv_grammar;
+
 struct dsv_engine_request {
         void *client; /* the sink's handle, with a reference the engine drops (sink.unref) */
         uid_t uid;
@@ -201,6 +203,11 @@ struct dsv_engine_request {
         uint32_t top_logprobs;
         /* sampling.bias points here (ids checked against the vocabulary at intake) */
         struct dsv_logit_bias logit_bias[DSV_ENGINE_MAX_LOGIT_BIAS];
+        /* structured output: a JSON schema's text (schema_len bytes), compiled by intake into
+         * grammar (daemon/grammar/grammar.h), which then masks every sampled token */
+        char *schema;
+        uint32_t schema_len;
+        struct dsv_grammar *grammar;
         uint64_t t_submit_ns;
 };
 

@@ -4,9 +4,24 @@
 #include "daemon/engine/intake.h"
 
 #include "daemon/engine/text.h"
+#include "daemon/grammar/grammar.h"
 
 bool dsv_intake_needed(const struct dsv_engine_request *r) {
-        return r->kind == DSV_REQUEST_GENERATE && !r->tokens && (r->text || r->messages);
+        return r->kind == DSV_REQUEST_GENERATE && ((!r->tokens && (r->text || r->messages)) || (r->schema && !r->grammar));
+}
+
+int dsv_intake_schema(struct dsv_engine_request *r, char *msg, size_t cap) {
+        struct dsv_error err = {{0}};
+        int rc;
+        if (!r->schema || r->grammar)
+                return 0;
+        if ((rc = dsv_grammar_compile(r->schema, r->schema_len, &r->grammar, &err)) < 0) {
+                snprintf(msg, cap, "%s", err.msg[0] ? err.msg : strerror(-rc));
+                return rc;
+        }
+        free(TAKE_PTR(r->schema));
+        r->schema_len = 0;
+        return 0;
 }
 
 int dsv_intake_encode(const struct dsv_text *text, struct dsv_engine_request *r, char *msg, size_t cap) {
@@ -15,6 +30,10 @@ int dsv_intake_encode(const struct dsv_text *text, struct dsv_engine_request *r,
         int rc;
 
         if (!dsv_intake_needed(r))
+                return 0;
+        if ((rc = dsv_intake_schema(r, msg, cap)) < 0)
+                return rc;
+        if (r->tokens)
                 return 0;
         if (!text) {
                 snprintf(msg, cap, "%s", dsv_text_unavailable());

@@ -16,7 +16,9 @@
  * request is where k + 1 plain decode steps would have left it.
  *
  * Every row is sampled after the request's penalties and logit bias over its history at
- * that point (daemon/runtime/sampler.h), drafts accepted before it included.
+ * that point (daemon/runtime/sampler.h), drafts accepted before it included, and for a
+ * request with a schema after its mask (constrain.c), which also ends it when its value is
+ * complete.
  *
  * A request that asked for logprobs gets, with each token it is sent, the log-softmax of
  * the raw row that token was decided on (before penalties, bias and temperature: a draft's
@@ -61,6 +63,8 @@ static bool take(struct dsv_core *c, struct request *r, int32_t t, const float *
         }
         if (r->state == REQ_FINISHING)
                 return false; /* a stop string completed */
+        if (r->gm && constrain_take(c, r, t))
+                return false; /* the value is complete */
         if ((uint32_t)r->n_generated >= r->in->max_tokens) {
                 request_finish(r, DSV_ENGINE_FINISH_LENGTH);
                 return false;
@@ -130,8 +134,13 @@ void output_step(struct dsv_core *c) {
                 if (c->b_nrows[s] > 1)
                         verify(c, s);
                 else {
-                        const float *raw = c->logits + (size_t)c->b_row[s] * V;
-                        int32_t t = dsv_sample(&c->sampler, adjusted(c, r, raw), &r->sp, (uint64_t)r->n_generated);
+                        const float *raw = c->logits + (size_t)c->b_row[s] * V, *row = adjusted(c, r, raw);
+                        int32_t t;
+                        if (r->gm && !(row = constrain_row(c, r, row)))
+                                continue; /* nothing can continue the value: r failed */
+                        t = dsv_sample(&c->sampler, row, &r->sp, (uint64_t)r->n_generated);
+                        if (r->gm && !constrain_allowed(c, t)) /* every allowed logit was -inf */
+                                t = constrain_first_allowed(c);
                         if (c->n_forced) /* tests: a scripted output (core.h) */
                                 t = (size_t)r->n_generated < c->n_forced ? c->forced[r->n_generated] : c->p.eos_id;
                         take(c, r, t, raw);

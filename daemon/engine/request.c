@@ -15,6 +15,7 @@
 
 #include "daemon/engine/core.h"
 #include "daemon/engine/text.h"
+#include "daemon/grammar/grammar.h"
 
 void request_finish(struct request *r, enum dsv_engine_finish reason) {
         r->reason = reason;
@@ -358,6 +359,8 @@ static void request_in_free(struct dsv_engine_request *in) {
         free(in->text);
         free(in->messages);
         free(in->tools);
+        free(in->schema);
+        dsv_grammar_free(in->grammar);
         free(in);
 }
 
@@ -370,6 +373,8 @@ void request_free(struct dsv_core *c, struct request *r) {
         c->sink.request_end(c->sink.ud, r->client);
         c->sink.unref(c->sink.ud, r->client);
         dsv_text_stream_free(r->stream);
+        constrain_report(r);
+        dsv_gmatch_free(r->gm);
         dsv_text_parser_free(r->parser);
         free(r->evs);
         dsv_strbuf_done(&r->ev_text);

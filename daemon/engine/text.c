@@ -75,6 +75,10 @@ void dsv_text_free(struct dsv_text *t) {
 
 bool dsv_text_has_chat(const struct dsv_text *t) { return t != NULL; }
 
+bool dsv_text_token_bytes(const struct dsv_text *t, int32_t id, const char **p, size_t *n) {
+        return !dsv_tok_is_special(t->tok, id) && dsv_tok_id_bytes(t->tok, id, p, n);
+}
+
 int dsv_text_encode(const struct dsv_text *t, const char *s, size_t n, bool add_bos, int32_t **ret, size_t *ret_n) {
         struct dsv_tok_ids ids = {0};
         int r;
@@ -369,6 +373,7 @@ int dsv_text_open(const char *model_dir, struct dsv_text **ret, struct dsv_error
 }
 void dsv_text_free(struct dsv_text *t) {}
 bool dsv_text_has_chat(const struct dsv_text *t) { return false; }
+bool dsv_text_token_bytes(const struct dsv_text *t, int32_t id, const char **p, size_t *n) { return false; }
 int dsv_text_encode(const struct dsv_text *t, const char *s, size_t n, bool add_bos, int32_t **ret, size_t *ret_n) {
         return -ENOTSUP;
 }

@@ -26,6 +26,9 @@ bool dsv_text_has_chat(const struct dsv_text *t);
 /* Why text is unavailable when t is NULL, for clients: what they can send instead. */
 const char *dsv_text_unavailable(void);
 
+/* Token id's bytes (valid as long as t) and true, or false for a special token or an id that
+ * names none: what structured output's masks are built from. */
+bool dsv_text_token_bytes(const struct dsv_text *t, int32_t id, const char **p, size_t *n);
 int dsv_text_encode(const struct dsv_text *t, const char *s, size_t n, bool add_bos, int32_t **ret, size_t *ret_n);
 int dsv_text_decode(const struct dsv_text *t, const int32_t *ids, size_t n, char **ret, size_t *ret_len);
 /* Chat messages (with their reasoning, tool calls and tool results) and the tools the model

@@ -7,12 +7,12 @@ libdsv32engine_la_SOURCES = \
 	daemon/engine/sessions.c daemon/engine/scheduler.c daemon/engine/output.c daemon/engine/draft.c daemon/engine/prefix.c daemon/engine/snapshot.h daemon/engine/snapshot.c \
 	daemon/engine/metrics.h daemon/engine/metrics.def daemon/engine/metrics.c \
 	daemon/engine/text.h daemon/engine/text.c \
-	daemon/engine/stop.h daemon/engine/stop.c
+	daemon/engine/stop.h daemon/engine/stop.c daemon/engine/constrain.c
 # DSV_WITH_TOKENIZER: text prompts, TOKENIZE/DETOKENIZE and chat through daemon/tokenizer
 # (daemon/engine/text.c is the only file that knows it).
 libdsv32engine_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_WITH_TOKENIZER
 libdsv32engine_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBURING_CFLAGS)
-libdsv32engine_la_LIBADD = libdsv32runtime.la libdsv32tok.la $(LIBURING_LIBS) -lm
+libdsv32engine_la_LIBADD = libdsv32runtime.la libdsv32tok.la libdsv32grammar.la $(LIBURING_LIBS) -lm
 
 # daemon/server/: the dsv32d process (settings, access policy, event loop, the engine's sink)
 # over the engine and the ipc library.

@@ -108,7 +108,8 @@ static enum dsv_daemon_state wire_state(const struct dsv_server *s) {
 
 static uint32_t features_of(const struct dsv_engine_info *inf) {
         return DSV_FEATURE_SESSIONS | DSV_FEATURE_LOGPROBS | (inf->text ? DSV_FEATURE_TEXT : 0) |
-               (inf->chat ? DSV_FEATURE_CHAT | DSV_FEATURE_CHAT_EVENTS : 0) | (inf->mtp ? DSV_FEATURE_MTP : 0);
+               (inf->chat ? DSV_FEATURE_CHAT | DSV_FEATURE_CHAT_EVENTS : 0) | (inf->mtp ? DSV_FEATURE_MTP : 0) |
+               (inf->text ? DSV_FEATURE_SCHEMA : 0);
 }
 
 static void notify_status(struct dsv_server *s, bool force) {
@@ -815,6 +816,19 @@ static int handle_generate(struct dsv_server *s, struct dsv_conn *c, const struc
                                 free(TAKE_PTR(in->messages));
                 }
                 in->chat_events = g->flags & DSV_GEN_CHAT_EVENTS;
+        }
+        if (g->schema && (in->tokens || in->text || in->messages)) {
+                /* compiled by the engine's intake (a refusal is this request's ERROR) */
+                if ((in->schema = malloc((size_t)g->schema_len + 1))) {
+                        memcpy(in->schema, g->schema, g->schema_len);
+                        in->schema[g->schema_len] = 0;
+                        in->schema_len = g->schema_len;
+                } else {
+                        free(TAKE_PTR(in->tokens));
+                        free(TAKE_PTR(in->text));
+                        free(TAKE_PTR(in->messages));
+                        free(TAKE_PTR(in->tools));
+                }
         }
         if (!in->tokens && !in->text && !in->messages) {
                 free(in);

@@ -1137,6 +1137,10 @@ int32_t dsv_tok_vocab_size(const struct dsv_tok *tok) { return tok->n_ids; }
 int32_t dsv_tok_bos_id(const struct dsv_tok *tok) { return tok->bos_id; }
 int32_t dsv_tok_eos_id(const struct dsv_tok *tok) { return tok->eos_id; }
 
+bool dsv_tok_id_bytes(const struct dsv_tok *tok, int32_t id, const char **p, size_t *n) {
+        return tok_id_bytes(tok, id, p, n);
+}
+
 bool dsv_tok_is_special(const struct dsv_tok *tok, int32_t id) {
         return id >= 0 && id < tok->n_ids && (tok->id_flags[id] & TOK_ID_SPECIAL);
 }

@@ -67,6 +67,9 @@ int32_t dsv_tok_eos_id(const struct dsv_tok *tok);
 /* Id of an added token or a vocabulary entry given as text (its decoded form, e.g.
  * "<think>" or " the"); -ENOENT when there is none. */
 int32_t dsv_tok_token_to_id(const struct dsv_tok *tok, const char *text, size_t len);
+/* The bytes id decodes to (without DSV_TOK_SKIP_SPECIAL), valid as long as tok; false for
+ * an id that names no token. */
+bool dsv_tok_id_bytes(const struct dsv_tok *tok, int32_t id, const char **p, size_t *n);
 /* Whether id is an added token marked special (skipped by DSV_TOK_SKIP_SPECIAL). */
 bool dsv_tok_is_special(const struct dsv_tok *tok, int32_t id);
 

@@ -166,6 +166,25 @@ static void test_roundtrips(void) {
                       "tools fields");
                 dsv_msg_release(&out);
 
+                /* structured output: key 21 round-trips; absent decodes as NULL */
+                memset(&in, 0, sizeof(in));
+                in.type = DSV_MSG_GENERATE;
+                in.u.generate.id = 5;
+                in.u.generate.text = "Hi";
+                in.u.generate.text_len = 2;
+                in.u.generate.schema = "{\"type\":\"object\"}";
+                in.u.generate.schema_len = 17;
+                CHECK(roundtrip(&in, &out, &w) == 0, "GENERATE with a schema");
+                CHECK(out.u.generate.schema_len == 17 && out.u.generate.schema &&
+                              !memcmp(out.u.generate.schema, "{\"type\":\"object\"}", 17),
+                      "schema field");
+                dsv_msg_release(&out);
+                in.u.generate.schema = NULL;
+                in.u.generate.schema_len = 0;
+                CHECK(roundtrip(&in, &out, &w) == 0 && !out.u.generate.schema && out.u.generate.schema_len == 0,
+                      "GENERATE without a schema");
+                dsv_msg_release(&out);
+
                 memset(&in, 0, sizeof(in));
                 in.type = DSV_MSG_CHAT_EVENT;
                 in.u.chat_event.id = 9;

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Installs the official `openai` npm SDK (test-only, pinned in sdk/package-lock.json) into
-# tests/openai/sdk/node_modules for tests/openai/sdk.sh. Run by .ci/setup from the repository
+# Installs the official `openai` npm SDK and the ajv JSON-schema validator (test-only, pinned
+# in sdk/package-lock.json) into tests/openai/sdk/node_modules for tests/openai/sdk.sh and
+# test-openai-schema.sh. Run by .ci/setup from the repository
 # root; POSIX sh; idempotent: does nothing when the pinned version is already there.
 set -eu
 dir=$(cd "$(dirname "$0")" && pwd)/sdk

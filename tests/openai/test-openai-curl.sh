@@ -150,7 +150,9 @@ check_error 400 'messages[0].content' /v1/chat/completions '{"messages":[{"role"
 check_error 400 prompt /v1/completions '{"prompt":{"a":1}}'
 check_error 400 prompt /v1/completions '{"prompt":[1,-2]}'
 check_error 400 stream /v1/completions '{"prompt":"hi","stream":"yes"}'
-check_error 400 response_format /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}'
+check_error 400 response_format.type /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"grammar"}}'
+check_error 400 response_format.json_schema.name /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"schema":{}}}}'
+check_error 400 response_format.json_schema.schema /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"string","pattern":"a"}}}}'
 check_error 400 "tools[0].function" /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}]}'
 check_error 400 null /v1/completions '{"prompt":[0,4096]}' # a token outside the vocabulary: the daemon refuses it
 check_error 404 null /v1/nothing '{}'
