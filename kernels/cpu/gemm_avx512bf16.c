@@ -9,7 +9,8 @@
  * unpack interleaves within 128-bit lanes, which is where the FP8 lane order of gemm.h comes
  * from: word 2j+e of w_h holds code 16 (j/4) + 8 h + 2 (j%4) + e. BF16 weights are used as
  * they are. A group of 4 weight rows is converted once into scratch, then every token of the
- * range runs over it in tiles of up to 4 rows x 3 tokens held in registers.
+ * range runs over it in tiles of up to 4 rows x 3 tokens held in registers; a single token
+ * (decode) takes FP8 rows straight from memory into the multiplies instead (rows4_token).
  * NaN codes give NaN with the code's sign (the portable kernel's NaN is positive): any NaN. */
 #include "config.h"
 
@@ -30,6 +31,7 @@
 #include <immintrin.h>
 
 #define BR 4 /* weight rows converted and multiplied together */
+#define DSV_PF_AHEAD 256 /* bytes: 4 cache lines ahead in each row (128..512 measured) */
 
 static uint8_t tab_lo[128] __attribute__((aligned(64))), tab_hi[128] __attribute__((aligned(64)));
 static pthread_once_t tab_once = PTHREAD_ONCE_INIT;
@@ -100,6 +102,60 @@ static inline float hsum_tree(__m512 v) {
 #include "kernels/cpu/gemm_avx512bf16_tile.h"
 #undef TILE_R
 
+/* One token (decode) times 4 FP8 weight rows [n, n+4): the codes become bf16 words in
+ * registers, 64 at a time, and go straight into vdpbf16ps instead of through scratch. The
+ * same operations in the same order as tile_4_1 over convert_row's output (per block kb,
+ * s = 2h and 2h+1 come from unpacklo/unpackhi of half h; zeros past K), so the same bits.
+ * At one token the step is memory-bound, and the 4 rows are read as 4 interleaved streams
+ * that the hardware prefetcher follows poorly: each is prefetched DSV_PF_AHEAD bytes ahead
+ * (one thread, 2048 x 1024 weights, 8 MB+ out of cache: ~27 -> ~29-31 GB/s; without the
+ * prefetch the interleaved reads fell to ~15 GB/s; the same prefetch in the BF16 tile read in
+ * place made lm_head slower, 25 -> 19 GB/s, so it is here only). */
+static void rows4_token(const struct dsv_gemm *g, int64_t n, int64_t t, const __m512i tl[2], const __m512i th[2]) {
+        const int64_t Kp = g->Kp, nbk = g->nbk;
+        const __m512i sign = _mm512_set1_epi8((char)0x80);
+        const uint16_t *xb = g->xb + t * Kp;
+        const uint8_t *row[BR];
+        __m512 tot[BR];
+        float wsc[BR];
+        for (int r = 0; r < BR; r++) {
+                row[r] = g->w + (size_t)(n + r) * g->w_stride;
+                tot[r] = _mm512_setzero_ps();
+        }
+        for (int64_t kb = 0; kb < nbk; kb++) {
+                __m512 acc[BR];
+                const float as = g->xs ? g->xs[t * nbk + kb] : 1.0f;
+                for (int r = 0; r < BR; r++) {
+                        acc[r] = _mm512_setzero_ps();
+                        wsc[r] = g->ws ? g->ws[(size_t)((n + r) / DSV_QBLOCK) * g->ws_stride + (size_t)kb] : 1.0f;
+                }
+                for (int h = 0; h < 2; h++) {
+                        const int64_t k = kb * DSV_QBLOCK + 64 * h, left = g->K - k;
+                        const __m512i x0 = _mm512_loadu_si512(xb + k), x1 = _mm512_loadu_si512(xb + k + 32);
+                        _Pragma("GCC unroll 4")
+                        for (int r = 0; r < BR; r++) {
+                                _mm_prefetch((const char *)row[r] + k + DSV_PF_AHEAD, _MM_HINT_T0);
+                                __m512i c = left >= 64 ? _mm512_loadu_si512(row[r] + k)
+                                                       : _mm512_maskz_loadu_epi8(left > 0 ? (((__mmask64)1 << left) - 1) : 0, row[r] + k);
+                                __m512i lo = _mm512_permutex2var_epi8(tl[0], c, tl[1]);
+                                __m512i hi = _mm512_permutex2var_epi8(th[0], c, th[1]);
+                                hi = _mm512_ternarylogic_epi32(hi, c, sign, 0xF8);
+                                acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_unpacklo_epi8(lo, hi), (__m512bh)x0);
+                                acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_unpackhi_epi8(lo, hi), (__m512bh)x1);
+                        }
+                }
+                for (int r = 0; r < BR; r++) {
+                        __m512 sc = _mm512_set1_ps(as * wsc[r]);
+                        tot[r] = g->exact_scales ? _mm512_fmadd_ps(acc[r], sc, tot[r]) : _mm512_add_ps(tot[r], _mm512_mul_ps(acc[r], sc));
+                }
+        }
+        float *out = g->out + (size_t)t * g->out_stride + n;
+        for (int r = 0; r < BR; r++) {
+                float v = hsum_tree(tot[r]);
+                out[r] = g->round_out ? dsv_round_bf16(v) : v;
+        }
+}
+
 int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
         const int64_t Kp = g->Kp, nbk = g->nbk;
         uint16_t *wb = dsv_cpu_scratch(2, (size_t)BR * (size_t)Kp * 2 + (size_t)(BR * nbk) * sizeof(float));
@@ -116,6 +172,10 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
 
         for (int64_t n = n0; n < n1; n += BR) {
                 const int nr = (int)MIN(BR, n1 - n);
+                if (t1 - t0 == 1 && nr == BR && g->wtype == DSV_F8_E4M3) {
+                        rows4_token(g, n, t0, tl, th);
+                        continue;
+                }
                 const uint16_t *rows = wb;
                 size_t ws = (size_t)Kp;
                 if (g->wtype == DSV_BF16 && g->K == Kp && nr == BR && g->w_stride % 2 == 0) {

@@ -280,7 +280,7 @@ static void check_case(const char *what, enum dsv_dtype type, int64_t T, int64_t
 }
 
 static void check_all_shapes(void) {
-        static const int64_t shapes[][3] = {{1, 128, 4}, {1, 300, 33}, {3, 1024, 130}, {7, 257, 9}, {2, 2112, 17}, {4, 64, 5}};
+        static const int64_t shapes[][3] = {{1, 128, 4}, {1, 300, 33}, {1, 2048, 64}, {3, 1024, 130}, {7, 257, 9}, {2, 2112, 17}, {4, 64, 5}};
         for (size_t i = 0; i < ARRAY_SIZE(shapes); i++) {
                 int64_t T = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
                 check_case("fp8 faithful", DSV_F8_E4M3, T, K, N, true, true, false, true, false);
