@@ -182,7 +182,7 @@ static void check_quant_row(void) {
 
 /* The MoE gate with BF16 weights (several tokens: 16 experts per vector) against the scalar
  * definition, sigmoid(sum over i in order of x[i] * w[e][i]) + bias, and against the same
- * tokens one at a time (the scalar loop): the same scores, ids and weights, bit for bit.
+ * tokens one at a time (one token has a loop of its own): the same scores, ids and weights, bit for bit.
  * Odd sizes: experts no multiple of 16, tokens no multiple of 4, D no multiple of 16. */
 static void check_gate_bf16(void) {
         enum { T = 23, D = 301, E = 40, K = 6 };
