@@ -62,12 +62,33 @@ static struct dsv_cand *sort_desc(struct dsv_cand *c, struct dsv_cand *t, int n)
         return c;
 }
 
+/* The first i whose v[i] is greater than every v before it, as the plain loop
+ *   best = 0; for i: if (v[i] > v[best]) best = i
+ * finds it: 0 when v[0] is NaN (nothing compares greater), else the first index holding the
+ * largest non-NaN value (NaNs never win; +0 and -0 tie, the first stays). In two passes that
+ * vectorise: the largest value in 16 independent lanes (each lane the same "greater" rule, so
+ * NaNs are skipped), then the first index equal to it; the plain loop's load of v[best] and
+ * its unpredictable branch cost ~4 ns a logit (~0.1 ms a decode step at a 32K vocabulary). */
 int32_t dsv_sample_greedy(const float *v, int n) {
-        int32_t best = 0;
-        for (int i = 1; i < n; i++)
-                if (v[i] > v[best])
-                        best = i;
-        return best;
+        enum { L = 16 };
+        float lane[L];
+        int i = 0;
+        if (n <= 0 || v[0] != v[0])
+                return 0;
+        for (int j = 0; j < L; j++)
+                lane[j] = v[0];
+        for (; i + L <= n; i += L)
+                for (int j = 0; j < L; j++)
+                        lane[j] = v[i + j] > lane[j] ? v[i + j] : lane[j];
+        float m = lane[0];
+        for (int j = 1; j < L; j++)
+                m = lane[j] > m ? lane[j] : m;
+        for (; i < n; i++)
+                m = v[i] > m ? v[i] : m;
+        for (i = 0; i < n; i++)
+                if (v[i] == m)
+                        break;
+        return i;
 }
 
 double dsv_sample_u01(uint64_t seed, uint64_t stream, uint64_t step) {

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/dtype.h"
 
@@ -47,11 +48,22 @@ struct dsv_gemm {
         const float *xf;
         const uint16_t *xb; /* NULL unless every x value is a bf16 and the weights are F8/BF16 */
         const float *xs;    /* [T][nbk] activation block scales, NULL: 1 */
-        bool exact_scales;  /* every scale product is a power of two that multiplies exactly */
+        bool xs_pow2;       /* every activation scale is a tame power of two (dsv_scale_pow2): with
+                             * the weight scales of its rows also tame, a kernel may fuse the block
+                             * scaling (the product multiplies exactly; the kernel checks its rows) */
         float *out;
         size_t out_stride; /* floats between output rows (tokens) */
         bool round_out;
 };
+
+/* A power of two whose products with the other scales and the block sums stay exact. */
+static inline bool dsv_scale_pow2(float s) {
+        uint32_t u;
+        memcpy(&u, &s, sizeof(u));
+        u &= 0x7fffffffu;
+        int e = (int)(u >> 23) - 127;
+        return (u & 0x7fffffu) == 0 && e >= -60 && e <= 60;
+}
 
 /* Rows [n0, n1) for tokens [t0, t1). n0 is a multiple of 4. Scratch from dsv_cpu_scratch
  * slot 2. 0 or -ENOMEM. */

@@ -9,7 +9,8 @@
  * unpack interleaves within 128-bit lanes, which is where the FP8 lane order of gemm.h comes
  * from: word 2j+e of w_h holds code 16 (j/4) + 8 h + 2 (j%4) + e. BF16 weights are used as
  * they are. A group of 4 weight rows is converted once into scratch, then every token of the
- * range runs over it in tiles of up to 4 rows x 3 tokens held in registers.
+ * range runs over it in tiles of up to 4 rows x 3 tokens held in registers; a single token
+ * (decode) takes FP8 rows straight from memory into the multiplies instead (rows_token).
  * NaN codes give NaN with the code's sign (the portable kernel's NaN is positive): any NaN. */
 #include "config.h"
 
@@ -89,8 +90,9 @@ static inline float hsum_tree(__m512 v) {
         return _mm_cvtss_f32(_mm_add_ss(r2, _mm_shuffle_ps(r2, r2, 1)));
 }
 
-/* tile_R_TT(g, wb, ws, wsc, n, nr, t): rows [n, n+R) (bf16 in lane order, ws words apart: wb; block scales
- * wsc[r * nbk + kb]) for tokens [t, t+TT), accumulators in registers. */
+/* tile_R_TT(g, wb, ws, wsc, n, nr, t, fuse): rows [n, n+R) (bf16 in lane order, ws words apart: wb; block scales
+ * wsc[r * nbk + kb]) for tokens [t, t+TT), accumulators in registers; fuse: every scale product is
+ * exact, so the block scaling may be one fma (the same bits as its multiply and add). */
 #define TILE_R 4
 #define TILE_TT 3
 #include "kernels/cpu/gemm_avx512bf16_tile.h"
@@ -99,6 +101,58 @@ static inline float hsum_tree(__m512 v) {
 #define TILE_TT 1
 #include "kernels/cpu/gemm_avx512bf16_tile.h"
 #undef TILE_R
+
+/* One token (decode) times FP8 weight rows [n, n+nr): the codes become bf16 words in
+ * registers, 64 at a time, and go straight into vdpbf16ps instead of through scratch. The
+ * same operations in the same order as tile_4_1 over convert_row's output (per block kb,
+ * s = 2h and 2h+1 come from unpacklo/unpackhi of half h; zeros past K), so the same bits.
+ * At one token the step is memory-bound: each row is read front to back, one stream at a
+ * time as convert_row reads it (4 rows read side by side, 64 bytes each in turn, streamed
+ * ~35% slower from memory), with up to 4 blocks' sums in flight so that vdpbf16ps's latency
+ * does not serialise the row. */
+static void rows_token(const struct dsv_gemm *g, int64_t n, int nr, int64_t t, const __m512i tl[2], const __m512i th[2]) {
+        const int64_t Kp = g->Kp, nbk = g->nbk;
+        const __m512i sign = _mm512_set1_epi8((char)0x80);
+        const uint16_t *xb = g->xb + t * Kp;
+        float *out = g->out + (size_t)t * g->out_stride + n;
+        for (int r = 0; r < nr; r++) {
+                const uint8_t *row = g->w + (size_t)(n + r) * g->w_stride;
+                const float *wsr = g->ws ? g->ws + (size_t)((n + r) / DSV_QBLOCK) * g->ws_stride : NULL;
+                __m512 tot = _mm512_setzero_ps();
+                for (int64_t kb0 = 0; kb0 < nbk; kb0 += 4) {
+                        const int nb = (int)MIN(4, nbk - kb0);
+                        __m512 acc[4];
+                        _Pragma("GCC unroll 4")
+                        for (int q = 0; q < 4; q++) {
+                                acc[q] = _mm512_setzero_ps();
+                                if (q >= nb)
+                                        continue;
+                                _Pragma("GCC unroll 2")
+                                for (int h = 0; h < 2; h++) {
+                                        const int64_t k = (kb0 + q) * DSV_QBLOCK + 64 * h, left = g->K - k;
+                                        __m512i c = left >= 64 ? _mm512_loadu_si512(row + k)
+                                                               : _mm512_maskz_loadu_epi8(left > 0 ? (((__mmask64)1 << left) - 1) : 0, row + k);
+                                        __m512i lo = _mm512_permutex2var_epi8(tl[0], c, tl[1]);
+                                        __m512i hi = _mm512_permutex2var_epi8(th[0], c, th[1]);
+                                        hi = _mm512_ternarylogic_epi32(hi, c, sign, 0xF8);
+                                        acc[q] = _mm512_dpbf16_ps(acc[q], (__m512bh)_mm512_unpacklo_epi8(lo, hi),
+                                                                  (__m512bh)_mm512_loadu_si512(xb + k));
+                                        acc[q] = _mm512_dpbf16_ps(acc[q], (__m512bh)_mm512_unpackhi_epi8(lo, hi),
+                                                                  (__m512bh)_mm512_loadu_si512(xb + k + 32));
+                                }
+                        }
+                        for (int q = 0; q < nb; q++) {
+                                const int64_t kb = kb0 + q;
+                                const float ws = wsr ? wsr[kb] : 1.0f, as = g->xs ? g->xs[t * nbk + kb] : 1.0f;
+                                const __m512 sc = _mm512_set1_ps(as * ws);
+                                tot = g->xs_pow2 && dsv_scale_pow2(ws) ? _mm512_fmadd_ps(acc[q], sc, tot)
+                                                                       : _mm512_add_ps(tot, _mm512_mul_ps(acc[q], sc));
+                        }
+                }
+                float v = hsum_tree(tot);
+                out[r] = g->round_out ? dsv_round_bf16(v) : v;
+        }
+}
 
 int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
         const int64_t Kp = g->Kp, nbk = g->nbk;
@@ -116,6 +170,10 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
 
         for (int64_t n = n0; n < n1; n += BR) {
                 const int nr = (int)MIN(BR, n1 - n);
+                if (t1 - t0 == 1 && g->wtype == DSV_F8_E4M3) {
+                        rows_token(g, n, nr, t0, tl, th);
+                        continue;
+                }
                 const uint16_t *rows = wb;
                 size_t ws = (size_t)Kp;
                 if (g->wtype == DSV_BF16 && g->K == Kp && nr == BR && g->w_stride % 2 == 0) {
@@ -123,6 +181,7 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
                         rows = (const uint16_t *)(g->w + (size_t)n * g->w_stride);
                         ws = g->w_stride / 2;
                 }
+                bool fuse = g->xs_pow2;
                 for (int r = 0; r < BR; r++) {
                         if (rows == wb && r < nr)
                                 convert_row(g, g->w + (size_t)(n + r) * g->w_stride, wb + r * Kp, tl, th);
@@ -131,14 +190,16 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
                         for (int64_t kb = 0; kb < nbk; kb++)
                                 wsc[r * nbk + kb] = r < nr && g->ws ? g->ws[(size_t)((n + r) / DSV_QBLOCK) * g->ws_stride + (size_t)kb]
                                                                     : (r < nr ? 1.0f : 0.0f);
+                        for (int64_t kb = 0; kb < nbk && fuse; kb++)
+                                fuse &= r >= nr || dsv_scale_pow2(wsc[r * nbk + kb]);
                 }
                 int64_t t = t0;
                 for (; t + 3 <= t1; t += 3)
-                        tile_4_3(g, rows, ws, wsc, n, nr, t);
+                        tile_4_3(g, rows, ws, wsc, n, nr, t, fuse);
                 if (t1 - t == 2)
-                        tile_4_2(g, rows, ws, wsc, n, nr, t);
+                        tile_4_2(g, rows, ws, wsc, n, nr, t, fuse);
                 else if (t1 - t == 1)
-                        tile_4_1(g, rows, ws, wsc, n, nr, t);
+                        tile_4_1(g, rows, ws, wsc, n, nr, t, fuse);
         }
         return 0;
 }

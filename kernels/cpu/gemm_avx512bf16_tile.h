@@ -6,7 +6,7 @@
 
 static inline __attribute__((always_inline)) void TILE_CAT(tile, TILE_R, TILE_TT)(const struct dsv_gemm *g, const uint16_t *wb,
                                                                                 size_t ws, const float *wsc, int64_t n, int nr,
-                                                                                int64_t t) {
+                                                                                int64_t t, bool fuse) {
         const int64_t Kp = g->Kp, nbk = g->nbk;
         __m512 tot[TILE_R][TILE_TT];
         _Pragma("GCC unroll 16")
@@ -42,7 +42,7 @@ static inline __attribute__((always_inline)) void TILE_CAT(tile, TILE_R, TILE_TT
                         _Pragma("GCC unroll 16")
                         for (int r = 0; r < TILE_R; r++) {
                                 __m512 sc = _mm512_set1_ps(as * wsc[r * nbk + kb]);
-                                tot[r][i] = g->exact_scales ? _mm512_fmadd_ps(acc[r][i], sc, tot[r][i])
+                                tot[r][i] = fuse ? _mm512_fmadd_ps(acc[r][i], sc, tot[r][i])
                                                             : _mm512_add_ps(tot[r][i], _mm512_mul_ps(acc[r][i], sc));
                         }
                 }

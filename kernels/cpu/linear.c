@@ -104,13 +104,6 @@ int dsv_cpu_act_quant(const struct dsv_op_act_quant *p) {
         return 0;
 }
 
-/* a power of two whose products with the other scales and the block sums stay exact */
-static inline bool tame_pow2(float s) {
-        uint32_t u = dsv_f32_bits(s) & 0x7fffffffu;
-        int e = (int)(u >> 23) - 127;
-        return (u & 0x7fffffu) == 0 && e >= -60 && e <= 60;
-}
-
 /* Position of lane j, parity e of step s in block kb (gemm.h). */
 static inline int64_t lane_k(bool fp8, int64_t kb, int s, int j, int e) {
         if (fp8)
@@ -257,7 +250,7 @@ static int job_init(struct lin_job *j, const struct dsv_op_linear *p, float *xf,
 
 /* Prepares the activations (unless shared) and what the kernels need to know of them. */
 static int job_prep(struct lin_job *j) {
-        const int64_t T = j->g.T, N = j->g.N, nbk = j->g.nbk;
+        const int64_t T = j->g.T, nbk = j->g.nbk;
         if (!j->same_x) {
                 /* the bf16 copy when the kernel wants one, else (or when some value is not a
                  * bf16 after all: exact numerics) the f32 one */
@@ -276,13 +269,12 @@ static int job_prep(struct lin_job *j) {
         }
         const struct lin_job *src = j->same_x ? j->same_x : j;
         j->g.xb = j->xb && !atomic_load(&((struct lin_job *)src)->xb_inexact) ? j->xb : NULL;
-        /* every scale product a power of two: the kernels may fuse the block scaling */
-        j->g.exact_scales = true;
-        for (int64_t i = 0; j->g.ws && i < DIV_ROUND_UP(N, DSV_QBLOCK) && j->g.exact_scales; i++)
-                for (int64_t kb = 0; kb < nbk; kb++)
-                        j->g.exact_scales &= tame_pow2(j->g.ws[(size_t)i * j->g.ws_stride + (size_t)kb]);
-        for (int64_t i = 0; j->xs && i < T * nbk && j->g.exact_scales; i++)
-                j->g.exact_scales &= tame_pow2(j->xs[i]);
+        /* activation scales all powers of two: the kernels may fuse the block scaling of rows
+         * whose weight scales are too (they check those as they read them: a pass over every
+         * weight scale here, on the calling thread, cost ~1% of a decode step) */
+        j->g.xs_pow2 = true;
+        for (int64_t i = 0; j->xs && i < T * nbk && j->g.xs_pow2; i++)
+                j->g.xs_pow2 &= dsv_scale_pow2(j->xs[i]);
         return 0;
 }
 

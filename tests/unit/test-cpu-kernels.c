@@ -182,7 +182,7 @@ static void check_quant_row(void) {
 
 /* The MoE gate with BF16 weights (several tokens: 16 experts per vector) against the scalar
  * definition, sigmoid(sum over i in order of x[i] * w[e][i]) + bias, and against the same
- * tokens one at a time (the scalar loop): the same scores, ids and weights, bit for bit.
+ * tokens one at a time (one token has a loop of its own): the same scores, ids and weights, bit for bit.
  * Odd sizes: experts no multiple of 16, tokens no multiple of 4, D no multiple of 16. */
 static void check_gate_bf16(void) {
         enum { T = 23, D = 301, E = 40, K = 6 };
@@ -280,7 +280,7 @@ static void check_case(const char *what, enum dsv_dtype type, int64_t T, int64_t
 }
 
 static void check_all_shapes(void) {
-        static const int64_t shapes[][3] = {{1, 128, 4}, {1, 300, 33}, {3, 1024, 130}, {7, 257, 9}, {2, 2112, 17}, {4, 64, 5}};
+        static const int64_t shapes[][3] = {{1, 128, 4}, {1, 300, 33}, {1, 2048, 64}, {3, 1024, 130}, {7, 257, 9}, {2, 2112, 17}, {4, 64, 5}};
         for (size_t i = 0; i < ARRAY_SIZE(shapes); i++) {
                 int64_t T = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
                 check_case("fp8 faithful", DSV_F8_E4M3, T, K, N, true, true, false, true, false);

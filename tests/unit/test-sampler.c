@@ -177,6 +177,49 @@ static void test_logprobs(struct cand *c) {
         free(v);
 }
 
+/* dsv_sample_greedy (two vectorised passes) against the plain loop it replaces, at lengths
+ * around its 16 lanes and at the real vocabulary: coarse values (ties), NaN first, NaN
+ * elsewhere, +0 and -0, all -inf, +inf, the maximum in the tail. */
+static int plain_greedy(const float *v, int n) {
+        int best = 0;
+        for (int i = 1; i < n; i++)
+                if (v[i] > v[best])
+                        best = i;
+        return best;
+}
+
+static void test_greedy(float *v) {
+        static const int lens[] = {1, 2, 15, 16, 17, 31, 33, 100, 129280};
+        int cases = 0;
+        for (size_t li = 0; li < ARRAY_SIZE(lens); li++)
+                for (int kind = 0; kind < 8; kind++) {
+                        const int n = lens[li];
+                        for (int i = 0; i < n; i++) {
+                                double x = dsv_rand_normal(7000 + (uint64_t)kind * 31 + li, (uint64_t)i);
+                                v[i] = kind == 5 ? -INFINITY : (float)(round(x * 2) / 2);
+                        }
+                        if (kind == 1)
+                                v[0] = NAN;
+                        if (kind == 2)
+                                for (int i = 1; i < n; i += 3)
+                                        v[i] = NAN;
+                        if (kind == 3)
+                                for (int i = 0; i < n; i++)
+                                        v[i] = i % 2 ? -0.0f : 0.0f;
+                        if (kind == 4)
+                                for (int i = 0; i < n; i++)
+                                        v[i] = i % 2 ? 0.0f : -0.0f;
+                        if (kind == 6)
+                                v[n / 2] = INFINITY;
+                        if (kind == 7)
+                                v[n - 1] = 1e30f;
+                        int want = plain_greedy(v, n), got = dsv_sample_greedy(v, n);
+                        CHECK(got == want, "greedy, %d logits, case %d: %d, the plain loop %d", n, kind, got, want);
+                        cases++;
+                }
+        CHECK(cases == (int)ARRAY_SIZE(lens) * 8, "greedy cases");
+}
+
 int main(void) {
         enum { V = 129280 };
         struct dsv_sampler s;
@@ -186,6 +229,7 @@ int main(void) {
         REQUIRE(logits && c && dsv_sampler_init(&s, V) == 0, "oom");
         test_penalties();
         test_logprobs(c);
+        test_greedy(logits);
         for (int trial = 0; trial < 48; trial++) {
                 double scale = trial % 3 == 0 ? 1.0 : trial % 3 == 1 ? 4.0 : 0.25;
                 for (int i = 0; i < V; i++) {
