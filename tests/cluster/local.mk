@@ -50,5 +50,5 @@ endif
 .PHONY: check-tsan
 
 # dsv32d --nodes N: processes on loopback joined through the bootstrap and Open MPI
-TESTS += tests/cluster/daemon-nodes.sh
-EXTRA_DIST += tests/cluster/daemon-nodes.sh
+TESTS += tests/cluster/daemon-nodes.sh tests/cluster/daemon-nodes-faults.sh
+EXTRA_DIST += tests/cluster/daemon-nodes.sh tests/cluster/daemon-nodes-faults.sh tests/cluster/nodes-lib.sh
