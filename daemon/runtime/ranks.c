@@ -604,7 +604,7 @@ static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct d
                 if (hidden_in)
                         at = put(at, hidden_in, (size_t)b->n_tokens * (size_t)g->rt0->cfg->hidden_size * sizeof(float));
         }
-        if (kind != JOB_QUIT)
+        if (kind != JOB_QUIT && g->ops_len)
                 memcpy(g->msg + bytes - g->ops_len, g->ops, g->ops_len);
         for (int i = 0; i < followers; i++)
                 x[i] = (struct dsv_comm_xfer){.peer = i + 1, .buf = hdr, .count = JOB_WORDS * sizeof(int64_t)};

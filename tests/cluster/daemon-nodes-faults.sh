@@ -88,4 +88,4 @@ grep -q "Ready: serving" "$work/other.log" && bad "another model: node 0 served"
 refuse 2 "coordinator must be" "$work/tiny" --nodes 2
 refuse 2 "use backend cpu" "$work/tiny" --nodes 2 --coordinator 127.0.0.1:1 --backend cuda
 echo "in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
-finish
+finish_nodes

@@ -88,4 +88,4 @@ for n in 2 4; do
 done
 
 echo "in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
-finish
+finish_nodes

@@ -1,7 +1,9 @@
 # Sourced by the tests of dsv32d --nodes N (daemon-nodes.sh, daemon-nodes-faults.sh) after
 # tests/comm/mpi-env.sh and tests/daemon-lib.sh: free_port, start_nodes (nodes 1..n-1 in the
 # background, their pids in $followers, then node 0 as start does) and wait_followers (their
-# exit statuses in $statuses); the followers are killed on exit.
+# exit statuses in $statuses); the followers are killed on exit. finish_nodes: finish, after
+# failing on an ASan/UBSan report in any log (a sanitizer build: the daemons run on after a
+# UBSan report).
 followers=()
 cleanup_nodes() {
         local p
@@ -53,3 +55,12 @@ wait_followers() {
         followers=()
 }
 
+
+finish_nodes() {
+        local l
+        for l in "$work"/*.log; do
+                grep -Eq "ERROR: AddressSanitizer|runtime error:" "$l" &&
+                        bad "a sanitizer report in $l: $(grep -E -A8 "ERROR: AddressSanitizer|runtime error:" "$l" | head -20)"
+        done
+        finish
+}
