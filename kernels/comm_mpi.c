@@ -18,8 +18,8 @@
  * Messages are MPI_BYTE; one message is at most INT_MAX bytes (-E2BIG beyond).
  *
  * The group is MPI_COMM_WORLD (processes started by mpirun, dsv_comm_mpi_new) or one joined
- * at run time by processes started on their own (dsv_comm_mpi_join: node 0 opens a port,
- * the others connect to it through a running ompi-server; dsv32d --nodes N).
+ * at run time by processes started on their own (dsv_comm_mpi_join: node 0 opens a port per
+ * other node, each connects to its own through a running ompi-server; dsv32d --nodes N).
  *
  * Threads: MPI is used by the rank's thread only (MPI_THREAD_SERIALIZED suffices);
  * dsv_comm_abort only sets a flag that the polling loop reads. */
@@ -419,40 +419,69 @@ int dsv_comm_mpi_dup(struct dsv_comm *c, int timeout_ms, struct dsv_comm **ret) 
         return mpi_wrap(ctx_of(c)->comm, timeout_ms, ret);
 }
 
-int dsv_comm_mpi_open_port(char *port, size_t cap) {
-        char name[MPI_MAX_PORT_NAME + 1] = {0};
+int dsv_comm_mpi_open_ports(int nodes, char *ports, size_t cap) {
+        size_t off = 0;
         int r;
-        if (!port || cap == 0)
+        if (nodes < 1 || !ports || cap == 0)
                 return -EINVAL;
         if ((r = mpi_init()) < 0)
                 return r;
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-        if (MPI_Open_port(MPI_INFO_NULL, name) != MPI_SUCCESS)
-                return -EIO;
-        if (strlen(name) >= cap)
-                return -ENOBUFS;
-        memcpy(port, name, strlen(name) + 1);
+        ports[0] = 0;
+        for (int k = 1; k < nodes; k++) {
+                char name[MPI_MAX_PORT_NAME + 1] = {0};
+                if (MPI_Open_port(MPI_INFO_NULL, name) != MPI_SUCCESS)
+                        return -EIO;
+                const size_t len = strlen(name);
+                if (off + len + 2 > cap)
+                        return -ENOBUFS;
+                if (off)
+                        ports[off++] = '\n';
+                memcpy(ports + off, name, len + 1);
+                off += len;
+        }
+        return 0;
+}
+
+/* Port k - 1 of the list (line k - 1), into name; -EINVAL when the list has no such line. */
+static int port_of(const char *ports, int k, char *name) {
+        const char *p = ports;
+        for (int i = 1; i < k; i++) {
+                p = strchr(p, '\n');
+                if (!p)
+                        return -EINVAL;
+                p++;
+        }
+        const size_t len = strcspn(p, "\n");
+        if (len == 0 || len > MPI_MAX_PORT_NAME)
+                return -EINVAL;
+        memcpy(name, p, len);
+        name[len] = 0;
         return 0;
 }
 
 /* MPI_Comm_connect / MPI_Comm_accept have no timeout of their own: the caller bounds the
- * join from outside (the bootstrap's heartbeats; see comm.h). */
-int dsv_comm_mpi_join(const char *port, int nodes, int node_rank, int timeout_ms, struct dsv_comm **ret) {
+ * join from outside (the bootstrap's heartbeats; see comm.h). Node k connects to port k
+ * only, which the group accepts after node k - 1 has joined: several processes connecting
+ * to one port at once can be paired wrongly by Open MPI and hang (seen with 4 nodes). */
+int dsv_comm_mpi_join(const char *ports, int nodes, int node_rank, int timeout_ms, struct dsv_comm **ret) {
         MPI_Comm intra = MPI_COMM_NULL, inter = MPI_COMM_NULL, merged = MPI_COMM_NULL, ordered = MPI_COMM_NULL;
         char name[MPI_MAX_PORT_NAME + 1];
         int r, size = 0;
 
-        if (!port || nodes < 1 || node_rank < 0 || node_rank >= nodes || timeout_ms <= 0 || !ret ||
-            strlen(port) > MPI_MAX_PORT_NAME)
+        if (!ports || nodes < 1 || node_rank < 0 || node_rank >= nodes || timeout_ms <= 0 || !ret)
                 return -EINVAL;
+        for (int k = 1; k < nodes; k++)
+                if (port_of(ports, k, name) < 0)
+                        return -EINVAL;
         if ((r = mpi_init()) < 0)
                 return r;
-        snprintf(name, sizeof(name), "%s", port);
         MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
         if (node_rank == 0 || nodes == 1) {
                 if (MPI_Comm_dup(MPI_COMM_SELF, &intra) != MPI_SUCCESS)
                         return -EIO;
         } else {
+                port_of(ports, node_rank, name);
                 if (MPI_Comm_connect(name, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter) != MPI_SUCCESS)
                         return -ECONNREFUSED;
                 r = MPI_Intercomm_merge(inter, 1, &intra);
@@ -461,8 +490,9 @@ int dsv_comm_mpi_join(const char *port, int nodes, int node_rank, int timeout_ms
                         return -EIO;
         }
         MPI_Comm_set_errhandler(intra, MPI_ERRORS_RETURN);
-        /* every member takes part in admitting the next one, whichever connects first */
+        /* every member takes part in admitting the next node (its rank 0 is node 0) */
         for (MPI_Comm_size(intra, &size); size < nodes; MPI_Comm_size(intra, &size)) {
+                port_of(ports, size, name);
                 if (MPI_Comm_accept(name, MPI_INFO_NULL, 0, intra, &inter) != MPI_SUCCESS) {
                         MPI_Comm_free(&intra);
                         return -EIO;
@@ -475,7 +505,7 @@ int dsv_comm_mpi_join(const char *port, int nodes, int node_rank, int timeout_ms
                 intra = merged;
                 MPI_Comm_set_errhandler(intra, MPI_ERRORS_RETURN);
         }
-        /* ranks in node order */
+        /* ranks in node order (they are already; the split makes it a plain intracommunicator) */
         r = MPI_Comm_split(intra, 0, node_rank, &ordered);
         MPI_Comm_free(&intra);
         if (r != MPI_SUCCESS)

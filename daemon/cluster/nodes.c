@@ -13,6 +13,10 @@
 
 #include "daemon/util.h"
 
+/* The followers wait on ctl for node 0's next pass, idle for days between requests: a lost
+ * node is the bootstrap's to find (its heartbeats abort ctl), not this timeout's. */
+#define CTL_TIMEOUT_MS (7 * 24 * 3600 * 1000)
+
 struct dsv_nodes {
         struct dsv_cluster *cluster;
         _Atomic(struct dsv_comm *) ep, ctl;
@@ -96,7 +100,7 @@ int dsv_nodes_join(const struct dsv_nodes_opts *o, struct dsv_nodes **ret, struc
 #ifdef HAVE_MPI
         struct dsv_cluster_opts co = o->cluster;
         struct dsv_nodes *n;
-        char uri[1024] = "", port[1024] = "", id[2100];
+        char uri[1024] = "", port[DSV_WIRE_MAX_ID] = "", id[DSV_WIRE_MAX_ID + 1];
         const char *gid;
         size_t gid_len = 0;
         struct dsv_comm *ep = NULL, *ctl = NULL;
@@ -110,11 +114,17 @@ int dsv_nodes_join(const struct dsv_nodes_opts *o, struct dsv_nodes **ret, struc
                 else if ((r = start_ompi_server(n, uri, sizeof(uri), err)) < 0)
                         goto fail;
                 setenv("OMPI_MCA_pmix_server_uri", uri, 1);
-                if ((r = dsv_comm_mpi_open_port(port, sizeof(port))) < 0) {
-                        dsv_error_set(err, -r, "cannot open an MPI port through ompi-server %s: %s", uri, strerror(-r));
+                if ((r = dsv_comm_mpi_open_ports(co.nodes, port, sizeof(port))) < 0) {
+                        dsv_error_set(err, -r, "cannot open the MPI ports through ompi-server %s: %s", uri,
+                                      r == -ENOBUFS ? "their names do not fit the bootstrap's group id (4096 bytes): fewer nodes"
+                                                    : strerror(-r));
                         goto fail;
                 }
-                snprintf(id, sizeof(id), "%s\n%s", uri, port);
+                if ((size_t)snprintf(id, sizeof(id), "%s\n%s", uri, port) >= DSV_WIRE_MAX_ID) {
+                        r = dsv_error_set(err, ENOBUFS, "the MPI server's URI and %d ports do not fit the bootstrap's "
+                                          "group id (%d bytes): fewer nodes", co.nodes - 1, DSV_WIRE_MAX_ID);
+                        goto fail;
+                }
                 co.id = id;
                 co.id_len = strlen(id);
         }
@@ -141,7 +151,7 @@ int dsv_nodes_join(const struct dsv_nodes_opts *o, struct dsv_nodes **ret, struc
                 dsv_error_set(err, -r, "cannot join the MPI group of the nodes: %s", strerror(-r));
                 goto fail;
         }
-        if ((r = dsv_comm_mpi_dup(ep, 7 * 24 * 3600 * 1000, &ctl)) < 0) {
+        if ((r = dsv_comm_mpi_dup(ep, CTL_TIMEOUT_MS, &ctl)) < 0) {
                 dsv_comm_free(ep);
                 dsv_error_set(err, -r, "cannot create the nodes' job channel: %s", strerror(-r));
                 goto fail;
@@ -173,9 +183,10 @@ void dsv_nodes_free(struct dsv_nodes *n) {
                 return;
         /* no MPI_Finalize: it may wait for the other nodes (connected processes), which are
          * leaving or lost; the process exits right after this */
+        /* the bootstrap first: its thread (on_failure) aborts the communicators until it ends */
+        dsv_cluster_free(n->cluster);
         dsv_comm_free(atomic_load(&n->ctl));
         dsv_comm_free(atomic_load(&n->ep));
-        dsv_cluster_free(n->cluster);
         if (n->server_pid > 0) {
                 bool reaped = false;
                 kill(n->server_pid, SIGTERM);

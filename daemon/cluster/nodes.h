@@ -2,9 +2,10 @@
  * the bootstrap (cluster.h: admission by model fingerprint and configuration, heartbeats)
  * and, on it, the Open MPI communicators the nodes compute over (kernels/comm.h).
  *
- *   node 0   starts an ompi-server (unless mpi-server names one), opens an MPI port, and
- *            hands "URI\nPORT" to the others as the bootstrap's group id (WELCOME)
- *   node R   joins the bootstrap, takes the URI and the port from the id
+ *   node 0   starts an ompi-server (unless mpi-server names one), opens an MPI port per
+ *            other node, and hands "URI\nPORT1\n...PORTn-1" to the others as the
+ *            bootstrap's group id (WELCOME; at most 4096 bytes)
+ *   node R   joins the bootstrap, takes the URI and the ports from the id
  *   then     every node joins the MPI group (dsv_comm_mpi_join: ranks = node ranks) and
  *            duplicates it: ep (the experts' collectives) and ctl (node 0's jobs)
  * When the bootstrap loses a node, both communicators are aborted (the pass in flight

@@ -66,7 +66,6 @@ struct dsv_rank_group {
         bool ops_failed;                  /* one did not fit in memory: the followers are behind */
         uint8_t *msg;                     /* the job message (built on node 0, received on a follower) */
         size_t msg_cap;
-        int32_t *rx_pages;                /* follower: the page tables' storage */
 };
 
 struct node_info {
@@ -96,9 +95,6 @@ enum {
 };
 #define FLAG_DECODE 1
 #define FLAG_HIDDEN 2
-/* The jobs wait for node 0 between requests (idle for days): a peer lost is the bootstrap's
- * to find (its heartbeats abort ctl), not this timeout's. */
-#define DSV_NODE_CTL_TIMEOUT_MS (7 * 24 * 3600 * 1000)
 
 int dsv_parallel_layout_check(const char *layout, const char **why) {
         static const char *const later[] = {"ep,tp", "ep", "dp", "tp", "tp,dp", "dp,tp"};
@@ -277,7 +273,6 @@ void dsv_rank_group_free(struct dsv_rank_group *g) {
         free(g->node);
         free(g->ops);
         free(g->msg);
-        free(g->rx_pages);
         free(g);
 }
 

@@ -7,7 +7,7 @@
  *                                                       N processes started on their own,
  *                                                       joined through an ompi-server
  *                                                       (OMPI_MCA_pmix_server_uri): node 0
- *                                                       writes its port name into FILE, the
+ *                                                       writes its port names into FILE, the
  *                                                       others read it (dsv_comm_mpi_join)
  *   comm-conformance --impl nccl [--ranks N]            one rank per GPU (threads), through
  *                                                       the CUDA plugin (default: every GPU)
@@ -174,12 +174,12 @@ static int run_local(const struct opts *o) {
 /* Processes started on their own: node 0 opens a port and publishes it in the file (a
  * rename, so a reader never sees half of it); the others wait for the file (60 s). */
 static int join_group(const struct opts *o, struct dsv_comm **ret) {
-        char port[1024] = "";
+        char port[8192] = "";
         int r;
         if (o->node_rank == 0) {
                 _cleanup_free_ char *tmp = NULL;
                 FILE *f;
-                if ((r = dsv_comm_mpi_open_port(port, sizeof(port))) < 0) {
+                if ((r = dsv_comm_mpi_open_ports(o->nodes, port, sizeof(port))) < 0) {
                         fprintf(stderr, "node 0: cannot open an MPI port (is OMPI_MCA_pmix_server_uri set?): %s\n",
                                 strerror(-r));
                         return r;

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The conformance suite on the Open MPI communicator of processes started on their own (not
 # by mpirun), joined at run time through an ompi-server (dsv_comm_mpi_join, the way the
-# nodes of dsv32d --nodes N form their group): 2 and 3 processes on this machine. Skips (77)
+# nodes of dsv32d --nodes N form their group): 2, 3 and 4 processes on this machine. Skips (77)
 # without Open MPI.
 set -u
 . "$top_srcdir/tests/comm/mpi-env.sh"
@@ -11,7 +11,7 @@ rm -rf "$tmp" && mkdir -p "$tmp" || exit 1
 trap 'stop_ompi_server' EXIT
 start_ompi_server "$tmp" || exit 1
 rc=0
-for n in 2 3; do
+for n in 2 3 4; do
         rm -f "$tmp/port"
         pids=()
         for ((r = 0; r < n; r++)); do
