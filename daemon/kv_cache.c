@@ -313,7 +313,15 @@ int dsv_kv_page_upload(struct dsv_kv_pool *p, int32_t page, const void *bytes) {
         for (int i = 0; r >= 0 && i < p->n_mirrors; i++)
                 r = p->mirrors[i]->be->ops->upload(p->mirrors[i]->be, (uint8_t *)p->mirrors[i]->base + (size_t)page * p->page_bytes,
                                                    bytes, p->page_bytes);
+        if (r >= 0 && p->remote_write)
+                p->remote_write(p->remote_ud, page, -1, bytes);
         return r;
+}
+
+int dsv_kv_page_copy(struct dsv_kv_pool *p, int32_t dst, int32_t src) {
+        if (dst < 0 || dst >= p->n_pages || src < 0 || src >= p->n_pages)
+                return -EINVAL;
+        return dst == src ? 0 : page_copy(p, dst, src);
 }
 
 int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
@@ -335,6 +343,8 @@ int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
                         r = page_copy(p, copy, tail);
                         for (int i = 0; r >= 0 && i < p->n_mirrors; i++)
                                 r = page_copy(p->mirrors[i], copy, tail);
+                        if (r >= 0 && p->remote_write)
+                                p->remote_write(p->remote_ud, copy, tail, NULL);
                         if (r < 0) {
                                 page_put(p, copy);
                                 return r;

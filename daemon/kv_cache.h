@@ -63,6 +63,11 @@ struct dsv_kv_pool {
          * it works on this pool. */
         struct dsv_kv_pool **mirrors;
         int n_mirrors;
+        /* A mirror in another process (the follower nodes of dsv32d --nodes N, daemon/runtime/
+         * ranks.h): told every such write after it was made here, to pass it on: a copy of
+         * page src into dst (bytes NULL), or dst's new bytes (src -1). Optional. */
+        void (*remote_write)(void *ud, int32_t dst, int32_t src, const void *bytes);
+        void *remote_ud;
 };
 
 struct dsv_kv_seq {
@@ -109,6 +114,9 @@ int dsv_kv_seq_truncate(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq, int n)
 int dsv_kv_pool_add_mirror(struct dsv_kv_pool *p, struct dsv_kv_pool *m);
 /* Writes one page's bytes (page_bytes, host memory) into page of p and of its mirrors. */
 int dsv_kv_page_upload(struct dsv_kv_pool *p, int32_t page, const void *bytes);
+/* Copies page src's bytes into page dst of p (not its mirrors): a remote mirror replaying
+ * the copy-on-write copies of the pool it follows. -EINVAL for pages out of range. */
+int dsv_kv_page_copy(struct dsv_kv_pool *p, int32_t dst, int32_t src);
 /* One more holder of a page in use (a snapshot being written), and its release. */
 void dsv_kv_page_ref(struct dsv_kv_pool *p, int32_t page);
 void dsv_kv_page_unref(struct dsv_kv_pool *p, int32_t page);

@@ -144,4 +144,19 @@ void dsv_comm_reduce_rows(void *out, const void *const *srcs, int n_srcs, size_t
  * communicator's. MPI is initialised (MPI_THREAD_SERIALIZED) by the first call if needed;
  * dsv_comm_mpi_finalize() ends it once every MPI communicator is freed. */
 int dsv_comm_mpi_new(int timeout_ms, struct dsv_comm **ret);
+/* Another communicator over the same processes as c (an mpi one), collective: every rank
+ * calls it, in the same order as its other collectives. */
+int dsv_comm_mpi_dup(struct dsv_comm *c, int timeout_ms, struct dsv_comm **ret);
+/* A group of processes not started by mpirun (several hosts, dsv32d --nodes N). Open MPI
+ * singletons find each other through an ompi-server: every process must have its URI in
+ * OMPI_MCA_pmix_server_uri (the string, or file:PATH) before its first MPI call. Node 0
+ * opens one port per other node (dsv_comm_mpi_open_ports: their names, one a line, at most
+ * cap bytes in all), handed to the others out of band (the bootstrap's WELCOME); then every
+ * node calls dsv_comm_mpi_join with that list: node k connects to port k (line k), the group
+ * admits nodes 1, 2, ... in turn (every member already in takes part), and the result's ranks
+ * are the node ranks. The join itself has no timeout (MPI has none): every node must call
+ * it, or the others wait; timeout_ms is the communicator's. -EIO/-ECONNREFUSED when MPI
+ * fails (no ompi-server, a wrong port), -EINVAL for a list without nodes - 1 ports. */
+int dsv_comm_mpi_open_ports(int nodes, char *ports, size_t cap);
+int dsv_comm_mpi_join(const char *ports, int nodes, int node_rank, int timeout_ms, struct dsv_comm **ret);
 void dsv_comm_mpi_finalize(void);

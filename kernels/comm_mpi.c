@@ -17,6 +17,10 @@
  *   barrier         Ibarrier
  * Messages are MPI_BYTE; one message is at most INT_MAX bytes (-E2BIG beyond).
  *
+ * The group is MPI_COMM_WORLD (processes started by mpirun, dsv_comm_mpi_new) or one joined
+ * at run time by processes started on their own (dsv_comm_mpi_join: node 0 opens a port per
+ * other node, each connects to its own through a running ompi-server; dsv32d --nodes N).
+ *
  * Threads: MPI is used by the rank's thread only (MPI_THREAD_SERIALIZED suffices);
  * dsv_comm_abort only sets a flag that the polling loop reads. */
 #include "config.h"
@@ -357,20 +361,21 @@ static const struct dsv_comm_ops mpi_ops = {
         .status = mpi_status,
 };
 
-int dsv_comm_mpi_new(int timeout_ms, struct dsv_comm **ret) {
+static int mpi_init(void) {
+        int inited = 0, provided = 0;
+        MPI_Initialized(&inited);
+        if (!inited && MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
+                return -EIO;
+        return 0;
+}
+
+/* A communicator over a duplicate of base (base stays the caller's). */
+static int mpi_wrap(MPI_Comm base, int timeout_ms, struct dsv_comm **ret) {
         struct dsv_comm *c = NULL;
         struct mpi_ctx *x = NULL;
-        int inited = 0, provided = 0, rc, flag = 0;
+        int flag = 0;
         void *ub = NULL;
 
-        if (timeout_ms <= 0 || !ret)
-                return -EINVAL;
-        MPI_Initialized(&inited);
-        if (!inited) {
-                rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
-                if (rc != MPI_SUCCESS)
-                        return -EIO;
-        }
         c = calloc(1, sizeof(*c));
         x = calloc(1, sizeof(*x));
         if (!c || !x) {
@@ -379,7 +384,7 @@ int dsv_comm_mpi_new(int timeout_ms, struct dsv_comm **ret) {
                 return -ENOMEM;
         }
         x->comm = MPI_COMM_NULL;
-        if (MPI_Comm_dup(MPI_COMM_WORLD, &x->comm) != MPI_SUCCESS ||
+        if (MPI_Comm_dup(base, &x->comm) != MPI_SUCCESS ||
             MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN) != MPI_SUCCESS) {
                 free(c);
                 free(x);
@@ -397,6 +402,117 @@ int dsv_comm_mpi_new(int timeout_ms, struct dsv_comm **ret) {
         atomic_fetch_add(&live_comms, 1);
         *ret = c;
         return 0;
+}
+
+int dsv_comm_mpi_new(int timeout_ms, struct dsv_comm **ret) {
+        int r;
+        if (timeout_ms <= 0 || !ret)
+                return -EINVAL;
+        if ((r = mpi_init()) < 0)
+                return r;
+        return mpi_wrap(MPI_COMM_WORLD, timeout_ms, ret);
+}
+
+int dsv_comm_mpi_dup(struct dsv_comm *c, int timeout_ms, struct dsv_comm **ret) {
+        if (!c || c->ops != &mpi_ops || timeout_ms <= 0 || !ret)
+                return -EINVAL;
+        return mpi_wrap(ctx_of(c)->comm, timeout_ms, ret);
+}
+
+int dsv_comm_mpi_open_ports(int nodes, char *ports, size_t cap) {
+        size_t off = 0;
+        int r;
+        if (nodes < 1 || !ports || cap == 0)
+                return -EINVAL;
+        if ((r = mpi_init()) < 0)
+                return r;
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        ports[0] = 0;
+        for (int k = 1; k < nodes; k++) {
+                char name[MPI_MAX_PORT_NAME + 1] = {0};
+                if (MPI_Open_port(MPI_INFO_NULL, name) != MPI_SUCCESS)
+                        return -EIO;
+                const size_t len = strlen(name);
+                if (off + len + 2 > cap)
+                        return -ENOBUFS;
+                if (off)
+                        ports[off++] = '\n';
+                memcpy(ports + off, name, len + 1);
+                off += len;
+        }
+        return 0;
+}
+
+/* Port k - 1 of the list (line k - 1), into name; -EINVAL when the list has no such line. */
+static int port_of(const char *ports, int k, char *name) {
+        const char *p = ports;
+        for (int i = 1; i < k; i++) {
+                p = strchr(p, '\n');
+                if (!p)
+                        return -EINVAL;
+                p++;
+        }
+        const size_t len = strcspn(p, "\n");
+        if (len == 0 || len > MPI_MAX_PORT_NAME)
+                return -EINVAL;
+        memcpy(name, p, len);
+        name[len] = 0;
+        return 0;
+}
+
+/* MPI_Comm_connect / MPI_Comm_accept have no timeout of their own: the caller bounds the
+ * join from outside (the bootstrap's heartbeats; see comm.h). Node k connects to port k
+ * only, which the group accepts after node k - 1 has joined: several processes connecting
+ * to one port at once can be paired wrongly by Open MPI and hang (seen with 4 nodes). */
+int dsv_comm_mpi_join(const char *ports, int nodes, int node_rank, int timeout_ms, struct dsv_comm **ret) {
+        MPI_Comm intra = MPI_COMM_NULL, inter = MPI_COMM_NULL, merged = MPI_COMM_NULL, ordered = MPI_COMM_NULL;
+        char name[MPI_MAX_PORT_NAME + 1];
+        int r, size = 0;
+
+        if (!ports || nodes < 1 || node_rank < 0 || node_rank >= nodes || timeout_ms <= 0 || !ret)
+                return -EINVAL;
+        for (int k = 1; k < nodes; k++)
+                if (port_of(ports, k, name) < 0)
+                        return -EINVAL;
+        if ((r = mpi_init()) < 0)
+                return r;
+        MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+        if (node_rank == 0 || nodes == 1) {
+                if (MPI_Comm_dup(MPI_COMM_SELF, &intra) != MPI_SUCCESS)
+                        return -EIO;
+        } else {
+                port_of(ports, node_rank, name);
+                if (MPI_Comm_connect(name, MPI_INFO_NULL, 0, MPI_COMM_SELF, &inter) != MPI_SUCCESS)
+                        return -ECONNREFUSED;
+                r = MPI_Intercomm_merge(inter, 1, &intra);
+                MPI_Comm_free(&inter);
+                if (r != MPI_SUCCESS)
+                        return -EIO;
+        }
+        MPI_Comm_set_errhandler(intra, MPI_ERRORS_RETURN);
+        /* every member takes part in admitting the next node (its rank 0 is node 0) */
+        for (MPI_Comm_size(intra, &size); size < nodes; MPI_Comm_size(intra, &size)) {
+                port_of(ports, size, name);
+                if (MPI_Comm_accept(name, MPI_INFO_NULL, 0, intra, &inter) != MPI_SUCCESS) {
+                        MPI_Comm_free(&intra);
+                        return -EIO;
+                }
+                r = MPI_Intercomm_merge(inter, 0, &merged);
+                MPI_Comm_free(&inter);
+                MPI_Comm_free(&intra);
+                if (r != MPI_SUCCESS)
+                        return -EIO;
+                intra = merged;
+                MPI_Comm_set_errhandler(intra, MPI_ERRORS_RETURN);
+        }
+        /* ranks in node order (they are already; the split makes it a plain intracommunicator) */
+        r = MPI_Comm_split(intra, 0, node_rank, &ordered);
+        MPI_Comm_free(&intra);
+        if (r != MPI_SUCCESS)
+                return -EIO;
+        r = mpi_wrap(ordered, timeout_ms, ret);
+        MPI_Comm_free(&ordered);
+        return r;
 }
 
 void dsv_comm_mpi_finalize(void) {

@@ -478,19 +478,21 @@ static void log_ranks(struct dsv_engine *e) {
         const int n = dsv_rank_group_size(e->ranks);
         char line[4096];
         size_t off = 0;
+        const bool nodes = dsv_rank_group_nodes(e->ranks);
         if (n == 1)
                 return;
         off += (size_t)snprintf(line, sizeof(line),
-                                "Ranks: %d CPU ranks, layout %s (routed experts in contiguous blocks per rank; attention, "
+                                "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; attention, "
                                 "dense layers and lm_head replicated; KV pool of %d pages on every rank)",
-                                n, e->info.layout, e->rt->kv->n_pages);
+                                nodes ? "Nodes" : "Ranks", n, nodes ? "nodes of one CPU rank each" : "CPU ranks",
+                                e->info.layout, e->rt->kv->n_pages);
         for (int r = 0; r < n && off < sizeof(line); r++) {
-                const struct dsv_runtime *rt = dsv_rank_group_runtime(e->ranks, r);
                 int first, last;
                 dsv_rank_group_experts(e->ranks, r, &first, &last);
-                off += (size_t)snprintf(line + off, sizeof(line) - off, "; rank %d: experts %d-%d of %d, %llu weight bytes, %d threads",
-                                        r, first, last, rt->cfg->n_routed_experts,
-                                        (unsigned long long)dsv_model_weight_bytes(rt->model), rt->be->n_threads);
+                off += (size_t)snprintf(line + off, sizeof(line) - off, "; %s %d: experts %d-%d of %d, %llu weight bytes, %d threads",
+                                        nodes ? "node" : "rank", r, first, last, e->rt->cfg->n_routed_experts,
+                                        (unsigned long long)dsv_rank_group_weight_bytes(e->ranks, r),
+                                        dsv_rank_group_threads(e->ranks, r));
         }
         log_info("%s", line);
 }
@@ -552,7 +554,11 @@ static int load(struct dsv_engine *e) {
         ro.max_pass_tokens = e->opts.max_pass_tokens;
         ro.load.progress = load_progress;
         ro.load.ud = e;
-        if ((rc = dsv_rank_group_open(&ro, MAX(e->opts.ranks, 1), DSV_ENGINE_RANK_TIMEOUT_MS, &e->ranks, &err)) < 0) {
+        if (e->opts.node_ep)
+                rc = dsv_rank_group_open_nodes(&ro, e->opts.node_ep, e->opts.node_ctl, &e->ranks, &err);
+        else
+                rc = dsv_rank_group_open(&ro, MAX(e->opts.ranks, 1), DSV_ENGINE_RANK_TIMEOUT_MS, &e->ranks, &err);
+        if (rc < 0) {
                 snprintf(e->error, sizeof(e->error), "%s", err.msg[0] ? err.msg : strerror(-rc));
                 return rc;
         }
@@ -561,7 +567,7 @@ static int load(struct dsv_engine *e) {
         snprintf(e->info.layout, sizeof(e->info.layout), "%s", e->info.ranks > 1 ? "ep,dp" : "");
         e->info.rank_weight_min = UINT64_MAX;
         for (int r = 0; r < e->info.ranks; r++) {
-                const uint64_t b = dsv_model_weight_bytes(dsv_rank_group_runtime(e->ranks, r)->model);
+                const uint64_t b = dsv_rank_group_weight_bytes(e->ranks, r);
                 e->info.rank_weight_min = MIN(e->info.rank_weight_min, b);
                 e->info.rank_weight_max = MAX(e->info.rank_weight_max, b);
         }

@@ -70,6 +70,9 @@ struct dsv_engine_opts {
         /* CPU ranks in this process (daemon/runtime/ranks.h; 0 or 1: one), in the layout ep,dp
          * (the only one so far: the caller refuses others) */
         int ranks;
+        /* several hosts (dsv32d --nodes N; NULL: one): this node 0's ranks of the experts' group
+         * and of the jobs' channel (dsv_rank_group_open_nodes); the caller keeps them */
+        struct dsv_comm *node_ep, *node_ctl;
         const char *numerics;
         const char *mtp;     /* the MTP layer: on, off, auto (on where it pays: not on the CPU backend) */
         bool graphs_off;     /* decode steps never as graphs (cuda-graphs=no; dsv_model_opts) */

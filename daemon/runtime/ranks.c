@@ -1,5 +1,6 @@
 /* The CPU ranks of one process: the follower threads, the hand-off of rank 0's passes to them
- * and the group's failure (see ranks.h). */
+ * and the group's failure (see ranks.h); and the same hand-off to the follower nodes of a
+ * group of hosts, serialized over a communicator (the job message below). */
 #include "config.h"
 
 #include "daemon/runtime/ranks.h"
@@ -55,7 +56,45 @@ struct dsv_rank_group {
         uint64_t fault_pass;
         char broken[1100];
         char lost[1100]; /* rank 0's device error, said as one (dsv_rank_group_error) */
+        /* nodes (dsv_rank_group_open_nodes, dsv_rank_group_follow): ranks 1..n-1 are the
+         * other processes; ctl carries the jobs, ep is this node's rank of the experts' group */
+        struct dsv_comm *ctl, *ep;
+        struct node_info *node;           /* [n] what each node reported when it had loaded */
+        uint8_t *ops;                     /* node 0: the pool's writes since the last job */
+        size_t ops_len, ops_cap;
+        int n_ops;
+        bool ops_failed;                  /* one did not fit in memory: the followers are behind */
+        uint8_t *msg;                     /* the job message (built on node 0, received on a follower) */
+        size_t msg_cap;
 };
+
+struct node_info {
+        int64_t r, weight_bytes, threads;
+};
+
+/* The job message, node 0 to every follower node over ctl: a header of JOB_WORDS int64, then
+ * (when payload_bytes > 0) the payload, in this order:
+ *   token, pos, seq            int32 [n_tokens] each
+ *   per sequence               int32 len, mtp_len, n_pages, pages[n_pages]
+ *   as_decode (FLAG_DECODE)    uint8 [n_seqs], padded with zeros to a multiple of 4
+ *   hidden_in (FLAG_HIDDEN)    float [n_tokens * hidden_size]
+ *   the pool's writes          n_ops records: int32 dst, int32 src, then when src is -1 the
+ *                              page's bytes (page_bytes); applied before the job */
+enum {
+        JW_KIND,
+        JW_TOKENS,
+        JW_SEQS,
+        JW_FLAGS,
+        JW_PAYLOAD,
+        JW_OPS,
+        JW_POOL_PAGES,
+        JW_POOL_LAYERS,
+        JW_POOL_FORMAT,
+        JW_PASS_TOKENS,
+        JOB_WORDS = 12,
+};
+#define FLAG_DECODE 1
+#define FLAG_HIDDEN 2
 
 int dsv_parallel_layout_check(const char *layout, const char **why) {
         static const char *const later[] = {"ep,tp", "ep", "dp", "tp", "tp,dp", "dp,tp"};
@@ -200,9 +239,16 @@ static int first_failure(struct dsv_rank_group *g, int r0, const struct dsv_erro
         return 0;
 }
 
+static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct dsv_batch *b, const float *hidden_in,
+                    struct dsv_error *err);
+
 void dsv_rank_group_free(struct dsv_rank_group *g) {
         if (!g)
                 return;
+        if (g->ctl && g->rt0 && !g->broken[0] && dsv_comm_status(g->ctl) == 0) {
+                struct dsv_error e = {{0}};
+                send_job(g, JOB_QUIT, NULL, NULL, &e); /* the followers end; a failure: they learn from the bootstrap */
+        }
         if (g->n_started) {
                 publish(g, JOB_QUIT);
                 for (int i = 1; i <= g->n_started; i++)
@@ -224,6 +270,9 @@ void dsv_rank_group_free(struct dsv_rank_group *g) {
         free(g->threads);
         free(g->seq0);
         free(g->no_logits);
+        free(g->node);
+        free(g->ops);
+        free(g->msg);
         free(g);
 }
 
@@ -348,7 +397,23 @@ int dsv_rank_group_size(const struct dsv_rank_group *g) { return g->n; }
 struct dsv_runtime *dsv_rank_group_runtime(const struct dsv_rank_group *g, int rank) {
         if (rank < 0 || rank >= g->n)
                 return NULL;
-        return rank == 0 ? g->rt0 : g->f[rank].rt;
+        return rank == 0 ? g->rt0 : g->f ? g->f[rank].rt : NULL;
+}
+
+bool dsv_rank_group_nodes(const struct dsv_rank_group *g) { return g->ctl != NULL; }
+
+uint64_t dsv_rank_group_weight_bytes(const struct dsv_rank_group *g, int rank) {
+        if (g->node)
+                return rank >= 0 && rank < g->n ? (uint64_t)g->node[rank].weight_bytes : 0;
+        const struct dsv_runtime *rt = dsv_rank_group_runtime(g, rank);
+        return rt ? dsv_model_weight_bytes(rt->model) : 0;
+}
+
+int dsv_rank_group_threads(const struct dsv_rank_group *g, int rank) {
+        if (g->node)
+                return rank >= 0 && rank < g->n ? (int)g->node[rank].threads : 0;
+        const struct dsv_runtime *rt = dsv_rank_group_runtime(g, rank);
+        return rt ? rt->be->n_threads : 0;
 }
 
 void dsv_rank_group_experts(const struct dsv_rank_group *g, int rank, int *first, int *last) {
@@ -398,6 +463,16 @@ static int group_pass(struct dsv_rank_group *g, enum job_kind kind, const struct
         g->b = *b;
         g->b.seqs = NULL;
         g->hidden_in = hidden_in;
+        if (g->ctl) {
+                if (g->ops_failed)
+                        r = dsv_error_set(&e0, ENOMEM, "out of memory for the KV cache writes the other nodes must make");
+                else
+                        r = send_job(g, kind, b, hidden_in, &e0);
+                if (r < 0) {
+                        snprintf(g->broken, sizeof(g->broken), "the group of %d nodes is broken: %.1000s", g->n, e0.msg);
+                        return dsv_error_set(err, ENOTRECOVERABLE, "%s", g->broken);
+                }
+        }
         publish(g, kind);
         g->f[0].passes++;
         if (fault_now(g, 0, g->f[0].passes, &e0))
@@ -406,12 +481,13 @@ static int group_pass(struct dsv_rank_group *g, enum job_kind kind, const struct
                 r0 = kind == JOB_FORWARD ? dsv_runtime_forward_hidden(g->rt0, b, logits, hidden, &e0)
                                          : dsv_runtime_mtp(g->rt0, b, hidden_in, logits, hidden, &e0);
         if (r0 < 0)
-                dsv_comm_abort(g->comms[0]);
+                dsv_comm_abort(g->ctl ? g->ep : g->comms[0]);
         wait_done(g);
         if ((r = first_failure(g, r0, &e0, err)) >= 0)
                 return r0;
         /* the ranks are out of step now (KV written on some, not others): nothing more runs */
-        snprintf(g->broken, sizeof(g->broken), "the group of %d ranks is broken: %.1000s", g->n, err->msg);
+        snprintf(g->broken, sizeof(g->broken), "the group of %d %s is broken: %.1000s", g->n, g->ctl ? "nodes" : "ranks",
+                 err->msg);
         return dsv_error_set(err, ENOTRECOVERABLE, "%s", g->broken);
 }
 
@@ -427,4 +503,363 @@ int dsv_rank_group_mtp(struct dsv_rank_group *g, const struct dsv_batch *b, cons
         if (g->n == 1)
                 return dsv_runtime_mtp(g->rt0, b, hidden_in, logits, hidden_out, err);
         return group_pass(g, JOB_MTP, b, hidden_in, logits, hidden_out, err);
+}
+
+/* ------------------------------------------------------------------ nodes */
+
+static int grow(uint8_t **buf, size_t *cap, size_t need) {
+        if (need <= *cap)
+                return 0;
+        size_t n = MAX(need, *cap * 2);
+        uint8_t *p = realloc(*buf, n);
+        if (!p)
+                return -ENOMEM;
+        *buf = p;
+        *cap = n;
+        return 0;
+}
+
+static uint8_t *put(uint8_t *at, const void *src, size_t n) {
+        if (n)
+                memcpy(at, src, n);
+        return at + n;
+}
+
+/* The pool's remote mirror (struct dsv_kv_pool.remote_write): queued for the next job. */
+static void queue_write(void *ud, int32_t dst, int32_t src, const void *bytes) {
+        struct dsv_rank_group *g = ud;
+        const size_t pb = g->rt0->kv->page_bytes, need = g->ops_len + 8 + (src < 0 ? pb : 0);
+        const int32_t rec[2] = {dst, src};
+        if (grow(&g->ops, &g->ops_cap, need) < 0) {
+                g->ops_failed = true;
+                return;
+        }
+        memcpy(g->ops + g->ops_len, rec, sizeof(rec));
+        if (src < 0)
+                memcpy(g->ops + g->ops_len + 8, bytes, pb);
+        g->ops_len = need;
+        g->n_ops++;
+}
+
+/* Node 0: the job (and the pool's writes queued since the last one) to every follower. */
+static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct dsv_batch *b, const float *hidden_in,
+                    struct dsv_error *err) {
+        int64_t hdr[JOB_WORDS] = {0};
+        _cleanup_free_ struct dsv_comm_xfer *x = calloc((size_t)g->n, sizeof(*x));
+        const int followers = g->n - 1;
+        size_t bytes = 0;
+        int r;
+
+        if (!x)
+                return dsv_error_set(err, ENOMEM, "out of memory");
+        hdr[JW_KIND] = kind;
+        if (b) {
+                const size_t D = (size_t)g->rt0->cfg->hidden_size;
+                bytes = (size_t)b->n_tokens * 12 + (size_t)b->n_seqs * 12;
+                for (int i = 0; i < b->n_seqs; i++)
+                        bytes += (size_t)b->seqs[i]->n_pages * 4;
+                if (b->as_decode)
+                        bytes += ((size_t)b->n_seqs + 3) / 4 * 4;
+                if (hidden_in)
+                        bytes += (size_t)b->n_tokens * D * sizeof(float);
+                hdr[JW_TOKENS] = b->n_tokens;
+                hdr[JW_SEQS] = b->n_seqs;
+                hdr[JW_FLAGS] = (b->as_decode ? FLAG_DECODE : 0) | (hidden_in ? FLAG_HIDDEN : 0);
+        }
+        if (kind == JOB_POOL) {
+                hdr[JW_POOL_PAGES] = g->pool_pages;
+                hdr[JW_POOL_LAYERS] = g->pool_layers;
+                hdr[JW_POOL_FORMAT] = g->pool_format;
+                hdr[JW_PASS_TOKENS] = dsv_model_pass_tokens(g->rt0->model);
+        }
+        hdr[JW_OPS] = kind == JOB_QUIT ? 0 : g->n_ops;
+        if (kind != JOB_QUIT)
+                bytes += g->ops_len;
+        hdr[JW_PAYLOAD] = (int64_t)bytes;
+        if (grow(&g->msg, &g->msg_cap, bytes + 1) < 0)
+                return dsv_error_set(err, ENOMEM, "out of memory for a job of %zu bytes", bytes);
+        if (b) {
+                uint8_t *at = g->msg;
+                at = put(at, b->token, (size_t)b->n_tokens * 4);
+                at = put(at, b->pos, (size_t)b->n_tokens * 4);
+                at = put(at, b->seq, (size_t)b->n_tokens * 4);
+                for (int i = 0; i < b->n_seqs; i++) {
+                        const struct dsv_kv_seq *q = b->seqs[i];
+                        const int32_t h[3] = {q->len, q->mtp_len, q->n_pages};
+                        at = put(at, h, sizeof(h));
+                        at = put(at, q->pages, (size_t)q->n_pages * 4);
+                }
+                if (b->as_decode) {
+                        const size_t n = ((size_t)b->n_seqs + 3) / 4 * 4;
+                        for (int i = 0; i < b->n_seqs; i++)
+                                at[i] = b->as_decode[i] ? 1 : 0;
+                        memset(at + b->n_seqs, 0, n - (size_t)b->n_seqs);
+                        at += n;
+                }
+                if (hidden_in)
+                        at = put(at, hidden_in, (size_t)b->n_tokens * (size_t)g->rt0->cfg->hidden_size * sizeof(float));
+        }
+        if (kind != JOB_QUIT && g->ops_len)
+                memcpy(g->msg + bytes - g->ops_len, g->ops, g->ops_len);
+        for (int i = 0; i < followers; i++)
+                x[i] = (struct dsv_comm_xfer){.peer = i + 1, .buf = hdr, .count = JOB_WORDS * sizeof(int64_t)};
+        r = dsv_comm_send_recv(g->ctl, x, followers, NULL, 0, DSV_U8);
+        if (r >= 0 && bytes) {
+                for (int i = 0; i < followers; i++)
+                        x[i] = (struct dsv_comm_xfer){.peer = i + 1, .buf = g->msg, .count = bytes};
+                r = dsv_comm_send_recv(g->ctl, x, followers, NULL, 0, DSV_U8);
+        }
+        if (r < 0)
+                return dsv_error_set(err, -r, "cannot hand the pass to the other nodes: %s",
+                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+        if (kind != JOB_QUIT) {
+                g->ops_len = 0;
+                g->n_ops = 0;
+        }
+        return 0;
+}
+
+/* What every node reports once it has loaded (or failed to): node 0 learns the others'. */
+static int exchange_ready(struct dsv_rank_group *g, int r_open, const struct dsv_runtime *rt, struct dsv_error *err) {
+        const struct node_info mine = {r_open, rt ? (int64_t)dsv_model_weight_bytes(rt->model) : 0,
+                                       rt ? rt->be->n_threads : 0};
+        int r;
+        if (!(g->node = calloc((size_t)g->n, sizeof(*g->node))))
+                return dsv_error_set(err, ENOMEM, "out of memory");
+        if ((r = dsv_comm_all_gather(g->ctl, &mine, g->node, sizeof(mine), DSV_U8)) < 0)
+                return dsv_error_set(err, -r, "the nodes cannot tell each other they have loaded: %s",
+                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+        for (int i = 0; i < g->n; i++)
+                if (g->node[i].r < 0 && i != g->ctl->rank)
+                        return dsv_error_set(err, EIO, "node %d could not load the model (%s; its log says why)", i,
+                                             strerror((int)-g->node[i].r));
+        return 0;
+}
+
+int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl,
+                              struct dsv_rank_group **ret, struct dsv_error *err) {
+        struct dsv_rank_group *g;
+        struct dsv_runtime_opts o0 = *ro;
+        int r;
+
+        if (!ep || !ctl || ep->size != ctl->size || ep->rank != 0 || ctl->rank != 0 || ctl->size < 2 || ro->ep)
+                return dsv_error_set(err, EINVAL, "the group of nodes: node 0's communicators are needed");
+        if (ro->backend && strcmp(ro->backend, "cpu") != 0)
+                return dsv_error_set(err, EINVAL, "nodes %d: the nodes are CPU ranks so far: backend cpu", ctl->size);
+        if (!(g = calloc(1, sizeof(*g))))
+                return -ENOMEM;
+        g->n = ctl->size;
+        g->fault_rank = -1;
+        g->ctl = ctl;
+        g->ep = ep;
+        pthread_mutex_init(&g->lock, NULL);
+        pthread_cond_init(&g->work, NULL);
+        pthread_cond_init(&g->done, NULL);
+        {
+                const char *fault = getenv("DSV32_TEST_RANK_FAULT");
+                int fr;
+                unsigned long long fp;
+                if (fault && sscanf(fault, "%d:%llu", &fr, &fp) == 2)
+                        g->fault_rank = fr, g->fault_pass = fp;
+        }
+        /* f[0]: rank 0's pass count; the others stay empty (their runtimes are elsewhere) */
+        if (!(g->f = calloc((size_t)g->n, sizeof(*g->f)))) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        o0.ep = ep;
+        r = dsv_runtime_open(&o0, &g->rt0, err);
+        {
+                struct dsv_error e = {{0}};
+                const int rx = exchange_ready(g, r, g->rt0, &e);
+                if (r >= 0 && rx < 0) {
+                        r = rx;
+                        dsv_error_set(err, -rx, "%s", e.msg);
+                }
+        }
+        if (r < 0)
+                goto fail;
+        /* the followers' pools: node 0's geometry, page for page, and its pass size */
+        g->pool_pages = g->rt0->kv->n_pages;
+        g->pool_layers = g->rt0->kv->layout.n_layers;
+        g->pool_format = g->rt0->kv->layout.format;
+        if ((r = send_job(g, JOB_POOL, NULL, NULL, err)) < 0)
+                goto fail;
+        g->rt0->kv->remote_write = queue_write;
+        g->rt0->kv->remote_ud = g;
+        *ret = g;
+        return 0;
+fail:
+        g->broken[0] = 'x'; /* no QUIT: the followers end with the bootstrap */
+        dsv_rank_group_free(g);
+        return r;
+}
+
+/* Follower node: takes the next job from node 0 into g (and applies the pool's writes). */
+static int receive_job(struct dsv_rank_group *g, struct follower *f, enum job_kind *kind, struct dsv_error *err) {
+        int64_t hdr[JOB_WORDS];
+        struct dsv_comm_xfer x = {.peer = 0, .buf = hdr, .count = sizeof(hdr)};
+        uint8_t *at, *end;
+        int r;
+
+        if ((r = dsv_comm_send_recv(g->ctl, NULL, 0, &x, 1, DSV_U8)) < 0)
+                return dsv_error_set(err, -r, "no job from node 0: %s",
+                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+        const int64_t bytes = hdr[JW_PAYLOAD], nt = hdr[JW_TOKENS], ns = hdr[JW_SEQS];
+        if (hdr[JW_KIND] <= JOB_NONE || hdr[JW_KIND] > JOB_QUIT || bytes < 0 || bytes > ((int64_t)1 << 40) || nt < 0 ||
+            nt > INT32_MAX / 16 || ns < 0 || ns > nt || hdr[JW_OPS] < 0)
+                return dsv_error_set(err, EPROTO, "node 0 sent a job this node does not understand (kind %lld)",
+                                     (long long)hdr[JW_KIND]);
+        *kind = (enum job_kind)hdr[JW_KIND];
+        if (grow(&g->msg, &g->msg_cap, (size_t)bytes + 1) < 0)
+                return dsv_error_set(err, ENOMEM, "out of memory for a job of %lld bytes", (long long)bytes);
+        x = (struct dsv_comm_xfer){.peer = 0, .buf = g->msg, .count = (size_t)bytes};
+        if (bytes && (r = dsv_comm_send_recv(g->ctl, NULL, 0, &x, 1, DSV_U8)) < 0)
+                return dsv_error_set(err, -r, "no job from node 0: %s",
+                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+        at = g->msg;
+        end = g->msg + bytes;
+        memset(&g->b, 0, sizeof(g->b));
+        if (*kind == JOB_POOL) {
+                g->pool_pages = (int)hdr[JW_POOL_PAGES];
+                g->pool_layers = (int)hdr[JW_POOL_LAYERS];
+                g->pool_format = (enum dsv_kv_format)hdr[JW_POOL_FORMAT];
+                dsv_model_set_pass_tokens(f->rt->model, (int)hdr[JW_PASS_TOKENS]);
+        }
+        if (*kind == JOB_FORWARD || *kind == JOB_MTP) {
+                const size_t D = (size_t)f->rt->cfg->hidden_size;
+                if ((size_t)(end - at) < (size_t)nt * 12)
+                        goto short_job;
+                g->b.n_tokens = (int)nt;
+                g->b.token = (const int32_t *)at;
+                g->b.pos = (const int32_t *)(at + nt * 4);
+                g->b.seq = (const int32_t *)(at + nt * 8);
+                at += nt * 12;
+                g->b.n_seqs = (int)ns;
+                if (ns > g->cap_seq0) {
+                        struct dsv_kv_seq *q = realloc(g->seq0, (size_t)ns * sizeof(*q));
+                        if (!q)
+                                return dsv_error_set(err, ENOMEM, "out of memory");
+                        g->seq0 = q;
+                        g->cap_seq0 = (int)ns;
+                }
+                for (int i = 0; i < ns; i++) {
+                        int32_t h[3];
+                        if (end - at < 12)
+                                goto short_job;
+                        memcpy(h, at, sizeof(h));
+                        at += 12;
+                        if (h[2] < 0 || h[2] > g->pool_pages || (size_t)(end - at) < (size_t)h[2] * 4)
+                                goto short_job;
+                        g->seq0[i] = (struct dsv_kv_seq){.pages = (int32_t *)at, .n_pages = h[2], .cap = h[2],
+                                                         .len = h[0], .mtp_len = h[1]};
+                        for (int k = 0; k < h[2]; k++)
+                                if (g->seq0[i].pages[k] < 0 || g->seq0[i].pages[k] >= g->pool_pages)
+                                        goto short_job;
+                        at += (size_t)h[2] * 4;
+                }
+                if (hdr[JW_FLAGS] & FLAG_DECODE) {
+                        const size_t n = ((size_t)ns + 3) / 4 * 4;
+                        if ((size_t)(end - at) < n)
+                                goto short_job;
+                        g->b.as_decode = (const bool *)at;
+                        at += n;
+                }
+                g->hidden_in = NULL;
+                if (hdr[JW_FLAGS] & FLAG_HIDDEN) {
+                        if ((size_t)(end - at) < (size_t)nt * D * sizeof(float))
+                                goto short_job;
+                        g->hidden_in = (const float *)at;
+                        at += (size_t)nt * D * sizeof(float);
+                }
+                if (nt > g->cap_tokens) {
+                        bool *w = realloc(g->no_logits, (size_t)nt * sizeof(*w));
+                        if (!w)
+                                return dsv_error_set(err, ENOMEM, "out of memory");
+                        memset(w, 0, (size_t)nt * sizeof(*w));
+                        g->no_logits = w;
+                        g->cap_tokens = (int)nt;
+                }
+        }
+        /* the pool's writes made on node 0 since the last job */
+        for (int64_t i = 0; i < hdr[JW_OPS]; i++) {
+                int32_t rec[2];
+                if (!f->rt->kv || end - at < 8)
+                        goto short_job;
+                memcpy(rec, at, sizeof(rec));
+                at += 8;
+                if (rec[1] < 0) {
+                        if ((size_t)(end - at) < f->rt->kv->page_bytes)
+                                goto short_job;
+                        r = dsv_kv_page_upload(f->rt->kv, rec[0], at);
+                        at += f->rt->kv->page_bytes;
+                } else {
+                        r = dsv_kv_page_copy(f->rt->kv, rec[0], rec[1]);
+                }
+                if (r < 0)
+                        return dsv_error_set(err, -r, "node %d: cannot mirror node 0's KV page %d: %s", f->rank, rec[0],
+                                             strerror(-r));
+        }
+        return 0;
+short_job:
+        return dsv_error_set(err, EPROTO, "node 0 sent a job whose payload does not add up (%lld bytes)", (long long)bytes);
+}
+
+int dsv_rank_group_follow(const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl,
+                          struct dsv_error *err) {
+        struct dsv_rank_group *g;
+        struct follower *f;
+        struct dsv_error e = {{0}};
+        int r;
+
+        if (!ep || !ctl || ep->size != ctl->size || ep->rank != ctl->rank || ctl->rank < 1 || ro->ep)
+                return dsv_error_set(err, EINVAL, "a follower node needs its communicators");
+        if (!(g = calloc(1, sizeof(*g))) || !(g->f = calloc((size_t)ctl->size, sizeof(*g->f)))) {
+                free(g);
+                return -ENOMEM;
+        }
+        g->n = ctl->size;
+        g->fault_rank = -1;
+        g->ctl = ctl;
+        g->ep = ep;
+        pthread_mutex_init(&g->lock, NULL);
+        pthread_cond_init(&g->work, NULL);
+        pthread_cond_init(&g->done, NULL);
+        {
+                const char *fault = getenv("DSV32_TEST_RANK_FAULT");
+                int fr;
+                unsigned long long fp;
+                if (fault && sscanf(fault, "%d:%llu", &fr, &fp) == 2)
+                        g->fault_rank = fr, g->fault_pass = fp;
+        }
+        f = &g->f[ctl->rank];
+        f->g = g;
+        f->rank = ctl->rank;
+        f->ro = *ro;
+        f->ro.ep = ep;
+        f->ro.kv_bytes = 0;
+        f->ro.kv_tokens = 1; /* replaced by a pool of node 0's geometry (JOB_POOL) */
+        r = dsv_runtime_open(&f->ro, &f->rt, err);
+        {
+                const int rx = exchange_ready(g, r, f->rt, &e);
+                if (r >= 0 && rx < 0)
+                        r = dsv_error_set(err, -rx, "%s", e.msg);
+        }
+        for (enum job_kind kind = JOB_NONE; r >= 0;) {
+                if ((r = receive_job(g, f, &kind, err)) < 0)
+                        break;
+                if (kind == JOB_QUIT)
+                        break;
+                if ((r = follower_run(f, kind)) < 0)
+                        dsv_error_set(err, -r, "%s", f->err.msg[0] ? f->err.msg : strerror(-r));
+        }
+        dsv_runtime_free(f->rt);
+        f->rt = NULL;
+        g->ctl = NULL; /* no QUIT from a follower */
+        free(f->seqs);
+        free(f->seq_ptrs);
+        free(g->f);
+        g->f = NULL;
+        dsv_rank_group_free(g);
+        return r;
 }

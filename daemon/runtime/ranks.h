@@ -48,6 +48,28 @@ int dsv_rank_group_forward(struct dsv_rank_group *g, const struct dsv_batch *b, 
                            struct dsv_error *err);
 int dsv_rank_group_mtp(struct dsv_rank_group *g, const struct dsv_batch *b, const float *hidden_in, float *logits,
                        float *hidden_out, struct dsv_error *err);
+/* A group of hosts (dsv32d --nodes N): one rank per node, each a process. Node 0 (the
+ * caller, ep and ctl of rank 0) opens its runtime with ep as its experts' group, and every
+ * pass goes to the other nodes over ctl: the batch (tokens, positions, lengths, page tables,
+ * the MTP layer's hidden input) with the KV pool's writes made since the last one (copy-on-
+ * write copies, restored pages) before it. The nodes hold the experts as N ranks of ep,dp
+ * would. Nothing here notices a node that stops: the bootstrap (daemon/cluster) aborts ep
+ * and ctl when one is lost, and the pass in flight fails (-ENOTRECOVERABLE, the group is
+ * broken). Freeing the group tells the other nodes to end (dsv_rank_group_follow returns 0).
+ * ep and ctl (dsv_comm_mpi_join, then a dup) stay the caller's. */
+int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl,
+                              struct dsv_rank_group **ret, struct dsv_error *err);
+/* Node R > 0: opens its runtime (ro as node 0's, its experts only) and runs node 0's passes
+ * until node 0 ends the group (0) or a job or pass fails (the error; the caller must exit,
+ * the others learn through the bootstrap). */
+int dsv_rank_group_follow(const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl,
+                          struct dsv_error *err);
+/* Whether the other ranks are nodes; a rank's weight bytes and threads (a node's as it
+ * reported them; the runtime of a rank in another process is NULL). */
+bool dsv_rank_group_nodes(const struct dsv_rank_group *g);
+uint64_t dsv_rank_group_weight_bytes(const struct dsv_rank_group *g, int rank);
+int dsv_rank_group_threads(const struct dsv_rank_group *g, int rank);
+
 /* "" while every rank works, else what broke the group, said in full: "the group of N ranks
  * is broken: rank R: ..." or "the device is lost: cudaError... (...)" (rank 0's device error,
  * dsv_runtime_device_error). Called by the engine's thread only. */

@@ -26,7 +26,7 @@ libdsv32server_la_SOURCES = \
 	daemon/server/reqlog.h daemon/server/reqlog.c \
 	daemon/server/server.h daemon/server/server.c
 libdsv32server_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) $(SYSTEMD_CFLAGS)
-libdsv32server_la_LIBADD = libdsv32engine.la libdsv32ipc.la $(SYSTEMD_LIBS) $(MSGPACK_LIBS)
+libdsv32server_la_LIBADD = libdsv32engine.la libdsv32cluster.la libdsv32ipc.la $(SYSTEMD_LIBS) $(MSGPACK_LIBS)
 
 sbin_PROGRAMS += dsv32d
 dist_man_MANS += man/dsv32d.8 man/dsv32d.conf.5

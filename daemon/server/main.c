@@ -3,8 +3,14 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 
+#include "daemon/cluster/fingerprint.h"
+#include "daemon/cluster/nodes.h"
+#include "daemon/engine/engine.h"
+#include "daemon/runtime/ranks.h"
 #include "daemon/server/server.h"
 #include "ipc/layout.h"
 #include "daemon/server/settings.h"
@@ -68,6 +74,80 @@ static int check_model(const char *dir, const char *config_path) {
                 "model there with:\n"
                 "  dsv32-mkmodel --preset tiny --out %s\n",
                 dir, access(dir, F_OK) < 0 ? "no such directory" : "it has no config.json", config_path, dir);
+        return 1;
+}
+
+/* nodes > 1: the bootstrap admits this node (same model fingerprint, same settings below)
+ * and the nodes join their MPI group (daemon/cluster/nodes.h). */
+static int join_nodes(const struct dsv_server_config *cfg, struct dsv_nodes **ret) {
+        uint8_t fp[DSV_FINGERPRINT_BYTES];
+        struct dsv_error err = {{0}};
+        char config[512], fps[17];
+        int r;
+
+        if ((r = dsv_model_fingerprint(cfg->model, fp, &err)) < 0) {
+                log_error("Cannot fingerprint the model for the group of nodes: %s", err.msg);
+                return r;
+        }
+        /* what every node must agree on besides the weights: the passes must pair up */
+        snprintf(config, sizeof(config), "backend=%s numerics=%s mtp=%s pass-tokens=%d ranks=%d parallel=%s", cfg->backend,
+                 cfg->numerics, cfg->mtp, cfg->pass_tokens, cfg->ranks, cfg->parallel);
+        const struct dsv_nodes_opts o = {
+                .cluster = {.nodes = cfg->nodes,
+                            .node_rank = cfg->node_rank,
+                            .coordinator = cfg->coordinator,
+                            .allowed_peers = cfg->cluster_peers,
+                            .fingerprint = fp,
+                            .config = config,
+                            .heartbeat_ms = cfg->cluster_heartbeat_ms,
+                            .timeout_ms = cfg->cluster_timeout_ms,
+                            .join_timeout_ms = (int)MIN((int64_t)cfg->cluster_join_timeout_s * 1000, INT32_MAX)},
+                .mpi_server = cfg->mpi_server,
+                .ep_timeout_ms = DSV_ENGINE_RANK_TIMEOUT_MS,
+        };
+        log_info("Node %d of %d: model fingerprint %s; %s %s", cfg->node_rank, cfg->nodes, dsv_fingerprint_short(fp, fps),
+                 cfg->node_rank == 0 ? "waiting for the other nodes on" : "joining node 0 at", cfg->coordinator);
+        if ((r = dsv_nodes_join(&o, ret, &err)) < 0) {
+                log_error("Node %d of %d: cannot form the group: %s", cfg->node_rank, cfg->nodes, err.msg);
+                return r;
+        }
+        log_info("Node %d of %d: the group has formed (coordinator %s)", cfg->node_rank, cfg->nodes, cfg->coordinator);
+        return 0;
+}
+
+/* Node R > 0: no clients; runs node 0's passes with its share of the experts until node 0
+ * ends the group (exit 0) or the group fails (exit 1, so that systemd restarts it). */
+static int follow(const struct dsv_server_config *cfg, struct dsv_nodes *nodes) {
+        struct dsv_runtime_opts ro = {0};
+        struct dsv_error err = {{0}};
+        char why[1100] = "";
+        int r, st;
+
+        r = dsv_numerics_from_name(cfg->numerics);
+        ro.numerics = r < 0 ? DSV_NUMERICS_FAITHFUL : (enum dsv_numerics)r;
+        ro.model_dir = cfg->model;
+        ro.backend = cfg->backend;
+        ro.where = (struct dsv_backend_opts){.threads = cfg->threads};
+        ro.mtp = strcmp(cfg->mtp, "on") == 0 ? DSV_MTP_ON : strcmp(cfg->mtp, "off") == 0 ? DSV_MTP_OFF : DSV_MTP_AUTO;
+        ro.mtp_auto_not_cpu = true;
+        ro.graphs_off = strcmp(cfg->cuda_graphs, "no") == 0;
+        ro.max_pass_tokens = cfg->pass_tokens;
+        log_info("Node %d of %d: loading its share of %s; node 0 serves the clients", cfg->node_rank, cfg->nodes, cfg->model);
+        r = dsv_rank_group_follow(&ro, dsv_nodes_ep(nodes), dsv_nodes_ctl(nodes), &err);
+        st = dsv_nodes_status(nodes, why, sizeof(why));
+        if (r >= 0) {
+                log_info("Node %d of %d: node 0 ended the group; exiting", cfg->node_rank, cfg->nodes);
+                return 0;
+        }
+        if (st == -ESHUTDOWN) {
+                log_info("Node %d of %d: node 0 left the group (%s); exiting", cfg->node_rank, cfg->nodes, why);
+                return 0;
+        }
+        if (st < 0)
+                log_error("Node %d of %d: exiting: the group of nodes is broken: %s (%s)", cfg->node_rank, cfg->nodes, why,
+                          strerror(-st));
+        else
+                log_error("Node %d of %d: exiting: %s", cfg->node_rank, cfg->nodes, err.msg[0] ? err.msg : strerror(-r));
         return 1;
 }
 
@@ -153,24 +233,42 @@ int main(int argc, char **argv) {
                 dsv_config_free(&cfg);
                 return 2;
         }
-        if (cfg.nodes > 1) {
-                /* the bootstrap exists (daemon/cluster); serving a model split over hosts comes with the layouts */
-                fprintf(stderr, "dsv32d: nodes %d: serving from several hosts is not in this release yet (one host: nodes = 1)\n",
-                        cfg.nodes);
-                dsv_config_free(&cfg);
-                return 2;
-        }
         if (check_model(cfg.model, args.config_path)) {
                 dsv_config_free(&cfg);
                 return 1;
         }
         log_info("dsv32d %s starting (pid %d): model %s, backend %s", PACKAGE_VERSION, (int)getpid(), cfg.model, cfg.backend);
+        if (cfg.nodes > 1) {
+                /* Open MPI starts threads of its own: they must not take the signals the server
+                 * reads from its signalfd (a SIGTERM they took would end the process at once) */
+                sigset_t mask;
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGTERM);
+                sigaddset(&mask, SIGINT);
+                sigaddset(&mask, SIGHUP);
+                pthread_sigmask(SIG_BLOCK, &mask, NULL);
+                if ((r = join_nodes(&cfg, &args.nodes)) < 0) {
+                        dsv_config_free(&cfg);
+                        return 1;
+                }
+                if (cfg.node_rank > 0) {
+                        /* no event loop here: SIGTERM and SIGINT end the process (this thread
+                         * takes them, the only one that has them unblocked) */
+                        pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
+                        ret = follow(&cfg, args.nodes);
+                        dsv_nodes_free(args.nodes);
+                        dsv_config_free(&cfg);
+                        return ret;
+                }
+        }
         r = dsv_server_new(&cfg, &args, &srv);
         if (r < 0) {
+                dsv_nodes_free(args.nodes);
                 dsv_config_free(&cfg);
                 return 1;
         }
         ret = dsv_server_run(srv);
         dsv_server_free(srv);
+        dsv_nodes_free(args.nodes);
         return ret;
 }

@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 
+#include "daemon/cluster/nodes.h"
 #include "daemon/server/access.h"
 #include "daemon/server/conn.h"
 #include "daemon/engine/engine.h"
@@ -57,6 +58,7 @@ struct dsv_server {
         uint64_t t_start;
         bool quit, draining, ready_notified;
         bool lost;            /* the device failed: exiting once the clients have their ERRORs */
+        struct dsv_nodes *nodes; /* node 0 of a group of hosts, or NULL (not owned) */
         uint64_t lost_deadline_ns; /* ... or at this time (monotonic), whatever they read */
         int exit_code;
         uint64_t watchdog_usec, last_watchdog, last_status, last_extend;
@@ -1390,11 +1392,31 @@ static void on_engine(struct dsv_server *s) {
         check_drained(s);
 }
 
+/* A node of the group is lost (the bootstrap's heartbeats; its abort has failed the pass in
+ * flight, whose requests got their ERROR): exit non-zero as when the device is lost, so that
+ * systemd restarts the group. */
+static void check_nodes(struct dsv_server *s) {
+        char why[1100];
+        int st;
+        if (!s->nodes || s->lost || (st = dsv_nodes_status(s->nodes, why, sizeof(why))) == 0)
+                return;
+        s->lost = true;
+        s->exit_code = 1;
+        s->lost_deadline_ns = dsv_now_ns() + (uint64_t)s->cfg.stop_timeout_s * 1000000000ull;
+        log_error("Exiting: the group of nodes is broken: %s (%s)", why, strerror(-st));
+        sd_notifyf(0, "STOPPING=1\nSTATUS=Failed: the group of nodes is broken: %s\nERRNO=%d", why, -st);
+        if (!s->draining) {
+                s->draining = true;
+                stop_listening(s);
+        }
+}
+
 static void on_timer(struct dsv_server *s) {
         uint64_t v, now = dsv_now_ns();
         if (read(s->timerfd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
                 /* nothing to do */
         }
+        check_nodes(s);
         {
                 struct dsv_msg_stats_reply st = {0};
                 engine_stats(s, &st);
@@ -1599,6 +1621,11 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.backend = s->cfg.backend;
         eo.threads = s->cfg.threads;
         eo.ranks = s->cfg.ranks;
+        if (args->nodes) {
+                s->nodes = args->nodes;
+                eo.node_ep = dsv_nodes_ep(args->nodes);
+                eo.node_ctl = dsv_nodes_ctl(args->nodes);
+        }
         eo.numerics = s->cfg.numerics;
         eo.mtp = s->cfg.mtp;
         eo.graphs_off = strcmp(s->cfg.cuda_graphs, "no") == 0;

@@ -15,6 +15,7 @@ struct dsv_server_args {
         bool config_explicit;     /* a missing file is an error */
         const char **overrides;   /* name, value pairs from the command line */
         size_t n_overrides;
+        struct dsv_nodes *nodes;  /* node 0 of a group of hosts (nodes > 1), or NULL; the caller's */
 };
 
 /* Takes ownership of cfg's contents. */

@@ -121,6 +121,9 @@ static const struct dsv_config_option options[] = {
             "a node silent this long is lost; every node reports a lost node within this time plus one heartbeat"),
         OPT("cluster-join-timeout", OPT_INT, cluster_join_timeout_s, "600", 1, 86400, false, NULL,
             "seconds node 0 waits at start for every other node (and a node for node 0)"),
+        OPT("mpi-server", OPT_STRING, mpi_server, "", 0, 1000, false, NULL,
+            "node 0: the URI (or file:PATH) of a running ompi-server the nodes find each other through (empty: node 0 "
+            "starts its own)"),
 };
 
 size_t dsv_config_n_options(void) { return ARRAY_SIZE(options); }
@@ -282,6 +285,11 @@ int dsv_config_check(const struct dsv_server_config *c, char *err, size_t errlen
                 if (!c->coordinator[0] || !colon || colon == c->coordinator || !colon[1]) {
                         snprintf(err, errlen, "nodes %d: coordinator must be node 0's HOST:PORT, not '%s'", c->nodes,
                                  c->coordinator);
+                        return -EINVAL;
+                }
+                if (strcmp(c->backend, "cpu") != 0) {
+                        snprintf(err, errlen, "nodes %d: the nodes are CPU ranks so far (Open MPI between the hosts): use "
+                                 "backend cpu", c->nodes);
                         return -EINVAL;
                 }
                 if (c->cluster_timeout_ms < 2 * c->cluster_heartbeat_ms) {

@@ -58,6 +58,7 @@ struct dsv_server_config {
         int cluster_heartbeat_ms;
         int cluster_timeout_ms;
         int cluster_join_timeout_s;
+        char *mpi_server;
 };
 
 /* Option lookup for main's getopt table. */

@@ -48,3 +48,7 @@ check-tsan:
 	@echo "check-tsan: configure with --enable-tsan first (./configure --enable-tsan --with-cuda=no)"; exit 1
 endif
 .PHONY: check-tsan
+
+# dsv32d --nodes N: processes on loopback joined through the bootstrap and Open MPI
+TESTS += tests/cluster/daemon-nodes.sh tests/cluster/daemon-nodes-faults.sh
+EXTRA_DIST += tests/cluster/daemon-nodes.sh tests/cluster/daemon-nodes-faults.sh tests/cluster/nodes-lib.sh

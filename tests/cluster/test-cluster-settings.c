@@ -1,6 +1,7 @@
 /* The cluster settings of dsv32d (daemon/server/settings.c): their defaults, the checks
  * across settings (dsv_config_check), each one in --help and in dsv32d(8), and dsv32d's
- * refusal of nodes > 1 until serving from several hosts exists (exit 2, saying so). */
+ * refusals at start of nodes > 1 with what it cannot do yet (another backend than cpu,
+ * several ranks per node: exit 2, saying so). Serving: tests/cluster/daemon-nodes.sh. */
 #include "config.h"
 
 #include <fcntl.h>
@@ -12,7 +13,7 @@
 
 static const char *const cluster_settings[] = {"nodes",           "node-rank",         "coordinator",
                                                "cluster-peers",   "cluster-heartbeat-ms", "cluster-timeout-ms",
-                                               "cluster-join-timeout"};
+                                               "cluster-join-timeout", "mpi-server"};
 
 static void expect_check(struct dsv_server_config *c, const char *want, const char *what) {
         char err[256] = "";
@@ -98,10 +99,19 @@ int main(void) {
                 CHECK(mantext && strstr(mantext, manopt), "%s is in dsv32d(8)", manopt);
         }
         {
-                char *argv[] = {daemon, "--config", "/dev/null", "--nodes", "2", "--coordinator", "127.0.0.1:29500", NULL};
+                char *argv[] = {daemon,   "--config",      "/dev/null", "--nodes", "2", "--coordinator", "127.0.0.1:29500",
+                                "--backend", "cuda", NULL};
                 int st = run_daemon(argv, &out);
-                CHECK(st == 2 && strstr(out, "several hosts is not in this release"),
-                      "dsv32d --nodes 2 exits 2 saying why (exit %d: %s)", st, out);
+                CHECK(st == 2 && strstr(out, "nodes 2: the nodes are CPU ranks so far"),
+                      "dsv32d --nodes 2 --backend cuda exits 2 saying why (exit %d: %s)", st, out);
+        }
+        {
+                char *argv[] = {daemon, "--config", "/dev/null", "--nodes",    "2",     "--coordinator", "127.0.0.1:29500",
+                                "--ranks", "2", "--parallel", "ep,dp", NULL};
+                free(out);
+                int st = run_daemon(argv, &out);
+                CHECK(st == 2 && strstr(out, "several ranks on several nodes is not implemented yet"),
+                      "dsv32d --nodes 2 --ranks 2 exits 2 saying why (exit %d: %s)", st, out);
         }
         {
                 char *argv[] = {daemon, "--config", "/dev/null", "--nodes", "2", "--node-rank", "3", NULL};

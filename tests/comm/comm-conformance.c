@@ -3,6 +3,12 @@
  *
  *   comm-conformance --impl local [--ranks 1,2,3,4,8]   threads of this process
  *   mpirun -np N comm-conformance --impl mpi            one rank per process (Open MPI)
+ *   comm-conformance --impl mpi --join FILE --nodes N --node-rank R
+ *                                                       N processes started on their own,
+ *                                                       joined through an ompi-server
+ *                                                       (OMPI_MCA_pmix_server_uri): node 0
+ *                                                       writes its port names into FILE, the
+ *                                                       others read it (dsv_comm_mpi_join)
  *   comm-conformance --impl nccl [--ranks N]            one rank per GPU (threads), through
  *                                                       the CUDA plugin (default: every GPU)
  *
@@ -33,10 +39,13 @@ struct opts {
         int timeout_ms;
         size_t large;
         int slack_ms;
+        const char *join; /* mpi: the port file of a joined group */
+        int nodes, node_rank;
 };
 
 static void usage(FILE *f) {
         fprintf(f, "Usage: comm-conformance --impl local|mpi|nccl [--ranks LIST] [--timeout-ms T] [--large N] [--slack-ms S]\n"
+                   "       [--join FILE --nodes N --node-rank R] (mpi: processes started on their own)\n"
                    "Runs the communicator conformance suite on one implementation (see the source's header).\n");
 }
 
@@ -161,6 +170,48 @@ static int run_local(const struct opts *o) {
 }
 
 /* ------------------------------------------------------------------ mpi */
+#ifdef HAVE_MPI
+/* Processes started on their own: node 0 opens a port and publishes it in the file (a
+ * rename, so a reader never sees half of it); the others wait for the file (60 s). */
+static int join_group(const struct opts *o, struct dsv_comm **ret) {
+        char port[8192] = "";
+        int r;
+        if (o->node_rank == 0) {
+                _cleanup_free_ char *tmp = NULL;
+                FILE *f;
+                if ((r = dsv_comm_mpi_open_ports(o->nodes, port, sizeof(port))) < 0) {
+                        fprintf(stderr, "node 0: cannot open an MPI port (is OMPI_MCA_pmix_server_uri set?): %s\n",
+                                strerror(-r));
+                        return r;
+                }
+                if (asprintf(&tmp, "%s.tmp", o->join) < 0 || !(f = fopen(tmp, "we")))
+                        return -EIO;
+                fputs(port, f);
+                if (fclose(f) != 0 || rename(tmp, o->join) < 0)
+                        return -EIO;
+        } else {
+                for (int i = 0; i < 6000 && !port[0]; i++) {
+                        FILE *f = fopen(o->join, "re");
+                        if (f) {
+                                size_t n = fread(port, 1, sizeof(port) - 1, f);
+                                port[n] = 0;
+                                fclose(f);
+                        } else {
+                                struct timespec ts = {0, 10000000};
+                                nanosleep(&ts, NULL);
+                        }
+                }
+                if (!port[0]) {
+                        fprintf(stderr, "node %d: no port name in %s after 60 s\n", o->node_rank, o->join);
+                        return -ETIMEDOUT;
+                }
+        }
+        if ((r = dsv_comm_mpi_join(port, o->nodes, o->node_rank, LONG_TIMEOUT_MS, ret)) < 0)
+                fprintf(stderr, "node %d: cannot join the group of %d: %s\n", o->node_rank, o->nodes, strerror(-r));
+        return r;
+}
+#endif
+
 static int run_mpi(const struct opts *o) {
 #ifdef HAVE_MPI
         const struct conf_traits tr = {.impl = "mpi", .rank_order = true, .large = o->large, .slack_ms = o->slack_ms};
@@ -168,15 +219,21 @@ static int run_mpi(const struct opts *o) {
         int r, ret = 1;
         uint64_t t0 = dsv_now_ns();
 
+        struct dsv_comm *base = NULL;
+        if (o->join && (r = join_group(o, &base)) < 0)
+                goto out;
         for (int g = 0; g < CONF_COMM_MAX; g++) {
                 if (g == CONF_MISMATCH_A || g == CONF_MISMATCH_B)
                         continue; /* MPI does not detect disagreeing ranks (undefined behaviour) */
-                r = dsv_comm_mpi_new(g == CONF_TIMEOUT ? o->timeout_ms : LONG_TIMEOUT_MS, &R.comm[g]);
+                const int t = g == CONF_TIMEOUT ? o->timeout_ms : LONG_TIMEOUT_MS;
+                r = base ? dsv_comm_mpi_dup(base, t, &R.comm[g]) : dsv_comm_mpi_new(t, &R.comm[g]);
                 if (r < 0) {
-                        fprintf(stderr, "dsv_comm_mpi_new: %s\n", strerror(-r));
+                        fprintf(stderr, "dsv_comm_mpi_%s: %s\n", base ? "dup" : "new", strerror(-r));
+                        dsv_comm_free(base);
                         goto out;
                 }
         }
+        dsv_comm_free(base);
         snprintf(R.tag, sizeof(R.tag), "mpi %dx rank %d", R.comm[CONF_MAIN]->size, R.comm[CONF_MAIN]->rank);
         if ((r = dsv_backend_cpu_new(1, &R.be)) < 0) {
                 fprintf(stderr, "cannot create a CPU backend: %s\n", strerror(-r));
@@ -289,6 +346,8 @@ int main(int argc, char **argv) {
                 {"impl", required_argument, NULL, 'i'},       {"ranks", required_argument, NULL, 'r'},
                 {"timeout-ms", required_argument, NULL, 't'}, {"large", required_argument, NULL, 'l'},
                 {"slack-ms", required_argument, NULL, 's'},   {"help", no_argument, NULL, 'h'},
+                {"join", required_argument, NULL, 'j'},       {"nodes", required_argument, NULL, 'n'},
+                {"node-rank", required_argument, NULL, 'R'},
                 {0},
         };
         struct opts o = {.timeout_ms = 300, .large = 262147, .slack_ms = 3000};
@@ -321,6 +380,19 @@ int main(int argc, char **argv) {
                                 return usage(stderr), 2;
                         o.slack_ms = (int)v;
                         break;
+                case 'j':
+                        o.join = optarg;
+                        break;
+                case 'n':
+                        if (dsv_parse_int(optarg, 1, 64, &v) < 0)
+                                return usage(stderr), 2;
+                        o.nodes = (int)v;
+                        break;
+                case 'R':
+                        if (dsv_parse_int(optarg, 0, 63, &v) < 0)
+                                return usage(stderr), 2;
+                        o.node_rank = (int)v;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -329,7 +401,7 @@ int main(int argc, char **argv) {
                         return 2;
                 }
         }
-        if (!o.impl || optind != argc) {
+        if (!o.impl || optind != argc || (o.join && (o.nodes < 1 || o.node_rank >= o.nodes))) {
                 usage(stderr);
                 return 2;
         }

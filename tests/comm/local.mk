@@ -13,5 +13,5 @@ check_PROGRAMS += tests/comm/test-comm-api
 tests_comm_test_comm_api_SOURCES = tests/comm/test-comm-api.c
 tests_comm_test_comm_api_LDADD = libdsv32plugin.la libdsv32core.la
 
-TESTS += tests/comm/test-comm-api tests/comm/comm-local.sh tests/comm/comm-mpi.sh tests/comm/comm-nccl.sh
-EXTRA_DIST += tests/comm/comm-local.sh tests/comm/comm-mpi.sh tests/comm/comm-nccl.sh tests/comm/.gitignore
+TESTS += tests/comm/test-comm-api tests/comm/comm-local.sh tests/comm/comm-mpi.sh tests/comm/comm-mpi-join.sh tests/comm/comm-nccl.sh
+EXTRA_DIST += tests/comm/comm-local.sh tests/comm/comm-mpi.sh tests/comm/comm-mpi-join.sh tests/comm/mpi-env.sh tests/comm/comm-nccl.sh tests/comm/.gitignore

@@ -1,0 +1,91 @@
+#!/bin/bash
+# dsv32d --nodes N (daemon/cluster/nodes.h), what daemon-nodes.sh does not cover: speculative
+# decoding through 2 nodes (the MTP layer's passes carry its hidden input) gives one
+# process's tokens; killing a node mid-generation gives the client an ERROR naming the broken
+# group and makes every other node exit non-zero within the cluster timeout (2 s here); a node
+# with another model is refused by the bootstrap (both logs say so, node 0 never serves and
+# gives up at its join timeout); settings it cannot serve are refused at start. Skips (77)
+# without Open MPI. About 20 s here.
+set -euo pipefail
+: "${top_builddir:?}" "${top_srcdir:?}"
+. "$top_srcdir/tests/comm/mpi-env.sh"
+NAME=daemon-nodes-faults
+DAEMON_ARGS=(--threads 1 --kv-cache-mb 32 --snapshot-interval 0 --cluster-heartbeat-ms 100 --cluster-timeout-ms 2000
+        --cluster-join-timeout 60)
+. "$top_srcdir/tests/daemon-lib.sh"
+. "$top_srcdir/tests/cluster/nodes-lib.sh"
+
+P=$(seq -s, 1 150)
+OMP_NUM_THREADS=1 "$top_builddir/dsv32-mkmodel" --preset tiny --seed 5 --out "$work/tiny" >/dev/null
+t0=$(date +%s.%N)
+# speculative decoding through 2 nodes (the MTP layer's passes carry its hidden input): with a
+# predictable MTP layer and mtp = on, the same tokens as one process, and drafts accepted
+OMP_NUM_THREADS=1 "$top_builddir/dsv32-mkmodel" --preset tiny --seed 5 --mtp-predictable --out "$work/tiny-mtp" >/dev/null
+mtp() { # name
+        "$cli" --socket "$work/$1.sock" generate --ids --max-tokens 16 --tokens "$P,200" >"$work/$1.out" &&
+                "$cli" --socket "$work/$1.sock" generate --ids --max-tokens 12 --temperature 0.9 --seed 3 --tokens 5,6,7 \
+                        >>"$work/$1.out" || bad "$1: a client failed"
+}
+start mtp-1 "$work/tiny-mtp" --log-level debug --mtp on --mtp-draft 2 && mtp mtp-1
+stop || bad "mtp-1: dsv32d exit status $? after SIGTERM"
+if start_nodes mtp-2 2 "$work/tiny-mtp" --log-level debug --mtp on --mtp-draft 2; then
+        mtp mtp-2
+        stop || bad "mtp-2: node 0's exit status $? after SIGTERM"
+        wait_followers mtp-2 10
+        acc=$(grep -o "the MTP layer drafted [0-9]* tokens, [0-9]* accepted" "$work/mtp-2.log" | awk '{ d += $5; a += $7 } END { print d + 0, a + 0 }')
+        [ "${acc#* }" -gt 0 ] || bad "mtp on, 2 nodes: no draft accepted (drafted, accepted: $acc)"
+        cmp -s "$work/mtp-1.out" "$work/mtp-2.out" || bad "mtp on, 2 nodes: $(diff "$work/mtp-1.out" "$work/mtp-2.out")"
+        echo "mtp on, 2 nodes: $(tr , ' ' <"$work/mtp-2.out" | wc -w) tokens as one process; drafted, accepted: $acc"
+fi
+
+# a node killed mid-generation: the client gets an ERROR; node 0 and the other node exit
+# non-zero within the cluster timeout (2 s) plus slack
+start_nodes kill 3 "$work/tiny" || true
+"$cli" --socket "$work/kill.sock" generate --ids --max-tokens 4000 --tokens 5,6,7 >"$work/kill.out" 2>"$work/kill.err" &
+client=$!
+for _ in $(seq 100); do [ -s "$work/kill.out" ] && break; sleep 0.05; done
+victim=${followers[1]}
+kill -9 "$victim"
+t_kill=$(date +%s.%N)
+rc=0
+wait "$client" || rc=$?
+[ $rc -ne 0 ] || bad "kill: the client ended with status 0: $(cat "$work/kill.err")"
+grep -q "the request failed: .*the group of 3 nodes is broken" "$work/kill.err" ||
+        bad "kill: the client got no ERROR naming the group: $(cat "$work/kill.err")"
+rc=0
+wait "$pid" || rc=$?
+pid=
+t_exit=$(date +%s.%N)
+[ $rc -ne 0 ] || bad "kill: node 0 exited with status 0"
+followers=("${followers[0]}")
+wait_followers kill 10
+[ "$statuses" != "0 " ] || bad "kill: node 1 exited with status 0"
+wait "$victim" 2>/dev/null || true
+secs=$(awk -v a="$t_kill" -v b="$t_exit" 'BEGIN { printf "%.1f", b - a }')
+awk -v s="$secs" 'BEGIN { exit !(s < 8) }' || bad "kill: node 0 took $secs s to exit (cluster-timeout-ms 2000)"
+grep -q "group of nodes is broken" "$work/kill.log" || bad "kill: node 0's log does not say the group broke: $(tail -5 "$work/kill.log")"
+echo "kill: the client got: $(head -c 200 "$work/kill.err"); node 0 exited $rc after $secs s, node 1 $statuses"
+
+# another model: the bootstrap refuses the node (it exits non-zero), node 0 says so and
+# gives up at its join timeout
+OMP_NUM_THREADS=1 "$top_builddir/dsv32-mkmodel" --preset tiny --seed 6 --out "$work/other" >/dev/null
+port=$(free_port)
+rc=0
+"$d" --model "$work/other" --socket "$work/other-n1.sock" "${DAEMON_ARGS[@]}" --nodes 2 --node-rank 1 \
+        --coordinator "127.0.0.1:$port" 2>"$work/other-n1.log" &
+other=$!
+timeout 60 "$d" --model "$work/tiny" --socket "$work/other.sock" "${DAEMON_ARGS[@]}" --cluster-join-timeout 3 --nodes 2 \
+        --node-rank 0 --coordinator "127.0.0.1:$port" 2>"$work/other.log" || rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || bad "another model: node 0 exited with $rc"
+rc=0
+wait "$other" || rc=$?
+[ $rc -ne 0 ] || bad "another model: the node exited with status 0"
+grep -qi "fingerprint" "$work/other-n1.log" || bad "another model: the node's log: $(cat "$work/other-n1.log")"
+grep -qi "fingerprint" "$work/other.log" || bad "another model: node 0's log: $(cat "$work/other.log")"
+grep -q "Ready: serving" "$work/other.log" && bad "another model: node 0 served"
+
+# refusals at start
+refuse 2 "coordinator must be" "$work/tiny" --nodes 2
+refuse 2 "use backend cpu" "$work/tiny" --nodes 2 --coordinator 127.0.0.1:1 --backend cuda
+echo "in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+finish_nodes
