@@ -3,7 +3,8 @@
 # model, the gateway on a free port with an API key; models.list, completions (greedy: the text
 # `dsv32 generate` gives for the same token ids; streamed the same), chat streamed and not
 # (same message and usage), the SDK's stream helper, chat logprobs (streamed the same), and errors as the SDK's typed exceptions
-# (BadRequestError naming the field, AuthenticationError); then, with dsv32d's output scripted
+# (BadRequestError naming the field, AuthenticationError), a stream the SDK aborts mid-way
+# (its generation cancelled in the daemon, seen in /metrics); then, with dsv32d's output scripted
 # (DSV32_TEST_FORCE_TOKENS), tool calls streamed and not (sdk/sdk-tools.mjs). Skips (77) when node or the SDK is
 # not installed (tests/openai/setup-hook.sh, run by .ci/setup). About 6 s (16 s beside a parallel build).
 set -uo pipefail

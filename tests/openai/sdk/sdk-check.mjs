@@ -1,7 +1,8 @@
 // tests/openai/sdk/sdk-check.mjs: drives dsv32-openai with the official `openai` npm SDK (the
 // client most applications use) and checks what the SDK sees. Arguments: BASE_URL API_KEY
 // WANT_FILE, where WANT_FILE holds the text `dsv32 generate --tokens 0,5,6,7 --max-tokens 8`
-// gives greedily. Prints one line per check; exits 1 on the first failure with its cause.
+// gives greedily. Prints one line per check; exits 1 on the first failure with its cause. The
+// last check aborts a long stream mid-way and reads /metrics until the daemon runs nothing.
 import OpenAI from "openai";
 import { check, makeClient } from "./check.mjs";
 import { readFileSync } from "node:fs";
@@ -91,3 +92,29 @@ try {
   check(e instanceof OpenAI.AuthenticationError && e.status === 401, "a wrong API key: AuthenticationError",
         { name: e.name, status: e.status });
 }
+
+// a client that stops reading mid-stream (the SDK aborts its request) cancels its generation:
+// the daemon's gauges in /metrics fall to nothing running, far short of the 4000 tokens asked
+const metric = async (name) => {
+  const text = await (await fetch(baseURL.replace(/\/v1\/?$/, "") + "/metrics")).text();
+  const m = text.match(new RegExp("^" + name + " ([0-9.e+-]+)$", "m"));
+  return m ? Number(m[1]) : NaN;
+};
+const before = await metric("dsv32_generated_tokens_total");
+const long = await client.completions.create({ model: ids[0], prompt: [0, 5, 6, 7], max_tokens: 4000, ignore_eos: true,
+                                               temperature: 0, stream: true });
+let chunks = 0;
+for await (const chunk of long) {
+  if (++chunks >= 3) break;
+}
+long.controller.abort();
+let running = NaN;
+for (let i = 0; i < 100; i++) {
+  running = (await metric("dsv32_requests_running")) + (await metric("dsv32_requests_waiting")) +
+            (await metric("dsv32_requests_prefilling"));
+  if (running === 0) break;
+  await new Promise((r) => setTimeout(r, 50));
+}
+const generated = (await metric("dsv32_generated_tokens_total")) - before;
+check(chunks === 3 && running === 0 && generated < 4000,
+      "a stream the client aborts after 3 chunks: its generation is cancelled", { chunks, running, generated });
