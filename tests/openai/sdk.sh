@@ -9,32 +9,10 @@
 # not installed (tests/openai/setup-hook.sh, run by .ci/setup). About 6 s (16 s beside a parallel build).
 set -uo pipefail
 : "${top_srcdir:?}" "${top_builddir:?}"
-sdk="$top_srcdir/tests/openai/sdk"
-node="${NODE:-}"
-[ -n "$node" ] || node=$(command -v node || true)
-[ -n "$node" ] || { echo "SKIP: node not found (install nodejs, then run tests/openai/setup-hook.sh)"; exit 77; }
-[ -f "$sdk/node_modules/openai/package.json" ] ||
-  { echo "SKIP: the openai SDK is not installed in $sdk/node_modules (run tests/openai/setup-hook.sh)"; exit 77; }
 TMPNAME=dsv32-openai-sdk
 . "$(dirname "$0")/gwlib.sh"
-
-"$b/dsv32-mkmodel" --preset tiny --out "$tmp/model" >/dev/null || die "dsv32-mkmodel"
-"$b/dsv32d" --config /dev/null --model "$tmp/model" --socket "$tmp/d.sock" --threads 1 2>"$tmp/daemon.log" &
-dpid=$!
-printf '# the key sdk-check.mjs uses\nsk-dsv32-test\n' > "$tmp/keys"
-"$b/dsv32-openai" --listen 127.0.0.1:0 --socket "$tmp/d.sock" --api-keys "$tmp/keys" 2>"$tmp/gw.log" &
-gpid=$!
-port=
-for _ in $(seq 200); do
-  port=$(sed -n 's/.*listening on .*(port \([0-9]*\)).*/\1/p' "$tmp/gw.log")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-[ -n "$port" ] || die "dsv32-openai did not say which port it listens on"
-for _ in $(seq 400); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && break
-  sleep 0.05
-done
+sdk_needs openai
+serve_with_key 1
 ids=$("$b/dsv32" --socket "$tmp/d.sock" generate --tokens 0,5,6,7 --max-tokens 8 --ids) || die "dsv32 generate"
 "$b/dsv32" --socket "$tmp/d.sock" detokenize "$ids" > "$tmp/want" || die "dsv32 detokenize $ids"
 "$node" "$sdk/sdk-check.mjs" "http://127.0.0.1:$port/v1" sk-dsv32-test "$tmp/want" || die "the openai SDK check failed"
@@ -44,10 +22,7 @@ answer=$("$b/dsv32" --socket "$tmp/d.sock" tokenize < "$top_srcdir/tests/openai/
 kill "$dpid"; wait "$dpid" 2>/dev/null
 DSV32_TEST_FORCE_TOKENS=$answer "$b/dsv32d" --config /dev/null --model "$tmp/model" --socket "$tmp/d.sock" --threads 1 2>"$tmp/daemon.log" &
 dpid=$!
-for _ in $(seq 400); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && break
-  sleep 0.05
-done
+wait_health
 "$node" "$sdk/sdk-tools.mjs" "http://127.0.0.1:$port/v1" sk-dsv32-test || die "the openai SDK tools check failed"
 kill -TERM "$gpid"
 wait "$gpid" || die "dsv32-openai did not exit 0 on SIGTERM"

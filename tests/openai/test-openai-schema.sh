@@ -10,34 +10,10 @@
 # About 25 s on 2 busy cores (the 200 schemas ~15 s of it).
 set -uo pipefail
 : "${top_srcdir:?}" "${top_builddir:?}"
-sdk="$top_srcdir/tests/openai/sdk"
-node="${NODE:-}"
-[ -n "$node" ] || node=$(command -v node || true)
-[ -n "$node" ] || { echo "SKIP: node not found (install nodejs, then run tests/openai/setup-hook.sh)"; exit 77; }
-for m in openai ajv; do
-  [ -f "$sdk/node_modules/$m/package.json" ] ||
-    { echo "SKIP: $m is not installed in $sdk/node_modules (run tests/openai/setup-hook.sh)"; exit 77; }
-done
 TMPNAME=dsv32-openai-schema
 . "$(dirname "$0")/gwlib.sh"
-
-"$b/dsv32-mkmodel" --preset tiny --out "$tmp/model" >/dev/null || die "dsv32-mkmodel"
-"$b/dsv32d" --config /dev/null --model "$tmp/model" --socket "$tmp/d.sock" --threads 2 2>"$tmp/daemon.log" &
-dpid=$!
-printf 'sk-dsv32-test\n' > "$tmp/keys"
-"$b/dsv32-openai" --listen 127.0.0.1:0 --socket "$tmp/d.sock" --api-keys "$tmp/keys" 2>"$tmp/gw.log" &
-gpid=$!
-port=
-for _ in $(seq 200); do
-  port=$(sed -n 's/.*listening on .*(port \([0-9]*\)).*/\1/p' "$tmp/gw.log")
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-[ -n "$port" ] || die "dsv32-openai did not say which port it listens on"
-for _ in $(seq 400); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && break
-  sleep 0.05
-done
+sdk_needs openai ajv
+serve_with_key 2
 "$node" "$sdk/sdk-schema.mjs" "http://127.0.0.1:$port/v1" sk-dsv32-test || die "the structured-output SDK check failed"
 
 # the CLI, straight on the daemon
