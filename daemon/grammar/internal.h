@@ -77,6 +77,15 @@ struct dsv_gmatch {
         struct gframe f[DSV_GRAMMAR_STACK_MAX];
 };
 
+/* A UTF-8 lead byte b in 0xc2..0xf4: how many continuation bytes follow (1-3), and the range
+ * [*lo, *hi] the first of them must be in (narrower after e0, ed, f0 and f4: no overlong forms,
+ * no surrogates, nothing above U+10FFFF; the others take 80..bf). */
+static inline uint32_t gutf8_lead(uint8_t b, uint8_t *lo, uint8_t *hi) {
+        *lo = b == 0xe0 ? 0xa0 : b == 0xf0 ? 0x90 : 0x80;
+        *hi = b == 0xed ? 0x9f : b == 0xf4 ? 0x8f : 0xbf;
+        return b < 0xe0 ? 1 : b < 0xf0 ? 2 : 3;
+}
+
 static inline bool gfirst_has(const uint32_t *set, uint8_t b) { return set[b >> 5] >> (b & 31) & 1; }
 static inline void gfirst_add(uint32_t *set, uint8_t b) { set[b >> 5] |= 1u << (b & 31); }
 

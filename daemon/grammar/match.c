@@ -156,16 +156,8 @@ static enum step string_step(struct gframe *f, uint8_t b) {
                 if (b == '\\')
                         f->phase = ST_ESC;
                 else if (b >= 0x80) {
-                        uint8_t lo = 0x80, hi = 0xbf;
-                        f->aux = b < 0xe0 ? 1 : b < 0xf0 ? 2 : 3;
-                        if (b == 0xe0)
-                                lo = 0xa0;
-                        else if (b == 0xed)
-                                hi = 0x9f;
-                        else if (b == 0xf0)
-                                lo = 0x90;
-                        else if (b == 0xf4)
-                                hi = 0x8f;
+                        uint8_t lo, hi;
+                        f->aux = gutf8_lead(b, &lo, &hi);
                         f->pos = (uint16_t)(lo | hi << 8);
                         f->phase = ST_UTF8;
                 }

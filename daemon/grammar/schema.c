@@ -312,19 +312,10 @@ static struct gnode *anyof_of(struct cctx *c, struct gnode **alts, uint32_t n_al
                 struct gnode *a = alts[i];
                 if (a->kind == G_INTEGER && has_number)
                         continue;
-                if (a->kind == G_LITERALS && lit) {
-                        for (uint32_t j = 0; j < a->n_lits; j++) {
-                                json_t *v = json_loads(a->lits[j].s, JSON_DECODE_ANY, NULL);
-                                int rc = v ? add_literal(c, lit, v) : -ENOMEM;
-                                json_decref(v);
-                                if (rc < 0)
-                                        FAIL(c, ENOMEM, "out of memory");
-                        }
-                        continue;
-                }
                 if (a->kind == G_LITERALS) {
-                        /* a copy: the alternative's node may be shared (a $ref) */
-                        if (!(lit = new_node(c, G_LITERALS)))
+                        /* into one node, a copy: the alternative's node may be shared (a $ref) */
+                        const bool first = !lit;
+                        if (first && !(lit = new_node(c, G_LITERALS)))
                                 return NULL;
                         for (uint32_t j = 0; j < a->n_lits; j++) {
                                 json_t *v = json_loads(a->lits[j].s, JSON_DECODE_ANY, NULL);
@@ -333,6 +324,8 @@ static struct gnode *anyof_of(struct cctx *c, struct gnode **alts, uint32_t n_al
                                 if (rc < 0)
                                         FAIL(c, ENOMEM, "out of memory");
                         }
+                        if (!first)
+                                continue;
                         a = lit;
                 }
                 n->alts[n->n_alts++] = a;

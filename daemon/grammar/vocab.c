@@ -120,15 +120,7 @@ static uint32_t plain_chars(const uint8_t *p, uint32_t n) {
                 }
                 if (b < 0xc2 || b > 0xf4)
                         return 0;
-                k = b < 0xe0 ? 1 : b < 0xf0 ? 2 : 3;
-                if (b == 0xe0)
-                        lo = 0xa0;
-                else if (b == 0xed)
-                        hi = 0x9f;
-                else if (b == 0xf0)
-                        lo = 0x90;
-                else if (b == 0xf4)
-                        hi = 0x8f;
+                k = gutf8_lead(b, &lo, &hi);
                 if (i + k >= n)
                         return 0; /* a character cut at the token's end */
                 for (uint32_t j = 1; j <= k; j++) {

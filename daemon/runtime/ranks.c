@@ -123,6 +123,25 @@ static bool fault_now(struct dsv_rank_group *g, int rank, uint64_t pass, struct 
         return true;
 }
 
+/* A group of n ranks with its lock and conditions, and the tests' fault (DSV32_TEST_RANK_FAULT:
+ * rank R fails its pass P); the rest is the caller's. NULL when out of memory. */
+static struct dsv_rank_group *group_new(int n) {
+        struct dsv_rank_group *g = calloc(1, sizeof(*g));
+        if (!g)
+                return NULL;
+        g->n = n;
+        g->fault_rank = -1;
+        pthread_mutex_init(&g->lock, NULL);
+        pthread_cond_init(&g->work, NULL);
+        pthread_cond_init(&g->done, NULL);
+        const char *fault = getenv("DSV32_TEST_RANK_FAULT");
+        int fr;
+        unsigned long long fp;
+        if (fault && sscanf(fault, "%d:%llu", &fr, &fp) == 2)
+                g->fault_rank = fr, g->fault_pass = fp;
+        return g;
+}
+
 static int follower_copy_seqs(struct follower *f) {
         const struct dsv_rank_group *g = f->g;
         if (g->b.n_seqs > f->cap_seqs) {
@@ -303,25 +322,13 @@ int dsv_rank_group_open(const struct dsv_runtime_opts *ro, int n_ranks, int time
                                              "most %d ranks",
                                              n_ranks, cfg.n_routed_experts, cfg.n_routed_experts);
         }
-        if (!(g = calloc(1, sizeof(*g))))
+        if (!(g = group_new(n_ranks)))
                 return -ENOMEM;
-        g->n = n_ranks;
-        g->fault_rank = -1;
-        pthread_mutex_init(&g->lock, NULL);
-        pthread_cond_init(&g->work, NULL);
-        pthread_cond_init(&g->done, NULL);
         if (n_ranks == 1) {
                 if ((r = dsv_runtime_open(ro, &g->rt0, err)) < 0)
                         goto fail;
                 *ret = g;
                 return 0;
-        }
-        {
-                const char *fault = getenv("DSV32_TEST_RANK_FAULT");
-                int fr;
-                unsigned long long fp;
-                if (fault && sscanf(fault, "%d:%llu", &fr, &fp) == 2)
-                        g->fault_rank = fr, g->fault_pass = fp;
         }
         g->comms = calloc((size_t)n_ranks, sizeof(*g->comms));
         g->f = calloc((size_t)n_ranks, sizeof(*g->f));
@@ -646,22 +653,10 @@ int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm
                 return dsv_error_set(err, EINVAL, "the group of nodes: node 0's communicators are needed");
         if (ro->backend && strcmp(ro->backend, "cpu") != 0)
                 return dsv_error_set(err, EINVAL, "nodes %d: the nodes are CPU ranks so far: backend cpu", ctl->size);
-        if (!(g = calloc(1, sizeof(*g))))
+        if (!(g = group_new(ctl->size)))
                 return -ENOMEM;
-        g->n = ctl->size;
-        g->fault_rank = -1;
         g->ctl = ctl;
         g->ep = ep;
-        pthread_mutex_init(&g->lock, NULL);
-        pthread_cond_init(&g->work, NULL);
-        pthread_cond_init(&g->done, NULL);
-        {
-                const char *fault = getenv("DSV32_TEST_RANK_FAULT");
-                int fr;
-                unsigned long long fp;
-                if (fault && sscanf(fault, "%d:%llu", &fr, &fp) == 2)
-                        g->fault_rank = fr, g->fault_pass = fp;
-        }
         /* f[0]: rank 0's pass count; the others stay empty (their runtimes are elsewhere) */
         if (!(g->f = calloc((size_t)g->n, sizeof(*g->f)))) {
                 r = -ENOMEM;
@@ -814,24 +809,12 @@ int dsv_rank_group_follow(const struct dsv_runtime_opts *ro, struct dsv_comm *ep
 
         if (!ep || !ctl || ep->size != ctl->size || ep->rank != ctl->rank || ctl->rank < 1 || ro->ep)
                 return dsv_error_set(err, EINVAL, "a follower node needs its communicators");
-        if (!(g = calloc(1, sizeof(*g))) || !(g->f = calloc((size_t)ctl->size, sizeof(*g->f)))) {
+        if (!(g = group_new(ctl->size)) || !(g->f = calloc((size_t)ctl->size, sizeof(*g->f)))) {
                 free(g);
                 return -ENOMEM;
         }
-        g->n = ctl->size;
-        g->fault_rank = -1;
         g->ctl = ctl;
         g->ep = ep;
-        pthread_mutex_init(&g->lock, NULL);
-        pthread_cond_init(&g->work, NULL);
-        pthread_cond_init(&g->done, NULL);
-        {
-                const char *fault = getenv("DSV32_TEST_RANK_FAULT");
-                int fr;
-                unsigned long long fp;
-                if (fault && sscanf(fault, "%d:%llu", &fr, &fp) == 2)
-                        g->fault_rank = fr, g->fault_pass = fp;
-        }
         f = &g->f[ctl->rank];
         f->g = g;
         f->rank = ctl->rank;
