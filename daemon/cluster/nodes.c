@@ -30,6 +30,7 @@ struct dsv_comm *dsv_nodes_ctl(const struct dsv_nodes *n) { return atomic_load(&
 
 int dsv_nodes_status(struct dsv_nodes *n, char *why, size_t len) { return dsv_cluster_status(n->cluster, why, len); }
 
+#ifdef HAVE_MPI
 /* The bootstrap's monitor thread, once, when the group fails. */
 static void on_failure(void *ud, int err, const char *why) {
         struct dsv_nodes *n = ud;
@@ -50,7 +51,6 @@ static void on_failure(void *ud, int err, const char *why) {
                 dsv_comm_abort(c);
 }
 
-#ifdef HAVE_MPI
 /* Node 0: an ompi-server of its own (a child process; stopped by dsv_nodes_free). */
 static int start_ompi_server(struct dsv_nodes *n, char *uri, size_t cap, struct dsv_error *err) {
         _cleanup_free_ char *file = NULL;
