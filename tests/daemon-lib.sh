@@ -15,18 +15,23 @@ cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null || tru
 trap cleanup EXIT
 bad() { echo "FAIL: $*"; fail=1; }
 
+wait_serving() { # name tries what: until dsv32d $pid logs "Ready: serving" in $work/name.log
+        local name=$1 tries=$2 what=$3
+        for _ in $(seq "$tries"); do
+                grep -q "Ready: serving" "$work/$name.log" && return 0
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.05
+        done
+        bad "$name: $what did not start: $(cat "$work/$name.log")"
+        return 1
+}
+
 start() { # name model args...: starts dsv32d on $work/name.sock (log $work/name.log), waits until it serves
         local name=$1 model=$2
         shift 2
         "$d" --model "$model" --socket "$work/$name.sock" "${DAEMON_ARGS[@]}" "$@" 2>"$work/$name.log" &
         pid=$!
-        for _ in $(seq 400); do
-                grep -q "Ready: serving" "$work/$name.log" && return 0
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.05
-        done
-        bad "$name: dsv32d did not start: $(cat "$work/$name.log")"
-        return 1
+        wait_serving "$name" 400 dsv32d
 }
 
 stop() { # SIGTERM, then its exit status

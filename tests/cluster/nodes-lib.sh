@@ -29,13 +29,7 @@ start_nodes() {
         "$d" --model "$model" --socket "$work/$name.sock" "${DAEMON_ARGS[@]}" --nodes "$n" --node-rank 0 \
                 --coordinator "127.0.0.1:$port" "$@" 2>"$work/$name.log" &
         pid=$!
-        for _ in $(seq 1200); do
-                grep -q "Ready: serving" "$work/$name.log" && return 0
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.05
-        done
-        bad "$name: node 0 did not start: $(cat "$work/$name.log")"
-        return 1
+        wait_serving "$name" 1200 "node 0"
 }
 
 # wait_followers name seconds: every follower's exit status, space-separated, in $statuses
