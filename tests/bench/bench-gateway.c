@@ -200,8 +200,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench-gateway: cannot connect to %s: %s\n", socket_path, strerror(-rc));
                 return 1;
         }
-        double *v[8];
-        for (int k = 0; k < 8; k++)
+        double *v[6];
+        for (int k = 0; k < 6; k++)
                 v[k] = calloc((size_t)n_req, sizeof(double));
         /* warm up both paths, and learn how many tokens the stream really gives (EOS may come
          * first: the same greedy request gives the same tokens both ways) */
@@ -238,7 +238,7 @@ int main(int argc, char **argv) {
                tok_d, tok_h, tok_h - tok_d);
         if (events != streamed)
                 printf("  (the HTTP stream carried the %u tokens in %u events)\n", streamed, events);
-        for (int k = 0; k < 8; k++)
+        for (int k = 0; k < 6; k++)
                 free(v[k]);
         dsv32_disconnect(c);
         return 0;
