@@ -2,10 +2,12 @@
 # dsv32d --nodes N (daemon/cluster/nodes.h), what daemon-nodes.sh does not cover: speculative
 # decoding through 2 nodes (the MTP layer's passes carry its hidden input) gives one
 # process's tokens; killing a node mid-generation gives the client an ERROR naming the broken
-# group and makes every other node exit non-zero within the cluster timeout (2 s here); a node
+# group and makes every other node exit non-zero within the cluster timeout (2 s here); so do a
+# stalled node (SIGSTOP: node 0 finds it silent; continued, it exits saying why) and a killed
+# node 0 (the others exit saying they lost it, the client loses its connection); a node
 # with another model is refused by the bootstrap (both logs say so, node 0 never serves and
 # gives up at its join timeout); settings it cannot serve are refused at start. Skips (77)
-# without Open MPI. About 20 s here.
+# without Open MPI. About 30 s here.
 set -euo pipefail
 : "${top_builddir:?}" "${top_srcdir:?}"
 . "$top_srcdir/tests/comm/mpi-env.sh"
@@ -65,6 +67,57 @@ secs=$(awk -v a="$t_kill" -v b="$t_exit" 'BEGIN { printf "%.1f", b - a }')
 awk -v s="$secs" 'BEGIN { exit !(s < 8) }' || bad "kill: node 0 took $secs s to exit (cluster-timeout-ms 2000)"
 grep -q "group of nodes is broken" "$work/kill.log" || bad "kill: node 0's log does not say the group broke: $(tail -5 "$work/kill.log")"
 echo "kill: the client got: $(head -c 200 "$work/kill.err"); node 0 exited $rc after $secs s, node 1 $statuses"
+
+# a stalled node (SIGSTOP mid-generation): node 0's heartbeat check finds it silent, the
+# client gets an ERROR and node 0 exits non-zero within the cluster timeout plus slack; the
+# node, continued, finds the group gone, says so and exits non-zero
+start_nodes stall 2 "$work/tiny" || true
+"$cli" --socket "$work/stall.sock" generate --ids --max-tokens 4000 --tokens 5,6,7 >"$work/stall.out" 2>"$work/stall.err" &
+client=$!
+for _ in $(seq 100); do [ -s "$work/stall.out" ] && break; sleep 0.05; done
+kill -STOP "${followers[0]}"
+t_kill=$(date +%s.%N)
+rc=0
+wait "$client" || rc=$?
+[ $rc -ne 0 ] || bad "stall: the client ended with status 0: $(cat "$work/stall.err")"
+grep -q "the request failed: .*the group of 2 nodes is broken" "$work/stall.err" ||
+        bad "stall: the client got no ERROR naming the group: $(cat "$work/stall.err")"
+rc=0
+wait "$pid" || rc=$?
+pid=
+secs=$(awk -v a="$t_kill" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+[ $rc -ne 0 ] || bad "stall: node 0 exited with status 0"
+awk -v s="$secs" 'BEGIN { exit !(s < 8) }' || bad "stall: node 0 took $secs s to exit (cluster-timeout-ms 2000)"
+grep -q "node 1 .* sent nothing for" "$work/stall.log" || bad "stall: node 0's log does not name the silent node: $(tail -5 "$work/stall.log")"
+kill -CONT "${followers[0]}"
+wait_followers stall 10
+[ "$statuses" != "0 " ] || bad "stall: the stopped node exited with status 0 once continued"
+grep -q "Node 1 of 2: exiting: the group of nodes is broken" "$work/stall-n1.log" ||
+        bad "stall: the continued node does not say why it exits: $(tail -3 "$work/stall-n1.log")"
+echo "stall: the client got: $(head -c 160 "$work/stall.err"); node 0 exited $rc after $secs s, node 1 $statuses"
+
+# node 0 killed mid-generation: the client loses its connection (no hang) and every other
+# node exits non-zero within the cluster timeout plus slack, saying it lost node 0
+start_nodes kill0 3 "$work/tiny" || true
+"$cli" --socket "$work/kill0.sock" generate --ids --max-tokens 4000 --tokens 5,6,7 >"$work/kill0.out" 2>"$work/kill0.err" &
+client=$!
+for _ in $(seq 100); do [ -s "$work/kill0.out" ] && break; sleep 0.05; done
+kill -9 "$pid"
+t_kill=$(date +%s.%N)
+wait "$pid" 2>/dev/null || true
+pid=
+rc=0
+wait "$client" || rc=$?
+[ $rc -ne 0 ] || bad "kill0: the client ended with status 0: $(cat "$work/kill0.err")"
+wait_followers kill0 10
+secs=$(awk -v a="$t_kill" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+for st in $statuses; do [ "$st" -ne 0 ] || bad "kill0: a node exited with status 0 ($statuses)"; done
+for n in 1 2; do
+        grep -q "Node $n of 3: exiting: the group of nodes is broken: lost node 0" "$work/kill0-n$n.log" ||
+                bad "kill0: node $n does not say it lost node 0: $(tail -3 "$work/kill0-n$n.log")"
+done
+awk -v s="$secs" 'BEGIN { exit !(s < 8) }' || bad "kill0: the nodes took $secs s to exit (cluster-timeout-ms 2000)"
+echo "kill0: the client got: $(head -c 120 "$work/kill0.err"); nodes 1 and 2 exited $statuses within $secs s"
 
 # another model: the bootstrap refuses the node (it exits non-zero), node 0 says so and
 # gives up at its join timeout
