@@ -225,7 +225,11 @@ inline void fiber_init(fiber &f) {
         /* the frame emu_ctx_switch pops: r15..rbp, then the return address (trampoline),
          * above it a zero "return address" of the trampoline, so that the trampoline starts
          * with the stack aligned as after a call */
-        uintptr_t top = ((uintptr_t)f.stack + stack_size) & ~(uintptr_t)15;
+        /* each thread's stack top at another offset modulo 4 KB .. stack_size/4: tops at
+         * one power-of-two stride would all fall in the same cache sets, and the round-robin
+         * of a block touches every one of them between two visits of a thread */
+        const size_t colour = ((size_t)f.tid * 64) % (stack_size / 4);
+        uintptr_t top = ((uintptr_t)f.stack + stack_size - colour) & ~(uintptr_t)15;
         uint64_t *sp = (uint64_t *)top;
         *--sp = 0;
         *--sp = (uint64_t)(uintptr_t)&trampoline;
@@ -267,9 +271,12 @@ inline void run_block(const std::function<void()> &body, unsigned nthreads) {
         b.body = &body;
         b.f.assign(nthreads, fiber());
         b.or_acc = b.or_result = 0;
-        memset(b.w, 0, sizeof(b.w));
-        for (auto &w : b.w)
-                memset(w.dep, 0xff, sizeof(w.dep));
+        /* only the warps this block has (a 32-warp reset is ~25 KB of stores per block) */
+        for (unsigned w = 0; w * 32 < nthreads; w++) {
+                b.w[w].gen = 0;
+                memset(b.w[w].val, 0, sizeof(b.w[w].val));
+                memset(b.w[w].dep, 0xff, sizeof(b.w[w].dep));
+        }
         while (stacks.s.size() < nthreads) {
                 char *s = (char *)malloc(stack_size);
                 if (!s) {
