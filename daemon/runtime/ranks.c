@@ -97,17 +97,19 @@ enum {
 #define FLAG_HIDDEN 2
 
 int dsv_parallel_layout_check(const char *layout, const char **why) {
-        static const char *const later[] = {"ep,tp", "ep", "dp", "tp", "tp,dp", "dp,tp"};
+        static const char *const later[] = {"ep", "dp", "tp", "tp,dp", "dp,tp"};
         const char *w = "";
         int r = 0;
-        if (!layout || strcmp(layout, "ep,dp") != 0) {
+        if (!layout || (strcmp(layout, "ep,dp") != 0 && strcmp(layout, "ep,tp") != 0)) {
                 r = -EINVAL;
-                w = "unknown layout (ep,dp: routed experts split over the ranks, the rest replicated)";
+                w = "unknown layout (ep,dp: routed experts split over the ranks, the rest replicated; ep,tp: the same "
+                    "with attention heads, dense layers and lm_head split too)";
                 for (size_t i = 0; layout && i < ARRAY_SIZE(later); i++)
                         if (strcmp(layout, later[i]) == 0) {
                                 r = -EOPNOTSUPP;
-                                w = "this layout is not implemented yet; ep,dp is (routed experts split over the ranks, "
-                                    "the rest replicated)";
+                                w = "this layout is not implemented yet; ep,dp (routed experts split over the ranks, "
+                                    "the rest replicated) and ep,tp (attention heads, dense layers and lm_head split "
+                                    "too) are";
                         }
         }
         if (why)
@@ -321,11 +323,14 @@ int dsv_rank_group_open(const struct dsv_runtime_opts *ro, int n_ranks, int time
                                              "ranks %d: the model has %d routed experts and a rank owns whole experts: at "
                                              "most %d ranks",
                                              n_ranks, cfg.n_routed_experts, cfg.n_routed_experts);
+                if (ro->tp && (r = dsv_model_tp_check(&cfg, n_ranks, err)) < 0)
+                        return r;
         }
         if (!(g = group_new(n_ranks)))
                 return -ENOMEM;
         if (n_ranks == 1) {
-                if ((r = dsv_runtime_open(ro, &g->rt0, err)) < 0)
+                o0.tp = false; /* one rank holds everything */
+                if ((r = dsv_runtime_open(&o0, &g->rt0, err)) < 0)
                         goto fail;
                 *ret = g;
                 return 0;
