@@ -482,10 +482,15 @@ static void log_ranks(struct dsv_engine *e) {
         if (n == 1)
                 return;
         off += (size_t)snprintf(line, sizeof(line),
-                                "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; attention, "
-                                "dense layers and lm_head replicated; KV pool of %d pages on every rank)",
+                                "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; %s; KV pool of "
+                                "%d pages on every rank)",
                                 nodes ? "Nodes" : "Ranks", n, nodes ? "nodes of one CPU rank each" : "CPU ranks",
-                                e->info.layout, e->rt->kv->n_pages);
+                                e->info.layout,
+                                e->opts.tp ? "attention heads, the dense layers' and shared expert's intermediate "
+                                             "dimension and lm_head's vocabulary split over the ranks, the MLA latent "
+                                             "and the indexer replicated"
+                                           : "attention, dense layers and lm_head replicated",
+                                e->rt->kv->n_pages);
         for (int r = 0; r < n && off < sizeof(line); r++) {
                 int first, last;
                 dsv_rank_group_experts(e->ranks, r, &first, &last);
@@ -552,6 +557,7 @@ static int load(struct dsv_engine *e) {
         ro.mtp_auto_not_cpu = true;
         ro.graphs_off = e->opts.graphs_off;
         ro.max_pass_tokens = e->opts.max_pass_tokens;
+        ro.tp = e->opts.tp && !e->opts.node_ep;
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if (e->opts.node_ep)
@@ -564,7 +570,7 @@ static int load(struct dsv_engine *e) {
         }
         e->rt = dsv_rank_group_runtime(e->ranks, 0);
         e->info.ranks = dsv_rank_group_size(e->ranks);
-        snprintf(e->info.layout, sizeof(e->info.layout), "%s", e->info.ranks > 1 ? "ep,dp" : "");
+        snprintf(e->info.layout, sizeof(e->info.layout), "%s", e->info.ranks <= 1 ? "" : ro.tp ? "ep,tp" : "ep,dp");
         e->info.rank_weight_min = UINT64_MAX;
         for (int r = 0; r < e->info.ranks; r++) {
                 const uint64_t b = dsv_rank_group_weight_bytes(e->ranks, r);

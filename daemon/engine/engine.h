@@ -67,9 +67,10 @@ struct dsv_engine_opts {
         const char *backend; /* cpu, cuda, auto */
         int device;          /* GPU index */
         int threads;         /* CPU threads; 0: all (split between the ranks) */
-        /* CPU ranks in this process (daemon/runtime/ranks.h; 0 or 1: one), in the layout ep,dp
-         * (the only one so far: the caller refuses others) */
+        /* CPU ranks in this process (daemon/runtime/ranks.h; 0 or 1: one), in the layout ep,dp,
+         * or ep,tp when tp (attention heads, dense layers and lm_head split too) */
         int ranks;
+        bool tp;
         /* several hosts (dsv32d --nodes N; NULL: one): this node 0's ranks of the experts' group
          * and of the jobs' channel (dsv_rank_group_open_nodes); the caller keeps them */
         struct dsv_comm *node_ep, *node_ctl;

@@ -71,20 +71,36 @@ out:
         return r;
 }
 
+/* The columns [lo, hi) of t's rows in a share's frame (tp.c): the whole width when the
+ * tensor is not split. */
+static struct dsv_tensor share_cols(const struct dsv_tensor *t, const struct dsv_tp_slice *sl, bool frame) {
+        if (sl->dim < 0)
+                return *t;
+        return frame ? dsv_view_cols(t, sl->a0, sl->a1 - sl->a0) : dsv_view_cols(t, sl->lo, sl->hi - sl->lo);
+}
+
 int dsv_fwd_attention(struct fwd *F, int layer) {
         struct dsv_model *m = F->m;
         struct ws *w = &m->ws;
         const struct dsv_model_config *c = &m->cfg;
         struct layer *l = &m->layers[layer];
-        const int H = c->num_attention_heads, nope = c->qk_nope_head_dim, rope_d = c->qk_rope_head_dim;
+        const int nope = c->qk_nope_head_dim, rope_d = c->qk_rope_head_dim;
         const int qk = nope + rope_d;
+        /* this rank's heads (all of them without tensor parallelism), at their global columns
+         * of the full-width q, kvb and o: a share's frame is written, its heads read */
+        const int H = l->q_sl.dim < 0 ? c->num_attention_heads : (int)((l->q_sl.hi - l->q_sl.lo) / qk);
+        struct dsv_tensor q_frame = share_cols(&w->q, &l->q_sl, true), q_all = share_cols(&w->q, &l->q_sl, false);
+        struct dsv_tensor o_frame = share_cols(&w->o, &l->o_sl, true), o_all = share_cols(&w->o, &l->o_sl, false);
+        struct dsv_tensor wkv_b_deq = l->kv_sl.dim < 0 ? l->wkv_b_deq
+                                                        : dsv_view_rows(&l->wkv_b_deq, l->kv_sl.lo - l->kv_sl.a0,
+                                                                        l->kv_sl.hi - l->kv_sl.lo);
         struct dsv_kv_ref kvr = {&F->kv->layout, F->kv->base, layer};
         struct dsv_op op;
         int r;
 
         /* MLA projections */
         if ((r = dsv_fwd_linear(F, &w->q_a, &w->h, l->wq_a)) < 0 || (r = dsv_fwd_rmsnorm(F, &w->qr, NULL, &w->q_a, l->q_norm)) < 0 ||
-            (r = dsv_fwd_linear(F, &w->q, &w->qr, l->wq_b)) < 0 || (r = dsv_fwd_rope(F, &w->q, H, qk, nope, true)) < 0 ||
+            (r = dsv_fwd_linear(F, &q_frame, &w->qr, l->wq_b)) < 0 || (r = dsv_fwd_rope(F, &q_all, H, qk, nope, true)) < 0 ||
             (r = dsv_fwd_linear(F, &w->kv_a, &w->h, l->wkv_a)) < 0)
                 return r;
         struct dsv_tensor latent = dsv_view_cols(&w->kv_a, 0, c->kv_lora_rank);
@@ -124,14 +140,18 @@ int dsv_fwd_attention(struct fwd *F, int layer) {
         if ((r = dsv_fwd_run(F, &op)) < 0 || (r = select_topk(F, layer)) < 0)
                 return r;
 
+        /* a frame wider than this rank's heads: the columns around them feed o_proj zeros */
+        if (l->o_sl.dim >= 0 && (l->o_sl.a0 < l->o_sl.lo || l->o_sl.hi < l->o_sl.a1) &&
+            (r = m->be->ops->fill(m->be, w->o.data, 0, (size_t)F->T * w->o.stride)) < 0)
+                return r;
         /* decode rows (and a graph step's padding rows): absorbed */
         if (F->n_dec > 0) {
-                struct dsv_tensor o = dsv_view_rows(&w->o, 0, F->n_dec), q = dsv_view_rows(&w->q, 0, F->n_dec),
+                struct dsv_tensor o = dsv_view_rows(&o_all, 0, F->n_dec), q = dsv_view_rows(&q_all, 0, F->n_dec),
                                   idx = dsv_view_rows(&w->idx, 0, F->n_dec), ts = dsv_view_cols(&w->tok_seq, 0, F->n_dec),
                                   tp = dsv_view_cols(&w->pos, 0, F->n_dec);
                 op = (struct dsv_op){.type = DSV_OP_MLA_DECODE};
                 op.mla_decode = (struct dsv_op_mla_decode){
-                        .out = &o, .q = &q, .wkv_b = &l->wkv_b_deq, .idx = &idx, .kv = kvr, .at = {&ts, &tp, &w->block_table},
+                        .out = &o, .q = &q, .wkv_b = &wkv_b_deq, .idx = &idx, .kv = kvr, .at = {&ts, &tp, &w->block_table},
                         .n_heads = H, .nope = nope, .rope = rope_d, .v = c->v_head_dim, .kv_lora = c->kv_lora_rank,
                         .scale = m->softmax_scale, .faithful = F->f};
                 if ((r = dsv_fwd_run(F, &op)) < 0)
@@ -146,15 +166,25 @@ int dsv_fwd_attention(struct fwd *F, int layer) {
                                   kvb = dsv_view_rows(&w->kvb, 0, ctx);
                 op = (struct dsv_op){.type = DSV_OP_KV_GATHER};
                 op.kv_gather = (struct dsv_op_kv_gather){.kv = kvr, .latent = &lat, .k_pe = &kpe, .pages = &pages, .n = ctx};
-                if ((r = dsv_fwd_run(F, &op)) < 0 || (r = dsv_fwd_linear(F, &kvb, &lat, l->wkv_b)) < 0)
+                struct dsv_tensor kvb_frame = share_cols(&kvb, &l->kv_sl, true), kvb_heads = share_cols(&kvb, &l->kv_sl, false);
+                if ((r = dsv_fwd_run(F, &op)) < 0 || (r = dsv_fwd_linear(F, &kvb_frame, &lat, l->wkv_b)) < 0)
                         return r;
-                struct dsv_tensor o = dsv_view_rows(&w->o, r0, n), q = dsv_view_rows(&w->q, r0, n), idx = dsv_view_rows(&w->idx, r0, n);
+                struct dsv_tensor o = dsv_view_rows(&o_all, r0, n), q = dsv_view_rows(&q_all, r0, n), idx = dsv_view_rows(&w->idx, r0, n);
                 op = (struct dsv_op){.type = DSV_OP_MLA_PREFILL};
-                op.mla_prefill = (struct dsv_op_mla_prefill){.out = &o, .q = &q, .kvb = &kvb, .k_pe = &kpe, .idx = &idx,
+                op.mla_prefill = (struct dsv_op_mla_prefill){.out = &o, .q = &q, .kvb = &kvb_heads, .k_pe = &kpe, .idx = &idx,
                                                              .n_heads = H, .nope = nope, .rope = rope_d, .v = c->v_head_dim,
                                                              .scale = m->softmax_scale, .faithful = F->f};
                 if ((r = dsv_fwd_run(F, &op)) < 0)
                         return r;
         }
-        return dsv_fwd_linear(F, &w->branch, &w->o, l->wo);
+        if (l->o_sl.dim < 0)
+                return dsv_fwd_linear(F, &w->branch, &w->o, l->wo);
+        /* tensor parallelism: this rank's heads' part of o_proj, summed over the group (tp.c) */
+        op = (struct dsv_op){.type = DSV_OP_LINEAR};
+        op.linear = (struct dsv_op_linear){.out = &w->branch, .x = &o_frame, .w = l->wo, .quant_in = F->f};
+        if ((r = dsv_fwd_run(F, &op)) < 0)
+                return r;
+        char what[48];
+        snprintf(what, sizeof(what), "o_proj of layer %d", layer);
+        return dsv_tp_all_reduce(F, &w->branch, what);
 }

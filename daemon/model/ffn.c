@@ -7,17 +7,33 @@
 #include "daemon/model/internal.h"
 #include "kernels/moe_combine.h"
 
+/* With tensor parallelism this rank holds a share of the intermediate dimension (w1/w3
+ * rows, w2 columns; possibly none: its part is zeros): its partial output, unrounded, is
+ * summed over the group and rounded once as one rank's down_proj would round it (tp.c). */
 int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *w1, const struct dsv_tensor *w2,
                const struct dsv_tensor *w3) {
-        struct ws *w = &F->m->ws;
+        struct dsv_model *m = F->m;
+        struct ws *w = &m->ws;
         const int64_t I = w1->ne[1];
         struct dsv_tensor g1 = dsv_view_cols(&w->g1, 0, I), g3 = dsv_view_cols(&w->g3, 0, I), gs = dsv_view_cols(&w->gs, 0, I);
         struct dsv_op op = {.type = DSV_OP_SWIGLU};
         int r;
-        op.swiglu = (struct dsv_op_swiglu){.out = &gs, .a = &g1, .b = &g3};
-        if ((r = dsv_fwd_linear(F, &g1, &w->h, w1)) < 0 || (r = dsv_fwd_linear(F, &g3, &w->h, w3)) < 0 || (r = dsv_fwd_run(F, &op)) < 0)
-                return r;
-        return dsv_fwd_linear(F, out, &gs, w2);
+        if (I == 0) {
+                if ((r = m->be->ops->fill(m->be, out->data, 0, (size_t)F->T * out->stride)) < 0 || !m->tp)
+                        return r;
+        } else {
+                op.swiglu = (struct dsv_op_swiglu){.out = &gs, .a = &g1, .b = &g3};
+                if ((r = dsv_fwd_linear(F, &g1, &w->h, w1)) < 0 || (r = dsv_fwd_linear(F, &g3, &w->h, w3)) < 0 ||
+                    (r = dsv_fwd_run(F, &op)) < 0)
+                        return r;
+                if (!m->tp)
+                        return dsv_fwd_linear(F, out, &gs, w2);
+                op = (struct dsv_op){.type = DSV_OP_LINEAR};
+                op.linear = (struct dsv_op_linear){.out = out, .x = &gs, .w = w2, .quant_in = F->f};
+                if ((r = dsv_fwd_run(F, &op)) < 0)
+                        return r;
+        }
+        return dsv_tp_all_reduce(F, out, "an MLP's down_proj");
 }
 
 /* Expert parallelism (model.h): every rank holds every token's row (attention is replicated),

@@ -1,6 +1,7 @@
 /* The head: the rows whose logits are wanted go through lm_head (fp32; the MTP layer's
  * shared_head.head for drafts) and come back to the caller in batch order. The final RMSNorm
- * is the forward pass's last layer call. */
+ * is the forward pass's last layer call. With tensor parallelism each rank computes the
+ * logits of its vocabulary rows and the group gathers them (tp.c). */
 #include "config.h"
 
 #include "daemon/model/internal.h"
@@ -20,16 +21,20 @@ int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits) {
         op.get_rows = (struct dsv_op_get_rows){.out = &hout, .x = &w->h, .rows = &w->out_rows};
         if ((r = dsv_fwd_run(F, &op)) < 0)
                 return r;
+        if (m->tp)
+                lg = dsv_view_cols(&lg, 0, head->ne[1]); /* this rank's rows of the vocabulary */
         op = (struct dsv_op){.type = DSV_OP_LINEAR};
         op.linear = (struct dsv_op_linear){.out = &lg, .x = &hout, .w = head};
-        if ((r = dsv_fwd_run(F, &op)) < 0)
+        if (head->ne[1] > 0 && (r = dsv_fwd_run(F, &op)) < 0)
                 return r;
         /* out_rows ascend in internal rows; out_dest says where each goes */
         tmp = malloc((size_t)p->n_out * V * sizeof(float));
         if (!tmp)
                 return -ENOMEM;
         r = dsv_fwd_download(F, tmp, w->logits.data, (size_t)p->n_out * V * sizeof(float));
-        if (r >= 0)
+        if (r >= 0 && m->tp)
+                r = dsv_tp_gather_logits(F, tmp, p->n_out, logits);
+        else if (r >= 0)
                 for (int j = 0; j < p->n_out; j++)
                         memcpy(logits + (size_t)p->out_dest[j] * V, tmp + (size_t)j * V, V * sizeof(float));
         free(tmp);

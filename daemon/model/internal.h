@@ -11,12 +11,22 @@
  *   head.c       final norm, lm_head, logits back in batch order
  *   forward.c    the forward pass: a page of layer calls
  *   mtp.c        the multi-token-prediction layer's forward pass (speculative drafts)
- *   graphs.c     decode steps captured once per batch-size bucket and replayed (CUDA graphs) */
+ *   graphs.c     decode steps captured once per batch-size bucket and replayed (CUDA graphs)
+ *   tp.c         tensor parallelism: each rank's share of the split tensors, their collectives */
 #pragma once
 
 #include "daemon/model/model.h"
 #include "daemon/model/plan.h"
 #include "daemon/util.h"
+#include "daemon/weights_spec.h"
+
+/* A rank's share of a tensor split by tensor parallelism (tp.c): dim -1 whole; 0 rows, 1
+ * columns [lo, hi) of the checkpoint's tensor, held in the frame [a0, a1) (the 128-block
+ * boundaries around the share for FP8, else the share itself; zeros outside the share). */
+struct dsv_tp_slice {
+        int dim;
+        int64_t lo, hi, a0, a1;
+};
 
 struct layer {
         const struct dsv_tensor *attn_norm, *ffn_norm;
@@ -26,6 +36,9 @@ struct layer {
         const struct dsv_tensor *gate_w, *gate_bias;
         struct dsv_moe_expert_weights *experts;
         struct dsv_tensor wkv_b_deq; /* F32 [H*(nope+v), kv_lora] for absorbed attention */
+        /* tensor parallelism (tp.c): the shares of q_b_proj's rows, kv_b_proj's rows (also
+         * wkv_b_deq's) and o_proj's columns this rank holds; dim -1 (whole) otherwise */
+        struct dsv_tp_slice q_sl, kv_sl, o_sl;
         bool moe;
 };
 
@@ -108,6 +121,7 @@ struct dsv_model {
         struct dsv_model_hooks hooks;
         struct ws ws;
         struct dsv_comm *ep;   /* expert-parallel group, or NULL (model.h) */
+        bool tp;               /* ep is also the tensor-parallel group (ep,tp; tp.c) */
         void *ep_buf;          /* its per-slot rows (backend memory, grown on demand) */
         size_t ep_bytes;
         int max_pass_tokens;   /* tokens in one pass (passes.c); 0 until first asked for */
@@ -157,6 +171,17 @@ int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *
 int dsv_fwd_moe(struct fwd *F, int layer);
 bool dsv_model_owns_expert(const struct dsv_model *m, int e);
 int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits);
+
+/* tp.c (model.h dsv_model_opts.tp): spec s's share on this rank (as
+ * loaded with dtype type); the vocabulary rows of this rank, and the share every rank's
+ * gather slot holds (Vp); x's F32 rows (F->T, contiguous) summed over the group in place
+ * and, in faithful numerics, rounded to bf16; the wanted rows' logits (part: n_out rows of
+ * vocab_size floats, this rank's columns filled) gathered into logits in batch order. */
+void dsv_tp_slice_of(const struct dsv_model *m, const struct dsv_tensor_spec *s, enum dsv_dtype type,
+                     struct dsv_tp_slice *sl);
+void dsv_tp_vocab_share(const struct dsv_model *m, int64_t *lo, int64_t *hi, int64_t *per_rank);
+int dsv_tp_all_reduce(struct fwd *F, struct dsv_tensor *x, const char *what);
+int dsv_tp_gather_logits(struct fwd *F, const float *part, int n_out, float *logits);
 
 /* graphs.c: the rows a pass of n decode-only tokens is padded to (n itself when it does not
  * go through a graph: then F->graph stays false), the pass's layers through the bucket's

@@ -279,6 +279,74 @@ static int check_fits(struct dsv_model *m, const struct dsv_model_opts *o, struc
                              (unsigned long long)kv_tokens, SZ(free_b), SZ(total_b), fix);
 }
 
+/* A tensor's shape as this rank holds it (its share's frame when split, tp.c), and its
+ * scales' (scale, when FP8: the frame's 128-blocks). */
+static void local_shape(const struct dsv_tensor_spec *s, const struct dsv_ckpt_tensor *scale, const struct dsv_tp_slice *sl,
+                        int64_t *rows, int64_t *cols, int64_t *srows, int64_t *scols) {
+        *rows = s->ndim == 2 ? s->shape[0] : 1;
+        *cols = s->ndim == 2 ? s->shape[1] : s->shape[0];
+        *srows = scale ? scale->shape[0] : 0;
+        *scols = scale ? scale->shape[1] : 0;
+        if (sl->dim < 0)
+                return;
+        int64_t *d = sl->dim == 0 ? rows : cols, *sd = sl->dim == 0 ? srows : scols;
+        *d = sl->a1 - sl->a0;
+        if (scale)
+                *sd = (*d + 127) / 128;
+}
+
+/* The byte ranges of tensor t's share (rows [lo, hi): one range; columns: one per row), and
+ * of its frame's scales, as load items into t's frame; the frame is zeroed first when it is
+ * wider than the share. */
+static int add_share(struct dsv_backend *be, const struct dsv_tensor *t, const struct dsv_ckpt_tensor *ct,
+                     const struct dsv_ckpt_tensor *cs, const struct dsv_tp_slice *sl, struct dsv_ckpt_tensor *parts,
+                     size_t *n_parts, struct dsv_load_item *items, size_t *n_items) {
+        const size_t esz = dsv_dtype_size(ct->dtype), full_row = (size_t)ct->shape[1] * esz;
+        const int64_t n = sl->hi - sl->lo;
+        int r;
+#define PART(o, len, dst)                                                                                   \
+        do {                                                                                                \
+                struct dsv_ckpt_tensor *p_ = &parts[(*n_parts)++];                                          \
+                *p_ = *(src);                                                                               \
+                p_->offset = (src)->offset + (o);                                                           \
+                p_->nbytes = (len);                                                                         \
+                if (p_->nbytes)                                                                             \
+                        items[(*n_items)++] = (struct dsv_load_item){p_, (dst)};                            \
+        } while (0)
+        if ((sl->a0 < sl->lo || sl->hi < sl->a1) &&
+            (r = be->ops->fill(be, t->data, 0, (size_t)t->ne[1] * t->stride)) < 0)
+                return r;
+        const struct dsv_ckpt_tensor *src = ct;
+        if (sl->dim == 0) {
+                PART((size_t)sl->lo * full_row, (size_t)n * full_row, (uint8_t *)t->data + (size_t)(sl->lo - sl->a0) * t->stride);
+        } else {
+                for (int64_t row = 0; row < t->ne[1]; row++)
+                        PART((size_t)row * full_row + (size_t)sl->lo * esz, (size_t)n * esz,
+                             (uint8_t *)t->data + (size_t)row * t->stride + (size_t)(sl->lo - sl->a0) * esz);
+        }
+        if (!cs)
+                return 0;
+        const struct dsv_tensor *s = t->scale;
+        const size_t full_srow = (size_t)cs->shape[1] * sizeof(float);
+        src = cs;
+        if (sl->dim == 0) {
+                PART((size_t)(sl->a0 / 128) * full_srow, (size_t)s->ne[1] * s->stride, s->data);
+        } else {
+                for (int64_t row = 0; row < s->ne[1]; row++)
+                        PART((size_t)row * full_srow + (size_t)(sl->a0 / 128) * sizeof(float), s->stride,
+                             (uint8_t *)s->data + (size_t)row * s->stride);
+        }
+#undef PART
+        return 0;
+}
+
+/* The share a wired tensor was loaded as (dim -1: whole, or absent). */
+static struct dsv_tp_slice slice_of(const struct dsv_model *m, const struct dsv_tp_slice *sl, const struct dsv_tensor *t) {
+        if (!t)
+                return (struct dsv_tp_slice){.dim = -1};
+        return sl[t - m->tensors];
+}
+
 int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_model_opts *opts, struct dsv_model **ret,
                    struct dsv_error *err) {
         struct dsv_model *m = calloc(1, sizeof(*m));
@@ -287,6 +355,9 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         struct dsv_load_item *items = NULL;
         size_t n_specs = 0, n_items = 0, off = 0;
         const struct dsv_ckpt_tensor **ct = NULL, **cs = NULL;
+        struct dsv_tp_slice *sl = NULL;
+        struct dsv_ckpt_tensor *parts = NULL; /* the byte ranges of split tensors' shares */
+        size_t n_parts = 0;
         char name[160];
         int r;
 
@@ -321,6 +392,12 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                         goto fail;
                 }
                 m->ep = opts->ep;
+                if (opts->tp && (r = dsv_model_tp_check(&m->cfg, opts->ep->size, err)) < 0)
+                        goto fail;
+                m->tp = opts->tp;
+        } else if (opts && opts->tp) {
+                r = dsv_error_set(err, EINVAL, "tensor parallelism needs a group of ranks (dsv_model_opts.ep)");
+                goto fail;
         }
         /* The MTP layer (validated by the checkpoint reader) only when asked for: plain
          * generation never needs it. */
@@ -330,21 +407,33 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         m->tensors = calloc(2 * n_specs, sizeof(*m->tensors));
         ct = calloc(n_specs, sizeof(*ct));
         cs = calloc(n_specs, sizeof(*cs));
-        items = calloc(2 * n_specs, sizeof(*items));
-        if (!m->tensors || !ct || !cs || !items) {
+        sl = calloc(n_specs, sizeof(*sl));
+        if (!m->tensors || !ct || !cs || !sl) {
                 r = -ENOMEM;
                 goto fail;
         }
-        /* placement: weights first, their scales after (index n_specs + i) */
+        /* placement: weights first, their scales after (index n_specs + i); a split tensor
+         * takes its share's frame (tp.c), read as one range per share (row split) or per row
+         * (column split) */
         for (size_t i = 0; i < n_specs; i++) {
                 r = dsv_checkpoint_check_spec(m->ck, &specs[i], &ct[i], &cs[i], err);
                 if (r < 0)
                         goto fail;
-                off = ALIGN_UP(off, 256) + ct[i]->nbytes;
+                dsv_tp_slice_of(m, &specs[i], ct[i]->dtype, &sl[i]);
+                int64_t rows, cols, srows, scols;
+                local_shape(&specs[i], cs[i], &sl[i], &rows, &cols, &srows, &scols);
+                off = ALIGN_UP(off, 256) + (size_t)rows * (size_t)cols * dsv_dtype_size(ct[i]->dtype);
                 if (cs[i])
-                        off = ALIGN_UP(off, 256) + cs[i]->nbytes;
+                        off = ALIGN_UP(off, 256) + (size_t)srows * (size_t)scols * sizeof(float);
+                n_parts += sl[i].dim == 0 ? 2 : sl[i].dim == 1 ? (size_t)(rows + srows) : 0;
         }
         m->wbytes = off;
+        items = calloc(2 * n_specs + n_parts, sizeof(*items));
+        parts = calloc(n_parts ? n_parts : 1, sizeof(*parts));
+        if (!items || !parts) {
+                r = -ENOMEM;
+                goto fail;
+        }
         if ((r = check_fits(m, opts, err)) < 0)
                 goto fail;
         r = be->ops->alloc(be, m->wbytes, &m->wbuf);
@@ -354,20 +443,31 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                 goto fail;
         }
         off = 0;
+        n_parts = 0;
         for (size_t i = 0; i < n_specs; i++) {
                 struct dsv_tensor *t = &m->tensors[i];
+                int64_t rows, cols, srows, scols;
+                local_shape(&specs[i], cs[i], &sl[i], &rows, &cols, &srows, &scols);
                 off = ALIGN_UP(off, 256);
-                *t = dsv_tensor_2d(ct[i]->dtype, (uint8_t *)m->wbuf + off, specs[i].ndim == 2 ? specs[i].shape[0] : 1,
-                                   specs[i].ndim == 2 ? specs[i].shape[1] : specs[i].shape[0]);
-                items[n_items++] = (struct dsv_load_item){ct[i], t->data};
-                off += ct[i]->nbytes;
+                *t = dsv_tensor_2d(ct[i]->dtype, (uint8_t *)m->wbuf + off, rows, cols);
+                off += (size_t)rows * t->stride;
                 if (cs[i]) {
                         struct dsv_tensor *s = &m->tensors[n_specs + i];
                         off = ALIGN_UP(off, 256);
-                        *s = dsv_tensor_2d(DSV_F32, (uint8_t *)m->wbuf + off, cs[i]->shape[0], cs[i]->shape[1]);
-                        items[n_items++] = (struct dsv_load_item){cs[i], s->data};
-                        off += cs[i]->nbytes;
+                        *s = dsv_tensor_2d(DSV_F32, (uint8_t *)m->wbuf + off, srows, scols);
+                        off += (size_t)srows * s->stride;
                         t->scale = s;
+                }
+                if (sl[i].dim < 0) {
+                        items[n_items++] = (struct dsv_load_item){ct[i], t->data};
+                        if (cs[i])
+                                items[n_items++] = (struct dsv_load_item){cs[i], t->scale->data};
+                        continue;
+                }
+                r = add_share(be, t, ct[i], cs[i], &sl[i], parts, &n_parts, items, &n_items);
+                if (r < 0) {
+                        r = dsv_error_set(err, r, "Cannot clear the frame of tensor %s's share: %s", ct[i]->name, strerror(-r));
+                        goto fail;
                 }
         }
         r = dsv_load_tensors(m->ck, items, n_items, be, opts ? &opts->load : NULL, &m->load_stats, err);
@@ -410,6 +510,9 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                 T(ik_norm_w, "self_attn.indexer.k_norm.weight");
                 T(ik_norm_b, "self_attn.indexer.k_norm.bias");
                 T(iw_proj, "self_attn.indexer.weights_proj.weight");
+                l->q_sl = slice_of(m, sl, l->wq_b);
+                l->kv_sl = slice_of(m, sl, l->wkv_b);
+                l->o_sl = slice_of(m, sl, l->wo);
                 l->moe = dsv_cfg_layer_is_moe(&m->cfg, i);
                 if (!l->moe) {
                         T(w1, "mlp.gate_proj.weight");
@@ -457,6 +560,8 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         free(items);
         free(ct);
         free(cs);
+        free(sl);
+        free(parts);
         *ret = m;
         return 0;
 fail:
@@ -465,6 +570,8 @@ fail:
         free(items);
         free(ct);
         free(cs);
+        free(sl);
+        free(parts);
         dsv_model_free(m);
         return r;
 }

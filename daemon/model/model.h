@@ -78,6 +78,15 @@ struct dsv_model_opts {
          * does, so logits are bit-identical to one rank's. The CPU backend only (host memory);
          * NULL: one rank, every expert. The caller keeps ep alive while the model lives. */
         struct dsv_comm *ep;
+        /* Tensor parallelism over the same group (the tp of ep,tp; needs ep): each rank also
+         * holds and computes a share of the attention heads (q_b_proj and kv_b_proj rows,
+         * o_proj columns), of the dense MLPs' and the shared expert's intermediate dimension
+         * (in 128-blocks) and of lm_head's vocabulary rows (daemon/model/tp.c); the MLA latent
+         * and the indexer are per token and stay replicated. The group all-reduces o_proj's
+         * and down_proj's partial outputs and all-gathers the logits: every rank gets the
+         * same values, within summation order of one rank's (not bit for bit). Refused when
+         * the ranks do not divide the heads. Each rank loads only its shares. */
+        bool tp;
         /* A device backend (not host memory) is refused before anything is allocated on it
          * when the weights, the smallest workspace and the KV pool the caller will allocate
          * after the load do not fit in the device's free memory (mem_info). That pool:
@@ -121,6 +130,10 @@ struct dsv_graph_stats {
 static inline int dsv_expert_owner(int e, int E, int n) {
         return (int)(((int64_t)e * n) / E);
 }
+
+/* Whether n ranks can split the model's attention heads (dsv_model_opts.tp): 0, or -EINVAL
+ * with err naming both numbers. */
+int dsv_model_tp_check(const struct dsv_model_config *c, int n, struct dsv_error *err);
 
 struct dsv_model;
 

@@ -25,6 +25,8 @@ struct follower {
         struct dsv_runtime *rt;
         struct dsv_kv_seq *seqs, **seq_ptrs; /* its copies of rank 0's sequences */
         int cap_seqs;
+        float *logits; /* ep,tp: its copy of the logits rank 0 wants (they are gathered over the group) */
+        size_t cap_logits;
         uint64_t passes;
         int r; /* the last job's result (the load first) */
         struct dsv_error err;
@@ -46,7 +48,8 @@ struct dsv_rank_group {
         struct dsv_batch b;               /* rank 0's batch; seqs are each follower's copies */
         struct dsv_kv_seq *seq0;          /* [b.n_seqs] rank 0's sequences before its pass */
         int cap_seq0;
-        bool *no_logits;                  /* followers want no logits */
+        bool *no_logits;                  /* followers want no logits (ep,dp) */
+        bool tp;                          /* ep,tp: lm_head is split, every rank computes the wanted rows */
         int cap_tokens;
         const float *hidden_in;
         int pool_pages, pool_layers;
@@ -97,17 +100,19 @@ enum {
 #define FLAG_HIDDEN 2
 
 int dsv_parallel_layout_check(const char *layout, const char **why) {
-        static const char *const later[] = {"ep,tp", "ep", "dp", "tp", "tp,dp", "dp,tp"};
+        static const char *const later[] = {"ep", "dp", "tp", "tp,dp", "dp,tp"};
         const char *w = "";
         int r = 0;
-        if (!layout || strcmp(layout, "ep,dp") != 0) {
+        if (!layout || (strcmp(layout, "ep,dp") != 0 && strcmp(layout, "ep,tp") != 0)) {
                 r = -EINVAL;
-                w = "unknown layout (ep,dp: routed experts split over the ranks, the rest replicated)";
+                w = "unknown layout (ep,dp: routed experts split over the ranks, the rest replicated; ep,tp: the same "
+                    "with attention heads, dense layers and lm_head split too)";
                 for (size_t i = 0; layout && i < ARRAY_SIZE(later); i++)
                         if (strcmp(layout, later[i]) == 0) {
                                 r = -EOPNOTSUPP;
-                                w = "this layout is not implemented yet; ep,dp is (routed experts split over the ranks, "
-                                    "the rest replicated)";
+                                w = "this layout is not implemented yet; ep,dp (routed experts split over the ranks, "
+                                    "the rest replicated) and ep,tp (attention heads, dense layers and lm_head split "
+                                    "too) are";
                         }
         }
         if (why)
@@ -184,9 +189,25 @@ static int follower_run(struct follower *f, enum job_kind kind) {
                 if ((r = follower_copy_seqs(f)) < 0)
                         return dsv_error_set(&f->err, r, "rank %d: out of memory", f->rank);
                 b.seqs = f->seq_ptrs;
-                b.want_logits = g->no_logits;
-                r = kind == JOB_FORWARD ? dsv_runtime_forward_hidden(f->rt, &b, NULL, NULL, &f->err)
-                                        : dsv_runtime_mtp(f->rt, &b, g->hidden_in, NULL, NULL, &f->err);
+                float *logits = NULL;
+                if (g->tp) {
+                        /* the head's all-gather is collective: the rows rank 0 wants, here too */
+                        size_t n = 0;
+                        for (int i = 0; i < b.n_tokens; i++)
+                                n += !b.want_logits || b.want_logits[i];
+                        n *= (size_t)f->rt->cfg->vocab_size;
+                        if (n > f->cap_logits) {
+                                float *l = realloc(f->logits, n * sizeof(float));
+                                if (!l)
+                                        return dsv_error_set(&f->err, ENOMEM, "rank %d: out of memory", f->rank);
+                                f->logits = l;
+                                f->cap_logits = n;
+                        }
+                        logits = f->logits;
+                } else
+                        b.want_logits = g->no_logits;
+                r = kind == JOB_FORWARD ? dsv_runtime_forward_hidden(f->rt, &b, logits, NULL, &f->err)
+                                        : dsv_runtime_mtp(f->rt, &b, g->hidden_in, logits, NULL, &f->err);
                 return r;
         default:
                 return 0;
@@ -278,6 +299,7 @@ void dsv_rank_group_free(struct dsv_rank_group *g) {
                 dsv_runtime_free(g->f[i].rt);
                 free(g->f[i].seqs);
                 free(g->f[i].seq_ptrs);
+                free(g->f[i].logits);
         }
         for (int i = 0; g->comms && i < g->n; i++)
                 dsv_comm_free(g->comms[i]);
@@ -321,11 +343,15 @@ int dsv_rank_group_open(const struct dsv_runtime_opts *ro, int n_ranks, int time
                                              "ranks %d: the model has %d routed experts and a rank owns whole experts: at "
                                              "most %d ranks",
                                              n_ranks, cfg.n_routed_experts, cfg.n_routed_experts);
+                if (ro->tp && (r = dsv_model_tp_check(&cfg, n_ranks, err)) < 0)
+                        return r;
         }
         if (!(g = group_new(n_ranks)))
                 return -ENOMEM;
+        g->tp = ro->tp && n_ranks > 1;
         if (n_ranks == 1) {
-                if ((r = dsv_runtime_open(ro, &g->rt0, err)) < 0)
+                o0.tp = false; /* one rank holds everything */
+                if ((r = dsv_runtime_open(&o0, &g->rt0, err)) < 0)
                         goto fail;
                 *ret = g;
                 return 0;

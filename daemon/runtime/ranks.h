@@ -1,13 +1,16 @@
-/* The CPU ranks of one process (dsv32d --ranks N --parallel ep,dp): N runtimes joined by the
- * in-process communicator. Rank 0's runtime is driven by the caller (dsv32d's engine thread,
+/* The CPU ranks of one process (dsv32d --ranks N --parallel ep,dp or ep,tp): N runtimes joined
+ * by the in-process communicator. Rank 0's runtime is driven by the caller (dsv32d's engine thread,
  * which schedules as with one rank); ranks 1..N-1 are threads that follow rank 0's passes.
  * Each rank holds its own model (its routed experts only, dsv_expert_owner; attention, dense
- * layers and lm_head whole) and a KV pool of rank 0's geometry. dsv_rank_group_forward and
+ * layers and lm_head whole in ep,dp, split in ep,tp: dsv_model_opts.tp, where every follower
+ * also computes the logits rank 0 wants, as lm_head's gather is collective) and a KV pool of
+ * rank 0's geometry. dsv_rank_group_forward and
  * dsv_rank_group_mtp hand every follower the batch rank 0 runs (tokens, positions, the
  * sequences' lengths and page tables), run rank 0's pass, and return once every rank has
  * finished it: the collectives pair up, and between passes the followers are idle, so rank
  * 0's pool may write their pools (copy-on-write copies, restored sessions: the pool's mirrors,
- * daemon/kv_cache.h). Attention is replicated, so rank 0's KV pool holds the whole state (a
+ * daemon/kv_cache.h). The MLA latent is replicated (ep,tp splits heads, not the per-token
+ * latent), so rank 0's KV pool holds the whole state (a
  * session snapshot is rank 0's pages) and the followers' pools are copies of it.
  *
  * A rank whose pass fails aborts the communicator (the others stop at their next collective)
@@ -21,8 +24,9 @@
 struct dsv_rank_group;
 
 /* The layouts dsv32d and dsv32-run know, and whether they are implemented: 0 for ep,dp
- * (routed experts split over the ranks, the rest replicated); -EOPNOTSUPP for a known layout
- * not implemented yet (ep,tp, ep, dp, tp), with why; -EINVAL for an unknown one. */
+ * (routed experts split over the ranks, the rest replicated) and ep,tp (the same, with
+ * attention heads, dense layers and lm_head split: ro->tp); -EOPNOTSUPP for a known layout
+ * not implemented yet (ep, dp, tp, tp,dp, dp,tp), with why; -EINVAL for an unknown one. */
 int dsv_parallel_layout_check(const char *layout, const char **why);
 
 /* Opens n_ranks runtimes of ro (ro->ep must be NULL; ro->where.threads, 0 meaning every
@@ -30,7 +34,8 @@ int dsv_parallel_layout_check(const char *layout, const char **why);
  * sharing the host memory between the ranks' pools). The models load in parallel, each
  * rank's loader reading only its bytes. timeout_ms: how long a rank waits for the others at a
  * collective. Refuses (-EINVAL, err says why) more ranks than the model has routed experts,
- * or ranks > 1 on another backend than cpu. */
+ * with ro->tp a rank count that does not divide the attention heads, or ranks > 1 on another
+ * backend than cpu. */
 int dsv_rank_group_open(const struct dsv_runtime_opts *ro, int n_ranks, int timeout_ms, struct dsv_rank_group **ret,
                         struct dsv_error *err);
 void dsv_rank_group_free(struct dsv_rank_group *g);

@@ -38,6 +38,7 @@ struct dsv_runtime_opts {
         /* expert-parallel group this runtime is a rank of (dsv_model_opts.ep; CPU backend), or
          * NULL: one rank */
         struct dsv_comm *ep;
+        bool tp; /* ep is also the tensor-parallel group (dsv_model_opts.tp: the ep,tp layout) */
         int max_pass_tokens; /* dsv_model_opts.max_pass_tokens (0: sized from the weights) */
 };
 

@@ -1621,6 +1621,7 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
         eo.backend = s->cfg.backend;
         eo.threads = s->cfg.threads;
         eo.ranks = s->cfg.ranks;
+        eo.tp = strcmp(s->cfg.parallel, "ep,tp") == 0;
         if (args->nodes) {
                 s->nodes = args->nodes;
                 eo.node_ep = dsv_nodes_ep(args->nodes);

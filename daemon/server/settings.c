@@ -44,11 +44,14 @@ static const struct dsv_config_option options[] = {
         OPT("ranks", OPT_INT, ranks, "1", 1, 256, false, NULL,
             "ranks in this process (1: one): CPU ranks as threads over the in-process communicator (backend cpu), each "
             "holding its share of the model as the layout (parallel) says; the threads are split between them; output "
-            "is one rank's, bit for bit"),
+            "is one rank's (ep,dp: bit for bit; ep,tp: the same greedy tokens, logits within summation order)"),
         OPT("parallel", OPT_STRING, parallel, "", 0, 32, false, NULL,
-            "layout of the ranks (needed when ranks > 1): ep,dp (the only one so far): routed experts split over the "
-            "ranks in contiguous blocks, each rank loading only its own; attention, dense layers and lm_head replicated "
-            "on every rank"),
+            "layout of the ranks (needed when ranks > 1): ep,dp: routed experts split over the ranks in contiguous "
+            "blocks, each rank loading only its own; attention, dense layers and lm_head replicated on every rank; "
+            "ep,tp: the same experts, and attention heads (the ranks must divide them), the dense layers' and shared "
+            "expert's intermediate dimension and lm_head's vocabulary split over the ranks too, each rank loading only "
+            "its shares (the MLA latent, KV cache and indexer stay replicated: they are per token); logits within "
+            "summation order of one rank's"),
         OPT("numerics", OPT_ENUM, numerics, "faithful", 0, 0, false, "faithful|exact",
             "faithful: the reference's bf16/FP8 rounding; exact: fp32 (tests)"),
         OPT("allow-users", OPT_STRING, allow_users, "root", 0, 4096, true, NULL,
@@ -247,10 +250,15 @@ static int check_ranks(const struct dsv_server_config *c, char *err, size_t errl
                 snprintf(err, errlen, "parallel %s: %s", c->parallel, why);
                 return -EINVAL;
         }
+        if (c->nodes > 1 && strcmp(c->parallel, "ep,tp") == 0) {
+                snprintf(err, errlen, "parallel ep,tp: runs on the ranks of one process so far, not over nodes (%d): use "
+                         "ep,dp with nodes", c->nodes);
+                return -EINVAL;
+        }
         if (c->ranks == 1)
                 return 0;
         if (!c->parallel[0]) {
-                snprintf(err, errlen, "ranks %d: needs a layout: parallel = ep,dp (--parallel ep,dp)", c->ranks);
+                snprintf(err, errlen, "ranks %d: needs a layout: parallel = ep,dp (--parallel ep,dp) or ep,tp", c->ranks);
                 return -EINVAL;
         }
         if (strcmp(c->backend, "cpu") != 0) {

@@ -49,11 +49,18 @@ static void help(void) {
                "  --ranks N              run N ranks in this process (default 1): CPU ranks as\n"
                "                         threads joined by the in-process communicator, the\n"
                "                         layout given by --parallel; output and logits are\n"
-               "                         those of one rank, bit for bit\n"
-               "  --parallel LAYOUT      the layout of the ranks: ep,dp (the only one so far):\n"
-               "                         routed experts split over the ranks in contiguous\n"
+               "                         those of one rank (ep,dp: bit for bit; ep,tp: the same\n"
+               "                         greedy tokens, logits within summation order)\n"
+               "  --parallel LAYOUT      the layout of the ranks:\n"
+               "                         ep,dp: routed experts split over the ranks in contiguous\n"
                "                         blocks, each rank reading only its own; attention,\n"
                "                         dense layers and lm_head replicated on every rank\n"
+               "                         ep,tp: the same experts, and tensor-parallel attention\n"
+               "                         (each rank its share of the heads: the ranks must divide\n"
+               "                         them), dense layers and shared expert (their intermediate\n"
+               "                         dimension in 128-blocks) and lm_head (its vocabulary),\n"
+               "                         each rank reading only its shares; the MLA latent, KV\n"
+               "                         cache and indexer stay replicated (they are per token)\n"
                "  --backend NAME         cpu (default), cuda (the dsv32-backend-cuda.so plugin) or auto\n"
                "  --device N             GPU index for the cuda backend (default 0)\n"
                "  --cuda-graphs yes|no   GPU backends: each decode step (batch padded to 1, 2, 4,\n"
@@ -339,18 +346,18 @@ int main(int argc, char **argv) {
                 return 2;
         }
         n_prompt = (int)n_ids;
-        if (layout && strcmp(layout, "ep,dp") != 0) {
+        if (layout && strcmp(layout, "ep,dp") != 0 && strcmp(layout, "ep,tp") != 0) {
                 fprintf(stderr, "dsv32-run: --parallel %s: %s\n", layout,
-                        strcmp(layout, "ep,tp") == 0 || strcmp(layout, "dp") == 0 || strcmp(layout, "tp") == 0 ||
-                                        strcmp(layout, "ep") == 0
-                                ? "this layout is not implemented yet; ep,dp is (routed experts split over the ranks, the "
-                                  "rest replicated)"
-                                : "unknown layout (ep,dp: routed experts split over the ranks, the rest replicated)");
+                        strcmp(layout, "dp") == 0 || strcmp(layout, "tp") == 0 || strcmp(layout, "ep") == 0
+                                ? "this layout is not implemented yet; ep,dp (routed experts split over the ranks, the "
+                                  "rest replicated) and ep,tp (attention heads, dense layers and lm_head split too) are"
+                                : "unknown layout (ep,dp: routed experts split over the ranks, the rest replicated; "
+                                  "ep,tp: attention heads, dense layers and lm_head split too)");
                 free(prompt);
                 return 2;
         }
         if (n_ranks > 1 && !layout) {
-                fprintf(stderr, "dsv32-run: --ranks %ld needs a layout: --parallel ep,dp\n", n_ranks);
+                fprintf(stderr, "dsv32-run: --ranks %ld needs a layout: --parallel ep,dp or ep,tp\n", n_ranks);
                 free(prompt);
                 return 2;
         }
@@ -392,6 +399,7 @@ int main(int argc, char **argv) {
                 j->n_ranks = (int)n_ranks;
                 j->ro = ro;
                 j->ro.ep = comms[i];
+                j->ro.tp = n_ranks > 1 && strcmp(layout, "ep,tp") == 0;
                 j->go = go;
                 j->go.on_logits = i == 0 && df ? dump_row : NULL;
                 j->go.ud = i == 0 ? df : NULL;

@@ -9,7 +9,9 @@
 # bytes. A fault injected in one rank's pass (DSV32_TEST_RANK_FAULT=RANK:PASS, tests only)
 # gives the client an ERROR naming it and dsv32d exits non-zero within 20 s. Bad settings
 # are refused at start with the cause. Speculative decoding (mtp = on) through 2 and 4 ranks
-# gives one rank's tokens. Under ThreadSanitizer (make check-tsan) a report in any log fails.
+# gives one rank's tokens (ep,tp too). --parallel ep,tp on 2 ranks (attention heads, dense layers and
+# lm_head split too) serves the same clients with the same output, and its start log names
+# each rank's weight bytes, fewer than an ep,dp rank's. Under ThreadSanitizer (make check-tsan) a report in any log fails.
 set -euo pipefail
 : "${top_builddir:?}" "${top_srcdir:?}"
 NAME=daemon-ranks
@@ -44,11 +46,11 @@ restored() { # name
                 >"$work/$1.rest" || bad "$1: the request on the restored session failed"
 }
 
-serve() { # model-name model ranks
-        local name="$1-$3" n=$3
+serve() { # model-name model ranks [layout]
+        local name="$1-$3${4:+-${4/,/}}" n=$3 layout=${4:-ep,dp}
         shift 3
         local args=(--ranks "$n")
-        [ "$n" -gt 1 ] && args+=(--parallel ep,dp)
+        [ "$n" -gt 1 ] && args+=(--parallel "$layout")
         rm -rf "$work/state-$name"
         mkdir -p "$work/state-$name"
         start "$name" "$model" "${args[@]}" --state-directory "$work/state-$name" || return 0
@@ -73,7 +75,12 @@ check_model() { # model-name model
                 cmp -s "$work/$mname-1.rest" "$work/$mname-$n.rest" ||
                         bad "$mname: $n ranks, restored session: $(cat "$work/$mname-$n.rest") vs $(cat "$work/$mname-1.rest")"
         done
-        echo "$mname: 1, 2 and 4 ranks agree ($(tr , ' ' <"$work/$mname-1.out" | wc -w) tokens) in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+        serve "$mname" "$model" 2 ep,tp
+        cmp -s "$work/$mname-1.out" "$work/$mname-2-eptp.out" ||
+                bad "$mname: 2 ranks ep,tp: $(diff "$work/$mname-1.out" "$work/$mname-2-eptp.out" | head -20)"
+        cmp -s "$work/$mname-1.rest" "$work/$mname-2-eptp.rest" ||
+                bad "$mname: 2 ranks ep,tp, restored session: $(cat "$work/$mname-2-eptp.rest") vs $(cat "$work/$mname-1.rest")"
+        echo "$mname: 1, 2 and 4 ranks (ep,dp) and 2 ranks (ep,tp) agree ($(tr , ' ' <"$work/$mname-1.out" | wc -w) tokens) in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 }
 
 # one thread: under ThreadSanitizer (make check-tsan) the OpenMP runtime, which it cannot see
@@ -86,6 +93,14 @@ for r in 0 1 2 3; do
                 bad "the start log does not name rank $r's share: $(grep Ranks "$work/tiny-4.log")"
 done
 grep -q "Ranks: 4 CPU ranks, layout ep,dp" "$work/tiny-4.log" || bad "no plan line with 4 ranks"
+# ep,tp: the layout named, each rank's weights fewer than the same ep,dp rank's
+grep -q "Ranks: 2 CPU ranks, layout ep,tp (routed experts in contiguous blocks per rank; attention heads" \
+        "$work/tiny-2-eptp-first.log" || bad "no ep,tp plan line: $(grep Ranks "$work/tiny-2-eptp-first.log")"
+for r in 0 1; do
+        dp=$(grep -o "rank $r: experts [0-9-]* of 16, [0-9]* weight bytes" "$work/tiny-2-first.log" | awk '{ print $7 }')
+        tp=$(grep -o "rank $r: experts [0-9-]* of 16, [0-9]* weight bytes" "$work/tiny-2-eptp-first.log" | awk '{ print $7 }')
+        [ -n "$tp" ] && [ -n "$dp" ] && [ "$tp" -lt "$dp" ] || bad "ep,tp rank $r holds ${tp:-?} weight bytes, ep,dp ${dp:-?}"
+done
 grep -q "Ranks:" "$work/tiny-1.log" && bad "one rank logged a plan of ranks"
 st=$(start status "$work/tiny" --ranks 3 --parallel ep,dp && "$cli" --socket "$work/status.sock" status; stop || true)
 grep -q "ranks:      3 CPU ranks, layout ep,dp" <<<"$st" || bad "dsv32 status does not show the ranks: $st"
@@ -108,16 +123,19 @@ fi
 # drafts a step), 2 and 4 ranks serve the same clients as one rank token for token (seeded
 # sampling included), and drafts are accepted (the MTP passes really ran through the ranks)
 OMP_NUM_THREADS=1 "$top_builddir/dsv32-mkmodel" --preset tiny --seed 5 --mtp-predictable --out "$work/tiny-mtp" >/dev/null
-for n in 1 2 4; do
-        name=mtp-$n
-        start "$name" "$work/tiny-mtp" --log-level debug --mtp on --mtp-draft 2 --ranks $n $([ $n -gt 1 ] && echo --parallel ep,dp) || continue
+for spec in 1 2 4 2:ep,tp; do # ranks[:layout] (ep,tp: every follower computes the wanted logits too)
+        n=${spec%%:*} layout=ep,dp
+        [ "$spec" = "$n" ] || layout=${spec#*:}
+        name=mtp-$n${spec#$n}
+        name=${name/:/-}
+        start "$name" "$work/tiny-mtp" --log-level debug --mtp on --mtp-draft 2 --ranks $n $([ $n -gt 1 ] && echo --parallel $layout) || continue
         clients "$name"
         stop || bad "$name: dsv32d exit status $? after SIGTERM"
         acc=$(grep -o "the MTP layer drafted [0-9]* tokens, [0-9]* accepted" "$work/$name.log" | awk '{ d += $5; a += $7 } END { print d + 0, a + 0 }')
-        [ "${acc#* }" -gt 0 ] || bad "mtp on, $n ranks: no draft accepted (drafted, accepted: $acc)"
+        [ "${acc#* }" -gt 0 ] || bad "mtp on, $spec ranks: no draft accepted (drafted, accepted: $acc)"
         [ $n -eq 1 ] || cmp -s "$work/mtp-1.out" "$work/$name.out" ||
-                bad "mtp on, $n ranks: $(diff "$work/mtp-1.out" "$work/$name.out" | head -20)"
-        echo "mtp on, $n ranks: $(tr , ' ' <"$work/$name.out" | wc -w) tokens; drafted, accepted: $acc"
+                bad "mtp on, $spec ranks: $(diff "$work/mtp-1.out" "$work/$name.out" | head -20)"
+        echo "mtp on, $n ranks ($layout): $(tr , ' ' <"$work/$name.out" | wc -w) tokens; drafted, accepted: $acc"
 done
 
 # a fault in one rank: the client gets an ERROR, dsv32d exits non-zero within 20 s
@@ -146,8 +164,11 @@ for spec in 1:2 0:3 3:1; do
 done
 
 # refusals at start
-refuse 2 "ranks 2: needs a layout: parallel = ep,dp" "$work/tiny" --ranks 2
-refuse 2 "parallel ep,tp: this layout is not implemented yet" "$work/tiny" --ranks 2 --parallel ep,tp
+refuse 2 "ranks 2: needs a layout: parallel = ep,dp (--parallel ep,dp) or ep,tp" "$work/tiny" --ranks 2
+refuse 2 "parallel tp: this layout is not implemented yet" "$work/tiny" --ranks 2 --parallel tp
+refuse 1 "4 attention heads do not split over 3 tensor-parallel ranks" "$work/tiny" --ranks 3 --parallel ep,tp --kv-cache-mb 8
+refuse 2 "parallel ep,tp: runs on the ranks of one process so far, not over nodes (2)" "$work/tiny" --parallel ep,tp --nodes 2 \
+        --coordinator 127.0.0.1:1
 refuse 2 "parallel pp: unknown layout" "$work/tiny" --ranks 2 --parallel pp
 refuse 2 "ranks: '0' is not an integer in 1..256" "$work/tiny" --ranks 0
 refuse 2 "ranks 2: the ranks are CPU ranks so far" "$work/tiny" --ranks 2 --parallel ep,dp --backend cuda

@@ -3,7 +3,10 @@
 # 2 and 4 ranks prints the greedy tokens of one rank and dumps its logits byte for byte
 # (prefill and token-by-token decode, faithful and exact; the MTP layer drafting on every
 # rank); sampling by seed gives the same tokens; --stats names each rank's bytes and experts;
-# bad layouts and options are refused with the cause.
+# bad layouts and options are refused with the cause. --parallel ep,tp on 2 and 4 ranks (small:
+# 2, 4 and 8) prints one rank's greedy tokens (faithful, exact, token-by-token decode, the MTP
+# layer drafting), each ep,tp rank reading fewer bytes than the same ep,dp rank; a rank count
+# that does not divide the heads is refused naming both (logit bounds: test-tp-model).
 set -euo pipefail
 : "${top_builddir:?}"
 run="$top_builddir/dsv32-run"
@@ -35,9 +38,25 @@ same exact "$work/tiny" --generate 12 --numerics exact
 same decode "$work/tiny" --generate 6 --decode-one-by-one
 same mtp "$work/tiny-mtp" --generate 12 --mtp on --draft 2
 same sampled "$work/tiny" --generate 12 --temperature 0.8 --top-p 0.9 --seed 3
+same_tp() { # name model ranks args...: ep,tp prints the tokens of one rank
+        local name=$1 model=$2 ranks=$3
+        shift 3
+        local one out
+        one=$("$run" --model "$model" --tokens $prompt --threads 2 "$@")
+        for n in $ranks; do
+                out=$("$run" --model "$model" --tokens $prompt --threads 2 --ranks $n --parallel ep,tp "$@")
+                [ "$out" = "$one" ] || bad "ep,tp $name: $n ranks printed $out, one rank $one"
+        done
+        echo "ep,tp $name: $one"
+}
+same_tp faithful "$work/tiny" "2 4" --generate 12
+same_tp exact "$work/tiny" "2 4" --generate 12 --numerics exact
+same_tp decode "$work/tiny" "2 4" --generate 6 --decode-one-by-one
+same_tp mtp "$work/tiny-mtp" "2 4" --generate 12 --mtp on --draft 2
 if [ "${DSV32_EP_SMALL:-1}" != 0 ]; then
         "$top_builddir/dsv32-mkmodel" --preset small --seed 4 --out "$work/small" --no-tokenizer
         same small "$work/small" --generate 4
+        same_tp small "$work/small" "2 4 8" --generate 4
 fi
 
 # --stats: one line per rank, the experts in contiguous blocks, fewer bytes than one rank
@@ -50,11 +69,21 @@ done
 one=$(sed -n 's/^loaded [^:]*: \([0-9.]*\) MB.*/\1/p' "$work/stats1")
 four=$(sed -n 's/^loaded [^:]*: \([0-9.]*\) MB.*/\1/p' "$work/stats4")
 awk -v a="$one" -v b="$four" 'BEGIN { exit !(b > 0 && b < a) }' || bad "rank 0 of 4 loaded $four MB, one rank $one MB"
+# ep,tp: each rank reads less than the same rank of ep,dp (its shares of the split tensors)
+"$run" --model "$work/tiny" --tokens 1,2 --generate 1 --threads 2 --ranks 4 --parallel ep,tp --stats 2>"$work/stats4tp" >/dev/null
+for r in 0 1 2 3; do
+        dp=$(sed -n "s/^rank $r: \([0-9]*\) tensor bytes read.*/\1/p" "$work/stats4")
+        tp=$(sed -n "s/^rank $r: \([0-9]*\) tensor bytes read, routed experts $((r * 4))-$((r * 4 + 3)) of 16$/\1/p" "$work/stats4tp")
+        [ -n "$tp" ] && [ -n "$dp" ] && [ "$tp" -lt "$dp" ] || bad "--stats, ep,tp rank $r read ${tp:-?} bytes, ep,dp ${dp:-?}"
+done
 
 # refusals
 . "$(dirname "$0")/../expect-fail.sh"
-expect_fail 2 "needs a layout: --parallel ep,dp" --model "$work/tiny" --tokens 1,2 --ranks 2
-expect_fail 2 "ep,tp: this layout is not implemented yet" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel ep,tp
+expect_fail 2 "needs a layout: --parallel ep,dp or ep,tp" --model "$work/tiny" --tokens 1,2 --ranks 2
+expect_fail 2 "tp: this layout is not implemented yet" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel tp
+expect_fail 1 "rank 0: .*4 attention heads do not split over 3 tensor-parallel ranks" --model "$work/tiny" --tokens 1,2 \
+        --ranks 3 --parallel ep,tp
+expect_fail 2 "runs CPU ranks only" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel ep,tp --backend cuda
 expect_fail 2 "unknown layout" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel pp
 expect_fail 2 "\-\-ranks needs 1..256" --model "$work/tiny" --tokens 1,2 --ranks 0
 expect_fail 2 "runs CPU ranks only" --model "$work/tiny" --tokens 1,2 --ranks 2 --parallel ep,dp --backend cuda

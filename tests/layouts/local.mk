@@ -4,7 +4,12 @@ check_PROGRAMS += tests/layouts/test-ep-model
 tests_layouts_test_ep_model_SOURCES = tests/layouts/test-ep-model.c
 tests_layouts_test_ep_model_LDADD = $(TEST_CORE_LIBS)
 
-TESTS += tests/layouts/test-ep-model tests/layouts/ep-run.sh
+# the ep,tp layout at the model level: logits within a bound of one rank's, bytes per rank
+check_PROGRAMS += tests/layouts/test-tp-model
+tests_layouts_test_tp_model_SOURCES = tests/layouts/test-tp-model.c
+tests_layouts_test_tp_model_LDADD = $(TEST_CORE_LIBS)
+
+TESTS += tests/layouts/test-ep-model tests/layouts/test-tp-model tests/layouts/ep-run.sh
 EXTRA_DIST += tests/layouts/ep-run.sh
 
 # dsv32d --ranks N --parallel ep,dp: concurrent clients, sessions, snapshots, a rank's fault,
