@@ -280,11 +280,11 @@ static void check_case(const char *what, enum dsv_dtype type, int64_t T, int64_t
 }
 
 static void check_all_shapes(void) {
-        /* T >= 6 takes the wide prefill tile (6 tokens) of avx512bf16, with 1-5 tokens left
-         * to the narrow ones and rows past N in its last group */
+        /* T >= 6 takes the wide prefill tile of avx512bf16 (6 tokens), the rest the narrow
+         * tiles (T = 29, 16, 13, 8 leave 5, 4, 1, 2), with rows past N in the last group */
         static const int64_t shapes[][3] = {{1, 128, 4},  {1, 300, 33},  {1, 2048, 64}, {3, 1024, 130}, {7, 257, 9},
                                             {2, 2112, 17}, {4, 64, 5},   {13, 300, 37}, {29, 1024, 70}, {8, 257, 12},
-                                            {6, 128, 4},  {17, 640, 133}};
+                                            {6, 128, 4},  {17, 640, 133}, {16, 384, 21}, {10, 1024, 8}};
         for (size_t i = 0; i < ARRAY_SIZE(shapes); i++) {
                 int64_t T = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
                 check_case("fp8 faithful", DSV_F8_E4M3, T, K, N, true, true, false, true, false);
@@ -297,6 +297,8 @@ static void check_all_shapes(void) {
         check_case("fp8 exact, scales not powers of two", DSV_F8_E4M3, 2, 300, 20, false, false, false, false, false);
         check_case("fp8 faithful, scales not powers of two, wide tile", DSV_F8_E4M3, 14, 300, 150, true, true, false, false, false);
         check_case("fp8 act_quant, fp32 out, scales not powers of two, wide tile", DSV_F8_E4M3, 14, 300, 150, true, false, false, false, false);
+        check_case("fp8 act_quant, fp32 out, scales not powers of two, wide tile + 5", DSV_F8_E4M3, 17, 300, 36, true, false, false, false, false);
+        check_case("fp8 act_quant, fp32 out, scales not powers of two, wide tile + 4", DSV_F8_E4M3, 16, 300, 36, true, false, false, false, false);
         check_case("fp8 faithful with NaNs, wide tile", DSV_F8_E4M3, 9, 256, 8, true, true, false, true, true);
         check_case("fp8 with a NaN code and a NaN activation", DSV_F8_E4M3, 2, 256, 8, false, false, false, true, true);
         check_case("fp8 faithful with NaNs", DSV_F8_E4M3, 2, 256, 8, true, true, false, true, true);
