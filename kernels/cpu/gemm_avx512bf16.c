@@ -8,8 +8,10 @@
  *   w0 = unpacklo_epi8(lo, hi), w1 = unpackhi_epi8(lo, hi)     (bf16 words)
  * unpack interleaves within 128-bit lanes, which is where the FP8 lane order of gemm.h comes
  * from: word 2j+e of w_h holds code 16 (j/4) + 8 h + 2 (j%4) + e. BF16 weights are used as
- * they are. A group of 4 weight rows is converted once into scratch, then every token of the
- * range runs over it in tiles of up to 4 rows x 3 tokens held in registers; a single token
+ * they are. A group of 4 weight rows is converted once into scratch (the next group's rows
+ * prefetched meanwhile), then every token of the range runs over it in tiles of 4 rows x 6
+ * tokens (wide_6, totals in L1) and the last 1-5 tokens in tiles of 4 rows x 3, 2 or 1 held
+ * in registers; a single token
  * (decode) takes FP8 rows straight from memory into the multiplies instead (rows_token).
  * NaN codes give NaN with the code's sign (the portable kernel's NaN is positive): any NaN. */
 #include "config.h"
@@ -102,6 +104,11 @@ static inline float hsum_tree(__m512 v) {
 #include "kernels/cpu/gemm_avx512bf16_tile.h"
 #undef TILE_R
 
+/* wide_TT(g, wb, ws, wsc, n, nr, t, fuse): the same for TT tokens of a long range (prefill),
+ * totals in L1 and one block scale per token (gemm_avx512bf16_wide.h) */
+#define WIDE_TT 6
+#include "kernels/cpu/gemm_avx512bf16_wide.h"
+
 /* One token (decode) times FP8 weight rows [n, n+nr): the codes become bf16 words in
  * registers, 64 at a time, and go straight into vdpbf16ps instead of through scratch. The
  * same operations in the same order as tile_4_1 over convert_row's output (per block kb,
@@ -174,6 +181,11 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
                         rows_token(g, n, nr, t0, tl, th);
                         continue;
                 }
+                /* the next group's weight rows on their way while this one computes: they are
+                 * cold (read once per call), and waiting for them was ~1/6 of a prefill's kernel time */
+                for (int64_t r = n + BR; r < MIN(n + 2 * BR, n1); r++)
+                        for (size_t b = 0; b < (size_t)g->K * dsv_dtype_size(g->wtype); b += 64)
+                                _mm_prefetch((const char *)(g->w + (size_t)r * g->w_stride + b), _MM_HINT_T0);
                 const uint16_t *rows = wb;
                 size_t ws = (size_t)Kp;
                 if (g->wtype == DSV_BF16 && g->K == Kp && nr == BR && g->w_stride % 2 == 0) {
@@ -194,6 +206,8 @@ int dsv_gemm_avx512bf16(const struct dsv_gemm *g, int64_t n0, int64_t n1, int64_
                                 fuse &= r >= nr || dsv_scale_pow2(wsc[r * nbk + kb]);
                 }
                 int64_t t = t0;
+                for (; t + 6 <= t1; t += 6)
+                        wide_6(g, rows, ws, wsc, n, nr, t, fuse);
                 for (; t + 3 <= t1; t += 3)
                         tile_4_3(g, rows, ws, wsc, n, nr, t, fuse);
                 if (t1 - t == 2)

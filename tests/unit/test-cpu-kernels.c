@@ -3,7 +3,7 @@
  * same bits, on random shapes with partial blocks in K and N, odd token counts, FP8 weights
  * (act_quant'ed or not, bf16 output or not), BF16 weights (bf16-valued activations, which
  * take the bf16 path, and arbitrary ones) and F32 weights; NaN codes and NaN activations
- * give NaN in the same places. Each token's result is also the same alone as in the batch,
+ * give NaN in the same places (token counts of 6 and more take the wide prefill tile). Each token's result is also the same alone as in the batch,
  * and on 1 or 2 pool threads. Paths this CPU lacks are reported and skipped;
  * dsv_cpu_isa_select refuses them.
  *
@@ -280,7 +280,11 @@ static void check_case(const char *what, enum dsv_dtype type, int64_t T, int64_t
 }
 
 static void check_all_shapes(void) {
-        static const int64_t shapes[][3] = {{1, 128, 4}, {1, 300, 33}, {1, 2048, 64}, {3, 1024, 130}, {7, 257, 9}, {2, 2112, 17}, {4, 64, 5}};
+        /* T >= 6 takes the wide prefill tile of avx512bf16 (6 tokens), the rest the narrow
+         * tiles (T = 29, 16, 13, 8 leave 5, 4, 1, 2), with rows past N in the last group */
+        static const int64_t shapes[][3] = {{1, 128, 4},  {1, 300, 33},  {1, 2048, 64}, {3, 1024, 130}, {7, 257, 9},
+                                            {2, 2112, 17}, {4, 64, 5},   {13, 300, 37}, {29, 1024, 70}, {8, 257, 12},
+                                            {6, 128, 4},  {17, 640, 133}, {16, 384, 21}, {10, 1024, 8}};
         for (size_t i = 0; i < ARRAY_SIZE(shapes); i++) {
                 int64_t T = shapes[i][0], K = shapes[i][1], N = shapes[i][2];
                 check_case("fp8 faithful", DSV_F8_E4M3, T, K, N, true, true, false, true, false);
@@ -291,6 +295,11 @@ static void check_all_shapes(void) {
         }
         check_case("fp8 faithful, scales not powers of two", DSV_F8_E4M3, 3, 300, 20, true, true, false, false, false);
         check_case("fp8 exact, scales not powers of two", DSV_F8_E4M3, 2, 300, 20, false, false, false, false, false);
+        check_case("fp8 faithful, scales not powers of two, wide tile", DSV_F8_E4M3, 14, 300, 150, true, true, false, false, false);
+        check_case("fp8 act_quant, fp32 out, scales not powers of two, wide tile", DSV_F8_E4M3, 14, 300, 150, true, false, false, false, false);
+        check_case("fp8 act_quant, fp32 out, scales not powers of two, wide tile + 5", DSV_F8_E4M3, 17, 300, 36, true, false, false, false, false);
+        check_case("fp8 act_quant, fp32 out, scales not powers of two, wide tile + 4", DSV_F8_E4M3, 16, 300, 36, true, false, false, false, false);
+        check_case("fp8 faithful with NaNs, wide tile", DSV_F8_E4M3, 9, 256, 8, true, true, false, true, true);
         check_case("fp8 with a NaN code and a NaN activation", DSV_F8_E4M3, 2, 256, 8, false, false, false, true, true);
         check_case("fp8 faithful with NaNs", DSV_F8_E4M3, 2, 256, 8, true, true, false, true, true);
 }
