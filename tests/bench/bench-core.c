@@ -15,9 +15,10 @@
  *      moe_inter), GFLOP/s against the same peak.
  *   4. Peak RSS (VmHWM) after all of it against the checkpoint's tensor bytes plus the largest
  *      KV pool the run allocated (the weights are held once, in their FP8 form).
+ * The peak is timed by each thread's CPU time, so it is the machine's and not the load's.
  * Prefill is also given per CPU-second (the process's CPU time, every thread) against one
  * thread's share of the peak: on a shared machine that figure moves less than the wall-clock
- * one. `--engine-only` skips 1; `--prompt N` sets the prompt length at batch 1 and 8 (default
+ * one, which counts the time other processes held the cores. `--engine-only` skips 1; `--prompt N` sets the prompt length at batch 1 and 8 (default
  * 256; batch 32 prefills N/4 tokens per sequence); `--threads N` the backend's threads (default: every
  * CPU; 1 gives CPU-second figures with no thread waiting on another, the steadiest on a
  * shared machine). */
@@ -106,49 +107,59 @@ static double read_bandwidth(int threads) {
         return (double)(n * sizeof(uint64_t)) / best;
 }
 
-/* ---- the dot-product peak: independent multiply-accumulates on registers, per thread */
+/* ---- the dot-product peak: independent multiply-accumulates on registers, per thread, per
+ * second of that thread's CPU time */
 struct peak_arg {
         bool bf16;
         double flops_per_s;
 };
 
 #if defined(__x86_64__)
+/* The calling thread's CPU time: the peak loops run 200 ms of it, so a thread that shares
+ * its core with other work (a loaded machine) still measures the rate of its own cycles
+ * (timed by the wall clock, the peak swung 2x from run to run under load). */
+static uint64_t thread_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 __attribute__((target("avx512f,avx512bf16"))) static double peak_bf16_loop(uint64_t *iters) {
         __m512 acc[12];
         __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3c00);
         for (int i = 0; i < 12; i++)
                 acc[i] = _mm512_setzero_ps();
-        uint64_t t0 = dsv_now_ns(), n = 0;
+        uint64_t t0 = thread_ns(), n = 0;
         do {
                 for (int r = 0; r < 4096; r++) {
                         _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
                 }
                 n += 4096;
-        } while (dsv_now_ns() - t0 < 200000000ull);
+        } while (thread_ns() - t0 < 200000000ull);
         float sink = 0;
         for (int i = 0; i < 12; i++)
                 sink += _mm512_reduce_add_ps(acc[i]);
         *iters = n + (sink == 42.0f);
-        return (dsv_now_ns() - t0) / 1e9;
+        return (thread_ns() - t0) / 1e9;
 }
 __attribute__((target("avx2,fma"))) static double peak_fma_loop(uint64_t *iters) {
         __m256 acc[12], a = _mm256_set1_ps(1.0f), b = _mm256_set1_ps(0x1p-30f);
         for (int i = 0; i < 12; i++)
                 acc[i] = _mm256_setzero_ps();
-        uint64_t t0 = dsv_now_ns(), n = 0;
+        uint64_t t0 = thread_ns(), n = 0;
         do {
                 for (int r = 0; r < 4096; r++) {
                         _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(a, b, acc[i]);
                 }
                 n += 4096;
-        } while (dsv_now_ns() - t0 < 200000000ull);
+        } while (thread_ns() - t0 < 200000000ull);
         float s[8], sink = 0;
         for (int i = 0; i < 12; i++) {
                 _mm256_storeu_ps(s, acc[i]);
                 sink += s[0];
         }
         *iters = n + (sink == 42.0f);
-        return (dsv_now_ns() - t0) / 1e9;
+        return (thread_ns() - t0) / 1e9;
 }
 #endif
 
