@@ -548,6 +548,8 @@ static bool cuda_supports(struct dsv_backend *be, const struct dsv_op *op) {
                        (op->dequant.w->type != DSV_F8_E4M3 || op->dequant.w->scale->stride % 4 == 0);
         case DSV_OP_MOE_EXPERTS:
                 return dcu_moe_experts_ok(&op->moe_experts);
+        case DSV_OP_FILL_RANDOM:
+                return dsv_fill_random_ok(&op->fill_random) && op->fill_random.out->ne[1] <= INT32_MAX;
         case DSV_OP_MAX:
                 break;
         }
@@ -616,6 +618,9 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_MOE_EXPERTS:
                 begin_call("op moe_experts");
                 return dcu_moe_experts(c, &op->moe_experts);
+        case DSV_OP_FILL_RANDOM:
+                begin_call("op fill_random");
+                return dcu_fill_random(c, &op->fill_random);
         case DSV_OP_MAX:
                 break;
         }

@@ -135,7 +135,7 @@ write_jobs() {
         echo "$CC $CFLAGS_ALL -c $SRC/daemon/runtime/sampler.c -o $BUILD/obj/sampler.o" >>"$J"
         echo "$CC $CFLAGS_ALL -DDSV_PLUGIN_DIR='\"\"' -DDSV_PLUGIN_BUILDDIR='\"$BUILD\"' -c $SRC/kernels/backend_plugin.c -o $BUILD/obj/backend_plugin.o" >>"$J"
         PLUGIN_OBJS=
-        for f in backend_cuda elementwise norm linear kv indexer mla moe sample; do
+        for f in backend_cuda elementwise norm linear kv indexer mla moe sample fill; do
                 echo "$NVCC $NVFLAGS -Xcompiler -fPIC,-fvisibility=hidden -Xptxas -v -c $SRC/kernels/cuda/$f.cu -o $BUILD/obj/cuda_$f.o" >>"$J"
                 PLUGIN_OBJS="$PLUGIN_OBJS $BUILD/obj/cuda_$f.o"
         done
@@ -164,7 +164,7 @@ write_jobs() {
         EMU_CXXFLAGS="-std=gnu++17 -g -O2 -fPIC -fvisibility=hidden -ffp-contract=off -fno-strict-aliasing -Wall -Wextra $CXX_WERROR -Wno-missing-field-initializers -Wno-unused-parameter -Wno-unknown-pragmas -I$SRC/tests/gpu/emu -I$SRC -I$BUILD"
         EMU_OBJS=
         mkdir -p "$BUILD/tests/gpu/emu/obj"
-        for f in backend_cuda elementwise norm linear kv indexer mla moe sample; do
+        for f in backend_cuda elementwise norm linear kv indexer mla moe sample fill; do
                 echo "perl $SRC/tests/gpu/emu/cu2cc.pl $SRC/kernels/cuda/$f.cu $BUILD/tests/gpu/emu/obj/$f.cc && $CXX $EMU_CXXFLAGS -c -o $BUILD/tests/gpu/emu/obj/$f.o $BUILD/tests/gpu/emu/obj/$f.cc" >>"$J"
                 EMU_OBJS="$EMU_OBJS $BUILD/tests/gpu/emu/obj/$f.o"
         done

@@ -20,7 +20,7 @@ static const struct {
         const char *key, *name;
         int (*run)(void);
 } families[] = {
-        {"elementwise", "elementwise (embed, get_rows, swiglu, add, rope, hadamard)", gt_family_elementwise},
+        {"elementwise", "elementwise (embed, get_rows, dequant, fill_random, swiglu, add, rope, hadamard)", gt_family_elementwise},
         {"norm", "norm (rmsnorm, layernorm, act_quant)", gt_family_norm},
         {"linear", "linear (FP8, bf16, f32 weights; every FP8 path)", gt_family_linear},
         {"kv", "kv (kv_store, kv_gather)", gt_family_kv},
