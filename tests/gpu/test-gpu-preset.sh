@@ -8,7 +8,7 @@
 # on the emulation here.
 set -uo pipefail
 : "${top_builddir:?}"
-B=$top_builddir
+B=$(cd "$top_builddir" && pwd)
 py=${PYTHON3:-python3}
 export DSV32_BACKEND_PATH="${DSV32_BACKEND_PATH:-$top_builddir/kernels/cuda:$top_builddir/tests/gpu/emu}"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-gpu-preset-XXXXXX")

@@ -5,13 +5,16 @@
 #   - the bare name (tiny) is the preset only while no file or directory of that name exists:
 #     an empty directory "tiny" is then read as a checkpoint (and fails: no config.json)
 #   - an unknown preset, and a model with an MTP request, fail with a clear error
-# About 2 s here.
+#   - dsv32d --model preset:tiny serves token-id prompts (the same continuation as dsv32-run)
+#     and refuses a text prompt with a clear error (no tokenizer), then keeps serving
+# About 5 s here.
 set -uo pipefail
 : "${top_builddir:?}"
-B=$top_builddir
+B=$(cd "$top_builddir" && pwd)
 py=${PYTHON3:-python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dsv32-preset-cpu-XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+dpid=
+trap '[ -n "$dpid" ] && kill -9 $dpid 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; for l in "$tmp"/*.log; do [ -f "$l" ] && { echo "--- $l"; cat "$l"; }; done; exit 1; }
 prompt=3,1,4,1,5,9,2,6,5,3
 run() { # name model threads
@@ -58,4 +61,16 @@ grep -q 'unknown preset "nope"' "$tmp/nope.log" || fail "preset:nope: no clear e
 grep -q "N must be 1..61" "$tmp/zero.log" || fail "v32-layers:0: no clear error: $(cat "$tmp/zero.log")"
 "$B/dsv32-run" --model preset:tiny --mtp on --tokens 1 --generate 1 >/dev/null 2>"$tmp/mtp.log" && fail "--mtp on accepted without an MTP layer"
 grep -q "no MTP layer" "$tmp/mtp.log" || fail "--mtp on: no clear error: $(cat "$tmp/mtp.log")"
+
+# dsv32d on a preset: token ids only
+"$B/dsv32d" --model preset:tiny --socket "$tmp/d.sock" --threads 1 2>"$tmp/d.log" &
+dpid=$!
+for _ in $(seq 300); do "$B/dsv32" --socket "$tmp/d.sock" ping --count 1 >/dev/null 2>&1 && break; sleep 0.1; done
+ids=$("$B/dsv32" --socket "$tmp/d.sock" generate --tokens $prompt --max-tokens 4 --ids) || fail "dsv32d: generate from ids"
+[ "$ids" = "$a" ] || fail "dsv32d on preset:tiny gave $ids, dsv32-run $a"
+"$B/dsv32" --socket "$tmp/d.sock" generate --max-tokens 4 Hello >/dev/null 2>"$tmp/text.log" && fail "dsv32d: a text prompt was accepted"
+grep -q "serves token ids only: its model is the preset tiny" "$tmp/text.log" || fail "text prompt: no clear error: $(cat "$tmp/text.log")"
+again=$("$B/dsv32" --socket "$tmp/d.sock" generate --tokens $prompt --max-tokens 4 --ids) || fail "dsv32d stopped serving"
+[ "$again" = "$a" ] || fail "dsv32d: second request gave $again"
+grep -q "made by the backend's fill_random op" "$tmp/d.log" || fail "dsv32d's log does not say the weights were made on the backend"
 echo "PASS"
