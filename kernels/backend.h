@@ -133,6 +133,7 @@ enum dsv_op_type {
         DSV_OP_MOE_EXPERTS,
         DSV_OP_DEQUANT,
         DSV_OP_FILL_RANDOM,
+        DSV_OP_SAMPLE,
         DSV_OP_MAX,
 };
 const char *dsv_op_name(enum dsv_op_type t);
@@ -352,6 +353,26 @@ static inline bool dsv_fill_random_ok(const struct dsv_op_fill_random *p) {
                p->exp2_spread >= 0 && p->exp2_spread <= 20;
 }
 
+/* Optional op (the CUDA plugin has it; the CPU backend does not: the daemon samples on the
+ * host with daemon/runtime/sampler.c, whose penalties and grammar masks come first).
+ * One token per row of logits, with the semantics of that sampler: greedy when temperature
+ * <= 0 or top_k == 1 (argmax, lowest id on ties, NaN never wins), else p = softmax(logits / T)
+ * restricted to top_k, then min_p, then the smallest prefix of descending p reaching top_p,
+ * drawn with u = U[0,1) of (seed, step). */
+struct dsv_sample_params {
+        float temperature;
+        float top_p;
+        float min_p;
+        int32_t top_k;
+        uint64_t seed;
+        uint64_t step; /* 0 for the first generated token */
+};
+struct dsv_op_sample {
+        struct dsv_tensor *tokens;               /* I32, n = logits rows elements (backend memory) */
+        const struct dsv_tensor *logits;         /* F32 [n, V] */
+        const struct dsv_sample_params *params;  /* host array of n */
+};
+
 struct dsv_op {
         enum dsv_op_type type;
         bool faithful; /* reference rounding points (bf16 outputs, FP8 activations) */
@@ -375,6 +396,7 @@ struct dsv_op {
                 struct dsv_op_moe_experts moe_experts;
                 struct dsv_op_dequant dequant;
                 struct dsv_op_fill_random fill_random;
+                struct dsv_op_sample sample;
         };
 };
 

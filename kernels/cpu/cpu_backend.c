@@ -16,7 +16,7 @@ const char *dsv_op_name(enum dsv_op_type t) {
         static const char *const names[DSV_OP_MAX] = {
                 "embed",    "get_rows", "rmsnorm",   "layernorm",    "linear",     "act_quant",   "rope",     "hadamard", "swiglu",
                 "add",      "kv_store",  "kv_gather",    "indexer_topk", "mla_decode", "mla_prefill", "moe_gate",
-                "moe_experts", "dequant", "fill_random",
+                "moe_experts", "dequant", "fill_random", "sample",
         };
         return t < DSV_OP_MAX ? names[t] : "?";
 }
@@ -219,6 +219,8 @@ static bool cpu_supports(struct dsv_backend *be, const struct dsv_op *op) {
                 return dsv_cpu_dequant_ok(&op->dequant);
         case DSV_OP_FILL_RANDOM:
                 return dsv_fill_random_ok(&op->fill_random);
+        case DSV_OP_SAMPLE: /* optional: the daemon samples on the host (daemon/runtime/sampler.c) */
+                return false;
         case DSV_OP_MAX:
                 break;
         }
@@ -266,6 +268,8 @@ static int compute_op(const struct dsv_op *op) {
                 return dsv_cpu_dequant(&op->dequant);
         case DSV_OP_FILL_RANDOM:
                 return dsv_cpu_fill_random(&op->fill_random);
+        case DSV_OP_SAMPLE:
+                break;
         case DSV_OP_MAX:
                 break;
         }

@@ -59,7 +59,7 @@ tests_gpu_test_gpu_backend_SOURCES = tests/gpu/test-gpu-backend.c tests/gpu/gput
 tests_gpu_test_gpu_backend_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_ops_SOURCES = tests/gpu/test-gpu-ops.c tests/gpu/gputest.h tests/gpu/test-gpu-elementwise.c \
 	tests/gpu/test-gpu-norm.c tests/gpu/test-gpu-linear.c tests/gpu/test-gpu-kv.c tests/gpu/test-gpu-indexer.c \
-	tests/gpu/test-gpu-mla.c tests/gpu/test-gpu-moe.c
+	tests/gpu/test-gpu-mla.c tests/gpu/test-gpu-moe.c tests/gpu/test-gpu-sample.c daemon/runtime/sampler.c
 tests_gpu_test_gpu_ops_CPPFLAGS = $(AM_CPPFLAGS) -DGT_CONFORMANCE
 tests_gpu_test_gpu_ops_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_elementwise_SOURCES = tests/gpu/test-gpu-elementwise.c tests/gpu/gputest.h
