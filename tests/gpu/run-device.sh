@@ -306,7 +306,7 @@ else
         ctxs="4096 32768"
         [ $QUICK = 1 ] && ctxs=4096
         for ctx in $ctxs; do
-                toks=$(seq 0 $((ctx - 1)) | awk '{ printf "%s%d", NR > 1 ? "," : "", 1 + $1 % 9 }')
+                toks=$(seq 0 $((ctx - 1)) | awk '{ printf "%s%d", (NR > 1 ? "," : ""), 1 + $1 % 9 }')
                 echo "=== decode v32-layers:8 context $ctx" >>"$HLOG"
                 DSV32_BACKEND_PATH=$BUILD timeout "$HARNESS_TIMEOUT" "$DSV32_RUN" --backend cuda --model v32-layers:8 \
                         --tokens "$toks" --generate 64 --stats >>"$HLOG" 2>"$BUILD/decode.err"
