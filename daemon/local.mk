@@ -12,7 +12,8 @@ libdsv32core_la_SOURCES = \
 	daemon/model/load.c daemon/model/workspace.c daemon/model/ops.c daemon/model/attention.c \
 	daemon/model/ffn.c daemon/model/head.c daemon/model/forward.c daemon/model/passes.c daemon/model/graphs.c daemon/model/mtp.c daemon/model/tp.c \
 	daemon/model/tensor_index.h daemon/model/tensor_index.c \
-	daemon/synth.h daemon/synth.c
+	daemon/synth.h daemon/synth.c \
+	daemon/preset_model.h daemon/preset_model.c
 libdsv32core_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(LIBURING_CFLAGS)
 libdsv32core_la_LIBADD = libdsv32kernels.la $(JANSSON_LIBS) $(LIBURING_LIBS) -lm
 

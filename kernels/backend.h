@@ -132,6 +132,8 @@ enum dsv_op_type {
         DSV_OP_MOE_GATE,
         DSV_OP_MOE_EXPERTS,
         DSV_OP_DEQUANT,
+        DSV_OP_FILL_RANDOM,
+        DSV_OP_SAMPLE,
         DSV_OP_MAX,
 };
 const char *dsv_op_name(enum dsv_op_type t);
@@ -328,6 +330,49 @@ static inline bool dsv_dequant_ok(const struct dsv_op_dequant *p) {
         return w->type == DSV_BF16 || w->type == DSV_F32;
 }
 
+/* out := random values made where out lives (weights of a model built from a preset with no
+ * checkpoint on disk: nothing is read, the host never holds them), a pure function of (key,
+ * element index row * cols + col), the same bits on every backend (kernels/fill_random.h):
+ *   F8_E4M3 (codes, as U8 bytes): the codes of +-[0.25, 3.75], mean square DSV_FILL_E4M3_MS
+ *   F32, BF16: (center + k) * 2^(exp2 - j), k uniform in [-spread, spread], j in [0, exp2_spread]
+ * Row padding is left as it was. */
+struct dsv_op_fill_random {
+        struct dsv_tensor *out; /* F8_E4M3, BF16 or F32 [rows, cols] */
+        uint64_t key;
+        int32_t center, spread; /* |center| + spread <= 255: every value exact in bf16 */
+        int32_t exp2, exp2_spread; /* exp2 in [-100, 100], exp2_spread in [0, 20] */
+};
+/* The fields and types every backend's fill_random takes (its supports_op starts here). */
+static inline bool dsv_fill_random_ok(const struct dsv_op_fill_random *p) {
+        const struct dsv_tensor *o = p->out;
+        if (!o || (o->type != DSV_F8_E4M3 && o->type != DSV_BF16 && o->type != DSV_F32) || o->ne[0] < 0 || o->ne[1] < 0 ||
+            o->stride < (size_t)o->ne[0] * dsv_dtype_size(o->type) || o->stride % dsv_dtype_size(o->type) != 0)
+                return false;
+        const int32_t c = p->center < 0 ? -p->center : p->center;
+        return p->spread >= 0 && p->spread <= 255 && c <= 255 - p->spread && p->exp2 >= -100 && p->exp2 <= 100 &&
+               p->exp2_spread >= 0 && p->exp2_spread <= 20;
+}
+
+/* Optional op (the CUDA plugin has it; the CPU backend does not: the daemon samples on the
+ * host with daemon/runtime/sampler.c, whose penalties and grammar masks come first).
+ * One token per row of logits, with the semantics of that sampler: greedy when temperature
+ * <= 0 or top_k == 1 (argmax, lowest id on ties, NaN never wins), else p = softmax(logits / T)
+ * restricted to top_k, then min_p, then the smallest prefix of descending p reaching top_p,
+ * drawn with u = U[0,1) of (seed, step). */
+struct dsv_sample_params {
+        float temperature;
+        float top_p;
+        float min_p;
+        int32_t top_k;
+        uint64_t seed;
+        uint64_t step; /* 0 for the first generated token */
+};
+struct dsv_op_sample {
+        struct dsv_tensor *tokens;               /* I32, n = logits rows elements (backend memory) */
+        const struct dsv_tensor *logits;         /* F32 [n, V] */
+        const struct dsv_sample_params *params;  /* host array of n */
+};
+
 struct dsv_op {
         enum dsv_op_type type;
         bool faithful; /* reference rounding points (bf16 outputs, FP8 activations) */
@@ -350,6 +395,8 @@ struct dsv_op {
                 struct dsv_op_moe_gate moe_gate;
                 struct dsv_op_moe_experts moe_experts;
                 struct dsv_op_dequant dequant;
+                struct dsv_op_fill_random fill_random;
+                struct dsv_op_sample sample;
         };
 };
 

@@ -30,7 +30,6 @@ struct plugin {
         char path[4096];
         void *handle;
         dsv_plugin_new_fn new_backend;
-        dsv_plugin_sample_fn sample;
         dsv_plugin_last_error_fn last_error;
         dsv_plugin_last_error_fn device_error;
         dsv_plugin_describe_fn describe;
@@ -124,8 +123,6 @@ static bool try_load(const char *path, const char *name, bool check_perms, struc
         snprintf(p->name, sizeof(p->name), "%s", name);
         p->handle = h;
         p->new_backend = nf;
-        snprintf(sym, sizeof(sym), "dsv_backend_%s_sample", name);
-        p->sample = (dsv_plugin_sample_fn)dlsym(h, sym);
         snprintf(sym, sizeof(sym), "dsv_backend_%s_last_error", name);
         p->last_error = (dsv_plugin_last_error_fn)dlsym(h, sym);
         snprintf(sym, sizeof(sym), "dsv_backend_%s_device_error", name);
@@ -281,10 +278,32 @@ bool dsv_backend_is_emulated(struct dsv_backend *be) {
 
 int dsv_backend_sample(struct dsv_backend *be, const struct dsv_tensor *logits, const struct dsv_sample_params *params, int n,
                        int32_t *tokens) {
-        struct plugin *p = plugin_of(be);
-        if (!p || !p->sample)
+        /* whether the backend has the op at all: asked with one row of one logit */
+        static const struct dsv_sample_params one = {0};
+        struct dsv_tensor l1 = dsv_tensor_2d(DSV_F32, NULL, 1, 1), t1 = dsv_tensor_2d(DSV_I32, NULL, 1, 1);
+        struct dsv_op op = {.type = DSV_OP_SAMPLE};
+        void *dev = NULL;
+        int r;
+        if (!be)
+                return -EINVAL;
+        op.sample = (struct dsv_op_sample){.tokens = &t1, .logits = &l1, .params = &one};
+        if (!be->ops->supports_op(be, &op))
                 return -EOPNOTSUPP;
-        return p->sample(be, logits, params, n, tokens);
+        if (!logits || !params || !tokens || n < 0 || logits->ne[1] < n)
+                return -EINVAL;
+        if (n == 0)
+                return 0;
+        struct dsv_tensor rows = *logits, tok;
+        rows.ne[1] = n;
+        if ((r = be->ops->alloc(be, (size_t)n * sizeof(int32_t), &dev)) < 0)
+                return r;
+        tok = dsv_tensor_2d(DSV_I32, dev, 1, n);
+        op.sample = (struct dsv_op_sample){.tokens = &tok, .logits = &rows, .params = params};
+        r = be->ops->supports_op(be, &op) ? be->ops->compute(be, &op) : -EINVAL;
+        if (r >= 0)
+                r = be->ops->download(be, tokens, dev, (size_t)n * sizeof(int32_t));
+        be->ops->dealloc(be, dev, (size_t)n * sizeof(int32_t));
+        return r < 0 ? r : 0;
 }
 
 const char *dsv_backend_last_error(struct dsv_backend *be) {

@@ -17,15 +17,11 @@
  * A plugin exports
  *   uint32_t dsv_backend_plugin_abi(void);                       must equal DSV_BACKEND_ABI
  *   int dsv_backend_<name>_new(int device, struct dsv_backend **ret);   -ENODEV: no device
- * and may export the optional entries below (dsv_backend_<name>_sample, _last_error, _device_error,
+ * and may export the optional entries below (dsv_backend_<name>_last_error, _device_error,
  * _describe, _emulated: true when its device is a CPU emulation, which "auto" never picks).
  * A loaded plugin stays loaded for the life of the process (its backends' vtables live in it).
- *
- * Sampling on the device (optional, plugin entry dsv_backend_<name>_sample): one token per
- * row of logits [n, V] (F32, backend memory), with the semantics of the daemon's CPU sampler
- * (daemon/runtime/sampler.h): greedy when temperature <= 0 or top_k == 1 (argmax, lowest id on
- * ties), else p = softmax(logits / T) restricted to top_k, then min_p, then the smallest
- * prefix of descending p reaching top_p, drawn with u = U[0,1) of (seed, step). */
+ * Sampling on the device is an op of the backend's table (DSV_OP_SAMPLE, kernels/backend.h),
+ * optional: the CUDA plugin has it, the CPU backend does not. */
 #pragma once
 
 #include <stdint.h>
@@ -34,20 +30,15 @@
 #include "kernels/backend.h"
 #include "kernels/comm.h"
 
+/* The interface's version: raised by hand whenever the meaning of an op, a field or a vtable
+ * entry changes (2: fill_random and sample ops, the plugin's sample symbol gone); the sizes
+ * below also catch a layout change that was not. */
+#define DSV_BACKEND_ABI_VERSION 2u
 /* Changes whenever struct dsv_op, struct dsv_tensor, the KV layout or the vtable change. */
 #define DSV_BACKEND_ABI                                                                                                    \
         ((uint32_t)(0x44530000u ^ ((uint32_t)sizeof(struct dsv_op) << 16) ^ ((uint32_t)sizeof(struct dsv_tensor) << 8) ^     \
                     ((uint32_t)sizeof(struct dsv_kv_layout) << 4) ^ (uint32_t)sizeof(struct dsv_backend_ops) ^                \
-                    ((uint32_t)DSV_OP_MAX << 24)))
-
-struct dsv_sample_params {
-        float temperature;
-        float top_p;
-        float min_p;
-        int32_t top_k;
-        uint64_t seed;
-        uint64_t step; /* 0 for the first generated token */
-};
+                    ((uint32_t)DSV_OP_MAX << 24) ^ (DSV_BACKEND_ABI_VERSION * 0x9e3779b1u)))
 
 /* Where a backend runs: a device for GPU backends, worker threads for the CPU. */
 struct dsv_backend_opts {
@@ -60,8 +51,9 @@ struct dsv_backend_opts {
  * backend was not used in err->msg (empty otherwise). */
 int dsv_backend_open(const char *name, const struct dsv_backend_opts *opts, struct dsv_backend **ret, struct dsv_error *err);
 
-/* Samples one token per row of logits (backend memory, F32 [n, V]) into tokens (host).
- * -EOPNOTSUPP when the backend has no device sampler (the CPU backend: use the daemon's). */
+/* Samples one token per row of logits (backend memory, F32 [n, V]) into tokens (host) with
+ * the backend's sample op (DSV_OP_SAMPLE): -EOPNOTSUPP when the backend has none (the CPU
+ * backend: use the daemon's sampler), -EINVAL for bad arguments. */
 int dsv_backend_sample(struct dsv_backend *be, const struct dsv_tensor *logits, const struct dsv_sample_params *params, int n,
                        int32_t *tokens);
 
@@ -103,8 +95,6 @@ bool dsv_backend_is_emulated(struct dsv_backend *be);
 /* Plugin entry points, as the CUDA plugin defines them. */
 typedef uint32_t (*dsv_plugin_abi_fn)(void);
 typedef int (*dsv_plugin_new_fn)(int device, struct dsv_backend **ret);
-typedef int (*dsv_plugin_sample_fn)(struct dsv_backend *be, const struct dsv_tensor *logits,
-                                    const struct dsv_sample_params *params, int n, int32_t *tokens);
 typedef const char *(*dsv_plugin_last_error_fn)(void);
 typedef const char *(*dsv_plugin_describe_fn)(struct dsv_backend *be);
 typedef int (*dsv_plugin_comm_id_fn)(void *id, size_t cap, size_t *len);

@@ -15,6 +15,7 @@
 #include "daemon/engine/intake.h"
 #include "daemon/engine/snapshot.h"
 #include "daemon/engine/text.h"
+#include "daemon/preset_model.h"
 #include "daemon/runtime/ranks.h"
 #include "daemon/runtime/runtime.h"
 
@@ -658,7 +659,10 @@ static int load(struct dsv_engine *e) {
                 log_info("Loaded %s: %llu tensor bytes (%.1f MB) in %.2f s (%s): %llu bytes read from disk at %.2f GB/s%s; "
                          "KV cache %d pages of %d tokens (%llu bytes/token)",
                          e->model_dir, (unsigned long long)ls->bytes_tensors, ls->bytes_tensors / 1e6, ls->elapsed_ns / 1e9,
-                         ls->uring ? "io_uring" : "pread", (unsigned long long)ls->bytes_read,
+                         dsv_checkpoint_is_preset(dsv_model_get_checkpoint(e->rt->model)) ? "made by the backend's fill_random op"
+                         : ls->uring                                                     ? "io_uring"
+                                                                                         : "pread",
+                         (unsigned long long)ls->bytes_read,
                          gbs(ls->bytes_read, ls->elapsed_ns), dev, e->rt->kv->n_pages, DSV_KV_PAGE_TOKENS,
                          (unsigned long long)e->rt->kv_bytes_per_token);
         }

@@ -5,6 +5,7 @@
 #include "daemon/engine/text.h"
 
 #include "daemon/engine/engine.h"
+#include "daemon/preset_model.h"
 
 #include <stdlib.h>
 
@@ -31,6 +32,14 @@ int dsv_text_open(const char *model_dir, struct dsv_text **ret, struct dsv_error
         struct dsv_text *t;
         int r;
 
+        const char *preset;
+        if (dsv_preset_model_name(model_dir, &preset)) {
+                snprintf(unavailable, sizeof(unavailable),
+                         "this dsv32d serves token ids only: its model is the preset %s (random weights made on the "
+                         "backend, no tokenizer); send token ids (dsv32 generate --tokens 0,17,42)",
+                         preset);
+                return dsv_error_set(err, ENOENT, "the preset %s has no tokenizer; only token-id prompts will work", preset);
+        }
         if (asprintf(&path, "%s/tokenizer.json", model_dir) < 0)
                 return -ENOMEM;
         if (access(path, F_OK) < 0) {

@@ -9,6 +9,7 @@
 
 #include "daemon/model/internal.h"
 #include "daemon/model/tensor_index.h"
+#include "daemon/preset_model.h"
 #include "daemon/weights_spec.h"
 #include "kernels/numerics.h"
 
@@ -347,6 +348,22 @@ static struct dsv_tp_slice slice_of(const struct dsv_model *m, const struct dsv_
         return sl[t - m->tensors];
 }
 
+/* A checkpoint directory, or a preset's description when dir names one (preset_model.h). */
+static int open_checkpoint(const char *dir, struct dsv_checkpoint **ret, struct dsv_error *err) {
+        const char *preset;
+        return dsv_preset_model_name(dir, &preset) ? dsv_checkpoint_new_preset(preset, ret, err)
+                                                   : dsv_checkpoint_open(dir, ret, err);
+}
+
+/* Streams the tensors from the checkpoint's shards, or, for a preset, makes them where they
+ * live with the backend's fill_random op (nothing read, nothing on the host). */
+static int load_weights(struct dsv_model *m, struct dsv_load_item *items, size_t n, const struct dsv_model_opts *opts,
+                        struct dsv_error *err) {
+        if (dsv_checkpoint_is_preset(m->ck))
+                return dsv_preset_fill(m->ck, items, n, m->be, &m->load_stats, err);
+        return dsv_load_tensors(m->ck, items, n, m->be, opts ? &opts->load : NULL, &m->load_stats, err);
+}
+
 int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_model_opts *opts, struct dsv_model **ret,
                    struct dsv_error *err) {
         struct dsv_model *m = calloc(1, sizeof(*m));
@@ -368,7 +385,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
         if (opts && opts->max_pass_tokens)
                 m->max_pass_tokens = MIN(MAX(opts->max_pass_tokens, DSV_MODEL_MIN_PASS_TOKENS), DSV_MODEL_MAX_PASS_TOKENS);
         m->graphs.off = opts && opts->graphs_off;
-        r = dsv_checkpoint_open(dir, &m->ck, err);
+        r = open_checkpoint(dir, &m->ck, err);
         if (r < 0)
                 goto fail;
         m->cfg = m->ck->cfg;
@@ -470,7 +487,7 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                         goto fail;
                 }
         }
-        r = dsv_load_tensors(m->ck, items, n_items, be, opts ? &opts->load : NULL, &m->load_stats, err);
+        r = load_weights(m, items, n_items, opts, err);
         if (r < 0)
                 goto fail;
 

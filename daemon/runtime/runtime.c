@@ -3,6 +3,8 @@
 
 #include "daemon/runtime/runtime.h"
 
+#include "daemon/preset_model.h"
+#include "daemon/rng.h"
 #include "daemon/util.h"
 
 void dsv_runtime_free(struct dsv_runtime *rt) {
@@ -95,6 +97,9 @@ static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, 
 static uint64_t fingerprint(const char *dir, enum dsv_numerics num) {
         static const char *const files[] = {"config.json", "model.safetensors.index.json"};
         uint64_t h = 1469598103934665603ull ^ (uint64_t)num;
+        const char *preset;
+        if (dsv_preset_model_name(dir, &preset)) /* no files: the preset's name says what the weights are */
+                return dsv_hash_str(preset, h);
         for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
                 _cleanup_free_ char *path = NULL, *data = NULL;
                 size_t n = 0;

@@ -10,6 +10,7 @@
 #include "daemon/cluster/fingerprint.h"
 #include "daemon/cluster/nodes.h"
 #include "daemon/engine/engine.h"
+#include "daemon/preset_model.h"
 #include "daemon/runtime/ranks.h"
 #include "daemon/server/server.h"
 #include "ipc/layout.h"
@@ -45,10 +46,14 @@ static void help(void) {
                DSV_MODEL_DIR_DEFAULT);
 }
 
-/* 0 when dir holds a config.json; else says what is wrong and what to do, returns 1. */
+/* 0 when dir holds a config.json, or names a preset (daemon/preset_model.h: weights made on
+ * the backend, token ids only); else says what is wrong and what to do, returns 1. */
 static int check_model(const char *dir, const char *config_path) {
         char path[4200];
         struct stat st;
+        const char *preset;
+        if (dsv_preset_model_name(dir, &preset))
+                return 0;
         if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
                 /* --model .../config.json: the directory was meant */
                 char parent[4200];

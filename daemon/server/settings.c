@@ -32,7 +32,7 @@ struct dsv_config_option {
 
 static const struct dsv_config_option options[] = {
         OPT("model", OPT_STRING, model, DSV_MODEL_DIR_DEFAULT, 0, 4096, false, NULL,
-            "checkpoint directory (config.json, *.safetensors)"),
+            "checkpoint directory (config.json, *.safetensors), or preset:NAME (random weights, token ids only)"),
         OPT("socket", OPT_STRING, socket, DSV_SOCKET_DEFAULT, 1, 107, false, NULL,
             "Unix socket path, used when not socket-activated"),
         OPT("socket-group", OPT_STRING, socket_group, "", 0, 64, false, NULL,

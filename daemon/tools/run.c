@@ -9,15 +9,19 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "daemon/preset_model.h"
 #include "daemon/runtime/generate.h"
 #include "ipc/idlist.h"
 
 static void help(void) {
-        printf("Usage: dsv32-run --model DIR --tokens ID,ID,... [options]\n"
+        printf("Usage: dsv32-run --model DIR|preset:NAME --tokens ID,ID,... [options]\n"
                "Run a DeepSeek-V3.2 checkpoint and print the continuation ids (comma-separated,\n"
                "one line): greedy unless --temperature is given.\n\n"
                "Options:\n"
-               "  --model DIR            checkpoint directory (config.json + safetensors)\n"
+               "  --model DIR            checkpoint directory (config.json + safetensors), or a\n"
+               "                         preset with random weights made by the backend, no disk:\n"
+               "                         preset:NAME (tiny, small, m474, v32, v32-layers:N; the\n"
+               "                         bare name when no such file or directory exists)\n"
                "  --tokens LIST          prompt token ids, separated by commas and/or spaces\n"
                "  --generate N           tokens to generate (default 16; 0: prompt only)\n"
                "  --dump-logits FILE     write little-endian float32 logits, one row of vocab_size\n"
@@ -457,7 +461,10 @@ int main(int argc, char **argv) {
                 const struct dsv_load_stats *ls = dsv_model_load_stats(rt->model);
                 fprintf(stderr, "loaded %s: %.1f MB in %.3f s (%.2f GB/s, %s%s), %s numerics, %s backend, MTP %s\n", model_dir,
                         ls->bytes_tensors / 1e6, jobs[0].load_ns / 1e9,
-                        ls->elapsed_ns ? ls->bytes_tensors / (double)ls->elapsed_ns : 0.0, ls->uring ? "io_uring" : "pread",
+                        ls->elapsed_ns ? ls->bytes_tensors / (double)ls->elapsed_ns : 0.0,
+                        dsv_checkpoint_is_preset(dsv_model_get_checkpoint(rt->model)) ? "made by the backend's fill_random op"
+                        : ls->uring                                                    ? "io_uring"
+                                                                                       : "pread",
                         ls->direct ? ", O_DIRECT" : "", dsv_numerics_name(rt->numerics), dsv_backend_describe(rt->be),
                         go.speculate ? "on" : dsv_model_get_checkpoint(rt->model)->has_mtp ? "off" : "absent");
                 fprintf(stderr, "load: %llu tensor bytes, %llu bytes read from disk at %.2f GB/s", (unsigned long long)ls->bytes_tensors,

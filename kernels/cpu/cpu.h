@@ -27,6 +27,7 @@ int dsv_cpu_embed(const struct dsv_op_embed *p);
 int dsv_cpu_get_rows(const struct dsv_op_get_rows *p);
 bool dsv_cpu_dequant_ok(const struct dsv_op_dequant *p);
 int dsv_cpu_dequant(const struct dsv_op_dequant *p);
+int dsv_cpu_fill_random(const struct dsv_op_fill_random *p);
 int dsv_cpu_rmsnorm(const struct dsv_op_rmsnorm *p, bool faithful);
 int dsv_cpu_layernorm(const struct dsv_op_layernorm *p, bool faithful);
 int dsv_cpu_linear(const struct dsv_op_linear *p);

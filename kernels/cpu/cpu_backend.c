@@ -16,7 +16,7 @@ const char *dsv_op_name(enum dsv_op_type t) {
         static const char *const names[DSV_OP_MAX] = {
                 "embed",    "get_rows", "rmsnorm",   "layernorm",    "linear",     "act_quant",   "rope",     "hadamard", "swiglu",
                 "add",      "kv_store",  "kv_gather",    "indexer_topk", "mla_decode", "mla_prefill", "moe_gate",
-                "moe_experts", "dequant",
+                "moe_experts", "dequant", "fill_random", "sample",
         };
         return t < DSV_OP_MAX ? names[t] : "?";
 }
@@ -217,6 +217,10 @@ static bool cpu_supports(struct dsv_backend *be, const struct dsv_op *op) {
                 return is_act(op->moe_experts.out) && is_act(op->moe_experts.x);
         case DSV_OP_DEQUANT:
                 return dsv_cpu_dequant_ok(&op->dequant);
+        case DSV_OP_FILL_RANDOM:
+                return dsv_fill_random_ok(&op->fill_random);
+        case DSV_OP_SAMPLE: /* optional: the daemon samples on the host (daemon/runtime/sampler.c) */
+                return false;
         case DSV_OP_MAX:
                 break;
         }
@@ -262,6 +266,10 @@ static int compute_op(const struct dsv_op *op) {
                 return dsv_cpu_moe_experts(&op->moe_experts);
         case DSV_OP_DEQUANT:
                 return dsv_cpu_dequant(&op->dequant);
+        case DSV_OP_FILL_RANDOM:
+                return dsv_cpu_fill_random(&op->fill_random);
+        case DSV_OP_SAMPLE:
+                break;
         case DSV_OP_MAX:
                 break;
         }

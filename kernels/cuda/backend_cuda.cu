@@ -3,7 +3,6 @@
  * copies, the op dispatch (one switch) and supports_op. Plugin entry points:
  *   dsv_backend_plugin_abi()           must match the loader's DSV_BACKEND_ABI
  *   dsv_backend_cuda_new(dev, &be)     -ENODEV without a usable GPU
- *   dsv_backend_cuda_sample(...)       on-device sampling (sample.cu)
  *   dsv_backend_cuda_last_error()      the last failure of this thread's latest vtable call
  *   dsv_backend_cuda_device_error()    "" while the device works; after a sticky CUDA error
  *                                      (the context is unusable: illegal address, ECC, ...)
@@ -548,6 +547,10 @@ static bool cuda_supports(struct dsv_backend *be, const struct dsv_op *op) {
                        (op->dequant.w->type != DSV_F8_E4M3 || op->dequant.w->scale->stride % 4 == 0);
         case DSV_OP_MOE_EXPERTS:
                 return dcu_moe_experts_ok(&op->moe_experts);
+        case DSV_OP_FILL_RANDOM:
+                return dsv_fill_random_ok(&op->fill_random) && op->fill_random.out->ne[1] <= INT32_MAX;
+        case DSV_OP_SAMPLE:
+                return dcu_sample_ok(&op->sample);
         case DSV_OP_MAX:
                 break;
         }
@@ -616,6 +619,12 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_MOE_EXPERTS:
                 begin_call("op moe_experts");
                 return dcu_moe_experts(c, &op->moe_experts);
+        case DSV_OP_FILL_RANDOM:
+                begin_call("op fill_random");
+                return dcu_fill_random(c, &op->fill_random);
+        case DSV_OP_SAMPLE:
+                begin_call("op sample");
+                return dcu_sample(c, &op->sample);
         case DSV_OP_MAX:
                 break;
         }

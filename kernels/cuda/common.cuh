@@ -139,6 +139,9 @@ static inline unsigned dcu_grid(int64_t n) { return (unsigned)(n > 0 ? n : 1); }
 int dcu_embed(struct dcu_ctx *c, const struct dsv_op_embed *p);
 int dcu_get_rows(struct dcu_ctx *c, const struct dsv_op_get_rows *p);
 int dcu_dequant(struct dcu_ctx *c, const struct dsv_op_dequant *p);
+int dcu_fill_random(struct dcu_ctx *c, const struct dsv_op_fill_random *p);
+bool dcu_sample_ok(const struct dsv_op_sample *p);
+int dcu_sample(struct dcu_ctx *c, const struct dsv_op_sample *p);
 int dcu_swiglu(struct dcu_ctx *c, const struct dsv_op_swiglu *p, bool faithful);
 int dcu_add(struct dcu_ctx *c, const struct dsv_op_add *p, bool faithful);
 int dcu_rope(struct dcu_ctx *c, const struct dsv_op_rope *p, bool faithful);

@@ -15,12 +15,12 @@ libdsv32plugin_la_CPPFLAGS = $(AM_CPPFLAGS) -DDSV_PLUGIN_DIR='"$(pkglibdir)"' \
 CUDA_PLUGIN_SRC = \
 	kernels/cuda/backend_cuda.cu kernels/cuda/elementwise.cu kernels/cuda/norm.cu \
 	kernels/cuda/linear.cu kernels/cuda/kv.cu kernels/cuda/indexer.cu kernels/cuda/mla.cu \
-	kernels/cuda/moe.cu kernels/cuda/sample.cu
+	kernels/cuda/moe.cu kernels/cuda/sample.cu kernels/cuda/fill.cu
 CUDA_PLUGIN_HDR = \
 	kernels/cuda/common.cuh kernels/cuda/reduce.cuh kernels/cuda/linear.cuh \
 	kernels/cuda/indexer.cuh kernels/cuda/topk.cuh kernels/cuda/mla.cuh \
 	kernels/cuda/elementwise.cuh kernels/cuda/norm.cuh kernels/cuda/kv.cuh kernels/cuda/quant.cuh \
-	kernels/cuda/moe.cuh kernels/cuda/numerics_cu.h kernels/cuda/plan.h
+	kernels/cuda/moe.cuh kernels/cuda/numerics_cu.h kernels/cuda/plan.h kernels/cuda/fill.cuh
 CUDA_DEV_SRC = \
 	kernels/dev/harness.cuh kernels/dev/fp8_gemm.cu kernels/dev/indexer_scores.cu \
 	kernels/dev/topk.cu kernels/dev/mla_decode.cu kernels/dev/README.md
@@ -37,7 +37,7 @@ CUDA_DEPS = \
 	$(srcdir)/kernels/cuda/common.cuh $(srcdir)/kernels/cuda/reduce.cuh $(srcdir)/kernels/cuda/linear.cuh \
 	$(srcdir)/kernels/cuda/indexer.cuh $(srcdir)/kernels/cuda/topk.cuh $(srcdir)/kernels/cuda/mla.cuh \
 	$(srcdir)/kernels/cuda/elementwise.cuh $(srcdir)/kernels/cuda/norm.cuh $(srcdir)/kernels/cuda/kv.cuh $(srcdir)/kernels/cuda/quant.cuh \
-	$(srcdir)/kernels/cuda/moe.cuh \
+	$(srcdir)/kernels/cuda/moe.cuh $(srcdir)/kernels/cuda/fill.cuh $(srcdir)/kernels/fill_random.h \
 	$(srcdir)/kernels/cuda/numerics_cu.h $(srcdir)/kernels/cuda/plan.h $(srcdir)/kernels/backend.h \
 	$(srcdir)/kernels/dtype.h $(srcdir)/kernels/numerics.h $(srcdir)/kernels/backend_plugin.h $(srcdir)/kernels/base.h
 NVCC_V = $(NVCC_V_@AM_V@)
@@ -60,7 +60,7 @@ if HAVE_CUDA
 CUDA_PLUGIN_OBJ = \
 	kernels/cuda/backend_cuda.o kernels/cuda/elementwise.o kernels/cuda/norm.o \
 	kernels/cuda/linear.o kernels/cuda/kv.o kernels/cuda/indexer.o kernels/cuda/mla.o \
-	kernels/cuda/moe.o kernels/cuda/sample.o
+	kernels/cuda/moe.o kernels/cuda/sample.o kernels/cuda/fill.o
 cudaplugindir = $(pkglibdir)
 cudaplugin_DATA = kernels/cuda/dsv32-backend-cuda.so
 CUDA_DEV_BIN = kernels/dev/fp8_gemm kernels/dev/indexer_scores kernels/dev/topk kernels/dev/mla_decode
@@ -90,6 +90,8 @@ kernels/cuda/moe.o: $(srcdir)/kernels/cuda/moe.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/moe.cu
 kernels/cuda/sample.o: $(srcdir)/kernels/cuda/sample.cu $(CUDA_DEPS)
 	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/sample.cu
+kernels/cuda/fill.o: $(srcdir)/kernels/cuda/fill.cu $(CUDA_DEPS)
+	$(NVCC_V)$(MKDIR_P) kernels/cuda && $(NVCC) $(DSV_NVCCFLAGS) -c -o $@ $(srcdir)/kernels/cuda/fill.cu
 
 # the harnesses: standalone programs around the backend's kernels (kernels/dev/README.md);
 # compiled by nvcc, linked by the C++ compiler against the shared CUDA libraries

@@ -1,4 +1,5 @@
-/* Token sampling on the GPU: the plugin entry dsv_backend_cuda_sample (kernels/backend_plugin.h).
+/* Token sampling on the GPU: the sample op (DSV_OP_SAMPLE, kernels/backend.h), tokens written to
+ * device memory on the backend's stream.
  *
  * Plain math per row (the daemon's CPU sampler, daemon/server/sampler.c):
  *   greedy (temperature <= 0 or top_k == 1): argmax, lowest id on ties (NaN never wins;
@@ -191,7 +192,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
 
 /* ------------------------------------------------------------------ entry */
 static int sample_rows(struct dcu_ctx *c, const struct dsv_tensor *logits, const struct dsv_sample_params *params, int n,
-                       int32_t *tokens) {
+                       int32_t *tokens) { /* tokens: device memory */
         const int V = (int)dcu_cols(logits);
         const int64_t ld = dcu_ld(logits);
         bool any_sampled = false;
@@ -246,9 +247,7 @@ static int sample_rows(struct dcu_ctx *c, const struct dsv_tensor *logits, const
                 }
         }
         if (e == cudaSuccess)
-                e = cudaMemcpyAsync(tokens, d_tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToHost, c->stream);
-        if (e == cudaSuccess)
-                e = cudaStreamSynchronize(c->stream);
+                e = cudaMemcpyAsync(tokens, d_tok, sizeof(int32_t) * (size_t)n, cudaMemcpyDeviceToDevice, c->stream);
         if (e != cudaSuccess)
                 r = dcu_fail_cuda(e, "sampling", __FILE__, __LINE__);
         dcu_scratch_free(c, buf);
@@ -256,15 +255,20 @@ static int sample_rows(struct dcu_ctx *c, const struct dsv_tensor *logits, const
         return r;
 }
 
-extern "C" __attribute__((visibility("default"))) int dsv_backend_cuda_sample(struct dsv_backend *be, const struct dsv_tensor *logits,
-                                                                               const struct dsv_sample_params *params, int n,
-                                                                               int32_t *tokens) {
-        if (!be || !logits || !params || !tokens || n < 0 || logits->type != DSV_F32 || logits->ne[1] < n || logits->ne[0] <= 0 ||
-            logits->ne[0] > INT32_MAX / (n > 0 ? n : 1))
-                return -EINVAL;
+bool dcu_sample_ok(const struct dsv_op_sample *p) {
+        const struct dsv_tensor *l = p->logits, *t = p->tokens;
+        if (!l || !t || !p->params || l->type != DSV_F32 || l->stride % 4 != 0 || t->type != DSV_I32 || l->ne[0] <= 0 ||
+            l->ne[1] < 0 || l->ne[1] > INT32_MAX)
+                return false;
+        const int64_t n = l->ne[1];
+        /* tokens: n I32 in one row, or one per row of a column */
+        const bool packed = (t->ne[1] == 1 && t->ne[0] >= n) || (t->ne[0] == 1 && t->ne[1] >= n && t->stride == 4);
+        return packed && l->ne[0] <= INT32_MAX / (n > 0 ? n : 1);
+}
+
+int dcu_sample(struct dcu_ctx *c, const struct dsv_op_sample *p) {
+        const int n = (int)p->logits->ne[1];
         if (n == 0)
                 return 0;
-        struct dcu_ctx *c = dcu_ctx_of(be);
-        DCU_CUDA(cudaSetDevice(c->device));
-        return sample_rows(c, logits, params, n, tokens);
+        return sample_rows(c, p->logits, p->params, n, (int32_t *)p->tokens->data);
 }

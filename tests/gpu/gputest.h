@@ -101,6 +101,7 @@ int gt_family_kv(void);
 int gt_family_indexer(void);
 int gt_family_mla(void);
 int gt_family_moe(void);
+int gt_family_sample(void);
 #define GT_MAIN(name) int gt_family_##name(void)
 static inline void gt_census(const struct dsv_op *op) {
         if ((int)op->type >= 0 && op->type < DSV_OP_MAX)

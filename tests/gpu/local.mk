@@ -50,8 +50,8 @@ GPU_TESTS = \
 check_PROGRAMS += $(GPU_TESTS) $(GPU_OP_FAMILIES)
 TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
 	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/test-gpu-daemon-graphs.sh \
-	tests/gpu/test-gpu-ops-census.sh
-EXTRA_DIST += tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
+	tests/gpu/test-gpu-ops-census.sh tests/gpu/test-gpu-preset.sh tests/gpu/test-preset-cpu.sh
+EXTRA_DIST += tests/gpu/test-gpu-preset.sh tests/gpu/test-preset-cpu.sh tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
 	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/daemon.sh \
 	tests/gpu/test-gpu-daemon-graphs.sh tests/gpu/test-gpu-ops-census.sh
 GPU_TEST_LIBS = libdsv32plugin.la libdsv32kernels.la
@@ -59,7 +59,7 @@ tests_gpu_test_gpu_backend_SOURCES = tests/gpu/test-gpu-backend.c tests/gpu/gput
 tests_gpu_test_gpu_backend_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_ops_SOURCES = tests/gpu/test-gpu-ops.c tests/gpu/gputest.h tests/gpu/test-gpu-elementwise.c \
 	tests/gpu/test-gpu-norm.c tests/gpu/test-gpu-linear.c tests/gpu/test-gpu-kv.c tests/gpu/test-gpu-indexer.c \
-	tests/gpu/test-gpu-mla.c tests/gpu/test-gpu-moe.c
+	tests/gpu/test-gpu-mla.c tests/gpu/test-gpu-moe.c tests/gpu/test-gpu-sample.c daemon/runtime/sampler.c
 tests_gpu_test_gpu_ops_CPPFLAGS = $(AM_CPPFLAGS) -DGT_CONFORMANCE
 tests_gpu_test_gpu_ops_LDADD = $(GPU_TEST_LIBS)
 tests_gpu_test_gpu_elementwise_SOURCES = tests/gpu/test-gpu-elementwise.c tests/gpu/gputest.h

@@ -9,7 +9,9 @@
 #     op families' tests in) and the CPU-side tests of this directory
 #   - the harnesses (kernels/dev/*.cu)
 # then runs every test (a skip for lack of a GPU counts as a failure here) and the harnesses
-# at the 671B shapes, and writes under $OUT (default ./device-out):
+# at the 671B shapes, then decode on v32-layers:8 (the 671B widths, weights made on the device
+# by the fill_random op: no checkpoint on disk) when a configured dsv32-run is there, and
+# writes under $OUT (default ./device-out):
 #   report.txt   summary: device, toolchain, per-test result and time, harness table
 #   results.csv  kind,name,variant,shape,ms,value,unit,ceiling_name,ceiling,fraction,err,status
 #   build.log    compiler output, resource usage (registers, spills) of every kernel
@@ -21,7 +23,8 @@
 #                 tests and harnesses skip cleanly (exit 77) when no GPU is present
 #   --quick       fewer harness shapes (for a short lease)
 # Environment: OUT, BUILD (build directory, default /tmp/dsv32-device-build), NVCC, CC, CXX,
-# TEST_TIMEOUT (seconds per test, default 400), HARNESS_TIMEOUT (default 300).
+# TEST_TIMEOUT (seconds per test, default 400), HARNESS_TIMEOUT (default 300), DSV32_RUN (a
+# dsv32-run built with ./configure, default the tree's own: the decode figures).
 set -u -o pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,7 +40,7 @@ while [ $# -gt 0 ]; do
         --build-only) BUILD_ONLY=1 ;;
         --quick) QUICK=1 ;;
         --jobs) shift; JOBS=$1 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
         esac
         shift
@@ -135,7 +138,7 @@ write_jobs() {
         echo "$CC $CFLAGS_ALL -c $SRC/daemon/runtime/sampler.c -o $BUILD/obj/sampler.o" >>"$J"
         echo "$CC $CFLAGS_ALL -DDSV_PLUGIN_DIR='\"\"' -DDSV_PLUGIN_BUILDDIR='\"$BUILD\"' -c $SRC/kernels/backend_plugin.c -o $BUILD/obj/backend_plugin.o" >>"$J"
         PLUGIN_OBJS=
-        for f in backend_cuda elementwise norm linear kv indexer mla moe sample; do
+        for f in backend_cuda elementwise norm linear kv indexer mla moe sample fill; do
                 echo "$NVCC $NVFLAGS -Xcompiler -fPIC,-fvisibility=hidden -Xptxas -v -c $SRC/kernels/cuda/$f.cu -o $BUILD/obj/cuda_$f.o" >>"$J"
                 PLUGIN_OBJS="$PLUGIN_OBJS $BUILD/obj/cuda_$f.o"
         done
@@ -143,7 +146,7 @@ write_jobs() {
                 echo "$NVCC $NVFLAGS -c $SRC/kernels/dev/$h.cu -o $BUILD/obj/dev_$h.o" >>"$J"
         done
         # test-gpu-ops: the conformance program, the op families' tests linked in (GT_CONFORMANCE)
-        OP_FAMILIES="test-gpu-elementwise test-gpu-norm test-gpu-linear test-gpu-kv test-gpu-indexer test-gpu-mla test-gpu-moe"
+        OP_FAMILIES="test-gpu-elementwise test-gpu-norm test-gpu-linear test-gpu-kv test-gpu-indexer test-gpu-mla test-gpu-moe test-gpu-sample"
         TESTS_C="test-cuda-plan test-backend-plugin test-gpu-backend test-gpu-ops test-gpu-sample"
         for t in $TESTS_C; do
                 def=
@@ -164,7 +167,7 @@ write_jobs() {
         EMU_CXXFLAGS="-std=gnu++17 -g -O2 -fPIC -fvisibility=hidden -ffp-contract=off -fno-strict-aliasing -Wall -Wextra $CXX_WERROR -Wno-missing-field-initializers -Wno-unused-parameter -Wno-unknown-pragmas -I$SRC/tests/gpu/emu -I$SRC -I$BUILD"
         EMU_OBJS=
         mkdir -p "$BUILD/tests/gpu/emu/obj"
-        for f in backend_cuda elementwise norm linear kv indexer mla moe sample; do
+        for f in backend_cuda elementwise norm linear kv indexer mla moe sample fill; do
                 echo "perl $SRC/tests/gpu/emu/cu2cc.pl $SRC/kernels/cuda/$f.cu $BUILD/tests/gpu/emu/obj/$f.cc && $CXX $EMU_CXXFLAGS -c -o $BUILD/tests/gpu/emu/obj/$f.o $BUILD/tests/gpu/emu/obj/$f.cc" >>"$J"
                 EMU_OBJS="$EMU_OBJS $BUILD/tests/gpu/emu/obj/$f.o"
         done
@@ -199,7 +202,7 @@ if [ $BUILD_OK = 1 ]; then
         for t in $TESTS_C; do
                 extra=
                 [ "$t" = test-gpu-sample ] && extra=$BUILD/obj/sampler.o
-                [ "$t" = test-gpu-ops ] && extra=$OPS_OBJS
+                [ "$t" = test-gpu-ops ] && extra="$OPS_OBJS $BUILD/obj/sampler.o"
                 echo "$CC -fopenmp -pthread -o $BUILD/bin/$t $BUILD/obj/$t.o $extra $LOADER -ldl -lm" >>"$J"
         done
         echo "$CXX -fopenmp -pthread -o $BUILD/bin/test-cuda-emu $BUILD/obj/test-cuda-emu.o $LOADER -ldl -lm" >>"$J"
@@ -287,6 +290,40 @@ else
         run_harness indexer_scores
         run_harness topk
         run_harness mla_decode
+fi
+# decode on the 671B widths with no checkpoint on disk: v32-layers:8 (3 dense + 5 MoE layers of
+# the real model) made in device memory by the plugin's fill_random op. Needs a dsv32-run built
+# with ./configure (the daemon's libraries: jansson, liburing): $DSV32_RUN or the tree's own;
+# batch 1, contexts 4K and 32K (a prompt of 2-character ids on the command line: 128K does not
+# fit in one argument). Figures, not tests.
+DSV32_RUN=${DSV32_RUN:-$SRC/dsv32-run}
+say "decode (dsv32-run --backend cuda --model v32-layers:8, batch 1):"
+if [ $BUILD_ONLY = 1 ]; then
+        say "  skipped (--build-only)"
+elif ! "$DSV32_RUN" --version >/dev/null 2>&1; then
+        say "  skipped: no runnable dsv32-run at $DSV32_RUN (build the tree with ./configure && make, or set DSV32_RUN)"
+else
+        ctxs="4096 32768"
+        [ $QUICK = 1 ] && ctxs=4096
+        for ctx in $ctxs; do
+                toks=$(seq 0 $((ctx - 1)) | awk '{ printf "%s%d", (NR > 1 ? "," : ""), 1 + $1 % 9 }')
+                echo "=== decode v32-layers:8 context $ctx" >>"$HLOG"
+                DSV32_BACKEND_PATH=$BUILD timeout "$HARNESS_TIMEOUT" "$DSV32_RUN" --backend cuda --model v32-layers:8 \
+                        --tokens "$toks" --generate 64 --stats >>"$HLOG" 2>"$BUILD/decode.err"
+                rc=$?
+                cat "$BUILD/decode.err" >>"$HLOG"
+                line=$(grep '^prefill:' "$BUILD/decode.err")
+                if [ $rc != 0 ] || [ -z "$line" ]; then
+                        fail "decode v32-layers:8 context $ctx: exit $rc (see harness.log)"
+                        continue
+                fi
+                # "prefill: N tokens in S s (R tok/s); decode: M tokens in S s (R tok/s), P passes"
+                ms=$(sed -E 's/.*decode: ([0-9]+) tokens in ([0-9.]+) s.*/\1 \2/' <<<"$line" | awk '{ if ($1 > 0) printf "%.3f", 1000 * $2 / $1 }')
+                pre=$(sed -E 's/^prefill: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line")
+                echo "bench,decode,v32-layers:8,b1_ctx$ctx,$ms,,ms/token,,,,,ok" >>"$CSV"
+                echo "bench,prefill,v32-layers:8,ctx$ctx,,$pre,tok/s,,,,,ok" >>"$CSV"
+                say "  context $ctx: $ms ms/token decode, prefill $pre tok/s ($(grep '^load:' "$BUILD/decode.err" | head -1))"
+        done
 fi
 if [ $BUILD_ONLY = 0 ]; then
         {

@@ -1,6 +1,6 @@
 /* CUDA backend vs CPU reference: embedding gather, row gather, weight dequantization (FP8
  * with partial scale blocks, BF16, F32 into F32, bf16-rounded F32 and BF16), SwiGLU, add,
- * RoPE (both pairings, large positions), Hadamard. Shapes include the 671B widths (7168, 128 heads x
+ * RoPE (both pairings, large positions), Hadamard, fill_random (bit-exact). Shapes include the 671B widths (7168, 128 heads x
  * 192, 64 indexer heads x 128), odd sizes, strided views and single tokens. */
 #include "config.h"
 
@@ -255,6 +255,64 @@ static void test_dequant(int64_t N, int64_t K, enum dsv_dtype wt, enum dsv_dtype
         free(r1);
 }
 
+/* fill_random: bit-exact on both backends, padding untouched (gb_get checks it), and the
+ * values what the op promises: e4m3 codes of +-[0.25, 3.75] (no NaN, no zero), or
+ * (center + k) * 2^(exp2 - j) within the bounds; a second key gives other values. */
+static void test_fill_random(int64_t R, int64_t K, enum dsv_dtype t, int64_t pad, int32_t center, int32_t spread, int32_t exp2,
+                             int32_t exp2_spread) {
+        struct gbuf out;
+        char what[160];
+        const size_t n = (size_t)(R * K), es = dsv_dtype_size(t);
+        uint8_t *r0 = malloc(n * es + 1), *r1 = malloc(n * es + 1), *r2 = malloc(n * es + 1);
+        REQUIRE(r0 && r1 && r2, "oom");
+        gb_new(&g, &out, t, R, K, pad);
+        gb_poison(&g, &out);
+        struct dsv_op ops[2];
+        for (int s = 0; s < 2; s++) {
+                ops[s] = (struct dsv_op){.type = DSV_OP_FILL_RANDOM};
+                ops[s].fill_random = (struct dsv_op_fill_random){.out = &out.t[s], .key = 0x5eed0000u + (uint64_t)R * 31 + (uint64_t)K,
+                                                                 .center = center, .spread = spread, .exp2 = exp2,
+                                                                 .exp2_spread = exp2_spread};
+        }
+        snprintf(what, sizeof(what), "fill_random %s [%lld x %lld] pad %lld (%d +- %d) * 2^(%d - [0, %d])", dsv_dtype_name(t),
+                 (long long)R, (long long)K, (long long)pad, center, spread, exp2, exp2_spread);
+        if (gt_run(&g, ops, what) == 0) {
+                gb_get(&g, &out, 0, r0, what);
+                gb_get(&g, &out, 1, r1, what);
+                gt_cmp_bytes(what, r0, r1, n * es, 0);
+                size_t bad = 0;
+                for (size_t i = 0; i < n; i++) {
+                        if (t == DSV_F8_E4M3) {
+                                const float v = fabsf(dsv_e4m3_to_f32(r0[i]));
+                                bad += !(v >= 0.25f && v <= 3.75f);
+                                continue;
+                        }
+                        const float v = t == DSV_BF16 ? dsv_bf16_to_f32(((uint16_t *)r0)[i]) : ((float *)r0)[i];
+                        int ok = 0;
+                        for (int j = 0; j <= exp2_spread && !ok; j++) {
+                                const float m = ldexpf(v, -(exp2 - j));
+                                ok = m == floorf(m) && m >= (float)(center - spread) && m <= (float)(center + spread);
+                        }
+                        bad += !ok;
+                }
+                CHECK(bad == 0, "%s: %zu values outside what the op promises", what, bad);
+                /* another key: other values (at two possible values, half of them stay by chance) */
+                ops[0].fill_random.key ^= 1;
+                if (n >= 64 && ops[0].fill_random.spread + ops[0].fill_random.exp2_spread > 0 &&
+                    g.be[0]->ops->compute(g.be[0], &ops[0]) == 0) {
+                        gb_get(&g, &out, 0, r2, what);
+                        size_t same = 0;
+                        for (size_t i = 0; i < n; i++)
+                                same += memcmp(r0 + i * es, r2 + i * es, es) == 0;
+                        CHECK(same < n * 3 / 4, "%s: another key left %zu of %zu values the same", what, same, n);
+                }
+        }
+        gb_free(&g, &out);
+        free(r0);
+        free(r1);
+        free(r2);
+}
+
 GT_MAIN(elementwise) {
         int r = gt_open(&g, "test-gpu-elementwise");
         if (r)
@@ -270,6 +328,13 @@ GT_MAIN(elementwise) {
         test_dequant(64, 96, DSV_BF16, DSV_F32, false, 2, 0);
         test_dequant(7, 33, DSV_F32, DSV_BF16, false, 0, 1);
         test_dequant(1, 1, DSV_F32, DSV_F32, true, 0, 0);
+        test_fill_random(300, 200, DSV_F8_E4M3, 0, 0, 0, 0, 0);    /* partial 128-blocks */
+        test_fill_random(129, 257, DSV_F8_E4M3, 5, 0, 0, 0, 0);    /* tails, padded rows */
+        test_fill_random(1000, 64, DSV_BF16, 0, 0, 127, -6, 0);    /* an embedding */
+        test_fill_random(1, 7, DSV_BF16, 1, 64, 8, -6, 0);         /* a norm weight, 1-D */
+        test_fill_random(33, 17, DSV_F32, 3, 1, 0, -9, 1);         /* power-of-two block scales */
+        test_fill_random(1, 300, DSV_F32, 0, 0, 8, -10, 0);        /* a correction bias */
+        test_fill_random(0, 5, DSV_F32, 0, 0, 8, -10, 0);          /* empty */
         for (int f = 0; f < 2; f++) {
                 test_binary(DSV_OP_SWIGLU, 64, 2048, 0, f);
                 test_binary(DSV_OP_SWIGLU, 3, 1001, 7, f);

@@ -2,11 +2,13 @@
  * table (enum dsv_op_type, kernels/backend.h) on the CPU backend (the reference) and the CUDA
  * backend, on a device when there is one, else on the CPU emulation of CUDA, with the same
  * code. The cases are the op families' tests (test-gpu-elementwise, -norm, -linear, -kv,
- * -indexer, -mla, -moe), linked in here (GT_CONFORMANCE, gputest.h): random inputs at several
+ * -indexer, -mla, -moe, -sample), linked in here (GT_CONFORMANCE, gputest.h): random inputs at several
  * shapes (671B widths on a device, smaller on the emulation), per-op tolerances on normalised
  * squared error and absolute/relative error, identical NaN/inf positions, guard bytes and row
  * padding around every output, outputs poisoned before each op. This program adds the census:
- * it fails when an op of the table got no case that ran on both backends, naming the op.
+ * it fails when an op of the table got no case that ran on both backends, naming the op (the
+ * sample op, which the CPU backend does not have, counts when the CUDA backend's tokens were
+ * compared with the daemon's CPU sampler).
  * DSV_GPU_OPS_FAMILIES=kv,mla runs only the families named (the census then fails for the
  * ops of the others: how to see that it would).
  * Exit 0 pass, 1 fail, 77 when neither a device nor the emulation can run it. */
@@ -20,13 +22,14 @@ static const struct {
         const char *key, *name;
         int (*run)(void);
 } families[] = {
-        {"elementwise", "elementwise (embed, get_rows, swiglu, add, rope, hadamard)", gt_family_elementwise},
+        {"elementwise", "elementwise (embed, get_rows, dequant, fill_random, swiglu, add, rope, hadamard)", gt_family_elementwise},
         {"norm", "norm (rmsnorm, layernorm, act_quant)", gt_family_norm},
         {"linear", "linear (FP8, bf16, f32 weights; every FP8 path)", gt_family_linear},
         {"kv", "kv (kv_store, kv_gather)", gt_family_kv},
         {"indexer", "indexer (indexer_topk)", gt_family_indexer},
         {"mla", "mla (mla_decode, mla_prefill)", gt_family_mla},
         {"moe", "moe (moe_gate, moe_experts)", gt_family_moe},
+        {"sample", "sample (cuda vs the daemon's sampler: the cpu backend has no sample op)", gt_family_sample},
 };
 
 /* whether key is in the comma-separated list (NULL or empty: every family) */

@@ -1,10 +1,14 @@
-/* On-device sampling (dsv_backend_sample -> dsv_backend_cuda_sample) vs the daemon's CPU
- * sampler (daemon/runtime/sampler.c) on the vocabulary size of the 671B model: greedy rows
- * must agree exactly; sampled rows (temperature, top-k, top-p, min-p) draw with the same
- * (seed, step) random numbers and must agree except where a draw lands within rounding of a
- * boundary between two candidates (the GPU sums probabilities in a tree, the CPU left to
- * right), so at least 99% of them. Special rows: NaN and inf logits, all-equal logits. On the
- * CPU emulation of CUDA: a vocabulary of 5000 (still several 1024-wide scan tiles) and 20 steps. */
+/* On-device sampling, the optional sample op (DSV_OP_SAMPLE) of the CUDA backend, vs the
+ * daemon's CPU sampler (daemon/runtime/sampler.c; the CPU backend has no sample op, which is
+ * checked too) on the vocabulary size of the 671B model: greedy rows must agree exactly;
+ * sampled rows (temperature, top-k, top-p, min-p) draw with the same (seed, step) random
+ * numbers and must agree except where a draw lands within rounding of a boundary between two
+ * candidates (the GPU sums probabilities in a tree, the CPU left to right), so at least 99% of
+ * them. Special rows: NaN and inf logits, all-equal logits. Bad arguments are refused
+ * (supports_op false, -EINVAL). Odd steps go through the op directly (tokens in device
+ * memory), even ones through dsv_backend_sample. On the CPU emulation of CUDA: a vocabulary
+ * of 5000 (still several 1024-wide scan tiles) and 20 steps. Also a family of test-gpu-ops
+ * (GT_CONFORMANCE), where its op runs count in the census. */
 #include "config.h"
 
 #include "daemon/runtime/sampler.h"
@@ -12,7 +16,7 @@
 
 static struct gt g;
 
-int main(void) {
+GT_MAIN(sample) {
         int r = gt_open(&g, "test-gpu-sample");
         if (r)
                 return r;
@@ -48,11 +52,31 @@ int main(void) {
         }
         /* row 7 has +inf: the CPU's max is inf, every (l - inf) is -inf or NaN: no candidate but
          * the argmax itself is inf... both must pick the same */
-        void *dev;
+        void *dev, *dtok;
         struct dsv_backend *be = g.be[1];
         REQUIRE(be->ops->alloc(be, (size_t)n * V * 4, &dev) == 0, "alloc");
+        REQUIRE(be->ops->alloc(be, (size_t)n * 4, &dtok) == 0, "alloc");
         REQUIRE(be->ops->upload(be, dev, lg, (size_t)n * V * 4) == 0, "upload");
-        struct dsv_tensor logits = dsv_tensor_2d(DSV_F32, dev, n, V);
+        struct dsv_tensor logits = dsv_tensor_2d(DSV_F32, dev, n, V), dtokens = dsv_tensor_2d(DSV_I32, dtok, 1, n);
+        struct dsv_op op = {.type = DSV_OP_SAMPLE};
+        int32_t none[16];
+
+        /* the op is optional: the CUDA backend has it, the CPU backend does not */
+        op.sample = (struct dsv_op_sample){.tokens = &dtokens, .logits = &logits, .params = base};
+        CHECK(be->ops->supports_op(be, &op), "the cuda backend has no sample op");
+        CHECK(!g.be[0]->ops->supports_op(g.be[0], &op), "the cpu backend claims a sample op");
+        CHECK(dsv_backend_sample(g.be[0], &logits, base, n, none) == -EOPNOTSUPP, "dsv_backend_sample on the cpu backend");
+        /* bad arguments: refused, nothing run */
+        struct dsv_tensor wrong = dsv_tensor_2d(DSV_F32, dtok, 1, n), few = dsv_tensor_2d(DSV_I32, dtok, 1, n - 1);
+        op.sample.tokens = &wrong;
+        CHECK(!be->ops->supports_op(be, &op), "sample op with F32 tokens accepted");
+        op.sample.tokens = &few;
+        CHECK(!be->ops->supports_op(be, &op), "sample op with fewer tokens than rows accepted");
+        op.sample = (struct dsv_op_sample){.tokens = &dtokens, .logits = &logits, .params = NULL};
+        CHECK(!be->ops->supports_op(be, &op), "sample op without params accepted");
+        CHECK(dsv_backend_sample(be, &logits, base, n + 1, none) == -EINVAL, "more rows than the logits have");
+        CHECK(dsv_backend_sample(be, NULL, base, n, none) == -EINVAL, "no logits");
+        CHECK(dsv_backend_sample(be, &logits, base, 0, NULL) == -EINVAL, "no tokens");
         struct dsv_sampler smp;
         REQUIRE(dsv_sampler_init(&smp, V) == 0, "sampler");
         int agree[10] = {0};
@@ -65,7 +89,16 @@ int main(void) {
                         p[t].step = (uint64_t)s;
                 }
                 double t1 = gt_now();
-                r = dsv_backend_sample(be, &logits, p, n, tok);
+                if (s & 1) { /* the op: tokens stay in device memory */
+                        op.sample = (struct dsv_op_sample){.tokens = &dtokens, .logits = &logits, .params = p};
+                        r = be->ops->compute(be, &op);
+                        if (r == 0)
+                                r = be->ops->download(be, tok, dtok, sizeof(tok));
+                        if (r == 0)
+                                gt_census(&op);
+                } else {
+                        r = dsv_backend_sample(be, &logits, p, n, tok);
+                }
                 t_gpu += gt_now() - t1;
                 CHECK(r == 0, "sample: %s %s", strerror(-r), dsv_backend_last_error(be));
                 if (r)
@@ -91,6 +124,7 @@ int main(void) {
         printf("  %d steps x %d rows: %.2f ms per GPU call (V=%d), %.1f s in all\n", steps, n, 1e3 * t_gpu / steps, V, gt_now() - t0);
         dsv_sampler_done(&smp);
         be->ops->dealloc(be, dev, (size_t)n * V * 4);
+        be->ops->dealloc(be, dtok, (size_t)n * 4);
         free(lg);
         gt_close(&g);
         return test_result("test-gpu-sample");

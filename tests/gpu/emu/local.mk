@@ -15,7 +15,7 @@ EMU_PLUGIN = tests/gpu/emu/dsv32-backend-cuda.so
 EMU_OBJ = \
 	tests/gpu/emu/obj/backend_cuda.o tests/gpu/emu/obj/elementwise.o tests/gpu/emu/obj/norm.o \
 	tests/gpu/emu/obj/linear.o tests/gpu/emu/obj/kv.o tests/gpu/emu/obj/indexer.o tests/gpu/emu/obj/mla.o \
-	tests/gpu/emu/obj/moe.o tests/gpu/emu/obj/sample.o tests/gpu/emu/obj/runtime.o tests/gpu/emu/obj/blas.o
+	tests/gpu/emu/obj/moe.o tests/gpu/emu/obj/sample.o tests/gpu/emu/obj/fill.o tests/gpu/emu/obj/runtime.o tests/gpu/emu/obj/blas.o
 check_SCRIPTS += $(EMU_PLUGIN)
 CLEANFILES += $(EMU_PLUGIN) $(EMU_OBJ) $(EMU_OBJ:.o=.cc)
 
@@ -59,6 +59,8 @@ tests/gpu/emu/obj/moe.o: $(srcdir)/kernels/cuda/moe.cu $(EMU_DEPS)
 	$(EMU_V)$(EMU_CU) $(srcdir)/kernels/cuda/moe.cu tests/gpu/emu/obj/moe.cc && $(EMU_CXX) $@ tests/gpu/emu/obj/moe.cc
 tests/gpu/emu/obj/sample.o: $(srcdir)/kernels/cuda/sample.cu $(EMU_DEPS)
 	$(EMU_V)$(EMU_CU) $(srcdir)/kernels/cuda/sample.cu tests/gpu/emu/obj/sample.cc && $(EMU_CXX) $@ tests/gpu/emu/obj/sample.cc
+tests/gpu/emu/obj/fill.o: $(srcdir)/kernels/cuda/fill.cu $(EMU_DEPS)
+	$(EMU_V)$(EMU_CU) $(srcdir)/kernels/cuda/fill.cu tests/gpu/emu/obj/fill.cc && $(EMU_CXX) $@ tests/gpu/emu/obj/fill.cc
 tests/gpu/emu/obj/runtime.o: $(srcdir)/tests/gpu/emu/runtime.cc $(EMU_DEPS)
 	$(EMU_V)$(MKDIR_P) tests/gpu/emu/obj && $(EMU_CXX) $@ $(srcdir)/tests/gpu/emu/runtime.cc
 tests/gpu/emu/obj/blas.o: $(srcdir)/tests/gpu/emu/blas.cc $(EMU_DEPS)
