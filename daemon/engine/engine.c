@@ -558,7 +558,7 @@ static int load(struct dsv_engine *e) {
         ro.mtp_auto_not_cpu = true;
         ro.graphs_off = e->opts.graphs_off;
         ro.max_pass_tokens = e->opts.max_pass_tokens;
-        ro.tp = e->opts.tp && !e->opts.node_ep;
+        ro.tp = e->opts.tp;
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if (e->opts.node_ep)

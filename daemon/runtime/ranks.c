@@ -81,6 +81,9 @@ struct node_info {
  *   per sequence               int32 len, mtp_len, n_pages, pages[n_pages]
  *   as_decode (FLAG_DECODE)    uint8 [n_seqs], padded with zeros to a multiple of 4
  *   hidden_in (FLAG_HIDDEN)    float [n_tokens * hidden_size]
+ *   want_logits (FLAG_LOGITS)  uint8 [n_tokens] (0 or 1), padded with zeros to a multiple of 4:
+ *                              ep,tp only (lm_head's all-gather is collective: every node
+ *                              computes the rows node 0 wants)
  *   the pool's writes          n_ops records: int32 dst, int32 src, then when src is -1 the
  *                              page's bytes (page_bytes); applied before the job */
 enum {
@@ -98,6 +101,7 @@ enum {
 };
 #define FLAG_DECODE 1
 #define FLAG_HIDDEN 2
+#define FLAG_LOGITS 4
 
 int dsv_parallel_layout_check(const char *layout, const char **why) {
         static const char *const later[] = {"ep", "dp", "tp", "tp,dp", "dp,tp"};
@@ -595,9 +599,11 @@ static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct d
                         bytes += ((size_t)b->n_seqs + 3) / 4 * 4;
                 if (hidden_in)
                         bytes += (size_t)b->n_tokens * D * sizeof(float);
+                if (g->tp)
+                        bytes += ((size_t)b->n_tokens + 3) / 4 * 4;
                 hdr[JW_TOKENS] = b->n_tokens;
                 hdr[JW_SEQS] = b->n_seqs;
-                hdr[JW_FLAGS] = (b->as_decode ? FLAG_DECODE : 0) | (hidden_in ? FLAG_HIDDEN : 0);
+                hdr[JW_FLAGS] = (b->as_decode ? FLAG_DECODE : 0) | (hidden_in ? FLAG_HIDDEN : 0) | (g->tp ? FLAG_LOGITS : 0);
         }
         if (kind == JOB_POOL) {
                 hdr[JW_POOL_PAGES] = g->pool_pages;
@@ -631,6 +637,13 @@ static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct d
                 }
                 if (hidden_in)
                         at = put(at, hidden_in, (size_t)b->n_tokens * (size_t)g->rt0->cfg->hidden_size * sizeof(float));
+                if (g->tp) {
+                        const size_t n = ((size_t)b->n_tokens + 3) / 4 * 4;
+                        for (int i = 0; i < b->n_tokens; i++)
+                                at[i] = !b->want_logits || b->want_logits[i];
+                        memset(at + b->n_tokens, 0, n - (size_t)b->n_tokens);
+                        at += n;
+                }
         }
         if (kind != JOB_QUIT && g->ops_len)
                 memcpy(g->msg + bytes - g->ops_len, g->ops, g->ops_len);
@@ -683,6 +696,7 @@ int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm
                 return -ENOMEM;
         g->ctl = ctl;
         g->ep = ep;
+        g->tp = ro->tp;
         /* f[0]: rank 0's pass count; the others stay empty (their runtimes are elsewhere) */
         if (!(g->f = calloc((size_t)g->n, sizeof(*g->f)))) {
                 r = -ENOMEM;
@@ -793,6 +807,19 @@ static int receive_job(struct dsv_rank_group *g, struct follower *f, enum job_ki
                         g->hidden_in = (const float *)at;
                         at += (size_t)nt * D * sizeof(float);
                 }
+                if (!(hdr[JW_FLAGS] & FLAG_LOGITS) != !g->tp)
+                        return dsv_error_set(err, EPROTO, "node 0 runs another layout (its passes %s the logits' rows)",
+                                             g->tp ? "do not carry" : "carry");
+                if (hdr[JW_FLAGS] & FLAG_LOGITS) {
+                        const size_t n = ((size_t)nt + 3) / 4 * 4;
+                        if ((size_t)(end - at) < n)
+                                goto short_job;
+                        for (int64_t i = 0; i < nt; i++)
+                                if (at[i] > 1)
+                                        goto short_job;
+                        g->b.want_logits = (const bool *)at;
+                        at += n;
+                }
                 if (nt > g->cap_tokens) {
                         bool *w = realloc(g->no_logits, (size_t)nt * sizeof(*w));
                         if (!w)
@@ -841,6 +868,7 @@ int dsv_rank_group_follow(const struct dsv_runtime_opts *ro, struct dsv_comm *ep
         }
         g->ctl = ctl;
         g->ep = ep;
+        g->tp = ro->tp;
         f = &g->f[ctl->rank];
         f->g = g;
         f->rank = ctl->rank;

@@ -137,6 +137,7 @@ static int follow(const struct dsv_server_config *cfg, struct dsv_nodes *nodes) 
         ro.mtp_auto_not_cpu = true;
         ro.graphs_off = strcmp(cfg->cuda_graphs, "no") == 0;
         ro.max_pass_tokens = cfg->pass_tokens;
+        ro.tp = strcmp(cfg->parallel, "ep,tp") == 0;
         log_info("Node %d of %d: loading its share of %s; node 0 serves the clients", cfg->node_rank, cfg->nodes, cfg->model);
         r = dsv_rank_group_follow(&ro, dsv_nodes_ep(nodes), dsv_nodes_ctl(nodes), &err);
         st = dsv_nodes_status(nodes, why, sizeof(why));

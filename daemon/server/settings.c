@@ -250,11 +250,6 @@ static int check_ranks(const struct dsv_server_config *c, char *err, size_t errl
                 snprintf(err, errlen, "parallel %s: %s", c->parallel, why);
                 return -EINVAL;
         }
-        if (c->nodes > 1 && strcmp(c->parallel, "ep,tp") == 0) {
-                snprintf(err, errlen, "parallel ep,tp: runs on the ranks of one process so far, not over nodes (%d): use "
-                         "ep,dp with nodes", c->nodes);
-                return -EINVAL;
-        }
         if (c->ranks == 1)
                 return 0;
         if (!c->parallel[0]) {

@@ -5,9 +5,9 @@
 # group and makes every other node exit non-zero within the cluster timeout (2 s here); so do a
 # stalled node (SIGSTOP: node 0 finds it silent; continued, it exits saying why) and a killed
 # node 0 (the others exit saying they lost it, the client loses its connection); a node
-# with another model is refused by the bootstrap (both logs say so, node 0 never serves and
-# gives up at its join timeout); settings it cannot serve are refused at start. Skips (77)
-# without Open MPI. About 30 s here.
+# with another model, or another layout (--parallel), is refused by the bootstrap (the logs
+# say so, node 0 never serves and gives up at its join timeout); settings it cannot serve are
+# refused at start. Skips (77) without Open MPI. About 36 s here.
 set -euo pipefail
 : "${top_builddir:?}" "${top_srcdir:?}"
 . "$top_srcdir/tests/comm/mpi-env.sh"
@@ -136,6 +136,23 @@ wait "$other" || rc=$?
 grep -qi "fingerprint" "$work/other-n1.log" || bad "another model: the node's log: $(cat "$work/other-n1.log")"
 grep -qi "fingerprint" "$work/other.log" || bad "another model: node 0's log: $(cat "$work/other.log")"
 grep -q "Ready: serving" "$work/other.log" && bad "another model: node 0 served"
+
+# another layout (node 1 with --parallel ep,tp, node 0 ep,dp): the passes would not pair up,
+# the bootstrap refuses the node naming both configurations
+port=$(free_port)
+rc=0
+"$d" --model "$work/tiny" --socket "$work/layout-n1.sock" "${DAEMON_ARGS[@]}" --parallel ep,tp --nodes 2 --node-rank 1 \
+        --coordinator "127.0.0.1:$port" 2>"$work/layout-n1.log" &
+other=$!
+timeout 60 "$d" --model "$work/tiny" --socket "$work/layout.sock" "${DAEMON_ARGS[@]}" --cluster-join-timeout 3 --nodes 2 \
+        --node-rank 0 --coordinator "127.0.0.1:$port" 2>"$work/layout.log" || rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || bad "another layout: node 0 exited with $rc"
+rc=0
+wait "$other" || rc=$?
+[ $rc -ne 0 ] || bad "another layout: the node exited with status 0"
+grep -q "another configuration (theirs .*parallel=ep,tp" "$work/layout.log" ||
+        bad "another layout: node 0's log: $(tail -3 "$work/layout.log")"
+grep -q "Ready: serving" "$work/layout.log" && bad "another layout: node 0 served"
 
 # refusals at start
 refuse 2 "coordinator must be" "$work/tiny" --nodes 2

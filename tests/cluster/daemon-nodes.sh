@@ -6,8 +6,9 @@
 # shared page: a copy-on-write copy the other nodes replay; a session saved at SIGTERM and
 # restored by the group's next start: its pages uploaded on node 0 and replayed on the
 # others); the start log names every node's experts, dsv32 status the ranks. Node 0's
-# SIGTERM ends every node with status 0. Failures and the MTP layer: daemon-nodes-faults.sh.
-# Skips (77) without Open MPI. About 25 s here.
+# SIGTERM ends every node with status 0; 2 nodes of the ep,tp layout give the same tokens.
+# Failures and the MTP layer: daemon-nodes-faults.sh.
+# Skips (77) without Open MPI. About 32 s here.
 set -euo pipefail
 : "${top_builddir:?}" "${top_srcdir:?}"
 . "$top_srcdir/tests/comm/mpi-env.sh"
@@ -86,6 +87,22 @@ for n in 2 4; do
                         bad "$name: the start log does not name node $r's share: $(grep Nodes "$work/$name.log")"
         done
 done
+
+# ep,tp over 2 nodes (every node with --parallel ep,tp: heads, dense layers and lm_head split,
+# the passes carry the logits' rows node 0 wants): the same tokens as one process (tiny's
+# sums reorder without changing a bit)
+if start_nodes tp-2 2 "$work/tiny" --parallel ep,tp; then
+        clients tp-2
+        cmp -s "$work/one.out" "$work/tp-2.out" || bad "ep,tp, 2 nodes: $(diff "$work/one.out" "$work/tp-2.out" | head -20)"
+        st=$("$cli" --socket "$work/tp-2.sock" status)
+        grep -q "ranks: *2 CPU ranks, layout ep,tp" <<<"$st" || bad "tp-2: dsv32 status does not show the layout: $st"
+        grep -q "Nodes: 2 nodes of one CPU rank each, layout ep,tp" "$work/tp-2.log" ||
+                bad "tp-2: no plan line: $(grep -E 'Nodes|Ranks' "$work/tp-2.log")"
+        stop || bad "tp-2: node 0's exit status $? after SIGTERM"
+        wait_followers tp-2 10
+        [ "$statuses" = "0 " ] || bad "tp-2: node 1 exited with $statuses"
+        echo "ep,tp, 2 nodes: the same $(tr , ' ' <"$work/tp-2.out" | wc -w) tokens as one process"
+fi
 
 echo "in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 finish_nodes

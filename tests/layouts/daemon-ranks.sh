@@ -167,8 +167,6 @@ done
 refuse 2 "ranks 2: needs a layout: parallel = ep,dp (--parallel ep,dp) or ep,tp" "$work/tiny" --ranks 2
 refuse 2 "parallel tp: this layout is not implemented yet" "$work/tiny" --ranks 2 --parallel tp
 refuse 1 "4 attention heads do not split over 3 tensor-parallel ranks" "$work/tiny" --ranks 3 --parallel ep,tp --kv-cache-mb 8
-refuse 2 "parallel ep,tp: runs on the ranks of one process so far, not over nodes (2)" "$work/tiny" --parallel ep,tp --nodes 2 \
-        --coordinator 127.0.0.1:1
 refuse 2 "parallel pp: unknown layout" "$work/tiny" --ranks 2 --parallel pp
 refuse 2 "ranks: '0' is not an integer in 1..256" "$work/tiny" --ranks 0
 refuse 2 "ranks 2: the ranks are CPU ranks so far" "$work/tiny" --ranks 2 --parallel ep,dp --backend cuda
