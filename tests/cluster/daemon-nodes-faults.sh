@@ -18,6 +18,39 @@ DAEMON_ARGS=(--threads 1 --kv-cache-mb 32 --snapshot-interval 0 --cluster-heartb
 . "$top_srcdir/tests/cluster/nodes-lib.sh"
 
 P=$(seq -s, 1 150)
+# long_gen name: a long generation from node 0 of group name in the background ($client),
+# once its first tokens have come
+long_gen() {
+        "$cli" --socket "$work/$1.sock" generate --ids --max-tokens 4000 --tokens 5,6,7 >"$work/$1.out" 2>"$work/$1.err" &
+        client=$!
+        for _ in $(seq 100); do [ -s "$work/$1.out" ] && break; sleep 0.05; done
+}
+# client_broken name n: that client ended non-zero with an ERROR naming the broken group of n
+client_broken() {
+        local rc=0
+        wait "$client" || rc=$?
+        [ $rc -ne 0 ] || bad "$1: the client ended with status 0: $(cat "$work/$1.err")"
+        grep -q "the request failed: .*the group of $2 nodes is broken" "$work/$1.err" ||
+                bad "$1: the client got no ERROR naming the group: $(cat "$work/$1.err")"
+}
+# refused_join name model1 [node 1's args]: node 1 (model1, its args) tries to join node 0
+# (tiny, no args); both exit non-zero, node 0 at its join timeout without serving
+refused_join() {
+        local name=$1 model1=$2 port rc=0 n1
+        shift 2
+        port=$(free_port)
+        "$d" --model "$model1" --socket "$work/$name-n1.sock" "${DAEMON_ARGS[@]}" "$@" --nodes 2 --node-rank 1 \
+                --coordinator "127.0.0.1:$port" 2>"$work/$name-n1.log" &
+        n1=$!
+        timeout 60 "$d" --model "$work/tiny" --socket "$work/$name.sock" "${DAEMON_ARGS[@]}" --cluster-join-timeout 3 \
+                --nodes 2 --node-rank 0 --coordinator "127.0.0.1:$port" 2>"$work/$name.log" || rc=$?
+        [ $rc -ne 0 ] && [ $rc -ne 124 ] || bad "$name: node 0 exited with $rc"
+        rc=0
+        wait "$n1" || rc=$?
+        [ $rc -ne 0 ] || bad "$name: node 1 exited with status 0"
+        grep -q "Ready: serving" "$work/$name.log" && bad "$name: node 0 served"
+        return 0
+}
 OMP_NUM_THREADS=1 "$top_builddir/dsv32-mkmodel" --preset tiny --seed 5 --out "$work/tiny" >/dev/null
 t0=$(date +%s.%N)
 # speculative decoding through 2 nodes (the MTP layer's passes carry its hidden input): with a
@@ -43,17 +76,11 @@ fi
 # a node killed mid-generation: the client gets an ERROR; node 0 and the other node exit
 # non-zero within the cluster timeout (2 s) plus slack
 start_nodes kill 3 "$work/tiny" || true
-"$cli" --socket "$work/kill.sock" generate --ids --max-tokens 4000 --tokens 5,6,7 >"$work/kill.out" 2>"$work/kill.err" &
-client=$!
-for _ in $(seq 100); do [ -s "$work/kill.out" ] && break; sleep 0.05; done
+long_gen kill
 victim=${followers[1]}
 kill -9 "$victim"
 t_kill=$(date +%s.%N)
-rc=0
-wait "$client" || rc=$?
-[ $rc -ne 0 ] || bad "kill: the client ended with status 0: $(cat "$work/kill.err")"
-grep -q "the request failed: .*the group of 3 nodes is broken" "$work/kill.err" ||
-        bad "kill: the client got no ERROR naming the group: $(cat "$work/kill.err")"
+client_broken kill 3
 rc=0
 wait "$pid" || rc=$?
 pid=
@@ -72,16 +99,10 @@ echo "kill: the client got: $(head -c 200 "$work/kill.err"); node 0 exited $rc a
 # client gets an ERROR and node 0 exits non-zero within the cluster timeout plus slack; the
 # node, continued, finds the group gone, says so and exits non-zero
 start_nodes stall 2 "$work/tiny" || true
-"$cli" --socket "$work/stall.sock" generate --ids --max-tokens 4000 --tokens 5,6,7 >"$work/stall.out" 2>"$work/stall.err" &
-client=$!
-for _ in $(seq 100); do [ -s "$work/stall.out" ] && break; sleep 0.05; done
+long_gen stall
 kill -STOP "${followers[0]}"
 t_kill=$(date +%s.%N)
-rc=0
-wait "$client" || rc=$?
-[ $rc -ne 0 ] || bad "stall: the client ended with status 0: $(cat "$work/stall.err")"
-grep -q "the request failed: .*the group of 2 nodes is broken" "$work/stall.err" ||
-        bad "stall: the client got no ERROR naming the group: $(cat "$work/stall.err")"
+client_broken stall 2
 rc=0
 wait "$pid" || rc=$?
 pid=
@@ -99,9 +120,7 @@ echo "stall: the client got: $(head -c 160 "$work/stall.err"); node 0 exited $rc
 # node 0 killed mid-generation: the client loses its connection (no hang) and every other
 # node exits non-zero within the cluster timeout plus slack, saying it lost node 0
 start_nodes kill0 3 "$work/tiny" || true
-"$cli" --socket "$work/kill0.sock" generate --ids --max-tokens 4000 --tokens 5,6,7 >"$work/kill0.out" 2>"$work/kill0.err" &
-client=$!
-for _ in $(seq 100); do [ -s "$work/kill0.out" ] && break; sleep 0.05; done
+long_gen kill0
 kill -9 "$pid"
 t_kill=$(date +%s.%N)
 wait "$pid" 2>/dev/null || true
@@ -122,37 +141,15 @@ echo "kill0: the client got: $(head -c 120 "$work/kill0.err"); nodes 1 and 2 exi
 # another model: the bootstrap refuses the node (it exits non-zero), node 0 says so and
 # gives up at its join timeout
 OMP_NUM_THREADS=1 "$top_builddir/dsv32-mkmodel" --preset tiny --seed 6 --out "$work/other" >/dev/null
-port=$(free_port)
-rc=0
-"$d" --model "$work/other" --socket "$work/other-n1.sock" "${DAEMON_ARGS[@]}" --nodes 2 --node-rank 1 \
-        --coordinator "127.0.0.1:$port" 2>"$work/other-n1.log" &
-other=$!
-timeout 60 "$d" --model "$work/tiny" --socket "$work/other.sock" "${DAEMON_ARGS[@]}" --cluster-join-timeout 3 --nodes 2 \
-        --node-rank 0 --coordinator "127.0.0.1:$port" 2>"$work/other.log" || rc=$?
-[ $rc -ne 0 ] && [ $rc -ne 124 ] || bad "another model: node 0 exited with $rc"
-rc=0
-wait "$other" || rc=$?
-[ $rc -ne 0 ] || bad "another model: the node exited with status 0"
+refused_join other "$work/other"
 grep -qi "fingerprint" "$work/other-n1.log" || bad "another model: the node's log: $(cat "$work/other-n1.log")"
 grep -qi "fingerprint" "$work/other.log" || bad "another model: node 0's log: $(cat "$work/other.log")"
-grep -q "Ready: serving" "$work/other.log" && bad "another model: node 0 served"
 
 # another layout (node 1 with --parallel ep,tp, node 0 ep,dp): the passes would not pair up,
 # the bootstrap refuses the node naming both configurations
-port=$(free_port)
-rc=0
-"$d" --model "$work/tiny" --socket "$work/layout-n1.sock" "${DAEMON_ARGS[@]}" --parallel ep,tp --nodes 2 --node-rank 1 \
-        --coordinator "127.0.0.1:$port" 2>"$work/layout-n1.log" &
-other=$!
-timeout 60 "$d" --model "$work/tiny" --socket "$work/layout.sock" "${DAEMON_ARGS[@]}" --cluster-join-timeout 3 --nodes 2 \
-        --node-rank 0 --coordinator "127.0.0.1:$port" 2>"$work/layout.log" || rc=$?
-[ $rc -ne 0 ] && [ $rc -ne 124 ] || bad "another layout: node 0 exited with $rc"
-rc=0
-wait "$other" || rc=$?
-[ $rc -ne 0 ] || bad "another layout: the node exited with status 0"
+refused_join layout "$work/tiny" --parallel ep,tp
 grep -q "another configuration (theirs .*parallel=ep,tp" "$work/layout.log" ||
         bad "another layout: node 0's log: $(tail -3 "$work/layout.log")"
-grep -q "Ready: serving" "$work/layout.log" && bad "another layout: node 0 served"
 
 # refusals at start
 refuse 2 "coordinator must be" "$work/tiny" --nodes 2
