@@ -93,6 +93,11 @@ check_PROGRAMS += tests/bench/bench-core
 tests_bench_bench_core_SOURCES = tests/bench/bench-core.c
 tests_bench_bench_core_LDADD = libdsv32inspect.la -lm
 bench_scripts += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-schema.sh
+check_PROGRAMS += tests/bench/bench-decode
+tests_bench_bench_decode_SOURCES = tests/bench/bench-decode.c
+tests_bench_bench_decode_LDADD = libdsv32runtime.la libdsv32inspect.la -lm
+TESTS += tests/bench/bench-decode.sh
+EXTRA_DIST += tests/bench/bench-decode.sh
 EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-schema.sh
 
 # dsv32-run's speculative decoding (--mtp) from the command line

@@ -24,7 +24,9 @@
 #   --quick       fewer harness shapes (for a short lease)
 # Environment: OUT, BUILD (build directory, default /tmp/dsv32-device-build), NVCC, CC, CXX,
 # TEST_TIMEOUT (seconds per test, default 400), HARNESS_TIMEOUT (default 300), DSV32_RUN (a
-# dsv32-run built with ./configure, default the tree's own: the decode figures).
+# dsv32-run built with ./configure, default the tree's own: prefill and batch-1 decode) and
+# DSV32_BENCH_DECODE (tests/bench/bench-decode of such a build: decode at batch 1/16/64 and
+# contexts 4K/32K/128K against the bandwidth roofline).
 set -u -o pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
         --build-only) BUILD_ONLY=1 ;;
         --quick) QUICK=1 ;;
         --jobs) shift; JOBS=$1 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
         esac
         shift
@@ -324,6 +326,30 @@ else
                 echo "bench,prefill,v32-layers:8,ctx$ctx,,$pre,tok/s,,,,,ok" >>"$CSV"
                 say "  context $ctx: $ms ms/token decode, prefill $pre tok/s ($(grep '^load:' "$BUILD/decode.err" | head -1))"
         done
+fi
+# decode at batch 1 / 16 / 64 and contexts 4K / 32K / 128K (quick: batch 1 at 4K) on
+# v32-layers:8, each against the bandwidth roofline of the same run (the bytes a step must
+# read over the device's copy bandwidth): tests/bench/bench-decode, built with ./configure
+# like dsv32-run ($DSV32_BENCH_DECODE or the tree's own); the context is made by copying one
+# prefilled page on the device, not by prefilling it. Combinations whose KV pool does not fit
+# beside the weights are skipped (a line says so). Figures, not tests.
+DSV32_BENCH_DECODE=${DSV32_BENCH_DECODE:-$SRC/tests/bench/bench-decode}
+say "decode vs the roofline (bench-decode --backend cuda --model v32-layers:8):"
+if [ $BUILD_ONLY = 1 ]; then
+        say "  skipped (--build-only)"
+elif [ ! -x "$DSV32_BENCH_DECODE" ]; then
+        say "  skipped: no bench-decode at $DSV32_BENCH_DECODE (build the tree with ./configure && make check, or set DSV32_BENCH_DECODE)"
+else
+        bd_args=(--batch 1 --batch 16 --batch 64 --context 4096 --context 32768 --context 131072 --steps 16)
+        [ $QUICK = 1 ] && bd_args=(--batch 1 --context 4096 --steps 8)
+        echo "=== bench-decode v32-layers:8 ${bd_args[*]}" >>"$HLOG"
+        if DSV32_BACKEND_PATH=$BUILD timeout "$HARNESS_TIMEOUT" "$DSV32_BENCH_DECODE" --backend cuda --model v32-layers:8 \
+                "${bd_args[@]}" --csv "$CSV" >"$BUILD/bench-decode.out" 2>&1; then
+                sed 's/^/  /' "$BUILD/bench-decode.out" | tee -a "$REPORT"
+        else
+                fail "bench-decode v32-layers:8: exit $? (see harness.log)"
+        fi
+        cat "$BUILD/bench-decode.out" >>"$HLOG"
 fi
 if [ $BUILD_ONLY = 0 ]; then
         {
