@@ -108,6 +108,7 @@ static int run_one(struct dsv_runtime *rt, const struct args *a, int B, int64_t 
         const int G = (int)a->steps, per_seq = (int)DIV_ROUND_UP(C + G + 2, DSV_KV_PAGE_TOKENS);
         const int V = c->vocab_size;
         struct dsv_kv_pool *kv = NULL, *own = rt->kv;
+        struct dsv_kv_seq tmpl = {0}, *tp = &tmpl;
         struct dsv_kv_seq *seqs = calloc((size_t)B, sizeof(*seqs));
         struct dsv_kv_seq **sp = calloc((size_t)B, sizeof(*sp));
         int32_t *tok = calloc((size_t)MAX(B, TEMPLATE_TOKENS), sizeof(int32_t));
@@ -139,7 +140,6 @@ static int run_one(struct dsv_runtime *rt, const struct args *a, int B, int64_t 
         }
         rt->kv = kv; /* the passes below run on this pool (the runtime's own comes back at the end) */
         /* the template: a real prefill of one page on a sequence of its own */
-        struct dsv_kv_seq tmpl = {0}, *tp = &tmpl;
         if ((r = dsv_kv_seq_reserve(kv, &tmpl, TEMPLATE_TOKENS)) < 0)
                 goto fail;
         for (int i = 0; i < TEMPLATE_TOKENS; i++)
@@ -206,8 +206,12 @@ skip:
                 fprintf(csv, "bench,decode,%s,%s,,,tok/s,roofline,,,,skipped\n", a->model, shape);
 out:
         rt->kv = own;
-        if (kv)
+        if (kv) {
+                for (int s = 0; seqs && s < B; s++)
+                        dsv_kv_seq_release(kv, &seqs[s]);
+                dsv_kv_seq_release(kv, &tmpl);
                 dsv_kv_pool_free(kv);
+        }
         free(seqs);
         free(sp);
         free(tok);
