@@ -562,6 +562,15 @@ static uint8_t *put(uint8_t *at, const void *src, size_t n) {
         return at + n;
 }
 
+/* n flags as bytes 0/1 (all 1 when v is NULL), padded with zeros to a multiple of 4. */
+static uint8_t *put_flags(uint8_t *at, const bool *v, int n) {
+        const size_t padded = ((size_t)n + 3) / 4 * 4;
+        for (int i = 0; i < n; i++)
+                at[i] = !v || v[i];
+        memset(at + n, 0, padded - (size_t)n);
+        return at + padded;
+}
+
 /* The pool's remote mirror (struct dsv_kv_pool.remote_write): queued for the next job. */
 static void queue_write(void *ud, int32_t dst, int32_t src, const void *bytes) {
         struct dsv_rank_group *g = ud;
@@ -628,22 +637,12 @@ static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct d
                         at = put(at, h, sizeof(h));
                         at = put(at, q->pages, (size_t)q->n_pages * 4);
                 }
-                if (b->as_decode) {
-                        const size_t n = ((size_t)b->n_seqs + 3) / 4 * 4;
-                        for (int i = 0; i < b->n_seqs; i++)
-                                at[i] = b->as_decode[i] ? 1 : 0;
-                        memset(at + b->n_seqs, 0, n - (size_t)b->n_seqs);
-                        at += n;
-                }
+                if (b->as_decode)
+                        at = put_flags(at, b->as_decode, b->n_seqs);
                 if (hidden_in)
                         at = put(at, hidden_in, (size_t)b->n_tokens * (size_t)g->rt0->cfg->hidden_size * sizeof(float));
-                if (g->tp) {
-                        const size_t n = ((size_t)b->n_tokens + 3) / 4 * 4;
-                        for (int i = 0; i < b->n_tokens; i++)
-                                at[i] = !b->want_logits || b->want_logits[i];
-                        memset(at + b->n_tokens, 0, n - (size_t)b->n_tokens);
-                        at += n;
-                }
+                if (g->tp)
+                        at = put_flags(at, b->want_logits, b->n_tokens);
         }
         if (kind != JOB_QUIT && g->ops_len)
                 memcpy(g->msg + bytes - g->ops_len, g->ops, g->ops_len);
