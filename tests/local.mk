@@ -98,6 +98,16 @@ tests_bench_bench_decode_SOURCES = tests/bench/bench-decode.c
 tests_bench_bench_decode_LDADD = libdsv32runtime.la libdsv32inspect.la -lm
 TESTS += tests/bench/bench-decode.sh
 EXTRA_DIST += tests/bench/bench-decode.sh
+check_PROGRAMS += tests/bench/bench-prefill
+tests_bench_bench_prefill_SOURCES = tests/bench/bench-prefill.c
+tests_bench_bench_prefill_LDADD = libdsv32runtime.la libdsv32inspect.la -lm
+TESTS += tests/bench/bench-prefill.sh
+EXTRA_DIST += tests/bench/bench-prefill.sh
+check_PROGRAMS += tests/bench/bench-load
+tests_bench_bench_load_SOURCES = tests/bench/bench-load.c
+tests_bench_bench_load_LDADD = libdsv32runtime.la -lm
+TESTS += tests/bench/bench-load.sh
+EXTRA_DIST += tests/bench/bench-load.sh
 EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-schema.sh
 
 # dsv32-run's speculative decoding (--mtp) from the command line

@@ -9,9 +9,10 @@
 #     op families' tests in) and the CPU-side tests of this directory
 #   - the harnesses (kernels/dev/*.cu)
 # then runs every test (a skip for lack of a GPU counts as a failure here) and the harnesses
-# at the 671B shapes, then decode on v32-layers:8 (the 671B widths, weights made on the device
-# by the fill_random op: no checkpoint on disk) when a configured dsv32-run is there, and
-# writes under $OUT (default ./device-out):
+# at the 671B shapes, then decode and an 8K-token prefill on v32-layers:8 (the 671B widths,
+# weights made on the device by the fill_random op: no checkpoint on disk) and weight streaming
+# from the page cache (a checkpoint dsv32-mkmodel writes) when a configured build is there
+# (dsv32-run, tests/bench/bench-{decode,prefill,load}), and writes under $OUT (default ./device-out):
 #   report.txt   summary: device, toolchain, per-test result and time, harness table
 #   results.csv  kind,name,variant,shape,ms,value,unit,ceiling_name,ceiling,fraction,err,status
 #   build.log    compiler output, resource usage (registers, spills) of every kernel
@@ -26,7 +27,10 @@
 # TEST_TIMEOUT (seconds per test, default 400), HARNESS_TIMEOUT (default 300), DSV32_RUN (a
 # dsv32-run built with ./configure, default the tree's own: prefill and batch-1 decode) and
 # DSV32_BENCH_DECODE (tests/bench/bench-decode of such a build: decode at batch 1/16/64 and
-# contexts 4K/32K/128K against the bandwidth roofline).
+# contexts 4K/32K/128K against the bandwidth roofline), DSV32_BENCH_PREFILL (bench-prefill:
+# 8K tokens against the FP8 GEMM rate), DSV32_BENCH_LOAD and DSV32_MKMODEL (bench-load: weight
+# streaming from the page cache against the pinned host-to-device rate; LOAD_PRESET the
+# checkpoint it writes, default m474).
 set -u -o pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,7 +46,7 @@ while [ $# -gt 0 ]; do
         --build-only) BUILD_ONLY=1 ;;
         --quick) QUICK=1 ;;
         --jobs) shift; JOBS=$1 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
         esac
         shift
@@ -350,6 +354,61 @@ else
                 fail "bench-decode v32-layers:8: exit $? (see harness.log)"
         fi
         cat "$BUILD/bench-decode.out" >>"$HLOG"
+fi
+# prefill of 8K tokens (quick: 4K) on v32-layers:8: tokens/s and TFLOP/s, set against the FP8
+# linear rate the same program measures through the plugin on [T, hidden] x [intermediate,
+# hidden]^T, and against the fp8_gemm harness's cuBLASLt ceiling of this run (--gemm-tflops):
+# tests/bench/bench-prefill, built with ./configure ($DSV32_BENCH_PREFILL or the tree's own).
+DSV32_BENCH_PREFILL=${DSV32_BENCH_PREFILL:-$SRC/tests/bench/bench-prefill}
+bench_tool() { # label program args...: runs a benchmark of the configured build into the report
+        local label=$1 prog=$2
+        shift 2
+        say "$label:"
+        if [ $BUILD_ONLY = 1 ]; then
+                say "  skipped (--build-only)"
+                return 0
+        elif [ ! -x "$prog" ]; then
+                say "  skipped: no $(basename "$prog") at $prog (build the tree with ./configure && make check)"
+                return 0
+        fi
+        echo "=== $(basename "$prog") $*" >>"$HLOG"
+        if DSV32_BACKEND_PATH=$BUILD timeout "$HARNESS_TIMEOUT" "$prog" "$@" --csv "$CSV" >"$BUILD/bench.out" 2>&1; then
+                sed 's/^/  /' "$BUILD/bench.out" | tee -a "$REPORT"
+        else
+                fail "$(basename "$prog") $*: exit $? (see harness.log)"
+        fi
+        cat "$BUILD/bench.out" >>"$HLOG"
+}
+FP8_TFLOPS=$(sed -n 's/.*fp8=\([0-9.]*\).*/\1/p' <<<"${DSV_CEILINGS:-}")
+bp_args=(--backend cuda --model v32-layers:8 --tokens 8192)
+[ $QUICK = 1 ] && bp_args=(--backend cuda --model v32-layers:8 --tokens 4096)
+[ -n "$FP8_TFLOPS" ] && bp_args+=(--gemm-tflops "$FP8_TFLOPS")
+bench_tool "prefill vs the FP8 GEMM rate (bench-prefill ${bp_args[*]})" "$DSV32_BENCH_PREFILL" "${bp_args[@]}"
+# weight streaming from the page cache into device memory against the pinned host-to-device
+# copy rate of the same run: tests/bench/bench-load on a checkpoint that dsv32-mkmodel writes
+# here ($LOAD_PRESET, default m474: 0.54 GB in ~270 reads of 2 MiB, enough for the loader's
+# steady state; v32-layers:1, 15 GB, takes minutes to write), read once into the page cache.
+DSV32_BENCH_LOAD=${DSV32_BENCH_LOAD:-$SRC/tests/bench/bench-load}
+DSV32_MKMODEL=${DSV32_MKMODEL:-$SRC/dsv32-mkmodel}
+if [ $BUILD_ONLY = 0 ] && [ -x "$DSV32_BENCH_LOAD" ] && [ -x "$DSV32_MKMODEL" ]; then
+        ck_preset=${LOAD_PRESET:-m474}
+        rm -rf "$BUILD/ckpt"
+        s=$(date +%s.%N)
+        if timeout "$HARNESS_TIMEOUT" "$DSV32_MKMODEL" --preset "$ck_preset" --out "$BUILD/ckpt" >>"$HLOG" 2>&1; then
+                say "checkpoint $ck_preset written in $(awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s ($(du -sh "$BUILD/ckpt" | cut -f1))"
+                bench_tool "weight streaming vs the pinned copy rate (bench-load, $ck_preset)" "$DSV32_BENCH_LOAD" \
+                        --backend cuda --model "$BUILD/ckpt" --reps 2
+        else
+                fail "dsv32-mkmodel --preset $ck_preset: exit $? (see harness.log)"
+        fi
+        rm -rf "$BUILD/ckpt"
+else
+        say "weight streaming vs the pinned copy rate (bench-load):"
+        if [ $BUILD_ONLY = 1 ]; then
+                say "  skipped (--build-only)"
+        else
+                say "  skipped: no bench-load at $DSV32_BENCH_LOAD or no dsv32-mkmodel at $DSV32_MKMODEL (build the tree with ./configure && make check)"
+        fi
 fi
 if [ $BUILD_ONLY = 0 ]; then
         {
