@@ -18,6 +18,10 @@
 
 #include "kernels/numerics.h"
 
+/* The generator's version: change it with any change to the values below (a preset model's
+ * fingerprint hashes it, so nodes of a group that would make other weights refuse each other). */
+#define DSV_FILL_RANDOM_VERSION 1
+
 /* mean of v^2 over the 64 equally likely e4m3 codes above: (1100 / 512) * (5.3125 / 4) */
 #define DSV_FILL_E4M3_MS 2.853515625
 

@@ -1,5 +1,6 @@
 /* The model fingerprint (fingerprint.h): SHA-256 (libgcrypt) over the checkpoint's config,
- * shard headers and samples of its data. */
+ * shard headers and samples of its data, or over a preset model's name, tensor table and
+ * weight generator. */
 #include "config.h"
 
 #include "daemon/cluster/fingerprint.h"
@@ -8,6 +9,8 @@
 #include <gcrypt.h>
 
 #include "daemon/checkpoint.h"
+#include "daemon/preset_model.h"
+#include "kernels/fill_random.h"
 
 #define SAMPLE_BYTES (64u << 10)
 
@@ -54,6 +57,43 @@ static int hash_shard(gcry_md_hd_t md, const struct dsv_ckpt_shard *s, uint8_t *
         return 0;
 }
 
+static void hash_u64(gcry_md_hd_t md, uint64_t v) {
+        uint8_t le[8];
+        for (int i = 0; i < 8; i++)
+                le[i] = (uint8_t)(v >> (8 * i));
+        gcry_md_write(md, le, 8);
+}
+
+/* A preset model (daemon/preset_model.h): its weights are made from each tensor's name by
+ * fill_random, so the preset's name, its tensor table (every name, dtype and shape: the config
+ * made concrete) and the generator's version say which weights every node makes. */
+static int preset_fingerprint(const char *preset, uint8_t out[DSV_FINGERPRINT_BYTES], struct dsv_error *err) {
+        struct dsv_checkpoint *ck = NULL;
+        gcry_md_hd_t md = NULL;
+        int r = dsv_checkpoint_new_preset(preset, &ck, err);
+        if (r < 0)
+                return r;
+        if (gcry_md_open(&md, GCRY_MD_SHA256, 0) != 0) {
+                dsv_checkpoint_free(ck);
+                return dsv_error_set(err, EIO, "libgcrypt has no SHA-256");
+        }
+        gcry_md_write(md, "dsv32d preset fingerprint 1", 28);
+        gcry_md_write(md, preset, strlen(preset) + 1);
+        hash_u64(md, DSV_FILL_RANDOM_VERSION);
+        for (size_t i = 0; i < ck->n_tensors; i++) {
+                const struct dsv_ckpt_tensor *t = &ck->tensors[i];
+                gcry_md_write(md, t->name, strlen(t->name) + 1);
+                hash_u64(md, (uint64_t)t->dtype);
+                hash_u64(md, (uint64_t)t->ndim);
+                for (int d = 0; d < t->ndim; d++)
+                        hash_u64(md, (uint64_t)t->shape[d]);
+        }
+        memcpy(out, gcry_md_read(md, GCRY_MD_SHA256), DSV_FINGERPRINT_BYTES);
+        gcry_md_close(md);
+        dsv_checkpoint_free(ck);
+        return 0;
+}
+
 int dsv_model_fingerprint(const char *dir, uint8_t out[DSV_FINGERPRINT_BYTES], struct dsv_error *err) {
         struct dsv_checkpoint *ck = NULL;
         _cleanup_free_ char *cfgpath = NULL, *cfgtext = NULL;
@@ -71,6 +111,9 @@ int dsv_model_fingerprint(const char *dir, uint8_t out[DSV_FINGERPRINT_BYTES], s
                 gcry_control(GCRYCTL_INITIALIZATION_FINISHED, 0);
         }
 
+        const char *preset;
+        if (dsv_preset_model_name(dir, &preset))
+                return preset_fingerprint(preset, out, err);
         if ((r = dsv_checkpoint_open(dir, &ck, err)) < 0)
                 return r;
         if (asprintf(&cfgpath, "%s/config.json", dir) < 0 || !(buf = malloc(SAMPLE_BYTES))) {

@@ -6,8 +6,9 @@
 # stalled node (SIGSTOP: node 0 finds it silent; continued, it exits saying why) and a killed
 # node 0 (the others exit saying they lost it, the client loses its connection); a node
 # with another model, or another layout (--parallel), is refused by the bootstrap (the logs
-# say so, node 0 never serves and gives up at its join timeout); settings it cannot serve are
-# refused at start. Skips (77) without Open MPI. About 36 s here.
+# say so, node 0 never serves and gives up at its join timeout); a preset model (no
+# directory) through 2 nodes gives one process's tokens, and a node with another model than
+# node 0's preset is refused; settings it cannot serve are refused at start. Skips (77) without Open MPI. About 36 s here.
 set -euo pipefail
 : "${top_builddir:?}" "${top_srcdir:?}"
 . "$top_srcdir/tests/comm/mpi-env.sh"
@@ -150,6 +151,28 @@ grep -qi "fingerprint" "$work/other.log" || bad "another model: node 0's log: $(
 refused_join layout "$work/tiny" --parallel ep,tp
 grep -q "another configuration (theirs .*parallel=ep,tp" "$work/layout.log" ||
         bad "another layout: node 0's log: $(tail -3 "$work/layout.log")"
+
+# a preset model (weights made by fill_random, no directory: token ids only) through 2 nodes
+# gives one process's tokens; a node of another preset, or with the tiny checkpoint against
+# preset:tiny, is refused by the bootstrap (another fingerprint)
+pre() { # name
+        "$cli" --socket "$work/$1.sock" generate --ids --max-tokens 12 --tokens 5,6,7 >"$work/$1.out" &&
+                "$cli" --socket "$work/$1.sock" generate --ids --max-tokens 8 --temperature 0.9 --seed 3 --tokens "$P" \
+                        >>"$work/$1.out" || bad "$1: a client failed"
+}
+start pre-1 preset:tiny && pre pre-1
+stop || bad "pre-1: dsv32d exit status $? after SIGTERM"
+if start_nodes pre-2 2 preset:tiny; then
+        pre pre-2
+        stop || bad "pre-2: node 0's exit status $? after SIGTERM"
+        wait_followers pre-2 10
+        [ "$statuses" = "0 " ] || bad "pre-2: node 1 exited $statuses"
+        [ -s "$work/pre-1.out" ] && cmp -s "$work/pre-1.out" "$work/pre-2.out" ||
+                bad "preset:tiny, 2 nodes: $(diff "$work/pre-1.out" "$work/pre-2.out")"
+        echo "preset:tiny, 2 nodes: $(tr , ' ' <"$work/pre-2.out" | wc -w) tokens as one process"
+fi
+refused_join preset "preset:tiny"
+grep -qi "fingerprint" "$work/preset.log" || bad "preset:tiny against the tiny checkpoint: node 0's log: $(tail -3 "$work/preset.log")"
 
 # refusals at start
 refuse 2 "coordinator must be" "$work/tiny" --nodes 2

@@ -2,7 +2,8 @@
  * same checkpoint gives the same 32 bytes wherever it lies; another seed (other weights, the
  * same layout), one flipped byte in a sampled part of the data, another config.json or
  * another shard count give other bytes; a missing shard or directory is an error naming
- * the file. */
+ * the file. A preset model (preset:NAME, no directory) has one of its own: the same for the
+ * same preset, another for another preset (or size), never a checkpoint's. */
 #include "config.h"
 
 #include <fcntl.h>
@@ -107,6 +108,17 @@ int main(void) {
         CHECK(strstr(err.msg, "safetensors") != NULL, "the error names the shard: %s", err.msg);
         snprintf(cmd, sizeof(cmd), "%s/missing", scratch);
         CHECK(fingerprint(cmd, fx, &err) < 0 && strstr(err.msg, "missing") != NULL, "a missing directory: %s", err.msg);
+
+        /* preset models (no directory): the preset's name, tensor table and generator */
+        uint8_t p1[32], p2[32], ps[32], pl[32];
+        CHECK(fingerprint("preset:tiny", p1, &err) == 0, "fingerprint of preset:tiny: %s", err.msg);
+        CHECK(fingerprint("preset:tiny", p2, &err) == 0 && memcmp(p1, p2, 32) == 0, "preset:tiny twice: the same fingerprint");
+        CHECK(fingerprint("preset:small", ps, &err) == 0 && memcmp(p1, ps, 32) != 0, "preset:small: another fingerprint");
+        CHECK(fingerprint("preset:v32-layers:2", pl, &err) == 0 && memcmp(ps, pl, 32) != 0 && memcmp(p1, pl, 32) != 0,
+              "preset:v32-layers:2: another fingerprint");
+        CHECK(fingerprint("preset:v32-layers:3", p2, &err) == 0 && memcmp(pl, p2, 32) != 0, "v32-layers:3 is not v32-layers:2");
+        CHECK(memcmp(p1, fa, 32) != 0, "preset:tiny is not the tiny checkpoint written by mkmodel (other weights)");
+        CHECK(fingerprint("preset:huge", p2, &err) < 0 && strstr(err.msg, "huge") != NULL, "an unknown preset: %s", err.msg);
 
         if (test_failures)
                 fprintf(stderr, "checkpoints kept in %s\n", scratch);
