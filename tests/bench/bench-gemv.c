@@ -153,14 +153,18 @@ int main(int argc, char **argv) {
         const int64_t n = ((int64_t)mib << 20) / k / DSV_QBLOCK * DSV_QBLOCK;
         const int64_t n_cache = MAX(DSV_QBLOCK, (int64_t)CACHE_BYTES / k / DSV_QBLOCK * DSV_QBLOCK);
         struct weights W;
-        float *x = malloc((size_t)k * sizeof(float)), *out = malloc((size_t)n * sizeof(float)),
-              *ref = malloc(CHECK_ROWS * sizeof(float));
         if (n < CHECK_ROWS || n_cache > n) {
                 fprintf(stderr, "bench-gemv: --mib %ld is too small for K %ld\n", mib, k);
                 return 2;
         }
+        float *x = malloc((size_t)k * sizeof(float)), *out = malloc((size_t)n * sizeof(float)),
+              *ref = malloc(CHECK_ROWS * sizeof(float));
+        int ret = 1;
         if (!x || !out || !ref || weights_new(n, k, &W) < 0) {
                 fprintf(stderr, "bench-gemv: out of memory\n");
+                free(x);
+                free(out);
+                free(ref);
                 return 1;
         }
         for (long i = 0; i < k; i++)
@@ -173,11 +177,11 @@ int main(int argc, char **argv) {
         if ((r = dsv_cpu_isa_select(DSV_CPU_ISA_PORTABLE)) < 0 || (r = linear_once(&w_check, x, ref)) < 0 ||
             (r = dsv_cpu_isa_select(isa)) < 0 || (r = linear_once(&w_check, x, out)) < 0) {
                 fprintf(stderr, "bench-gemv: linear: %s\n", strerror(-r));
-                return 1;
+                goto out;
         }
         if (memcmp(ref, out, CHECK_ROWS * sizeof(float)) != 0) {
                 fprintf(stderr, "bench-gemv: %s kernels differ from the portable one\n", dsv_cpu_isa_name(isa));
-                return 1;
+                goto out;
         }
         printf("bench-gemv: FP8 linear, one token (decode), K %ld, faithful; %s kernels: the same bits as the portable "
                "kernel on %d rows\n",
@@ -188,7 +192,7 @@ int main(int argc, char **argv) {
                 struct dsv_backend *be;
                 if ((r = dsv_backend_cpu_new((int)counts[c], &be)) < 0) {
                         fprintf(stderr, "bench-gemv: CPU backend of %ld threads: %s\n", counts[c], strerror(-r));
-                        return 1;
+                        goto out;
                 }
                 const size_t bytes = (size_t)(n * k), cbytes = (size_t)(n_cache * k);
                 double rd = read_seconds(W.codes, bytes, 5);
@@ -198,16 +202,18 @@ int main(int argc, char **argv) {
                 dsv_backend_free(be);
                 if (ls < 0 || lc < 0) {
                         fprintf(stderr, "bench-gemv: linear: %s\n", strerror(-(int)fmin(ls, lc)));
-                        return 1;
+                        goto out;
                 }
                 printf("threads %ld: streamed %ld MiB: %.1f GB/s of weights vs a read of the same bytes %.1f GB/s: ratio "
                        "%.2fx; in cache (%.1f MiB): %.1f GB/s vs a read %.1f GB/s: ratio %.2fx\n",
                        counts[c], mib, bytes / ls / 1e9, bytes / rd / 1e9, rd / ls, cbytes / 1048576.0, cbytes / lc / 1e9,
                        cbytes / rc / 1e9, rc / lc);
         }
+        ret = 0;
+out:
         weights_free(&W);
         free(x);
         free(out);
         free(ref);
-        return 0;
+        return ret;
 }
