@@ -108,6 +108,11 @@ tests_bench_bench_load_SOURCES = tests/bench/bench-load.c
 tests_bench_bench_load_LDADD = libdsv32runtime.la -lm
 TESTS += tests/bench/bench-load.sh
 EXTRA_DIST += tests/bench/bench-load.sh
+check_PROGRAMS += tests/bench/bench-gemv
+tests_bench_bench_gemv_SOURCES = tests/bench/bench-gemv.c
+tests_bench_bench_gemv_LDADD = libdsv32inspect.la -lm
+TESTS += tests/bench/bench-gemv.sh
+EXTRA_DIST += tests/bench/bench-gemv.sh
 EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-schema.sh
 
 # dsv32-run's speculative decoding (--mtp) from the command line
