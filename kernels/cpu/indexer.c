@@ -83,6 +83,7 @@ static const uint8_t *idx_key(const struct dsv_kv_ref *kv, int64_t slot, const f
  * chunking, the thread count or the batch), then each row selects its top-k (select_rows).
  * Rows whose context fits in topk, with no scores wanted, select everything and skip the rest. */
 #define IDX_CHUNK 64 /* positions per work item */
+#define IDX_RUN   16 /* rows of one sequence per work item, sharing its converted keys */
 /* Scores held at once (floats, 64 MB): a batch whose rows' contexts add up to more (a long
  * prefill chunk at a long context) is taken in groups of rows up to this, at least one row. */
 #define IDX_SCORES_MAX ((int64_t)1 << 24)
@@ -91,7 +92,7 @@ struct idx_ctx {
         const struct dsv_op_indexer_topk *p;
         int64_t base;   /* the group's first row: work index t is the op's row base + t */
         int64_t *off;   /* row t's scores start at off[t] (off[T] in all; off[t+1] == off[t]: not scored) */
-        int64_t *item;  /* work item i: row item[2i], first position item[2i+1] */
+        int64_t *item;  /* work item i: rows [item[3i], item[3i+1]) of one sequence, first position item[3i+2] */
         float *scores;  /* off[T] */
         float *qf, *wh; /* per row: H*d query floats, H head weights */
         _Atomic int err;
@@ -120,43 +121,61 @@ static void prep_rows(void *v, int64_t t0, int64_t t1, int thread) {
 }
 
 /* Per-ISA clones (DSV_HOT): the head dots were 4-wide SSE2 in the baseline build, and a long
- * prefill's scores (every key of every earlier token) were ~1/5 of its time. */
+ * prefill's scores (every key of every earlier token) were ~1/5 of its time.
+ *
+ * A work item is a chunk of IDX_CHUNK positions for a run of up to IDX_RUN rows of one
+ * sequence (rows that read the same keys): the chunk's keys are converted to f32 once
+ * (kf[s - s0], d floats each) and each row of the run scores the positions it has. Before,
+ * every row converted every key again (~1/5 of the indexer's CPU time at 512 tokens). A score is the
+ * same sequence of operations on the same values whichever rows share its item, so it does
+ * not depend on the runs, the chunking, the thread count or the batch. */
 DSV_HOT static void score_chunks(void *v, int64_t i0, int64_t i1, int thread) {
         struct idx_ctx *ic = v;
         const struct dsv_op_indexer_topk *p = ic->p;
         const struct dsv_kv_layout *L = p->kv.layout;
         const int H = p->n_heads, d = p->head_dim;
         const int32_t *seq = p->at.tok_seq->data;
-        float *kf = dsv_cpu_scratch(0, (size_t)d * sizeof(float));
+        float *kf = dsv_cpu_scratch(0, ((size_t)IDX_CHUNK * d + IDX_CHUNK) * sizeof(float));
         if (!kf) {
                 atomic_store(&ic->err, -ENOMEM);
                 return;
         }
+        float *ksc = kf + (size_t)IDX_CHUNK * d;
         for (int64_t it = i0; it < i1; it++) {
-                const int64_t t = ic->item[2 * it], s0 = ic->item[2 * it + 1];
-                const int64_t n = ic->off[t + 1] - ic->off[t], s1 = MIN(s0 + IDX_CHUNK, n);
-                const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[ic->base + t]);
-                const float *qf = ic->qf + (size_t)t * H * d, *wh = ic->wh + (size_t)t * H;
-                float *scores = ic->scores + ic->off[t];
-                for (int64_t s = s0; s < s1; s++) {
+                const int64_t ta = ic->item[3 * it], tb = ic->item[3 * it + 1], s0 = ic->item[3 * it + 2];
+                const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[ic->base + ta]);
+                int64_t s_end = s0;
+                for (int64_t t = ta; t < tb; t++)
+                        s_end = MAX(s_end, MIN(s0 + IDX_CHUNK, ic->off[t + 1] - ic->off[t]));
+                for (int64_t s = s0; s < s_end; s++) {
                         int64_t slot = dsv_kv_slot(L, pages, (int32_t)s);
-                        float ks = 1.0f, acc = 0;
+                        float *k = kf + (size_t)(s - s0) * d;
                         if (p->faithful) {
                                 const float *ksp;
-                                dsv_e4m3_row_to_f32(idx_key(&p->kv, slot, &ksp), d, kf);
-                                ks = ksp[0];
+                                dsv_e4m3_row_to_f32(idx_key(&p->kv, slot, &ksp), d, k);
+                                ksc[s - s0] = ksp[0];
                         } else {
-                                memcpy(kf, idx_key(&p->kv, slot, NULL), (size_t)d * sizeof(float));
+                                memcpy(k, idx_key(&p->kv, slot, NULL), (size_t)d * sizeof(float));
+                                ksc[s - s0] = 1.0f;
                         }
-                        for (int h = 0; h < H; h++) {
-                                const float *q = qf + (size_t)h * d;
-                                float dot = 0;
-                                OMP(simd reduction(+ : dot))
-                                for (int i = 0; i < d; i++)
-                                        dot += q[i] * kf[i];
-                                acc += (dot > 0 ? dot : 0) * wh[h];
+                }
+                for (int64_t t = ta; t < tb; t++) {
+                        const int64_t s1 = MIN(s0 + IDX_CHUNK, ic->off[t + 1] - ic->off[t]);
+                        const float *qf = ic->qf + (size_t)t * H * d, *wh = ic->wh + (size_t)t * H;
+                        float *scores = ic->scores + ic->off[t];
+                        for (int64_t s = s0; s < s1; s++) {
+                                const float *k = kf + (size_t)(s - s0) * d;
+                                float acc = 0;
+                                for (int h = 0; h < H; h++) {
+                                        const float *q = qf + (size_t)h * d;
+                                        float dot = 0;
+                                        OMP(simd reduction(+ : dot))
+                                        for (int i = 0; i < d; i++)
+                                                dot += q[i] * k[i];
+                                        acc += (dot > 0 ? dot : 0) * wh[h];
+                                }
+                                scores[s] = acc * ksc[s - s0];
                         }
-                        scores[s] = acc * ks;
                 }
         }
 }
@@ -212,20 +231,31 @@ static int topk_group(const struct dsv_op_indexer_topk *p, int64_t base, int64_t
                 const int64_t n = (int64_t)pos[t] + 1;
                 const bool scored = n > p->topk || p->scores;
                 ic.off[t + 1] = ic.off[t] + (scored ? n : 0);
-                n_items += scored ? DIV_ROUND_UP(n, IDX_CHUNK) : 0;
+                n_items += scored ? DIV_ROUND_UP(n, IDX_CHUNK) : 0; /* at most: one row a run */
                 n_scored += scored;
         }
-        ic.item = malloc((size_t)MAX(n_items, 1) * 2 * sizeof(int64_t));
+        ic.item = malloc((size_t)MAX(n_items, 1) * 3 * sizeof(int64_t));
         ic.scores = malloc((size_t)MAX(ic.off[T], 1) * sizeof(float));
         ic.qf = malloc((size_t)(n_scored ? T : 1) * ((size_t)H * d + (size_t)H) * sizeof(float));
         if (!ic.item || !ic.scores || !ic.qf)
                 goto out;
         ic.wh = ic.qf + (size_t)(n_scored ? T : 1) * H * d;
-        for (int64_t t = 0, i = 0; t < T; t++)
-                for (int64_t s0 = 0; s0 < ic.off[t + 1] - ic.off[t]; s0 += IDX_CHUNK, i++) {
-                        ic.item[2 * i] = t;
-                        ic.item[2 * i + 1] = s0;
+        /* runs: consecutive scored rows of one sequence, up to IDX_RUN; the items of a run
+         * cover the positions of its longest row */
+        n_items = 0;
+        for (int64_t ta = 0, tb; ta < T; ta = tb) {
+                const int32_t *seq = (const int32_t *)p->at.tok_seq->data + base;
+                int64_t longest = ic.off[ta + 1] - ic.off[ta];
+                for (tb = ta + 1;
+                     tb < T && tb - ta < IDX_RUN && seq[tb] == seq[ta] && longest > 0 && ic.off[tb + 1] > ic.off[tb];
+                     tb++)
+                        longest = MAX(longest, ic.off[tb + 1] - ic.off[tb]);
+                for (int64_t s0 = 0; s0 < longest; s0 += IDX_CHUNK, n_items++) {
+                        ic.item[3 * n_items] = ta;
+                        ic.item[3 * n_items + 1] = tb;
+                        ic.item[3 * n_items + 2] = s0;
                 }
+        }
         if (n_scored) {
                 dsv_par_for(T, n_scored * H * d, prep_rows, &ic);
                 dsv_par_for_dyn(n_items, 1, ic.off[T] * H * d * 2, score_chunks, &ic);

@@ -248,15 +248,18 @@ static int job_init(struct lin_job *j, const struct dsv_op_linear *p, float *xf,
         return 0;
 }
 
-/* Prepares the activations (unless shared) and what the kernels need to know of them. */
-static int job_prep(struct lin_job *j) {
+/* The bf16 copy when the kernel wants one, else (or when some value is not a bf16 after
+ * all: exact numerics) the f32 one. */
+static void job_prep_plan(struct lin_job *j) {
+        j->fill_xb = j->xb != NULL;
+        j->fill_xf = !j->fill_xb;
+}
+
+/* After prep_rows ran over the job's rows (unless shared): the f32 copy where the bf16 one
+ * turned out inexact, and what the kernels need to know of the activations. */
+static int job_prep_finish(struct lin_job *j) {
         const int64_t T = j->g.T, nbk = j->g.nbk;
         if (!j->same_x) {
-                /* the bf16 copy when the kernel wants one, else (or when some value is not a
-                 * bf16 after all: exact numerics) the f32 one */
-                j->fill_xb = j->xb != NULL;
-                j->fill_xf = !j->fill_xb;
-                dsv_par_for(T, T * j->g.K * 8, prep_rows, j);
                 if (atomic_load(&j->err) < 0)
                         return atomic_load(&j->err);
                 if (j->fill_xb && atomic_load(&j->xb_inexact)) {
@@ -276,6 +279,55 @@ static int job_prep(struct lin_job *j) {
         for (int64_t i = 0; j->xs && i < T * nbk && j->g.xs_pow2; i++)
                 j->g.xs_pow2 &= dsv_scale_pow2(j->xs[i]);
         return 0;
+}
+
+/* Prepares the activations (unless shared) and what the kernels need to know of them. */
+static int job_prep(struct lin_job *j) {
+        if (!j->same_x) {
+                job_prep_plan(j);
+                dsv_par_for(j->g.T, j->g.T * j->g.K * 8, prep_rows, j);
+        }
+        return job_prep_finish(j);
+}
+
+/* Several jobs' activations in one pool job: rows [row0[i], row0[i+1]) of the whole are job
+ * i's (jobs that share another's have none). An MoE layer prepares every expert's rows at
+ * once instead of two small pool jobs per expert (~450 per 512-token pass of m474, a few
+ * rows each, the worker idle in between). */
+struct prep_all {
+        struct lin_job *jobs;
+        const int64_t *row0;
+        int n;
+};
+
+static void prep_all_rows(void *v, int64_t i0, int64_t i1, int thread) {
+        const struct prep_all *pa = v;
+        for (int j = 0; j < pa->n && i0 < i1; j++) {
+                const int64_t a = MAX(i0, pa->row0[j]), b = MIN(i1, pa->row0[j + 1]);
+                if (a < b)
+                        prep_rows(&pa->jobs[j], a - pa->row0[j], b - pa->row0[j], thread);
+        }
+}
+
+static int jobs_prep(struct lin_job *jobs, int n) {
+        int64_t *row0 = malloc(((size_t)n + 1) * sizeof(int64_t)), work = 0;
+        int r = 0;
+        if (!row0)
+                return -ENOMEM;
+        row0[0] = 0;
+        for (int i = 0; i < n; i++) {
+                const int64_t rows = jobs[i].same_x ? 0 : jobs[i].g.T;
+                if (!jobs[i].same_x)
+                        job_prep_plan(&jobs[i]);
+                row0[i + 1] = row0[i] + rows;
+                work += rows * jobs[i].g.K * 8;
+        }
+        struct prep_all pa = {.jobs = jobs, .row0 = row0, .n = n};
+        dsv_par_for_dyn(row0[n], MAX(1, row0[n] / (8 * dsv_cpu_pool_threads())), work, prep_all_rows, &pa);
+        for (int i = 0; i < n && r >= 0; i++)
+                r = job_prep_finish(&jobs[i]);
+        free(row0);
+        return r;
 }
 
 struct run_ctx {
@@ -379,7 +431,7 @@ int dsv_cpu_linear_multi(const struct dsv_op_linear *const *ops, int n) {
                 const size_t a = (size_t)act_floats(p);
                 float *xf = (float *)buf, *xs = xf + a;
                 uint16_t *xb = (uint16_t *)(xs + p->x->ne[1] * DIV_ROUND_UP(p->x->ne[0], DSV_QBLOCK));
-                if ((r = job_init(&jobs[m], p, xf, xs, xb, same)) < 0 || (r = job_prep(&jobs[m])) < 0)
+                if ((r = job_init(&jobs[m], p, xf, xs, xb, same)) < 0)
                         break;
                 if (!same)
                         buf += ALIGN_UP(a * (sizeof(float) + sizeof(uint16_t)) +
@@ -387,7 +439,7 @@ int dsv_cpu_linear_multi(const struct dsv_op_linear *const *ops, int n) {
                                         64);
                 m++;
         }
-        if (r >= 0 && m > 0)
+        if (r >= 0 && m > 0 && (r = jobs_prep(jobs, m)) >= 0)
                 r = jobs_run(jobs, m);
         free(jobs);
         return r;

@@ -304,6 +304,55 @@ static void check_all_shapes(void) {
         check_case("fp8 faithful with NaNs", DSV_F8_E4M3, 2, 256, 8, true, true, false, true, true);
 }
 
+/* dsv_cpu_linear_multi prepares the activations of all its jobs in one pool job: every op's
+ * output equals the canonical order, with ops that share their activations (an expert's w1
+ * and w3), an exact op whose activations are not bf16 values (prepared again as f32), a BF16
+ * op, an op of no tokens and one over the wide tile, in one call. */
+static void check_linear_multi(void) {
+        enum { NOPS = 6 };
+        static const struct {
+                enum dsv_dtype type;
+                int64_t T, K, N;
+                bool quant, bf16_x;
+                int x; /* activations: the op's own, or those of op x */
+        } c[NOPS] = {{DSV_F8_E4M3, 7, 300, 33, true, false, 0},   {DSV_F8_E4M3, 7, 300, 20, true, false, 0},
+                     {DSV_F8_E4M3, 13, 257, 12, false, false, 2}, {DSV_BF16, 1, 128, 9, false, true, 3},
+                     {DSV_F8_E4M3, 0, 128, 8, true, false, 4},    {DSV_F8_E4M3, 29, 1024, 70, true, false, 5}};
+        struct weights W[NOPS];
+        struct dsv_tensor X[NOPS], Y[NOPS];
+        struct dsv_op_linear op[NOPS];
+        const struct dsv_op_linear *ops[NOPS];
+        float *x[NOPS], *got[NOPS], *want[NOPS];
+        for (int i = 0; i < NOPS; i++) {
+                make_weights(&W[i], c[i].type, c[i].N, c[i].K, true, false);
+                x[i] = malloc((size_t)(c[i].T * c[i].K + 1) * sizeof(float));
+                got[i] = malloc((size_t)(c[i].T * c[i].N + 1) * sizeof(float));
+                want[i] = malloc((size_t)(c[i].T * c[i].N + 1) * sizeof(float));
+                REQUIRE(x[i] && got[i] && want[i], "oom");
+                for (int64_t k = 0; k < c[i].T * c[i].K; k++)
+                        x[i][k] = c[i].bf16_x ? dsv_round_bf16(rnd()) : rnd();
+                X[i] = dsv_tensor_2d(DSV_F32, x[c[i].x], c[i].T, c[i].K);
+                Y[i] = dsv_tensor_2d(DSV_F32, got[i], c[i].T, c[i].N);
+                op[i] = (struct dsv_op_linear){.out = &Y[i], .x = &X[i], .w = &W[i].w, .quant_in = c[i].quant, .round_out = c[i].quant};
+                ops[i] = &op[i];
+                canon_linear(&op[i], want[i]);
+        }
+        REQUIRE(dsv_cpu_linear_multi(ops, NOPS) == 0, "linear_multi");
+        for (int i = 0; i < NOPS; i++) {
+                int bad = 0;
+                for (int64_t k = 0; k < c[i].T * c[i].N; k++)
+                        bad += !same(got[i][k], want[i][k]);
+                CHECK(bad == 0, "%s linear_multi op %d (T=%lld K=%lld N=%lld): %d outputs differ from the canonical order",
+                      dsv_cpu_isa_name(dsv_cpu_isa_current()), i, (long long)c[i].T, (long long)c[i].K, (long long)c[i].N, bad);
+                free(W[i].data);
+                free(W[i].scales);
+                free(x[i]);
+                free(got[i]);
+                free(want[i]);
+        }
+        n_cases++;
+}
+
 int main(int argc, char **argv) {
         const char *env = getenv("DSV32_CPU_KERNELS");
         int ran = 0;
@@ -345,6 +394,7 @@ int main(int argc, char **argv) {
                                 check_gate_bf16(); /* on 1 and 2 threads */
                         int before = n_cases;
                         check_all_shapes();
+                        check_linear_multi();
                         printf("%s, %d pool thread%s: %d cases equal to the canonical order\n", dsv_cpu_isa_name((enum dsv_cpu_isa)isa),
                                dsv_cpu_pool_threads(), threads == 1 ? "" : "s", n_cases - before);
                         ran++;

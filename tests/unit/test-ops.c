@@ -491,6 +491,64 @@ static void test_indexer(void) {
         }
 }
 
+/* The indexer shares each chunk's converted keys among runs of rows of one sequence: a
+ * batch of two sequences (their pages in other orders, so the same position holds another
+ * key), runs longer than one work item's and broken by the other sequence, contexts over
+ * several chunks with tails, gives each row the scores and selection it gets alone, bit for
+ * bit, on one thread and on two. */
+static void test_indexer_runs(void) {
+        enum { T = 40, n = 256, H = 3, d = 128, topk = 16 };
+        for (int faithful = 0; faithful < 2; faithful++) {
+                struct cache c;
+                make_cache(&c, faithful ? DSV_KV_FP8 : DSV_KV_F32, n, 64, 32, d);
+                int32_t bt[2][4] = {{2, 0, 3, 1}, {1, 3, 0, 2}}, seq[T], pos[T], idx[T * topk], idx1[topk];
+                for (int t = 0; t < T; t++) {
+                        seq[t] = t >= 20 && t < 23; /* 20 rows of 0, 3 of 1, 17 of 0 */
+                        pos[t] = t < 20 ? 180 + t : t < 23 ? (int32_t[]){70, 5, 130}[t - 20] : 7 * t - 131;
+                }
+                float *q = rvec((size_t)T * H * d, 1), *w = rvec((size_t)T * H, 1), *qs = malloc((size_t)T * H * 4);
+                float *sc = malloc((size_t)T * n * 4), *sc1 = malloc((size_t)n * 4);
+                uint8_t *q8 = malloc((size_t)T * H * d);
+                REQUIRE(qs && sc && sc1 && q8, "oom");
+                for (int i = 0; i < T * H; i++)
+                        dsv_quant_row(q + (size_t)i * d, d, q8 + (size_t)i * d, qs + i);
+                for (int threads = 1; threads <= 2; threads++) {
+                        if (threads == 2)
+                                REQUIRE(dsv_cpu_pool_acquire(2) == 0, "pool");
+                        for (int t0 = -1; t0 < T; t0++) { /* -1: the batch, then each row alone */
+                                const int r0 = t0 < 0 ? 0 : t0, nt = t0 < 0 ? T : 1;
+                                struct dsv_tensor I = dsv_tensor_2d(DSV_I32, t0 < 0 ? idx : idx1, nt, topk),
+                                                  S = dsv_tensor_2d(DSV_F32, t0 < 0 ? sc : sc1, nt, n),
+                                                  Q = faithful ? dsv_tensor_2d(DSV_U8, q8 + (size_t)r0 * H * d, nt, H * d)
+                                                               : dsv_tensor_2d(DSV_F32, q + (size_t)r0 * H * d, nt, H * d),
+                                                  QS = dsv_tensor_2d(DSV_F32, qs + r0 * H, nt, H), W = dsv_tensor_2d(DSV_F32, w + r0 * H, nt, H),
+                                                  TS = dsv_tensor_2d(DSV_I32, seq + r0, 1, nt), TP = dsv_tensor_2d(DSV_I32, pos + r0, 1, nt),
+                                                  BT = dsv_tensor_2d(DSV_I32, bt, 2, 4);
+                                struct dsv_op_indexer_topk op = {.idx = &I, .scores = &S, .q = &Q, .q_scale = &QS, .w = &W,
+                                                                 .kv = {&c.L, c.base, 1}, .at = {&TS, &TP, &BT}, .n_heads = H,
+                                                                 .head_dim = d, .topk = topk, .w_scale1 = 0.5f, .w_scale2 = 0.25f,
+                                                                 .faithful = faithful};
+                                REQUIRE(dsv_cpu_indexer_topk(&op) == 0, "indexer");
+                                if (t0 < 0)
+                                        continue;
+                                CHECK(memcmp(sc1, sc + (size_t)t0 * n, (size_t)n * 4) == 0, "%s, %d threads: row %d scored otherwise in the batch",
+                                      faithful ? "faithful" : "exact", threads, t0);
+                                CHECK(memcmp(idx1, idx + t0 * topk, sizeof(idx1)) == 0,
+                                      "%s, %d threads: row %d selected otherwise in the batch", faithful ? "faithful" : "exact", threads, t0);
+                        }
+                        if (threads == 2)
+                                dsv_cpu_pool_release();
+                }
+                free(q);
+                free(w);
+                free(qs);
+                free(sc);
+                free(sc1);
+                free(q8);
+                free_cache(&c);
+        }
+}
+
 /* MLA decode and prefill against the math in double; decode == prefill in exact numerics */
 static void test_mla(void) {
         const int H = 3, nope = 16, rope = 8, V = 12, C = 128, n = 70, T = 2, K = 20;
@@ -706,6 +764,7 @@ int main(void) {
         test_topk();
         test_kv();
         test_indexer();
+        test_indexer_runs();
         test_mla();
         test_moe_gate();
         test_moe_experts();
