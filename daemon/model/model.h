@@ -51,6 +51,11 @@ struct dsv_model_hooks {
         /* Expert parallelism: a routed-expert row this rank computes (token seq/pos, its slot
          * and expert), before the combine. */
         void (*on_expert_row)(void *ud, int layer, int rank, int seq, int pos, int slot, int expert);
+        /* Data-parallel attention (dsv_model_opts.dp): a row this rank (the expert's owner)
+         * received from rank from (seq, pos: the token's on that rank), and a row it got back
+         * from rank owner for one of its own tokens. */
+        void (*on_expert_dispatch)(void *ud, int layer, int rank, int from, int seq, int pos, int slot, int expert);
+        void (*on_expert_return)(void *ud, int layer, int rank, int owner, int seq, int pos, int slot, int expert);
         bool want_index_scores;
         bool want_router_scores;
         bool force_dense; /* attend to every position: sparse == dense checks */
@@ -87,6 +92,17 @@ struct dsv_model_opts {
          * same values, within summation order of one rank's (not bit for bit). Refused when
          * the ranks do not divide the heads. Each rank loads only its shares. */
         bool tp;
+        /* Data-parallel attention over the same group (the dp of ep,dp when each rank owns
+         * whole sequences; needs ep, excludes tp): this rank runs embedding, attention, the
+         * indexer, dense layers and lm_head for its own batch only (its sequences, its KV
+         * pool), and each MoE layer sends every row (token, slot) to the rank owning the slot's
+         * expert (dsv_comm_all_to_allv), computes the rows it received, and returns them to
+         * the token's rank, which sums them in ascending expert order as one rank does (bit
+         * for bit one rank's logits). Every dsv_model_forward and dsv_model_mtp_forward call
+         * is then collective: every rank makes it, a rank with nothing to run with an empty
+         * batch, and the ranks agree on the number of passes (passes.c) so the dispatches
+         * pair up. */
+        bool dp;
         /* A device backend (not host memory) is refused before anything is allocated on it
          * when the weights, the smallest workspace and the KV pool the caller will allocate
          * after the load do not fit in the device's free memory (mem_info). That pool:
