@@ -199,6 +199,14 @@ int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct 
 int dsv_model_forward_hidden(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
                              float *hidden, struct dsv_error *err);
 
+/* Data-parallel attention (dsv_model_opts.dp): a rank that owns no sequence for a while (the
+ * ranks 1..N-1 of dsv32-run, whose one sequence is rank 0's) follows the others' calls, taking
+ * part in every pass's dispatches, until a rank calls dsv_model_dp_end (0); an error when
+ * the group fails or the calling ranks disagree (-EPROTO). dsv_model_dp_end is collective
+ * like a forward call. -EINVAL on a model without dp. */
+int dsv_model_dp_follow(struct dsv_model *m, struct dsv_error *err);
+int dsv_model_dp_end(struct dsv_model *m, struct dsv_error *err);
+
 /* The MTP layer (DESIGN section 4) over a batch, for speculative drafts. Token i is the next
  * token t_{p+1} of sequence seqs[seq[i]] at position p = pos[i], and hidden_in + i *
  * hidden_size its previous hidden state at p: the main model's (dsv_model_forward_hidden), or

@@ -71,7 +71,7 @@ int dsv_model_mtp_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const str
                 /* collective (model.h dsv_model_opts.dp): one pass on every rank, with no rows of
                  * its own on a rank that has none */
                 const int own = b->n_tokens > 0;
-                if ((r = dsv_fwd_dp_agree(m, own, err)) < 0)
+                if ((r = dsv_fwd_dp_agree(m, DP_MTP, own, NULL, err)) < 0)
                         return r;
                 if (!own)
                         return r ? dsv_fwd_dp_idle(m, m->cfg.num_hidden_layers, m->cfg.num_hidden_layers, err) : 0;

@@ -135,7 +135,7 @@ int dsv_model_forward_hidden(struct dsv_model *m, struct dsv_kv_pool *kv, const 
                 /* one pass (none for an empty batch); the batch is checked after the agreement,
                  * so a bad one fails this rank without leaving the others waiting here */
                 const int own = b->n_tokens > 0;
-                if ((n_all = dsv_fwd_dp_agree(m, own, err)) < 0)
+                if ((n_all = dsv_fwd_dp_agree(m, DP_FORWARD, own, NULL, err)) < 0)
                         return n_all;
                 r = own ? dsv_fwd_pass(m, kv, b, logits, hidden, err) : 0;
                 return dp_finish(m, r, own, n_all, err);
@@ -164,7 +164,7 @@ int dsv_model_forward_hidden(struct dsv_model *m, struct dsv_kv_pool *kv, const 
         if (m->dp) {
                 c.dry = true;
                 if ((r = cut_all(m, kv, b, &plan, cap, dest_of, &c, logits, hidden, err)) < 0 ||
-                    (n_all = dsv_fwd_dp_agree(m, c.passes, err)) < 0) {
+                    (n_all = dsv_fwd_dp_agree(m, DP_FORWARD, c.passes, NULL, err)) < 0) {
                         r = n_all < 0 ? n_all : r;
                         goto out;
                 }
