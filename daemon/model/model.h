@@ -101,7 +101,7 @@ struct dsv_model_opts {
          * for bit one rank's logits). Every dsv_model_forward and dsv_model_mtp_forward call
          * is then collective: every rank makes it, a rank with nothing to run with an empty
          * batch, and the ranks agree on the number of passes (passes.c) so the dispatches
-         * pair up. */
+         * pair up; so is dsv_model_load (its one-token probe pass): every rank loads at once. */
         bool dp;
         /* A device backend (not host memory) is refused before anything is allocated on it
          * when the weights, the smallest workspace and the KV pool the caller will allocate

@@ -12,8 +12,13 @@
  *     holds none;
  *   - a batch naming a rank out of range is refused before anything runs (the group stays
  *     usable), a rank failing an idle pass breaks the group with its name instead of hanging,
- *     and dp with tp, or without a group, is refused at load. */
+ *     and dp with tp, or without a group, is refused at load;
+ *   - the MTP layer through the group (dsv_rank_group_mtp_dp) gives one rank's logits and
+ *     hidden rows; at the model level a rank following another's calls (dsv_model_dp_follow)
+ *     leaves its logits one rank's, and ranks making different calls fail with EPROTO. */
 #include "config.h"
+
+#include <pthread.h>
 
 #include "daemon/runtime/ranks.h"
 #include "tests/unit/modelutil.h"
@@ -182,6 +187,143 @@ static void scenario(const char *dir, int n, enum dsv_numerics num, bool forced,
         dsv_rank_group_free(g);
 }
 
+/* The MTP layer through the group (dsv_rank_group_mtp_dp): the prefill's hidden rows, then one
+ * MTP pass over every prompt position but each sequence's last; logits and hidden rows out. */
+static void mtp_case(const char *dir, int n, const int32_t *prompt, float *logits, float *hidden) {
+        struct dsv_runtime_opts ro = {.model_dir = dir, .numerics = DSV_NUMERICS_EXACT, .kv_tokens = 4 * MAX_POS * N_SEQ,
+                                      .where = {.threads = 1}, .mtp = DSV_MTP_ON, .dp = n > 1};
+        struct dsv_rank_group *g = NULL;
+        struct dsv_error err = {{0}};
+        struct dsv_kv_seq seqs[N_SEQ] = {{0}};
+        struct dsv_kv_seq *sp[N_SEQ];
+        int seq_rank[N_SEQ];
+        int32_t tok[256], pos[256], sq[256], mt[256], mp[256], ms[256];
+        int T = 0, M = 0;
+        REQUIRE(dsv_rank_group_open(&ro, n, 60000, &g, &err) == 0, "mtp, %d ranks: %s", n, err.msg);
+        const size_t D = (size_t)dsv_rank_group_runtime(g, 0)->cfg->hidden_size,
+                     V = (size_t)dsv_rank_group_runtime(g, 0)->cfg->vocab_size;
+        for (int s = 0; s < N_SEQ; s++) {
+                seq_rank[s] = (s + 1) % n; /* rank 0 owns none when n > 3 */
+                sp[s] = &seqs[s];
+                REQUIRE(dsv_kv_seq_reserve(dsv_rank_group_runtime(g, seq_rank[s])->kv, &seqs[s], prompt_len[s]) == 0, "reserve");
+                for (int p = 0; p < prompt_len[s]; p++) {
+                        tok[T] = prompt[s * MAX_POS + p], pos[T] = p, sq[T++] = s;
+                        if (p + 1 < prompt_len[s])
+                                mt[M] = prompt[s * MAX_POS + p + 1], mp[M] = p, ms[M++] = s;
+                }
+        }
+        float *h = malloc((size_t)T * D * sizeof(float)), *hin = malloc((size_t)M * D * sizeof(float)),
+              *lg = malloc((size_t)T * V * sizeof(float));
+        REQUIRE(h && hin && lg, "oom");
+        struct dsv_batch b = {.n_tokens = T, .token = tok, .pos = pos, .seq = sq, .n_seqs = N_SEQ, .seqs = sp};
+        int r = n > 1 ? dsv_rank_group_forward_dp(g, &b, seq_rank, lg, h, &err) : dsv_rank_group_forward(g, &b, lg, h, &err);
+        REQUIRE(r == 0, "mtp, %d ranks: prefill: %s", n, err.msg);
+        for (int i = 0, k = 0; i < T; i++)
+                if (pos[i] + 1 < prompt_len[sq[i]])
+                        memcpy(hin + (size_t)k++ * D, h + (size_t)i * D, D * sizeof(float));
+        b = (struct dsv_batch){.n_tokens = M, .token = mt, .pos = mp, .seq = ms, .n_seqs = N_SEQ, .seqs = sp};
+        r = n > 1 ? dsv_rank_group_mtp_dp(g, &b, seq_rank, hin, logits, hidden, &err)
+                  : dsv_rank_group_mtp(g, &b, hin, logits, hidden, &err);
+        REQUIRE(r == 0, "mtp, %d ranks: the MTP pass: %s", n, err.msg);
+        for (int s = 0; s < N_SEQ; s++) {
+                CHECK(seqs[s].mtp_len == prompt_len[s] - 1, "mtp, %d ranks: sequence %d's mtp_len %d", n, s, seqs[s].mtp_len);
+                dsv_kv_seq_release(dsv_rank_group_runtime(g, seq_rank[s])->kv, &seqs[s]);
+        }
+        free(h);
+        free(hin);
+        free(lg);
+        dsv_rank_group_free(g);
+}
+
+/* At the model level: a rank following (dsv_model_dp_follow) another's forward call and end,
+ * and two ranks making different calls (a forward against an end): EPROTO on both. */
+struct model_rank {
+        const char *dir;
+        struct dsv_backend *be;
+        struct dsv_comm *comm;
+        struct dsv_model *m;
+        int role; /* 0: forward then end, 1: follow, 2: end at once, 3: an empty forward */
+        const int32_t *toks;
+        float *logits;
+        int r;
+        struct dsv_error err;
+};
+
+static void *model_rank_main(void *arg) {
+        struct model_rank *R = arg;
+        struct dsv_model_opts mo = {.numerics = DSV_NUMERICS_EXACT, .ep = R->comm, .dp = true};
+        /* the load's probe pass is collective too: every rank loads in its own thread */
+        REQUIRE(dsv_model_load(R->dir, R->be, &mo, &R->m, &R->err) == 0, "load: %s", R->err.msg);
+        if (R->role == 1) {
+                R->r = dsv_model_dp_follow(R->m, &R->err);
+                return NULL;
+        }
+        if (R->role == 2) {
+                R->r = dsv_model_dp_end(R->m, &R->err);
+                return NULL;
+        }
+        const struct dsv_model_config *c = dsv_model_get_config(R->m);
+        struct dsv_kv_pool *kv = NULL;
+        struct dsv_kv_seq q = {0}, *sp[1] = {&q};
+        int32_t pos[20], sq[20] = {0};
+        for (int i = 0; i < 20; i++)
+                pos[i] = i;
+        REQUIRE(dsv_kv_pool_new(dsv_model_backend(R->m), c, dsv_numerics_kv_format(dsv_model_numerics(R->m)), 4, &kv) == 0,
+                "kv");
+        REQUIRE(dsv_kv_seq_reserve(kv, &q, 20) == 0, "reserve");
+        struct dsv_batch b = {.n_tokens = R->role == 3 ? 0 : 20, .token = R->toks, .pos = pos, .seq = sq, .n_seqs = 1, .seqs = sp};
+        R->r = dsv_model_forward(R->m, kv, &b, R->logits, &R->err);
+        if (R->r == 0 && R->role == 0)
+                R->r = dsv_model_dp_end(R->m, &R->err);
+        dsv_kv_seq_release(kv, &q);
+        dsv_kv_pool_free(kv);
+        return NULL;
+}
+
+static void follow_cases(const char *dir) {
+        struct dsv_backend *be[2] = {NULL, NULL};
+        struct dsv_error err = {{0}};
+        int32_t toks[20];
+        REQUIRE(dsv_backend_cpu_new(1, &be[0]) == 0 && dsv_backend_cpu_new(1, &be[1]) == 0, "cpu backends");
+        struct dsv_model *one = load_model(be[0], dir, DSV_NUMERICS_EXACT);
+        const size_t V = (size_t)dsv_model_get_config(one)->vocab_size;
+        float *ref = malloc(20 * V * sizeof(float)), *got = malloc(20 * V * sizeof(float));
+        REQUIRE(ref && got, "oom");
+        make_tokens(toks, 20, (int)V, 3);
+        run_prompt(one, toks, 20, 20, ref);
+        CHECK(dsv_model_dp_follow(one, &err) == -EINVAL, "follow on a model without dp");
+        dsv_model_free(one);
+        static const int roles[2][2] = {{0, 1}, {2, 3}};
+        for (int k = 0; k < 2; k++) {
+                struct dsv_comm *comms[2];
+                struct model_rank R[2];
+                pthread_t th[2];
+                REQUIRE(dsv_comm_local_group_new(2, 20000, comms) == 0, "group");
+                for (int i = 0; i < 2; i++) {
+                        R[i] = (struct model_rank){.dir = dir, .be = be[i], .comm = comms[i], .role = roles[k][i],
+                                                   .toks = toks, .logits = got};
+                        REQUIRE(pthread_create(&th[i], NULL, model_rank_main, &R[i]) == 0, "thread");
+                }
+                for (int i = 0; i < 2; i++)
+                        pthread_join(th[i], NULL);
+                if (k == 0) {
+                        CHECK(R[0].r == 0 && R[1].r == 0, "forward and follow: %s / %s", R[0].err.msg, R[1].err.msg);
+                        CHECK(memcmp(got, ref, 20 * V * sizeof(float)) == 0, "a forward with a follower: other logits");
+                } else
+                        for (int i = 0; i < 2; i++)
+                                CHECK(R[i].r == -EPROTO && strstr(R[i].err.msg, "different calls") != NULL,
+                                      "rank %d of a forward against an end: %d %s", i, R[i].r, R[i].err.msg);
+                for (int i = 0; i < 2; i++) {
+                        dsv_model_free(R[i].m);
+                        dsv_comm_free(comms[i]);
+                }
+        }
+        free(ref);
+        free(got);
+        dsv_backend_free(be[0]);
+        dsv_backend_free(be[1]);
+}
+
 static double worst_faithful;
 
 static void layout(const char *name, const char *dir, const int *ranks, int n_ranks, bool forced_too) {
@@ -339,6 +481,36 @@ int main(void) {
                 dsv_comm_free(comms[0]);
                 dsv_comm_free(comms[1]);
                 dsv_backend_free(be);
+        }
+
+        follow_cases(tiny);
+        /* the MTP layer on 1, 2 and 4 ranks (rank 0 owning none on 4) */
+        {
+                static char dir[4200];
+                struct dsv_model_config cfg;
+                struct dsv_synth_opts so = {.seed = 8, .n_shards = 2, .mtp = true};
+                struct dsv_error err = {{0}};
+                snprintf(dir, sizeof(dir), "%s/dp-model-mtp", test_dir());
+                REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0, "%s", err.msg);
+                REQUIRE(dsv_synth_write(dir, &cfg, &so, &err) == 0, "%s", err.msg);
+                int M = 0;
+                for (int s = 0; s < N_SEQ; s++)
+                        M += prompt_len[s] - 1;
+                const size_t nl = (size_t)M * (size_t)cfg.vocab_size, nh = (size_t)M * (size_t)cfg.hidden_size;
+                float *lr = malloc(nl * 4), *hr = malloc(nh * 4), *lg = malloc(nl * 4), *hg = malloc(nh * 4);
+                int32_t prompt[N_SEQ * MAX_POS];
+                REQUIRE(lr && hr && lg && hg, "oom");
+                make_tokens(prompt, N_SEQ * MAX_POS, cfg.vocab_size, 21);
+                mtp_case(dir, 1, prompt, lr, hr);
+                for (int n = 2; n <= 4; n *= 2) {
+                        mtp_case(dir, n, prompt, lg, hg);
+                        CHECK(memcmp(lg, lr, nl * 4) == 0 && memcmp(hg, hr, nh * 4) == 0,
+                              "mtp, %d ranks: logits or hidden rows differ from one rank's", n);
+                }
+                free(lr);
+                free(hr);
+                free(lg);
+                free(hg);
         }
 
         if (getenv("DSV32_DP_SMALL") && strcmp(getenv("DSV32_DP_SMALL"), "0") == 0)
