@@ -156,7 +156,8 @@ static int moe_experts_dp(struct fwd *F, int layer) {
         }
         /* floats: xs, yb [Rs x D], xr, yr [Rr x D], ys [R x D], wr [Rr]; ints: meta_s, meta_r, ids_r */
         const size_t nf = (Rs * 2 + Rr * 2 + (size_t)R) * (size_t)D + Rr, ni = (Rs + Rr) * DP_META + Rr;
-        const size_t need = ((nf + ni) * 4 + 63) / 64 * 64;
+        /* at least one line: no pointer arithmetic on NULL when nothing moves (an idle pass) */
+        const size_t need = MAX(((nf + ni) * 4 + 63) / 64 * 64, (size_t)64);
         if (need > m->dp_host.bytes) {
                 void *nb = aligned_alloc(64, need);
                 if (!nb)
