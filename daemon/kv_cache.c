@@ -206,6 +206,7 @@ static int32_t page_take(struct dsv_kv_pool *p) {
         }
         p->page[pg].ref = 1;
         p->page[pg].lru_prev = p->page[pg].lru_next = -1;
+        p->peak_in_use = MAX(p->peak_in_use, dsv_kv_pool_in_use(p));
         return pg;
 }
 
@@ -268,6 +269,7 @@ int dsv_kv_seq_append_cached(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int32_
         if (m->ref == 0) {
                 lru_remove(p, pg);
                 p->n_cached--;
+                p->peak_in_use = MAX(p->peak_in_use, dsv_kv_pool_in_use(p));
         }
         m->ref++;
         s->pages[s->n_pages++] = pg;

@@ -56,6 +56,7 @@ struct dsv_kv_pool {
         int n_cached;         /* registered pages no sequence holds */
         int n_registered;
         uint64_t n_reclaimed, n_copied; /* cached pages reused for new data; copy-on-write copies */
+        int peak_in_use;      /* the most pages sequences held at once (dsv_kv_pool_in_use) */
         /* Pools of the same geometry whose page bytes follow this one's (the KV pools of the
          * follower ranks of an ep,dp group, daemon/runtime/ranks.h): every page write made
          * outside a forward pass (a copy-on-write copy, dsv_kv_page_upload) is made in them

@@ -1,5 +1,7 @@
 /* The feed-forward half of a layer: the dense SwiGLU MLP, and the MoE (router with the test
- * hooks, routed experts on this rank or split over an expert-parallel group, shared expert). */
+ * hooks, routed experts on this rank or split over an expert-parallel group, with every rank
+ * holding every token or, under data-parallel attention, its own tokens only: then the rows
+ * travel by all-to-all; shared expert). */
 #include "config.h"
 
 #include <math.h>
@@ -95,6 +97,194 @@ static int moe_experts_ep(struct fwd *F, int layer) {
                                D, E);
 }
 
+/* Data-parallel attention (model.h, dsv_model_opts.dp): this rank holds its own tokens only.
+ * Per MoE layer, with n ranks and rows (t, j) = token t's slot j:
+ *   counts    each rank's rows per destination (the owner of the slot's expert), all-gathered
+ *   dispatch  all_to_allv of the rows of h (D floats) and of their (expert, slot, seq, pos),
+ *             each rank's rows to a destination in (t, j) order
+ *   compute   the received rows through the owner's experts, weight 1 (the row is the
+ *             expert's output itself, as moe_experts_ep)
+ *   return    all_to_allv of the results back, the reverse counts: row for row the order sent
+ *   combine   dsv_moe_combine over each token's K rows, ascending expert id: one rank's bits
+ * A rank with no rows (an idle pass: F->T == 0) sends nothing and still computes and returns
+ * what it receives. A received row whose expert this rank does not own is a protocol error
+ * (EPROTO), never computed. Host scratch: m->dp_host (the CPU backend is host memory). */
+enum { DP_META = 4 }; /* expert, slot, seq, pos */
+
+static int dp_fail(struct fwd *F, int r, int layer, const char *what) {
+        struct dsv_comm *ep = F->m->ep;
+        return dsv_error_set(F->err, r, "data-parallel %s of layer %d on rank %d of %d: %s", what, layer, ep->rank, ep->size,
+                             dsv_comm_last_error(ep)[0] ? dsv_comm_last_error(ep) : strerror(-r));
+}
+
+static int moe_experts_dp(struct fwd *F, int layer) {
+        struct dsv_model *m = F->m;
+        struct ws *w = &m->ws;
+        const struct dsv_model_config *c = &m->cfg;
+        const struct dsv_model_hooks *hk = &m->hooks;
+        struct dsv_comm *ep = m->ep;
+        const int K = c->num_experts_per_tok, E = c->n_routed_experts, n = ep->size, me = ep->rank;
+        const int64_t D = c->hidden_size, R = (int64_t)F->T * K;
+        /* per rank: rows sent and received, and the same in floats and in meta ints, with offsets */
+        _cleanup_free_ size_t *cnt = calloc((size_t)n * 10, sizeof(size_t));
+        _cleanup_free_ int32_t *all = malloc((size_t)n * n * sizeof(int32_t) + (size_t)MAX(R, 1) * sizeof(int32_t));
+        int r;
+
+        if (!cnt || !all)
+                return dsv_error_set(F->err, ENOMEM, "out of memory for the data-parallel dispatch");
+        size_t *s_rows = cnt, *r_rows = s_rows + n, *sf = r_rows + n, *sfo = sf + n, *rf = sfo + n, *rfo = rf + n,
+               *si = rfo + n, *sio = si + n, *ri = sio + n, *rio = ri + n;
+        int32_t *where = all + (size_t)n * n; /* [R] slot k's index among the rows sent, -1: none */
+        int32_t mine[256] = {0};
+        for (int64_t k = 0; k < R; k++) {
+                const int e = ((const int32_t *)dsv_tensor_row(&w->moe_ids, k / K))[k % K];
+                where[k] = e >= 0 && e < E ? dsv_expert_owner(e, E, n) : -1;
+                if (where[k] >= 0)
+                        s_rows[where[k]]++;
+        }
+        for (int p = 0; p < n; p++)
+                mine[p] = (int32_t)s_rows[p];
+        if ((r = dsv_comm_all_gather(ep, mine, all, (size_t)n, DSV_I32)) < 0)
+                return dp_fail(F, r, layer, "dispatch counts");
+        size_t Rs = 0, Rr = 0;
+        for (int p = 0; p < n; p++) {
+                r_rows[p] = (size_t)all[(size_t)p * n + me];
+                sf[p] = s_rows[p] * D, sfo[p] = Rs * D, si[p] = s_rows[p] * DP_META, sio[p] = Rs * DP_META;
+                rf[p] = r_rows[p] * D, rfo[p] = Rr * D, ri[p] = r_rows[p] * DP_META, rio[p] = Rr * DP_META;
+                Rs += s_rows[p];
+                Rr += r_rows[p];
+        }
+        /* floats: xs, yb [Rs x D], xr, yr [Rr x D], ys [R x D], wr [Rr]; ints: meta_s, meta_r, ids_r */
+        const size_t nf = (Rs * 2 + Rr * 2 + (size_t)R) * (size_t)D + Rr, ni = (Rs + Rr) * DP_META + Rr;
+        /* at least one line: no pointer arithmetic on NULL when nothing moves (an idle pass) */
+        const size_t need = MAX(((nf + ni) * 4 + 63) / 64 * 64, (size_t)64);
+        if (need > m->dp_host.bytes) {
+                void *nb = aligned_alloc(64, need);
+                if (!nb)
+                        return dsv_error_set(F->err, ENOMEM, "Cannot allocate %zu bytes for the data-parallel rows", need);
+                free(m->dp_host.p);
+                m->dp_host.p = nb;
+                m->dp_host.bytes = need;
+        }
+        float *xs = m->dp_host.p, *yb = xs + Rs * D, *xr = yb + Rs * D, *yr = xr + Rr * D, *ys = yr + Rr * D,
+              *wr = ys + (size_t)R * D;
+        int32_t *meta_s = (int32_t *)(wr + Rr), *meta_r = meta_s + Rs * DP_META, *ids_r = meta_r + Rr * DP_META;
+        {
+                size_t at[256];
+                for (int p = 0; p < n; p++)
+                        at[p] = sfo[p] / (size_t)D;
+                for (int64_t k = 0; k < R; k++) {
+                        if (where[k] < 0)
+                                continue;
+                        const int64_t t = k / K;
+                        const size_t i = at[where[k]]++;
+                        int32_t *mt = meta_s + i * DP_META;
+                        mt[0] = ((const int32_t *)dsv_tensor_row(&w->moe_ids, t))[k % K];
+                        mt[1] = (int32_t)(k % K);
+                        mt[2] = t < F->p->n_rows ? F->p->row_seq[t] : -1;
+                        mt[3] = t < F->p->n_rows ? F->p->row_pos[t] : -1;
+                        memcpy(xs + i * D, dsv_tensor_row(&w->h, t), (size_t)D * sizeof(float));
+                        where[k] = (int32_t)i;
+                }
+        }
+        if ((r = dsv_comm_all_to_allv(ep, meta_s, si, sio, meta_r, ri, rio, DSV_I32)) < 0 ||
+            (r = dsv_comm_all_to_allv(ep, xs, sf, sfo, xr, rf, rfo, DSV_F32)) < 0)
+                return dp_fail(F, r, layer, "dispatch");
+        for (int p = 0, i = 0; p < n; p++)
+                for (size_t q = 0; q < r_rows[p]; q++, i++) {
+                        const int32_t *mt = meta_r + (size_t)i * DP_META;
+                        if (mt[0] < 0 || mt[0] >= E || !dsv_model_owns_expert(m, mt[0]) || mt[1] < 0 || mt[1] >= K) {
+                                dsv_comm_abort(ep);
+                                return dsv_error_set(F->err, EPROTO,
+                                                     "data-parallel dispatch of layer %d: rank %d received from rank %d a "
+                                                     "row for expert %d slot %d, which it does not own",
+                                                     layer, me, p, mt[0], mt[1]);
+                        }
+                        ids_r[i] = mt[0];
+                        wr[i] = 1.0f;
+                        if (hk->on_expert_dispatch)
+                                hk->on_expert_dispatch(hk->ud, layer, me, p, mt[2], mt[3], mt[1], mt[0]);
+                }
+        if (Rr) {
+                struct dsv_tensor X = dsv_tensor_2d(DSV_F32, xr, (int64_t)Rr, D), Y = dsv_tensor_2d(DSV_F32, yr, (int64_t)Rr, D),
+                                  I1 = dsv_tensor_2d(DSV_I32, ids_r, (int64_t)Rr, 1),
+                                  W1 = dsv_tensor_2d(DSV_F32, wr, (int64_t)Rr, 1);
+                struct dsv_op op = {.type = DSV_OP_MOE_EXPERTS};
+                op.moe_experts = (struct dsv_op_moe_experts){.out = &Y, .x = &X, .ids = &I1, .weights = &W1,
+                                                             .experts = m->layers[layer].experts, .n_experts = E,
+                                                             .inter = c->moe_intermediate_size, .faithful = F->f};
+                if ((r = dsv_fwd_run(F, &op)) < 0)
+                        return r;
+        }
+        if ((r = dsv_comm_all_to_allv(ep, yr, rf, rfo, yb, sf, sfo, DSV_F32)) < 0)
+                return dp_fail(F, r, layer, "return");
+        if (F->T == 0)
+                return 0;
+        for (int64_t k = 0; k < R; k++) {
+                if (where[k] < 0)
+                        continue;
+                memcpy(ys + (size_t)k * D, yb + (size_t)where[k] * D, (size_t)D * sizeof(float));
+                if (hk->on_expert_return) {
+                        const int32_t *mt = meta_s + (size_t)where[k] * DP_META;
+                        hk->on_expert_return(hk->ud, layer, me, dsv_expert_owner(mt[0], E, n), mt[2], mt[3], mt[1], mt[0]);
+                }
+        }
+        return dsv_moe_combine(w->moe_out.data, w->moe_out.stride / sizeof(float), ys, w->moe_ids.data,
+                               w->moe_ids.stride / sizeof(int32_t), w->moe_w.data, w->moe_w.stride / sizeof(float), F->T, K,
+                               D, E);
+}
+
+int dsv_fwd_dp_idle(struct dsv_model *m, int first, int last, struct dsv_error *err) {
+        struct fwd F = {.m = m, .err = err, .f = m->numerics == DSV_NUMERICS_FAITHFUL, .T = 0};
+        int r;
+        for (int layer = first; layer <= last; layer++)
+                if (m->layers[layer].moe && (r = moe_experts_dp(&F, layer)) < 0)
+                        return r;
+        return 0;
+}
+
+int dsv_fwd_dp_agree(struct dsv_model *m, enum dp_kind kind, int n, enum dp_kind *agreed, struct dsv_error *err) {
+        /* the largest passes, the largest kind, and minus the smallest kind of the callers */
+        int32_t v[3] = {n, kind, kind == DP_FOLLOW ? INT32_MIN : -(int32_t)kind};
+        int r = dsv_comm_all_reduce(m->ep, v, v, 3, DSV_I32, DSV_REDUCE_LARGEST);
+        if (r < 0)
+                return dsv_error_set(err, r, "data-parallel ranks cannot agree on the passes (rank %d of %d): %s", m->ep->rank,
+                                     m->ep->size, dsv_comm_last_error(m->ep)[0] ? dsv_comm_last_error(m->ep) : strerror(-r));
+        if (v[1] == DP_FOLLOW || v[1] != -v[2] || v[1] > DP_END || v[0] < 0) {
+                dsv_comm_abort(m->ep);
+                return dsv_error_set(err, EPROTO, "data-parallel ranks made different calls (kinds %d and %d): the group is "
+                                                  "out of step", v[1], v[2] == INT32_MIN ? 0 : -v[2]);
+        }
+        if (agreed)
+                *agreed = (enum dp_kind)v[1];
+        return v[0];
+}
+
+int dsv_model_dp_follow(struct dsv_model *m, struct dsv_error *err) {
+        if (!m->dp)
+                return dsv_error_set(err, EINVAL, "the model's attention is not data-parallel");
+        for (;;) {
+                enum dp_kind kind;
+                int r, n = dsv_fwd_dp_agree(m, DP_FOLLOW, 0, &kind, err);
+                if (n < 0)
+                        return n;
+                if (kind == DP_END)
+                        return 0;
+                const int first = kind == DP_MTP ? m->cfg.num_hidden_layers : 0,
+                          last = kind == DP_MTP ? m->cfg.num_hidden_layers : m->cfg.num_hidden_layers - 1;
+                for (int i = 0; i < n; i++)
+                        if ((r = dsv_fwd_dp_idle(m, first, last, err)) < 0)
+                                return r;
+        }
+}
+
+int dsv_model_dp_end(struct dsv_model *m, struct dsv_error *err) {
+        if (!m->dp)
+                return dsv_error_set(err, EINVAL, "the model's attention is not data-parallel");
+        int r = dsv_fwd_dp_agree(m, DP_END, 0, NULL, err);
+        return r < 0 ? r : 0;
+}
+
 int dsv_fwd_moe(struct fwd *F, int layer) {
         struct dsv_model *m = F->m;
         struct ws *w = &m->ws;
@@ -151,7 +341,7 @@ int dsv_fwd_moe(struct fwd *F, int layer) {
                         return r;
         }
         if (m->ep) {
-                if ((r = moe_experts_ep(F, layer)) < 0)
+                if ((r = m->dp ? moe_experts_dp(F, layer) : moe_experts_ep(F, layer)) < 0)
                         return r;
         } else {
                 op = (struct dsv_op){.type = DSV_OP_MOE_EXPERTS};

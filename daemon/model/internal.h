@@ -122,6 +122,11 @@ struct dsv_model {
         struct ws ws;
         struct dsv_comm *ep;   /* expert-parallel group, or NULL (model.h) */
         bool tp;               /* ep is also the tensor-parallel group (ep,tp; tp.c) */
+        bool dp;               /* attention data-parallel: rows dispatched by all-to-all (ffn.c) */
+        struct dp_buf {        /* its host scratch (ffn.c), grown on demand */
+                void *p;
+                size_t bytes;
+        } dp_host;
         void *ep_buf;          /* its per-slot rows (backend memory, grown on demand) */
         size_t ep_bytes;
         int max_pass_tokens;   /* tokens in one pass (passes.c); 0 until first asked for */
@@ -169,6 +174,20 @@ int dsv_fwd_attention(struct fwd *F, int layer);
 int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *w1, const struct dsv_tensor *w2,
                 const struct dsv_tensor *w3);
 int dsv_fwd_moe(struct fwd *F, int layer);
+/* Data-parallel attention: a pass with no rows of this rank's own, which still takes part in
+ * every dispatch of the layers from first to last (the main model's, or the MTP layer's). */
+int dsv_fwd_dp_idle(struct dsv_model *m, int first, int last, struct dsv_error *err);
+/* What the ranks agree on before a collective call (dsv_fwd_dp_agree): the call's kind, or
+ * DP_FOLLOW from a rank that only follows the others (dsv_model_dp_follow). */
+enum dp_kind {
+        DP_FOLLOW,
+        DP_FORWARD,
+        DP_MTP,
+        DP_END,
+};
+/* The number of passes every rank of the group runs: the largest of the ranks' n, for a call
+ * of this kind; -EPROTO when the ranks that are not following make different calls. */
+int dsv_fwd_dp_agree(struct dsv_model *m, enum dp_kind kind, int n, enum dp_kind *agreed, struct dsv_error *err);
 bool dsv_model_owns_expert(const struct dsv_model *m, int e);
 int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits);
 

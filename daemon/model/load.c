@@ -54,6 +54,7 @@ void dsv_model_free(struct dsv_model *m) {
         dsv_ws_free(m);
         if (m->ep_buf)
                 m->be->ops->dealloc(m->be, m->ep_buf, m->ep_bytes);
+        free(m->dp_host.p);
         if (m->wbuf)
                 m->be->ops->dealloc(m->be, m->wbuf, m->wbytes);
         if (m->inv_freq_buf)
@@ -412,8 +413,18 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                 if (opts->tp && (r = dsv_model_tp_check(&m->cfg, opts->ep->size, err)) < 0)
                         goto fail;
                 m->tp = opts->tp;
-        } else if (opts && opts->tp) {
-                r = dsv_error_set(err, EINVAL, "tensor parallelism needs a group of ranks (dsv_model_opts.ep)");
+                if (opts->dp && opts->tp) {
+                        r = dsv_error_set(err, EINVAL, "data-parallel attention and tensor parallelism exclude each other");
+                        goto fail;
+                }
+                if (opts->dp && opts->ep->size > 256) {
+                        r = dsv_error_set(err, EINVAL, "data-parallel attention over %d ranks: at most 256", opts->ep->size);
+                        goto fail;
+                }
+                m->dp = opts->dp;
+        } else if (opts && (opts->tp || opts->dp)) {
+                r = dsv_error_set(err, EINVAL, "%s needs a group of ranks (dsv_model_opts.ep)",
+                                  opts->tp ? "tensor parallelism" : "data-parallel attention");
                 goto fail;
         }
         /* The MTP layer (validated by the checkpoint reader) only when asked for: plain

@@ -51,6 +51,11 @@ struct dsv_model_hooks {
         /* Expert parallelism: a routed-expert row this rank computes (token seq/pos, its slot
          * and expert), before the combine. */
         void (*on_expert_row)(void *ud, int layer, int rank, int seq, int pos, int slot, int expert);
+        /* Data-parallel attention (dsv_model_opts.dp): a row this rank (the expert's owner)
+         * received from rank from (seq, pos: the token's on that rank), and a row it got back
+         * from rank owner for one of its own tokens. */
+        void (*on_expert_dispatch)(void *ud, int layer, int rank, int from, int seq, int pos, int slot, int expert);
+        void (*on_expert_return)(void *ud, int layer, int rank, int owner, int seq, int pos, int slot, int expert);
         bool want_index_scores;
         bool want_router_scores;
         bool force_dense; /* attend to every position: sparse == dense checks */
@@ -87,6 +92,17 @@ struct dsv_model_opts {
          * same values, within summation order of one rank's (not bit for bit). Refused when
          * the ranks do not divide the heads. Each rank loads only its shares. */
         bool tp;
+        /* Data-parallel attention over the same group (the dp of ep,dp when each rank owns
+         * whole sequences; needs ep, excludes tp): this rank runs embedding, attention, the
+         * indexer, dense layers and lm_head for its own batch only (its sequences, its KV
+         * pool), and each MoE layer sends every row (token, slot) to the rank owning the slot's
+         * expert (dsv_comm_all_to_allv), computes the rows it received, and returns them to
+         * the token's rank, which sums them in ascending expert order as one rank does (bit
+         * for bit one rank's logits). Every dsv_model_forward and dsv_model_mtp_forward call
+         * is then collective: every rank makes it, a rank with nothing to run with an empty
+         * batch, and the ranks agree on the number of passes (passes.c) so the dispatches
+         * pair up; so is dsv_model_load (its one-token probe pass): every rank loads at once. */
+        bool dp;
         /* A device backend (not host memory) is refused before anything is allocated on it
          * when the weights, the smallest workspace and the KV pool the caller will allocate
          * after the load do not fit in the device's free memory (mem_info). That pool:
@@ -182,6 +198,14 @@ int dsv_model_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const struct 
  * technical report (section 2.2) calls it the representation the main model gives. */
 int dsv_model_forward_hidden(struct dsv_model *m, struct dsv_kv_pool *kv, const struct dsv_batch *b, float *logits,
                              float *hidden, struct dsv_error *err);
+
+/* Data-parallel attention (dsv_model_opts.dp): a rank that owns no sequence for a while (the
+ * ranks 1..N-1 of dsv32-run, whose one sequence is rank 0's) follows the others' calls, taking
+ * part in every pass's dispatches, until a rank calls dsv_model_dp_end (0); an error when
+ * the group fails or the calling ranks disagree (-EPROTO). dsv_model_dp_end is collective
+ * like a forward call. -EINVAL on a model without dp. */
+int dsv_model_dp_follow(struct dsv_model *m, struct dsv_error *err);
+int dsv_model_dp_end(struct dsv_model *m, struct dsv_error *err);
 
 /* The MTP layer (DESIGN section 4) over a batch, for speculative drafts. Token i is the next
  * token t_{p+1} of sequence seqs[seq[i]] at position p = pos[i], and hidden_in + i *

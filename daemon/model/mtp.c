@@ -67,6 +67,15 @@ int dsv_model_mtp_forward(struct dsv_model *m, struct dsv_kv_pool *kv, const str
         if (kv->layout.n_layers < m->n_layers)
                 return dsv_error_set(err, EINVAL, "The KV pool has %d layers; the MTP layer needs %d (dsv_model_kv_layers)",
                                      kv->layout.n_layers, m->n_layers);
+        if (m->dp) {
+                /* collective (model.h dsv_model_opts.dp): one pass on every rank, with no rows of
+                 * its own on a rank that has none */
+                const int own = b->n_tokens > 0;
+                if ((r = dsv_fwd_dp_agree(m, DP_MTP, own, NULL, err)) < 0)
+                        return r;
+                if (!own)
+                        return r ? dsv_fwd_dp_idle(m, m->cfg.num_hidden_layers, m->cfg.num_hidden_layers, err) : 0;
+        }
         if (b->n_tokens <= 0)
                 return 0;
         if (!hidden_in)

@@ -15,7 +15,20 @@ enum job_kind {
         JOB_POOL,    /* take a KV pool of rank 0's geometry */
         JOB_FORWARD, /* dsv_runtime_forward_hidden */
         JOB_MTP,     /* dsv_runtime_mtp */
+        JOB_DP_FORWARD, /* data-parallel attention: its own part of the batch (struct dp_part) */
+        JOB_DP_MTP,
         JOB_QUIT,
+};
+
+/* Data-parallel attention (ro->dp): rank r's part of a batch, the sequences it owns, with
+ * where each of its tokens came from (idx: the batch index) and its own outputs. */
+struct dp_part {
+        struct dsv_batch b;
+        int32_t *token, *pos, *seq, *idx;
+        bool *want, *as_decode;
+        struct dsv_kv_seq **seqs;
+        float *logits, *hidden, *hidden_in;
+        int n_out;
 };
 
 struct follower {
@@ -50,6 +63,8 @@ struct dsv_rank_group {
         int cap_seq0;
         bool *no_logits;                  /* followers want no logits (ep,dp) */
         bool tp;                          /* ep,tp: lm_head is split, every rank computes the wanted rows */
+        bool dp;                          /* ep,dp with data-parallel attention: each rank its own sequences */
+        struct dp_part *part;             /* [n] the batch's parts (dp) */
         int cap_tokens;
         const float *hidden_in;
         int pool_pages, pool_layers;
@@ -185,6 +200,16 @@ static int follower_run(struct follower *f, enum job_kind kind) {
                 f->rt->kv = kv;
                 return 0;
         }
+        case JOB_DP_FORWARD:
+        case JOB_DP_MTP: {
+                const struct dp_part *pt = &g->part[f->rank];
+                f->passes++;
+                if (fault_now(g, f->rank, f->passes, &f->err))
+                        return -EIO;
+                return kind == JOB_DP_FORWARD
+                               ? dsv_runtime_forward_hidden(f->rt, &pt->b, pt->logits, pt->hidden, &f->err)
+                               : dsv_runtime_mtp(f->rt, &pt->b, pt->hidden_in, pt->logits, pt->hidden, &f->err);
+        }
         case JOB_FORWARD:
         case JOB_MTP:
                 f->passes++;
@@ -286,6 +311,26 @@ static int first_failure(struct dsv_rank_group *g, int r0, const struct dsv_erro
 static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct dsv_batch *b, const float *hidden_in,
                     struct dsv_error *err);
 
+/* n rows of v floats (one at least: malloc of 0 may give NULL). */
+static float *logits_rows(int n, size_t v) { return malloc((size_t)MAX(n, 1) * v * sizeof(float)); }
+
+static void dp_part_clear(struct dp_part *pt) {
+        free(pt->token); /* pos, seq, idx with it */
+        free(pt->want);  /* as_decode with it */
+        free(pt->seqs);
+        free(pt->logits);
+        free(pt->hidden);
+        free(pt->hidden_in);
+        memset(pt, 0, sizeof(*pt));
+}
+
+static void dp_parts_free(struct dsv_rank_group *g) {
+        for (int i = 0; g->part && i < g->n; i++)
+                dp_part_clear(&g->part[i]);
+        free(g->part);
+        g->part = NULL;
+}
+
 void dsv_rank_group_free(struct dsv_rank_group *g) {
         if (!g)
                 return;
@@ -307,6 +352,7 @@ void dsv_rank_group_free(struct dsv_rank_group *g) {
         }
         for (int i = 0; g->comms && i < g->n; i++)
                 dsv_comm_free(g->comms[i]);
+        dp_parts_free(g);
         pthread_mutex_destroy(&g->lock);
         pthread_cond_destroy(&g->work);
         pthread_cond_destroy(&g->done);
@@ -353,8 +399,10 @@ int dsv_rank_group_open(const struct dsv_runtime_opts *ro, int n_ranks, int time
         if (!(g = group_new(n_ranks)))
                 return -ENOMEM;
         g->tp = ro->tp && n_ranks > 1;
+        g->dp = ro->dp && n_ranks > 1;
         if (n_ranks == 1) {
                 o0.tp = false; /* one rank holds everything */
+                o0.dp = false;
                 if ((r = dsv_runtime_open(&o0, &g->rt0, err)) < 0)
                         goto fail;
                 *ret = g;
@@ -413,7 +461,9 @@ int dsv_rank_group_open(const struct dsv_runtime_opts *ro, int n_ranks, int time
         wait_done(g);
         if ((r = first_failure(g, 0, &e0, err)) < 0)
                 goto fail;
-        for (int i = 1; i < n_ranks; i++)
+        /* replicated attention: rank 0's pool is the state and the others mirror it; with
+         * data-parallel attention each pool holds its own rank's sequences only */
+        for (int i = 1; i < n_ranks && !g->dp; i++)
                 if ((r = dsv_kv_pool_add_mirror(g->rt0->kv, g->f[i].rt->kv)) < 0) {
                         dsv_error_set(err, -r, "rank %d: its KV cache is not rank 0's geometry", i);
                         goto fail;
@@ -530,6 +580,8 @@ static int group_pass(struct dsv_rank_group *g, enum job_kind kind, const struct
 
 int dsv_rank_group_forward(struct dsv_rank_group *g, const struct dsv_batch *b, float *logits, float *hidden,
                            struct dsv_error *err) {
+        if (g->dp)
+                return dsv_error_set(err, EINVAL, "data-parallel attention: each sequence's rank is needed (forward_dp)");
         if (g->n == 1)
                 return dsv_runtime_forward_hidden(g->rt0, b, logits, hidden, err);
         return group_pass(g, JOB_FORWARD, b, NULL, logits, hidden, err);
@@ -537,9 +589,149 @@ int dsv_rank_group_forward(struct dsv_rank_group *g, const struct dsv_batch *b, 
 
 int dsv_rank_group_mtp(struct dsv_rank_group *g, const struct dsv_batch *b, const float *hidden_in, float *logits,
                        float *hidden_out, struct dsv_error *err) {
+        if (g->dp)
+                return dsv_error_set(err, EINVAL, "data-parallel attention: each sequence's rank is needed (mtp_dp)");
         if (g->n == 1)
                 return dsv_runtime_mtp(g->rt0, b, hidden_in, logits, hidden_out, err);
         return group_pass(g, JOB_MTP, b, hidden_in, logits, hidden_out, err);
+}
+
+/* ------------------------------------------------------------------ data-parallel attention */
+
+bool dsv_rank_group_dp(const struct dsv_rank_group *g) { return g->dp; }
+
+/* The batch cut into each rank's part (g->part): its sequences in batch order, their tokens in
+ * batch order. Checks what the parts rely on; nothing is communicated. */
+static int dp_split(struct dsv_rank_group *g, const struct dsv_batch *b, const int *seq_rank, const float *hidden_in,
+                    bool want_hidden, struct dsv_error *err) {
+        const size_t V = (size_t)g->rt0->cfg->vocab_size, D = (size_t)g->rt0->cfg->hidden_size;
+        _cleanup_free_ int *loc = NULL;
+
+        if (!g->part && !(g->part = calloc((size_t)g->n, sizeof(*g->part))))
+                return dsv_error_set(err, ENOMEM, "out of memory");
+        for (int r = 0; r < g->n; r++)
+                dp_part_clear(&g->part[r]);
+        if (b->n_tokens < 0 || b->n_seqs < 0 || (b->n_seqs && (!b->seqs || !seq_rank)) ||
+            (b->n_tokens && (!b->token || !b->pos || !b->seq)))
+                return dsv_error_set(err, EINVAL, "data-parallel pass: an incomplete batch");
+        if (!(loc = calloc((size_t)MAX(b->n_seqs, 1), sizeof(*loc))))
+                return dsv_error_set(err, ENOMEM, "out of memory");
+        for (int s = 0; s < b->n_seqs; s++) {
+                if (seq_rank[s] < 0 || seq_rank[s] >= g->n || !b->seqs[s])
+                        return dsv_error_set(err, EINVAL, "data-parallel pass: sequence %d is on rank %d of %d", s,
+                                             seq_rank[s], g->n);
+                loc[s] = g->part[seq_rank[s]].b.n_seqs++;
+        }
+        for (int i = 0; i < b->n_tokens; i++) {
+                if (b->seq[i] < 0 || b->seq[i] >= b->n_seqs)
+                        return dsv_error_set(err, EINVAL, "data-parallel pass: token %d names sequence %d of %d", i, b->seq[i],
+                                             b->n_seqs);
+                struct dp_part *pt = &g->part[seq_rank[b->seq[i]]];
+                pt->b.n_tokens++;
+                pt->n_out += !b->want_logits || b->want_logits[i];
+        }
+        for (int r = 0; r < g->n; r++) {
+                struct dp_part *pt = &g->part[r];
+                const size_t nt = (size_t)MAX(pt->b.n_tokens, 1), ns = (size_t)MAX(pt->b.n_seqs, 1);
+                pt->token = malloc(nt * 4 * sizeof(int32_t));
+                pt->want = malloc(nt + ns);
+                pt->seqs = malloc(ns * sizeof(*pt->seqs));
+                pt->logits = logits_rows(pt->n_out, V);
+                pt->hidden = want_hidden ? malloc(nt * D * sizeof(float)) : NULL;
+                pt->hidden_in = hidden_in ? malloc(nt * D * sizeof(float)) : NULL;
+                if (!pt->token || !pt->want || !pt->seqs || !pt->logits || (want_hidden && !pt->hidden) ||
+                    (hidden_in && !pt->hidden_in))
+                        return dsv_error_set(err, ENOMEM, "out of memory for rank %d's part of the batch", r);
+                pt->pos = pt->token + nt;
+                pt->seq = pt->pos + nt;
+                pt->idx = pt->seq + nt;
+                pt->as_decode = pt->want + nt;
+                pt->b = (struct dsv_batch){.token = pt->token, .pos = pt->pos, .seq = pt->seq, .want_logits = pt->want,
+                                           .seqs = pt->seqs, .as_decode = b->as_decode ? pt->as_decode : NULL};
+        }
+        for (int s = 0; s < b->n_seqs; s++) {
+                struct dp_part *pt = &g->part[seq_rank[s]];
+                pt->seqs[pt->b.n_seqs] = b->seqs[s];
+                pt->as_decode[pt->b.n_seqs] = b->as_decode && b->as_decode[s];
+                pt->b.n_seqs++;
+        }
+        for (int i = 0; i < b->n_tokens; i++) {
+                struct dp_part *pt = &g->part[seq_rank[b->seq[i]]];
+                const int k = pt->b.n_tokens++;
+                pt->token[k] = b->token[i];
+                pt->pos[k] = b->pos[i];
+                pt->seq[k] = loc[b->seq[i]];
+                pt->idx[k] = i;
+                pt->want[k] = !b->want_logits || b->want_logits[i];
+                if (hidden_in)
+                        memcpy(pt->hidden_in + (size_t)k * D, hidden_in + (size_t)i * D, D * sizeof(float));
+        }
+        return 0;
+}
+
+/* Every part's outputs into the caller's rows (batch order; logits of the wanted tokens). */
+static int dp_gather(struct dsv_rank_group *g, const struct dsv_batch *b, float *logits, float *hidden) {
+        const size_t V = (size_t)g->rt0->cfg->vocab_size, D = (size_t)g->rt0->cfg->hidden_size;
+        _cleanup_free_ int32_t *dest = malloc((size_t)MAX(b->n_tokens, 1) * sizeof(int32_t));
+        if (!dest)
+                return -ENOMEM;
+        for (int i = 0, k = 0; i < b->n_tokens; i++)
+                dest[i] = (!b->want_logits || b->want_logits[i]) ? k++ : -1;
+        for (int r = 0; r < g->n; r++) {
+                const struct dp_part *pt = &g->part[r];
+                for (int k = 0, o = 0; k < pt->b.n_tokens; k++) {
+                        const int i = pt->idx[k];
+                        if (pt->want[k] && logits)
+                                memcpy(logits + (size_t)dest[i] * V, pt->logits + (size_t)o * V, V * sizeof(float));
+                        o += pt->want[k];
+                        if (hidden)
+                                memcpy(hidden + (size_t)i * D, pt->hidden + (size_t)k * D, D * sizeof(float));
+                }
+        }
+        return 0;
+}
+
+static int group_pass_dp(struct dsv_rank_group *g, enum job_kind kind, const struct dsv_batch *b, const int *seq_rank,
+                         const float *hidden_in, float *logits, float *hidden, struct dsv_error *err) {
+        struct dsv_error e0 = {{0}};
+        int r0, r;
+
+        if (!g->dp)
+                return dsv_error_set(err, EINVAL, "the group's attention is not data-parallel");
+        if (g->broken[0])
+                return dsv_error_set(err, ENOTRECOVERABLE, "%s", g->broken);
+        if ((r = dp_split(g, b, seq_rank, hidden_in, hidden != NULL, err)) < 0)
+                return r; /* nothing ran: the group is as it was */
+        publish(g, kind);
+        g->f[0].passes++;
+        const struct dp_part *pt = &g->part[0];
+        if (fault_now(g, 0, g->f[0].passes, &e0))
+                r0 = -EIO;
+        else
+                r0 = kind == JOB_DP_FORWARD ? dsv_runtime_forward_hidden(g->rt0, &pt->b, pt->logits, pt->hidden, &e0)
+                                            : dsv_runtime_mtp(g->rt0, &pt->b, pt->hidden_in, pt->logits, pt->hidden, &e0);
+        if (r0 < 0)
+                dsv_comm_abort(g->comms[0]);
+        wait_done(g);
+        if ((r = first_failure(g, r0, &e0, err)) >= 0) {
+                if ((r = dp_gather(g, b, logits, hidden)) < 0)
+                        return dsv_error_set(err, -r, "out of memory");
+                return 0;
+        }
+        snprintf(g->broken, sizeof(g->broken), "the group of %d ranks is broken: %.1000s", g->n, err->msg);
+        return dsv_error_set(err, ENOTRECOVERABLE, "%s", g->broken);
+}
+
+int dsv_rank_group_forward_dp(struct dsv_rank_group *g, const struct dsv_batch *b, const int *seq_rank, float *logits,
+                              float *hidden, struct dsv_error *err) {
+        return group_pass_dp(g, JOB_DP_FORWARD, b, seq_rank, NULL, logits, hidden, err);
+}
+
+int dsv_rank_group_mtp_dp(struct dsv_rank_group *g, const struct dsv_batch *b, const int *seq_rank, const float *hidden_in,
+                          float *logits, float *hidden_out, struct dsv_error *err) {
+        if (!hidden_in)
+                return dsv_error_set(err, EINVAL, "MTP forward without the previous hidden states");
+        return group_pass_dp(g, JOB_DP_MTP, b, seq_rank, hidden_in, logits, hidden_out, err);
 }
 
 /* ------------------------------------------------------------------ nodes */
@@ -689,6 +881,9 @@ int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm
 
         if (!ep || !ctl || ep->size != ctl->size || ep->rank != 0 || ctl->rank != 0 || ctl->size < 2 || ro->ep)
                 return dsv_error_set(err, EINVAL, "the group of nodes: node 0's communicators are needed");
+        if (ro->dp)
+                return dsv_error_set(err, EINVAL, "nodes %d: attention stays replicated over nodes (data-parallel "
+                                                  "attention is for the ranks of one process)", ctl->size);
         if (ro->backend && strcmp(ro->backend, "cpu") != 0)
                 return dsv_error_set(err, EINVAL, "nodes %d: the nodes are CPU ranks so far: backend cpu", ctl->size);
         if (!(g = group_new(ctl->size)))

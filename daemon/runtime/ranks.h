@@ -11,7 +11,10 @@
  * 0's pool may write their pools (copy-on-write copies, restored sessions: the pool's mirrors,
  * daemon/kv_cache.h). The MLA latent is replicated (ep,tp splits heads, not the per-token
  * latent), so rank 0's KV pool holds the whole state (a
- * session snapshot is rank 0's pages) and the followers' pools are copies of it.
+ * session snapshot is rank 0's pages) and the followers' pools are copies of it. With
+ * data-parallel attention (ro->dp) instead, each rank owns whole sequences: its pool holds
+ * only their pages (no mirrors), a pass hands each rank its part of the batch and the MoE
+ * layers dispatch rows by all-to-all (dsv_rank_group_forward_dp below).
  *
  * A rank whose pass fails aborts the communicator (the others stop at their next collective)
  * and the group is broken for good: every later pass fails at once, and dsv_rank_group_error
@@ -53,6 +56,20 @@ int dsv_rank_group_forward(struct dsv_rank_group *g, const struct dsv_batch *b, 
                            struct dsv_error *err);
 int dsv_rank_group_mtp(struct dsv_rank_group *g, const struct dsv_batch *b, const float *hidden_in, float *logits,
                        float *hidden_out, struct dsv_error *err);
+/* Data-parallel attention (ro->dp, the ep,dp layout with each rank owning whole sequences):
+ * whether this group runs it; then dsv_rank_group_forward/_mtp refuse (-EINVAL) and these
+ * take the batch with seq_rank[s], the rank owning b->seqs[s] (its pages reserved in that
+ * rank's pool, dsv_rank_group_runtime(g, r)->kv, which holds only its own sequences). Each
+ * rank runs its part (its sequences, their tokens in batch order) and every rank takes part
+ * in every MoE layer's dispatch, a rank with no sequence too (daemon/model, dsv_model_opts.dp);
+ * logits and hidden rows come back in batch order, bit for bit one rank's in exact numerics.
+ * A bad batch (-EINVAL: a rank out of range, a token of no sequence) runs nothing; a failed
+ * pass breaks the group as above. */
+bool dsv_rank_group_dp(const struct dsv_rank_group *g);
+int dsv_rank_group_forward_dp(struct dsv_rank_group *g, const struct dsv_batch *b, const int *seq_rank, float *logits,
+                              float *hidden, struct dsv_error *err);
+int dsv_rank_group_mtp_dp(struct dsv_rank_group *g, const struct dsv_batch *b, const int *seq_rank, const float *hidden_in,
+                          float *logits, float *hidden_out, struct dsv_error *err);
 /* A group of hosts (dsv32d --nodes N): one rank per node, each a process. Node 0 (the
  * caller, ep and ctl of rank 0) opens its runtime with ep as its experts' group, and every
  * pass goes to the other nodes over ctl: the batch (tokens, positions, lengths, page tables,

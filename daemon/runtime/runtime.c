@@ -49,7 +49,7 @@ const char *dsv_runtime_device_error(const struct dsv_runtime *rt) { return rt &
  * the model (an op it lacks: -EOPNOTSUPP from the load-time probe) gives way to the CPU. */
 static int open_model(struct dsv_runtime *rt, const struct dsv_runtime_opts *o, struct dsv_error *err) {
         const char *name = o->backend ? o->backend : "cpu";
-        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp, .ep = o->ep, .tp = o->tp,
+        struct dsv_model_opts mo = {.numerics = o->numerics, .load = o->load, .mtp = o->mtp, .ep = o->ep, .tp = o->tp, .dp = o->dp,
                                     .kv_bytes = o->kv_bytes, .kv_tokens = o->kv_tokens,
                                     .max_pass_tokens = o->max_pass_tokens,
                                     .graphs_off = o->graphs_off};

@@ -39,6 +39,7 @@ struct dsv_runtime_opts {
          * NULL: one rank */
         struct dsv_comm *ep;
         bool tp; /* ep is also the tensor-parallel group (dsv_model_opts.tp: the ep,tp layout) */
+        bool dp; /* attention data-parallel over ep (dsv_model_opts.dp): each rank its own sequences */
         int max_pass_tokens; /* dsv_model_opts.max_pass_tokens (0: sized from the weights) */
 };
 

@@ -57,8 +57,12 @@ static void help(void) {
                "                         greedy tokens, logits within summation order)\n"
                "  --parallel LAYOUT      the layout of the ranks:\n"
                "                         ep,dp: routed experts split over the ranks in contiguous\n"
-               "                         blocks, each rank reading only its own; attention,\n"
-               "                         dense layers and lm_head replicated on every rank\n"
+               "                         blocks, each rank reading only its own; attention data-\n"
+               "                         parallel: each rank runs attention, dense layers and\n"
+               "                         lm_head for the sequences it owns (their KV pages in its\n"
+               "                         pool only; dsv32-run's one sequence is rank 0's) and\n"
+               "                         each MoE layer sends the tokens' rows to their experts'\n"
+               "                         ranks (all-to-all) and back\n"
                "                         ep,tp: the same experts, and tensor-parallel attention\n"
                "                         (each rank its share of the heads: the ranks must divide\n"
                "                         them), dense layers and shared expert (their intermediate\n"
@@ -133,9 +137,23 @@ static int run_rank(struct rank_job *j) {
         return dsv_runtime_generate(j->rt, j->prompt, j->n_prompt, &j->go, j->gen, &j->gs, &j->err);
 }
 
+/* Data-parallel attention (ep,dp): the one sequence is rank 0's; the other ranks hold none
+ * and follow rank 0's passes, taking part in every MoE layer's dispatch, until it ends. */
+static int follow_rank(struct rank_job *j) {
+        int r;
+        uint64_t t0 = dsv_now_ns();
+        if ((r = dsv_runtime_open(&j->ro, &j->rt, &j->err)) < 0)
+                return r;
+        j->load_ns = dsv_now_ns() - t0;
+        return dsv_model_dp_follow(j->rt->model, &j->err);
+}
+
 static void *rank_thread(void *arg) {
         struct rank_job *j = arg;
-        j->r = run_rank(j);
+        if (j->ro.dp && j->rank > 0)
+                j->r = follow_rank(j);
+        else if ((j->r = run_rank(j)) >= 0 && j->ro.dp)
+                j->r = dsv_model_dp_end(j->rt->model, &j->err);
         if (j->r < 0 && j->ro.ep)
                 dsv_comm_abort(j->ro.ep); /* the other ranks stop at their next collective */
         return NULL;
@@ -404,6 +422,7 @@ int main(int argc, char **argv) {
                 j->ro = ro;
                 j->ro.ep = comms[i];
                 j->ro.tp = n_ranks > 1 && strcmp(layout, "ep,tp") == 0;
+                j->ro.dp = n_ranks > 1 && strcmp(layout, "ep,dp") == 0;
                 j->go = go;
                 j->go.on_logits = i == 0 && df ? dump_row : NULL;
                 j->go.ud = i == 0 ? df : NULL;
@@ -450,7 +469,7 @@ int main(int argc, char **argv) {
         gen = jobs[0].gen;
         gs = jobs[0].gs;
         go.speculate = jobs[0].go.speculate;
-        for (int i = 1; i < n_ranks; i++)
+        for (int i = 1; i < n_ranks && !jobs[i].ro.dp; i++)
                 if (memcmp(jobs[i].gen, gen, (size_t)n_gen * sizeof(int32_t)) != 0) {
                         fprintf(stderr, "dsv32-run: rank %d generated other tokens than rank 0: the layout is broken\n", i);
                         goto out;
@@ -485,6 +504,11 @@ int main(int argc, char **argv) {
                                 fprintf(stderr, "rank %d: %llu tensor bytes read, routed experts %d-%d of %d\n", i,
                                         (unsigned long long)dsv_model_load_stats(jobs[i].rt->model)->bytes_tensors, e0, e1, E);
                         }
+                        /* each rank's KV pool: ep,dp holds only its own sequences' pages */
+                        for (int i = 0; i < n_ranks; i++)
+                                fprintf(stderr, "rank %d: KV pages: at most %d of %d in use (%s)\n", i,
+                                        jobs[i].rt->kv->peak_in_use, jobs[i].rt->kv->n_pages,
+                                        jobs[0].ro.dp ? "its own sequences" : "every sequence, replicated");
                 }
         }
         for (long g = 0; g < n_gen; g++)

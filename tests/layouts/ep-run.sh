@@ -1,8 +1,10 @@
 #!/bin/bash
 # dsv32-run --ranks N --parallel ep,dp on the CPU: tiny (and small unless DSV32_EP_SMALL=0) on
 # 2 and 4 ranks prints the greedy tokens of one rank and dumps its logits byte for byte
-# (prefill and token-by-token decode, faithful and exact; the MTP layer drafting on every
-# rank); sampling by seed gives the same tokens; --stats names each rank's bytes and experts;
+# (prefill and token-by-token decode, faithful and exact; the MTP layer drafting); attention
+# is data-parallel (the one sequence is rank 0's, the others follow its passes' dispatches);
+# sampling by seed gives the same tokens; --stats names each rank's bytes and experts, and its
+# KV pages (rank 0's only hold the sequence);
 # bad layouts and options are refused with the cause. --parallel ep,tp on 2 and 4 ranks (small:
 # 2, 4 and 8) prints one rank's greedy tokens (faithful, exact, token-by-token decode, the MTP
 # layer drafting), each ep,tp rank reading fewer bytes than the same ep,dp rank; a rank count
@@ -65,6 +67,13 @@ fi
 for r in 0 1 2 3; do
         grep -Eq "^rank $r: [0-9]+ tensor bytes read, routed experts $((r * 4))-$((r * 4 + 3)) of 16$" "$work/stats4" ||
                 bad "--stats, rank $r: $(cat "$work/stats4")"
+done
+# ep,dp: attention data-parallel, the one sequence is rank 0's: its pages in rank 0's pool only
+grep -Eq "^rank 0: KV pages: at most [1-9][0-9]* of [0-9]+ in use \(its own sequences\)$" "$work/stats4" ||
+        bad "--stats, rank 0's KV pages: $(grep 'KV pages' "$work/stats4")"
+for r in 1 2 3; do
+        grep -Eq "^rank $r: KV pages: at most 0 of [0-9]+ in use \(its own sequences\)$" "$work/stats4" ||
+                bad "--stats, rank $r holds KV pages of a sequence it does not own: $(grep 'KV pages' "$work/stats4")"
 done
 one=$(sed -n 's/^loaded [^:]*: \([0-9.]*\) MB.*/\1/p' "$work/stats1")
 four=$(sed -n 's/^loaded [^:]*: \([0-9.]*\) MB.*/\1/p' "$work/stats4")

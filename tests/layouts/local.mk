@@ -9,7 +9,12 @@ check_PROGRAMS += tests/layouts/test-tp-model
 tests_layouts_test_tp_model_SOURCES = tests/layouts/test-tp-model.c
 tests_layouts_test_tp_model_LDADD = $(TEST_CORE_LIBS)
 
-TESTS += tests/layouts/test-ep-model tests/layouts/test-tp-model tests/layouts/ep-run.sh
+# data-parallel attention: each rank its own sequences, rows dispatched by all-to-all
+check_PROGRAMS += tests/layouts/test-dp-model
+tests_layouts_test_dp_model_SOURCES = tests/layouts/test-dp-model.c
+tests_layouts_test_dp_model_LDADD = libdsv32runtime.la
+
+TESTS += tests/layouts/test-ep-model tests/layouts/test-tp-model tests/layouts/test-dp-model tests/layouts/ep-run.sh
 EXTRA_DIST += tests/layouts/ep-run.sh
 
 # dsv32d --ranks N --parallel ep,dp: concurrent clients, sessions, snapshots, a rank's fault,
