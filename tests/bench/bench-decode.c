@@ -23,13 +23,14 @@
 #include "daemon/inspect.h"
 #include "daemon/runtime/runtime.h"
 #include "daemon/util.h"
+#include "tests/bench/bench-runtime.h"
 
 #define MAX_LIST 16
 #define TEMPLATE_TOKENS DSV_KV_PAGE_TOKENS
 
 struct args {
-        const char *model, *backend, *csv;
-        long threads, steps, copy_mib;
+        struct bench_common c;
+        long steps, copy_mib;
         long batch[MAX_LIST], context[MAX_LIST];
         int n_batch, n_context;
 };
@@ -41,19 +42,16 @@ static int usage(void) {
 }
 
 static int parse(int argc, char **argv, struct args *a) {
-        *a = (struct args){.backend = "cpu", .steps = 16, .copy_mib = 1024};
+        *a = (struct args){.c = {.backend = "cpu"}, .steps = 16, .copy_mib = 1024};
         for (int i = 1; i < argc; i++) {
                 const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
                 if (!v)
                         return -1;
                 i++;
-                if (strcmp(o, "--model") == 0)
-                        a->model = v;
-                else if (strcmp(o, "--backend") == 0)
-                        a->backend = v;
-                else if (strcmp(o, "--csv") == 0)
-                        a->csv = v;
-                else if (strcmp(o, "--threads") == 0 && dsv_parse_int(v, 0, 1024, &a->threads) == 0)
+                const int common = bench_common_opt(&a->c, o, v);
+                if (common < 0)
+                        return -1;
+                if (common > 0)
                         ;
                 else if (strcmp(o, "--copy-mib") == 0 && dsv_parse_int(v, 1, 1 << 20, &a->copy_mib) == 0)
                         ;
@@ -68,7 +66,7 @@ static int parse(int argc, char **argv, struct args *a) {
                 else
                         return -1;
         }
-        if (!a->model)
+        if (!a->c.model)
                 return -1;
         if (!a->n_batch)
                 a->batch[a->n_batch++] = 1;
@@ -194,7 +192,7 @@ static int run_one(struct dsv_runtime *rt, const struct args *a, int B, int64_t 
                "ratio %.2fx (context made in %.2f s)\n",
                B, (long long)C, ms, tps, ds.tokens_per_s, ds.bytes / 1e6, bw / 1e9, frac, fill_s);
         if (csv)
-                fprintf(csv, "bench,decode,%s,%s,%.3f,%.2f,tok/s,roofline,%.2f,%.4f,,ok\n", a->model, shape, ms, tps,
+                fprintf(csv, "bench,decode,%s,%s,%.3f,%.2f,tok/s,roofline,%.2f,%.4f,,ok\n", a->c.model, shape, ms, tps,
                         ds.tokens_per_s, frac);
         r = 0;
         goto out;
@@ -203,7 +201,7 @@ fail:
         goto out;
 skip:
         if (csv)
-                fprintf(csv, "bench,decode,%s,%s,,,tok/s,roofline,,,,skipped\n", a->model, shape);
+                fprintf(csv, "bench,decode,%s,%s,,,tok/s,roofline,,,,skipped\n", a->c.model, shape);
 out:
         rt->kv = own;
         if (kv) {
@@ -225,24 +223,13 @@ out:
 int main(int argc, char **argv) {
         struct args a;
         struct dsv_runtime *rt;
-        struct dsv_error err = {{0}};
-        FILE *csv = NULL;
+        FILE *csv;
         int rc = 0;
 
         if (parse(argc, argv, &a) < 0)
                 return usage();
-        const struct dsv_runtime_opts ro = {.model_dir = a.model, .backend = a.backend,
-                                            .where = {.threads = (int)a.threads}, .numerics = DSV_NUMERICS_FAITHFUL,
-                                            .kv_tokens = TEMPLATE_TOKENS, .mtp = DSV_MTP_OFF};
-        if (dsv_runtime_open(&ro, &rt, &err) < 0) {
-                fprintf(stderr, "bench-decode: %s\n", err.msg);
+        if (bench_open("bench-decode", &a.c, (struct dsv_runtime_opts){.kv_tokens = TEMPLATE_TOKENS}, &rt, &csv))
                 return 1;
-        }
-        if (a.csv && !(csv = fopen(a.csv, "a"))) {
-                fprintf(stderr, "bench-decode: %s: %s\n", a.csv, strerror(errno));
-                dsv_runtime_free(rt);
-                return 1;
-        }
         uint64_t free_b = 0, total_b = 0;
         if (rt->be->ops->mem_info)
                 rt->be->ops->mem_info(rt->be, &free_b, &total_b);
@@ -250,7 +237,7 @@ int main(int argc, char **argv) {
         const double bw = copy_bandwidth(rt->be, n);
         printf("bench-decode: %s on %s: %.2f GB of weights; copy bandwidth %.1f GB/s (read + written, %zu MiB; the "
                "roofline divides by it)\n",
-               a.model, rt->be->ops->describe ? rt->be->ops->describe(rt->be) : rt->be->ops->name,
+               a.c.model, rt->be->ops->describe ? rt->be->ops->describe(rt->be) : rt->be->ops->name,
                dsv_model_weight_bytes(rt->model) / 1e9, bw / 1e9, n >> 20);
         for (int i = 0; i < a.n_batch && rc >= 0; i++)
                 for (int j = 0; j < a.n_context && rc >= 0; j++) {

@@ -24,10 +24,11 @@
 
 #include "daemon/runtime/runtime.h"
 #include "daemon/util.h"
+#include "tests/bench/bench-runtime.h"
 
 struct args {
-        const char *model, *backend, *csv;
-        long threads, reps, queue_depth, chunk_mib, copy_mib;
+        struct bench_common c;
+        long reps, queue_depth, chunk_mib, copy_mib;
 };
 
 static int usage(void) {
@@ -37,19 +38,16 @@ static int usage(void) {
 }
 
 static int parse(int argc, char **argv, struct args *a) {
-        *a = (struct args){.backend = "cpu", .reps = 2, .queue_depth = 8, .chunk_mib = 2, .copy_mib = 1024};
+        *a = (struct args){.c = {.backend = "cpu"}, .reps = 2, .queue_depth = 8, .chunk_mib = 2, .copy_mib = 1024};
         for (int i = 1; i < argc; i++) {
                 const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
                 if (!v)
                         return -1;
                 i++;
-                if (strcmp(o, "--model") == 0)
-                        a->model = v;
-                else if (strcmp(o, "--backend") == 0)
-                        a->backend = v;
-                else if (strcmp(o, "--csv") == 0)
-                        a->csv = v;
-                else if (strcmp(o, "--threads") == 0 && dsv_parse_int(v, 0, 1024, &a->threads) == 0)
+                const int common = bench_common_opt(&a->c, o, v);
+                if (common < 0)
+                        return -1;
+                if (common > 0)
                         ;
                 else if (strcmp(o, "--reps") == 0 && dsv_parse_int(v, 1, 100, &a->reps) == 0)
                         ;
@@ -62,7 +60,7 @@ static int parse(int argc, char **argv, struct args *a) {
                 else
                         return -1;
         }
-        return a->model ? 0 : -1;
+        return a->c.model ? 0 : -1;
 }
 
 /* Reads every regular file of dir once (into the page cache); bytes read, or < 0. */
@@ -145,29 +143,29 @@ int main(int argc, char **argv) {
 
         if (parse(argc, argv, &a) < 0)
                 return usage();
-        if (strncmp(a.model, "preset:", 7) == 0) {
+        if (strncmp(a.c.model, "preset:", 7) == 0) {
                 fprintf(stderr, "bench-load: %s: a preset is made on the backend, nothing is streamed; give a checkpoint "
-                                "directory (dsv32-mkmodel --preset NAME --out DIR writes one)\n", a.model);
+                                "directory (dsv32-mkmodel --preset NAME --out DIR writes one)\n", a.c.model);
                 return 2;
         }
         const uint64_t t0 = dsv_now_ns();
-        const int64_t bytes = read_files(a.model);
+        const int64_t bytes = read_files(a.c.model);
         const double read_s = (dsv_now_ns() - t0) / 1e9;
         if (bytes < 0) {
-                fprintf(stderr, "bench-load: %s: %s\n", a.model, strerror((int)-bytes));
+                fprintf(stderr, "bench-load: %s: %s\n", a.c.model, strerror((int)-bytes));
                 return 1;
         }
-        if (a.csv && !(csv = fopen(a.csv, "a"))) {
-                fprintf(stderr, "bench-load: %s: %s\n", a.csv, strerror(errno));
+        if (a.c.csv && !(csv = fopen(a.c.csv, "a"))) {
+                fprintf(stderr, "bench-load: %s: %s\n", a.c.csv, strerror(errno));
                 return 1;
         }
         printf("bench-load: %s: %.2f GB of files read in %.2f s (%.2f GB/s: the page cache's read rate, or the disk's "
                "the first time)\n",
-               a.model, bytes / 1e9, read_s, read_s > 0 ? bytes / read_s / 1e9 : 0);
+               a.c.model, bytes / 1e9, read_s, read_s > 0 ? bytes / read_s / 1e9 : 0);
         for (long rep = 0; rep < a.reps; rep++) {
                 struct dsv_runtime *rt;
                 const struct dsv_runtime_opts ro = {
-                        .model_dir = a.model, .backend = a.backend, .where = {.threads = (int)a.threads},
+                        .model_dir = a.c.model, .backend = a.c.backend, .where = {.threads = (int)a.c.threads},
                         .numerics = DSV_NUMERICS_FAITHFUL, .kv_tokens = 64, .mtp = DSV_MTP_OFF,
                         .load = {.queue_depth = (unsigned)a.queue_depth, .chunk_size = (size_t)a.chunk_mib << 20}};
                 if (dsv_runtime_open(&ro, &rt, &err) < 0) {
@@ -203,7 +201,7 @@ int main(int argc, char **argv) {
         printf("weight streaming: %.2f GB/s = %.2f of the host-to-device rate (best of %ld loads)\n", best_gbs, frac, a.reps);
         snprintf(shape, sizeof(shape), "qd%ld_chunk%ldMiB", a.queue_depth, a.chunk_mib);
         if (csv) {
-                fprintf(csv, "bench,load,%s,%s,%.3f,%.3f,GB/s,h2d_pinned,%.3f,%.4f,,ok\n", a.model, shape, best_s * 1e3, best_gbs,
+                fprintf(csv, "bench,load,%s,%s,%.3f,%.3f,GB/s,h2d_pinned,%.3f,%.4f,,ok\n", a.c.model, shape, best_s * 1e3, best_gbs,
                         h2d / 1e9, frac);
                 fclose(csv);
         }

@@ -23,12 +23,13 @@
 #include "daemon/inspect.h"
 #include "daemon/runtime/runtime.h"
 #include "daemon/util.h"
+#include "tests/bench/bench-runtime.h"
 
 #define MAX_LIST 16
 
 struct args {
-        const char *model, *backend, *csv;
-        long threads, reps;
+        struct bench_common c;
+        long reps;
         long tokens[MAX_LIST];
         int n_tokens;
         double gemm_tflops;
@@ -41,20 +42,17 @@ static int usage(void) {
 }
 
 static int parse(int argc, char **argv, struct args *a) {
-        *a = (struct args){.backend = "cpu", .reps = 1};
+        *a = (struct args){.c = {.backend = "cpu"}, .reps = 1};
         for (int i = 1; i < argc; i++) {
                 const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
                 char *end;
                 if (!v)
                         return -1;
                 i++;
-                if (strcmp(o, "--model") == 0)
-                        a->model = v;
-                else if (strcmp(o, "--backend") == 0)
-                        a->backend = v;
-                else if (strcmp(o, "--csv") == 0)
-                        a->csv = v;
-                else if (strcmp(o, "--threads") == 0 && dsv_parse_int(v, 0, 1024, &a->threads) == 0)
+                const int common = bench_common_opt(&a->c, o, v);
+                if (common < 0)
+                        return -1;
+                if (common > 0)
                         ;
                 else if (strcmp(o, "--reps") == 0 && dsv_parse_int(v, 1, 100, &a->reps) == 0)
                         ;
@@ -67,7 +65,7 @@ static int parse(int argc, char **argv, struct args *a) {
                 else
                         return -1;
         }
-        if (!a->model)
+        if (!a->c.model)
                 return -1;
         if (!a->n_tokens)
                 a->tokens[a->n_tokens++] = 8192;
@@ -147,7 +145,7 @@ static int run_one(struct dsv_runtime *rt, const struct args *a, int T, FILE *cs
         if (T > c->max_position_embeddings) {
                 printf("prefill %d tokens: skipped: past the model's %d positions\n", T, c->max_position_embeddings);
                 if (csv)
-                        fprintf(csv, "bench,prefill,%s,%s,,,TFLOP/s,fp8_linear,,,,skipped\n", a->model, shape);
+                        fprintf(csv, "bench,prefill,%s,%s,,,TFLOP/s,fp8_linear,,,,skipped\n", a->c.model, shape);
                 r = 1;
                 goto out;
         }
@@ -192,12 +190,12 @@ static int run_one(struct dsv_runtime *rt, const struct args *a, int T, FILE *cs
                 printf("; of the given %.1f TFLOP/s: %.3f", a->gemm_tflops, tflops / a->gemm_tflops);
         printf("\n");
         if (csv) {
-                fprintf(csv, "bench,prefill,%s,%s,%.3f,%.4f,TFLOP/s,fp8_linear,%.4f,%.4f,,ok\n", a->model, shape, best * 1e3,
+                fprintf(csv, "bench,prefill,%s,%s,%.3f,%.4f,TFLOP/s,fp8_linear,%.4f,%.4f,,ok\n", a->c.model, shape, best * 1e3,
                         tflops, gemm / 1e12, gemm > 0 ? tflops * 1e12 / gemm : 0);
-                fprintf(csv, "bench,prefill_gemm,%s,%dx%lldx%lld,%.3f,%.4f,TFLOP/s,,,,,ok\n", a->model, T, (long long)N,
+                fprintf(csv, "bench,prefill_gemm,%s,%dx%lldx%lld,%.3f,%.4f,TFLOP/s,,,,,ok\n", a->c.model, T, (long long)N,
                         (long long)K, gemm_ms, gemm / 1e12);
                 if (a->gemm_tflops > 0)
-                        fprintf(csv, "bench,prefill,%s,%s,%.3f,%.4f,TFLOP/s,fp8_gemm_given,%.4f,%.4f,,ok\n", a->model, shape,
+                        fprintf(csv, "bench,prefill,%s,%s,%.3f,%.4f,TFLOP/s,fp8_gemm_given,%.4f,%.4f,,ok\n", a->c.model, shape,
                                 best * 1e3, tflops, a->gemm_tflops, tflops / a->gemm_tflops);
         }
         r = 0;
@@ -217,8 +215,7 @@ out:
 int main(int argc, char **argv) {
         struct args a;
         struct dsv_runtime *rt;
-        struct dsv_error err = {{0}};
-        FILE *csv = NULL;
+        FILE *csv;
         int rc = 0;
         long most = 0;
 
@@ -226,19 +223,9 @@ int main(int argc, char **argv) {
                 return usage();
         for (int i = 0; i < a.n_tokens; i++)
                 most = MAX(most, a.tokens[i]);
-        const struct dsv_runtime_opts ro = {.model_dir = a.model, .backend = a.backend,
-                                            .where = {.threads = (int)a.threads}, .numerics = DSV_NUMERICS_FAITHFUL,
-                                            .kv_tokens = (int)most, .mtp = DSV_MTP_OFF};
-        if (dsv_runtime_open(&ro, &rt, &err) < 0) {
-                fprintf(stderr, "bench-prefill: %s\n", err.msg);
+        if (bench_open("bench-prefill", &a.c, (struct dsv_runtime_opts){.kv_tokens = (int)most}, &rt, &csv))
                 return 1;
-        }
-        if (a.csv && !(csv = fopen(a.csv, "a"))) {
-                fprintf(stderr, "bench-prefill: %s: %s\n", a.csv, strerror(errno));
-                dsv_runtime_free(rt);
-                return 1;
-        }
-        printf("bench-prefill: %s on %s: %.2f GB of weights\n", a.model,
+        printf("bench-prefill: %s on %s: %.2f GB of weights\n", a.c.model,
                rt->be->ops->describe ? rt->be->ops->describe(rt->be) : rt->be->ops->name, dsv_model_weight_bytes(rt->model) / 1e9);
         for (int i = 0; i < a.n_tokens && rc >= 0; i++) {
                 int r = run_one(rt, &a, (int)a.tokens[i], csv);
