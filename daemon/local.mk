@@ -10,7 +10,7 @@ libdsv32core_la_SOURCES = \
 	daemon/kv_cache.h daemon/kv_cache.c \
 	daemon/model/model.h daemon/model/internal.h daemon/model/plan.h daemon/model/plan.c \
 	daemon/model/load.c daemon/model/workspace.c daemon/model/ops.c daemon/model/attention.c \
-	daemon/model/ffn.c daemon/model/head.c daemon/model/forward.c daemon/model/passes.c daemon/model/graphs.c daemon/model/mtp.c daemon/model/tp.c \
+	daemon/model/ffn.c daemon/model/dp.c daemon/model/head.c daemon/model/forward.c daemon/model/passes.c daemon/model/graphs.c daemon/model/mtp.c daemon/model/tp.c \
 	daemon/model/tensor_index.h daemon/model/tensor_index.c \
 	daemon/synth.h daemon/synth.c \
 	daemon/preset_model.h daemon/preset_model.c
