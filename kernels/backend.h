@@ -430,8 +430,10 @@ struct dsv_backend_ops {
          * queues a copy from host memory got from alloc_host to dst on a copy stream of its own,
          * after the work already queued on the backend (fills, ops), and returns at once; src must stay untouched, and compute must not read dst, until an
          * event recorded after the copy has been waited for. event_record marks every
-         * upload_async queued so far; event_wait blocks until those copies are done and returns
-         * their error (-errno). Backends without them (the CPU) copy synchronously in upload. */
+         * upload_async and download_async queued so far and the work queued before them;
+         * event_wait blocks until all of it is done and returns its error (-errno; after a
+         * download_async also what download reports: an index a kernel found out of range).
+         * Backends without them (the CPU) copy synchronously in upload and download. */
         int (*upload_async)(struct dsv_backend *be, void *dst, const void *src, size_t n);
         int (*event_new)(struct dsv_backend *be, void **ret);
         void (*event_free)(struct dsv_backend *be, void *ev);
@@ -450,6 +452,12 @@ struct dsv_backend_ops {
         int (*graph_end)(struct dsv_backend *be, bool keep, void **ret);
         int (*graph_launch)(struct dsv_backend *be, void *graph);
         void (*graph_free)(struct dsv_backend *be, void *graph);
+        /* Optional, with the four event entries above: queues a copy of n bytes from backend
+         * memory src to host memory dst got from alloc_host, after every op, fill and copy
+         * queued so far, and returns at once (download waits for the device each time): dst
+         * holds the bytes only once an event recorded after it has been waited for, and src
+         * must not be overwritten before. Fails with -EBUSY between graph_begin and graph_end. */
+        int (*download_async)(struct dsv_backend *be, void *dst, const void *src, size_t n);
 };
 
 
@@ -463,6 +471,11 @@ struct dsv_backend {
 
 static inline bool dsv_backend_has_async_upload(const struct dsv_backend *be) {
         return be->ops->alloc_host && be->ops->free_host && be->ops->upload_async && be->ops->event_new &&
+               be->ops->event_free && be->ops->event_record && be->ops->event_wait;
+}
+
+static inline bool dsv_backend_has_async_download(const struct dsv_backend *be) {
+        return be->ops->alloc_host && be->ops->free_host && be->ops->download_async && be->ops->event_new &&
                be->ops->event_free && be->ops->event_record && be->ops->event_wait;
 }
 

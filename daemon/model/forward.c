@@ -124,18 +124,16 @@ static int layers(struct fwd *F) {
 int dsv_fwd_download_hidden(struct fwd *F, float *hidden) {
         struct ws *w = &F->m->ws;
         const size_t D = (size_t)F->m->cfg.hidden_size;
-        float *tmp = malloc((size_t)F->T * w->h.stride);
+        const void *tmp;
         int r;
-        if (!tmp)
-                return -ENOMEM;
-        if ((r = dsv_fwd_download(F, tmp, w->h.data, (size_t)F->T * w->h.stride)) >= 0)
-                for (int t = 0; t < F->p->n_rows; t++) {
-                        /* the caller's row: the batch index, or where a cut batch puts it (passes.c) */
-                        const int i = F->p->perm[t], row = F->b->hidden_row ? F->b->hidden_row[i] : i;
-                        memcpy(hidden + (size_t)row * D, (uint8_t *)tmp + (size_t)t * w->h.stride, D * sizeof(float));
-                }
-        free(tmp);
-        return r;
+        if ((r = dsv_fwd_fetch(F, w->h.data, (size_t)F->T * w->h.stride, &tmp)) < 0)
+                return r;
+        for (int t = 0; t < F->p->n_rows; t++) {
+                /* the caller's row: the batch index, or where a cut batch puts it (passes.c) */
+                const int i = F->p->perm[t], row = F->b->hidden_row ? F->b->hidden_row[i] : i;
+                memcpy(hidden + (size_t)row * D, (const uint8_t *)tmp + (size_t)t * w->h.stride, D * sizeof(float));
+        }
+        return 0;
 }
 
 /* Plans the batch (into *plan, which the caller frees with dsv_batch_plan_done even on

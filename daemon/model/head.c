@@ -13,7 +13,8 @@ int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits) {
         const size_t V = (size_t)m->cfg.vocab_size;
         struct dsv_tensor hout = dsv_view_rows(&w->hout, 0, p->n_out), lg = dsv_view_rows(&w->logits, 0, p->n_out);
         struct dsv_op op = {.type = DSV_OP_GET_ROWS};
-        float *tmp;
+        const void *src;
+        const float *tmp;
         int r;
 
         if (p->n_out == 0)
@@ -28,15 +29,12 @@ int dsv_fwd_head(struct fwd *F, const struct dsv_tensor *head, float *logits) {
         if (head->ne[1] > 0 && (r = dsv_fwd_run(F, &op)) < 0)
                 return r;
         /* out_rows ascend in internal rows; out_dest says where each goes */
-        tmp = malloc((size_t)p->n_out * V * sizeof(float));
-        if (!tmp)
-                return -ENOMEM;
-        r = dsv_fwd_download(F, tmp, w->logits.data, (size_t)p->n_out * V * sizeof(float));
-        if (r >= 0 && m->tp)
-                r = dsv_tp_gather_logits(F, tmp, p->n_out, logits);
-        else if (r >= 0)
-                for (int j = 0; j < p->n_out; j++)
-                        memcpy(logits + (size_t)p->out_dest[j] * V, tmp + (size_t)j * V, V * sizeof(float));
-        free(tmp);
-        return r;
+        if ((r = dsv_fwd_fetch(F, w->logits.data, (size_t)p->n_out * V * sizeof(float), &src)) < 0)
+                return r;
+        tmp = src;
+        if (m->tp)
+                return dsv_tp_gather_logits(F, tmp, p->n_out, logits);
+        for (int j = 0; j < p->n_out; j++)
+                memcpy(logits + (size_t)p->out_dest[j] * V, tmp + (size_t)j * V, V * sizeof(float));
+        return 0;
 }

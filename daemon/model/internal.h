@@ -129,6 +129,12 @@ struct dsv_model {
         } dp_host;
         void *ep_buf;          /* its per-slot rows (backend memory, grown on demand) */
         size_t ep_bytes;
+        struct fetch_buf {     /* host staging of dsv_fwd_fetch (ops.c), grown on demand: */
+                void *p;       /* the backend's alloc_host memory (pinned) with async  */
+                size_t bytes;  /* downloads, else malloc'ed; ev: the wait of a fetch */
+                bool host;
+                void *ev;
+        } fetch;
         int max_pass_tokens;   /* tokens in one pass (passes.c); 0 until first asked for */
         struct dsv_model_pass_stats pass_stats;
         struct graphs graphs;  /* graphs.c */
@@ -167,6 +173,12 @@ int dsv_fwd_rmsnorm(struct fwd *F, struct dsv_tensor *out, struct dsv_tensor *re
                     const struct dsv_tensor *w);
 int dsv_fwd_rope(struct fwd *F, struct dsv_tensor *x, int n_heads, int stride, int offset, bool interleaved);
 int dsv_fwd_download(struct fwd *F, void *dst, const void *src, size_t n);
+/* n bytes of backend memory at src, for the host to read: *ret is src itself on a backend
+ * whose memory is the host's (no copy), else the model's host staging after one download
+ * (queued and waited for with an event when the backend downloads asynchronously into
+ * pinned memory, else a plain download). Valid until the next fetch or forward call. */
+int dsv_fwd_fetch(struct fwd *F, const void *src, size_t n, const void **ret);
+void dsv_fwd_fetch_free(struct dsv_model *m);
 int dsv_fwd_upload(struct fwd *F, void *dst, const void *src, size_t n);
 
 /* attention.c, ffn.c, head.c */

@@ -52,6 +52,7 @@ void dsv_model_free(struct dsv_model *m) {
         }
         dsv_graphs_free(m);
         dsv_ws_free(m);
+        dsv_fwd_fetch_free(m);
         if (m->ep_buf)
                 m->be->ops->dealloc(m->be, m->ep_buf, m->ep_bytes);
         free(m->dp_host.p);

@@ -53,6 +53,63 @@ int dsv_fwd_rope(struct fwd *F, struct dsv_tensor *x, int n_heads, int stride, i
 int dsv_fwd_download(struct fwd *F, void *dst, const void *src, size_t n) {
         return F->m->be->ops->download(F->m->be, dst, src, n);
 }
+void dsv_fwd_fetch_free(struct dsv_model *m) {
+        struct fetch_buf *b = &m->fetch;
+        if (b->p && b->host)
+                m->be->ops->free_host(m->be, b->p, b->bytes);
+        else
+                free(b->p);
+        if (b->ev)
+                m->be->ops->event_free(m->be, b->ev);
+        memset(b, 0, sizeof(*b));
+}
+
+static int fetch_grow(struct dsv_model *m, size_t n) {
+        struct fetch_buf *b = &m->fetch;
+        struct dsv_backend *be = m->be;
+        const bool host = dsv_backend_has_async_download(be);
+        void *ev = b->ev;
+        int r;
+        if (b->p && n <= b->bytes)
+                return 0;
+        b->ev = NULL; /* kept across the regrowth */
+        dsv_fwd_fetch_free(m);
+        n = ALIGN_UP(n, (size_t)1 << 20);
+        if (host) {
+                if (!ev && (r = be->ops->event_new(be, &ev)) < 0)
+                        return r;
+                b->ev = ev;
+                if ((r = be->ops->alloc_host(be, n, &b->p)) < 0) {
+                        b->p = NULL;
+                        return r;
+                }
+        } else if (!(b->p = malloc(n)))
+                return -ENOMEM;
+        b->bytes = n;
+        b->host = host;
+        return 0;
+}
+
+int dsv_fwd_fetch(struct fwd *F, const void *src, size_t n, const void **ret) {
+        struct dsv_model *m = F->m;
+        struct dsv_backend *be = m->be;
+        int r;
+        if (be->host_memory) {
+                *ret = src;
+                return 0;
+        }
+        if ((r = fetch_grow(m, n)) < 0)
+                return r;
+        if (!m->fetch.host)
+                r = be->ops->download(be, m->fetch.p, src, n);
+        else if ((r = be->ops->download_async(be, m->fetch.p, src, n)) >= 0 && (r = be->ops->event_record(be, m->fetch.ev)) >= 0)
+                r = be->ops->event_wait(be, m->fetch.ev);
+        if (r < 0)
+                return r;
+        *ret = m->fetch.p;
+        return 0;
+}
+
 int dsv_fwd_upload(struct fwd *F, void *dst, const void *src, size_t n) {
         return F->m->be->ops->upload(F->m->be, dst, src, n);
 }

@@ -374,18 +374,46 @@ static void cuda_event_free(struct dsv_backend *be, void *ev) {
                 cudaEventDestroy((cudaEvent_t)ev);
 }
 
+/* Downloads go on the compute stream, after the ops that make what they read. */
+static int cuda_download_async(struct dsv_backend *be, void *dst, const void *src, size_t n) {
+        begin_call("download_async");
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (c->capturing)
+                return not_while_capturing();
+        if (!n)
+                return 0;
+        DCU_CUDA(cudaSetDevice(c->device));
+        DCU_CUDA(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream));
+        c->download_pending = true;
+        return 0;
+}
+
+/* Recorded on the copy stream once it has caught up with the compute stream: the event
+ * marks the uploads and everything queued on the compute stream (ops, downloads). */
 static int cuda_event_record(struct dsv_backend *be, void *ev) {
         begin_call("event_record");
         struct dcu_ctx *c = dcu_ctx_of(be);
+        if (c->capturing)
+                return not_while_capturing();
+        DCU_CUDA(cudaSetDevice(c->device));
+        DCU_CUDA(cudaEventRecord(c->copy_after, c->stream));
+        DCU_CUDA(cudaStreamWaitEvent(c->copy_stream, c->copy_after, 0));
         DCU_CUDA(cudaEventRecord((cudaEvent_t)ev, c->copy_stream));
         return 0;
 }
 
+/* After a download_async the error word is read too, as download does: the bytes came from
+ * kernels that may have met an index out of range. */
 static int cuda_event_wait(struct dsv_backend *be, void *ev) {
         begin_call("event_wait");
-        (void)be;
+        struct dcu_ctx *c = dcu_ctx_of(be);
+        if (c->capturing)
+                return not_while_capturing();
         DCU_CUDA(cudaEventSynchronize((cudaEvent_t)ev));
-        return 0;
+        if (!c->download_pending)
+                return 0;
+        c->download_pending = false;
+        return check_err_word(c);
 }
 
 /* ------------------------------------------------------------------ vtable: graphs */
@@ -656,6 +684,7 @@ static const struct dsv_backend_ops cuda_ops = {
         /* .graph_end = */ cuda_graph_end,
         /* .graph_launch = */ cuda_graph_launch,
         /* .graph_free = */ cuda_graph_free,
+        /* .download_async = */ cuda_download_async,
 };
 
 /* ------------------------------------------------------------------ plugin entry points */

@@ -117,6 +117,7 @@ struct dcu_ctx {
         void *blas_ws;   /* cuBLAS's fixed workspace: a captured GEMM must not allocate one */
         size_t blas_ws_bytes;
         bool capturing;  /* between graph_begin and graph_end: the stream records, nothing may wait */
+        bool download_pending; /* a download_async since the error word was last read */
 };
 
 static inline struct dcu_ctx *dcu_ctx_of(struct dsv_backend *be) { return (struct dcu_ctx *)be->ctx; }

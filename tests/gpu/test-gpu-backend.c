@@ -1,7 +1,8 @@
 /* The CUDA backend's vtable outside the ops: memory (zero-size and odd-size buffers,
- * unaligned copies, pinned staging), fill, errors a kernel can only see on the device
+ * unaligned copies, pinned staging, asynchronous downloads ordered behind earlier work and
+ * refused while a graph records), fill, errors a kernel can only see on the device
  * (an embedding id or a KV slot out of range reported by synchronize() as -EINVAL, cleared
- * afterwards, reported again the next time), ops without their tensors refused, describe (the FP8
+ * afterwards, reported again the next time; by the event wait after a download_async), ops without their tensors refused, describe (the FP8
  * linear and MoE paths the start-up probes chose)/last_error. */
 #include "config.h"
 
@@ -55,6 +56,35 @@ int main(void) {
                         be->ops->free_host(be, h, n);
                 }
         }
+        /* asynchronous downloads: queued behind the work before them (a fill here), the
+         * bytes there once an event recorded after them has been waited for */
+        CHECK(dsv_backend_has_async_download(be), "the CUDA backend downloads asynchronously");
+        if (dsv_backend_has_async_download(be)) {
+                void *ev = NULL;
+                REQUIRE(be->ops->alloc_host(be, n, &h) == 0 && h && be->ops->event_new(be, &ev) == 0, "alloc_host, event");
+                memset(h, 0, n);
+                CHECK(be->ops->fill(be, (uint8_t *)d + 5, 0x33, n - 5) == 0, "fill before the download");
+                CHECK(be->ops->download_async(be, h, d, n) == 0, "download_async");
+                CHECK(be->ops->event_record(be, ev) == 0 && be->ops->event_wait(be, ev) == 0, "event after the download");
+                int ok = memcmp(h, src, 5) == 0;
+                for (size_t i = 5; i < n; i++)
+                        ok &= ((uint8_t *)h)[i] == 0x33;
+                CHECK(ok, "download_async saw the upload and then the fill queued before it");
+                CHECK(be->ops->download_async(be, h, d, 0) == 0 && be->ops->event_record(be, ev) == 0 &&
+                              be->ops->event_wait(be, ev) == 0,
+                      "an empty download_async");
+                /* nothing may wait for the device while a graph records */
+                if (dsv_backend_has_graphs(be) && be->ops->graph_begin(be) == 0) {
+                        void *graph = NULL;
+                        CHECK(be->ops->download_async(be, h, d, 64) == -EBUSY, "download_async refused while recording");
+                        CHECK(be->ops->event_record(be, ev) == -EBUSY, "event_record refused while recording");
+                        be->ops->graph_end(be, false, &graph);
+                        be->ops->graph_free(be, graph);
+                }
+                be->ops->free_host(be, h, n);
+                h = NULL;
+                be->ops->event_free(be, ev);
+        }
         be->ops->dealloc(be, d, n + 64);
 
         /* device-side index errors */
@@ -80,6 +110,20 @@ int main(void) {
         s = be->ops->synchronize(be);
         CHECK(r == -EINVAL || s == -EINVAL, "the same error right after is reported again (compute %d, synchronize %d)", r, s);
         CHECK(be->ops->synchronize(be) == 0, "the error is reported once");
+        if (dsv_backend_has_async_download(be)) {
+                /* the wait of an asynchronous download of what the failing op wrote reports it */
+                void *ev = NULL, *hb = NULL;
+                REQUIRE(be->ops->alloc_host(be, 4096, &hb) == 0 && be->ops->event_new(be, &ev) == 0, "alloc_host, event");
+                r = be->ops->compute(be, &op);
+                int dl = be->ops->download_async(be, hb, out.t[1].data, 3 * 8 * sizeof(float));
+                int ew = be->ops->event_record(be, ev) == 0 ? be->ops->event_wait(be, ev) : -999;
+                CHECK(r == -EINVAL || (dl == 0 && ew == -EINVAL),
+                      "an embedding id out of range is reported by the download's event (compute %d, download_async %d, wait %d)", r, dl,
+                      ew);
+                CHECK(be->ops->synchronize(be) == 0, "and only there");
+                be->ops->event_free(be, ev);
+                be->ops->free_host(be, hb, 4096);
+        }
         int32_t good_ids[3] = {0, 3, 2};
         gb_set(&g, &ids, good_ids);
         CHECK(be->ops->compute(be, &op) == 0 && be->ops->synchronize(be) == 0, "the backend works on after an error");
