@@ -418,8 +418,9 @@ struct dsv_backend_ops {
         /* Optional (NULL when absent): host memory usable as a staging buffer for uploads. */
         int (*alloc_host)(struct dsv_backend *be, size_t size, void **ret);
         void (*free_host)(struct dsv_backend *be, void *p, size_t size);
-        /* Optional: copies n bytes between two places of backend memory (without it, callers go
-         * through host memory). */
+        /* Optional: copies n bytes between two places of backend memory, queued behind the work
+         * before it like an op (nothing waits: a later download, synchronize or event wait sees
+         * it done); without it, callers go through host memory. */
         int (*copy)(struct dsv_backend *be, void *dst, const void *src, size_t n);
         /* Optional: the memory this backend allocates from: what is free now and the total
          * (bytes); -EOPNOTSUPP or NULL when it cannot say. */
