@@ -234,7 +234,7 @@ static void suite(bool mtp) {
         REQUIRE(dsv_backend_cpu_new(1, &be) == 0, "cpu backend");
         REQUIRE(dsv_kv_pool_new(be, &cfg, DSV_KV_FP8, n_pages, &kv) == 0, "pool");
         dsv_metrics_init(&metrics);
-        REQUIRE(dsv_core_init(&core, &prm, kv, &ex, NULL, &sink, &metrics) == 0, "core");
+        REQUIRE(dsv_core_init(&core, &prm, &kv, 1, &ex, NULL, &sink, &metrics) == 0, "core");
         core.tun = (struct dsv_engine_tunables){
                 .batch_tokens = 64, .max_running = 16, .max_sessions = 8, .session_pin_quota = 2, .mtp_draft = 3};
         printf("-- %s\n", mtp ? "with the fake MTP layer (3 drafts per step)" : "plain decoding");
