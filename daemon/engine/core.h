@@ -180,6 +180,7 @@ struct dsv_core {
          * one. Every pool has the same geometry. */
         struct dsv_kv_pool **kv;
         int n_kv;
+        int place_next; /* the rank after the last one a request was placed on by the rule */
         struct dsv_exec exec;
         const struct dsv_text *text; /* or NULL: no streaming text */
         struct dsv_engine_sink sink;
@@ -319,7 +320,7 @@ int sched_build(struct dsv_core *c);
  * the session has one; else, of the ranks whose pool can hold its prompt now (all of them
  * when none can), the one whose prefix cache gives the longest reuse, then the one running
  * the fewest sequences, then the fewest tokens, then the one with the most pages available,
- * then the lowest. 0 with one pool. */
+ * then the first from place_next on (equals take turns). 0 with one pool. */
 int sched_place(struct dsv_core *c, const struct request *r);
 
 /* output.c */

@@ -546,16 +546,24 @@ static void log_ranks(struct dsv_engine *e) {
         const bool nodes = dsv_rank_group_nodes(e->ranks);
         if (n == 1)
                 return;
-        off += (size_t)snprintf(line, sizeof(line),
-                                "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; %s; KV pool of "
-                                "%d pages on every rank)",
-                                nodes ? "Nodes" : "Ranks", n, nodes ? "nodes of one CPU rank each" : "CPU ranks",
-                                e->info.layout,
-                                e->opts.tp ? "attention heads, the dense layers' and shared expert's intermediate "
-                                             "dimension and lm_head's vocabulary split over the ranks, the MLA latent "
-                                             "and the indexer replicated"
-                                           : "attention, dense layers and lm_head replicated",
-                                e->rt->kv->n_pages);
+        if (dsv_rank_group_dp(e->ranks))
+                off += (size_t)snprintf(line, sizeof(line),
+                                        "Ranks: %d CPU ranks, layout %s (routed experts in contiguous blocks per rank; "
+                                        "attention data-parallel: each sequence and its session placed on one rank, "
+                                        "whose own KV pool of %d pages holds its pages (%d pages in all); dense layers "
+                                        "and lm_head replicated)",
+                                        n, e->info.layout, e->rt->kv->n_pages, e->rt->kv->n_pages * n);
+        else
+                off += (size_t)snprintf(line, sizeof(line),
+                                        "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; %s; KV pool of "
+                                        "%d pages on every rank, replicated)",
+                                        nodes ? "Nodes" : "Ranks", n, nodes ? "nodes of one CPU rank each" : "CPU ranks",
+                                        e->info.layout,
+                                        e->opts.tp ? "attention heads, the dense layers' and shared expert's intermediate "
+                                                     "dimension and lm_head's vocabulary split over the ranks, the MLA latent "
+                                                     "and the indexer replicated"
+                                                   : "attention, dense layers and lm_head replicated",
+                                        e->rt->kv->n_pages);
         for (int r = 0; r < n && off < sizeof(line); r++) {
                 int first, last;
                 dsv_rank_group_experts(e->ranks, r, &first, &last);
@@ -625,7 +633,7 @@ static int load(struct dsv_engine *e) {
         ro.tp = e->opts.tp;
         /* ep,dp in one process: attention data-parallel, each rank's pool its sequences'; over
          * nodes the group replicates attention (node 0's pool is mirrored by the others) */
-        ro.dp = false && !e->opts.tp && e->opts.ranks > 1 && !e->opts.node_ep;
+        ro.dp = !e->opts.tp && e->opts.ranks > 1 && !e->opts.node_ep;
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if (e->opts.node_ep)
@@ -709,6 +717,7 @@ static int load(struct dsv_engine *e) {
                         return rc;
                 }
                 e->core_ready = true;
+                sessions_publish(&e->core); /* the pools' pages, for the status before the first step */
         }
         if (e->opts.state_dir && e->opts.state_dir[0]) {
                 struct dsv_snapshot_opts so = {.dir = e->opts.state_dir, .max_bytes = e->opts.snapshot_max_bytes,

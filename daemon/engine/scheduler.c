@@ -193,7 +193,9 @@ int sched_place(struct dsv_core *c, const struct request *r) {
                 return 0;
         if (r->sess && r->sess->rank >= 0)
                 return r->sess->rank; /* a session stays on its rank */
-        for (int k = 0; k < c->n_kv; k++) {
+        /* from the rank after the last one chosen: of equals, each in turn */
+        for (int j = 0; j < c->n_kv; j++) {
+                const int k = (c->place_next + j) % c->n_kv;
                 const int reuse = prefix_probe(c, r, k), avail = dsv_kv_pool_available(c->kv[k]);
                 const bool fits = pages - reuse <= avail + sessions_evictable_pages(c, k);
                 int seqs = 0;
@@ -274,6 +276,8 @@ static int admit(struct dsv_core *c, struct request *r, int running) {
                 return rc;
         }
         r->admitted = true;
+        if (!s || s->rank < 0)
+                c->place_next = (rank + 1) % c->n_kv; /* placed by the rule, not by its session */
         if (s && s->rank < 0)
                 s->rank = rank;
         if (c->n_kv > 1)

@@ -204,6 +204,16 @@ void sessions_publish(struct dsv_core *c) {
         DSV_METRIC_SET(c->metrics, session_pages, pages);
         DSV_METRIC_SET(c->metrics, kv_pages_used, core_pages_in_use(c));
         DSV_METRIC_SET(c->metrics, kv_pages_cached, core_pages_cached(c));
+        if (c->n_kv > 1) {
+                struct dsv_rank_pages *rp = &c->metrics->ranks;
+                const int nr = MIN(c->n_kv, DSV_METRICS_RANKS_MAX);
+                for (int k = 0; k < nr; k++) {
+                        __atomic_store_n(&rp->used[k], (uint32_t)dsv_kv_pool_in_use(c->kv[k]), __ATOMIC_RELAXED);
+                        __atomic_store_n(&rp->free[k], (uint32_t)c->kv[k]->n_free, __ATOMIC_RELAXED);
+                        __atomic_store_n(&rp->cached[k], (uint32_t)c->kv[k]->n_cached, __ATOMIC_RELAXED);
+                }
+                __atomic_store_n(&rp->n_rank_pools, (uint32_t)nr, __ATOMIC_RELAXED);
+        }
 }
 
 static void reply_fill(struct request *r, const struct session *s) {
