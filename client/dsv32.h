@@ -437,6 +437,12 @@ void dsv32_free(void *p);
 /* The most ranks whose KV pools struct dsv32_stats lists (dsv32d allows 256 ranks). */
 #define DSV32_STATS_RANKS_MAX 256
 
+/* One rank's own KV pool under data-parallel attention: its pages held by sequences, free,
+ * and cached for the prefix cache. */
+struct dsv32_rank_pages {
+        uint32_t used, free, cached;
+};
+
 struct dsv32_stats {
         enum dsv32_state state;
         uint32_t daemon_pid;
@@ -497,9 +503,7 @@ struct dsv32_stats {
          * replicated pool (ep,tp, nodes), with one rank, and from older daemons. kv_pages_* above
          * are then the sums over the ranks. */
         uint32_t rank_pools;
-        struct dsv32_rank_pages {
-                uint32_t used, free, cached;
-        } rank_pages[DSV32_STATS_RANKS_MAX];
+        struct dsv32_rank_pages rank_pages[DSV32_STATS_RANKS_MAX];
 };
 int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 #define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))
