@@ -898,6 +898,15 @@ static json_t *status_json(const struct dsv32_stats *s, const struct dsv32_wait_
                 I("ranks", s->ranks);
                 S("layout", s->layout);
                 I("rank_weight_bytes_min", s->rank_weight_bytes_min);
+                if (s->rank_pools) {
+                        json_t *a = json_array();
+                        for (uint32_t k = 0; k < s->rank_pools && a; k++)
+                                json_array_append_new(a, json_pack("{s:I, s:I, s:I}", "used", (json_int_t)s->rank_pages[k].used,
+                                                                   "free", (json_int_t)s->rank_pages[k].free, "cached",
+                                                                   (json_int_t)s->rank_pages[k].cached));
+                        if (a)
+                                json_object_set_new(o, "rank_pages", a);
+                }
                 I("rank_weight_bytes_max", s->rank_weight_bytes_max);
         }
         I("spin_us", s->spin_us);
@@ -962,16 +971,30 @@ static int cmd_status(int argc, char **argv) {
                         snprintf(per, sizeof(per), "%.1f MB", s.rank_weight_bytes_min / 1e6);
                 else
                         snprintf(per, sizeof(per), "%.1f-%.1f MB", s.rank_weight_bytes_min / 1e6, s.rank_weight_bytes_max / 1e6);
-                cli_printf("ranks:      %u CPU ranks, layout %s; weights per rank %s (above: rank 0's); each rank has a KV "
-                           "cache pool as below\n",
-                           s.ranks, s.layout, per);
+                if (s.rank_pools)
+                        cli_printf("ranks:      %u CPU ranks, layout %s; weights per rank %s (above: rank 0's); attention "
+                                   "data-parallel: each rank its own KV cache pool, holding the sequences placed on it\n",
+                                   s.ranks, s.layout, per);
+                else
+                        cli_printf("ranks:      %u CPU ranks, layout %s; weights per rank %s (above: rank 0's); each rank has a KV "
+                                   "cache pool as below\n",
+                                   s.ranks, s.layout, per);
         }
         cli_printf("memory:     RSS %.1f MB; KV cache %llu/%llu pages of %llu tokens used (%llu bytes/token)\n",
                    s.rss_bytes / 1e6, (unsigned long long)s.kv_pages_used, (unsigned long long)s.kv_pages_total,
                    (unsigned long long)s.kv_page_tokens, (unsigned long long)s.kv_bytes_per_token);
+        if (s.rank_pools) {
+                cli_printf("KV pages:   used/free/cached per rank:");
+                for (uint32_t k = 0; k < s.rank_pools; k++)
+                        cli_printf("%s rank %u %u/%u/%u", k ? ";" : "", k, s.rank_pages[k].used, s.rank_pages[k].free,
+                                   s.rank_pages[k].cached);
+                cli_printf("\n");
+        }
         if (s.state == DSV32_STATE_READY && s.kv_pages_total && s.kv_page_tokens && s.max_context > 0) {
-                /* what the pool allows: its tokens, as whole contexts side by side or one shorter one */
-                unsigned long long tokens = (unsigned long long)s.kv_pages_total * s.kv_page_tokens;
+                /* what the pool allows: its tokens, as whole contexts side by side or one shorter one (a
+                 * rank's pool, with data-parallel attention: a sequence lives in one) */
+                unsigned long long tokens =
+                        (unsigned long long)(s.rank_pools ? s.kv_pages_total / s.rank_pools : s.kv_pages_total) * s.kv_page_tokens;
                 unsigned long long full = tokens / (unsigned long long)s.max_context;
                 cli_printf("plan:       KV cache %.1f MiB%s = room for %llu tokens: ", tokens * s.kv_bytes_per_token / 1048576.0,
                            s.ranks > 1 ? " per rank" : "", tokens);

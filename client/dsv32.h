@@ -434,6 +434,15 @@ int dsv32_tokenize(dsv32_client *c, const char *text, size_t len, uint32_t flags
 int dsv32_detokenize(dsv32_client *c, const int32_t *tokens, size_t n, char **ret_text, size_t *ret_len);
 void dsv32_free(void *p);
 
+/* The most ranks whose KV pools struct dsv32_stats lists (dsv32d allows 256 ranks). */
+#define DSV32_STATS_RANKS_MAX 256
+
+/* One rank's own KV pool under data-parallel attention: its pages held by sequences, free,
+ * and cached for the prefix cache. */
+struct dsv32_rank_pages {
+        uint32_t used, free, cached;
+};
+
 struct dsv32_stats {
         enum dsv32_state state;
         uint32_t daemon_pid;
@@ -489,6 +498,12 @@ struct dsv32_stats {
         char layout[16];                    /* e.g. "ep,dp" */
         uint64_t rank_weight_bytes_min;     /* the fewest and the most weight bytes one rank holds */
         uint64_t rank_weight_bytes_max;     /* (0 with one rank and from older daemons) */
+        /* data-parallel attention (ep,dp in one process): each rank's own KV pool, which holds
+         * the pages of the sequences placed on it; rank_pools is 0 when the ranks share one
+         * replicated pool (ep,tp, nodes), with one rank, and from older daemons. kv_pages_* above
+         * are then the sums over the ranks. */
+        uint32_t rank_pools;
+        struct dsv32_rank_pages rank_pages[DSV32_STATS_RANKS_MAX];
 };
 int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 #define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))

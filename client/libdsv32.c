@@ -1394,6 +1394,11 @@ API int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *out, size_t size)
         snprintf(ret->layout, sizeof(ret->layout), "%s", s->layout);
         ret->rank_weight_bytes_min = s->rank_weight_min;
         ret->rank_weight_bytes_max = s->rank_weight_max;
+        ret->rank_pools = s->n_rank_pages / 3 < DSV32_STATS_RANKS_MAX ? s->n_rank_pages / 3 : DSV32_STATS_RANKS_MAX;
+        for (uint32_t k = 0; k < ret->rank_pools; k++)
+                ret->rank_pages[k] = (struct dsv32_rank_pages){.used = (uint32_t)s->rank_pages[3 * k],
+                                                               .free = (uint32_t)s->rank_pages[3 * k + 1],
+                                                               .cached = (uint32_t)s->rank_pages[3 * k + 2]};
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);

@@ -76,6 +76,10 @@ struct dsv_kv_seq {
         int n_pages, cap;
         int len;     /* tokens stored */
         int mtp_len; /* positions whose MTP-layer record is stored (speculative decoding) */
+        /* The data-parallel rank whose pool holds its pages (dsv32d's engine, which keeps one
+         * pool per rank under --parallel ep,dp; 0 everywhere else). The pool functions ignore
+         * it; dsv_kv_seq_release zeroes it with the rest. */
+        int rank;
 };
 
 /* The layout for a config: its num_hidden_layers main layers, without the MTP layer. */

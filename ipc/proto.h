@@ -48,6 +48,7 @@ enum dsv_msg_type {
 #define DSV_MODEL_NAME_MAX 255
 #define DSV_ERROR_MESSAGE_MAX 1024
 #define DSV_MAX_TOKENS_ARRAY (1u << 21)
+#define DSV_MAX_RANK_PAGES (3u * 256u) /* STATS_REPLY key 64: three numbers for each of at most 256 ranks */
 #define DSV_MAX_STOP_TOKENS 64
 #define DSV_MAX_STOP_STRINGS 8       /* GENERATE.stop_strings entries */
 #define DSV_MAX_STOP_STRING_BYTES 64 /* bytes of one stop string (at least 1) */
@@ -376,6 +377,10 @@ struct dsv_msg_stats_reply {
         uint32_t ranks;
         char layout[16];
         uint64_t rank_weight_min, rank_weight_max;
+        /* data-parallel attention (key 64, absent otherwise): each rank's own KV pool, three
+         * numbers a rank (pages used, free, cached), n_rank_pages = 3 x ranks */
+        const int32_t *rank_pages;
+        uint32_t n_rank_pages;
 };
 
 struct dsv_msg {

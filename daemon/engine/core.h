@@ -144,6 +144,7 @@ struct request {
  * the shared prefix is reused, at the price of that exactness). */
 struct session {
         struct session *prev, *next; /* LRU order: the core's s_head is the least recently used */
+        int rank; /* the pool its sequence lives in, for life: -1 until its first request is placed */
         uid_t uid;
         char name[DSV_ENGINE_NAME_MAX + 1];
         int32_t *tokens;
@@ -174,7 +175,12 @@ struct uid_service {
 
 struct dsv_core {
         struct dsv_core_params p;
-        struct dsv_kv_pool *kv;
+        /* One KV pool per data-parallel rank (dsv32d --parallel ep,dp: rank r's pool holds the
+         * pages of the sequences placed on r, dsv_kv_seq.rank; scheduler.c places them), else
+         * one. Every pool has the same geometry. */
+        struct dsv_kv_pool **kv;
+        int n_kv;
+        int place_next; /* the rank after the last one a request was placed on by the rule */
         struct dsv_exec exec;
         const struct dsv_text *text; /* or NULL: no streaming text */
         struct dsv_engine_sink sink;
@@ -234,9 +240,19 @@ struct dsv_core {
         } m;
 };
 
+/* The pool holding q's pages (its rank's). */
+static inline struct dsv_kv_pool *core_pool(const struct dsv_core *c, const struct dsv_kv_seq *q) { return c->kv[q->rank]; }
+
 /* core (engine.c) */
-int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct dsv_kv_pool *kv, const struct dsv_exec *exec,
-                  const struct dsv_text *text, const struct dsv_engine_sink *sink, struct dsv_metrics_live *metrics);
+/* kv: n_kv >= 1 pools of the same geometry, one per data-parallel rank (the exec then runs
+ * each sequence of a batch on the rank of its dsv_kv_seq.rank). */
+int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct dsv_kv_pool *const *kv, int n_kv,
+                  const struct dsv_exec *exec, const struct dsv_text *text, const struct dsv_engine_sink *sink,
+                  struct dsv_metrics_live *metrics);
+/* Pages of all pools: in use, cached, total. */
+int core_pages_in_use(const struct dsv_core *c);
+int core_pages_cached(const struct dsv_core *c);
+int core_pages_total(const struct dsv_core *c);
 /* Ends every request without events and frees everything. */
 void dsv_core_done(struct dsv_core *c);
 /* A request whose prompt is ready (tokens) or failed to encode (err_code != 0); takes r. */
@@ -271,8 +287,10 @@ bool sessions_attach(struct dsv_core *c, struct request *r);
 void sessions_return(struct dsv_core *c, struct request *r);
 void sessions_sweep(struct dsv_core *c);
 void sessions_free_all(struct dsv_core *c);
-int64_t sessions_evictable_pages(const struct dsv_core *c);
-void sessions_evict(struct dsv_core *c, int need);
+/* Pages idle sessions hold in rank's pool, and evicting them (LRU first) until the pool has
+ * need pages available. */
+int64_t sessions_evictable_pages(const struct dsv_core *c, int rank);
+void sessions_evict(struct dsv_core *c, int rank, int need);
 /* the prefix of r's prompt its session holds: cut the session's sequence back to it and hand
  * it to r */
 void sessions_take_prefix(struct dsv_core *c, struct request *r);
@@ -286,6 +304,9 @@ int sessions_restore(struct dsv_core *c);
 /* prefix.c */
 /* Maps the cached pages that continue r's sequence with its prompt (at admission). */
 void prefix_attach(struct dsv_core *c, struct request *r);
+/* How many leading pages of r's prompt rank's pool has cached (what prefix_attach would map
+ * there for a request that holds nothing yet; placement's measure, scheduler.c). */
+int prefix_probe(const struct dsv_core *c, const struct request *r, int rank);
 /* Registers the full pages r's prefill computed (after a step). */
 void prefix_register(struct dsv_core *c, struct request *r);
 
@@ -295,6 +316,12 @@ double sched_served(struct dsv_core *c, uid_t uid);
 void sched_serve(struct dsv_core *c, uid_t uid, double tokens);
 /* Builds the step's batch into c->b_*; the number of tokens (0: nothing to run). */
 int sched_build(struct dsv_core *c);
+/* The data-parallel rank a waiting request r (holding no pages) runs on: its session's when
+ * the session has one; else, of the ranks whose pool can hold its prompt now (all of them
+ * when none can), the one whose prefix cache gives the longest reuse, then the one running
+ * the fewest sequences, then the fewest tokens, then the one with the most pages available,
+ * then the first from place_next on (equals take turns). 0 with one pool. */
+int sched_place(struct dsv_core *c, const struct request *r);
 
 /* output.c */
 /* After a forward pass: samples each sequence with a logits row (or decides its drafts, and

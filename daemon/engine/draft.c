@@ -70,7 +70,7 @@ void draft_admit(struct dsv_core *c, struct request *r) {
                         return;
                 }
                 /* page-aligned: no page is copied, so this cannot fail */
-                if (dsv_kv_seq_truncate(c->kv, q, cut) < 0)
+                if (dsv_kv_seq_truncate(core_pool(c, q), q, cut) < 0)
                         return;
                 r->n_exact = MIN(r->n_exact, cut);
                 r->n_keyed = 0; /* prefix.c keys the kept pages again */

@@ -43,11 +43,20 @@ static int forced_tokens(struct dsv_core *c) {
         return 0;
 }
 
-int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct dsv_kv_pool *kv, const struct dsv_exec *exec,
-                  const struct dsv_text *text, const struct dsv_engine_sink *sink, struct dsv_metrics_live *metrics) {
+int dsv_core_init(struct dsv_core *c, const struct dsv_core_params *p, struct dsv_kv_pool *const *kv, int n_kv,
+                  const struct dsv_exec *exec, const struct dsv_text *text, const struct dsv_engine_sink *sink,
+                  struct dsv_metrics_live *metrics) {
         memset(c, 0, sizeof(*c));
+        if (n_kv < 1 || !kv)
+                return -EINVAL;
+        for (int i = 0; i < n_kv; i++)
+                if (!kv[i] || kv[i]->n_pages != kv[0]->n_pages || kv[i]->page_bytes != kv[0]->page_bytes)
+                        return -EINVAL;
+        if (!(c->kv = malloc((size_t)n_kv * sizeof(*c->kv))))
+                return -ENOMEM;
+        memcpy(c->kv, kv, (size_t)n_kv * sizeof(*c->kv));
+        c->n_kv = n_kv;
         c->p = *p;
-        c->kv = kv;
         c->exec = *exec;
         c->text = text;
         c->sink = *sink;
@@ -65,6 +74,7 @@ void dsv_core_done(struct dsv_core *c) {
         c->n_reqs = 0;
         sessions_free_all(c);
         free(c->reqs);
+        free(c->kv);
         free(c->forced);
         constrain_free(c);
         free(c->uids);
@@ -96,6 +106,27 @@ void dsv_core_done(struct dsv_core *c) {
 }
 
 bool dsv_core_idle(const struct dsv_core *c) { return c->n_reqs == 0; }
+
+int core_pages_in_use(const struct dsv_core *c) {
+        int n = 0;
+        for (int k = 0; k < c->n_kv; k++)
+                n += dsv_kv_pool_in_use(c->kv[k]);
+        return n;
+}
+
+int core_pages_cached(const struct dsv_core *c) {
+        int n = 0;
+        for (int k = 0; k < c->n_kv; k++)
+                n += c->kv[k]->n_cached;
+        return n;
+}
+
+int core_pages_total(const struct dsv_core *c) {
+        int n = 0;
+        for (int k = 0; k < c->n_kv; k++)
+                n += c->kv[k]->n_pages;
+        return n;
+}
 
 /* Checks a new request's prompt and makes room for what it generates; false (the request
  * finishing with an error) when it cannot run. */
@@ -144,9 +175,10 @@ static bool intake_check(struct dsv_core *c, struct request *r) {
                         return false;
                 }
         r->total = (int)MIN((int64_t)n + in->max_tokens, (int64_t)c->p.max_context);
-        if ((uint64_t)r->total > (uint64_t)c->kv->n_pages * c->p.kv_page_tokens) {
+        /* a sequence lives in one rank's pool: that is the most it may hold */
+        if ((uint64_t)r->total > (uint64_t)c->kv[0]->n_pages * c->p.kv_page_tokens) {
                 request_fail(r, ENOSPC, "the request needs %d tokens of KV cache; the pool holds %llu (kv-cache-mb)", r->total,
-                             (unsigned long long)((uint64_t)c->kv->n_pages * c->p.kv_page_tokens));
+                             (unsigned long long)((uint64_t)c->kv[0]->n_pages * c->p.kv_page_tokens));
                 return false;
         }
         /* room for the generated tokens */
@@ -411,6 +443,10 @@ struct dsv_engine {
         /* engine thread (info and text published before state READY); rt is rank 0's of ranks */
         struct dsv_rank_group *ranks;
         struct dsv_runtime *rt;
+        struct dsv_kv_pool **pools; /* the core's: every rank's with data-parallel attention, else rank 0's */
+        int n_pools;
+        int *seq_rank; /* a batch's sequences' ranks (exec_forward) */
+        int cap_seq_rank;
         struct dsv_text *text;
         struct dsv_engine_info info;
         struct dsv_core core;
@@ -462,16 +498,44 @@ static void item_drop(struct dsv_engine *e, struct item *it, int code, const cha
         free(it);
 }
 
-/* The passes run on every rank of the group (one rank: its runtime alone). */
-static int exec_forward(void *ud, const struct dsv_batch *b, float *logits, float *hidden, struct dsv_error *err) {
-        return dsv_rank_group_forward(ud, b, logits, hidden, err);
+/* Each batch sequence's rank (its dsv_kv_seq.rank: data-parallel attention), in seq_rank
+ * (grown as needed). */
+static int seq_ranks(const struct dsv_batch *b, int **seq_rank, int *cap, struct dsv_error *err) {
+        if (b->n_seqs > *cap) {
+                int *v = realloc(*seq_rank, (size_t)b->n_seqs * sizeof(*v));
+                if (!v)
+                        return dsv_error_set(err, ENOMEM, "out of memory");
+                *seq_rank = v;
+                *cap = b->n_seqs;
+        }
+        for (int s = 0; s < b->n_seqs; s++)
+                (*seq_rank)[s] = b->seqs[s]->rank;
+        return 0;
 }
 
-static const char *exec_device_error(void *ud) { return dsv_rank_group_error(ud); }
+/* The passes run on every rank of the group (one rank: its runtime alone); with data-parallel
+ * attention each rank runs the sequences placed on it. */
+static int exec_forward(void *ud, const struct dsv_batch *b, float *logits, float *hidden, struct dsv_error *err) {
+        struct dsv_engine *e = ud;
+        int r;
+        if (!dsv_rank_group_dp(e->ranks))
+                return dsv_rank_group_forward(e->ranks, b, logits, hidden, err);
+        if ((r = seq_ranks(b, &e->seq_rank, &e->cap_seq_rank, err)) < 0)
+                return r;
+        return dsv_rank_group_forward_dp(e->ranks, b, e->seq_rank, logits, hidden, err);
+}
+
+static const char *exec_device_error(void *ud) { return dsv_rank_group_error(((struct dsv_engine *)ud)->ranks); }
 
 static int exec_mtp(void *ud, const struct dsv_batch *b, const float *hidden_in, float *logits, float *hidden_out,
                     struct dsv_error *err) {
-        return dsv_rank_group_mtp(ud, b, hidden_in, logits, hidden_out, err);
+        struct dsv_engine *e = ud;
+        int r;
+        if (!dsv_rank_group_dp(e->ranks))
+                return dsv_rank_group_mtp(e->ranks, b, hidden_in, logits, hidden_out, err);
+        if ((r = seq_ranks(b, &e->seq_rank, &e->cap_seq_rank, err)) < 0)
+                return r;
+        return dsv_rank_group_mtp_dp(e->ranks, b, e->seq_rank, hidden_in, logits, hidden_out, err);
 }
 
 /* The plan of the ranks: the layout, then each rank's experts, weight bytes and threads. */
@@ -482,16 +546,24 @@ static void log_ranks(struct dsv_engine *e) {
         const bool nodes = dsv_rank_group_nodes(e->ranks);
         if (n == 1)
                 return;
-        off += (size_t)snprintf(line, sizeof(line),
-                                "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; %s; KV pool of "
-                                "%d pages on every rank)",
-                                nodes ? "Nodes" : "Ranks", n, nodes ? "nodes of one CPU rank each" : "CPU ranks",
-                                e->info.layout,
-                                e->opts.tp ? "attention heads, the dense layers' and shared expert's intermediate "
-                                             "dimension and lm_head's vocabulary split over the ranks, the MLA latent "
-                                             "and the indexer replicated"
-                                           : "attention, dense layers and lm_head replicated",
-                                e->rt->kv->n_pages);
+        if (dsv_rank_group_dp(e->ranks))
+                off += (size_t)snprintf(line, sizeof(line),
+                                        "Ranks: %d CPU ranks, layout %s (routed experts in contiguous blocks per rank; "
+                                        "attention data-parallel: each sequence and its session placed on one rank, "
+                                        "whose own KV pool of %d pages holds its pages (%d pages in all); dense layers "
+                                        "and lm_head replicated)",
+                                        n, e->info.layout, e->rt->kv->n_pages, e->rt->kv->n_pages * n);
+        else
+                off += (size_t)snprintf(line, sizeof(line),
+                                        "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; %s; KV pool of "
+                                        "%d pages on every rank, replicated)",
+                                        nodes ? "Nodes" : "Ranks", n, nodes ? "nodes of one CPU rank each" : "CPU ranks",
+                                        e->info.layout,
+                                        e->opts.tp ? "attention heads, the dense layers' and shared expert's intermediate "
+                                                     "dimension and lm_head's vocabulary split over the ranks, the MLA latent "
+                                                     "and the indexer replicated"
+                                                   : "attention, dense layers and lm_head replicated",
+                                        e->rt->kv->n_pages);
         for (int r = 0; r < n && off < sizeof(line); r++) {
                 int first, last;
                 dsv_rank_group_experts(e->ranks, r, &first, &last);
@@ -559,6 +631,9 @@ static int load(struct dsv_engine *e) {
         ro.graphs_off = e->opts.graphs_off;
         ro.max_pass_tokens = e->opts.max_pass_tokens;
         ro.tp = e->opts.tp;
+        /* ep,dp in one process: attention data-parallel, each rank's pool its sequences'; over
+         * nodes the group replicates attention (node 0's pool is mirrored by the others) */
+        ro.dp = !e->opts.tp && e->opts.ranks > 1 && !e->opts.node_ep;
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if (e->opts.node_ep)
@@ -571,6 +646,13 @@ static int load(struct dsv_engine *e) {
         }
         e->rt = dsv_rank_group_runtime(e->ranks, 0);
         e->info.ranks = dsv_rank_group_size(e->ranks);
+        e->n_pools = dsv_rank_group_dp(e->ranks) ? e->info.ranks : 1;
+        if (!(e->pools = calloc((size_t)e->n_pools, sizeof(*e->pools)))) {
+                snprintf(e->error, sizeof(e->error), "out of memory");
+                return -ENOMEM;
+        }
+        for (int r = 0; r < e->n_pools; r++)
+                e->pools[r] = dsv_rank_group_runtime(e->ranks, r)->kv;
         snprintf(e->info.layout, sizeof(e->info.layout), "%s", e->info.ranks <= 1 ? "" : ro.tp ? "ep,tp" : "ep,dp");
         e->info.rank_weight_min = UINT64_MAX;
         for (int r = 0; r < e->info.ranks; r++) {
@@ -615,32 +697,33 @@ static int load(struct dsv_engine *e) {
                  e->opts.max_pass_tokens ? "set" : "auto");
         e->info.numerics = e->numerics_name;
         e->info.threads = e->rt->be->n_threads; /* resolved: 0 means "all cores" in the settings */
-        e->info.kv_pages_total = (uint64_t)e->rt->kv->n_pages;
+        e->info.kv_pages_total = (uint64_t)e->rt->kv->n_pages * (uint64_t)e->n_pools;
         e->info.kv_page_tokens = DSV_KV_PAGE_TOKENS;
         e->info.kv_bytes_per_token = e->rt->kv_bytes_per_token;
         if (!e->rt->be->host_memory) {
                 const char *d = dsv_backend_describe(e->rt->be);
                 snprintf(e->info.device, sizeof(e->info.device), "%.*s", (int)strcspn(d, ";"), d);
                 e->info.device_weight_bytes = e->info.weight_bytes;
-                e->info.device_kv_bytes = (uint64_t)e->rt->kv->n_pages * e->rt->kv_page_bytes;
+                e->info.device_kv_bytes = e->info.kv_pages_total * e->rt->kv_page_bytes;
         }
         {
                 struct dsv_core_params p = {.vocab_size = cfg->vocab_size, .eos_id = cfg->eos_token_id,
                                             .max_context = cfg->max_position_embeddings, .hidden_size = cfg->hidden_size,
                                             .kv_page_tokens = DSV_KV_PAGE_TOKENS, .model_fingerprint = e->rt->fingerprint};
-                struct dsv_exec ex = {.ud = e->ranks, .forward = exec_forward, .mtp = e->info.mtp ? exec_mtp : NULL,
+                struct dsv_exec ex = {.ud = e, .forward = exec_forward, .mtp = e->info.mtp ? exec_mtp : NULL,
                                       .device_error = exec_device_error};
-                if ((rc = dsv_core_init(&e->core, &p, e->rt->kv, &ex, e->text, &e->sink, &e->metrics)) < 0) {
+                if ((rc = dsv_core_init(&e->core, &p, e->pools, e->n_pools, &ex, e->text, &e->sink, &e->metrics)) < 0) {
                         snprintf(e->error, sizeof(e->error), "out of memory");
                         return rc;
                 }
                 e->core_ready = true;
+                sessions_publish(&e->core); /* the pools' pages, for the status before the first step */
         }
         if (e->opts.state_dir && e->opts.state_dir[0]) {
                 struct dsv_snapshot_opts so = {.dir = e->opts.state_dir, .max_bytes = e->opts.snapshot_max_bytes,
                                                .fingerprint = e->rt->fingerprint};
                 e->core.tun = e->tun;
-                if ((rc = dsv_snapshots_open(&so, e->rt->kv, &e->core.snap)) < 0) {
+                if ((rc = dsv_snapshots_open(&so, e->pools, e->n_pools, &e->core.snap)) < 0) {
                         snprintf(e->error, sizeof(e->error), "cannot use the state directory %s: %s", e->opts.state_dir,
                                  strerror(-rc));
                         return rc;
@@ -876,6 +959,8 @@ void dsv_engine_free(struct dsv_engine *e) {
         }
         dsv_text_free(e->text);
         dsv_rank_group_free(e->ranks);
+        free(e->pools);
+        free(e->seq_rank);
         dsv_metrics_done(&e->metrics);
         pthread_cond_destroy(&e->cond);
         pthread_cond_destroy(&e->intake_cond);

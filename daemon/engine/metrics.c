@@ -58,4 +58,12 @@ void dsv_metrics_read(struct dsv_metrics_live *l, uint64_t now_ns, struct dsv_en
         pthread_mutex_unlock(&l->lock);
 #include "daemon/engine/metrics.def"
 #undef DSV_METRIC
+        out->ranks.n_rank_pools = __atomic_load_n(&l->ranks.n_rank_pools, __ATOMIC_RELAXED);
+        if (out->ranks.n_rank_pools > DSV_METRICS_RANKS_MAX)
+                out->ranks.n_rank_pools = DSV_METRICS_RANKS_MAX;
+        for (uint32_t k = 0; k < out->ranks.n_rank_pools; k++) {
+                out->ranks.used[k] = __atomic_load_n(&l->ranks.used[k], __ATOMIC_RELAXED);
+                out->ranks.free[k] = __atomic_load_n(&l->ranks.free[k], __ATOMIC_RELAXED);
+                out->ranks.cached[k] = __atomic_load_n(&l->ranks.cached[k], __ATOMIC_RELAXED);
+        }
 }

@@ -11,10 +11,20 @@
 #define DSV_METRIC_TYPE_GAUGE uint64_t
 #define DSV_METRIC_TYPE_RATE double
 
+/* Data-parallel attention (dsv32d --parallel ep,dp): the most ranks whose pools are reported. */
+#define DSV_METRICS_RANKS_MAX 256
+
+/* Each rank's KV pool with data-parallel attention (n_rank_pools 0 with one pool). */
+struct dsv_rank_pages {
+        uint32_t n_rank_pools;
+        uint32_t used[DSV_METRICS_RANKS_MAX], free[DSV_METRICS_RANKS_MAX], cached[DSV_METRICS_RANKS_MAX];
+};
+
 struct dsv_engine_metrics {
 #define DSV_METRIC(name, kind, help) DSV_METRIC_TYPE_##kind name;
 #include "daemon/engine/metrics.def"
 #undef DSV_METRIC
+        struct dsv_rank_pages ranks;
 };
 
 /* The metrics' names, kinds and help texts, in list order. */
@@ -49,6 +59,7 @@ struct dsv_metrics_live {
 #define DSV_METRIC_LIVE_RATE(name) struct dsv_rate name;
 #include "daemon/engine/metrics.def"
 #undef DSV_METRIC
+        struct dsv_rank_pages ranks; /* atomics, each field alone */
         pthread_mutex_t lock;
 };
 

@@ -110,11 +110,11 @@ static void verify(struct dsv_core *c, int s) {
         if (keep < r->seq.len) {
                 /* the dropped positions were written by this pass alone: no page is shared, and the
                  * pages go back to this sequence at once (the MTP layer's chained drafts write there) */
-                if ((rc = dsv_kv_seq_truncate(c->kv, &r->seq, keep)) < 0) {
+                if ((rc = dsv_kv_seq_truncate(core_pool(c, &r->seq), &r->seq, keep)) < 0) {
                         request_fail(r, -rc, "cannot drop the rejected drafts' KV: %s", strerror(-rc));
                         return;
                 }
-                dsv_kv_seq_reserve(c->kv, &r->seq, cap);
+                dsv_kv_seq_reserve(core_pool(c, &r->seq), &r->seq, cap);
         }
 }
 

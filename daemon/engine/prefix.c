@@ -34,7 +34,7 @@ static void chain_to(const struct dsv_core *c, struct request *r, int n) {
 
 /* The MTP record at the last position of seq's last page was computed for token t. */
 static bool mtp_next_is(const struct dsv_core *c, const struct dsv_kv_seq *q, int32_t t) {
-        return c->kv->page[q->pages[q->n_pages - 1]].mtp_next == t;
+        return core_pool(c, q)->page[q->pages[q->n_pages - 1]].mtp_next == t;
 }
 
 void prefix_attach(struct dsv_core *c, struct request *r) {
@@ -56,8 +56,8 @@ void prefix_attach(struct dsv_core *c, struct request *r) {
                 if (mtp && q->len > start * pt && !mtp_next_is(c, q, tok[0]))
                         break;
                 dsv_kv_chain_key(&parent, tok, pt, &key);
-                pg = dsv_kv_page_lookup(c->kv, &key, &parent, tok);
-                if (pg < 0 || dsv_kv_seq_append_cached(c->kv, q, pg) < 0)
+                pg = dsv_kv_page_lookup(core_pool(c, q), &key, &parent, tok);
+                if (pg < 0 || dsv_kv_seq_append_cached(core_pool(c, q), q, pg) < 0)
                         break;
                 prev = r->chain;
                 r->chain = key;
@@ -66,7 +66,7 @@ void prefix_attach(struct dsv_core *c, struct request *r) {
         if (mtp && q->len > start * pt) {
                 if (!mtp_next_is(c, q, r->tokens[q->len])) {
                         /* whole pages only: nothing is copied, so this cannot fail */
-                        dsv_kv_seq_truncate(c->kv, q, q->len - pt);
+                        dsv_kv_seq_truncate(core_pool(c, q), q, q->len - pt);
                         r->chain = prev;
                         r->n_keyed--;
                 }
@@ -76,6 +76,22 @@ void prefix_attach(struct dsv_core *c, struct request *r) {
                 DSV_METRIC_ADD(c->metrics, prefix_cache_tokens_total, q->len - start * pt);
                 r->n_exact = q->len;
         }
+}
+
+int prefix_probe(const struct dsv_core *c, const struct request *r, int rank) {
+        const int pt = (int)c->p.kv_page_tokens;
+        struct dsv_kv_key parent, key;
+        int n = 0;
+        if (!c->tun.prefix_cache)
+                return 0;
+        seed(c, r, &parent);
+        for (int len = 0; len + pt <= r->n_prompt - 2; len += pt, n++) {
+                dsv_kv_chain_key(&parent, r->tokens + len, pt, &key);
+                if (dsv_kv_page_lookup(c->kv[rank], &key, &parent, r->tokens + len) < 0)
+                        break;
+                parent = key;
+        }
+        return n;
 }
 
 void prefix_register(struct dsv_core *c, struct request *r) {
@@ -95,7 +111,7 @@ void prefix_register(struct dsv_core *c, struct request *r) {
                 }
                 dsv_kv_chain_key(&parent, r->tokens + (size_t)r->n_keyed * pt, pt, &key);
                 /* tokens[end] exists when its record does: the MTP layer only takes known tokens */
-                dsv_kv_page_register(c->kv, r->seq.pages[r->n_keyed], &key, &parent, r->tokens + (size_t)r->n_keyed * pt,
+                dsv_kv_page_register(core_pool(c, &r->seq), r->seq.pages[r->n_keyed], &key, &parent, r->tokens + (size_t)r->n_keyed * pt,
                                      mtp && r->seq.mtp_len >= end ? r->tokens[end] : -1);
                 r->chain = key;
                 r->n_keyed++;

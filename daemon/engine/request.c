@@ -369,7 +369,7 @@ void request_free(struct dsv_core *c, struct request *r) {
                 return;
         if (r->sess)
                 sessions_return(c, r);
-        dsv_kv_seq_release(c->kv, &r->seq);
+        dsv_kv_seq_release(core_pool(c, &r->seq), &r->seq);
         c->sink.request_end(c->sink.ud, r->client);
         c->sink.unref(c->sink.ud, r->client);
         dsv_text_stream_free(r->stream);
@@ -402,7 +402,7 @@ void requests_remove_finished(struct dsv_core *c) {
                         continue;
                 if (r->sess)
                         sessions_return(c, r);
-                dsv_kv_seq_release(c->kv, &r->seq);
+                dsv_kv_seq_release(core_pool(c, &r->seq), &r->seq);
                 freed = true;
         }
         if (freed)

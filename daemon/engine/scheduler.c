@@ -96,7 +96,7 @@ static int ranked_cmp(const void *x, const void *y) {
 static void preempt(struct dsv_core *c, struct request *v) {
         log_debug("Request %llu of uid %u preempted: %d KV pages back (%d tokens; it recomputes them later)",
                   (unsigned long long)v->id, (unsigned)v->uid, v->seq.n_pages, v->seq.len);
-        dsv_kv_seq_release(c->kv, &v->seq);
+        dsv_kv_seq_release(core_pool(c, &v->seq), &v->seq);
         if (v->sess)
                 v->sess->n_exact = 0;
         v->admitted = false;
@@ -119,8 +119,9 @@ static struct request *victim(struct dsv_core *c, const struct request *for_r) {
         for (size_t i = 0; i < c->n_reqs; i++) {
                 struct request *o = c->reqs[i];
                 double so;
-                if (o == for_r || !o->admitted || o->state == REQ_FINISHING || o->seq.n_pages == 0 || in_batch(c, o))
-                        continue;
+                if (o == for_r || !o->admitted || o->state == REQ_FINISHING || o->seq.n_pages == 0 || in_batch(c, o) ||
+                    (for_r && o->seq.rank != for_r->seq.rank))
+                        continue; /* only pages of for_r's own pool make room for it */
                 so = sched_served(c, o->uid);
                 if (!v || rank_cmp(o, so, v, sv) > 0) {
                         v = o;
@@ -132,9 +133,10 @@ static struct request *victim(struct dsv_core *c, const struct request *for_r) {
         return v;
 }
 
+/* Whether other requests hold pages in r's pool. */
 static bool others_hold_pages(const struct dsv_core *c, const struct request *r) {
         for (size_t i = 0; i < c->n_reqs; i++)
-                if (c->reqs[i] != r && c->reqs[i]->seq.n_pages > 0)
+                if (c->reqs[i] != r && c->reqs[i]->seq.n_pages > 0 && c->reqs[i]->seq.rank == r->seq.rank)
                         return true;
         return false;
 }
@@ -142,16 +144,17 @@ static bool others_hold_pages(const struct dsv_core *c, const struct request *r)
 /* Pages for r's first n tokens, making room as the header says. 0; -EAGAIN: r waits (or, when
  * may_preempt_self, r was preempted); other negative: r failed. */
 static int make_room(struct dsv_core *c, struct request *r, int n, int headroom, bool may_preempt_self) {
-        const int pt = (int)c->p.kv_page_tokens;
+        const int pt = (int)c->p.kv_page_tokens, rank = r->seq.rank;
+        struct dsv_kv_pool *kv = c->kv[rank];
         for (;;) {
                 int need = DIV_ROUND_UP(n, pt) - r->seq.n_pages;
                 if (need <= 0)
                         return 0;
-                if (need + headroom <= dsv_kv_pool_available(c->kv))
-                        return dsv_kv_seq_reserve(c->kv, &r->seq, n);
-                if (sessions_evictable_pages(c) > 0) {
-                        sessions_evict(c, need + headroom);
-                        if (need + headroom <= dsv_kv_pool_available(c->kv))
+                if (need + headroom <= dsv_kv_pool_available(kv))
+                        return dsv_kv_seq_reserve(kv, &r->seq, n);
+                if (sessions_evictable_pages(c, rank) > 0) {
+                        sessions_evict(c, rank, need + headroom);
+                        if (need + headroom <= dsv_kv_pool_available(kv))
                                 continue;
                 }
                 struct request *v = victim(c, r);
@@ -159,7 +162,7 @@ static int make_room(struct dsv_core *c, struct request *r, int n, int headroom,
                         preempt(c, v);
                         continue;
                 }
-                if (headroom > 0 && need <= dsv_kv_pool_available(c->kv) && !others_hold_pages(c, r)) {
+                if (headroom > 0 && need <= dsv_kv_pool_available(kv) && !others_hold_pages(c, r)) {
                         headroom = 0; /* nobody else needs the headroom */
                         continue;
                 }
@@ -167,7 +170,7 @@ static int make_room(struct dsv_core *c, struct request *r, int n, int headroom,
                         request_fail(r, ENOSPC,
                                      "the request needs %d tokens of KV cache but pinned sessions hold %d of the %d pages; unpin or "
                                      "close sessions (or raise kv-cache-mb)",
-                                     n, dsv_kv_pool_in_use(c->kv), c->kv->n_pages);
+                                     n, dsv_kv_pool_in_use(kv), kv->n_pages);
                         return -ENOSPC;
                 }
                 if (may_preempt_self) {
@@ -178,20 +181,79 @@ static int make_room(struct dsv_core *c, struct request *r, int n, int headroom,
         }
 }
 
+/* ------------------------------------------------------------------ placement */
+
+int sched_place(struct dsv_core *c, const struct request *r) {
+        const int pt = (int)c->p.kv_page_tokens, pages = DIV_ROUND_UP(r->n_prompt + 1, pt);
+        int best = -1, best_reuse = 0, best_seqs = 0, best_avail = 0;
+        int64_t best_tokens = 0;
+        bool best_fits = false;
+
+        if (c->n_kv == 1)
+                return 0;
+        if (r->sess && r->sess->rank >= 0)
+                return r->sess->rank; /* a session stays on its rank */
+        /* from the rank after the last one chosen: of equals, each in turn */
+        for (int j = 0; j < c->n_kv; j++) {
+                const int k = (c->place_next + j) % c->n_kv;
+                const int reuse = prefix_probe(c, r, k), avail = dsv_kv_pool_available(c->kv[k]);
+                const bool fits = pages - reuse <= avail + sessions_evictable_pages(c, k);
+                int seqs = 0;
+                int64_t tokens = 0;
+                for (size_t i = 0; i < c->n_reqs; i++) {
+                        const struct request *o = c->reqs[i];
+                        if (o != r && o->admitted && o->state != REQ_FINISHING && o->seq.rank == k) {
+                                seqs++;
+                                tokens += o->seq.len;
+                        }
+                }
+                bool better;
+                if (best < 0)
+                        better = true;
+                else if (fits != best_fits)
+                        better = fits; /* a rank that cannot hold it loses to one that can */
+                else if (reuse != best_reuse)
+                        better = reuse > best_reuse;
+                else if (seqs != best_seqs)
+                        better = seqs < best_seqs;
+                else if (tokens != best_tokens)
+                        better = tokens < best_tokens;
+                else
+                        better = avail > best_avail;
+                if (better) {
+                        best = k;
+                        best_fits = fits;
+                        best_reuse = reuse;
+                        best_seqs = seqs;
+                        best_tokens = tokens;
+                        best_avail = avail;
+                }
+        }
+        return best;
+}
+
 /* Reserves the KV cache of a waiting request's prompt: 0 admitted; -EAGAIN wait; other
- * negative: the request failed. Its session's history and then the prefix cache provide
- * what they can; only the rest gets prefilled. */
+ * negative: the request failed. It is placed on a rank (sched_place); its session's history
+ * and then the prefix cache provide what they can; only the rest gets prefilled. */
 static int admit(struct dsv_core *c, struct request *r, int running) {
         struct session *s = r->sess;
-        int rc;
+        int rc, rank;
 
         int sess_len = 0;
 
         if (c->preempted_this_step)
                 return -EAGAIN;
+        rank = sched_place(c, r);
         if (s) {
                 sessions_take_prefix(c, r);
                 sess_len = r->seq.len;
+        }
+        r->seq.rank = rank; /* it holds pages only when its session had some: on this rank */
+        if (c->n_kv > 1) {
+                /* the headroom: one page per request running on its rank */
+                running = 0;
+                for (size_t i = 0; i < c->n_reqs; i++)
+                        running += c->reqs[i]->state == REQ_RUNNING && c->reqs[i]->seq.rank == rank;
         }
         prefix_attach(c, r);
         draft_admit(c, r);
@@ -202,18 +264,26 @@ static int admit(struct dsv_core *c, struct request *r, int running) {
                 if (s) {
                         /* back to the session (evictable while we wait) with what it had: the
                          * history it keeps describes exactly its first sess_len tokens */
-                        dsv_kv_seq_truncate(c->kv, &r->seq, sess_len);
+                        dsv_kv_seq_truncate(core_pool(c, &r->seq), &r->seq, sess_len);
                         s->seq = r->seq;
                         s->n_exact = MIN(r->n_exact, sess_len);
                         memset(&r->seq, 0, sizeof(r->seq));
                 } else {
-                        dsv_kv_seq_release(c->kv, &r->seq);
+                        dsv_kv_seq_release(core_pool(c, &r->seq), &r->seq);
                 }
                 if (rc != -EAGAIN && r->state != REQ_FINISHING)
                         request_fail(r, -rc, "cannot reserve the KV cache: %s", strerror(-rc));
                 return rc;
         }
         r->admitted = true;
+        if (!s || s->rank < 0)
+                c->place_next = (rank + 1) % c->n_kv; /* placed by the rule, not by its session */
+        if (s && s->rank < 0)
+                s->rank = rank;
+        if (c->n_kv > 1)
+                log_info("Request %llu of uid %u runs on rank %d%s%s%s (%d of its %d prompt tokens cached there)",
+                         (unsigned long long)r->id, (unsigned)r->uid, rank, s ? " with session '" : "", s ? s->name : "",
+                         s ? "'" : "", r->seq.len, r->n_prompt);
         if (!r->n_preempted) {
                 r->n_cached = r->seq.len;
                 if (r->n_cached)

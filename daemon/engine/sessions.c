@@ -52,7 +52,7 @@ static const struct dsv_kv_seq *session_seq(const struct session *s) {
 static void session_free(struct dsv_core *c, struct session *s) {
         if (s->busy)
                 s->busy->sess = NULL;
-        dsv_kv_seq_release(c->kv, &s->seq);
+        dsv_kv_seq_release(core_pool(c, &s->seq), &s->seq);
         lru_unlink(c, s);
         if (s->owner)
                 c->sink.unref(c->sink.ud, s->owner);
@@ -79,21 +79,21 @@ static bool session_evictable(const struct session *s) {
         return !s->pinned && s->seq.n_pages > 0 && (!s->busy || !s->busy->admitted);
 }
 
-int64_t sessions_evictable_pages(const struct dsv_core *c) {
+int64_t sessions_evictable_pages(const struct dsv_core *c, int rank) {
         int64_t n = 0;
         for (const struct session *s = c->s_head; s; s = s->next)
-                if (session_evictable(s))
+                if (session_evictable(s) && s->seq.rank == rank)
                         n += s->seq.n_pages;
         return n;
 }
 
-void sessions_evict(struct dsv_core *c, int need) {
-        for (struct session *s = c->s_head; s && dsv_kv_pool_available(c->kv) < need; s = s->next) {
-                if (!session_evictable(s))
+void sessions_evict(struct dsv_core *c, int rank, int need) {
+        for (struct session *s = c->s_head; s && dsv_kv_pool_available(c->kv[rank]) < need; s = s->next) {
+                if (!session_evictable(s) || s->seq.rank != rank)
                         continue;
                 log_debug("Session '%s' of uid %u: evicting %d KV pages (%d tokens)", s->name, (unsigned)s->uid,
                           s->seq.n_pages, s->seq.len);
-                dsv_kv_seq_release(c->kv, &s->seq);
+                dsv_kv_seq_release(c->kv[rank], &s->seq);
                 s->n_exact = 0;
                 DSV_METRIC_ADD(c->metrics, sessions_evicted, 1);
         }
@@ -135,6 +135,7 @@ static int session_new(struct dsv_core *c, uid_t uid, const char *name, struct s
         if (!s)
                 return -ENOMEM;
         s->uid = uid;
+        s->rank = -1; /* placed with its first request (sched_place) */
         snprintf(s->name, sizeof(s->name), "%s", name);
         lru_touch(c, s);
         c->n_sessions++;
@@ -153,12 +154,13 @@ void sessions_return(struct dsv_core *c, struct request *r) {
         if (r->admitted) {
                 int32_t *t = s->tokens;
                 assert(s->seq.n_pages == 0 && r->tokens && r->cap >= r->seq.len);
-                dsv_kv_seq_truncate(c->kv, &r->seq, r->seq.len);
+                dsv_kv_seq_truncate(core_pool(c, &r->seq), &r->seq, r->seq.len);
                 s->tokens = r->tokens;
                 s->cap = r->cap;
                 r->tokens = t;
                 r->cap = 0;
                 s->seq = r->seq;
+                s->rank = r->seq.rank;
                 s->n_exact = MIN(r->n_exact, s->seq.len);
                 memset(&r->seq, 0, sizeof(r->seq));
                 s->dirty = true;
@@ -200,8 +202,18 @@ void sessions_publish(struct dsv_core *c) {
         DSV_METRIC_SET(c->metrics, sessions, n);
         DSV_METRIC_SET(c->metrics, sessions_pinned, pinned);
         DSV_METRIC_SET(c->metrics, session_pages, pages);
-        DSV_METRIC_SET(c->metrics, kv_pages_used, dsv_kv_pool_in_use(c->kv));
-        DSV_METRIC_SET(c->metrics, kv_pages_cached, c->kv->n_cached);
+        DSV_METRIC_SET(c->metrics, kv_pages_used, core_pages_in_use(c));
+        DSV_METRIC_SET(c->metrics, kv_pages_cached, core_pages_cached(c));
+        if (c->n_kv > 1) {
+                struct dsv_rank_pages *rp = &c->metrics->ranks;
+                const int nr = MIN(c->n_kv, DSV_METRICS_RANKS_MAX);
+                for (int k = 0; k < nr; k++) {
+                        __atomic_store_n(&rp->used[k], (uint32_t)dsv_kv_pool_in_use(c->kv[k]), __ATOMIC_RELAXED);
+                        __atomic_store_n(&rp->free[k], (uint32_t)c->kv[k]->n_free, __ATOMIC_RELAXED);
+                        __atomic_store_n(&rp->cached[k], (uint32_t)c->kv[k]->n_cached, __ATOMIC_RELAXED);
+                }
+                __atomic_store_n(&rp->n_rank_pools, (uint32_t)nr, __ATOMIC_RELAXED);
+        }
 }
 
 static void reply_fill(struct request *r, const struct session *s) {
@@ -391,7 +403,7 @@ void sessions_take_prefix(struct dsv_core *c, struct request *r) {
         /* the MTP layer's record at lcp - 1 was computed with the history's token lcp (draft.c) */
         if (lcp > 0 && s->seq.mtp_len >= lcp && s->tokens[lcp] != r->tokens[lcp])
                 s->seq.mtp_len = lcp - 1;
-        dsv_kv_seq_truncate(c->kv, &s->seq, lcp);
+        dsv_kv_seq_truncate(core_pool(c, &s->seq), &s->seq, lcp);
         s->n_exact = MIN(s->n_exact, lcp);
         r->seq = s->seq;
         r->n_exact = s->n_exact;
@@ -443,6 +455,7 @@ static int restore_one(void *ud, uid_t uid, const char *name, bool pinned, const
         memcpy(s->tokens, tokens, (size_t)n_tokens * sizeof(int32_t));
         s->cap = n_tokens;
         s->seq = *seq;
+        s->rank = seq->rank; /* where the snapshot's pages went */
         memset(seq, 0, sizeof(*seq));
         s->n_exact = n_exact;
         s->pinned = pinned;

@@ -70,6 +70,7 @@ struct job {
         size_t token_bytes; /* padded to 8 */
         int32_t *pages;     /* referenced until reaped */
         int n_pages;
+        int rank;           /* the pool holding them (s->kv[rank]) */
         uint8_t *copy;      /* the pages' bytes when the pool is not host memory */
         int result;
 };
@@ -77,7 +78,8 @@ struct job {
 struct dsv_snapshots {
         char *dir;
         uint64_t max_bytes, fingerprint;
-        struct dsv_kv_pool *kv;
+        struct dsv_kv_pool **kv; /* one pool per data-parallel rank, of the same geometry */
+        int n_kv;
         pthread_t thread;
         bool started, stop;
         pthread_mutex_t lock;
@@ -189,7 +191,8 @@ static int write_pieces_uring(struct dsv_snapshots *s, int fd, struct piece *pc,
 }
 
 static int run_job(struct dsv_snapshots *s, struct job *j) {
-        const size_t pb = s->kv->page_bytes;
+        const struct dsv_kv_pool *kv = j->remove ? NULL : s->kv[j->rank];
+        const size_t pb = kv ? kv->page_bytes : 0;
         struct piece *pc;
         _cleanup_close_ int fd = -1;
         uint64_t total = 0;
@@ -207,7 +210,7 @@ static int run_job(struct dsv_snapshots *s, struct job *j) {
         pc[n++] = (struct piece){j->tokens, j->token_bytes, SNAP_HEADER};
         total = sum_add(total, piece_sum(j->tokens, j->token_bytes));
         for (int i = 0; i < j->n_pages; i++) {
-                const void *src = j->copy ? j->copy + (size_t)i * pb : (const uint8_t *)s->kv->base + (size_t)j->pages[i] * pb;
+                const void *src = j->copy ? j->copy + (size_t)i * pb : (const uint8_t *)kv->base + (size_t)j->pages[i] * pb;
                 pc[n++] = (struct piece){src, pb, (off_t)(SNAP_HEADER + j->token_bytes + (size_t)i * pb)};
                 total = sum_add(total, piece_sum(src, pb));
         }
@@ -278,15 +281,23 @@ static void enqueue(struct dsv_snapshots *s, struct job *j) {
 
 /* ------------------------------------------------------------------ engine side */
 
-int dsv_snapshots_open(const struct dsv_snapshot_opts *o, struct dsv_kv_pool *kv, struct dsv_snapshots **ret) {
-        struct dsv_snapshots *s = calloc(1, sizeof(*s));
+int dsv_snapshots_open(const struct dsv_snapshot_opts *o, struct dsv_kv_pool *const *kv, int n_kv,
+                       struct dsv_snapshots **ret) {
+        struct dsv_snapshots *s;
         int r;
-        if (!s)
+        if (n_kv < 1 || !kv)
+                return -EINVAL;
+        if (!(s = calloc(1, sizeof(*s))))
                 return -ENOMEM;
+        if (!(s->kv = malloc((size_t)n_kv * sizeof(*s->kv)))) {
+                free(s);
+                return -ENOMEM;
+        }
+        memcpy(s->kv, kv, (size_t)n_kv * sizeof(*s->kv));
+        s->n_kv = n_kv;
         s->dir = strdup(o->dir);
         s->max_bytes = o->max_bytes;
         s->fingerprint = o->fingerprint;
-        s->kv = kv;
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->cond, NULL);
         pthread_cond_init(&s->idle_cond, NULL);
@@ -320,7 +331,7 @@ int dsv_snapshots_reap(struct dsv_snapshots *s, int *failed) {
                 struct job *j = done;
                 done = j->next;
                 for (int i = 0; i < j->n_pages; i++)
-                        dsv_kv_page_unref(s->kv, j->pages[i]);
+                        dsv_kv_page_unref(s->kv[j->rank], j->pages[i]);
                 if (j->result < 0) {
                         bad++;
                         log_error("Cannot %s the snapshot %s: %s", j->remove ? "remove" : "write", j->path, strerror(-j->result));
@@ -377,6 +388,7 @@ void dsv_snapshots_free(struct dsv_snapshots *s) {
         pthread_cond_destroy(&s->idle_cond);
         pthread_mutex_destroy(&s->lock);
         free(s->dir);
+        free(s->kv);
         free(s);
 }
 
@@ -402,25 +414,31 @@ static uint64_t disk_usage(const struct dsv_snapshots *s, const char *except) {
 }
 
 int dsv_snapshots_save(struct dsv_snapshots *s, const struct dsv_snapshot_session *ss) {
-        const struct dsv_kv_layout *L = &s->kv->layout;
         const struct dsv_kv_seq *q = ss->seq;
+        struct dsv_kv_pool *kv;
         struct job *j;
-        int n_pages = DIV_ROUND_UP(q->len, L->page_tokens), r;
+        int n_pages, r;
         uint64_t bytes;
         struct timespec ts;
 
         if (strlen(ss->name) >= SNAP_NAME_MAX)
                 return -ENAMETOOLONG;
+        if (q->rank < 0 || q->rank >= s->n_kv)
+                return -EINVAL;
+        kv = s->kv[q->rank];
+        const struct dsv_kv_layout *L = &kv->layout;
+        n_pages = DIV_ROUND_UP(q->len, L->page_tokens);
         j = calloc(1, sizeof(*j));
         if (!j)
                 return -ENOMEM;
+        j->rank = q->rank;
         if ((r = file_name(s, ss->uid, ss->name, j->path, sizeof(j->path))) < 0) {
                 job_free(j);
                 return r;
         }
         snprintf(j->tmp, sizeof(j->tmp), "%s.tmp", j->path);
         j->token_bytes = ALIGN_UP((size_t)q->len * sizeof(int32_t), 8);
-        bytes = SNAP_HEADER + j->token_bytes + (uint64_t)n_pages * s->kv->page_bytes;
+        bytes = SNAP_HEADER + j->token_bytes + (uint64_t)n_pages * kv->page_bytes;
         if (s->max_bytes && disk_usage(s, j->path) + bytes > s->max_bytes) {
                 job_free(j);
                 return -EFBIG;
@@ -432,17 +450,17 @@ int dsv_snapshots_save(struct dsv_snapshots *s, const struct dsv_snapshot_sessio
                 return -ENOMEM;
         }
         memcpy(j->tokens, ss->tokens, (size_t)q->len * sizeof(int32_t));
-        if (!s->kv->be->host_memory && n_pages) {
+        if (!kv->be->host_memory && n_pages) {
                 /* the writer cannot read device memory: a host copy, made now */
-                j->copy = malloc((size_t)n_pages * s->kv->page_bytes);
+                j->copy = malloc((size_t)n_pages * kv->page_bytes);
                 if (!j->copy) {
                         job_free(j);
                         return -ENOMEM;
                 }
                 for (int i = 0; i < n_pages; i++)
-                        if ((r = s->kv->be->ops->download(s->kv->be, j->copy + (size_t)i * s->kv->page_bytes,
-                                                          (uint8_t *)s->kv->base + (size_t)q->pages[i] * s->kv->page_bytes,
-                                                          s->kv->page_bytes)) < 0) {
+                        if ((r = kv->be->ops->download(kv->be, j->copy + (size_t)i * kv->page_bytes,
+                                                       (uint8_t *)kv->base + (size_t)q->pages[i] * kv->page_bytes,
+                                                       kv->page_bytes)) < 0) {
                                 job_free(j);
                                 return r;
                         }
@@ -472,7 +490,7 @@ int dsv_snapshots_save(struct dsv_snapshots *s, const struct dsv_snapshot_sessio
         j->n_pages = n_pages;
         for (int i = 0; i < n_pages; i++) {
                 j->pages[i] = q->pages[i];
-                dsv_kv_page_ref(s->kv, q->pages[i]); /* the session may go on: it copies instead of writing here */
+                dsv_kv_page_ref(kv, q->pages[i]); /* the session may go on: it copies instead of writing here */
         }
         enqueue(s, j);
         return 0;
@@ -506,8 +524,9 @@ static int read_exact(int fd, void *buf, size_t n, off_t off) {
 /* Checks and loads one file; why says what is wrong with it. */
 static int restore_one(struct dsv_snapshots *s, const char *path, const char *fname, dsv_snapshot_restore_fn cb, void *ud,
                        char *why, size_t cap) {
-        const struct dsv_kv_layout *L = &s->kv->layout;
-        const size_t pb = s->kv->page_bytes;
+        const struct dsv_kv_layout *L = &s->kv[0]->layout; /* every pool has the same geometry */
+        const size_t pb = s->kv[0]->page_bytes;
+        struct dsv_kv_pool *kv = s->kv[0];
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct snap_header h;
         struct dsv_kv_seq seq = {0};
@@ -564,9 +583,15 @@ static int restore_one(struct dsv_snapshots *s, const char *path, const char *fn
                          (unsigned long long)(SNAP_HEADER + h.data_bytes));
                 return -EBADMSG;
         }
-        if ((int)h.n_pages > dsv_kv_pool_available(s->kv)) {
+        /* onto the rank with the most pages to give (the first of equals) */
+        for (int k = 1; k < s->n_kv; k++)
+                if (dsv_kv_pool_available(s->kv[k]) > dsv_kv_pool_available(kv)) {
+                        kv = s->kv[k];
+                        seq.rank = k;
+                }
+        if ((int)h.n_pages > dsv_kv_pool_available(kv)) {
                 snprintf(why, cap, "needs %u KV pages, the pool has %d free (raise kv-cache-mb)", h.n_pages,
-                         dsv_kv_pool_available(s->kv));
+                         dsv_kv_pool_available(kv));
                 return -ENOSPC;
         }
         tokens = malloc(MAX(token_bytes, 8));
@@ -581,7 +606,7 @@ static int restore_one(struct dsv_snapshots *s, const char *path, const char *fn
                 goto out;
         }
         total = sum_add(total, piece_sum(tokens, token_bytes));
-        if ((r = dsv_kv_seq_reserve(s->kv, &seq, (int)h.n_kv_tokens)) < 0) {
+        if ((r = dsv_kv_seq_reserve(kv, &seq, (int)h.n_kv_tokens)) < 0) {
                 snprintf(why, cap, "no KV pages for it: %s", strerror(-r));
                 goto out;
         }
@@ -591,7 +616,7 @@ static int restore_one(struct dsv_snapshots *s, const char *path, const char *fn
                         goto out;
                 }
                 total = sum_add(total, piece_sum(page, pb));
-                if ((r = dsv_kv_page_upload(s->kv, seq.pages[i], page)) < 0) {
+                if ((r = dsv_kv_page_upload(kv, seq.pages[i], page)) < 0) {
                         snprintf(why, cap, "cannot upload page %u: %s", i, strerror(-r));
                         goto out;
                 }
@@ -613,7 +638,7 @@ static int restore_one(struct dsv_snapshots *s, const char *path, const char *fn
         if (r < 0)
                 snprintf(why, cap, "%s", strerror(-r));
 out:
-        dsv_kv_seq_release(s->kv, &seq); /* empty when cb took it */
+        dsv_kv_seq_release(kv, &seq); /* empty when cb took it */
         free(tokens);
         free(page);
         return r;

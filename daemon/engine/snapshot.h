@@ -36,7 +36,12 @@ struct dsv_snapshot_opts {
         uint64_t fingerprint;   /* the model (dsv_runtime) */
 };
 
-int dsv_snapshots_open(const struct dsv_snapshot_opts *o, struct dsv_kv_pool *kv, struct dsv_snapshots **ret);
+/* kv: one pool per data-parallel rank (n_kv >= 1, the same geometry; dsv32d's engine, struct
+ * dsv_core). A session is saved from its sequence's pool (dsv_kv_seq.rank) and restored onto
+ * the pool with the most pages available (the first of equals): a file does not say which
+ * rank it came from, and a restart may have another rank count. */
+int dsv_snapshots_open(const struct dsv_snapshot_opts *o, struct dsv_kv_pool *const *kv, int n_kv,
+                       struct dsv_snapshots **ret);
 /* Waits for the writes in flight, drops their page references and frees everything. */
 void dsv_snapshots_free(struct dsv_snapshots *s);
 

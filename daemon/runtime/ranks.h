@@ -1,6 +1,8 @@
 /* The CPU ranks of one process (dsv32d --ranks N --parallel ep,dp or ep,tp): N runtimes joined
  * by the in-process communicator. Rank 0's runtime is driven by the caller (dsv32d's engine thread,
- * which schedules as with one rank); ranks 1..N-1 are threads that follow rank 0's passes.
+ * which schedules for the group: with data-parallel attention it places each sequence on a rank
+ * and keeps every rank's pool, daemon/engine/core.h); ranks 1..N-1 are threads that follow rank
+ * 0's passes.
  * Each rank holds its own model (its routed experts only, dsv_expert_owner; attention, dense
  * layers and lm_head whole in ep,dp, split in ep,tp: dsv_model_opts.tp, where every follower
  * also computes the logits rank 0 wants, as lm_head's gather is collective) and a KV pool of

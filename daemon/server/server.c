@@ -41,6 +41,7 @@
 
 struct dsv_server {
         struct dsv_server_config cfg;
+        int32_t rank_pages[DSV_MAX_RANK_PAGES]; /* a STATS reply's key 64 (engine_stats) */
         struct dsv_server_args args;
         struct dsv_access access;
         int epfd, sigfd, timerfd, engine_efd, listen_fd;
@@ -972,6 +973,14 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
                         st->rank_weight_min = inf->rank_weight_min;
                         st->rank_weight_max = inf->rank_weight_max;
                 }
+                _Static_assert(DSV_MAX_RANK_PAGES >= 3 * DSV_METRICS_RANKS_MAX, "key 64 holds every rank's pool");
+                for (uint32_t k = 0; k < mt.ranks.n_rank_pools; k++) {
+                        s->rank_pages[3 * k] = (int32_t)mt.ranks.used[k];
+                        s->rank_pages[3 * k + 1] = (int32_t)mt.ranks.free[k];
+                        s->rank_pages[3 * k + 2] = (int32_t)mt.ranks.cached[k];
+                }
+                st->rank_pages = s->rank_pages;
+                st->n_rank_pages = 3 * mt.ranks.n_rank_pools;
                 if (inf->device[0]) {
                         uint64_t fr = 0, tot = 0;
                         snprintf(st->device, sizeof(st->device), "%s", inf->device);

@@ -47,7 +47,8 @@ static const struct dsv_config_option options[] = {
             "is one rank's (ep,dp: bit for bit; ep,tp: the same greedy tokens, logits within summation order)"),
         OPT("parallel", OPT_STRING, parallel, "", 0, 32, false, NULL,
             "layout of the ranks (needed when ranks > 1): ep,dp: routed experts split over the ranks in contiguous "
-            "blocks, each rank loading only its own; attention, dense layers and lm_head replicated on every rank; "
+            "blocks, each rank loading only its own; dense layers and lm_head whole on every rank; attention "
+            "data-parallel: each request and its session placed on one rank, whose own KV pool holds its pages; "
             "ep,tp: the same experts, and attention heads (the ranks must divide them), the dense layers' and shared "
             "expert's intermediate dimension and lm_head's vocabulary split over the ranks too, each rank loading only "
             "its shares (the MLA latent, KV cache and indexer stay replicated: they are per token); logits within "

@@ -499,6 +499,40 @@ static void test_roundtrips(void) {
                         CHECK(dsv_msg_decode(DSV_MSG_STATS_REPLY, str_ranks, sizeof(str_ranks), &out, NULL, 0) == -EPROTO,
                               "ranks as a string");
                 }
+                /* data-parallel attention's pools (key 64): three numbers a rank round trip; absent
+                 * decodes as none; over 768 numbers, or a negative one, is refused */
+                {
+                        static const int32_t pages[6] = {3, 528, 1, 0, 532, 0};
+                        memset(&in, 0, sizeof(in));
+                        in.type = DSV_MSG_STATS_REPLY;
+                        in.u.stats.id = 5;
+                        in.u.stats.ranks = 2;
+                        in.u.stats.rank_pages = pages;
+                        in.u.stats.n_rank_pages = 6;
+                        CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.n_rank_pages == 6 &&
+                                      memcmp(out.u.stats.rank_pages, pages, sizeof(pages)) == 0,
+                              "STATS_REPLY each rank's KV pages (key 64)");
+                        dsv_msg_release(&out);
+                        in.u.stats.n_rank_pages = 0;
+                        CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.n_rank_pages == 0, "STATS_REPLY without key 64");
+                        dsv_msg_release(&out);
+                        /* {0: 5, 64: [-1]} and {0: 5, 64: an array of 769} */
+                        static const uint8_t negative[] = {0x82, 0x00, 0x05, 0x40, 0x91, 0xff};
+                        CHECK(dsv_msg_decode(DSV_MSG_STATS_REPLY, negative, sizeof(negative), &out, NULL, 0) == -EPROTO,
+                              "a negative page count");
+                        uint8_t big[4 + 3 + 769];
+                        size_t k = 0;
+                        big[k++] = 0x82;
+                        big[k++] = 0x00;
+                        big[k++] = 0x05;
+                        big[k++] = 0x40;
+                        big[k++] = 0xdc; /* array16 of 769 */
+                        big[k++] = 0x03;
+                        big[k++] = 0x01;
+                        for (int i = 0; i < 769; i++)
+                                big[k++] = 0x01;
+                        CHECK(dsv_msg_decode(DSV_MSG_STATS_REPLY, big, k, &out, NULL, 0) == -EPROTO, "769 page counts");
+                }
                 /* hostile rows: a name over 64 bytes, a missing name, a wrong type, a critical key */
                 {
                         static const uint8_t no_name[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x81, 0x01, 0x05};

@@ -3,10 +3,14 @@
 # with DSV32_RANKS_SMALL=1), 2 and 4 ranks serve the same concurrent clients as one rank with
 # the same output, token for token: prompts of different lengths (one to several KV pages, a
 # shared prefix for the prefix cache), a session reused across two requests (the second cut
-# back into a shared page: a copy-on-write copy the followers' pools mirror), seeded
-# sampling, and a session saved at SIGTERM and restored by the next start (restored pages
-# are uploaded into every rank's pool). The start log names each rank's experts and weight
-# bytes. A fault injected in one rank's pass (DSV32_TEST_RANK_FAULT=RANK:PASS, tests only)
+# back into a shared page: a copy-on-write copy), seeded sampling, and a session saved at
+# SIGTERM and restored by the next start. ep,dp runs attention data-parallel: each request
+# and its session is placed on one rank, whose own pool holds its pages; after the
+# concurrent clients ran on more than one rank, dsv32 status lists every rank's pages and
+# shows two concurrent generations' pages on two ranks,
+# both of session talk's requests ran on one rank and the restored one on the rank its
+# pages went to (the log names the rank of each request). The start log names each rank's
+# experts and weight bytes. A fault injected in one rank's pass (DSV32_TEST_RANK_FAULT=RANK:PASS, tests only)
 # gives the client an ERROR naming it and dsv32d exits non-zero within 20 s. Bad settings
 # are refused at start with the cause. Speculative decoding (mtp = on) through 2 and 4 ranks
 # gives one rank's tokens (ep,tp too). --parallel ep,tp on 2 ranks (attention heads, dense layers and
@@ -55,12 +59,50 @@ serve() { # model-name model ranks [layout]
         mkdir -p "$work/state-$name"
         start "$name" "$model" "${args[@]}" --state-directory "$work/state-$name" || return 0
         clients "$name"
+        [ "$n" -gt 1 ] && [ "$layout" = ep,dp ] && dp_placed "$name"
         stop || bad "$name: dsv32d exit status $? after SIGTERM"
         mv "$work/$name.log" "$work/$name-first.log"
         start "$name" "$model" "${args[@]}" --state-directory "$work/state-$name" || return 0
         grep -q "Session 'talk' of uid [0-9]* restored" "$work/$name.log" || bad "$name: the session was not restored: $(cat "$work/$name.log")"
         restored "$name"
+        if [ "$n" -gt 1 ] && [ "$layout" = ep,dp ]; then
+                # the restored session runs on the rank its pages were restored onto
+                grep -q "Request [0-9]* of uid [0-9]* runs on rank [0-9]* with session 'talk' ([1-9]" "$work/$name.log" ||
+                        bad "$name: the restored session's request is not said to run on a rank from its pages: $(grep 'runs on rank' "$work/$name.log")"
+        fi
         stop || bad "$name: dsv32d exit status $? after SIGTERM"
+}
+
+# data-parallel attention, after the clients: two concurrent generations hold pages on two
+# ranks at once (dsv32 status lists every rank's pool), the clients ran on more than one rank,
+# the start log says how attention runs, and session talk's two requests ran on one rank
+# (the log names the rank of every request)
+dp_placed() { # name
+        local name=$1 st ranks busy=0 g1 g2
+        # two long generations at once: while they run, their pages are on two ranks
+        "$cli" --socket "$work/$name.sock" generate --ids --max-tokens 1500 --tokens 5,6,7 >/dev/null & g1=$!
+        "$cli" --socket "$work/$name.sock" generate --ids --max-tokens 1500 --tokens 8,9,10 >/dev/null & g2=$!
+        for _ in $(seq 100); do
+                st=$("$cli" --socket "$work/$name.sock" status) || bad "$name: dsv32 status failed"
+                busy=$(grep -o "rank [0-9]* [0-9]*/[0-9]*/[0-9]*" <<<"$st" | awk '{ split($3, p, "/"); if (p[1] > 0) k++ } END { print k + 0 }')
+                [ "$busy" -ge 2 ] && break
+                sleep 0.05
+        done
+        wait "$g1" && wait "$g2" || bad "$name: a long generation failed"
+        [ "$busy" -ge 2 ] || bad "$name: two concurrent generations never held pages on two ranks: $st"
+        grep -q "attention data-parallel" <<<"$st" || bad "$name: dsv32 status does not say attention is data-parallel: $st"
+        ranks=$(grep -o "rank [0-9]* [0-9]*/[0-9]*/[0-9]*" <<<"$st" | wc -l)
+        [ "$ranks" -eq "$n" ] || bad "$name: dsv32 status lists the pages of $ranks ranks, not $n: $st"
+        # the five concurrent clients ran on more than one rank
+        [ "$(grep -o "runs on rank [0-9]*" "$work/$name.log" | sort -u | wc -l)" -ge 2 ] ||
+                bad "$name: every request ran on one rank: $(grep 'runs on rank' "$work/$name.log")"
+        grep -q "attention data-parallel: each sequence and its session placed on one rank" "$work/$name.log" ||
+                bad "$name: the start log does not say attention is data-parallel: $(grep Ranks "$work/$name.log")"
+        local talk
+        talk=$(grep -o "runs on rank [0-9]* with session 'talk'" "$work/$name.log" | sort | uniq -c)
+        [ "$(wc -l <<<"$talk")" -eq 1 ] && [ "$(awk '{ print $1 }' <<<"$talk")" -eq 2 ] ||
+                bad "$name: session talk's two requests did not run on one rank: $talk"
+        echo "$name: pages (used/free/cached) $(grep -o "rank [0-9]* [0-9]*/[0-9]*/[0-9]*" <<<"$st" | tr '\n' ' '); talk: $talk"
 }
 
 check_model() { # model-name model
@@ -104,6 +146,11 @@ done
 grep -q "Ranks:" "$work/tiny-1.log" && bad "one rank logged a plan of ranks"
 st=$(start status "$work/tiny" --ranks 3 --parallel ep,dp && "$cli" --socket "$work/status.sock" status; stop || true)
 grep -q "ranks:      3 CPU ranks, layout ep,dp" <<<"$st" || bad "dsv32 status does not show the ranks: $st"
+# data-parallel attention: three pools of the start log's pages, each listed, the total their sum
+pages=$(sed -n 's/.*KV cache \([0-9]*\) pages of [0-9]* tokens.*/\1/p' "$work/status.log" | head -1)
+grep -qF "KV pages:   used/free/cached per rank: rank 0 0/$pages/0; rank 1 0/$pages/0; rank 2 0/$pages/0" <<<"$st" ||
+        bad "dsv32 status does not list three idle pools of $pages pages: $st"
+grep -qF "KV cache 0/$((3 * pages)) pages" <<<"$st" || bad "dsv32 status's KV pages are not three pools': $st"
 # the status's weights per rank (3 ranks: 6, 5 and 5 experts): the fewest and the most of the
 # start log's per-rank bytes
 want=$(grep -o "rank [0-9]*: experts [0-9-]* of [0-9]*, [0-9]* weight bytes" "$work/status.log" |

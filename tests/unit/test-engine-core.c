@@ -27,10 +27,30 @@ static bool fail_next, fail_mtp_next;
 
 static int32_t next_token(int32_t tok, int pos) { return (int32_t)(2 + (tok * 31 + pos * 7) % (V - 2)); }
 
+/* placement(): the core's pools; every sequence of a batch must hold pages of its own rank's
+ * pool only (each page held there), and the tokens each rank ran are counted */
+static struct dsv_kv_pool **fake_pools;
+static int fake_n_pools;
+static long rank_tokens[4];
+
+static void check_ranks(const struct dsv_batch *b) {
+        for (int s = 0; s < b->n_seqs && fake_pools; s++) {
+                const struct dsv_kv_seq *q = b->seqs[s];
+                REQUIRE(q->rank >= 0 && q->rank < fake_n_pools, "a sequence on rank %d of %d", q->rank, fake_n_pools);
+                for (int i = 0; i < q->n_pages; i++)
+                        REQUIRE(q->pages[i] >= 0 && q->pages[i] < fake_pools[q->rank]->n_pages &&
+                                        fake_pools[q->rank]->page[q->pages[i]].ref > 0,
+                                "sequence %d on rank %d: page %d is not held in that rank's pool", s, q->rank, q->pages[i]);
+        }
+        for (int i = 0; i < b->n_tokens && fake_pools; i++)
+                rank_tokens[b->seqs[b->seq[i]]->rank]++;
+}
+
 static int fake_forward(void *ud, const struct dsv_batch *b, float *logits, float *hidden, struct dsv_error *err) {
         struct dsv_batch_plan p;
         int r = dsv_batch_plan_make(b, DSV_KV_PAGE_TOKENS, V, &p, err);
         REQUIRE(r == 0, "the core built an invalid batch: %s", err->msg);
+        check_ranks(b);
         n_forward++;
         max_batch_tokens = MAX(max_batch_tokens, b->n_tokens);
         if (fail_next) {
@@ -234,7 +254,7 @@ static void suite(bool mtp) {
         REQUIRE(dsv_backend_cpu_new(1, &be) == 0, "cpu backend");
         REQUIRE(dsv_kv_pool_new(be, &cfg, DSV_KV_FP8, n_pages, &kv) == 0, "pool");
         dsv_metrics_init(&metrics);
-        REQUIRE(dsv_core_init(&core, &prm, kv, &ex, NULL, &sink, &metrics) == 0, "core");
+        REQUIRE(dsv_core_init(&core, &prm, &kv, 1, &ex, NULL, &sink, &metrics) == 0, "core");
         core.tun = (struct dsv_engine_tunables){
                 .batch_tokens = 64, .max_running = 16, .max_sessions = 8, .session_pin_quota = 2, .mtp_draft = 3};
         printf("-- %s\n", mtp ? "with the fake MTP layer (3 drafts per step)" : "plain decoding");
@@ -558,8 +578,198 @@ static void suite(bool mtp) {
         dsv_backend_free(be);
 }
 
+/* The request of id in the core (NULL when it is gone). */
+static const struct request *req_of(const struct dsv_core *c, uint64_t id) {
+        for (size_t i = 0; i < c->n_reqs; i++)
+                if (c->reqs[i]->id == id)
+                        return c->reqs[i];
+        return NULL;
+}
+
+/* Steps until request id is admitted; its rank. */
+static int placed(struct dsv_core *c, uint64_t id) {
+        for (int i = 0; i < 20; i++) {
+                const struct request *r = req_of(c, id);
+                REQUIRE(r, "request %llu is gone before it was admitted", (unsigned long long)id);
+                if (r->admitted)
+                        return r->seq.rank;
+                dsv_core_step(c);
+        }
+        REQUIRE(false, "request %llu not admitted in 20 steps", (unsigned long long)id);
+        return -1;
+}
+
+/* Data-parallel attention: the core over n_pools pools (one per rank), the placement rule
+ * (sched_place), and each request's output unchanged by where it ran. */
+static void placement(int n_pools) {
+        struct dsv_model_config cfg;
+        struct dsv_error err = {{0}};
+        struct dsv_backend *be;
+        struct dsv_kv_pool *kv[4];
+        struct dsv_metrics_live metrics;
+        struct dsv_core core;
+        struct dsv_exec ex = {.forward = fake_forward};
+        struct dsv_core_params prm = {.vocab_size = V, .eos_id = EOS, .max_context = 4096, .kv_page_tokens = DSV_KV_PAGE_TOKENS};
+        const int n_pages = 8;
+
+        printf("-- placement over %d pools\n", n_pools);
+        REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0, "%s", err.msg);
+        REQUIRE(dsv_backend_cpu_new(1, &be) == 0, "cpu backend");
+        for (int k = 0; k < n_pools; k++)
+                REQUIRE(dsv_kv_pool_new(be, &cfg, DSV_KV_FP8, n_pages, &kv[k]) == 0, "pool");
+        dsv_metrics_init(&metrics);
+        /* pools of another geometry are refused */
+        {
+                struct dsv_kv_pool *odd;
+                REQUIRE(dsv_kv_pool_new(be, &cfg, DSV_KV_FP8, n_pages + 1, &odd) == 0, "pool");
+                struct dsv_kv_pool *mix[2] = {kv[0], odd};
+                CHECK(dsv_core_init(&core, &prm, mix, 2, &ex, NULL, &sink, &metrics) == -EINVAL, "pools of two sizes accepted");
+                CHECK(dsv_core_init(&core, &prm, kv, 0, &ex, NULL, &sink, &metrics) == -EINVAL, "no pool accepted");
+                dsv_kv_pool_free(odd);
+        }
+        REQUIRE(dsv_core_init(&core, &prm, kv, n_pools, &ex, NULL, &sink, &metrics) == 0, "core");
+        core.tun = (struct dsv_engine_tunables){
+                .batch_tokens = 256, .max_running = 16, .max_sessions = 8, .session_pin_quota = 2, .prefix_cache = true};
+        fake_pools = kv;
+        fake_n_pools = n_pools;
+        memset(rank_tokens, 0, sizeof(rank_tokens));
+
+        /* 1. as many concurrent requests as ranks, no shared prefix: one on each rank (fewest
+         * sequences), each with its own greedy output */
+        {
+                struct client cl[4] = {{0}};
+                int32_t p[4][20], want[4][40];
+                bool used[4] = {false};
+                for (int i = 0; i < n_pools; i++) {
+                        prompt_of(p[i], 20, 100 + i);
+                        expect(p[i], 20, 40, want[i]);
+                        REQUIRE(dsv_core_add(&core, gen(&cl[i], 100 + (uint64_t)i, p[i], 20, 40), 0, NULL) == 0, "add");
+                }
+                dsv_core_step(&core);
+                for (int i = 0; i < n_pools; i++) {
+                        int r = placed(&core, 100 + (uint64_t)i);
+                        CHECK(!used[r], "request %d on rank %d, which runs another already", i, r);
+                        used[r] = true;
+                }
+                run(&core, 200);
+                for (int i = 0; i < n_pools; i++)
+                        CHECK(cl[i].n_ids == 40 && memcmp(cl[i].ids, want[i], sizeof(want[i])) == 0 && cl[i].n_done == 1,
+                              "request %d: %d tokens", i, cl[i].n_ids);
+                for (int k = 0; k < n_pools; k++)
+                        CHECK(rank_tokens[k] >= 20 + 39 && kv[k]->peak_in_use > 0, "rank %d ran %ld tokens", k, rank_tokens[k]);
+        }
+        /* 2. the longest prefix wins over the load: P runs long on rank rp, its prefill's three
+         * full pages registered there; q, with P's prefix, goes to rp though rp runs P and other
+         * ranks nothing, and maps the pages; u, unrelated, goes to a rank that runs nothing.
+         * Idle ranks with all their pages: equals, which take turns. */
+        {
+                struct client a = {0}, q = {0}, u = {0}, t[4] = {{0}};
+                int32_t p1[200], p2[230], pu[10], want[6];
+                int last = -1;
+                prompt_of(p1, 200, 110);
+                memcpy(p2, p1, sizeof(p1));
+                prompt_of(p2 + 200, 30, 111);
+                prompt_of(pu, 10, 113);
+                for (int i = 0; i < n_pools; i++) { /* one after the other, each alone: in turn */
+                        int32_t pt[10];
+                        prompt_of(pt, 10, 115 + i);
+                        REQUIRE(dsv_core_add(&core, gen(&t[i], 115 + (uint64_t)i, pt, 10, 2), 0, NULL) == 0, "add");
+                        const int rt = placed(&core, 115 + (uint64_t)i);
+                        CHECK(last < 0 || rt == (last + 1) % n_pools, "idle equal ranks: request %d on rank %d after %d", i, rt,
+                              last);
+                        last = rt;
+                        run(&core, 20);
+                }
+                REQUIRE(dsv_core_add(&core, gen(&a, 110, p1, 200, 300), 0, NULL) == 0, "add");
+                const int rp = placed(&core, 110);
+                dsv_core_step(&core); /* its prompt's pass: the full pages are registered */
+                CHECK(core.kv[rp]->n_registered >= 3, "P's pages: %d registered on rank %d", core.kv[rp]->n_registered, rp);
+                expect(p2, 230, 6, want);
+                REQUIRE(dsv_core_add(&core, gen(&q, 112, p2, 230, 6), 0, NULL) == 0, "add");
+                CHECK(placed(&core, 112) == rp, "the request with P's prefix did not go to P's rank %d", rp);
+                REQUIRE(dsv_core_add(&core, gen(&u, 113, pu, 10, 6), 0, NULL) == 0, "add");
+                CHECK(placed(&core, 113) != rp, "an unrelated request went to the loaded rank %d", rp);
+                for (int i = 0; i < 40 && (q.n_done == 0 || u.n_done == 0); i++)
+                        dsv_core_step(&core);
+                CHECK(q.n_done == 1 && q.last.done.cached_tokens == 192 && q.n_ids == 6 && !memcmp(q.ids, want, sizeof(want)),
+                      "q: cached %u, %d tokens", q.last.done.cached_tokens, q.n_ids);
+                CHECK(u.n_done == 1 && u.n_ids == 6, "u: %d tokens", u.n_ids);
+                dsv_core_cancel(&core, &a, 110);
+                run(&core, 400);
+                CHECK(dsv_core_idle(&core), "not idle");
+        }
+        /* 3. a session stays on its rank; a full rank is not chosen */
+        {
+                struct client a = {0}, b = {0}, c = {0}, d = {0};
+                int32_t ps[300], ps2[330], pb[10], pc[200], want[8];
+                prompt_of(ps, 300, 120);
+                memcpy(ps2, ps, sizeof(ps));
+                prompt_of(ps2 + 300, 30, 121);
+                prompt_of(pb, 10, 122);
+                prompt_of(pc, 200, 123);
+                core.tun.prefix_cache = false; /* only the session holds pages */
+                struct dsv_engine_request *r = gen(&a, 120, ps, 300, 4);
+                snprintf(r->session, sizeof(r->session), "big");
+                REQUIRE(dsv_core_add(&core, r, 0, NULL) == 0, "add");
+                const int rs = placed(&core, 120);
+                run(&core, 100);
+                REQUIRE(dsv_core_add(&core, sess_op(&a, 121, DSV_REQUEST_SESSION_PIN, "big", DSV_ENGINE_SESSION_PIN), 0, NULL) ==
+                                0,
+                        "pin");
+                run(&core, 10);
+                CHECK(dsv_kv_pool_in_use(core.kv[rs]) == 5, "the pinned session holds %d pages on rank %d",
+                      dsv_kv_pool_in_use(core.kv[rs]), rs);
+                /* every other rank runs one long request: rs, idle but full, is the least loaded */
+                struct client lc[3] = {{0}};
+                for (int k = 0, i = 0; k < n_pools; k++) {
+                        if (k == rs)
+                                continue;
+                        int32_t pl[10];
+                        prompt_of(pl, 10, 130 + k);
+                        REQUIRE(dsv_core_add(&core, gen(&lc[i], 130 + (uint64_t)k, pl, 10, 300), 0, NULL) == 0, "add");
+                        CHECK(placed(&core, 130 + (uint64_t)k) != rs, "a long request on the full rank %d", rs);
+                        i++;
+                }
+                /* four pages: rank rs has 3 beside the pinned 5 of 8, not enough */
+                REQUIRE(dsv_core_add(&core, gen(&c, 140, pc, 200, 4), 0, NULL) == 0, "add");
+                CHECK(placed(&core, 140) != rs, "a request went to rank %d, whose pool cannot hold it", rs);
+                /* a one-page request fits rs and it has the fewest sequences: it goes there (and runs on) */
+                REQUIRE(dsv_core_add(&core, gen(&b, 141, pb, 10, 300), 0, NULL) == 0, "add");
+                CHECK(placed(&core, 141) == rs, "a small request did not go to the least loaded rank %d", rs);
+                /* the others end: rs is now the only rank running anything */
+                for (int k = 0, i = 0; k < n_pools; k++)
+                        if (k != rs)
+                                dsv_core_cancel(&core, &lc[i++], 130 + (uint64_t)k);
+                run(&core, 30);
+                CHECK(c.n_done == 1 && req_of(&core, 141), "c: %d done; b still running: %d", c.n_done, req_of(&core, 141) != NULL);
+                /* the session's next turn runs on its rank, the busiest, from its pages */
+                expect(ps2, 330, 8, want);
+                r = gen(&d, 150, ps2, 330, 8);
+                snprintf(r->session, sizeof(r->session), "big");
+                REQUIRE(dsv_core_add(&core, r, 0, NULL) == 0, "add");
+                CHECK(placed(&core, 150) == rs, "the session's second turn left its rank %d", rs);
+                for (int i = 0; i < 100 && d.n_done == 0; i++)
+                        dsv_core_step(&core);
+                CHECK(d.n_done == 1 && d.last.done.cached_tokens == 300 && d.n_ids == 8 && !memcmp(d.ids, want, sizeof(want)),
+                      "second turn: cached %u, %d tokens", d.last.done.cached_tokens, d.n_ids);
+                dsv_core_cancel(&core, &b, 141);
+                run(&core, 400);
+                CHECK(dsv_core_idle(&core), "not idle");
+        }
+        fake_pools = NULL;
+        dsv_core_done(&core);
+        dsv_metrics_done(&metrics);
+        for (int k = 0; k < n_pools; k++) {
+                CHECK(dsv_kv_pool_in_use(kv[k]) == 0, "rank %d: %d pages still in use", k, dsv_kv_pool_in_use(kv[k]));
+                dsv_kv_pool_free(kv[k]);
+        }
+        dsv_backend_free(be);
+}
+
 int main(void) {
         suite(false);
         suite(true);
+        placement(2);
+        placement(4);
         return test_result("test-engine-core");
 }
