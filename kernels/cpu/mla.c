@@ -230,47 +230,73 @@ int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
         return atomic_load(&md.err);
 }
 
-static void mla_prefill_rows(void *vc, int64_t t0, int64_t t1, int thread) {
+/* The same dot product and update as dotf/axpy, inlined into the prefill loop's per-ISA
+ * clones: the loop calls them H * (2 K) times a row on 64-wide vectors, where the call
+ * through the ifunc and the unvectorised tail cost as much as the arithmetic. Same loops,
+ * same reduction: the same bits as the called forms (dsv32-run --dump-logits unchanged). */
+static inline float dotf_in(const float *a, const float *b, int n) {
+        float s = 0;
+        OMP(simd reduction(+ : s))
+        for (int i = 0; i < n; i++)
+                s += a[i] * b[i];
+        return s;
+}
+
+static inline void axpy_in(float *y, float a, const float *x, int n) {
+        OMP(simd)
+        for (int i = 0; i < n; i++)
+                y[i] += a * x[i];
+}
+
+/* Rows t0..t1: per row, the selected positions' K/V rows are read once for every head
+ * (position outer, head inner: a row's heads are neighbours in memory) instead of once per
+ * head; each head's scores, softmax and sum over positions are the same operations in the
+ * same order as head by head. Scratch: H * (K + V) floats and K positions. */
+DSV_HOT static void mla_prefill_rows(void *vc, int64_t t0, int64_t t1, int thread) {
         struct mla_ctx *mc = vc;
         const struct dsv_op_mla_prefill *p = mc->p;
         const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v;
         const int K = (int)p->idx->ne[0];
-        const int qk = nope + rope;
+        const int qk = nope + rope, kvw = nope + V;
         const bool f = p->faithful;
+        float *s = dsv_cpu_scratch(0, ((size_t)H * (K + V) + (size_t)K) * sizeof(float));
+        if (!s) {
+                atomic_store(&mc->err, -ENOMEM);
+                return;
+        }
+        float *o = s + (size_t)H * K;
+        int32_t *sel = (int32_t *)(o + (size_t)H * V);
 
         for (int64_t t = t0; t < t1; t++) {
                 const int32_t *idx = dsv_tensor_row(p->idx, t);
                 const float *q = dsv_tensor_row(p->q, t);
                 float *out = dsv_tensor_row(p->out, t);
-                float *s = malloc(((size_t)K + V) * sizeof(float));
-                if (!s) {
-                        atomic_store(&mc->err, -ENOMEM);
-                        continue;
+                int n = 0;
+                for (int j = 0; j < K; j++)
+                        if (idx[j] >= 0)
+                                sel[n++] = idx[j];
+                for (int m = 0; m < n; m++) {
+                        const float *kv = dsv_tensor_row(p->kvb, sel[m]);
+                        const float *kpe = dsv_tensor_row(p->k_pe, sel[m]);
+                        for (int h = 0; h < H; h++) {
+                                const float *qh = q + (size_t)h * qk;
+                                float dot = dotf_in(qh, kv + (size_t)h * kvw, nope) + dotf_in(qh + nope, kpe, rope);
+                                s[(size_t)h * K + m] = dsv_rnd(dsv_rnd(dot, f) * p->scale, f);
+                        }
                 }
-                float *o = s + K;
                 for (int h = 0; h < H; h++) {
-                        const float *qh = q + (size_t)h * qk;
-                        int n = 0;
-                        for (int j = 0; j < K; j++) {
-                                if (idx[j] < 0)
-                                        continue;
-                                const float *kv = (const float *)dsv_tensor_row(p->kvb, idx[j]) + (size_t)h * (nope + V);
-                                const float *kpe = dsv_tensor_row(p->k_pe, idx[j]);
-                                float dot = dotf(qh, kv, nope) + dotf(qh + nope, kpe, rope);
-                                s[n++] = dsv_rnd(dsv_rnd(dot, f) * p->scale, f);
-                        }
-                        dsv_softmax(s, n);
-                        memset(o, 0, (size_t)V * sizeof(float));
-                        for (int j = 0, m = 0; j < K; j++) {
-                                if (idx[j] < 0)
-                                        continue;
-                                const float *v = (const float *)dsv_tensor_row(p->kvb, idx[j]) + (size_t)h * (nope + V) + nope;
-                                axpy(o, dsv_rnd(s[m++], f), v, V);
-                        }
-                        for (int d = 0; d < V; d++)
-                                out[h * V + d] = dsv_rnd(o[d], f);
+                        dsv_softmax(s + (size_t)h * K, n);
+                        for (int m = 0; m < n; m++)
+                                s[(size_t)h * K + m] = dsv_rnd(s[(size_t)h * K + m], f);
                 }
-                free(s);
+                memset(o, 0, (size_t)H * V * sizeof(float));
+                for (int m = 0; m < n; m++) {
+                        const float *kv = dsv_tensor_row(p->kvb, sel[m]);
+                        for (int h = 0; h < H; h++)
+                                axpy_in(o + (size_t)h * V, s[(size_t)h * K + m], kv + (size_t)h * kvw + nope, V);
+                }
+                for (int i = 0; i < H * V; i++)
+                        out[i] = dsv_rnd(o[i], f);
         }
 }
 
