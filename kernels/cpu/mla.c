@@ -56,9 +56,19 @@ struct mla_ctx {
         _Atomic int err;
 };
 
-/* Decode runs in two parallel steps: each token's selected latents are read out of the cache
- * once (gather), then every (token, head) pair is an independent work item, so a single
- * decoding sequence still spreads over the pool. */
+/* Decode reads each token's selected latents out of the cache once (a gather: the heads of
+ * the token share it) and runs the heads on them. The gathered rows of a token take
+ * K * (kv_lora + rope) floats (147 KB on the small presets, 4.7 MB at DeepSeek-V3.2's top-k
+ * 2048), so a whole batch's at once would grow with the batch (4.7 MB at 32 tokens on the
+ * small preset, most of what kept peak RSS over issue 16's 1.1x). Two ways:
+ *   few tokens (fewer than MLA_SHARED_MAX_TOKENS per thread): every token's rows gathered
+ *     once into one buffer, then every (token, head) pair is a work item, so a single
+ *     decoding sequence still spreads over the pool;
+ *   more: a work item is a token, whose rows its thread gathers into its own scratch.
+ * Either way each (token, head) is the same arithmetic on the same values (mla_head), so
+ * the results do not depend on the way, the batch or the thread count. */
+#define MLA_SHARED_MAX_TOKENS 2
+
 struct mla_dec {
         const struct dsv_op_mla_decode *p;
         int64_t *off; /* token t's gathered rows start at row off[t]; off[T] rows in all */
@@ -66,24 +76,28 @@ struct mla_dec {
         _Atomic int err;
 };
 
-static void mla_gather_rows(void *v, int64_t t0, int64_t t1, int thread) {
-        struct mla_dec *md = v;
-        const struct dsv_op_mla_decode *p = md->p;
+/* Token t's selected latents into lat/kpe (rows in the order of idx[t]); the row count. */
+static int mla_gather(const struct dsv_op_mla_decode *p, int64_t t, float *lat, float *kpe) {
         const struct dsv_kv_layout *L = p->kv.layout;
         const int K = (int)p->idx->ne[0], C = p->kv_lora, rope = p->rope;
         const int32_t *seq = p->at.tok_seq->data;
-        for (int64_t t = t0; t < t1; t++) {
-                const int32_t *idx = dsv_tensor_row(p->idx, t);
-                const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
-                int64_t m = md->off[t];
-                for (int j = 0; j < K; j++)
-                        if (idx[j] >= 0) {
-                                dsv_kv_read_mla(&p->kv, dsv_kv_slot(L, pages, idx[j]), md->lat + (size_t)m * C, md->kpe + (size_t)m * rope);
-                                m++;
-                        }
-        }
+        const int32_t *idx = dsv_tensor_row(p->idx, t);
+        const int32_t *pages = dsv_tensor_row(p->at.block_table, seq[t]);
+        int m = 0;
+        for (int j = 0; j < K; j++)
+                if (idx[j] >= 0) {
+                        dsv_kv_read_mla(&p->kv, dsv_kv_slot(L, pages, idx[j]), lat + (size_t)m * C, kpe + (size_t)m * rope);
+                        m++;
+                }
+        return m;
 }
 
+static void mla_gather_rows(void *v, int64_t t0, int64_t t1, int thread) {
+        struct mla_dec *md = v;
+        const struct dsv_op_mla_decode *p = md->p;
+        for (int64_t t = t0; t < t1; t++)
+                mla_gather(p, t, md->lat + (size_t)md->off[t] * p->kv_lora, md->kpe + (size_t)md->off[t] * p->rope);
+}
 DSV_HOT static void axpy_bf16(float *y, float a, const uint16_t *x, int n) {
         OMP(simd)
         for (int i = 0; i < n; i++)
@@ -113,57 +127,85 @@ static const float *row_f32(const struct dsv_tensor *w, int64_t r, float *buf, i
         return buf;
 }
 
+/* Head h of token t on its n gathered rows; scratch: 3 * kv_lora + n floats. */
+static void mla_head(const struct dsv_op_mla_decode *p, int64_t t, int h, const float *lat, const float *kpe, int n, float *qc) {
+        const int nope = p->nope, rope = p->rope, V = p->v, C = p->kv_lora;
+        const int qk = nope + rope;
+        const bool f = p->faithful;
+        float *oc = qc + C, *wrow = oc + C, *s = wrow + C;
+        const float *q = dsv_tensor_row(p->q, t);
+        float *out = dsv_tensor_row(p->out, t);
+        const float *qn = q + (size_t)h * qk, *qp = qn + nope;
+        const int64_t wuk = (int64_t)h * (nope + V), wuv = wuk + nope;
+        memset(qc, 0, (size_t)C * sizeof(float));
+        for (int d = 0; d < nope; d++)
+                axpy_row(qc, qn[d], p->wkv_b, wuk + d, C);
+        for (int c = 0; c < C; c++)
+                qc[c] = dsv_rnd(qc[c], f);
+        for (int j = 0; j < n; j++) {
+                float a = dsv_rnd(dotf(qc, lat + (size_t)j * C, C), f);
+                float b = dsv_rnd(dotf(qp, kpe + (size_t)j * rope, rope), f);
+                s[j] = dsv_rnd(dsv_rnd(a + b, f) * p->scale, f);
+        }
+        dsv_softmax(s, n);
+        memset(oc, 0, (size_t)C * sizeof(float));
+        for (int j = 0; j < n; j++)
+                axpy(oc, dsv_rnd(s[j], f), lat + (size_t)j * C, C);
+        for (int c = 0; c < C; c++)
+                oc[c] = dsv_rnd(oc[c], f);
+        for (int d = 0; d < V; d++)
+                out[h * V + d] = dsv_rnd(dotf(oc, row_f32(p->wkv_b, wuv + d, wrow, C), C), f);
+}
+
+/* few tokens: items are (token, head) pairs on the shared gather */
 static void mla_head_items(void *v, int64_t i0, int64_t i1, int thread) {
         struct mla_dec *md = v;
         const struct dsv_op_mla_decode *p = md->p;
-        const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v, C = p->kv_lora;
-        const int qk = nope + rope;
-        const bool f = p->faithful;
-
+        const int H = p->n_heads, K = (int)p->idx->ne[0], C = p->kv_lora;
+        float *qc = dsv_cpu_scratch(0, ((size_t)C * 3 + (size_t)K) * sizeof(float));
+        if (!qc) {
+                atomic_store(&md->err, -ENOMEM);
+                return;
+        }
         for (int64_t it = i0; it < i1; it++) {
                 const int64_t t = it / H;
-                const int h = (int)(it % H);
                 const int n = (int)(md->off[t + 1] - md->off[t]);
-                const float *lat = md->lat + (size_t)md->off[t] * C, *kpe = md->kpe + (size_t)md->off[t] * rope;
-                float *qc = dsv_cpu_scratch(0, ((size_t)C * 3 + (size_t)n) * sizeof(float));
-                if (!qc) {
-                        atomic_store(&md->err, -ENOMEM);
-                        return;
-                }
-                float *oc = qc + C, *wrow = oc + C, *s = wrow + C;
-                const float *q = dsv_tensor_row(p->q, t);
-                float *out = dsv_tensor_row(p->out, t);
-                const float *qn = q + (size_t)h * qk, *qp = qn + nope;
-                const int64_t wuk = (int64_t)h * (nope + V), wuv = wuk + nope;
-                memset(qc, 0, (size_t)C * sizeof(float));
-                for (int d = 0; d < nope; d++)
-                        axpy_row(qc, qn[d], p->wkv_b, wuk + d, C);
-                for (int c = 0; c < C; c++)
-                        qc[c] = dsv_rnd(qc[c], f);
-                for (int j = 0; j < n; j++) {
-                        float a = dsv_rnd(dotf(qc, lat + (size_t)j * C, C), f);
-                        float b = dsv_rnd(dotf(qp, kpe + (size_t)j * rope, rope), f);
-                        s[j] = dsv_rnd(dsv_rnd(a + b, f) * p->scale, f);
-                }
-                dsv_softmax(s, n);
-                memset(oc, 0, (size_t)C * sizeof(float));
-                for (int j = 0; j < n; j++)
-                        axpy(oc, dsv_rnd(s[j], f), lat + (size_t)j * C, C);
-                for (int c = 0; c < C; c++)
-                        oc[c] = dsv_rnd(oc[c], f);
-                for (int d = 0; d < V; d++)
-                        out[h * V + d] = dsv_rnd(dotf(oc, row_f32(p->wkv_b, wuv + d, wrow, C), C), f);
+                mla_head(p, t, (int)(it % H), md->lat + (size_t)md->off[t] * C, md->kpe + (size_t)md->off[t] * p->rope, n, qc);
+        }
+}
+
+/* more tokens: items are tokens, each gathered into its thread's scratch */
+static void mla_token_items(void *v, int64_t t0, int64_t t1, int thread) {
+        struct mla_dec *md = v;
+        const struct dsv_op_mla_decode *p = md->p;
+        const int H = p->n_heads, K = (int)p->idx->ne[0], C = p->kv_lora;
+        float *qc = dsv_cpu_scratch(0, ((size_t)C * 3 + (size_t)K + (size_t)K * (C + p->rope)) * sizeof(float));
+        if (!qc) {
+                atomic_store(&md->err, -ENOMEM);
+                return;
+        }
+        float *lat = qc + (size_t)C * 3 + K, *kpe = lat + (size_t)K * C;
+        for (int64_t t = t0; t < t1; t++) {
+                const int n = mla_gather(p, t, lat, kpe);
+                for (int h = 0; h < H; h++)
+                        mla_head(p, t, h, lat, kpe, n, qc);
         }
 }
 
 int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
         const int64_t T = p->out->ne[1];
         const int K = (int)p->idx->ne[0], C = p->kv_lora, H = p->n_heads;
+        /* per token: ~ H * (2 nope + 2 K + V) * C multiply-adds */
+        const int64_t work = T * H * (2 * p->nope + 2 * K + p->v) * (int64_t)C;
         struct mla_dec md = {.p = p};
-        int r;
 
         if (T == 0)
                 return 0;
+        atomic_init(&md.err, 0);
+        if (T >= (int64_t)MLA_SHARED_MAX_TOKENS * dsv_cpu_pool_threads()) {
+                dsv_par_for_dyn(T, 1, work, mla_token_items, &md);
+                return atomic_load(&md.err);
+        }
         md.off = malloc((size_t)(T + 1) * sizeof(int64_t));
         if (!md.off)
                 return -ENOMEM;
@@ -181,57 +223,80 @@ int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {
                 return -ENOMEM;
         }
         md.kpe = md.lat + (size_t)md.off[T] * C;
-        atomic_init(&md.err, 0);
         dsv_par_for(T, md.off[T] * C, mla_gather_rows, &md);
-        /* per item: ~ (2 nope + 2 n + V) * C multiply-adds */
-        dsv_par_for_dyn(T * H, 1, T * H * (2 * p->nope + 2 * K + p->v) * (int64_t)C, mla_head_items, &md);
-        r = atomic_load(&md.err);
+        dsv_par_for_dyn(T * H, 1, work, mla_head_items, &md);
         free(md.lat);
         free(md.off);
-        return r;
+        return atomic_load(&md.err);
 }
 
-static void mla_prefill_rows(void *vc, int64_t t0, int64_t t1, int thread) {
+/* The same dot product and update as dotf/axpy, inlined into the prefill loop's per-ISA
+ * clones: the loop calls them H * (2 K) times a row on 64-wide vectors, where the call
+ * through the ifunc and the unvectorised tail cost as much as the arithmetic. Same loops,
+ * same reduction: the same bits as the called forms (dsv32-run --dump-logits unchanged). */
+static inline float dotf_in(const float *a, const float *b, int n) {
+        float s = 0;
+        OMP(simd reduction(+ : s))
+        for (int i = 0; i < n; i++)
+                s += a[i] * b[i];
+        return s;
+}
+
+static inline void axpy_in(float *y, float a, const float *x, int n) {
+        OMP(simd)
+        for (int i = 0; i < n; i++)
+                y[i] += a * x[i];
+}
+
+/* Rows t0..t1: per row, the selected positions' K/V rows are read once for every head
+ * (position outer, head inner: a row's heads are neighbours in memory) instead of once per
+ * head; each head's scores, softmax and sum over positions are the same operations in the
+ * same order as head by head. Scratch: H * (K + V) floats and K positions. */
+DSV_HOT static void mla_prefill_rows(void *vc, int64_t t0, int64_t t1, int thread) {
         struct mla_ctx *mc = vc;
         const struct dsv_op_mla_prefill *p = mc->p;
         const int H = p->n_heads, nope = p->nope, rope = p->rope, V = p->v;
         const int K = (int)p->idx->ne[0];
-        const int qk = nope + rope;
+        const int qk = nope + rope, kvw = nope + V;
         const bool f = p->faithful;
+        float *s = dsv_cpu_scratch(0, ((size_t)H * (K + V) + (size_t)K) * sizeof(float));
+        if (!s) {
+                atomic_store(&mc->err, -ENOMEM);
+                return;
+        }
+        float *o = s + (size_t)H * K;
+        int32_t *sel = (int32_t *)(o + (size_t)H * V);
 
         for (int64_t t = t0; t < t1; t++) {
                 const int32_t *idx = dsv_tensor_row(p->idx, t);
                 const float *q = dsv_tensor_row(p->q, t);
                 float *out = dsv_tensor_row(p->out, t);
-                float *s = malloc(((size_t)K + V) * sizeof(float));
-                if (!s) {
-                        atomic_store(&mc->err, -ENOMEM);
-                        continue;
+                int n = 0;
+                for (int j = 0; j < K; j++)
+                        if (idx[j] >= 0)
+                                sel[n++] = idx[j];
+                for (int m = 0; m < n; m++) {
+                        const float *kv = dsv_tensor_row(p->kvb, sel[m]);
+                        const float *kpe = dsv_tensor_row(p->k_pe, sel[m]);
+                        for (int h = 0; h < H; h++) {
+                                const float *qh = q + (size_t)h * qk;
+                                float dot = dotf_in(qh, kv + (size_t)h * kvw, nope) + dotf_in(qh + nope, kpe, rope);
+                                s[(size_t)h * K + m] = dsv_rnd(dsv_rnd(dot, f) * p->scale, f);
+                        }
                 }
-                float *o = s + K;
                 for (int h = 0; h < H; h++) {
-                        const float *qh = q + (size_t)h * qk;
-                        int n = 0;
-                        for (int j = 0; j < K; j++) {
-                                if (idx[j] < 0)
-                                        continue;
-                                const float *kv = (const float *)dsv_tensor_row(p->kvb, idx[j]) + (size_t)h * (nope + V);
-                                const float *kpe = dsv_tensor_row(p->k_pe, idx[j]);
-                                float dot = dotf(qh, kv, nope) + dotf(qh + nope, kpe, rope);
-                                s[n++] = dsv_rnd(dsv_rnd(dot, f) * p->scale, f);
-                        }
-                        dsv_softmax(s, n);
-                        memset(o, 0, (size_t)V * sizeof(float));
-                        for (int j = 0, m = 0; j < K; j++) {
-                                if (idx[j] < 0)
-                                        continue;
-                                const float *v = (const float *)dsv_tensor_row(p->kvb, idx[j]) + (size_t)h * (nope + V) + nope;
-                                axpy(o, dsv_rnd(s[m++], f), v, V);
-                        }
-                        for (int d = 0; d < V; d++)
-                                out[h * V + d] = dsv_rnd(o[d], f);
+                        dsv_softmax(s + (size_t)h * K, n);
+                        for (int m = 0; m < n; m++)
+                                s[(size_t)h * K + m] = dsv_rnd(s[(size_t)h * K + m], f);
                 }
-                free(s);
+                memset(o, 0, (size_t)H * V * sizeof(float));
+                for (int m = 0; m < n; m++) {
+                        const float *kv = dsv_tensor_row(p->kvb, sel[m]);
+                        for (int h = 0; h < H; h++)
+                                axpy_in(o + (size_t)h * V, s[(size_t)h * K + m], kv + (size_t)h * kvw + nope, V);
+                }
+                for (int i = 0; i < H * V; i++)
+                        out[i] = dsv_rnd(o[i], f);
         }
 }
 

@@ -549,6 +549,112 @@ static void test_indexer_runs(void) {
         }
 }
 
+/* MLA decode's two ways (a shared gather and (token, head) items for a few tokens per
+ * thread; tokens gathering into their own scratch for more) give each token the bits it
+ * gets alone: a batch on one thread and on two, a batch small enough for the shared way on
+ * two, against each token alone. Rows of other lengths (-1 padding), both numerics. */
+static void test_mla_decode_batch(void) {
+        enum { H = 4, nope = 16, rope = 8, V = 12, C = 128, n = 200, T = 9, K = 24 };
+        for (int faithful = 0; faithful < 2; faithful++) {
+                struct cache c;
+                make_cache(&c, faithful ? DSV_KV_FP8 : DSV_KV_F32, n, C, rope, 128);
+                float *wkvb = rvec((size_t)H * (nope + V) * C, 0.1f), *q = rvec((size_t)T * H * (nope + rope), 1.0f);
+                float *alone = malloc((size_t)T * H * V * 4), *out = malloc((size_t)T * H * V * 4);
+                int32_t idx[T * K], seq[T] = {0}, pos[T];
+                REQUIRE(wkvb && q && alone && out, "oom");
+                for (size_t i = 0; i < (size_t)H * (nope + V) * C; i++)
+                        wkvb[i] = dsv_round_bf16(wkvb[i]);
+                for (int t = 0; t < T; t++) {
+                        pos[t] = 20 * t + 30;
+                        for (int j = 0; j < K; j++) /* row t has K - 2t positions, then -1 */
+                                idx[t * K + j] = j < K - 2 * t ? (j * 7 + t * 11) % (pos[t] + 1) : -1;
+                }
+                for (int threads = 1; threads <= 2; threads++) {
+                        if (threads == 2)
+                                REQUIRE(dsv_cpu_pool_acquire(2) == 0, "pool");
+                        /* each row alone first (t0 >= 0), then t0 == -2: the whole batch; -1: rows 3..5 */
+                        for (int k = 0; k < T + 2; k++) {
+                                const int t0 = k < T ? k : k - T - 2;
+                                const int r0 = t0 == -1 ? 3 : t0 < 0 ? 0 : t0, nt = t0 == -2 ? T : t0 == -1 ? 3 : 1;
+                                float *o = t0 < 0 ? out : alone + (size_t)t0 * H * V;
+                                struct dsv_tensor O = dsv_tensor_2d(DSV_F32, o, nt, H * V),
+                                                  Q = dsv_tensor_2d(DSV_F32, q + (size_t)r0 * H * (nope + rope), nt, H * (nope + rope)),
+                                                  W = dsv_tensor_2d(DSV_F32, wkvb, H * (nope + V), C),
+                                                  I = dsv_tensor_2d(DSV_I32, idx + r0 * K, nt, K), TS = dsv_tensor_2d(DSV_I32, seq + r0, 1, nt),
+                                                  TP = dsv_tensor_2d(DSV_I32, pos + r0, 1, nt), BT = dsv_tensor_2d(DSV_I32, c.pages, 1, 4);
+                                struct dsv_op_mla_decode op = {.out = &O, .q = &Q, .wkv_b = &W, .idx = &I, .kv = {&c.L, c.base, 1},
+                                                               .at = {&TS, &TP, &BT}, .n_heads = H, .nope = nope, .rope = rope,
+                                                               .v = V, .kv_lora = C, .scale = 0.3f, .faithful = faithful};
+                                if (threads == 2 && t0 >= 0)
+                                        continue; /* alone: computed on one thread */
+                                REQUIRE(dsv_cpu_mla_decode(&op) == 0, "mla decode");
+                                if (t0 >= 0)
+                                        continue;
+                                CHECK(memcmp(out, alone + (size_t)r0 * H * V, (size_t)nt * H * V * 4) == 0,
+                                      "%s mla decode, %d threads: %d tokens from %d differ from each alone", faithful ? "faithful" : "exact",
+                                      threads, nt, r0);
+                        }
+                        if (threads == 2)
+                                dsv_cpu_pool_release();
+                }
+                /* each alone is the attention's math (a finite, non-zero output for each head) */
+                for (int i = 0; i < T * H * V; i++)
+                        CHECK(isfinite(alone[i]), "mla decode output %d not finite", i);
+                free(wkvb);
+                free(q);
+                free(alone);
+                free(out);
+                free_cache(&c);
+        }
+}
+
+/* MLA prefill reads each selected position's K/V row once for all heads: every row of a
+ * batch gets the bits it gets alone, on one thread and on two, rows with -1 padding and a
+ * row with nothing selected (all zeros) included. */
+static void test_mla_prefill_batch(void) {
+        enum { H = 5, nope = 16, rope = 8, V = 12, n = 90, T = 7, K = 20 };
+        float *kvb = rvec((size_t)n * H * (nope + V), 1.0f), *kpe = rvec((size_t)n * rope, 1.0f),
+              *q = rvec((size_t)T * H * (nope + rope), 1.0f);
+        float *alone = malloc((size_t)T * H * V * 4), *out = malloc((size_t)T * H * V * 4);
+        int32_t idx[T * K];
+        REQUIRE(kvb && kpe && q && alone && out, "oom");
+        for (int t = 0; t < T; t++)
+                for (int j = 0; j < K; j++) /* row t selects K - 3t positions; row 6 none */
+                        idx[t * K + j] = j < K - 3 * t - (t == 6) * 2 ? (j * 13 + t * 5) % n : -1;
+        for (int faithful = 0; faithful < 2; faithful++)
+                for (int threads = 1; threads <= 2; threads++) {
+                        if (threads == 2)
+                                REQUIRE(dsv_cpu_pool_acquire(2) == 0, "pool");
+                        for (int k = 0; k <= T; k++) { /* each row alone, then the batch */
+                                const int r0 = k < T ? k : 0, nt = k < T ? 1 : T;
+                                float *o = k < T ? alone + (size_t)k * H * V : out;
+                                struct dsv_tensor O = dsv_tensor_2d(DSV_F32, o, nt, H * V),
+                                                  Q = dsv_tensor_2d(DSV_F32, q + (size_t)r0 * H * (nope + rope), nt, H * (nope + rope)),
+                                                  KVB = dsv_tensor_2d(DSV_F32, kvb, n, H * (nope + V)),
+                                                  KPE = dsv_tensor_2d(DSV_F32, kpe, n, rope), I = dsv_tensor_2d(DSV_I32, idx + r0 * K, nt, K);
+                                struct dsv_op_mla_prefill pf = {.out = &O, .q = &Q, .kvb = &KVB, .k_pe = &KPE, .idx = &I,
+                                                                .n_heads = H, .nope = nope, .rope = rope, .v = V, .scale = 0.2f,
+                                                                .faithful = faithful};
+                                REQUIRE(dsv_cpu_mla_prefill(&pf) == 0, "mla prefill");
+                        }
+                        CHECK(memcmp(out, alone, (size_t)T * H * V * 4) == 0, "%s mla prefill, %d threads: the batch differs from each row alone",
+                              faithful ? "faithful" : "exact", threads);
+                        for (int i = 0; i < H * V; i++)
+                                CHECK(alone[(size_t)6 * H * V + i] == 0, "mla prefill: a row with nothing selected gives %g",
+                                      alone[(size_t)6 * H * V + i]);
+                        for (int i = 0; i < 6 * H * V; i++)
+                                CHECK(isfinite(alone[i]) && (!faithful || alone[i] == dsv_round_bf16(alone[i])),
+                                      "mla prefill output %d: %g", i, alone[i]);
+                        if (threads == 2)
+                                dsv_cpu_pool_release();
+                }
+        free(kvb);
+        free(kpe);
+        free(q);
+        free(alone);
+        free(out);
+}
+
 /* MLA decode and prefill against the math in double; decode == prefill in exact numerics */
 static void test_mla(void) {
         const int H = 3, nope = 16, rope = 8, V = 12, C = 128, n = 70, T = 2, K = 20;
@@ -766,6 +872,8 @@ int main(void) {
         test_indexer();
         test_indexer_runs();
         test_mla();
+        test_mla_decode_batch();
+        test_mla_prefill_batch();
         test_moe_gate();
         test_moe_experts();
         return test_result("test-ops");
