@@ -33,7 +33,7 @@
 /* The interface's version: raised by hand whenever the meaning of an op, a field or a vtable
  * entry changes (2: fill_random and sample ops, the plugin's sample symbol gone); the sizes
  * below also catch a layout change that was not. */
-#define DSV_BACKEND_ABI_VERSION 2u
+#define DSV_BACKEND_ABI_VERSION 3u
 /* Changes whenever struct dsv_op, struct dsv_tensor, the KV layout or the vtable change. */
 #define DSV_BACKEND_ABI                                                                                                    \
         ((uint32_t)(0x44530000u ^ ((uint32_t)sizeof(struct dsv_op) << 16) ^ ((uint32_t)sizeof(struct dsv_tensor) << 8) ^     \

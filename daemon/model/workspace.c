@@ -78,6 +78,12 @@ static void layout(struct dsv_model *m, struct ws *w, uint8_t *base, size_t *byt
         carve(&cv, &w->moe_ids, DSV_I32, T, BT, c->num_experts_per_tok);
         carve(&cv, &w->moe_w, DSV_F32, T, BT, c->num_experts_per_tok);
         carve(&cv, &w->forced_ids, DSV_I32, T, BT, c->num_experts_per_tok);
+        carve(&cv, &w->moe_y, DSV_F32, (int64_t)T * c->num_experts_per_tok, (int64_t)BT * c->num_experts_per_tok, c->hidden_size);
+        carve(&cv, &w->moe_cnt, DSV_I32, 1, 1, MAX(c->n_routed_experts, 1));
+        carve(&cv, &w->moe_off, DSV_I32, 1, 1, (int64_t)c->n_routed_experts + 1);
+        carve(&cv, &w->moe_perm, DSV_I32, 1, 1, MAX((int64_t)BT * c->num_experts_per_tok, 1));
+        w->moe_perm.ne[0] = (int64_t)T * c->num_experts_per_tok;
+        carve(&cv, &w->moe_ids_mine, DSV_I32, T, BT, c->num_experts_per_tok);
         carve(&cv, &w->rscores, DSV_F32, T, BT, c->n_routed_experts);
         /* index scores only for the hooks that ask for them (rows as wide as the context) */
         cv.off = ALIGN_UP(cv.off, 64);
