@@ -19,8 +19,9 @@
  * (cudaMallocAsync) becomes the graph's own memory.
  * A backend is used by one thread at a time. Environment: DSV_CUDA_FP8_PATH (linear.cu),
  * DSV_CUDA_GEMV_MAX (tokens up to which the weight-streaming kernel runs, default 8),
- * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024), DSV_CUDA_MOE_TOKENS (tokens per
- * MoE launch at most, default: as the scratch budget allows; moe.cu). */
+ * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024), DSV_CUDA_MOE_TOKENS (the grouped
+ * MoE op's launches take at most this many tokens' rows (tokens x k), default: as the scratch
+ * budget allows; moe.cu). */
 #include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>

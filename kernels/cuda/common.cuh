@@ -100,7 +100,7 @@ struct dcu_ctx {
         struct dcu_lt_algo lt_cache[DCU_LT_CACHE];
         int lt_cache_next;
         int64_t scratch_limit; /* bytes one op may take for its intermediates */
-        int moe_max_tokens;    /* tokens per MoE launch at most (0: as the scratch limit allows) */
+        int moe_max_tokens;    /* tokens' rows (x k) per grouped MoE launch at most (0: as the scratch limit allows) */
         char moe_note[160];    /* the MoE path, for describe() */
         void *blas_ws;   /* cuBLAS's fixed workspace: a captured GEMM must not allocate one */
         size_t blas_ws_bytes;

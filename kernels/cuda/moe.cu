@@ -251,7 +251,7 @@ static int moe_combine(struct dcu_ctx *c, const struct dsv_op_moe_combine *p) {
 int dcu_moe_split(struct dcu_ctx *c, const struct dsv_op *op) {
         switch (op->type) {
         case DSV_OP_MOE_DISPATCH:
-                return dcu_rows(op->moe_dispatch.ids) == 0 ? 0 : moe_dispatch(c, &op->moe_dispatch);
+                return moe_dispatch(c, &op->moe_dispatch); /* no token: zero counts and offsets, as on the CPU */
         case DSV_OP_MOE_GROUPED:
                 return moe_grouped(c, &op->moe_grouped);
         case DSV_OP_MOE_COMBINE:
