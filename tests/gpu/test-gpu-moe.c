@@ -427,6 +427,8 @@ GT_MAIN(moe) {
                         const struct moe_case bat = {16, 256, 128, 4, 5, 4, true};
                         const struct moe_case pf = {16, 256, 128, 4, pre, 5, true};
                         const struct moe_case wide = {64, 256, 128, 6, 9, 7, false};
+                        const struct moe_case none = {16, 256, 128, 4, 0, 3, false};
+                        test_experts(&none, f, g.be[1], "no token");
                         test_experts(&dec, f, g.be[1], "decode");
                         test_experts(&bat, f, g.be[1], "batch");
                         test_experts(&pf, f, g.be[1], "prefill");
