@@ -624,7 +624,9 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_MOE_DISPATCH:
         case DSV_OP_MOE_GROUPED:
         case DSV_OP_MOE_COMBINE:
-                begin_call(op->type == DSV_OP_MOE_DISPATCH ? "op moe_dispatch" : op->type == DSV_OP_MOE_GROUPED ? "op moe_grouped" : "op moe_combine");
+                begin_call(op->type == DSV_OP_MOE_DISPATCH  ? "op moe_dispatch"
+                           : op->type == DSV_OP_MOE_GROUPED ? "op moe_grouped"
+                                                            : "op moe_combine");
                 return dcu_moe_split(c, op);
         case DSV_OP_FILL_RANDOM:
                 begin_call("op fill_random");

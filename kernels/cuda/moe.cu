@@ -178,7 +178,8 @@ static int moe_grouped(struct dcu_ctx *c, const struct dsv_op_moe_grouped *p) {
         /* rows per chunk: the scratch under the limit, the tile grid under 65535 rows */
         struct moe_scratch s;
         const int64_t fixed = (int64_t)moe_layout(T, 0, E, D, I, f, NULL, &s);
-        const int64_t per_row = (int64_t)moe_layout(T, 2 * DCU_GEMM_BM, E, D, I, f, NULL, &s) - (int64_t)moe_layout(T, DCU_GEMM_BM, E, D, I, f, NULL, &s);
+        const int64_t per_row =
+                (int64_t)moe_layout(T, 2 * DCU_GEMM_BM, E, D, I, f, NULL, &s) - (int64_t)moe_layout(T, DCU_GEMM_BM, E, D, I, f, NULL, &s);
         int64_t cap = dcu_chunk_rows(R, dcu_ceil_div(per_row, DCU_GEMM_BM), c->scratch_limit > fixed ? c->scratch_limit - fixed : 1);
         if (c->moe_max_tokens > 0 && cap > (int64_t)c->moe_max_tokens * K)
                 cap = (int64_t)c->moe_max_tokens * K;
