@@ -8,6 +8,7 @@
  * GPU backend holding real bf16 tensors computes the same values. */
 #pragma once
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -130,7 +131,9 @@ enum dsv_op_type {
         DSV_OP_MLA_DECODE,
         DSV_OP_MLA_PREFILL,
         DSV_OP_MOE_GATE,
-        DSV_OP_MOE_EXPERTS,
+        DSV_OP_MOE_DISPATCH,
+        DSV_OP_MOE_GROUPED,
+        DSV_OP_MOE_COMBINE,
         DSV_OP_DEQUANT,
         DSV_OP_FILL_RANDOM,
         DSV_OP_SAMPLE,
@@ -295,17 +298,96 @@ struct dsv_op_moe_gate {
         bool norm_topk_prob;
 };
 
-/* out[t] = sum over t's experts e, in ascending e, of weights[t,j] * expert_e(x[t]) in fp32,
- * expert(x) = w2(bf16(silu(w1 x) * w3 x)) with bf16 linear outputs in faithful mode. */
-struct dsv_moe_expert_weights {
-        const struct dsv_tensor *w1, *w2, *w3; /* gate_proj, down_proj, up_proj */
+/* ------------------------------------------------------------------ routed experts
+ * The MoE after the gate is three ops (the reference's order), so the same kernels serve one
+ * rank and the expert-parallel layouts; with ids [T,k] from the gate and R = T*k slots, slot
+ * t*k + j being token t's j-th expert:
+ *   dispatch  ids -> counts[e], offsets[e] (offsets[E] = rows dispatched), perm: the slots
+ *             grouped by expert (ascending expert, then slot)
+ *   grouped   y[slot] = expert_e(x[slot / k]) for every dispatched slot, one op over every
+ *             active expert, the experts' weights read through the expert table; slots not
+ *             dispatched (id < 0) get a zero row. Unweighted: what an expert-parallel
+ *             dispatch sends back.
+ *   combine   out[t] = sum over t's slots with id >= 0, in ascending (id, j), of
+ *             weights[t,j] * y[t*k + j], in fp32 from +0, each term rounded (unfused)
+ * expert(x) = w2(bf16(silu(w1 x) * w3 x)), faithful: act_quant before each linear, bf16
+ * linear outputs. An id < 0 is a slot this op does not serve (another rank's expert); an id
+ * >= n_experts is an error (-EINVAL, on a device the backend's error word).
+ *
+ * The expert table is a backend tensor, U8 [n_experts, sizeof(struct dsv_moe_expert)], built
+ * once at load (daemon/model) and uploaded like a weight; entry e describes expert e's three
+ * weights by backend address, or 0 for an expert this rank does not hold (another rank
+ * owns it): a slot routed to such an expert is an error (-EPROTO), never computed.
+ *
+ *   struct dsv_moe_expert (168 bytes, every field little-endian, no padding):
+ *   +0    w1  gate_proj [inter, dim]   struct dsv_moe_weight (56 bytes)
+ *   +56   w3  up_proj   [inter, dim]
+ *   +112  w2  down_proj [dim, inter]
+ *   struct dsv_moe_weight:
+ *   +0  data         backend address of row 0 (0: the expert is absent)
+ *   +8  scale        F8_E4M3: backend address of the F32 block scales [ceil(rows/128),
+ *                    ceil(cols/128)]; 0 otherwise
+ *   +16 stride       bytes between rows
+ *   +24 scale_stride bytes between rows of scales (0 without scales)
+ *   +32 rows, +40 cols
+ *   +48 type         enum dsv_dtype of the weight; +52 reserved, zero */
+struct dsv_moe_weight {
+        uint64_t data, scale, stride, scale_stride;
+        int64_t rows, cols;
+        int32_t type;
+        uint32_t reserved;
 };
-struct dsv_op_moe_experts {
-        struct dsv_tensor *out;               /* F32 [T, D], overwritten */
-        const struct dsv_tensor *x, *ids, *weights;
-        const struct dsv_moe_expert_weights *experts; /* n_experts entries (host array) */
+struct dsv_moe_expert {
+        struct dsv_moe_weight w1, w3, w2;
+};
+static_assert(sizeof(struct dsv_moe_weight) == 56, "dsv_moe_weight is 56 bytes");
+static_assert(offsetof(struct dsv_moe_weight, type) == 48, "dsv_moe_weight.type at 48");
+static_assert(sizeof(struct dsv_moe_expert) == 168, "dsv_moe_expert is 168 bytes");
+static_assert(offsetof(struct dsv_moe_expert, w2) == 112, "dsv_moe_expert.w2 at 112");
+
+/* The entry of a weight tensor (NULL: absent). */
+static inline struct dsv_moe_weight dsv_moe_weight_of(const struct dsv_tensor *t) {
+        struct dsv_moe_weight w;
+        memset(&w, 0, sizeof(w));
+        if (!t)
+                return w;
+        w.data = (uint64_t)(uintptr_t)t->data;
+        w.stride = t->stride;
+        w.rows = t->ne[1];
+        w.cols = t->ne[0];
+        w.type = (int32_t)t->type;
+        if (t->scale) {
+                w.scale = (uint64_t)(uintptr_t)t->scale->data;
+                w.scale_stride = t->scale->stride;
+        }
+        return w;
+}
+
+/* ids I32 [T,k] -> counts I32 [1,E], offsets I32 [1,E+1], perm I32 [1,T*k] (entries past
+ * offsets[E] are -1). */
+struct dsv_op_moe_dispatch {
+        struct dsv_tensor *counts, *offsets, *perm;
+        const struct dsv_tensor *ids;
+        int n_experts;
+};
+
+/* y F32 [T*k, dim] (overwritten) from x F32 [T, dim] through dispatch's outputs and the
+ * expert table; weight_type: the type of every present expert's weights (what supports_op
+ * can check without reading the table; an entry of another type is -EINVAL). */
+struct dsv_op_moe_grouped {
+        struct dsv_tensor *y;
+        const struct dsv_tensor *x, *ids, *counts, *offsets, *perm;
+        const struct dsv_tensor *table; /* U8 [n_experts, sizeof(struct dsv_moe_expert)] */
         int n_experts, inter;
+        enum dsv_dtype weight_type;
         bool faithful;
+};
+
+/* out F32 [T, dim] (overwritten) from y F32 [T*k, dim], ids I32 [T,k], weights F32 [T,k]. */
+struct dsv_op_moe_combine {
+        struct dsv_tensor *out;
+        const struct dsv_tensor *y, *ids, *weights;
+        int n_experts;
 };
 
 /* out = the numbers a weight stands for, made where the weight lives (the absorbed
@@ -393,7 +475,9 @@ struct dsv_op {
                 struct dsv_op_mla_decode mla_decode;
                 struct dsv_op_mla_prefill mla_prefill;
                 struct dsv_op_moe_gate moe_gate;
-                struct dsv_op_moe_experts moe_experts;
+                struct dsv_op_moe_dispatch moe_dispatch;
+                struct dsv_op_moe_grouped moe_grouped;
+                struct dsv_op_moe_combine moe_combine;
                 struct dsv_op_dequant dequant;
                 struct dsv_op_fill_random fill_random;
                 struct dsv_op_sample sample;

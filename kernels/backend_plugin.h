@@ -32,7 +32,8 @@
 
 /* The interface's version: raised by hand whenever the meaning of an op, a field or a vtable
  * entry changes (2: fill_random and sample ops, the plugin's sample symbol gone; 3:
- * download_async, event_record marking the compute stream's work too); the sizes
+ * the MoE as dispatch / grouped / combine ops over a device-side expert table instead of
+ * moe_experts, download_async, event_record marking the compute stream's work too); the sizes
  * below also catch a layout change that was not. */
 #define DSV_BACKEND_ABI_VERSION 3u
 /* Changes whenever struct dsv_op, struct dsv_tensor, the KV layout or the vtable change. */

@@ -18,7 +18,6 @@ libdsv32kernels_la_LIBADD = -lm
 libdsv32kernels_la_SOURCES += kernels/comm.h kernels/comm.c kernels/comm_local.c
 
 # the MoE combine on host memory (expert-parallel layouts)
-libdsv32kernels_la_SOURCES += kernels/moe_combine.h kernels/moe_combine.c
 
 # the Open MPI communicator (kernels/comm.h), for programs that run CPU ranks in several
 # processes (mpirun); only when configure found Open MPI

@@ -7,7 +7,6 @@
 #include <math.h>
 
 #include "daemon/model/internal.h"
-#include "kernels/moe_combine.h"
 
 /* With tensor parallelism this rank holds a share of the intermediate dimension (w1/w3
  * rows, w2 columns; possibly none: its part is zeros): its partial output, unrounded, is
@@ -38,63 +37,68 @@ int dsv_fwd_mlp(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *
         return dsv_tp_all_reduce(F, out, "an MLP's down_proj");
 }
 
+/* The routed experts of slots ids [T,k] (an id < 0: not served here) over rows x [T, dim]
+ * into y [T*k, dim], one row per slot, unweighted: dispatch, then the grouped op over the
+ * layer's expert table. cnt, off and perm hold the dispatch (backend tensors). */
+static int moe_grouped(struct fwd *F, int layer, struct dsv_tensor *y, const struct dsv_tensor *x, const struct dsv_tensor *ids,
+                       struct dsv_tensor *cnt, struct dsv_tensor *off, struct dsv_tensor *perm) {
+        const struct dsv_model_config *c = &F->m->cfg;
+        const struct layer *l = &F->m->layers[layer];
+        struct dsv_op op = {.type = DSV_OP_MOE_DISPATCH};
+        int r;
+        op.moe_dispatch = (struct dsv_op_moe_dispatch){.counts = cnt, .offsets = off, .perm = perm, .ids = ids,
+                                                       .n_experts = c->n_routed_experts};
+        if ((r = dsv_fwd_run(F, &op)) < 0)
+                return r;
+        op = (struct dsv_op){.type = DSV_OP_MOE_GROUPED};
+        op.moe_grouped = (struct dsv_op_moe_grouped){.y = y, .x = x, .ids = ids, .counts = cnt, .offsets = off, .perm = perm,
+                                                     .table = &l->expert_table, .n_experts = c->n_routed_experts,
+                                                     .inter = c->moe_intermediate_size, .weight_type = l->expert_type,
+                                                     .faithful = F->f};
+        return dsv_fwd_run(F, &op);
+}
+
+/* out = the weighted sum of each token's slot rows y, ascending expert id (the combine op). */
+static int moe_combine(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *y) {
+        struct ws *w = &F->m->ws;
+        struct dsv_op op = {.type = DSV_OP_MOE_COMBINE};
+        op.moe_combine = (struct dsv_op_moe_combine){.out = out, .y = y, .ids = &w->moe_ids, .weights = &w->moe_w,
+                                                     .n_experts = F->m->cfg.n_routed_experts};
+        return dsv_fwd_run(F, &op);
+}
+
 /* Expert parallelism (model.h): every rank holds every token's row (attention is replicated),
- * so there is no dispatch. This rank runs its own experts over one row per (token, slot),
- * weight 1 (exact: the row is the expert's output itself), a zero row for the slots of other
- * ranks' experts; one all-reduce gives every rank every slot's row (one contributor each:
- * x + 0 is exact), and the combine sums them as the one-rank kernel does. Per layer the group
- * moves T * k * hidden_size floats per rank (all-to-all would move only the owned rows: the
- * next step when attention is no longer replicated). */
+ * so there is no dispatch. This rank runs its own experts over its slots (the ids of other
+ * ranks' experts masked to -1: zero rows); one all-reduce gives every rank every slot's row
+ * (one contributor each: x + 0 is exact), and the combine op sums them as one rank does. Per
+ * layer the group moves T * k * hidden_size floats per rank (all-to-all would move only the
+ * owned rows: the next step when attention is no longer replicated). */
 static int moe_experts_ep(struct fwd *F, int layer) {
         struct dsv_model *m = F->m;
         struct ws *w = &m->ws;
         const struct dsv_model_config *c = &m->cfg;
-        const struct layer *l = &m->layers[layer];
         const int K = c->num_experts_per_tok, E = c->n_routed_experts;
         const int64_t D = c->hidden_size, R = (int64_t)F->T * K;
-        const size_t need = (size_t)R * ((size_t)D * 2 + 2) * sizeof(float);
         struct dsv_comm *ep = m->ep;
         int r;
 
-        if (need > m->ep_bytes) {
-                void *nb;
-                if ((r = m->be->ops->alloc(m->be, need, &nb)) < 0)
-                        return dsv_error_set(F->err, r, "Cannot allocate %zu bytes for the expert-parallel rows", need);
-                if (m->ep_buf)
-                        m->be->ops->dealloc(m->be, m->ep_buf, m->ep_bytes);
-                m->ep_buf = nb;
-                m->ep_bytes = need;
-        }
-        float *xs = m->ep_buf, *ys = xs + (size_t)R * D, *ws1 = ys + (size_t)R * D;
-        int32_t *ids1 = (int32_t *)(ws1 + R);
         for (int t = 0; t < F->T; t++) {
                 const int32_t *ids = dsv_tensor_row(&w->moe_ids, t);
+                int32_t *mine_ids = dsv_tensor_row(&w->moe_ids_mine, t);
                 for (int j = 0; j < K; j++) {
-                        const int64_t k = (int64_t)t * K + j;
                         const int e = ids[j];
                         const bool mine = e >= 0 && e < E && dsv_model_owns_expert(m, e);
-                        ids1[k] = mine ? e : -1;
-                        ws1[k] = 1.0f;
-                        if (!mine)
-                                continue;
-                        memcpy(xs + (size_t)k * D, dsv_tensor_row(&w->h, t), (size_t)D * sizeof(float));
-                        if (m->hooks.on_expert_row)
+                        mine_ids[j] = mine ? e : -1;
+                        if (mine && m->hooks.on_expert_row)
                                 m->hooks.on_expert_row(m->hooks.ud, layer, ep->rank, F->p->row_seq[t], F->p->row_pos[t], j, e);
                 }
         }
-        struct dsv_tensor X = dsv_tensor_2d(DSV_F32, xs, R, D), Y = dsv_tensor_2d(DSV_F32, ys, R, D),
-                          I1 = dsv_tensor_2d(DSV_I32, ids1, R, 1), W1 = dsv_tensor_2d(DSV_F32, ws1, R, 1);
-        struct dsv_op op = {.type = DSV_OP_MOE_EXPERTS};
-        op.moe_experts = (struct dsv_op_moe_experts){.out = &Y, .x = &X, .ids = &I1, .weights = &W1, .experts = l->experts,
-                                                     .n_experts = E, .inter = c->moe_intermediate_size, .faithful = F->f};
-        if ((r = dsv_fwd_run(F, &op)) < 0)
+        if ((r = moe_grouped(F, layer, &w->moe_y, &w->h, &w->moe_ids_mine, &w->moe_cnt, &w->moe_off, &w->moe_perm)) < 0)
                 return r;
-        if ((r = dsv_comm_all_reduce(ep, ys, ys, (size_t)R * D, DSV_F32, DSV_REDUCE_SUM)) < 0)
+        if ((r = dsv_comm_all_reduce(ep, w->moe_y.data, w->moe_y.data, (size_t)R * D, DSV_F32, DSV_REDUCE_SUM)) < 0)
                 return dsv_error_set(F->err, r, "expert-parallel combine of layer %d on rank %d of %d: %s", layer, ep->rank,
                                      ep->size, dsv_comm_last_error(ep)[0] ? dsv_comm_last_error(ep) : strerror(-r));
-        return dsv_moe_combine(w->moe_out.data, w->moe_out.stride / sizeof(float), ys, w->moe_ids.data,
-                               w->moe_ids.stride / sizeof(int32_t), w->moe_w.data, w->moe_w.stride / sizeof(float), F->T, K,
-                               D, E);
+        return moe_combine(F, &w->moe_out, &w->moe_y);
 }
 
 /* Data-parallel attention (model.h, dsv_model_opts.dp): this rank holds its own tokens only.
@@ -102,10 +106,10 @@ static int moe_experts_ep(struct fwd *F, int layer) {
  *   counts    each rank's rows per destination (the owner of the slot's expert), all-gathered
  *   dispatch  all_to_allv of the rows of h (D floats) and of their (expert, slot, seq, pos),
  *             each rank's rows to a destination in (t, j) order
- *   compute   the received rows through the owner's experts, weight 1 (the row is the
- *             expert's output itself, as moe_experts_ep)
+ *   compute   the received rows (one slot each) through the owner's experts: dispatch and
+ *             the grouped op, unweighted
  *   return    all_to_allv of the results back, the reverse counts: row for row the order sent
- *   combine   dsv_moe_combine over each token's K rows, ascending expert id: one rank's bits
+ *   combine   the combine op over each token's K rows, ascending expert id: one rank's bits
  * A rank with no rows (an idle pass: F->T == 0) sends nothing and still computes and returns
  * what it receives. A received row whose expert this rank does not own is a protocol error
  * (EPROTO), never computed. Host scratch: m->dp_host (the CPU backend is host memory). */
@@ -154,8 +158,9 @@ static int moe_experts_dp(struct fwd *F, int layer) {
                 Rs += s_rows[p];
                 Rr += r_rows[p];
         }
-        /* floats: xs, yb [Rs x D], xr, yr [Rr x D], ys [R x D], wr [Rr]; ints: meta_s, meta_r, ids_r */
-        const size_t nf = (Rs * 2 + Rr * 2 + (size_t)R) * (size_t)D + Rr, ni = (Rs + Rr) * DP_META + Rr;
+        /* floats: xs, yb [Rs x D], xr, yr [Rr x D], ys [R x D]; ints: meta_s, meta_r, ids_r, and the
+         * dispatch of the received rows (counts [E], offsets [E+1], perm [Rr]) */
+        const size_t nf = (Rs * 2 + Rr * 2 + (size_t)R) * (size_t)D, ni = (Rs + Rr) * DP_META + Rr * 2 + (size_t)E * 2 + 1;
         /* at least one line: no pointer arithmetic on NULL when nothing moves (an idle pass) */
         const size_t need = MAX(((nf + ni) * 4 + 63) / 64 * 64, (size_t)64);
         if (need > m->dp_host.bytes) {
@@ -166,9 +171,9 @@ static int moe_experts_dp(struct fwd *F, int layer) {
                 m->dp_host.p = nb;
                 m->dp_host.bytes = need;
         }
-        float *xs = m->dp_host.p, *yb = xs + Rs * D, *xr = yb + Rs * D, *yr = xr + Rr * D, *ys = yr + Rr * D,
-              *wr = ys + (size_t)R * D;
-        int32_t *meta_s = (int32_t *)(wr + Rr), *meta_r = meta_s + Rs * DP_META, *ids_r = meta_r + Rr * DP_META;
+        float *xs = m->dp_host.p, *yb = xs + Rs * D, *xr = yb + Rs * D, *yr = xr + Rr * D, *ys = yr + Rr * D;
+        int32_t *meta_s = (int32_t *)(ys + (size_t)R * D), *meta_r = meta_s + Rs * DP_META, *ids_r = meta_r + Rr * DP_META,
+                *d_cnt = ids_r + Rr, *d_off = d_cnt + E, *d_perm = d_off + E + 1;
         {
                 size_t at[256];
                 for (int p = 0; p < n; p++)
@@ -201,19 +206,14 @@ static int moe_experts_dp(struct fwd *F, int layer) {
                                                      layer, me, p, mt[0], mt[1]);
                         }
                         ids_r[i] = mt[0];
-                        wr[i] = 1.0f;
                         if (hk->on_expert_dispatch)
                                 hk->on_expert_dispatch(hk->ud, layer, me, p, mt[2], mt[3], mt[1], mt[0]);
                 }
         if (Rr) {
                 struct dsv_tensor X = dsv_tensor_2d(DSV_F32, xr, (int64_t)Rr, D), Y = dsv_tensor_2d(DSV_F32, yr, (int64_t)Rr, D),
-                                  I1 = dsv_tensor_2d(DSV_I32, ids_r, (int64_t)Rr, 1),
-                                  W1 = dsv_tensor_2d(DSV_F32, wr, (int64_t)Rr, 1);
-                struct dsv_op op = {.type = DSV_OP_MOE_EXPERTS};
-                op.moe_experts = (struct dsv_op_moe_experts){.out = &Y, .x = &X, .ids = &I1, .weights = &W1,
-                                                             .experts = m->layers[layer].experts, .n_experts = E,
-                                                             .inter = c->moe_intermediate_size, .faithful = F->f};
-                if ((r = dsv_fwd_run(F, &op)) < 0)
+                                  I1 = dsv_tensor_2d(DSV_I32, ids_r, (int64_t)Rr, 1), C1 = dsv_tensor_2d(DSV_I32, d_cnt, 1, E),
+                                  O1 = dsv_tensor_2d(DSV_I32, d_off, 1, E + 1), P1 = dsv_tensor_2d(DSV_I32, d_perm, 1, (int64_t)Rr);
+                if ((r = moe_grouped(F, layer, &Y, &X, &I1, &C1, &O1, &P1)) < 0)
                         return r;
         }
         if ((r = dsv_comm_all_to_allv(ep, yr, rf, rfo, yb, sf, sfo, DSV_F32)) < 0)
@@ -229,9 +229,8 @@ static int moe_experts_dp(struct fwd *F, int layer) {
                         hk->on_expert_return(hk->ud, layer, me, dsv_expert_owner(mt[0], E, n), mt[2], mt[3], mt[1], mt[0]);
                 }
         }
-        return dsv_moe_combine(w->moe_out.data, w->moe_out.stride / sizeof(float), ys, w->moe_ids.data,
-                               w->moe_ids.stride / sizeof(int32_t), w->moe_w.data, w->moe_w.stride / sizeof(float), F->T, K,
-                               D, E);
+        struct dsv_tensor Ys = dsv_tensor_2d(DSV_F32, ys, R, D);
+        return moe_combine(F, &w->moe_out, &Ys);
 }
 
 int dsv_fwd_dp_idle(struct dsv_model *m, int first, int last, struct dsv_error *err) {
@@ -302,12 +301,8 @@ int dsv_fwd_moe(struct fwd *F, int layer) {
                 if ((r = m->dp ? moe_experts_dp(F, layer) : moe_experts_ep(F, layer)) < 0)
                         return r;
         } else {
-                op = (struct dsv_op){.type = DSV_OP_MOE_EXPERTS};
-                op.moe_experts = (struct dsv_op_moe_experts){.out = &w->moe_out, .x = &w->h, .ids = &w->moe_ids,
-                                                             .weights = &w->moe_w, .experts = l->experts,
-                                                             .n_experts = c->n_routed_experts,
-                                                             .inter = c->moe_intermediate_size, .faithful = F->f};
-                if ((r = dsv_fwd_run(F, &op)) < 0)
+                if ((r = moe_grouped(F, layer, &w->moe_y, &w->h, &w->moe_ids, &w->moe_cnt, &w->moe_off, &w->moe_perm)) < 0 ||
+                    (r = moe_combine(F, &w->moe_out, &w->moe_y)) < 0)
                         return r;
         }
         if (l->w1) {

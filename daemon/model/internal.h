@@ -34,7 +34,13 @@ struct layer {
         const struct dsv_tensor *iwq_b, *iwk, *ik_norm_w, *ik_norm_b, *iw_proj;
         const struct dsv_tensor *w1, *w2, *w3; /* dense MLP or shared experts */
         const struct dsv_tensor *gate_w, *gate_bias;
-        struct dsv_moe_expert_weights *experts;
+        /* routed experts: each one's tensors (NULL: another rank's), and the expert table the
+         * MoE ops read them through (kernels/backend.h), in backend memory, built at load */
+        struct expert_weights {
+                const struct dsv_tensor *w1, *w2, *w3; /* gate_proj, down_proj, up_proj */
+        } *experts;
+        struct dsv_tensor expert_table; /* U8 [n_routed_experts, sizeof(struct dsv_moe_expert)] */
+        enum dsv_dtype expert_type;     /* the type of the present experts' weights */
         struct dsv_tensor wkv_b_deq; /* F32 [H*(nope+v), kv_lora] for absorbed attention */
         /* tensor parallelism (tp.c): the shares of q_b_proj's rows, kv_b_proj's rows (also
          * wkv_b_deq's) and o_proj's columns this rank holds; dim -1 (whole) otherwise */
@@ -65,6 +71,9 @@ struct ws {
         struct dsv_tensor res, h, branch, q_a, qr, q, kv_a, c, k_pe, iq, ik, iw, iq8, iqs, idx, o;
         struct dsv_tensor lat, kpe, kvb;
         struct dsv_tensor g1, g3, gs, shared, moe_out, moe_ids, moe_w;
+        /* routed experts: slot rows [T*k, hidden], the dispatch (counts [1,E], offsets [1,E+1],
+         * perm [1,T*k]) and, under expert parallelism, the ids of this rank's slots [T,k] */
+        struct dsv_tensor moe_y, moe_cnt, moe_off, moe_perm, moe_ids_mine;
         struct dsv_tensor hout, logits;
         struct dsv_tensor iscores, rscores, forced_ids;
         struct dsv_tensor eh; /* MTP: [enorm(embed(next)) | hnorm(hidden)] (empty unless d.eh) */
@@ -127,8 +136,6 @@ struct dsv_model {
                 void *p;
                 size_t bytes;
         } dp_host;
-        void *ep_buf;          /* its per-slot rows (backend memory, grown on demand) */
-        size_t ep_bytes;
         struct fetch_buf {     /* host staging of dsv_fwd_fetch (ops.c), grown on demand: */
                 void *p;       /* the backend's alloc_host memory (pinned) with async  */
                 size_t bytes;  /* downloads, else malloc'ed; ev: the wait of a fetch */

@@ -44,6 +44,9 @@ void dsv_model_free(struct dsv_model *m) {
         if (m->layers) {
                 for (int i = 0; i < m->n_layers; i++) {
                         free(m->layers[i].experts);
+                        if (m->layers[i].expert_table.data)
+                                m->be->ops->dealloc(m->be, m->layers[i].expert_table.data,
+                                                    (size_t)m->layers[i].expert_table.ne[1] * m->layers[i].expert_table.stride);
                         if (m->layers[i].wkv_b_deq.data)
                                 m->be->ops->dealloc(m->be, m->layers[i].wkv_b_deq.data,
                                                     (size_t)m->layers[i].wkv_b_deq.ne[1] * m->layers[i].wkv_b_deq.stride);
@@ -53,8 +56,6 @@ void dsv_model_free(struct dsv_model *m) {
         dsv_graphs_free(m);
         dsv_ws_free(m);
         dsv_fwd_fetch_free(m);
-        if (m->ep_buf)
-                m->be->ops->dealloc(m->be, m->ep_buf, m->ep_bytes);
         free(m->dp_host.p);
         if (m->wbuf)
                 m->be->ops->dealloc(m->be, m->wbuf, m->wbytes);
@@ -126,6 +127,34 @@ static void wire_mtp(struct dsv_model *m, const struct dsv_tensor_index *ix) {
                 m->mtp.embed = m->embed;
         if (!m->mtp.head)
                 m->mtp.head = m->lm_head;
+}
+
+/* The expert table of a MoE layer (kernels/backend.h): entry e describes expert e's weights
+ * by backend address, zeros for the experts another rank owns; uploaded once, like a weight. */
+static int make_expert_table(struct dsv_model *m, struct layer *l, int layer, struct dsv_error *err) {
+        const int E = m->cfg.n_routed_experts;
+        const size_t bytes = (size_t)E * sizeof(struct dsv_moe_expert);
+        _cleanup_free_ struct dsv_moe_expert *tab = calloc((size_t)E, sizeof(*tab));
+        void *buf = NULL;
+        int r;
+        if (!tab)
+                return dsv_error_set(err, ENOMEM, "out of memory for the expert table of layer %d", layer);
+        l->expert_type = DSV_F8_E4M3;
+        for (int e = E - 1; e >= 0; e--) {
+                const struct expert_weights *x = &l->experts[e];
+                if (!x->w1 || !x->w2 || !x->w3)
+                        continue; /* another rank's: absent */
+                tab[e] = (struct dsv_moe_expert){dsv_moe_weight_of(x->w1), dsv_moe_weight_of(x->w3), dsv_moe_weight_of(x->w2)};
+                l->expert_type = x->w1->type;
+        }
+        if ((r = m->be->ops->alloc(m->be, bytes, &buf)) < 0)
+                return dsv_error_set(err, -r, "Cannot allocate the expert table of layer %d (%zu bytes)", layer, bytes);
+        if ((r = m->be->ops->upload(m->be, buf, tab, bytes)) < 0) {
+                m->be->ops->dealloc(m->be, buf, bytes);
+                return dsv_error_set(err, -r, "Cannot upload the expert table of layer %d", layer);
+        }
+        l->expert_table = dsv_tensor_2d(DSV_U8, buf, E, (int64_t)sizeof(struct dsv_moe_expert));
+        return 0;
 }
 
 /* The form of the absorbed attention's dequantized kv_b table. In faithful numerics its
@@ -565,6 +594,8 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                                 T(experts[e].w2, "mlp.experts.%d.down_proj.weight", e);
                                 T(experts[e].w3, "mlp.experts.%d.up_proj.weight", e);
                         }
+                        if ((r = make_expert_table(m, l, i, err)) < 0)
+                                goto fail;
                 }
 #undef T
                 r = make_wkv_b_deq(m, l, i, wkv_b_type, err);

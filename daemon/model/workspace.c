@@ -70,14 +70,31 @@ static void layout(struct dsv_model *m, struct ws *w, uint8_t *base, size_t *byt
         carve(&cv, &w->lat, DSV_F32, C, BC, c->kv_lora_rank);
         carve(&cv, &w->kpe, DSV_F32, C, BC, c->qk_rope_head_dim);
         carve(&cv, &w->kvb, DSV_F32, C, BC, (int64_t)H * (c->qk_nope_head_dim + c->v_head_dim));
+        /* the routed experts' slot rows y [T*k, hidden] share the bytes of g1, g3 and gs: those
+         * hold the dense MLP's and the shared expert's intermediates, which are made after the
+         * combine has read y (ffn.c), never while y is live; so y costs no pass tokens where
+         * 3 * inter >= k * hidden (the 671B widths: about, not quite) */
+        cv.off = ALIGN_UP(cv.off, 64);
+        const size_t mlp_at = cv.off;
         carve(&cv, &w->g1, DSV_F32, T, BT, inter);
         carve(&cv, &w->g3, DSV_F32, T, BT, inter);
         carve(&cv, &w->gs, DSV_F32, T, BT, inter);
+        {
+                struct carve yc = {base, mlp_at};
+                carve(&yc, &w->moe_y, DSV_F32, (int64_t)T * c->num_experts_per_tok, (int64_t)BT * c->num_experts_per_tok,
+                      c->hidden_size);
+                cv.off = MAX(cv.off, yc.off);
+        }
         carve(&cv, &w->shared, DSV_F32, T, BT, c->hidden_size);
         carve(&cv, &w->moe_out, DSV_F32, T, BT, c->hidden_size);
         carve(&cv, &w->moe_ids, DSV_I32, T, BT, c->num_experts_per_tok);
         carve(&cv, &w->moe_w, DSV_F32, T, BT, c->num_experts_per_tok);
         carve(&cv, &w->forced_ids, DSV_I32, T, BT, c->num_experts_per_tok);
+        carve(&cv, &w->moe_cnt, DSV_I32, 1, 1, MAX(c->n_routed_experts, 1));
+        carve(&cv, &w->moe_off, DSV_I32, 1, 1, (int64_t)c->n_routed_experts + 1);
+        carve(&cv, &w->moe_perm, DSV_I32, 1, 1, MAX((int64_t)BT * c->num_experts_per_tok, 1));
+        w->moe_perm.ne[0] = (int64_t)T * c->num_experts_per_tok;
+        carve(&cv, &w->moe_ids_mine, DSV_I32, T, BT, c->num_experts_per_tok);
         carve(&cv, &w->rscores, DSV_F32, T, BT, c->n_routed_experts);
         /* index scores only for the hooks that ask for them (rows as wide as the context) */
         cv.off = ALIGN_UP(cv.off, 64);

@@ -45,7 +45,10 @@ int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p);
 int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p);
 int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p);
 int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p);
-int dsv_cpu_moe_experts(const struct dsv_op_moe_experts *p);
+int dsv_cpu_moe_dispatch(const struct dsv_op_moe_dispatch *p);
+int dsv_cpu_moe_grouped(const struct dsv_op_moe_grouped *p);
+int dsv_cpu_moe_combine(const struct dsv_op_moe_combine *p);
+bool dsv_cpu_moe_ok(const struct dsv_op *op);
 
 /* Per-thread scratch memory that grows and is reused across calls (no page faults and no
  * zeroing on the hot path). slot < DSV_SCRATCH_SLOTS; the pointer stays valid until the same

@@ -16,7 +16,7 @@ const char *dsv_op_name(enum dsv_op_type t) {
         static const char *const names[DSV_OP_MAX] = {
                 "embed",    "get_rows", "rmsnorm",   "layernorm",    "linear",     "act_quant",   "rope",     "hadamard", "swiglu",
                 "add",      "kv_store",  "kv_gather",    "indexer_topk", "mla_decode", "mla_prefill", "moe_gate",
-                "moe_experts", "dequant", "fill_random", "sample",
+                "moe_dispatch", "moe_grouped", "moe_combine", "dequant", "fill_random", "sample",
         };
         return t < DSV_OP_MAX ? names[t] : "?";
 }
@@ -213,8 +213,10 @@ static bool cpu_supports(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_MOE_GATE:
                 return is_act(op->moe_gate.x) && (op->moe_gate.w->type == DSV_F32 || op->moe_gate.w->type == DSV_BF16) &&
                        op->moe_gate.w->ne[1] <= 4096;
-        case DSV_OP_MOE_EXPERTS:
-                return is_act(op->moe_experts.out) && is_act(op->moe_experts.x);
+        case DSV_OP_MOE_DISPATCH:
+        case DSV_OP_MOE_GROUPED:
+        case DSV_OP_MOE_COMBINE:
+                return dsv_cpu_moe_ok(op);
         case DSV_OP_DEQUANT:
                 return dsv_cpu_dequant_ok(&op->dequant);
         case DSV_OP_FILL_RANDOM:
@@ -262,8 +264,12 @@ static int compute_op(const struct dsv_op *op) {
                 return dsv_cpu_mla_prefill(&op->mla_prefill);
         case DSV_OP_MOE_GATE:
                 return dsv_cpu_moe_gate(&op->moe_gate);
-        case DSV_OP_MOE_EXPERTS:
-                return dsv_cpu_moe_experts(&op->moe_experts);
+        case DSV_OP_MOE_DISPATCH:
+                return dsv_cpu_moe_dispatch(&op->moe_dispatch);
+        case DSV_OP_MOE_GROUPED:
+                return dsv_cpu_moe_grouped(&op->moe_grouped);
+        case DSV_OP_MOE_COMBINE:
+                return dsv_cpu_moe_combine(&op->moe_combine);
         case DSV_OP_DEQUANT:
                 return dsv_cpu_dequant(&op->dequant);
         case DSV_OP_FILL_RANDOM:

@@ -10,7 +10,8 @@
  *
  * Copy semantics: upload returns once src may be reused (pageable src: the driver staged it;
  * pinned src from alloc_host: after the stream reached the copy); download returns with the
- * data in dst. Both, and synchronize, report device-side errors (DCU_ERR_INDEX) as -EINVAL.
+ * data in dst. Both, and synchronize, report device-side errors (DCU_ERR_INDEX) as -EINVAL
+ * (DCU_ERR_ABSENT, a MoE row for an absent expert: -EPROTO).
  * Graphs (graph_begin/end/launch/free): stream capture of the backend's stream (thread-local
  * mode), instantiated at graph_end; while capturing, the calls that would wait for the device
  * fail with -EBUSY instead of invalidating the capture behind the caller's back. cuBLAS gets
@@ -18,8 +19,9 @@
  * (cudaMallocAsync) becomes the graph's own memory.
  * A backend is used by one thread at a time. Environment: DSV_CUDA_FP8_PATH (linear.cu),
  * DSV_CUDA_GEMV_MAX (tokens up to which the weight-streaming kernel runs, default 8),
- * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024), DSV_CUDA_MOE_TOKENS (tokens per
- * MoE launch at most, default: as the scratch budget allows; moe.cu). */
+ * DSV_CUDA_SCRATCH_MB (per-op scratch budget, default 1024), DSV_CUDA_MOE_TOKENS (the grouped
+ * MoE op's launches take at most this many tokens' rows (tokens x k), default: as the scratch
+ * budget allows; moe.cu). */
 #include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -193,6 +195,8 @@ static int check_err_word(struct dcu_ctx *c) {
         DCU_CUDA(cudaStreamSynchronize(c->stream));
         if (w) {
                 DCU_CUDA(cudaMemsetAsync(c->err_word, 0, sizeof(w), c->stream));
+                if (w & DCU_ERR_ABSENT)
+                        return dcu_fail(-EPROTO, __FILE__, __LINE__, "a MoE row was routed to an expert the expert table marks absent");
                 return dcu_fail(-EINVAL, __FILE__, __LINE__, "a kernel met an index out of range (embedding id, row, slot or page)");
         }
         return 0;
@@ -212,7 +216,6 @@ static void cuda_free(struct dsv_backend *be) {
                 cudaSetDevice(c->device);
                 if (c->stream)
                         cudaStreamSynchronize(c->stream);
-                dcu_moe_free(c);
                 if (c->lt_ws)
                         cudaFree(c->lt_ws);
                 if (c->blas_ws)
@@ -573,8 +576,10 @@ static bool cuda_supports(struct dsv_backend *be, const struct dsv_op *op) {
                 return dsv_dequant_ok(&op->dequant) && op->dequant.out->stride % dsv_dtype_size(op->dequant.out->type) == 0 &&
                        op->dequant.w->stride % dsv_dtype_size(op->dequant.w->type) == 0 &&
                        (op->dequant.w->type != DSV_F8_E4M3 || op->dequant.w->scale->stride % 4 == 0);
-        case DSV_OP_MOE_EXPERTS:
-                return dcu_moe_experts_ok(&op->moe_experts);
+        case DSV_OP_MOE_DISPATCH:
+        case DSV_OP_MOE_GROUPED:
+        case DSV_OP_MOE_COMBINE:
+                return dcu_moe_split_ok(op);
         case DSV_OP_FILL_RANDOM:
                 return dsv_fill_random_ok(&op->fill_random) && op->fill_random.out->ne[1] <= INT32_MAX;
         case DSV_OP_SAMPLE:
@@ -644,9 +649,13 @@ static int cuda_compute(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_DEQUANT:
                 begin_call("op dequant");
                 return dcu_dequant(c, &op->dequant);
-        case DSV_OP_MOE_EXPERTS:
-                begin_call("op moe_experts");
-                return dcu_moe_experts(c, &op->moe_experts);
+        case DSV_OP_MOE_DISPATCH:
+        case DSV_OP_MOE_GROUPED:
+        case DSV_OP_MOE_COMBINE:
+                begin_call(op->type == DSV_OP_MOE_DISPATCH  ? "op moe_dispatch"
+                           : op->type == DSV_OP_MOE_GROUPED ? "op moe_grouped"
+                                                            : "op moe_combine");
+                return dcu_moe_split(c, op);
         case DSV_OP_FILL_RANDOM:
                 begin_call("op fill_random");
                 return dcu_fill_random(c, &op->fill_random);

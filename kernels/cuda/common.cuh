@@ -80,16 +80,6 @@ struct dcu_lt_algo {
 };
 #define DCU_LT_CACHE 32
 
-/* A device table of experts (moe.cu), kept per expert array of the op (one per layer). */
-struct dcu_moe_expert;
-struct dcu_moe_table {
-        const void *key;              /* the op's host array */
-        int n;
-        struct dcu_moe_expert *host;  /* what it said when the table was built */
-        struct dcu_moe_expert *dev;
-};
-#define DCU_MOE_TABLES 128
-
 struct dcu_ctx {
         int device;
         cudaStream_t stream;
@@ -110,10 +100,8 @@ struct dcu_ctx {
         struct dcu_lt_algo lt_cache[DCU_LT_CACHE];
         int lt_cache_next;
         int64_t scratch_limit; /* bytes one op may take for its intermediates */
-        int moe_max_tokens;    /* tokens per MoE launch at most (0: as the scratch limit allows) */
+        int moe_max_tokens;    /* tokens' rows (x k) per grouped MoE launch at most (0: as the scratch limit allows) */
         char moe_note[160];    /* the MoE path, for describe() */
-        struct dcu_moe_table moe_tab[DCU_MOE_TABLES];
-        int moe_tab_next;
         void *blas_ws;   /* cuBLAS's fixed workspace: a captured GEMM must not allocate one */
         size_t blas_ws_bytes;
         bool capturing;  /* between graph_begin and graph_end: the stream records, nothing may wait */
@@ -157,11 +145,11 @@ int dcu_indexer_topk(struct dcu_ctx *c, const struct dsv_op_indexer_topk *p);
 int dcu_mla_decode(struct dcu_ctx *c, const struct dsv_op_mla_decode *p);
 int dcu_mla_prefill(struct dcu_ctx *c, const struct dsv_op_mla_prefill *p);
 int dcu_moe_gate(struct dcu_ctx *c, const struct dsv_op_moe_gate *p);
-int dcu_moe_experts(struct dcu_ctx *c, const struct dsv_op_moe_experts *p);
-/* Shapes the MoE launchers take (supports_op), and freeing the expert tables. */
+/* MOE_DISPATCH, MOE_GROUPED and MOE_COMBINE (op->type says which). */
+int dcu_moe_split(struct dcu_ctx *c, const struct dsv_op *op);
+/* Shapes the MoE launchers take (supports_op). */
 bool dcu_moe_gate_ok(const struct dsv_op_moe_gate *p);
-bool dcu_moe_experts_ok(const struct dsv_op_moe_experts *p);
-void dcu_moe_free(struct dcu_ctx *c);
+bool dcu_moe_split_ok(const struct dsv_op *op);
 /* Start-up probe of cuBLASLt for batched block-scaled FP8 (moe.cu): sets moe_note. */
 int dcu_moe_init(struct dcu_ctx *c);
 

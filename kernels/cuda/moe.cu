@@ -1,23 +1,23 @@
-/* Mixture of experts on the GPU: DSV_OP_MOE_GATE and DSV_OP_MOE_EXPERTS (kernels in moe.cuh,
- * the CPU reference in kernels/cpu/moe.c).
+/* Mixture of experts on the GPU: DSV_OP_MOE_GATE, DSV_OP_MOE_DISPATCH, DSV_OP_MOE_GROUPED and
+ * DSV_OP_MOE_COMBINE (kernels in moe.cuh, the CPU reference in kernels/cpu/moe.c).
  *
  * Gate: logits = x W^T through the linear op (bf16 weights: the exact three-plane cuBLAS
  * product), then one warp per token routes (sigmoid, correction bias, group-limited top-k,
  * normalised weights times route_scale) exactly as the CPU does.
  *
- * Experts, for a chunk of tokens (the scratch of a chunk stays under the backend's limit;
- * DSV_CUDA_MOE_TOKENS caps a chunk, for tests):
- *   1. act_quant of the chunk's x rows (faithful; exact numerics use x as it is)
- *   2. dispatch: per expert, its count and slots (t*k + j) in ascending order
- *   3. plan: offsets, the list of (expert, 64-row) tiles, slot -> compact row
- *   4. one grouped launch for all active experts: gate and up projections of the expert's
- *      rows and SwiGLU, into h (compact rows, expert after expert)
- *   5. act_quant of h, one grouped launch for the down projections into y
- *   6. combine: out[t] = sum of w * y over t's slots in ascending expert id, fp32
- * The experts' weights are read through a device table (dcu_moe_expert) the backend builds
- * once per expert array (a layer) and keeps: it is checked against the op's host array at each
- * call and rebuilt when that changed. The same kernels serve any subset of experts (an
- * expert-parallel rank's table).
+ * Dispatch: per expert its count (one block per expert), the offsets (one block), then the
+ *   permutation (one block per expert again), all on the device.
+ * Grouped, for chunks of the dispatched rows (the scratch of a chunk stays under the
+ * backend's limit; DSV_CUDA_MOE_TOKENS caps a chunk at that many tokens' rows, for tests):
+ *   1. zero rows for the slots no expert here serves; act_quant of x (faithful)
+ *   2. plan: the list of (expert, 64-row) tiles of the chunk, from the offsets
+ *   3. one grouped launch for all active experts: gate and up projections of the expert's
+ *      rows and SwiGLU, into h (the chunk's rows, expert after expert)
+ *   4. act_quant of h, one grouped launch for the down projections into y, row = slot
+ * Combine: out[t] = sum of w * y over t's slots in ascending expert id, fp32.
+ * The experts' weights are read through the expert table (kernels/backend.h), a backend
+ * tensor the model builds once at load: any subset of experts (an expert-parallel rank's
+ * table) runs on the same kernels, an absent one is an error (-EPROTO).
  *
  * cuBLASLt: CUDA 13's cuBLASLt has no grouped matmul (a row count per expert, on the device);
  * the closest is a pointer-array batch of equal shapes. The start-up probe dcu_moe_init asks
@@ -37,12 +37,6 @@
 static bool is_f32(const struct dsv_tensor *t) { return t && t->type == DSV_F32 && t->stride % 4 == 0; }
 static bool is_i32t(const struct dsv_tensor *t) { return t && t->type == DSV_I32 && t->stride % 4 == 0; }
 
-static bool fp8_weight(const struct dsv_tensor *w, int64_t rows, int64_t cols) {
-        return w && w->type == DSV_F8_E4M3 && w->ne[1] == rows && w->ne[0] == cols && w->scale && w->scale->type == DSV_F32 &&
-               w->scale->stride % 4 == 0 && w->scale->ne[1] == dcu_ceil_div(rows, DCU_QBLOCK) &&
-               w->scale->ne[0] == dcu_ceil_div(cols, DCU_QBLOCK);
-}
-
 bool dcu_moe_gate_ok(const struct dsv_op_moe_gate *p) {
         if (!is_f32(p->x) || !p->w || (p->w->type != DSV_BF16 && p->w->type != DSV_F32) || p->w->stride % dsv_dtype_size(p->w->type))
                 return false;
@@ -58,19 +52,44 @@ bool dcu_moe_gate_ok(const struct dsv_op_moe_gate *p) {
                (!p->forced_ids || (is_i32t(p->forced_ids) && p->forced_ids->ne[0] >= K && p->forced_ids->ne[1] == T));
 }
 
-bool dcu_moe_experts_ok(const struct dsv_op_moe_experts *p) {
-        if (!is_f32(p->out) || !is_f32(p->x) || !is_i32t(p->ids) || !is_f32(p->weights) || !p->experts)
-                return false;
-        const int64_t T = p->x->ne[1], D = p->x->ne[0], K = p->ids->ne[0], I = p->inter, E = p->n_experts;
-        if (p->out->ne[0] != D || p->out->ne[1] != T || p->ids->ne[1] != T || p->weights->ne[1] != T || p->weights->ne[0] != K || K < 1 ||
-            K > DCU_MOE_MAX_K || E < 1 || E > DCU_MOE_MAX_E || D < 1 || D > 32768 || I < 1 || I > 32768)
-                return false;
-        for (int64_t e = 0; e < E; e++) {
-                const struct dsv_moe_expert_weights *w = &p->experts[e];
-                if (!fp8_weight(w->w1, I, D) || !fp8_weight(w->w3, I, D) || !fp8_weight(w->w2, D, I))
+static bool is_vec_i32(const struct dsv_tensor *t, int64_t n) {
+        return t && t->type == DSV_I32 && (t->ne[1] == 1 || t->stride == (size_t)t->ne[0] * 4) && t->ne[0] * t->ne[1] >= n;
+}
+
+bool dcu_moe_split_ok(const struct dsv_op *op) {
+        switch (op->type) {
+        case DSV_OP_MOE_DISPATCH: {
+                const struct dsv_op_moe_dispatch *p = &op->moe_dispatch;
+                const int64_t E = p->n_experts;
+                if (!is_i32t(p->ids) || E < 1 || E > DCU_MOE_MAX_E)
                         return false;
+                const int64_t T = p->ids->ne[1], K = p->ids->ne[0];
+                return K >= 1 && K <= DCU_MOE_MAX_K && T * K <= INT32_MAX && is_vec_i32(p->counts, E) && is_vec_i32(p->offsets, E + 1) &&
+                       is_vec_i32(p->perm, T * K);
         }
-        return true;
+        case DSV_OP_MOE_GROUPED: {
+                const struct dsv_op_moe_grouped *p = &op->moe_grouped;
+                const int64_t E = p->n_experts, I = p->inter;
+                if (!is_f32(p->y) || !is_f32(p->x) || !is_i32t(p->ids) || !p->table || p->weight_type != DSV_F8_E4M3 || E < 1 ||
+                    E > DCU_MOE_MAX_E || I < 1 || I > 32768)
+                        return false;
+                const int64_t T = p->x->ne[1], D = p->x->ne[0], K = p->ids->ne[0];
+                return p->ids->ne[1] == T && K >= 1 && K <= DCU_MOE_MAX_K && D >= 1 && D <= 32768 && T * K <= INT32_MAX &&
+                       p->y->ne[1] == T * K && p->y->ne[0] == D && is_vec_i32(p->counts, E) && is_vec_i32(p->offsets, E + 1) &&
+                       is_vec_i32(p->perm, T * K) && p->table->ne[1] >= E && p->table->ne[0] >= (int64_t)sizeof(struct dsv_moe_expert) &&
+                       p->table->stride == sizeof(struct dsv_moe_expert);
+        }
+        case DSV_OP_MOE_COMBINE: {
+                const struct dsv_op_moe_combine *p = &op->moe_combine;
+                if (!is_f32(p->out) || !is_f32(p->y) || !is_i32t(p->ids) || !is_f32(p->weights))
+                        return false;
+                const int64_t T = p->out->ne[1], D = p->out->ne[0], K = p->ids->ne[0];
+                return K >= 1 && K <= DCU_MOE_MAX_K && p->ids->ne[1] == T && p->weights->ne[1] == T && p->weights->ne[0] == K &&
+                       p->y->ne[1] == T * K && p->y->ne[0] == D && p->n_experts >= 1;
+        }
+        default:
+                return false;
+        }
 }
 
 /* ------------------------------------------------------------------ gate */
@@ -98,110 +117,46 @@ int dcu_moe_gate(struct dcu_ctx *c, const struct dsv_op_moe_gate *p) {
         return r;
 }
 
-/* ------------------------------------------------------------------ expert tables */
-static void table_of(const struct dsv_op_moe_experts *p, struct dcu_moe_expert *t) {
-        for (int e = 0; e < p->n_experts; e++) {
-                const struct dsv_moe_expert_weights *w = &p->experts[e];
-                t[e] = (struct dcu_moe_expert){(const uint8_t *)w->w1->data, (const uint8_t *)w->w3->data, (const uint8_t *)w->w2->data,
-                                               (const float *)w->w1->scale->data, (const float *)w->w3->scale->data,
-                                               (const float *)w->w2->scale->data, dcu_ld(w->w1), dcu_ld(w->w3), dcu_ld(w->w2),
-                                               dcu_ld(w->w1->scale), dcu_ld(w->w3->scale), dcu_ld(w->w2->scale)};
-        }
+/* ------------------------------------------------------------------ dispatch */
+static int moe_dispatch(struct dcu_ctx *c, const struct dsv_op_moe_dispatch *p) {
+        const int64_t T = dcu_rows(p->ids), K = dcu_cols(p->ids), E = p->n_experts;
+        int32_t *cnt = (int32_t *)p->counts->data, *off = (int32_t *)p->offsets->data, *perm = (int32_t *)p->perm->data;
+        const int32_t *ids = (const int32_t *)p->ids->data;
+        dcu_moe_dispatch_kernel<<<(unsigned)E, 256, 0, c->stream>>>(ids, dcu_ld(p->ids), T, (int)K, (int)E, cnt, NULL, NULL, c->err_word);
+        dcu_moe_offsets_kernel<<<1, 256, 0, c->stream>>>(cnt, (int)E, T * K, off, perm);
+        dcu_moe_dispatch_kernel<<<(unsigned)E, 256, 0, c->stream>>>(ids, dcu_ld(p->ids), T, (int)K, (int)E, cnt, off, perm, c->err_word);
+        cudaError_t e = cudaGetLastError();
+        return e == cudaSuccess ? 0 : dcu_fail_cuda(e, "moe dispatch kernels", __FILE__, __LINE__);
 }
 
-/* The device table of this expert array: the cached one when the array still says the same,
- * else a new one (uploaded on the stream; a replaced table is freed in stream order). */
-static int moe_table(struct dcu_ctx *c, const struct dsv_op_moe_experts *p, const struct dcu_moe_expert **ret) {
-        const size_t bytes = (size_t)p->n_experts * sizeof(struct dcu_moe_expert);
-        struct dcu_moe_expert *now = (struct dcu_moe_expert *)malloc(bytes);
-        if (!now)
-                return -ENOMEM;
-        table_of(p, now);
-        struct dcu_moe_table *slot = NULL;
-        for (int i = 0; i < DCU_MOE_TABLES; i++) {
-                struct dcu_moe_table *t = &c->moe_tab[i];
-                if (t->key == (const void *)p->experts && t->n == p->n_experts) {
-                        if (memcmp(t->host, now, bytes) == 0) {
-                                free(now);
-                                *ret = t->dev;
-                                return 0;
-                        }
-                        slot = t; /* same array, new contents: rebuild in place */
-                        break;
-                }
-        }
-        /* building it waits on a host copy: not inside a graph (the eager steps before any
-         * capture, prefill first, build every layer's table) */
-        if (c->capturing) {
-                free(now);
-                return dcu_fail(-EOPNOTSUPP, __FILE__, __LINE__, "MoE expert table not built before the graph capture");
-        }
-        if (!slot) {
-                slot = &c->moe_tab[c->moe_tab_next];
-                c->moe_tab_next = (c->moe_tab_next + 1) % DCU_MOE_TABLES;
-        }
-        if (slot->dev)
-                cudaFreeAsync(slot->dev, c->stream);
-        free(slot->host);
-        memset(slot, 0, sizeof(*slot));
-        void *dev = NULL;
-        cudaError_t e = cudaMallocAsync(&dev, bytes, c->stream);
-        if (e == cudaSuccess)
-                e = cudaMemcpyAsync(dev, now, bytes, cudaMemcpyHostToDevice, c->stream);
-        if (e != cudaSuccess) {
-                if (dev)
-                        cudaFreeAsync(dev, c->stream);
-                free(now);
-                return dev ? dcu_fail_cuda(e, "moe expert table", __FILE__, __LINE__)
-                           : dcu_fail_alloc(e, bytes, "MoE expert table", "cudaMallocAsync(&dev, bytes, c->stream)", __FILE__, __LINE__);
-        }
-        slot->key = p->experts;
-        slot->n = p->n_experts;
-        slot->host = now;
-        slot->dev = (struct dcu_moe_expert *)dev;
-        *ret = slot->dev;
-        return 0;
-}
-
-void dcu_moe_free(struct dcu_ctx *c) {
-        for (int i = 0; i < DCU_MOE_TABLES; i++) {
-                if (c->moe_tab[i].dev)
-                        cudaFreeAsync(c->moe_tab[i].dev, c->stream);
-                free(c->moe_tab[i].host);
-        }
-        memset(c->moe_tab, 0, sizeof(c->moe_tab));
-}
-
-/* ------------------------------------------------------------------ experts */
-/* The scratch of a chunk of nt tokens, laid out in one allocation. */
+/* ------------------------------------------------------------------ grouped experts */
+/* The scratch of a chunk of `cap` dispatched rows (and the quantized x of every token),
+ * laid out in one allocation. */
 struct moe_scratch {
         uint8_t *xq, *hq;
-        float *xs, *hs, *h, *y;
-        int32_t *count, *off, *rows, *tile_e, *tile_m0, *n_tiles, *inv;
+        float *xs, *hs, *h;
+        int32_t *tile_e, *tile_r0, *n_tiles;
 };
 
-static size_t moe_layout(int64_t nt, int64_t K, int64_t E, int64_t D, int64_t I, bool quant, uint8_t *base, struct moe_scratch *s) {
-        const int64_t M = nt * K, tiles = (M < E ? M : E) + dcu_ceil_div(M, DCU_GEMM_BM);
+static int64_t moe_tiles(int64_t cap, int64_t E) { return (cap < E ? cap : E) + dcu_ceil_div(cap, DCU_GEMM_BM); }
+
+static size_t moe_layout(int64_t T, int64_t cap, int64_t E, int64_t D, int64_t I, bool quant, uint8_t *base, struct moe_scratch *s) {
+        const int64_t tiles = moe_tiles(cap, E);
         size_t at = 0;
 #define PART(field, type, n)                                                             \
         do {                                                                             \
                 s->field = base ? (type *)(base + at) : NULL;                            \
                 at += (size_t)dcu_round_up((int64_t)((size_t)(n) * sizeof(type)), 256);  \
         } while (0)
-        PART(count, int32_t, E);
-        PART(off, int32_t, E + 1);
-        PART(rows, int32_t, E * nt);
         PART(tile_e, int32_t, tiles);
-        PART(tile_m0, int32_t, tiles);
+        PART(tile_r0, int32_t, tiles);
         PART(n_tiles, int32_t, 1);
-        PART(inv, int32_t, M);
-        PART(h, float, M * I);
-        PART(y, float, M * D);
+        PART(h, float, cap * I);
         if (quant) {
-                PART(xq, uint8_t, nt * dcu_round_up(D, 16));
-                PART(xs, float, nt * dcu_ceil_div(D, DCU_QBLOCK));
-                PART(hq, uint8_t, M * dcu_round_up(I, 16));
-                PART(hs, float, M * dcu_ceil_div(I, DCU_QBLOCK));
+                PART(xq, uint8_t, T * dcu_round_up(D, 16));
+                PART(xs, float, T * dcu_ceil_div(D, DCU_QBLOCK));
+                PART(hq, uint8_t, cap * dcu_round_up(I, 16));
+                PART(hs, float, cap * dcu_ceil_div(I, DCU_QBLOCK));
         } else {
                 s->xq = s->hq = NULL;
                 s->xs = s->hs = NULL;
@@ -210,51 +165,51 @@ static size_t moe_layout(int64_t nt, int64_t K, int64_t E, int64_t D, int64_t I,
         return at;
 }
 
-int dcu_moe_experts(struct dcu_ctx *c, const struct dsv_op_moe_experts *p) {
-        const int64_t T = dcu_rows(p->x), D = dcu_cols(p->x), K = dcu_cols(p->ids), I = p->inter, E = p->n_experts;
+/* y = every dispatched row through its expert, chunk by chunk of the dispatch's rows (the
+ * chunks' count is the most the rows can be, T*k: past the real total a chunk has no tile). */
+static int moe_grouped(struct dcu_ctx *c, const struct dsv_op_moe_grouped *p) {
+        const int64_t T = dcu_rows(p->x), D = dcu_cols(p->x), K = dcu_cols(p->ids), I = p->inter, E = p->n_experts, R = T * K;
         const bool f = p->faithful;
-        if (T == 0)
+        if (R == 0)
                 return 0;
-        const struct dcu_moe_expert *tab = NULL;
-        DCU_TRY(moe_table(c, p, &tab));
+        const struct dsv_moe_expert *tab = (const struct dsv_moe_expert *)p->table->data;
+        const int32_t *off = (const int32_t *)p->offsets->data, *perm = (const int32_t *)p->perm->data;
 
-        /* tokens per chunk: the scratch under the limit, the tile grid under 65535 rows */
+        /* rows per chunk: the scratch under the limit, the tile grid under 65535 rows */
         struct moe_scratch s;
-        const int64_t per_token = (int64_t)moe_layout(2, K, E, D, I, f, NULL, &s) - (int64_t)moe_layout(1, K, E, D, I, f, NULL, &s);
-        int64_t tc = dcu_chunk_rows(T, per_token, c->scratch_limit);
-        if (c->moe_max_tokens > 0 && tc > c->moe_max_tokens)
-                tc = c->moe_max_tokens;
-        while (tc > 1 && (tc * K < E ? tc * K : E) + dcu_ceil_div(tc * K, DCU_GEMM_BM) > 65535)
-                tc /= 2;
+        const int64_t fixed = (int64_t)moe_layout(T, 0, E, D, I, f, NULL, &s);
+        const int64_t per_row =
+                (int64_t)moe_layout(T, 2 * DCU_GEMM_BM, E, D, I, f, NULL, &s) - (int64_t)moe_layout(T, DCU_GEMM_BM, E, D, I, f, NULL, &s);
+        int64_t cap = dcu_chunk_rows(R, dcu_ceil_div(per_row, DCU_GEMM_BM), c->scratch_limit > fixed ? c->scratch_limit - fixed : 1);
+        if (c->moe_max_tokens > 0 && cap > (int64_t)c->moe_max_tokens * K)
+                cap = (int64_t)c->moe_max_tokens * K;
+        while (cap > 1 && moe_tiles(cap, E) > 65535)
+                cap /= 2;
         uint8_t *buf;
-        DCU_TRY(dcu_scratch(c, moe_layout(tc, K, E, D, I, f, NULL, &s) + 256, (void **)&buf));
+        DCU_TRY(dcu_scratch(c, moe_layout(T, cap, E, D, I, f, NULL, &s) + 256, (void **)&buf));
+        moe_layout(T, cap, E, D, I, f, buf, &s);
 
-        const int64_t ldx = dcu_ld(p->x), ldi = dcu_ld(p->ids), ldw = dcu_ld(p->weights), ldo = dcu_ld(p->out);
+        const int64_t ldx = dcu_ld(p->x), ldy = dcu_ld(p->y);
         const int64_t ldqD = dcu_round_up(D, 16), nbD = dcu_ceil_div(D, DCU_QBLOCK), ldqI = dcu_round_up(I, 16), nbI = dcu_ceil_div(I, DCU_QBLOCK);
+        const float *x = (const float *)p->x->data;
+        float *y = (float *)p->y->data;
+        const unsigned tiles = (unsigned)moe_tiles(cap, E);
         int r = 0;
-        for (int64_t t0 = 0; t0 < T && r == 0; t0 += tc) {
-                const int64_t nt = T - t0 < tc ? T - t0 : tc, M = nt * K;
-                moe_layout(nt, K, E, D, I, f, buf, &s);
-                const float *x = (const float *)p->x->data + t0 * ldx;
-                const int32_t *ids = (const int32_t *)p->ids->data + t0 * ldi;
-                const float *w = (const float *)p->weights->data + t0 * ldw;
-                float *out = (float *)p->out->data + t0 * ldo;
-                const unsigned tiles = (unsigned)((M < E ? M : E) + dcu_ceil_div(M, DCU_GEMM_BM));
-
-                if (f && (r = dcu_quant_rows(c, x, ldx, nt, D, s.xq, ldqD, s.xs, nbD, 1)) < 0)
-                        break;
-                dcu_moe_dispatch_kernel<<<(unsigned)E, 256, 0, c->stream>>>(ids, ldi, nt, (int)K, s.count, s.rows);
-                dcu_moe_plan_kernel<<<1, 256, 0, c->stream>>>(s.count, s.rows, (int)E, nt, (int)K, DCU_GEMM_BM, s.off, s.tile_e, s.tile_m0,
-                                                              s.n_tiles, s.inv);
+        dcu_moe_zero_kernel<<<dcu_grid(R), 256, 0, c->stream>>>(y, ldy, (const int32_t *)p->ids->data, dcu_ld(p->ids), (int)K, D);
+        if (f)
+                r = dcu_quant_rows(c, x, ldx, T, D, s.xq, ldqD, s.xs, nbD, 1);
+        for (int64_t c0 = 0; c0 < R && r == 0; c0 += cap) {
+                const int64_t c1 = c0 + cap;
+                dcu_moe_plan_kernel<<<1, 32, 0, c->stream>>>(off, (int)E, c0, c1, DCU_GEMM_BM, s.tile_e, s.tile_r0, s.n_tiles);
                 dim3 g1((unsigned)dcu_ceil_div(I, DCU_GEMM_BN), tiles);
                 if (f)
-                        dcu_moe_gemm_kernel<true, true><<<g1, 256, 0, c->stream>>>(s.h, I, s.xq, ldqD, s.xs, nbD, tab, s.tile_e, s.tile_m0,
-                                                                                  s.n_tiles, s.count, s.off, s.rows, nt, (int)K, (int)I,
-                                                                                  (int)D, 1);
+                        dcu_moe_gemm_kernel<true, true><<<g1, 256, 0, c->stream>>>(s.h, I, s.xq, ldqD, s.xs, nbD, tab, s.tile_e, s.tile_r0,
+                                                                                  s.n_tiles, off, perm, c0, c1, (int)K, (int)I, (int)D,
+                                                                                  1, c->err_word);
                 else
-                        dcu_moe_gemm_kernel<false, true><<<g1, 256, 0, c->stream>>>(s.h, I, x, ldx, NULL, 0, tab, s.tile_e, s.tile_m0,
-                                                                                   s.n_tiles, s.count, s.off, s.rows, nt, (int)K, (int)I,
-                                                                                   (int)D, 0);
+                        dcu_moe_gemm_kernel<false, true><<<g1, 256, 0, c->stream>>>(s.h, I, x, ldx, NULL, 0, tab, s.tile_e, s.tile_r0,
+                                                                                   s.n_tiles, off, perm, c0, c1, (int)K, (int)I, (int)D,
+                                                                                   0, c->err_word);
                 cudaError_t e = cudaGetLastError();
                 if (e != cudaSuccess) {
                         r = dcu_fail_cuda(e, "moe gate/up kernels", __FILE__, __LINE__);
@@ -262,24 +217,49 @@ int dcu_moe_experts(struct dcu_ctx *c, const struct dsv_op_moe_experts *p) {
                 }
                 dim3 g2((unsigned)dcu_ceil_div(D, DCU_GEMM_BN), tiles);
                 if (f) {
-                        /* rows past the batch's total are never read: quantizing them costs nothing that matters */
-                        if ((r = dcu_quant_rows(c, s.h, I, M, I, s.hq, ldqI, s.hs, nbI, 1)) < 0)
+                        /* rows past the chunk's total are never read: quantizing them costs nothing that matters */
+                        if ((r = dcu_quant_rows(c, s.h, I, cap, I, s.hq, ldqI, s.hs, nbI, 1)) < 0)
                                 break;
-                        dcu_moe_gemm_kernel<true, false><<<g2, 256, 0, c->stream>>>(s.y, D, s.hq, ldqI, s.hs, nbI, tab, s.tile_e, s.tile_m0,
-                                                                                   s.n_tiles, s.count, s.off, s.rows, nt, (int)K, (int)D,
-                                                                                   (int)I, 1);
+                        dcu_moe_gemm_kernel<true, false><<<g2, 256, 0, c->stream>>>(y, ldy, s.hq, ldqI, s.hs, nbI, tab, s.tile_e, s.tile_r0,
+                                                                                   s.n_tiles, off, perm, c0, c1, (int)K, (int)D, (int)I,
+                                                                                   1, c->err_word);
                 } else {
-                        dcu_moe_gemm_kernel<false, false><<<g2, 256, 0, c->stream>>>(s.y, D, s.h, I, NULL, 0, tab, s.tile_e, s.tile_m0,
-                                                                                    s.n_tiles, s.count, s.off, s.rows, nt, (int)K, (int)D,
-                                                                                    (int)I, 0);
+                        dcu_moe_gemm_kernel<false, false><<<g2, 256, 0, c->stream>>>(y, ldy, s.h, I, NULL, 0, tab, s.tile_e, s.tile_r0,
+                                                                                    s.n_tiles, off, perm, c0, c1, (int)K, (int)D, (int)I,
+                                                                                    0, c->err_word);
                 }
-                dcu_moe_combine_kernel<<<dcu_grid(nt), 256, 0, c->stream>>>(out, ldo, s.y, D, ids, ldi, w, ldw, s.inv, (int)K, D);
                 e = cudaGetLastError();
                 if (e != cudaSuccess)
-                        r = dcu_fail_cuda(e, "moe down/combine kernels", __FILE__, __LINE__);
+                        r = dcu_fail_cuda(e, "moe down kernels", __FILE__, __LINE__);
         }
         dcu_scratch_free(c, buf);
         return r;
+}
+
+/* ------------------------------------------------------------------ combine */
+static int moe_combine(struct dcu_ctx *c, const struct dsv_op_moe_combine *p) {
+        const int64_t T = dcu_rows(p->out), D = dcu_cols(p->out), K = dcu_cols(p->ids);
+        if (T == 0)
+                return 0;
+        dcu_moe_combine_kernel<<<dcu_grid(T), 256, 0, c->stream>>>((float *)p->out->data, dcu_ld(p->out), (const float *)p->y->data,
+                                                                   dcu_ld(p->y), (const int32_t *)p->ids->data, dcu_ld(p->ids),
+                                                                   (const float *)p->weights->data, dcu_ld(p->weights), (int)K,
+                                                                   p->n_experts, D, c->err_word);
+        cudaError_t e = cudaGetLastError();
+        return e == cudaSuccess ? 0 : dcu_fail_cuda(e, "moe combine kernel", __FILE__, __LINE__);
+}
+
+int dcu_moe_split(struct dcu_ctx *c, const struct dsv_op *op) {
+        switch (op->type) {
+        case DSV_OP_MOE_DISPATCH:
+                return moe_dispatch(c, &op->moe_dispatch); /* no token: zero counts and offsets, as on the CPU */
+        case DSV_OP_MOE_GROUPED:
+                return moe_grouped(c, &op->moe_grouped);
+        case DSV_OP_MOE_COMBINE:
+                return moe_combine(c, &op->moe_combine);
+        default:
+                return -EINVAL;
+        }
 }
 
 /* ------------------------------------------------------------------ start-up probe */

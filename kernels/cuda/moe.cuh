@@ -7,24 +7,20 @@
  *   ids = the k best b (ties: lower id), in rank order; sum = s[ids[0]] + ... (rank order)
  *   w = s[id] / sum * route_scale (s[id] * route_scale without norm_topk_prob)
  *   ids written ascending with their weights
- * Dispatch: expert e's rows are the slots t*k + j with ids[t][j] == e, in ascending (t, j).
- * Grouped GEMM: a tile is (expert, 64 of its rows) x 64 output columns; the tile list is
- * built on the device from the counts, the grid is sized for the most tiles the batch can
- * have (blocks past the list's end return), the expert's weights come from a device table.
+ * Dispatch: expert e's rows are the slots t*k + j with ids[t][j] == e, in ascending (t, j):
+ *   counts, offsets (exclusive sum), perm[offsets[e] + i] = the i-th slot of e, -1 past the end.
+ * Grouped GEMM over a chunk [c0, c1) of the dispatched rows: a tile is (expert, up to 64 of
+ * its rows inside the chunk) x 64 output columns; the tile list is built on the device from
+ * the offsets, the grid is sized for the most tiles a chunk can have (blocks past the list's
+ * end return), the expert's weights come from the expert table (struct dsv_moe_expert,
+ * kernels/backend.h); an absent expert sets DCU_ERR_ABSENT, a weight of another type or
+ * shape DCU_ERR_INDEX, and its rows are not computed.
  * Sums as the tiled linear kernel (linear.cuh): per 128-wide K block in fp32, scaled by
  * a_scale * w_scale. */
 #pragma once
 
 #include "kernels/cuda/plan.h"
 #include "kernels/cuda/reduce.cuh"
-
-/* One expert in the device table: FP8 weights and their 128x128 block scales. */
-struct dcu_moe_expert {
-        const uint8_t *w1, *w3, *w2; /* gate_proj, up_proj [inter, dim]; down_proj [dim, inter] */
-        const float *s1, *s3, *s2;
-        int64_t ld1, ld3, ld2;    /* bytes between weight rows */
-        int64_t lds1, lds3, lds2; /* floats between scale rows */
-};
 
 #define DCU_MOE_MAX_K 16
 #define DCU_MOE_MAX_E 1024
@@ -162,10 +158,12 @@ __global__ void __launch_bounds__(32)
         }
 }
 
-/* Dispatch, one block per expert e: count[e] and its rows rows[e * T + i] = t * K + j, in
- * ascending slot order (a block-wide prefix over tokens, chunk by chunk). */
+/* Dispatch, one block per expert e: the slots t*K + j with ids[t][j] == e in ascending
+ * order (a block-wide prefix over tokens, chunk by chunk). off == NULL: count[e] only (block
+ * 0 also flags ids >= E); else perm[off[e] + i] = the i-th slot. */
 __global__ void __launch_bounds__(256)
-        dcu_moe_dispatch_kernel(const int32_t *ids, int64_t ldi, int64_t T, int K, int32_t *count, int32_t *rows) {
+        dcu_moe_dispatch_kernel(const int32_t *ids, int64_t ldi, int64_t T, int K, int E, int32_t *count, const int32_t *off,
+                                int32_t *perm, unsigned *err) {
         __shared__ int part[256];
         __shared__ int base;
         const int e = blockIdx.x;
@@ -176,8 +174,12 @@ __global__ void __launch_bounds__(256)
                 const int64_t t = t0 + threadIdx.x;
                 int n = 0;
                 if (t < T)
-                        for (int j = 0; j < K; j++)
-                                n += ids[t * ldi + j] == e;
+                        for (int j = 0; j < K; j++) {
+                                const int32_t id = ids[t * ldi + j];
+                                n += id == e;
+                                if (!off && e == 0 && id >= E)
+                                        atomicOr(err, DCU_ERR_INDEX);
+                        }
                 part[threadIdx.x] = n;
                 __syncthreads();
                 if (threadIdx.x == 0) {
@@ -190,61 +192,74 @@ __global__ void __launch_bounds__(256)
                         base = run;
                 }
                 __syncthreads();
-                if (n) {
-                        int at = part[threadIdx.x];
+                if (off && n) {
+                        int at = off[e] + part[threadIdx.x];
                         for (int j = 0; j < K; j++)
                                 if (ids[t * ldi + j] == e)
-                                        rows[(int64_t)e * T + at++] = (int32_t)(t * K + j);
+                                        perm[at++] = (int32_t)(t * K + j);
                 }
                 __syncthreads();
         }
-        if (threadIdx.x == 0)
+        if (!off && threadIdx.x == 0)
                 count[e] = base;
 }
 
-/* One block: offsets off[e] (exclusive sum of counts, off[E] = rows in all), the tile list
- * (tile_e, tile_m0) with *n_tiles entries, and inv[slot] = off[e] + i for every dispatched
- * slot, -1 for slots whose id is not an expert. */
-__global__ void __launch_bounds__(256)
-        dcu_moe_plan_kernel(const int32_t *count, const int32_t *rows, int E, int64_t T, int K, int BM, int32_t *off, int32_t *tile_e,
-                            int32_t *tile_m0, int32_t *n_tiles, int32_t *inv) {
-        for (int64_t i = threadIdx.x; i < T * K; i += blockDim.x)
-                inv[i] = -1;
+/* One block: off[e] = the exclusive sum of the counts, off[E] = rows dispatched; perm past
+ * that is -1. */
+__global__ void __launch_bounds__(256) dcu_moe_offsets_kernel(const int32_t *count, int E, int64_t R, int32_t *off, int32_t *perm) {
+        __shared__ int total;
         if (threadIdx.x == 0) {
-                int run = 0, nt = 0;
+                int run = 0;
                 for (int e = 0; e < E; e++) {
                         off[e] = run;
-                        for (int m0 = 0; m0 < count[e]; m0 += BM) {
-                                tile_e[nt] = e;
-                                tile_m0[nt] = m0;
-                                nt++;
-                        }
                         run += count[e];
                 }
                 off[E] = run;
-                *n_tiles = nt;
+                total = run;
         }
         __syncthreads();
-        for (int e = 0; e < E; e++)
-                for (int i = threadIdx.x; i < count[e]; i += blockDim.x)
-                        inv[rows[(int64_t)e * T + i]] = off[e] + i;
+        for (int64_t i = total + threadIdx.x; i < R; i += blockDim.x)
+                perm[i] = -1;
 }
 
-/* The grouped GEMM, block (n-tile, tile): rows m0 .. m0+64 of expert e = tile_e[tile]
- * times the expert's weight, output columns n0 .. n0+64.
- *   GATE_UP: A row m is token rows[e*T + m0 + m] / K of a (x, quantized or not); two
+/* One block: the tile list (tile_e, tile_r0: absolute row of perm) with *n_tiles entries of
+ * the rows [c0, c1) of the dispatch, each expert's part of the chunk cut into BM rows. */
+__global__ void __launch_bounds__(32) dcu_moe_plan_kernel(const int32_t *off, int E, int64_t c0, int64_t c1, int BM, int32_t *tile_e,
+                                                          int32_t *tile_r0, int32_t *n_tiles) {
+        if (threadIdx.x != 0)
+                return;
+        int nt = 0;
+        for (int e = 0; e < E; e++) {
+                const int64_t a = off[e] > c0 ? off[e] : c0, b = off[e + 1] < c1 ? off[e + 1] : c1;
+                for (int64_t r = a; r < b; r += BM) {
+                        tile_e[nt] = e;
+                        tile_r0[nt] = (int32_t)r;
+                        nt++;
+                }
+        }
+        *n_tiles = nt;
+}
+
+/* Whether the table entry's weight is an FP8 matrix [rows, cols] with its scales. */
+DCU_DEV bool dcu_moe_weight_ok(const struct dsv_moe_weight *w, int64_t rows, int64_t cols) {
+        return w->type == DSV_F8_E4M3 && w->rows == rows && w->cols == cols && w->scale != 0 && w->stride >= (uint64_t)cols &&
+               w->scale_stride % 4 == 0;
+}
+
+/* The grouped GEMM, block (n-tile, tile): rows r0 .. r0+64 (within expert e = tile_e[tile]
+ * and the chunk [c0, c1)) times the expert's weight, output columns n0 .. n0+64.
+ *   GATE_UP: A row of dispatched row r is token perm[r] / K of a (x, quantized or not); two
  *            weights (w1, w3) give g1, g3 and the output is h = silu(g1) * g3 (each rounded
- *            to bf16 when round, as the reference's two linears and SwiGLU)
- *   down:    A row m is row off[e] + m0 + m of a (h), the weight w2
- * out row off[e] + m0 + m. Thread (ty, tx) owns rows dcu_gemm_row(0, ty, i) and columns
- * dcu_gemm_col(n0, tx, j) of the tile (plan.h); A and weight slices of 32 k go through
- * shared memory as floats. */
+ *            to bf16 when round, as the reference's two linears and SwiGLU), h row r - c0
+ *   down:    A row is h row r - c0, the weight w2, the output y row perm[r] (the slot)
+ * Thread (ty, tx) owns rows dcu_gemm_row(0, ty, i) and columns dcu_gemm_col(n0, tx, j) of the
+ * tile (plan.h); A and weight slices of 32 k go through shared memory as floats. */
 template <bool ACODES, bool GATE_UP>
 __global__ void __launch_bounds__(256)
         dcu_moe_gemm_kernel(float *out, int64_t ldo, const void *a, int64_t lda, const float *as, int64_t as_ld,
-                            const struct dcu_moe_expert *tab, const int32_t *tile_e, const int32_t *tile_m0, const int32_t *n_tiles,
-                            const int32_t *count, const int32_t *off, const int32_t *rows, int64_t T, int K_route, int N, int K,
-                            int round) {
+                            const struct dsv_moe_expert *tab, const int32_t *tile_e, const int32_t *tile_r0, const int32_t *n_tiles,
+                            const int32_t *off, const int32_t *perm, int64_t c0, int64_t c1, int K_route, int N, int K, int round,
+                            unsigned *err) {
         __shared__ float As[DCU_GEMM_BK][DCU_GEMM_BM + 4];
         __shared__ float B1[DCU_GEMM_BK][DCU_GEMM_BN + 4];
         __shared__ float B3[DCU_GEMM_BK][DCU_GEMM_BN + 4];
@@ -252,15 +267,28 @@ __global__ void __launch_bounds__(256)
         const int tile = blockIdx.y;
         if (tile >= *n_tiles)
                 return; /* the whole block: past the tile list */
-        const int e = tile_e[tile], m0 = tile_m0[tile], cnt = count[e], n0 = blockIdx.x * DCU_GEMM_BN;
-        const int rows_here = min(cnt - m0, DCU_GEMM_BM);
-        const struct dcu_moe_expert ex = tab[e];
-        const uint8_t *w1 = GATE_UP ? ex.w1 : ex.w2, *w3 = ex.w3;
-        const float *s1 = GATE_UP ? ex.s1 : ex.s2, *s3 = ex.s3;
-        const int64_t ld1 = GATE_UP ? ex.ld1 : ex.ld2, ld3 = ex.ld3, lds1 = GATE_UP ? ex.lds1 : ex.lds2, lds3 = ex.lds3;
+        const int e = tile_e[tile], n0 = blockIdx.x * DCU_GEMM_BN;
+        const int64_t r0 = tile_r0[tile], end = off[e + 1] < c1 ? off[e + 1] : c1;
+        const int rows_here = (int)(end - r0 < DCU_GEMM_BM ? end - r0 : DCU_GEMM_BM);
+        const struct dsv_moe_expert ex = tab[e];
+        const struct dsv_moe_weight *m1 = GATE_UP ? &ex.w1 : &ex.w2, *m3 = &ex.w3;
+        if (!m1->data || (GATE_UP && !m3->data)) {
+                if (threadIdx.x == 0)
+                        atomicOr(err, DCU_ERR_ABSENT);
+                return;
+        }
+        if (!dcu_moe_weight_ok(m1, N, K) || (GATE_UP && !dcu_moe_weight_ok(m3, N, K))) {
+                if (threadIdx.x == 0)
+                        atomicOr(err, DCU_ERR_INDEX);
+                return;
+        }
+        const uint8_t *w1 = (const uint8_t *)(uintptr_t)m1->data, *w3 = (const uint8_t *)(uintptr_t)m3->data;
+        const float *s1 = (const float *)(uintptr_t)m1->scale, *s3 = (const float *)(uintptr_t)m3->scale;
+        const int64_t ld1 = (int64_t)m1->stride, ld3 = (int64_t)m3->stride, lds1 = (int64_t)m1->scale_stride / 4,
+                      lds3 = (int64_t)m3->scale_stride / 4;
         const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
         if (tid < DCU_GEMM_BM)
-                arow[tid] = tid < rows_here ? (GATE_UP ? (int64_t)rows[(int64_t)e * T + m0 + tid] / K_route : (int64_t)off[e] + m0 + tid) : -1;
+                arow[tid] = tid < rows_here ? (GATE_UP ? (int64_t)perm[r0 + tid] / K_route : r0 + tid - c0) : -1;
         __syncthreads();
         float acc1[4][4], acc3[4][4], blk1[4][4], blk3[4][4];
 #pragma unroll
@@ -332,7 +360,7 @@ __global__ void __launch_bounds__(256)
                 const int m = dcu_gemm_row(0, ty, i);
                 if (m >= rows_here)
                         continue;
-                float *o = out + ((int64_t)off[e] + m0 + m) * ldo;
+                float *o = out + (GATE_UP ? r0 + m - c0 : (int64_t)perm[r0 + m]) * ldo;
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                         const int n = dcu_gemm_col(n0, tx, j);
@@ -349,32 +377,48 @@ __global__ void __launch_bounds__(256)
         }
 }
 
-/* Combine, one block per token: out[t][d] = sum over the token's slots in ascending expert id
- * (equal ids: ascending j) of w[t][j] * y[inv[t*K + j]][d], fp32 from 0; slots with inv < 0
- * (not an expert) add nothing. */
+/* Slots no expert here serves (id < 0), one block per slot row: a zero row. */
+__global__ void __launch_bounds__(256)
+        dcu_moe_zero_kernel(float *y, int64_t ldy, const int32_t *ids, int64_t ldi, int K, int64_t D) {
+        const int64_t s = blockIdx.x;
+        if (ids[(s / K) * ldi + s % K] >= 0)
+                return;
+        for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
+                y[s * ldy + d] = 0.0f;
+}
+
+/* Combine, one block per token: out[t][d] = sum over the token's slots with id >= 0 in
+ * ascending expert id (equal ids: ascending j) of w[t][j] * y[t*K + j][d], fp32 from 0; an
+ * id >= E sets DCU_ERR_INDEX (the row is then garbage: the op fails). */
 __global__ void __launch_bounds__(256)
         dcu_moe_combine_kernel(float *out, int64_t ldo, const float *y, int64_t ldy, const int32_t *ids, int64_t ldi, const float *wts,
-                               int64_t ldw, const int32_t *inv, int K, int64_t D) {
+                               int64_t ldw, int K, int E, int64_t D, unsigned *err) {
         __shared__ int order[DCU_MOE_MAX_K];
+        __shared__ int n;
         const int64_t t = blockIdx.x;
         if (threadIdx.x == 0) {
+                int c = 0;
                 for (int j = 0; j < K; j++) {
-                        int m = j;
-                        while (m > 0 && ids[t * ldi + order[m - 1]] > ids[t * ldi + j]) {
+                        const int32_t id = ids[t * ldi + j];
+                        if (id >= E)
+                                atomicOr(err, DCU_ERR_INDEX);
+                        if (id < 0)
+                                continue;
+                        int m = c++;
+                        while (m > 0 && ids[t * ldi + order[m - 1]] > id) {
                                 order[m] = order[m - 1];
                                 m--;
                         }
                         order[m] = j;
                 }
+                n = c;
         }
         __syncthreads();
         for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
                 float acc = 0.0f;
-                for (int q = 0; q < K; q++) {
+                for (int q = 0; q < n; q++) {
                         const int j = order[q];
-                        const int32_t r = inv[t * K + j];
-                        if (r >= 0)
-                                acc = __fadd_rn(acc, __fmul_rn(y[(int64_t)r * ldy + d], wts[t * ldw + j]));
+                        acc = __fadd_rn(acc, __fmul_rn(y[(t * K + j) * ldy + d], wts[t * ldw + j]));
                 }
                 out[t * ldo + d] = acc;
         }

@@ -16,6 +16,7 @@
 
 /* Bits of the device error word kernels set (read back by synchronize/download). */
 #define DCU_ERR_INDEX 1u /* an id, row, position, page or slot out of range */
+#define DCU_ERR_ABSENT 2u /* a MoE row routed to an expert the expert table marks absent */
 
 /* ------------------------------------------------------------------ paged KV cache
  * Mirror of struct dsv_kv_layout (kernels/backend.h) for one layer:

@@ -136,9 +136,9 @@ int main(void) {
         gb_free(&g, &out);
 
         /* an op without its tensors is refused, not run */
-        struct dsv_op moe = {.type = DSV_OP_MOE_EXPERTS};
-        CHECK(!be->ops->supports_op(be, &moe), "an empty moe_experts op not claimed");
-        CHECK(be->ops->compute(be, &moe) == -EINVAL, "an empty moe_experts op refused");
+        struct dsv_op moe = {.type = DSV_OP_MOE_GROUPED};
+        CHECK(!be->ops->supports_op(be, &moe), "an empty moe_grouped op not claimed");
+        CHECK(be->ops->compute(be, &moe) == -EINVAL, "an empty moe_grouped op refused");
         struct dsv_op gate = {.type = DSV_OP_MOE_GATE};
         CHECK(!be->ops->supports_op(be, &gate) && be->ops->compute(be, &gate) == -EINVAL, "an empty moe_gate op refused");
 

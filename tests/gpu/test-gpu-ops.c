@@ -28,7 +28,7 @@ static const struct {
         {"kv", "kv (kv_store, kv_gather)", gt_family_kv},
         {"indexer", "indexer (indexer_topk)", gt_family_indexer},
         {"mla", "mla (mla_decode, mla_prefill)", gt_family_mla},
-        {"moe", "moe (moe_gate, moe_experts)", gt_family_moe},
+        {"moe", "moe (moe_gate, moe_dispatch, moe_grouped, moe_combine)", gt_family_moe},
         {"sample", "sample (cuda vs the daemon's sampler: the cpu backend has no sample op)", gt_family_sample},
 };
 

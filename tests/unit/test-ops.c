@@ -820,42 +820,113 @@ static void test_moe_gate(void) {
         CHECK(dsv_cpu_moe_gate(&op) == -EINVAL, "forced id outside the experts is rejected");
 }
 
-static void test_moe_experts(void) {
-        /* known pattern: expert e's down projection writes e+1 into coordinate e; with unit
-         * routing weights the output shows which experts ran for which token */
-        const int E = 8, D = 16, I = 4, T = 3, k = 2;
+/* The routed experts as three ops: dispatch, grouped over an expert table, combine. */
+static void test_moe_split(void) {
+        /* known pattern: expert e's down projection writes e+1 into coordinate e; the slot rows
+         * show which expert ran for which (token, slot), the combine their weighted sums */
+        enum { E = 8, D = 16, I = 4, T = 3, k = 2, R = T * k };
         float *w1 = calloc(E * I * D, 4), *w3 = calloc(E * I * D, 4), *w2 = calloc(E * D * I, 4);
-        struct dsv_tensor t1[8], t2[8], t3[8];
-        struct dsv_moe_expert_weights ew[8];
+        struct dsv_moe_expert tab[E];
+        REQUIRE(w1 && w3 && w2, "oom");
         for (int e = 0; e < E; e++) {
                 /* w1 row 0 picks x[0] (a large positive input: silu ~ x), w3 row 0 gives 1 via x[1] = 1 */
                 w1[e * I * D + 0] = 1;
                 w3[e * I * D + 1] = 1;
                 w2[e * D * I + e * I + 0] = (float)(e + 1) / 8.0f; /* out[e] = silu(x0) * 1 * (e+1)/8 */
-                t1[e] = dsv_tensor_2d(DSV_F32, w1 + e * I * D, I, D);
-                t3[e] = dsv_tensor_2d(DSV_F32, w3 + e * I * D, I, D);
-                t2[e] = dsv_tensor_2d(DSV_F32, w2 + e * D * I, D, I);
-                ew[e] = (struct dsv_moe_expert_weights){&t1[e], &t2[e], &t3[e]};
+                struct dsv_tensor t1 = dsv_tensor_2d(DSV_F32, w1 + e * I * D, I, D), t3 = dsv_tensor_2d(DSV_F32, w3 + e * I * D, I, D),
+                                  t2 = dsv_tensor_2d(DSV_F32, w2 + e * D * I, D, I);
+                tab[e] = (struct dsv_moe_expert){dsv_moe_weight_of(&t1), dsv_moe_weight_of(&t3), dsv_moe_weight_of(&t2)};
         }
-        float x[3 * 16] = {0}, out[3 * 16], wts[6] = {1, 1, 1, 1, 0.5f, 2};
-        int32_t ids[6] = {0, 3, 7, 3, 1, 2};
+        float x[T * D] = {0}, y[R * D], out[T * D], wts[R] = {1, 1, 1, 1, 0.5f, 2};
+        /* token 1 names expert 3 twice (a forced list may), token 2 lists its experts descending */
+        int32_t ids[R] = {0, 3, 3, 3, 2, 1}, cnt[E], off[E + 1], perm[R];
         for (int t = 0; t < T; t++) {
                 x[t * D] = 8;
                 x[t * D + 1] = 1;
         }
-        struct dsv_tensor X = dsv_tensor_2d(DSV_F32, x, T, D), O = dsv_tensor_2d(DSV_F32, out, T, D),
-                          ID = dsv_tensor_2d(DSV_I32, ids, T, k), WT = dsv_tensor_2d(DSV_F32, wts, T, k);
-        struct dsv_op_moe_experts op = {.out = &O, .x = &X, .ids = &ID, .weights = &WT, .experts = ew, .n_experts = E, .inter = I};
-        REQUIRE(dsv_cpu_moe_experts(&op) == 0, "experts");
-        double si = 8 / (1 + exp(-8.0));
+        struct dsv_tensor X = dsv_tensor_2d(DSV_F32, x, T, D), Y = dsv_tensor_2d(DSV_F32, y, R, D), O = dsv_tensor_2d(DSV_F32, out, T, D),
+                          ID = dsv_tensor_2d(DSV_I32, ids, T, k), WT = dsv_tensor_2d(DSV_F32, wts, T, k),
+                          CN = dsv_tensor_2d(DSV_I32, cnt, 1, E), OF = dsv_tensor_2d(DSV_I32, off, 1, E + 1),
+                          PE = dsv_tensor_2d(DSV_I32, perm, 1, R), TB = dsv_tensor_2d(DSV_U8, tab, E, sizeof(struct dsv_moe_expert));
+        struct dsv_op_moe_dispatch dp = {.counts = &CN, .offsets = &OF, .perm = &PE, .ids = &ID, .n_experts = E};
+        struct dsv_op_moe_grouped gp = {.y = &Y, .x = &X, .ids = &ID, .counts = &CN, .offsets = &OF, .perm = &PE, .table = &TB,
+                                        .n_experts = E, .inter = I, .weight_type = DSV_F32};
+        struct dsv_op_moe_combine cp = {.out = &O, .y = &Y, .ids = &ID, .weights = &WT, .n_experts = E};
+
+        REQUIRE(dsv_cpu_moe_dispatch(&dp) == 0, "dispatch");
+        const int32_t want_cnt[E] = {1, 1, 1, 3, 0, 0, 0, 0}, want_perm[R] = {0, 5, 4, 1, 2, 3};
+        for (int e = 0; e < E; e++)
+                CHECK(cnt[e] == want_cnt[e] && off[e + 1] == off[e] + cnt[e], "dispatch: expert %d count %d offset %d", e, cnt[e], off[e]);
+        CHECK(off[0] == 0 && off[E] == R, "dispatch: offsets %d..%d", off[0], off[E]);
+        for (int i = 0; i < R; i++)
+                CHECK(perm[i] == want_perm[i], "dispatch: perm[%d] = %d, want %d (ascending expert, then slot)", i, perm[i], want_perm[i]);
+
+        REQUIRE(dsv_cpu_moe_grouped(&gp) == 0, "grouped");
+        const double si = 8 / (1 + exp(-8.0));
+        for (int s = 0; s < R; s++)
+                for (int d = 0; d < D; d++) {
+                        const double want = d == ids[s] ? si * (d + 1) / 8.0 : 0.0;
+                        CHECK(fabs(y[s * D + d] - want) < 1e-5, "grouped: slot %d coord %d = %g, want %g (unweighted)", s, d, y[s * D + d], want);
+                }
+        REQUIRE(dsv_cpu_moe_combine(&cp) == 0, "combine");
         for (int t = 0; t < T; t++)
                 for (int d = 0; d < D; d++) {
                         double want = 0;
                         for (int j = 0; j < k; j++)
                                 if (ids[t * k + j] == d)
                                         want += wts[t * k + j] * si * (d + 1) / 8.0;
-                        CHECK(fabs(out[t * D + d] - want) < 1e-5, "experts: token %d coord %d = %g, want %g", t, d, out[t * D + d], want);
+                        CHECK(fabs(out[t * D + d] - want) < 1e-5, "combine: token %d coord %d = %g, want %g", t, d, out[t * D + d], want);
                 }
+        /* each term is y * weight of its own slot (token 2 lists expert 2 before expert 1) */
+        CHECK(out[2 * D + 1] == 0.0f + y[5 * D + 1] * 2.0f && out[2 * D + 2] == y[4 * D + 2] * 0.5f, "combine: each slot its own weight");
+
+        /* a slot with id -1 (another rank's expert): not dispatched, a zero row, no term */
+        ids[1] = -1;
+        for (int i = 0; i < R * D; i++)
+                y[i] = 12345.0f;
+        REQUIRE(dsv_cpu_moe_dispatch(&dp) == 0 && dsv_cpu_moe_grouped(&gp) == 0 && dsv_cpu_moe_combine(&cp) == 0, "with a -1 slot");
+        CHECK(cnt[3] == 2 && off[E] == R - 1 && perm[R - 1] == -1, "dispatch skips the -1 slot (count %d, rows %d, tail %d)", cnt[3], off[E], perm[R - 1]);
+        bool zero = true;
+        for (int d = 0; d < D; d++)
+                zero &= y[1 * D + d] == 0.0f;
+        CHECK(zero, "grouped: the -1 slot's row is zero");
+        CHECK(out[0 * D + 3] == 0.0f && out[0 * D + 0] != 0.0f, "combine: the -1 slot adds nothing");
+        ids[1] = 3;
+
+        /* bad input: an id past the experts, in each op */
+        ids[4] = E;
+        CHECK(dsv_cpu_moe_dispatch(&dp) == -EINVAL, "dispatch: id %d of %d experts is rejected", E, E);
+        CHECK(dsv_cpu_moe_combine(&cp) == -EINVAL, "combine: id out of range is rejected");
+        ids[4] = 2;
+        REQUIRE(dsv_cpu_moe_dispatch(&dp) == 0, "dispatch");
+        ids[4] = E + 5;
+        CHECK(dsv_cpu_moe_grouped(&gp) == -EINVAL, "grouped: id out of range is rejected");
+        ids[4] = 2;
+        /* a dispatch that does not match the ids (a lost or doubled row) is rejected */
+        perm[1] = perm[0];
+        CHECK(dsv_cpu_moe_grouped(&gp) == -EINVAL, "grouped: a perm naming a slot twice is rejected");
+        REQUIRE(dsv_cpu_moe_dispatch(&dp) == 0, "dispatch");
+        off[4] = 99;
+        CHECK(dsv_cpu_moe_grouped(&gp) == -EINVAL, "grouped: offsets that disagree with the counts are rejected");
+        REQUIRE(dsv_cpu_moe_dispatch(&dp) == 0, "dispatch");
+        /* an absent expert (another rank owns it) with a row: -EPROTO, y untouched */
+        const struct dsv_moe_expert keep = tab[3];
+        memset(&tab[3], 0, sizeof(tab[3]));
+        for (int i = 0; i < R * D; i++)
+                y[i] = 7.0f;
+        CHECK(dsv_cpu_moe_grouped(&gp) == -EPROTO, "grouped: a row for an absent expert is -EPROTO");
+        CHECK(y[0] == 7.0f && y[R * D - 1] == 7.0f, "grouped: nothing written when it fails");
+        /* an absent expert with no row is fine */
+        tab[3] = keep;
+        memset(&tab[6], 0, sizeof(tab[6]));
+        CHECK(dsv_cpu_moe_grouped(&gp) == 0, "grouped: an absent expert without rows is fine");
+        /* a weight of another type than the op says, or another shape */
+        gp.weight_type = DSV_BF16;
+        CHECK(dsv_cpu_moe_grouped(&gp) == -EINVAL, "grouped: weights of another type are rejected");
+        gp.weight_type = DSV_F32;
+        gp.inter = I + 1;
+        CHECK(dsv_cpu_moe_grouped(&gp) == -EINVAL, "grouped: weights of another shape are rejected");
+        gp.inter = I;
         free(w1);
         free(w2);
         free(w3);
@@ -875,6 +946,6 @@ int main(void) {
         test_mla_decode_batch();
         test_mla_prefill_batch();
         test_moe_gate();
-        test_moe_experts();
+        test_moe_split();
         return test_result("test-ops");
 }
