@@ -95,6 +95,10 @@ static int parse_float(const char *opt, const char *arg, double lo, double hi, f
         return 0;
 }
 
+/* ep,tp ranks other than 0 with --dump-logits: the head's all-gather pairs up the rows every
+ * rank asks for, so they ask for rank 0's rows (every position) and drop them. */
+static int drop_row(void *ud, int pos, const float *logits, int n_vocab) { return 0; }
+
 /* One rank: its runtime and its generation. Every rank runs the same prompt with the same
  * options (the collectives of the layout pair up); rank 0 alone dumps the logits. */
 struct rank_job {
@@ -424,7 +428,7 @@ int main(int argc, char **argv) {
                 j->ro.tp = n_ranks > 1 && strcmp(layout, "ep,tp") == 0;
                 j->ro.dp = n_ranks > 1 && strcmp(layout, "ep,dp") == 0;
                 j->go = go;
-                j->go.on_logits = i == 0 && df ? dump_row : NULL;
+                j->go.on_logits = !df ? NULL : i == 0 ? dump_row : j->ro.tp ? drop_row : NULL;
                 j->go.ud = i == 0 ? df : NULL;
                 j->prompt = prompt;
                 j->n_prompt = n_prompt;

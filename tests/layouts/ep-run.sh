@@ -8,7 +8,8 @@
 # bad layouts and options are refused with the cause. --parallel ep,tp on 2 and 4 ranks (small:
 # 2, 4 and 8) prints one rank's greedy tokens (faithful, exact, token-by-token decode, the MTP
 # layer drafting), each ep,tp rank reading fewer bytes than the same ep,dp rank; a rank count
-# that does not divide the heads is refused naming both (logit bounds: test-tp-model).
+# that does not divide the heads is refused naming both (logit bounds: test-tp-model); ep,tp
+# --dump-logits writes one rank's rows.
 set -euo pipefail
 : "${top_builddir:?}"
 run="$top_builddir/dsv32-run"
@@ -52,6 +53,19 @@ same_tp() { # name model ranks args...: ep,tp prints the tokens of one rank
         echo "ep,tp $name: $one"
 }
 same_tp faithful "$work/tiny" "2 4" --generate 12
+# ep,tp with --dump-logits: every rank asks for every position's logits (the head's gather
+# pairs up), rank 0 writes one rank's count of rows, close to one rank's values
+"$run" --model "$work/tiny" --tokens $prompt --threads 2 --generate 4 --dump-logits "$work/tp-1.f32" >/dev/null
+for n in 2 4; do
+        "$run" --model "$work/tiny" --tokens $prompt --threads 2 --generate 4 --ranks $n --parallel ep,tp \
+                --dump-logits "$work/tp-$n.f32" >/dev/null || bad "ep,tp --dump-logits on $n ranks failed"
+        "$PYTHON3" - "$work/tp-1.f32" "$work/tp-$n.f32" <<'PY' || bad "ep,tp --dump-logits on $n ranks: other rows than one rank"
+import sys, numpy as np
+a, b = (np.fromfile(f, dtype='<f4') for f in sys.argv[1:3])
+assert a.size > 0 and a.size == b.size, (a.size, b.size)
+assert np.max(np.abs(a - b)) <= 0.05 * max(1.0, float(np.max(np.abs(a)))), float(np.max(np.abs(a - b)))
+PY
+done
 same_tp exact "$work/tiny" "2 4" --generate 12 --numerics exact
 same_tp decode "$work/tiny" "2 4" --generate 6 --decode-one-by-one
 same_tp mtp "$work/tiny-mtp" "2 4" --generate 12 --mtp on --draft 2
