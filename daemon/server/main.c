@@ -5,7 +5,9 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "daemon/cluster/fingerprint.h"
 #include "daemon/cluster/nodes.h"
@@ -262,9 +264,14 @@ int main(int argc, char **argv) {
                          * takes them, the only one that has them unblocked) */
                         pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
                         ret = follow(&cfg, args.nodes);
-                        dsv_nodes_free(args.nodes);
+                        /* The group is over: leave at once, without dsv_nodes_free. Tearing MPI
+                         * down among peers that are leaving or gone (freeing the communicators,
+                         * Open MPI's exit handlers and progress thread) twice crashed a follower
+                         * under heavy load after its last log line (SIGSEGV at address 0, exit
+                         * 139 instead of 0); the kernel releases the sockets and memory. */
                         dsv_config_free(&cfg);
-                        return ret;
+                        fflush(NULL);
+                        _exit(ret);
                 }
         }
         r = dsv_server_new(&cfg, &args, &srv);
