@@ -178,6 +178,13 @@ fail:
 #endif
 }
 
+void dsv_nodes_leave(struct dsv_nodes *n) {
+        if (!n)
+                return;
+        dsv_cluster_free(n->cluster);
+        n->cluster = NULL;
+}
+
 void dsv_nodes_free(struct dsv_nodes *n) {
         if (!n)
                 return;

@@ -264,11 +264,13 @@ int main(int argc, char **argv) {
                          * takes them, the only one that has them unblocked) */
                         pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
                         ret = follow(&cfg, args.nodes);
-                        /* The group is over: leave at once, without dsv_nodes_free. Tearing MPI
-                         * down among peers that are leaving or gone (freeing the communicators,
-                         * Open MPI's exit handlers and progress thread) twice crashed a follower
-                         * under heavy load after its last log line (SIGSEGV at address 0, exit
-                         * 139 instead of 0); the kernel releases the sockets and memory. */
+                        /* The group is over: the bootstrap's thread joined, then leave at once,
+                         * without freeing the MPI communicators. Tearing MPI down among peers
+                         * that are leaving or gone (freeing the communicators, Open MPI's exit
+                         * handlers and progress thread) twice crashed a follower under heavy
+                         * load after its last log line (SIGSEGV at address 0, exit 139 instead
+                         * of 0); the kernel releases the sockets and memory. */
+                        dsv_nodes_leave(args.nodes);
                         dsv_config_free(&cfg);
                         fflush(NULL);
                         _exit(ret);
