@@ -50,8 +50,8 @@ GPU_TESTS = \
 check_PROGRAMS += $(GPU_TESTS) $(GPU_OP_FAMILIES)
 TESTS += $(GPU_TESTS) tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
 	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/test-gpu-daemon-graphs.sh \
-	tests/gpu/test-gpu-ops-census.sh tests/gpu/test-gpu-preset.sh tests/gpu/test-preset-cpu.sh
-EXTRA_DIST += tests/gpu/test-gpu-preset.sh tests/gpu/test-preset-cpu.sh tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
+	tests/gpu/test-gpu-ops-census.sh tests/gpu/test-gpu-preset.sh tests/gpu/test-preset-cpu.sh tests/gpu/test-gpu-ipc.sh
+EXTRA_DIST += tests/gpu/test-gpu-ipc.sh tests/gpu/test-gpu-preset.sh tests/gpu/test-preset-cpu.sh tests/gpu/test-gpu-tools.sh tests/gpu/test-gpu-fit.sh tests/gpu/test-gpu-load-report.sh \
 	tests/gpu/test-gpu-fault.sh tests/gpu/test-gpu-oom.sh tests/gpu/test-gpu-status.sh tests/gpu/daemon.sh \
 	tests/gpu/test-gpu-daemon-graphs.sh tests/gpu/test-gpu-ops-census.sh
 GPU_TEST_LIBS = libdsv32plugin.la libdsv32kernels.la

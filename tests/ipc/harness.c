@@ -89,6 +89,25 @@ void h_init(const char *name, unsigned seconds) {
 
 const char *h_tmpdir(void) { return tmpdir; }
 
+const char *h_backend(void) {
+        const char *b = getenv("DSV32_TEST_BACKEND");
+        return b && *b ? b : NULL;
+}
+
+bool h_want(const char *name) {
+        const char *only = getenv("DSV32_TEST_ONLY");
+        size_t n = strlen(name);
+        if (!only || !*only)
+                return true;
+        for (const char *p = only; *p;) {
+                size_t k = strcspn(p, ",");
+                if (k == n && !strncmp(p, name, n))
+                        return true;
+                p += k + (p[k] == ',');
+        }
+        return false;
+}
+
 const char *h_prog(const char *name) {
         static char buf[8][1024];
         static int k;
@@ -206,6 +225,10 @@ void h_daemon_spawn(struct h_daemon *d, const char *const *extra, const char *co
         argv[k++] = "1";
         argv[k++] = "--config";
         argv[k++] = empty_conf;
+        if (h_backend()) {
+                argv[k++] = "--backend";
+                argv[k++] = h_backend();
+        }
         for (int i = 0; extra && extra[i] && k < 60; i++)
                 argv[k++] = extra[i];
         argv[k] = NULL;
@@ -233,6 +256,15 @@ void h_daemon_spawn(struct h_daemon *d, const char *const *extra, const char *co
                 daemons[n_daemons++] = d;
 }
 
+/* a daemon started for DSV32_TEST_BACKEND must say it serves from it ("Backend cuda: ...") */
+static void check_backend(const struct h_daemon *d) {
+        char want[80];
+        if (!h_backend())
+                return;
+        snprintf(want, sizeof(want), "Backend %s: ", h_backend());
+        CHECK(h_file_contains(d->log, want), "DSV32_TEST_BACKEND=%s: the daemon's log has no \"%s\"", h_backend(), want);
+}
+
 void h_daemon_wait_ready(struct h_daemon *d) {
         uint64_t t0 = h_now_ns();
         for (;;) {
@@ -248,8 +280,10 @@ void h_daemon_wait_ready(struct h_daemon *d) {
                         struct dsv32_stats s;
                         int r = dsv32_stats(c, &s);
                         dsv32_disconnect(c);
-                        if (r == 0 && s.state == DSV32_STATE_READY)
+                        if (r == 0 && s.state == DSV32_STATE_READY) {
+                                check_backend(d);
                                 return;
+                        }
                 }
                 /* generous: a loaded 2-core machine (a sanitizer build, a niced run beside
                  * others) has taken over 20 s to load the tiny model */

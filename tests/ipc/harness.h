@@ -1,7 +1,14 @@
 /* Test harness for the daemon tests: a private temporary directory, the tiny model made by
  * dsv32-mkmodel, dsv32d started on a socket inside that directory, and cleanup that runs
  * even when a test fails (atexit, a SIGALRM watchdog, and PR_SET_PDEATHSIG in the daemon so
- * that it dies with the test). Every check prints what it expected and what it found. */
+ * that it dies with the test). Every check prints what it expected and what it found.
+ *
+ * DSV32_TEST_BACKEND=NAME (e.g. cuda: the emulated plugin of a --with-cuda=emulate build, found
+ * through DSV32_BACKEND_PATH) starts every daemon with --backend NAME and fails a daemon whose
+ * log does not say it serves from that backend; the references (dsv32-run) stay on the CPU, so
+ * the same tests prove the backend serves the CPU's outputs (tests/gpu/test-gpu-ipc.sh).
+ * DSV32_TEST_ONLY=a,b runs only the named parts of a test (h_want), so a slow backend runs the
+ * parts that matter for it. */
 #pragma once
 
 #include <stdbool.h>
@@ -24,6 +31,20 @@ void h_init(const char *name, unsigned seconds);
 const char *h_tmpdir(void);
 /* Builds the tiny model once in the temporary directory; returns its path. */
 const char *h_model(void);
+/* The backend every daemon is started with (DSV32_TEST_BACKEND), NULL for the default. */
+const char *h_backend(void);
+/* Whether part `name` of the test runs: DSV32_TEST_ONLY unset, or a comma-separated list that
+ * names it. */
+bool h_want(const char *name);
+/* Runs part fn() of a test when h_want("fn") and says how long it took. */
+#define H_PART(fn)                                                                                                     \
+        do {                                                                                                           \
+                if (h_want(#fn)) {                                                                                     \
+                        uint64_t h_t0_ = h_now_ns();                                                                   \
+                        fn();                                                                                          \
+                        fprintf(stderr, "[%s: %.1f s]\n", #fn, (double)(h_now_ns() - h_t0_) / 1e9);                   \
+                }                                                                                                      \
+        } while (0)
 /* Path of a program in the build tree ("dsv32d", "dsv32-run", "dsv32"). */
 const char *h_prog(const char *name);
 /* Starts dsv32d on the tiny model with extra arguments (NULL-terminated), a fresh socket

@@ -654,15 +654,15 @@ int main(void) {
         static const char *const args[] = {"--max-prompt-bytes", "1024", "--max-tokens-limit", "5000", NULL};
         h_init("generate", 600);
         h_daemon_start(&d, args, NULL);
-        test_concurrent();
-        test_seeds();
-        test_async_cancel();
-        test_errors();
-        test_text();
-        test_stop_strings();
-        test_penalties();
-        test_long_text();
-        test_backpressure();
+        H_PART(test_concurrent);
+        H_PART(test_seeds);
+        H_PART(test_async_cancel);
+        H_PART(test_errors);
+        H_PART(test_text);
+        H_PART(test_stop_strings);
+        H_PART(test_penalties);
+        H_PART(test_long_text);
+        H_PART(test_backpressure);
         CHECK(h_daemon_stop(&d, 10) == 0, "dsv32d did not exit 0 on SIGTERM");
         return 0;
 }

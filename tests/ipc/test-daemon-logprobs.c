@@ -519,12 +519,12 @@ static void test_cli(void) {
 int main(void) {
         h_init("logprobs", 600);
         h_daemon_start(&d, NULL, NULL);
-        test_reference();
-        test_raw_refusal();
-        test_batched();
-        test_stop_string();
-        test_cli();
-        test_mtp();
+        H_PART(test_reference);
+        H_PART(test_raw_refusal);
+        H_PART(test_batched);
+        H_PART(test_stop_string);
+        H_PART(test_cli);
+        H_PART(test_mtp);
         CHECK(h_daemon_stop(&d, 10) == 0, "dsv32d did not exit 0 on SIGTERM");
         return test_failures ? 1 : 0;
 }
