@@ -293,6 +293,7 @@ void sessions_op(struct dsv_core *c, struct request *r) {
                         row->n_tokens = (uint32_t)session_seq(x)->len;
                         row->n_pages = (uint32_t)session_seq(x)->n_pages;
                         row->idle_ms = x->busy ? 0 : (now - x->last_used_ns) / 1000000;
+                        row->rank = c->n_kv > 1 ? x->rank : -1;
                 }
                 break;
         }
