@@ -9,7 +9,11 @@
 # concurrent clients ran on more than one rank, dsv32 status lists every rank's pages and
 # shows two concurrent generations' pages on two ranks,
 # both of session talk's requests ran on one rank and the restored one on the rank its
-# pages went to (the log names the rank of each request). The start log names each rank's
+# pages went to (the log names the rank of each request); after a restart the Loaded line
+# lists each rank's pool with the restored sessions' pages that dsv32 session list places
+# there. dsv32-openai's /metrics gives each rank's pool under a rank label. A session whose
+# rank is full (pinned sessions) moves to the rank with room, with the same output as one
+# rank. The start log names each rank's
 # experts and weight bytes. A fault injected in one rank's pass (DSV32_TEST_RANK_FAULT=RANK:PASS, tests only)
 # gives the client an ERROR naming it and dsv32d exits non-zero within 20 s. Bad settings
 # are refused at start with the cause. Speculative decoding (mtp = on) through 2 and 4 ranks
@@ -228,6 +232,45 @@ assert v[("dsv32_kv_pages", None)] == 3 * pages
 PY
         stop || bad "metrics: dsv32d exit status $? after SIGTERM"
 fi
+# a session moves when its rank is full: 2 ranks of P pages each (--kv-cache-mb 1). Session a
+# (2 pages) goes to rank 0, b (5 pages) to rank 1, c (P - 5 pages, pinned) to rank 0, whose
+# P - 2 pages available beat rank 1's P - 5: rank 0 has 3 pages left. a's next turn needs 7:
+# it moves to rank 1 with its pages (logged; dsv32 session list shows it there), reuses its
+# history, and every output is one rank's with room for everything (--kv-cache-mb 3)
+moving() { # name ranks kv-cache-mb
+        local name=$1 n=$2 s="$work/$1.sock" c=$(((p_move - 6) * 64 + 10)) # c: P - 5 pages with its output
+        start "$name" "$work/tiny" --ranks "$n" $([ "$n" -gt 1 ] && echo --parallel ep,dp) --kv-cache-mb "$3" || return 0
+        gen() { "$cli" --socket "$s" generate --ids "$@"; }
+        { gen --max-tokens 4 --session a --tokens "$(seq -s, 1 100)" &&
+                gen --max-tokens 4 --session b --tokens "$(seq -s, 1001 1300)" &&
+                gen --max-tokens 4 --session c --tokens "$(seq -s, 2001 $((2000 + c)))" &&
+                "$cli" --socket "$s" session pin c >/dev/null &&
+                gen --max-tokens 8 --session a --tokens "$(seq -s, 1 100),$(seq -s, 3001 3300)"; } >"$work/$name.out" ||
+                bad "$name: a client failed: $(tail -5 "$work/$name.log")"
+        if [ "$n" -gt 1 ]; then
+                grep -q "Session 'a' of uid [0-9]* moves from rank 0 to rank 1: its request [0-9]* needs 5 more KV pages, rank 0 can give 3" \
+                        "$work/$name.log" || bad "$name: session a did not move: $(grep -E 'runs on rank|moves' "$work/$name.log")"
+                grep -q "runs on rank 1 with session 'a' (100 of its 400 prompt tokens cached there)" "$work/$name.log" ||
+                        bad "$name: session a's second turn did not run from its moved pages: $(grep 'runs on rank' "$work/$name.log")"
+                "$cli" --socket "$s" session list | grep -Eq "^a +[0-9]+ +7 +1 " ||
+                        bad "$name: dsv32 session list does not show a's 7 pages on rank 1: $("$cli" --socket "$s" session list)"
+                echo "$name: $(grep -o "Session 'a' of uid [0-9]* moves.*" "$work/$name.log")"
+        else
+                grep -q "moves from rank" "$work/$name.log" && bad "$name: a session moved with one rank"
+        fi
+        stop || bad "$name: dsv32d exit status $? after SIGTERM"
+}
+start probe "$work/tiny" --ranks 2 --parallel ep,dp --kv-cache-mb 1 &&
+        p_move=$(sed -n 's/.*KV cache \([0-9]*\) pages of [0-9]* tokens.*/\1/p' "$work/probe.log" | head -1) && stop
+[ "${p_move:-0}" -ge 12 ] || bad "--kv-cache-mb 1 gives ${p_move:-?} pages per rank: the move test needs 12 (raise it)"
+moving move-1 1 3
+moving move-2 2 1
+if [ -s "$work/move-1.out" ] && cmp -s "$work/move-1.out" "$work/move-2.out"; then
+        echo "a session moved to the rank with room: the same $(tr , ' ' <"$work/move-1.out" | wc -w) tokens as one rank"
+else
+        bad "a moved session: $(diff "$work/move-1.out" "$work/move-2.out" | head -20)"
+fi
+
 if [ "${DSV32_RANKS_SMALL:-0}" != 0 ]; then
         "$top_builddir/dsv32-mkmodel" --preset small --seed 5 --out "$work/small" >/dev/null
         check_model small "$work/small"
