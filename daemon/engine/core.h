@@ -323,7 +323,8 @@ void sched_serve(struct dsv_core *c, uid_t uid, double tokens);
 /* Builds the step's batch into c->b_*; the number of tokens (0: nothing to run). */
 int sched_build(struct dsv_core *c);
 /* The data-parallel rank a waiting request r (holding no pages) runs on: its session's when
- * the session has one; else, of the ranks whose pool can hold its prompt now (all of them
+ * the session has one (admission may then move the session to another rank when that one is
+ * full: sessions_move); else, of the ranks whose pool can hold its prompt now (all of them
  * when none can), the one whose prefix cache gives the longest reuse, then the one running
  * the fewest sequences, then the fewest tokens, then the one with the most pages available,
  * then the first from place_next on (equals take turns). 0 with one pool. */

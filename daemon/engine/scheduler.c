@@ -270,9 +270,10 @@ static int move_target(const struct dsv_core *c, const struct request *r, int to
  * negative: the request failed. It is placed on a rank (sched_place); its session's history
  * and then the prefix cache provide what they can; only the rest gets prefilled. A request
  * on a session whose rank cannot give the pages it needs without preempting anyone (pinned
- * sessions or running requests fill it) moves there with its session when another rank can
- * (sessions_move): the session's pages are copied, so nothing is recomputed and the output
- * is the same; when no rank can, it makes room on its own rank as any request does. */
+ * sessions or running requests fill it) moves, with its session, to another rank that can
+ * (move_target, sessions_move): the session's pages are copied, so nothing is recomputed and
+ * the output is the same; when no rank can, it makes room on its own rank as any request
+ * does (preempting, waiting, or failing when pinned sessions hold the pool). */
 static int admit(struct dsv_core *c, struct request *r, int running) {
         struct session *s = r->sess;
         const int pt = (int)c->p.kv_page_tokens;
