@@ -655,7 +655,9 @@ static int listed_rank(struct dsv_core *c, const char *name) {
  * its history is reused (cached tokens), the output is the greedy one, and SESSION_LIST
  * gives the new rank. Then fill's next turn needs more than rs has while every other rank is
  * full too (pages held outside the core, as pinned sessions hold them): no move, the old
- * behaviour (the request fails naming the pinned sessions) and fill stays on rs. */
+ * behaviour (the request fails naming the pinned sessions) and fill stays on rs. Last, a
+ * running request fills a session's rank (before, the session's request waited for it): the
+ * session moves and runs at once. */
 static void moves(struct dsv_core *c, struct dsv_kv_pool **kv, int n_pools) {
         struct client cl_close = {0}, a = {0}, b = {0}, f = {0}, g = {0}, lc[3] = {{0}}, pin = {0};
         const size_t pb = kv[0]->page_bytes;
@@ -763,6 +765,51 @@ static void moves(struct dsv_core *c, struct dsv_kv_pool **kv, int n_pools) {
         run_to_end(c, &g, 192);
         CHECK(g.n_done == 1 && g.n_ids == 4 && !memcmp(g.ids, want, sizeof(want)), "fill's turn: %d tokens, '%s'", g.n_ids,
               g.error);
+
+        /* a running request fills the rank (before, the session's request waited for it to
+         * end): session w (2 pages, idle) on rank ra; L, with w's first page from the prefix
+         * cache, joins it there and runs long, 7 of ra's 8 pages in use; w's next turn needs 5
+         * pages and ra can give 1: w moves (its first page, which L shares, stays for L) and
+         * runs at once, from its history, while L still runs on ra */
+        {
+                struct client w1 = {0}, w2 = {0}, l = {0}, x = {0};
+                int32_t pw[100], pw2[300], pl[330];
+                int ra, rw;
+                REQUIRE(dsv_core_add(c, sess_op(&x, 193, DSV_REQUEST_SESSION_CLOSE, "mv", 0), 0, NULL) == 0 &&
+                                dsv_core_add(c, sess_op(&x, 194, DSV_REQUEST_SESSION_CLOSE, "fill", 0), 0, NULL) == 0,
+                        "close");
+                run(c, 5);
+                for (int k = 0; k < n_pools; k++)
+                        REQUIRE(dsv_kv_pool_in_use(kv[k]) == 0, "rank %d: %d pages in use", k, dsv_kv_pool_in_use(kv[k]));
+                c->tun.prefix_cache = true;
+                prompt_of(pw, 100, 195);
+                memcpy(pw2, pw, sizeof(pw));
+                prompt_of(pw2 + 100, 200, 196);
+                memcpy(pl, pw, 66 * sizeof(int32_t));
+                prompt_of(pl + 66, 330 - 66, 197);
+                REQUIRE(dsv_core_add(c, sess_gen(&w1, 195, pw, 100, 2, "w"), 0, NULL) == 0, "add");
+                ra = placed(c, 195);
+                run_to_end(c, &w1, 195);
+                REQUIRE(dsv_core_add(c, gen(&l, 196, pl, 330, 150), 0, NULL) == 0, "add");
+                CHECK(placed(c, 196) == ra, "L, with w's first page cached there, not on rank %d", ra);
+                dsv_core_step(c);
+                CHECK(dsv_kv_pool_in_use(kv[ra]) == 7, "rank %d: %d pages in use, not 7", ra, dsv_kv_pool_in_use(kv[ra]));
+                expect(pw2, 300, 4, want);
+                REQUIRE(dsv_core_add(c, sess_gen(&w2, 197, pw2, 300, 4, "w"), 0, NULL) == 0, "add");
+                rw = placed(c, 197);
+                CHECK(rw != ra && req_of(c, 196) && req_of(c, 196)->state == REQ_RUNNING,
+                      "w's turn on rank %d (L's %d) while L runs: %d", rw, ra, req_of(c, 196) != NULL);
+                CHECK(session_of(c, "w") && session_of(c, "w")->rank == rw, "session w not on rank %d", rw);
+                CHECK(dsv_kv_pool_in_use(kv[ra]) == 6, "rank %d after w moved: %d in use, not L's 6", ra,
+                      dsv_kv_pool_in_use(kv[ra]));
+                run_to_end(c, &w2, 197);
+                CHECK(w2.n_done == 1 && w2.last.done.cached_tokens == 100 && w2.n_ids == 4 && !memcmp(w2.ids, want, sizeof(want)),
+                      "w's moved turn: cached %u, %d tokens, '%s'", w2.last.done.cached_tokens, w2.n_ids, w2.error);
+                dsv_core_cancel(c, &l, 196);
+                run(c, 20);
+                CHECK(dsv_core_idle(c), "not idle");
+                c->tun.prefix_cache = false;
+        }
         free(pat);
         free(got);
 }
