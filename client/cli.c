@@ -98,6 +98,7 @@ static const struct {
          "                          Sessions close after an idle timeout; with a state directory\n"
          "                          dsv32d keeps them across restarts\n"
          "  session list [--json]   your sessions: tokens, KV pages, pinned/busy, idle time\n"
+         "                          (and the rank holding each, with data-parallel attention)\n"
          "  session save            write your sessions (root: all) to dsv32d's state directory now\n"},
         {"tokenize",
          "  tokenize [TEXT...]      print the token ids of TEXT (or stdin)\n"
@@ -1062,21 +1063,32 @@ static int session_list(dsv32_client *c) {
         }
         if (!cli.json && r == 0)
                 cli_printf("no sessions\n");
+        /* a RANK column when the daemon runs attention data-parallel (a session's rank is known) */
+        bool ranks = false;
+        for (int i = 0; i < r; i++)
+                ranks |= v[i].rank >= 0;
         for (int i = 0; i < r; i++) {
-                char path[512];
+                char path[512], rank[16] = "-";
                 bool transcript = cli_transcript_path(v[i].name, path, sizeof(path)) == 0 && access(path, F_OK) == 0;
                 if (cli.json) {
-                        cli_json_emit(json_pack("{s:s, s:o, s:I, s:I, s:b, s:b, s:I, s:b}", "event", "session", "name",
-                                                cli_json_text(v[i].name, strlen(v[i].name)), "tokens", (json_int_t)v[i].n_tokens,
-                                                "kv_pages", (json_int_t)v[i].n_pages, "pinned",
-                                                (v[i].flags & DSV32_SESSION_PINNED) != 0, "busy",
-                                                (v[i].flags & DSV32_SESSION_BUSY) != 0, "idle_ms", (json_int_t)v[i].idle_ms,
-                                                "chat_transcript", transcript));
+                        json_t *o = json_pack("{s:s, s:o, s:I, s:I, s:b, s:b, s:I, s:b}", "event", "session", "name",
+                                              cli_json_text(v[i].name, strlen(v[i].name)), "tokens", (json_int_t)v[i].n_tokens,
+                                              "kv_pages", (json_int_t)v[i].n_pages, "pinned",
+                                              (v[i].flags & DSV32_SESSION_PINNED) != 0, "busy",
+                                              (v[i].flags & DSV32_SESSION_BUSY) != 0, "idle_ms", (json_int_t)v[i].idle_ms,
+                                              "chat_transcript", transcript);
+                        if (o && v[i].rank >= 0)
+                                json_object_set_new(o, "rank", json_integer(v[i].rank));
+                        cli_json_emit(o);
                         continue;
                 }
+                if (v[i].rank >= 0)
+                        snprintf(rank, sizeof(rank), "%d", v[i].rank);
                 if (i == 0)
-                        cli_printf("%-24s %8s %8s %10s  %s\n", "SESSION", "TOKENS", "KV PAGES", "IDLE", "");
-                cli_printf("%-24s %8u %8u %9.1fs  %s%s%s\n", v[i].name, v[i].n_tokens, v[i].n_pages, v[i].idle_ms / 1e3,
+                        cli_printf("%-24s %8s %8s %s%10s  %s\n", "SESSION", "TOKENS", "KV PAGES", ranks ? "    RANK" : "", "IDLE",
+                                   "");
+                cli_printf("%-24s %8u %8u %*s%s%9.1fs  %s%s%s\n", v[i].name, v[i].n_tokens, v[i].n_pages, ranks ? 8 : 0,
+                           ranks ? rank : "", ranks ? " " : "", v[i].idle_ms / 1e3,
                            v[i].flags & DSV32_SESSION_PINNED ? "pinned " : "", v[i].flags & DSV32_SESSION_BUSY ? "busy " : "",
                            transcript ? "chat transcript" : "");
         }

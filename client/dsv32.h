@@ -408,6 +408,10 @@ struct dsv32_session_entry {
         uint32_t n_tokens; /* tokens whose KV cache it holds */
         uint32_t n_pages;  /* KV-cache pages it holds (0 once evicted) */
         uint64_t idle_ms;  /* since its last use (0 while busy) */
+        /* Under data-parallel attention (dsv32d --ranks N --parallel ep,dp) the rank whose KV pool
+         * holds it (it runs there, and moves only when that pool is full); -1 when the daemon
+         * keeps one pool, before its first request was placed, and from older daemons. */
+        int32_t rank;
 };
 /* The caller's sessions, least recently used first: up to max entries into entries;
  * *ret_total (may be NULL) gets how many there are (call with max 0 to count them).

@@ -1509,6 +1509,7 @@ API int dsv32_session_list_sized(dsv32_client *c, struct dsv32_session_entry *en
                         .n_tokens = l->rows[i].n_tokens,
                         .n_pages = l->rows[i].n_pages,
                         .idle_ms = l->rows[i].idle_ms,
+                        .rank = l->rows[i].has_rank ? (int32_t)l->rows[i].rank : -1,
                 };
                 snprintf(e.name, sizeof(e.name), "%s", l->rows[i].name);
                 copy_out((uint8_t *)entries + i * entry_size, entry_size, &e, sizeof(e));

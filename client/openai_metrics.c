@@ -1,12 +1,14 @@
 /* openai_metrics.c: GET /metrics of dsv32-openai in the Prometheus text format (version
  * 0.0.4): the daemon's STATS as dsv32_* series (requests, tokens, KV-cache pages, sessions,
- * reused prompt tokens and the cache hit ratio, throughput) and the gateway's own counters
+ * reused prompt tokens and the cache hit ratio, throughput; under data-parallel attention each
+ * rank's KV pool as dsv32_rank_kv_pages_* with a rank label) and the gateway's own counters
  * (dsv32_openai_*: HTTP responses by status, time to first token and time per output token
  * of streamed generations as histograms). */
 #include "config.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -94,6 +96,36 @@ static int hist_put(struct oai_buf *b, const char *name, const char *help, const
         return ret;
 }
 
+/* Data-parallel attention (dsv32d --parallel ep,dp): each rank's own KV pool, one sample a
+ * rank under its own names (the totals above stay unlabelled, so a sum over these is theirs
+ * and nothing is counted twice). Nothing when the daemon keeps one pool. */
+static int rank_series(struct oai_buf *b, const struct dsv32_stats *s) {
+        const struct {
+                const char *name, *help;
+                size_t off;
+        } v[] = {
+                {"dsv32_rank_kv_pages_used", "KV-cache pages held by sequences in each data-parallel rank's pool.",
+                 offsetof(struct dsv32_rank_pages, used)},
+                {"dsv32_rank_kv_pages_free", "Free KV-cache pages in each data-parallel rank's pool.",
+                 offsetof(struct dsv32_rank_pages, free)},
+                {"dsv32_rank_kv_pages_cached", "KV-cache pages each data-parallel rank's pool keeps for the prefix cache.",
+                 offsetof(struct dsv32_rank_pages, cached)},
+        };
+        const uint32_t n = s->rank_pools < DSV32_STATS_RANKS_MAX ? s->rank_pools : DSV32_STATS_RANKS_MAX;
+        int ret = 0;
+        if (n == 0)
+                return 0;
+        for (size_t i = 0; ret >= 0 && i < sizeof(v) / sizeof(v[0]); i++) {
+                ret = put(b, "# HELP %s %s\n# TYPE %s gauge\n", v[i].name, v[i].help, v[i].name);
+                for (uint32_t k = 0; ret >= 0 && k < n; k++) {
+                        uint32_t x;
+                        memcpy(&x, (const char *)&s->rank_pages[k] + v[i].off, sizeof(x));
+                        ret = put(b, "%s{rank=\"%u\"} %u\n", v[i].name, k, x);
+                }
+        }
+        return ret;
+}
+
 static int daemon_series(struct oai_buf *b, const struct dsv32_stats *s) {
         static const char *states[] = {"loading", "ready", "draining", "failed"};
         int ret = put(b, "# HELP dsv32_state The daemon's state (1 for the current one).\n# TYPE dsv32_state gauge\n");
@@ -127,6 +159,8 @@ static int daemon_series(struct oai_buf *b, const struct dsv32_stats *s) {
                 {"dsv32_decode_tokens_per_second", "gauge", "Recent decode throughput.", s->decode_tokens_per_s},
                 {"dsv32_kv_pages", "gauge", "KV-cache pages in the pool.", (double)s->kv_pages_total},
                 {"dsv32_kv_pages_used", "gauge", "KV-cache pages in use.", (double)s->kv_pages_used},
+                {"dsv32_kv_pages_cached", "gauge", "KV-cache pages no request holds, kept for the prefix cache.",
+                 (double)s->kv_pages_cached},
                 {"dsv32_kv_page_tokens", "gauge", "Tokens per KV-cache page.", (double)s->kv_page_tokens},
                 {"dsv32_sessions", "gauge", "Open KV-cache sessions.", s->sessions},
                 {"dsv32_sessions_pinned", "gauge", "Pinned sessions.", s->sessions_pinned},
@@ -137,6 +171,8 @@ static int daemon_series(struct oai_buf *b, const struct dsv32_stats *s) {
         };
         for (size_t i = 0; ret >= 0 && i < sizeof(v) / sizeof(v[0]); i++)
                 ret = series(b, v[i].name, v[i].type, v[i].help, v[i].v);
+        if (ret >= 0)
+                ret = rank_series(b, s);
         return ret;
 }
 

@@ -365,6 +365,42 @@ int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
         return 0;
 }
 
+int dsv_kv_seq_move(struct dsv_kv_pool *from, struct dsv_kv_pool *to, struct dsv_kv_seq *s) {
+        const int pt = from->layout.page_tokens;
+        struct dsv_kv_seq n = {0};
+        void *tmp = NULL;
+        int r = 0;
+        if (from == to || to->page_bytes != from->page_bytes || to->layout.format != from->layout.format ||
+            to->layout.n_layers != from->layout.n_layers || to->layout.page_tokens != pt ||
+            to->layout.layer_page_bytes != from->layout.layer_page_bytes)
+                return -EINVAL;
+        if (s->n_pages == 0)
+                return 0;
+        if (s->n_pages > dsv_kv_pool_available(to))
+                return -ENOSPC;
+        if (!(tmp = malloc(from->page_bytes)))
+                return -ENOMEM;
+        if ((r = dsv_kv_seq_reserve(to, &n, s->n_pages * pt)) < 0)
+                goto fail;
+        for (int i = 0; i < s->n_pages; i++) {
+                r = from->be->ops->download(from->be, tmp, (const uint8_t *)from->base + (size_t)s->pages[i] * from->page_bytes,
+                                            from->page_bytes);
+                if (r < 0 || (r = dsv_kv_page_upload(to, n.pages[i], tmp)) < 0)
+                        goto fail;
+        }
+        free(tmp);
+        n.len = s->len;
+        n.mtp_len = s->mtp_len;
+        n.rank = s->rank;
+        dsv_kv_seq_release(from, s);
+        *s = n;
+        return 0;
+fail:
+        dsv_kv_seq_release(to, &n);
+        free(tmp);
+        return r;
+}
+
 void dsv_kv_seq_release(struct dsv_kv_pool *p, struct dsv_kv_seq *s) {
         for (int i = s->n_pages - 1; i >= 0; i--)
                 page_put(p, s->pages[i]);

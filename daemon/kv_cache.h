@@ -126,6 +126,15 @@ int dsv_kv_page_copy(struct dsv_kv_pool *p, int32_t dst, int32_t src);
 void dsv_kv_page_ref(struct dsv_kv_pool *p, int32_t page);
 void dsv_kv_page_unref(struct dsv_kv_pool *p, int32_t page);
 
+/* Moves seq's pages from pool `from` into pool `to` (another pool of the same geometry; else
+ * -EINVAL): as many new pages of `to` get the bytes of the old ones, every layer's MLA record
+ * and indexer key (and the MTP layer's records), through the backends (downloaded from
+ * `from`, uploaded into `to` and its mirrors), then the old pages are released (registered
+ * ones stay cached in `from`; a page another holder shares stays with it). len, mtp_len and
+ * rank are kept (the caller says which rank `to` is); the new pages are not registered.
+ * -ENOSPC when `to` has not seq->n_pages pages available, -ENOMEM, or the backend's error:
+ * then nothing changed. */
+int dsv_kv_seq_move(struct dsv_kv_pool *from, struct dsv_kv_pool *to, struct dsv_kv_seq *seq);
 /* Releases all of seq's pages (registered ones stay cached when nobody holds them). */
 void dsv_kv_seq_release(struct dsv_kv_pool *pool, struct dsv_kv_seq *seq);
 

@@ -571,7 +571,9 @@ int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out) {
                                 return -EINVAL;
                         msgpack_pack_array(&pk, cnt);
                         for (uint32_t j = 0; j < cnt; j++) {
-                                msgpack_pack_map(&pk, 5);
+                                if (row[j].has_rank && row[j].rank >= DSV_MAX_RANKS)
+                                        return -EINVAL;
+                                msgpack_pack_map(&pk, row[j].has_rank ? 6 : 5);
                                 msgpack_pack_uint8(&pk, 0);
                                 pack_str(&pk, row[j].name, strnlen(row[j].name, DSV_NAME_MAX));
                                 msgpack_pack_uint8(&pk, 1);
@@ -582,6 +584,10 @@ int dsv_msg_encode(const struct dsv_msg *m, struct dsv_wbuf *out) {
                                 msgpack_pack_uint32(&pk, row[j].n_pages);
                                 msgpack_pack_uint8(&pk, 4);
                                 msgpack_pack_uint64(&pk, row[j].idle_ms);
+                                if (row[j].has_rank) {
+                                        msgpack_pack_uint8(&pk, 5);
+                                        msgpack_pack_uint32(&pk, row[j].rank);
+                                }
                         }
                         break;
                 }
@@ -897,7 +903,7 @@ static int decode_chat(const msgpack_object *o, const struct field *f, msgpack_z
         return 0;
 }
 
-/* SESSION_LIST_REPLY rows: maps {0 name (R), 1 flags, 2 n_tokens, 3 n_pages, 4 idle_ms}. */
+/* SESSION_LIST_REPLY rows: maps {0 name (R), 1 flags, 2 n_tokens, 3 n_pages, 4 idle_ms, 5 rank}. */
 static int decode_sessions(const msgpack_object *o, const struct field *f, msgpack_zone *z, void *s, char *why,
                            size_t wn) {
         struct dsv_session_row *out;
@@ -923,7 +929,7 @@ static int decode_sessions(const msgpack_object *o, const struct field *f, msgpa
                         if (key >= 128)
                                 return why_set(why, wn, -EOPNOTSUPP, "%s[%u] has unknown required field %u", f->name, j,
                                                (unsigned)key);
-                        if (key > 4)
+                        if (key > 5)
                                 continue;
                         if (seen & (1u << key))
                                 return why_set(why, wn, -EPROTO, "%s[%u] repeats key %u", f->name, j, (unsigned)key);
@@ -944,6 +950,12 @@ static int decode_sessions(const msgpack_object *o, const struct field *f, msgpa
                                 out[j].n_tokens = (uint32_t)u;
                         } else if (key == 3) {
                                 out[j].n_pages = (uint32_t)u;
+                        } else if (key == 5) {
+                                if (u >= DSV_MAX_RANKS)
+                                        return why_set(why, wn, -EPROTO, "%s[%u].rank must be below %u", f->name, j,
+                                                       DSV_MAX_RANKS);
+                                out[j].has_rank = true;
+                                out[j].rank = (uint32_t)u;
                         } else {
                                 out[j].idle_ms = u;
                         }

@@ -48,7 +48,8 @@ enum dsv_msg_type {
 #define DSV_MODEL_NAME_MAX 255
 #define DSV_ERROR_MESSAGE_MAX 1024
 #define DSV_MAX_TOKENS_ARRAY (1u << 21)
-#define DSV_MAX_RANK_PAGES (3u * 256u) /* STATS_REPLY key 64: three numbers for each of at most 256 ranks */
+#define DSV_MAX_RANKS 256u /* ranks of one dsv32d (--ranks); SESSION_LIST_REPLY rows' rank is below it */
+#define DSV_MAX_RANK_PAGES (3u * DSV_MAX_RANKS) /* STATS_REPLY key 64: three numbers for each of at most 256 ranks */
 #define DSV_MAX_STOP_TOKENS 64
 #define DSV_MAX_STOP_STRINGS 8       /* GENERATE.stop_strings entries */
 #define DSV_MAX_STOP_STRING_BYTES 64 /* bytes of one stop string (at least 1) */
@@ -280,6 +281,10 @@ struct dsv_session_row { /* SESSION_LIST_REPLY */
         uint32_t flags; /* DSV_SESSION_PINNED, DSV_SESSION_BUSY, DSV_SESSION_PRIVATE_ROW */
         uint32_t n_tokens, n_pages;
         uint64_t idle_ms;
+        /* key 5: the data-parallel rank whose KV pool holds it (< DSV_MAX_RANKS); has_rank false:
+         * left out (one pool, or not placed yet) */
+        bool has_rank;
+        uint32_t rank;
 };
 #define DSV_SESSION_PRIVATE_ROW 0x8u /* SESSION_LIST_REPLY: opened with DSV_SESSION_OPEN_PRIVATE */
 

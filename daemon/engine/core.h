@@ -294,6 +294,12 @@ void sessions_evict(struct dsv_core *c, int rank, int need);
 /* the prefix of r's prompt its session holds: cut the session's sequence back to it and hand
  * it to r */
 void sessions_take_prefix(struct dsv_core *c, struct request *r);
+/* r (waiting, holding its session's sequence from sessions_take_prefix) and its session move
+ * to rank `to`: the sequence's pages are copied into to's pool and freed in the old one
+ * (dsv_kv_seq_move), the session's rank becomes `to` (for life, until it moves again), with a
+ * log line saying why (the old rank had `avail` pages to give, `need` were needed). 0, or the
+ * move's error (then nothing changed). */
+int sessions_move(struct dsv_core *c, struct request *r, int to, int need, int64_t avail);
 void sessions_publish(struct dsv_core *c);
 /* Writes the sessions (of uid, or all when uid is (uid_t)-1) that changed since their last
  * snapshot (all of them when !only_dirty); returns how many were queued. */
@@ -317,7 +323,8 @@ void sched_serve(struct dsv_core *c, uid_t uid, double tokens);
 /* Builds the step's batch into c->b_*; the number of tokens (0: nothing to run). */
 int sched_build(struct dsv_core *c);
 /* The data-parallel rank a waiting request r (holding no pages) runs on: its session's when
- * the session has one; else, of the ranks whose pool can hold its prompt now (all of them
+ * the session has one (admission may then move the session to another rank when that one is
+ * full: sessions_move); else, of the ranks whose pool can hold its prompt now (all of them
  * when none can), the one whose prefix cache gives the longest reuse, then the one running
  * the fewest sequences, then the fewest tokens, then the one with the most pages available,
  * then the first from place_next on (equals take turns). 0 with one pool. */

@@ -734,20 +734,29 @@ static int load(struct dsv_engine *e) {
         }
         {
                 const struct dsv_load_stats *ls = dsv_model_load_stats(e->rt->model);
-                char dev[160] = "";
+                char dev[160] = "", pools[4096] = "";
+                size_t off = 0;
+                /* data-parallel attention: each rank's own pool, after the restored sessions took
+                 * their pages */
+                for (int r = 0; e->n_pools > 1 && r < e->n_pools && off < sizeof(pools); r++) {
+                        const struct dsv_kv_pool *kv = e->pools[r];
+                        off += (size_t)snprintf(pools + off, sizeof(pools) - off, "%s rank %d %d/%d/%d",
+                                                r ? "," : " in each rank's own pool (used/free/cached pages):", r,
+                                                dsv_kv_pool_in_use(kv), kv->n_free, kv->n_cached);
+                }
                 if (!e->rt->be->host_memory)
                         snprintf(dev, sizeof(dev), ", %llu bytes into %s memory at %.2f GB/s",
                                  (unsigned long long)ls->bytes_uploaded, e->rt->be->ops->name,
                                  gbs(ls->bytes_uploaded, ls->upload_ns));
                 log_info("Loaded %s: %llu tensor bytes (%.1f MB) in %.2f s (%s): %llu bytes read from disk at %.2f GB/s%s; "
-                         "KV cache %d pages of %d tokens (%llu bytes/token)",
+                         "KV cache %d pages of %d tokens (%llu bytes/token)%s",
                          e->model_dir, (unsigned long long)ls->bytes_tensors, ls->bytes_tensors / 1e6, ls->elapsed_ns / 1e9,
                          dsv_checkpoint_is_preset(dsv_model_get_checkpoint(e->rt->model)) ? "made by the backend's fill_random op"
                          : ls->uring                                                     ? "io_uring"
                                                                                          : "pread",
                          (unsigned long long)ls->bytes_read,
                          gbs(ls->bytes_read, ls->elapsed_ns), dev, e->rt->kv->n_pages, DSV_KV_PAGE_TOKENS,
-                         (unsigned long long)e->rt->kv_bytes_per_token);
+                         (unsigned long long)e->rt->kv_bytes_per_token, pools);
         }
         return 0;
 }

@@ -238,6 +238,7 @@ struct dsv_engine_session_row {
         uint32_t flags; /* DSV_ENGINE_SESSION_PINNED, _BUSY, _PRIVATE */
         uint32_t n_tokens, n_pages;
         uint64_t idle_ms; /* since its last use (0 while busy) */
+        int rank;         /* the data-parallel rank whose KV pool holds it; -1: one pool, or not placed yet */
 };
 
 enum dsv_engine_event_type {

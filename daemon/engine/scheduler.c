@@ -232,12 +232,52 @@ int sched_place(struct dsv_core *c, const struct request *r) {
         return best;
 }
 
+/* Requests running on rank (admission keeps a page of headroom there for each). */
+static int running_on(const struct dsv_core *c, int rank) {
+        int n = 0;
+        for (size_t i = 0; i < c->n_reqs; i++)
+                n += c->reqs[i]->state == REQ_RUNNING && c->reqs[i]->seq.rank == rank;
+        return n;
+}
+
+/* Pages rank's pool can give without preempting anyone: available ones and idle sessions'. */
+static int64_t rank_room(const struct dsv_core *c, int rank) {
+        return dsv_kv_pool_available(c->kv[rank]) + sessions_evictable_pages(c, rank);
+}
+
+/* Where the session of a waiting request r goes when its own rank cannot give r's next pages
+ * without preempting: of the other ranks that can hold all of r's `total` pages (and a page
+ * of headroom for each request running there) without preempting, the one running the fewest
+ * requests, then the one with the most room, then the lowest; -1 when none can. */
+static int move_target(const struct dsv_core *c, const struct request *r, int total) {
+        int best = -1, best_running = 0;
+        int64_t best_room = 0;
+        for (int k = 0; k < c->n_kv; k++) {
+                const int running = running_on(c, k);
+                const int64_t room = rank_room(c, k);
+                if (k == r->seq.rank || total + running > room)
+                        continue;
+                if (best < 0 || running < best_running || (running == best_running && room > best_room)) {
+                        best = k;
+                        best_running = running;
+                        best_room = room;
+                }
+        }
+        return best;
+}
+
 /* Reserves the KV cache of a waiting request's prompt: 0 admitted; -EAGAIN wait; other
  * negative: the request failed. It is placed on a rank (sched_place); its session's history
- * and then the prefix cache provide what they can; only the rest gets prefilled. */
+ * and then the prefix cache provide what they can; only the rest gets prefilled. A request
+ * on a session whose rank cannot give the pages it needs without preempting anyone (pinned
+ * sessions or running requests fill it) moves, with its session, to another rank that can
+ * (move_target, sessions_move): the session's pages are copied, so nothing is recomputed and
+ * the output is the same; when no rank can, it makes room on its own rank as any request
+ * does (preempting, waiting, or failing when pinned sessions hold the pool). */
 static int admit(struct dsv_core *c, struct request *r, int running) {
         struct session *s = r->sess;
-        int rc, rank;
+        const int pt = (int)c->p.kv_page_tokens;
+        int rc, rank, n;
 
         int sess_len = 0;
 
@@ -249,17 +289,23 @@ static int admit(struct dsv_core *c, struct request *r, int running) {
                 sess_len = r->seq.len;
         }
         r->seq.rank = rank; /* it holds pages only when its session had some: on this rank */
-        if (c->n_kv > 1) {
-                /* the headroom: one page per request running on its rank */
-                running = 0;
-                for (size_t i = 0; i < c->n_reqs; i++)
-                        running += c->reqs[i]->state == REQ_RUNNING && c->reqs[i]->seq.rank == rank;
-        }
+        if (c->n_kv > 1)
+                running = running_on(c, rank); /* the headroom: one page per request running on its rank */
         prefix_attach(c, r);
         draft_admit(c, r);
         /* a speculating request's first chained drafts come right after its prompt */
-        rc = make_room(c, r, r->spec ? MAX(r->n_prompt + 1, MIN(r->n_prompt + c->tun.mtp_draft, r->total)) : r->n_prompt + 1,
-                       running, false);
+        n = r->spec ? MAX(r->n_prompt + 1, MIN(r->n_prompt + c->tun.mtp_draft, r->total)) : r->n_prompt + 1;
+        if (s && s->rank == rank && c->n_kv > 1) {
+                const int need = DIV_ROUND_UP(n, pt) - r->seq.n_pages;
+                const int64_t room = rank_room(c, rank);
+                int to;
+                if (need > 0 && need + running > room && (to = move_target(c, r, DIV_ROUND_UP(n, pt))) >= 0 &&
+                    sessions_move(c, r, to, need, room) == 0) {
+                        rank = to;
+                        running = running_on(c, rank);
+                }
+        }
+        rc = make_room(c, r, n, running, false);
         if (rc < 0) {
                 if (s) {
                         /* back to the session (evictable while we wait) with what it had: the

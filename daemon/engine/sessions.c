@@ -293,6 +293,7 @@ void sessions_op(struct dsv_core *c, struct request *r) {
                         row->n_tokens = (uint32_t)session_seq(x)->len;
                         row->n_pages = (uint32_t)session_seq(x)->n_pages;
                         row->idle_ms = x->busy ? 0 : (now - x->last_used_ns) / 1000000;
+                        row->rank = c->n_kv > 1 ? x->rank : -1;
                 }
                 break;
         }
@@ -408,6 +409,26 @@ void sessions_take_prefix(struct dsv_core *c, struct request *r) {
         r->seq = s->seq;
         r->n_exact = s->n_exact;
         memset(&s->seq, 0, sizeof(s->seq));
+}
+
+int sessions_move(struct dsv_core *c, struct request *r, int to, int need, int64_t avail) {
+        struct session *s = r->sess;
+        const int from = r->seq.rank, pages = r->seq.n_pages, len = r->seq.len;
+        int rc;
+        assert(s && from != to && to >= 0 && to < c->n_kv);
+        if ((rc = dsv_kv_seq_move(c->kv[from], c->kv[to], &r->seq)) < 0) {
+                log_warning("Session '%s' of uid %u cannot move from rank %d to rank %d: %s", s->name, (unsigned)s->uid, from,
+                            to, strerror(-rc));
+                return rc;
+        }
+        r->seq.rank = to;
+        s->rank = to;
+        s->dirty = true;
+        log_info("Session '%s' of uid %u moves from rank %d to rank %d: its request %llu needs %d more KV pages, rank %d "
+                 "can give %lld without preempting; %d pages (%d tokens) copied to rank %d's pool, rank %d has %d available",
+                 s->name, (unsigned)s->uid, from, to, (unsigned long long)r->id, need, from, (long long)avail, pages, len, to,
+                 from, dsv_kv_pool_available(c->kv[from]));
+        return 0;
 }
 
 int sessions_save(struct dsv_core *c, uid_t uid, bool only_dirty) {

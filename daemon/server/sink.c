@@ -226,6 +226,8 @@ static int sink_emit(void *ud, void *client, const struct dsv_engine_event *ev) 
                         rows[i].n_tokens = x->n_tokens;
                         rows[i].n_pages = x->n_pages;
                         rows[i].idle_ms = x->idle_ms;
+                        rows[i].has_rank = x->rank >= 0;
+                        rows[i].rank = x->rank >= 0 ? (uint32_t)x->rank : 0;
                 }
                 m.type = DSV_MSG_SESSION_LIST_REPLY;
                 m.u.session_list.id = ev->id;

@@ -393,9 +393,10 @@ static void test_roundtrips(void) {
         /* protocol 1.2: session list, prefill statistics */
         {
                 struct dsv_session_row rows[3] = {
-                        {.name = "a", .flags = DSV_SESSION_PINNED, .n_tokens = 5, .n_pages = 1, .idle_ms = 1ull << 40},
+                        {.name = "a", .flags = DSV_SESSION_PINNED, .n_tokens = 5, .n_pages = 1, .idle_ms = 1ull << 40,
+                         .has_rank = true, .rank = 255},
                         {.name = "chat-2", .flags = DSV_SESSION_BUSY | DSV_SESSION_PRIVATE_ROW, .n_tokens = 0},
-                        {.name = "x.y:z@w+v=u-t_s"},
+                        {.name = "x.y:z@w+v=u-t_s", .has_rank = true, .rank = 0},
                 };
                 memset(&in, 0, sizeof(in));
                 in.type = DSV_MSG_SESSION_LIST_REPLY;
@@ -409,7 +410,21 @@ static void test_roundtrips(void) {
                               out.u.session_list.rows[0].idle_ms == 1ull << 40 && out.u.session_list.rows[0].n_tokens == 5 &&
                               out.u.session_list.rows[1].flags == (DSV_SESSION_BUSY | DSV_SESSION_PRIVATE_ROW),
                       "SESSION_LIST_REPLY fields");
+                /* key 5, the rank: kept where it was sent (rank 0 included), left out where not */
+                CHECK(out.u.session_list.rows[0].has_rank && out.u.session_list.rows[0].rank == 255 &&
+                              !out.u.session_list.rows[1].has_rank && out.u.session_list.rows[1].rank == 0 &&
+                              out.u.session_list.rows[2].has_rank && out.u.session_list.rows[2].rank == 0,
+                      "SESSION_LIST_REPLY ranks: %d/%u %d/%u %d/%u", out.u.session_list.rows[0].has_rank,
+                      out.u.session_list.rows[0].rank, out.u.session_list.rows[1].has_rank, out.u.session_list.rows[1].rank,
+                      out.u.session_list.rows[2].has_rank, out.u.session_list.rows[2].rank);
                 dsv_msg_release(&out);
+                /* a rank the protocol cannot carry is not sent */
+                rows[1].has_rank = true;
+                rows[1].rank = DSV_MAX_RANKS;
+                w.len = 0;
+                w.err = 0;
+                CHECK(dsv_msg_encode(&in, &w) == -EINVAL, "SESSION_LIST_REPLY with rank 256 encoded");
+                rows[1].has_rank = false;
                 memset(&in, 0, sizeof(in));
                 in.type = DSV_MSG_SESSION_LIST_REPLY; /* no sessions: the array is left out */
                 in.u.session_list.id = 78;
@@ -538,6 +553,12 @@ static void test_roundtrips(void) {
                         static const uint8_t no_name[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x81, 0x01, 0x05};
                         static const uint8_t bad_flags[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x82, 0x00, 0xa1, 'a', 0x01, 0xa1, 'x'};
                         static const uint8_t critical[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x82, 0x00, 0xa1, 'a', 0xcc, 0x80, 0x01};
+                        /* key 5 (rank): 256 (cd 01 00), a string, a negative number; 255 is fine; key 6 unknown, ignored */
+                        static const uint8_t rank_256[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x82, 0x00, 0xa1, 'a', 0x05, 0xcd, 0x01, 0x00};
+                        static const uint8_t rank_str[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x82, 0x00, 0xa1, 'a', 0x05, 0xa1, '1'};
+                        static const uint8_t rank_neg[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x82, 0x00, 0xa1, 'a', 0x05, 0xff};
+                        static const uint8_t rank_twice[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x83, 0x00, 0xa1, 'a', 0x05, 0x01, 0x05, 0x02};
+                        static const uint8_t rank_255[] = {0x82, 0x00, 0x01, 0x01, 0x91, 0x83, 0x00, 0xa1, 'a', 0x05, 0xcc, 0xff, 0x06, 0x07};
                         uint8_t long_name[8 + 2 + 65];
                         size_t k = 0;
                         long_name[k++] = 0x82;
@@ -560,6 +581,20 @@ static void test_roundtrips(void) {
                               "a row with a critical key");
                         CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, long_name, k, &out, NULL, 0) == -EPROTO,
                               "a row name of 65 bytes");
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, rank_256, sizeof(rank_256), &out, NULL, 0) == -EPROTO,
+                              "a row on rank 256");
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, rank_str, sizeof(rank_str), &out, NULL, 0) == -EPROTO,
+                              "a row with a string rank");
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, rank_neg, sizeof(rank_neg), &out, NULL, 0) == -EPROTO,
+                              "a row with a negative rank");
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, rank_twice, sizeof(rank_twice), &out, NULL, 0) ==
+                                      -EPROTO,
+                              "a row with its rank twice");
+                        CHECK(dsv_msg_decode(DSV_MSG_SESSION_LIST_REPLY, rank_255, sizeof(rank_255), &out, NULL, 0) == 0 &&
+                                      out.u.session_list.n_rows == 1 && out.u.session_list.rows[0].has_rank &&
+                                      out.u.session_list.rows[0].rank == 255,
+                              "a row on rank 255 (with an unknown optional key)");
+                        dsv_msg_release(&out);
                 }
         }
         {

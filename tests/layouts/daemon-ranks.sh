@@ -9,7 +9,11 @@
 # concurrent clients ran on more than one rank, dsv32 status lists every rank's pages and
 # shows two concurrent generations' pages on two ranks,
 # both of session talk's requests ran on one rank and the restored one on the rank its
-# pages went to (the log names the rank of each request). The start log names each rank's
+# pages went to (the log names the rank of each request); after a restart the Loaded line
+# lists each rank's pool with the restored sessions' pages that dsv32 session list places
+# there. dsv32-openai's /metrics gives each rank's pool under a rank label. A session whose
+# rank is full (pinned sessions) moves to the rank with room, with the same output as one
+# rank. The start log names each rank's
 # experts and weight bytes. A fault injected in one rank's pass (DSV32_TEST_RANK_FAULT=RANK:PASS, tests only)
 # gives the client an ERROR naming it and dsv32d exits non-zero within 20 s. Bad settings
 # are refused at start with the cause. Speculative decoding (mtp = on) through 2 and 4 ranks
@@ -54,6 +58,7 @@ serve() { # model-name model ranks [layout]
         local name="$1-$3${4:+-${4/,/}}" n=$3 layout=${4:-ep,dp}
         shift 3
         local args=(--ranks "$n")
+        talk_rank=
         [ "$n" -gt 1 ] && args+=(--parallel "$layout")
         rm -rf "$work/state-$name"
         mkdir -p "$work/state-$name"
@@ -64,11 +69,12 @@ serve() { # model-name model ranks [layout]
         mv "$work/$name.log" "$work/$name-first.log"
         start "$name" "$model" "${args[@]}" --state-directory "$work/state-$name" || return 0
         grep -q "Session 'talk' of uid [0-9]* restored" "$work/$name.log" || bad "$name: the session was not restored: $(cat "$work/$name.log")"
+        [ "$n" -gt 1 ] && [ "$layout" = ep,dp ] && pools_listed "$name"
         restored "$name"
         if [ "$n" -gt 1 ] && [ "$layout" = ep,dp ]; then
                 # the restored session runs on the rank its pages were restored onto
-                grep -q "Request [0-9]* of uid [0-9]* runs on rank [0-9]* with session 'talk' ([1-9]" "$work/$name.log" ||
-                        bad "$name: the restored session's request is not said to run on a rank from its pages: $(grep 'runs on rank' "$work/$name.log")"
+                grep -q "Request [0-9]* of uid [0-9]* runs on rank ${talk_rank:-[0-9]*} with session 'talk' ([1-9]" "$work/$name.log" ||
+                        bad "$name: the restored session's request is not said to run on rank ${talk_rank:-?} (dsv32 session list's) from its pages: $(grep 'runs on rank' "$work/$name.log")"
         fi
         stop || bad "$name: dsv32d exit status $? after SIGTERM"
 }
@@ -103,6 +109,31 @@ dp_placed() { # name
         [ "$(wc -l <<<"$talk")" -eq 1 ] && [ "$(awk '{ print $1 }' <<<"$talk")" -eq 2 ] ||
                 bad "$name: session talk's two requests did not run on one rank: $talk"
         echo "$name: pages (used/free/cached) $(grep -o "rank [0-9]* [0-9]*/[0-9]*/[0-9]*" <<<"$st" | tr '\n' ' '); talk: $talk"
+}
+
+# data-parallel attention, after a restart: the "Loaded" line lists each rank's pool, whose
+# pages in use are those of the restored sessions on it, as dsv32 session list gives their
+# ranks (RANK column and --json's rank) and pages; the request on talk then runs on talk's rank
+pools_listed() { # name
+        local name=$1 loaded list rows k want got
+        loaded=$(grep -o "in each rank's own pool (used/free/cached pages):.*" "$work/$name.log") ||
+                { bad "$name: the Loaded line does not list the ranks' pools: $(grep Loaded "$work/$name.log")"; return; }
+        [ "$(grep -o "rank [0-9]* [0-9]*/[0-9]*/[0-9]*" <<<"$loaded" | wc -l)" -eq "$n" ] ||
+                bad "$name: the Loaded line does not list $n pools: $loaded"
+        list=$("$cli" --socket "$work/$name.sock" session list --json) || bad "$name: dsv32 session list failed"
+        rows=$(grep -o '"name":"[a-z]*".*"kv_pages":[0-9]*.*"rank":[0-9]*' <<<"$list" |
+                sed 's/.*"name":"\([a-z]*\)".*"kv_pages":\([0-9]*\).*"rank":\([0-9]*\).*/\1 \2 \3/')
+        [ "$(wc -l <<<"$list")" -ge 2 ] && [ "$(wc -l <<<"$rows")" -eq "$(wc -l <<<"$list")" ] ||
+                bad "$name: not every restored session has a rank in dsv32 session list --json: $list"
+        for k in $(seq 0 $((n - 1))); do
+                want=$(awk -v k="$k" '$3 == k { p += $2 } END { print p + 0 }' <<<"$rows")
+                got=$(grep -o "rank $k [0-9]*/" <<<"$loaded" | awk '{ print $3 }' | tr -d /)
+                [ "$got" = "$want" ] || bad "$name: rank $k's pool: ${got:-?} pages in use at start, its restored sessions hold $want: $loaded; $list"
+        done
+        k=$(awk '$1 == "talk" { print $3 }' <<<"$rows")
+        "$cli" --socket "$work/$name.sock" session list | grep -Eq "^talk +[0-9]+ +[0-9]+ +$k +[0-9.]+s" ||
+                bad "$name: dsv32 session list does not show talk on rank $k: $("$cli" --socket "$work/$name.sock" session list)"
+        talk_rank=$k
 }
 
 check_model() { # model-name model
@@ -161,6 +192,85 @@ want=$(sed -n 's/.*KV cache \([0-9]*\) pages of \([0-9]*\) tokens (\([0-9]*\) by
         awk -v ctx="$(sed -n 's/.* context \([0-9]*\),.*/\1/p' <<<"$st")" '{ t = $1 * $2; printf "KV cache %.1f MiB per rank = room for %d tokens: ", t * $3 / 1048576, t;
                 if (t >= ctx) printf "the full %d-token context for %d sequence", ctx, int(t / ctx); else printf "one sequence of at most %d tokens (less than the %d-token context)", t, ctx }')
 grep -qF "plan:       $want" <<<"$st" || bad "dsv32 status's plan is not the start log's pool ($want): $st"
+# dsv32-openai's /metrics over 3 ranks: each rank's pool under a rank label (used + free +
+# cached = the pool's pages), the unlabelled totals their sums, and the pages of a session on
+# the rank dsv32 session list names
+if command -v curl >/dev/null && start metrics "$work/tiny" --ranks 3 --parallel ep,dp; then
+        "$cli" --socket "$work/metrics.sock" generate --ids --max-tokens 4 --session m --tokens "$P" >/dev/null ||
+                bad "metrics: the request on session m failed"
+        list=$("$cli" --socket "$work/metrics.sock" session list --json)
+        "$top_builddir/dsv32-openai" --listen 127.0.0.1:0 --socket "$work/metrics.sock" 2>"$work/gw.log" &
+        gw=$!
+        port=
+        for _ in $(seq 200); do
+                port=$(sed -n 's/.*listening on .*(port \([0-9]*\)).*/\1/p' "$work/gw.log")
+                [ -n "$port" ] && break
+                sleep 0.05
+        done
+        curl -s -o "$work/metrics.txt" "http://127.0.0.1:$port/metrics" || bad "metrics: curl /metrics failed: $(cat "$work/gw.log")"
+        kill "$gw"
+        wait "$gw" || bad "metrics: dsv32-openai exit status $? after SIGTERM"
+        "${PYTHON3:-python3}" - "$work/metrics.txt" "$pages" "$list" <<'PY' || bad "metrics: $(grep -v '^#' "$work/metrics.txt" | grep kv_pages)"
+import json, re, sys
+text, pages, row = open(sys.argv[1]).read(), int(sys.argv[2]), json.loads(sys.argv[3])
+v = {}
+for line in text.splitlines():
+    m = re.fullmatch(r'(dsv32_[a-z_]+)(\{rank="(\d+)"\})? (\S+)', line)
+    if m:
+        v[(m.group(1), m.group(3))] = float(m.group(4))
+    assert not line.startswith("dsv32_rank_kv") or m, "a per-rank line without its rank: " + line
+for what in ("used", "free", "cached"):
+    assert "# TYPE dsv32_rank_kv_pages_%s gauge" % what in text, "no TYPE for dsv32_rank_kv_pages_" + what
+    assert sorted(k for (n, k) in v if n == "dsv32_rank_kv_pages_" + what) == ["0", "1", "2"], what
+r = lambda what, k: v[("dsv32_rank_kv_pages_" + what, str(k))]
+for k in range(3):
+    assert r("used", k) + r("free", k) + r("cached", k) == pages, "rank %d: not a pool of %d pages" % (k, pages)
+    assert r("used", k) == (row["kv_pages"] if k == row["rank"] else 0), "rank %d: %g pages used, session m (on rank %d) holds %d" % (k, r("used", k), row["rank"], row["kv_pages"])
+assert sum(r("used", k) for k in range(3)) == v[("dsv32_kv_pages_used", None)] > 0
+assert sum(r("cached", k) for k in range(3)) == v[("dsv32_kv_pages_cached", None)]
+assert v[("dsv32_kv_pages", None)] == 3 * pages
+PY
+        stop || bad "metrics: dsv32d exit status $? after SIGTERM"
+fi
+# a session moves when its rank is full: 2 ranks of P pages each (--kv-cache-mb 1). Session a
+# (2 pages) goes to rank 0, b (5 pages) to rank 1, c (P - 5 pages, pinned) to rank 0, whose
+# P - 2 pages available beat rank 1's P - 5: rank 0 has 3 pages left. a's next turn needs 7:
+# it moves to rank 1 with its pages (logged; dsv32 session list shows it there), reuses its
+# history, and every output is one rank's with room for everything (--kv-cache-mb 3)
+moving() { # name ranks kv-cache-mb
+        local name=$1 n=$2 s="$work/$1.sock" c=$(((p_move - 6) * 64 + 10)) # c: P - 5 pages with its output
+        start "$name" "$work/tiny" --ranks "$n" $([ "$n" -gt 1 ] && echo --parallel ep,dp) --kv-cache-mb "$3" || return 0
+        gen() { "$cli" --socket "$s" generate --ids "$@"; }
+        { gen --max-tokens 4 --session a --tokens "$(seq -s, 1 100)" &&
+                gen --max-tokens 4 --session b --tokens "$(seq -s, 1001 1300)" &&
+                gen --max-tokens 4 --session c --tokens "$(seq -s, 2001 $((2000 + c)))" &&
+                "$cli" --socket "$s" session pin c >/dev/null &&
+                gen --max-tokens 8 --session a --tokens "$(seq -s, 1 100),$(seq -s, 3001 3300)"; } >"$work/$name.out" ||
+                bad "$name: a client failed: $(tail -5 "$work/$name.log")"
+        if [ "$n" -gt 1 ]; then
+                grep -q "Session 'a' of uid [0-9]* moves from rank 0 to rank 1: its request [0-9]* needs 5 more KV pages, rank 0 can give 3" \
+                        "$work/$name.log" || bad "$name: session a did not move: $(grep -E 'runs on rank|moves' "$work/$name.log")"
+                grep -q "runs on rank 1 with session 'a' (100 of its 400 prompt tokens cached there)" "$work/$name.log" ||
+                        bad "$name: session a's second turn did not run from its moved pages: $(grep 'runs on rank' "$work/$name.log")"
+                "$cli" --socket "$s" session list | grep -Eq "^a +[0-9]+ +7 +1 " ||
+                        bad "$name: dsv32 session list does not show a's 7 pages on rank 1: $("$cli" --socket "$s" session list)"
+                echo "$name: $(grep -o "Session 'a' of uid [0-9]* moves.*" "$work/$name.log")"
+        else
+                grep -q "moves from rank" "$work/$name.log" && bad "$name: a session moved with one rank"
+        fi
+        stop || bad "$name: dsv32d exit status $? after SIGTERM"
+}
+start probe "$work/tiny" --ranks 2 --parallel ep,dp --kv-cache-mb 1 &&
+        p_move=$(sed -n 's/.*KV cache \([0-9]*\) pages of [0-9]* tokens.*/\1/p' "$work/probe.log" | head -1) && stop
+[ "${p_move:-0}" -ge 12 ] || bad "--kv-cache-mb 1 gives ${p_move:-?} pages per rank: the move test needs 12 (raise it)"
+moving move-1 1 3
+moving move-2 2 1
+if [ -s "$work/move-1.out" ] && cmp -s "$work/move-1.out" "$work/move-2.out"; then
+        echo "a session moved to the rank with room: the same $(tr , ' ' <"$work/move-1.out" | wc -w) tokens as one rank"
+else
+        bad "a moved session: $(diff "$work/move-1.out" "$work/move-2.out" | head -20)"
+fi
+
 if [ "${DSV32_RANKS_SMALL:-0}" != 0 ]; then
         "$top_builddir/dsv32-mkmodel" --preset small --seed 5 --out "$work/small" >/dev/null
         check_model small "$work/small"

@@ -146,6 +146,9 @@ struct client {
         int n_done, n_error, n_session;
         struct dsv_engine_event last; /* DONE/ERROR/SESSION */
         char error[512];
+        /* the last SESSION_LIST: each row's name and rank */
+        char list_name[8][DSV_ENGINE_NAME_MAX + 1];
+        int list_rank[8], n_list;
 };
 
 static int sink_emit(void *ud, void *cl, const struct dsv_engine_event *ev) {
@@ -167,6 +170,13 @@ static int sink_emit(void *ud, void *cl, const struct dsv_engine_event *ev) {
                 break;
         case DSV_ENGINE_EVENT_SESSION:
                 c->n_session++;
+                break;
+        case DSV_ENGINE_EVENT_SESSION_LIST:
+                c->n_list = 0;
+                for (uint32_t i = 0; i < ev->session_list.n && i < 8; i++, c->n_list++) {
+                        snprintf(c->list_name[i], sizeof(c->list_name[i]), "%s", ev->session_list.rows[i].name);
+                        c->list_rank[i] = ev->session_list.rows[i].rank;
+                }
                 break;
         default:
                 break;
@@ -599,6 +609,211 @@ static int placed(struct dsv_core *c, uint64_t id) {
         return -1;
 }
 
+/* Page `page` of pool p's bytes, through its backend. */
+static int be_download(const struct dsv_kv_pool *p, int32_t page, void *out) {
+        return p->be->ops->download(p->be, out, (const uint8_t *)p->base + (size_t)page * p->page_bytes, p->page_bytes);
+}
+
+static struct session *session_of(struct dsv_core *c, const char *name) {
+        for (struct session *s = c->s_head; s; s = s->next)
+                if (strcmp(s->name, name) == 0)
+                        return s;
+        return NULL;
+}
+
+/* A GENERATE on session name. */
+static struct dsv_engine_request *sess_gen(struct client *cl, uint64_t id, const int32_t *p, int n, uint32_t max,
+                                           const char *name) {
+        struct dsv_engine_request *r = gen(cl, id, p, n, max);
+        snprintf(r->session, sizeof(r->session), "%s", name);
+        return r;
+}
+
+/* Runs request id (added already) to its end. */
+static void run_to_end(struct dsv_core *c, struct client *cl, uint64_t id) {
+        for (int i = 0; i < 200 && req_of(c, id); i++)
+                dsv_core_step(c);
+        CHECK(!req_of(c, id) && cl->n_done + cl->n_error == 1, "request %llu did not end", (unsigned long long)id);
+}
+
+/* The rank SESSION_LIST gives session name (-2: not listed). */
+static int listed_rank(struct dsv_core *c, const char *name) {
+        struct client cl = {0};
+        REQUIRE(dsv_core_add(c, sess_op(&cl, 900, DSV_REQUEST_SESSION_LIST, "", 0), 0, NULL) == 0, "list");
+        run(c, 5);
+        for (int i = 0; i < cl.n_list; i++)
+                if (strcmp(cl.list_name[i], name) == 0)
+                        return cl.list_rank[i];
+        return -2;
+}
+
+/* A session moves when its rank is full (pools of 8 pages; the prefix cache off, so only
+ * sessions hold pages). Session mv (pinned, 4 pages) and fill (pinned, 3 pages) on one rank
+ * rs leave it 1 page; mv's next turn needs 8: rs cannot give them (before, the request
+ * failed: pinned sessions hold the pages), another rank can, so mv moves there: its pages'
+ * bytes (a pattern written into them) are in the new rank's pool, its old pages are free,
+ * its history is reused (cached tokens), the output is the greedy one, and SESSION_LIST
+ * gives the new rank. Then fill's next turn needs more than rs has while every other rank is
+ * full too (pages held outside the core, as pinned sessions hold them): no move, the old
+ * behaviour (the request fails naming the pinned sessions) and fill stays on rs. Last, a
+ * running request fills a session's rank (before, the session's request waited for it): the
+ * session moves and runs at once. */
+static void moves(struct dsv_core *c, struct dsv_kv_pool **kv, int n_pools) {
+        struct client cl_close = {0}, a = {0}, b = {0}, f = {0}, g = {0}, lc[3] = {{0}}, pin = {0};
+        const size_t pb = kv[0]->page_bytes;
+        int32_t pm[200], pm2[450], pf[150], pf2[330], want[4];
+        uint8_t *pat = malloc(pb), *got = malloc(pb);
+        struct dsv_kv_seq hog[4] = {{0}};
+        struct session *s;
+        int rs, to;
+
+        printf("-- a session moves when its rank is full (%d pools)\n", n_pools);
+        REQUIRE(pat && got, "oom");
+        c->tun.prefix_cache = false;
+        /* section 3's pinned session goes: the pin quota is 2 */
+        REQUIRE(dsv_core_add(c, sess_op(&cl_close, 160, DSV_REQUEST_SESSION_CLOSE, "big", 0), 0, NULL) == 0, "close");
+        run(c, 5);
+        for (int k = 0; k < n_pools; k++)
+                REQUIRE(dsv_kv_pool_in_use(kv[k]) == 0, "rank %d: %d pages in use before", k, dsv_kv_pool_in_use(kv[k]));
+        prompt_of(pm, 200, 170);
+        memcpy(pm2, pm, sizeof(pm));
+        prompt_of(pm2 + 200, 250, 171);
+        prompt_of(pf, 150, 172);
+        memcpy(pf2, pf, sizeof(pf));
+        prompt_of(pf2 + 150, 180, 173);
+
+        REQUIRE(dsv_core_add(c, sess_gen(&a, 170, pm, 200, 4, "mv"), 0, NULL) == 0, "add");
+        rs = placed(c, 170);
+        run_to_end(c, &a, 170);
+        REQUIRE(dsv_core_add(c, sess_op(&pin, 171, DSV_REQUEST_SESSION_PIN, "mv", DSV_ENGINE_SESSION_PIN), 0, NULL) == 0, "pin");
+        run(c, 5);
+        /* every other rank runs a long request: fill, new, goes to rs, the least loaded */
+        for (int k = 0, i = 0; k < n_pools; k++)
+                if (k != rs) {
+                        int32_t pl[10];
+                        prompt_of(pl, 10, 174 + k);
+                        REQUIRE(dsv_core_add(c, gen(&lc[i], 174 + (uint64_t)k, pl, 10, 300), 0, NULL) == 0, "add");
+                        CHECK(placed(c, 174 + (uint64_t)k) != rs, "a long request on rank %d", rs);
+                        i++;
+                }
+        REQUIRE(dsv_core_add(c, sess_gen(&f, 180, pf, 150, 2, "fill"), 0, NULL) == 0, "add");
+        CHECK(placed(c, 180) == rs, "session fill not on rank %d", rs);
+        run_to_end(c, &f, 180);
+        REQUIRE(dsv_core_add(c, sess_op(&pin, 181, DSV_REQUEST_SESSION_PIN, "fill", DSV_ENGINE_SESSION_PIN), 0, NULL) == 0,
+                "pin");
+        for (int k = 0, i = 0; k < n_pools; k++)
+                if (k != rs)
+                        dsv_core_cancel(c, &lc[i++], 174 + (uint64_t)k);
+        run(c, 20);
+        CHECK(dsv_core_idle(c) && dsv_kv_pool_in_use(kv[rs]) == 7, "rank %d: %d pages in use, not mv's 4 and fill's 3", rs,
+              dsv_kv_pool_in_use(kv[rs]));
+        CHECK(listed_rank(c, "mv") == rs, "SESSION_LIST: mv on rank %d, not %d", listed_rank(c, "mv"), rs);
+
+        /* a pattern in mv's pages: page i of its sequence holds bytes 17 + i */
+        s = session_of(c, "mv");
+        REQUIRE(s && s->rank == rs && s->seq.rank == rs && s->seq.n_pages == 4 && s->pinned, "session mv");
+        for (int i = 0; i < 4; i++) {
+                memset(pat, 17 + i, pb);
+                REQUIRE(dsv_kv_page_upload(kv[rs], s->seq.pages[i], pat) == 0, "upload");
+        }
+        /* mv's next turn: 450 tokens, 8 pages; rs has 1 free beside mv's 4 */
+        expect(pm2, 450, 4, want);
+        REQUIRE(dsv_core_add(c, sess_gen(&b, 190, pm2, 450, 4, "mv"), 0, NULL) == 0, "add");
+        to = placed(c, 190);
+        CHECK(to != rs, "mv's next turn stayed on its full rank %d", rs);
+        s = session_of(c, "mv");
+        REQUIRE(s && s->busy, "session mv");
+        CHECK(s->rank == to && s->pinned, "session mv: rank %d (its request's %d), pinned %d", s->rank, to, s->pinned);
+        /* the old pool kept only fill's pages; the new one holds the pattern (the request's
+         * first four pages: the fake pass writes no bytes) */
+        CHECK(dsv_kv_pool_in_use(kv[rs]) == 3 && kv[rs]->n_free == 5, "rank %d after the move: %d in use, %d free", rs,
+              dsv_kv_pool_in_use(kv[rs]), kv[rs]->n_free);
+        for (int i = 0; i < 4; i++) {
+                const struct request *r = req_of(c, 190);
+                REQUIRE(r && r->seq.rank == to && r->seq.n_pages >= 4, "request 190's sequence");
+                memset(pat, 17 + i, pb);
+                REQUIRE(be_download(kv[to], r->seq.pages[i], got) == 0, "download");
+                CHECK(memcmp(got, pat, pb) == 0, "page %d of mv on rank %d: not the bytes it had on rank %d", i, to, rs);
+        }
+        run_to_end(c, &b, 190);
+        CHECK(b.n_done == 1 && b.last.done.cached_tokens == 200 && b.n_ids == 4 && !memcmp(b.ids, want, sizeof(want)),
+              "mv's moved turn: cached %u, %d tokens, error '%s'", b.last.done.cached_tokens, b.n_ids, b.error);
+        CHECK(listed_rank(c, "mv") == to, "SESSION_LIST: mv on rank %d, not %d", listed_rank(c, "mv"), to);
+        CHECK(dsv_kv_pool_in_use(kv[to]) == 8, "rank %d: %d pages in use, not mv's 8", to, dsv_kv_pool_in_use(kv[to]));
+
+        /* no rank has room: rs's free pages and every other rank (but to, which mv fills) held */
+        for (int k = 0; k < n_pools; k++)
+                if (k != to)
+                        REQUIRE(dsv_kv_seq_reserve(kv[k], &hog[k], dsv_kv_pool_available(kv[k]) * DSV_KV_PAGE_TOKENS) == 0,
+                                "hog");
+        REQUIRE(dsv_core_add(c, sess_gen(&g, 191, pf2, 330, 4, "fill"), 0, NULL) == 0, "add");
+        run_to_end(c, &g, 191);
+        CHECK(g.n_error == 1 && strstr(g.error, "pinned sessions hold"), "fill's turn with no room anywhere: %d errors, '%s'",
+              g.n_error, g.error);
+        s = session_of(c, "fill");
+        CHECK(s && s->rank == rs && s->seq.rank == rs && s->seq.n_pages == 3 && dsv_kv_pool_in_use(kv[rs]) == 8,
+              "fill after the refusal: rank %d, %d pages; rank %d: %d in use", s ? s->rank : -1, s ? s->seq.n_pages : -1, rs,
+              dsv_kv_pool_in_use(kv[rs]));
+        for (int k = 0; k < n_pools; k++)
+                if (k != to)
+                        dsv_kv_seq_release(kv[k], &hog[k]);
+        /* room again: fill's turn runs on its rank (5 free beside its 3 pages) */
+        memset(&g, 0, sizeof(g));
+        expect(pf2, 330, 4, want);
+        REQUIRE(dsv_core_add(c, sess_gen(&g, 192, pf2, 330, 4, "fill"), 0, NULL) == 0, "add");
+        CHECK(placed(c, 192) == rs, "fill's turn left rank %d though it has room", rs);
+        run_to_end(c, &g, 192);
+        CHECK(g.n_done == 1 && g.n_ids == 4 && !memcmp(g.ids, want, sizeof(want)), "fill's turn: %d tokens, '%s'", g.n_ids,
+              g.error);
+
+        /* a running request fills the rank (before, the session's request waited for it to
+         * end): session w (2 pages, idle) on rank ra; L, with w's first page from the prefix
+         * cache, joins it there and runs long, 7 of ra's 8 pages in use; w's next turn needs 5
+         * pages and ra can give 1: w moves (its first page, which L shares, stays for L) and
+         * runs at once, from its history, while L still runs on ra */
+        {
+                struct client w1 = {0}, w2 = {0}, l = {0}, x = {0};
+                int32_t pw[100], pw2[300], pl[330];
+                int ra, rw;
+                REQUIRE(dsv_core_add(c, sess_op(&x, 193, DSV_REQUEST_SESSION_CLOSE, "mv", 0), 0, NULL) == 0 &&
+                                dsv_core_add(c, sess_op(&x, 194, DSV_REQUEST_SESSION_CLOSE, "fill", 0), 0, NULL) == 0,
+                        "close");
+                run(c, 5);
+                for (int k = 0; k < n_pools; k++)
+                        REQUIRE(dsv_kv_pool_in_use(kv[k]) == 0, "rank %d: %d pages in use", k, dsv_kv_pool_in_use(kv[k]));
+                c->tun.prefix_cache = true;
+                prompt_of(pw, 100, 195);
+                memcpy(pw2, pw, sizeof(pw));
+                prompt_of(pw2 + 100, 200, 196);
+                memcpy(pl, pw, 66 * sizeof(int32_t));
+                prompt_of(pl + 66, 330 - 66, 197);
+                REQUIRE(dsv_core_add(c, sess_gen(&w1, 195, pw, 100, 2, "w"), 0, NULL) == 0, "add");
+                ra = placed(c, 195);
+                run_to_end(c, &w1, 195);
+                REQUIRE(dsv_core_add(c, gen(&l, 196, pl, 330, 150), 0, NULL) == 0, "add");
+                CHECK(placed(c, 196) == ra, "L, with w's first page cached there, not on rank %d", ra);
+                dsv_core_step(c);
+                CHECK(dsv_kv_pool_in_use(kv[ra]) == 7, "rank %d: %d pages in use, not 7", ra, dsv_kv_pool_in_use(kv[ra]));
+                expect(pw2, 300, 4, want);
+                REQUIRE(dsv_core_add(c, sess_gen(&w2, 197, pw2, 300, 4, "w"), 0, NULL) == 0, "add");
+                rw = placed(c, 197);
+                CHECK(rw != ra && req_of(c, 196) && req_of(c, 196)->state == REQ_RUNNING,
+                      "w's turn on rank %d (L's %d) while L runs: %d", rw, ra, req_of(c, 196) != NULL);
+                CHECK(session_of(c, "w") && session_of(c, "w")->rank == rw, "session w not on rank %d", rw);
+                CHECK(dsv_kv_pool_in_use(kv[ra]) == 6, "rank %d after w moved: %d in use, not L's 6", ra,
+                      dsv_kv_pool_in_use(kv[ra]));
+                run_to_end(c, &w2, 197);
+                CHECK(w2.n_done == 1 && w2.last.done.cached_tokens == 100 && w2.n_ids == 4 && !memcmp(w2.ids, want, sizeof(want)),
+                      "w's moved turn: cached %u, %d tokens, '%s'", w2.last.done.cached_tokens, w2.n_ids, w2.error);
+                dsv_core_cancel(c, &l, 196);
+                run(c, 20);
+                CHECK(dsv_core_idle(c), "not idle");
+                c->tun.prefix_cache = false;
+        }
+        free(pat);
+        free(got);
+}
+
 /* Data-parallel attention: the core over n_pools pools (one per rank), the placement rule
  * (sched_place), and each request's output unchanged by where it ran. */
 static void placement(int n_pools) {
@@ -756,6 +971,7 @@ static void placement(int n_pools) {
                 run(&core, 400);
                 CHECK(dsv_core_idle(&core), "not idle");
         }
+        moves(&core, kv, n_pools);
         fake_pools = NULL;
         dsv_core_done(&core);
         dsv_metrics_done(&metrics);

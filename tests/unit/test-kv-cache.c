@@ -217,6 +217,88 @@ static void test_model(struct dsv_backend *be) {
         free(lf);
 }
 
+/* A sequence moved to another pool (dsv_kv_seq_move: data-parallel ranks' pools): a model
+ * continuing it there gives exactly the logits of continuing it where it was; the old pages
+ * go back (a registered one stays cached there), len, mtp_len and rank are kept; another
+ * geometry, the same pool and a pool without room are refused with nothing changed. */
+static void test_move(struct dsv_backend *be) {
+        enum { KEEP = 70, N_B = 50 };
+        const char *dir = fixture_tiny("kv-cache-tiny", 11);
+        struct dsv_model *m = load_model(be, dir, DSV_NUMERICS_EXACT);
+        const struct dsv_model_config *c = dsv_model_get_config(m);
+        const int V = c->vocab_size;
+        const enum dsv_kv_format fmt = dsv_numerics_kv_format(DSV_NUMERICS_EXACT);
+        struct dsv_kv_pool *pa, *pb, *odd;
+        struct dsv_kv_seq ref = {0}, q = {0}, hog = {0}, empty = {0};
+        struct dsv_kv_key seed, key;
+        int32_t t[KEEP + N_B];
+        float *lr = malloc((size_t)N_B * V * sizeof(float)), *lm = malloc((size_t)N_B * V * sizeof(float)),
+              *scratch = malloc((size_t)KEEP * V * sizeof(float));
+        uint8_t *x = NULL, *y = NULL;
+        double d;
+
+        REQUIRE(lr && lm && scratch, "oom");
+        make_tokens(t, KEEP + N_B, V, 7);
+        REQUIRE(dsv_kv_pool_new(be, c, fmt, 8, &pa) == 0 && dsv_kv_pool_new(be, c, fmt, 8, &pb) == 0 &&
+                        dsv_kv_pool_new_layers(be, c, fmt, c->num_hidden_layers + 1, 8, &odd) == 0,
+                "pools");
+        x = malloc(pa->page_bytes);
+        y = malloc(pa->page_bytes);
+        REQUIRE(x && y, "oom");
+        /* the reference: prefilled and continued in pa */
+        REQUIRE(dsv_kv_seq_reserve(pa, &ref, KEEP + N_B) == 0, "reserve");
+        forward(m, pa, &ref, t, KEEP, scratch);
+        forward(m, pa, &ref, t + KEEP, N_B, lr);
+        /* the same prefill in pa, its first page registered, moved to pb, continued there */
+        REQUIRE(dsv_kv_seq_reserve(pa, &q, KEEP) == 0, "reserve");
+        forward(m, pa, &q, t, KEEP, scratch);
+        dsv_kv_chain_seed(1, 0, &seed);
+        dsv_kv_chain_key(&seed, t, PT, &key);
+        dsv_kv_page_register(pa, q.pages[0], &key, &seed, t, -1);
+        q.mtp_len = 3;
+        q.rank = 1;
+        const int free_a = pa->n_free, n = q.n_pages;
+        const int32_t first = q.pages[0];
+        CHECK(dsv_kv_seq_move(pa, pa, &q) == -EINVAL && q.n_pages == n && q.pages[0] == first, "a move into its own pool");
+        CHECK(dsv_kv_seq_move(pa, odd, &q) == -EINVAL && q.n_pages == n && odd->n_free == odd->n_pages,
+              "a move into a pool of another geometry");
+        REQUIRE(dsv_kv_seq_reserve(pb, &hog, (pb->n_pages - 1) * PT) == 0, "hog");
+        CHECK(dsv_kv_seq_move(pa, pb, &q) == -ENOSPC && q.n_pages == n && q.pages[0] == first && pa->n_free == free_a &&
+                      pb->n_free == 1,
+              "a move into a pool without room: %d pages, %d free in pa, %d in pb", q.n_pages, pa->n_free, pb->n_free);
+        dsv_kv_seq_release(pb, &hog);
+        CHECK(dsv_kv_seq_move(pa, pb, &empty) == 0 && empty.n_pages == 0, "moving an empty sequence");
+        REQUIRE(be->ops->download(be, x, (uint8_t *)pa->base + (size_t)first * pa->page_bytes, pa->page_bytes) >= 0, "dl");
+        CHECK(dsv_kv_seq_move(pa, pb, &q) == 0, "move");
+        CHECK(q.len == KEEP && q.mtp_len == 3 && q.rank == 1 && q.n_pages == n && pb->n_free == pb->n_pages - n,
+              "after the move: len %d, mtp_len %d, rank %d, %d pages, %d free in pb", q.len, q.mtp_len, q.rank, q.n_pages,
+              pb->n_free);
+        CHECK(pa->n_free == free_a + n - 1 && pa->n_cached == 1 && dsv_kv_page_lookup(pa, &key, &seed, t) == first,
+              "the old pool: %d free (%d before), %d cached", pa->n_free, free_a, pa->n_cached);
+        REQUIRE(be->ops->download(be, y, (uint8_t *)pb->base + (size_t)q.pages[0] * pb->page_bytes, pb->page_bytes) >= 0, "dl");
+        CHECK(memcmp(x, y, pa->page_bytes) == 0, "the moved page's bytes differ");
+        CHECK(dsv_kv_page_lookup(pb, &key, &seed, t) < 0, "the moved page is registered in its new pool");
+        q.mtp_len = 0;
+        REQUIRE(dsv_kv_seq_reserve(pb, &q, KEEP + N_B) == 0, "reserve");
+        forward(m, pb, &q, t + KEEP, N_B, lm);
+        d = rel_diff(lr, lm, (size_t)N_B * V);
+        printf("continued after a move to another pool vs where it was: max rel diff %.3g\n", d);
+        CHECK(d == 0, "a moved sequence continues differently (%.3g)", d);
+
+        dsv_kv_seq_release(pa, &ref);
+        dsv_kv_seq_release(pb, &q);
+        CHECK(pa->n_free + pa->n_cached == pa->n_pages && pb->n_free == pb->n_pages, "pages leaked");
+        dsv_kv_pool_free(pa);
+        dsv_kv_pool_free(pb);
+        dsv_kv_pool_free(odd);
+        dsv_model_free(m);
+        free(lr);
+        free(lm);
+        free(scratch);
+        free(x);
+        free(y);
+}
+
 int main(void) {
         struct dsv_backend *be;
         struct dsv_model_config cfg;
@@ -227,6 +309,7 @@ int main(void) {
         test_accounting(be, &cfg);
         test_sharing(be, &cfg);
         test_model(be);
+        test_move(be);
         dsv_backend_free(be);
         return test_result("test-kv-cache");
 }
