@@ -5,18 +5,21 @@
 #include "daemon/synth.h"
 #include "tests/unit/testutil.h"
 
-/* Writes the tiny preset with the given seed into tests/tmp/<name> (afresh: a stale copy
- * from an older build would hide changes) and returns it. */
-static inline const char *fixture_tiny(const char *name, uint64_t seed) {
+/* Writes preset `preset` ("tiny", "small", ...) with the given seed into tests/tmp/<name>
+ * (afresh: a stale copy from an older build would hide changes) and returns it. */
+static inline const char *fixture_preset(const char *name, const char *preset, uint64_t seed) {
         static char dir[4200];
         struct dsv_model_config cfg;
         struct dsv_synth_opts so = {.seed = seed, .n_shards = 2};
         struct dsv_error err = {{0}};
         snprintf(dir, sizeof(dir), "%s/%s", test_dir(), name);
-        REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0, "%s", err.msg);
+        REQUIRE(dsv_model_config_preset(preset, &cfg, &err) == 0, "%s", err.msg);
         REQUIRE(dsv_synth_write(dir, &cfg, &so, &err) == 0, "%s", err.msg);
         return dir;
 }
+
+/* The tiny preset (fixture_preset). */
+static inline const char *fixture_tiny(const char *name, uint64_t seed) { return fixture_preset(name, "tiny", seed); }
 
 static inline struct dsv_model *load_model(struct dsv_backend *be, const char *dir, enum dsv_numerics num) {
         struct dsv_model_opts mo = {.numerics = num};
