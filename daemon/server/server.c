@@ -1445,7 +1445,10 @@ static void on_timer(struct dsv_server *s) {
                         sd_notify(0, "EXTEND_TIMEOUT_USEC=10000000");
                         notify_status(s, true);
                 }
-        } else {
+        } else if (s->ready_notified) {
+                /* not before on_engine has said READY=1: the engine thread may have become
+                 * ready after this loop's last wake-up, and a "STATUS=Ready" ahead of READY=1
+                 * tells systemd (and test-daemon-signals) the wrong order */
                 notify_status(s, false);
         }
         if (s->watchdog_usec && now - s->last_watchdog >= s->watchdog_usec * 500ull) {
