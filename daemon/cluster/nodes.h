@@ -34,9 +34,9 @@ struct dsv_comm *dsv_nodes_ctl(const struct dsv_nodes *n);
 /* 0 while every node is there; else the bootstrap's error (-ESHUTDOWN: node 0 ended the
  * group on purpose) and why. Any thread. */
 int dsv_nodes_status(struct dsv_nodes *n, char *why, size_t len);
-/* Leaves the group (BYE), stops the ompi-server node 0 started; MPI is not finalized (it
- * would wait for the other nodes): the process is to exit next. */
 /* A follower node's end before it exits at once (_exit): the bootstrap's thread joined and its
  * connections closed; the MPI communicators are left to the process's exit. */
 void dsv_nodes_leave(struct dsv_nodes *n);
+/* Leaves the group (BYE), stops the ompi-server node 0 started; MPI is not finalized (it
+ * would wait for the other nodes): the process is to exit next. */
 void dsv_nodes_free(struct dsv_nodes *n);
