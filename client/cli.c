@@ -907,6 +907,7 @@ static json_t *status_json(const struct dsv32_stats *s, const struct dsv32_wait_
                                                                    (json_int_t)s->rank_pages[k].cached));
                         if (a)
                                 json_object_set_new(o, "rank_pages", a);
+                        I("session_moves_total", s->session_moves_total);
                 }
                 I("rank_weight_bytes_max", s->rank_weight_bytes_max);
         }
@@ -989,7 +990,7 @@ static int cmd_status(int argc, char **argv) {
                 for (uint32_t k = 0; k < s.rank_pools; k++)
                         cli_printf("%s rank %u %u/%u/%u", k ? ";" : "", k, s.rank_pages[k].used, s.rank_pages[k].free,
                                    s.rank_pages[k].cached);
-                cli_printf("\n");
+                cli_printf("; sessions moved to another rank: %llu\n", (unsigned long long)s.session_moves_total);
         }
         if (s.state == DSV32_STATE_READY && s.kv_pages_total && s.kv_page_tokens && s.max_context > 0) {
                 /* what the pool allows: its tokens, as whole contexts side by side or one shorter one (a

@@ -508,6 +508,8 @@ struct dsv32_stats {
          * are then the sums over the ranks. */
         uint32_t rank_pools;
         struct dsv32_rank_pages rank_pages[DSV32_STATS_RANKS_MAX];
+        uint64_t session_moves_total;       /* times a session moved to another rank's pool because
+                                             * its own was full (0 from older daemons) */
 };
 int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *ret, size_t size);
 #define dsv32_stats(c, ret) dsv32_stats_sized((c), (ret), sizeof(struct dsv32_stats))

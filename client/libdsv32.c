@@ -1399,6 +1399,7 @@ API int dsv32_stats_sized(dsv32_client *c, struct dsv32_stats *out, size_t size)
                 ret->rank_pages[k] = (struct dsv32_rank_pages){.used = (uint32_t)s->rank_pages[3 * k],
                                                                .free = (uint32_t)s->rank_pages[3 * k + 1],
                                                                .cached = (uint32_t)s->rank_pages[3 * k + 2]};
+        ret->session_moves_total = s->session_moves_total;
         if (ret->state == DSV32_STATE_READY)
                 c->info.features = s->features;
         dsv_msg_release(&reply);

@@ -115,6 +115,9 @@ static int rank_series(struct oai_buf *b, const struct dsv32_stats *s) {
         int ret = 0;
         if (n == 0)
                 return 0;
+        ret = series(b, "dsv32_session_moves_total", "counter",
+                     "Times a session moved to another data-parallel rank's KV pool because its own was full.",
+                     (double)s->session_moves_total);
         for (size_t i = 0; ret >= 0 && i < sizeof(v) / sizeof(v[0]); i++) {
                 ret = put(b, "# HELP %s %s\n# TYPE %s gauge\n", v[i].name, v[i].help, v[i].name);
                 for (uint32_t k = 0; ret >= 0 && k < n; k++) {

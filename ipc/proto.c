@@ -310,6 +310,7 @@ static const struct field f_stats_reply[] = {
         U64(62, stats_t, rank_weight_min, false),
         U64(63, stats_t, rank_weight_max, false),
         TOKENS(64, stats_t, rank_pages, n_rank_pages, DSV_MAX_RANK_PAGES, false),
+        U64(65, stats_t, session_moves_total, false),
 };
 /* the decoder tracks the fields it saw in one 64-bit mask */
 _Static_assert(sizeof(f_stats_reply) / sizeof(f_stats_reply[0]) <= 64, "STATS_REPLY has more than 64 fields");

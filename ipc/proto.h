@@ -386,6 +386,7 @@ struct dsv_msg_stats_reply {
          * numbers a rank (pages used, free, cached), n_rank_pages = 3 x ranks */
         const int32_t *rank_pages;
         uint32_t n_rank_pages;
+        uint64_t session_moves_total;      /* key 65: sessions moved to another rank's pool */
 };
 
 struct dsv_msg {

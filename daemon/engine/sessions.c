@@ -416,6 +416,10 @@ int sessions_move(struct dsv_core *c, struct request *r, int to, int need, int64
         const int from = r->seq.rank, pages = r->seq.n_pages, len = r->seq.len;
         int rc;
         assert(s && from != to && to >= 0 && to < c->n_kv);
+        /* the target's room may be idle sessions' pages (move_target counts them): they go
+         * first, LRU first, as they would for a request placed there */
+        if (dsv_kv_pool_available(c->kv[to]) < pages)
+                sessions_evict(c, to, pages);
         if ((rc = dsv_kv_seq_move(c->kv[from], c->kv[to], &r->seq)) < 0) {
                 log_warning("Session '%s' of uid %u cannot move from rank %d to rank %d: %s", s->name, (unsigned)s->uid, from,
                             to, strerror(-rc));
@@ -424,6 +428,7 @@ int sessions_move(struct dsv_core *c, struct request *r, int to, int need, int64
         r->seq.rank = to;
         s->rank = to;
         s->dirty = true;
+        DSV_METRIC_ADD(c->metrics, session_moves_total, 1);
         log_info("Session '%s' of uid %u moves from rank %d to rank %d: its request %llu needs %d more KV pages, rank %d "
                  "can give %lld without preempting; %d pages (%d tokens) copied to rank %d's pool, rank %d has %d available",
                  s->name, (unsigned)s->uid, from, to, (unsigned long long)r->id, need, from, (long long)avail, pages, len, to,

@@ -1023,6 +1023,7 @@ static void engine_stats(struct dsv_server *s, struct dsv_msg_stats_reply *st) {
         st->session_pages = mt.session_pages;
         st->cached_tokens_total = mt.cached_tokens_total;
         st->sessions_evicted = mt.sessions_evicted;
+        st->session_moves_total = mt.session_moves_total;
 }
 
 static void handle_stats(struct dsv_server *s, struct dsv_conn *c, uint64_t id) {

@@ -524,9 +524,12 @@ static void test_roundtrips(void) {
                         in.u.stats.ranks = 2;
                         in.u.stats.rank_pages = pages;
                         in.u.stats.n_rank_pages = 6;
+                        in.u.stats.session_moves_total = 0x100000003ull;
                         CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.n_rank_pages == 6 &&
-                                      memcmp(out.u.stats.rank_pages, pages, sizeof(pages)) == 0,
-                              "STATS_REPLY each rank's KV pages (key 64)");
+                                      memcmp(out.u.stats.rank_pages, pages, sizeof(pages)) == 0 &&
+                                      out.u.stats.session_moves_total == 0x100000003ull,
+                              "STATS_REPLY each rank's KV pages (key 64) and the session moves (key 65)");
+                        in.u.stats.session_moves_total = 0;
                         dsv_msg_release(&out);
                         in.u.stats.n_rank_pages = 0;
                         CHECK(roundtrip(&in, &out, &w) == 0 && out.u.stats.n_rank_pages == 0, "STATS_REPLY without key 64");

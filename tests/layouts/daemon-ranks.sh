@@ -230,6 +230,7 @@ for k in range(3):
     assert r("used", k) + r("free", k) + r("cached", k) == pages, "rank %d: not a pool of %d pages" % (k, pages)
     assert r("used", k) == (row["kv_pages"] if k == row["rank"] else 0), "rank %d: %g pages used, session m (on rank %d) holds %d" % (k, r("used", k), row["rank"], row["kv_pages"])
 assert sum(r("used", k) for k in range(3)) == v[("dsv32_kv_pages_used", None)] > 0
+assert "# TYPE dsv32_session_moves_total counter" in text and v[("dsv32_session_moves_total", None)] == 0, "no dsv32_session_moves_total 0"
 assert sum(r("cached", k) for k in range(3)) == v[("dsv32_kv_pages_cached", None)]
 assert v[("dsv32_kv_pages", None)] == 3 * pages
 PY
@@ -257,6 +258,14 @@ moving() { # name ranks kv-cache-mb
                         bad "$name: session a's second turn did not run from its moved pages: $(grep 'runs on rank' "$work/$name.log")"
                 "$cli" --socket "$s" session list | grep -Eq "^a +[0-9]+ +7 +1 " ||
                         bad "$name: dsv32 session list does not show a's 7 pages on rank 1: $("$cli" --socket "$s" session list)"
+                moves=$("$cli" --socket "$s" status --json |
+                        "${PYTHON3:-python3}" -c 'import json, sys; print(json.load(sys.stdin).get("session_moves_total"))')
+                [ "$moves" = 1 ] || bad "$name: dsv32 status --json: session_moves_total $moves, not 1"
+                st=$("$cli" --socket "$s" status)
+                case $st in
+                *"sessions moved to another rank: 1"*) ;;
+                *) bad "$name: dsv32 status does not count the move: $(echo "$st" | grep 'KV pages')" ;;
+                esac
                 echo "$name: $(grep -o "Session 'a' of uid [0-9]* moves.*" "$work/$name.log")"
         else
                 grep -q "moves from rank" "$work/$name.log" && bad "$name: a session moved with one rank"

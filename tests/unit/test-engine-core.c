@@ -665,6 +665,7 @@ static void moves(struct dsv_core *c, struct dsv_kv_pool **kv, int n_pools) {
         uint8_t *pat = malloc(pb), *got = malloc(pb);
         struct dsv_kv_seq hog[4] = {{0}};
         struct session *s;
+        const uint64_t moves0 = c->metrics->session_moves_total;
         int rs, to;
 
         printf("-- a session moves when its rank is full (%d pools)\n", n_pools);
@@ -809,6 +810,74 @@ static void moves(struct dsv_core *c, struct dsv_kv_pool **kv, int n_pools) {
                 run(c, 20);
                 CHECK(dsv_core_idle(c), "not idle");
                 c->tun.prefix_cache = false;
+        }
+        CHECK(c->metrics->session_moves_total == moves0 + 2, "session_moves_total %llu after two moves (from %llu)",
+              (unsigned long long)c->metrics->session_moves_total, (unsigned long long)moves0);
+
+        /* the room on the target is idle sessions' pages: mv2 (pinned, 4 pages) and fill2
+         * (pinned, 3) on rank rm, an idle session of 8 pages on rank k0, every other rank held
+         * outside the core; mv2's next turn needs 8 pages: the idle session on k0 is evicted,
+         * then mv2 moves there (before, the copy found no free page and the request failed:
+         * pinned sessions hold rm) */
+        {
+                struct client x = {0}, m1 = {0}, m2 = {0}, f1 = {0}, i1 = {0};
+                int32_t pm3[200], pm4[450], pf3[150], pi[460];
+                const uint64_t evicted0 = c->metrics->sessions_evicted;
+                int rm, k0;
+                REQUIRE(dsv_core_add(c, sess_op(&x, 200, DSV_REQUEST_SESSION_CLOSE, "w", 0), 0, NULL) == 0, "close");
+                run(c, 5);
+                for (int k = 0; k < n_pools; k++)
+                        REQUIRE(dsv_kv_pool_in_use(kv[k]) == 0, "rank %d: %d pages in use", k, dsv_kv_pool_in_use(kv[k]));
+                prompt_of(pm3, 200, 201);
+                memcpy(pm4, pm3, sizeof(pm3));
+                prompt_of(pm4 + 200, 250, 202);
+                prompt_of(pf3, 150, 203);
+                prompt_of(pi, 460, 204);
+                REQUIRE(dsv_core_add(c, sess_gen(&m1, 201, pm3, 200, 4, "mv2"), 0, NULL) == 0, "add");
+                rm = placed(c, 201);
+                k0 = rm == 0 ? 1 : 0;
+                run_to_end(c, &m1, 201);
+                REQUIRE(dsv_core_add(c, sess_op(&pin, 202, DSV_REQUEST_SESSION_PIN, "mv2", DSV_ENGINE_SESSION_PIN), 0, NULL) == 0,
+                        "pin");
+                run(c, 5);
+                for (int k = 0; k < n_pools; k++)
+                        if (k != rm)
+                                REQUIRE(dsv_kv_seq_reserve(kv[k], &hog[k], dsv_kv_pool_available(kv[k]) * DSV_KV_PAGE_TOKENS) == 0,
+                                        "hog");
+                REQUIRE(dsv_core_add(c, sess_gen(&f1, 205, pf3, 150, 2, "fill2"), 0, NULL) == 0, "add");
+                CHECK(placed(c, 205) == rm, "session fill2 not on rank %d", rm);
+                run_to_end(c, &f1, 205);
+                REQUIRE(dsv_core_add(c, sess_op(&pin, 206, DSV_REQUEST_SESSION_PIN, "fill2", DSV_ENGINE_SESSION_PIN), 0, NULL) ==
+                                0,
+                        "pin");
+                run(c, 5);
+                CHECK(dsv_kv_pool_in_use(kv[rm]) == 7, "rank %d: %d pages in use, not mv2's 4 and fill2's 3", rm,
+                      dsv_kv_pool_in_use(kv[rm]));
+                dsv_kv_seq_release(kv[k0], &hog[k0]);
+                REQUIRE(dsv_core_add(c, sess_gen(&i1, 207, pi, 460, 4, "idle"), 0, NULL) == 0, "add");
+                CHECK(placed(c, 207) == k0, "session idle not on rank %d", k0);
+                run_to_end(c, &i1, 207);
+                CHECK(dsv_core_idle(c) && dsv_kv_pool_in_use(kv[k0]) == 8, "rank %d: %d pages in use, not idle's 8", k0,
+                      dsv_kv_pool_in_use(kv[k0]));
+                expect(pm4, 450, 4, want);
+                REQUIRE(dsv_core_add(c, sess_gen(&m2, 230, pm4, 450, 4, "mv2"), 0, NULL) == 0, "add");
+                CHECK(placed(c, 230) == k0, "mv2's next turn on rank %d, not %d", placed(c, 230), k0);
+                run_to_end(c, &m2, 230);
+                CHECK(m2.n_done == 1 && m2.last.done.cached_tokens == 200 && m2.n_ids == 4 && !memcmp(m2.ids, want, sizeof(want)),
+                      "mv2's moved turn: cached %u, %d tokens, error '%s'", m2.last.done.cached_tokens, m2.n_ids, m2.error);
+                CHECK(c->metrics->session_moves_total == moves0 + 3 && c->metrics->sessions_evicted == evicted0 + 1,
+                      "after mv2's move: %llu moves (from %llu), %llu evictions (from %llu)",
+                      (unsigned long long)c->metrics->session_moves_total, (unsigned long long)moves0,
+                      (unsigned long long)c->metrics->sessions_evicted, (unsigned long long)evicted0);
+                s = session_of(c, "idle");
+                CHECK(s && s->seq.n_pages == 0, "session idle on rank %d kept %d pages", k0, s ? s->seq.n_pages : -1);
+                s = session_of(c, "mv2");
+                CHECK(s && s->rank == k0 && s->pinned && dsv_kv_pool_in_use(kv[rm]) == 3 && dsv_kv_pool_in_use(kv[k0]) == 8,
+                      "mv2 on rank %d, not %d; rank %d: %d in use, rank %d: %d", s ? s->rank : -1, k0, rm,
+                      dsv_kv_pool_in_use(kv[rm]), k0, dsv_kv_pool_in_use(kv[k0]));
+                for (int k = 0; k < n_pools; k++)
+                        if (k != rm && k != k0)
+                                dsv_kv_seq_release(kv[k], &hog[k]);
         }
         free(pat);
         free(got);
