@@ -6,8 +6,8 @@
 # tool_call (index, id call_ + 16 hex, name), tool_call_arguments (joined: the JSON of the
 # parameters), tool_call_end; done with finish "tool calls"; the tokens events still there.
 # Plain text in a pipe: "(thinking) " before the reasoning, the answer, one "[tool call ID:
-# NAME ARGUMENTS]" line per call, and no escape codes; on a terminal (script(1), when
-# there) the reasoning is dimmed. A second turn sends the first reply back (more prompt
+# NAME ARGUMENTS]" line per call, and no escape codes; on a terminal (script(1), when it
+# can open one) the reasoning is dimmed. A second turn sends the first reply back (more prompt
 # tokens). A malformed call (tool-call-malformed.txt) gives a parse_error event (message, the
 # raw text), no tool_call, and in plain text the raw output plus a word on stderr. --help
 # names --think. Needs python3 (exit 77 without). About 5 s (11 s beside a parallel build).
@@ -95,14 +95,14 @@ assert "DSML" not in out and "</think>" not in out, out
 PY
 
 # on a terminal the reasoning is dimmed
-if command -v script >/dev/null; then
+if command -v script >/dev/null && script -qec true /dev/null >/dev/null 2>&1; then
   printf 'weather?\n' > "$tmp/in"
   DSV32_SOCKET="$tmp/d.sock" script -qec "$b/dsv32 chat --think --no-session < $tmp/in" /dev/null > "$tmp/tty.txt" 2>&1 ||
     fail "chat on a terminal: $(cat "$tmp/tty.txt")"
   grep -q $'\x1b\[2mThe user wants' "$tmp/tty.txt" || fail "the reasoning is not dimmed on a terminal: $(cat -v "$tmp/tty.txt")"
   grep -q $'\x1b\[0m' "$tmp/tty.txt" || fail "the dimming is not ended: $(cat -v "$tmp/tty.txt")"
 else
-  echo "note: no script(1): the terminal check is skipped"
+  echo "note: no script(1), or it cannot open a pseudo-terminal (no /dev/pts): the terminal check is skipped"
 fi
 
 # a malformed tool call (a parameter named twice): a parse_error event with the raw output,
