@@ -11,6 +11,9 @@
  *   - the pages node 1 holds, read back by node 0 (a READ job), are the bytes one rank wrote;
  *   - a sequence moved from node 1 to node 2 (read back, uploaded with node 2's next job)
  *     continues with one rank's logits;
+ *   - the MTP layer over 2 nodes (a prefill whose hidden rows come back from node 1, then
+ *     one MTP pass with its hidden input rows sent to node 1) gives one rank's logits and
+ *     hidden rows bit for bit, and mtp_len advances on node 0's books;
  *   - a job naming a page outside the follower's pool is refused by the follower (EPROTO,
  *     "does not add up") and node 0's pass fails (the group broken) instead of hanging. */
 #include "config.h"
@@ -133,11 +136,75 @@ static void nodes_close(struct dsv_rank_group *g, int n, struct node *nd, struct
         }
 }
 
+/* The MTP case on one rank (n 1) or 2 nodes: logits and hidden rows of the MTP pass. */
+static void mtp_case(const struct dsv_runtime_opts *ro0, int n, const int32_t *prompt, float *logits, float *hidden) {
+        struct dsv_runtime_opts ro = *ro0;
+        struct dsv_rank_group *g = NULL;
+        struct dsv_error err = {{0}};
+        struct node nd[2];
+        struct dsv_comm *ep[2], *ctl[2];
+        struct dsv_kv_seq seqs[N_SEQ] = {{0}};
+        struct dsv_kv_seq *sp[N_SEQ];
+        int seq_rank[N_SEQ];
+        int32_t tok[128], pos[128], sq[128], mt[128], mp[128], ms[128];
+        int T = 0, M = 0, r;
+
+        ro.mtp = DSV_MTP_ON;
+        ro.dp = n > 1;
+        if (n > 1)
+                g = nodes_open(&ro, n, 60000, nd, ep, ctl);
+        else
+                REQUIRE(dsv_rank_group_open(&ro, 1, 60000, &g, &err) == 0, "mtp, one rank: %s", err.msg);
+        const size_t D = (size_t)dsv_rank_group_runtime(g, 0)->cfg->hidden_size,
+                     V = (size_t)dsv_rank_group_runtime(g, 0)->cfg->vocab_size;
+        for (int s = 0; s < N_SEQ; s++) {
+                seq_rank[s] = n > 1 ? (s == 1 ? 0 : 1) : 0; /* node 1 owns sequences 0 and 2 */
+                sp[s] = &seqs[s];
+                REQUIRE(dsv_kv_seq_reserve(dsv_rank_group_pool(g, seq_rank[s]), &seqs[s], prompt_len[s]) == 0, "reserve");
+                for (int p = 0; p < prompt_len[s]; p++) {
+                        tok[T] = prompt[s * 128 + p], pos[T] = p, sq[T++] = s;
+                        if (p + 1 < prompt_len[s])
+                                mt[M] = prompt[s * 128 + p + 1], mp[M] = p, ms[M++] = s;
+                }
+        }
+        float *h = malloc((size_t)T * D * sizeof(float)), *hin = malloc((size_t)M * D * sizeof(float)),
+              *lg = malloc((size_t)T * V * sizeof(float));
+        REQUIRE(h && hin && lg, "oom");
+        struct dsv_batch b = {.n_tokens = T, .token = tok, .pos = pos, .seq = sq, .n_seqs = N_SEQ, .seqs = sp};
+        r = n > 1 ? dsv_rank_group_forward_dp(g, &b, seq_rank, lg, h, &err) : dsv_rank_group_forward(g, &b, lg, h, &err);
+        REQUIRE(r == 0, "mtp, %d: prefill: %s", n, err.msg);
+        for (int i = 0, k = 0; i < T; i++)
+                if (pos[i] + 1 < prompt_len[sq[i]])
+                        memcpy(hin + (size_t)k++ * D, h + (size_t)i * D, D * sizeof(float));
+        b = (struct dsv_batch){.n_tokens = M, .token = mt, .pos = mp, .seq = ms, .n_seqs = N_SEQ, .seqs = sp};
+        r = n > 1 ? dsv_rank_group_mtp_dp(g, &b, seq_rank, hin, logits, hidden, &err)
+                  : dsv_rank_group_mtp(g, &b, hin, logits, hidden, &err);
+        REQUIRE(r == 0, "mtp, %d: the MTP pass: %s", n, err.msg);
+        for (int s = 0; s < N_SEQ; s++) {
+                CHECK(seqs[s].mtp_len == prompt_len[s] - 1 && seqs[s].len == prompt_len[s],
+                      "mtp, %d: sequence %d's len %d, mtp_len %d", n, s, seqs[s].len, seqs[s].mtp_len);
+                dsv_kv_seq_release(dsv_rank_group_pool(g, seq_rank[s]), &seqs[s]);
+        }
+        free(h);
+        free(hin);
+        free(lg);
+        if (n > 1) {
+                nodes_close(g, n, nd, ep, ctl);
+                CHECK(nd[1].r == 0, "mtp: node 1 ended with %d (%s)", nd[1].r, nd[1].err.msg);
+        } else
+                dsv_rank_group_free(g);
+}
+
 int main(void) {
-        const char *dir = fixture_tiny("node-dp-tiny", 5);
+        static char dir[4200];
+        struct dsv_synth_opts so = {.seed = 5, .n_shards = 2, .mtp = true}; /* the MTP layer's tensors too */
+        struct dsv_model_config cfg;
+        struct dsv_error err = {{0}};
+        snprintf(dir, sizeof(dir), "%s/node-dp-tiny", test_dir());
+        REQUIRE(dsv_model_config_preset("tiny", &cfg, &err) == 0 && dsv_synth_write(dir, &cfg, &so, &err) == 0, "%s",
+                err.msg);
         struct dsv_runtime_opts ro = {.model_dir = dir, .numerics = DSV_NUMERICS_EXACT, .kv_tokens = 12 * DSV_KV_PAGE_TOKENS,
                                       .where = {.threads = 1}, .max_pass_tokens = 16, .mtp = DSV_MTP_OFF};
-        struct dsv_error err = {{0}};
         struct run ref = {0}, got = {.nodes = true, .seq_rank = {1, 1, 0}};
         struct node nd[3];
         struct dsv_comm *ep[3], *ctl[3];
@@ -216,6 +283,26 @@ int main(void) {
               2 * n_pages0, n_pages0);
         printf("3 nodes: %d logit rows as one rank's; node 1 ran %llu tokens, node 2 %llu, in %llu passes\n", rows,
                (unsigned long long)nd[1].st.tokens, (unsigned long long)nd[2].st.tokens, (unsigned long long)nd[1].st.passes);
+
+        /* the MTP layer over 2 nodes */
+        {
+                const int M = prefill_tokens() - N_SEQ;
+                float *l1 = malloc((size_t)M * V * sizeof(float)), *l2 = malloc((size_t)M * V * sizeof(float));
+                float *h1 = malloc((size_t)M * 256 * 32), *h2 = malloc((size_t)M * 256 * 32);
+                REQUIRE(l1 && l2 && h1 && h2 && (size_t)rt->cfg->hidden_size * sizeof(float) <= 256 * 32, "oom");
+                ro.dp = false;
+                mtp_case(&ro, 1, prompt, l1, h1);
+                mtp_case(&ro, 2, prompt, l2, h2);
+                CHECK(memcmp(l1, l2, (size_t)M * V * sizeof(float)) == 0 &&
+                              memcmp(h1, h2, (size_t)M * (size_t)rt->cfg->hidden_size * sizeof(float)) == 0,
+                      "the MTP layer over 2 nodes: logits or hidden rows differ from one rank's");
+                printf("MTP over 2 nodes: %d rows of logits and hidden states as one rank's\n", M);
+                free(l1);
+                free(l2);
+                free(h1);
+                free(h2);
+                ro.dp = true;
+        }
 
         /* a job naming a page outside node 1's pool: node 1 refuses it, node 0's pass fails */
         {
