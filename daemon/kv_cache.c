@@ -25,11 +25,11 @@ int dsv_kv_pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, 
         return dsv_kv_pool_new_layers(be, cfg, fmt, cfg->num_hidden_layers, n_pages, ret);
 }
 
-int dsv_kv_pool_new_layers(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt,
-                           int n_layers, int n_pages, struct dsv_kv_pool **ret) {
+/* The bookkeeping of a pool (no bytes yet). */
+static int pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt, int n_layers,
+                    int n_pages, struct dsv_kv_pool **ret) {
         struct dsv_kv_pool *p;
         size_t cap = 16;
-        int r;
 
         if (n_pages <= 0 || n_layers < cfg->num_hidden_layers)
                 return -EINVAL;
@@ -53,6 +53,20 @@ int dsv_kv_pool_new_layers(struct dsv_backend *be, const struct dsv_model_config
                 dsv_kv_pool_free(p);
                 return -ENOMEM;
         }
+        for (int i = 0; i < n_pages; i++)
+                p->free_pages[i] = n_pages - 1 - i;
+        p->n_free = n_pages;
+        *ret = p;
+        return 0;
+}
+
+int dsv_kv_pool_new_layers(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt,
+                           int n_layers, int n_pages, struct dsv_kv_pool **ret) {
+        struct dsv_kv_pool *p;
+        int r;
+
+        if ((r = pool_new(be, cfg, fmt, n_layers, n_pages, &p)) < 0)
+                return r;
         r = be->ops->alloc(be, p->bytes, &p->base);
         if (r < 0) {
                 p->base = NULL;
@@ -61,9 +75,20 @@ int dsv_kv_pool_new_layers(struct dsv_backend *be, const struct dsv_model_config
         }
         /* zeroed so that unused bytes (alignment padding) are deterministic */
         be->ops->fill(be, p->base, 0, p->bytes);
-        for (int i = 0; i < n_pages; i++)
-                p->free_pages[i] = n_pages - 1 - i;
-        p->n_free = n_pages;
+        *ret = p;
+        return 0;
+}
+
+int dsv_kv_pool_new_remote(const struct dsv_model_config *cfg, enum dsv_kv_format fmt, int n_layers, int n_pages,
+                           const struct dsv_kv_remote *remote, struct dsv_kv_pool **ret) {
+        struct dsv_kv_pool *p;
+        int r;
+
+        if (!remote || !remote->write || !remote->read)
+                return -EINVAL;
+        if ((r = pool_new(NULL, cfg, fmt, n_layers, n_pages, &p)) < 0)
+                return r;
+        p->remote = remote;
         *ret = p;
         return 0;
 }
@@ -279,6 +304,8 @@ int dsv_kv_seq_append_cached(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int32_
 
 /* The bytes of page src into page dst of p. */
 static int page_copy(struct dsv_kv_pool *p, int32_t dst_page, int32_t src_page) {
+        if (p->remote)
+                return p->remote->write(p->remote->ud, dst_page, src_page, NULL);
         void *dst = (uint8_t *)p->base + (size_t)dst_page * p->page_bytes;
         const void *src = (const uint8_t *)p->base + (size_t)src_page * p->page_bytes;
         void *tmp;
@@ -311,6 +338,8 @@ int dsv_kv_page_upload(struct dsv_kv_pool *p, int32_t page, const void *bytes) {
         int r;
         if (page < 0 || page >= p->n_pages)
                 return -EINVAL;
+        if (p->remote)
+                return p->remote->write(p->remote->ud, page, -1, bytes);
         r = p->be->ops->upload(p->be, (uint8_t *)p->base + (size_t)page * p->page_bytes, bytes, p->page_bytes);
         for (int i = 0; r >= 0 && i < p->n_mirrors; i++)
                 r = p->mirrors[i]->be->ops->upload(p->mirrors[i]->be, (uint8_t *)p->mirrors[i]->base + (size_t)page * p->page_bytes,
@@ -324,6 +353,19 @@ int dsv_kv_page_copy(struct dsv_kv_pool *p, int32_t dst, int32_t src) {
         if (dst < 0 || dst >= p->n_pages || src < 0 || src >= p->n_pages)
                 return -EINVAL;
         return dst == src ? 0 : page_copy(p, dst, src);
+}
+
+int dsv_kv_pages_download(const struct dsv_kv_pool *p, const int32_t *pages, int n, void *out) {
+        int r = 0;
+        for (int i = 0; i < n; i++)
+                if (pages[i] < 0 || pages[i] >= p->n_pages)
+                        return -EINVAL;
+        if (p->remote)
+                return n ? p->remote->read(p->remote->ud, pages, n, out) : 0;
+        for (int i = 0; r >= 0 && i < n; i++)
+                r = p->be->ops->download(p->be, (uint8_t *)out + (size_t)i * p->page_bytes,
+                                         (const uint8_t *)p->base + (size_t)pages[i] * p->page_bytes, p->page_bytes);
+        return r;
 }
 
 int dsv_kv_seq_truncate(struct dsv_kv_pool *p, struct dsv_kv_seq *s, int n) {
@@ -383,8 +425,7 @@ int dsv_kv_seq_move(struct dsv_kv_pool *from, struct dsv_kv_pool *to, struct dsv
         if ((r = dsv_kv_seq_reserve(to, &n, s->n_pages * pt)) < 0)
                 goto fail;
         for (int i = 0; i < s->n_pages; i++) {
-                r = from->be->ops->download(from->be, tmp, (const uint8_t *)from->base + (size_t)s->pages[i] * from->page_bytes,
-                                            from->page_bytes);
+                r = dsv_kv_pages_download(from, &s->pages[i], 1, tmp);
                 if (r < 0 || (r = dsv_kv_page_upload(to, n.pages[i], tmp)) < 0)
                         goto fail;
         }

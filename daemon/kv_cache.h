@@ -39,6 +39,18 @@ struct dsv_kv_page {
         struct dsv_kv_key key, parent;
 };
 
+/* The page bytes of a remote pool (a follower node's pool under dsv32d --nodes N --parallel
+ * ep,dp, kept by node 0 as bookkeeping only: daemon/runtime/ranks.h). write: page src's bytes
+ * into page dst (bytes NULL), or bytes into dst (src -1), in the order made; the owner may
+ * queue them as long as they are made before anything reads the pages. read: n pages' bytes
+ * (page_bytes each, in order) into out, after every write made before. Both return 0 or
+ * -errno (nothing is assumed written then). */
+struct dsv_kv_remote {
+        int (*write)(void *ud, int32_t dst, int32_t src, const void *bytes);
+        int (*read)(void *ud, const int32_t *pages, int n, void *out);
+        void *ud;
+};
+
 struct dsv_kv_pool {
         struct dsv_kv_layout layout;
         struct dsv_backend *be;
@@ -69,7 +81,11 @@ struct dsv_kv_pool {
          * page src into dst (bytes NULL), or dst's new bytes (src -1). Optional. */
         void (*remote_write)(void *ud, int32_t dst, int32_t src, const void *bytes);
         void *remote_ud;
+        /* A pool whose page bytes live in another process (dsv_kv_pool_new_remote): be and
+         * base are NULL and every page write or read goes through these; NULL otherwise. */
+        const struct dsv_kv_remote *remote;
 };
+
 
 struct dsv_kv_seq {
         int32_t *pages;
@@ -98,6 +114,10 @@ int dsv_kv_pool_new(struct dsv_backend *be, const struct dsv_model_config *cfg, 
  * num_hidden_layers). */
 int dsv_kv_pool_new_layers(struct dsv_backend *be, const struct dsv_model_config *cfg, enum dsv_kv_format fmt,
                            int n_layers, int n_pages, struct dsv_kv_pool **ret);
+/* A pool of the same bookkeeping (page tables, free list, content table) whose bytes are
+ * remote's (not copied; it must outlive the pool): nothing is allocated for them. */
+int dsv_kv_pool_new_remote(const struct dsv_model_config *cfg, enum dsv_kv_format fmt, int n_layers, int n_pages,
+                           const struct dsv_kv_remote *remote, struct dsv_kv_pool **ret);
 void dsv_kv_pool_free(struct dsv_kv_pool *pool);
 /* Pages a reservation can take now: free ones and cached ones (reclaimed, LRU first). */
 static inline int dsv_kv_pool_available(const struct dsv_kv_pool *p) { return p->n_free + p->n_cached; }
@@ -122,6 +142,11 @@ int dsv_kv_page_upload(struct dsv_kv_pool *p, int32_t page, const void *bytes);
 /* Copies page src's bytes into page dst of p (not its mirrors): a remote mirror replaying
  * the copy-on-write copies of the pool it follows. -EINVAL for pages out of range. */
 int dsv_kv_page_copy(struct dsv_kv_pool *p, int32_t dst, int32_t src);
+/* The bytes of n pages of p (page_bytes each, in order) into host memory: the backend's
+ * download, or a remote pool's read. -EINVAL for a page out of range. */
+int dsv_kv_pages_download(const struct dsv_kv_pool *p, const int32_t *pages, int n, void *out);
+/* Whether p's bytes are host memory of this process (a writer thread may read them). */
+static inline bool dsv_kv_pool_host(const struct dsv_kv_pool *p) { return p->base && p->be->host_memory; }
 /* One more holder of a page in use (a snapshot being written), and its release. */
 void dsv_kv_page_ref(struct dsv_kv_pool *p, int32_t page);
 void dsv_kv_page_unref(struct dsv_kv_pool *p, int32_t page);

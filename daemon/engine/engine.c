@@ -548,11 +548,12 @@ static void log_ranks(struct dsv_engine *e) {
                 return;
         if (dsv_rank_group_dp(e->ranks))
                 off += (size_t)snprintf(line, sizeof(line),
-                                        "Ranks: %d CPU ranks, layout %s (routed experts in contiguous blocks per rank; "
+                                        "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; "
                                         "attention data-parallel: each sequence and its session placed on one rank, "
                                         "whose own KV pool of %d pages holds its pages (%d pages in all); dense layers "
                                         "and lm_head replicated)",
-                                        n, e->info.layout, e->rt->kv->n_pages, e->rt->kv->n_pages * n);
+                                        nodes ? "Nodes" : "Ranks", n, nodes ? "nodes of one CPU rank each" : "CPU ranks",
+                                        e->info.layout, e->rt->kv->n_pages, e->rt->kv->n_pages * n);
         else
                 off += (size_t)snprintf(line, sizeof(line),
                                         "%s: %d %s, layout %s (routed experts in contiguous blocks per rank; %s; KV pool of "
@@ -631,9 +632,10 @@ static int load(struct dsv_engine *e) {
         ro.graphs_off = e->opts.graphs_off;
         ro.max_pass_tokens = e->opts.max_pass_tokens;
         ro.tp = e->opts.tp;
-        /* ep,dp in one process: attention data-parallel, each rank's pool its sequences'; over
-         * nodes the group replicates attention (node 0's pool is mirrored by the others) */
-        ro.dp = !e->opts.tp && e->opts.ranks > 1 && !e->opts.node_ep;
+        /* ep,dp in one process, and over nodes when asked (node_dp): attention data-parallel,
+         * each rank's pool its sequences'; else over nodes the group replicates attention (node
+         * 0's pool is mirrored by the others) */
+        ro.dp = !e->opts.tp && (e->opts.node_ep ? e->opts.node_dp : e->opts.ranks > 1);
         ro.load.progress = load_progress;
         ro.load.ud = e;
         if (e->opts.node_ep)
@@ -652,7 +654,7 @@ static int load(struct dsv_engine *e) {
                 return -ENOMEM;
         }
         for (int r = 0; r < e->n_pools; r++)
-                e->pools[r] = dsv_rank_group_runtime(e->ranks, r)->kv;
+                e->pools[r] = dsv_rank_group_pool(e->ranks, r);
         snprintf(e->info.layout, sizeof(e->info.layout), "%s", e->info.ranks <= 1 ? "" : ro.tp ? "ep,tp" : "ep,dp");
         e->info.rank_weight_min = UINT64_MAX;
         for (int r = 0; r < e->info.ranks; r++) {

@@ -74,6 +74,9 @@ struct dsv_engine_opts {
         /* several hosts (dsv32d --nodes N; NULL: one): this node 0's ranks of the experts' group
          * and of the jobs' channel (dsv_rank_group_open_nodes); the caller keeps them */
         struct dsv_comm *node_ep, *node_ctl;
+        /* with node_ep: attention data-parallel over the nodes (--parallel ep,dp: each node's
+         * pool its own sequences'), else replicated */
+        bool node_dp;
         const char *numerics;
         const char *mtp;     /* the MTP layer: on, off, auto (on where it pays: not on the CPU backend) */
         bool graphs_off;     /* decode steps never as graphs (cuda-graphs=no; dsv_model_opts) */

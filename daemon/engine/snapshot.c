@@ -450,20 +450,17 @@ int dsv_snapshots_save(struct dsv_snapshots *s, const struct dsv_snapshot_sessio
                 return -ENOMEM;
         }
         memcpy(j->tokens, ss->tokens, (size_t)q->len * sizeof(int32_t));
-        if (!kv->be->host_memory && n_pages) {
-                /* the writer cannot read device memory: a host copy, made now */
+        if (!dsv_kv_pool_host(kv) && n_pages) {
+                /* the writer cannot read device memory (or another node's): a host copy, made now */
                 j->copy = malloc((size_t)n_pages * kv->page_bytes);
                 if (!j->copy) {
                         job_free(j);
                         return -ENOMEM;
                 }
-                for (int i = 0; i < n_pages; i++)
-                        if ((r = kv->be->ops->download(kv->be, j->copy + (size_t)i * kv->page_bytes,
-                                                       (uint8_t *)kv->base + (size_t)q->pages[i] * kv->page_bytes,
-                                                       kv->page_bytes)) < 0) {
-                                job_free(j);
-                                return r;
-                        }
+                if ((r = dsv_kv_pages_download(kv, q->pages, n_pages, j->copy)) < 0) {
+                        job_free(j);
+                        return r;
+                }
         }
         memcpy(j->h.magic, SNAP_MAGIC, 8);
         j->h.version = SNAP_VERSION;

@@ -18,6 +18,8 @@ enum job_kind {
         JOB_DP_FORWARD, /* data-parallel attention: its own part of the batch (struct dp_part) */
         JOB_DP_MTP,
         JOB_QUIT,
+        JOB_READ, /* nodes: send node 0 some of this node's KV pages (a remote pool's read) */
+        JOB_KIND_MAX,
 };
 
 /* Data-parallel attention (ro->dp): rank r's part of a batch, the sequences it owns, with
@@ -43,6 +45,29 @@ struct follower {
         uint64_t passes;
         int r; /* the last job's result (the load first) */
         struct dsv_error err;
+};
+
+/* Node 0: the KV writes a follower node makes before its next job (records: int32 dst, int32
+ * src, then when src is -1 the page's bytes). */
+struct write_queue {
+        uint8_t *buf;
+        size_t len, cap;
+        int n;
+};
+
+/* Node 0: a follower's job to send, its header and where its payload is in the message. */
+struct job_out {
+        int64_t hdr[12];
+        size_t off, bytes;
+};
+
+/* Node 0 with data-parallel attention over nodes: node r's pool as node 0 keeps it (its
+ * bookkeeping; the bytes are on node r: writes queued, reads a round trip). */
+struct remote_pool {
+        struct dsv_rank_group *g;
+        int rank;
+        struct dsv_kv_remote io;
+        struct dsv_kv_pool *pool;
 };
 
 struct dsv_rank_group {
@@ -78,29 +103,43 @@ struct dsv_rank_group {
          * other processes; ctl carries the jobs, ep is this node's rank of the experts' group */
         struct dsv_comm *ctl, *ep;
         struct node_info *node;           /* [n] what each node reported when it had loaded */
-        uint8_t *ops;                     /* node 0: the pool's writes since the last job */
-        size_t ops_len, ops_cap;
-        int n_ops;
-        bool ops_failed;                  /* one did not fit in memory: the followers are behind */
-        uint8_t *msg;                     /* the job message (built on node 0, received on a follower) */
-        size_t msg_cap;
+        struct write_queue *wq;           /* node 0: [n] each follower's KV writes since its last job
+                                             (replicated attention: wq[0], every follower's) */
+        bool wq_failed;                   /* one did not fit in memory: the followers are behind */
+        struct job_out *out;              /* node 0: [n] the jobs being sent */
+        struct remote_pool *remote;       /* node 0, data-parallel attention: [n] the followers' pools */
+        uint8_t *msg;                     /* the jobs' payloads (built on node 0, received on a follower) */
+        size_t msg_cap, msg_len;
+        int64_t flags;                    /* follower: the job's flags */
+        const int32_t *read_pages;        /* follower: a READ job's pages */
+        int read_n;
+        struct dsv_follow_stats stats;    /* follower */
 };
 
 struct node_info {
         int64_t r, weight_bytes, threads;
 };
 
-/* The job message, node 0 to every follower node over ctl: a header of JOB_WORDS int64, then
- * (when payload_bytes > 0) the payload, in this order:
+/* The job message, node 0 to every follower node over ctl: a header of JOB_WORDS int64 (one
+ * call, every follower its own), then the payloads (a second call, which every node makes,
+ * one with an empty payload too), each in this order:
  *   token, pos, seq            int32 [n_tokens] each
  *   per sequence               int32 len, mtp_len, n_pages, pages[n_pages]
  *   as_decode (FLAG_DECODE)    uint8 [n_seqs], padded with zeros to a multiple of 4
  *   hidden_in (FLAG_HIDDEN)    float [n_tokens * hidden_size]
  *   want_logits (FLAG_LOGITS)  uint8 [n_tokens] (0 or 1), padded with zeros to a multiple of 4:
- *                              ep,tp only (lm_head's all-gather is collective: every node
- *                              computes the rows node 0 wants)
+ *                              ep,tp (lm_head's all-gather is collective: every node computes
+ *                              the rows node 0 wants) and ep,dp (the rows of its part)
+ *   READ's pages               int32 [n_tokens]: the pages to send back
  *   the pool's writes          n_ops records: int32 dst, int32 src, then when src is -1 the
- *                              page's bytes (page_bytes); applied before the job */
+ *                              page's bytes (page_bytes); applied before the job
+ * Replicated attention (no --parallel, or ep,tp): every follower gets the same job, node 0's
+ * batch, and the writes node 0 made in its own pool. Data-parallel attention (ep,dp): node R
+ * gets its part of the batch (its sequences; their pages are its pool's) and the writes node 0
+ * made in node R's pool as it keeps it (struct remote_pool); after a DP pass every node makes
+ * a third call, the replies: node R's logits rows (the wanted ones, in its part's order), then
+ * with FLAG_RET_HIDDEN its hidden rows; after a READ the same call carries the pages' bytes
+ * from the node named to node 0. */
 enum {
         JW_KIND,
         JW_TOKENS,
@@ -117,6 +156,8 @@ enum {
 #define FLAG_DECODE 1
 #define FLAG_HIDDEN 2
 #define FLAG_LOGITS 4
+#define FLAG_RET_HIDDEN 8
+_Static_assert(sizeof(((struct job_out *)0)->hdr) == JOB_WORDS * sizeof(int64_t), "job header");
 
 int dsv_parallel_layout_check(const char *layout, const char **why) {
         static const char *const later[] = {"ep", "dp", "tp", "tp,dp", "dp,tp"};
@@ -310,6 +351,8 @@ static int first_failure(struct dsv_rank_group *g, int r0, const struct dsv_erro
 
 static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct dsv_batch *b, const float *hidden_in,
                     struct dsv_error *err);
+static int send_parts(struct dsv_rank_group *g, enum job_kind kind, bool want_hidden, struct dsv_error *err);
+static int recv_parts(struct dsv_rank_group *g, bool want_hidden, struct dsv_error *err);
 
 /* n rows of v floats (one at least: malloc of 0 may give NULL). */
 static float *logits_rows(int n, size_t v) { return malloc((size_t)MAX(n, 1) * v * sizeof(float)); }
@@ -362,7 +405,13 @@ void dsv_rank_group_free(struct dsv_rank_group *g) {
         free(g->seq0);
         free(g->no_logits);
         free(g->node);
-        free(g->ops);
+        for (int i = 0; g->wq && i < g->n; i++)
+                free(g->wq[i].buf);
+        for (int i = 1; g->remote && i < g->n; i++)
+                dsv_kv_pool_free(g->remote[i].pool);
+        free(g->wq);
+        free(g->out);
+        free(g->remote);
         free(g->msg);
         free(g);
 }
@@ -489,6 +538,15 @@ struct dsv_runtime *dsv_rank_group_runtime(const struct dsv_rank_group *g, int r
 
 bool dsv_rank_group_nodes(const struct dsv_rank_group *g) { return g->ctl != NULL; }
 
+struct dsv_kv_pool *dsv_rank_group_pool(const struct dsv_rank_group *g, int rank) {
+        if (rank < 0 || rank >= g->n)
+                return NULL;
+        if (rank > 0 && g->remote)
+                return g->remote[rank].pool;
+        const struct dsv_runtime *rt = dsv_rank_group_runtime(g, rank);
+        return rt ? rt->kv : NULL;
+}
+
 uint64_t dsv_rank_group_weight_bytes(const struct dsv_rank_group *g, int rank) {
         if (g->node)
                 return rank >= 0 && rank < g->n ? (uint64_t)g->node[rank].weight_bytes : 0;
@@ -551,7 +609,7 @@ static int group_pass(struct dsv_rank_group *g, enum job_kind kind, const struct
         g->b.seqs = NULL;
         g->hidden_in = hidden_in;
         if (g->ctl) {
-                if (g->ops_failed)
+                if (g->wq_failed)
                         r = dsv_error_set(&e0, ENOMEM, "out of memory for the KV cache writes the other nodes must make");
                 else
                         r = send_job(g, kind, b, hidden_in, &e0);
@@ -702,6 +760,16 @@ static int group_pass_dp(struct dsv_rank_group *g, enum job_kind kind, const str
                 return dsv_error_set(err, ENOTRECOVERABLE, "%s", g->broken);
         if ((r = dp_split(g, b, seq_rank, hidden_in, hidden != NULL, err)) < 0)
                 return r; /* nothing ran: the group is as it was */
+        if (g->ctl) {
+                if (g->wq_failed)
+                        r = dsv_error_set(&e0, ENOMEM, "out of memory for the KV cache writes the other nodes must make");
+                else
+                        r = send_parts(g, kind, hidden != NULL, &e0);
+                if (r < 0) {
+                        snprintf(g->broken, sizeof(g->broken), "the group of %d nodes is broken: %.1000s", g->n, e0.msg);
+                        return dsv_error_set(err, ENOTRECOVERABLE, "%s", g->broken);
+                }
+        }
         publish(g, kind);
         g->f[0].passes++;
         const struct dp_part *pt = &g->part[0];
@@ -711,14 +779,26 @@ static int group_pass_dp(struct dsv_rank_group *g, enum job_kind kind, const str
                 r0 = kind == JOB_DP_FORWARD ? dsv_runtime_forward_hidden(g->rt0, &pt->b, pt->logits, pt->hidden, &e0)
                                             : dsv_runtime_mtp(g->rt0, &pt->b, pt->hidden_in, pt->logits, pt->hidden, &e0);
         if (r0 < 0)
-                dsv_comm_abort(g->comms[0]);
+                dsv_comm_abort(g->ctl ? g->ep : g->comms[0]);
         wait_done(g);
+        if (g->ctl && r0 >= 0 && (r0 = recv_parts(g, hidden != NULL, &e0)) >= 0)
+                /* the other nodes' passes stored their tokens in their pools: node 0's page
+                 * tables say so as a pass here would (len, or mtp_len for the MTP layer) */
+                for (int i = 1; i < g->n; i++)
+                        for (int k = 0; k < g->part[i].b.n_tokens; k++) {
+                                struct dsv_kv_seq *q = g->part[i].seqs[g->part[i].seq[k]];
+                                if (kind == JOB_DP_FORWARD)
+                                        q->len++;
+                                else
+                                        q->mtp_len++;
+                        }
         if ((r = first_failure(g, r0, &e0, err)) >= 0) {
                 if ((r = dp_gather(g, b, logits, hidden)) < 0)
                         return dsv_error_set(err, -r, "out of memory");
                 return 0;
         }
-        snprintf(g->broken, sizeof(g->broken), "the group of %d ranks is broken: %.1000s", g->n, err->msg);
+        snprintf(g->broken, sizeof(g->broken), "the group of %d %s is broken: %.1000s", g->n, g->ctl ? "nodes" : "ranks",
+                 err->msg);
         return dsv_error_set(err, ENOTRECOVERABLE, "%s", g->broken);
 }
 
@@ -763,95 +843,206 @@ static uint8_t *put_flags(uint8_t *at, const bool *v, int n) {
         return at + padded;
 }
 
-/* The pool's remote mirror (struct dsv_kv_pool.remote_write): queued for the next job. */
-static void queue_write(void *ud, int32_t dst, int32_t src, const void *bytes) {
-        struct dsv_rank_group *g = ud;
-        const size_t pb = g->rt0->kv->page_bytes, need = g->ops_len + 8 + (src < 0 ? pb : 0);
+static size_t pad4(size_t n) { return (n + 3) / 4 * 4; }
+
+/* One KV write for a follower's next job (a record: int32 dst, int32 src, then when src is
+ * -1 the page's bytes). */
+static int queue_add(struct write_queue *q, size_t page_bytes, int32_t dst, int32_t src, const void *bytes) {
+        const size_t need = q->len + 8 + (src < 0 ? page_bytes : 0);
         const int32_t rec[2] = {dst, src};
-        if (grow(&g->ops, &g->ops_cap, need) < 0) {
-                g->ops_failed = true;
-                return;
-        }
-        memcpy(g->ops + g->ops_len, rec, sizeof(rec));
+        if (grow(&q->buf, &q->cap, need) < 0)
+                return -ENOMEM;
+        memcpy(q->buf + q->len, rec, sizeof(rec));
         if (src < 0)
-                memcpy(g->ops + g->ops_len + 8, bytes, pb);
-        g->ops_len = need;
-        g->n_ops++;
+                memcpy(q->buf + q->len + 8, bytes, page_bytes);
+        q->len = need;
+        q->n++;
+        return 0;
 }
 
-/* Node 0: the job (and the pool's writes queued since the last one) to every follower. */
-static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct dsv_batch *b, const float *hidden_in,
-                    struct dsv_error *err) {
-        int64_t hdr[JOB_WORDS] = {0};
-        _cleanup_free_ struct dsv_comm_xfer *x = calloc((size_t)g->n, sizeof(*x));
-        const int followers = g->n - 1;
-        size_t bytes = 0;
-        int r;
+/* The pool's remote mirror (replicated attention: struct dsv_kv_pool.remote_write), queued for
+ * every follower's next job. */
+static void queue_write(void *ud, int32_t dst, int32_t src, const void *bytes) {
+        struct dsv_rank_group *g = ud;
+        if (queue_add(&g->wq[0], g->rt0->kv->page_bytes, dst, src, bytes) < 0)
+                g->wq_failed = true; /* the followers are behind: the next pass fails */
+}
 
+/* The bytes of a batch (or part) in a job's payload, and the payload itself (see the job
+ * message above); flags: the want_logits flags go too. */
+static size_t batch_bytes(const struct dsv_batch *b, const float *hidden_in, bool flags, size_t D) {
+        size_t bytes = (size_t)b->n_tokens * 12 + (size_t)b->n_seqs * 12;
+        for (int i = 0; i < b->n_seqs; i++)
+                bytes += (size_t)b->seqs[i]->n_pages * 4;
+        if (b->as_decode)
+                bytes += pad4((size_t)b->n_seqs);
+        if (hidden_in)
+                bytes += (size_t)b->n_tokens * D * sizeof(float);
+        if (flags)
+                bytes += pad4((size_t)b->n_tokens);
+        return bytes;
+}
+
+static uint8_t *batch_put(uint8_t *at, const struct dsv_batch *b, const float *hidden_in, bool flags, size_t D) {
+        at = put(at, b->token, (size_t)b->n_tokens * 4);
+        at = put(at, b->pos, (size_t)b->n_tokens * 4);
+        at = put(at, b->seq, (size_t)b->n_tokens * 4);
+        for (int i = 0; i < b->n_seqs; i++) {
+                const struct dsv_kv_seq *q = b->seqs[i];
+                const int32_t h[3] = {q->len, q->mtp_len, q->n_pages};
+                at = put(at, h, sizeof(h));
+                at = put(at, q->pages, (size_t)q->n_pages * 4);
+        }
+        if (b->as_decode)
+                at = put_flags(at, b->as_decode, b->n_seqs);
+        if (hidden_in)
+                at = put(at, hidden_in, (size_t)b->n_tokens * D * sizeof(float));
+        if (flags)
+                at = put_flags(at, b->want_logits, b->n_tokens);
+        return at;
+}
+
+/* Node 0: adds follower r's job to the jobs to send (g->out[r], its payload in g->msg): kind,
+ * the batch b (NULL: none) with hidden_in and the want flags (flags), extra (a READ's pages),
+ * then the KV writes queued for it. */
+static int job_add(struct dsv_rank_group *g, int r, enum job_kind kind, const struct dsv_batch *b, const float *hidden_in,
+                   bool flags, int64_t more_flags, const void *extra, size_t extra_bytes) {
+        const size_t D = (size_t)g->rt0->cfg->hidden_size;
+        const struct write_queue *q = &g->wq[g->dp ? r : 0];
+        struct job_out *o = &g->out[r];
+        size_t bytes = extra_bytes + (kind == JOB_QUIT ? 0 : q->len);
+
+        memset(o->hdr, 0, sizeof(o->hdr));
+        o->hdr[JW_KIND] = kind;
+        if (b) {
+                bytes += batch_bytes(b, hidden_in, flags, D);
+                o->hdr[JW_TOKENS] = b->n_tokens;
+                o->hdr[JW_SEQS] = b->n_seqs;
+                o->hdr[JW_FLAGS] = (b->as_decode ? FLAG_DECODE : 0) | (hidden_in ? FLAG_HIDDEN : 0) | (flags ? FLAG_LOGITS : 0);
+        }
+        o->hdr[JW_FLAGS] |= more_flags;
+        if (kind == JOB_READ)
+                o->hdr[JW_TOKENS] = (int64_t)(extra_bytes / 4);
+        if (kind == JOB_POOL) {
+                o->hdr[JW_POOL_PAGES] = g->pool_pages;
+                o->hdr[JW_POOL_LAYERS] = g->pool_layers;
+                o->hdr[JW_POOL_FORMAT] = g->pool_format;
+                o->hdr[JW_PASS_TOKENS] = dsv_model_pass_tokens(g->rt0->model);
+        }
+        o->hdr[JW_OPS] = kind == JOB_QUIT ? 0 : q->n;
+        o->hdr[JW_PAYLOAD] = (int64_t)bytes;
+        if (grow(&g->msg, &g->msg_cap, g->msg_len + bytes + 1) < 0)
+                return -ENOMEM;
+        uint8_t *at = g->msg + g->msg_len;
+        o->off = g->msg_len;
+        o->bytes = bytes;
+        if (b)
+                at = batch_put(at, b, hidden_in, flags, D);
+        at = put(at, extra, extra_bytes);
+        if (kind != JOB_QUIT)
+                put(at, q->buf, q->len);
+        g->msg_len += bytes;
+        return 0;
+}
+
+/* Node 0: the jobs added (every follower's) go out: the headers, then the payloads (both calls
+ * are made by every node, a payload of 0 bytes sending nothing, so that the calls pair up);
+ * the KV writes they carried are forgotten. */
+static int send_out(struct dsv_rank_group *g, enum job_kind kind, struct dsv_error *err) {
+        _cleanup_free_ struct dsv_comm_xfer *x = calloc((size_t)g->n, sizeof(*x));
+        int r, k = 0;
+
+        g->msg_len = 0;
         if (!x)
                 return dsv_error_set(err, ENOMEM, "out of memory");
-        hdr[JW_KIND] = kind;
-        if (b) {
-                const size_t D = (size_t)g->rt0->cfg->hidden_size;
-                bytes = (size_t)b->n_tokens * 12 + (size_t)b->n_seqs * 12;
-                for (int i = 0; i < b->n_seqs; i++)
-                        bytes += (size_t)b->seqs[i]->n_pages * 4;
-                if (b->as_decode)
-                        bytes += ((size_t)b->n_seqs + 3) / 4 * 4;
-                if (hidden_in)
-                        bytes += (size_t)b->n_tokens * D * sizeof(float);
-                if (g->tp)
-                        bytes += ((size_t)b->n_tokens + 3) / 4 * 4;
-                hdr[JW_TOKENS] = b->n_tokens;
-                hdr[JW_SEQS] = b->n_seqs;
-                hdr[JW_FLAGS] = (b->as_decode ? FLAG_DECODE : 0) | (hidden_in ? FLAG_HIDDEN : 0) | (g->tp ? FLAG_LOGITS : 0);
-        }
-        if (kind == JOB_POOL) {
-                hdr[JW_POOL_PAGES] = g->pool_pages;
-                hdr[JW_POOL_LAYERS] = g->pool_layers;
-                hdr[JW_POOL_FORMAT] = g->pool_format;
-                hdr[JW_PASS_TOKENS] = dsv_model_pass_tokens(g->rt0->model);
-        }
-        hdr[JW_OPS] = kind == JOB_QUIT ? 0 : g->n_ops;
-        if (kind != JOB_QUIT)
-                bytes += g->ops_len;
-        hdr[JW_PAYLOAD] = (int64_t)bytes;
-        if (grow(&g->msg, &g->msg_cap, bytes + 1) < 0)
-                return dsv_error_set(err, ENOMEM, "out of memory for a job of %zu bytes", bytes);
-        if (b) {
-                uint8_t *at = g->msg;
-                at = put(at, b->token, (size_t)b->n_tokens * 4);
-                at = put(at, b->pos, (size_t)b->n_tokens * 4);
-                at = put(at, b->seq, (size_t)b->n_tokens * 4);
-                for (int i = 0; i < b->n_seqs; i++) {
-                        const struct dsv_kv_seq *q = b->seqs[i];
-                        const int32_t h[3] = {q->len, q->mtp_len, q->n_pages};
-                        at = put(at, h, sizeof(h));
-                        at = put(at, q->pages, (size_t)q->n_pages * 4);
-                }
-                if (b->as_decode)
-                        at = put_flags(at, b->as_decode, b->n_seqs);
-                if (hidden_in)
-                        at = put(at, hidden_in, (size_t)b->n_tokens * (size_t)g->rt0->cfg->hidden_size * sizeof(float));
-                if (g->tp)
-                        at = put_flags(at, b->want_logits, b->n_tokens);
-        }
-        if (kind != JOB_QUIT && g->ops_len)
-                memcpy(g->msg + bytes - g->ops_len, g->ops, g->ops_len);
-        for (int i = 0; i < followers; i++)
-                x[i] = (struct dsv_comm_xfer){.peer = i + 1, .buf = hdr, .count = JOB_WORDS * sizeof(int64_t)};
-        r = dsv_comm_send_recv(g->ctl, x, followers, NULL, 0, DSV_U8);
-        if (r >= 0 && bytes) {
-                for (int i = 0; i < followers; i++)
-                        x[i] = (struct dsv_comm_xfer){.peer = i + 1, .buf = g->msg, .count = bytes};
-                r = dsv_comm_send_recv(g->ctl, x, followers, NULL, 0, DSV_U8);
+        for (int i = 1; i < g->n; i++)
+                x[i - 1] = (struct dsv_comm_xfer){.peer = i, .buf = g->out[i].hdr, .count = JOB_WORDS * sizeof(int64_t)};
+        r = dsv_comm_send_recv(g->ctl, x, g->n - 1, NULL, 0, DSV_U8);
+        if (r >= 0) {
+                for (int i = 1; i < g->n; i++)
+                        if (g->out[i].bytes)
+                                x[k++] = (struct dsv_comm_xfer){.peer = i, .buf = g->msg + g->out[i].off,
+                                                                .count = g->out[i].bytes};
+                r = dsv_comm_send_recv(g->ctl, x, k, NULL, 0, DSV_U8);
         }
         if (r < 0)
                 return dsv_error_set(err, -r, "cannot hand the pass to the other nodes: %s",
                                      dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
-        if (kind != JOB_QUIT) {
-                g->ops_len = 0;
-                g->n_ops = 0;
+        if (kind != JOB_QUIT)
+                for (int i = 0; i < (g->dp ? g->n : 1); i++)
+                        g->wq[i].len = 0, g->wq[i].n = 0;
+        return 0;
+}
+
+/* Node 0: the job (and the pool's writes queued since the last one) to every follower, the
+ * same to each (replicated attention; a pool or the end in either layout). */
+static int send_job(struct dsv_rank_group *g, enum job_kind kind, const struct dsv_batch *b, const float *hidden_in,
+                    struct dsv_error *err) {
+        for (int i = 1; i < g->n; i++)
+                if (job_add(g, i, kind, b, hidden_in, g->tp, 0, NULL, 0) < 0)
+                        return dsv_error_set(err, ENOMEM, "out of memory for the job of node %d", i);
+        return send_out(g, kind, err);
+}
+
+/* Node 0, data-parallel attention: every follower its part of the batch (g->part), then the
+ * replies' call: each follower's logits rows, then (want_hidden) its hidden rows. */
+static int send_parts(struct dsv_rank_group *g, enum job_kind kind, bool want_hidden, struct dsv_error *err) {
+        for (int i = 1; i < g->n; i++) {
+                const struct dp_part *pt = &g->part[i];
+                if (job_add(g, i, kind, &pt->b, kind == JOB_DP_MTP ? pt->hidden_in : NULL, true,
+                            want_hidden ? FLAG_RET_HIDDEN : 0, NULL, 0) < 0)
+                        return dsv_error_set(err, ENOMEM, "out of memory for the part of node %d", i);
+        }
+        return send_out(g, kind, err);
+}
+
+static int recv_parts(struct dsv_rank_group *g, bool want_hidden, struct dsv_error *err) {
+        const size_t V = (size_t)g->rt0->cfg->vocab_size, D = (size_t)g->rt0->cfg->hidden_size;
+        _cleanup_free_ struct dsv_comm_xfer *x = calloc((size_t)g->n * 2, sizeof(*x));
+        int k = 0, r;
+        if (!x)
+                return dsv_error_set(err, ENOMEM, "out of memory");
+        for (int i = 1; i < g->n; i++) {
+                const struct dp_part *pt = &g->part[i];
+                if (pt->n_out)
+                        x[k++] = (struct dsv_comm_xfer){.peer = i, .buf = pt->logits, .count = (size_t)pt->n_out * V};
+                if (want_hidden && pt->b.n_tokens)
+                        x[k++] = (struct dsv_comm_xfer){.peer = i, .buf = pt->hidden, .count = (size_t)pt->b.n_tokens * D};
+        }
+        if ((r = dsv_comm_send_recv(g->ctl, NULL, 0, x, k, DSV_F32)) < 0)
+                return dsv_error_set(err, -r, "the other nodes' parts of the pass did not come back: %s",
+                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+        return 0;
+}
+
+/* A remote pool's writes (struct dsv_kv_remote): queued for its node's next job. */
+static int remote_write(void *ud, int32_t dst, int32_t src, const void *bytes) {
+        struct remote_pool *rp = ud;
+        return queue_add(&rp->g->wq[rp->rank], rp->pool->page_bytes, dst, src, bytes);
+}
+
+/* A remote pool's read: a READ job (every node takes part; its node applies the writes queued
+ * for it, then sends the pages' bytes back). A failure breaks the group. */
+static int remote_read(void *ud, const int32_t *pages, int n, void *out) {
+        struct remote_pool *rp = ud;
+        struct dsv_rank_group *g = rp->g;
+        struct dsv_error e = {{0}};
+        struct dsv_comm_xfer x = {.peer = rp->rank, .buf = out, .count = (size_t)n * rp->pool->page_bytes};
+        int r = 0;
+
+        if (g->broken[0])
+                return -ENOTRECOVERABLE;
+        for (int i = 1; i < g->n && r >= 0; i++)
+                r = job_add(g, i, JOB_READ, NULL, NULL, false, 0, i == rp->rank ? pages : NULL,
+                            i == rp->rank ? (size_t)n * 4 : 0);
+        if (r < 0)
+                dsv_error_set(&e, ENOMEM, "out of memory for a read of node %d's pages", rp->rank);
+        else if ((r = send_out(g, JOB_READ, &e)) >= 0 && (r = dsv_comm_send_recv(g->ctl, NULL, 0, &x, 1, DSV_U8)) < 0)
+                dsv_error_set(&e, -r, "node %d's KV pages did not come back: %s", rp->rank,
+                              dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+        if (r < 0) {
+                snprintf(g->broken, sizeof(g->broken), "the group of %d nodes is broken: %.1000s", g->n, e.msg);
+                return -ENOTRECOVERABLE;
         }
         return 0;
 }
@@ -873,6 +1064,18 @@ static int exchange_ready(struct dsv_rank_group *g, int r_open, const struct dsv
         return 0;
 }
 
+/* The group's nodes' state on either side: the queues and jobs (node 0) and the layout. */
+static int nodes_init(struct dsv_rank_group *g, const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl) {
+        g->ctl = ctl;
+        g->ep = ep;
+        g->tp = ro->tp;
+        g->dp = ro->dp;
+        if (!(g->f = calloc((size_t)g->n, sizeof(*g->f))) || !(g->wq = calloc((size_t)g->n, sizeof(*g->wq))) ||
+            !(g->out = calloc((size_t)g->n, sizeof(*g->out))))
+                return -ENOMEM;
+        return 0;
+}
+
 int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl,
                               struct dsv_rank_group **ret, struct dsv_error *err) {
         struct dsv_rank_group *g;
@@ -881,21 +1084,16 @@ int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm
 
         if (!ep || !ctl || ep->size != ctl->size || ep->rank != 0 || ctl->rank != 0 || ctl->size < 2 || ro->ep)
                 return dsv_error_set(err, EINVAL, "the group of nodes: node 0's communicators are needed");
-        if (ro->dp)
-                return dsv_error_set(err, EINVAL, "nodes %d: attention stays replicated over nodes (data-parallel "
-                                                  "attention is for the ranks of one process)", ctl->size);
+        if (ro->dp && ro->tp)
+                return dsv_error_set(err, EINVAL, "nodes %d: data-parallel attention (ep,dp) or split heads (ep,tp), not "
+                                                  "both", ctl->size);
         if (ro->backend && strcmp(ro->backend, "cpu") != 0)
                 return dsv_error_set(err, EINVAL, "nodes %d: the nodes are CPU ranks so far: backend cpu", ctl->size);
         if (!(g = group_new(ctl->size)))
                 return -ENOMEM;
-        g->ctl = ctl;
-        g->ep = ep;
-        g->tp = ro->tp;
         /* f[0]: rank 0's pass count; the others stay empty (their runtimes are elsewhere) */
-        if (!(g->f = calloc((size_t)g->n, sizeof(*g->f)))) {
-                r = -ENOMEM;
+        if ((r = nodes_init(g, ro, ep, ctl)) < 0)
                 goto fail;
-        }
         o0.ep = ep;
         r = dsv_runtime_open(&o0, &g->rt0, err);
         {
@@ -914,8 +1112,25 @@ int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm
         g->pool_format = g->rt0->kv->layout.format;
         if ((r = send_job(g, JOB_POOL, NULL, NULL, err)) < 0)
                 goto fail;
-        g->rt0->kv->remote_write = queue_write;
-        g->rt0->kv->remote_ud = g;
+        if (g->dp) {
+                /* each node's pool holds its own sequences; node 0 keeps the others' bookkeeping */
+                if (!(g->remote = calloc((size_t)g->n, sizeof(*g->remote)))) {
+                        r = dsv_error_set(err, ENOMEM, "out of memory");
+                        goto fail;
+                }
+                for (int i = 1; i < g->n; i++) {
+                        struct remote_pool *rp = &g->remote[i];
+                        *rp = (struct remote_pool){.g = g, .rank = i, .io = {remote_write, remote_read, rp}};
+                        if ((r = dsv_kv_pool_new_remote(g->rt0->cfg, g->pool_format, g->pool_layers, g->pool_pages, &rp->io,
+                                                        &rp->pool)) < 0) {
+                                dsv_error_set(err, -r, "cannot keep node %d's KV pages: %s", i, strerror(-r));
+                                goto fail;
+                        }
+                }
+        } else {
+                g->rt0->kv->remote_write = queue_write;
+                g->rt0->kv->remote_ud = g;
+        }
         *ret = g;
         return 0;
 fail:
@@ -935,28 +1150,45 @@ static int receive_job(struct dsv_rank_group *g, struct follower *f, enum job_ki
                 return dsv_error_set(err, -r, "no job from node 0: %s",
                                      dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
         const int64_t bytes = hdr[JW_PAYLOAD], nt = hdr[JW_TOKENS], ns = hdr[JW_SEQS];
-        if (hdr[JW_KIND] <= JOB_NONE || hdr[JW_KIND] > JOB_QUIT || bytes < 0 || bytes > ((int64_t)1 << 40) || nt < 0 ||
+        if (hdr[JW_KIND] <= JOB_NONE || hdr[JW_KIND] >= JOB_KIND_MAX || bytes < 0 || bytes > ((int64_t)1 << 40) || nt < 0 ||
             nt > INT32_MAX / 16 || ns < 0 || ns > nt || hdr[JW_OPS] < 0)
                 return dsv_error_set(err, EPROTO, "node 0 sent a job this node does not understand (kind %lld)",
                                      (long long)hdr[JW_KIND]);
         *kind = (enum job_kind)hdr[JW_KIND];
         if (grow(&g->msg, &g->msg_cap, (size_t)bytes + 1) < 0)
                 return dsv_error_set(err, ENOMEM, "out of memory for a job of %lld bytes", (long long)bytes);
+        /* every node makes the payloads' call, a node with none too (the calls pair up) */
         x = (struct dsv_comm_xfer){.peer = 0, .buf = g->msg, .count = (size_t)bytes};
-        if (bytes && (r = dsv_comm_send_recv(g->ctl, NULL, 0, &x, 1, DSV_U8)) < 0)
+        if ((r = dsv_comm_send_recv(g->ctl, NULL, 0, &x, bytes ? 1 : 0, DSV_U8)) < 0)
                 return dsv_error_set(err, -r, "no job from node 0: %s",
                                      dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
         at = g->msg;
         end = g->msg + bytes;
         memset(&g->b, 0, sizeof(g->b));
+        g->flags = hdr[JW_FLAGS];
+        if ((*kind == JOB_DP_FORWARD || *kind == JOB_DP_MTP) != g->dp &&
+            (*kind == JOB_DP_FORWARD || *kind == JOB_DP_MTP || *kind == JOB_FORWARD || *kind == JOB_MTP))
+                return dsv_error_set(err, EPROTO, "node 0 runs another layout (its passes are %sdata-parallel)",
+                                     g->dp ? "not " : "");
         if (*kind == JOB_POOL) {
                 g->pool_pages = (int)hdr[JW_POOL_PAGES];
                 g->pool_layers = (int)hdr[JW_POOL_LAYERS];
                 g->pool_format = (enum dsv_kv_format)hdr[JW_POOL_FORMAT];
                 dsv_model_set_pass_tokens(f->rt->model, (int)hdr[JW_PASS_TOKENS]);
         }
-        if (*kind == JOB_FORWARD || *kind == JOB_MTP) {
+        if (*kind == JOB_READ) {
+                g->read_n = (int)nt;
+                if ((size_t)(end - at) < (size_t)nt * 4)
+                        goto short_job;
+                g->read_pages = (const int32_t *)at;
+                for (int64_t i = 0; i < nt; i++)
+                        if (g->read_pages[i] < 0 || g->read_pages[i] >= g->pool_pages)
+                                goto short_job;
+                at += nt * 4;
+        }
+        if (*kind == JOB_FORWARD || *kind == JOB_MTP || *kind == JOB_DP_FORWARD || *kind == JOB_DP_MTP) {
                 const size_t D = (size_t)f->rt->cfg->hidden_size;
+                const bool flags = g->tp || g->dp; /* the rows wanted: ep,tp computes them all, ep,dp its own */
                 if ((size_t)(end - at) < (size_t)nt * 12)
                         goto short_job;
                 g->b.n_tokens = (int)nt;
@@ -988,7 +1220,7 @@ static int receive_job(struct dsv_rank_group *g, struct follower *f, enum job_ki
                         at += (size_t)h[2] * 4;
                 }
                 if (hdr[JW_FLAGS] & FLAG_DECODE) {
-                        const size_t n = ((size_t)ns + 3) / 4 * 4;
+                        const size_t n = pad4((size_t)ns);
                         if ((size_t)(end - at) < n)
                                 goto short_job;
                         g->b.as_decode = (const bool *)at;
@@ -1001,11 +1233,11 @@ static int receive_job(struct dsv_rank_group *g, struct follower *f, enum job_ki
                         g->hidden_in = (const float *)at;
                         at += (size_t)nt * D * sizeof(float);
                 }
-                if (!(hdr[JW_FLAGS] & FLAG_LOGITS) != !g->tp)
+                if (!(hdr[JW_FLAGS] & FLAG_LOGITS) != !flags)
                         return dsv_error_set(err, EPROTO, "node 0 runs another layout (its passes %s the logits' rows)",
-                                             g->tp ? "do not carry" : "carry");
+                                             flags ? "do not carry" : "carry");
                 if (hdr[JW_FLAGS] & FLAG_LOGITS) {
-                        const size_t n = ((size_t)nt + 3) / 4 * 4;
+                        const size_t n = pad4((size_t)nt);
                         if ((size_t)(end - at) < n)
                                 goto short_job;
                         for (int64_t i = 0; i < nt; i++)
@@ -1024,6 +1256,7 @@ static int receive_job(struct dsv_rank_group *g, struct follower *f, enum job_ki
                 }
         }
         /* the pool's writes made on node 0 since the last job */
+        g->stats.writes += (uint64_t)hdr[JW_OPS];
         for (int64_t i = 0; i < hdr[JW_OPS]; i++) {
                 int32_t rec[2];
                 if (!f->rt->kv || end - at < 8)
@@ -1047,8 +1280,65 @@ short_job:
         return dsv_error_set(err, EPROTO, "node 0 sent a job whose payload does not add up (%lld bytes)", (long long)bytes);
 }
 
+/* Follower node, data-parallel attention: its part of the pass (its own sequences over its
+ * own pool), then its rows back to node 0 (the replies' call, every node makes it). */
+static int follower_part(struct dsv_rank_group *g, struct follower *f, enum job_kind kind, struct dsv_error *err) {
+        const size_t V = (size_t)f->rt->cfg->vocab_size, D = (size_t)f->rt->cfg->hidden_size;
+        const bool ret_hidden = g->flags & FLAG_RET_HIDDEN;
+        struct dsv_comm_xfer x[2];
+        size_t n_out = 0, need;
+        int k = 0, r;
+
+        for (int i = 0; i < g->b.n_tokens; i++)
+                n_out += g->b.want_logits[i];
+        need = (n_out * V + (ret_hidden ? (size_t)g->b.n_tokens * D : 0)) * sizeof(float);
+        if (need > f->cap_logits * sizeof(float)) {
+                float *l = realloc(f->logits, need);
+                if (!l)
+                        return dsv_error_set(err, ENOMEM, "node %d: out of memory", f->rank);
+                f->logits = l;
+                f->cap_logits = need / sizeof(float);
+        }
+        f->passes++;
+        if (fault_now(g, f->rank, f->passes, err))
+                return -EIO;
+        if ((r = follower_copy_seqs(f)) < 0)
+                return dsv_error_set(err, r, "node %d: out of memory", f->rank);
+        struct dsv_batch b = g->b;
+        b.seqs = f->seq_ptrs;
+        float *hidden = ret_hidden ? f->logits + n_out * V : NULL;
+        r = kind == JOB_DP_FORWARD ? dsv_runtime_forward_hidden(f->rt, &b, f->logits, hidden, err)
+                                   : dsv_runtime_mtp(f->rt, &b, g->hidden_in, f->logits, hidden, err);
+        if (r < 0)
+                return r;
+        if (n_out)
+                x[k++] = (struct dsv_comm_xfer){.peer = 0, .buf = f->logits, .count = n_out * V};
+        if (hidden && g->b.n_tokens)
+                x[k++] = (struct dsv_comm_xfer){.peer = 0, .buf = hidden, .count = (size_t)g->b.n_tokens * D};
+        if ((r = dsv_comm_send_recv(g->ctl, x, k, NULL, 0, DSV_F32)) < 0)
+                return dsv_error_set(err, -r, "node %d: cannot send its part of the pass to node 0: %s", f->rank,
+                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+        return 0;
+}
+
+/* Follower node: the pages a READ job names, back to node 0 (the replies' call). */
+static int follower_read(struct dsv_rank_group *g, struct follower *f, struct dsv_error *err) {
+        const size_t pb = f->rt->kv->page_bytes;
+        _cleanup_free_ uint8_t *buf = malloc((size_t)MAX(g->read_n, 1) * pb);
+        struct dsv_comm_xfer x = {.peer = 0, .buf = buf, .count = (size_t)g->read_n * pb};
+        int r;
+        if (!buf)
+                return dsv_error_set(err, ENOMEM, "node %d: out of memory for %d KV pages", f->rank, g->read_n);
+        if ((r = dsv_kv_pages_download(f->rt->kv, g->read_pages, g->read_n, buf)) < 0)
+                return dsv_error_set(err, -r, "node %d: cannot read its KV pages: %s", f->rank, strerror(-r));
+        if ((r = dsv_comm_send_recv(g->ctl, &x, g->read_n ? 1 : 0, NULL, 0, DSV_U8)) < 0)
+                return dsv_error_set(err, -r, "node %d: cannot send its KV pages to node 0: %s", f->rank,
+                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+        return 0;
+}
+
 int dsv_rank_group_follow(const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl,
-                          struct dsv_error *err) {
+                          struct dsv_follow_stats *stats, struct dsv_error *err) {
         struct dsv_rank_group *g;
         struct follower *f;
         struct dsv_error e = {{0}};
@@ -1056,13 +1346,15 @@ int dsv_rank_group_follow(const struct dsv_runtime_opts *ro, struct dsv_comm *ep
 
         if (!ep || !ctl || ep->size != ctl->size || ep->rank != ctl->rank || ctl->rank < 1 || ro->ep)
                 return dsv_error_set(err, EINVAL, "a follower node needs its communicators");
-        if (!(g = group_new(ctl->size)) || !(g->f = calloc((size_t)ctl->size, sizeof(*g->f)))) {
-                free(g);
+        if (ro->dp && ro->tp)
+                return dsv_error_set(err, EINVAL, "data-parallel attention (ep,dp) or split heads (ep,tp), not both");
+        if (!(g = group_new(ctl->size)))
+                return -ENOMEM;
+        if (nodes_init(g, ro, ep, ctl) < 0) {
+                g->ctl = NULL;
+                dsv_rank_group_free(g);
                 return -ENOMEM;
         }
-        g->ctl = ctl;
-        g->ep = ep;
-        g->tp = ro->tp;
         f = &g->f[ctl->rank];
         f->g = g;
         f->rank = ctl->rank;
@@ -1081,16 +1373,19 @@ int dsv_rank_group_follow(const struct dsv_runtime_opts *ro, struct dsv_comm *ep
                         break;
                 if (kind == JOB_QUIT)
                         break;
-                if ((r = follower_run(f, kind)) < 0)
+                g->stats.passes += kind == JOB_FORWARD || kind == JOB_MTP || kind == JOB_DP_FORWARD || kind == JOB_DP_MTP;
+                g->stats.tokens += (uint64_t)g->b.n_tokens;
+                g->stats.pages_read += kind == JOB_READ ? (uint64_t)g->read_n : 0;
+                if (kind == JOB_READ)
+                        r = follower_read(g, f, err);
+                else if (kind == JOB_DP_FORWARD || kind == JOB_DP_MTP)
+                        r = follower_part(g, f, kind, err);
+                else if ((r = follower_run(f, kind)) < 0)
                         dsv_error_set(err, -r, "%s", f->err.msg[0] ? f->err.msg : strerror(-r));
         }
-        dsv_runtime_free(f->rt);
-        f->rt = NULL;
-        g->ctl = NULL; /* no QUIT from a follower */
-        free(f->seqs);
-        free(f->seq_ptrs);
-        free(g->f);
-        g->f = NULL;
+        if (stats)
+                *stats = g->stats;
+        g->ctl = NULL; /* no QUIT from a follower; its runtime and sequences go with the group */
         dsv_rank_group_free(g);
         return r;
 }

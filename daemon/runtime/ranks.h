@@ -77,17 +77,35 @@ int dsv_rank_group_mtp_dp(struct dsv_rank_group *g, const struct dsv_batch *b, c
  * pass goes to the other nodes over ctl: the batch (tokens, positions, lengths, page tables,
  * the MTP layer's hidden input) with the KV pool's writes made since the last one (copy-on-
  * write copies, restored pages) before it. The nodes hold the experts as N ranks of ep,dp
- * would. Nothing here notices a node that stops: the bootstrap (daemon/cluster) aborts ep
+ * would. Attention is replicated (node 0's pool mirrored on every node) unless ro->dp
+ * (--parallel ep,dp): then each node owns whole sequences as the ranks of one process do
+ * (dsv_rank_group_dp, dsv_rank_group_forward_dp), its pool holding only their pages, and
+ * node 0 keeps every node's pool's bookkeeping (dsv_rank_group_pool: a remote pool, whose
+ * writes go to the node with its next job, 8 bytes a copy and 8 + page_bytes an upload, and
+ * whose reads, a snapshot or a session move, are a round trip over ctl of page_bytes a page);
+ * a pass sends each node its part and takes back its logits (and hidden) rows. Nothing here notices a node that stops: the bootstrap (daemon/cluster) aborts ep
  * and ctl when one is lost, and the pass in flight fails (-ENOTRECOVERABLE, the group is
  * broken). Freeing the group tells the other nodes to end (dsv_rank_group_follow returns 0).
  * ep and ctl (dsv_comm_mpi_join, then a dup) stay the caller's. */
 int dsv_rank_group_open_nodes(const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl,
                               struct dsv_rank_group **ret, struct dsv_error *err);
-/* Node R > 0: opens its runtime (ro as node 0's, its experts only) and runs node 0's passes
- * until node 0 ends the group (0) or a job or pass fails (the error; the caller must exit,
- * the others learn through the bootstrap). */
+/* What a follower node did, for its last log line: passes run, tokens of them (with
+ * data-parallel attention, of its own sequences only), KV writes node 0 sent it, KV pages it
+ * sent back (reads). */
+struct dsv_follow_stats {
+        uint64_t passes, tokens, writes, pages_read;
+};
+/* Node R > 0: opens its runtime (ro as node 0's, its experts only; ro->dp and ro->tp as node
+ * 0's) and runs node 0's passes until node 0 ends the group (0) or a job or pass fails (the
+ * error; the caller must exit, the others learn through the bootstrap). A job this node
+ * cannot take (a page outside its pool, a payload that does not add up, another layout's
+ * pass) is -EPROTO. stats (optional) is filled in either case. */
 int dsv_rank_group_follow(const struct dsv_runtime_opts *ro, struct dsv_comm *ep, struct dsv_comm *ctl,
-                          struct dsv_error *err);
+                          struct dsv_follow_stats *stats, struct dsv_error *err);
+/* Rank r's KV pool: its runtime's, or with data-parallel attention over nodes node r's as
+ * node 0 keeps it (bookkeeping; its bytes are on node r, struct dsv_kv_remote). NULL for a
+ * rank out of range, or another process's pool that is not kept here. */
+struct dsv_kv_pool *dsv_rank_group_pool(const struct dsv_rank_group *g, int rank);
 /* Whether the other ranks are nodes; a rank's weight bytes and threads (a node's as it
  * reported them; the runtime of a rank in another process is NULL). */
 bool dsv_rank_group_nodes(const struct dsv_rank_group *g);

@@ -126,6 +126,7 @@ static int join_nodes(const struct dsv_server_config *cfg, struct dsv_nodes **re
  * ends the group (exit 0) or the group fails (exit 1, so that systemd restarts it). */
 static int follow(const struct dsv_server_config *cfg, struct dsv_nodes *nodes) {
         struct dsv_runtime_opts ro = {0};
+        struct dsv_follow_stats fs = {0};
         struct dsv_error err = {{0}};
         char why[1100] = "";
         int r, st;
@@ -140,9 +141,14 @@ static int follow(const struct dsv_server_config *cfg, struct dsv_nodes *nodes) 
         ro.graphs_off = strcmp(cfg->cuda_graphs, "no") == 0;
         ro.max_pass_tokens = cfg->pass_tokens;
         ro.tp = strcmp(cfg->parallel, "ep,tp") == 0;
+        ro.dp = strcmp(cfg->parallel, "ep,dp") == 0; /* data-parallel attention, as node 0's engine */
         log_info("Node %d of %d: loading its share of %s; node 0 serves the clients", cfg->node_rank, cfg->nodes, cfg->model);
-        r = dsv_rank_group_follow(&ro, dsv_nodes_ep(nodes), dsv_nodes_ctl(nodes), &err);
+        r = dsv_rank_group_follow(&ro, dsv_nodes_ep(nodes), dsv_nodes_ctl(nodes), &fs, &err);
         st = dsv_nodes_status(nodes, why, sizeof(why));
+        log_info("Node %d of %d: ran %llu tokens of %s in %llu passes; %llu KV page writes from node 0, %llu KV pages sent "
+                 "back", cfg->node_rank, cfg->nodes, (unsigned long long)fs.tokens,
+                 ro.dp ? "its own sequences" : "node 0's sequences", (unsigned long long)fs.passes,
+                 (unsigned long long)fs.writes, (unsigned long long)fs.pages_read);
         if (r >= 0) {
                 log_info("Node %d of %d: node 0 ended the group; exiting", cfg->node_rank, cfg->nodes);
                 return 0;

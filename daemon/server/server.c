@@ -1639,6 +1639,7 @@ int dsv_server_new(struct dsv_server_config *cfg, const struct dsv_server_args *
                 s->nodes = args->nodes;
                 eo.node_ep = dsv_nodes_ep(args->nodes);
                 eo.node_ctl = dsv_nodes_ctl(args->nodes);
+                eo.node_dp = strcmp(s->cfg.parallel, "ep,dp") == 0;
         }
         eo.numerics = s->cfg.numerics;
         eo.mtp = s->cfg.mtp;

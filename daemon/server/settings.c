@@ -48,7 +48,8 @@ static const struct dsv_config_option options[] = {
         OPT("parallel", OPT_STRING, parallel, "", 0, 32, false, NULL,
             "layout of the ranks (needed when ranks > 1): ep,dp: routed experts split over the ranks in contiguous "
             "blocks, each rank loading only its own; dense layers and lm_head whole on every rank; attention "
-            "data-parallel: each request and its session placed on one rank, whose own KV pool holds its pages; "
+            "data-parallel: each request and its session placed on one rank, whose own KV pool holds its pages (over "
+            "nodes too, each node a rank, when every node has parallel ep,dp; without it nodes replicate attention); "
             "ep,tp: the same experts, and attention heads (the ranks must divide them), the dense layers' and shared "
             "expert's intermediate dimension and lm_head's vocabulary split over the ranks too, each rank loading only "
             "its shares (the MLA latent, KV cache and indexer stay replicated: they are per token); logits within "

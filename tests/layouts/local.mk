@@ -14,7 +14,12 @@ check_PROGRAMS += tests/layouts/test-dp-model
 tests_layouts_test_dp_model_SOURCES = tests/layouts/test-dp-model.c
 tests_layouts_test_dp_model_LDADD = libdsv32runtime.la
 
-TESTS += tests/layouts/test-ep-model tests/layouts/test-tp-model tests/layouts/test-dp-model tests/layouts/ep-run.sh
+# the same over nodes (dsv_rank_group_open_nodes/_follow), on threads and the in-process communicator
+check_PROGRAMS += tests/layouts/test-node-dp
+tests_layouts_test_node_dp_SOURCES = tests/layouts/test-node-dp.c
+tests_layouts_test_node_dp_LDADD = libdsv32runtime.la
+
+TESTS += tests/layouts/test-ep-model tests/layouts/test-tp-model tests/layouts/test-dp-model tests/layouts/test-node-dp tests/layouts/ep-run.sh
 EXTRA_DIST += tests/layouts/ep-run.sh
 
 # dsv32d --ranks N --parallel ep,dp: concurrent clients, sessions, snapshots, a rank's fault,

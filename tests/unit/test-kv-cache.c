@@ -2,7 +2,8 @@
  * model: a sequence cut back to a prefix and continued with other tokens gives the logits
  * of a fresh sequence of that prefix and those tokens (the stale bytes left in the kept
  * tail page are never read), which is what sessions rely on when a prompt diverges from
- * the cached history. */
+ * the cached history. A remote pool (another node's, kept as bookkeeping) sends its writes
+ * and reads through its owner's callbacks. */
 #include "config.h"
 
 #include <errno.h>
@@ -299,6 +300,151 @@ static void test_move(struct dsv_backend *be) {
         free(y);
 }
 
+/* A remote pool (dsv_kv_pool_new_remote: a follower node's pool as node 0 keeps it) stands for
+ * `far`, a real pool of this process: its writes are queued (as ranks.c queues them for the
+ * node's next job) and applied to far before a read, as the node applies them before a READ
+ * job. Moves in and out, a copy-on-write copy and reads give far exactly the bytes a local
+ * pool would hold; a failing write or read changes nothing; a page out of range is refused
+ * before the remote is asked. */
+struct fake_node {
+        struct dsv_kv_pool *far;
+        int32_t rec[64][2];
+        uint8_t *bytes[64];
+        int n, writes, reads, fail;
+};
+
+static int fake_flush(struct fake_node *fn) {
+        for (int i = 0; i < fn->n; i++) {
+                int r = fn->rec[i][1] < 0 ? dsv_kv_page_upload(fn->far, fn->rec[i][0], fn->bytes[i])
+                                          : dsv_kv_page_copy(fn->far, fn->rec[i][0], fn->rec[i][1]);
+                free(fn->bytes[i]);
+                if (r < 0)
+                        return r;
+        }
+        fn->n = 0;
+        return 0;
+}
+
+static int fake_write(void *ud, int32_t dst, int32_t src, const void *bytes) {
+        struct fake_node *fn = ud;
+        if (fn->fail || fn->n == 64)
+                return -ENOMEM;
+        fn->rec[fn->n][0] = dst;
+        fn->rec[fn->n][1] = src;
+        fn->bytes[fn->n] = NULL;
+        if (src < 0 && !(fn->bytes[fn->n] = malloc(fn->far->page_bytes)))
+                return -ENOMEM;
+        if (src < 0)
+                memcpy(fn->bytes[fn->n], bytes, fn->far->page_bytes);
+        fn->n++;
+        fn->writes++;
+        return 0;
+}
+
+static int fake_read(void *ud, const int32_t *pages, int n, void *out) {
+        struct fake_node *fn = ud;
+        int r;
+        fn->reads++;
+        if (fn->fail)
+                return -ECONNABORTED;
+        if ((r = fake_flush(fn)) < 0)
+                return r;
+        return dsv_kv_pages_download(fn->far, pages, n, out);
+}
+
+static void fill_page(struct dsv_kv_pool *p, int32_t page, unsigned seed) {
+        uint8_t *b = malloc(p->page_bytes);
+        REQUIRE(b, "oom");
+        for (size_t i = 0; i < p->page_bytes; i++)
+                b[i] = (uint8_t)((i * 2654435761u + seed * 40503u) >> 13);
+        REQUIRE(dsv_kv_page_upload(p, page, b) == 0, "upload");
+        free(b);
+}
+
+static void test_remote(struct dsv_backend *be, const struct dsv_model_config *cfg) {
+        const enum dsv_kv_format fmt = dsv_numerics_kv_format(DSV_NUMERICS_EXACT);
+        const int L = cfg->num_hidden_layers;
+        struct fake_node fn = {0};
+        const struct dsv_kv_remote io = {fake_write, fake_read, &fn}, half = {fake_write, NULL, &fn};
+        struct dsv_kv_pool *local, *rp, *bad;
+        struct dsv_kv_seq q = {0};
+        uint8_t *want, *got;
+        int32_t pages[3], oob = 8;
+
+        REQUIRE(dsv_kv_pool_new(be, cfg, fmt, 8, &local) == 0 && dsv_kv_pool_new(be, cfg, fmt, 8, &fn.far) == 0, "pools");
+        CHECK(dsv_kv_pool_new_remote(cfg, fmt, L, 8, NULL, &bad) == -EINVAL &&
+                      dsv_kv_pool_new_remote(cfg, fmt, L, 8, &half, &bad) == -EINVAL &&
+                      dsv_kv_pool_new_remote(cfg, fmt, L, 0, &io, &bad) == -EINVAL,
+              "a remote pool without its reads, or without pages");
+        REQUIRE(dsv_kv_pool_new_remote(cfg, fmt, L, 8, &io, &rp) == 0, "remote pool");
+        CHECK(!rp->base && !rp->be && !dsv_kv_pool_host(rp) && dsv_kv_pool_host(local) && rp->page_bytes == local->page_bytes &&
+                      rp->n_free == 8,
+              "the remote pool holds no bytes here");
+        want = malloc(3 * local->page_bytes);
+        got = malloc(3 * local->page_bytes);
+        REQUIRE(want && got, "oom");
+
+        /* a sequence of 3 pages in the local pool, moved to the remote one: 3 uploads, queued */
+        REQUIRE(dsv_kv_seq_reserve(local, &q, 2 * PT + 5) == 0, "reserve");
+        q.len = 2 * PT + 5;
+        for (int i = 0; i < 3; i++)
+                fill_page(local, q.pages[i], 10 + i);
+        REQUIRE(dsv_kv_pages_download(local, q.pages, 3, want) == 0, "download");
+        CHECK(dsv_kv_seq_move(local, rp, &q) == 0 && q.n_pages == 3 && local->n_free == 8 && rp->n_free == 5 &&
+                      fn.writes == 3 && fn.n == 3 && fn.rec[0][1] == -1 && fn.reads == 0,
+              "a move to the remote pool: %d writes, %d reads", fn.writes, fn.reads);
+        /* read back: the queued writes reach far first */
+        CHECK(dsv_kv_pages_download(rp, q.pages, 3, got) == 0 && fn.reads == 1 && fn.n == 0 &&
+                      memcmp(want, got, 3 * local->page_bytes) == 0,
+              "the remote pool's pages read back differ");
+        memcpy(pages, q.pages, sizeof(pages));
+        CHECK(dsv_kv_pages_download(rp, &oob, 1, got) == -EINVAL && fn.reads == 1, "a page out of range is read");
+
+        /* copy-on-write: another holder of the tail page, then a cut into it: one copy record */
+        REQUIRE(dsv_kv_seq_truncate(rp, &q, 2 * PT + 5) == 0, "noop truncate");
+        rp->page[q.pages[2]].ref++; /* as a second sequence sharing it would */
+        const int writes = fn.writes;
+        CHECK(dsv_kv_seq_truncate(rp, &q, 2 * PT + 1) == 0 && q.pages[2] != pages[2] && fn.writes == writes + 1 &&
+                      fn.rec[fn.n - 1][0] == q.pages[2] && fn.rec[fn.n - 1][1] == pages[2] && rp->n_copied == 1,
+              "a copy-on-write copy in the remote pool is not sent as a copy");
+        CHECK(dsv_kv_pages_download(rp, &q.pages[2], 1, got) == 0 &&
+                      memcmp(got, want + 2 * local->page_bytes, local->page_bytes) == 0,
+              "the copied page's bytes differ");
+        {
+                /* the other holder lets the old tail page go */
+                struct dsv_kv_seq tmp = {.pages = malloc(sizeof(int32_t)), .n_pages = 1, .cap = 1, .len = 1};
+                REQUIRE(tmp.pages, "oom");
+                tmp.pages[0] = pages[2];
+                dsv_kv_seq_release(rp, &tmp);
+        }
+
+        /* a failing remote: an upload, a move and a read fail, nothing changes */
+        fn.fail = 1;
+        fill_page(local, 0, 99); /* local still works */
+        {
+                uint8_t *b = calloc(1, local->page_bytes);
+                REQUIRE(b, "oom");
+                CHECK(dsv_kv_page_upload(rp, 0, b) == -ENOMEM, "a failing remote write is not reported");
+                free(b);
+        }
+        CHECK(dsv_kv_seq_move(rp, local, &q) == -ECONNABORTED && q.n_pages == 3 && rp->n_free == 5 && local->n_free == 8,
+              "a failing read changed the sequence or the pools: %d pages, %d/%d free", q.n_pages, rp->n_free, local->n_free);
+        fn.fail = 0;
+
+        /* and back to the local pool: read from far, the same bytes (the copied tail too) */
+        CHECK(dsv_kv_seq_move(rp, local, &q) == 0 && q.n_pages == 3 && rp->n_free == 8 && local->n_free == 5,
+              "a move from the remote pool");
+        CHECK(dsv_kv_pages_download(local, q.pages, 3, got) == 0 && memcmp(want, got, 2 * local->page_bytes) == 0 &&
+                      memcmp(want + 2 * local->page_bytes, got + 2 * local->page_bytes, local->page_bytes) == 0,
+              "the pages moved back differ");
+        dsv_kv_seq_release(local, &q);
+        dsv_kv_pool_free(rp);
+        dsv_kv_pool_free(local);
+        dsv_kv_pool_free(fn.far);
+        free(want);
+        free(got);
+}
+
 int main(void) {
         struct dsv_backend *be;
         struct dsv_model_config cfg;
@@ -310,6 +456,7 @@ int main(void) {
         test_sharing(be, &cfg);
         test_model(be);
         test_move(be);
+        test_remote(be, &cfg);
         dsv_backend_free(be);
         return test_result("test-kv-cache");
 }
