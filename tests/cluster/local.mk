@@ -35,10 +35,10 @@ clean-cluster-tmp:
 # `make check-tsan`, in a tree configured --enable-tsan: the tests whose threads share
 # memory (the in-process communicator's ranks, the bootstrap's monitor threads, and dsv32d
 # serving through a group of CPU rank threads: tests/layouts/daemon-ranks.sh, and through a
-# group of dsv32d processes: tests/cluster/daemon-nodes.sh, and with attention data-parallel
-# over them: tests/cluster/daemon-nodes-dp.sh; data-parallel attention's rank
+# group of dsv32d processes: tests/cluster/daemon-nodes.sh; data-parallel attention's rank
 # threads and followers: tests/layouts/test-dp-model, tiny only, and over nodes on threads:
-# tests/layouts/test-node-dp) under
+# tests/layouts/test-node-dp; daemon-nodes-dp.sh is left out for CI time: it passed under
+# TSan by hand, 487 s at load ~10, `make check-tsan TSAN_LOGS=tests/cluster/daemon-nodes-dp.log`) under
 # ThreadSanitizer, without building the rest of the suite. Results in test-suite.log.
 # tests/tsan.supp (TSAN_OPTIONS in Makefile.am) holds the reports that are not races.
 # OMP_NUM_THREADS=1: the checkpoint generator's OpenMP loops (daemon/synth.c, the only OpenMP
@@ -47,8 +47,7 @@ clean-cluster-tmp:
 TSAN_TEST_BINS = tests/comm/comm-conformance tests/cluster/test-cluster-bootstrap tests/layouts/test-dp-model \
 	tests/layouts/test-node-dp dsv32d dsv32 dsv32-mkmodel
 TSAN_LOGS = tests/comm/comm-local.log tests/cluster/test-cluster-bootstrap.log tests/layouts/daemon-ranks.log \
-	tests/layouts/test-dp-model.log tests/layouts/test-node-dp.log tests/cluster/daemon-nodes.log \
-	tests/cluster/daemon-nodes-dp.log
+	tests/layouts/test-dp-model.log tests/layouts/test-node-dp.log tests/cluster/daemon-nodes.log
 if ENABLE_TSAN
 check-tsan: $(TSAN_TEST_BINS)
 	@rm -f $(TSAN_LOGS) $(TSAN_LOGS:.log=.trs) $(TEST_SUITE_LOG)
