@@ -5,10 +5,11 @@
  * --reps, at 1 thread and at --threads. One "step" runs the op once on each of --layers
  * layers' own weights (small: 4), so kv_b is read the way a decode step reads it.
  * Shapes of the small preset: 16 heads, nope 64, rope 64, v 64, kv_lora 512, 64 selected
- * positions of a 256-token FP8 cache; faithful numerics. Before timing, the two forms' outputs
- * are compared bit for bit: a difference exits 1.
+ * positions of a 256-token FP8 cache; faithful numerics (--exact: exact numerics, against the
+ * F32 table exact numerics kept, an F32 cache). Before timing, the two forms' outputs are
+ * compared bit for bit: a difference exits 1.
  *
- * usage: bench-mla-decode [--threads N] [--layers L] [--reps R]
+ * usage: bench-mla-decode [--threads N] [--layers L] [--reps R] [--exact]
  * Figures, not tests; `make check` runs it once with few repetitions (bench-mla-decode.sh). */
 #include "config.h"
 
@@ -40,13 +41,13 @@ static float next_f(void) {
 struct layer_w {
         uint8_t *codes;
         float *scales;
-        uint16_t *table;
+        void *table;
         struct dsv_tensor w, s, t;
 };
 
 static int usage(void) {
-        fprintf(stderr,
-                "usage: bench-mla-decode [--threads N] [--layers L] [--reps R]   (N 1..256, L 1..64, R 1..10000)\n");
+        fprintf(stderr, "usage: bench-mla-decode [--threads N] [--layers L] [--reps R] [--exact]   (N 1..256, L 1..64, "
+                        "R 1..10000)\n");
         return 2;
 }
 
@@ -72,7 +73,12 @@ static double step(struct bench *b, bool fp8) {
 
 int main(int argc, char **argv) {
         int threads = 2, layers = 4, reps = 200;
+        bool exact = false;
         for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "--exact") == 0) {
+                        exact = true;
+                        continue;
+                }
                 int *dst = strcmp(argv[i], "--threads") == 0  ? &threads
                            : strcmp(argv[i], "--layers") == 0 ? &layers
                            : strcmp(argv[i], "--reps") == 0   ? &reps
@@ -90,7 +96,8 @@ int main(int argc, char **argv) {
         struct dsv_model_config cfg = {
                 .num_hidden_layers = 1, .kv_lora_rank = C, .qk_rope_head_dim = ROPE, .index_head_dim = 128};
         struct dsv_kv_layout L;
-        dsv_kv_layout_init(&L, &cfg, DSV_KV_FP8, 64);
+        dsv_kv_layout_init(&L, &cfg, exact ? DSV_KV_F32 : DSV_KV_FP8, 64);
+        const char *tname = exact ? "F32" : "BF16";
         const int pages = NCTX / 64;
         void *base = calloc((size_t)pages, L.layer_page_bytes);
         float *lat = malloc((size_t)NCTX * C * 4), *kpe = malloc((size_t)NCTX * ROPE * 4),
@@ -130,7 +137,7 @@ int main(int argc, char **argv) {
                 const int nbr = R / 128, nbc = C / 128;
                 w->codes = malloc((size_t)R * C);
                 w->scales = malloc((size_t)nbr * nbc * 4);
-                w->table = malloc((size_t)R * C * 2);
+                w->table = malloc((size_t)R * C * (exact ? 4 : 2));
                 if (!w->codes || !w->scales || !w->table)
                         return 1;
                 for (size_t i = 0; i < (size_t)R * C; i++)
@@ -140,7 +147,7 @@ int main(int argc, char **argv) {
                 w->s = dsv_tensor_2d(DSV_F32, w->scales, nbr, nbc);
                 w->w = dsv_tensor_2d(DSV_F8_E4M3, w->codes, R, C);
                 w->w.scale = &w->s;
-                w->t = dsv_tensor_2d(DSV_BF16, w->table, R, C);
+                w->t = dsv_tensor_2d(exact ? DSV_F32 : DSV_BF16, w->table, R, C);
                 struct dsv_op_dequant dq = {.out = &w->t, .w = &w->w};
                 if (dsv_cpu_dequant(&dq) < 0)
                         return 1;
@@ -160,7 +167,7 @@ int main(int argc, char **argv) {
                                           .v = V,
                                           .kv_lora = C,
                                           .scale = 0.125f,
-                                          .faithful = true};
+                                          .faithful = !exact};
 
         /* the two forms give the same bits */
         for (int l = 0; l < layers; l++) {
@@ -171,16 +178,16 @@ int main(int argc, char **argv) {
                 b.op.wkv_b = &b.lw[l].t;
                 int r2 = dsv_cpu_mla_decode(&b.op);
                 if (r1 < 0 || r2 < 0 || memcmp(out, out + H * V, (size_t)H * V * 4) != 0) {
-                        fprintf(stderr,
-                                "bench-mla-decode: layer %d: the FP8 kv_b gives other bits than the BF16 table\n", l);
+                        fprintf(stderr, "bench-mla-decode: layer %d: the FP8 kv_b gives other bits than the %s table\n",
+                                l, tname);
                         return 1;
                 }
         }
         b.op.out = &O;
-        printf("bench-mla-decode: absorbed MLA decode, 1 token, %d heads, kv_lora %d, %d positions, faithful, %d "
+        printf("bench-mla-decode: absorbed MLA decode, 1 token, %d heads, kv_lora %d, %d positions, %s, %d "
                "layers; %s "
-               "kernels; FP8 kv_b and BF16 table give the same bits\n",
-               H, C, K, layers, dsv_cpu_isa_name(dsv_cpu_isa_current()));
+               "kernels; FP8 kv_b and %s table give the same bits\n",
+               H, C, K, exact ? "exact" : "faithful", layers, dsv_cpu_isa_name(dsv_cpu_isa_current()), tname);
         for (int n = 1; n <= threads; n = n == threads ? threads + 1 : MIN(n * 2, threads)) {
                 if (dsv_cpu_pool_acquire(n) < 0)
                         return 1;
@@ -190,10 +197,10 @@ int main(int argc, char **argv) {
                         bestt = fmin(bestt, step(&b, false));
                 }
                 dsv_cpu_pool_release();
-                printf("threads %d: FP8 kv_b %.1f us/step (%.1f MB read) vs BF16 table %.1f us/step (%.1f MB): ratio "
+                printf("threads %d: FP8 kv_b %.1f us/step (%.1f MB read) vs %s table %.1f us/step (%.1f MB): ratio "
                        "%.2fx\n",
-                       n, best8 * 1e6, layers * (double)R * C / 1e6, bestt * 1e6, layers * (double)R * C * 2 / 1e6,
-                       best8 / bestt);
+                       n, best8 * 1e6, layers * (double)R * C / 1e6, tname, bestt * 1e6,
+                       layers * (double)R * C * (exact ? 4 : 2) / 1e6, best8 / bestt);
         }
         for (int l = 0; l < layers; l++) {
                 free(b.lw[l].codes);
