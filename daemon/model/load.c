@@ -1,8 +1,7 @@
 /* Loading a model (see model.h): the checkpoint's tensors placed in one backend
  * allocation and streamed in by the loader, the layers wired to them by name, the absorbed
  * attention's dequantized wkv_b (where the backend cannot read kv_b_proj itself), and a
- * one-token probe so that an op the backend lacks fails
- * at load, named. */
+ * one-token probe so that an op the backend lacks fails at load, named. */
 #include "config.h"
 
 #include <assert.h>
