@@ -254,12 +254,15 @@ struct dsv_op_indexer_topk {
  *   s_j = (q_c . c_j + q_pe . kpe_j) * scale      for j in idx[t] (-1 entries skipped)
  *   p = softmax(s);  o_c = sum_j p_j c_j;  out[t,h] = W_UV[h] o_c
  * wkv_b is the dequantized kv_b_proj [H*(nope+v), kv_lora] (bf16-rounded in faithful mode,
- * where a backend whose supports_op() accepts it may hold it as BF16: the same values);
+ * where a backend whose supports_op() accepts it may hold it as BF16: the same values), or,
+ * where supports_op() accepts it, kv_b_proj itself: FP8 codes with their block scales
+ * (wkv_b->scale), standing for rnd(code * scale) (rnd: to bf16 in faithful mode, none in
+ * exact: the values of the dequant op's table), or BF16;
  * faithful rounds q_c, each score term, the scaled score, p, o_c and out to bf16. */
 struct dsv_op_mla_decode {
         struct dsv_tensor *out;          /* [T, H*v] */
         const struct dsv_tensor *q;      /* [T, H*(nope+rope)] rope part rotated */
-        const struct dsv_tensor *wkv_b;  /* F32 or BF16 [H*(nope+v), kv_lora] */
+        const struct dsv_tensor *wkv_b;  /* F32, BF16 or F8_E4M3 [H*(nope+v), kv_lora] */
         const struct dsv_tensor *idx;    /* I32 [T, k] */
         struct dsv_kv_ref kv;
         struct dsv_kv_index at;

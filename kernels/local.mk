@@ -8,7 +8,7 @@ libdsv32kernels_la_SOURCES = \
 	kernels/cpu/indexer.c kernels/cpu/mla.c kernels/cpu/moe.c kernels/cpu/pool.h kernels/cpu/pool.c \
 	kernels/cpu/gemm.h kernels/cpu/gemm_generic.h kernels/cpu/gemm_isa.c kernels/cpu/gemm_portable.c \
 	kernels/cpu/gemm_avx2.c kernels/cpu/gemm_avx512.c kernels/cpu/gemm_avx512bf16.c kernels/cpu/gemm_avx512bf16_tile.h \
-	kernels/cpu/gemm_avx512bf16_wide.h
+	kernels/cpu/gemm_avx512bf16_wide.h kernels/cpu/fp8_rows.h kernels/cpu/fp8_rows.c
 # -ffp-contract=off: a product and a sum are never fused behind our back, so every kernel
 # path computes the same bits (gemm.h)
 libdsv32kernels_la_CFLAGS = $(AM_CFLAGS) -O3 -fopenmp-simd -ffp-contract=off

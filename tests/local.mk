@@ -113,6 +113,12 @@ tests_bench_bench_gemv_SOURCES = tests/bench/bench-gemv.c
 tests_bench_bench_gemv_LDADD = libdsv32inspect.la -lm
 TESTS += tests/bench/bench-gemv.sh
 EXTRA_DIST += tests/bench/bench-gemv.sh
+check_PROGRAMS += tests/bench/bench-mla-decode
+tests_bench_bench_mla_decode_SOURCES = tests/bench/bench-mla-decode.c
+tests_bench_bench_mla_decode_LDADD = libdsv32inspect.la -lm
+TESTS += tests/bench/bench-mla-decode.sh
+bench_scripts += tests/bench/bench-mla-decode.sh
+EXTRA_DIST += tests/bench/bench-mla-decode.sh
 EXTRA_DIST += tests/bench/bench-core.sh tests/bench/bench-mtp.sh tests/bench/bench-schema.sh
 
 # dsv32-run's speculative decoding (--mtp) from the command line

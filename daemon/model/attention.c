@@ -91,9 +91,7 @@ int dsv_fwd_attention(struct fwd *F, int layer) {
         const int H = l->q_sl.dim < 0 ? c->num_attention_heads : (int)((l->q_sl.hi - l->q_sl.lo) / qk);
         struct dsv_tensor q_frame = share_cols(&w->q, &l->q_sl, true), q_all = share_cols(&w->q, &l->q_sl, false);
         struct dsv_tensor o_frame = share_cols(&w->o, &l->o_sl, true), o_all = share_cols(&w->o, &l->o_sl, false);
-        struct dsv_tensor wkv_b_deq = l->kv_sl.dim < 0 ? l->wkv_b_deq
-                                                        : dsv_view_rows(&l->wkv_b_deq, l->kv_sl.lo - l->kv_sl.a0,
-                                                                        l->kv_sl.hi - l->kv_sl.lo);
+        struct dsv_tensor wkv_b_dec, wkv_b_scale;
         struct dsv_kv_ref kvr = {&F->kv->layout, F->kv->base, layer};
         struct dsv_op op;
         int r;
@@ -149,9 +147,11 @@ int dsv_fwd_attention(struct fwd *F, int layer) {
                 struct dsv_tensor o = dsv_view_rows(&o_all, 0, F->n_dec), q = dsv_view_rows(&q_all, 0, F->n_dec),
                                   idx = dsv_view_rows(&w->idx, 0, F->n_dec), ts = dsv_view_cols(&w->tok_seq, 0, F->n_dec),
                                   tp = dsv_view_cols(&w->pos, 0, F->n_dec);
+                if ((r = dsv_wkv_b_decode(l, l->wkv_b_direct, &wkv_b_dec, &wkv_b_scale)) < 0)
+                        return r; /* load.c made sure it is not */
                 op = (struct dsv_op){.type = DSV_OP_MLA_DECODE};
                 op.mla_decode = (struct dsv_op_mla_decode){
-                        .out = &o, .q = &q, .wkv_b = &wkv_b_deq, .idx = &idx, .kv = kvr, .at = {&ts, &tp, &w->block_table},
+                        .out = &o, .q = &q, .wkv_b = &wkv_b_dec, .idx = &idx, .kv = kvr, .at = {&ts, &tp, &w->block_table},
                         .n_heads = H, .nope = nope, .rope = rope_d, .v = c->v_head_dim, .kv_lora = c->kv_lora_rank,
                         .scale = m->softmax_scale, .faithful = F->f};
                 if ((r = dsv_fwd_run(F, &op)) < 0)

@@ -41,7 +41,12 @@ struct layer {
         } *experts;
         struct dsv_tensor expert_table; /* U8 [n_routed_experts, sizeof(struct dsv_moe_expert)] */
         enum dsv_dtype expert_type;     /* the type of the present experts' weights */
-        struct dsv_tensor wkv_b_deq; /* F32 [H*(nope+v), kv_lora] for absorbed attention */
+        /* what absorbed attention reads of kv_b_proj (dsv_wkv_b_decode): the weight itself where
+         * the backend's MLA decode takes its form (wkv_b_direct; the CPU backend reads FP8
+         * codes with their block scales), else a dequantized table, F32 [H*(nope+v), kv_lora]
+         * or BF16 (load.c wkv_b_deq_type) */
+        bool wkv_b_direct;
+        struct dsv_tensor wkv_b_deq;
         /* tensor parallelism (tp.c): the shares of q_b_proj's rows, kv_b_proj's rows (also
          * wkv_b_deq's) and o_proj's columns this rank holds; dim -1 (whole) otherwise */
         struct dsv_tp_slice q_sl, kv_sl, o_sl;
@@ -173,6 +178,11 @@ void dsv_ws_free(struct dsv_model *m);
 
 /* ops.c: each returns 0 or a negative errno with err naming the backend and the op */
 struct dsv_tensor dsv_view_rows(const struct dsv_tensor *t, int64_t r0, int64_t n);
+/* The kv_b the absorbed attention's MLA decode op reads for layer l: wkv_b_deq, or kv_b_proj
+ * itself when l->wkv_b_direct, cut to this rank's heads' rows; an FP8 weight's scales cut
+ * to them go into *scale_view, which must outlive the result. -EINVAL when an FP8 share does
+ * not start on a 128-row block (its scales would not line up: load.c then makes a table). */
+int dsv_wkv_b_decode(const struct layer *l, bool direct, struct dsv_tensor *ret, struct dsv_tensor *scale_view);
 struct dsv_tensor dsv_view_cols(const struct dsv_tensor *t, int64_t c0, int64_t n);
 int dsv_fwd_run(struct fwd *F, struct dsv_op *op);
 int dsv_fwd_linear(struct fwd *F, struct dsv_tensor *out, const struct dsv_tensor *x, const struct dsv_tensor *w);

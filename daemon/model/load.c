@@ -1,7 +1,7 @@
 /* Loading a model (see model.h): the checkpoint's tensors placed in one backend
  * allocation and streamed in by the loader, the layers wired to them by name, the absorbed
- * attention's dequantized wkv_b, and a one-token probe so that an op the backend lacks fails
- * at load, named. */
+ * attention's dequantized wkv_b (where the backend cannot read kv_b_proj itself), and a
+ * one-token probe so that an op the backend lacks fails at load, named. */
 #include "config.h"
 
 #include <assert.h>
@@ -179,6 +179,30 @@ static enum dsv_dtype wkv_b_deq_type(const struct dsv_model *m) {
                                                    .rope = c->qk_rope_head_dim, .v = c->v_head_dim, .kv_lora = c->kv_lora_rank,
                                                    .scale = 1.0f, .faithful = true};
         return m->be->ops->supports_op(m->be, &op) ? DSV_BF16 : DSV_F32;
+}
+
+/* Whether the backend's MLA decode reads layer l's kv_b_proj as it is, so that no table is
+ * made (the CPU backend reads FP8 codes with their block scales, making each row's floats as
+ * it goes: the same values as the table's; the CUDA plugin takes F32 tables only): asked of
+ * supports_op() with a one-token op of this model's shapes and the weight the op would get. */
+static bool wkv_b_direct(const struct dsv_model *m, const struct layer *l) {
+        const struct dsv_model_config *c = &m->cfg;
+        struct dsv_tensor w, sc;
+        if (dsv_wkv_b_decode(l, true, &w, &sc) < 0)
+                return false;
+        struct dsv_kv_layout L;
+        dsv_kv_layout_init_layers(&L, c, dsv_numerics_kv_format(m->numerics), 1, DSV_KV_PAGE_TOKENS);
+        const bool f = m->numerics == DSV_NUMERICS_FAITHFUL;
+        const int H = (int)(w.ne[1] / (c->qk_nope_head_dim + c->v_head_dim));
+        struct dsv_tensor out = dsv_tensor_2d(DSV_F32, NULL, 1, (int64_t)H * c->v_head_dim),
+                          q = dsv_tensor_2d(DSV_F32, NULL, 1, (int64_t)H * dsv_cfg_qk_head_dim(c)),
+                          idx = dsv_tensor_2d(DSV_I32, NULL, 1, MAX(c->index_topk, 1)), one = dsv_tensor_2d(DSV_I32, NULL, 1, 1);
+        struct dsv_op op = {.type = DSV_OP_MLA_DECODE, .faithful = f};
+        op.mla_decode = (struct dsv_op_mla_decode){.out = &out, .q = &q, .wkv_b = &w, .idx = &idx, .kv = {&L, NULL, 0},
+                                                   .at = {&one, &one, &one}, .n_heads = H, .nope = c->qk_nope_head_dim,
+                                                   .rope = c->qk_rope_head_dim, .v = c->v_head_dim, .kv_lora = c->kv_lora_rank,
+                                                   .scale = 1.0f, .faithful = f};
+        return m->be->ops->supports_op(m->be, &op);
 }
 
 /* Dequantizes kv_b_proj into the form wkv_b_deq_type() chose (F32, bf16-rounded in faithful
@@ -598,8 +622,8 @@ int dsv_model_load(const char *dir, struct dsv_backend *be, const struct dsv_mod
                                 goto fail;
                 }
 #undef T
-                r = make_wkv_b_deq(m, l, i, wkv_b_type, err);
-                if (r < 0)
+                l->wkv_b_direct = wkv_b_direct(m, l);
+                if (!l->wkv_b_direct && (r = make_wkv_b_deq(m, l, i, wkv_b_type, err)) < 0)
                         goto fail;
         }
         {

@@ -2,15 +2,35 @@
  * uses to issue ops and to name a failing op in the error. */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 
 #include "daemon/model/internal.h"
+#include "kernels/numerics.h"
 
 struct dsv_tensor dsv_view_rows(const struct dsv_tensor *t, int64_t r0, int64_t n) {
         struct dsv_tensor v = *t;
         v.data = (uint8_t *)t->data + (size_t)r0 * t->stride;
         v.ne[1] = n;
         return v;
+}
+
+int dsv_wkv_b_decode(const struct layer *l, bool direct, struct dsv_tensor *ret, struct dsv_tensor *scale_view) {
+        const struct dsv_tp_slice *sl = &l->kv_sl;
+        struct dsv_tensor w = direct ? *l->wkv_b : l->wkv_b_deq;
+        if (sl->dim < 0) {
+                *ret = w;
+                return 0;
+        }
+        const int64_t r0 = sl->lo - sl->a0, n = sl->hi - sl->lo;
+        if (w.type == DSV_F8_E4M3) {
+                if (r0 % DSV_QBLOCK != 0 || !w.scale)
+                        return -EINVAL;
+                *scale_view = dsv_view_rows(w.scale, r0 / DSV_QBLOCK, (n + DSV_QBLOCK - 1) / DSV_QBLOCK);
+                w.scale = scale_view;
+        }
+        *ret = dsv_view_rows(&w, r0, n);
+        return 0;
 }
 
 struct dsv_tensor dsv_view_cols(const struct dsv_tensor *t, int64_t c0, int64_t n) {

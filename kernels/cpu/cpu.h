@@ -42,6 +42,7 @@ int dsv_cpu_add(const struct dsv_op_add *p, bool faithful);
 int dsv_cpu_kv_store(const struct dsv_op_kv_store *p);
 int dsv_cpu_kv_gather(const struct dsv_op_kv_gather *p);
 int dsv_cpu_indexer_topk(const struct dsv_op_indexer_topk *p);
+bool dsv_cpu_mla_decode_ok(const struct dsv_op_mla_decode *p);
 int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p);
 int dsv_cpu_mla_prefill(const struct dsv_op_mla_prefill *p);
 int dsv_cpu_moe_gate(const struct dsv_op_moe_gate *p);

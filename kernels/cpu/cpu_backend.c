@@ -207,7 +207,11 @@ static bool cpu_supports(struct dsv_backend *be, const struct dsv_op *op) {
         case DSV_OP_INDEXER_TOPK:
                 return op->indexer_topk.head_dim <= DSV_QBLOCK || !op->indexer_topk.faithful;
         case DSV_OP_MLA_DECODE:
-                return op->mla_decode.wkv_b->type == DSV_F32 || op->mla_decode.wkv_b->type == DSV_BF16;
+                /* an FP8 kv_b (no dequantized table: half the bytes of the BF16 one) where its rows
+                 * are made in registers; the gather paths (avx2, avx512) took 2.5-3x the op's time
+                 * of the BF16 table (bench-mla-decode), so there the loader keeps the table */
+                return dsv_cpu_mla_decode_ok(&op->mla_decode) &&
+                       (op->mla_decode.wkv_b->type != DSV_F8_E4M3 || dsv_cpu_isa_current() == DSV_CPU_ISA_AVX512BF16);
         case DSV_OP_MLA_PREFILL:
                 return is_act(op->mla_prefill.kvb);
         case DSV_OP_MOE_GATE:

@@ -9,8 +9,11 @@
  *   out[d]   = sum_c o_c[c] W_UV[d][c]
  * faithful: q_c, both score terms, their sum, the scaled score, p, o_c and out are bf16, as in
  * the reference's bf16 einsums. kv_b (W_UK, W_UV) is F32, or BF16 where its values are
- * bf16-rounded anyway (faithful): both forms give the same bits (W_UK's rows enter
- * element-wise updates, W_UV's rows are widened to float before their dot products).
+ * bf16-rounded anyway (faithful), or the checkpoint's FP8 codes with their 128x128 block
+ * scales, each row made into the floats the dequantized table would hold (fp8_rows.h: one
+ * table per block, built once per 128-row block a head reads): all forms give the same bits
+ * (W_UK's rows enter element-wise updates, W_UV's rows are widened to float before their
+ * dot products).
  *
  * Prefill ("expanded", one sequence): k_j = [k_nope_j ; kpe_j], v_j from kv_b(c_j):
  *   s_j = (q . k_j) * scale;  p = softmax(s);  out = sum_j p_j v_j
@@ -23,6 +26,7 @@
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
+#include "kernels/cpu/fp8_rows.h"
 
 void dsv_softmax(float *s, int n) {
         float m = -INFINITY, sum = 0;
@@ -127,8 +131,49 @@ static const float *row_f32(const struct dsv_tensor *w, int64_t r, float *buf, i
         return buf;
 }
 
+/* An FP8 kv_b's rows as floats: the tables of one 128-row block's column blocks, rebuilt
+ * when a row of another block is asked for (a head's rows lie in one or two blocks). */
+struct kvb_fp8 {
+        struct dsv_fp8_tab *tabs; /* ceil(kv_lora / 128) */
+        int64_t block;            /* the row block the tables are for; -1 none */
+        enum dsv_cpu_isa isa;
+};
+
+/* Scratch of a thread for mla_head: floats floats, then the FP8 tables (when kv_b is FP8). */
+static float *mla_scratch(const struct dsv_op_mla_decode *p, size_t floats, struct kvb_fp8 *kf) {
+        const bool fp8 = p->wkv_b->type == DSV_F8_E4M3;
+        const size_t nb = (size_t)(p->kv_lora + DSV_QBLOCK - 1) / DSV_QBLOCK;
+        const size_t fbytes = (floats * sizeof(float) + 63) / 64 * 64;
+        uint8_t *s = dsv_cpu_scratch(0, fbytes + (fp8 ? nb * sizeof(struct dsv_fp8_tab) + 64 : 0));
+        if (s && fp8) {
+                kf->tabs = (struct dsv_fp8_tab *)(((uintptr_t)s + fbytes + 63) / 64 * 64);
+                kf->block = -1;
+                kf->isa = dsv_cpu_isa_current();
+        }
+        return (float *)s;
+}
+
+/* Row r's codes, the tables of its block made. */
+static const uint8_t *fp8_codes(const struct dsv_op_mla_decode *p, struct kvb_fp8 *kf, int64_t r) {
+        const struct dsv_tensor *w = p->wkv_b;
+        const int64_t b = r / DSV_QBLOCK;
+        if (b != kf->block) {
+                const float *sc = dsv_tensor_row(w->scale, b);
+                for (int64_t cb = 0; cb < w->scale->ne[0]; cb++)
+                        dsv_fp8_tab_make(&kf->tabs[cb], sc[cb], p->faithful, kf->isa);
+                kf->block = b;
+        }
+        return dsv_tensor_row(w, r);
+}
+
+static const float *fp8_row(const struct dsv_op_mla_decode *p, struct kvb_fp8 *kf, int64_t r, float *buf) {
+        dsv_fp8_row_f32(fp8_codes(p, kf, r), p->kv_lora, kf->tabs, buf, kf->isa);
+        return buf;
+}
+
 /* Head h of token t on its n gathered rows; scratch: 3 * kv_lora + n floats. */
-static void mla_head(const struct dsv_op_mla_decode *p, int64_t t, int h, const float *lat, const float *kpe, int n, float *qc) {
+static void mla_head(const struct dsv_op_mla_decode *p, struct kvb_fp8 *kf, int64_t t, int h, const float *lat, const float *kpe,
+                     int n, float *qc) {
         const int nope = p->nope, rope = p->rope, V = p->v, C = p->kv_lora;
         const int qk = nope + rope;
         const bool f = p->faithful;
@@ -139,7 +184,10 @@ static void mla_head(const struct dsv_op_mla_decode *p, int64_t t, int h, const 
         const int64_t wuk = (int64_t)h * (nope + V), wuv = wuk + nope;
         memset(qc, 0, (size_t)C * sizeof(float));
         for (int d = 0; d < nope; d++)
-                axpy_row(qc, qn[d], p->wkv_b, wuk + d, C);
+                if (p->wkv_b->type == DSV_F8_E4M3)
+                        dsv_fp8_row_axpy(fp8_codes(p, kf, wuk + d), C, kf->tabs, qn[d], qc, wrow, kf->isa);
+                else
+                        axpy_row(qc, qn[d], p->wkv_b, wuk + d, C);
         for (int c = 0; c < C; c++)
                 qc[c] = dsv_rnd(qc[c], f);
         for (int j = 0; j < n; j++) {
@@ -154,7 +202,10 @@ static void mla_head(const struct dsv_op_mla_decode *p, int64_t t, int h, const 
         for (int c = 0; c < C; c++)
                 oc[c] = dsv_rnd(oc[c], f);
         for (int d = 0; d < V; d++)
-                out[h * V + d] = dsv_rnd(dotf(oc, row_f32(p->wkv_b, wuv + d, wrow, C), C), f);
+                out[h * V + d] = dsv_rnd(dotf(oc, p->wkv_b->type == DSV_F8_E4M3 ? fp8_row(p, kf, wuv + d, wrow)
+                                                                                  : row_f32(p->wkv_b, wuv + d, wrow, C),
+                                              C),
+                                         f);
 }
 
 /* few tokens: items are (token, head) pairs on the shared gather */
@@ -162,7 +213,8 @@ static void mla_head_items(void *v, int64_t i0, int64_t i1, int thread) {
         struct mla_dec *md = v;
         const struct dsv_op_mla_decode *p = md->p;
         const int H = p->n_heads, K = (int)p->idx->ne[0], C = p->kv_lora;
-        float *qc = dsv_cpu_scratch(0, ((size_t)C * 3 + (size_t)K) * sizeof(float));
+        struct kvb_fp8 kf;
+        float *qc = mla_scratch(p, (size_t)C * 3 + (size_t)K, &kf);
         if (!qc) {
                 atomic_store(&md->err, -ENOMEM);
                 return;
@@ -170,7 +222,7 @@ static void mla_head_items(void *v, int64_t i0, int64_t i1, int thread) {
         for (int64_t it = i0; it < i1; it++) {
                 const int64_t t = it / H;
                 const int n = (int)(md->off[t + 1] - md->off[t]);
-                mla_head(p, t, (int)(it % H), md->lat + (size_t)md->off[t] * C, md->kpe + (size_t)md->off[t] * p->rope, n, qc);
+                mla_head(p, &kf, t, (int)(it % H), md->lat + (size_t)md->off[t] * C, md->kpe + (size_t)md->off[t] * p->rope, n, qc);
         }
 }
 
@@ -179,7 +231,8 @@ static void mla_token_items(void *v, int64_t t0, int64_t t1, int thread) {
         struct mla_dec *md = v;
         const struct dsv_op_mla_decode *p = md->p;
         const int H = p->n_heads, K = (int)p->idx->ne[0], C = p->kv_lora;
-        float *qc = dsv_cpu_scratch(0, ((size_t)C * 3 + (size_t)K + (size_t)K * (C + p->rope)) * sizeof(float));
+        struct kvb_fp8 kf;
+        float *qc = mla_scratch(p, (size_t)C * 3 + (size_t)K + (size_t)K * (C + p->rope), &kf);
         if (!qc) {
                 atomic_store(&md->err, -ENOMEM);
                 return;
@@ -188,8 +241,16 @@ static void mla_token_items(void *v, int64_t t0, int64_t t1, int thread) {
         for (int64_t t = t0; t < t1; t++) {
                 const int n = mla_gather(p, t, lat, kpe);
                 for (int h = 0; h < H; h++)
-                        mla_head(p, t, h, lat, kpe, n, qc);
+                        mla_head(p, &kf, t, h, lat, kpe, n, qc);
         }
+}
+
+bool dsv_cpu_mla_decode_ok(const struct dsv_op_mla_decode *p) {
+        const struct dsv_tensor *w = p->wkv_b, *s = w->scale;
+        if (w->type == DSV_F32 || w->type == DSV_BF16)
+                return true;
+        return w->type == DSV_F8_E4M3 && s && s->type == DSV_F32 && s->ne[0] == (w->ne[0] + DSV_QBLOCK - 1) / DSV_QBLOCK &&
+               s->ne[1] == (w->ne[1] + DSV_QBLOCK - 1) / DSV_QBLOCK && w->ne[0] == p->kv_lora;
 }
 
 int dsv_cpu_mla_decode(const struct dsv_op_mla_decode *p) {

@@ -476,7 +476,7 @@ int main(int argc, char **argv) {
                hwm_reset ? " from the model load on" : ", the whole process: clear_refs refused", hwm / 1e6, weights / 1e6, kv_max / 1e6,
                weights + kv_max > 0 ? (double)hwm / (double)(weights + kv_max) : 0);
         printf("    of it: the weights as held %.1f MB (the FP8 form once, plus the absorbed attention's dequantized kv_b "
-               "tables), the activation workspace of the largest pass %.1f MB, %.1f MB else (code, per-thread scratch, the "
+               "tables where the backend does not read kv_b_proj's FP8 codes itself), the activation workspace of the largest pass %.1f MB, %.1f MB else (code, per-thread scratch, the "
                "loader's and the bench's buffers)\n",
                held / 1e6, act_max / 1e6, ((double)hwm - (double)held - (double)act_max - (double)kv_max) / 1e6);
         dsv_model_free(m);

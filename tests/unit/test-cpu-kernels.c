@@ -16,6 +16,7 @@
 
 #include "daemon/rng.h"
 #include "kernels/cpu/cpu.h"
+#include "kernels/cpu/fp8_rows.h"
 #include "kernels/cpu/gemm.h"
 #include "tests/unit/testutil.h"
 
@@ -279,6 +280,56 @@ static void check_case(const char *what, enum dsv_dtype type, int64_t T, int64_t
         free(one);
 }
 
+/* FP8 rows by per-block table (fp8_rows.h) on the current path against the definition
+ * rnd(e4m3(code) * s), as floats and as y += a * row: every code (NaN included: any NaN) under random scales (not powers of
+ * two, negative ones too), rows of 1..300 columns (partial blocks and vector tails), rounded
+ * to bf16 or not, at unaligned addresses. */
+static void check_fp8_rows(void) {
+        enum { NMAX = 300, NB = (NMAX + 127) / 128 };
+        static struct dsv_fp8_tab tabs[NB];
+        uint8_t code[NMAX + 1];
+        float out[NMAX + 2], sc[NB];
+        const enum dsv_cpu_isa isa = dsv_cpu_isa_current();
+        int bad = 0, cases = 0;
+        for (int round = 0; round < 2; round++)
+                for (int n = 1; n <= NMAX; n += n < 70 ? 1 : 23) {
+                        for (int b = 0; b < NB; b++) {
+                                sc[b] = rnd() * 0.01f;
+                                dsv_fp8_tab_make(&tabs[b], sc[b], round, isa);
+                        }
+                        for (int j = 0; j < n; j++) /* every code within the first 256 columns */
+                                code[1 + j] = (uint8_t)(j < 256 ? (j * 167 + n) & 255 : rctr++ & 255);
+                        out[1 + n] = 12345.0f; /* guard */
+                        dsv_fp8_row_f32(code + 1, n, tabs, out + 1, isa);
+                        for (int j = 0; j < n; j++) {
+                                float want = dsv_e4m3_to_f32(code[1 + j]) * sc[j / 128];
+                                want = round ? dsv_round_bf16(want) : want;
+                                if (!same(out[1 + j], want) && bad++ < 5)
+                                        CHECK(false, "%s fp8 row n=%d round=%d: column %d code 0x%02x gives %a, want %a",
+                                              dsv_cpu_isa_name(isa), n, round, j, code[1 + j], out[1 + j], want);
+                        }
+                        CHECK(out[1 + n] == 12345.0f, "%s fp8 row n=%d: wrote past the row", dsv_cpu_isa_name(isa), n);
+                        /* y += a * row: the product and the sum rounded separately */
+                        float y[NMAX + 2], y0[NMAX + 1], buf[NMAX], a = rnd();
+                        for (int j = 0; j < n; j++)
+                                y0[j] = y[1 + j] = rnd();
+                        y[1 + n] = 12345.0f;
+                        dsv_fp8_row_axpy(code + 1, n, tabs, a, y + 1, buf, isa);
+                        for (int j = 0; j < n; j++) {
+                                float v = dsv_e4m3_to_f32(code[1 + j]) * sc[j / 128];
+                                volatile float prod = a * (round ? dsv_round_bf16(v) : v);
+                                float want = y0[j] + prod;
+                                if (!same(y[1 + j], want) && bad++ < 5)
+                                        CHECK(false, "%s fp8 axpy n=%d round=%d: column %d code 0x%02x gives %a, want %a",
+                                              dsv_cpu_isa_name(isa), n, round, j, code[1 + j], y[1 + j], want);
+                        }
+                        CHECK(y[1 + n] == 12345.0f, "%s fp8 axpy n=%d: wrote past the row", dsv_cpu_isa_name(isa), n);
+                        cases++;
+                }
+        CHECK(bad == 0, "%s fp8 rows: %d values differ from the definition", dsv_cpu_isa_name(isa), bad);
+        n_cases += cases;
+}
+
 static void check_all_shapes(void) {
         /* T >= 6 takes the wide prefill tile of avx512bf16 (6 tokens), the rest the narrow
          * tiles (T = 29, 16, 13, 8 leave 5, 4, 1, 2), with rows past N in the last group */
@@ -395,6 +446,8 @@ int main(int argc, char **argv) {
                         int before = n_cases;
                         check_all_shapes();
                         check_linear_multi();
+                        if (threads == 1)
+                                check_fp8_rows();
                         printf("%s, %d pool thread%s: %d cases equal to the canonical order\n", dsv_cpu_isa_name((enum dsv_cpu_isa)isa),
                                dsv_cpu_pool_threads(), threads == 1 ? "" : "s", n_cases - before);
                         ran++;

@@ -6,6 +6,7 @@
 #include "daemon/model_config.h"
 #include "daemon/rng.h"
 #include "kernels/cpu/cpu.h"
+#include "kernels/cpu/gemm.h"
 #include "tests/unit/testutil.h"
 
 static uint64_t rkey = 42;
@@ -321,6 +322,13 @@ static void test_topk(void) {
                         CHECK(out[j - 1] < out[j], "topk output not ascending");
         }
         free(scratch);
+}
+
+/* The first n rows of t. */
+static struct dsv_tensor first_rows(const struct dsv_tensor *t, int64_t n) {
+        struct dsv_tensor v = *t;
+        v.ne[1] = n;
+        return v;
 }
 
 /* A small paged cache with random contents for the attention ops. */
@@ -932,6 +940,108 @@ static void test_moe_split(void) {
         free(w3);
 }
 
+/* MLA decode reading an FP8 kv_b (codes with block scales, as the CPU loader passes
+ * kv_b_proj) gives the bits of the same op on the table the dequant op makes of it (F32 in
+ * exact numerics; bf16-rounded F32 and BF16 in faithful), on every instruction set this CPU
+ * runs, on 1 and 2 threads, for 1, 3 and 7 tokens, with odd head counts, kv_lora with a
+ * partial block, and heads whose rows straddle 128-row blocks; scales that are not powers
+ * of two. supports_op refuses FP8 without scales of the right shape. */
+static void test_mla_fp8(void) {
+        static const struct {
+                int H, nope, rope, V, C;
+        } sh[] = {{3, 16, 8, 12, 200}, {5, 64, 8, 64, 256}, {1, 40, 8, 24, 130}, {7, 48, 16, 32, 72}};
+        enum { n = 200, TMAX = 7, K = 24 };
+        const enum dsv_cpu_isa isa0 = dsv_cpu_isa_current();
+        int compared = 0;
+        for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++)
+                for (int faithful = 0; faithful < 2; faithful++) {
+                        const int H = sh[si].H, nope = sh[si].nope, rope = sh[si].rope, V = sh[si].V, C = sh[si].C, R = H * (nope + V);
+                        struct cache c;
+                        struct fp8w f;
+                        make_cache(&c, faithful ? DSV_KV_FP8 : DSV_KV_F32, n, C, rope, 128);
+                        make_fp8(&f, R, C, 0.1f);
+                        for (int64_t i = 0; i < f.s.ne[0] * f.s.ne[1]; i++)
+                                f.sc[i] *= 1.0f + 0.3f * fabsf(rnd());
+                        float *tf = malloc((size_t)R * C * 4), *q = rvec((size_t)TMAX * H * (nope + rope), 1.0f);
+                        uint16_t *tb = malloc((size_t)R * C * 2);
+                        float *o8 = malloc((size_t)TMAX * H * V * 4), *ot = malloc((size_t)TMAX * H * V * 4);
+                        REQUIRE(tf && tb && q && o8 && ot, "oom");
+                        struct dsv_tensor TF = dsv_tensor_2d(DSV_F32, tf, R, C), TB = dsv_tensor_2d(DSV_BF16, tb, R, C);
+                        struct dsv_op_dequant dq = {.out = &TF, .w = &f.w, .round_bf16 = faithful};
+                        REQUIRE(dsv_cpu_dequant(&dq) == 0, "dequant");
+                        dq = (struct dsv_op_dequant){.out = &TB, .w = &f.w};
+                        REQUIRE(dsv_cpu_dequant(&dq) == 0, "dequant");
+                        int32_t idx[TMAX * K], seq[TMAX] = {0}, pos[TMAX];
+                        for (int t = 0; t < TMAX; t++) {
+                                pos[t] = 20 * t + 30;
+                                for (int j = 0; j < K; j++)
+                                        idx[t * K + j] = j < K - 2 * t ? (j * 7 + t * 11) % (pos[t] + 1) : -1;
+                        }
+                        struct dsv_tensor I = dsv_tensor_2d(DSV_I32, idx, TMAX, K), TS = dsv_tensor_2d(DSV_I32, seq, 1, TMAX),
+                                          TP = dsv_tensor_2d(DSV_I32, pos, 1, TMAX), BT = dsv_tensor_2d(DSV_I32, c.pages, 1, 4);
+                        struct dsv_op_mla_decode op = {.q = NULL, .wkv_b = &f.w, .idx = &I, .kv = {&c.L, c.base, 1}, .at = {&TS, &TP, &BT},
+                                                       .n_heads = H, .nope = nope, .rope = rope, .v = V, .kv_lora = C, .scale = 0.3f,
+                                                       .faithful = faithful};
+                        CHECK(dsv_cpu_mla_decode_ok(&op), "mla decode refuses an FP8 kv_b");
+                        for (int isa = 0; isa < DSV_CPU_ISA_MAX; isa++) {
+                                if (dsv_cpu_isa_select((enum dsv_cpu_isa)isa) < 0)
+                                        continue;
+                                for (int threads = 1; threads <= 2; threads++) {
+                                        if (threads == 2)
+                                                REQUIRE(dsv_cpu_pool_acquire(2) == 0, "pool");
+                                        static const int nts[] = {1, 3, TMAX};
+                                        for (int k = 0; k < 3; k++) {
+                                                const int nt = nts[k];
+                                                struct dsv_tensor Q = dsv_tensor_2d(DSV_F32, q, nt, H * (nope + rope)),
+                                                                  O8 = dsv_tensor_2d(DSV_F32, o8, nt, H * V),
+                                                                  OT = dsv_tensor_2d(DSV_F32, ot, nt, H * V), In = first_rows(&I, nt);
+                                                op.q = &Q;
+                                                op.idx = &In;
+                                                op.out = &O8;
+                                                op.wkv_b = &f.w;
+                                                REQUIRE(dsv_cpu_mla_decode(&op) == 0, "mla decode, FP8 kv_b");
+                                                for (int form = 0; form < 1 + faithful; form++) {
+                                                        op.out = &OT;
+                                                        op.wkv_b = form ? &TB : &TF;
+                                                        REQUIRE(dsv_cpu_mla_decode(&op) == 0, "mla decode, table");
+                                                        CHECK(memcmp(o8, ot, (size_t)nt * H * V * 4) == 0,
+                                                              "%s mla decode H=%d nope=%d V=%d C=%d, %s, %d thread(s), %d token(s): FP8 kv_b "
+                                                              "differs from the %s table",
+                                                              dsv_cpu_isa_name((enum dsv_cpu_isa)isa), H, nope, V, C,
+                                                              faithful ? "faithful" : "exact", threads, nt, form ? "BF16" : "F32");
+                                                        compared++;
+                                                }
+                                                for (int i = 0; i < nt * H * V; i++)
+                                                        CHECK(isfinite(o8[i]), "mla decode, FP8 kv_b: output %d not finite", i);
+                                        }
+                                        if (threads == 2)
+                                                dsv_cpu_pool_release();
+                                }
+                        }
+                        /* scales missing or of the wrong shape, a row width other than kv_lora */
+                        op.wkv_b = &f.w;
+                        struct dsv_tensor w2 = f.w, s2 = f.s;
+                        w2.scale = NULL;
+                        op.wkv_b = &w2;
+                        CHECK(!dsv_cpu_mla_decode_ok(&op), "mla decode takes FP8 without scales");
+                        s2.ne[1]++;
+                        w2.scale = &s2;
+                        CHECK(!dsv_cpu_mla_decode_ok(&op), "mla decode takes FP8 scales of the wrong shape");
+                        op.wkv_b = &f.w;
+                        op.kv_lora = C - 1;
+                        CHECK(!dsv_cpu_mla_decode_ok(&op), "mla decode takes an FP8 kv_b wider than kv_lora");
+                        free(tf);
+                        free(tb);
+                        free(q);
+                        free(o8);
+                        free(ot);
+                        free_fp8(&f);
+                        free_cache(&c);
+                }
+        REQUIRE(dsv_cpu_isa_select(isa0) == 0, "select");
+        CHECK(compared >= 4 * 3 * 3 * 2 * 2, "mla decode, FP8 kv_b: only %d comparisons", compared);
+}
+
 int main(void) {
         test_linear();
         test_norms();
@@ -945,6 +1055,7 @@ int main(void) {
         test_mla();
         test_mla_decode_batch();
         test_mla_prefill_batch();
+        test_mla_fp8();
         test_moe_gate();
         test_moe_split();
         return test_result("test-ops");
