@@ -47,6 +47,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/dtype.h"
 
@@ -119,6 +120,10 @@ void dsv_comm_abort(struct dsv_comm *c);
 int dsv_comm_status(struct dsv_comm *c);
 /* The last failure of this handle ("rank 2 did not join all_reduce #17 within 5000 ms"), or "". */
 const char *dsv_comm_last_error(const struct dsv_comm *c);
+/* Why call failed with r (-errno): the handle's last failure, or strerror(-r) when it has none. */
+static inline const char *dsv_comm_why(const struct dsv_comm *c, int r) {
+        return dsv_comm_last_error(c)[0] ? dsv_comm_last_error(c) : strerror(-r);
+}
 
 /* All-to-all with variable counts (the MoE dispatch and combine): rank r sends
  * send_counts[p] elements from send + send_offsets[p] to each rank p, and receives

@@ -12,7 +12,7 @@ int dsv_fwd_dp_agree(struct dsv_model *m, enum dp_kind kind, int n, enum dp_kind
         int r = dsv_comm_all_reduce(m->ep, v, v, 3, DSV_I32, DSV_REDUCE_LARGEST);
         if (r < 0)
                 return dsv_error_set(err, r, "data-parallel ranks cannot agree on the passes (rank %d of %d): %s", m->ep->rank,
-                                     m->ep->size, dsv_comm_last_error(m->ep)[0] ? dsv_comm_last_error(m->ep) : strerror(-r));
+                                     m->ep->size, dsv_comm_why(m->ep, r));
         if (v[1] == DP_FOLLOW || v[1] != -v[2] || v[1] > DP_END || v[0] < 0) {
                 dsv_comm_abort(m->ep);
                 return dsv_error_set(err, EPROTO, "data-parallel ranks made different calls (kinds %d and %d): the group is "

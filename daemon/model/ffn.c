@@ -97,7 +97,7 @@ static int moe_experts_ep(struct fwd *F, int layer) {
                 return r;
         if ((r = dsv_comm_all_reduce(ep, w->moe_y.data, w->moe_y.data, (size_t)R * D, DSV_F32, DSV_REDUCE_SUM)) < 0)
                 return dsv_error_set(F->err, r, "expert-parallel combine of layer %d on rank %d of %d: %s", layer, ep->rank,
-                                     ep->size, dsv_comm_last_error(ep)[0] ? dsv_comm_last_error(ep) : strerror(-r));
+                                     ep->size, dsv_comm_why(ep, r));
         return moe_combine(F, &w->moe_out, &w->moe_y);
 }
 
@@ -118,7 +118,7 @@ enum { DP_META = 4 }; /* expert, slot, seq, pos */
 static int dp_fail(struct fwd *F, int r, int layer, const char *what) {
         struct dsv_comm *ep = F->m->ep;
         return dsv_error_set(F->err, r, "data-parallel %s of layer %d on rank %d of %d: %s", what, layer, ep->rank, ep->size,
-                             dsv_comm_last_error(ep)[0] ? dsv_comm_last_error(ep) : strerror(-r));
+                             dsv_comm_why(ep, r));
 }
 
 static int moe_experts_dp(struct fwd *F, int layer) {

@@ -110,7 +110,7 @@ int dsv_tp_all_reduce(struct fwd *F, struct dsv_tensor *x, const char *what) {
         assert(x->type == DSV_F32 && x->stride == (size_t)x->ne[0] * sizeof(float));
         if ((r = dsv_comm_all_reduce(g, x->data, x->data, n, DSV_F32, DSV_REDUCE_SUM)) < 0)
                 return dsv_error_set(F->err, r, "tensor-parallel sum of %s on rank %d of %d: %s", what,
-                                     g->rank, g->size, dsv_comm_last_error(g)[0] ? dsv_comm_last_error(g) : strerror(-r));
+                                     g->rank, g->size, dsv_comm_why(g, r));
         if (F->f) { /* the one rounding one rank's linear makes (round_out) */
                 float *v = x->data;
                 for (size_t i = 0; i < n; i++)
@@ -135,7 +135,7 @@ int dsv_tp_gather_logits(struct fwd *F, const float *part, int n_out, float *log
                 memcpy(send + (size_t)j * Vp, part + (size_t)j * V, (size_t)(hi - lo) * sizeof(float));
         if ((r = dsv_comm_all_gather(g, send, recv, (size_t)n_out * Vp, DSV_F32)) < 0) {
                 r = dsv_error_set(F->err, r, "tensor-parallel gather of the logits on rank %d of %d: %s", g->rank, g->size,
-                                  dsv_comm_last_error(g)[0] ? dsv_comm_last_error(g) : strerror(-r));
+                                  dsv_comm_why(g, r));
                 goto out;
         }
         /* recv is [rank][row j][Vp]; row j of the logits is every rank's part of it in order */

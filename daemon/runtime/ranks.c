@@ -967,7 +967,7 @@ static int send_out(struct dsv_rank_group *g, enum job_kind kind, struct dsv_err
         }
         if (r < 0)
                 return dsv_error_set(err, -r, "cannot hand the pass to the other nodes: %s",
-                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+                                     dsv_comm_why(g->ctl, r));
         if (kind != JOB_QUIT)
                 for (int i = 0; i < (g->dp ? g->n : 1); i++)
                         g->wq[i].len = 0, g->wq[i].n = 0;
@@ -1011,7 +1011,7 @@ static int recv_parts(struct dsv_rank_group *g, bool want_hidden, struct dsv_err
         }
         if ((r = dsv_comm_send_recv(g->ctl, NULL, 0, x, k, DSV_F32)) < 0)
                 return dsv_error_set(err, -r, "the other nodes' parts of the pass did not come back: %s",
-                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+                                     dsv_comm_why(g->ctl, r));
         return 0;
 }
 
@@ -1039,7 +1039,7 @@ static int remote_read(void *ud, const int32_t *pages, int n, void *out) {
                 dsv_error_set(&e, ENOMEM, "out of memory for a read of node %d's pages", rp->rank);
         else if ((r = send_out(g, JOB_READ, &e)) >= 0 && (r = dsv_comm_send_recv(g->ctl, NULL, 0, &x, 1, DSV_U8)) < 0)
                 dsv_error_set(&e, -r, "node %d's KV pages did not come back: %s", rp->rank,
-                              dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+                              dsv_comm_why(g->ctl, r));
         if (r < 0) {
                 snprintf(g->broken, sizeof(g->broken), "the group of %d nodes is broken: %.1000s", g->n, e.msg);
                 return -ENOTRECOVERABLE;
@@ -1056,7 +1056,7 @@ static int exchange_ready(struct dsv_rank_group *g, int r_open, const struct dsv
                 return dsv_error_set(err, ENOMEM, "out of memory");
         if ((r = dsv_comm_all_gather(g->ctl, &mine, g->node, sizeof(mine), DSV_U8)) < 0)
                 return dsv_error_set(err, -r, "the nodes cannot tell each other they have loaded: %s",
-                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+                                     dsv_comm_why(g->ctl, r));
         for (int i = 0; i < g->n; i++)
                 if (g->node[i].r < 0 && i != g->ctl->rank)
                         return dsv_error_set(err, EIO, "node %d could not load the model (%s; its log says why)", i,
@@ -1148,7 +1148,7 @@ static int receive_job(struct dsv_rank_group *g, struct follower *f, enum job_ki
 
         if ((r = dsv_comm_send_recv(g->ctl, NULL, 0, &x, 1, DSV_U8)) < 0)
                 return dsv_error_set(err, -r, "no job from node 0: %s",
-                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+                                     dsv_comm_why(g->ctl, r));
         const int64_t bytes = hdr[JW_PAYLOAD], nt = hdr[JW_TOKENS], ns = hdr[JW_SEQS];
         if (hdr[JW_KIND] <= JOB_NONE || hdr[JW_KIND] >= JOB_KIND_MAX || bytes < 0 || bytes > ((int64_t)1 << 40) || nt < 0 ||
             nt > INT32_MAX / 16 || ns < 0 || ns > nt || hdr[JW_OPS] < 0)
@@ -1161,7 +1161,7 @@ static int receive_job(struct dsv_rank_group *g, struct follower *f, enum job_ki
         x = (struct dsv_comm_xfer){.peer = 0, .buf = g->msg, .count = (size_t)bytes};
         if ((r = dsv_comm_send_recv(g->ctl, NULL, 0, &x, bytes ? 1 : 0, DSV_U8)) < 0)
                 return dsv_error_set(err, -r, "no job from node 0: %s",
-                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+                                     dsv_comm_why(g->ctl, r));
         at = g->msg;
         end = g->msg + bytes;
         memset(&g->b, 0, sizeof(g->b));
@@ -1317,7 +1317,7 @@ static int follower_part(struct dsv_rank_group *g, struct follower *f, enum job_
                 x[k++] = (struct dsv_comm_xfer){.peer = 0, .buf = hidden, .count = (size_t)g->b.n_tokens * D};
         if ((r = dsv_comm_send_recv(g->ctl, x, k, NULL, 0, DSV_F32)) < 0)
                 return dsv_error_set(err, -r, "node %d: cannot send its part of the pass to node 0: %s", f->rank,
-                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+                                     dsv_comm_why(g->ctl, r));
         return 0;
 }
 
@@ -1333,7 +1333,7 @@ static int follower_read(struct dsv_rank_group *g, struct follower *f, struct ds
                 return dsv_error_set(err, -r, "node %d: cannot read its KV pages: %s", f->rank, strerror(-r));
         if ((r = dsv_comm_send_recv(g->ctl, &x, g->read_n ? 1 : 0, NULL, 0, DSV_U8)) < 0)
                 return dsv_error_set(err, -r, "node %d: cannot send its KV pages to node 0: %s", f->rank,
-                                     dsv_comm_last_error(g->ctl)[0] ? dsv_comm_last_error(g->ctl) : strerror(-r));
+                                     dsv_comm_why(g->ctl, r));
         return 0;
 }
 
